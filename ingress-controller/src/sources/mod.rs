@@ -1,0 +1,1 @@
+//! Where objects come from: the Kubernetes API (`kube`) or a folder of manifests (`files`).

@@ -1,0 +1,196 @@
+//! The watched objects, as the sources last saw them. `compile` reads a snapshot of it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::ResourceExt;
+use tokio::sync::watch;
+
+/// `namespace/name` of an object (namespace empty for cluster-scoped kinds).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: &str, name: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of<K: ResourceExt>(obj: &K) -> Self {
+        Self::new(obj.namespace().as_deref().unwrap_or(""), &obj.name_any())
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.namespace.is_empty() {
+            f.write_str(&self.name)
+        } else {
+            write!(f, "{}/{}", self.namespace, self.name)
+        }
+    }
+}
+
+/// One watched object of any of the kinds Portico reads.
+#[derive(Clone, Debug)]
+pub enum Object {
+    Ingress(Ingress),
+    IngressClass(IngressClass),
+    Service(Service),
+    EndpointSlice(EndpointSlice),
+    Endpoints(Endpoints),
+    Secret(Secret),
+}
+
+/// The kinds Portico reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Ingress,
+    IngressClass,
+    Service,
+    EndpointSlice,
+    Endpoints,
+    Secret,
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Ingress(_) => Kind::Ingress,
+            Object::IngressClass(_) => Kind::IngressClass,
+            Object::Service(_) => Kind::Service,
+            Object::EndpointSlice(_) => Kind::EndpointSlice,
+            Object::Endpoints(_) => Kind::Endpoints,
+            Object::Secret(_) => Kind::Secret,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Ingress(o) => ObjectKey::of(o),
+            Object::IngressClass(o) => ObjectKey::of(o),
+            Object::Service(o) => ObjectKey::of(o),
+            Object::EndpointSlice(o) => ObjectKey::of(o),
+            Object::Endpoints(o) => ObjectKey::of(o),
+            Object::Secret(o) => ObjectKey::of(o),
+        }
+    }
+}
+
+/// Every object of every kind, keyed by `namespace/name`. Ordered maps keep `compile`
+/// deterministic; `Arc` values make a snapshot cheap.
+#[derive(Clone, Debug, Default)]
+pub struct Store {
+    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
+    pub ingress_classes: BTreeMap<ObjectKey, Arc<IngressClass>>,
+    pub services: BTreeMap<ObjectKey, Arc<Service>>,
+    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
+    pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
+    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+}
+
+impl Store {
+    /// Insert or replace an object.
+    pub fn apply(&mut self, obj: Object) {
+        let key = obj.key();
+        match obj {
+            Object::Ingress(o) => {
+                self.ingresses.insert(key, Arc::new(o));
+            }
+            Object::IngressClass(o) => {
+                self.ingress_classes.insert(key, Arc::new(o));
+            }
+            Object::Service(o) => {
+                self.services.insert(key, Arc::new(o));
+            }
+            Object::EndpointSlice(o) => {
+                self.endpoint_slices.insert(key, Arc::new(o));
+            }
+            Object::Endpoints(o) => {
+                self.endpoints.insert(key, Arc::new(o));
+            }
+            Object::Secret(o) => {
+                self.secrets.insert(key, Arc::new(o));
+            }
+        }
+    }
+
+    /// Remove an object; removing one that is not there is not an error.
+    pub fn remove(&mut self, kind: Kind, key: &ObjectKey) {
+        match kind {
+            Kind::Ingress => drop(self.ingresses.remove(key)),
+            Kind::IngressClass => drop(self.ingress_classes.remove(key)),
+            Kind::Service => drop(self.services.remove(key)),
+            Kind::EndpointSlice => drop(self.endpoint_slices.remove(key)),
+            Kind::Endpoints => drop(self.endpoints.remove(key)),
+            Kind::Secret => drop(self.secrets.remove(key)),
+        }
+    }
+
+    /// Drop every object of `kind` (a relist replaces the whole kind).
+    pub fn clear(&mut self, kind: Kind) {
+        match kind {
+            Kind::Ingress => self.ingresses.clear(),
+            Kind::IngressClass => self.ingress_classes.clear(),
+            Kind::Service => self.services.clear(),
+            Kind::EndpointSlice => self.endpoint_slices.clear(),
+            Kind::Endpoints => self.endpoints.clear(),
+            Kind::Secret => self.secrets.clear(),
+        }
+    }
+}
+
+/// The store shared between the sources (writers) and the compile loop (reader). Every
+/// change bumps a revision that the compile loop waits on, so bursts of changes coalesce
+/// into one recompile.
+#[derive(Clone)]
+pub struct SharedStore {
+    store: Arc<Mutex<Store>>,
+    revision: Arc<watch::Sender<u64>>,
+}
+
+impl Default for SharedStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SharedStore {
+    pub fn new() -> Self {
+        Self {
+            store: Arc::new(Mutex::new(Store::default())),
+            revision: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Store> {
+        // A writer that panicked left a consistent map behind (each op is one insert or
+        // remove), so the poisoned data is still usable.
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Change the store under its lock, then wake the compile loop.
+    pub fn update(&self, f: impl FnOnce(&mut Store)) {
+        f(&mut self.lock());
+        self.revision.send_modify(|r| *r += 1);
+    }
+
+    /// A copy of the current objects for `compile`.
+    pub fn snapshot(&self) -> Store {
+        self.lock().clone()
+    }
+
+    /// Wakes on every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.revision.subscribe()
+    }
+}

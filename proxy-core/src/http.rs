@@ -1,0 +1,1 @@
+//! HTTP server, forwarding, upgrades and timeouts.

@@ -1,0 +1,10 @@
+//! Portico's dataplane. It takes a plain [`config::Config`] value and serves it; it
+//! knows nothing of Kubernetes.
+
+pub mod balance;
+pub mod config;
+pub mod http;
+pub mod l4;
+pub mod routes;
+
+pub use config::{Backend, BackendId, BackendKind, Config, ConfigHandle, Endpoint};
