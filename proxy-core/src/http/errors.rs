@@ -56,7 +56,7 @@ impl ProxyError {
     }
 
     /// A short plain-text answer; a bad request also closes the connection.
-    pub(crate) fn into_response(&self) -> Response<ProxyBody> {
+    pub(crate) fn to_response(&self) -> Response<ProxyBody> {
         let status = self.status();
         let body = format!(
             "{} {}\n",

@@ -54,7 +54,7 @@ impl Proxy {
                 if e.status().is_server_error() {
                     tracing::warn!(host = %host, path = %path, backend = ?trace.backend.as_ref().map(ToString::to_string), error = %e, "request failed");
                 }
-                e.into_response()
+                e.to_response()
             }
         };
         let ev = ResponseEvent {
@@ -215,7 +215,7 @@ impl Proxy {
             .map(|pq| pq.as_str())
             .unwrap_or("/");
         let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{pq}")) else {
-            return ProxyError::BadRequest("host cannot form a redirect URL").into_response();
+            return ProxyError::BadRequest("host cannot form a redirect URL").to_response();
         };
         let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
             b"308 Permanent Redirect\n",

@@ -1,7 +1,6 @@
 //! Accepting and serving client connections, and stopping them gracefully.
 
 use std::convert::Infallible;
-use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,17 +192,12 @@ impl Proxy {
     }
 }
 
-fn stop_signal<'a>(
-    own: &'a Shutdown,
-    extra: Option<&'a Shutdown>,
-) -> impl Future<Output = ()> + 'a {
-    async move {
-        match extra {
-            Some(extra) => tokio::select! {
-                _ = own.triggered() => {},
-                _ = extra.triggered() => {},
-            },
-            None => own.triggered().await,
-        }
+async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {
+    match extra {
+        Some(extra) => tokio::select! {
+            _ = own.triggered() => {},
+            _ = extra.triggered() => {},
+        },
+        None => own.triggered().await,
     }
 }

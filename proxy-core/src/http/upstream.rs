@@ -93,11 +93,6 @@ impl Pool {
         });
     }
 
-    #[cfg(test)]
-    pub fn idle_count(&self) -> usize {
-        self.idle().values().map(Vec::len).sum()
-    }
-
     fn checkout(&self, key: &Key) -> Option<SendRequest<Incoming>> {
         let mut map = self.idle();
         let list = map.get_mut(key)?;
