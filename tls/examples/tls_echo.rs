@@ -16,17 +16,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let acceptor = tls::TlsAcceptor::from(tls::server_config(resolver)?);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on {}", listener.local_addr()?);
-    loop {
-        let (tcp, _) = listener.accept().await?;
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            if let Ok((mut stream, info)) =
-                tls::accept(tcp, &acceptor, Duration::from_secs(10)).await
-            {
-                let line = format!("sni={:?} h2={}\n", info.sni, info.alpn_h2);
-                let _ = stream.write_all(line.as_bytes()).await;
-                let _ = stream.shutdown().await;
-            }
-        });
-    }
+    tls::serve(
+        listener,
+        acceptor,
+        Duration::from_secs(10),
+        |mut conn| async move {
+            let line = format!("sni={:?} h2={}\n", conn.info.sni, conn.info.alpn_h2);
+            let _ = conn.stream.write_all(line.as_bytes()).await;
+            let _ = conn.stream.shutdown().await;
+        },
+    )
+    .await;
+    Ok(())
 }
