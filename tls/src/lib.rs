@@ -3,16 +3,19 @@
 //!
 //! Flow: [`CertStore::build`] parses [`CertSource`]s into a store plus
 //! [`CertDiagnostic`]s; a [`CertResolver`] holds the current store and is swapped on each
-//! rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake.
+//! rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
+//! and [`serve`] runs the accept loop for a listener.
 
 mod diagnostic;
 mod host;
+mod listener;
 mod resolver;
 mod self_signed;
 mod server;
 mod store;
 
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
+pub use listener::{serve, TlsConnection};
 pub use resolver::CertResolver;
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};

@@ -263,3 +263,17 @@ async fn garbage_instead_of_client_hello_is_a_handshake_error() {
         result.map(|(_, info)| info)
     );
 }
+
+#[tokio::test]
+async fn stalled_handshakes_do_not_block_other_clients() {
+    let pem = rcgen_p256(&["a.test"]);
+    let (resolver, _) = resolver_with(&[pem.source("ns/a", &["a.test"])]);
+    let addr = spawn_server_with_timeout(resolver, Duration::from_secs(600)).await;
+    // Many connections that never send a ClientHello, held open.
+    let mut stalled = Vec::new();
+    for _ in 0..50 {
+        stalled.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    assert_eq!(presented(addr, Some("a.test")).await, pem.leaf_der);
+    drop(stalled);
+}

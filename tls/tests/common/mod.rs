@@ -151,37 +151,39 @@ pub fn openssl_self_signed(dir: &Path, key: &str, cn: &str, out: &str) {
 /// A TLS server on 127.0.0.1 using the crate's config and acceptor. Each connection gets
 /// one line `sni|alpn_h2` after the handshake, then an echo of whatever it sends.
 pub async fn spawn_server(resolver: Arc<CertResolver>) -> SocketAddr {
+    spawn_server_with_timeout(resolver, TIMEOUT).await
+}
+
+pub async fn spawn_server_with_timeout(
+    resolver: Arc<CertResolver>,
+    handshake_timeout: Duration,
+) -> SocketAddr {
     let config = tls::server_config(resolver).unwrap();
     let acceptor = TlsAcceptor::from(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else {
-                return;
-            };
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok((stream, info)) = tls::accept(tcp, &acceptor, TIMEOUT).await else {
-                    return;
-                };
-                let (rd, mut wr) = tokio::io::split(stream);
-                let line = format!("{}|{}\n", info.sni.as_deref().unwrap_or("-"), info.alpn_h2);
-                if wr.write_all(line.as_bytes()).await.is_err() {
-                    return;
-                }
-                let mut rd = BufReader::new(rd);
-                let mut buf = String::new();
-                while let Ok(n) = rd.read_line(&mut buf).await {
-                    if n == 0 || wr.write_all(buf.as_bytes()).await.is_err() {
-                        return;
-                    }
-                    buf.clear();
-                }
-            });
-        }
-    });
+    tokio::spawn(tls::serve(listener, acceptor, handshake_timeout, echo));
     addr
+}
+
+async fn echo(conn: tls::TlsConnection) {
+    let (rd, mut wr) = tokio::io::split(conn.stream);
+    let line = format!(
+        "{}|{}\n",
+        conn.info.sni.as_deref().unwrap_or("-"),
+        conn.info.alpn_h2
+    );
+    if wr.write_all(line.as_bytes()).await.is_err() {
+        return;
+    }
+    let mut rd = BufReader::new(rd);
+    let mut buf = String::new();
+    while let Ok(n) = rd.read_line(&mut buf).await {
+        if n == 0 || wr.write_all(buf.as_bytes()).await.is_err() {
+            return;
+        }
+        buf.clear();
+    }
 }
 
 /// Accepts any certificate but still checks the handshake signature, so a key that does
