@@ -16,10 +16,13 @@ async fn get_cookie(conn: &mut Conn, cookie: Option<&str>) -> Reply {
     if let Some(c) = cookie {
         req = req.header("cookie", c);
     }
-    let resp = tokio::time::timeout(DEADLINE, conn.send(req.body(Full::new(Bytes::new())).unwrap()))
-        .await
-        .expect("response within deadline")
-        .expect("response");
+    let resp = tokio::time::timeout(
+        DEADLINE,
+        conn.send(req.body(Full::new(Bytes::new())).unwrap()),
+    )
+    .await
+    .expect("response within deadline")
+    .expect("response");
     Reply::read(resp).await
 }
 
@@ -57,13 +60,19 @@ async fn check_mode(mode: AffinityMode) {
         assert_eq!(r.status, StatusCode::OK);
         let pair = cookie_pair(&r).expect("a new session gets a cookie");
         assert!(pair.starts_with("route="), "{pair}");
-        assert!(!pair.contains("127.0.0.1"), "cookie leaks the address: {pair}");
+        assert!(
+            !pair.contains("127.0.0.1"),
+            "cookie leaks the address: {pair}"
+        );
         first_cookie.get_or_insert((pair, r.text().to_owned()));
         *counts.entry(r.text().to_owned()).or_default() += 1;
     }
     assert_eq!(counts.len(), 3, "{counts:?}");
     for (endpoint, n) in &counts {
-        assert!((267..=400).contains(n), "{endpoint} got {n} of 1000: {counts:?}");
+        assert!(
+            (267..=400).contains(n),
+            "{endpoint} got {n} of 1000: {counts:?}"
+        );
     }
 
     // With the cookie: every request reaches the pinned endpoint, no new cookie.
@@ -142,7 +151,14 @@ async fn set_cookie_carries_the_configured_attributes() {
     let r = get_cookie(&mut conn, None).await;
     let line = r.header("set-cookie").unwrap();
     assert!(line.starts_with("sess="), "{line}");
-    for attr in ["Path=/shop", "Max-Age=172800", "Expires=", "Secure", "HttpOnly", "SameSite=Lax"] {
+    for attr in [
+        "Path=/shop",
+        "Max-Age=172800",
+        "Expires=",
+        "Secure",
+        "HttpOnly",
+        "SameSite=Lax",
+    ] {
         assert!(line.contains(attr), "{attr} missing from {line}");
     }
     // A garbage cookie is a new session, not an error.
@@ -175,13 +191,23 @@ async fn failure_case(change_on_failure: bool) {
     tokio::time::sleep(Duration::from_millis(100)).await;
     let mut conn = Conn::open(px.addr).await;
     let r = get_cookie(&mut conn, Some(&cookie)).await;
-    assert_eq!(r.status, StatusCode::OK, "the failure cost the client nothing");
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the failure cost the client nothing"
+    );
     assert_eq!(r.text(), up.name);
     let set = cookie_pair(&r);
     if change_on_failure {
-        assert!(set.is_some_and(|c| c != cookie), "change-on-failure re-pins");
+        assert!(
+            set.is_some_and(|c| c != cookie),
+            "change-on-failure re-pins"
+        );
     } else {
-        assert_eq!(set, None, "without change-on-failure the session keeps its cookie");
+        assert_eq!(
+            set, None,
+            "without change-on-failure the session keeps its cookie"
+        );
     }
 }
 

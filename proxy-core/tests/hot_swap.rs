@@ -18,7 +18,10 @@ const TUNNELS: usize = 3;
 
 fn variant(i: usize, e1: std::net::SocketAddr, e2: std::net::SocketAddr) -> Config {
     let mut cfg = match i % 4 {
-        0 => config(vec![rule("app.test", "pool")], vec![backend("pool", &[e1, e2], None)]),
+        0 => config(
+            vec![rule("app.test", "pool")],
+            vec![backend("pool", &[e1, e2], None)],
+        ),
         // Other order, an extra host, cookie affinity switched on.
         1 => config(
             vec![rule("app.test", "pool"), rule("other.test", "other")],
@@ -37,7 +40,10 @@ fn variant(i: usize, e1: std::net::SocketAddr, e2: std::net::SocketAddr) -> Conf
             config(vec![rule("app.test", "pool")], vec![b])
         }
         // e2 leaves the backend (and comes back with the next swap).
-        _ => config(vec![rule("app.test", "pool")], vec![backend("pool", &[e1], None)]),
+        _ => config(
+            vec![rule("app.test", "pool")],
+            vec![backend("pool", &[e1], None)],
+        ),
     };
     cfg.generation = i as u64 + 2;
     cfg
@@ -84,7 +90,8 @@ async fn thousand_swaps_under_load_fail_nothing() {
     // Busy keep-alive clients.
     let mut tasks = Vec::new();
     for _ in 0..CLIENTS {
-        let (stop, failures, served, addr) = (stop.clone(), failures.clone(), served.clone(), px.addr);
+        let (stop, failures, served, addr) =
+            (stop.clone(), failures.clone(), served.clone(), px.addr);
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(addr).await;
             while !stop.load(Ordering::Relaxed) {
@@ -96,7 +103,10 @@ async fn thousand_swaps_under_load_fail_nothing() {
                     Ok(Ok(resp)) => {
                         let r = Reply::read(resp).await;
                         if r.status != StatusCode::OK || (r.text() != "e1" && r.text() != "e2") {
-                            failures.lock().unwrap().push(format!("{} {}", r.status, r.text()));
+                            failures
+                                .lock()
+                                .unwrap()
+                                .push(format!("{} {}", r.status, r.text()));
                         } else {
                             served.fetch_add(1, Ordering::Relaxed);
                         }
@@ -125,7 +135,7 @@ async fn thousand_swaps_under_load_fail_nothing() {
                 echo(&mut tunnel, format!("tunnel {t} message {n}").as_bytes()).await;
                 echoes.fetch_add(1, Ordering::Relaxed);
                 n += 1;
-                if n % 200 == 0 {
+                if n.is_multiple_of(200) {
                     // A fresh tunnel while configs keep changing.
                     let mut fresh = open_tunnel(addr, "ws.test").await;
                     echo(&mut fresh, b"hello").await;
@@ -154,13 +164,25 @@ async fn thousand_swaps_under_load_fail_nothing() {
     }
 
     let failures = failures.lock().unwrap().clone();
-    assert!(failures.is_empty(), "{} failures: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failures: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
     let served_during = served.load(Ordering::Relaxed) - served_before;
-    assert!(served_during >= SWAPS / 2, "too little traffic to mean anything: {served_during}");
+    assert!(
+        served_during >= SWAPS / 2,
+        "too little traffic to mean anything: {served_during}"
+    );
     assert!(echoes.load(Ordering::Relaxed) >= 50, "tunnels barely used");
     for (i, c) in idle.iter_mut().enumerate() {
         let r = c.get("app.test", "/").await;
-        assert_eq!(r.status, StatusCode::OK, "idle keep-alive connection {i} was cut");
+        assert_eq!(
+            r.status,
+            StatusCode::OK,
+            "idle keep-alive connection {i} was cut"
+        );
     }
     // e1 is in every variant: its pooled connections survived the swaps instead of being
     // re-opened per config.
