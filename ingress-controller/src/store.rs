@@ -41,6 +41,9 @@ impl fmt::Display for ObjectKey {
 }
 
 /// One watched object of any of the kinds Portico reads.
+// Short-lived (sources hand them to the store, which keeps them in `Arc`s), so the size
+// difference between variants costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
     Ingress(Ingress),
