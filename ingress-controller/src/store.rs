@@ -41,8 +41,8 @@ impl fmt::Display for ObjectKey {
 }
 
 /// One watched object of any of the kinds Portico reads.
-// Short-lived (sources hand them to the store, which keeps them in `Arc`s), so the size
-// difference between variants costs nothing worth boxing for.
+// Short-lived: moved into the store (behind an `Arc`) as soon as it is built, so boxing
+// the large variants would only add an allocation.
 #[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
