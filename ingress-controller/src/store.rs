@@ -41,6 +41,9 @@ impl fmt::Display for ObjectKey {
 }
 
 /// One watched object of any of the kinds Portico reads.
+// Short-lived: moved into the store (behind an `Arc`) as soon as it is built, so boxing
+// the large variants would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum Object {
     Ingress(Ingress),

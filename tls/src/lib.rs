@@ -1,13 +1,53 @@
 //! Certificate store and rustls server configuration (SNI). Takes PEM bytes per host set;
 //! knows nothing of Kubernetes.
+//!
+//! Flow: [`CertStore::build`] parses [`CertSource`]s into a store plus
+//! [`CertDiagnostic`]s; a [`CertResolver`] holds the current store and is swapped on each
+//! rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
+//! and [`serve`] runs the accept loop for a listener.
+
+mod diagnostic;
+mod host;
+mod listener;
+mod resolver;
+mod self_signed;
+mod server;
+mod store;
+
+pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
+pub use listener::{serve, TlsConnection};
+pub use resolver::CertResolver;
+pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
+pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
+pub use store::CertStore;
+pub use tokio_rustls::server::TlsStream;
+pub use tokio_rustls::TlsAcceptor;
+
+use std::time::Duration;
 
 /// One certificate as configured: the hosts it serves and its PEM material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSource {
     /// Where it came from (`namespace/secret`), named in diagnostics.
     pub name: String,
-    /// Hosts it serves: exact names or `*.` wildcards.
+    /// Hosts it serves: exact names or `*.` wildcards. Empty means the names in the
+    /// certificate itself (subjectAltName DNS entries, else Common Name).
     pub hosts: Vec<String>,
+    /// The certificate chain, server certificate first (`tls.crt`).
     pub cert_pem: Vec<u8>,
+    /// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM (`tls.key`).
     pub key_pem: Vec<u8>,
+}
+
+/// Errors from setting up TLS or from one handshake.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+    #[error("generating the self-signed certificate: {0}")]
+    SelfSigned(#[from] rcgen::Error),
+    #[error("TLS handshake did not finish within {0:?}")]
+    HandshakeTimeout(Duration),
+    #[error("TLS handshake failed: {0}")]
+    Handshake(#[source] std::io::Error),
 }

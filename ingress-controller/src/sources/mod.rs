@@ -1,1 +1,3 @@
 //! Where objects come from: the Kubernetes API (`kube`) or a folder of manifests (`files`).
+
+pub mod kube;

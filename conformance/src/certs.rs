@@ -1,0 +1,113 @@
+//! Self-signed certificates and TLS Secrets shaped exactly as
+//! `kubectl create secret tls NAME --cert=tls.crt --key=tls.key` writes them.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::ByteString;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::RootCertStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CertError {
+    #[error("generating a certificate for {hosts:?}: {source}")]
+    Generate {
+        hosts: Vec<String>,
+        source: rcgen::Error,
+    },
+    #[error("reading PEM: {0}")]
+    Pem(String),
+    #[error("building TLS config: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A self-signed certificate and its key, as PEM and DER.
+#[derive(Clone, Debug)]
+pub struct SelfSigned {
+    pub hosts: Vec<String>,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: Vec<u8>,
+}
+
+impl SelfSigned {
+    /// A certificate whose subject alternative names are `hosts`.
+    pub fn generate(hosts: &[&str]) -> Result<Self, CertError> {
+        let hosts: Vec<String> = hosts.iter().map(|h| (*h).to_owned()).collect();
+        let certified = rcgen::generate_simple_self_signed(hosts.clone()).map_err(|source| {
+            CertError::Generate {
+                hosts: hosts.clone(),
+                source,
+            }
+        })?;
+        Ok(Self {
+            cert_pem: certified.cert.pem(),
+            key_pem: certified.signing_key.serialize_pem(),
+            cert_der: certified.cert.der().to_vec(),
+            hosts,
+        })
+    }
+
+    /// The `kubernetes.io/tls` Secret `kubectl create secret tls` would create.
+    pub fn to_secret(&self, namespace: &str, name: &str) -> Secret {
+        tls_secret(namespace, name, &self.cert_pem, &self.key_pem)
+    }
+
+    /// Roots that trust exactly this certificate.
+    pub fn roots(&self) -> Arc<RootCertStore> {
+        let mut roots = RootCertStore::empty();
+        // A self-signed certificate is its own anchor; adding it cannot fail for a cert we made.
+        let _ = roots.add(CertificateDer::from(self.cert_der.clone()));
+        Arc::new(roots)
+    }
+
+    /// A rustls server config serving this certificate (for TLS echo backends).
+    pub fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, CertError> {
+        server_config(&self.cert_pem, &self.key_pem)
+    }
+}
+
+/// A `kubernetes.io/tls` Secret with `tls.crt` and `tls.key`, as kubectl writes it.
+pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) -> Secret {
+    let mut data = BTreeMap::new();
+    data.insert(
+        "tls.crt".to_owned(),
+        ByteString(cert_pem.as_bytes().to_vec()),
+    );
+    data.insert(
+        "tls.key".to_owned(),
+        ByteString(key_pem.as_bytes().to_vec()),
+    );
+    Secret {
+        metadata: ObjectMeta {
+            name: Some(name.to_owned()),
+            namespace: Some(namespace.to_owned()),
+            ..ObjectMeta::default()
+        },
+        type_: Some("kubernetes.io/tls".to_owned()),
+        data: Some(data),
+        ..Secret::default()
+    }
+}
+
+/// A rustls server config from PEM certificate chain and key.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem(e.to_string()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| CertError::Pem(e.to_string()))?
+        .ok_or_else(|| CertError::Pem("no private key found".to_owned()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}

@@ -1,0 +1,377 @@
+//! A minimal HTTP client for scenarios: one request per connection to the proxy's port,
+//! with the Host header (and TLS SNI) taken from the URL, the way a user's
+//! `curl --resolve` or the upstream suite's Go client talks to an Ingress address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode, Uri, Version};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+use crate::echo::Echo;
+
+/// The user agent the upstream conformance suite's client sends.
+pub const USER_AGENT: &str = "Go-http-client/1.1";
+
+/// How long one request may take end to end; generous for a loaded 2-core machine.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL {url:?}: {reason}")]
+    Url { url: String, reason: String },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS handshake with {addr} for {host:?}: {source}")]
+    Tls {
+        addr: SocketAddr,
+        host: String,
+        source: std::io::Error,
+    },
+    #[error("HTTP exchange with {addr}: {source}")]
+    Http {
+        addr: SocketAddr,
+        source: hyper::Error,
+    },
+    #[error("building request: {0}")]
+    Build(#[from] http::Error),
+    #[error("request to {addr} timed out after {timeout:?}")]
+    Timeout { addr: SocketAddr, timeout: Duration },
+    #[error("response is not an echo reply (status {status}): {body}")]
+    NotEcho { status: StatusCode, body: String },
+}
+
+/// Where the proxy listens.
+#[derive(Clone, Copy, Debug)]
+pub struct ProxyAddrs {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+}
+
+/// How to treat the server certificate on HTTPS.
+#[derive(Clone, Debug)]
+pub enum TlsTrust {
+    /// Verify the chain against these roots and the certificate's names against the host.
+    Roots(Arc<RootCertStore>),
+    /// Accept any certificate (`curl -k`); the certificate is still captured.
+    Insecure,
+}
+
+/// One request as a scenario describes it.
+#[derive(Clone, Debug)]
+pub struct Request {
+    pub method: Method,
+    /// `http` or `https`.
+    pub scheme: String,
+    /// The Host header and SNI name; empty means "the proxy's own address", as a client
+    /// that dials the Ingress IP directly would send.
+    pub host: String,
+    /// Path and query, starting with `/`.
+    pub path_and_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    /// `GET url` with the upstream suite's user agent.
+    pub fn get(url: &str) -> Result<Self, ClientError> {
+        Self::parse(Method::GET, url)
+    }
+
+    /// Split an absolute `http(s)://host[:port]/path?query` URL.
+    pub fn parse(method: Method, url: &str) -> Result<Self, ClientError> {
+        let bad = |reason: &str| ClientError::Url {
+            url: url.to_owned(),
+            reason: reason.to_owned(),
+        };
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| bad(&e.to_string()))?;
+        let scheme = uri
+            .scheme_str()
+            .filter(|s| *s == "http" || *s == "https")
+            .ok_or_else(|| bad("scheme must be http or https"))?
+            .to_owned();
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let path_and_query = uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "/".to_owned());
+        Ok(Self::new(method, &scheme, &host, &path_and_query))
+    }
+
+    pub fn new(method: Method, scheme: &str, host: &str, path_and_query: &str) -> Self {
+        let path_and_query = if path_and_query.starts_with('/') {
+            path_and_query.to_owned()
+        } else {
+            format!("/{path_and_query}")
+        };
+        Self {
+            method,
+            scheme: scheme.to_owned(),
+            host: host.to_owned(),
+            path_and_query,
+            headers: vec![("user-agent".to_owned(), USER_AGENT.to_owned())],
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+}
+
+/// What came back.
+#[derive(Clone, Debug)]
+pub struct Captured {
+    pub status: StatusCode,
+    /// `HTTP/1.1` or `HTTP/2.0`, as Go's `resp.Proto` spells it.
+    pub proto: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The leaf certificate the server presented, over HTTPS.
+    pub peer_cert: Option<Vec<u8>>,
+    /// The host name the certificate was verified for, when verified against roots.
+    pub verified_host: Option<String>,
+}
+
+impl Captured {
+    /// The echo backend's reply in the body.
+    pub fn echo(&self) -> Result<Echo, ClientError> {
+        serde_json::from_slice(&self.body).map_err(|_| ClientError::NotEcho {
+            status: self.status,
+            body: String::from_utf8_lossy(&self.body)
+                .chars()
+                .take(400)
+                .collect(),
+        })
+    }
+
+    /// Values of every `Set-Cookie` header.
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all(http::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok().map(str::to_owned))
+            .collect()
+    }
+}
+
+/// Send one request to the proxy: plain HTTP to `addrs.http`, HTTPS to `addrs.https`.
+pub async fn send(
+    addrs: ProxyAddrs,
+    req: &Request,
+    trust: &TlsTrust,
+) -> Result<Captured, ClientError> {
+    let https = req.scheme == "https";
+    let addr = if https { addrs.https } else { addrs.http };
+    match tokio::time::timeout(REQUEST_TIMEOUT, exchange(addr, https, req, trust)).await {
+        Ok(result) => result,
+        Err(_) => Err(ClientError::Timeout {
+            addr,
+            timeout: REQUEST_TIMEOUT,
+        }),
+    }
+}
+
+async fn exchange(
+    addr: SocketAddr,
+    https: bool,
+    req: &Request,
+    trust: &TlsTrust,
+) -> Result<Captured, ClientError> {
+    let host_header = if req.host.is_empty() {
+        addr.to_string()
+    } else {
+        req.host.clone()
+    };
+    let mut builder = http::Request::builder()
+        .method(req.method.clone())
+        .uri(req.path_and_query.as_str())
+        .header(http::header::HOST, host_header.as_str());
+    for (name, value) in &req.headers {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let request = builder.body(Full::new(req.body.clone()))?;
+
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|source| ClientError::Connect { addr, source })?;
+    let _ = tcp.set_nodelay(true);
+    if !https {
+        let (status, version, headers, body) = roundtrip(addr, TokioIo::new(tcp), request).await?;
+        return Ok(Captured {
+            status,
+            proto: proto(version),
+            headers,
+            body,
+            peer_cert: None,
+            verified_host: None,
+        });
+    }
+
+    // SNI and verification use the host without its port, as any HTTPS client does.
+    let sni_host = strip_port(&host_header).to_owned();
+    let (config, verifying) = client_config(trust);
+    let server_name = ServerName::try_from(sni_host.clone()).map_err(|e| ClientError::Url {
+        url: host_header.clone(),
+        reason: e.to_string(),
+    })?;
+    let tls = TlsConnector::from(config)
+        .connect(server_name, tcp)
+        .await
+        .map_err(|source| ClientError::Tls {
+            addr,
+            host: sni_host.clone(),
+            source,
+        })?;
+    let peer_cert = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .map(|c| c.as_ref().to_vec());
+    let (status, version, headers, body) = roundtrip(addr, TokioIo::new(tls), request).await?;
+    Ok(Captured {
+        status,
+        proto: proto(version),
+        headers,
+        body,
+        peer_cert,
+        verified_host: verifying.then_some(sni_host),
+    })
+}
+
+async fn roundtrip<IO>(
+    addr: SocketAddr,
+    io: IO,
+    request: http::Request<Full<Bytes>>,
+) -> Result<(StatusCode, Version, HeaderMap, Bytes), ClientError>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let http_err = |source| ClientError::Http { addr, source };
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(http_err)?;
+    let driver = tokio::spawn(conn);
+    let response = sender.send_request(request).await.map_err(http_err)?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.map_err(http_err)?.to_bytes();
+    driver.abort();
+    Ok((parts.status, parts.version, parts.headers, body))
+}
+
+fn client_config(trust: &TlsTrust) -> (Arc<rustls::ClientConfig>, bool) {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap_or_else(|_| rustls::ClientConfig::builder());
+    match trust {
+        TlsTrust::Roots(roots) => (
+            Arc::new(
+                builder
+                    .with_root_certificates(roots.clone())
+                    .with_no_client_auth(),
+            ),
+            true,
+        ),
+        TlsTrust::Insecure => (
+            Arc::new(
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                    .with_no_client_auth(),
+            ),
+            false,
+        ),
+    }
+}
+
+fn proto(version: Version) -> String {
+    match version {
+        Version::HTTP_09 => "HTTP/0.9",
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_11 => "HTTP/1.1",
+        Version::HTTP_2 => "HTTP/2.0",
+        Version::HTTP_3 => "HTTP/3.0",
+        _ => "unknown",
+    }
+    .to_owned()
+}
+
+/// `host:port` or `[v6]:port` to the bare host.
+pub fn strip_port(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    }
+}
+
+/// `curl -k`: any certificate is accepted, signatures are still checked.
+#[derive(Debug)]
+struct AcceptAny(Arc<rustls::crypto::CryptoProvider>);
+
+impl ServerCertVerifier for AcceptAny {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

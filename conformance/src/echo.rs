@@ -1,0 +1,241 @@
+//! The echo backend: answers every request with JSON naming the backend it plays and what
+//! it received, so a test can assert where the proxy sent a request and what arrived.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
+
+/// The backend an echo listener plays: which pod of which Service in which namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub namespace: String,
+    pub service: String,
+    pub pod: String,
+}
+
+impl Identity {
+    pub fn new(namespace: &str, service: &str, pod: &str) -> Self {
+        Self {
+            namespace: namespace.to_owned(),
+            service: service.to_owned(),
+            pod: pod.to_owned(),
+        }
+    }
+}
+
+/// What the echo backend answers: who it is and what it received.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Echo {
+    pub namespace: String,
+    pub service: String,
+    pub pod: String,
+    /// The address the request arrived on (the "pod IP" and port).
+    pub pod_addr: String,
+    pub method: String,
+    /// The Host header (HTTP/1.1) or :authority (HTTP/2), as received.
+    pub host: String,
+    pub path: String,
+    pub query: Option<String>,
+    /// `HTTP/1.0`, `HTTP/1.1` or `HTTP/2.0`.
+    pub proto: String,
+    /// Header names lower-cased, values in arrival order.
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Bytes of request body received.
+    pub body_len: usize,
+    /// Present when the request came over TLS.
+    pub tls: Option<TlsInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// The SNI name the client sent, if any.
+    pub sni: Option<String>,
+}
+
+impl Echo {
+    /// All values of a header (name matched case-insensitively).
+    pub fn header(&self, name: &str) -> &[String] {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EchoError {
+    #[error("binding echo backend {identity} on {addr}: {source}")]
+    Bind {
+        identity: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A running echo listener; aborted when dropped.
+pub struct EchoServer {
+    addr: SocketAddr,
+    identity: Identity,
+    task: JoinHandle<()>,
+}
+
+impl EchoServer {
+    /// Listen on `addr` (port 0 picks a free port) and answer as `identity`; with `tls`,
+    /// serve HTTPS and report the SNI name received.
+    pub async fn start(
+        addr: SocketAddr,
+        identity: Identity,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<Self, EchoError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| EchoError::Bind {
+                identity: format!(
+                    "{}/{}/{}",
+                    identity.namespace, identity.service, identity.pod
+                ),
+                addr,
+                source,
+            })?;
+        let local = listener.local_addr().map_err(|source| EchoError::Bind {
+            identity: identity.pod.clone(),
+            addr,
+            source,
+        })?;
+        let shared = Arc::new(identity.clone());
+        let acceptor = tls.map(TlsAcceptor::from);
+        let task = tokio::spawn(accept_loop(listener, local, shared, acceptor));
+        Ok(Self {
+            addr: local,
+            identity,
+            task,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    local: SocketAddr,
+    identity: Arc<Identity>,
+    acceptor: Option<TlsAcceptor>,
+) {
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(error) => {
+                // Out of file descriptors and the like: back off rather than spin.
+                tracing::warn!(%local, %error, "echo accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let identity = identity.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            match acceptor {
+                None => {
+                    let svc = service_fn(move |req| answer(req, identity.clone(), local, None));
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                        .await;
+                }
+                Some(acceptor) => {
+                    let Ok(tls) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let info = TlsInfo {
+                        sni: tls.get_ref().1.server_name().map(str::to_owned),
+                    };
+                    let svc = service_fn(move |req| {
+                        answer(req, identity.clone(), local, Some(info.clone()))
+                    });
+                    let _ = builder
+                        .serve_connection_with_upgrades(TokioIo::new(tls), svc)
+                        .await;
+                }
+            }
+        });
+    }
+}
+
+async fn answer(
+    req: Request<Incoming>,
+    identity: Arc<Identity>,
+    local: SocketAddr,
+    tls: Option<TlsInfo>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    // Drain the body so the client is never left blocked on a full window.
+    let body_len = match body.collect().await {
+        Ok(collected) => collected.to_bytes().len(),
+        Err(_) => 0,
+    };
+    let host = parts
+        .headers
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_default();
+    let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (name, value) in &parts.headers {
+        headers
+            .entry(name.as_str().to_owned())
+            .or_default()
+            .push(String::from_utf8_lossy(value.as_bytes()).into_owned());
+    }
+    let echo = Echo {
+        namespace: identity.namespace.clone(),
+        service: identity.service.clone(),
+        pod: identity.pod.clone(),
+        pod_addr: local.to_string(),
+        method: parts.method.to_string(),
+        host,
+        path: parts.uri.path().to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        proto: format!("{:?}", parts.version),
+        headers,
+        body_len,
+        tls,
+    };
+    let body = serde_json::to_vec_pretty(&echo).unwrap_or_default();
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = StatusCode::OK;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.insert(
+        http::header::SERVER,
+        http::HeaderValue::from_static("portico-echo"),
+    );
+    Ok(response)
+}

@@ -1,0 +1,291 @@
+//! Strict per-key parsers for the Ingress annotations Portico honours. A value that does
+//! not parse is a diagnostic and the annotation is ignored; no annotation text reaches the
+//! config except as a validated value.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
+use proxy_core::config::Timeouts;
+
+use super::diagnostic::{Diagnostic, DiagnosticReason};
+use crate::store::{Kind, ObjectKey};
+
+/// Portico's own annotation prefix; it wins over the ingress-nginx name for the same key.
+pub const OWN_PREFIX: &str = "portico.dev/";
+/// ingress-nginx's prefix, honoured for the keys below so migrated Ingresses keep working.
+pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+const AFFINITY: &str = "affinity";
+const AFFINITY_MODE: &str = "affinity-mode";
+const COOKIE_NAME: &str = "session-cookie-name";
+const COOKIE_PATH: &str = "session-cookie-path";
+const COOKIE_MAX_AGE: &str = "session-cookie-max-age";
+const COOKIE_EXPIRES: &str = "session-cookie-expires";
+const COOKIE_SECURE: &str = "session-cookie-secure";
+const COOKIE_SAMESITE: &str = "session-cookie-samesite";
+const COOKIE_CHANGE_ON_FAILURE: &str = "session-cookie-change-on-failure";
+const SSL_REDIRECT: &str = "ssl-redirect";
+const FORCE_SSL_REDIRECT: &str = "force-ssl-redirect";
+const CONNECT_TIMEOUT: &str = "proxy-connect-timeout";
+const READ_TIMEOUT: &str = "proxy-read-timeout";
+
+/// Every key honoured under both prefixes.
+const KNOWN: &[&str] = &[
+    AFFINITY,
+    AFFINITY_MODE,
+    COOKIE_NAME,
+    COOKIE_PATH,
+    COOKIE_MAX_AGE,
+    COOKIE_EXPIRES,
+    COOKIE_SECURE,
+    COOKIE_SAMESITE,
+    COOKIE_CHANGE_ON_FAILURE,
+    SSL_REDIRECT,
+    FORCE_SSL_REDIRECT,
+    CONNECT_TIMEOUT,
+    READ_TIMEOUT,
+];
+
+/// What one Ingress's annotations ask for, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressAnnotations {
+    /// Backend settings for every backend this Ingress routes to.
+    pub backend: BackendSettings,
+    /// `ssl-redirect`, default true: redirect plain HTTP on hosts that have TLS.
+    pub ssl_redirect: bool,
+    /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
+    pub force_ssl_redirect: bool,
+}
+
+/// Settings that belong to a backend rather than a route.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct BackendSettings {
+    pub affinity: Option<CookieAffinity>,
+    pub timeouts: Timeouts,
+}
+
+impl Default for IngressAnnotations {
+    fn default() -> Self {
+        Self {
+            backend: BackendSettings::default(),
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+        }
+    }
+}
+
+struct Reader<'a> {
+    annotations: &'a BTreeMap<String, String>,
+    kind: Kind,
+    key: &'a ObjectKey,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    /// The value of `name` under our prefix, else under ingress-nginx's, parsed by
+    /// `parse`. A parse error is reported and the annotation treated as absent.
+    fn get<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
+        let (full, raw) = [OWN_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
+            let full = format!("{prefix}{name}");
+            self.annotations.get(&full).map(|v| (full, v))
+        })?;
+        match parse(raw.trim()) {
+            Ok(v) => Some(v),
+            Err(expected) => {
+                self.diags.push(Diagnostic::error(
+                    self.kind,
+                    self.key,
+                    format!("metadata.annotations[{full:?}]"),
+                    DiagnosticReason::InvalidAnnotation,
+                    format!("annotation {full} has invalid value {raw:?} (expected {expected}), ignored"),
+                ));
+                None
+            }
+        }
+    }
+}
+
+/// Parses the annotations of Ingress `key`, pushing a diagnostic for every malformed value
+/// and every `nginx.ingress.kubernetes.io/` or `portico.dev/` key Portico does not honour.
+pub fn parse(
+    key: &ObjectKey,
+    annotations: Option<&BTreeMap<String, String>>,
+    diags: &mut Vec<Diagnostic>,
+) -> IngressAnnotations {
+    let mut out = IngressAnnotations::default();
+    let Some(annotations) = annotations else {
+        return out;
+    };
+    report_unsupported(key, annotations, diags);
+    let mut r = Reader {
+        annotations,
+        kind: Kind::Ingress,
+        key,
+        diags,
+    };
+
+    if let Some(v) = r.get(SSL_REDIRECT, parse_bool) {
+        out.ssl_redirect = v;
+    }
+    if let Some(v) = r.get(FORCE_SSL_REDIRECT, parse_bool) {
+        out.force_ssl_redirect = v;
+    }
+    if let Some(v) = r.get(CONNECT_TIMEOUT, parse_timeout) {
+        out.backend.timeouts.connect = v;
+    }
+    if let Some(v) = r.get(READ_TIMEOUT, parse_timeout) {
+        out.backend.timeouts.response = v;
+    }
+
+    if r.get(AFFINITY, parse_affinity).is_some() {
+        let mut a = CookieAffinity::default();
+        if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
+            a.mode = v;
+        }
+        if let Some(v) = r.get(COOKIE_NAME, parse_cookie_name) {
+            a.name = v.into();
+        }
+        if let Some(v) = r.get(COOKIE_PATH, parse_cookie_path) {
+            a.path = Some(v.into());
+        }
+        a.max_age = r.get(COOKIE_MAX_AGE, parse_seconds);
+        a.expires = r.get(COOKIE_EXPIRES, parse_seconds);
+        if let Some(v) = r.get(COOKIE_SECURE, parse_bool) {
+            a.secure = v;
+        }
+        a.samesite = r.get(COOKIE_SAMESITE, parse_samesite);
+        if let Some(v) = r.get(COOKIE_CHANGE_ON_FAILURE, parse_bool) {
+            a.change_on_failure = v;
+        }
+        out.backend.affinity = Some(a);
+    }
+    out
+}
+
+fn report_unsupported(
+    key: &ObjectKey,
+    annotations: &BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    for name in annotations.keys() {
+        let (suffix, what) = if let Some(s) = name.strip_prefix(NGINX_PREFIX) {
+            (s, "is not supported by Portico, ignored")
+        } else if let Some(s) = name.strip_prefix(OWN_PREFIX) {
+            (s, "is not a Portico annotation, ignored")
+        } else {
+            continue;
+        };
+        if !KNOWN.contains(&suffix) {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                format!("metadata.annotations[{name:?}]"),
+                DiagnosticReason::UnsupportedAnnotation,
+                format!("annotation {name} {what}"),
+            ));
+        }
+    }
+}
+
+/// Go's `strconv.ParseBool` set, which ingress-nginx uses: migrated values keep meaning
+/// the same thing.
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v {
+        "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
+        "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
+        _ => Err("true or false".into()),
+    }
+}
+
+fn parse_affinity(v: &str) -> Result<(), String> {
+    match v {
+        "cookie" => Ok(()),
+        _ => Err("cookie".into()),
+    }
+}
+
+fn parse_mode(v: &str) -> Result<AffinityMode, String> {
+    match v {
+        "balanced" => Ok(AffinityMode::Balanced),
+        "persistent" => Ok(AffinityMode::Persistent),
+        _ => Err("balanced or persistent".into()),
+    }
+}
+
+fn parse_samesite(v: &str) -> Result<SameSite, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "strict" => Ok(SameSite::Strict),
+        "lax" => Ok(SameSite::Lax),
+        "none" => Ok(SameSite::None),
+        _ => Err("Strict, Lax or None".into()),
+    }
+}
+
+/// A whole number of seconds (cookie lifetimes; zero is meaningful there).
+fn parse_seconds(v: &str) -> Result<Duration, String> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("a whole number of seconds".into());
+    }
+    v.parse::<u64>()
+        .map(Duration::from_secs)
+        .map_err(|_| "a whole number of seconds".into())
+}
+
+/// A positive whole number of seconds, at most a day.
+fn parse_timeout(v: &str) -> Result<Duration, String> {
+    const EXPECTED: &str = "a whole number of seconds from 1 to 86400";
+    match parse_seconds(v) {
+        Ok(d) if (1..=86_400).contains(&d.as_secs()) => Ok(d),
+        _ => Err(EXPECTED.into()),
+    }
+}
+
+/// RFC 6265 cookie-name: an RFC 7230 token.
+fn parse_cookie_name(v: &str) -> Result<String, String> {
+    let token = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !v.is_empty() && v.len() <= 256 && v.bytes().all(token) {
+        Ok(v.to_owned())
+    } else {
+        Err("a cookie name token (letters, digits, !#$%&'*+-.^_`|~)".into())
+    }
+}
+
+/// RFC 6265 path-value, stricter: absolute, visible ASCII, no `;`.
+fn parse_cookie_path(v: &str) -> Result<String, String> {
+    let ok = v.starts_with('/')
+        && v.len() <= 1024
+        && v.bytes().all(|b| b.is_ascii_graphic() && b != b';');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("an absolute path without spaces or ';'".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scalar_parsers_are_strict() {
+        assert_eq!(parse_bool("True"), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+        assert!(parse_bool("yes").is_err());
+        assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("1.5").is_err());
+        assert!(parse_seconds("+3").is_err());
+        assert!(parse_timeout("0").is_err());
+        assert_eq!(parse_timeout("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_samesite("lax"), Ok(SameSite::Lax));
+        assert!(parse_samesite("sometimes").is_err());
+        assert_eq!(parse_cookie_name("route_1"), Ok("route_1".to_owned()));
+        assert!(parse_cookie_name("a b").is_err());
+        assert!(parse_cookie_name("a;b=c").is_err());
+        assert!(parse_cookie_name("").is_err());
+        assert!(parse_cookie_path("app").is_err());
+        assert!(parse_cookie_path("/a;HttpOnly").is_err());
+        assert_eq!(parse_cookie_path("/app"), Ok("/app".to_owned()));
+    }
+}

@@ -1,0 +1,281 @@
+//! `spec.tls` -> certificates for SNI, and the set of hosts that have TLS (for redirects).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::networking::v1::Ingress;
+use proxy_core::routes::HostMatch;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::sign::CertifiedKey;
+use tls::CertSource;
+
+use super::diagnostic::{Diagnostic, DiagnosticReason, Severity};
+use super::syntax::parse_host;
+use crate::store::{Kind, ObjectKey, Store};
+
+pub const TLS_SECRET_TYPE: &str = "kubernetes.io/tls";
+const CERT_KEY: &str = "tls.crt";
+const KEY_KEY: &str = "tls.key";
+
+/// Hosts named by any `spec.tls[].hosts` of our Ingresses, whatever became of the Secret:
+/// a host whose Secret is broken is still served over TLS, with the default certificate.
+#[derive(Debug, Default)]
+pub struct TlsHosts {
+    exact: HashSet<String>,
+    /// `*.foo.com` stored as `foo.com`.
+    wildcard: HashSet<String>,
+}
+
+impl TlsHosts {
+    /// Whether requests matched by a rule for `host` arrive on a TLS host.
+    pub fn covers(&self, host: &HostMatch) -> bool {
+        match host {
+            HostMatch::Exact(h) => {
+                self.exact.contains(h)
+                    || h.split_once('.')
+                        .is_some_and(|(_, parent)| self.wildcard.contains(parent))
+            }
+            HostMatch::Wildcard(suffix) => self.wildcard.contains(suffix),
+            HostMatch::Any => false,
+        }
+    }
+}
+
+/// A Secret's PEM pair, validated, or why it cannot be used.
+type Loaded = Result<(Vec<u8>, Vec<u8>, Option<String>), (DiagnosticReason, String)>;
+
+/// Reads and checks a TLS Secret: type, keys, PEM, and that the key matches the
+/// certificate. The `Option<String>` is a warning for an accepted but unusual Secret.
+pub fn load_secret(secret: &Secret) -> Loaded {
+    let type_ = secret.type_.as_deref().unwrap_or("Opaque");
+    let mut warning = None;
+    if type_ != TLS_SECRET_TYPE {
+        if type_ != "Opaque" {
+            return Err((
+                DiagnosticReason::SecretWrongType,
+                format!("has type {type_:?}, want {TLS_SECRET_TYPE:?}"),
+            ));
+        }
+        warning = Some(format!(
+            "has type \"Opaque\"; accepted because it holds {CERT_KEY} and {KEY_KEY}, \
+             but it should be {TLS_SECRET_TYPE:?}"
+        ));
+    }
+    let field = |name: &str| -> Option<Vec<u8>> {
+        // `data` is what the API server holds; `stringData` is what a hand-written
+        // manifest in the file source may carry instead.
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(name))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()
+                    .and_then(|d| d.get(name))
+                    .map(|s| s.clone().into_bytes())
+            })
+            .filter(|b| !b.is_empty())
+    };
+    let (Some(cert), Some(key)) = (field(CERT_KEY), field(KEY_KEY)) else {
+        return Err((
+            DiagnosticReason::SecretMissingKey,
+            format!("must hold both {CERT_KEY} and {KEY_KEY}"),
+        ));
+    };
+    check_pair(&cert, &key).map_err(|m| (DiagnosticReason::InvalidCertificate, m))?;
+    Ok((cert, key, warning))
+}
+
+fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
+    let chain = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{CERT_KEY} is not valid PEM: {e}"))?;
+    if chain.is_empty() {
+        return Err(format!("{CERT_KEY} holds no CERTIFICATE block"));
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| format!("{KEY_KEY} holds no usable private key: {e}"))?;
+    let provider = rustls::crypto::ring::default_provider();
+    CertifiedKey::from_der(chain, key, &provider)
+        .map_err(|e| format!("{CERT_KEY} and {KEY_KEY} do not form a usable pair: {e}"))?;
+    Ok(())
+}
+
+/// Certificates from the `spec.tls` of our Ingresses, given oldest first.
+pub struct TlsOutcome {
+    pub certs: Vec<CertSource>,
+    pub hosts: TlsHosts,
+}
+
+pub fn compile_tls(
+    store: &Store,
+    ingresses: &[(&ObjectKey, &Ingress)],
+    diags: &mut Vec<Diagnostic>,
+) -> TlsOutcome {
+    let mut hosts = TlsHosts::default();
+    let mut certs: BTreeMap<String, CertSource> = BTreeMap::new();
+    // Which Secret serves a host: the first (oldest Ingress) to claim it.
+    let mut owner: HashMap<String, String> = HashMap::new();
+    // Each Secret is checked once per compile, however many Ingresses name it.
+    let mut loaded: HashMap<ObjectKey, Loaded> = HashMap::new();
+
+    for (key, ingress) in ingresses {
+        let entries = ingress.spec.as_ref().and_then(|s| s.tls.as_deref());
+        for (i, entry) in entries.into_iter().flatten().enumerate() {
+            let mut entry_hosts = Vec::new();
+            for (j, raw) in entry.hosts.iter().flatten().enumerate() {
+                match parse_host(Some(raw)) {
+                    Ok(HostMatch::Exact(h)) => {
+                        hosts.exact.insert(h.clone());
+                        entry_hosts.push(h);
+                    }
+                    Ok(HostMatch::Wildcard(s)) => {
+                        hosts.wildcard.insert(s.clone());
+                        entry_hosts.push(format!("*.{s}"));
+                    }
+                    Ok(HostMatch::Any) => {}
+                    Err(msg) => diags.push(Diagnostic::error(
+                        Kind::Ingress,
+                        key,
+                        format!("spec.tls[{i}].hosts[{j}]"),
+                        DiagnosticReason::InvalidHost,
+                        format!("{msg}, ignored"),
+                    )),
+                }
+            }
+            let Some(secret_name) = entry.secret_name.as_deref().filter(|s| !s.is_empty()) else {
+                // No Secret: these hosts are served with the default certificate.
+                continue;
+            };
+            let field = format!("spec.tls[{i}].secretName");
+            if entry_hosts.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::Ingress,
+                    key,
+                    format!("spec.tls[{i}].hosts"),
+                    DiagnosticReason::TlsNoHosts,
+                    format!("TLS entry for secret {secret_name:?} lists no hosts, so its certificate serves none; list the hosts it is for"),
+                ));
+                continue;
+            }
+            let secret_key = ObjectKey::new(&key.namespace, secret_name);
+            let loaded = loaded
+                .entry(secret_key.clone())
+                .or_insert_with(|| load_from_store(store, &secret_key));
+            let (cert_pem, key_pem) = match loaded {
+                Ok((cert, key_pem, warning)) => {
+                    if let Some(w) = warning {
+                        diags.push(Diagnostic::warning(
+                            Kind::Ingress,
+                            key,
+                            field,
+                            DiagnosticReason::SecretWrongType,
+                            format!("secret {secret_name:?}: {w}"),
+                        ));
+                    }
+                    (&*cert, &*key_pem)
+                }
+                Err((reason, msg)) => {
+                    diags.push(Diagnostic {
+                        severity: Severity::Error,
+                        kind: Kind::Ingress,
+                        object: (*key).clone(),
+                        field,
+                        reason: *reason,
+                        message: format!(
+                            "secret {secret_name:?}: {msg}; hosts {} fall back to the default certificate",
+                            entry_hosts.join(", ")
+                        ),
+                    });
+                    continue;
+                }
+            };
+            let name = secret_key.to_string();
+            for (j, host) in entry_hosts.into_iter().enumerate() {
+                match owner.get(&host) {
+                    Some(existing) if *existing != name => {
+                        diags.push(Diagnostic::warning(
+                            Kind::Ingress,
+                            key,
+                            format!("spec.tls[{i}].hosts[{j}]"),
+                            DiagnosticReason::TlsHostConflict,
+                            format!("host {host:?} is already served by secret {existing:?} of an older Ingress; secret {name:?} is not used for it"),
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
+                    None => {
+                        owner.insert(host.clone(), name.clone());
+                    }
+                }
+                let cert = certs.entry(name.clone()).or_insert_with(|| CertSource {
+                    name: name.clone(),
+                    hosts: Vec::new(),
+                    cert_pem: cert_pem.to_vec(),
+                    key_pem: key_pem.to_vec(),
+                });
+                if !cert.hosts.contains(&host) {
+                    cert.hosts.push(host);
+                }
+            }
+        }
+    }
+    let certs = certs
+        .into_values()
+        .map(|mut c| {
+            c.hosts.sort();
+            c
+        })
+        .collect();
+    TlsOutcome { certs, hosts }
+}
+
+fn load_from_store(store: &Store, key: &ObjectKey) -> Loaded {
+    match store.secrets.get(key) {
+        Some(secret) => load_secret(secret),
+        None => Err((
+            DiagnosticReason::SecretNotFound,
+            format!("not found in namespace {:?}", key.namespace),
+        )),
+    }
+}
+
+/// `--default-certificate NS/NAME`: the certificate for connections no SNI host matches.
+pub fn default_cert(
+    store: &Store,
+    key: &ObjectKey,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<CertSource> {
+    match load_from_store(store, key) {
+        Ok((cert_pem, key_pem, warning)) => {
+            if let Some(w) = warning {
+                diags.push(Diagnostic::warning(
+                    Kind::Secret,
+                    key,
+                    "type",
+                    DiagnosticReason::SecretWrongType,
+                    w,
+                ));
+            }
+            Some(CertSource {
+                name: key.to_string(),
+                hosts: Vec::new(),
+                cert_pem,
+                key_pem,
+            })
+        }
+        Err((reason, msg)) => {
+            diags.push(Diagnostic::error(
+                Kind::Secret,
+                key,
+                "",
+                reason,
+                format!("default certificate: {msg}; a generated self-signed certificate is used instead"),
+            ));
+            None
+        }
+    }
+}

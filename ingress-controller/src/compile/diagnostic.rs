@@ -1,0 +1,193 @@
+//! What the compiler says about objects it left out or partly ignored.
+
+use std::fmt;
+
+use crate::store::{Kind, ObjectKey};
+
+/// How bad a diagnostic is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Severity {
+    /// Served, but something was ignored or looks wrong.
+    Warning,
+    /// Something the object asked for is not served as asked.
+    Error,
+}
+
+impl Severity {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+/// Why an object (or part of one) was left out. Stable, usable as a metric label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum DiagnosticReason {
+    /// A rule host that is not a DNS name or `*.` wildcard.
+    InvalidHost,
+    /// A path that is not absolute or not allowed for its pathType.
+    InvalidPath,
+    /// A pathType other than Exact, Prefix, ImplementationSpecific.
+    InvalidPathType,
+    /// Two paths claim the same host+path+pathType; the newer one lost.
+    DuplicatePath,
+    /// Several Ingresses set `spec.defaultBackend`; the newer ones lost.
+    DuplicateDefaultBackend,
+    /// A backend without a Service name or port.
+    InvalidBackend,
+    /// `backend.resource` backends are not supported.
+    UnsupportedBackend,
+    /// The backend Service does not exist in the Ingress's namespace.
+    ServiceNotFound,
+    /// The backend Service has no such port.
+    ServicePortNotFound,
+    /// The Service has neither EndpointSlices nor Endpoints.
+    NoEndpoints,
+    /// An endpoint address that cannot be used.
+    InvalidEndpoint,
+    /// An `ExternalName` Service without a usable name.
+    InvalidExternalName,
+    /// An annotation value Portico could not parse; the annotation is ignored.
+    InvalidAnnotation,
+    /// An annotation Portico does not honour; it is ignored.
+    UnsupportedAnnotation,
+    /// Two Ingresses configure one backend differently (affinity, timeouts); oldest wins.
+    BackendSettingsConflict,
+    /// A TLS Secret that does not exist.
+    SecretNotFound,
+    /// A TLS Secret of the wrong type.
+    SecretWrongType,
+    /// A TLS Secret without `tls.crt` or `tls.key`.
+    SecretMissingKey,
+    /// A TLS Secret whose PEM does not hold a certificate and a private key.
+    InvalidCertificate,
+    /// A `spec.tls` entry that serves no host.
+    TlsNoHosts,
+    /// Two Secrets claim one TLS host; the older Ingress's wins.
+    TlsHostConflict,
+}
+
+impl DiagnosticReason {
+    pub fn as_str(self) -> &'static str {
+        use DiagnosticReason::*;
+        match self {
+            InvalidHost => "invalid_host",
+            InvalidPath => "invalid_path",
+            InvalidPathType => "invalid_path_type",
+            DuplicatePath => "duplicate_path",
+            DuplicateDefaultBackend => "duplicate_default_backend",
+            InvalidBackend => "invalid_backend",
+            UnsupportedBackend => "unsupported_backend",
+            ServiceNotFound => "service_not_found",
+            ServicePortNotFound => "service_port_not_found",
+            NoEndpoints => "no_endpoints",
+            InvalidEndpoint => "invalid_endpoint",
+            InvalidExternalName => "invalid_external_name",
+            InvalidAnnotation => "invalid_annotation",
+            UnsupportedAnnotation => "unsupported_annotation",
+            BackendSettingsConflict => "backend_settings_conflict",
+            SecretNotFound => "secret_not_found",
+            SecretWrongType => "secret_wrong_type",
+            SecretMissingKey => "secret_missing_key",
+            InvalidCertificate => "invalid_certificate",
+            TlsNoHosts => "tls_no_hosts",
+            TlsHostConflict => "tls_host_conflict",
+        }
+    }
+}
+
+impl fmt::Display for DiagnosticReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One finding about one object: which object, which field, why, in words.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Diagnostic {
+    pub severity: Severity,
+    pub kind: Kind,
+    pub object: ObjectKey,
+    /// Path of the offending field, e.g. `spec.rules[0].http.paths[1].backend.service.port.name`;
+    /// empty when the whole object is meant.
+    pub field: String,
+    pub reason: DiagnosticReason,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn error(
+        kind: Kind,
+        object: &ObjectKey,
+        field: impl Into<String>,
+        reason: DiagnosticReason,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Error,
+            kind,
+            object: object.clone(),
+            field: field.into(),
+            reason,
+            message: message.into(),
+        }
+    }
+
+    pub fn warning(
+        kind: Kind,
+        object: &ObjectKey,
+        field: impl Into<String>,
+        reason: DiagnosticReason,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            severity: Severity::Warning,
+            ..Self::error(kind, object, field, reason, message)
+        }
+    }
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {}: ", self.kind, self.object)?;
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_kind_object_and_field() {
+        let d = Diagnostic::error(
+            Kind::Ingress,
+            &ObjectKey::new("default", "kubia"),
+            "spec.rules[0].http.paths[0].backend.service.port.name",
+            DiagnosticReason::ServicePortNotFound,
+            "service \"kubia\" has no port named \"http\"",
+        );
+        assert_eq!(
+            d.to_string(),
+            "Ingress default/kubia: spec.rules[0].http.paths[0].backend.service.port.name: \
+             service \"kubia\" has no port named \"http\""
+        );
+        let whole = Diagnostic::warning(
+            Kind::Service,
+            &ObjectKey::new("default", "kubia"),
+            "",
+            DiagnosticReason::NoEndpoints,
+            "no EndpointSlices",
+        );
+        assert_eq!(
+            whole.to_string(),
+            "Service default/kubia: no EndpointSlices"
+        );
+        assert_eq!(whole.reason.as_str(), "no_endpoints");
+    }
+}

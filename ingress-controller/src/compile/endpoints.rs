@@ -1,0 +1,251 @@
+//! Service port -> endpoints, from EndpointSlices (preferred) or hand-written `v1/Endpoints`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{EndpointSubset, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use proxy_core::Endpoint;
+
+use super::diagnostic::{Diagnostic, DiagnosticReason};
+use crate::store::{Kind, ObjectKey, Store};
+
+/// Label that ties an EndpointSlice to its Service.
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+/// Where a Service port's endpoints came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EndpointSource {
+    EndpointSlices,
+    Endpoints,
+    /// Neither exists for the Service.
+    Missing,
+}
+
+/// EndpointSlices grouped by `(namespace, service-name label)`, built once per compile so
+/// each lookup is a hash probe instead of a scan.
+pub struct EndpointIndex<'a> {
+    store: &'a Store,
+    slices: HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a EndpointSlice)>>,
+}
+
+impl<'a> EndpointIndex<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        // BTreeMap order: slices of one Service end up sorted by name, so output is stable.
+        for (key, slice) in &store.endpoint_slices {
+            let Some(service) = slice
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+            else {
+                continue;
+            };
+            slices
+                .entry((key.namespace.as_str(), service.as_str()))
+                .or_default()
+                .push((key, slice.as_ref()));
+        }
+        Self { store, slices }
+    }
+
+    /// Endpoints of one port of `service` (named `key`), sorted by address, deduplicated.
+    /// Problems with individual addresses are pushed to `diags` and those addresses skipped.
+    pub fn resolve(
+        &self,
+        key: &ObjectKey,
+        service: &Service,
+        port: &ServicePort,
+        diags: &mut Vec<Diagnostic>,
+    ) -> (Vec<Endpoint>, EndpointSource) {
+        let mut out = BTreeMap::new();
+        if let Some(slices) = self
+            .slices
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+        {
+            for (slice_key, slice) in slices {
+                from_slice(slice_key, slice, service, port, &mut out, diags);
+            }
+            return (out.into_values().collect(), EndpointSource::EndpointSlices);
+        }
+        if let Some(endpoints) = self.store.endpoints.get(key) {
+            for (i, subset) in endpoints.subsets.iter().flatten().enumerate() {
+                from_subset(key, i, subset, service, port, &mut out, diags);
+            }
+            return (out.into_values().collect(), EndpointSource::Endpoints);
+        }
+        (Vec::new(), EndpointSource::Missing)
+    }
+}
+
+fn port_name(name: &Option<String>) -> &str {
+    name.as_deref().unwrap_or("")
+}
+
+/// The port to use when an endpoint list names no port at all: a numeric `targetPort`,
+/// else the Service port itself (Kubernetes defaults `targetPort` to `port`).
+pub fn numeric_target_port(port: &ServicePort) -> Option<u16> {
+    match &port.target_port {
+        Some(IntOrString::Int(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
+        Some(IntOrString::String(s)) => s.parse::<u16>().ok().filter(|p| *p != 0),
+        None => u16::try_from(port.port).ok().filter(|p| *p != 0),
+    }
+}
+
+fn valid_port(p: i32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p != 0)
+}
+
+/// Adds `ep`, keeping one entry per address; a ready copy beats a not-ready one (an
+/// address can sit in two slices while the slice controller moves it).
+fn insert(out: &mut BTreeMap<SocketAddr, Endpoint>, ep: Endpoint) {
+    match out.get(&ep.addr) {
+        Some(existing) if existing.ready || !ep.ready => {}
+        _ => {
+            out.insert(ep.addr, ep);
+        }
+    }
+}
+
+fn from_slice(
+    key: &ObjectKey,
+    slice: &EndpointSlice,
+    service: &Service,
+    port: &ServicePort,
+    out: &mut BTreeMap<SocketAddr, Endpoint>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let wanted = port_name(&port.name);
+    let number = match slice.ports.as_deref() {
+        // No ports listed: hand-written slices of selector-less Services often omit them.
+        None | Some([]) => numeric_target_port(port),
+        Some(ports) => match ports.iter().find(|p| port_name(&p.name) == wanted) {
+            Some(p) => p.port.and_then(valid_port),
+            None => single_port_fallback(service, ports.len(), || ports[0].port),
+        },
+    };
+    let Some(number) = number else {
+        return;
+    };
+    if slice.address_type == "FQDN" {
+        diags.push(Diagnostic::warning(
+            Kind::EndpointSlice,
+            key,
+            "addressType",
+            DiagnosticReason::InvalidEndpoint,
+            "FQDN EndpointSlices are not supported, ignored",
+        ));
+        return;
+    }
+    for (i, ep) in slice.endpoints.iter().flatten().enumerate() {
+        // All addresses of one endpoint are fungible; Kubernetes consumers use the first.
+        let Some(addr) = ep.addresses.first() else {
+            continue;
+        };
+        let Ok(ip) = addr.parse::<IpAddr>() else {
+            diags.push(Diagnostic::error(
+                Kind::EndpointSlice,
+                key,
+                format!("endpoints[{i}].addresses[0]"),
+                DiagnosticReason::InvalidEndpoint,
+                format!("{addr:?} is not an IP address, endpoint ignored"),
+            ));
+            continue;
+        };
+        let conditions = ep.conditions.as_ref();
+        insert(
+            out,
+            Endpoint {
+                addr: SocketAddr::new(ip, number),
+                ready: conditions.and_then(|c| c.ready).unwrap_or(true),
+                terminating: conditions.and_then(|c| c.terminating).unwrap_or(false),
+                node_name: ep.node_name.as_deref().map(Arc::from),
+                pod: ep
+                    .target_ref
+                    .as_ref()
+                    .and_then(|r| r.name.as_deref())
+                    .map(Arc::from),
+            },
+        );
+    }
+}
+
+/// A Service with exactly one port whose endpoint list has exactly one port: they are
+/// the same port even when the hand-written names differ.
+fn single_port_fallback(
+    service: &Service,
+    listed: usize,
+    only: impl FnOnce() -> Option<i32>,
+) -> Option<u16> {
+    let service_ports = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .map_or(0, Vec::len);
+    if service_ports == 1 && listed == 1 {
+        only().and_then(valid_port)
+    } else {
+        None
+    }
+}
+
+fn from_subset(
+    key: &ObjectKey,
+    index: usize,
+    subset: &EndpointSubset,
+    service: &Service,
+    port: &ServicePort,
+    out: &mut BTreeMap<SocketAddr, Endpoint>,
+    diags: &mut Vec<Diagnostic>,
+) {
+    let wanted = port_name(&port.name);
+    let number = match subset.ports.as_deref() {
+        None | Some([]) => numeric_target_port(port),
+        Some(ports) => match ports.iter().find(|p| port_name(&p.name) == wanted) {
+            Some(p) => valid_port(p.port),
+            None => single_port_fallback(service, ports.len(), || Some(ports[0].port)),
+        },
+    };
+    let Some(number) = number else {
+        return;
+    };
+    let lists = [
+        ("addresses", subset.addresses.as_deref(), true),
+        (
+            "notReadyAddresses",
+            subset.not_ready_addresses.as_deref(),
+            false,
+        ),
+    ];
+    for (field, addresses, ready) in lists {
+        for (i, a) in addresses.into_iter().flatten().enumerate() {
+            let Ok(ip) = a.ip.parse::<IpAddr>() else {
+                diags.push(Diagnostic::error(
+                    Kind::Endpoints,
+                    key,
+                    format!("subsets[{index}].{field}[{i}].ip"),
+                    DiagnosticReason::InvalidEndpoint,
+                    format!("{:?} is not an IP address, endpoint ignored", a.ip),
+                ));
+                continue;
+            };
+            insert(
+                out,
+                Endpoint {
+                    addr: SocketAddr::new(ip, number),
+                    ready,
+                    terminating: false,
+                    node_name: a.node_name.as_deref().map(Arc::from),
+                    pod: a
+                        .target_ref
+                        .as_ref()
+                        .and_then(|r| r.name.as_deref())
+                        .map(Arc::from),
+                },
+            );
+        }
+    }
+}

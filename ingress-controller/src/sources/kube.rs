@@ -1,0 +1,245 @@
+//! The Kubernetes API source: one `kube::runtime::watcher` per kind, applied into the
+//! [`SharedStore`].
+//!
+//! A watcher (re)lists with `Init .. InitApply* .. InitDone`; the listed objects are
+//! buffered and swapped into the store in one update, so `compile` never sees half a list
+//! and a relist after `410 Gone` or a reconnect keeps the last good objects until the new
+//! list is complete. Errors are logged and retried with kube's default backoff; nothing
+//! here is fatal.
+//!
+//! Secrets are watched with the field selector `type=kubernetes.io/tls`: only TLS Secrets
+//! are ever used, and a cluster's other Secrets (Helm releases, tokens) can be large.
+
+use std::collections::HashSet;
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use kube::api::Api;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::watch;
+
+use crate::store::{Kind, Object, ObjectKey, SharedStore};
+
+/// Every kind the source watches; readiness waits for the first full list of each.
+pub const KINDS: [Kind; 6] = [
+    Kind::Ingress,
+    Kind::IngressClass,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Endpoints,
+    Kind::Secret,
+];
+
+/// Only these Secrets are watched (see the module docs).
+pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+
+/// The annotation `kubectl apply` writes holds a full copy of the object (for Secrets, the
+/// key material again); nothing reads it, so it is dropped on arrival.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+#[derive(Clone, Debug, Default)]
+pub struct KubeSourceOptions {
+    /// Watch only this namespace (IngressClasses are cluster-scoped and always watched).
+    /// `None` watches every namespace.
+    pub watch_namespace: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("reading kubeconfig {path}: {source}")]
+    Kubeconfig {
+        path: PathBuf,
+        #[source]
+        source: kube::config::KubeconfigError,
+    },
+    #[error("no Kubernetes configuration: not in a cluster and no usable kubeconfig: {0}")]
+    Infer(#[source] kube::config::InferConfigError),
+    #[error("building the Kubernetes client: {0}")]
+    Client(#[source] kube::Error),
+}
+
+/// A client from `--kubeconfig PATH` when given; otherwise the in-cluster service account,
+/// then `$KUBECONFIG` or `~/.kube/config`.
+pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let kubeconfig_error = |source| ClientError::Kubeconfig {
+                path: path.to_owned(),
+                source,
+            };
+            let kc = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+                .await
+                .map_err(kubeconfig_error)?
+        }
+        None => match kube::Config::incluster() {
+            Ok(config) => config,
+            Err(_) => kube::Config::infer().await.map_err(ClientError::Infer)?,
+        },
+    };
+    Client::try_from(config).map_err(ClientError::Client)
+}
+
+/// Watch the six kinds into `store` until the process ends. `ready` turns true once every
+/// kind has been listed completely for the first time, and stays true across relists (the
+/// last good objects keep serving meanwhile).
+pub async fn run(
+    client: Client,
+    store: SharedStore,
+    opts: KubeSourceOptions,
+    ready: watch::Sender<bool>,
+) {
+    let synced = Arc::new(Synced {
+        kinds: Mutex::new(HashSet::new()),
+        ready,
+    });
+    let ns = opts.watch_namespace.as_deref();
+    let plain = watcher::Config::default();
+    let secrets = watcher::Config::default().fields(SECRET_FIELD_SELECTOR);
+    tracing::info!(
+        namespace = ns.unwrap_or("<all>"),
+        "watching the Kubernetes API"
+    );
+    futures::join!(
+        watch_kind(
+            api::<Ingress>(&client, ns),
+            plain.clone(),
+            Kind::Ingress,
+            Object::Ingress,
+            &store,
+            &synced,
+        ),
+        watch_kind(
+            Api::<IngressClass>::all(client.clone()),
+            plain.clone(),
+            Kind::IngressClass,
+            Object::IngressClass,
+            &store,
+            &synced,
+        ),
+        watch_kind(
+            api::<Service>(&client, ns),
+            plain.clone(),
+            Kind::Service,
+            Object::Service,
+            &store,
+            &synced,
+        ),
+        watch_kind(
+            api::<EndpointSlice>(&client, ns),
+            plain.clone(),
+            Kind::EndpointSlice,
+            Object::EndpointSlice,
+            &store,
+            &synced,
+        ),
+        watch_kind(
+            api::<Endpoints>(&client, ns),
+            plain,
+            Kind::Endpoints,
+            Object::Endpoints,
+            &store,
+            &synced,
+        ),
+        watch_kind(
+            api::<Secret>(&client, ns),
+            secrets,
+            Kind::Secret,
+            Object::Secret,
+            &store,
+            &synced,
+        ),
+    );
+}
+
+fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match ns {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Which kinds have completed their first list.
+struct Synced {
+    kinds: Mutex<HashSet<Kind>>,
+    ready: watch::Sender<bool>,
+}
+
+impl Synced {
+    fn mark(&self, kind: Kind) {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        if kinds.insert(kind) {
+            tracing::info!(?kind, "initial list synced");
+            if KINDS.iter().all(|k| kinds.contains(k)) {
+                tracing::info!("all kinds synced; ready");
+                self.ready.send_replace(true);
+            }
+        }
+    }
+}
+
+async fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    kind: Kind,
+    wrap: fn(K) -> Object,
+    store: &SharedStore,
+    synced: &Synced,
+) where
+    K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    let mut events = watcher(api, config).default_backoff().boxed();
+    // The objects of a list in progress; swapped into the store whole on InitDone.
+    let mut listing: Vec<Object> = Vec::new();
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listing.clear(),
+            Ok(Event::InitApply(obj)) => listing.push(wrap(trim(obj))),
+            Ok(Event::InitDone) => {
+                let objects = std::mem::take(&mut listing);
+                tracing::debug!(?kind, count = objects.len(), "list complete");
+                store.update(|s| {
+                    s.clear(kind);
+                    for obj in objects {
+                        s.apply(obj);
+                    }
+                });
+                synced.mark(kind);
+            }
+            Ok(Event::Apply(obj)) => {
+                tracing::debug!(?kind, object = %ObjectKey::of(&obj), "applied");
+                let obj = wrap(trim(obj));
+                store.update(|s| s.apply(obj));
+            }
+            Ok(Event::Delete(obj)) => {
+                let key = ObjectKey::of(&obj);
+                tracing::debug!(?kind, object = %key, "deleted");
+                store.update(|s| s.remove(kind, &key));
+            }
+            // The watcher recovers by itself (resuming, or relisting after 410 Gone); the
+            // backoff spaces the retries out.
+            Err(error) => tracing::warn!(?kind, %error, "watch error; retrying"),
+        }
+    }
+    tracing::error!(?kind, "watch stream ended");
+}
+
+/// Drop what nothing reads, to keep the store small.
+fn trim<K: ResourceExt>(mut obj: K) -> K {
+    obj.managed_fields_mut().clear();
+    obj.annotations_mut().remove(LAST_APPLIED);
+    obj
+}

@@ -1,0 +1,78 @@
+//! The TLS accept loop: TCP accept, handshake under a timeout in its own task, then hand
+//! the stream to the HTTP layer. Kept here so the binary only supplies the handler.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+
+use crate::server::{accept, TlsInfo};
+
+/// One accepted, handshaken connection.
+pub struct TlsConnection {
+    pub stream: TlsStream<TcpStream>,
+    pub info: TlsInfo,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+}
+
+/// Accepts connections on `listener` forever. Each handshake runs in its own task so a
+/// slow client never delays others; failed or timed-out handshakes are logged at debug
+/// (scanners and health probes make many) and dropped. `handler` runs in that task after
+/// a successful handshake.
+pub async fn serve<H, Fut>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    handler: H,
+) where
+    H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    loop {
+        let (tcp, remote) = match listener.accept().await {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(error = %e, "https accept failed");
+                tokio::time::sleep(accept_backoff(&e)).await;
+                continue;
+            }
+        };
+        let acceptor = acceptor.clone();
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            let _ = tcp.set_nodelay(true);
+            let local = match tcp.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "connection closed before handshake");
+                    return;
+                }
+            };
+            match accept(tcp, &acceptor, handshake_timeout).await {
+                Ok((stream, info)) => {
+                    handler(TlsConnection {
+                        stream,
+                        info,
+                        remote,
+                        local,
+                    })
+                    .await
+                }
+                Err(e) => tracing::debug!(%remote, error = %e, "tls handshake failed"),
+            }
+        });
+    }
+}
+
+fn accept_backoff(e: &io::Error) -> Duration {
+    match e.kind() {
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset => Duration::ZERO,
+        _ => Duration::from_millis(100),
+    }
+}

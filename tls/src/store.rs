@@ -1,0 +1,383 @@
+//! The certificate store: every configured certificate, parsed and checked once per build,
+//! indexed by the hosts it serves.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rustls::crypto::CryptoProvider;
+use rustls::sign::CertifiedKey;
+use rustls::{Error as RustlsError, InconsistentKeys};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use x509_parser::extensions::GeneralName;
+
+use crate::diagnostic::{CertDiagnostic, CertProblem};
+use crate::host::{self, HostName};
+use crate::CertSource;
+
+/// Parsed certificates by host: exact names, one-label wildcards, and an optional default.
+/// Immutable once built; rotation builds a new one and swaps it into the resolver.
+#[derive(Debug, Default)]
+pub struct CertStore {
+    exact: HashMap<String, Entry>,
+    /// Keyed by the wildcard's suffix: `*.foo.com` is stored under `foo.com`.
+    wildcard: HashMap<String, Entry>,
+    default: Option<Arc<CertifiedKey>>,
+    /// Parse results of this build's PEM pairs, so the next build skips unchanged ones:
+    /// every compile rebuilds the store, and RSA key loading is not free.
+    parsed: HashMap<PemPair, Parsed>,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    source: Arc<str>,
+    key: Arc<CertifiedKey>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PemPair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+type Parsed = Result<Arc<Loaded>, CertProblem>;
+
+/// A certificate that passed every check that makes it unusable.
+#[derive(Debug)]
+struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// DNS names the certificate itself covers (subjectAltName, else Common Name).
+    names: Vec<String>,
+    not_before: i64,
+    not_after: i64,
+}
+
+impl CertStore {
+    /// Builds the store from configured sources, in precedence order: when two sources
+    /// claim one host, the earlier keeps it. `default` (e.g. `--default-certificate`) is
+    /// served for unknown or missing SNI; its hosts are not consulted.
+    ///
+    /// Never fails: a broken source yields an error diagnostic and is left out, so its
+    /// hosts get the default certificate while every other source keeps serving.
+    pub fn build(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
+        Self::rebuild(sources, default, &CertStore::default())
+    }
+
+    /// [`CertStore::build`], reusing `previous`'s parse of any PEM pair that is unchanged.
+    pub fn rebuild(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+        previous: &CertStore,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        Self::rebuild_at(sources, default, previous, now)
+    }
+
+    /// [`CertStore::build`] with an explicit clock (unix seconds) for validity checks.
+    pub fn build_at(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+        now: i64,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
+        Self::rebuild_at(sources, default, &CertStore::default(), now)
+    }
+
+    /// [`CertStore::rebuild`] with an explicit clock (unix seconds) for validity checks.
+    pub fn rebuild_at(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+        previous: &CertStore,
+        now: i64,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
+        let provider = rustls::crypto::ring::default_provider();
+        let mut diags = Vec::new();
+        let mut store = CertStore::default();
+        let mut load = |source: &CertSource, diags: &mut Vec<CertDiagnostic>| {
+            let pair = PemPair {
+                cert: source.cert_pem.clone(),
+                key: source.key_pem.clone(),
+            };
+            let parsed = match previous.parsed.get(&pair).or(store.parsed.get(&pair)) {
+                Some(p) => p.clone(),
+                None => parse(source, &provider),
+            };
+            store.parsed.insert(pair, parsed.clone());
+            check(source, parsed, now, diags)
+        };
+
+        let default_key =
+            default.and_then(|source| load(source, &mut diags).map(|l| l.key.clone()));
+        let loaded: Vec<_> = sources
+            .iter()
+            .map(|source| load(source, &mut diags))
+            .collect();
+        store.default = default_key;
+
+        for (source, loaded) in sources.iter().zip(loaded) {
+            let Some(loaded) = loaded else {
+                continue;
+            };
+            let entry = Entry {
+                source: Arc::from(source.name.as_str()),
+                key: loaded.key.clone(),
+            };
+            let hosts: Vec<HostName> = if source.hosts.is_empty() {
+                // No hosts in the TLS entry: serve the names the certificate itself names.
+                let hosts: Vec<HostName> = loaded
+                    .names
+                    .iter()
+                    .filter_map(|n| HostName::parse(n))
+                    .collect();
+                if hosts.is_empty() {
+                    diags.push(CertDiagnostic::new(&source.name, CertProblem::NoHosts));
+                }
+                hosts
+            } else {
+                let mut hosts = Vec::with_capacity(source.hosts.len());
+                for raw in &source.hosts {
+                    let Some(host) = HostName::parse(raw) else {
+                        diags.push(CertDiagnostic::new(
+                            &source.name,
+                            CertProblem::InvalidHost { host: raw.clone() },
+                        ));
+                        continue;
+                    };
+                    if !loaded
+                        .names
+                        .iter()
+                        .any(|n| host::cert_name_covers(n, &host))
+                    {
+                        diags.push(CertDiagnostic::new(
+                            &source.name,
+                            CertProblem::HostNotCovered {
+                                host: host.display(),
+                            },
+                        ));
+                    }
+                    hosts.push(host);
+                }
+                hosts
+            };
+            for host in hosts {
+                store.insert(host, &entry, &mut diags);
+            }
+        }
+        (store, diags)
+    }
+
+    fn insert(&mut self, host: HostName, entry: &Entry, diags: &mut Vec<CertDiagnostic>) {
+        let display = host.display();
+        let map = match &host {
+            HostName::Exact(_) => &mut self.exact,
+            HostName::Wildcard(_) => &mut self.wildcard,
+        };
+        let key = match host {
+            HostName::Exact(h) | HostName::Wildcard(h) => h,
+        };
+        match map.get(&key) {
+            None => {
+                map.insert(key, entry.clone());
+            }
+            // The same Secret named by several Ingresses is not a conflict.
+            Some(winner) if winner.source == entry.source => {}
+            Some(winner) => diags.push(CertDiagnostic::new(
+                &entry.source,
+                CertProblem::DuplicateHost {
+                    host: display,
+                    winner: winner.source.to_string(),
+                },
+            )),
+        }
+    }
+
+    /// The certificate for a client's SNI: exact name, then one-label wildcard, then the
+    /// configured default. `None` means the caller's fallback (the self-signed one).
+    pub fn resolve(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = sni {
+            let name = host::normalize(name);
+            if let Some(e) = self.exact.get(&name) {
+                return Some(e.key.clone());
+            }
+            if let Some(e) = host::parent(&name).and_then(|p| self.wildcard.get(p)) {
+                return Some(e.key.clone());
+            }
+        }
+        self.default.clone()
+    }
+
+    /// Which source serves `host` by name (not counting the default), for diagnostics and tests.
+    pub fn source_for(&self, host: &str) -> Option<&str> {
+        let name = host::normalize(host);
+        self.exact
+            .get(&name)
+            .or_else(|| host::parent(&name).and_then(|p| self.wildcard.get(p)))
+            .map(|e| &*e.source)
+    }
+
+    /// Whether a configured default certificate loaded.
+    pub fn has_default(&self) -> bool {
+        self.default.is_some()
+    }
+
+    /// Number of host names (exact and wildcard) with a certificate.
+    pub fn host_count(&self) -> usize {
+        self.exact.len() + self.wildcard.len()
+    }
+}
+
+/// Reports a parse failure or the validity warnings for one source; `None` if it cannot
+/// be served.
+fn check(
+    source: &CertSource,
+    parsed: Parsed,
+    now: i64,
+    diags: &mut Vec<CertDiagnostic>,
+) -> Option<Arc<Loaded>> {
+    let loaded = match parsed {
+        Ok(l) => l,
+        Err(problem) => {
+            diags.push(CertDiagnostic::new(&source.name, problem));
+            return None;
+        }
+    };
+    if now > loaded.not_after {
+        diags.push(CertDiagnostic::new(
+            &source.name,
+            CertProblem::Expired {
+                not_after: loaded.not_after,
+            },
+        ));
+    } else if now < loaded.not_before {
+        diags.push(CertDiagnostic::new(
+            &source.name,
+            CertProblem::NotYetValid {
+                not_before: loaded.not_before,
+            },
+        ));
+    }
+    Some(loaded)
+}
+
+/// Parses one PEM pair and checks everything that would make it unusable.
+fn parse(source: &CertSource, provider: &CryptoProvider) -> Parsed {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&source.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertProblem::CertificatePem(pem_error(&e)))?;
+    if chain.is_empty() {
+        return Err(CertProblem::NoCertificate);
+    }
+
+    let mut names = Vec::new();
+    let mut validity = (i64::MIN, i64::MAX);
+    for (index, der) in chain.iter().enumerate() {
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+            CertProblem::CertificateParse {
+                index,
+                reason: e.to_string(),
+            }
+        })?;
+        if index == 0 {
+            let v = cert.validity();
+            validity = (v.not_before.timestamp(), v.not_after.timestamp());
+            names = cert_names(&cert);
+        }
+    }
+
+    let key_der = match PrivateKeyDer::from_pem_slice(&source.key_pem) {
+        Ok(k) => k,
+        Err(pem::Error::NoItemsFound) => {
+            let encrypted = contains(&source.key_pem, b"ENCRYPTED PRIVATE KEY")
+                || contains(&source.key_pem, b"Proc-Type: 4,ENCRYPTED");
+            return Err(if encrypted {
+                CertProblem::EncryptedKey
+            } else {
+                CertProblem::NoKey
+            });
+        }
+        Err(e) => return Err(CertProblem::KeyPem(pem_error(&e))),
+    };
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| CertProblem::UnsupportedKey(e.to_string()))?;
+
+    let certified = CertifiedKey::new(chain, signing_key);
+    match certified.keys_match() {
+        Ok(()) | Err(RustlsError::InconsistentKeys(InconsistentKeys::Unknown)) => {}
+        Err(RustlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
+            // Name the common mistake precisely: the chain is in the wrong order.
+            let leaf_at = (1..certified.cert.len()).find(|&i| {
+                CertifiedKey::new(vec![certified.cert[i].clone()], certified.key.clone())
+                    .keys_match()
+                    .is_ok()
+            });
+            return Err(leaf_at.map_or(CertProblem::KeyMismatch, |index| {
+                CertProblem::LeafNotFirst { index }
+            }));
+        }
+        Err(e) => {
+            return Err(CertProblem::CertificateParse {
+                index: 0,
+                reason: e.to_string(),
+            })
+        }
+    }
+
+    let (not_before, not_after) = validity;
+    Ok(Arc::new(Loaded {
+        key: Arc::new(certified),
+        names,
+        not_before,
+        not_after,
+    }))
+}
+
+/// DNS names a certificate covers: its subjectAltName DNS entries, else its Common Names
+/// (legacy, but what `openssl req -subj /CN=...` produces and nginx accepts).
+fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+    let sans: Vec<String> = match cert.subject_alternative_name() {
+        Ok(Some(ext)) => ext
+            .value
+            .general_names
+            .iter()
+            .filter_map(|n| match n {
+                GeneralName::DNSName(d) => Some((*d).to_owned()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    };
+    if !sans.is_empty() {
+        return sans;
+    }
+    cert.subject()
+        .iter_common_name()
+        .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
+        .collect()
+}
+
+fn pem_error(e: &pem::Error) -> String {
+    // pem::Error's Display prints byte vectors as numbers; show the text instead.
+    match e {
+        pem::Error::MissingSectionEnd { end_marker } => {
+            format!(
+                "the {} section has no END line",
+                String::from_utf8_lossy(end_marker)
+            )
+        }
+        pem::Error::IllegalSectionStart { line } => {
+            format!("malformed BEGIN line {:?}", String::from_utf8_lossy(line))
+        }
+        other => other.to_string(),
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
