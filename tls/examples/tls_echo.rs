@@ -20,7 +20,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         listener,
         acceptor,
         Duration::from_secs(10),
-        |mut conn| async move {
+        std::future::pending(),
+        |mut conn: tls::TlsConnection| async move {
             let line = format!("sni={:?} h2={}\n", conn.info.sni, conn.info.alpn_h2);
             let _ = conn.stream.write_all(line.as_bytes()).await;
             let _ = conn.stream.shutdown().await;

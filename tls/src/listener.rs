@@ -20,7 +20,9 @@ pub struct TlsConnection {
     pub local: SocketAddr,
 }
 
-/// Accepts connections on `listener` forever. Each handshake runs in its own task so a
+/// Accepts connections on `listener` until `shutdown` completes, then drops the listener;
+/// connections already accepted carry on (draining them is the handler's business). Each
+/// handshake runs in its own task so a
 /// slow client never delays others; failed or timed-out handshakes are logged at debug
 /// (scanners and health probes make many) and dropped. `handler` runs in that task after
 /// a successful handshake.
@@ -28,13 +30,19 @@ pub async fn serve<H, Fut>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
     handler: H,
 ) where
     H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (tcp, remote) = match listener.accept().await {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (tcp, remote) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
@@ -68,6 +76,7 @@ pub async fn serve<H, Fut>(
             }
         });
     }
+    tracing::info!("https listener stopped accepting");
 }
 
 fn accept_backoff(e: &io::Error) -> Duration {

@@ -8,6 +8,7 @@ use rustls::sign::CertifiedKey;
 
 use crate::self_signed::SelfSigned;
 use crate::store::CertStore;
+use crate::{CertDiagnostic, CertSource};
 
 /// Picks a certificate per handshake: exact SNI, then one-label wildcard, then the
 /// configured default, then the self-signed fallback. No SNI (IP literals, old clients)
@@ -33,6 +34,18 @@ impl CertResolver {
     /// Replaces the store for all later handshakes.
     pub fn swap(&self, store: CertStore) {
         self.store.store(Arc::new(store));
+    }
+
+    /// Builds a store from `sources` (reusing the current store's parse of unchanged PEM)
+    /// and swaps it in. Returns the build's diagnostics.
+    pub fn rebuild(
+        &self,
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+    ) -> Vec<CertDiagnostic> {
+        let (store, diags) = CertStore::rebuild(sources, default, &self.store.load());
+        self.swap(store);
+        diags
     }
 
     /// The store new handshakes currently see.

@@ -24,6 +24,9 @@ pub struct CertStore {
     /// Keyed by the wildcard's suffix: `*.foo.com` is stored under `foo.com`.
     wildcard: HashMap<String, Entry>,
     default: Option<Arc<CertifiedKey>>,
+    /// Parse results of this build's PEM pairs, so the next build skips unchanged ones:
+    /// every compile rebuilds the store, and RSA key loading is not free.
+    parsed: HashMap<PemPair, Parsed>,
 }
 
 #[derive(Debug, Clone)]
@@ -32,11 +35,22 @@ struct Entry {
     key: Arc<CertifiedKey>,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PemPair {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+}
+
+type Parsed = Result<Arc<Loaded>, CertProblem>;
+
 /// A certificate that passed every check that makes it unusable.
+#[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
     /// DNS names the certificate itself covers (subjectAltName, else Common Name).
     names: Vec<String>,
+    not_before: i64,
+    not_after: i64,
 }
 
 impl CertStore {
@@ -50,10 +64,19 @@ impl CertStore {
         sources: &[CertSource],
         default: Option<&CertSource>,
     ) -> (CertStore, Vec<CertDiagnostic>) {
+        Self::rebuild(sources, default, &CertStore::default())
+    }
+
+    /// [`CertStore::build`], reusing `previous`'s parse of any PEM pair that is unchanged.
+    pub fn rebuild(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+        previous: &CertStore,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        Self::build_at(sources, default, now)
+        Self::rebuild_at(sources, default, previous, now)
     }
 
     /// [`CertStore::build`] with an explicit clock (unix seconds) for validity checks.
@@ -62,21 +85,47 @@ impl CertStore {
         default: Option<&CertSource>,
         now: i64,
     ) -> (CertStore, Vec<CertDiagnostic>) {
+        Self::rebuild_at(sources, default, &CertStore::default(), now)
+    }
+
+    /// [`CertStore::rebuild`] with an explicit clock (unix seconds) for validity checks.
+    pub fn rebuild_at(
+        sources: &[CertSource],
+        default: Option<&CertSource>,
+        previous: &CertStore,
+        now: i64,
+    ) -> (CertStore, Vec<CertDiagnostic>) {
         let provider = rustls::crypto::ring::default_provider();
         let mut diags = Vec::new();
         let mut store = CertStore::default();
+        let mut load = |source: &CertSource, diags: &mut Vec<CertDiagnostic>| {
+            let pair = PemPair {
+                cert: source.cert_pem.clone(),
+                key: source.key_pem.clone(),
+            };
+            let parsed = match previous.parsed.get(&pair).or(store.parsed.get(&pair)) {
+                Some(p) => p.clone(),
+                None => parse(source, &provider),
+            };
+            store.parsed.insert(pair, parsed.clone());
+            check(source, parsed, now, diags)
+        };
 
-        if let Some(source) = default {
-            store.default = load(source, &provider, now, &mut diags).map(|l| l.key);
-        }
+        let default_key =
+            default.and_then(|source| load(source, &mut diags).map(|l| l.key.clone()));
+        let loaded: Vec<_> = sources
+            .iter()
+            .map(|source| load(source, &mut diags))
+            .collect();
+        store.default = default_key;
 
-        for source in sources {
-            let Some(loaded) = load(source, &provider, now, &mut diags) else {
+        for (source, loaded) in sources.iter().zip(loaded) {
+            let Some(loaded) = loaded else {
                 continue;
             };
             let entry = Entry {
                 source: Arc::from(source.name.as_str()),
-                key: loaded.key,
+                key: loaded.key.clone(),
             };
             let hosts: Vec<HostName> = if source.hosts.is_empty() {
                 // No hosts in the TLS entry: serve the names the certificate itself names.
@@ -182,42 +231,57 @@ impl CertStore {
     }
 }
 
-/// Parses and checks one source; `None` (with an error diagnostic) if it cannot be served.
-fn load(
+/// Reports a parse failure or the validity warnings for one source; `None` if it cannot
+/// be served.
+fn check(
     source: &CertSource,
-    provider: &CryptoProvider,
+    parsed: Parsed,
     now: i64,
     diags: &mut Vec<CertDiagnostic>,
-) -> Option<Loaded> {
-    let fail = |diags: &mut Vec<CertDiagnostic>, problem| {
-        diags.push(CertDiagnostic::new(&source.name, problem));
-        None
+) -> Option<Arc<Loaded>> {
+    let loaded = match parsed {
+        Ok(l) => l,
+        Err(problem) => {
+            diags.push(CertDiagnostic::new(&source.name, problem));
+            return None;
+        }
     };
+    if now > loaded.not_after {
+        diags.push(CertDiagnostic::new(
+            &source.name,
+            CertProblem::Expired {
+                not_after: loaded.not_after,
+            },
+        ));
+    } else if now < loaded.not_before {
+        diags.push(CertDiagnostic::new(
+            &source.name,
+            CertProblem::NotYetValid {
+                not_before: loaded.not_before,
+            },
+        ));
+    }
+    Some(loaded)
+}
 
-    let chain: Vec<CertificateDer<'static>> =
-        match CertificateDer::pem_slice_iter(&source.cert_pem).collect() {
-            Ok(chain) => chain,
-            Err(e) => return fail(diags, CertProblem::CertificatePem(pem_error(&e))),
-        };
+/// Parses one PEM pair and checks everything that would make it unusable.
+fn parse(source: &CertSource, provider: &CryptoProvider) -> Parsed {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&source.cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertProblem::CertificatePem(pem_error(&e)))?;
     if chain.is_empty() {
-        return fail(diags, CertProblem::NoCertificate);
+        return Err(CertProblem::NoCertificate);
     }
 
     let mut names = Vec::new();
     let mut validity = (i64::MIN, i64::MAX);
     for (index, der) in chain.iter().enumerate() {
-        let cert = match x509_parser::parse_x509_certificate(der) {
-            Ok((_, cert)) => cert,
-            Err(e) => {
-                return fail(
-                    diags,
-                    CertProblem::CertificateParse {
-                        index,
-                        reason: e.to_string(),
-                    },
-                )
+        let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
+            CertProblem::CertificateParse {
+                index,
+                reason: e.to_string(),
             }
-        };
+        })?;
         if index == 0 {
             let v = cert.validity();
             validity = (v.not_before.timestamp(), v.not_after.timestamp());
@@ -228,66 +292,50 @@ fn load(
     let key_der = match PrivateKeyDer::from_pem_slice(&source.key_pem) {
         Ok(k) => k,
         Err(pem::Error::NoItemsFound) => {
-            let problem = if contains(&source.key_pem, b"ENCRYPTED PRIVATE KEY")
-                || contains(&source.key_pem, b"Proc-Type: 4,ENCRYPTED")
-            {
+            let encrypted = contains(&source.key_pem, b"ENCRYPTED PRIVATE KEY")
+                || contains(&source.key_pem, b"Proc-Type: 4,ENCRYPTED");
+            return Err(if encrypted {
                 CertProblem::EncryptedKey
             } else {
                 CertProblem::NoKey
-            };
-            return fail(diags, problem);
+            });
         }
-        Err(e) => return fail(diags, CertProblem::KeyPem(pem_error(&e))),
+        Err(e) => return Err(CertProblem::KeyPem(pem_error(&e))),
     };
-    let signing_key = match provider.key_provider.load_private_key(key_der) {
-        Ok(k) => k,
-        Err(e) => return fail(diags, CertProblem::UnsupportedKey(e.to_string())),
-    };
+    let signing_key = provider
+        .key_provider
+        .load_private_key(key_der)
+        .map_err(|e| CertProblem::UnsupportedKey(e.to_string()))?;
 
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         Ok(()) | Err(RustlsError::InconsistentKeys(InconsistentKeys::Unknown)) => {}
         Err(RustlsError::InconsistentKeys(InconsistentKeys::KeyMismatch)) => {
             // Name the common mistake precisely: the chain is in the wrong order.
-            let problem = (1..certified.cert.len())
-                .find(|&i| {
-                    CertifiedKey::new(vec![certified.cert[i].clone()], certified.key.clone())
-                        .keys_match()
-                        .is_ok()
-                })
-                .map_or(CertProblem::KeyMismatch, |index| {
-                    CertProblem::LeafNotFirst { index }
-                });
-            return fail(diags, problem);
+            let leaf_at = (1..certified.cert.len()).find(|&i| {
+                CertifiedKey::new(vec![certified.cert[i].clone()], certified.key.clone())
+                    .keys_match()
+                    .is_ok()
+            });
+            return Err(leaf_at.map_or(CertProblem::KeyMismatch, |index| {
+                CertProblem::LeafNotFirst { index }
+            }));
         }
         Err(e) => {
-            return fail(
-                diags,
-                CertProblem::CertificateParse {
-                    index: 0,
-                    reason: e.to_string(),
-                },
-            )
+            return Err(CertProblem::CertificateParse {
+                index: 0,
+                reason: e.to_string(),
+            })
         }
     }
 
     let (not_before, not_after) = validity;
-    if now > not_after {
-        diags.push(CertDiagnostic::new(
-            &source.name,
-            CertProblem::Expired { not_after },
-        ));
-    } else if now < not_before {
-        diags.push(CertDiagnostic::new(
-            &source.name,
-            CertProblem::NotYetValid { not_before },
-        ));
-    }
-
-    Some(Loaded {
+    Ok(Arc::new(Loaded {
         key: Arc::new(certified),
         names,
-    })
+        not_before,
+        not_after,
+    }))
 }
 
 /// DNS names a certificate covers: its subjectAltName DNS entries, else its Common Names

@@ -277,3 +277,54 @@ async fn stalled_handshakes_do_not_block_other_clients() {
     assert_eq!(presented(addr, Some("a.test")).await, pem.leaf_der);
     drop(stalled);
 }
+
+#[tokio::test]
+async fn shutdown_stops_accepting_but_keeps_open_connections() {
+    let pem = rcgen_p256(&["a.test"]);
+    let (resolver, _) = resolver_with(&[pem.source("ns/a", &["a.test"])]);
+    let acceptor = TlsAcceptor::from(tls::server_config(resolver).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(tls::serve(
+        listener,
+        acceptor,
+        TIMEOUT,
+        async move {
+            let _ = stop_rx.await;
+        },
+        |mut conn: tls::TlsConnection| async move {
+            // Echo one line back, then close.
+            let mut line = String::new();
+            let mut rd = tokio::io::BufReader::new(&mut conn.stream);
+            if rd.read_line(&mut line).await.is_ok() {
+                let _ = conn.stream.write_all(line.as_bytes()).await;
+            }
+        },
+    ));
+    let config = client_config(&Default::default());
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("a.test").unwrap();
+    let mut open = tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+        .unwrap();
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(TIMEOUT, server)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+
+    open.write_all(b"after shutdown\n").await.unwrap();
+    let mut echo = String::new();
+    tokio::time::timeout(
+        TIMEOUT,
+        tokio::io::BufReader::new(&mut open).read_line(&mut echo),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(echo, "after shutdown\n");
+}

@@ -225,3 +225,50 @@ async fn broken_secret_beside_a_good_one_leaves_the_good_one_serving() {
         fallback.cert_der().to_vec()
     );
 }
+
+#[test]
+fn rebuild_reuses_unchanged_pairs_and_reparses_changed_ones() {
+    let a = rcgen_p256(&["a.test"]);
+    let b = rcgen_p256(&["b.test"]);
+    let b2 = rcgen_p256(&["b.test"]);
+    let fallback = generate_self_signed().unwrap();
+    let resolver = CertResolver::new(&fallback);
+    let diags = resolver.rebuild(
+        &[a.source("ns/a", &["a.test"]), b.source("ns/b", &["b.test"])],
+        None,
+    );
+    assert!(diags.is_empty());
+    let a1 = resolver.resolve_name(Some("a.test"));
+    let b1 = resolver.resolve_name(Some("b.test"));
+
+    resolver.rebuild(
+        &[
+            a.source("ns/a", &["a.test"]),
+            b2.source("ns/b", &["b.test"]),
+        ],
+        None,
+    );
+    let a2 = resolver.resolve_name(Some("a.test"));
+    let b3 = resolver.resolve_name(Some("b.test"));
+    assert!(Arc::ptr_eq(&a1, &a2), "unchanged Secret was parsed again");
+    assert!(!Arc::ptr_eq(&b1, &b3));
+    assert_eq!(b3.cert[0].to_vec(), b2.leaf_der);
+}
+
+#[test]
+fn cached_parse_still_reports_expiry_and_errors() {
+    let a = rcgen_p256(&["a.test"]);
+    let other = rcgen_p256(&["x.test"]);
+    let broken = with_key(other.source("ns/broken", &["x.test"]), &a.key_pem);
+    let sources = [a.source("ns/a", &["a.test"]), broken];
+    let (first, diags) = CertStore::build(&sources, None);
+    assert_eq!(diags.len(), 1);
+    let (second, diags) = CertStore::rebuild_at(&sources, None, &first, 420_000_000_000);
+    let got: Vec<_> = diags
+        .iter()
+        .map(|d| (d.source.as_str(), d.is_error()))
+        .collect();
+    assert_eq!(got, vec![("ns/a", false), ("ns/broken", true)]);
+    assert!(matches!(diags[0].problem, CertProblem::Expired { .. }));
+    assert_eq!(second.source_for("a.test"), Some("ns/a"));
+}

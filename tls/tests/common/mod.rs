@@ -162,7 +162,13 @@ pub async fn spawn_server_with_timeout(
     let acceptor = TlsAcceptor::from(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(tls::serve(listener, acceptor, handshake_timeout, echo));
+    tokio::spawn(tls::serve(
+        listener,
+        acceptor,
+        handshake_timeout,
+        std::future::pending(),
+        echo,
+    ));
     addr
 }
 
