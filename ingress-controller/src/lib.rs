@@ -1,5 +1,8 @@
 //! Portico's controller: Kubernetes objects in, a compiled [`proxy_core::Config`] out.
 
 pub mod compile;
+pub mod events;
+pub mod leader;
 pub mod sources;
+pub mod status;
 pub mod store;

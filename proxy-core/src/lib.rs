@@ -7,4 +7,4 @@ pub mod http;
 pub mod l4;
 pub mod routes;
 
-pub use config::{Backend, BackendId, BackendKind, Config, ConfigHandle, Endpoint};
+pub use config::{Backend, BackendId, BackendKind, Config, ConfigHandle, Endpoint, Timeouts};

@@ -1,0 +1,399 @@
+//! Leader election, Ingress status and Events against the API-server double.
+
+mod apiserver;
+
+use std::time::Duration;
+
+use apiserver::{ApiServer, Recorded};
+use ingress_controller::events::{self, EventNote};
+use ingress_controller::leader::{self, LeaderOptions};
+use ingress_controller::sources::kube::{self as source, KubeSourceOptions};
+use ingress_controller::status::{self, LbAddress, PublishSource};
+use ingress_controller::store::{Kind, ObjectKey, SharedStore};
+use serde_json::{json, Value};
+use tokio::sync::watch;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+struct Env {
+    api: ApiServer,
+    client: kube::Client,
+    store: SharedStore,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+fn ingress(name: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"namespace": "default", "name": name},
+        "spec": {"ingressClassName": "portico", "rules": [{"host": format!("{name}.example.com")}]}
+    })
+}
+
+/// The double with two Ingresses, and the Kubernetes source feeding a store from it.
+async fn env() -> Env {
+    let api = ApiServer::start().await;
+    api.apply(ingress("web"));
+    api.apply(ingress("other"));
+    let dir = tempfile::tempdir().unwrap();
+    let client = source::client(Some(&api.write_kubeconfig(dir.path())))
+        .await
+        .unwrap();
+    let store = SharedStore::new();
+    let (ready_tx, mut ready) = watch::channel(false);
+    let task = tokio::spawn(source::run(
+        client.clone(),
+        store.clone(),
+        KubeSourceOptions::default(),
+        ready_tx,
+    ));
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    Env {
+        api,
+        client,
+        store,
+        tasks: vec![task],
+        _dir: dir,
+    }
+}
+
+async fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn status_writes(api: &ApiServer) -> Vec<Recorded> {
+    api.requests()
+        .into_iter()
+        .filter(|r| r.path.ends_with("/status") && r.method != "GET")
+        .collect()
+}
+
+fn lb_of(api: &ApiServer, name: &str) -> Value {
+    api.get("networking.k8s.io/v1", "Ingress", "default", name)
+        .unwrap()["status"]["loadBalancer"]["ingress"]
+        .clone()
+}
+
+#[tokio::test]
+async fn status_is_patched_through_the_subresource_only_by_the_leader_and_only_on_change() {
+    let env = env().await;
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let publish = PublishSource::Addresses(vec![LbAddress::Ip("203.0.113.10".parse().unwrap())]);
+    let handle = status::spawn(env.client.clone(), env.store.clone(), publish, leader_rx);
+    handle.set_owned(&[ObjectKey::new("default", "web")]);
+
+    // Not the leader: nothing is written.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        status_writes(&env.api).is_empty(),
+        "a follower wrote status"
+    );
+
+    leader_tx.send_replace(true);
+    let writes = eventually("status written", || {
+        let w = status_writes(&env.api);
+        (!w.is_empty()).then_some(w)
+    })
+    .await;
+    let w = &writes[0];
+    assert_eq!(w.method, "PATCH");
+    assert_eq!(
+        w.path,
+        "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
+    );
+    assert_eq!(w.content_type, "application/merge-patch+json");
+    assert_eq!(
+        w.json(),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
+    );
+    assert_eq!(lb_of(&env.api, "web"), json!([{"ip": "203.0.113.10"}]));
+
+    // Unrelated changes and repeated owned lists cause no further writes.
+    for i in 0..5 {
+        env.api.apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "default", "name": format!("s{i}")}, "spec": {"clusterIP": "10.96.0.1"}
+        }));
+        handle.set_owned(&[ObjectKey::new("default", "web")]);
+    }
+    eventually("services seen", || {
+        (env.store.snapshot().services.len() == 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status_writes(&env.api).len(),
+        1,
+        "status rewritten without a change"
+    );
+
+    // Someone else overwrites it: put back.
+    let mut ing = env
+        .api
+        .get("networking.k8s.io/v1", "Ingress", "default", "web")
+        .unwrap();
+    ing["status"] = json!({"loadBalancer": {"ingress": [{"ip": "198.51.100.1"}]}});
+    env.api.apply(ing);
+    eventually("status restored", || {
+        (lb_of(&env.api, "web") == json!([{"ip": "203.0.113.10"}])).then_some(())
+    })
+    .await;
+
+    // The Ingress stops being ours (and `other` becomes ours): ours is cleared.
+    handle.set_owned(&[ObjectKey::new("default", "other")]);
+    eventually("status moved", || {
+        (lb_of(&env.api, "web").is_null()
+            && lb_of(&env.api, "other") == json!([{"ip": "203.0.113.10"}]))
+        .then_some(())
+    })
+    .await;
+    let clear = status_writes(&env.api)
+        .into_iter()
+        .find(|r| {
+            r.path.ends_with("/ingresses/web/status")
+                && r.json()["status"]["loadBalancer"]["ingress"].is_null()
+        })
+        .expect("a clearing patch");
+    assert_eq!(
+        clear.json(),
+        json!({"status": {"loadBalancer": {"ingress": null}}})
+    );
+    // No write ever went to the main resource.
+    assert!(!env.api.requests().iter().any(|r| r.method != "GET"
+        && r.path.contains("/ingresses/")
+        && !r.path.ends_with("/status")));
+}
+
+#[tokio::test]
+async fn publish_service_address_follows_the_service() {
+    let env = env().await;
+    env.api.apply(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "portico", "name": "portico"},
+        "spec": {"type": "LoadBalancer", "clusterIP": "10.96.0.9"}
+    }));
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let publish = PublishSource::from_flags(Some("portico/portico"), None).unwrap();
+    let handle = status::spawn(env.client.clone(), env.store.clone(), publish, leader_rx);
+    handle.set_owned(&[ObjectKey::new("default", "web")]);
+    // A LoadBalancer without an address yet publishes nothing.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status_writes(&env.api).is_empty());
+
+    let mut svc = env.api.get("v1", "Service", "portico", "portico").unwrap();
+    svc["status"] = json!({"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}});
+    env.api.apply(svc.clone());
+    eventually("hostname published", || {
+        (lb_of(&env.api, "web") == json!([{"hostname": "lb.example.com"}])).then_some(())
+    })
+    .await;
+
+    svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}});
+    env.api.apply(svc);
+    eventually("new address published", || {
+        (lb_of(&env.api, "web") == json!([{"ip": "203.0.113.20"}])).then_some(())
+    })
+    .await;
+    // The Service was read with a name-scoped watch in its own namespace.
+    assert!(env
+        .api
+        .requests()
+        .iter()
+        .any(|r| r.path == "/api/v1/namespaces/portico/services"
+            && r.query.contains("fieldSelector=metadata.name%3Dportico")));
+}
+
+fn fast(identity: &str) -> LeaderOptions {
+    LeaderOptions {
+        namespace: "portico".into(),
+        identity: identity.into(),
+        lease_duration: Duration::from_secs(2),
+        renew_period: Duration::from_millis(300),
+        retry_period: Duration::from_millis(200),
+        renew_deadline: Duration::from_millis(1500),
+        ..LeaderOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn one_leader_at_a_time_and_failover_after_the_lease_expires() {
+    let env = env().await;
+    let (a_tx, a) = watch::channel(false);
+    let (b_tx, b) = watch::channel(false);
+    let task_a = tokio::spawn(leader::run(env.client.clone(), fast("pod-a"), a_tx));
+    eventually("a leads", || (*a.borrow()).then_some(())).await;
+    let task_b = tokio::spawn(leader::run(env.client.clone(), fast("pod-b"), b_tx));
+    // b campaigns for a few lease periods but never wins while a renews.
+    for _ in 0..30 {
+        assert!(
+            *a.borrow() && !*b.borrow(),
+            "two leaders, or a lost the Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let lease = env
+        .api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "portico",
+            "portico-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "pod-a");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 2);
+    // Renewals are replaces that carry the resourceVersion read.
+    let puts: Vec<_> = env
+        .api
+        .requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "PUT"
+                && r.path == "/apis/coordination.k8s.io/v1/namespaces/portico/leases/portico-leader"
+        })
+        .collect();
+    assert!(!puts.is_empty());
+    assert!(puts
+        .iter()
+        .all(|r| r.json()["metadata"]["resourceVersion"].is_string()));
+
+    task_a.abort();
+    eventually("b takes over", || (*b.borrow()).then_some(())).await;
+    let lease = env
+        .api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "portico",
+            "portico-leader",
+        )
+        .unwrap();
+    assert_eq!(lease["spec"]["holderIdentity"], "pod-b");
+    assert_eq!(lease["spec"]["leaseTransitions"], 1);
+    task_b.abort();
+}
+
+#[tokio::test]
+async fn a_leader_cut_off_from_the_api_steps_down() {
+    let env = env().await;
+    let (tx, rx) = watch::channel(false);
+    let task = tokio::spawn(leader::run(env.client.clone(), fast("pod-a"), tx));
+    eventually("leads", || (*rx.borrow()).then_some(())).await;
+    env.api.fail_method(Some("GET"));
+    eventually("steps down", || (!*rx.borrow()).then_some(())).await;
+    env.api.fail_method(None);
+    eventually("leads again", || (*rx.borrow()).then_some(())).await;
+    task.abort();
+}
+
+fn note(name: &str, reason: &str, message: &str) -> EventNote {
+    EventNote {
+        kind: Kind::Ingress,
+        object: ObjectKey::new("default", name),
+        warning: true,
+        reason: reason.into(),
+        message: message.into(),
+    }
+}
+
+fn event_posts(api: &ApiServer) -> Vec<Value> {
+    api.requests()
+        .into_iter()
+        .filter(|r| {
+            r.method == "POST" && r.path == "/apis/events.k8s.io/v1/namespaces/default/events"
+        })
+        .map(|r| r.json())
+        .collect()
+}
+
+#[tokio::test]
+async fn each_new_diagnostic_becomes_one_event() {
+    let env = env().await;
+    let (leader_tx, leader_rx) = watch::channel(true);
+    let publisher = events::spawn(
+        env.client.clone(),
+        env.store.clone(),
+        "pod-a".into(),
+        leader_rx,
+    );
+    let a = note(
+        "web",
+        "ServiceNotFound",
+        "Ingress default/web: spec.rules[0]: service \"x\" not found",
+    );
+    let b = note(
+        "web",
+        "PortNotFound",
+        "Ingress default/web: spec.rules[1]: no port 81",
+    );
+
+    publisher.publish(vec![a.clone()]);
+    let posts = eventually("first event", || {
+        let p = event_posts(&env.api);
+        (!p.is_empty()).then_some(p)
+    })
+    .await;
+    let ev = &posts[0];
+    assert_eq!(ev["reason"], "ServiceNotFound");
+    assert_eq!(ev["note"], a.message);
+    assert_eq!(ev["type"], "Warning");
+    assert_eq!(ev["action"], "Compile");
+    assert_eq!(ev["reportingController"], "portico.dev/ingress-controller");
+    assert_eq!(ev["reportingInstance"], "pod-a");
+    assert_eq!(ev["regarding"]["kind"], "Ingress");
+    assert_eq!(ev["regarding"]["apiVersion"], "networking.k8s.io/v1");
+    assert_eq!(ev["regarding"]["name"], "web");
+    let uid = env
+        .api
+        .get("networking.k8s.io/v1", "Ingress", "default", "web")
+        .unwrap()["metadata"]["uid"]
+        .clone();
+    assert_eq!(ev["regarding"]["uid"], uid);
+    assert!(ev["eventTime"].is_string());
+
+    // The same diagnostics again (a resync): nothing new. One more: one Event.
+    publisher.publish(vec![a.clone()]);
+    publisher.publish(vec![a.clone(), b.clone()]);
+    let posts = eventually("second event", || {
+        let p = event_posts(&env.api);
+        (p.len() >= 2).then_some(p)
+    })
+    .await;
+    assert_eq!(posts[1]["reason"], "PortNotFound");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(event_posts(&env.api).len(), 2);
+
+    // Gone and back: published again. While not the leader: nothing.
+    publisher.publish(vec![b.clone()]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    publisher.publish(vec![a.clone(), b.clone()]);
+    eventually("third event", || {
+        (event_posts(&env.api).len() == 3).then_some(())
+    })
+    .await;
+    leader_tx.send_replace(false);
+    publisher.publish(vec![note("other", "BadAnnotation", "x")]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(event_posts(&env.api).len(), 3);
+}

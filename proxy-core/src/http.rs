@@ -1,1 +1,0 @@
-//! HTTP server, forwarding, upgrades and timeouts.

@@ -1,0 +1,184 @@
+//! HTTP server, forwarding, upgrades and timeouts.
+//!
+//! [`Proxy`] serves HTTP/1.1 and h2c (and HTTP/2 over TLS, given a TLS stream) with
+//! hyper-util's auto server, routes each request with the [`Config`](crate::Config)
+//! snapshot it loaded once, and forwards it over pooled HTTP/1.1 upstream connections,
+//! streaming bodies both ways.
+
+mod errors;
+mod forward;
+mod headers;
+mod server;
+mod upgrade;
+mod upstream;
+
+pub use errors::ProxyError;
+pub use server::{Shutdown, ShutdownGuard};
+pub use upstream::PoolOptions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::server::conn::auto;
+
+use crate::balance::{AffinityKey, EjectionPolicy, Registry, Target};
+use crate::config::{BackendId, ConfigHandle};
+
+/// The body of every response the proxy sends: the upstream's, streamed, or a short one
+/// of its own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// How the client reached us.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+/// One accepted client connection.
+#[derive(Clone, Debug)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: Scheme,
+    /// TLS server name the client asked for.
+    pub sni: Option<String>,
+    /// ALPN chose `h2`: serve HTTP/2 only.
+    pub alpn_h2: bool,
+}
+
+/// One answered request, for metrics.
+#[derive(Debug)]
+pub struct ResponseEvent<'a> {
+    pub remote: SocketAddr,
+    pub scheme: Scheme,
+    /// Request host without port; empty when the request had none.
+    pub host: &'a str,
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub status: StatusCode,
+    pub backend: Option<&'a BackendId>,
+    /// The endpoint that answered (or last failed).
+    pub endpoint: Option<&'a Target>,
+    /// From sending upstream to its response head.
+    pub upstream_latency: Option<Duration>,
+    /// From the request head to our response head.
+    pub total_latency: Duration,
+}
+
+/// Receives every response; the binary implements it for metrics.
+pub trait ProxyObserver: Send + Sync {
+    fn on_response(&self, ev: &ResponseEvent<'_>);
+}
+
+/// Proxy tuning.
+#[derive(Clone)]
+pub struct ProxyOptions {
+    /// A client must send a complete request head within this time. hyper also applies
+    /// it to the idle time between requests on a keep-alive connection.
+    pub header_read_timeout: Duration,
+    /// Largest request head (HTTP/1.1 read buffer, HTTP/2 header list); larger gets 431.
+    pub max_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request head.
+    pub max_headers: usize,
+    /// Serve more than one request per HTTP/1.1 connection.
+    pub keep_alive: bool,
+    /// The HTTPS port clients reach us on, for redirects; 443 is left out of the URL.
+    pub https_port: u16,
+    /// Key for affinity cookies; replicas that share it agree on every cookie. `None`
+    /// draws a random key at start.
+    pub affinity_key: Option<[u8; 16]>,
+    pub ejection: EjectionPolicy,
+    pub pool: PoolOptions,
+    pub observer: Option<Arc<dyn ProxyObserver>>,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            keep_alive: true,
+            https_port: 443,
+            affinity_key: None,
+            ejection: EjectionPolicy::default(),
+            pool: PoolOptions::default(),
+            observer: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for ProxyOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyOptions")
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_header_bytes", &self.max_header_bytes)
+            .field("max_headers", &self.max_headers)
+            .field("keep_alive", &self.keep_alive)
+            .field("https_port", &self.https_port)
+            .field("ejection", &self.ejection)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The HTTP reverse proxy. Shared by every listener; holds the state that outlives
+/// config swaps (balancer registry, upstream pool).
+pub struct Proxy {
+    config: ConfigHandle,
+    opts: ProxyOptions,
+    registry: Registry,
+    pool: Arc<upstream::Pool>,
+    builder: auto::Builder<TokioExecutor>,
+    builder_h2: auto::Builder<TokioExecutor>,
+    shutdown: Shutdown,
+}
+
+impl Proxy {
+    pub fn new(config: ConfigHandle, opts: ProxyOptions) -> Arc<Self> {
+        let key = opts
+            .affinity_key
+            .map(AffinityKey::new)
+            .unwrap_or_else(AffinityKey::random);
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(opts.header_read_timeout)
+            .keep_alive(opts.keep_alive)
+            // hyper will not go below 8 KiB.
+            .max_buf_size(opts.max_header_bytes.max(8192))
+            .max_headers(opts.max_headers);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+        let builder_h2 = builder.clone().http2_only();
+        Arc::new(Self {
+            config,
+            registry: Registry::new(key, opts.ejection),
+            pool: Arc::new(upstream::Pool::new(opts.pool)),
+            builder,
+            builder_h2,
+            shutdown: Shutdown::new(),
+            opts,
+        })
+    }
+
+    /// The handle that stops this proxy's connections: trigger it (or `drain` it) on
+    /// SIGTERM. Pass it to [`Proxy::serve_listener`] too so one handle stops everything.
+    pub fn shutdown(&self) -> Shutdown {
+        self.shutdown.clone()
+    }
+
+    pub fn config(&self) -> &ConfigHandle {
+        &self.config
+    }
+}

@@ -1,0 +1,203 @@
+//! Accepting and serving client connections, and stopping them gracefully.
+
+use std::convert::Infallible;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use super::{ConnInfo, Proxy, Scheme};
+
+/// Stops listeners and drains connections. Clones share one state.
+///
+/// On SIGTERM: [`Shutdown::drain`] stops every accept loop watching the handle, asks each
+/// connection to finish its in-flight requests and close, and waits for them (and for
+/// open WebSocket tunnels) up to a deadline.
+#[derive(Clone, Debug)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    triggered: watch::Sender<bool>,
+    active: watch::Sender<usize>,
+}
+
+/// Counts one connection or tunnel as in flight until dropped.
+#[derive(Debug)]
+pub struct ShutdownGuard {
+    inner: Arc<Inner>,
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        self.inner.active.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                triggered: watch::Sender::new(false),
+                active: watch::Sender::new(0),
+            }),
+        }
+    }
+
+    /// Stop accepting and ask connections to close once idle.
+    pub fn trigger(&self) {
+        self.inner.triggered.send_replace(true);
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        *self.inner.triggered.borrow()
+    }
+
+    /// Resolves once [`Shutdown::trigger`] has been called.
+    pub async fn triggered(&self) {
+        let mut rx = self.inner.triggered.subscribe();
+        // The sender lives in `self`, so this only ends when triggered.
+        let _ = rx.wait_for(|t| *t).await;
+    }
+
+    /// Connections and tunnels still open.
+    pub fn active(&self) -> usize {
+        *self.inner.active.borrow()
+    }
+
+    /// Registers one more thing to wait for; it counts until the guard drops. The TLS
+    /// listener uses this for connections it serves through `serve_connection`.
+    pub fn track(&self) -> ShutdownGuard {
+        self.inner.active.send_modify(|n| *n += 1);
+        ShutdownGuard {
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Triggers, then waits until nothing is active or `deadline` passes. Returns whether
+    /// everything finished in time.
+    pub async fn drain(&self, deadline: Duration) -> bool {
+        self.trigger();
+        let mut rx = self.inner.active.subscribe();
+        let drained = tokio::time::timeout(deadline, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok();
+        drained
+    }
+}
+
+impl Proxy {
+    /// Serves one client connection (plain or already TLS-terminated) until it closes or
+    /// the proxy's [`Shutdown`] drains it.
+    pub async fn serve_connection<IO>(self: &Arc<Self>, io: IO, info: ConnInfo)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.serve(io, info, None).await
+    }
+
+    /// Accepts plain-HTTP connections until `shutdown` (or the proxy's own handle) is
+    /// triggered. Connections already accepted keep being served until drained.
+    pub async fn serve_listener(self: &Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.triggered() => break,
+                _ = self.shutdown.triggered() => break,
+                accepted = listener.accept() => accepted,
+            };
+            let (stream, remote) = match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Usually out of file descriptors: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            let local = match stream.local_addr() {
+                Ok(local) => local,
+                Err(_) => continue,
+            };
+            let info = ConnInfo {
+                remote,
+                local,
+                scheme: Scheme::Http,
+                sni: None,
+                alpn_h2: false,
+            };
+            let proxy = self.clone();
+            let shutdown = shutdown.clone();
+            let first_byte = self.opts.header_read_timeout;
+            tokio::spawn(async move {
+                // The protocol sniffing before hyper takes over has no timer of its own:
+                // a client that never sends a byte is dropped here.
+                if tokio::time::timeout(first_byte, stream.readable())
+                    .await
+                    .is_err()
+                {
+                    tracing::debug!(%remote, "client sent nothing; closing");
+                    return;
+                }
+                proxy.serve(stream, info, Some(&shutdown)).await
+            });
+        }
+        tracing::info!("listener stopped accepting");
+    }
+
+    async fn serve<IO>(self: &Arc<Self>, io: IO, info: ConnInfo, extra: Option<&Shutdown>)
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let _guard = self.shutdown.track();
+        let _extra_guard = extra.map(Shutdown::track);
+        let info = Arc::new(info);
+        let proxy = self.clone();
+        let conn_info = info.clone();
+        let service = service_fn(move |req| {
+            let proxy = proxy.clone();
+            let info = conn_info.clone();
+            async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+        });
+        let builder = if info.alpn_h2 {
+            &self.builder_h2
+        } else {
+            &self.builder
+        };
+        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        let stop = stop_signal(&self.shutdown, extra);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(remote = %info.remote, error = %e, "client connection ended with an error");
+        }
+    }
+}
+
+async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {
+    match extra {
+        Some(extra) => tokio::select! {
+            _ = own.triggered() => {},
+            _ = extra.triggered() => {},
+        },
+        None => own.triggered().await,
+    }
+}

@@ -1,0 +1,238 @@
+//! Upstream connections: connect (with its own timeout, so a refused connect is known to
+//! have sent nothing), HTTP/1.1 handshake, and an idle pool keyed by backend id and
+//! endpoint that outlives config swaps.
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use super::errors::ProxyError;
+use crate::balance::Target;
+use crate::config::{Backend, BackendId, BackendKind, Config, Timeouts};
+
+type Key = (BackendId, Target);
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// Pool tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolOptions {
+    /// Idle connections older than this are closed rather than reused.
+    pub idle_timeout: Duration,
+    /// Idle connections kept per backend endpoint.
+    pub max_idle_per_endpoint: usize,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            idle_timeout: Duration::from_secs(30),
+            max_idle_per_endpoint: 64,
+        }
+    }
+}
+
+/// A failed send. `request` is handed back when nothing was sent, so the caller may try
+/// another endpoint.
+pub(crate) struct SendError {
+    pub error: ProxyError,
+    pub request: Option<Request<Incoming>>,
+    /// The failure was connecting: the endpoint should be ejected.
+    pub connect: bool,
+}
+
+pub(crate) struct Pool {
+    opts: PoolOptions,
+    idle: Mutex<HashMap<Key, Vec<Idle>>>,
+    pruned_for: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(opts: PoolOptions) -> Self {
+        Self {
+            opts,
+            idle: Mutex::new(HashMap::new()),
+            pruned_for: AtomicUsize::new(0),
+        }
+    }
+
+    fn idle(&self) -> MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Closes idle connections to backends and endpoints `config` no longer has.
+    pub fn prune(&self, config: &Arc<Config>) {
+        let ptr = Arc::as_ptr(config) as usize;
+        if self.pruned_for.swap(ptr, Ordering::AcqRel) == ptr {
+            return;
+        }
+        self.idle().retain(|(id, target), _| {
+            let Some(backend) = config.backends.get(id) else {
+                return false;
+            };
+            match (&backend.kind, target) {
+                (BackendKind::Endpoints(eps), Target::Addr(addr)) => {
+                    eps.iter().any(|e| e.addr == *addr)
+                }
+                (BackendKind::ExternalName { host, port }, Target::Name { host: h, port: p }) => {
+                    host == h && port == p
+                }
+                _ => false,
+            }
+        });
+    }
+
+    fn checkout(&self, key: &Key) -> Option<SendRequest<Incoming>> {
+        let mut map = self.idle();
+        let list = map.get_mut(key)?;
+        let now = Instant::now();
+        while let Some(idle) = list.pop() {
+            if idle.sender.is_ready() && now.duration_since(idle.since) < self.opts.idle_timeout {
+                return Some(idle.sender);
+            }
+        }
+        None
+    }
+
+    fn put(&self, key: Key, sender: SendRequest<Incoming>) {
+        let mut map = self.idle();
+        let list = map.entry(key).or_default();
+        if list.len() < self.opts.max_idle_per_endpoint {
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Sends `req` to `target` on a pooled or new connection, waiting at most the
+    /// backend's response timeout for the response head. Returns whether a new connection
+    /// was made, so the caller can clear an ejection.
+    pub async fn send(
+        self: &Arc<Self>,
+        backend: &Backend,
+        target: &Target,
+        mut req: Request<Incoming>,
+    ) -> Result<(Response<Incoming>, bool), SendError> {
+        let key = (backend.id.clone(), target.clone());
+        let timeouts = backend.timeouts;
+        loop {
+            let (mut sender, fresh) = match self.checkout(&key) {
+                Some(sender) => (sender, false),
+                None => match connect(target, timeouts).await {
+                    Ok(sender) => (sender, true),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(req),
+                            connect: true,
+                        })
+                    }
+                },
+            };
+            let sent = tokio::time::timeout(timeouts.response, sender.try_send_request(req)).await;
+            match sent {
+                Ok(Ok(resp)) => {
+                    self.recycle(key, sender);
+                    return Ok((resp, fresh));
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // The pooled connection closed before it took the request: nothing was
+                    // sent, try a fresh one.
+                    Some(back) if !fresh => req = back,
+                    _ => {
+                        return Err(SendError {
+                            error: ProxyError::Upstream {
+                                target: target.clone(),
+                                source: e.into_error(),
+                            },
+                            request: None,
+                            connect: false,
+                        })
+                    }
+                },
+                Err(_) => {
+                    return Err(SendError {
+                        error: ProxyError::ResponseTimeout {
+                            target: target.clone(),
+                            timeout: timeouts.response,
+                        },
+                        request: None,
+                        connect: false,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Returns the connection to the pool once its response body is done. An upgraded or
+    /// broken connection never becomes ready and is dropped.
+    fn recycle(self: &Arc<Self>, key: Key, mut sender: SendRequest<Incoming>) {
+        let pool = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.put(key, sender);
+            }
+        });
+    }
+}
+
+async fn connect(target: &Target, timeouts: Timeouts) -> Result<SendRequest<Incoming>, ProxyError> {
+    let attempt = async {
+        match target {
+            Target::Addr(addr) => TcpStream::connect(addr).await,
+            // ExternalName: resolved on every connect, so DNS changes are followed.
+            Target::Name { host, port } => {
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "name has no address");
+                for addr in tokio::net::lookup_host((&**host, *port)).await? {
+                    match TcpStream::connect(addr).await {
+                        Ok(stream) => return Ok(stream),
+                        Err(e) => last = e,
+                    }
+                }
+                Err(last)
+            }
+        }
+    };
+    let stream = match tokio::time::timeout(timeouts.connect, attempt).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(source)) => {
+            return Err(ProxyError::Connect {
+                target: target.clone(),
+                source,
+            })
+        }
+        Err(_) => {
+            return Err(ProxyError::ConnectTimeout {
+                target: target.clone(),
+                timeout: timeouts.connect,
+            })
+        }
+    };
+    let _ = stream.set_nodelay(true);
+    let (sender, conn) = http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|source| ProxyError::Upstream {
+            target: target.clone(),
+            source,
+        })?;
+    let target = target.clone();
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(endpoint = %target, error = %e, "upstream connection ended");
+        }
+    });
+    Ok(sender)
+}

@@ -1,0 +1,464 @@
+//! End-to-end forwarding through a real proxy listener to real backends on 127.0.0.1.
+
+mod common;
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use proxy_core::http::{ProxyObserver, ProxyOptions, ResponseEvent};
+use proxy_core::routes::RouteTable;
+use proxy_core::{BackendKind, Config, Timeouts};
+use tokio::net::TcpStream;
+
+#[tokio::test]
+async fn forwards_with_forwarded_headers_and_without_hop_by_hop() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    let r = get_with(
+        px.addr,
+        "App.Test:8080",
+        "/some/path?q=1",
+        &[
+            ("x-forwarded-for", "203.0.113.9"),
+            ("connection", "x-private"),
+            ("x-private", "secret"),
+            ("keep-alive", "timeout=9"),
+            ("proxy-connection", "keep-alive"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "one");
+    assert_eq!(r.header("echo-host"), Some("App.Test:8080"), "Host is kept");
+    assert_eq!(r.header("echo-uri"), Some("/some/path?q=1"));
+    assert_eq!(
+        r.header("echo-x-forwarded-for"),
+        Some("203.0.113.9, 127.0.0.1")
+    );
+    assert_eq!(r.header("echo-x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(r.header("echo-x-forwarded-proto"), Some("http"));
+    assert_eq!(r.header("echo-x-forwarded-host"), Some("app.test"));
+    let port = px.addr.port().to_string();
+    assert_eq!(r.header("echo-x-forwarded-port"), Some(port.as_str()));
+    for hop in ["x-private", "keep-alive", "proxy-connection"] {
+        assert!(
+            r.header(&format!("echo-{hop}")).is_none(),
+            "{hop} was forwarded"
+        );
+    }
+}
+
+#[tokio::test]
+async fn no_route_and_no_default_backend_is_404() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(vec![], vec![backend("one", &[b.addr], None)])).await;
+    let r = get(px.addr, "nowhere.test", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.text(), "404 Not Found\n");
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn default_backend_catches_unrouted_requests() {
+    let b = TestBackend::start("fallback").await;
+    let mut cfg = config(vec![], vec![backend("fallback", &[b.addr], None)]);
+    cfg.default_backend = Some(target("fallback"));
+    let px = TestProxy::start(cfg).await;
+    let r = get(px.addr, "anything.test", "/x").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "fallback");
+}
+
+#[tokio::test]
+async fn backend_without_ready_endpoint_is_503() {
+    let b = TestBackend::start("one").await;
+    let mut be = backend("one", &[b.addr], None);
+    if let BackendKind::Endpoints(eps) = &mut be.kind {
+        eps[0].ready = false;
+    }
+    let px = TestProxy::start(config(vec![rule("app.test", "one")], vec![be])).await;
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.text(), "503 Service Unavailable\n");
+    assert_eq!(b.hits(), 0);
+    // A route to a backend the config lacks is the same answer, not a panic.
+    let px2 = TestProxy::start(config(vec![rule("app.test", "missing")], vec![])).await;
+    assert_eq!(
+        get(px2.addr, "app.test", "/").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+}
+
+#[tokio::test]
+async fn upstream_hangup_is_502_and_refused_everywhere_is_502() {
+    let (addr, _task) = hangup_backend().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[addr], None)],
+    ))
+    .await;
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.text(), "502 Bad Gateway\n");
+
+    let dead = dead_addr().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[dead], None)],
+    ))
+    .await;
+    assert_eq!(
+        get(px.addr, "app.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}
+
+#[tokio::test]
+async fn slow_upstream_is_504() {
+    let b = TestBackend::start("slow").await;
+    let mut be = backend("slow", &[b.addr], None);
+    be.timeouts = Timeouts {
+        connect: Duration::from_secs(5),
+        response: Duration::from_millis(300),
+    };
+    let px = TestProxy::start(config(vec![rule("app.test", "slow")], vec![be])).await;
+    let r = get(px.addr, "app.test", "/slow/5000").await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(r.text(), "504 Gateway Timeout\n");
+    // A fast one on the same backend still works.
+    assert_eq!(
+        get(px.addr, "app.test", "/slow/0").await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn refused_endpoint_costs_the_client_nothing() {
+    let live = TestBackend::start("live").await;
+    let dead = dead_addr().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "mixed")],
+        vec![backend("mixed", &[dead, live.addr], None)],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    for i in 0..50 {
+        let r = conn.get("app.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK, "request {i}");
+        assert_eq!(r.text(), "live");
+    }
+    assert_eq!(live.hits(), 50);
+}
+
+#[tokio::test]
+async fn ejected_endpoint_comes_back_by_itself() {
+    let a = TestBackend::start("a").await;
+    // Reserve an address, refuse on it first, then start a backend on it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let b_addr = listener.local_addr().unwrap();
+    drop(listener);
+    let opts = ProxyOptions {
+        ejection: proxy_core::balance::EjectionPolicy {
+            base: Duration::from_millis(200),
+            max: Duration::from_millis(200),
+        },
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(
+        config(
+            vec![rule("app.test", "ab")],
+            vec![backend("ab", &[a.addr, b_addr], None)],
+        ),
+        opts,
+    )
+    .await;
+    for _ in 0..4 {
+        assert_eq!(get(px.addr, "app.test", "/").await.text(), "a");
+    }
+    // Bring b up on the reserved port and wait for it to get traffic again.
+    let b_listener = tokio::net::TcpListener::bind(b_addr).await.unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let h = hits.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = b_listener.accept().await.unwrap();
+            let h = h.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |_req| {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    async {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(
+                            Bytes::from_static(b"b"),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while hits.load(Ordering::SeqCst) == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "ejected endpoint never came back"
+        );
+        let r = get(px.addr, "app.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn bodies_stream_both_ways() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+
+    // Response: the first chunk arrives while the upstream is still sending.
+    let mut conn = Conn::open(px.addr).await;
+    let req = Request::get("/stream")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = conn.send(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut body = resp.into_body();
+    let frame = tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .expect("first chunk before the upstream finished")
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"first"));
+
+    // Request: a streamed upload is echoed back as it goes.
+    let (mut tx, rx) = futures::channel::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    let stream = TcpStream::connect(px.addr).await.unwrap();
+    let (mut sender, c) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let req = Request::post("/echo")
+        .header("host", "app.test")
+        .body(http_body_util::StreamBody::new(rx))
+        .unwrap();
+    use futures::SinkExt;
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"ping-1"))))
+        .await
+        .unwrap();
+    let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut body = resp.into_body();
+    let frame = tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"ping-1"));
+    tx.send(Ok(hyper::body::Frame::data(Bytes::from_static(b"ping-2"))))
+        .await
+        .unwrap();
+    let frame = tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(frame.into_data().unwrap(), Bytes::from_static(b"ping-2"));
+    drop(tx);
+    assert!(tokio::time::timeout(DEADLINE, body.frame())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn large_body_round_trips_intact() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = Conn::open(px.addr).await;
+    let req = Request::post("/echo")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from(payload.clone())))
+        .unwrap();
+    let resp = conn.send(req).await.unwrap();
+    let r = Reply::read(resp).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body == payload, "body differs");
+}
+
+#[tokio::test]
+async fn websocket_upgrade_is_tunnelled() {
+    let b = TestBackend::start("ws").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "ws")],
+        vec![backend("ws", &[b.addr], None)],
+    ))
+    .await;
+    let mut tunnel = open_tunnel(px.addr, "app.test").await;
+    for i in 0..20 {
+        echo(&mut tunnel, format!("message {i}").as_bytes()).await;
+    }
+    echo(&mut tunnel, &vec![7u8; 200_000]).await;
+}
+
+#[tokio::test]
+async fn ssl_redirect_answers_308_to_https() {
+    let b = TestBackend::start("one").await;
+    let mut r1 = rule("app.test", "one");
+    r1.target.ssl_redirect = true;
+    let cfg = config(vec![r1], vec![backend("one", &[b.addr], None)]);
+    let px = TestProxy::start_with(
+        cfg.clone(),
+        ProxyOptions {
+            https_port: 8443,
+            ..ProxyOptions::default()
+        },
+    )
+    .await;
+    let r = get(px.addr, "app.test:8080", "/a/b?x=1&y=2").await;
+    assert_eq!(r.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(
+        r.header("location"),
+        Some("https://app.test:8443/a/b?x=1&y=2")
+    );
+    let px443 = TestProxy::start(cfg).await;
+    let r = get(px443.addr, "app.test", "/").await;
+    assert_eq!(r.header("location"), Some("https://app.test/"));
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn h2c_prior_knowledge_is_served() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    let stream = TcpStream::connect(px.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(executor(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..3 {
+        let req = Request::get("http://app.test/h2")
+            .version(http::Version::HTTP_2)
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let resp = tokio::time::timeout(DEADLINE, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let r = Reply::read(resp).await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text(), "one");
+        assert_eq!(r.header("echo-host"), Some("app.test"));
+    }
+}
+
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(u16, Option<String>, String)>>,
+}
+
+impl ProxyObserver for Recorder {
+    fn on_response(&self, ev: &ResponseEvent<'_>) {
+        self.seen.lock().unwrap().push((
+            ev.status.as_u16(),
+            ev.backend.map(|b| b.to_string()),
+            ev.path.to_owned(),
+        ));
+    }
+}
+
+#[tokio::test]
+async fn observer_sees_every_response() {
+    let b = TestBackend::start("one").await;
+    let rec = Arc::new(Recorder::default());
+    let opts = ProxyOptions {
+        observer: Some(rec.clone()),
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(
+        config(
+            vec![rule("app.test", "one")],
+            vec![backend("one", &[b.addr], None)],
+        ),
+        opts,
+    )
+    .await;
+    get(px.addr, "app.test", "/ok").await;
+    px.handle.store(Config {
+        routes: RouteTable::build(vec![]),
+        ..Config::default()
+    });
+    get(px.addr, "app.test", "/missing").await;
+    let seen = rec.seen.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            (200, Some("default/one:80".to_owned()), "/ok".to_owned()),
+            (404, None, "/missing".to_owned()),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_and_stops_accepting() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    let mut idle = Conn::open(px.addr).await;
+    assert_eq!(idle.get("app.test", "/").await.status, StatusCode::OK);
+    let addr = px.addr;
+    let in_flight = tokio::spawn(async move { get(addr, "app.test", "/slow/700").await });
+    // Wait until the slow request reached the backend.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while b.hits() < 2 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let drained = px.shutdown.drain(DEADLINE).await;
+    assert!(
+        drained,
+        "connections still open after the deadline: {}",
+        px.shutdown.active()
+    );
+    let r = in_flight.await.unwrap();
+    assert_eq!(r.status, StatusCode::OK, "in-flight request finished");
+    tokio::time::timeout(DEADLINE, px.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "listener still accepting"
+    );
+}
