@@ -1,8 +1,12 @@
 //! Compiler tests from YAML fixtures in `tests/fixtures/compile/`.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
-use proxy_core::config::{BackendId, BackendKind, Endpoint};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
+use proxy_core::config::{BackendId, BackendKind, Endpoint, Timeouts};
 use proxy_core::routes::{HostMatch, PathType, RouteRule};
 use serde::Deserialize;
 
@@ -258,4 +262,481 @@ fn same_store_same_output() {
     ka.sort_by(|x, y| x.0.cmp(y.0));
     kb.sort_by(|x, y| x.0.cmp(y.0));
     assert_eq!(ka, kb);
+}
+
+#[test]
+fn ingress_class_ownership() {
+    let mut store = fixture("class.yaml");
+    let (c, rules) = compile_rules(&store);
+    let owned: Vec<String> = c.owned_ingresses.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        owned,
+        [
+            "default/by-class-name",
+            "default/by-other-class-of-ours",
+            "default/legacy",
+            "default/no-class"
+        ]
+    );
+    let hosts: Vec<HostMatch> = rules.iter().map(|r| r.host.clone()).collect();
+    assert_eq!(
+        hosts,
+        [
+            exact("internal.example.com"),
+            exact("legacy.example.com"),
+            exact("no-class.example.com")
+        ]
+    );
+    // The Ingress naming a missing class gets no diagnostic: it is simply not ours.
+    assert!(diags_on(&c, Kind::Ingress, "default", "test-ingress-class").is_empty());
+
+    // Without the default-class annotation on our class, class-less Ingresses are not ours.
+    let key = ObjectKey::new("", "portico");
+    let mut class = (*store.ingress_classes[&key]).clone();
+    class.metadata.annotations = None;
+    store.apply(Object::IngressClass(class));
+    let (c, _) = compile_rules(&store);
+    assert!(!c
+        .owned_ingresses
+        .contains(&ObjectKey::new("default", "no-class")));
+    assert_eq!(c.owned_ingresses.len(), 3);
+
+    // Another --ingress-class name: the legacy annotation no longer matches.
+    let opts = CompileOptions {
+        ingress_class: "other".into(),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store, &opts);
+    assert!(!c
+        .owned_ingresses
+        .contains(&ObjectKey::new("default", "legacy")));
+}
+
+#[test]
+fn selectorless_and_external_name_services() {
+    let store = fixture("external.yaml");
+    let (c, rules) = compile_rules(&store);
+    assert_eq!(rules.len(), 7, "every path routes, broken ones to 503");
+
+    let id = |svc: &str, port: &str| BackendId::new("default", svc, port);
+    // The seeds' external-service: Service port 80, Endpoints port 80.
+    assert_eq!(
+        endpoints_of(&c, &id("external-service", "80")),
+        vec![
+            ep("11.11.11.11:80", true, false, None, None),
+            ep("22.22.22.22:80", true, false, None, None),
+        ]
+    );
+    // A single differently named port pairs with the single Service port; a subset with
+    // other ports is skipped; a subset without ports takes the numeric targetPort.
+    assert_eq!(
+        endpoints_of(&c, &id("legacy-db", "5432")),
+        vec![
+            ep("10.0.0.1:15432", true, false, Some("node-a"), None),
+            ep("10.0.0.2:15432", false, false, None, None),
+            ep("10.0.0.4:15432", true, false, None, None),
+        ]
+    );
+    // Hand-written slice without ports: targetPort; the Endpoints object is ignored.
+    assert_eq!(
+        endpoints_of(&c, &id("sliced", "web")),
+        vec![ep("10.2.0.1:8081", true, false, None, None)]
+    );
+    assert_eq!(endpoints_of(&c, &id("lonely", "80")), vec![]);
+    assert_eq!(endpoints_of(&c, &id("broken-alias", "80")), vec![]);
+    let ext = |port: &str| c.config.backends[&id("someapi", port)].kind.clone();
+    assert_eq!(
+        ext("https"),
+        BackendKind::ExternalName {
+            host: "someapi.somecompany.com".into(),
+            port: 443
+        }
+    );
+    assert_eq!(
+        ext("8443"),
+        BackendKind::ExternalName {
+            host: "someapi.somecompany.com".into(),
+            port: 8443
+        }
+    );
+
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "external"),
+        vec![(
+            "spec.rules[0].http.paths[3].backend.service.name".into(),
+            DiagnosticReason::InvalidExternalName
+        )]
+    );
+    assert_eq!(
+        diags_on(&c, Kind::Service, "default", "lonely"),
+        vec![(String::new(), DiagnosticReason::NoEndpoints)]
+    );
+    assert_eq!(c.diagnostics.len(), 2);
+}
+
+#[test]
+fn conflicts_go_to_the_oldest_ingress() {
+    let store = fixture("conflicts.yaml");
+    let (c, rules) = compile_rules(&store);
+    let shop = || exact("shop.example.com");
+    let summary: Vec<_> = rules
+        .iter()
+        .map(|r| {
+            (
+                r.host.clone(),
+                r.path.clone(),
+                r.path_type,
+                r.target.source.to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            (shop(), "/cart".into(), PathType::Prefix, "b/older".into()),
+            (
+                HostMatch::Any,
+                "/".into(),
+                PathType::Prefix,
+                "b/older".into()
+            ),
+            (shop(), "/twin".into(), PathType::Prefix, "b/twin".into()),
+            (shop(), "/cart".into(), PathType::Exact, "a/newer".into()),
+            (shop(), "/a-only".into(), PathType::Prefix, "a/newer".into()),
+        ]
+    );
+    let default = c.config.default_backend.as_ref().unwrap();
+    assert_eq!(&*default.source, "b/older");
+    assert_eq!(default.backend, BackendId::new("b", "app", "80"));
+
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "b", "older"),
+        vec![(
+            "spec.rules[0].http.paths[1]".into(),
+            DiagnosticReason::DuplicatePath
+        )]
+    );
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "b", "twin"),
+        vec![
+            (
+                "spec.rules[0].http.paths[0]".into(),
+                DiagnosticReason::DuplicatePath
+            ),
+            (
+                "metadata.annotations".into(),
+                DiagnosticReason::BackendSettingsConflict
+            ),
+        ]
+    );
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "a", "newer"),
+        vec![
+            (
+                "spec.defaultBackend".into(),
+                DiagnosticReason::DuplicateDefaultBackend
+            ),
+            (
+                "spec.rules[0].http.paths[0]".into(),
+                DiagnosticReason::DuplicatePath
+            ),
+        ]
+    );
+    let severity = |ns: &str, name: &str| {
+        c.diagnostics
+            .iter()
+            .find(|d| {
+                d.object == ObjectKey::new(ns, name) && d.reason == DiagnosticReason::DuplicatePath
+            })
+            .unwrap()
+            .severity
+    };
+    // Within one Ingress the first wins quietly-ish; across Ingresses the loser is an error.
+    assert_eq!(severity("b", "older"), Severity::Warning);
+    assert_eq!(severity("a", "newer"), Severity::Error);
+    let msg = c
+        .diagnostics
+        .iter()
+        .find(|d| {
+            d.object == ObjectKey::new("a", "newer") && d.reason == DiagnosticReason::DuplicatePath
+        })
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "Ingress a/newer: spec.rules[0].http.paths[0]: host \"shop.example.com\" path \"/cart/\" \
+         (Prefix) is already claimed by the older Ingress b/older; path ignored"
+    );
+    // b/app:80 keeps the settings of b/older (no affinity) despite b/twin's annotation;
+    // a/app:80 gets a/newer's cookie affinity.
+    assert_eq!(
+        c.config.backends[&BackendId::new("b", "app", "80")].affinity,
+        None
+    );
+    assert_eq!(
+        c.config.backends[&BackendId::new("a", "app", "80")].affinity,
+        Some(CookieAffinity::default())
+    );
+}
+
+#[test]
+fn annotations_configure_backends_and_report_problems() {
+    let store = fixture("annotations.yaml");
+    let (c, rules) = compile_rules(&store);
+    let backend = |svc: &str| c.config.backends[&BackendId::new("default", svc, "80")].clone();
+
+    let sticky = backend("sticky");
+    assert_eq!(
+        sticky.affinity,
+        Some(CookieAffinity {
+            mode: AffinityMode::Persistent,
+            name: "route".into(),
+            path: Some("/app".into()),
+            max_age: Some(Duration::from_secs(3600)),
+            expires: Some(Duration::from_secs(7200)),
+            secure: true,
+            samesite: Some(SameSite::Strict),
+            change_on_failure: true,
+        })
+    );
+    assert_eq!(
+        sticky.timeouts,
+        Timeouts {
+            connect: Duration::from_secs(2),
+            response: Duration::from_secs(120),
+        }
+    );
+    assert!(diags_on(&c, Kind::Ingress, "default", "sticky").is_empty());
+
+    assert_eq!(
+        backend("migrated").affinity,
+        Some(CookieAffinity {
+            samesite: Some(SameSite::Lax),
+            ..CookieAffinity::default()
+        })
+    );
+    let unsupported = |key: &str| {
+        (
+            format!("metadata.annotations[\"nginx.ingress.kubernetes.io/{key}\"]"),
+            DiagnosticReason::UnsupportedAnnotation,
+        )
+    };
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "migrated"),
+        vec![
+            unsupported("auth-url"),
+            unsupported("configuration-snippet"),
+            unsupported("rewrite-target")
+        ]
+    );
+    assert!(c
+        .diagnostics
+        .iter()
+        .filter(|d| d.reason == DiagnosticReason::UnsupportedAnnotation)
+        .all(|d| d.severity == Severity::Warning));
+
+    // Every malformed value is reported and ignored; the Ingress still routes.
+    let sloppy = backend("sloppy");
+    assert_eq!(sloppy.affinity, Some(CookieAffinity::default()));
+    assert_eq!(sloppy.timeouts, Timeouts::default());
+    let ann = |key: &str, reason| {
+        (
+            format!("metadata.annotations[\"portico.dev/{key}\"]"),
+            reason,
+        )
+    };
+    use DiagnosticReason::{InvalidAnnotation as Bad, UnsupportedAnnotation as Unsup};
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "sloppy"),
+        vec![
+            ann("server-snippet", Unsup),
+            ann("ssl-redirect", Bad),
+            ann("proxy-read-timeout", Bad),
+            ann("affinity-mode", Bad),
+            ann("session-cookie-name", Bad),
+            ann("session-cookie-max-age", Bad),
+            ann("session-cookie-secure", Bad),
+            ann("session-cookie-samesite", Bad),
+        ]
+    );
+    let msg = c
+        .diagnostics
+        .iter()
+        .find(|d| d.field.contains("affinity-mode"))
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        msg,
+        "Ingress default/sloppy: metadata.annotations[\"portico.dev/affinity-mode\"]: annotation \
+         portico.dev/affinity-mode has invalid value \"sticky\" (expected balanced or persistent), ignored"
+    );
+    let sloppy_rule = rules
+        .iter()
+        .find(|r| &*r.target.source == "default/sloppy")
+        .unwrap();
+    assert_eq!(sloppy_rule.host, exact("sloppy.example.com"));
+
+    // An affinity other than cookie: reported, and no affinity at all.
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "bad-affinity"),
+        vec![
+            (
+                "metadata.annotations[\"nginx.ingress.kubernetes.io/affinity\"]".into(),
+                Bad
+            ),
+            (
+                "spec.rules[0].http.paths[0].backend.service.port.number".into(),
+                DiagnosticReason::ServicePortNotFound
+            ),
+        ]
+    );
+    assert_eq!(
+        c.config.backends[&BackendId::new("default", "sloppy", "8080")].affinity,
+        None
+    );
+    // Bad annotations never cost an Ingress its routes.
+    assert_eq!(rules.len(), 4);
+}
+
+/// A generated certificate for `host`: `(cert_pem, key_pem)`.
+fn generated(host: &str) -> (String, String) {
+    let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+    (ck.cert.pem(), ck.signing_key.serialize_pem())
+}
+
+fn secret(name: &str, type_: &str, cert: &str, key: &str) -> Object {
+    let data = [("tls.crt", cert), ("tls.key", key)]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    Object::Secret(Secret {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        type_: Some(type_.into()),
+        data: Some(data),
+        ..Default::default()
+    })
+}
+
+#[test]
+fn tls_secrets_become_certificates_and_redirects() {
+    let mut store = fixture("tls.yaml");
+    let (shop_cert, shop_key) = generated("shop.example.com");
+    let (opaque_cert, opaque_key) = generated("opaque.example.com");
+    let (_, other_key) = generated("other.example.com");
+    store.apply(secret(
+        "shop-tls",
+        "kubernetes.io/tls",
+        &shop_cert,
+        &shop_key,
+    ));
+    store.apply(secret("opaque-tls", "Opaque", &opaque_cert, &opaque_key));
+    store.apply(secret(
+        "mismatched",
+        "kubernetes.io/tls",
+        &shop_cert,
+        &other_key,
+    ));
+    let (c, rules) = compile_rules(&store);
+
+    assert_eq!(
+        c.certs,
+        vec![
+            tls::CertSource {
+                name: "default/opaque-tls".into(),
+                hosts: vec!["opaque.example.com".into()],
+                cert_pem: opaque_cert.into_bytes(),
+                key_pem: opaque_key.into_bytes(),
+            },
+            tls::CertSource {
+                name: "default/shop-tls".into(),
+                hosts: vec!["*.apps.example.com".into(), "shop.example.com".into()],
+                cert_pem: shop_cert.clone().into_bytes(),
+                key_pem: shop_key.clone().into_bytes(),
+            },
+        ]
+    );
+
+    let redirects: Vec<(String, bool)> = rules
+        .iter()
+        .map(|r| {
+            let host = match &r.host {
+                HostMatch::Exact(h) => h.clone(),
+                HostMatch::Wildcard(s) => format!("*.{s}"),
+                HostMatch::Any => "*".into(),
+            };
+            (format!("{host}{}", r.path), r.target.ssl_redirect)
+        })
+        .collect();
+    let want = [
+        ("shop.example.com/", true),
+        ("a.apps.example.com/", true),
+        ("*.apps.example.com/", true),
+        // A broken or missing Secret still means TLS (default certificate), so redirect.
+        ("missing.example.com/", true),
+        ("default-cert.example.com/", true),
+        ("plain.example.com/", false),
+        ("shop.example.com/api", false),
+        ("forced.example.com/", true),
+    ];
+    let want: Vec<(String, bool)> = want.iter().map(|(h, r)| (h.to_string(), *r)).collect();
+    assert_eq!(redirects, want);
+
+    use DiagnosticReason as R;
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "shop"),
+        vec![
+            ("spec.tls[1].secretName".into(), R::SecretNotFound),
+            ("spec.tls[2].secretName".into(), R::SecretWrongType),
+            ("spec.tls[3].secretName".into(), R::SecretMissingKey),
+            ("spec.tls[4].secretName".into(), R::InvalidCertificate),
+            ("spec.tls[6].hosts".into(), R::TlsNoHosts),
+        ]
+    );
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "no-redirect"),
+        vec![
+            ("spec.tls[0].secretName".into(), R::SecretWrongType),
+            ("spec.tls[0].hosts[0]".into(), R::TlsHostConflict),
+        ]
+    );
+    let missing = c
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == R::SecretNotFound)
+        .unwrap();
+    assert_eq!(
+        missing.to_string(),
+        "Ingress default/shop: spec.tls[1].secretName: secret \"nowhere\": not found in \
+         namespace \"default\"; hosts missing.example.com fall back to the default certificate"
+    );
+    assert_eq!(missing.severity, Severity::Error);
+    assert_eq!(
+        c.diagnostics
+            .iter()
+            .find(|d| d.reason == R::TlsHostConflict)
+            .unwrap()
+            .severity,
+        Severity::Warning
+    );
+
+    // --default-certificate: a good Secret becomes default_cert, a broken one a diagnostic.
+    let opts = |name: &str| CompileOptions {
+        default_certificate: Some(ObjectKey::new("default", name)),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store, &opts("shop-tls"));
+    let default = c.default_cert.unwrap();
+    assert_eq!(default.name, "default/shop-tls");
+    assert!(default.hosts.is_empty());
+    assert_eq!(default.cert_pem, shop_cert.into_bytes());
+    let c = compile(&store, &opts("mismatched"));
+    assert!(c.default_cert.is_none());
+    assert_eq!(
+        diags_on(&c, Kind::Secret, "default", "mismatched"),
+        vec![(String::new(), R::InvalidCertificate)]
+    );
 }
