@@ -4,5 +4,10 @@
 pub mod backends;
 pub mod certs;
 pub mod client;
+pub mod cluster;
 pub mod echo;
+pub mod gherkin_run;
+pub mod harness;
 pub mod manifests;
+pub mod suite;
+pub mod world;
