@@ -73,6 +73,33 @@ impl Proxy {
         resp
     }
 
+    /// Answers `err` without routing, still logging and observing the response.
+    pub(crate) fn reject(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        err: ProxyError,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let (parts, _body) = req.into_parts();
+        let host = headers::request_host(&parts).unwrap_or_default();
+        tracing::info!(remote = %info.remote, error = %err, "rejecting request");
+        let resp = err.to_response();
+        self.record(&ResponseEvent {
+            remote: info.remote,
+            scheme: info.scheme,
+            host: &host,
+            method: &parts.method,
+            path: parts.uri.path(),
+            status: resp.status(),
+            backend: None,
+            endpoint: None,
+            upstream_latency: None,
+            total_latency: start.elapsed(),
+        });
+        resp
+    }
+
     fn record(&self, ev: &ResponseEvent<'_>) {
         tracing::info!(
             target: "portico::access",
