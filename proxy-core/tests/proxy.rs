@@ -505,3 +505,34 @@ async fn routes_by_host_and_forwards_the_canonical_path() {
     assert_eq!(r.header("echo-host"), Some("two.test"));
     assert_eq!(r.header("echo-uri"), Some("/y"));
 }
+
+#[tokio::test]
+async fn external_name_backend_resolves_at_connect_time() {
+    let b = TestBackend::start("external").await;
+    let mut be = backend("ext", &[], None);
+    be.kind = BackendKind::ExternalName {
+        host: "localhost".into(),
+        port: b.addr.port(),
+    };
+    let px = TestProxy::start(config(vec![rule("app.test", "ext")], vec![be])).await;
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "external");
+    assert_eq!(
+        r.header("echo-host"),
+        Some("app.test"),
+        "Host stays the client's"
+    );
+
+    let mut gone = backend("ext", &[], None);
+    gone.kind = BackendKind::ExternalName {
+        host: "no-such-host.invalid".into(),
+        port: 80,
+    };
+    px.handle
+        .store(config(vec![rule("app.test", "ext")], vec![gone]));
+    assert_eq!(
+        get(px.addr, "app.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}
