@@ -67,6 +67,10 @@ pub enum DiagnosticReason {
     TlsNoHosts,
     /// Two Secrets claim one TLS host; the older Ingress's wins.
     TlsHostConflict,
+    /// A TLS certificate that has expired or is not yet valid; served anyway.
+    CertificateNotValidNow,
+    /// A TLS certificate that does not name a host it is configured for; served anyway.
+    CertificateHostMismatch,
 }
 
 impl DiagnosticReason {
@@ -94,6 +98,8 @@ impl DiagnosticReason {
             InvalidCertificate => "invalid_certificate",
             TlsNoHosts => "tls_no_hosts",
             TlsHostConflict => "tls_host_conflict",
+            CertificateNotValidNow => "certificate_not_valid_now",
+            CertificateHostMismatch => "certificate_host_mismatch",
         }
     }
 }
