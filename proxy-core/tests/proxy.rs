@@ -462,3 +462,77 @@ async fn shutdown_drains_in_flight_and_stops_accepting() {
         "listener still accepting"
     );
 }
+
+#[tokio::test]
+async fn routes_by_host_and_forwards_the_canonical_path() {
+    let one = TestBackend::start("one").await;
+    let two = TestBackend::start("two").await;
+    let px = TestProxy::start(config(
+        vec![rule("one.test", "one"), rule("two.test", "two")],
+        vec![
+            backend("one", &[one.addr], None),
+            backend("two", &[two.addr], None),
+        ],
+    ))
+    .await;
+    assert_eq!(get(px.addr, "one.test", "/").await.text(), "one");
+    assert_eq!(get(px.addr, "TWO.test:80", "/").await.text(), "two");
+    assert_eq!(
+        get(px.addr, "three.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let r = get(px.addr, "one.test", "/a/./b/../c//d?x=%2e%2e&y").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("echo-uri"), Some("/a/c/d?x=%2e%2e&y"));
+    let r = get(px.addr, "one.test", "/a%00b").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(one.hits() + two.hits(), 3);
+
+    // HTTP/2 keeps its host when the path is rewritten.
+    let stream = TcpStream::connect(px.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(executor(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://two.test/x/../y")
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = Reply::read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(r.text(), "two");
+    assert_eq!(r.header("echo-host"), Some("two.test"));
+    assert_eq!(r.header("echo-uri"), Some("/y"));
+}
+
+#[tokio::test]
+async fn external_name_backend_resolves_at_connect_time() {
+    let b = TestBackend::start("external").await;
+    let mut be = backend("ext", &[], None);
+    be.kind = BackendKind::ExternalName {
+        host: "localhost".into(),
+        port: b.addr.port(),
+    };
+    let px = TestProxy::start(config(vec![rule("app.test", "ext")], vec![be])).await;
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "external");
+    assert_eq!(
+        r.header("echo-host"),
+        Some("app.test"),
+        "Host stays the client's"
+    );
+
+    let mut gone = backend("ext", &[], None);
+    gone.kind = BackendKind::ExternalName {
+        host: "no-such-host.invalid".into(),
+        port: 80,
+    };
+    px.handle
+        .store(config(vec![rule("app.test", "ext")], vec![gone]));
+    assert_eq!(
+        get(px.addr, "app.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}

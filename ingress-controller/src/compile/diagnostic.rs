@@ -71,6 +71,15 @@ pub enum DiagnosticReason {
     CertificateNotValidNow,
     /// A TLS certificate that does not name a host it is configured for; served anyway.
     CertificateHostMismatch,
+    /// A Service field the L4 dataplane cannot use (type, clusterIP, port, policy).
+    InvalidService,
+    /// A Service (or port) that is valid but has nothing to serve on (no clusterIP, no
+    /// nodePort, no node name for `Local`).
+    ServiceNotForwarded,
+    /// A Service port protocol the L4 dataplane does not forward (SCTP).
+    UnsupportedProtocol,
+    /// Two Service ports claim one L4 listen address; the first in name order keeps it.
+    ListenAddressConflict,
 }
 
 impl DiagnosticReason {
@@ -100,6 +109,10 @@ impl DiagnosticReason {
             TlsHostConflict => "tls_host_conflict",
             CertificateNotValidNow => "certificate_not_valid_now",
             CertificateHostMismatch => "certificate_host_mismatch",
+            InvalidService => "invalid_service",
+            ServiceNotForwarded => "service_not_forwarded",
+            UnsupportedProtocol => "unsupported_protocol",
+            ListenAddressConflict => "listen_address_conflict",
         }
     }
 }
