@@ -4,6 +4,7 @@ pub mod compile;
 pub mod events;
 pub mod https;
 pub mod leader;
+pub mod service_proxy;
 pub mod sources;
 pub mod status;
 pub mod store;
