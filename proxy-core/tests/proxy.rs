@@ -129,10 +129,10 @@ async fn slow_upstream_is_504() {
     let mut be = backend("slow", &[b.addr], None);
     be.timeouts = Timeouts {
         connect: Duration::from_secs(5),
-        response: Duration::from_millis(300),
+        response: Duration::from_secs(1),
     };
     let px = TestProxy::start(config(vec![rule("app.test", "slow")], vec![be])).await;
-    let r = get(px.addr, "app.test", "/slow/5000").await;
+    let r = get(px.addr, "app.test", "/slow/30000").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.text(), "504 Gateway Timeout\n");
     // A fast one on the same backend still works.
@@ -535,4 +535,61 @@ async fn external_name_backend_resolves_at_connect_time() {
         get(px.addr, "app.test", "/").await.status,
         StatusCode::BAD_GATEWAY
     );
+}
+
+/// A backend that answers one request per connection, keeps the connection open as if
+/// for keep-alive, then hangs up on the next request without answering: the race of an
+/// upstream closing an idle connection just as the proxy reuses it.
+async fn one_shot_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Wait for the next request, then drop the connection unanswered.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn idempotent_request_is_replayed_when_a_reused_connection_dies() {
+    let (addr, answered) = one_shot_backend().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[addr], None)],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    for i in 0..10 {
+        let r = conn.get("app.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK, "GET {i}");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 10);
+    // A request with a body cannot be replayed: the client is told.
+    let req = Request::post("/")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let r = Reply::read(conn.send(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
 }

@@ -110,6 +110,8 @@ pub struct ApiReporter {
     status: StatusHandle,
     events: EventPublisher,
     leader: watch::Receiver<bool>,
+    stop: Arc<watch::Sender<bool>>,
+    elector: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl ApiReporter {
@@ -123,6 +125,22 @@ impl ApiReporter {
     /// Whether this replica currently holds the leader Lease.
     pub fn is_leader(&self) -> bool {
         *self.leader.borrow()
+    }
+
+    /// On shutdown: stop campaigning and release the leader Lease (if held), so another
+    /// replica takes over status at once. Waits at most `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.stop.send_replace(true);
+        let task = self
+            .elector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("leader Lease not released in time");
+            }
+        }
     }
 }
 
@@ -138,7 +156,8 @@ pub async fn start(
     let leader_opts = opts.leader.unwrap_or_else(LeaderOptions::from_env);
     let identity = leader_opts.identity.clone();
     let (leader_tx, leader_rx) = watch::channel(false);
-    tokio::spawn(leader::run(client.clone(), leader_opts, leader_tx));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let elector = tokio::spawn(leader::run(client.clone(), leader_opts, leader_tx, stop_rx));
     let status = status::spawn(
         client.clone(),
         store.clone(),
@@ -150,6 +169,8 @@ pub async fn start(
         status,
         events,
         leader: leader_rx,
+        stop: Arc::new(stop_tx),
+        elector: Arc::new(Mutex::new(Some(elector))),
     })
 }
 

@@ -177,7 +177,7 @@ impl Proxy {
             None
         };
         headers::prepare_upstream(&mut parts, info, Some(host), upgrade);
-        let mut req = Request::from_parts(parts, body);
+        let mut req = Request::from_parts(parts, Either::Left(body));
 
         let mut retried = false;
         let mut resp = loop {

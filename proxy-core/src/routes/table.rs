@@ -9,11 +9,15 @@
 //! path, so lookup never allocates, and its cost is a few hashes regardless of the number
 //! of rules (a trie or matchit would walk element by element for the same result; the
 //! hash maps measured faster and keep the Ingress semantics obvious).
+//!
+//! The maps hash with foldhash rather than SipHash: only the configuration inserts keys,
+//! so a client cannot flood a map with colliding keys however it picks its Host and
+//! path, and the hash is most of a lookup's cost.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
+use foldhash::HashMap;
 use http::request::Parts;
 
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
@@ -38,6 +42,9 @@ struct Inner {
 #[derive(Default)]
 struct PathTable {
     exact: HashMap<Box<str>, usize>,
+    /// Bit `len % 64` set: some Exact path has that length. Most request paths have no
+    /// Exact rule of their length, and this skips hashing them.
+    exact_lengths: u64,
     /// Keyed by the rule path without its trailing slash; `/` is the empty key.
     prefix: HashMap<Box<str>, usize>,
     /// Bit `n` set: some Prefix key has `n` elements (bit 63: 63 or more).
@@ -52,7 +59,10 @@ impl PathTable {
     /// Adds a rule; `false` when an earlier rule already claimed the same path and type.
     fn insert(&mut self, path: &str, path_type: PathType, index: usize) -> bool {
         let (map, key) = match path_type {
-            PathType::Exact => (&mut self.exact, path),
+            PathType::Exact => {
+                self.exact_lengths |= 1 << (path.len() % 64);
+                (&mut self.exact, path)
+            }
             PathType::Prefix => {
                 let key = path.strip_suffix('/').unwrap_or(path);
                 self.prefix_depths |= depth_bit(key.bytes().filter(|&b| b == b'/').count());
@@ -70,7 +80,7 @@ impl PathTable {
     /// the whole request path, so no Prefix match is longer, and Exact wins the tie),
     /// else the longest Prefix match.
     fn lookup(&self, path: &str) -> Option<usize> {
-        if !self.exact.is_empty() {
+        if self.exact_lengths & (1 << (path.len() % 64)) != 0 {
             if let Some(&index) = self.exact.get(path) {
                 return Some(index);
             }
@@ -146,7 +156,8 @@ impl RouteTable {
     /// catch-all server, which only sees hosts no rule names, so there a request for a
     /// named host whose paths do not match gets the default backend instead.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&RouteTarget> {
-        let path = path.find(['?', '#']).map_or(path, |end| &path[..end]);
+        let end = path.bytes().position(|b| b == b'?' || b == b'#');
+        let path = end.map_or(path, |end| &path[..end]);
         let inner = &*self.inner;
         let index = (!host.is_empty())
             .then(|| inner.lookup_host(host, path))
