@@ -2,6 +2,7 @@
 
 pub mod compile;
 pub mod events;
+pub mod https;
 pub mod leader;
 pub mod service_proxy;
 pub mod sources;
