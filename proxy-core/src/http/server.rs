@@ -146,7 +146,8 @@ impl Proxy {
             tokio::spawn(async move {
                 // The protocol sniffing before hyper takes over has no timer of its own:
                 // a client that never sends a byte is dropped here.
-                if tokio::time::timeout(first_byte, stream.readable())
+                let mut probe = [0u8; 1];
+                if tokio::time::timeout(first_byte, stream.peek(&mut probe))
                     .await
                     .is_err()
                 {
