@@ -1,8 +1,12 @@
 //! Portico's controller: Kubernetes objects in, a compiled [`proxy_core::Config`] out.
 
+pub mod admin;
+pub mod cli;
 pub mod compile;
 pub mod events;
 pub mod leader;
+pub mod metrics;
+pub mod publish;
 pub mod sources;
 pub mod status;
 pub mod store;
