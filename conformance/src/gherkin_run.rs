@@ -213,17 +213,30 @@ pub struct Outcome {
     pub error: Option<String>,
 }
 
+/// Scenarios run at once: `$PORTICO_CONFORMANCE_JOBS`, default 2 (most of a scenario is
+/// waiting on sockets and the controller, so two overlap well on two cores).
+pub fn jobs() -> usize {
+    std::env::var("PORTICO_CONFORMANCE_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .filter(|j| *j > 0)
+        .unwrap_or(2)
+}
+
 /// Run every scenario with `run`, print one line per scenario and a summary, and return
 /// the failures.
-pub async fn run_all<F, Fut>(label: &str, scenarios: Vec<Scenario>, mut run: F) -> Vec<Outcome>
+pub async fn run_all<F, Fut>(label: &str, scenarios: Vec<Scenario>, run: F) -> Vec<Outcome>
 where
     F: FnMut(Scenario) -> Fut,
     Fut: Future<Output = Outcome>,
 {
+    use futures::StreamExt;
     let total = scenarios.len();
     let mut failures = Vec::new();
-    for scenario in scenarios {
-        let outcome = run(scenario).await;
+    let mut outcomes = futures::stream::iter(scenarios)
+        .map(run)
+        .buffer_unordered(jobs());
+    while let Some(outcome) = outcomes.next().await {
         match &outcome.error {
             None => println!(
                 "ok    [{label}] {}: {}",

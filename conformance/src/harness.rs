@@ -94,6 +94,14 @@ pub struct Controller {
 impl Controller {
     /// Start the binary with `args` plus its listen addresses, and wait for `/readyz`.
     pub async fn start(args: &[String]) -> Result<Self, HarnessError> {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// [`Controller::start`] with extra environment variables.
+    pub async fn start_with_env(
+        args: &[String],
+        envs: &[(&str, &str)],
+    ) -> Result<Self, HarnessError> {
         let binary = binary_path()?;
         let proxy = ProxyAddrs {
             http: free_port()?,
@@ -116,6 +124,7 @@ impl Controller {
                 "RUST_LOG",
                 std::env::var("PORTICO_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
             )
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)

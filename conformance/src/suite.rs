@@ -61,16 +61,21 @@ pub fn scenarios(dir: &Path) -> Result<Vec<Scenario>, String> {
 }
 
 /// Run `scenarios`, each on a fresh cluster from `make`; panic listing the failures.
-pub async fn run<C, F>(label: &str, scenarios: Vec<Scenario>, make: F)
+pub async fn run<C, F, Fut>(label: &str, scenarios: Vec<Scenario>, make: F)
 where
     C: Cluster,
-    F: Fn() -> Result<C, String>,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<C, String>>,
 {
     if let Err(e) = binary_path() {
         panic!("{e}");
     }
     assert!(!scenarios.is_empty(), "[{label}] no scenarios to run");
-    let failures = run_all(label, scenarios, |s| run_scenario(make(), s)).await;
+    let failures = run_all(label, scenarios, |s| {
+        let cluster = make();
+        async move { run_scenario(cluster.await, s).await }
+    })
+    .await;
     if !failures.is_empty() {
         let names: Vec<String> = failures
             .iter()

@@ -16,7 +16,7 @@ async fn upstream_features_over_a_manifest_folder() {
         return;
     }
     let scenarios = scenarios(&dir).unwrap();
-    run("upstream/files", scenarios, || {
+    run("upstream/files", scenarios, || async {
         FileCluster::new().map_err(|e| e.to_string())
     })
     .await;

@@ -20,6 +20,7 @@ use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
+use crate::compile::Diagnostic;
 use crate::store::{Kind, ObjectKey, SharedStore, Store};
 
 /// `reportingController` of every Event; the same name as our IngressClass controller.
@@ -44,6 +45,37 @@ pub struct EventNote {
     pub message: String,
 }
 
+impl From<&Diagnostic> for EventNote {
+    /// Every diagnostic is a problem with the object, so a `Warning`; the reason in the
+    /// PascalCase Kubernetes uses for Event reasons (`service_not_found` ->
+    /// `ServiceNotFound`); the note names the field, as the Event already names the object.
+    fn from(d: &Diagnostic) -> Self {
+        let reason = d
+            .reason
+            .as_str()
+            .split('_')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            })
+            .collect();
+        let message = if d.field.is_empty() {
+            d.message.clone()
+        } else {
+            format!("{}: {}", d.field, d.message)
+        };
+        EventNote {
+            kind: d.kind,
+            object: d.object.clone(),
+            warning: true,
+            reason,
+            message,
+        }
+    }
+}
+
 /// The publish loop hands every compile's diagnostics here. Cheap; never blocks on the API.
 #[derive(Clone)]
 pub struct EventPublisher {
@@ -62,6 +94,11 @@ impl EventPublisher {
                 true
             }
         });
+    }
+
+    /// [`EventPublisher::publish`] for a compile's diagnostics.
+    pub fn publish_diagnostics(&self, diagnostics: &[Diagnostic]) {
+        self.publish(diagnostics.iter().map(EventNote::from).collect());
     }
 }
 
@@ -201,6 +238,26 @@ pub fn build_event(note: &EventNote, store: &Store, instance: &str, seq: u64) ->
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::compile::DiagnosticReason;
+
+    #[test]
+    fn diagnostic_to_note() {
+        let d = Diagnostic::error(
+            Kind::Ingress,
+            &ObjectKey::new("default", "web"),
+            "spec.rules[0].http.paths[0].backend.service.name",
+            DiagnosticReason::ServiceNotFound,
+            "service \"x\" not found",
+        );
+        let n = EventNote::from(&d);
+        assert_eq!(n.reason, "ServiceNotFound");
+        assert_eq!(
+            n.message,
+            "spec.rules[0].http.paths[0].backend.service.name: service \"x\" not found"
+        );
+        assert!(n.warning);
+        assert_eq!(n.object, ObjectKey::new("default", "web"));
+    }
 
     #[test]
     fn event_names_the_object_and_respects_limits() {

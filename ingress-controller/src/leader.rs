@@ -110,8 +110,15 @@ struct Elector {
     observed: Option<(LeaseSpec, Instant)>,
 }
 
-/// Campaign for the Lease until the process ends; `leader` says whether we hold it.
-pub async fn run(client: Client, opts: LeaderOptions, leader: watch::Sender<bool>) {
+/// Campaign for the Lease; `leader` says whether we hold it. When `stop` turns true
+/// (shutdown), a held Lease is released so another replica takes over at once instead of
+/// after the lease duration, and the campaign ends.
+pub async fn run(
+    client: Client,
+    opts: LeaderOptions,
+    leader: watch::Sender<bool>,
+    mut stop: watch::Receiver<bool>,
+) {
     let api = Api::namespaced(client, &opts.namespace);
     let mut elector = Elector {
         api,
@@ -157,7 +164,25 @@ pub async fn run(client: Client, opts: LeaderOptions, leader: watch::Sender<bool
         } else {
             elector.opts.retry_period
         };
-        tokio::time::sleep(wait).await;
+        let stopping = async {
+            if stop.wait_for(|s| *s).await.is_err() {
+                // Nobody can ask us to stop any more.
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stopping => {
+                leader.send_replace(false);
+                if is_leader {
+                    match elector.release().await {
+                        Ok(()) => tracing::info!("released the leader Lease"),
+                        Err(error) => tracing::warn!(%error, "releasing the leader Lease"),
+                    }
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -231,6 +256,31 @@ impl Elector {
             }
             Err(e) => Err(self.api_error(e)),
         }
+    }
+
+    /// Give the Lease up if we still hold it: empty holder, so any candidate may take it.
+    async fn release(&mut self) -> Result<(), LeaseError> {
+        let Some(mut lease) = self
+            .api
+            .get_opt(&self.opts.name)
+            .await
+            .map_err(|e| self.api_error(e))?
+        else {
+            return Ok(());
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(());
+        };
+        if spec.holder_identity.as_deref() != Some(self.opts.identity.as_str()) {
+            return Ok(());
+        }
+        spec.holder_identity = None;
+        spec.renew_time = Some(Self::now());
+        self.api
+            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .await
+            .map(drop)
+            .map_err(|e| self.api_error(e))
     }
 
     async fn create(&mut self) -> Result<Attempt, LeaseError> {

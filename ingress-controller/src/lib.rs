@@ -7,6 +7,7 @@ pub mod events;
 pub mod leader;
 pub mod metrics;
 pub mod publish;
+pub mod service_proxy;
 pub mod sources;
 pub mod status;
 pub mod store;

@@ -241,9 +241,15 @@ async fn one_leader_at_a_time_and_failover_after_the_lease_expires() {
     let env = env().await;
     let (a_tx, a) = watch::channel(false);
     let (b_tx, b) = watch::channel(false);
-    let task_a = tokio::spawn(leader::run(env.client.clone(), fast("pod-a"), a_tx));
+    let (_stop_tx, stop) = watch::channel(false);
+    let task_a = tokio::spawn(leader::run(
+        env.client.clone(),
+        fast("pod-a"),
+        a_tx,
+        stop.clone(),
+    ));
     eventually("a leads", || (*a.borrow()).then_some(())).await;
-    let task_b = tokio::spawn(leader::run(env.client.clone(), fast("pod-b"), b_tx));
+    let task_b = tokio::spawn(leader::run(env.client.clone(), fast("pod-b"), b_tx, stop));
     // b campaigns for a few lease periods but never wins while a renews.
     for _ in 0..30 {
         assert!(
@@ -298,13 +304,48 @@ async fn one_leader_at_a_time_and_failover_after_the_lease_expires() {
 async fn a_leader_cut_off_from_the_api_steps_down() {
     let env = env().await;
     let (tx, rx) = watch::channel(false);
-    let task = tokio::spawn(leader::run(env.client.clone(), fast("pod-a"), tx));
+    let (_stop_tx, stop) = watch::channel(false);
+    let task = tokio::spawn(leader::run(env.client.clone(), fast("pod-a"), tx, stop));
     eventually("leads", || (*rx.borrow()).then_some(())).await;
     env.api.fail_method(Some("GET"));
     eventually("steps down", || (!*rx.borrow()).then_some(())).await;
     env.api.fail_method(None);
     eventually("leads again", || (*rx.borrow()).then_some(())).await;
     task.abort();
+}
+
+#[tokio::test]
+async fn a_stopping_leader_releases_the_lease_for_an_immediate_takeover() {
+    let env = env().await;
+    // A long lease: without the release, b would wait 60 s.
+    let slow = |id: &str| LeaderOptions {
+        lease_duration: Duration::from_secs(60),
+        ..fast(id)
+    };
+    let (a_tx, a) = watch::channel(false);
+    let (b_tx, b) = watch::channel(false);
+    let (stop_a_tx, stop_a) = watch::channel(false);
+    let (_stop_b_tx, stop_b) = watch::channel(false);
+    let task_a = tokio::spawn(leader::run(env.client.clone(), slow("pod-a"), a_tx, stop_a));
+    eventually("a leads", || (*a.borrow()).then_some(())).await;
+    let task_b = tokio::spawn(leader::run(env.client.clone(), slow("pod-b"), b_tx, stop_b));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!*b.borrow());
+    stop_a_tx.send_replace(true);
+    tokio::time::timeout(Duration::from_secs(10), task_a)
+        .await
+        .expect("a stops")
+        .unwrap();
+    assert!(!*a.borrow());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while !*b.borrow() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "b did not take over a released Lease"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task_b.abort();
 }
 
 fn note(name: &str, reason: &str, message: &str) -> EventNote {

@@ -582,9 +582,22 @@ async fn udp_without_endpoints_drops_and_removed_listener_closes_flows() {
     assert_eq!(&buf[..n], b"u1:y");
     assert_eq!(counts.opened.load(Ordering::SeqCst), 1);
 
+    // The endpoint is replaced: the flow closes at once (no drain for UDP) and the
+    // same client's next datagram reaches the new endpoint.
+    let u2 = udp_backend("127.0.19.4", "u2").await;
+    p.reconcile(&[svc("dns", Protocol::Udp, Some(vip), &[Endpoint::ready(u2)])])
+        .unwrap();
+    eventually("flow to the removed endpoint closed", || {
+        counts.closed.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    c.send_to(b"z", vip).await.unwrap();
+    let (n, _) = timeout(WAIT, c.recv_from(&mut buf)).await.unwrap().unwrap();
+    assert_eq!(&buf[..n], b"u2:z");
+
     p.reconcile(&[]).unwrap();
     eventually("flow closed with its listener", || {
-        counts.closed.load(Ordering::SeqCst) == 1
+        counts.closed.load(Ordering::SeqCst) == 2
     })
     .await;
     // The address is free again: the listener socket is gone.

@@ -129,10 +129,10 @@ async fn slow_upstream_is_504() {
     let mut be = backend("slow", &[b.addr], None);
     be.timeouts = Timeouts {
         connect: Duration::from_secs(5),
-        response: Duration::from_millis(300),
+        response: Duration::from_secs(1),
     };
     let px = TestProxy::start(config(vec![rule("app.test", "slow")], vec![be])).await;
-    let r = get(px.addr, "app.test", "/slow/5000").await;
+    let r = get(px.addr, "app.test", "/slow/30000").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.text(), "504 Gateway Timeout\n");
     // A fast one on the same backend still works.
@@ -461,4 +461,135 @@ async fn shutdown_drains_in_flight_and_stops_accepting() {
         TcpStream::connect(addr).await.is_err(),
         "listener still accepting"
     );
+}
+
+#[tokio::test]
+async fn routes_by_host_and_forwards_the_canonical_path() {
+    let one = TestBackend::start("one").await;
+    let two = TestBackend::start("two").await;
+    let px = TestProxy::start(config(
+        vec![rule("one.test", "one"), rule("two.test", "two")],
+        vec![
+            backend("one", &[one.addr], None),
+            backend("two", &[two.addr], None),
+        ],
+    ))
+    .await;
+    assert_eq!(get(px.addr, "one.test", "/").await.text(), "one");
+    assert_eq!(get(px.addr, "TWO.test:80", "/").await.text(), "two");
+    assert_eq!(
+        get(px.addr, "three.test", "/").await.status,
+        StatusCode::NOT_FOUND
+    );
+
+    let r = get(px.addr, "one.test", "/a/./b/../c//d?x=%2e%2e&y").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("echo-uri"), Some("/a/c/d?x=%2e%2e&y"));
+    let r = get(px.addr, "one.test", "/a%00b").await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    assert_eq!(one.hits() + two.hits(), 3);
+
+    // HTTP/2 keeps its host when the path is rewritten.
+    let stream = TcpStream::connect(px.addr).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(executor(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://two.test/x/../y")
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = Reply::read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(r.text(), "two");
+    assert_eq!(r.header("echo-host"), Some("two.test"));
+    assert_eq!(r.header("echo-uri"), Some("/y"));
+}
+
+#[tokio::test]
+async fn external_name_backend_resolves_at_connect_time() {
+    let b = TestBackend::start("external").await;
+    let mut be = backend("ext", &[], None);
+    be.kind = BackendKind::ExternalName {
+        host: "localhost".into(),
+        port: b.addr.port(),
+    };
+    let px = TestProxy::start(config(vec![rule("app.test", "ext")], vec![be])).await;
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "external");
+    assert_eq!(
+        r.header("echo-host"),
+        Some("app.test"),
+        "Host stays the client's"
+    );
+
+    let mut gone = backend("ext", &[], None);
+    gone.kind = BackendKind::ExternalName {
+        host: "no-such-host.invalid".into(),
+        port: 80,
+    };
+    px.handle
+        .store(config(vec![rule("app.test", "ext")], vec![gone]));
+    assert_eq!(
+        get(px.addr, "app.test", "/").await.status,
+        StatusCode::BAD_GATEWAY
+    );
+}
+
+/// A backend that answers one request per connection, keeps the connection open as if
+/// for keep-alive, then hangs up on the next request without answering: the race of an
+/// upstream closing an idle connection just as the proxy reuses it.
+async fn one_shot_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let answered = Arc::new(AtomicUsize::new(0));
+    let count = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let count = count.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                count.fetch_add(1, Ordering::SeqCst);
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                // Wait for the next request, then drop the connection unanswered.
+                let _ = stream.read(&mut buf).await;
+            });
+        }
+    });
+    (addr, answered)
+}
+
+#[tokio::test]
+async fn idempotent_request_is_replayed_when_a_reused_connection_dies() {
+    let (addr, answered) = one_shot_backend().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[addr], None)],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    for i in 0..10 {
+        let r = conn.get("app.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK, "GET {i}");
+    }
+    assert_eq!(answered.load(Ordering::SeqCst), 10);
+    // A request with a body cannot be replayed: the client is told.
+    let req = Request::post("/")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .unwrap();
+    let r = Reply::read(conn.send(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
 }

@@ -67,6 +67,15 @@ pub enum DiagnosticReason {
     TlsNoHosts,
     /// Two Secrets claim one TLS host; the older Ingress's wins.
     TlsHostConflict,
+    /// A Service field the L4 dataplane cannot use (type, clusterIP, port, policy).
+    InvalidService,
+    /// A Service (or port) that is valid but has nothing to serve on (no clusterIP, no
+    /// nodePort, no node name for `Local`).
+    ServiceNotForwarded,
+    /// A Service port protocol the L4 dataplane does not forward (SCTP).
+    UnsupportedProtocol,
+    /// Two Service ports claim one L4 listen address; the first in name order keeps it.
+    ListenAddressConflict,
 }
 
 impl DiagnosticReason {
@@ -94,6 +103,10 @@ impl DiagnosticReason {
             InvalidCertificate => "invalid_certificate",
             TlsNoHosts => "tls_no_hosts",
             TlsHostConflict => "tls_host_conflict",
+            InvalidService => "invalid_service",
+            ServiceNotForwarded => "service_not_forwarded",
+            UnsupportedProtocol => "unsupported_protocol",
+            ListenAddressConflict => "listen_address_conflict",
         }
     }
 }

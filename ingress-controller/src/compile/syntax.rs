@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use proxy_core::routes::{HostMatch, PathType};
+use proxy_core::routes::{normalize_rule_path, HostMatch, PathType};
 
 /// A rule or TLS host: lower-cased, `*.` wildcard or DNS name; `None`/empty is any host.
 pub fn parse_host(raw: Option<&str>) -> Result<HostMatch, String> {
@@ -61,7 +61,7 @@ pub fn parse_path_type(raw: &str) -> Result<PathType, String> {
     }
 }
 
-/// A rule path: absent means `/`. Must be absolute. For `Exact` and `Prefix` the
+/// A rule path, in the route table's canonical form: absent means `/`. Must be absolute. For `Exact` and `Prefix` the
 /// Kubernetes API also forbids `//`, `/./`, `/../`, `%2f` and a trailing `/.` or `/..`;
 /// the same rules apply here, for every type, since ImplementationSpecific is Prefix.
 pub fn parse_path(raw: Option<&str>) -> Result<String, String> {
@@ -87,7 +87,11 @@ pub fn parse_path(raw: Option<&str>) -> Result<String, String> {
     if path.ends_with("/..") || path.ends_with("/.") {
         return Err(format!("path {path:?} must not end with \"/.\" or \"/..\""));
     }
-    Ok(path.to_owned())
+    // The route table's canonical form (escapes normalized), so claims compare the way
+    // the table matches.
+    normalize_rule_path(path)
+        .map(|p| p.into_owned())
+        .map_err(|e| format!("path {path:?} cannot be routed: {e}"))
 }
 
 /// The key under which two path rules are the same claim: `Prefix` ignores a trailing
@@ -134,7 +138,10 @@ mod tests {
     fn paths() {
         assert_eq!(parse_path(None).as_deref(), Ok("/"));
         assert_eq!(parse_path(Some("/a/b/")).as_deref(), Ok("/a/b/"));
-        for bad in ["a", "/a//b", "/a/../b", "/a/.", "/a%2Fb", "/a b", "/a?x=1"] {
+        assert_eq!(parse_path(Some("/%7euser")).as_deref(), Ok("/~user"));
+        for bad in [
+            "a", "/a//b", "/a/../b", "/a/.", "/a%2Fb", "/a b", "/a?x=1", "/a%zz",
+        ] {
             assert!(parse_path(Some(bad)).is_err(), "{bad} accepted");
         }
         assert_eq!(

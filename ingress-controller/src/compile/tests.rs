@@ -104,6 +104,14 @@ fn rule_summary(rules: &[RouteRule]) -> Vec<(HostMatch, String, PathType, String
         .collect()
 }
 
+/// The backend `compile`'s route table picks for a request, as `ns/svc:port`.
+fn route(c: &Compiled, host: &str, path: &str) -> Option<String> {
+    c.config
+        .routes
+        .lookup(host, path)
+        .map(|t| t.backend.to_string())
+}
+
 fn exact(h: &str) -> HostMatch {
     HostMatch::Exact(h.into())
 }
@@ -248,6 +256,22 @@ fn kubia_named_ports_resolve_to_slice_ports() {
          service \"kubia\" has no port named \"grpc\"; requests get 503"
     );
     assert_eq!(c.diagnostics.len(), 7);
+
+    let c = compile(&store, &CompileOptions::default());
+    let kubia = |port: &str| Some(format!("default/kubia:{port}"));
+    assert_eq!(route(&c, "kubia.example.com", "/"), kubia("http"));
+    assert_eq!(route(&c, "kubia.example.com", "/secure"), kubia("443"));
+    assert_eq!(route(&c, "kubia.example.com", "/secure/x"), kubia("http"));
+    assert_eq!(route(&c, "kubia.example.com", "/impl/x"), kubia("80"));
+    assert_eq!(
+        route(&c, "kubia.example.com", "/gone/x"),
+        Some("default/missing:80".into())
+    );
+    assert_eq!(route(&c, "pod.kubia.example.com", "/x"), kubia("http"));
+    assert_eq!(route(&c, "a.pod.kubia.example.com", "/"), None);
+    assert_eq!(route(&c, "bad_host.example.com", "/"), None);
+    assert_eq!(route(&c, "kubia.example.com", "/bucket"), kubia("http"));
+    assert!(c.config.default_backend.is_none());
 }
 
 #[test]
@@ -467,6 +491,25 @@ fn conflicts_go_to_the_oldest_ingress() {
         "Ingress a/newer: spec.rules[0].http.paths[0]: host \"shop.example.com\" path \"/cart/\" \
          (Prefix) is already claimed by the older Ingress b/older; path ignored"
     );
+    let c = compile(&store, &CompileOptions::default());
+    let src = |host: &str, path: &str| {
+        c.config
+            .routes
+            .lookup(host, path)
+            .map(|t| t.source.to_string())
+    };
+    assert_eq!(
+        src("shop.example.com", "/cart"),
+        Some("a/newer".into()),
+        "Exact beats Prefix"
+    );
+    assert_eq!(src("shop.example.com", "/cart/x"), Some("b/older".into()));
+    assert_eq!(src("shop.example.com", "/twin"), Some("b/twin".into()));
+    assert_eq!(
+        src("elsewhere.example.com", "/cart"),
+        Some("b/older".into())
+    );
+
     // b/app:80 keeps the settings of b/older (no affinity) despite b/twin's annotation;
     // a/app:80 gets a/newer's cookie affinity.
     assert_eq!(

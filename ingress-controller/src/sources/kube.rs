@@ -27,6 +27,10 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
+use crate::compile::Compiled;
+use crate::events::{self, EventPublisher};
+use crate::leader::{self, LeaderOptions};
+use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
 
 /// Every kind the source watches; readiness waits for the first full list of each.
@@ -87,6 +91,87 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
         },
     };
     Client::try_from(config).map_err(ClientError::Client)
+}
+
+/// Everything the controller does against the API server, in one place for `main`.
+#[derive(Clone, Debug, Default)]
+pub struct KubeOptions {
+    /// `--kubeconfig`.
+    pub kubeconfig: Option<PathBuf>,
+    pub source: KubeSourceOptions,
+    /// From `--publish-service` / `--publish-address`.
+    pub publish: PublishSource,
+    pub leader: Option<LeaderOptions>,
+}
+
+/// What the publish loop reports back to the API server after each compile.
+#[derive(Clone)]
+pub struct ApiReporter {
+    status: StatusHandle,
+    events: EventPublisher,
+    leader: watch::Receiver<bool>,
+    stop: Arc<watch::Sender<bool>>,
+    elector: Arc<Mutex<Option<tokio::task::JoinHandle<()>>>>,
+}
+
+impl ApiReporter {
+    /// Hand over a compile's results: owned Ingresses for status, diagnostics for Events.
+    /// Never blocks; the writes happen in the background, from the leader only.
+    pub fn after_compile(&self, compiled: &Compiled) {
+        self.status.set_owned(&compiled.owned_ingresses);
+        self.events.publish_diagnostics(&compiled.diagnostics);
+    }
+
+    /// Whether this replica currently holds the leader Lease.
+    pub fn is_leader(&self) -> bool {
+        *self.leader.borrow()
+    }
+
+    /// On shutdown: stop campaigning and release the leader Lease (if held), so another
+    /// replica takes over status at once. Waits at most `grace`.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.stop.send_replace(true);
+        let task = self
+            .elector
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(task) = task {
+            if tokio::time::timeout(grace, task).await.is_err() {
+                tracing::warn!("leader Lease not released in time");
+            }
+        }
+    }
+}
+
+/// Connect, then start in the background: the watches into `store` (setting `ready` once
+/// synced), leader election, the status writer and the Event publisher.
+pub async fn start(
+    opts: KubeOptions,
+    store: SharedStore,
+    ready: watch::Sender<bool>,
+) -> Result<ApiReporter, ClientError> {
+    let client = client(opts.kubeconfig.as_deref()).await?;
+    tokio::spawn(run(client.clone(), store.clone(), opts.source, ready));
+    let leader_opts = opts.leader.unwrap_or_else(LeaderOptions::from_env);
+    let identity = leader_opts.identity.clone();
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let elector = tokio::spawn(leader::run(client.clone(), leader_opts, leader_tx, stop_rx));
+    let status = status::spawn(
+        client.clone(),
+        store.clone(),
+        opts.publish,
+        leader_rx.clone(),
+    );
+    let events = events::spawn(client, store, identity, leader_rx.clone());
+    Ok(ApiReporter {
+        status,
+        events,
+        leader: leader_rx,
+        stop: Arc::new(stop_tx),
+        elector: Arc::new(Mutex::new(Some(elector))),
+    })
 }
 
 /// Watch the six kinds into `store` until the process ends. `ready` turns true once every

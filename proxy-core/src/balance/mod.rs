@@ -67,6 +67,14 @@ impl Default for EjectionPolicy {
     }
 }
 
+impl EjectionPolicy {
+    /// How long an endpoint stays out after its `failures`-th consecutive failure.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        let factor = 1u32 << failures.saturating_sub(1).min(16);
+        self.base.saturating_mul(factor).min(self.max)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Ejection {
     failures: u32,
@@ -509,8 +517,8 @@ mod tests {
         let reg = Registry::new(
             AffinityKey::random(),
             EjectionPolicy {
-                base: Duration::from_millis(50),
-                max: Duration::from_millis(50),
+                base: Duration::from_millis(300),
+                max: Duration::from_millis(300),
             },
         );
         let b = backend(2, None);
@@ -519,36 +527,32 @@ mod tests {
         for _ in 0..10 {
             assert_ne!(reg.pick(&b, None).unwrap().target, bad);
         }
-        std::thread::sleep(Duration::from_millis(120));
+        std::thread::sleep(Duration::from_millis(600));
         assert!((0..10).any(|_| reg.pick(&b, None).unwrap().target == bad));
         reg.connect_succeeded(&b.id, &bad);
     }
 
     #[test]
     fn backoff_grows_and_is_capped() {
-        let reg = Registry::new(
-            AffinityKey::random(),
-            EjectionPolicy {
-                base: Duration::from_secs(1),
-                max: Duration::from_secs(5),
-            },
-        );
+        let policy = EjectionPolicy {
+            base: Duration::from_secs(1),
+            max: Duration::from_secs(5),
+        };
+        let got: Vec<u64> = (1..=6).map(|n| policy.backoff(n).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 5, 5, 5]);
+        assert_eq!(policy.backoff(u32::MAX), Duration::from_secs(5));
+        // Each failure moves the endpoint's return further out.
+        let reg = Registry::new(AffinityKey::random(), policy);
         let b = backend(1, None);
         let t = Target::Addr("10.0.0.1:80".parse().unwrap());
-        let mut last = Duration::ZERO;
-        for expected in [1, 2, 4, 5, 5] {
-            reg.connect_failed(&b.id, &t);
-            let state = reg.state(&b.id);
-            let until = state.ejections()[&"10.0.0.1:80".parse().unwrap()].until;
-            let left = until.saturating_duration_since(Instant::now());
-            assert!(
-                left <= Duration::from_secs(expected)
-                    && left + Duration::from_millis(500) > Duration::from_secs(expected),
-                "{left:?}"
-            );
-            assert!(left + Duration::from_millis(500) >= last);
-            last = left;
-        }
+        let until =
+            |reg: &Registry| reg.state(&b.id).ejections()[&"10.0.0.1:80".parse().unwrap()].until;
+        reg.connect_failed(&b.id, &t);
+        let first = until(&reg);
+        reg.connect_failed(&b.id, &t);
+        assert!(until(&reg) > first);
+        reg.connect_succeeded(&b.id, &t);
+        assert!(reg.state(&b.id).ejections().is_empty());
     }
 
     #[test]

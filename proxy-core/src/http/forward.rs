@@ -1,6 +1,7 @@
 //! One request: route, pick, forward (with one retry after a refused connect), relay the
 //! response, log it.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,7 @@ use super::upstream::SendError;
 use super::{headers, upgrade, ConnInfo, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::Target;
 use crate::config::{BackendId, Config};
+use crate::routes;
 
 /// What the access log needs to know about how a request went.
 #[derive(Default)]
@@ -39,7 +41,7 @@ impl Proxy {
         self.pool.prune(&config);
 
         let (parts, body) = req.into_parts();
-        let host = headers::request_host(&parts)
+        let host = routes::request_host(&parts)
             .map(|h| h.into_owned())
             .unwrap_or_default();
         let method = parts.method.clone();
@@ -73,6 +75,33 @@ impl Proxy {
         resp
     }
 
+    /// Answers `err` without routing, still logging and observing the response.
+    pub(crate) fn reject(
+        &self,
+        req: Request<Incoming>,
+        info: &ConnInfo,
+        err: ProxyError,
+    ) -> Response<ProxyBody> {
+        let start = Instant::now();
+        let (parts, _body) = req.into_parts();
+        let host = routes::request_host(&parts).unwrap_or_default();
+        tracing::info!(remote = %info.remote, error = %err, "rejecting request");
+        let resp = err.to_response();
+        self.record(&ResponseEvent {
+            remote: info.remote,
+            scheme: info.scheme,
+            host: &host,
+            method: &parts.method,
+            path: parts.uri.path(),
+            status: resp.status(),
+            backend: None,
+            endpoint: None,
+            upstream_latency: None,
+            total_latency: start.elapsed(),
+        });
+        resp
+    }
+
     fn record(&self, ev: &ResponseEvent<'_>) {
         tracing::info!(
             target: "portico::access",
@@ -100,11 +129,27 @@ impl Proxy {
         host: &str,
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        // Route on the canonical path and send the upstream that same path, so the
+        // backend sees exactly what was matched (`/a/../admin` cannot reach a backend
+        // as anything but `/admin`).
+        let path = routes::normalize_path(parts.uri.path())
+            .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
         let route = config
             .routes
-            .lookup(host, parts.uri.path())
+            .lookup(host, &path)
             .or(config.default_backend.as_ref())
             .ok_or(ProxyError::NoRoute)?;
+        if let Cow::Owned(canonical) = &path {
+            let uri = match parts.uri.query() {
+                Some(q) => format!("{canonical}?{q}"),
+                None => canonical.clone(),
+            };
+            // Keep scheme and authority: HTTP/2 carries the host there.
+            let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+            uri_parts.path_and_query = uri.parse().ok();
+            parts.uri = http::Uri::from_parts(uri_parts)
+                .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
+        }
         if route.ssl_redirect && info.scheme == Scheme::Http {
             return Ok(self.redirect(host, &parts, info));
         }
@@ -132,7 +177,7 @@ impl Proxy {
             None
         };
         headers::prepare_upstream(&mut parts, info, Some(host), upgrade);
-        let mut req = Request::from_parts(parts, body);
+        let mut req = Request::from_parts(parts, Either::Left(body));
 
         let mut retried = false;
         let mut resp = loop {

@@ -1,7 +1,5 @@
 //! Header rewriting between the client and the upstream.
 
-use std::borrow::Cow;
-
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
@@ -26,38 +24,6 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-
-/// The request's host, lower-cased and without port: `Host` for HTTP/1.1, `:authority`
-/// for HTTP/2.
-pub(crate) fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
-    let raw = match parts.headers.get(header::HOST) {
-        Some(v) => v.to_str().ok()?,
-        None => parts.uri.authority()?.as_str(),
-    };
-    let host = strip_port(raw.trim());
-    if host.is_empty() {
-        return None;
-    }
-    if host.bytes().any(|b| b.is_ascii_uppercase()) {
-        Some(Cow::Owned(host.to_ascii_lowercase()))
-    } else {
-        Some(Cow::Borrowed(host))
-    }
-}
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        // IPv6 literal: `[::1]:8080`.
-        return match host.find(']') {
-            Some(end) => &host[..=end],
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
-}
 
 /// The protocol the client asks to switch to (`Upgrade` with `Connection: upgrade`), for
 /// tunnelling. `h2c` is not tunnelled: it would hand the upstream a protocol we never saw.
@@ -190,30 +156,6 @@ mod tests {
             sni: None,
             alpn_h2: false,
         }
-    }
-
-    #[test]
-    fn host_is_lowercased_without_port() {
-        let cases = [
-            ("Foo.Example.COM:8080", Some("foo.example.com")),
-            ("foo.example.com", Some("foo.example.com")),
-            ("[::1]:80", Some("[::1]")),
-            ("", None),
-        ];
-        for (raw, want) in cases {
-            let (parts, _) = Request::builder()
-                .header("host", raw)
-                .body(())
-                .unwrap()
-                .into_parts();
-            assert_eq!(request_host(&parts).as_deref(), want, "{raw}");
-        }
-        let (parts, _) = Request::builder()
-            .uri("http://h2.example.com:443/x")
-            .body(())
-            .unwrap()
-            .into_parts();
-        assert_eq!(request_host(&parts).as_deref(), Some("h2.example.com"));
     }
 
     #[test]

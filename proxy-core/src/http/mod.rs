@@ -7,6 +7,7 @@
 
 mod errors;
 mod forward;
+mod framing;
 mod headers;
 mod server;
 mod upgrade;

@@ -11,7 +11,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::{ConnInfo, Proxy, Scheme};
+use super::errors::ProxyError;
+use super::{framing, ConnInfo, Proxy, Scheme};
 
 /// Stops listeners and drains connections. Clones share one state.
 ///
@@ -167,10 +168,27 @@ impl Proxy {
         let info = Arc::new(info);
         let proxy = self.clone();
         let conn_info = info.clone();
+        // HTTP/1 connections get the smuggling guard; with ALPN h2 there is nothing to
+        // guard and h2c stops the scanner at its preface.
+        let (io, verdicts) = framing::Guarded::new(
+            io,
+            self.opts.max_header_bytes.max(8192),
+            self.opts.max_headers,
+        );
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let info = conn_info.clone();
-            async move { Ok::<_, Infallible>(proxy.handle(req, &info).await) }
+            let conflicting = verdicts.next_is_conflicting();
+            async move {
+                if conflicting {
+                    return Ok::<_, Infallible>(proxy.reject(
+                        req,
+                        &info,
+                        ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
+                    ));
+                }
+                Ok::<_, Infallible>(proxy.handle(req, &info).await)
+            }
         });
         let builder = if info.alpn_h2 {
             &self.builder_h2

@@ -8,6 +8,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use http::Method;
+use http_body::Body as _;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
@@ -20,8 +24,11 @@ use crate::config::{Backend, BackendId, BackendKind, Config, Timeouts};
 
 type Key = (BackendId, Target);
 
+/// What goes upstream: the client's body, streamed, or nothing (a replayed request).
+pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 struct Idle {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     since: Instant,
 }
 
@@ -47,7 +54,7 @@ impl Default for PoolOptions {
 /// another endpoint.
 pub(crate) struct SendError {
     pub error: ProxyError,
-    pub request: Option<Request<Incoming>>,
+    pub request: Option<Request<UpstreamBody>>,
     /// The failure was connecting: the endpoint should be ejected.
     pub connect: bool,
 }
@@ -93,7 +100,7 @@ impl Pool {
         });
     }
 
-    fn checkout(&self, key: &Key) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, key: &Key) -> Option<SendRequest<UpstreamBody>> {
         let mut map = self.idle();
         let list = map.get_mut(key)?;
         let now = Instant::now();
@@ -105,7 +112,7 @@ impl Pool {
         None
     }
 
-    fn put(&self, key: Key, sender: SendRequest<Incoming>) {
+    fn put(&self, key: Key, sender: SendRequest<UpstreamBody>) {
         let mut map = self.idle();
         let list = map.entry(key).or_default();
         if list.len() < self.opts.max_idle_per_endpoint {
@@ -123,10 +130,11 @@ impl Pool {
         self: &Arc<Self>,
         backend: &Backend,
         target: &Target,
-        mut req: Request<Incoming>,
+        mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, bool), SendError> {
         let key = (backend.id.clone(), target.clone());
         let timeouts = backend.timeouts;
+        let mut stale_retry = true;
         loop {
             let (mut sender, fresh) = match self.checkout(&key) {
                 Some(sender) => (sender, false),
@@ -141,16 +149,26 @@ impl Pool {
                     }
                 },
             };
+            // A reused connection may have been closed by the upstream just as we sent.
+            // A bodiless idempotent request can then be replayed on a new connection.
+            let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
             let sent = tokio::time::timeout(timeouts.response, sender.try_send_request(req)).await;
             match sent {
                 Ok(Ok(resp)) => {
                     self.recycle(key, sender);
                     return Ok((resp, fresh));
                 }
-                Ok(Err(mut e)) => match e.take_message() {
-                    // The pooled connection closed before it took the request: nothing was
-                    // sent, try a fresh one.
-                    Some(back) if !fresh => req = back,
+                Ok(Err(mut e)) => match (e.take_message(), replay) {
+                    // The pooled connection closed before it took the request: nothing
+                    // was sent, try another.
+                    (Some(back), _) if !fresh => req = back,
+                    (None, Some(head))
+                        if e.error().is_incomplete_message() || e.error().is_canceled() =>
+                    {
+                        tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
+                        stale_retry = false;
+                        req = head;
+                    }
                     _ => {
                         return Err(SendError {
                             error: ProxyError::Upstream {
@@ -178,7 +196,7 @@ impl Pool {
 
     /// Returns the connection to the pool once its response body is done. An upgraded or
     /// broken connection never becomes ready and is dropped.
-    fn recycle(self: &Arc<Self>, key: Key, mut sender: SendRequest<Incoming>) {
+    fn recycle(self: &Arc<Self>, key: Key, mut sender: SendRequest<UpstreamBody>) {
         let pool = Arc::clone(self);
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
@@ -188,7 +206,10 @@ impl Pool {
     }
 }
 
-async fn connect(target: &Target, timeouts: Timeouts) -> Result<SendRequest<Incoming>, ProxyError> {
+async fn connect(
+    target: &Target,
+    timeouts: Timeouts,
+) -> Result<SendRequest<UpstreamBody>, ProxyError> {
     let attempt = async {
         match target {
             Target::Addr(addr) => TcpStream::connect(addr).await,
@@ -235,4 +256,28 @@ async fn connect(target: &Target, timeouts: Timeouts) -> Result<SendRequest<Inco
         }
     });
     Ok(sender)
+}
+
+fn replayable(req: &Request<UpstreamBody>) -> bool {
+    matches!(
+        *req.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    ) && req.body().is_end_stream()
+        && !req.headers().contains_key(http::header::UPGRADE)
+}
+
+trait CloneHead {
+    fn clone_head(&self) -> Self;
+}
+
+impl CloneHead for Request<UpstreamBody> {
+    /// The same head with an empty body; only used when the body is known empty.
+    fn clone_head(&self) -> Self {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method().clone();
+        *req.uri_mut() = self.uri().clone();
+        *req.version_mut() = self.version();
+        *req.headers_mut() = self.headers().clone();
+        req
+    }
 }

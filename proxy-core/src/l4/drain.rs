@@ -93,6 +93,20 @@ pub(crate) async fn drained(mut rx: watch::Receiver<Option<Instant>>) {
     }
 }
 
+/// Resolves as soon as the group starts draining, ignoring the deadline. UDP flows use
+/// it: a datagram flow has nothing to finish, and kube-proxy likewise deletes the
+/// conntrack entries of removed UDP endpoints at once so clients are re-balanced.
+pub(crate) async fn removed(mut rx: watch::Receiver<Option<Instant>>) {
+    loop {
+        if rx.borrow_and_update().is_some() {
+            return;
+        }
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -135,6 +149,17 @@ mod tests {
         d.update(&[(id(), ep(1))].into(), Instant::now());
         tokio::time::sleep(Duration::from_secs(3600)).await;
         assert!(!conn.is_finished());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn removed_resolves_at_once_without_waiting_for_the_deadline() {
+        let d = Drains::default();
+        let flow = tokio::spawn(removed(d.subscribe(&id(), ep(1))));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!flow.is_finished());
+        d.update(&HashSet::new(), Instant::now() + Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert!(flow.is_finished());
     }
 
     #[tokio::test]

@@ -14,7 +14,9 @@
 //! - Connections to an endpoint that leaves the Service get [`L4Options::drain_timeout`]
 //!   (default 30 s, the default pod `terminationGracePeriodSeconds`) before they are cut;
 //!   connections to endpoints that stay are never touched.
-//! - A UDP listener that is removed drops its flows with it (UDP clients retry).
+//! - UDP flows to an endpoint that left the Service close at once (kube-proxy deletes
+//!   such conntrack entries too), so the client's next datagram is re-balanced. A UDP
+//!   listener that is removed drops its flows with it.
 
 mod affinity;
 mod drain;

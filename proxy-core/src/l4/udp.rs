@@ -12,7 +12,7 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use super::drain::drained;
+use super::drain::removed;
 use super::reconcile::{Shared, Target};
 use super::{Direction, FlowGuard, Protocol, ServicePortId};
 
@@ -121,7 +121,8 @@ async fn open(t: &Target, client: SocketAddr) -> Option<(Arc<Flow>, SocketAddr)>
 }
 
 /// Carry the endpoint's replies back to the client until the flow idles out, the
-/// endpoint refuses (ICMP), or it is drained.
+/// endpoint refuses (ICMP), or the endpoint leaves the Service (at once, no drain: the
+/// client's next datagram opens a flow to a current endpoint).
 #[allow(clippy::too_many_arguments)]
 async fn replies(
     socket: Arc<UdpSocket>,
@@ -134,7 +135,7 @@ async fn replies(
     _open: FlowGuard,
 ) {
     let idle = shared.options.udp_idle_timeout;
-    let drain = drained(shared.drains.subscribe(&t.id, endpoint));
+    let drain = removed(shared.drains.subscribe(&t.id, endpoint));
     tokio::pin!(drain);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -159,7 +160,7 @@ async fn replies(
                 }
             }
             () = &mut drain => {
-                tracing::debug!(service = %t.id, %client, %endpoint, "UDP flow drained");
+                tracing::debug!(service = %t.id, %client, %endpoint, "UDP endpoint removed; flow closed");
                 break;
             }
         }

@@ -35,6 +35,8 @@ pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     pub hits: Arc<AtomicUsize>,
+    /// TCP connections accepted: shows whether the proxy reuses upstream connections.
+    pub accepts: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -51,12 +53,15 @@ impl TestBackend {
         let hits = Arc::new(AtomicUsize::new(0));
         let name_owned = name.to_owned();
         let counter = hits.clone();
+        let accepts = Arc::new(AtomicUsize::new(0));
+        let accepted = accepts.clone();
         let task = tokio::spawn(async move {
             let mut conns = tokio::task::JoinSet::new();
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let name = name_owned.clone();
                 let hits = counter.clone();
                 conns.spawn(async move {
@@ -76,6 +81,7 @@ impl TestBackend {
             name: name.to_owned(),
             addr,
             hits,
+            accepts,
             task,
         }
     }

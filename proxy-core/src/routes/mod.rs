@@ -1,8 +1,18 @@
 //! Host/path route table: built once per Config, looked up per request.
+//!
+//! [`RouteTable::build`] compiles the rules; [`RouteTable::lookup`] takes a host from
+//! [`request_host`] and a path from [`normalize_path`]; [`RouteTable::lookup_request`]
+//! does all three for a hyper request.
 
 use std::sync::Arc;
 
 use crate::config::BackendId;
+
+mod normalize;
+mod table;
+
+pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
+pub use table::RouteTable;
 
 /// How a rule's host matches the request host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -39,20 +49,4 @@ pub struct RouteRule {
     pub path: String,
     pub path_type: PathType,
     pub target: RouteTarget,
-}
-
-/// The compiled table.
-#[derive(Clone, Debug, Default)]
-pub struct RouteTable {
-    rules: Vec<RouteRule>,
-}
-
-impl RouteTable {
-    pub fn build(rules: Vec<RouteRule>) -> Self {
-        Self { rules }
-    }
-
-    pub fn lookup(&self, _host: &str, _path: &str) -> Option<&RouteTarget> {
-        self.rules.first().map(|r| &r.target)
-    }
 }

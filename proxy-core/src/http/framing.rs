@@ -1,0 +1,329 @@
+//! Request smuggling guard for HTTP/1.x client connections.
+//!
+//! hyper resolves a request carrying both `Content-Length` and `Transfer-Encoding` by
+//! letting chunked win and dropping `Content-Length` before the service sees the request,
+//! so the conflict is invisible to us. RFC 9112 §6.1 says such a message "ought to be
+//! handled as an error"; we answer 400 and close. To know, this wrapper watches the bytes
+//! hyper reads, follows the request framing (heads, fixed and chunked bodies) and records,
+//! for every request head in order, whether it had both headers. The service takes one
+//! verdict per request: HTTP/1 requests on a connection are served in order.
+//!
+//! Whenever the scanner is unsure (a head hyper will reject anyway, an upgrade after which
+//! the stream is no longer HTTP, HTTP/2's preface) it stops scanning and records nothing
+//! more; requests without a verdict are let through, still with hyper's own safe handling.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{ready, Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// Per-request verdicts of one connection, oldest first.
+#[derive(Clone, Default)]
+pub(crate) struct Verdicts(Arc<Mutex<VecDeque<bool>>>);
+
+impl Verdicts {
+    fn push(&self, conflicting: bool) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(conflicting);
+    }
+
+    /// Whether the next request had conflicting framing headers.
+    pub fn next_is_conflicting(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop_front()
+            .unwrap_or(false)
+    }
+}
+
+enum State {
+    Head(Vec<u8>),
+    Fixed(u64),
+    ChunkSize(Vec<u8>),
+    ChunkData(u64),
+    ChunkEnd(u8),
+    Trailers(Vec<u8>),
+    Done,
+}
+
+struct Scanner {
+    state: State,
+    max_head: usize,
+    max_headers: usize,
+    verdicts: Verdicts,
+}
+
+/// Longest chunk-size or trailer line we follow; longer ones make hyper fail anyway.
+const MAX_LINE: usize = 4096;
+
+impl Scanner {
+    fn feed(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            match &mut self.state {
+                State::Done => return,
+                State::Head(buf) => {
+                    if buf.is_empty() {
+                        // Empty lines before a request line are allowed and skipped.
+                        let skip = data
+                            .iter()
+                            .take_while(|b| **b == b'\r' || **b == b'\n')
+                            .count();
+                        data = &data[skip..];
+                        if data.is_empty() {
+                            return;
+                        }
+                    }
+                    let start = buf.len().saturating_sub(3);
+                    let room = self.max_head.saturating_sub(buf.len());
+                    let take = data.len().min(room.max(1));
+                    buf.extend_from_slice(&data[..take]);
+                    let found = find(&buf[start..], b"\r\n\r\n").map(|i| start + i + 4);
+                    match found {
+                        Some(end) => {
+                            // Bytes past the head belong to the body or the next request.
+                            let extra = buf.len() - end;
+                            data = &data[take - extra..];
+                            let head = std::mem::take(buf);
+                            self.state = self.on_head(&head[..end]);
+                        }
+                        None if buf.len() >= self.max_head => self.state = State::Done,
+                        None => data = &data[take..],
+                    }
+                }
+                State::Fixed(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::Head(Vec::new());
+                    }
+                }
+                State::ChunkSize(line) | State::Trailers(line) => {
+                    let Some(nl) = data.iter().position(|b| *b == b'\n') else {
+                        line.extend_from_slice(data);
+                        if line.len() > MAX_LINE {
+                            self.state = State::Done;
+                        }
+                        return;
+                    };
+                    line.extend_from_slice(&data[..=nl]);
+                    data = &data[nl + 1..];
+                    let text = std::mem::take(line);
+                    self.state = match self.state {
+                        State::ChunkSize(_) => chunk_size(&text)
+                            .map(|size| match size {
+                                0 => State::Trailers(Vec::new()),
+                                n => State::ChunkData(n),
+                            })
+                            .unwrap_or(State::Done),
+                        _ if text == b"\r\n" || text == b"\n" => State::Head(Vec::new()),
+                        _ => State::Trailers(Vec::new()),
+                    };
+                }
+                State::ChunkData(left) => {
+                    let n = (*left).min(data.len() as u64);
+                    *left -= n;
+                    data = &data[n as usize..];
+                    if *left == 0 {
+                        self.state = State::ChunkEnd(2);
+                    }
+                }
+                State::ChunkEnd(left) => {
+                    let n = usize::from(*left).min(data.len());
+                    *left -= n as u8;
+                    data = &data[n..];
+                    if *left == 0 {
+                        self.state = State::ChunkSize(Vec::new());
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_head(&mut self, head: &[u8]) -> State {
+        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers.max(1)];
+        let mut req = httparse::Request::new(&mut headers);
+        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+            return State::Done;
+        }
+        let method = req.method.unwrap_or("");
+        if method == "PRI" {
+            return State::Done;
+        }
+        let mut te_chunked = None;
+        let mut content_length: Option<u64> = None;
+        let mut bad_length = false;
+        let mut upgrade = method.eq_ignore_ascii_case("CONNECT");
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
+                te_chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            } else if h.name.eq_ignore_ascii_case("content-length") {
+                match std::str::from_utf8(h.value)
+                    .ok()
+                    .and_then(|v| v.trim().parse().ok())
+                {
+                    Some(n) if content_length.is_none_or(|c| c == n) => content_length = Some(n),
+                    _ => bad_length = true,
+                }
+            } else if h.name.eq_ignore_ascii_case("upgrade") {
+                upgrade = true;
+            }
+        }
+        let conflicting = te_chunked.is_some() && (content_length.is_some() || bad_length);
+        self.verdicts.push(conflicting);
+        if upgrade {
+            return State::Done;
+        }
+        match (te_chunked, content_length) {
+            (Some(true), _) => State::ChunkSize(Vec::new()),
+            (Some(false), _) => State::Done,
+            (None, _) if bad_length => State::Done,
+            (None, Some(0)) | (None, None) => State::Head(Vec::new()),
+            (None, Some(n)) => State::Fixed(n),
+        }
+    }
+}
+
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let end = line
+        .iter()
+        .position(|b| !b.is_ascii_hexdigit())
+        .unwrap_or(line.len());
+    if end == 0 || end > 16 {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..end]).ok()?, 16).ok()
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// The client IO with the scanner on its read side.
+pub(crate) struct Guarded<IO> {
+    io: IO,
+    scanner: Scanner,
+}
+
+impl<IO> Guarded<IO> {
+    pub fn new(io: IO, max_head: usize, max_headers: usize) -> (Self, Verdicts) {
+        let verdicts = Verdicts::default();
+        let scanner = Scanner {
+            state: State::Head(Vec::new()),
+            max_head,
+            max_headers,
+            verdicts: verdicts.clone(),
+        };
+        (Self { io, scanner }, verdicts)
+    }
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+        this.scanner.feed(&buf.filled()[before..]);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for Guarded<IO> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(chunks: &[&[u8]]) -> Vec<bool> {
+        let verdicts = Verdicts::default();
+        let mut s = Scanner {
+            state: State::Head(Vec::new()),
+            max_head: 8192,
+            max_headers: 100,
+            verdicts: verdicts.clone(),
+        };
+        for c in chunks {
+            s.feed(c);
+        }
+        let v = verdicts.0.lock().unwrap().iter().copied().collect();
+        v
+    }
+
+    #[test]
+    fn follows_fixed_and_chunked_bodies_across_reads() {
+        let stream: &[u8] = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 24\r\n\r\nGET /fake HTTP/1.1\r\n\r\n\r\n\
+            POST /b HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\nX-Trailer: 1\r\n\r\n\
+            GET /c HTTP/1.1\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n";
+        let whole = scan(&[stream]);
+        assert_eq!(whole, vec![false, false, true]);
+        // Byte by byte gives the same verdicts.
+        let bytes: Vec<&[u8]> = stream.chunks(1).collect();
+        assert_eq!(scan(&bytes), whole);
+        // And in uneven pieces.
+        let pieces: Vec<&[u8]> = stream.chunks(7).collect();
+        assert_eq!(scan(&pieces), whole);
+    }
+
+    #[test]
+    fn conflict_in_either_order_and_stops_after_upgrade_or_h2() {
+        assert_eq!(
+            scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"]),
+            vec![true]
+        );
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+            vec![false]
+        );
+        assert_eq!(
+            scan(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]),
+            Vec::<bool>::new()
+        );
+    }
+
+    #[test]
+    fn oversized_heads_stop_the_scanner() {
+        let mut big = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        big.extend(std::iter::repeat_n(b'a', 10_000));
+        big.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(scan(&[&big]), Vec::<bool>::new());
+    }
+}

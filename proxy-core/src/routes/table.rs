@@ -1,0 +1,772 @@
+//! The compiled route table.
+//!
+//! Layout: a hash map from exact host to that host's paths, one from wildcard suffix to
+//! its paths, and the host-less paths. Per host, Exact paths sit in a hash map keyed by
+//! the path, and Prefix paths in a hash map keyed by the path without its trailing slash,
+//! plus a bit set of the element counts present. A Prefix lookup tries the request path
+//! and then each shorter element prefix, longest first, only at element counts some rule
+//! has; the first hit is the longest match. Each probe borrows a slice of the request
+//! path, so lookup never allocates, and its cost is a few hashes regardless of the number
+//! of rules (a trie or matchit would walk element by element for the same result; the
+//! hash maps measured faster and keep the Ingress semantics obvious).
+//!
+//! The maps hash with foldhash rather than SipHash: only the configuration inserts keys,
+//! so a client cannot flood a map with colliding keys however it picks its Host and
+//! path, and the hash is most of a lookup's cost.
+
+use std::fmt;
+use std::sync::Arc;
+
+use foldhash::HashMap;
+use http::request::Parts;
+
+use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
+use super::{HostMatch, PathType, RouteRule, RouteTarget};
+
+/// The compiled table. Cloning is cheap (it shares the compiled maps).
+#[derive(Clone, Default)]
+pub struct RouteTable {
+    inner: Arc<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The rules kept, normalized, in build order; the maps hold indices into it.
+    rules: Vec<RouteRule>,
+    exact_hosts: HashMap<Box<str>, PathTable>,
+    /// Keyed by the suffix after `*.`.
+    wildcard_hosts: HashMap<Box<str>, PathTable>,
+    any_host: PathTable,
+}
+
+#[derive(Default)]
+struct PathTable {
+    exact: HashMap<Box<str>, usize>,
+    /// Bit `len % 64` set: some Exact path has that length. Most request paths have no
+    /// Exact rule of their length, and this skips hashing them.
+    exact_lengths: u64,
+    /// Keyed by the rule path without its trailing slash; `/` is the empty key.
+    prefix: HashMap<Box<str>, usize>,
+    /// Bit `n` set: some Prefix key has `n` elements (bit 63: 63 or more).
+    prefix_depths: u64,
+}
+
+fn depth_bit(depth: usize) -> u64 {
+    1 << depth.min(63)
+}
+
+impl PathTable {
+    /// Adds a rule; `false` when an earlier rule already claimed the same path and type.
+    fn insert(&mut self, path: &str, path_type: PathType, index: usize) -> bool {
+        let (map, key) = match path_type {
+            PathType::Exact => {
+                self.exact_lengths |= 1 << (path.len() % 64);
+                (&mut self.exact, path)
+            }
+            PathType::Prefix => {
+                let key = path.strip_suffix('/').unwrap_or(path);
+                self.prefix_depths |= depth_bit(key.bytes().filter(|&b| b == b'/').count());
+                (&mut self.prefix, key)
+            }
+        };
+        if map.contains_key(key) {
+            return false;
+        }
+        map.insert(key.into(), index);
+        true
+    }
+
+    /// The best rule for a normalized path: an Exact match if there is one (its path is
+    /// the whole request path, so no Prefix match is longer, and Exact wins the tie),
+    /// else the longest Prefix match.
+    fn lookup(&self, path: &str) -> Option<usize> {
+        if self.exact_lengths & (1 << (path.len() % 64)) != 0 {
+            if let Some(&index) = self.exact.get(path) {
+                return Some(index);
+            }
+        }
+        if self.prefix_depths == 0 {
+            return None;
+        }
+        // Normalized paths have no empty elements, so this is the one trailing slash.
+        let mut candidate = path.strip_suffix('/').unwrap_or(path);
+        let mut depth = candidate.bytes().filter(|&b| b == b'/').count();
+        loop {
+            if self.prefix_depths & depth_bit(depth) != 0 {
+                if let Some(&index) = self.prefix.get(candidate) {
+                    return Some(index);
+                }
+            }
+            let cut = candidate.rfind('/')?;
+            candidate = &candidate[..cut];
+            depth = depth.saturating_sub(1);
+        }
+    }
+}
+
+impl RouteTable {
+    /// Compiles `rules`. Given duplicates (same host, path and type after
+    /// normalization), the first one wins. Rules whose host or path cannot be matched
+    /// (an empty wildcard suffix, a path that fails [`normalize_rule_path`]) are left out
+    /// with a warning; the compiler reports them properly.
+    pub fn build(rules: Vec<RouteRule>) -> Self {
+        let mut inner = Inner::default();
+        for rule in rules {
+            let Some(rule) = normalize_rule(rule) else {
+                continue;
+            };
+            let index = inner.rules.len();
+            let paths = match &rule.host {
+                HostMatch::Exact(host) => {
+                    inner.exact_hosts.entry(host.as_str().into()).or_default()
+                }
+                HostMatch::Wildcard(suffix) => inner
+                    .wildcard_hosts
+                    .entry(suffix.as_str().into())
+                    .or_default(),
+                HostMatch::Any => &mut inner.any_host,
+            };
+            if paths.insert(&rule.path, rule.path_type, index) {
+                inner.rules.push(rule);
+            } else {
+                tracing::debug!(
+                    host = ?rule.host,
+                    path = %rule.path,
+                    path_type = ?rule.path_type,
+                    source = %rule.target.source,
+                    "duplicate route rule ignored; an earlier rule claims it"
+                );
+            }
+        }
+        Self {
+            inner: Arc::new(inner),
+        }
+    }
+
+    /// The target for a normalized host (see [`request_host`]; `""` for none) and a
+    /// normalized path (see [`normalize_path`]; a query, if any, is ignored).
+    ///
+    /// Host precedence: the exact host's rules, then the `*.` wildcard's, then the
+    /// host-less rules, each consulted only when the one before has no matching path.
+    /// The Ingress API says a rule without a host "routes all traffic" and a host rule
+    /// applies to its host; nothing in the API or the conformance features lets a host
+    /// rule hide a host-less rule from that host's requests, and the Gateway API (the
+    /// Ingress successor) ranks matches the same way: most specific host first, among
+    /// the rules that match. ingress-nginx differs here: its host-less rules live in the
+    /// catch-all server, which only sees hosts no rule names, so there a request for a
+    /// named host whose paths do not match gets the default backend instead.
+    pub fn lookup(&self, host: &str, path: &str) -> Option<&RouteTarget> {
+        let end = path.bytes().position(|b| b == b'?' || b == b'#');
+        let path = end.map_or(path, |end| &path[..end]);
+        let inner = &*self.inner;
+        let index = (!host.is_empty())
+            .then(|| inner.lookup_host(host, path))
+            .flatten()
+            .or_else(|| inner.any_host.lookup(path))?;
+        inner.rules.get(index).map(|rule| &rule.target)
+    }
+
+    /// Normalizes the request's host and path and looks them up. A request without a
+    /// usable host (HTTP/1.0 with no `Host`, or an invalid one) is matched against the
+    /// host-less rules only; a path that cannot be normalized is an error (answer 400).
+    pub fn lookup_request(&self, parts: &Parts) -> Result<Option<&RouteTarget>, PathError> {
+        let path = normalize_path(parts.uri.path())?;
+        let host = request_host(parts);
+        Ok(self.lookup(host.as_deref().unwrap_or(""), &path))
+    }
+
+    /// The rules in the table, normalized, duplicates removed, in build order.
+    pub fn rules(&self) -> &[RouteRule] {
+        &self.inner.rules
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.inner.rules.is_empty()
+    }
+}
+
+impl Inner {
+    fn lookup_host(&self, host: &str, path: &str) -> Option<usize> {
+        if let Some(index) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
+            return Some(index);
+        }
+        // `*.foo.com` covers exactly one non-empty label in front of `foo.com`.
+        let (label, suffix) = host.split_once('.')?;
+        if label.is_empty() {
+            return None;
+        }
+        self.wildcard_hosts.get(suffix)?.lookup(path)
+    }
+}
+
+/// Brings a rule to the form lookup compares with: host lower-cased without a trailing
+/// dot (as [`request_host`] makes the request's), path in canonical form.
+fn normalize_rule(mut rule: RouteRule) -> Option<RouteRule> {
+    fn clean_host(host: &str) -> String {
+        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    }
+    rule.host = match &rule.host {
+        HostMatch::Exact(host) if host.is_empty() => HostMatch::Any,
+        HostMatch::Exact(host) => HostMatch::Exact(clean_host(host)),
+        HostMatch::Wildcard(suffix) => {
+            // Accept the `*.foo.com` spelling as well as the documented `foo.com`.
+            let suffix = clean_host(suffix.strip_prefix("*.").unwrap_or(suffix));
+            if suffix.is_empty() {
+                tracing::warn!(source = %rule.target.source, "wildcard host rule with an empty suffix ignored");
+                return None;
+            }
+            HostMatch::Wildcard(suffix)
+        }
+        HostMatch::Any => HostMatch::Any,
+    };
+    match normalize_rule_path(&rule.path) {
+        Ok(path) => {
+            if path != rule.path.as_str() {
+                rule.path = path.into_owned();
+            }
+            Some(rule)
+        }
+        Err(error) => {
+            tracing::warn!(
+                source = %rule.target.source,
+                path = %rule.path,
+                %error,
+                "route rule with an unroutable path ignored"
+            );
+            None
+        }
+    }
+}
+
+impl fmt::Debug for RouteTable {
+    // A summary: a table of 100k rules printed in full helps nobody.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        f.debug_struct("RouteTable")
+            .field("rules", &inner.rules.len())
+            .field("exact_hosts", &inner.exact_hosts.len())
+            .field("wildcard_hosts", &inner.wildcard_hosts.len())
+            .field(
+                "any_host_paths",
+                &(inner.any_host.exact.len() + inner.any_host.prefix.len()),
+            )
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::BackendId;
+
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn target(service: &str) -> RouteTarget {
+        RouteTarget {
+            backend: BackendId::new("default", service, "80"),
+            ssl_redirect: false,
+            source: "default/test".into(),
+        }
+    }
+
+    fn rule(host: HostMatch, path: &str, path_type: PathType, service: &str) -> RouteRule {
+        RouteRule {
+            host,
+            path: path.to_owned(),
+            path_type,
+            target: target(service),
+        }
+    }
+
+    fn exact(path: &str, service: &str) -> RouteRule {
+        rule(HostMatch::Any, path, PathType::Exact, service)
+    }
+
+    fn prefix(path: &str, service: &str) -> RouteRule {
+        rule(HostMatch::Any, path, PathType::Prefix, service)
+    }
+
+    fn host_rule(host: &str, path: &str, path_type: PathType, service: &str) -> RouteRule {
+        let host = match host.strip_prefix("*.") {
+            Some(suffix) => HostMatch::Wildcard(suffix.to_owned()),
+            None => HostMatch::Exact(host.to_owned()),
+        };
+        rule(host, path, path_type, service)
+    }
+
+    fn service<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
+        table.lookup(host, path).map(|t| &*t.backend.service)
+    }
+
+    #[test]
+    fn traits_the_config_needs() {
+        fn assert_traits<T: Clone + fmt::Debug + Default + Send + Sync>() {}
+        assert_traits::<RouteTable>();
+        let empty = RouteTable::default();
+        assert!(empty.is_empty());
+        assert_eq!(empty.lookup("foo.com", "/"), None);
+        let table = RouteTable::build(vec![prefix("/", "a")]);
+        assert!(format!("{table:?}").contains("rules: 1"));
+    }
+
+    /// Every row of the examples table in the Kubernetes Ingress documentation
+    /// (concepts/services-networking/ingress, "Examples").
+    #[test]
+    fn kubernetes_documentation_examples() {
+        type Row = (
+            &'static [(&'static str, PathType)],
+            &'static str,
+            Option<&'static str>,
+        );
+        use PathType::{Exact as E, Prefix as P};
+        let rows: &[Row] = &[
+            (&[("/", P)], "/", Some("/")),
+            (&[("/", P)], "/anything/at/all", Some("/")),
+            (&[("/foo", E)], "/foo", Some("/foo")),
+            (&[("/foo", E)], "/bar", None),
+            (&[("/foo", E)], "/foo/", None),
+            (&[("/foo/", E)], "/foo", None),
+            (&[("/foo", P)], "/foo", Some("/foo")),
+            (&[("/foo", P)], "/foo/", Some("/foo")),
+            (&[("/foo/", P)], "/foo", Some("/foo/")),
+            (&[("/foo/", P)], "/foo/", Some("/foo/")),
+            (&[("/aaa/bb", P)], "/aaa/bbb", None),
+            (&[("/aaa/bbb", P)], "/aaa/bbb", Some("/aaa/bbb")),
+            (&[("/aaa/bbb/", P)], "/aaa/bbb", Some("/aaa/bbb/")),
+            (&[("/aaa/bbb", P)], "/aaa/bbb/", Some("/aaa/bbb")),
+            (&[("/aaa/bbb", P)], "/aaa/bbb/ccc", Some("/aaa/bbb")),
+            (&[("/aaa/bbb", P)], "/aaabbb", None),
+            (&[("/", P), ("/aaa", P)], "/aaa/ccc", Some("/aaa")),
+            (
+                &[("/", P), ("/aaa", P), ("/aaa/bbb", P)],
+                "/aaa/bbb",
+                Some("/aaa/bbb"),
+            ),
+            (&[("/", P), ("/aaa", P), ("/aaa/bbb", P)], "/ccc", Some("/")),
+            (&[("/aaa", P)], "/ccc", None),
+            (&[("/foo", P), ("/foo", E)], "/foo", Some("/foo exact")),
+        ];
+        for (paths, request, want) in rows {
+            // The service name records which rule matched.
+            let rules = paths
+                .iter()
+                .map(|&(path, ty)| {
+                    let name = if ty == E && paths.len() > 1 {
+                        format!("{path} exact")
+                    } else {
+                        path.to_owned()
+                    };
+                    rule(HostMatch::Any, path, ty, &name)
+                })
+                .collect();
+            let table = RouteTable::build(rules);
+            assert_eq!(
+                service(&table, "any.host", request),
+                *want,
+                "rules {paths:?}, request {request}"
+            );
+            // Rule order must not matter.
+            let reversed = paths
+                .iter()
+                .rev()
+                .map(|&(path, ty)| {
+                    let name = if ty == E && paths.len() > 1 {
+                        format!("{path} exact")
+                    } else {
+                        path.to_owned()
+                    };
+                    rule(HostMatch::Any, path, ty, &name)
+                })
+                .collect();
+            let table = RouteTable::build(reversed);
+            assert_eq!(
+                service(&table, "any.host", request),
+                *want,
+                "reversed {paths:?}, request {request}"
+            );
+        }
+    }
+
+    /// The scenarios of the upstream conformance `path_rules.feature`.
+    #[test]
+    fn conformance_path_rules() {
+        use PathType::{Exact as E, Prefix as P};
+        let table = RouteTable::build(vec![
+            host_rule("exact-path-rules", "/foo", E, "foo-exact"),
+            host_rule("prefix-path-rules", "/foo", P, "foo-prefix"),
+            host_rule("prefix-path-rules", "/aaa/bbb", P, "aaa-slash-bbb-prefix"),
+            host_rule("prefix-path-rules", "/aaa", P, "aaa-prefix"),
+            host_rule("mixed-path-rules", "/foo", P, "foo-prefix"),
+            host_rule("mixed-path-rules", "/foo", E, "foo-exact"),
+            host_rule(
+                "trailing-slash-path-rules",
+                "/aaa/bbb/",
+                P,
+                "aaa-slash-bbb-slash-prefix",
+            ),
+            host_rule("trailing-slash-path-rules", "/foo/", E, "foo-slash-exact"),
+        ]);
+        let cases = [
+            ("exact-path-rules", "/foo", Some("foo-exact")),
+            ("exact-path-rules", "/foo/", None),
+            ("exact-path-rules", "/FOO", None),
+            ("exact-path-rules", "/bar", None),
+            ("prefix-path-rules", "/foo", Some("foo-prefix")),
+            ("prefix-path-rules", "/foo/", Some("foo-prefix")),
+            ("prefix-path-rules", "/FOO", None),
+            (
+                "prefix-path-rules",
+                "/aaa/bbb",
+                Some("aaa-slash-bbb-prefix"),
+            ),
+            (
+                "prefix-path-rules",
+                "/aaa/bbb/ccc",
+                Some("aaa-slash-bbb-prefix"),
+            ),
+            ("prefix-path-rules", "/aaa/ccc", Some("aaa-prefix")),
+            ("prefix-path-rules", "/aaaccc", None),
+            ("mixed-path-rules", "/foo", Some("foo-exact")),
+            ("mixed-path-rules", "/foo/x", Some("foo-prefix")),
+            (
+                "trailing-slash-path-rules",
+                "/aaa/bbb",
+                Some("aaa-slash-bbb-slash-prefix"),
+            ),
+            (
+                "trailing-slash-path-rules",
+                "/aaa/bbb/",
+                Some("aaa-slash-bbb-slash-prefix"),
+            ),
+            ("trailing-slash-path-rules", "/foo", None),
+            (
+                "trailing-slash-path-rules",
+                "/foo/",
+                Some("foo-slash-exact"),
+            ),
+        ];
+        for (host, path, want) in cases {
+            assert_eq!(service(&table, host, path), want, "{host}{path}");
+        }
+    }
+
+    /// The scenarios of the upstream conformance `host_rules.feature`.
+    #[test]
+    fn conformance_host_rules() {
+        let table = RouteTable::build(vec![
+            host_rule("*.foo.com", "/", PathType::Prefix, "wildcard-foo-com"),
+            host_rule("foo.bar.com", "/", PathType::Prefix, "foo-bar-com"),
+        ]);
+        assert_eq!(service(&table, "foo.bar.com", "/"), Some("foo-bar-com"));
+        assert_eq!(service(&table, "subdomain.bar.com", "/"), None);
+        assert_eq!(
+            service(&table, "bar.foo.com", "/"),
+            Some("wildcard-foo-com")
+        );
+        assert_eq!(service(&table, "baz.bar.foo.com", "/"), None);
+        assert_eq!(service(&table, "foo.com", "/"), None);
+        assert_eq!(service(&table, ".foo.com", "/"), None);
+        assert_eq!(service(&table, "", "/"), None);
+    }
+
+    #[test]
+    fn exact_host_beats_wildcard_beats_any() {
+        use PathType::Prefix as P;
+        let table = RouteTable::build(vec![
+            rule(HostMatch::Any, "/", P, "any-root"),
+            rule(HostMatch::Any, "/shared", P, "any-shared"),
+            host_rule("*.example.com", "/", P, "wild-root"),
+            host_rule("*.example.com", "/w", P, "wild-w"),
+            host_rule("app.example.com", "/api", P, "app-api"),
+        ]);
+        // The exact host's rules first, even when a wildcard or host-less rule is longer.
+        assert_eq!(
+            service(&table, "app.example.com", "/api/x"),
+            Some("app-api")
+        );
+        // Falls through to the wildcard when the exact host's paths do not match ...
+        assert_eq!(
+            service(&table, "app.example.com", "/other"),
+            Some("wild-root")
+        );
+        assert_eq!(service(&table, "app.example.com", "/w"), Some("wild-w"));
+        // ... and the wildcard's `/` shadows the host-less `/shared` for its hosts.
+        assert_eq!(
+            service(&table, "app.example.com", "/shared"),
+            Some("wild-root")
+        );
+        assert_eq!(
+            service(&table, "other.example.com", "/api"),
+            Some("wild-root")
+        );
+        // Hosts no rule names get the host-less rules.
+        assert_eq!(
+            service(&table, "example.com", "/shared/x"),
+            Some("any-shared")
+        );
+        assert_eq!(service(&table, "unknown.org", "/"), Some("any-root"));
+        assert_eq!(service(&table, "", "/"), Some("any-root"));
+        assert_eq!(service(&table, "[::1]", "/"), Some("any-root"));
+    }
+
+    #[test]
+    fn exact_host_falls_through_to_host_less_rules() {
+        let table = RouteTable::build(vec![
+            host_rule("app.example.com", "/api", PathType::Exact, "app-api"),
+            prefix("/", "catch-all"),
+        ]);
+        assert_eq!(service(&table, "app.example.com", "/api"), Some("app-api"));
+        assert_eq!(
+            service(&table, "app.example.com", "/api/v2"),
+            Some("catch-all")
+        );
+    }
+
+    #[test]
+    fn rule_hosts_are_normalized_like_request_hosts() {
+        let table = RouteTable::build(vec![
+            host_rule("Foo.Example.COM.", "/", PathType::Prefix, "foo"),
+            rule(
+                HostMatch::Wildcard("*.Wild.Example".into()),
+                "/",
+                PathType::Prefix,
+                "wild",
+            ),
+            rule(
+                HostMatch::Exact(String::new()),
+                "/any",
+                PathType::Prefix,
+                "any",
+            ),
+            rule(
+                HostMatch::Wildcard(String::new()),
+                "/",
+                PathType::Prefix,
+                "dropped",
+            ),
+        ]);
+        assert_eq!(service(&table, "foo.example.com", "/"), Some("foo"));
+        assert_eq!(service(&table, "x.wild.example", "/"), Some("wild"));
+        assert_eq!(service(&table, "nobody.org", "/any"), Some("any"));
+        assert_eq!(service(&table, "x.", "/"), None);
+        assert_eq!(table.len(), 3);
+    }
+
+    #[test]
+    fn rule_paths_are_normalized_like_request_paths() {
+        let table = RouteTable::build(vec![
+            exact("/%7euser", "tilde"),
+            prefix("/caf\u{e9}", "cafe"),
+            prefix("/bad%zz", "dropped"),
+            prefix("relative", "dropped"),
+        ]);
+        assert_eq!(table.len(), 2);
+        let p = normalize_path("/%7Euser").unwrap();
+        assert_eq!(service(&table, "h", &p), Some("tilde"));
+        let p = normalize_path("/caf%c3%a9/menu").unwrap();
+        assert_eq!(service(&table, "h", &p), Some("cafe"));
+    }
+
+    #[test]
+    fn duplicates_first_one_wins() {
+        let table = RouteTable::build(vec![
+            prefix("/foo", "first"),
+            prefix("/foo/", "second"),
+            exact("/foo", "exact-first"),
+            exact("/foo", "exact-second"),
+        ]);
+        assert_eq!(service(&table, "h", "/foo/x"), Some("first"));
+        assert_eq!(service(&table, "h", "/foo"), Some("exact-first"));
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            table.rules()[1].target.backend.service.as_ref(),
+            "exact-first"
+        );
+    }
+
+    #[test]
+    fn query_is_ignored_even_if_passed() {
+        let table = RouteTable::build(vec![exact("/foo", "foo"), prefix("/bar", "bar")]);
+        assert_eq!(service(&table, "h", "/foo?x=1"), Some("foo"));
+        assert_eq!(service(&table, "h", "/bar/?x=/foo"), Some("bar"));
+        assert_eq!(service(&table, "h", "/foo#x"), Some("foo"));
+    }
+
+    #[test]
+    fn deep_paths_and_deep_rules() {
+        let deep: String = (0..80).map(|i| format!("/s{i}")).collect();
+        let table = RouteTable::build(vec![
+            prefix("/", "root"),
+            prefix(&deep[..deep.len() - 4], "deep"),
+            prefix("/s0/s1", "shallow"),
+        ]);
+        assert_eq!(service(&table, "h", &deep), Some("deep"));
+        assert_eq!(
+            service(&table, "h", &format!("{deep}/more/and/more")),
+            Some("deep")
+        );
+        assert_eq!(service(&table, "h", "/s0/s1/s2"), Some("shallow"));
+        assert_eq!(service(&table, "h", "/s0/x"), Some("root"));
+    }
+
+    fn request(uri: &str, host: Option<&str>) -> Parts {
+        let mut builder = http::Request::builder().uri(uri);
+        if let Some(host) = host {
+            builder = builder.header(http::header::HOST, host);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn lookup_request_normalizes_host_and_path() {
+        use PathType::{Exact as E, Prefix as P};
+        let table = RouteTable::build(vec![
+            host_rule("app.example.com", "/api", P, "api"),
+            host_rule("app.example.com", "/admin", E, "admin"),
+            host_rule("app.example.com", "/", P, "app"),
+            prefix("/", "default"),
+        ]);
+        let svc = |uri: &str, host: Option<&str>| {
+            table
+                .lookup_request(&request(uri, host))
+                .map(|t| t.map(|t| t.backend.service.to_string()))
+        };
+        let ok = |s: &str| Ok(Some(s.to_owned()));
+        assert_eq!(svc("/api/x", Some("APP.example.com.:8080")), ok("api"));
+        // `..` resolves before matching: never stays under `/api`.
+        assert_eq!(svc("/api/../admin", Some("app.example.com")), ok("admin"));
+        assert_eq!(
+            svc("/api/%2e%2e/admin", Some("app.example.com")),
+            ok("admin")
+        );
+        assert_eq!(svc("/api/..", Some("app.example.com")), ok("app"));
+        assert_eq!(svc("//admin", Some("app.example.com")), ok("admin"));
+        assert_eq!(svc("/%61pi/x", Some("app.example.com")), ok("api"));
+        // `%2F` is not a separator, so this is one element `api%2Fx`.
+        assert_eq!(svc("/api%2Fx", Some("app.example.com")), ok("app"));
+        assert_eq!(svc("/admin?x=1", Some("app.example.com")), ok("admin"));
+        // Absolute-form target: its authority is the host.
+        assert_eq!(
+            svc("http://app.example.com/api", Some("other.org")),
+            ok("api")
+        );
+        assert_eq!(svc("http://app.example.com", None), ok("app"));
+        // No host, an invalid one, or an IP literal: host-less rules only.
+        assert_eq!(svc("/api", None), ok("default"));
+        assert_eq!(svc("/api", Some("bad host")), ok("default"));
+        assert_eq!(svc("/api", Some("[::1]:8080")), ok("default"));
+        // Paths that cannot be normalized are errors (400), not misroutes.
+        assert_eq!(
+            svc("/a%00", Some("app.example.com")),
+            Err(PathError::Nul { offset: 2 })
+        );
+        assert_eq!(
+            svc("/a%zz", Some("app.example.com")),
+            Err(PathError::InvalidPercentEncoding { offset: 2 })
+        );
+        let (options_star, _) = http::Request::builder()
+            .method(http::Method::OPTIONS)
+            .uri("*")
+            .body(())
+            .unwrap()
+            .into_parts();
+        assert_eq!(
+            table.lookup_request(&options_star),
+            Err(PathError::NotAbsolute)
+        );
+    }
+
+    /// The Ingress semantics written out naively: filter the matching rules, rank them.
+    fn reference<'a>(rules: &'a [RouteRule], host: &str, path: &str) -> Option<&'a RouteTarget> {
+        fn elements(p: &str) -> Vec<&str> {
+            p.split('/').filter(|e| !e.is_empty()).collect()
+        }
+        let host_tiers: [&dyn Fn(&HostMatch) -> bool; 3] = [
+            &|h| matches!(h, HostMatch::Exact(e) if !host.is_empty() && e == host),
+            &|h| {
+                matches!(h, HostMatch::Wildcard(s)
+                    if host.split_once('.').is_some_and(|(l, rest)| !l.is_empty() && rest == s))
+            },
+            &|h| *h == HostMatch::Any,
+        ];
+        let request = elements(path);
+        for tier in host_tiers {
+            let best = rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| tier(&r.host))
+                .filter(|(_, r)| match r.path_type {
+                    PathType::Exact => r.path == path,
+                    PathType::Prefix => request.starts_with(&elements(&r.path)),
+                })
+                .map(|(i, r)| {
+                    let len = match r.path_type {
+                        PathType::Exact => r.path.len(),
+                        PathType::Prefix => r.path.trim_end_matches('/').len(),
+                    };
+                    // Longest, then Exact, then the earliest rule.
+                    (
+                        (len, r.path_type == PathType::Exact, std::cmp::Reverse(i)),
+                        r,
+                    )
+                })
+                .max_by(|a, b| a.0.cmp(&b.0));
+            if let Some((_, r)) = best {
+                return Some(&r.target);
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn matches_naive_reference_on_random_rules() {
+        const HOSTS: &[&str] = &["a.x.com", "b.x.com", "x.com", "c.b.x.com", "y.org", ""];
+        const SEGMENTS: &[&str] = &["a", "b", "aa", "ab", "A", "~"];
+        let mut rng = StdRng::seed_from_u64(0x5eed_0002);
+        let random_path = |rng: &mut StdRng| {
+            let mut p = String::new();
+            for _ in 0..rng.random_range(0..5) {
+                p.push('/');
+                p.push_str(SEGMENTS[rng.random_range(0..SEGMENTS.len())]);
+            }
+            if p.is_empty() || rng.random_bool(0.3) {
+                p.push('/');
+            }
+            p
+        };
+        for round in 0..400 {
+            let mut rules = Vec::new();
+            for i in 0..rng.random_range(0..30) {
+                let host = match rng.random_range(0..4) {
+                    0 => HostMatch::Any,
+                    1 => HostMatch::Wildcard(
+                        ["x.com", "b.x.com", "org"][rng.random_range(0..3)].into(),
+                    ),
+                    _ => HostMatch::Exact(HOSTS[rng.random_range(0..HOSTS.len() - 1)].into()),
+                };
+                let path_type = if rng.random_bool(0.5) {
+                    PathType::Exact
+                } else {
+                    PathType::Prefix
+                };
+                let path = random_path(&mut rng);
+                rules.push(rule(host, &path, path_type, &format!("r{i}")));
+            }
+            let table = RouteTable::build(rules.clone());
+            for _ in 0..50 {
+                let host = HOSTS[rng.random_range(0..HOSTS.len())];
+                let path = random_path(&mut rng);
+                assert_eq!(
+                    table.lookup(host, &path),
+                    reference(&rules, host, &path),
+                    "round {round}: {host}{path} with rules {rules:#?}"
+                );
+            }
+        }
+    }
+}

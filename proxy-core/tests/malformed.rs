@@ -1,0 +1,115 @@
+//! Malformed requests on raw sockets: a 4xx, the connection closed, nothing reaches the
+//! backend, and the proxy keeps serving.
+
+mod common;
+
+use common::*;
+use hyper::StatusCode;
+
+async fn expect_rejected(px: &TestProxy, name: &str, raw: &[u8], status: &str) {
+    let (reply, closed) = raw_exchange(px.addr, raw).await;
+    assert!(
+        reply.starts_with(&format!("HTTP/1.1 {status}")),
+        "{name}: expected {status}, got {reply:?}"
+    );
+    assert!(closed, "{name}: connection left open");
+}
+
+#[tokio::test]
+async fn malformed_requests_get_4xx_and_close() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+
+    let huge_header = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
+    let many_headers = format!(
+        "GET / HTTP/1.1\r\nHost: app.test\r\n{}\r\n",
+        (0..300)
+            .map(|i| format!("X-H{i}: v\r\n"))
+            .collect::<String>()
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage request line", b"GARBAGE\r\n\r\n".to_vec(), "400"),
+        ("bad method chars", b"G(T / HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(), "400"),
+        ("spaces in target", b"GET /a b c HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(), "400"),
+        ("bad version", b"GET / HTTP/9.9\r\nHost: app.test\r\n\r\n".to_vec(), "400"),
+        ("space in header name", b"GET / HTTP/1.1\r\nHost: app.test\r\nBad Header: x\r\n\r\n".to_vec(), "400"),
+        (
+            "content-length then transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "transfer-encoding then content-length",
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "smuggling a second request",
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 44\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: app.test\r\n\r\n".to_vec(),
+            "400",
+        ),
+        (
+            "differing content-lengths",
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+            "400",
+        ),
+        (
+            "non-chunked transfer-encoding",
+            b"POST / HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: gzip\r\n\r\nxx".to_vec(),
+            "400",
+        ),
+        ("oversized header", huge_header.into_bytes(), "431"),
+        ("too many headers", many_headers.into_bytes(), "431"),
+    ];
+    for (name, raw, status) in &cases {
+        expect_rejected(&px, name, raw, status).await;
+    }
+    assert_eq!(b.hits(), 0, "a malformed request reached the backend");
+
+    // A conflicting request after a good one on the same connection is still caught.
+    let (reply, closed) = raw_exchange(
+        px.addr,
+        b"GET /first HTTP/1.1\r\nHost: app.test\r\n\r\nPOST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    assert!(reply.contains("HTTP/1.1 400"), "{reply}");
+    assert!(closed);
+    assert_eq!(
+        b.hits(),
+        1,
+        "only the well-formed request reached the backend"
+    );
+
+    // And the proxy still serves.
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "one");
+}
+
+#[tokio::test]
+async fn pipelined_requests_with_bodies_are_not_misjudged() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    // A body that looks like a conflicting request head must not be taken for one.
+    let raw = b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 66\r\n\r\n\
+POST / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n\
+POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+GET /last HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    let (reply, closed) = raw_exchange(px.addr, raw).await;
+    assert!(closed);
+    assert_eq!(reply.matches("HTTP/1.1 200").count(), 3, "{reply}");
+    assert!(!reply.contains("HTTP/1.1 400"), "{reply}");
+    assert_eq!(b.hits(), 3);
+}
