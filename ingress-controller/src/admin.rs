@@ -116,7 +116,10 @@ impl Admin {
             "/healthz" => text(StatusCode::OK, "ok\n".into()),
             "/readyz" => match self.readiness.check() {
                 Ok(()) => text(StatusCode::OK, "ok\n".into()),
-                Err(why) => text(StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+                Err(why) => text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {why}\n"),
+                ),
             },
             "/metrics" => {
                 let mut resp = text(StatusCode::OK, self.metrics.encode());

@@ -38,21 +38,41 @@ pub struct Args {
     pub kubeconfig: Option<PathBuf>,
 
     /// Plain-HTTP listener.
-    #[arg(long, env = "PORTICO_HTTP_ADDR", value_name = "ADDR", default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "PORTICO_HTTP_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
     pub http_addr: SocketAddr,
 
     /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets, by SNI).
-    #[arg(long, env = "PORTICO_HTTPS_ADDR", value_name = "ADDR", default_value = "0.0.0.0:8443")]
+    #[arg(
+        long,
+        env = "PORTICO_HTTPS_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
     pub https_addr: SocketAddr,
 
     /// Admin listener: /healthz, /readyz and Prometheus /metrics.
-    #[arg(long, env = "PORTICO_ADMIN_ADDR", value_name = "ADDR", default_value = "0.0.0.0:10254")]
+    #[arg(
+        long,
+        env = "PORTICO_ADMIN_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:10254"
+    )]
     pub admin_addr: SocketAddr,
 
     /// IngressClass name served (also matched by the legacy kubernetes.io/ingress.class
     /// annotation). IngressClasses whose spec.controller is portico.dev/ingress-controller
     /// are ours whatever their name.
-    #[arg(long, env = "PORTICO_INGRESS_CLASS", value_name = "NAME", default_value = "portico")]
+    #[arg(
+        long,
+        env = "PORTICO_INGRESS_CLASS",
+        value_name = "NAME",
+        default_value = "portico"
+    )]
     pub ingress_class: String,
 
     /// Watch only this namespace. Default: all namespaces.
@@ -98,7 +118,12 @@ pub struct Args {
 
     /// On SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this
     /// many seconds.
-    #[arg(long, env = "PORTICO_SHUTDOWN_GRACE", value_name = "SECONDS", default_value_t = 10)]
+    #[arg(
+        long,
+        env = "PORTICO_SHUTDOWN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
     pub shutdown_grace: u64,
 
     /// Log format on stderr.

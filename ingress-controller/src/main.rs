@@ -135,11 +135,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
     readiness.set_draining();
-    tracing::info!(grace_seconds = args.shutdown_grace, active = shutdown.active(), "draining");
+    tracing::info!(
+        grace_seconds = args.shutdown_grace,
+        active = shutdown.active(),
+        "draining"
+    );
     if shutdown.drain(args.shutdown_grace()).await {
         tracing::info!("drained; exiting");
     } else {
-        tracing::warn!(active = shutdown.active(), "grace period over; closing remaining connections");
+        tracing::warn!(
+            active = shutdown.active(),
+            "grace period over; closing remaining connections"
+        );
     }
     Ok(())
 }

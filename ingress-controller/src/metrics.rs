@@ -49,6 +49,9 @@ struct Hosts {
     wildcard: HashSet<String>,
 }
 
+/// Count of current diagnostics by `(reason, kind)`.
+type DiagnosticCounts = BTreeMap<(String, String), i64>;
+
 /// Every metric Portico exports, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
@@ -60,7 +63,7 @@ pub struct Metrics {
     endpoints: Family<EndpointLabels, Gauge>,
     hosts: ArcSwap<Hosts>,
     /// Diagnostic counts by source (`compile`, `files`), merged into one gauge family.
-    diagnostic_sources: Mutex<BTreeMap<&'static str, BTreeMap<(String, String), i64>>>,
+    diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
 }
 
 impl Default for Metrics {
@@ -71,17 +74,23 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Self {
+        Self::with_more(|_| {})
+    }
+
+    /// The standard metrics plus whatever `register` adds to the same registry (for
+    /// example the L4 dataplane's families); names get the `portico_` prefix.
+    pub fn with_more(register: impl FnOnce(&mut Registry)) -> Self {
         let mut registry = Registry::with_prefix("portico");
+        register(&mut registry);
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
             "HTTP requests answered, by status, host and backend",
             requests.clone(),
         );
-        let upstream_latency =
-            Family::<BackendLabels, Histogram>::new_with_constructor(|| {
-                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-            });
+        let upstream_latency = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
         registry.register(
             "upstream_latency_seconds",
             "Time from sending a request upstream to receiving its response head",
@@ -133,7 +142,12 @@ impl Metrics {
     }
 
     /// One config published: count it, and refresh what derives from the config.
-    pub fn published(&self, config: &Config, hosts: impl IntoIterator<Item = String>, took: Duration) {
+    pub fn published(
+        &self,
+        config: &Config,
+        hosts: impl IntoIterator<Item = String>,
+        took: Duration,
+    ) {
         self.reloads.inc();
         self.reload_duration.observe(took.as_secs_f64());
         let mut known = Hosts::default();

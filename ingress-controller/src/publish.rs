@@ -136,10 +136,30 @@ impl Publisher {
             if self.seen.contains(d) || new.contains(d) {
                 continue;
             }
-            let (kind, object, reason) = (format!("{:?}", d.kind), d.object.to_string(), d.reason.as_str());
+            let (kind, object, reason) = (
+                format!("{:?}", d.kind),
+                d.object.to_string(),
+                d.reason.as_str(),
+            );
             match d.severity {
-                Severity::Error => tracing::warn!(severity = "error", kind, object, field = d.field, reason, "{}", d),
-                Severity::Warning => tracing::warn!(severity = "warning", kind, object, field = d.field, reason, "{}", d),
+                Severity::Error => tracing::warn!(
+                    severity = "error",
+                    kind,
+                    object,
+                    field = d.field,
+                    reason,
+                    "{}",
+                    d
+                ),
+                Severity::Warning => tracing::warn!(
+                    severity = "warning",
+                    kind,
+                    object,
+                    field = d.field,
+                    reason,
+                    "{}",
+                    d
+                ),
             }
             new.push(d.clone());
         }

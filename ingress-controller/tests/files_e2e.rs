@@ -170,11 +170,7 @@ async fn zero_failed_requests_while_the_folder_is_edited() {
     let b = Backend::start("beta").await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
-    std::fs::write(
-        dir.path().join("svc.yaml"),
-        service_yaml("app", &[a.addr]),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), service_yaml("app", &[a.addr])).unwrap();
     std::fs::write(
         dir.path().join("ing.yaml"),
         ingress_yaml("app", "app.example.com", "/", "app"),
@@ -209,15 +205,19 @@ async fn zero_failed_requests_while_the_folder_is_edited() {
         };
         match i % 4 {
             // In place (truncate and write), as a shell redirect or a simple editor does.
-            0 | 1 => std::fs::write(dir.path().join("svc.yaml"), service_yaml("app", &backends))
-                .unwrap(),
+            0 | 1 => {
+                std::fs::write(dir.path().join("svc.yaml"), service_yaml("app", &backends)).unwrap()
+            }
             // Through a rename, as careful editors and tools do.
             2 => write_atomic(dir.path(), "svc.yaml", &service_yaml("app", &backends)),
             // Unrelated files come and go; the Ingress is rewritten unchanged.
             _ => {
                 let extra = dir.path().join(format!("extra-{i}.yaml"));
-                std::fs::write(&extra, app_yaml(&format!("x{i}"), "x.example.com", "/", &[a.addr]))
-                    .unwrap();
+                std::fs::write(
+                    &extra,
+                    app_yaml(&format!("x{i}"), "x.example.com", "/", &[a.addr]),
+                )
+                .unwrap();
                 if i > 10 {
                     let _ = std::fs::remove_file(dir.path().join(format!("extra-{}.yaml", i - 8)));
                 }
@@ -240,7 +240,13 @@ async fn zero_failed_requests_while_the_folder_is_edited() {
         ok += o;
         failures.extend(f);
     }
-    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len() as u64, &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
     assert!(ok > 100, "only {ok} requests");
     let reloads: u64 = ctl
         .metrics()
@@ -286,7 +292,10 @@ async fn json_logs_and_env_flags() {
     let logs = ctl.logs();
     let first = logs.lines().next().expect("a log line");
     let v: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
-    assert!(v.get("level").is_some() && v.get("message").is_some(), "{first}");
+    assert!(
+        v.get("level").is_some() && v.get("message").is_some(),
+        "{first}"
+    );
 }
 
 #[test]

@@ -96,7 +96,10 @@ impl Controller {
                 return;
             }
             if Instant::now() > deadline {
-                panic!("controller not ready after {READY_TIMEOUT:?}:\n{}", self.logs());
+                panic!(
+                    "controller not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -148,7 +151,10 @@ impl Controller {
                 return status;
             }
             if Instant::now() > deadline {
-                panic!("controller did not exit within {timeout:?}:\n{}", self.logs());
+                panic!(
+                    "controller did not exit within {timeout:?}:\n{}",
+                    self.logs()
+                );
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
@@ -166,7 +172,11 @@ impl Drop for Controller {
             }
             let lines: Vec<&str> = logs.lines().collect();
             let tail = &lines[lines.len().saturating_sub(60)..];
-            eprintln!("--- controller logs (last {}) ---\n{}", tail.len(), tail.join("\n"));
+            eprintln!(
+                "--- controller logs (last {}) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
         }
     }
 }
@@ -181,7 +191,9 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind backend");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let name_owned = name.to_owned();
         let task = tokio::spawn(async move {

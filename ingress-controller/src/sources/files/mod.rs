@@ -735,7 +735,11 @@ mod tests {
         let (src, store, _) = source(dir.path());
         let mut src = src.with_settle(Duration::from_millis(200));
         src.load();
-        assert_eq!(port_of(&store, "a"), Some(1), "the initial load does not wait");
+        assert_eq!(
+            port_of(&store, "a"),
+            Some(1),
+            "the initial load does not wait"
+        );
 
         // Caught mid-rewrite: empty. Not taken in, however long it is seen...
         std::fs::write(&path, "").unwrap();
@@ -762,7 +766,11 @@ mod tests {
         src.rescan();
         std::thread::sleep(Duration::from_millis(150));
         src.rescan();
-        assert_eq!(port_of(&store, "a"), Some(1), "emptied file taken in too soon");
+        assert_eq!(
+            port_of(&store, "a"),
+            Some(1),
+            "emptied file taken in too soon"
+        );
         std::thread::sleep(SETTLE_EMPTY);
         assert!(src.rescan());
         assert_eq!(port_of(&store, "a"), None);
