@@ -4,6 +4,7 @@ pub mod admin;
 pub mod cli;
 pub mod compile;
 pub mod events;
+pub mod https;
 pub mod leader;
 pub mod metrics;
 pub mod publish;

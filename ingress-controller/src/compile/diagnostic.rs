@@ -67,6 +67,10 @@ pub enum DiagnosticReason {
     TlsNoHosts,
     /// Two Secrets claim one TLS host; the older Ingress's wins.
     TlsHostConflict,
+    /// A TLS certificate that has expired or is not yet valid; served anyway.
+    CertificateNotValidNow,
+    /// A TLS certificate that does not name a host it is configured for; served anyway.
+    CertificateHostMismatch,
     /// A Service field the L4 dataplane cannot use (type, clusterIP, port, policy).
     InvalidService,
     /// A Service (or port) that is valid but has nothing to serve on (no clusterIP, no
@@ -103,6 +107,8 @@ impl DiagnosticReason {
             InvalidCertificate => "invalid_certificate",
             TlsNoHosts => "tls_no_hosts",
             TlsHostConflict => "tls_host_conflict",
+            CertificateNotValidNow => "certificate_not_valid_now",
+            CertificateHostMismatch => "certificate_host_mismatch",
             InvalidService => "invalid_service",
             ServiceNotForwarded => "service_not_forwarded",
             UnsupportedProtocol => "unsupported_protocol",
