@@ -13,6 +13,7 @@ use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::CompileOptions;
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::Publisher;
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
@@ -96,13 +97,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         generation: 0,
     };
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         store.clone(),
         config.clone(),
         opts,
         metrics.clone(),
         readiness.clone(),
     );
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
