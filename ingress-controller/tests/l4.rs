@@ -273,10 +273,7 @@ fn services_are_forwarded_through_vip_and_node_port() {
         });
         // No endpoint left on our node: the node port refuses.
         eventually("node port refuses", || {
-            match which_from("127.0.0.1", node) {
-                Err(_) => true,
-                Ok(_) => false,
-            }
+            which_from("127.0.0.1", node).is_err()
         });
         write_atomic(
             dir.path(),
