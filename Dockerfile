@@ -1,5 +1,5 @@
 # The image the install manifests run: `docker build -t REGISTRY/portico:TAG .`
-FROM rust:1.89-bookworm AS build
+FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked -p ingress-controller --bin ingress-controller
