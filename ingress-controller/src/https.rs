@@ -1,7 +1,8 @@
 //! The HTTPS listener: TLS termination with certificates chosen by SNI from the compiled
 //! Secrets, then the same proxy as plain HTTP, marked `https`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxy_core::http::{ConnInfo, Proxy, Scheme, Shutdown};
@@ -11,11 +12,16 @@ use tokio::net::TcpListener;
 use crate::compile::{Compiled, Diagnostic, DiagnosticReason, Severity};
 use crate::store::{Kind, ObjectKey};
 
+/// How long a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The certificate side of the HTTPS listener: the resolver every handshake asks, and
 /// the rustls configuration around it. Cheap to share; [`Https::update`] swaps the store.
 pub struct Https {
     resolver: Arc<CertResolver>,
     acceptor: TlsAcceptor,
+    /// Findings of the last update, so each is logged once and again when resolved.
+    seen: Mutex<HashSet<Diagnostic>>,
 }
 
 impl Https {
@@ -24,7 +30,33 @@ impl Https {
         let fallback = tls::generate_self_signed()?;
         let resolver = Arc::new(CertResolver::new(&fallback));
         let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
-        Ok(Https { resolver, acceptor })
+        Ok(Https {
+            resolver,
+            acceptor,
+            seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Follows a publish: rebuilds the store and logs findings that are new since the
+    /// previous publish (and those that went away), like the compiler's diagnostics.
+    pub fn published(&self, compiled: &Compiled) {
+        let current: HashSet<Diagnostic> = self.update(compiled).into_iter().collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for d in current.difference(&seen) {
+            tracing::warn!(
+                severity = d.severity.as_str(),
+                kind = ?d.kind,
+                object = %d.object,
+                field = d.field,
+                reason = d.reason.as_str(),
+                "{}",
+                d
+            );
+        }
+        for d in seen.difference(&current) {
+            tracing::info!(kind = ?d.kind, object = %d.object, reason = d.reason.as_str(), "resolved: {}", d);
+        }
+        *seen = current;
     }
 
     /// Rebuilds the certificate store from one compile's output and swaps it in: new

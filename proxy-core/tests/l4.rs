@@ -606,3 +606,57 @@ async fn udp_without_endpoints_drops_and_removed_listener_closes_flows() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transfer_both_ways_at_once_under_backpressure() {
+    let b1 = tcp_backend("127.0.21.1", "b1").await;
+    let vip = free_port("127.0.10.17");
+    for zero_copy in [true, false] {
+        let options = L4Options {
+            zero_copy,
+            ..L4Options::default()
+        };
+        let (p, counts) = proxy(None, options);
+        p.reconcile(&[svc(
+            "bulk",
+            Protocol::Tcp,
+            Some(vip),
+            &[Endpoint::ready(b1)],
+        )])
+        .unwrap();
+        let (name, r) = which("127.0.0.1", vip).await;
+        assert_eq!(name, "b1");
+        let (mut rd, mut wr) = r.into_inner().into_split();
+        // Far more than socket buffers hold: the writer only progresses while the reader
+        // drains the echo, so every pump must honour backpressure both ways.
+        const LEN: usize = 16 << 20;
+        let writer = tokio::spawn(async move {
+            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            let mut sent = 0;
+            while sent < LEN {
+                wr.write_all(&chunk).await.unwrap();
+                sent += chunk.len();
+            }
+            wr.shutdown().await.unwrap();
+        });
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = timeout(WAIT, rd.read(&mut buf)).await.unwrap().unwrap();
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, (((got + k) % 65536) % 251) as u8, "byte {}", got + k);
+            }
+            got += n;
+        }
+        writer.await.unwrap();
+        assert_eq!(got, LEN, "zero_copy={zero_copy}");
+        eventually("flow closed", || counts.closed.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(counts.bytes_in.load(Ordering::SeqCst), LEN as u64);
+        drop(p);
+        // Let the listener close before the next round binds the same address.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

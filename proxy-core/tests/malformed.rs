@@ -113,3 +113,40 @@ GET /last HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
     assert!(!reply.contains("HTTP/1.1 400"), "{reply}");
     assert_eq!(b.hits(), 3);
 }
+
+#[tokio::test]
+async fn slow_or_silent_clients_are_cut_off() {
+    use proxy_core::http::ProxyOptions;
+    use std::time::Duration;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let b = TestBackend::start("one").await;
+    let opts = ProxyOptions {
+        header_read_timeout: Duration::from_millis(300),
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(
+        config(
+            vec![rule("app.test", "one")],
+            vec![backend("one", &[b.addr], None)],
+        ),
+        opts,
+    )
+    .await;
+    for partial in [&b""[..], b"GET / HTTP/1.1\r\nHost: app"] {
+        let mut s = tokio::net::TcpStream::connect(px.addr).await.unwrap();
+        s.write_all(partial).await.unwrap();
+        let mut buf = [0u8; 1024];
+        tokio::time::timeout(DEADLINE, async {
+            while let Ok(n) = s.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| {
+            panic!("{partial:?}: connection not closed by the header-read timeout")
+        });
+    }
+    assert_eq!(b.hits(), 0);
+}

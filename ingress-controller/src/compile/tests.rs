@@ -783,3 +783,33 @@ fn tls_secrets_become_certificates_and_redirects() {
         vec![(String::new(), R::InvalidCertificate)]
     );
 }
+
+/// The shipped examples are what new users apply first: they must compile without an
+/// error and every Ingress in them must be ours.
+#[test]
+fn shipped_examples_compile_cleanly() {
+    let dir = format!("{}/../manifests/examples", env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let text: Vec<String> = files
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect();
+    let store = store_from_yaml(&text.join("\n---\n"));
+    assert!(!store.ingresses.is_empty());
+    let c = compile(&store, &CompileOptions::default());
+    let errors: Vec<String> = c
+        .diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .map(ToString::to_string)
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let all: Vec<ObjectKey> = store.ingresses.keys().cloned().collect();
+    assert_eq!(c.owned_ingresses, all);
+    assert!(!c.certs.is_empty());
+}

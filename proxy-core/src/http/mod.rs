@@ -4,6 +4,34 @@
 //! hyper-util's auto server, routes each request with the [`Config`](crate::Config)
 //! snapshot it loaded once, and forwards it over pooled HTTP/1.1 upstream connections,
 //! streaming bodies both ways.
+//!
+//! What clients see:
+//! - `404` no rule matched and there is no default backend; `503` the backend has no
+//!   ready endpoint (or the route names a backend the config lacks); `502` the upstream
+//!   refused or broke the exchange; `504` connect or response timeout; `400` a path that
+//!   cannot be normalized or a request with both `Content-Length` and
+//!   `Transfer-Encoding` (the connection is then closed); `431` oversized heads (hyper).
+//! - A refused connect sent nothing, so the request is retried once on another ready
+//!   endpoint and the refusing endpoint is ejected for a doubling backoff. A bodiless
+//!   idempotent request whose reused upstream connection died is replayed once.
+//! - Upstream requests keep `Host`, drop hop-by-hop headers, append the client to
+//!   `X-Forwarded-For` and set `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.
+//!   The path sent upstream is the normalized path the route table matched.
+//! - `Upgrade` requests (WebSocket) are tunnelled once the upstream answers `101`.
+//!
+//! Shutdown, as the binary does it on SIGTERM:
+//! ```no_run
+//! # async fn run(proxy: std::sync::Arc<proxy_core::http::Proxy>, l: tokio::net::TcpListener) {
+//! let shutdown = proxy.shutdown();
+//! tokio::spawn({
+//!     let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+//!     async move { proxy.serve_listener(l, shutdown).await }
+//! });
+//! // ... on SIGTERM: stop accepting, let in-flight requests finish, then exit 0.
+//! let all_done = shutdown.drain(std::time::Duration::from_secs(30)).await;
+//! # let _ = all_done;
+//! # }
+//! ```
 
 mod errors;
 mod forward;
