@@ -11,8 +11,10 @@ use tokio::net::TcpListener;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::CompileOptions;
+use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
-use ingress_controller::publish::Publisher;
+use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
@@ -97,13 +99,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         generation: 0,
     };
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         store.clone(),
         config.clone(),
         opts,
         metrics.clone(),
         readiness.clone(),
     );
+    let https = Arc::new(Https::new().context("setting up TLS")?);
+    publisher.add_hook({
+        let https = https.clone();
+        move |p: &Published<'_>| https.published(p.compiled)
+    });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
@@ -118,6 +128,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let shutdown = proxy.shutdown();
     let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
     let stop = stop_signal();
     tokio::pin!(stop);
     tokio::select! {
@@ -131,7 +142,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
         async move { proxy.serve_listener(http_listener, shutdown).await }
     });
-    tracing::info!(http = %args.http_addr, admin = %args.admin_addr, "serving");
+    tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move {
+            https
+                .serve(https_listener, proxy, HANDSHAKE_TIMEOUT, shutdown)
+                .await
+        }
+    });
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
