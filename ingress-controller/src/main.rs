@@ -14,6 +14,7 @@ use ingress_controller::compile::CompileOptions;
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
@@ -109,6 +110,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let https = https.clone();
         move |p: &Published<'_>| https.published(p.compiled)
     });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
