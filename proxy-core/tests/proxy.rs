@@ -65,6 +65,8 @@ async fn no_route_and_no_default_backend_is_404() {
     let r = get(px.addr, "nowhere.test", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.text(), "404 Not Found\n");
+    assert_eq!(r.header("server"), Some("portico"));
+    assert!(r.header("date").is_some());
     assert_eq!(b.hits(), 0);
 }
 
