@@ -161,7 +161,7 @@ metadata: {{name: sticky, namespace: default}}
 spec:
   clusterIP: 127.0.50.11
   sessionAffinity: ClientIP
-  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 2}}}}
+  sessionAffinityConfig: {{clientIP: {{timeoutSeconds: 3}}}}
   ports:
   - {{port: {sticky}, targetPort: {backend}}}
 ---
@@ -246,12 +246,12 @@ fn services_are_forwarded_through_vip_and_node_port() {
         matches!(c.recv_from(&mut buf), Ok((7, from)) if from == udp_vip && &buf[..7] == b"u1:ping")
     });
 
-    // ClientIP affinity holds, then expires (2 s).
+    // ClientIP affinity holds, then expires (3 s).
     let (first, _) = which_from("127.0.0.31", sticky_vip).unwrap();
     for _ in 0..5 {
         assert_eq!(which_from("127.0.0.31", sticky_vip).unwrap().0, first);
     }
-    thread::sleep(Duration::from_millis(3000));
+    thread::sleep(Duration::from_millis(4000));
     // Nobody else used the Service, so the round-robin's next pick is the other one.
     assert_ne!(which_from("127.0.0.31", sticky_vip).unwrap().0, first);
 
