@@ -106,7 +106,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         readiness.clone(),
     );
-    let https = Arc::new(Https::new().context("setting up TLS")?);
+    let https = Arc::new(Https::new(metrics.tls()).context("setting up TLS")?);
     publisher.add_hook({
         let https = https.clone();
         move |p: &Published<'_>| https.published(p.compiled)
