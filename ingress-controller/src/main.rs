@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -12,8 +13,9 @@ use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::CompileOptions;
 use ingress_controller::metrics::Metrics;
-use ingress_controller::publish::Publisher;
+use ingress_controller::publish::{Published, Publisher};
 use ingress_controller::sources::{files, kube as kube_source};
+use ingress_controller::status::PublishSource;
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{Proxy, ProxyOptions};
@@ -60,6 +62,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // 3. The source fills the store and flips `synced` once it has loaded everything.
+    //    With the Kubernetes API, `reporter` carries status and Events back to it.
+    let mut reporter = None;
     match &args.manifests {
         Some(dir) => {
             let sink_metrics = metrics.clone();
@@ -77,11 +81,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(path = %dir.display(), "watching the manifest folder");
         }
         None => {
-            let client = kube_source::client(args.kubeconfig.as_deref()).await?;
-            let opts = kube_source::KubeSourceOptions {
-                watch_namespace: args.watch_namespace.clone(),
+            let opts = kube_source::KubeOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                source: kube_source::KubeSourceOptions {
+                    watch_namespace: args.watch_namespace.clone(),
+                },
+                publish: PublishSource::from_flags(
+                    args.publish_service.as_deref(),
+                    args.publish_address.as_deref(),
+                )?,
+                leader: None,
             };
-            tokio::spawn(kube_source::run(client, store.clone(), opts, synced));
+            reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
         }
     }
 
@@ -96,13 +107,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         generation: 0,
     };
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         store.clone(),
         config.clone(),
         opts,
         metrics.clone(),
         readiness.clone(),
     );
+    if let Some(reporter) = reporter.clone() {
+        publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
@@ -135,6 +149,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
     readiness.set_draining();
+    if let Some(reporter) = &reporter {
+        // Hand status over to another replica now rather than after the lease expires.
+        reporter.shutdown(Duration::from_secs(2)).await;
+    }
     tracing::info!(
         grace_seconds = args.shutdown_grace,
         active = shutdown.active(),
