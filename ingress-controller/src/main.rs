@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::CompileOptions;
+use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
 use ingress_controller::sources::{files, kube as kube_source};
@@ -114,6 +115,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         readiness.clone(),
     );
+    let https = Arc::new(Https::new().context("setting up TLS")?);
+    publisher.add_hook({
+        let https = https.clone();
+        move |p: &Published<'_>| https.published(p.compiled)
+    });
     if let Some(reporter) = reporter.clone() {
         publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
     }
@@ -131,6 +137,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let shutdown = proxy.shutdown();
     let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
     let stop = stop_signal();
     tokio::pin!(stop);
     tokio::select! {
@@ -144,7 +151,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
         async move { proxy.serve_listener(http_listener, shutdown).await }
     });
-    tracing::info!(http = %args.http_addr, admin = %args.admin_addr, "serving");
+    tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move {
+            https
+                .serve(https_listener, proxy, HANDSHAKE_TIMEOUT, shutdown)
+                .await
+        }
+    });
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;

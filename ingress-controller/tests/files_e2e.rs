@@ -259,6 +259,46 @@ async fn zero_failed_requests_while_the_folder_is_edited() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let slow = Backend::start_slow("slow", Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "slow.example.com", "/", &[slow.addr]),
+    )
+    .unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--shutdown-grace", "30"]);
+    ctl.wait_ready().await;
+    let http = ctl.http;
+    let in_flight = tokio::spawn(async move { get(http, "slow.example.com", "/drain").await });
+    // Let the request reach the backend before stopping.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.signal("TERM");
+
+    // While it drains: not ready, and no new connections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = get(ctl.admin, "admin", "/readyz").await;
+        let accepting = tokio::net::TcpStream::connect(ctl.http).await.is_ok();
+        if matches!(ready, Ok((503, _))) && !accepting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready ({ready:?}) or accepting ({accepting}) after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        (200, "slow /drain".to_owned())
+    );
+    let status = ctl.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_turns_unready_and_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let mut ctl = Controller::start(dir.path(), &["--shutdown-grace", "5"]);

@@ -191,6 +191,11 @@ pub struct Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
+        Backend::start_slow(name, Duration::ZERO).await
+    }
+
+    /// Like [`Backend::start`], answering each request after `delay`.
+    pub async fn start_slow(name: &str, delay: Duration) -> Backend {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind backend");
@@ -206,6 +211,7 @@ impl Backend {
                     let service = service_fn(move |req: Request<hyper::body::Incoming>| {
                         let name = name.clone();
                         async move {
+                            tokio::time::sleep(delay).await;
                             let body = format!("{name} {}", req.uri().path());
                             let resp = Response::builder()
                                 .header("x-backend", name.as_str())

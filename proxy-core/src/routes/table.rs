@@ -7,12 +7,13 @@
 //! and then each shorter element prefix, longest first, only at element counts some rule
 //! has; the first hit is the longest match. Each probe borrows a slice of the request
 //! path, so lookup never allocates, and its cost is a few hashes regardless of the number
-//! of rules (a trie or matchit would walk element by element for the same result; the
-//! hash maps measured faster and keep the Ingress semantics obvious).
+//! of rules. (matchit or a segment trie would walk the path element by element and need
+//! extra routes for the trailing-slash and Exact-over-Prefix rules; the maps probe only
+//! the element counts rules have and keep the Ingress semantics easy to check.)
 //!
 //! The maps hash with foldhash rather than SipHash: only the configuration inserts keys,
 //! so a client cannot flood a map with colliding keys however it picks its Host and
-//! path, and the hash is most of a lookup's cost.
+//! path, and SipHash's flooding resistance would only cost time.
 
 use std::fmt;
 use std::sync::Arc;
