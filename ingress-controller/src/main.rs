@@ -15,6 +15,7 @@ use ingress_controller::compile::CompileOptions;
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::status::PublishSource;
 use ingress_controller::store::SharedStore;
@@ -120,6 +121,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let https = https.clone();
         move |p: &Published<'_>| https.published(p.compiled)
     });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
     if let Some(reporter) = reporter.clone() {
         publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
     }

@@ -18,6 +18,8 @@ use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendKind, Config};
 use proxy_core::http::{ProxyObserver, ResponseEvent};
 
+use crate::service_proxy::L4Metrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     status: u16,
@@ -64,6 +66,8 @@ pub struct Metrics {
     hosts: ArcSwap<Hosts>,
     /// Diagnostic counts by source (`compile`, `files`), merged into one gauge family.
     diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
+    /// The L4 Service dataplane's families (`--service-proxy`).
+    l4: Arc<L4Metrics>,
 }
 
 impl Default for Metrics {
@@ -120,8 +124,11 @@ impl Metrics {
             "Endpoints of each backend in the current configuration, by readiness",
             endpoints.clone(),
         );
+        let l4 = Arc::new(L4Metrics::new());
+        l4.register(&mut registry);
         Self {
             registry,
+            l4,
             requests,
             upstream_latency,
             reloads,
@@ -131,6 +138,11 @@ impl Metrics {
             hosts: ArcSwap::default(),
             diagnostic_sources: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The observer for the L4 Service dataplane.
+    pub fn l4(&self) -> Arc<L4Metrics> {
+        self.l4.clone()
     }
 
     /// The metrics in Prometheus text format.
