@@ -25,10 +25,11 @@ use proxy_core::http::{Proxy, ProxyOptions};
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -116,7 +117,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         readiness.clone(),
     );
-    let https = Arc::new(Https::new().context("setting up TLS")?);
+    let https = Arc::new(Https::new(metrics.tls()).context("setting up TLS")?);
     publisher.add_hook({
         let https = https.clone();
         move |p: &Published<'_>| https.published(p.compiled)

@@ -18,6 +18,7 @@ use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendKind, Config};
 use proxy_core::http::{ProxyObserver, ResponseEvent};
 
+use crate::https::TlsMetrics;
 use crate::service_proxy::L4Metrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,6 +69,8 @@ pub struct Metrics {
     diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
     /// The L4 Service dataplane's families (`--service-proxy`).
     l4: Arc<L4Metrics>,
+    /// The HTTPS listener's families.
+    tls: Arc<TlsMetrics>,
 }
 
 impl Default for Metrics {
@@ -126,9 +129,12 @@ impl Metrics {
         );
         let l4 = Arc::new(L4Metrics::new());
         l4.register(&mut registry);
+        let tls = Arc::new(TlsMetrics::default());
+        tls.register(&mut registry);
         Self {
             registry,
             l4,
+            tls,
             requests,
             upstream_latency,
             reloads,
@@ -143,6 +149,10 @@ impl Metrics {
     /// The observer for the L4 Service dataplane.
     pub fn l4(&self) -> Arc<L4Metrics> {
         self.l4.clone()
+    }
+
+    pub fn tls(&self) -> Arc<TlsMetrics> {
+        self.tls.clone()
     }
 
     /// The metrics in Prometheus text format.
