@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -11,9 +12,12 @@ use tokio::net::TcpListener;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::CompileOptions;
+use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
-use ingress_controller::publish::Publisher;
+use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
+use ingress_controller::status::PublishSource;
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{Proxy, ProxyOptions};
@@ -21,10 +25,11 @@ use proxy_core::http::{Proxy, ProxyOptions};
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -60,6 +65,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // 3. The source fills the store and flips `synced` once it has loaded everything.
+    //    With the Kubernetes API, `reporter` carries status and Events back to it.
+    let mut reporter = None;
     match &args.manifests {
         Some(dir) => {
             let sink_metrics = metrics.clone();
@@ -77,11 +84,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(path = %dir.display(), "watching the manifest folder");
         }
         None => {
-            let client = kube_source::client(args.kubeconfig.as_deref()).await?;
-            let opts = kube_source::KubeSourceOptions {
-                watch_namespace: args.watch_namespace.clone(),
+            let opts = kube_source::KubeOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                source: kube_source::KubeSourceOptions {
+                    watch_namespace: args.watch_namespace.clone(),
+                },
+                publish: PublishSource::from_flags(
+                    args.publish_service.as_deref(),
+                    args.publish_address.as_deref(),
+                )?,
+                leader: None,
             };
-            tokio::spawn(kube_source::run(client, store.clone(), opts, synced));
+            reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
         }
     }
 
@@ -96,13 +110,24 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         generation: 0,
     };
-    let publisher = Publisher::new(
+    let mut publisher = Publisher::new(
         store.clone(),
         config.clone(),
         opts,
         metrics.clone(),
         readiness.clone(),
     );
+    let https = Arc::new(Https::new(metrics.tls()).context("setting up TLS")?);
+    publisher.add_hook({
+        let https = https.clone();
+        move |p: &Published<'_>| https.published(p.compiled)
+    });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
+    if let Some(reporter) = reporter.clone() {
+        publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
@@ -117,6 +142,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let shutdown = proxy.shutdown();
     let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
     let stop = stop_signal();
     tokio::pin!(stop);
     tokio::select! {
@@ -130,11 +156,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
         async move { proxy.serve_listener(http_listener, shutdown).await }
     });
-    tracing::info!(http = %args.http_addr, admin = %args.admin_addr, "serving");
+    tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move {
+            https
+                .serve(https_listener, proxy, HANDSHAKE_TIMEOUT, shutdown)
+                .await
+        }
+    });
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
     readiness.set_draining();
+    if let Some(reporter) = &reporter {
+        // Hand status over to another replica now rather than after the lease expires.
+        reporter.shutdown(Duration::from_secs(2)).await;
+    }
     tracing::info!(
         grace_seconds = args.shutdown_grace,
         active = shutdown.active(),
