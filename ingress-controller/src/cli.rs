@@ -126,6 +126,11 @@ pub struct Args {
     )]
     pub shutdown_grace: u64,
 
+    /// Threads serving requests (the async runtime's worker threads). Default: one per
+    /// CPU. Set 1 to pin the proxy to one core, e.g. to compare it with a one-worker peer.
+    #[arg(long, env = "PORTICO_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
     /// Log format on stderr.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -218,6 +223,18 @@ mod tests {
         assert_eq!(args.node_address.len(), 3);
         assert_eq!(args.default_certificate, Some(ObjectKey::new("ns", "cert")));
         assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_positive() {
+        let args = Args::try_parse_from(["ingress-controller"]).unwrap();
+        assert_eq!(args.worker_threads, None);
+        let args = Args::try_parse_from(["ingress-controller", "--worker-threads", "1"]).unwrap();
+        assert_eq!(args.worker_threads, Some(1));
+        let e = Args::try_parse_from(["ingress-controller", "--worker-threads", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--worker-threads"), "{e}");
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -14,7 +15,9 @@ use ingress_controller::compile::CompileOptions;
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
+use ingress_controller::status::PublishSource;
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{Proxy, ProxyOptions};
@@ -22,10 +25,11 @@ use proxy_core::http::{Proxy, ProxyOptions};
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging(args.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
@@ -61,6 +65,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     // 3. The source fills the store and flips `synced` once it has loaded everything.
+    //    With the Kubernetes API, `reporter` carries status and Events back to it.
+    let mut reporter = None;
     match &args.manifests {
         Some(dir) => {
             let sink_metrics = metrics.clone();
@@ -78,11 +84,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             tracing::info!(path = %dir.display(), "watching the manifest folder");
         }
         None => {
-            let client = kube_source::client(args.kubeconfig.as_deref()).await?;
-            let opts = kube_source::KubeSourceOptions {
-                watch_namespace: args.watch_namespace.clone(),
+            let opts = kube_source::KubeOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                source: kube_source::KubeSourceOptions {
+                    watch_namespace: args.watch_namespace.clone(),
+                },
+                publish: PublishSource::from_flags(
+                    args.publish_service.as_deref(),
+                    args.publish_address.as_deref(),
+                )?,
+                leader: None,
             };
-            tokio::spawn(kube_source::run(client, store.clone(), opts, synced));
+            reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
         }
     }
 
@@ -104,11 +117,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         metrics.clone(),
         readiness.clone(),
     );
-    let https = Arc::new(Https::new().context("setting up TLS")?);
+    let https = Arc::new(Https::new(metrics.tls()).context("setting up TLS")?);
     publisher.add_hook({
         let https = https.clone();
         move |p: &Published<'_>| https.published(p.compiled)
     });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
+    if let Some(reporter) = reporter.clone() {
+        publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
@@ -150,6 +169,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
     readiness.set_draining();
+    if let Some(reporter) = &reporter {
+        // Hand status over to another replica now rather than after the lease expires.
+        reporter.shutdown(Duration::from_secs(2)).await;
+    }
     tracing::info!(
         grace_seconds = args.shutdown_grace,
         active = shutdown.active(),

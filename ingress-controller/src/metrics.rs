@@ -18,6 +18,9 @@ use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendKind, Config};
 use proxy_core::http::{ProxyObserver, ResponseEvent};
 
+use crate::https::TlsMetrics;
+use crate::service_proxy::L4Metrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     status: u16,
@@ -64,6 +67,10 @@ pub struct Metrics {
     hosts: ArcSwap<Hosts>,
     /// Diagnostic counts by source (`compile`, `files`), merged into one gauge family.
     diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
+    /// The L4 Service dataplane's families (`--service-proxy`).
+    l4: Arc<L4Metrics>,
+    /// The HTTPS listener's families.
+    tls: Arc<TlsMetrics>,
 }
 
 impl Default for Metrics {
@@ -120,8 +127,14 @@ impl Metrics {
             "Endpoints of each backend in the current configuration, by readiness",
             endpoints.clone(),
         );
+        let l4 = Arc::new(L4Metrics::new());
+        l4.register(&mut registry);
+        let tls = Arc::new(TlsMetrics::default());
+        tls.register(&mut registry);
         Self {
             registry,
+            l4,
+            tls,
             requests,
             upstream_latency,
             reloads,
@@ -131,6 +144,15 @@ impl Metrics {
             hosts: ArcSwap::default(),
             diagnostic_sources: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The observer for the L4 Service dataplane.
+    pub fn l4(&self) -> Arc<L4Metrics> {
+        self.l4.clone()
+    }
+
+    pub fn tls(&self) -> Arc<TlsMetrics> {
+        self.tls.clone()
     }
 
     /// The metrics in Prometheus text format.

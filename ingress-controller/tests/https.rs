@@ -125,6 +125,49 @@ spec:
             name: kubia
             port:
               number: 80
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: no-redirect
+  annotations:
+    nginx.ingress.kubernetes.io/ssl-redirect: \"false\"
+spec:
+  ingressClassName: portico
+  tls:
+  - hosts: [plain.example.com]
+    secretName: kubia-tls
+  rules:
+  - host: plain.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: kubia
+            port:
+              number: 80
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: forced
+  annotations:
+    portico.dev/force-ssl-redirect: \"true\"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: forced.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: kubia
+            port:
+              number: 80
 ",
     );
     out
@@ -358,6 +401,15 @@ async fn https_by_sni_default_rotation_and_broken_secret() {
     assert_eq!(status, 308);
     let want = format!("https://kubia.example.com:{}/a/b?c=d", ctl.https.port());
     assert_eq!(location.as_deref(), Some(want.as_str()));
+    // ssl-redirect "false" keeps plain HTTP; force-ssl-redirect redirects without TLS.
+    let (status, body) = common::get(ctl.http, "plain.example.com", "/p")
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "proto=http"));
+    let (status, _) = common::get(ctl.http, "forced.example.com", "/f")
+        .await
+        .unwrap();
+    assert_eq!(status, 308);
 
     // An open connection survives rotation; new handshakes get the new certificate.
     let open = handshake(ctl.https, Some("kubia.example.com"), &[b"http/1.1"])

@@ -267,7 +267,7 @@ async fn client_ip_affinity_holds_then_expires_and_follows_endpoint_removal() {
         Some(vip),
         &[Endpoint::ready(b1), Endpoint::ready(b2)],
     );
-    s.client_ip_affinity = Some(Duration::from_secs(2));
+    s.client_ip_affinity = Some(Duration::from_secs(3));
     p.reconcile(std::slice::from_ref(&s)).unwrap();
 
     // Client A stays on one endpoint; client B (another source IP) is spread away.
@@ -281,7 +281,7 @@ async fn client_ip_affinity_holds_then_expires_and_follows_endpoint_removal() {
 
     // Idle past the timeout: the pin expires, A is balanced afresh. The round-robin
     // would give A its old endpoint next, so a new client C takes that turn first.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(which("127.0.0.23", vip).await.0, a_first);
     let (a_after, _) = which("127.0.0.21", vip).await;
     assert_ne!(a_after, a_first);
@@ -515,7 +515,9 @@ async fn udp_flows_reply_from_the_service_address_and_idle_out() {
     let vip = free_port("127.0.10.14");
     let node = free_port("127.0.10.15");
     let options = L4Options {
-        udp_idle_timeout: Duration::from_millis(500),
+        // Long enough that a loaded machine never idles a flow out between the
+        // datagrams of one exchange below.
+        udp_idle_timeout: Duration::from_secs(2),
         ..L4Options::default()
     };
     let (p, counts) = proxy(Some("n1"), options);

@@ -158,6 +158,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests answered 500 while set, by method (e.g. to fail status patches).
     fail_method: Option<String>,
+    /// Set by `stop`: the aborted server task may still run briefly, so requests check it.
+    stopped: bool,
 }
 
 impl State {
@@ -260,6 +262,31 @@ impl State {
         obj["metadata"]["resourceVersion"] = json!(rv.to_string());
         self.emit(key.0, "DELETED", obj.clone());
         Some(obj)
+    }
+}
+
+/// Writes to an object never change its status: carry the stored one over.
+fn keep_status(s: &State, res: usize, obj: &mut Value) {
+    let ns = if RESOURCES[res].namespaced {
+        str_at(obj, &["metadata", "namespace"])
+            .unwrap_or("default")
+            .to_owned()
+    } else {
+        String::new()
+    };
+    let name = str_at(obj, &["metadata", "name"]).unwrap_or("").to_owned();
+    let Some(m) = obj.as_object_mut() else { return };
+    match s
+        .objects
+        .get(&(res, ns, name))
+        .and_then(|o| o.get("status"))
+    {
+        Some(st) => {
+            m.insert("status".to_owned(), st.clone());
+        }
+        None => {
+            m.remove("status");
+        }
     }
 }
 
@@ -516,8 +543,10 @@ impl ApiServer {
         path
     }
 
-    /// Create or replace an object (an `ADDED` or `MODIFIED` watch event). Returns it as
-    /// stored, with its new resourceVersion.
+    /// Create or replace an object (an `ADDED` or `MODIFIED` watch event). As on a real
+    /// server, writing an object leaves its `status` alone (that is the status
+    /// subresource's job; see [`ApiServer::apply_status`]). Returns it as stored, with its
+    /// new resourceVersion.
     pub fn apply(&self, obj: Value) -> Value {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
@@ -528,7 +557,31 @@ impl ApiServer {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        self.lock().put(res, obj, false).expect("apply object")
+        let mut s = self.lock();
+        keep_status(&s, res, &mut obj);
+        s.put(res, obj, false).expect("apply object")
+    }
+
+    /// Replace the `status` of a stored object, as its owner would through the status
+    /// subresource.
+    pub fn apply_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Value {
+        let res = res_by_kind(api_version, kind).expect("served kind");
+        let mut s = self.lock();
+        let key = (res, namespace.to_owned(), name.to_owned());
+        let mut obj = s
+            .objects
+            .get(&key)
+            .cloned()
+            .expect("object to set status on");
+        obj["status"] = status;
+        s.put(res, obj, false).expect("apply status")
     }
 
     /// Delete an object (a `DELETED` watch event). Returns whether it existed.
@@ -609,7 +662,9 @@ impl ApiServer {
         if let Some(h) = self.lock_server().take() {
             h.abort();
         }
-        self.lock().watchers.clear();
+        let mut s = self.lock();
+        s.stopped = true;
+        s.watchers.clear();
     }
 
     /// Serve again on the same address with the same objects.
@@ -625,6 +680,7 @@ impl ApiServer {
                 Err(e) => panic!("rebinding {}: {e}", self.addr),
             }
         };
+        self.lock().stopped = false;
         *self.lock_server() = Some(tokio::spawn(serve(listener, self.state.clone())));
     }
 
@@ -665,7 +721,11 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, std::io::Error> {
+    if state.lock().unwrap_or_else(|e| e.into_inner()).stopped {
+        // Stopped: close the connection without an answer, as a dead server would.
+        return Err(std::io::Error::other("stopped"));
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -680,6 +740,9 @@ async fn handle(
         Err(_) => Bytes::new(),
     };
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.stopped {
+        return Err(std::io::Error::other("stopped"));
+    }
     s.requests.push(Recorded {
         method: method.to_string(),
         path: path.clone(),
@@ -799,8 +862,18 @@ async fn handle(
                             obj = old;
                             obj["status"] = new_status;
                             obj["metadata"]["resourceVersion"] = rv;
-                        } else if !obj["metadata"].is_object() {
-                            obj["metadata"] = json!({});
+                        } else {
+                            if !obj["metadata"].is_object() {
+                                obj["metadata"] = json!({});
+                            }
+                            match old.get("status") {
+                                Some(st) => obj["status"] = st.clone(),
+                                None => {
+                                    if let Some(m) = obj.as_object_mut() {
+                                        m.remove("status");
+                                    }
+                                }
+                            }
                         }
                         obj["metadata"]["namespace"] = json!(key.1);
                         obj["metadata"]["name"] = json!(key.2);
