@@ -47,8 +47,8 @@ const KNOWN: &[&str] = &[
     READ_TIMEOUT,
 ];
 
-/// What one Ingress's annotations ask for, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one Ingress's annotations ask for, validated. The default is no annotation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct IngressAnnotations {
     /// Backend settings for every backend this Ingress routes to.
     pub backend: BackendSettings,
@@ -67,15 +67,6 @@ pub struct BackendSettings {
     pub timeouts: Timeouts,
 }
 
-impl Default for IngressAnnotations {
-    fn default() -> Self {
-        Self {
-            backend: BackendSettings::default(),
-            ssl_redirect: false,
-            force_ssl_redirect: false,
-        }
-    }
-}
 
 struct Reader<'a> {
     annotations: &'a BTreeMap<String, String>,
