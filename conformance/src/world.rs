@@ -612,7 +612,9 @@ impl<C: Cluster> World<C> {
         };
         let mut ingress = json!({
             "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
-            "metadata": {"name": "sync", "namespace": SYNC_NS},
+            // Plain-HTTP checks must reach the backend even when the sentinel has TLS.
+            "metadata": {"name": "sync", "namespace": SYNC_NS,
+                         "annotations": {"portico.dev/ssl-redirect": "false"}},
             "spec": {"ingressClassName": CLASS, "rules": [{"host": SYNC_HOST, "http": {"paths": [
                 path(format!("/g{g}"), "sync"), path(format!("/g{g}/ep"), "sync-ep")]}}]}
         });

@@ -1,15 +1,16 @@
 //! How long one full compile takes at cluster scale: every store change recompiles, so
 //! this bounds how quickly a change reaches the proxy.
 //!
-//! The store: 10,000 Ingresses (5 paths each, 50,000 paths) over 10,000 Services with one
+//! The store: 1,000 or 10,000 Ingresses (5 paths each) over as many Services with one
 //! 3-endpoint EndpointSlice each, in 20 namespaces; 1 in 10 Ingresses has a TLS Secret.
+//! `endpointslice_change` is what the publish loop does when one pod changes: apply the
+//! new EndpointSlice to the store and compile it all again.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ingress_controller::compile::{compile, CompileOptions};
 use ingress_controller::store::{Object, Store};
 use serde_json::json;
 
-const INGRESSES: usize = 10_000;
 const PATHS: usize = 5;
 const NAMESPACES: usize = 20;
 const TLS_EVERY: usize = 10;
@@ -18,7 +19,28 @@ fn object<T: serde::de::DeserializeOwned>(v: serde_json::Value) -> T {
     serde_json::from_value(v).expect("bench object")
 }
 
-fn store() -> Store {
+/// App `i`'s EndpointSlice: three pods, the third ready or not.
+fn endpoint_slice(i: usize, third_ready: bool) -> Object {
+    let (ns, svc) = (format!("ns-{}", i % NAMESPACES), format!("svc-{i}"));
+    let endpoints: Vec<_> = (0..3)
+        .map(|e| {
+            json!({
+                "addresses": [format!("10.{e}.{}.{}", i / 256, i % 256)],
+                "conditions": {"ready": e < 2 || third_ready},
+                "targetRef": {"kind": "Pod", "name": format!("{svc}-{e}")}
+            })
+        })
+        .collect();
+    Object::EndpointSlice(object(json!({
+        "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
+                     "labels": {"kubernetes.io/service-name": svc}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": 8080}],
+        "endpoints": endpoints
+    })))
+}
+
+fn store(ingresses: usize) -> Store {
     let mut store = Store::default();
     store.apply(Object::IngressClass(object(json!({
         "metadata": {"name": "portico"},
@@ -27,29 +49,14 @@ fn store() -> Store {
     // One key pair for every Secret keeps setup fast; each Secret is still checked.
     let ck = rcgen::generate_simple_self_signed(vec!["*.example.com".to_owned()]).expect("cert");
     let (cert, key) = (ck.cert.pem(), ck.signing_key.serialize_pem());
-    for i in 0..INGRESSES {
+    for i in 0..ingresses {
         let ns = format!("ns-{}", i % NAMESPACES);
         let svc = format!("svc-{i}");
         store.apply(Object::Service(object(json!({
             "metadata": {"name": svc, "namespace": ns},
             "spec": {"selector": {"app": svc}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
         }))));
-        let endpoints: Vec<_> = (0..3)
-            .map(|e| {
-                json!({
-                    "addresses": [format!("10.{e}.{}.{}", i / 256, i % 256)],
-                    "conditions": {"ready": true},
-                    "targetRef": {"kind": "Pod", "name": format!("{svc}-{e}")}
-                })
-            })
-            .collect();
-        store.apply(Object::EndpointSlice(object(json!({
-            "metadata": {"name": format!("{svc}-abcde"), "namespace": ns,
-                         "labels": {"kubernetes.io/service-name": svc}},
-            "addressType": "IPv4",
-            "ports": [{"name": "http", "port": 8080}],
-            "endpoints": endpoints
-        }))));
+        store.apply(endpoint_slice(i, true));
         let host = format!("app-{i}.example.com");
         let paths: Vec<_> = (0..PATHS)
             .map(|p| {
@@ -83,22 +90,36 @@ fn store() -> Store {
 }
 
 fn bench(c: &mut Criterion) {
-    let store = store();
     let opts = CompileOptions::default();
-    let compiled = compile(&store, &opts);
-    assert_eq!(compiled.owned_ingresses.len(), INGRESSES);
-    assert_eq!(compiled.config.backends.len(), INGRESSES);
-    assert!(
-        compiled.diagnostics.is_empty(),
-        "{:?}",
-        compiled.diagnostics.first()
-    );
-
     let mut group = c.benchmark_group("compile");
     group.sample_size(10);
-    group.bench_function("10k_ingresses_50k_paths", |b| {
-        b.iter(|| compile(&store, &opts))
-    });
+    for (n, label) in [
+        (1_000, "1k_ingresses_5k_paths"),
+        (10_000, "10k_ingresses_50k_paths"),
+    ] {
+        let store = store(n);
+        let compiled = compile(&store, &opts);
+        assert_eq!(compiled.owned_ingresses.len(), n);
+        assert_eq!(compiled.config.backends.len(), n);
+        assert!(
+            compiled.diagnostics.is_empty(),
+            "{:?}",
+            compiled.diagnostics.first()
+        );
+        group.bench_function(label, |b| b.iter(|| compile(&store, &opts)));
+        if n == 10_000 {
+            // One pod of one Service flips readiness, then everything recompiles.
+            let mut store = store;
+            let mut ready = false;
+            group.bench_function("endpointslice_change_10k_ingresses", |b| {
+                b.iter(|| {
+                    store.apply(endpoint_slice(n / 2, ready));
+                    ready = !ready;
+                    compile(&store, &opts)
+                })
+            });
+        }
+    }
     group.finish();
 }
 

@@ -1,9 +1,15 @@
 //! The HTTPS listener: TLS termination with certificates chosen by SNI from the compiled
 //! Secrets, then the same proxy as plain HTTP, marked `https`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, Proxy, Scheme, Shutdown};
 use tls::{CertDiagnostic, CertProblem, CertResolver, TlsAcceptor};
 use tokio::net::TcpListener;
@@ -11,20 +17,107 @@ use tokio::net::TcpListener;
 use crate::compile::{Compiled, Diagnostic, DiagnosticReason, Severity};
 use crate::store::{Kind, ObjectKey};
 
+/// How long a client has to complete the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CertLabels {
+    /// `namespace/name` of the Secret.
+    secret: String,
+    /// `"true"` for `--default-certificate`.
+    default: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FailureLabels {
+    reason: &'static str,
+}
+
+/// The HTTPS listener's metrics. Label values stay bounded: one series per loaded
+/// Secret, and a fixed set of failure reasons.
+#[derive(Debug, Default)]
+pub struct TlsMetrics {
+    expiry: Family<CertLabels, Gauge>,
+    handshake_failures: Family<FailureLabels, Counter>,
+}
+
+impl TlsMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "tls_certificate_expiry_timestamp_seconds",
+            "End of validity (unix time) of each certificate served, by Secret",
+            self.expiry.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "TLS handshakes that failed or timed out, by reason",
+            self.handshake_failures.clone(),
+        );
+    }
+
+    fn certificates(&self, store: &tls::CertStore) {
+        // Secrets that went away must not linger as series.
+        self.expiry.clear();
+        for cert in store.certificates() {
+            let labels = CertLabels {
+                secret: cert.source.clone(),
+                default: if cert.default { "true" } else { "false" },
+            };
+            self.expiry.get_or_create(&labels).set(cert.not_after);
+        }
+    }
+
+    fn handshake_failed(&self, e: &tls::TlsError) {
+        self.handshake_failures
+            .get_or_create(&FailureLabels { reason: e.reason() })
+            .inc();
+    }
+}
+
 /// The certificate side of the HTTPS listener: the resolver every handshake asks, and
 /// the rustls configuration around it. Cheap to share; [`Https::update`] swaps the store.
 pub struct Https {
     resolver: Arc<CertResolver>,
     acceptor: TlsAcceptor,
+    metrics: Arc<TlsMetrics>,
+    /// Findings of the last update, so each is logged once and again when resolved.
+    seen: Mutex<HashSet<Diagnostic>>,
 }
 
 impl Https {
     /// Generates the self-signed fallback certificate and the server configuration.
-    pub fn new() -> Result<Self, tls::TlsError> {
+    pub fn new(metrics: Arc<TlsMetrics>) -> Result<Self, tls::TlsError> {
         let fallback = tls::generate_self_signed()?;
         let resolver = Arc::new(CertResolver::new(&fallback));
         let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
-        Ok(Https { resolver, acceptor })
+        Ok(Https {
+            resolver,
+            acceptor,
+            metrics,
+            seen: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Follows a publish: rebuilds the store and logs findings that are new since the
+    /// previous publish (and those that went away), like the compiler's diagnostics.
+    pub fn published(&self, compiled: &Compiled) {
+        let current: HashSet<Diagnostic> = self.update(compiled).into_iter().collect();
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        for d in current.difference(&seen) {
+            tracing::warn!(
+                severity = d.severity.as_str(),
+                kind = ?d.kind,
+                object = %d.object,
+                field = d.field,
+                reason = d.reason.as_str(),
+                "{}",
+                d
+            );
+        }
+        for d in seen.difference(&current) {
+            tracing::info!(kind = ?d.kind, object = %d.object, reason = d.reason.as_str(), "resolved: {}", d);
+        }
+        *seen = current;
     }
 
     /// Rebuilds the certificate store from one compile's output and swaps it in: new
@@ -34,6 +127,7 @@ impl Https {
         let diags = self
             .resolver
             .rebuild(&compiled.certs, compiled.default_cert.as_ref());
+        self.metrics.certificates(&self.resolver.store());
         tracing::debug!(
             certificates = compiled.certs.len(),
             default = compiled.default_cert.is_some(),
@@ -56,7 +150,8 @@ impl Https {
         shutdown: Shutdown,
     ) {
         let stop = async move { shutdown.triggered().await };
-        tls::serve(
+        let metrics = self.metrics.clone();
+        tls::serve_observed(
             listener,
             self.acceptor.clone(),
             handshake_timeout,
@@ -74,6 +169,7 @@ impl Https {
                     proxy.serve_connection(conn.stream, info).await
                 }
             },
+            move |e: &tls::TlsError| metrics.handshake_failed(e),
         )
         .await
     }
@@ -160,7 +256,8 @@ mod tests {
             ],
             ..Default::default()
         };
-        let https = Https::new().unwrap();
+        let metrics = Arc::new(TlsMetrics::default());
+        let https = Https::new(metrics.clone()).unwrap();
         let diags = https.update(&compiled);
         assert_eq!(diags.len(), 2, "{diags:?}");
         assert_eq!(diags[0].object, ObjectKey::new("shop", "mismatch"));
@@ -180,5 +277,22 @@ mod tests {
         let store = https.resolver().store();
         assert_eq!(store.source_for("b.test"), Some("shop/good"));
         assert_eq!(store.source_for("a.test"), None);
+
+        let mut registry = Registry::default();
+        metrics.register(&mut registry);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        let series: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("tls_certificate_expiry_timestamp_seconds{"))
+            .collect();
+        assert_eq!(series.len(), 1, "{text}");
+        assert!(series[0].contains("secret=\"shop/good\""), "{text}");
+
+        // A Secret that goes away takes its series with it.
+        https.update(&Compiled::default());
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(!text.contains("secret=\"shop/good\""), "{text}");
     }
 }

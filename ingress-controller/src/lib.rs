@@ -1,9 +1,13 @@
 //! Portico's controller: Kubernetes objects in, a compiled [`proxy_core::Config`] out.
 
+pub mod admin;
+pub mod cli;
 pub mod compile;
 pub mod events;
 pub mod https;
 pub mod leader;
+pub mod metrics;
+pub mod publish;
 pub mod service_proxy;
 pub mod sources;
 pub mod status;

@@ -1,1 +1,219 @@
-fn main() {}
+//! `ingress-controller`: the Portico binary. A short, staged start-up; each stage is one
+//! call into the library, so adding a listener or a source is one more stage.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::net::TcpListener;
+
+use ingress_controller::admin::{Admin, Readiness};
+use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
+use ingress_controller::compile::CompileOptions;
+use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
+use ingress_controller::metrics::Metrics;
+use ingress_controller::publish::{Published, Publisher};
+use ingress_controller::service_proxy::ServiceProxy;
+use ingress_controller::sources::{files, kube as kube_source};
+use ingress_controller::status::PublishSource;
+use ingress_controller::store::SharedStore;
+use proxy_core::config::ConfigHandle;
+use proxy_core::http::{Proxy, ProxyOptions};
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    cli::init_logging(args.log_format);
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = args.worker_threads {
+        builder.worker_threads(usize::from(n));
+    }
+    let runtime = match builder.enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "exiting");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting Portico");
+
+    // 1. Shared state: the objects, the published config, readiness and metrics.
+    let store = SharedStore::new();
+    let config = ConfigHandle::default();
+    let metrics = Arc::new(Metrics::new());
+    let (readiness, synced) = Readiness::new();
+
+    // 2. Admin first, so /healthz answers while the rest starts.
+    let admin_listener = bind(args.admin_addr, "--admin-addr").await?;
+    tokio::spawn(
+        Admin {
+            readiness: readiness.clone(),
+            metrics: metrics.clone(),
+        }
+        .serve(admin_listener),
+    );
+
+    // 3. The source fills the store and flips `synced` once it has loaded everything.
+    //    With the Kubernetes API, `reporter` carries status and Events back to it.
+    let mut reporter = None;
+    match &args.manifests {
+        Some(dir) => {
+            let sink_metrics = metrics.clone();
+            let mut source = files::FileSource::new(dir, store.clone())?.with_problem_sink(
+                Box::new(move |problems| {
+                    sink_metrics.set_diagnostics(
+                        "files",
+                        problems.iter().map(|p| (p.reason, p.kind.clone())),
+                    )
+                }),
+            );
+            source.load();
+            source.watch()?;
+            synced.send_replace(true);
+            tracing::info!(path = %dir.display(), "watching the manifest folder");
+        }
+        None => {
+            let opts = kube_source::KubeOptions {
+                kubeconfig: args.kubeconfig.clone(),
+                source: kube_source::KubeSourceOptions {
+                    watch_namespace: args.watch_namespace.clone(),
+                },
+                publish: PublishSource::from_flags(
+                    args.publish_service.as_deref(),
+                    args.publish_address.as_deref(),
+                )?,
+                leader: None,
+            };
+            reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
+        }
+    }
+
+    // 4. The publish loop: store -> compile -> swap. Followers of each publish (TLS
+    //    certificates, L4 listeners, Ingress status) register with `add_hook` here.
+    let opts = CompileOptions {
+        ingress_class: args.ingress_class.clone(),
+        controller_name: CONTROLLER_NAME.to_owned(),
+        default_certificate: args.default_certificate.clone(),
+        service_proxy: args.service_proxy,
+        node_name: args.node_name.clone(),
+        node_addresses: args.node_address.clone(),
+        generation: 0,
+    };
+    let mut publisher = Publisher::new(
+        store.clone(),
+        config.clone(),
+        opts,
+        metrics.clone(),
+        readiness.clone(),
+    );
+    let https = Arc::new(Https::new(metrics.tls()).context("setting up TLS")?);
+    publisher.add_hook({
+        let https = https.clone();
+        move |p: &Published<'_>| https.published(p.compiled)
+    });
+    if args.service_proxy {
+        publisher.add_hook(ServiceProxy::new(args.node_name.clone(), metrics.l4()));
+    }
+    if let Some(reporter) = reporter.clone() {
+        publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
+    }
+    tokio::spawn(publisher.run());
+
+    // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
+    //    served once the first config is published.
+    let proxy = Proxy::new(
+        config.clone(),
+        ProxyOptions {
+            https_port: args.https_addr.port(),
+            observer: Some(metrics.clone()),
+            ..ProxyOptions::default()
+        },
+    );
+    let shutdown = proxy.shutdown();
+    let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    tokio::select! {
+        _ = readiness.published() => {}
+        _ = &mut stop => {
+            tracing::info!("stopped before the first configuration was published");
+            return Ok(());
+        }
+    }
+    tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move { proxy.serve_listener(http_listener, shutdown).await }
+    });
+    tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move {
+            https
+                .serve(https_listener, proxy, HANDSHAKE_TIMEOUT, shutdown)
+                .await
+        }
+    });
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "serving");
+
+    // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
+    stop.await;
+    readiness.set_draining();
+    if let Some(reporter) = &reporter {
+        // Hand status over to another replica now rather than after the lease expires.
+        reporter.shutdown(Duration::from_secs(2)).await;
+    }
+    tracing::info!(
+        grace_seconds = args.shutdown_grace,
+        active = shutdown.active(),
+        "draining"
+    );
+    if shutdown.drain(args.shutdown_grace()).await {
+        tracing::info!("drained; exiting");
+    } else {
+        tracing::warn!(
+            active = shutdown.active(),
+            "grace period over; closing remaining connections"
+        );
+    }
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("{flag} {addr}: cannot listen"))
+}
+
+/// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).
+fn stop_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered now, not when first polled, so a signal during start-up is not lost.
+    let term = signal(SignalKind::terminate());
+    async move { wait_signal(term).await }
+}
+
+async fn wait_signal(term: std::io::Result<tokio::signal::unix::Signal>) {
+    let mut term = match term {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+    }
+}

@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::l4::{Direction, L4Observer, L4Proxy, L4Service, Protocol, ServicePortId};
 
+use crate::publish::{PublishHook, Published};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PortLabels {
     namespace: String,
@@ -116,7 +118,7 @@ impl L4Observer for L4Metrics {
     }
 }
 
-/// Drives an [`L4Proxy`] from published configs.
+/// Drives an [`L4Proxy`] from published configs: add it as a publish hook.
 pub struct ServiceProxy {
     proxy: L4Proxy,
 }
@@ -148,6 +150,12 @@ impl ServiceProxy {
 
     pub fn proxy(&self) -> &L4Proxy {
         &self.proxy
+    }
+}
+
+impl PublishHook for ServiceProxy {
+    fn published(&self, p: &Published<'_>) {
+        self.apply(&p.compiled.config.l4);
     }
 }
 

@@ -315,15 +315,20 @@ impl Writer {
                 () = wait => {}
             }
             tokio::time::sleep(SETTLE).await;
+            // Mark everything seen before deciding, so an unchanged input does not wake the
+            // loop again.
             revision.mark_unchanged();
-            if !*leader.borrow_and_update() {
+            let is_leader = *leader.borrow_and_update();
+            let owned = owned.borrow_and_update().clone();
+            let addrs = addresses.borrow_and_update().clone();
+            if !is_leader {
                 self.written.clear();
+                retry = false;
                 continue;
             }
-            let Some(owned) = owned.borrow_and_update().clone() else {
+            let Some(owned) = owned else {
                 continue;
             };
-            let addrs = addresses.borrow_and_update().clone();
             if addrs.is_empty() {
                 continue;
             }

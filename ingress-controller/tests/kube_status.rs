@@ -201,16 +201,17 @@ async fn publish_service_address_follows_the_service() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(status_writes(&env.api).is_empty());
 
-    let mut svc = env.api.get("v1", "Service", "portico", "portico").unwrap();
-    svc["status"] = json!({"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}});
-    env.api.apply(svc.clone());
+    let lb = |status: Value| {
+        env.api
+            .apply_status("v1", "Service", "portico", "portico", status)
+    };
+    lb(json!({"loadBalancer": {"ingress": [{"hostname": "lb.example.com"}]}}));
     eventually("hostname published", || {
         (lb_of(&env.api, "web") == json!([{"hostname": "lb.example.com"}])).then_some(())
     })
     .await;
 
-    svc["status"] = json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}});
-    env.api.apply(svc);
+    lb(json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.20"}]}}));
     eventually("new address published", || {
         (lb_of(&env.api, "web") == json!([{"ip": "203.0.113.20"}])).then_some(())
     })

@@ -267,7 +267,7 @@ async fn client_ip_affinity_holds_then_expires_and_follows_endpoint_removal() {
         Some(vip),
         &[Endpoint::ready(b1), Endpoint::ready(b2)],
     );
-    s.client_ip_affinity = Some(Duration::from_secs(2));
+    s.client_ip_affinity = Some(Duration::from_secs(3));
     p.reconcile(std::slice::from_ref(&s)).unwrap();
 
     // Client A stays on one endpoint; client B (another source IP) is spread away.
@@ -281,7 +281,7 @@ async fn client_ip_affinity_holds_then_expires_and_follows_endpoint_removal() {
 
     // Idle past the timeout: the pin expires, A is balanced afresh. The round-robin
     // would give A its old endpoint next, so a new client C takes that turn first.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
     assert_eq!(which("127.0.0.23", vip).await.0, a_first);
     let (a_after, _) = which("127.0.0.21", vip).await;
     assert_ne!(a_after, a_first);
@@ -515,7 +515,9 @@ async fn udp_flows_reply_from_the_service_address_and_idle_out() {
     let vip = free_port("127.0.10.14");
     let node = free_port("127.0.10.15");
     let options = L4Options {
-        udp_idle_timeout: Duration::from_millis(500),
+        // Long enough that a loaded machine never idles a flow out between the
+        // datagrams of one exchange below.
+        udp_idle_timeout: Duration::from_secs(2),
         ..L4Options::default()
     };
     let (p, counts) = proxy(Some("n1"), options);
@@ -605,4 +607,58 @@ async fn udp_without_endpoints_drops_and_removed_listener_closes_flows() {
         std::net::UdpSocket::bind(vip).is_ok()
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transfer_both_ways_at_once_under_backpressure() {
+    let b1 = tcp_backend("127.0.21.1", "b1").await;
+    let vip = free_port("127.0.10.17");
+    for zero_copy in [true, false] {
+        let options = L4Options {
+            zero_copy,
+            ..L4Options::default()
+        };
+        let (p, counts) = proxy(None, options);
+        p.reconcile(&[svc(
+            "bulk",
+            Protocol::Tcp,
+            Some(vip),
+            &[Endpoint::ready(b1)],
+        )])
+        .unwrap();
+        let (name, r) = which("127.0.0.1", vip).await;
+        assert_eq!(name, "b1");
+        let (mut rd, mut wr) = r.into_inner().into_split();
+        // Far more than socket buffers hold: the writer only progresses while the reader
+        // drains the echo, so every pump must honour backpressure both ways.
+        const LEN: usize = 16 << 20;
+        let writer = tokio::spawn(async move {
+            let chunk: Vec<u8> = (0..65536u32).map(|i| (i % 251) as u8).collect();
+            let mut sent = 0;
+            while sent < LEN {
+                wr.write_all(&chunk).await.unwrap();
+                sent += chunk.len();
+            }
+            wr.shutdown().await.unwrap();
+        });
+        let mut got = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = timeout(WAIT, rd.read(&mut buf)).await.unwrap().unwrap();
+            if n == 0 {
+                break;
+            }
+            for (k, b) in buf[..n].iter().enumerate() {
+                assert_eq!(*b, (((got + k) % 65536) % 251) as u8, "byte {}", got + k);
+            }
+            got += n;
+        }
+        writer.await.unwrap();
+        assert_eq!(got, LEN, "zero_copy={zero_copy}");
+        eventually("flow closed", || counts.closed.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(counts.bytes_in.load(Ordering::SeqCst), LEN as u64);
+        drop(p);
+        // Let the listener close before the next round binds the same address.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

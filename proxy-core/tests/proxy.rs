@@ -65,6 +65,8 @@ async fn no_route_and_no_default_backend_is_404() {
     let r = get(px.addr, "nowhere.test", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.text(), "404 Not Found\n");
+    assert_eq!(r.header("server"), Some("portico"));
+    assert!(r.header("date").is_some());
     assert_eq!(b.hits(), 0);
 }
 
@@ -592,4 +594,60 @@ async fn idempotent_request_is_replayed_when_a_reused_connection_dies() {
         .unwrap();
     let r = Reply::read(conn.send(req).await.unwrap()).await;
     assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+}
+
+#[tokio::test]
+async fn serve_connection_takes_any_stream_and_honours_its_scheme() {
+    use proxy_core::http::{ConnInfo, Scheme};
+    let b = TestBackend::start("one").await;
+    let mut r1 = rule("app.test", "one");
+    r1.target.ssl_redirect = true;
+    let px = TestProxy::start(config(vec![r1], vec![backend("one", &[b.addr], None)])).await;
+    let info = |alpn_h2| ConnInfo {
+        remote: "192.0.2.10:40000".parse().unwrap(),
+        local: "127.0.0.1:8443".parse().unwrap(),
+        scheme: Scheme::Https,
+        sni: Some("app.test".into()),
+        alpn_h2,
+    };
+
+    // HTTP/1.1 over an in-memory stream standing in for TLS.
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let proxy = px.proxy.clone();
+    let served = tokio::spawn(async move { proxy.serve_connection(server_io, info(false)).await });
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(client_io))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/secure")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = Reply::read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK, "no redirect over HTTPS");
+    assert_eq!(r.header("echo-x-forwarded-proto"), Some("https"));
+    assert_eq!(r.header("echo-x-forwarded-port"), Some("8443"));
+    assert_eq!(r.header("echo-x-real-ip"), Some("192.0.2.10"));
+    drop(sender);
+    tokio::time::timeout(DEADLINE, served)
+        .await
+        .unwrap()
+        .unwrap();
+
+    // ALPN h2: HTTP/2 only.
+    let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let proxy = px.proxy.clone();
+    tokio::spawn(async move { proxy.serve_connection(server_io, info(true)).await });
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(executor(), TokioIo::new(client_io))
+            .await
+            .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("https://app.test/h2")
+        .version(http::Version::HTTP_2)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let r = Reply::read(sender.send_request(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text(), "one");
 }

@@ -15,11 +15,11 @@ mod server;
 mod store;
 
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
-pub use listener::{serve, TlsConnection};
+pub use listener::{serve, serve_observed, TlsConnection};
 pub use resolver::CertResolver;
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
-pub use store::CertStore;
+pub use store::{CertStore, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
 
@@ -50,4 +50,16 @@ pub enum TlsError {
     HandshakeTimeout(Duration),
     #[error("TLS handshake failed: {0}")]
     Handshake(#[source] std::io::Error),
+}
+
+impl TlsError {
+    /// A short stable name for the error, usable as a metric label.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            TlsError::Config(_) => "config",
+            TlsError::SelfSigned(_) => "self_signed",
+            TlsError::HandshakeTimeout(_) => "timeout",
+            TlsError::Handshake(_) => "handshake",
+        }
+    }
 }

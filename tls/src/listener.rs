@@ -11,6 +11,7 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
 use crate::server::{accept, TlsInfo};
+use crate::TlsError;
 
 /// One accepted, handshaken connection.
 pub struct TlsConnection {
@@ -36,6 +37,31 @@ pub async fn serve<H, Fut>(
     H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    serve_observed(
+        listener,
+        acceptor,
+        handshake_timeout,
+        shutdown,
+        handler,
+        |_: &TlsError| {},
+    )
+    .await
+}
+
+/// [`serve`], also calling `on_failure` for every failed or timed-out handshake (for
+/// metrics).
+pub async fn serve_observed<H, Fut, F>(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshake_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+    handler: H,
+    on_failure: F,
+) where
+    H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+    F: Fn(&TlsError) + Clone + Send + 'static,
+{
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -53,6 +79,7 @@ pub async fn serve<H, Fut>(
         };
         let acceptor = acceptor.clone();
         let handler = handler.clone();
+        let on_failure = on_failure.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let local = match tcp.local_addr() {
@@ -72,7 +99,10 @@ pub async fn serve<H, Fut>(
                     })
                     .await
                 }
-                Err(e) => tracing::debug!(%remote, error = %e, "tls handshake failed"),
+                Err(e) => {
+                    tracing::debug!(%remote, error = %e, "tls handshake failed");
+                    on_failure(&e);
+                }
             }
         });
     }

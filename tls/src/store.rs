@@ -24,9 +24,22 @@ pub struct CertStore {
     /// Keyed by the wildcard's suffix: `*.foo.com` is stored under `foo.com`.
     wildcard: HashMap<String, Entry>,
     default: Option<Arc<CertifiedKey>>,
+    /// Every loaded certificate once, for expiry monitoring.
+    served: Vec<ServedCert>,
     /// Parse results of this build's PEM pairs, so the next build skips unchanged ones:
     /// every compile rebuilds the store, and RSA key loading is not free.
     parsed: HashMap<PemPair, Parsed>,
+}
+
+/// A certificate the store serves, as monitoring sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServedCert {
+    /// `CertSource.name`.
+    pub source: String,
+    /// End of validity of the server certificate, unix seconds.
+    pub not_after: i64,
+    /// Whether this is the configured default certificate.
+    pub default: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -111,18 +124,35 @@ impl CertStore {
             check(source, parsed, now, diags)
         };
 
-        let default_key =
-            default.and_then(|source| load(source, &mut diags).map(|l| l.key.clone()));
+        let default_loaded = default.and_then(|source| load(source, &mut diags));
         let loaded: Vec<_> = sources
             .iter()
             .map(|source| load(source, &mut diags))
             .collect();
-        store.default = default_key;
+        if let (Some(source), Some(l)) = (default, &default_loaded) {
+            store.default = Some(l.key.clone());
+            store.served.push(ServedCert {
+                source: source.name.clone(),
+                not_after: l.not_after,
+                default: true,
+            });
+        }
 
         for (source, loaded) in sources.iter().zip(loaded) {
             let Some(loaded) = loaded else {
                 continue;
             };
+            if !store
+                .served
+                .iter()
+                .any(|c| !c.default && c.source == source.name)
+            {
+                store.served.push(ServedCert {
+                    source: source.name.clone(),
+                    not_after: loaded.not_after,
+                    default: false,
+                });
+            }
             let entry = Entry {
                 source: Arc::from(source.name.as_str()),
                 key: loaded.key.clone(),
@@ -218,6 +248,11 @@ impl CertStore {
             .get(&name)
             .or_else(|| host::parent(&name).and_then(|p| self.wildcard.get(p)))
             .map(|e| &*e.source)
+    }
+
+    /// Every certificate loaded from the sources and the default, each source once.
+    pub fn certificates(&self) -> &[ServedCert] {
+        &self.served
     }
 
     /// Whether a configured default certificate loaded.

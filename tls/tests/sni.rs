@@ -328,3 +328,33 @@ async fn shutdown_stops_accepting_but_keeps_open_connections() {
     .unwrap();
     assert_eq!(echo, "after shutdown\n");
 }
+
+#[tokio::test]
+async fn failed_and_timed_out_handshakes_are_observed() {
+    let fallback = generate_self_signed().unwrap();
+    let resolver = Arc::new(CertResolver::new(&fallback));
+    let acceptor = TlsAcceptor::from(tls::server_config(resolver).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<&'static str>();
+    tokio::spawn(tls::serve_observed(
+        listener,
+        acceptor,
+        Duration::from_millis(300),
+        std::future::pending(),
+        |_conn: tls::TlsConnection| async {},
+        move |e: &TlsError| {
+            let _ = tx.send(e.reason());
+        },
+    ));
+    let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(TIMEOUT, rx.recv()).await.unwrap();
+    assert_eq!(first, Some("handshake"));
+    let _silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let second = tokio::time::timeout(TIMEOUT, rx.recv()).await.unwrap();
+    assert_eq!(second, Some("timeout"));
+}

@@ -272,3 +272,40 @@ fn cached_parse_still_reports_expiry_and_errors() {
     assert!(matches!(diags[0].problem, CertProblem::Expired { .. }));
     assert_eq!(second.source_for("a.test"), Some("ns/a"));
 }
+
+#[test]
+fn certificates_lists_each_loaded_source_once_with_its_expiry() {
+    let key = KeyPair::generate().unwrap();
+    let mut params = CertificateParams::new(vec!["old.test".to_string()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2031, 1, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let dated = CertSource {
+        name: "ns/dated".into(),
+        hosts: vec!["old.test".into()],
+        cert_pem: cert.pem().into_bytes(),
+        key_pem: key.serialize_pem().into_bytes(),
+    };
+    let a = rcgen_p256(&["a.test"]);
+    let broken = with_key(
+        a.source("ns/broken", &["b.test"]),
+        &rcgen_p256(&["x"]).key_pem,
+    );
+    let (store, _) = CertStore::build(
+        &[dated.clone(), dated, broken, a.source("ns/a", &["a.test"])],
+        Some(&a.source("ingress/default", &[])),
+    );
+    let got: Vec<_> = store
+        .certificates()
+        .iter()
+        .map(|c| (c.source.as_str(), c.default))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("ingress/default", true),
+            ("ns/dated", false),
+            ("ns/a", false)
+        ]
+    );
+    assert_eq!(store.certificates()[1].not_after, 1_924_992_000);
+}

@@ -263,6 +263,31 @@ impl State {
     }
 }
 
+/// Writes to an object never change its status: carry the stored one over.
+fn keep_status(s: &State, res: usize, obj: &mut Value) {
+    let ns = if RESOURCES[res].namespaced {
+        str_at(obj, &["metadata", "namespace"])
+            .unwrap_or("default")
+            .to_owned()
+    } else {
+        String::new()
+    };
+    let name = str_at(obj, &["metadata", "name"]).unwrap_or("").to_owned();
+    let Some(m) = obj.as_object_mut() else { return };
+    match s
+        .objects
+        .get(&(res, ns, name))
+        .and_then(|o| o.get("status"))
+    {
+        Some(st) => {
+            m.insert("status".to_owned(), st.clone());
+        }
+        None => {
+            m.remove("status");
+        }
+    }
+}
+
 fn now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -516,8 +541,10 @@ impl ApiServer {
         path
     }
 
-    /// Create or replace an object (an `ADDED` or `MODIFIED` watch event). Returns it as
-    /// stored, with its new resourceVersion.
+    /// Create or replace an object (an `ADDED` or `MODIFIED` watch event). As on a real
+    /// server, writing an object leaves its `status` alone (that is the status
+    /// subresource's job; see [`ApiServer::apply_status`]). Returns it as stored, with its
+    /// new resourceVersion.
     pub fn apply(&self, obj: Value) -> Value {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
@@ -528,7 +555,31 @@ impl ApiServer {
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
         }
-        self.lock().put(res, obj, false).expect("apply object")
+        let mut s = self.lock();
+        keep_status(&s, res, &mut obj);
+        s.put(res, obj, false).expect("apply object")
+    }
+
+    /// Replace the `status` of a stored object, as its owner would through the status
+    /// subresource.
+    pub fn apply_status(
+        &self,
+        api_version: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        status: Value,
+    ) -> Value {
+        let res = res_by_kind(api_version, kind).expect("served kind");
+        let mut s = self.lock();
+        let key = (res, namespace.to_owned(), name.to_owned());
+        let mut obj = s
+            .objects
+            .get(&key)
+            .cloned()
+            .expect("object to set status on");
+        obj["status"] = status;
+        s.put(res, obj, false).expect("apply status")
     }
 
     /// Delete an object (a `DELETED` watch event). Returns whether it existed.
@@ -799,8 +850,18 @@ async fn handle(
                             obj = old;
                             obj["status"] = new_status;
                             obj["metadata"]["resourceVersion"] = rv;
-                        } else if !obj["metadata"].is_object() {
-                            obj["metadata"] = json!({});
+                        } else {
+                            if !obj["metadata"].is_object() {
+                                obj["metadata"] = json!({});
+                            }
+                            match old.get("status") {
+                                Some(st) => obj["status"] = st.clone(),
+                                None => {
+                                    if let Some(m) = obj.as_object_mut() {
+                                        m.remove("status");
+                                    }
+                                }
+                            }
                         }
                         obj["metadata"]["namespace"] = json!(key.1);
                         obj["metadata"]["name"] = json!(key.2);

@@ -9,6 +9,7 @@ mod affinity;
 
 pub use affinity::{AffinityKey, AffinityMode, CookieAffinity, CookieValue, SameSite};
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -317,10 +318,10 @@ impl Registry {
 
     /// `ready` minus ejected endpoints; all of `ready` when every one is ejected, since
     /// trying a possibly-recovered endpoint beats refusing the request.
-    fn healthy(&self, state: &BackendState, ready: &[SocketAddr]) -> Vec<SocketAddr> {
+    fn healthy<'a>(&self, state: &BackendState, ready: &'a [SocketAddr]) -> Cow<'a, [SocketAddr]> {
         let ejections = state.ejections();
         if ejections.is_empty() {
-            return ready.to_vec();
+            return Cow::Borrowed(ready);
         }
         let now = Instant::now();
         let healthy: Vec<SocketAddr> = ready
@@ -329,9 +330,9 @@ impl Registry {
             .filter(|a| ejections.get(a).is_none_or(|e| e.until <= now))
             .collect();
         if healthy.is_empty() {
-            ready.to_vec()
+            Cow::Borrowed(ready)
         } else {
-            healthy
+            Cow::Owned(healthy)
         }
     }
 

@@ -11,6 +11,9 @@ use super::ProxyBody;
 use crate::balance::{NoReadyEndpoint, Target};
 use crate::config::BackendId;
 
+/// `Server` on the answers the proxy writes itself; upstream answers keep their own.
+pub(crate) const SERVER: &str = "portico";
+
 /// Why a request was not proxied. The variant decides the status: whose side failed and
 /// whether anything reached the upstream.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,8 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        resp.headers_mut()
+            .insert(header::SERVER, HeaderValue::from_static(SERVER));
         if matches!(self, ProxyError::BadRequest(_)) {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

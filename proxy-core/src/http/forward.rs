@@ -268,6 +268,10 @@ impl Proxy {
         *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
         resp.headers_mut().insert(header::LOCATION, location);
         resp.headers_mut().insert(
+            header::SERVER,
+            HeaderValue::from_static(super::errors::SERVER),
+        );
+        resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );

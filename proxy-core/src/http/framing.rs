@@ -15,16 +15,23 @@
 use std::collections::VecDeque;
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per-request verdicts of one connection, oldest first.
+/// Per-request verdicts of one connection, oldest first, and whether the client has sent
+/// anything at all.
 #[derive(Clone, Default)]
-pub(crate) struct Verdicts(Arc<Mutex<VecDeque<bool>>>);
+pub(crate) struct Verdicts(Arc<Mutex<VecDeque<bool>>>, Arc<AtomicBool>);
 
 impl Verdicts {
+    /// The client has sent at least one byte.
+    pub fn has_read(&self) -> bool {
+        self.1.load(Ordering::Acquire)
+    }
+
     fn push(&self, conflicting: bool) {
         self.0
             .lock()
@@ -210,6 +217,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 pub(crate) struct Guarded<IO> {
     io: IO,
     scanner: Scanner,
+    read_any: bool,
 }
 
 impl<IO> Guarded<IO> {
@@ -221,7 +229,14 @@ impl<IO> Guarded<IO> {
             max_headers,
             verdicts: verdicts.clone(),
         };
-        (Self { io, scanner }, verdicts)
+        (
+            Self {
+                io,
+                scanner,
+                read_any: false,
+            },
+            verdicts,
+        )
     }
 }
 
@@ -234,7 +249,12 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         let this = self.get_mut();
         let before = buf.filled().len();
         ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
-        this.scanner.feed(&buf.filled()[before..]);
+        let new = &buf.filled()[before..];
+        if !this.read_any && !new.is_empty() {
+            this.read_any = true;
+            this.scanner.verdicts.1.store(true, Ordering::Release);
+        }
+        this.scanner.feed(new);
         Poll::Ready(Ok(()))
     }
 }

@@ -142,20 +142,7 @@ impl Proxy {
             };
             let proxy = self.clone();
             let shutdown = shutdown.clone();
-            let first_byte = self.opts.header_read_timeout;
-            tokio::spawn(async move {
-                // The protocol sniffing before hyper takes over has no timer of its own:
-                // a client that never sends a byte is dropped here.
-                let mut probe = [0u8; 1];
-                if tokio::time::timeout(first_byte, stream.peek(&mut probe))
-                    .await
-                    .is_err()
-                {
-                    tracing::debug!(%remote, "client sent nothing; closing");
-                    return;
-                }
-                proxy.serve(stream, info, Some(&shutdown)).await
-            });
+            tokio::spawn(async move { proxy.serve(stream, info, Some(&shutdown)).await });
         }
         tracing::info!("listener stopped accepting");
     }
@@ -176,6 +163,7 @@ impl Proxy {
             self.opts.max_header_bytes.max(8192),
             self.opts.max_headers,
         );
+        let watch = verdicts.clone();
         let service = service_fn(move |req| {
             let proxy = proxy.clone();
             let info = conn_info.clone();
@@ -197,12 +185,25 @@ impl Proxy {
             &self.builder
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-        let stop = stop_signal(&self.shutdown, extra);
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = stop => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let mut stop = pin!(stop_signal(&self.shutdown, extra));
+        // The protocol sniffing before hyper takes over has no timer of its own: a client
+        // that never sends a byte is dropped after the header-read timeout.
+        let mut first_byte = pin!(tokio::time::sleep(self.opts.header_read_timeout));
+        let mut awaiting_first_byte = true;
+        let result = loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                _ = &mut stop => {
+                    conn.as_mut().graceful_shutdown();
+                    break conn.await;
+                }
+                _ = &mut first_byte, if awaiting_first_byte => {
+                    if !watch.has_read() {
+                        tracing::debug!(remote = %info.remote, "client sent nothing; closing");
+                        return;
+                    }
+                    awaiting_first_byte = false;
+                }
             }
         };
         if let Err(e) = result {

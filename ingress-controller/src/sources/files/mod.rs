@@ -37,6 +37,14 @@ const QUIET: Duration = Duration::from_millis(100);
 const MAX_DELAY: Duration = Duration::from_millis(300);
 /// Rescan this often even without events, in case the watcher missed something.
 const RESYNC: Duration = Duration::from_secs(5);
+/// New content must read the same for this long before it is taken in. A file rewritten
+/// in place (truncate, then write) passes through empty or cut-short versions that may
+/// well parse; taking one in would drop routes for a moment.
+const SETTLE: Duration = Duration::from_millis(60);
+/// A file that had content and now reads empty is most likely caught between truncate and
+/// write by a writer that is not getting the CPU; emptying a file on purpose is rare, so
+/// it waits longer.
+const SETTLE_EMPTY: Duration = Duration::from_millis(750);
 /// How often to check that the watched folder is still the folder at the path.
 const ROOT_CHECK: Duration = Duration::from_millis(500);
 /// A file that was created or modified but not yet closed is being written: keep its last
@@ -65,7 +73,7 @@ pub enum FilesError {
 /// A problem the file source currently sees, for metrics.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Problem {
-    /// `InvalidManifest` or `DuplicateObject`.
+    /// `invalid_manifest` or `duplicate_object`.
     pub reason: &'static str,
     /// The object kind, or `File` for a file that does not parse.
     pub kind: String,
@@ -77,10 +85,24 @@ pub type ProblemSink = Box<dyn Fn(&[Problem]) + Send>;
 
 /// One file as last read.
 struct FileState {
+    /// The bytes last taken in (parsed, successfully or not).
     bytes: Vec<u8>,
     /// The objects of the last version that parsed (empty if none ever did).
     objects: Vec<Object>,
     error: Option<ParseError>,
+    /// New bytes seen but not yet taken in: they must stay the same for [`SETTLE`] first.
+    pending: Option<(Vec<u8>, Instant)>,
+}
+
+impl FileState {
+    fn new() -> Self {
+        Self {
+            bytes: Vec::new(),
+            objects: Vec::new(),
+            error: None,
+            pending: None,
+        }
+    }
 }
 
 /// An object as written to the store, and which file it came from.
@@ -100,6 +122,7 @@ pub struct FileSource {
     writing: HashMap<PathBuf, Instant>,
     sink: Option<ProblemSink>,
     problems: Vec<Problem>,
+    settle: Duration,
 }
 
 impl FileSource {
@@ -121,6 +144,7 @@ impl FileSource {
             writing: HashMap::new(),
             sink: None,
             problems: Vec::new(),
+            settle: SETTLE,
         })
     }
 
@@ -130,8 +154,28 @@ impl FileSource {
         self
     }
 
+    /// How long new content must stay the same before it is taken in (zero: at once).
+    pub fn with_settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
+        self
+    }
+
+    /// The initial load: read the folder and take every file in at once.
+    pub fn load(&mut self) -> bool {
+        let settle = std::mem::replace(&mut self.settle, Duration::ZERO);
+        let changed = self.rescan();
+        self.settle = settle;
+        changed
+    }
+
+    /// Whether some file has new content waiting to settle.
+    pub fn settling(&self) -> bool {
+        self.files.values().any(|f| f.pending.is_some())
+    }
+
     /// Read the folder and bring the store in line with it. Returns whether the store
-    /// changed.
+    /// changed. Changed files are taken in once their content has settled; call again
+    /// while [`FileSource::settling`].
     pub fn rescan(&mut self) -> bool {
         let now = Instant::now();
         self.writing
@@ -175,10 +219,29 @@ impl FileSource {
                 return Some(self.rejected(path, old, Vec::new(), error));
             }
         };
-        let old = match old {
-            Some(old) if old.bytes == bytes => return Some(old),
-            old => old,
-        };
+        let mut old = old.unwrap_or_else(FileState::new);
+        if old.bytes == bytes {
+            old.pending = None;
+            return Some(old);
+        }
+        if !self.settle.is_zero() {
+            let blank = bytes.iter().all(u8::is_ascii_whitespace);
+            let settle = if blank && !old.objects.is_empty() {
+                self.settle.max(SETTLE_EMPTY)
+            } else {
+                self.settle
+            };
+            match &old.pending {
+                Some((p, since)) if *p == bytes && since.elapsed() >= settle => {}
+                Some((p, _)) if *p == bytes => return Some(old),
+                _ => {
+                    tracing::trace!(path = %path.display(), len = bytes.len(), "new content; settling");
+                    old.pending = Some((bytes, Instant::now()));
+                    return Some(old);
+                }
+            }
+        }
+        let old = Some(old);
         let format = Format::of(path)?;
         let parsed = match std::str::from_utf8(&bytes) {
             Ok(text) => parse(path, format, text),
@@ -195,6 +258,7 @@ impl FileSource {
                     bytes,
                     objects,
                     error: None,
+                    pending: None,
                 })
             }
             Err(error) => Some(self.rejected(path, old, bytes, error)),
@@ -220,6 +284,7 @@ impl FileSource {
             bytes,
             objects: kept,
             error: Some(error),
+            pending: None,
         }
     }
 
@@ -321,13 +386,13 @@ impl FileSource {
             .values()
             .filter_map(|f| f.error.as_ref())
             .map(|e| Problem {
-                reason: "InvalidManifest",
+                reason: "invalid_manifest",
                 kind: "File".to_owned(),
                 message: e.to_string(),
             })
             .collect();
         problems.extend(self.duplicates.iter().map(|d| Problem {
-            reason: "DuplicateObject",
+            reason: "duplicate_object",
             kind: d.split(' ').next().unwrap_or("").to_owned(),
             message: d.clone(),
         }));
@@ -346,9 +411,25 @@ impl FileSource {
     }
 
     /// Note a change event: a file being written is left alone until it is closed.
-    fn note(&mut self, event: &notify::Event) {
+    /// Returns whether the event may change what the folder holds (our own reads come
+    /// back as access events, and must not trigger rescans).
+    fn note(&mut self, event: &notify::Event) -> bool {
         use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        tracing::trace!(kind = ?event.kind, paths = ?event.paths, "folder event");
+        let relevant = match event.kind {
+            EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+            EventKind::Access(_) => false,
+            _ => true,
+        };
+        if !relevant {
+            return false;
+        }
         for path in &event.paths {
+            // Content read before this event may be a moment of a rewrite: it must settle
+            // again from the next read on.
+            if let Some(file) = self.files.get_mut(path) {
+                file.pending = None;
+            }
             match event.kind {
                 EventKind::Create(CreateKind::File | CreateKind::Any)
                 | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
@@ -362,6 +443,7 @@ impl FileSource {
                 _ => {}
             }
         }
+        true
     }
 
     /// Watch the folder on a thread of its own and keep the store in line with it. The
@@ -400,29 +482,37 @@ impl FileSource {
     ) {
         let mut last_scan = Instant::now();
         loop {
-            let first = match rx.recv_timeout(ROOT_CHECK) {
-                Ok(ev) => Some(ev),
-                Err(mpsc::RecvTimeoutError::Timeout) => None,
-                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            let settling = self.settling();
+            let wait = if settling {
+                self.settle.saturating_sub(last_scan.elapsed())
+            } else {
+                ROOT_CHECK
             };
             let mut dirty = false;
-            if let Some(ev) = first {
-                dirty = true;
-                self.on_event(ev);
-                // Debounce: gather the rest of the burst.
-                let start = Instant::now();
-                loop {
-                    let left = MAX_DELAY.saturating_sub(start.elapsed()).min(QUIET);
-                    if left.is_zero() {
-                        break;
-                    }
-                    match rx.recv_timeout(left) {
-                        Ok(ev) => self.on_event(ev),
-                        Err(mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            let received = rx.recv_timeout(wait).map(|ev| self.on_event(ev));
+            match received {
+                Ok(true) => {
+                    dirty = true;
+                    // Debounce: gather the rest of the burst.
+                    let start = Instant::now();
+                    loop {
+                        let left = MAX_DELAY.saturating_sub(start.elapsed()).min(QUIET);
+                        if left.is_zero() {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
+                            Ok(ev) => {
+                                self.on_event(ev);
+                            }
+                            Err(mpsc::RecvTimeoutError::Timeout) => break,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                        }
                     }
                 }
+                Ok(false) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
+            dirty |= settling && last_scan.elapsed() >= self.settle;
             // The folder itself was replaced (renamed over, or recreated): watch the new one.
             let identity = walk::identity(&self.root);
             if identity != watcher.1 && identity.is_some() {
@@ -442,10 +532,13 @@ impl FileSource {
         }
     }
 
-    fn on_event(&mut self, ev: notify::Result<notify::Event>) {
+    fn on_event(&mut self, ev: notify::Result<notify::Event>) -> bool {
         match ev {
             Ok(ev) => self.note(&ev),
-            Err(e) => tracing::warn!(error = %e, "manifest folder watch error; rescanning"),
+            Err(e) => {
+                tracing::warn!(error = %e, "manifest folder watch error; rescanning");
+                true
+            }
         }
     }
 }
@@ -522,6 +615,7 @@ mod tests {
         let sink = seen.clone();
         let src = FileSource::new(dir, store.clone())
             .unwrap()
+            .with_settle(Duration::ZERO)
             .with_problem_sink(Box::new(move |p| *sink.lock().unwrap() = p.to_vec()));
         (src, store, seen)
     }
@@ -565,7 +659,7 @@ mod tests {
         assert_eq!(port_of(&store, "a"), Some(1));
         let problems = seen.lock().unwrap().clone();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].reason, "InvalidManifest");
+        assert_eq!(problems[0].reason, "invalid_manifest");
         assert!(
             problems[0].message.contains("a.yaml:"),
             "{}",
@@ -598,7 +692,7 @@ mod tests {
         assert_eq!(port_of(&store, "x"), Some(1));
         let problems = seen.lock().unwrap().clone();
         assert_eq!(problems.len(), 1);
-        assert_eq!(problems[0].reason, "DuplicateObject");
+        assert_eq!(problems[0].reason, "duplicate_object");
         assert_eq!(problems[0].kind, "Service");
 
         // The winner goes away: the other definition takes over.
@@ -634,11 +728,61 @@ mod tests {
     }
 
     #[test]
+    fn new_content_is_taken_in_once_it_has_settled() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        std::fs::write(&path, service("a", 1)).unwrap();
+        let (src, store, _) = source(dir.path());
+        let mut src = src.with_settle(Duration::from_millis(200));
+        src.load();
+        assert_eq!(
+            port_of(&store, "a"),
+            Some(1),
+            "the initial load does not wait"
+        );
+
+        // Caught mid-rewrite: empty. Not taken in, however long it is seen...
+        std::fs::write(&path, "").unwrap();
+        assert!(!src.rescan());
+        assert!(src.settling());
+        // ...if it changes again before settling.
+        std::fs::write(&path, service("a", 2)).unwrap();
+        assert!(!src.rescan());
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(src.rescan());
+        assert!(!src.settling());
+        assert_eq!(port_of(&store, "a"), Some(2));
+    }
+
+    #[test]
+    fn an_emptied_file_waits_longer_before_its_objects_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.yaml");
+        std::fs::write(&path, service("a", 1)).unwrap();
+        let (src, store, _) = source(dir.path());
+        let mut src = src.with_settle(Duration::from_millis(50));
+        src.load();
+        std::fs::write(&path, "\n").unwrap();
+        src.rescan();
+        std::thread::sleep(Duration::from_millis(150));
+        src.rescan();
+        assert_eq!(
+            port_of(&store, "a"),
+            Some(1),
+            "emptied file taken in too soon"
+        );
+        std::thread::sleep(SETTLE_EMPTY);
+        assert!(src.rescan());
+        assert_eq!(port_of(&store, "a"), None);
+    }
+
+    #[test]
     fn watcher_applies_edits_additions_renames_and_deletions() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), service("a", 1)).unwrap();
-        let (mut src, store, _) = source(dir.path());
-        src.rescan();
+        let (src, store, _) = source(dir.path());
+        let mut src = src.with_settle(SETTLE);
+        src.load();
         let _thread = src.watch().unwrap();
         let wait = |name: &str, want: Option<i32>| {
             let deadline = Instant::now() + Duration::from_secs(20);
@@ -668,8 +812,9 @@ mod tests {
         let root = parent.path().join("m");
         std::fs::create_dir(&root).unwrap();
         std::fs::write(root.join("a.yaml"), service("a", 1)).unwrap();
-        let (mut src, store, _) = source(&root);
-        src.rescan();
+        let (src, store, _) = source(&root);
+        let mut src = src.with_settle(SETTLE);
+        src.load();
         let _thread = src.watch().unwrap();
         let staged = parent.path().join("m.new");
         std::fs::create_dir(&staged).unwrap();

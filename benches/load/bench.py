@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""Portico, nginx and HAProxy side by side: same routes, same backend, same pinned core.
+
+Called by run.sh (which installs the peers and builds Portico); see benches/RESULTS.md.
+Each round starts every proxy fresh, in turn (interleaved, so machine noise hits all
+three alike), warms it up, runs the load generator and reads the proxy's peak RSS
+(VmHWM, summed over its processes). Figures are medians over rounds with min-max spread.
+
+Variants: http (wrk, keep-alive), https (wrk over TLS), h2 (h2load, HTTP/2 over TLS),
+body16k (wrk, 16 KiB responses), churn (wrk while the config changes 10 times a second).
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+import gen  # noqa: E402
+
+PROXIES = ["portico", "nginx", "haproxy"]
+
+
+def wait_port(port, deadline_s=60.0, proc=None):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {deadline_s}s")
+
+
+def http_status(port, host, path="/", timeout=2.0):
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            head = s.recv(64).decode(errors="replace")
+            m = re.match(r"HTTP/1\.[01] (\d{3})", head)
+            return int(m.group(1)) if m else None
+    except OSError:
+        return None
+
+
+def wait_routed(port, deadline_s=120.0, proc=None, host="vh0.bench.test", path="/p0/item"):
+    end = time.time() + deadline_s
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"proxy exited with {proc.returncode} before routing")
+        if http_status(port, host, path) == 200:
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"127.0.0.1:{port} did not answer 200 for {host}{path} within {deadline_s}s")
+
+
+def tree_pids(root):
+    """root and all its descendants (nginx/HAProxy masters fork workers)."""
+    children = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(d))
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def peak_rss_kib(root):
+    total = 0
+    for p in tree_pids(root):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+class Proxy:
+    def __init__(self, name, a, work):
+        self.name, self.a, self.work, self.proc = name, a, work, None
+
+    def start(self):
+        a, w = self.a, self.work
+        pin = ["taskset", "-c", str(a.proxy_cpu)]
+        log = open(os.path.join(w, f"{self.name}.log"), "ab")
+        if self.name == "portico":
+            cmd = pin + [a.portico, "--manifests", os.path.join(w, "manifests"),
+                         "--http-addr", f"127.0.0.1:{a.http_port}",
+                         "--https-addr", f"127.0.0.1:{a.https_port}",
+                         "--admin-addr", f"127.0.0.1:{a.admin_port}",
+                         "--default-certificate", "bench/wildcard-tls",
+                         "--worker-threads", "1"]
+            env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
+        elif self.name == "nginx":
+            cmd = pin + ["nginx", "-c", os.path.join(w, "nginx.conf"), "-g", "daemon off;"]
+            env = None
+        else:
+            # -W: master-worker, so USR2 reloads as a systemd unit would.
+            cmd = pin + ["haproxy", "-W", "-db", "-f", os.path.join(w, "haproxy.cfg")]
+            env = None
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+        wait_port(a.http_port, proc=self.proc)
+        wait_routed(a.http_port, proc=self.proc)
+
+    def reload(self):
+        """Peers re-read their config file; Portico watches its folder by itself."""
+        if self.name == "nginx":
+            os.kill(self.proc.pid, signal.SIGHUP)
+        elif self.name == "haproxy":
+            os.kill(self.proc.pid, signal.SIGUSR2)
+
+    def rss_kib(self):
+        return peak_rss_kib(self.proc.pid)
+
+    def stop(self):
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+        # A port still held by a draining old worker would fail the next start.
+        end = time.time() + 15
+        while time.time() < end:
+            try:
+                with socket.create_connection(("127.0.0.1", self.a.http_port), timeout=0.2):
+                    time.sleep(0.1)
+            except OSError:
+                return
+
+
+def start_backend(a, work, body_bytes):
+    root = os.path.join(work, "backend")
+    os.makedirs(root, exist_ok=True)
+    for d in ["tmp-body", "tmp-proxy", "tmp-fastcgi", "tmp-uwsgi", "tmp-scgi"]:
+        os.makedirs(os.path.join(root, d), exist_ok=True)
+    with open(os.path.join(root, "body"), "wb") as f:
+        f.write(b"x" * body_bytes)
+    conf = os.path.join(root, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(f"""worker_processes 1;
+pid {root}/nginx.pid;
+error_log {root}/error.log error;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {root}/tmp-body;
+    proxy_temp_path {root}/tmp-proxy;
+    fastcgi_temp_path {root}/tmp-fastcgi;
+    uwsgi_temp_path {root}/tmp-uwsgi;
+    scgi_temp_path {root}/tmp-scgi;
+    keepalive_requests 100000000;
+    keepalive_timeout 600s;
+    open_file_cache max=16;
+    default_type application/octet-stream;
+    server {{
+        listen 127.0.0.1:{a.backend_port};
+        listen 127.0.0.2:{a.backend_port};
+        location / {{ root {root}; try_files /body =500; }}
+    }}
+}}
+""")
+    proc = subprocess.Popen(["taskset", "-c", str(a.load_cpu), "nginx", "-c", conf, "-g", "daemon off;"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_port(a.backend_port, proc=proc)
+    return proc
+
+
+def parse_ms(v, unit):
+    return float(v) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def parse_wrk(out):
+    r = {}
+    m = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    for q, key in (("50", "p50_ms"), ("99", "p99_ms")):
+        m = re.search(rf"^\s+{q}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        r[key] = parse_ms(m.group(1), m.group(2)) if m else None
+    m = re.search(r"(\d+) requests in", out)
+    r["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["socket_errors"] = sum(int(x) for x in m.groups()) if m else 0
+    return r
+
+
+def run_wrk(a, work, duration, scheme="http"):
+    port = a.http_port if scheme == "http" else a.https_port
+    cmd = ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
+           "-d", f"{duration}s", "--latency", "-s", os.path.join(work, "requests.lua"),
+           f"{scheme}://127.0.0.1:{port}/"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def run_h2load(a, work, duration):
+    log = os.path.join(work, "h2load.log")
+    cmd = ["taskset", "-c", str(a.load_cpu), "h2load", "-t", "1", "-c", str(a.h2_connections),
+           "-m", str(a.h2_streams), "-D", str(duration), "--log-file", log,
+           "-H", ":authority: vh0.bench.test",
+           f"https://127.0.0.1:{a.https_port}/p0/item"]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    r = {"requests": 0, "non2xx": 0, "socket_errors": 0, "p50_ms": None, "p99_ms": None}
+    m = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    m = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored", out)
+    if m:
+        r["requests"] = int(m.group(2))
+        r["socket_errors"] = int(m.group(5))
+    m = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out)
+    if m:
+        r["non2xx"] = sum(int(x) for x in m.groups()[1:])
+    lat = []
+    try:
+        with open(log) as f:  # start-time(us) status duration(us)
+            lat = sorted(int(line.split()[2]) for line in f if len(line.split()) >= 3)
+        os.remove(log)
+    except OSError:
+        pass
+    if lat:
+        r["p50_ms"] = lat[len(lat) // 2] / 1000.0
+        r["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] / 1000.0
+    return r
+
+
+class Churn:
+    """Change every proxy's config at `rate` per second: a second endpoint appears and
+    disappears behind one host, and one Ingress gains and loses a path."""
+
+    def __init__(self, a, work, proxy):
+        self.a, self.work, self.proxy, self.n = a, work, proxy, 0
+
+    def step(self):
+        a = self.a
+        i = self.n % a.vhosts
+        flip = (self.n // a.vhosts) % 2 == 0
+        man = os.path.join(self.work, "manifests")
+        if self.proxy.name == "portico":
+            gen.write_atomic(os.path.join(man, f"vh{i}.yaml"),
+                             gen.app_file(i, a.backend_port, gen.load_paths(a.paths),
+                                          second_endpoint=flip and self.n % 2 == 0,
+                                          extra_path="/extra" if flip and self.n % 2 == 1 else None))
+        elif self.proxy.name == "nginx":
+            gen.write_atomic(os.path.join(self.work, "nginx.conf"),
+                             gen.nginx_conf(a, self.work, second_endpoint_for=i if flip else None))
+            self.proxy.reload()
+        else:
+            gen.write_atomic(os.path.join(self.work, "haproxy.cfg"),
+                             gen.haproxy_cfg(a, self.work, second_endpoint_for=i if flip else None))
+            self.proxy.reload()
+        self.n += 1
+
+
+def run_churn(a, work, proxy):
+    wrk = subprocess.Popen(
+        ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
+         "-d", f"{a.churn_duration}s", "--latency", "-s", os.path.join(work, "requests.lua"),
+         f"http://127.0.0.1:{a.http_port}/"], stdout=subprocess.PIPE, text=True)
+    churn = Churn(a, work, proxy)
+    period = 1.0 / a.churn_rate
+    t0 = time.time()
+    nxt = t0 + period
+    while wrk.poll() is None and time.time() - t0 < a.churn_duration - 0.5:
+        churn.step()
+        time.sleep(max(0.0, nxt - time.time()))
+        nxt += period
+    out, _ = wrk.communicate()
+    r = parse_wrk(out)
+    r["changes"] = churn.n
+    return r
+
+
+def fmt_spread(vals, unit="", prec=0):
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "n/a"
+    f = f"{{:.{prec}f}}"
+    return f"{f.format(statistics.median(vals))}{unit} [{f.format(min(vals))}-{f.format(max(vals))}]"
+
+
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def report(variant, results, a):
+    lines = [f"\n== {variant}: {a.rounds} rounds x {a.duration}s, median [min-max] ==",
+             f"{'proxy':<9} {'req/s':>24} {'p50 ms':>22} {'p99 ms':>22} {'peak RSS MiB':>22} {'errors':>8}"]
+    for p in results:
+        rs = results[p]
+        errs = sum(x["non2xx"] + x["socket_errors"] for x in rs)
+        lines.append(f"{p:<9} {fmt_spread([x['rps'] for x in rs]):>24} "
+                     f"{fmt_spread([x['p50_ms'] for x in rs], prec=3):>22} "
+                     f"{fmt_spread([x['p99_ms'] for x in rs], prec=3):>22} "
+                     f"{fmt_spread([x['rss_kib'] / 1024 for x in rs], prec=1):>22} {errs:>8}")
+    if "portico" in results:
+        po = results["portico"]
+        for peer in (p for p in results if p != "portico"):
+            # Ratios per round (same moment, same noise), then the median of those.
+            def ratio(key):
+                rs = [x[key] / y[key] for x, y in zip(po, results[peer]) if x[key] and y[key]]
+                return f"{med(rs):.2f}x [{min(rs):.2f}-{max(rs):.2f}]" if rs else "n/a"
+            lines.append(f"portico/{peer}: req/s {ratio('rps')}, p99 {ratio('p99_ms')}, "
+                         f"peak RSS {ratio('rss_kib')}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def report_churn(results, a):
+    lines = [f"\n== churn: {a.churn_rate} changes/s for {a.churn_duration}s under wrk, per round ==",
+             f"{'proxy':<9} {'changes':>8} {'requests':>10} {'non-2xx':>8} {'sock err':>9} {'req/s':>10} {'p99 ms':>9}"]
+    for p, rs in results.items():
+        for x in rs:
+            lines.append(f"{p:<9} {x['changes']:>8} {x['requests']:>10} {x['non2xx']:>8} "
+                         f"{x['socket_errors']:>9} {x['rps']:>10.0f} {x['p99_ms'] or 0:>9.3f}")
+    text = "\n".join(lines)
+    print(text, flush=True)
+    return text
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--portico", required=True, help="path to the ingress-controller binary")
+    ap.add_argument("--variants", default="http,https,h2,body16k,churn")
+    ap.add_argument("--proxies", default=",".join(PROXIES))
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
+    ap.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring")
+    ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--h2-connections", type=int, default=16)
+    ap.add_argument("--h2-streams", type=int, default=8)
+    ap.add_argument("--churn-rate", type=float, default=10.0)
+    ap.add_argument("--churn-duration", type=int, default=30)
+    ap.add_argument("--churn-rounds", type=int, default=1)
+    ap.add_argument("--vhosts", type=int, default=100)
+    ap.add_argument("--paths", type=int, default=4)
+    ap.add_argument("--proxy-cpu", type=int, default=0)
+    ap.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk and the backend")
+    ap.add_argument("--http-port", type=int, default=18080)
+    ap.add_argument("--https-port", type=int, default=18443)
+    ap.add_argument("--admin-port", type=int, default=18254)
+    ap.add_argument("--backend-port", type=int, default=19000)
+    ap.add_argument("--work", default="/tmp/portico-bench-load")
+    ap.add_argument("--json", help="also write raw per-round results here")
+    a = ap.parse_args()
+
+    work = os.path.abspath(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    proxies = a.proxies.split(",")
+    texts, raw = [], {}
+    for variant in a.variants.split(","):
+        body = 16384 if variant == "body16k" else 13
+        gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
+                                        backend_port=a.backend_port, http_port=a.http_port,
+                                        https_port=a.https_port))
+        backend = start_backend(a, work, body)
+        results = {p: [] for p in proxies}
+        rounds = a.churn_rounds if variant == "churn" else a.rounds
+        try:
+            for rnd in range(rounds):
+                for name in proxies:
+                    if variant == "churn":  # each starts from the generated config
+                        gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
+                                                        backend_port=a.backend_port, http_port=a.http_port,
+                                                        https_port=a.https_port))
+                    px = Proxy(name, a, work)
+                    try:
+                        px.start()
+                        if variant == "h2":
+                            run_h2load(a, work, a.warmup)
+                            r = run_h2load(a, work, a.duration)
+                        elif variant == "churn":
+                            run_wrk(a, work, a.warmup)
+                            r = run_churn(a, work, px)
+                        else:
+                            scheme = "https" if variant == "https" else "http"
+                            run_wrk(a, work, a.warmup, scheme)
+                            r = run_wrk(a, work, a.duration, scheme)
+                        r["rss_kib"] = px.rss_kib()
+                    finally:
+                        px.stop()
+                    results[name].append(r)
+                    print(f"[{variant} round {rnd + 1}/{rounds}] {name}: {json.dumps(r)}", flush=True)
+        finally:
+            backend.terminate()
+            backend.wait()
+        raw[variant] = results
+        texts.append(report_churn(results, a) if variant == "churn" else report(variant, results, a))
+    print("\n\n#### summary" + "".join(texts))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "results": raw}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+//! Command-line flags. Every flag also reads a `PORTICO_*` environment variable, so the
+//! same settings work in a Deployment's `env:` and on a laptop.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+use crate::store::ObjectKey;
+
+/// The `spec.controller` value of IngressClasses that Portico serves.
+pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
+
+#[derive(Clone, Debug, Parser)]
+#[command(
+    name = "ingress-controller",
+    version,
+    about = "Portico: a Kubernetes Ingress controller and reverse proxy",
+    long_about = "Portico: a Kubernetes Ingress controller and reverse proxy.\n\n\
+        Reads Ingress, IngressClass, Service, EndpointSlice, Endpoints and TLS Secret \
+        objects from the Kubernetes API (default) or from a folder of manifests \
+        (--manifests), and proxies HTTP and HTTPS to the pods behind them.\n\n\
+        Logs go to stderr; RUST_LOG sets the level and filters (default: info).",
+    after_help = "Every flag can also be set through the environment variable shown with it."
+)]
+pub struct Args {
+    /// Read objects from this folder of YAML/JSON manifests instead of the Kubernetes API.
+    /// Every *.yaml, *.yml and *.json below it is read (recursively; names starting with
+    /// "." are skipped) and watched: edits apply within a second, and a file that does not
+    /// parse is reported while its last good version keeps serving.
+    #[arg(long, env = "PORTICO_MANIFESTS", value_name = "DIR")]
+    pub manifests: Option<PathBuf>,
+
+    /// Kubeconfig to reach the API server with. Default: the in-cluster service account,
+    /// then $KUBECONFIG or ~/.kube/config.
+    #[arg(long, env = "PORTICO_KUBECONFIG", value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Plain-HTTP listener.
+    #[arg(
+        long,
+        env = "PORTICO_HTTP_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// HTTPS listener (certificates from the Ingresses' spec.tls Secrets, by SNI).
+    #[arg(
+        long,
+        env = "PORTICO_HTTPS_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub https_addr: SocketAddr,
+
+    /// Admin listener: /healthz, /readyz and Prometheus /metrics.
+    #[arg(
+        long,
+        env = "PORTICO_ADMIN_ADDR",
+        value_name = "ADDR",
+        default_value = "0.0.0.0:10254"
+    )]
+    pub admin_addr: SocketAddr,
+
+    /// IngressClass name served (also matched by the legacy kubernetes.io/ingress.class
+    /// annotation). IngressClasses whose spec.controller is portico.dev/ingress-controller
+    /// are ours whatever their name.
+    #[arg(
+        long,
+        env = "PORTICO_INGRESS_CLASS",
+        value_name = "NAME",
+        default_value = "portico"
+    )]
+    pub ingress_class: String,
+
+    /// Watch only this namespace. Default: all namespaces.
+    #[arg(long, env = "PORTICO_WATCH_NAMESPACE", value_name = "NS")]
+    pub watch_namespace: Option<String>,
+
+    /// Write this Service's load-balancer addresses into the status of our Ingresses.
+    #[arg(
+        long,
+        env = "PORTICO_PUBLISH_SERVICE",
+        value_name = "NS/NAME",
+        conflicts_with = "publish_address"
+    )]
+    pub publish_service: Option<String>,
+
+    /// Write these addresses (comma-separated IPs or DNS names) into the status of our
+    /// Ingresses.
+    #[arg(long, env = "PORTICO_PUBLISH_ADDRESS", value_name = "IP")]
+    pub publish_address: Option<String>,
+
+    /// Also serve Services at L4 (TCP/UDP on clusterIP:port and NodePorts), like kube-proxy.
+    #[arg(long, env = "PORTICO_SERVICE_PROXY")]
+    pub service_proxy: bool,
+
+    /// This node's name, for externalTrafficPolicy: Local.
+    #[arg(long, env = "PORTICO_NODE_NAME", value_name = "NAME")]
+    pub node_name: Option<String>,
+
+    /// This node's addresses, for NodePort listeners. Repeat the flag, or separate with
+    /// commas in the environment variable.
+    #[arg(
+        long,
+        env = "PORTICO_NODE_ADDRESS",
+        value_name = "IP",
+        value_delimiter = ','
+    )]
+    pub node_address: Vec<IpAddr>,
+
+    /// TLS Secret served when the client sends no SNI or no certificate matches. Default: a
+    /// self-signed certificate generated at start.
+    #[arg(long, env = "PORTICO_DEFAULT_CERTIFICATE", value_name = "NS/NAME", value_parser = parse_object_key)]
+    pub default_certificate: Option<ObjectKey>,
+
+    /// On SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this
+    /// many seconds.
+    #[arg(
+        long,
+        env = "PORTICO_SHUTDOWN_GRACE",
+        value_name = "SECONDS",
+        default_value_t = 10
+    )]
+    pub shutdown_grace: u64,
+
+    /// Threads serving requests (the async runtime's worker threads). Default: one per
+    /// CPU. Set 1 to pin the proxy to one core, e.g. to compare it with a one-worker peer.
+    #[arg(long, env = "PORTICO_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub worker_threads: Option<u16>,
+
+    /// Log format on stderr.
+    #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+impl Args {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// `NAMESPACE/NAME`, both non-empty.
+pub fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
+    match s.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(ObjectKey::new(ns, name))
+        }
+        _ => Err(format!("{s:?}: expected NAMESPACE/NAME")),
+    }
+}
+
+/// Structured logs on stderr: `RUST_LOG` filters (default `info`), text or JSON lines.
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // A second init (tests) keeps the first subscriber.
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_documented_interface() {
+        let args = Args::try_parse_from(["ingress-controller"]).unwrap();
+        assert_eq!(args.http_addr, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(args.https_addr, "0.0.0.0:8443".parse().unwrap());
+        assert_eq!(args.admin_addr, "0.0.0.0:10254".parse().unwrap());
+        assert_eq!(args.ingress_class, "portico");
+        assert_eq!(args.shutdown_grace(), Duration::from_secs(10));
+        assert_eq!(args.log_format, LogFormat::Text);
+        assert!(args.manifests.is_none());
+        assert!(!args.service_proxy);
+    }
+
+    #[test]
+    fn every_flag_has_a_portico_env_var() {
+        let cmd = Args::command();
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+            let want = format!("PORTICO_{}", id.to_uppercase());
+            assert_eq!(env, want, "flag --{id}");
+        }
+    }
+
+    #[test]
+    fn repeated_and_listed_values_parse() {
+        let args = Args::try_parse_from([
+            "ingress-controller",
+            "--node-address",
+            "10.0.0.1,10.0.0.2",
+            "--node-address",
+            "::1",
+            "--default-certificate",
+            "ns/cert",
+            "--log-format",
+            "json",
+        ])
+        .unwrap();
+        assert_eq!(args.node_address.len(), 3);
+        assert_eq!(args.default_certificate, Some(ObjectKey::new("ns", "cert")));
+        assert_eq!(args.log_format, LogFormat::Json);
+    }
+
+    #[test]
+    fn worker_threads_is_optional_and_positive() {
+        let args = Args::try_parse_from(["ingress-controller"]).unwrap();
+        assert_eq!(args.worker_threads, None);
+        let args = Args::try_parse_from(["ingress-controller", "--worker-threads", "1"]).unwrap();
+        assert_eq!(args.worker_threads, Some(1));
+        let e = Args::try_parse_from(["ingress-controller", "--worker-threads", "0"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--worker-threads"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected_naming_the_flag() {
+        let e = Args::try_parse_from(["ingress-controller", "--default-certificate", "nope"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--default-certificate"), "{e}");
+        let e = Args::try_parse_from(["ingress-controller", "--http-addr", "localhost"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--http-addr"), "{e}");
+        assert!(Args::try_parse_from([
+            "ingress-controller",
+            "--publish-service",
+            "a/b",
+            "--publish-address",
+            "1.2.3.4"
+        ])
+        .is_err());
+    }
+}

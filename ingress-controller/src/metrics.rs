@@ -1,0 +1,362 @@
+//! Prometheus metrics, served on the admin listener's `/metrics`.
+//!
+//! Label values stay bounded: `host` is a host that some rule of the current config
+//! names (a wildcard rule's pattern for hosts it covers) or `other`; `backend` is a
+//! backend of the config or `none`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use proxy_core::config::{BackendKind, Config};
+use proxy_core::http::{ProxyObserver, ResponseEvent};
+
+use crate::https::TlsMetrics;
+use crate::service_proxy::L4Metrics;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    status: u16,
+    host: String,
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BackendLabels {
+    backend: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndpointLabels {
+    backend: String,
+    ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DiagnosticLabels {
+    reason: String,
+    kind: String,
+}
+
+/// Hosts named by the current config's rules, lower-cased; wildcards as `*.suffix`.
+#[derive(Debug, Default)]
+struct Hosts {
+    exact: HashSet<String>,
+    wildcard: HashSet<String>,
+}
+
+/// Count of current diagnostics by `(reason, kind)`.
+type DiagnosticCounts = BTreeMap<(String, String), i64>;
+
+/// Every metric Portico exports, and the registry that encodes them.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: Family<BackendLabels, Histogram>,
+    reloads: Counter,
+    reload_duration: Histogram,
+    diagnostics: Family<DiagnosticLabels, Gauge>,
+    endpoints: Family<EndpointLabels, Gauge>,
+    hosts: ArcSwap<Hosts>,
+    /// Diagnostic counts by source (`compile`, `files`), merged into one gauge family.
+    diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
+    /// The L4 Service dataplane's families (`--service-proxy`).
+    l4: Arc<L4Metrics>,
+    /// The HTTPS listener's families.
+    tls: Arc<TlsMetrics>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        Self::with_more(|_| {})
+    }
+
+    /// The standard metrics plus whatever `register` adds to the same registry (for
+    /// example the L4 dataplane's families); names get the `portico_` prefix.
+    pub fn with_more(register: impl FnOnce(&mut Registry)) -> Self {
+        let mut registry = Registry::with_prefix("portico");
+        register(&mut registry);
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "HTTP requests answered, by status, host and backend",
+            requests.clone(),
+        );
+        let upstream_latency = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+        });
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from sending a request upstream to receiving its response head",
+            upstream_latency.clone(),
+        );
+        let reloads = Counter::default();
+        registry.register(
+            "config_reloads",
+            "Configurations compiled and published",
+            reloads.clone(),
+        );
+        let reload_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        registry.register(
+            "config_reload_duration_seconds",
+            "Time to compile and publish a configuration",
+            reload_duration.clone(),
+        );
+        let diagnostics = Family::<DiagnosticLabels, Gauge>::default();
+        registry.register(
+            "diagnostics",
+            "Problems currently reported about the objects, by reason and kind",
+            diagnostics.clone(),
+        );
+        let endpoints = Family::<EndpointLabels, Gauge>::default();
+        registry.register(
+            "backend_endpoints",
+            "Endpoints of each backend in the current configuration, by readiness",
+            endpoints.clone(),
+        );
+        let l4 = Arc::new(L4Metrics::new());
+        l4.register(&mut registry);
+        let tls = Arc::new(TlsMetrics::default());
+        tls.register(&mut registry);
+        Self {
+            registry,
+            l4,
+            tls,
+            requests,
+            upstream_latency,
+            reloads,
+            reload_duration,
+            diagnostics,
+            endpoints,
+            hosts: ArcSwap::default(),
+            diagnostic_sources: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    /// The observer for the L4 Service dataplane.
+    pub fn l4(&self) -> Arc<L4Metrics> {
+        self.l4.clone()
+    }
+
+    pub fn tls(&self) -> Arc<TlsMetrics> {
+        self.tls.clone()
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// One config published: count it, and refresh what derives from the config.
+    pub fn published(
+        &self,
+        config: &Config,
+        hosts: impl IntoIterator<Item = String>,
+        took: Duration,
+    ) {
+        self.reloads.inc();
+        self.reload_duration.observe(took.as_secs_f64());
+        let mut known = Hosts::default();
+        for h in hosts {
+            let h = h.to_ascii_lowercase();
+            match h.strip_prefix("*.") {
+                Some(suffix) => known.wildcard.insert(suffix.to_owned()),
+                None => known.exact.insert(h),
+            };
+        }
+        self.hosts.store(Arc::new(known));
+        self.endpoints.clear();
+        for (id, backend) in &config.backends {
+            let (ready, not_ready) = match &backend.kind {
+                BackendKind::Endpoints(eps) => {
+                    let ready = eps.iter().filter(|e| e.ready && !e.terminating).count();
+                    (ready, eps.len() - ready)
+                }
+                BackendKind::ExternalName { .. } => (1, 0),
+            };
+            let backend = id.to_string();
+            for (flag, n) in [("true", ready), ("false", not_ready)] {
+                self.endpoints
+                    .get_or_create(&EndpointLabels {
+                        backend: backend.clone(),
+                        ready: flag,
+                    })
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+        }
+    }
+
+    /// Replace the diagnostics one source currently reports, as `(reason, kind)` pairs.
+    pub fn set_diagnostics<R: Into<String>, K: Into<String>>(
+        &self,
+        source: &'static str,
+        diags: impl IntoIterator<Item = (R, K)>,
+    ) {
+        let mut counts = BTreeMap::new();
+        for (reason, kind) in diags {
+            *counts.entry((reason.into(), kind.into())).or_insert(0) += 1;
+        }
+        let mut sources = self
+            .diagnostic_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sources.insert(source, counts);
+        self.diagnostics.clear();
+        for counts in sources.values() {
+            for ((reason, kind), n) in counts {
+                self.diagnostics
+                    .get_or_create(&DiagnosticLabels {
+                        reason: reason.clone(),
+                        kind: kind.clone(),
+                    })
+                    .inc_by(*n);
+            }
+        }
+    }
+
+    /// The `host` label for a request host.
+    fn host_label(&self, host: &str) -> String {
+        let hosts = self.hosts.load();
+        let host = host.to_ascii_lowercase();
+        if hosts.exact.contains(&host) {
+            return host;
+        }
+        if let Some((_, parent)) = host.split_once('.') {
+            if hosts.wildcard.contains(parent) {
+                return format!("*.{parent}");
+            }
+        }
+        "other".to_owned()
+    }
+}
+
+impl ProxyObserver for Metrics {
+    fn on_response(&self, ev: &ResponseEvent<'_>) {
+        let backend = ev
+            .backend
+            .map(|b| b.to_string())
+            .unwrap_or_else(|| "none".to_owned());
+        if let Some(latency) = ev.upstream_latency {
+            self.upstream_latency
+                .get_or_create(&BackendLabels {
+                    backend: backend.clone(),
+                })
+                .observe(latency.as_secs_f64());
+        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                status: ev.status.as_u16(),
+                host: self.host_label(ev.host),
+                backend,
+            })
+            .inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use http::{Method, StatusCode};
+    use proxy_core::config::{Backend, BackendId, Endpoint};
+    use proxy_core::http::Scheme;
+
+    use super::*;
+
+    fn event<'a>(host: &'a str, backend: Option<&'a BackendId>, status: u16) -> ResponseEvent<'a> {
+        static GET: Method = Method::GET;
+        ResponseEvent {
+            remote: SocketAddr::from(([127, 0, 0, 1], 1)),
+            scheme: Scheme::Http,
+            host,
+            method: &GET,
+            path: "/",
+            status: StatusCode::from_u16(status).unwrap(),
+            backend,
+            endpoint: None,
+            upstream_latency: backend.map(|_| Duration::from_millis(3)),
+            total_latency: Duration::from_millis(4),
+        }
+    }
+
+    #[test]
+    fn requests_are_labelled_with_known_hosts_only() {
+        let m = Metrics::new();
+        let id = BackendId::new("default", "kubia", "80");
+        let mut config = Config::default();
+        config.backends.insert(
+            id.clone(),
+            Arc::new(Backend::new(
+                id.clone(),
+                vec![
+                    Endpoint::ready("127.0.0.1:1".parse().unwrap()),
+                    Endpoint {
+                        ready: false,
+                        ..Endpoint::ready("127.0.0.1:2".parse().unwrap())
+                    },
+                ],
+            )),
+        );
+        m.published(
+            &config,
+            ["Kubia.Example.com".to_owned(), "*.apps.io".to_owned()],
+            Duration::from_millis(2),
+        );
+        m.on_response(&event("kubia.example.COM", Some(&id), 200));
+        m.on_response(&event("x.apps.io", Some(&id), 200));
+        m.on_response(&event("random.attacker", None, 404));
+        m.on_response(&event("a.b.apps.io", None, 404));
+        let text = m.encode();
+        for want in [
+            r#"portico_requests_total{status="200",host="kubia.example.com",backend="default/kubia:80"} 1"#,
+            r#"portico_requests_total{status="200",host="*.apps.io",backend="default/kubia:80"} 1"#,
+            r#"portico_requests_total{status="404",host="other",backend="none"} 2"#,
+            r#"portico_backend_endpoints{backend="default/kubia:80",ready="true"} 1"#,
+            r#"portico_backend_endpoints{backend="default/kubia:80",ready="false"} 1"#,
+            r#"portico_upstream_latency_seconds_count{backend="default/kubia:80"} 2"#,
+            "portico_config_reloads_total 1",
+            "portico_config_reload_duration_seconds_count 1",
+        ] {
+            assert!(text.contains(want), "missing {want} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn diagnostics_from_sources_add_up_and_clear() {
+        let m = Metrics::new();
+        m.set_diagnostics(
+            "compile",
+            [("no_endpoints", "Service"), ("no_endpoints", "Service")],
+        );
+        m.set_diagnostics("files", [("invalid_manifest", "File")]);
+        let text = m.encode();
+        assert!(
+            text.contains(r#"portico_diagnostics{reason="no_endpoints",kind="Service"} 2"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"portico_diagnostics{reason="invalid_manifest",kind="File"} 1"#),
+            "{text}"
+        );
+        m.set_diagnostics("compile", Vec::<(String, String)>::new());
+        let text = m.encode();
+        assert!(!text.contains("no_endpoints"), "{text}");
+        assert!(text.contains("invalid_manifest"), "{text}");
+    }
+}

@@ -1,0 +1,395 @@
+//! Helpers for end-to-end tests that run the real `ingress-controller` binary on
+//! 127.0.0.1: free ports, spawning the binary and waiting until it is ready, a tiny HTTP
+//! backend that names itself, and a small HTTP client.
+//!
+//! Use from a test file with `mod common;`.
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+/// Generous: the machine may be busy compiling or running other tests.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+/// The running binary. Killed on drop; its stderr (the logs) goes to a file.
+pub struct Controller {
+    child: Child,
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub admin: SocketAddr,
+    log: PathBuf,
+    _logdir: tempfile::TempDir,
+}
+
+impl Controller {
+    /// Start the binary on free ports over a manifest folder, with extra flags.
+    pub fn start(manifests: &Path, extra: &[&str]) -> Controller {
+        let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Controller::start_with(&args, &[])
+    }
+
+    /// Start the binary on free ports with these flags and environment variables.
+    pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Controller {
+        let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let logdir = tempfile::tempdir().expect("tempdir");
+        let log = logdir.path().join("controller.log");
+        let logfile = std::fs::File::create(&log).expect("log file");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingress-controller"));
+        cmd.arg("--http-addr")
+            .arg(http.to_string())
+            .arg("--https-addr")
+            .arg(https.to_string())
+            .arg("--admin-addr")
+            .arg(admin.to_string())
+            .args(args)
+            // Access logs would drown what the tests look for.
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,portico::access=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(logfile);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("spawn ingress-controller");
+        Controller {
+            child,
+            http,
+            https,
+            admin,
+            log,
+            _logdir: logdir,
+        }
+    }
+
+    /// Poll `/readyz` until it answers 200; panics with the logs after the deadline.
+    pub async fn wait_ready(&mut self) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("controller exited with {status}:\n{}", self.logs());
+            }
+            if let Ok((200, _)) = get(self.admin, "admin", "/readyz").await {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "controller not ready after {READY_TIMEOUT:?}:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Everything the binary has logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Poll the logs until `pred` holds; panics with the logs after `timeout`.
+    pub async fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let logs = self.logs();
+            if pred(&logs) {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("never logged {what}:\n{logs}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        match get(self.admin, "admin", "/metrics").await {
+            Ok((200, body)) => body,
+            other => panic!("/metrics: {other:?}"),
+        }
+    }
+
+    /// Send a signal (e.g. `"TERM"`) to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// Wait for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "controller did not exit within {timeout:?}:\n{}",
+                    self.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let logs = self.logs();
+            if let Ok(keep) = std::env::var("PORTICO_TEST_KEEP_LOGS") {
+                let _ = std::fs::write(keep, &logs);
+            }
+            let lines: Vec<&str> = logs.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- controller logs (last {}) ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
+    }
+}
+
+/// A tiny HTTP/1.1 backend: answers every request with `200`, the body
+/// `<name> <path>` and the header `x-backend: <name>`.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Backend::start_slow(name, Duration::ZERO).await
+    }
+
+    /// Like [`Backend::start`], answering each request after `delay`.
+    pub async fn start_slow(name: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        let name_owned = name.to_owned();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let name = name_owned.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let name = name.clone();
+                        async move {
+                            tokio::time::sleep(delay).await;
+                            let body = format!("{name} {}", req.uri().path());
+                            let resp = Response::builder()
+                                .header("x-backend", name.as_str())
+                                .body(Full::new(Bytes::from(body)))
+                                .expect("response");
+                            Ok::<_, Infallible>(resp)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_owned(),
+            addr,
+            task,
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A keep-alive HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// One GET with a Host header on a fresh connection; returns status and body.
+pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    get_with(&client(), addr, host, path).await
+}
+
+/// One GET through `client`; returns status and body. Times out after 30 s.
+pub async fn get_with(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+) -> Result<(u16, String), String> {
+    let req = Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let fut = async {
+        let resp = client.request(req).await.map_err(|e| format!("{e:?}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| e.to_string())?
+            .to_bytes();
+        Ok((status, String::from_utf8_lossy(&body).into_owned()))
+    };
+    tokio::time::timeout(Duration::from_secs(30), fut)
+        .await
+        .map_err(|_| "timed out".to_owned())?
+}
+
+/// Poll `GET host/path` until `pred(status, body)` holds; panics after `timeout`.
+pub async fn wait_for(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    timeout: Duration,
+    pred: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = Instant::now() + timeout;
+    let mut last: Result<(u16, String), String> = Err("no request yet".to_owned());
+    loop {
+        if let Ok((status, body)) = &last {
+            if pred(*status, body) {
+                return (*status, body.clone());
+            }
+        }
+        if Instant::now() > deadline {
+            panic!("GET {host}{path}: condition never held; last answer {last:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        last = get(addr, host, path).await;
+    }
+}
+
+/// Manifests for a Service named `name` (port 80, named `http`) whose EndpointSlice
+/// points at `backends`, plus an Ingress routing `host` `path` (Prefix) to it.
+pub fn app_yaml(name: &str, host: &str, path: &str, backends: &[SocketAddr]) -> String {
+    let mut out = service_yaml(name, backends);
+    out.push_str(&ingress_yaml(name, host, path, name));
+    out
+}
+
+/// A Service `name` (port 80 named `http`) with one EndpointSlice per backend (each
+/// backend listens on its own port, and a slice carries one port list).
+pub fn service_yaml(name: &str, backends: &[SocketAddr]) -> String {
+    let mut out = format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+  ports:
+  - name: http
+    port: 80
+    targetPort: 8080
+"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        out.push_str(&format!(
+            "---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}-{i}
+  labels:
+    kubernetes.io/service-name: {name}
+addressType: IPv4
+endpoints:
+- addresses: [\"{ip}\"]
+  conditions: {{ready: true}}
+ports:
+- name: http
+  port: {port}
+",
+            ip = b.ip(),
+            port = b.port()
+        ));
+    }
+    out
+}
+
+/// An Ingress of class `portico` routing `host` `path` (Prefix) to Service `service`:80.
+pub fn ingress_yaml(name: &str, host: &str, path: &str, service: &str) -> String {
+    format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - path: {path}
+        pathType: Prefix
+        backend:
+          service:
+            name: {service}
+            port:
+              number: 80
+"
+    )
+}
+
+/// The IngressClass `portico`, marked default.
+pub const INGRESS_CLASS_YAML: &str = "---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portico
+  annotations:
+    ingressclass.kubernetes.io/is-default-class: \"true\"
+spec:
+  controller: portico.dev/ingress-controller
+";
+
+/// Write `text` to `dir/name` atomically (temporary file, then rename), as careful
+/// tools do.
+pub fn write_atomic(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).expect("write temp manifest");
+    std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
+}

@@ -1,0 +1,390 @@
+//! The binary over a folder of manifests: routing, admin endpoints, and a folder edited
+//! while requests flow.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const FOLLOW: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_from_manifests_and_reports_metrics() {
+    let a = Backend::start("alpha").await;
+    let b = Backend::start("beta").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&app_yaml("alpha", "a.example.com", "/", &[a.addr]));
+    std::fs::write(dir.path().join("alpha.yaml"), text).unwrap();
+    std::fs::write(
+        dir.path().join("beta.yml"),
+        app_yaml("beta", "b.example.com", "/", &[b.addr]),
+    )
+    .unwrap();
+
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    assert_eq!(
+        get(ctl.http, "a.example.com", "/x").await.unwrap(),
+        (200, "alpha /x".to_owned())
+    );
+    assert_eq!(
+        get(ctl.http, "B.Example.com:8080", "/y").await.unwrap(),
+        (200, "beta /y".to_owned())
+    );
+    let (status, _) = get(ctl.http, "nobody.example.com", "/").await.unwrap();
+    assert_eq!(status, 404);
+
+    assert_eq!(get(ctl.admin, "admin", "/healthz").await.unwrap().0, 200);
+    assert_eq!(get(ctl.admin, "admin", "/nope").await.unwrap().0, 404);
+    let metrics = ctl.metrics().await;
+    for want in [
+        r#"portico_requests_total{status="200",host="a.example.com",backend="default/alpha:80"} 1"#,
+        r#"portico_requests_total{status="200",host="b.example.com",backend="default/beta:80"} 1"#,
+        r#"portico_requests_total{status="404",host="other",backend="none"} 1"#,
+        r#"portico_backend_endpoints{backend="default/alpha:80",ready="true"} 1"#,
+        r#"portico_upstream_latency_seconds_count{backend="default/alpha:80"} 1"#,
+        "portico_config_reloads_total",
+        "portico_config_reload_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn follows_edits_additions_and_deletions() {
+    let a = Backend::start("alpha").await;
+    let b = Backend::start("beta").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "app.example.com", "/", &[a.addr]),
+    )
+    .unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    assert_eq!(
+        get(ctl.http, "app.example.com", "/").await.unwrap(),
+        (200, "alpha /".to_owned())
+    );
+
+    // Edit in place: the endpoints move to beta.
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "app.example.com", "/", &[b.addr]),
+    )
+    .unwrap();
+    wait_for(ctl.http, "app.example.com", "/", FOLLOW, |s, body| {
+        s == 200 && body.starts_with("beta")
+    })
+    .await;
+
+    // A new file in a new subfolder adds a host.
+    std::fs::create_dir(dir.path().join("more")).unwrap();
+    write_atomic(
+        &dir.path().join("more"),
+        "other.yaml",
+        &app_yaml("other", "other.example.com", "/", &[a.addr]),
+    );
+    wait_for(ctl.http, "other.example.com", "/o", FOLLOW, |s, body| {
+        s == 200 && body == "alpha /o"
+    })
+    .await;
+
+    // Deleting a file removes its objects.
+    std::fs::remove_file(dir.path().join("app.yaml")).unwrap();
+    wait_for(ctl.http, "app.example.com", "/", FOLLOW, |s, _| s == 404).await;
+    assert_eq!(
+        get(ctl.http, "other.example.com", "/").await.unwrap().0,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broken_file_is_reported_with_path_and_line_and_last_good_keeps_serving() {
+    let a = Backend::start("alpha").await;
+    let b = Backend::start("beta").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    let path = dir.path().join("app.yaml");
+    std::fs::write(&path, app_yaml("app", "app.example.com", "/", &[a.addr])).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    // The new version points at beta, but line 7 is broken.
+    let good = app_yaml("app", "app.example.com", "/", &[b.addr]);
+    let mut lines: Vec<&str> = good.lines().collect();
+    assert_eq!(lines[6], "  ports:");
+    lines[6] = "  ports: [unclosed";
+    std::fs::write(&path, lines.join("\n")).unwrap();
+
+    let want = format!("{}:", path.display());
+    ctl.wait_log("the broken file", FOLLOW, |logs| {
+        logs.lines()
+            .any(|l| l.contains("manifest rejected") && l.contains(&want))
+    })
+    .await;
+    let logs = ctl.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("manifest rejected"))
+        .unwrap()
+        .to_owned();
+    assert!(
+        line.contains(&format!("{}:7:", path.display()))
+            || line.contains(&format!("{}:8:", path.display())),
+        "no path:line in {line}"
+    );
+    // Last good version still serves.
+    for _ in 0..5 {
+        assert_eq!(
+            get(ctl.http, "app.example.com", "/").await.unwrap(),
+            (200, "alpha /".to_owned())
+        );
+    }
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics.contains(r#"portico_diagnostics{reason="invalid_manifest",kind="File"} 1"#),
+        "{metrics}"
+    );
+
+    // Fixed: the new version applies and the diagnostic clears.
+    std::fs::write(&path, &good).unwrap();
+    wait_for(ctl.http, "app.example.com", "/", FOLLOW, |s, body| {
+        s == 200 && body.starts_with("beta")
+    })
+    .await;
+    let metrics = ctl.metrics().await;
+    assert!(!metrics.contains("invalid_manifest"), "{metrics}");
+    // Reported once, not once per rescan.
+    assert_eq!(ctl.logs().matches("manifest rejected").count(), 1);
+}
+
+/// The checked promise: a folder edited 60 times while requests flow fails no request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_failed_requests_while_the_folder_is_edited() {
+    let a = Backend::start("alpha").await;
+    let b = Backend::start("beta").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(dir.path().join("svc.yaml"), service_yaml("app", &[a.addr])).unwrap();
+    std::fs::write(
+        dir.path().join("ing.yaml"),
+        ingress_yaml("app", "app.example.com", "/", "app"),
+    )
+    .unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let stop = stop.clone();
+        let http = ctl.http;
+        clients.push(tokio::spawn(async move {
+            let client = client();
+            let (mut ok, mut failures) = (0u64, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match get_with(&client, http, "app.example.com", "/loop").await {
+                    Ok((200, body)) if body == "alpha /loop" || body == "beta /loop" => ok += 1,
+                    other => failures.push(format!("{other:?}")),
+                }
+            }
+            (ok, failures)
+        }));
+    }
+
+    for i in 0..60 {
+        let backends = match i % 3 {
+            0 => vec![b.addr],
+            1 => vec![a.addr, b.addr],
+            _ => vec![a.addr],
+        };
+        match i % 4 {
+            // In place (truncate and write), as a shell redirect or a simple editor does.
+            0 | 1 => {
+                std::fs::write(dir.path().join("svc.yaml"), service_yaml("app", &backends)).unwrap()
+            }
+            // Through a rename, as careful editors and tools do.
+            2 => write_atomic(dir.path(), "svc.yaml", &service_yaml("app", &backends)),
+            // Unrelated files come and go; the Ingress is rewritten unchanged.
+            _ => {
+                let extra = dir.path().join(format!("extra-{i}.yaml"));
+                std::fs::write(
+                    &extra,
+                    app_yaml(&format!("x{i}"), "x.example.com", "/", &[a.addr]),
+                )
+                .unwrap();
+                if i > 10 {
+                    let _ = std::fs::remove_file(dir.path().join(format!("extra-{}.yaml", i - 8)));
+                }
+                write_atomic(
+                    dir.path(),
+                    "ing.yaml",
+                    &ingress_yaml("app", "app.example.com", "/", "app"),
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(60)).await;
+    }
+    // Let the last edits apply while requests continue.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+
+    let (mut ok, mut failures) = (0, Vec::new());
+    for c in clients {
+        let (o, f) = c.await.unwrap();
+        ok += o;
+        failures.extend(f);
+    }
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok + failures.len() as u64,
+        &failures[..failures.len().min(10)]
+    );
+    assert!(ok > 100, "only {ok} requests");
+    let reloads: u64 = ctl
+        .metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("portico_config_reloads_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(reloads > 5, "{reloads} reloads for 60 edits");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let slow = Backend::start_slow("slow", Duration::from_secs(3)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "slow.example.com", "/", &[slow.addr]),
+    )
+    .unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--shutdown-grace", "30"]);
+    ctl.wait_ready().await;
+    let http = ctl.http;
+    let in_flight = tokio::spawn(async move { get(http, "slow.example.com", "/drain").await });
+    // Let the request reach the backend before stopping.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.signal("TERM");
+
+    // While it drains: not ready, and no new connections.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let ready = get(ctl.admin, "admin", "/readyz").await;
+        let accepting = tokio::net::TcpStream::connect(ctl.http).await.is_ok();
+        if matches!(ready, Ok((503, _))) && !accepting {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready ({ready:?}) or accepting ({accepting}) after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        in_flight.await.unwrap().unwrap(),
+        (200, "slow /drain".to_owned())
+    );
+    let status = ctl.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_turns_unready_and_exits_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--shutdown-grace", "5"]);
+    ctl.wait_ready().await;
+    ctl.signal("TERM");
+    let status = ctl.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}:\n{}", ctl.logs());
+    assert!(ctl.logs().contains("draining"), "{}", ctl.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_and_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let http = free_port();
+    let admin = free_port();
+    let (http_s, admin_s) = (format!("127.0.0.1:{http}"), format!("127.0.0.1:{admin}"));
+    let https_s = format!("127.0.0.1:{}", free_port());
+    let dir_s = dir.path().display().to_string();
+    let mut ctl = Controller::start_with(
+        &[],
+        &[
+            ("PORTICO_MANIFESTS", &dir_s),
+            ("PORTICO_LOG_FORMAT", "json"),
+            ("PORTICO_HTTP_ADDR", &http_s),
+            ("PORTICO_HTTPS_ADDR", &https_s),
+            ("PORTICO_ADMIN_ADDR", &admin_s),
+        ],
+    );
+    // Flags win over the environment: the helper passed its own addresses as flags.
+    ctl.wait_ready().await;
+    let logs = ctl.logs();
+    let first = logs.lines().next().expect("a log line");
+    let v: serde_json::Value = serde_json::from_str(first).expect("JSON log line");
+    assert!(
+        v.get("level").is_some() && v.get("message").is_some(),
+        "{first}"
+    );
+}
+
+#[test]
+fn help_documents_flags_and_env_vars() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-controller"))
+        .arg("--help")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for want in [
+        "--manifests",
+        "PORTICO_MANIFESTS",
+        "--http-addr",
+        "PORTICO_HTTP_ADDR",
+        "0.0.0.0:8080",
+        "--admin-addr",
+        "0.0.0.0:10254",
+        "--ingress-class",
+        "--watch-namespace",
+        "--publish-service",
+        "--publish-address",
+        "--service-proxy",
+        "--node-name",
+        "--node-address",
+        "--default-certificate",
+        "--shutdown-grace",
+        "--log-format",
+    ] {
+        assert!(help.contains(want), "--help lacks {want}:\n{help}");
+    }
+}
+
+#[test]
+fn a_missing_manifest_folder_fails_start_up_clearly() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-controller"))
+        .args([
+            "--manifests",
+            "/nonexistent/portico",
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/portico"), "{err}");
+}

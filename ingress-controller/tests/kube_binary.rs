@@ -1,0 +1,275 @@
+//! The real binary against the API-server double: routing follows API objects, readiness
+//! waits for the initial lists, 410 Gone / dropped watches / a vanished API server keep the
+//! last good config, Ingress status goes through the status subresource, and a burst of
+//! EndpointSlice changes costs a handful of reloads.
+
+mod apiserver;
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use apiserver::ApiServer;
+use common::{get, wait_for, Backend, Controller};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+/// The binary on free ports, pointed at the double through a kubeconfig file.
+fn start(api: &ApiServer, dir: &tempfile::TempDir, extra: &[&str]) -> Controller {
+    let kubeconfig = api.write_kubeconfig(dir.path());
+    let mut args = vec!["--kubeconfig".to_owned(), kubeconfig.display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Controller::start_with(
+        &args,
+        &[("POD_NAME", "portico-test-0"), ("POD_NAMESPACE", "portico")],
+    )
+}
+
+async fn ready(c: &Controller) -> bool {
+    matches!(get(c.admin, "admin", "/readyz").await, Ok((200, _)))
+}
+
+fn reloads(metrics: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("portico_config_reloads_total"))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .expect("portico_config_reloads_total in /metrics")
+}
+
+async fn eventually<T, F, Fut>(c: &Controller, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}\n{}",
+            c.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn ingress(host: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"ingressClassName": "portico", "rules": [{"host": host, "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+    })
+}
+
+/// The `web` EndpointSlice pointing at one backend (the slice carries the port).
+fn slice(to: SocketAddr) -> Value {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+        "metadata": {"namespace": "default", "name": "web-abc", "labels": {"kubernetes.io/service-name": "web"}},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [to.ip().to_string()], "conditions": {"ready": true}}],
+        "ports": [{"name": "http", "port": to.port(), "protocol": "TCP"}]
+    })
+}
+
+fn seed(api: &ApiServer, to: SocketAddr) {
+    api.apply(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "IngressClass",
+        "metadata": {"name": "portico"}, "spec": {"controller": "portico.dev/ingress-controller"}
+    }));
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Service", "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+    }));
+    api.apply(slice(to));
+    api.apply(ingress("a.example.com"));
+}
+
+/// Wait until `host` is answered by backend `name`.
+async fn wait_backend(c: &Controller, host: &str, name: &str) {
+    let want = format!("{name} /");
+    wait_for(c.http, host, "/", DEADLINE, |status, body| {
+        status == 200 && body == want
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_follow_the_api_and_status_is_written_through_the_subresource() {
+    let (a, b) = (
+        Backend::start("backend-a").await,
+        Backend::start("backend-b").await,
+    );
+    let api = ApiServer::start().await;
+    seed(&api, a.addr);
+    // Lists fail at first: the controller must not become ready.
+    api.fail_method(Some("GET"));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&api, &dir, &["--publish-address", "203.0.113.10"]);
+    eventually(&c, "admin up", || async {
+        get(c.admin, "admin", "/healthz").await.ok()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!ready(&c).await, "ready before the initial lists");
+    api.fail_method(None);
+    c.wait_ready().await;
+    wait_backend(&c, "a.example.com", "backend-a").await;
+
+    // EndpointSlice change: traffic moves.
+    api.apply(slice(b.addr));
+    wait_backend(&c, "a.example.com", "backend-b").await;
+    // Ingress change: the host moves.
+    api.apply(ingress("b.example.com"));
+    wait_backend(&c, "b.example.com", "backend-b").await;
+    wait_for(c.http, "a.example.com", "/", DEADLINE, |status, _| {
+        status == 404
+    })
+    .await;
+
+    // Status: one merge patch on the status subresource, by the leader.
+    let status_path = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status";
+    let patch = eventually(&c, "status patch", || async {
+        api.requests().into_iter().find(|r| r.path == status_path)
+    })
+    .await;
+    assert_eq!(patch.method, "PATCH");
+    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(
+        patch.json(),
+        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
+    );
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "portico",
+            "portico-leader",
+        )
+        .expect("Lease");
+    assert_eq!(lease["spec"]["holderIdentity"], "portico-test-0");
+    // More changes that do not touch the address: no more status writes.
+    api.apply(slice(a.addr));
+    wait_backend(&c, "b.example.com", "backend-a").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writes = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == status_path)
+        .count();
+    assert_eq!(writes, 1, "status rewritten without a change");
+    assert!(!api.requests().iter().any(|r| r.method != "GET"
+        && r.path == "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web"));
+
+    // A broken backend reference becomes an Event on the Ingress.
+    let mut broken = ingress("b.example.com");
+    broken["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["name"] = json!("missing");
+    api.apply(broken);
+    let event = eventually(&c, "an Event", || async {
+        api.list("events.k8s.io/v1", "Event").into_iter().next()
+    })
+    .await;
+    assert_eq!(event["regarding"]["kind"], "Ingress");
+    assert_eq!(event["regarding"]["name"], "web");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(
+        event["reportingController"],
+        "portico.dev/ingress-controller"
+    );
+    assert!(
+        event["note"].as_str().unwrap_or("").contains("missing"),
+        "{event}"
+    );
+
+    // SIGTERM: the Lease is released for the next replica.
+    c.signal("TERM");
+    c.wait_exit(DEADLINE).await;
+    let lease = api
+        .get(
+            "coordination.k8s.io/v1",
+            "Lease",
+            "portico",
+            "portico-leader",
+        )
+        .expect("Lease");
+    assert!(lease["spec"]["holderIdentity"].is_null(), "{lease}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keeps_serving_through_410_gone_dropped_watches_and_an_api_server_restart() {
+    let (a, b) = (
+        Backend::start("backend-a").await,
+        Backend::start("backend-b").await,
+    );
+    let api = ApiServer::start().await;
+    seed(&api, a.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&api, &dir, &[]);
+    c.wait_ready().await;
+    wait_backend(&c, "a.example.com", "backend-a").await;
+
+    // Dropped watch connections: resumed, changes still arrive.
+    api.drop_watches();
+    api.apply(slice(b.addr));
+    wait_backend(&c, "a.example.com", "backend-b").await;
+
+    // 410 Gone: history compacted under the watches; they relist and converge.
+    api.expire_watches();
+    api.apply(slice(a.addr));
+    wait_backend(&c, "a.example.com", "backend-a").await;
+
+    // The API server goes away: the last good config keeps serving, readiness holds.
+    api.stop();
+    for _ in 0..10 {
+        assert_eq!(
+            get(c.http, "a.example.com", "/").await,
+            Ok((200, "backend-a /".to_owned()))
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        ready(&c).await,
+        "readiness dropped while the API server was away"
+    );
+    // It comes back having lost our place in its history, with a change we never saw.
+    api.apply(slice(b.addr));
+    api.compact();
+    api.restart().await;
+    wait_backend(&c, "a.example.com", "backend-b").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_endpoint_changes_causes_few_reloads() {
+    let (a, b) = (
+        Backend::start("backend-a").await,
+        Backend::start("backend-b").await,
+    );
+    let api = ApiServer::start().await;
+    seed(&api, a.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&api, &dir, &[]);
+    c.wait_ready().await;
+    wait_backend(&c, "a.example.com", "backend-a").await;
+    // Let start-up publishes settle before counting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reloads(&c.metrics().await);
+    for i in 0..1000u32 {
+        // Alternate between two addresses so every change is a real one; the last is b.
+        let mut s = slice(if i % 2 == 0 { a.addr } else { b.addr });
+        s["metadata"]["annotations"] = json!({"burst": i.to_string()});
+        api.apply(s);
+    }
+    wait_backend(&c, "a.example.com", "backend-b").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let n = reloads(&c.metrics().await) - before;
+    eprintln!("1000 EndpointSlice changes -> {n} config reloads");
+    assert!((1..=25).contains(&n), "{n} reloads for 1000 changes");
+}
