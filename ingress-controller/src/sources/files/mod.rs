@@ -59,7 +59,7 @@ pub enum FilesError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--manifests {}: not a directory", path.display())]
+    #[error("--manifests {}: neither a directory nor a .yaml, .yml or .json file", path.display())]
     NotADirectory { path: PathBuf },
     #[error("cannot start the manifest watcher thread: {0}")]
     Thread(std::io::Error),
@@ -148,7 +148,8 @@ impl FileSource {
             path: root.clone(),
             source,
         })?;
-        if !meta.is_dir() {
+        let usable = meta.is_dir() || (meta.is_file() && Format::of(&root).is_some());
+        if !usable {
             return Err(FilesError::NotADirectory { path: root });
         }
         Ok(Self {
@@ -508,9 +509,13 @@ impl FileSource {
             source,
         };
         let mut watcher = notify::recommended_watcher(tx).map_err(err)?;
-        watcher
-            .watch(&self.root, RecursiveMode::Recursive)
-            .map_err(err)?;
+        // A single manifest file is watched through its folder, so that a new version
+        // renamed over it is seen (a watch on the file would follow the old inode).
+        let (path, mode) = match self.root.parent() {
+            Some(parent) if self.root.is_file() => (parent, RecursiveMode::NonRecursive),
+            _ => (self.root.as_path(), RecursiveMode::Recursive),
+        };
+        watcher.watch(path, mode).map_err(err)?;
         Ok((watcher, walk::identity(&self.root)))
     }
 
@@ -814,6 +819,31 @@ mod tests {
         std::thread::sleep(SETTLE_EMPTY);
         assert!(src.rescan());
         assert_eq!(port_of(&store, "a"), None);
+    }
+
+    #[test]
+    fn a_single_file_can_be_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.yaml");
+        std::fs::write(&path, service("a", 1)).unwrap();
+        std::fs::write(dir.path().join("other.yaml"), service("b", 2)).unwrap();
+        let (src, store, _) = source(&path);
+        let mut src = src.with_settle(SETTLE);
+        src.load();
+        assert_eq!(port_of(&store, "a"), Some(1));
+        assert_eq!(port_of(&store, "b"), None, "only the named file is read");
+        let _thread = src.watch().unwrap();
+        std::fs::write(dir.path().join(".one.tmp"), service("a", 4)).unwrap();
+        std::fs::rename(dir.path().join(".one.tmp"), &path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while port_of(&store, "a") != Some(4) {
+            assert!(
+                Instant::now() < deadline,
+                "rename over the file never applied"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(FileSource::new(dir.path().join("x.txt"), SharedStore::new()).is_err());
     }
 
     #[test]
