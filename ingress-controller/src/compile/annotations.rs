@@ -67,7 +67,6 @@ pub struct BackendSettings {
     pub timeouts: Timeouts,
 }
 
-
 struct Reader<'a> {
     /// For each key of [`KNOWN`], its full annotation name and value, own prefix first.
     values: [Option<(&'a str, &'a str)>; KNOWN.len()],
