@@ -25,10 +25,10 @@ pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
     after_help = "Every flag can also be set through the environment variable shown with it."
 )]
 pub struct Args {
-    /// Read objects from this folder of YAML/JSON manifests instead of the Kubernetes API.
-    /// Every *.yaml, *.yml and *.json below it is read (recursively; names starting with
-    /// "." are skipped) and watched: edits apply within a second, and a file that does not
-    /// parse is reported while its last good version keeps serving.
+    /// Read objects from this folder of YAML/JSON manifests (or this one file) instead of
+    /// the Kubernetes API. Every *.yaml, *.yml and *.json below it is read (recursively;
+    /// names starting with "." are skipped) and watched: edits apply within a second, and a
+    /// file that does not parse is reported while its last good version keeps serving.
     #[arg(long, env = "PORTICO_MANIFESTS", value_name = "DIR")]
     pub manifests: Option<PathBuf>,
 

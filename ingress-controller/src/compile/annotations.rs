@@ -47,12 +47,14 @@ const KNOWN: &[&str] = &[
     READ_TIMEOUT,
 ];
 
-/// What one Ingress's annotations ask for, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one Ingress's annotations ask for, validated. The default is no annotation.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct IngressAnnotations {
     /// Backend settings for every backend this Ingress routes to.
     pub backend: BackendSettings,
-    /// `ssl-redirect`, default true: redirect plain HTTP on hosts that have TLS.
+    /// `ssl-redirect`, default false: redirect plain HTTP on hosts that have TLS. Off by
+    /// default because Ingress conformance requires a TLS host to keep answering plain
+    /// HTTP (unlike ingress-nginx, whose default is on).
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
     pub force_ssl_redirect: bool,
@@ -65,36 +67,24 @@ pub struct BackendSettings {
     pub timeouts: Timeouts,
 }
 
-impl Default for IngressAnnotations {
-    fn default() -> Self {
-        Self {
-            backend: BackendSettings::default(),
-            ssl_redirect: true,
-            force_ssl_redirect: false,
-        }
-    }
-}
-
 struct Reader<'a> {
-    annotations: &'a BTreeMap<String, String>,
-    kind: Kind,
+    /// For each key of [`KNOWN`], its full annotation name and value, own prefix first.
+    values: [Option<(&'a str, &'a str)>; KNOWN.len()],
     key: &'a ObjectKey,
     diags: &'a mut Vec<Diagnostic>,
 }
 
 impl Reader<'_> {
-    /// The value of `name` under our prefix, else under ingress-nginx's, parsed by
-    /// `parse`. A parse error is reported and the annotation treated as absent.
+    /// The value of `name`, parsed by `parse`. A parse error is reported and the
+    /// annotation treated as absent.
     fn get<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
-        let (full, raw) = [OWN_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
-            let full = format!("{prefix}{name}");
-            self.annotations.get(&full).map(|v| (full, v))
-        })?;
+        let i = KNOWN.iter().position(|k| *k == name)?;
+        let (full, raw) = self.values[i]?;
         match parse(raw.trim()) {
             Ok(v) => Some(v),
             Err(expected) => {
                 self.diags.push(Diagnostic::error(
-                    self.kind,
+                    Kind::Ingress,
                     self.key,
                     format!("metadata.annotations[{full:?}]"),
                     DiagnosticReason::InvalidAnnotation,
@@ -117,13 +107,40 @@ pub fn parse(
     let Some(annotations) = annotations else {
         return out;
     };
-    report_unsupported(key, annotations, diags);
-    let mut r = Reader {
-        annotations,
-        kind: Kind::Ingress,
-        key,
-        diags,
-    };
+    // One pass over the map, no allocation unless something is wrong: this runs for
+    // every Ingress on every compile.
+    let mut values = [None; KNOWN.len()];
+    for (name, value) in annotations {
+        let (suffix, own) = if let Some(s) = name.strip_prefix(OWN_PREFIX) {
+            (s, true)
+        } else if let Some(s) = name.strip_prefix(NGINX_PREFIX) {
+            (s, false)
+        } else {
+            continue;
+        };
+        match KNOWN.iter().position(|k| *k == suffix) {
+            Some(i) => {
+                if own || values[i].is_none() {
+                    values[i] = Some((name.as_str(), value.as_str()));
+                }
+            }
+            None => {
+                let what = if own {
+                    "is not a Portico annotation, ignored"
+                } else {
+                    "is not supported by Portico, ignored"
+                };
+                diags.push(Diagnostic::warning(
+                    Kind::Ingress,
+                    key,
+                    format!("metadata.annotations[{name:?}]"),
+                    DiagnosticReason::UnsupportedAnnotation,
+                    format!("annotation {name} {what}"),
+                ));
+            }
+        }
+    }
+    let mut r = Reader { values, key, diags };
 
     if let Some(v) = r.get(SSL_REDIRECT, parse_bool) {
         out.ssl_redirect = v;
@@ -161,31 +178,6 @@ pub fn parse(
         out.backend.affinity = Some(a);
     }
     out
-}
-
-fn report_unsupported(
-    key: &ObjectKey,
-    annotations: &BTreeMap<String, String>,
-    diags: &mut Vec<Diagnostic>,
-) {
-    for name in annotations.keys() {
-        let (suffix, what) = if let Some(s) = name.strip_prefix(NGINX_PREFIX) {
-            (s, "is not supported by Portico, ignored")
-        } else if let Some(s) = name.strip_prefix(OWN_PREFIX) {
-            (s, "is not a Portico annotation, ignored")
-        } else {
-            continue;
-        };
-        if !KNOWN.contains(&suffix) {
-            diags.push(Diagnostic::warning(
-                Kind::Ingress,
-                key,
-                format!("metadata.annotations[{name:?}]"),
-                DiagnosticReason::UnsupportedAnnotation,
-                format!("annotation {name} {what}"),
-            ));
-        }
-    }
 }
 
 /// Go's `strconv.ParseBool` set, which ingress-nginx uses: migrated values keep meaning
@@ -266,6 +258,17 @@ fn parse_cookie_path(v: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tls_hosts_keep_plain_http_unless_asked_to_redirect() {
+        let key = ObjectKey::new("default", "web");
+        let mut diags = Vec::new();
+        assert!(!parse(&key, None, &mut diags).ssl_redirect);
+        let on: BTreeMap<String, String> =
+            [("portico.dev/ssl-redirect".to_owned(), "true".to_owned())].into();
+        assert!(parse(&key, Some(&on), &mut diags).ssl_redirect);
+        assert!(diags.is_empty());
+    }
 
     #[test]
     fn scalar_parsers_are_strict() {

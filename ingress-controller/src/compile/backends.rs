@@ -2,6 +2,7 @@
 //! ExternalName, and the per-backend settings from annotations.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Service, ServicePort};
@@ -16,6 +17,7 @@ use super::syntax::parse_host;
 use crate::store::{Kind, ObjectKey, Store};
 
 /// A Service port as an Ingress names it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
 enum PortRef<'a> {
     Number(i32),
     Name(&'a str),
@@ -31,6 +33,7 @@ struct Problem {
 }
 
 struct Entry {
+    id: BackendId,
     kind: BackendKind,
     problem: Option<Problem>,
     /// Settings of the oldest Ingress that routes here, and who that was.
@@ -41,7 +44,10 @@ struct Entry {
 pub struct Backends<'a> {
     store: &'a Store,
     index: &'a EndpointIndex<'a>,
-    entries: HashMap<BackendId, Entry>,
+    /// `(namespace, service, port)` borrowed from the store -> `entries` index, so the
+    /// per-path lookup allocates nothing.
+    by_ref: HashMap<(&'a str, &'a str, PortRef<'a>), usize>,
+    entries: Vec<Entry>,
     /// Services already reported as having no endpoint objects.
     reported: HashSet<ObjectKey>,
 }
@@ -51,7 +57,8 @@ impl<'a> Backends<'a> {
         Self {
             store,
             index,
-            entries: HashMap::new(),
+            by_ref: HashMap::new(),
+            entries: Vec::new(),
             reported: HashSet::new(),
         }
     }
@@ -61,17 +68,23 @@ impl<'a> Backends<'a> {
     /// (with no endpoints, so it answers 503) plus a diagnostic.
     pub fn resolve(
         &mut self,
-        key: &ObjectKey,
+        key: &'a ObjectKey,
         ann: &IngressAnnotations,
-        backend: &IngressBackend,
-        field: &str,
+        backend: &'a IngressBackend,
+        field: &dyn fmt::Display,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<BackendId> {
-        let (id, port) = reference(key, backend, field, diags)?;
-        let entry = match self.entries.entry(id.clone()) {
-            std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let svc_key = ObjectKey::new(&key.namespace, &id.service);
+        let (service, port) = reference(key, backend, field, diags)?;
+        let slot = (key.namespace.as_str(), service, port);
+        let i = match self.by_ref.get(&slot) {
+            Some(i) => *i,
+            None => {
+                let written = match port {
+                    PortRef::Number(n) => n.to_string(),
+                    PortRef::Name(name) => name.to_owned(),
+                };
+                let id = BackendId::new(&key.namespace, service, &written);
+                let svc_key = ObjectKey::new(&key.namespace, service);
                 let (kind, problem) = resolve_service(
                     self.store,
                     self.index,
@@ -80,13 +93,17 @@ impl<'a> Backends<'a> {
                     &mut self.reported,
                     diags,
                 );
-                v.insert(Entry {
+                self.entries.push(Entry {
+                    id,
                     kind,
                     problem,
                     settings: None,
-                })
+                });
+                self.by_ref.insert(slot, self.entries.len() - 1);
+                self.entries.len() - 1
             }
         };
+        let entry = &mut self.entries[i];
         if let Some(p) = &entry.problem {
             diags.push(Diagnostic::error(
                 Kind::Ingress,
@@ -105,29 +122,30 @@ impl<'a> Backends<'a> {
                     "metadata.annotations",
                     DiagnosticReason::BackendSettingsConflict,
                     format!(
-                        "backend {id} is also used by the older Ingress {owner} with different \
-                         affinity or timeout annotations; the older Ingress's settings apply"
+                        "backend {} is also used by the older Ingress {owner} with different \
+                         affinity or timeout annotations; the older Ingress's settings apply",
+                        entry.id
                     ),
                 ));
             }
             Some(_) => {}
         }
-        Some(id)
+        Some(entry.id.clone())
     }
 
     /// The resolved backends, keyed by id.
     pub fn finish(self) -> HashMap<BackendId, Arc<Backend>> {
         self.entries
             .into_iter()
-            .map(|(id, e)| {
+            .map(|e| {
                 let settings = e.settings.map(|(s, _)| s).unwrap_or_default();
                 let backend = Backend {
-                    id: id.clone(),
+                    id: e.id.clone(),
                     kind: e.kind,
                     affinity: settings.affinity,
                     timeouts: settings.timeouts,
                 };
-                (id, Arc::new(backend))
+                (e.id, Arc::new(backend))
             })
             .collect()
     }
@@ -137,9 +155,9 @@ impl<'a> Backends<'a> {
 fn reference<'b>(
     key: &ObjectKey,
     backend: &'b IngressBackend,
-    field: &str,
+    field: &dyn fmt::Display,
     diags: &mut Vec<Diagnostic>,
-) -> Option<(BackendId, PortRef<'b>)> {
+) -> Option<(&'b str, PortRef<'b>)> {
     let bad = |suffix: &str, reason, message: &str| {
         Diagnostic::error(
             Kind::Ingress,
@@ -174,13 +192,13 @@ fn reference<'b>(
         return None;
     }
     let port = service.port.as_ref();
-    let (port_ref, written) = match (
+    let port_ref = match (
         port.and_then(|p| p.number),
         port.and_then(|p| p.name.as_deref())
             .filter(|n| !n.is_empty()),
     ) {
-        (Some(n), None) => (PortRef::Number(n), n.to_string()),
-        (None, Some(name)) => (PortRef::Name(name), name.to_owned()),
+        (Some(n), None) => PortRef::Number(n),
+        (None, Some(name)) => PortRef::Name(name),
         (Some(_), Some(_)) => {
             diags.push(bad(
                 ".service.port",
@@ -198,8 +216,7 @@ fn reference<'b>(
             return None;
         }
     };
-    let id = BackendId::new(&key.namespace, &service.name, &written);
-    Some((id, port_ref))
+    Some((service.name.as_str(), port_ref))
 }
 
 fn find_port<'s>(service: &'s Service, port: &PortRef<'_>) -> Option<&'s ServicePort> {

@@ -22,6 +22,7 @@ mod syntax;
 mod tests;
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -113,7 +114,7 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
     let mut claims: HashMap<(HostMatch, String, PathType), Arc<str>> = HashMap::new();
     let mut default_backend: Option<RouteTarget> = None;
 
-    for (key, ingress) in &ours {
+    for &(key, ingress) in &ours {
         let ann = annotations::parse(key, ingress.metadata.annotations.as_ref(), &mut diags);
         let source: Arc<str> = key.to_string().into();
         let Some(spec) = ingress.spec.as_ref() else {
@@ -133,7 +134,7 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
                     ),
                 ));
             } else if let Some(id) =
-                backends.resolve(key, &ann, backend, "spec.defaultBackend", &mut diags)
+                backends.resolve(key, &ann, backend, &"spec.defaultBackend", &mut diags)
             {
                 default_backend = Some(RouteTarget {
                     backend: id,
@@ -164,7 +165,8 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
                 .map(|h| h.paths.as_slice())
                 .unwrap_or_default();
             for (j, p) in paths.iter().enumerate() {
-                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                // Formatted only when a diagnostic needs it: this loop runs per path.
+                let field = PathField { rule: i, path: j };
                 let path_type = match syntax::parse_path_type(&p.path_type) {
                     Ok(t) => t,
                     Err(msg) => {
@@ -198,11 +200,17 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
                 );
                 if let Some(owner) = claims.get(&claim) {
                     diags.push(duplicate(
-                        key, &field, &host, &path, path_type, owner, &source,
+                        key,
+                        &field.to_string(),
+                        &host,
+                        &path,
+                        path_type,
+                        owner,
+                        &source,
                     ));
                     continue;
                 }
-                let backend_field = format!("{field}.backend");
+                let backend_field = BackendField(field);
                 let Some(id) = backends.resolve(key, &ann, &p.backend, &backend_field, &mut diags)
                 else {
                     continue;
@@ -249,6 +257,28 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
         owned_ingresses,
     };
     (compiled, rules)
+}
+
+/// `spec.rules[i].http.paths[j]`.
+#[derive(Clone, Copy)]
+struct PathField {
+    rule: usize,
+    path: usize,
+}
+
+impl fmt::Display for PathField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "spec.rules[{}].http.paths[{}]", self.rule, self.path)
+    }
+}
+
+/// `spec.rules[i].http.paths[j].backend`.
+struct BackendField(PathField);
+
+impl fmt::Display for BackendField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.backend", self.0)
+    }
 }
 
 fn duplicate(

@@ -158,6 +158,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests answered 500 while set, by method (e.g. to fail status patches).
     fail_method: Option<String>,
+    /// Set by `stop`: the aborted server task may still run briefly, so requests check it.
+    stopped: bool,
 }
 
 impl State {
@@ -660,7 +662,9 @@ impl ApiServer {
         if let Some(h) = self.lock_server().take() {
             h.abort();
         }
-        self.lock().watchers.clear();
+        let mut s = self.lock();
+        s.stopped = true;
+        s.watchers.clear();
     }
 
     /// Serve again on the same address with the same objects.
@@ -676,6 +680,7 @@ impl ApiServer {
                 Err(e) => panic!("rebinding {}: {e}", self.addr),
             }
         };
+        self.lock().stopped = false;
         *self.lock_server() = Some(tokio::spawn(serve(listener, self.state.clone())));
     }
 
@@ -716,7 +721,11 @@ async fn serve(listener: TcpListener, state: Arc<Mutex<State>>) {
 async fn handle(
     state: Arc<Mutex<State>>,
     req: Request<Incoming>,
-) -> Result<Response<Body>, Infallible> {
+) -> Result<Response<Body>, std::io::Error> {
+    if state.lock().unwrap_or_else(|e| e.into_inner()).stopped {
+        // Stopped: close the connection without an answer, as a dead server would.
+        return Err(std::io::Error::other("stopped"));
+    }
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
     let query = req.uri().query().unwrap_or("").to_owned();
@@ -731,6 +740,9 @@ async fn handle(
         Err(_) => Bytes::new(),
     };
     let mut s = state.lock().unwrap_or_else(|e| e.into_inner());
+    if s.stopped {
+        return Err(std::io::Error::other("stopped"));
+    }
     s.requests.push(Recorded {
         method: method.to_string(),
         path: path.clone(),

@@ -59,7 +59,7 @@ pub enum FilesError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("--manifests {}: not a directory", path.display())]
+    #[error("--manifests {}: neither a directory nor a .yaml, .yml or .json file", path.display())]
     NotADirectory { path: PathBuf },
     #[error("cannot start the manifest watcher thread: {0}")]
     Thread(std::io::Error),
@@ -92,6 +92,8 @@ struct FileState {
     error: Option<ParseError>,
     /// New bytes seen but not yet taken in: they must stay the same for [`SETTLE`] first.
     pending: Option<(Vec<u8>, Instant)>,
+    /// `objects` were replaced by the current rescan.
+    fresh: bool,
 }
 
 impl FileState {
@@ -101,6 +103,7 @@ impl FileState {
             objects: Vec::new(),
             error: None,
             pending: None,
+            fresh: false,
         }
     }
 }
@@ -128,11 +131,25 @@ pub struct FileSource {
 impl FileSource {
     pub fn new(root: impl Into<PathBuf>, store: SharedStore) -> Result<Self, FilesError> {
         let root = root.into();
+        // Change events name absolute paths (the watcher joins a relative path to the
+        // working directory); walk the same form so the two can be matched. Symlinks are
+        // deliberately not resolved: a folder swapped behind a symlink must be seen.
+        let root = if root.is_absolute() {
+            root
+        } else {
+            std::env::current_dir()
+                .map_err(|source| FilesError::Root {
+                    path: root.clone(),
+                    source,
+                })?
+                .join(root)
+        };
         let meta = std::fs::metadata(&root).map_err(|source| FilesError::Root {
             path: root.clone(),
             source,
         })?;
-        if !meta.is_dir() {
+        let usable = meta.is_dir() || (meta.is_file() && Format::of(&root).is_some());
+        if !usable {
             return Err(FilesError::NotADirectory { path: root });
         }
         Ok(Self {
@@ -186,7 +203,8 @@ impl FileSource {
             let old = self.files.remove(&path);
             if self.writing.contains_key(&path) {
                 // Half-written: keep what we had, and do not pick up a new file yet.
-                if let Some(old) = old {
+                if let Some(mut old) = old {
+                    old.fresh = false;
                     next.insert(path, old);
                 }
                 continue;
@@ -195,12 +213,23 @@ impl FileSource {
                 next.insert(path, state);
             }
         }
+        let mut objects_changed = !self.files.is_empty();
         for path in self.files.keys() {
             tracing::info!(path = %path.display(), "manifest removed");
         }
         self.files = next;
-        let changed = self.apply();
+        objects_changed |= self.files.values().any(|f| f.fresh);
+        let read = now.elapsed();
+        // Most rescans (resyncs, settling, unrelated events) change nothing: skip the
+        // comparison with what the store holds.
+        let changed = objects_changed && self.apply();
         self.report();
+        tracing::trace!(
+            read_ms = read.as_secs_f64() * 1000.0,
+            total_ms = now.elapsed().as_secs_f64() * 1000.0,
+            changed,
+            "rescanned"
+        );
         changed
     }
 
@@ -220,10 +249,13 @@ impl FileSource {
             }
         };
         let mut old = old.unwrap_or_else(FileState::new);
+        old.fresh = false;
         if old.bytes == bytes {
             old.pending = None;
             return Some(old);
         }
+        // Even a file renamed into place settles: the next writer may already be
+        // rewriting it in place before its change events reach us.
         if !self.settle.is_zero() {
             let blank = bytes.iter().all(u8::is_ascii_whitespace);
             let settle = if blank && !old.objects.is_empty() {
@@ -259,6 +291,7 @@ impl FileSource {
                     objects,
                     error: None,
                     pending: None,
+                    fresh: true,
                 })
             }
             Err(error) => Some(self.rejected(path, old, bytes, error)),
@@ -285,18 +318,22 @@ impl FileSource {
             objects: kept,
             error: Some(error),
             pending: None,
+            fresh: false,
         }
     }
 
     /// Work out the wanted objects from the files and write the difference to the store.
     fn apply(&mut self) -> bool {
-        let mut wanted: BTreeMap<(Kind, ObjectKey), (&Path, &Object)> = BTreeMap::new();
+        // Paths are compared as plain strings below: `Path`'s own comparison walks
+        // components and dominates the cost with thousands of objects. Every path here
+        // comes from the same walk, so the string form is canonical.
+        let mut wanted: BTreeMap<(Kind, ObjectKey), (&Path, &Object, bool)> = BTreeMap::new();
         let mut duplicates = BTreeSet::new();
         for (path, file) in &self.files {
             for obj in &file.objects {
                 let id = (obj.kind(), obj.key());
                 match wanted.get(&id) {
-                    Some((first, _)) if *first != path.as_path() => {
+                    Some((first, _, _)) if first.as_os_str() != path.as_os_str() => {
                         duplicates.insert(format!(
                             "{:?} {} is defined in {} and {}; the first wins",
                             id.0,
@@ -307,7 +344,7 @@ impl FileSource {
                     }
                     // Within one file, the later definition wins, as with `kubectl apply`.
                     _ => {
-                        wanted.insert(id, (path.as_path(), obj));
+                        wanted.insert(id, (path.as_path(), obj, file.fresh));
                     }
                 }
             }
@@ -318,10 +355,14 @@ impl FileSource {
         self.duplicates = duplicates;
 
         let mut upserts = Vec::new();
-        for (id, (path, obj)) in &wanted {
+        for (id, (path, obj, fresh)) in &wanted {
+            let same_path = |a: &Applied| a.path.as_os_str() == path.as_os_str();
             match self.applied.get(id) {
+                // Comparing every object on every rescan is costly; objects of a file
+                // that was not re-parsed are the ones already applied.
+                Some(a) if !fresh && same_path(a) => {}
                 Some(a) if same(&a.object, obj) => {
-                    if a.path != *path {
+                    if !same_path(a) {
                         // Same object, now owned by another file: no store change.
                         upserts.push((id.clone(), path.to_path_buf(), None));
                     }
@@ -468,9 +509,13 @@ impl FileSource {
             source,
         };
         let mut watcher = notify::recommended_watcher(tx).map_err(err)?;
-        watcher
-            .watch(&self.root, RecursiveMode::Recursive)
-            .map_err(err)?;
+        // A single manifest file is watched through its folder, so that a new version
+        // renamed over it is seen (a watch on the file would follow the old inode).
+        let (path, mode) = match self.root.parent() {
+            Some(parent) if self.root.is_file() => (parent, RecursiveMode::NonRecursive),
+            _ => (self.root.as_path(), RecursiveMode::Recursive),
+        };
+        watcher.watch(path, mode).map_err(err)?;
         Ok((watcher, walk::identity(&self.root)))
     }
 
@@ -774,6 +819,31 @@ mod tests {
         std::thread::sleep(SETTLE_EMPTY);
         assert!(src.rescan());
         assert_eq!(port_of(&store, "a"), None);
+    }
+
+    #[test]
+    fn a_single_file_can_be_the_source() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("one.yaml");
+        std::fs::write(&path, service("a", 1)).unwrap();
+        std::fs::write(dir.path().join("other.yaml"), service("b", 2)).unwrap();
+        let (src, store, _) = source(&path);
+        let mut src = src.with_settle(SETTLE);
+        src.load();
+        assert_eq!(port_of(&store, "a"), Some(1));
+        assert_eq!(port_of(&store, "b"), None, "only the named file is read");
+        let _thread = src.watch().unwrap();
+        std::fs::write(dir.path().join(".one.tmp"), service("a", 4)).unwrap();
+        std::fs::rename(dir.path().join(".one.tmp"), &path).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while port_of(&store, "a") != Some(4) {
+            assert!(
+                Instant::now() < deadline,
+                "rename over the file never applied"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(FileSource::new(dir.path().join("x.txt"), SharedStore::new()).is_err());
     }
 
     #[test]

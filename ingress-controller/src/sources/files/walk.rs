@@ -7,9 +7,15 @@ use super::Format;
 /// Symlinked folders are followed; this bounds a symlink loop.
 const MAX_DEPTH: usize = 16;
 
-/// Every manifest file under `root`, in path order. Entries whose name starts with `.` are
+/// Every manifest file under `root` (or `root` itself, when it is one), in path order. Entries whose name starts with `.` are
 /// skipped. Unreadable folders are logged and skipped.
 pub(super) fn manifests(root: &Path) -> Vec<PathBuf> {
+    if std::fs::metadata(root).is_ok_and(|m| m.is_file()) {
+        return Format::of(root)
+            .map(|_| root.to_owned())
+            .into_iter()
+            .collect();
+    }
     let mut out = Vec::new();
     visit(root, 0, &mut out);
     out.sort();
