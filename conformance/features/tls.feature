@@ -42,6 +42,10 @@ Feature: TLS by SNI
       | a.tls.test | svc-a   |
       | b.tls.test | svc-b   |
 
-  Scenario: The same hosts still answer plain HTTP
-    When I send a "GET" request to "http://a.tls.test/"
+  Scenario: Plain HTTP to a TLS host is redirected to HTTPS and served there
+    When I send a "GET" request to "http://a.tls.test/plain?q=1"
     Then the request must be answered by "svc-a"
+    And the request path must be "/plain"
+    And the request headers must contain <key> with matching <value>
+      | key               | value |
+      | X-Forwarded-Proto | https |

@@ -173,6 +173,48 @@ impl Captured {
     }
 }
 
+/// How many redirects a Go `http.Client` follows before giving up.
+pub const MAX_REDIRECTS: usize = 10;
+
+/// The request a Go `http.Client` (the upstream suite's client) sends next when `got`
+/// is a redirect, or `None` when it is not one. The proxy's listeners stand in for ports
+/// 80 and 443, so a `Location` naming a listener's own port names the default port, and
+/// the next request's `Host` carries no port, as it would in a cluster.
+pub fn follow_redirect(req: &Request, got: &Captured, addrs: ProxyAddrs) -> Option<Request> {
+    let status = got.status.as_u16();
+    if !matches!(status, 301 | 302 | 303 | 307 | 308) {
+        return None;
+    }
+    let location = got.headers.get(http::header::LOCATION)?.to_str().ok()?;
+    let mut next = if location.starts_with('/') {
+        Request {
+            path_and_query: location.to_owned(),
+            ..req.clone()
+        }
+    } else {
+        let mut next = Request::parse(req.method.clone(), location).ok()?;
+        next.headers = req.headers.clone();
+        next.body = req.body.clone();
+        next
+    };
+    let listener_port = if next.scheme == "https" {
+        addrs.https.port()
+    } else {
+        addrs.http.port()
+    };
+    if let Some((host, port)) = next.host.rsplit_once(':') {
+        if port.parse::<u16>().ok() == Some(listener_port) {
+            next.host = host.to_owned();
+        }
+    }
+    // Go turns 301/302/303 into a bodiless GET (HEAD stays HEAD); 307/308 resend as is.
+    if matches!(status, 301..=303) && next.method != Method::HEAD {
+        next.method = Method::GET;
+        next.body = Bytes::new();
+    }
+    Some(next)
+}
+
 /// Send one request to the proxy: plain HTTP to `addrs.http`, HTTPS to `addrs.https`.
 pub async fn send(
     addrs: ProxyAddrs,

@@ -789,12 +789,23 @@ impl<C: Cluster> World<C> {
         if !self.cookies.is_empty() {
             req = req.header("cookie", &cookie_header(&self.cookies));
         }
-        let trust = self.trust(&req);
-        let got = client::send(proxy, &req, &trust)
-            .await
-            .map_err(|e| e.to_string())?;
-        self.last = Some(got);
+        self.last = Some(self.fetch(proxy, req).await?);
         Ok(())
+    }
+
+    /// Send `req` and follow redirects, as the upstream suite's Go client does.
+    async fn fetch(&self, proxy: ProxyAddrs, mut req: Request) -> Result<Captured, String> {
+        for _ in 0..=client::MAX_REDIRECTS {
+            let trust = self.trust(&req);
+            let got = client::send(proxy, &req, &trust)
+                .await
+                .map_err(|e| e.to_string())?;
+            match client::follow_redirect(&req, &got, proxy) {
+                Some(next) => req = next,
+                None => return Ok(got),
+            }
+        }
+        Err(format!("stopped after {} redirects", client::MAX_REDIRECTS))
     }
 
     async fn send_many(&mut self, count: &str, url: &str, keep_cookies: bool) -> StepResult {
@@ -808,10 +819,7 @@ impl<C: Cluster> World<C> {
             if keep_cookies && !jar.is_empty() {
                 req = req.header("cookie", &cookie_header(&jar));
             }
-            let trust = self.trust(&req);
-            let got = client::send(proxy, &req, &trust)
-                .await
-                .map_err(|e| e.to_string())?;
+            let got = self.fetch(proxy, req).await?;
             if keep_cookies {
                 for c in got.set_cookies() {
                     if let Some((k, v)) = c.split(';').next().and_then(|kv| kv.split_once('=')) {

@@ -55,6 +55,11 @@ pub struct Args {
     )]
     pub https_addr: SocketAddr,
 
+    /// Port that clients reach HTTPS on, used in HTTP-to-HTTPS redirects. Default: the
+    /// port of --https-addr; behind a Service that maps 443 to it, set 443.
+    #[arg(long, env = "PORTICO_HTTPS_REDIRECT_PORT", value_name = "PORT")]
+    pub https_redirect_port: Option<u16>,
+
     /// Admin listener: /healthz, /readyz and Prometheus /metrics.
     #[arg(
         long,

