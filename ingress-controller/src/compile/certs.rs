@@ -1,6 +1,7 @@
 //! `spec.tls` -> certificates for SNI, and the set of hosts that have TLS (for redirects).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -44,6 +45,39 @@ impl TlsHosts {
 
 /// A Secret's PEM pair, validated, or why it cannot be used.
 type Loaded = Result<(Vec<u8>, Vec<u8>, Option<String>), (DiagnosticReason, String)>;
+
+/// Secrets already checked by an earlier compile. Checking a key pair parses the private
+/// key (an RSA parse costs about a millisecond), and a thousand TLS Secrets are checked on
+/// every compile; a Secret object that is still the same `Arc` in the store has the same
+/// content, so its result stands.
+#[derive(Default)]
+pub struct SecretCache {
+    checked: HashMap<ObjectKey, (Arc<Secret>, Arc<Loaded>)>,
+}
+
+impl SecretCache {
+    /// The check of `key`'s Secret as the store holds it now.
+    fn load(&self, store: &Store, key: &ObjectKey, used: &mut Self) -> Arc<Loaded> {
+        let Some(secret) = store.secrets.get(key) else {
+            return Arc::new(Err((
+                DiagnosticReason::SecretNotFound,
+                format!("not found in namespace {:?}", key.namespace),
+            )));
+        };
+        if let Some((s, loaded)) = used.checked.get(key) {
+            if Arc::ptr_eq(s, secret) {
+                return loaded.clone();
+            }
+        }
+        let loaded = match self.checked.get(key) {
+            Some((s, loaded)) if Arc::ptr_eq(s, secret) => loaded.clone(),
+            _ => Arc::new(load_secret(secret)),
+        };
+        used.checked
+            .insert(key.clone(), (secret.clone(), loaded.clone()));
+        loaded
+    }
+}
 
 /// Reads and checks a TLS Secret: type, keys, PEM, and that the key matches the
 /// certificate. The `Option<String>` is a warning for an accepted but unusual Secret.
@@ -110,17 +144,19 @@ pub struct TlsOutcome {
     pub hosts: TlsHosts,
 }
 
+/// `previous` holds the checks of the previous compile; `used` gathers those of this one
+/// (so Secrets that went away are forgotten).
 pub fn compile_tls(
     store: &Store,
     ingresses: &[(&ObjectKey, &Ingress)],
+    previous: &SecretCache,
+    used: &mut SecretCache,
     diags: &mut Vec<Diagnostic>,
 ) -> TlsOutcome {
     let mut hosts = TlsHosts::default();
     let mut certs: BTreeMap<String, CertSource> = BTreeMap::new();
     // Which Secret serves a host: the first (oldest Ingress) to claim it.
     let mut owner: HashMap<String, String> = HashMap::new();
-    // Each Secret is checked once per compile, however many Ingresses name it.
-    let mut loaded: HashMap<ObjectKey, Loaded> = HashMap::new();
 
     for (key, ingress) in ingresses {
         let entries = ingress.spec.as_ref().and_then(|s| s.tls.as_deref());
@@ -162,10 +198,9 @@ pub fn compile_tls(
                 continue;
             }
             let secret_key = ObjectKey::new(&key.namespace, secret_name);
-            let loaded = loaded
-                .entry(secret_key.clone())
-                .or_insert_with(|| load_from_store(store, &secret_key));
-            let (cert_pem, key_pem) = match loaded {
+            // Each Secret is checked once, however many Ingresses name it.
+            let loaded = previous.load(store, &secret_key, used);
+            let (cert_pem, key_pem) = match &*loaded {
                 Ok((cert, key_pem, warning)) => {
                     if let Some(w) = warning {
                         diags.push(Diagnostic::warning(
@@ -176,7 +211,7 @@ pub fn compile_tls(
                             format!("secret {secret_name:?}: {w}"),
                         ));
                     }
-                    (&*cert, &*key_pem)
+                    (cert.as_slice(), key_pem.as_slice())
                 }
                 Err((reason, msg)) => {
                     diags.push(Diagnostic {
@@ -233,23 +268,16 @@ pub fn compile_tls(
     TlsOutcome { certs, hosts }
 }
 
-fn load_from_store(store: &Store, key: &ObjectKey) -> Loaded {
-    match store.secrets.get(key) {
-        Some(secret) => load_secret(secret),
-        None => Err((
-            DiagnosticReason::SecretNotFound,
-            format!("not found in namespace {:?}", key.namespace),
-        )),
-    }
-}
-
 /// `--default-certificate NS/NAME`: the certificate for connections no SNI host matches.
 pub fn default_cert(
     store: &Store,
     key: &ObjectKey,
+    previous: &SecretCache,
+    used: &mut SecretCache,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<CertSource> {
-    match load_from_store(store, key) {
+    let loaded = previous.load(store, key, used);
+    match &*loaded {
         Ok((cert_pem, key_pem, warning)) => {
             if let Some(w) = warning {
                 diags.push(Diagnostic::warning(
@@ -257,14 +285,14 @@ pub fn default_cert(
                     key,
                     "type",
                     DiagnosticReason::SecretWrongType,
-                    w,
+                    w.clone(),
                 ));
             }
             Some(CertSource {
                 name: key.to_string(),
                 hosts: Vec::new(),
-                cert_pem,
-                key_pem,
+                cert_pem: cert_pem.clone(),
+                key_pem: key_pem.clone(),
             })
         }
         Err((reason, msg)) => {
@@ -272,7 +300,7 @@ pub fn default_cert(
                 Kind::Secret,
                 key,
                 "",
-                reason,
+                *reason,
                 format!("default certificate: {msg}; a generated self-signed certificate is used instead"),
             ));
             None

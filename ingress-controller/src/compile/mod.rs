@@ -80,16 +80,34 @@ pub struct Compiled {
     pub owned_ingresses: Vec<ObjectKey>,
 }
 
+/// What one compile learnt that the next may reuse: its output is still a function of
+/// the store and options alone (see [`compile_with`]).
+#[derive(Default)]
+pub struct CompileCache {
+    secrets: certs::SecretCache,
+}
+
 /// Compiles the store. Same store and options, same output.
 pub fn compile(store: &Store, opts: &CompileOptions) -> Compiled {
-    let (mut compiled, rules) = compile_inner(store, opts);
+    compile_with(store, opts, &mut CompileCache::default())
+}
+
+/// [`compile`], reusing what `cache` holds from earlier compiles (the publish loop keeps
+/// one). The result equals [`compile`]'s for the same store and options.
+pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCache) -> Compiled {
+    let (mut compiled, rules) = compile_inner(store, opts, cache);
     compiled.config.routes = RouteTable::build(rules);
     compiled
 }
 
-/// Like [`compile`], with the rules handed back unbuilt (`config.routes` left empty).
-pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, Vec<RouteRule>) {
+/// Like [`compile_with`], with the rules handed back unbuilt (`config.routes` left empty).
+pub(crate) fn compile_inner(
+    store: &Store,
+    opts: &CompileOptions,
+    cache: &mut CompileCache,
+) -> (Compiled, Vec<RouteRule>) {
     let mut diags = Vec::new();
+    let previous_secrets = std::mem::take(&mut cache.secrets);
 
     let classes = class::ClassFilter::new(store, opts);
     let mut ours: Vec<(&ObjectKey, &Ingress)> = store
@@ -106,7 +124,13 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
 
-    let tls = certs::compile_tls(store, &ours, &mut diags);
+    let tls = certs::compile_tls(
+        store,
+        &ours,
+        &previous_secrets,
+        &mut cache.secrets,
+        &mut diags,
+    );
     let index = endpoints::EndpointIndex::new(store);
     let mut backends = backends::Backends::new(store, &index);
 
@@ -240,10 +264,9 @@ pub(crate) fn compile_inner(store: &Store, opts: &CompileOptions) -> (Compiled, 
     if opts.service_proxy {
         config.l4 = l4::compile_l4(store, &index, opts, &mut diags);
     }
-    let default_cert = opts
-        .default_certificate
-        .as_ref()
-        .and_then(|k| certs::default_cert(store, k, &mut diags));
+    let default_cert = opts.default_certificate.as_ref().and_then(|k| {
+        certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
+    });
 
     // One slice can be read for several ports of its Service; say each thing once.
     let mut seen = HashSet::new();

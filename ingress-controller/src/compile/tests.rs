@@ -49,7 +49,11 @@ pub(super) fn fixture(name: &str) -> Store {
 }
 
 fn compile_rules(store: &Store) -> (Compiled, Vec<RouteRule>) {
-    compile_inner(store, &CompileOptions::default())
+    compile_inner(
+        store,
+        &CompileOptions::default(),
+        &mut CompileCache::default(),
+    )
 }
 
 fn ep(
