@@ -341,7 +341,7 @@ impl Writer {
         let ingresses = self.store.snapshot().ingresses;
         self.written.retain(|k, _| ingresses.contains_key(k));
         let mut ok = true;
-        for (key, ing) in &ingresses {
+        for (key, ing) in ingresses.iter() {
             let current = current_addresses(ing);
             let want = if owned.contains(key) {
                 addrs.to_vec()

@@ -89,16 +89,81 @@ impl Object {
     }
 }
 
+/// An [`Object`] already behind the `Arc` the store keeps, so a source that holds on to
+/// its objects (the file source) shares them with the store instead of keeping a copy.
+#[derive(Clone, Debug)]
+pub enum SharedObject {
+    Ingress(Arc<Ingress>),
+    IngressClass(Arc<IngressClass>),
+    Service(Arc<Service>),
+    EndpointSlice(Arc<EndpointSlice>),
+    Endpoints(Arc<Endpoints>),
+    Secret(Arc<Secret>),
+}
+
+impl From<Object> for SharedObject {
+    fn from(obj: Object) -> Self {
+        match obj {
+            Object::Ingress(o) => SharedObject::Ingress(Arc::new(o)),
+            Object::IngressClass(o) => SharedObject::IngressClass(Arc::new(o)),
+            Object::Service(o) => SharedObject::Service(Arc::new(o)),
+            Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
+            Object::Endpoints(o) => SharedObject::Endpoints(Arc::new(o)),
+            Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
+        }
+    }
+}
+
+impl SharedObject {
+    pub fn kind(&self) -> Kind {
+        match self {
+            SharedObject::Ingress(_) => Kind::Ingress,
+            SharedObject::IngressClass(_) => Kind::IngressClass,
+            SharedObject::Service(_) => Kind::Service,
+            SharedObject::EndpointSlice(_) => Kind::EndpointSlice,
+            SharedObject::Endpoints(_) => Kind::Endpoints,
+            SharedObject::Secret(_) => Kind::Secret,
+        }
+    }
+
+    /// A copy of the object itself.
+    pub fn to_object(&self) -> Object {
+        match self {
+            SharedObject::Ingress(o) => Object::Ingress((**o).clone()),
+            SharedObject::IngressClass(o) => Object::IngressClass((**o).clone()),
+            SharedObject::Service(o) => Object::Service((**o).clone()),
+            SharedObject::EndpointSlice(o) => Object::EndpointSlice((**o).clone()),
+            SharedObject::Endpoints(o) => Object::Endpoints((**o).clone()),
+            SharedObject::Secret(o) => Object::Secret((**o).clone()),
+        }
+    }
+
+    /// Whether both are the very same allocation (so certainly equal).
+    pub fn ptr_eq(&self, other: &SharedObject) -> bool {
+        match (self, other) {
+            (SharedObject::Ingress(a), SharedObject::Ingress(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::IngressClass(a), SharedObject::IngressClass(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::Service(a), SharedObject::Service(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::EndpointSlice(a), SharedObject::EndpointSlice(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::Endpoints(a), SharedObject::Endpoints(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::Secret(a), SharedObject::Secret(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// Every object of every kind, keyed by `namespace/name`. Ordered maps keep `compile`
-/// deterministic; `Arc` values make a snapshot cheap.
+/// deterministic. Each map sits behind an `Arc` and is copied on write only while a
+/// snapshot still shares it, so a snapshot costs six reference counts rather than a copy
+/// of tens of thousands of keys.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
-    pub ingresses: BTreeMap<ObjectKey, Arc<Ingress>>,
-    pub ingress_classes: BTreeMap<ObjectKey, Arc<IngressClass>>,
-    pub services: BTreeMap<ObjectKey, Arc<Service>>,
-    pub endpoint_slices: BTreeMap<ObjectKey, Arc<EndpointSlice>>,
-    pub endpoints: BTreeMap<ObjectKey, Arc<Endpoints>>,
-    pub secrets: BTreeMap<ObjectKey, Arc<Secret>>,
+    pub ingresses: Arc<BTreeMap<ObjectKey, Arc<Ingress>>>,
+    pub ingress_classes: Arc<BTreeMap<ObjectKey, Arc<IngressClass>>>,
+    pub services: Arc<BTreeMap<ObjectKey, Arc<Service>>>,
+    pub endpoint_slices: Arc<BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
+    pub endpoints: Arc<BTreeMap<ObjectKey, Arc<Endpoints>>>,
+    pub secrets: Arc<BTreeMap<ObjectKey, Arc<Secret>>>,
 }
 
 impl Store {
@@ -107,47 +172,63 @@ impl Store {
         let key = obj.key();
         match obj {
             Object::Ingress(o) => {
-                self.ingresses.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.ingresses).insert(key, Arc::new(o));
             }
             Object::IngressClass(o) => {
-                self.ingress_classes.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.ingress_classes).insert(key, Arc::new(o));
             }
             Object::Service(o) => {
-                self.services.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.services).insert(key, Arc::new(o));
             }
             Object::EndpointSlice(o) => {
-                self.endpoint_slices.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.endpoint_slices).insert(key, Arc::new(o));
             }
             Object::Endpoints(o) => {
-                self.endpoints.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.endpoints).insert(key, Arc::new(o));
             }
             Object::Secret(o) => {
-                self.secrets.insert(key, Arc::new(o));
+                Arc::make_mut(&mut self.secrets).insert(key, Arc::new(o));
             }
+        }
+    }
+
+    /// Insert or replace an object, sharing its `Arc`.
+    pub fn apply_shared(&mut self, key: ObjectKey, obj: SharedObject) {
+        match obj {
+            SharedObject::Ingress(o) => drop(Arc::make_mut(&mut self.ingresses).insert(key, o)),
+            SharedObject::IngressClass(o) => {
+                drop(Arc::make_mut(&mut self.ingress_classes).insert(key, o))
+            }
+            SharedObject::Service(o) => drop(Arc::make_mut(&mut self.services).insert(key, o)),
+            SharedObject::EndpointSlice(o) => {
+                drop(Arc::make_mut(&mut self.endpoint_slices).insert(key, o))
+            }
+            SharedObject::Endpoints(o) => drop(Arc::make_mut(&mut self.endpoints).insert(key, o)),
+            SharedObject::Secret(o) => drop(Arc::make_mut(&mut self.secrets).insert(key, o)),
         }
     }
 
     /// Remove an object; removing one that is not there is not an error.
     pub fn remove(&mut self, kind: Kind, key: &ObjectKey) {
         match kind {
-            Kind::Ingress => drop(self.ingresses.remove(key)),
-            Kind::IngressClass => drop(self.ingress_classes.remove(key)),
-            Kind::Service => drop(self.services.remove(key)),
-            Kind::EndpointSlice => drop(self.endpoint_slices.remove(key)),
-            Kind::Endpoints => drop(self.endpoints.remove(key)),
-            Kind::Secret => drop(self.secrets.remove(key)),
+            Kind::Ingress => drop(Arc::make_mut(&mut self.ingresses).remove(key)),
+            Kind::IngressClass => drop(Arc::make_mut(&mut self.ingress_classes).remove(key)),
+            Kind::Service => drop(Arc::make_mut(&mut self.services).remove(key)),
+            Kind::EndpointSlice => drop(Arc::make_mut(&mut self.endpoint_slices).remove(key)),
+            Kind::Endpoints => drop(Arc::make_mut(&mut self.endpoints).remove(key)),
+            Kind::Secret => drop(Arc::make_mut(&mut self.secrets).remove(key)),
         }
     }
 
     /// Drop every object of `kind` (a relist replaces the whole kind).
     pub fn clear(&mut self, kind: Kind) {
         match kind {
-            Kind::Ingress => self.ingresses.clear(),
-            Kind::IngressClass => self.ingress_classes.clear(),
-            Kind::Service => self.services.clear(),
-            Kind::EndpointSlice => self.endpoint_slices.clear(),
-            Kind::Endpoints => self.endpoints.clear(),
-            Kind::Secret => self.secrets.clear(),
+            Kind::Ingress => self.ingresses = Arc::default(),
+            Kind::IngressClass => self.ingress_classes = Arc::default(),
+            Kind::Service => self.services = Arc::default(),
+            Kind::EndpointSlice => self.endpoint_slices = Arc::default(),
+            Kind::Endpoints => self.endpoints = Arc::default(),
+            Kind::Secret => self.secrets = Arc::default(),
         }
     }
 }

@@ -28,7 +28,7 @@ impl<'a> ClassFilter<'a> {
         let mut ours = BTreeSet::new();
         let mut all = BTreeSet::new();
         let mut default_is_ours = false;
-        for (key, class) in &store.ingress_classes {
+        for (key, class) in store.ingress_classes.iter() {
             all.insert(key.name.as_str());
             let controller = class.spec.as_ref().and_then(|s| s.controller.as_deref());
             if controller != Some(opts.controller_name.as_str()) {

@@ -35,7 +35,7 @@ impl<'a> EndpointIndex<'a> {
     pub fn new(store: &'a Store) -> Self {
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         // BTreeMap order: slices of one Service end up sorted by name, so output is stable.
-        for (key, slice) in &store.endpoint_slices {
+        for (key, slice) in store.endpoint_slices.iter() {
             let Some(service) = slice
                 .metadata
                 .labels

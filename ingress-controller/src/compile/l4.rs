@@ -44,7 +44,7 @@ pub fn compile_l4(
     let mut out = Vec::new();
     // (protocol, listen address) -> the Service port that holds it.
     let mut claimed: HashMap<(Protocol, SocketAddr), ServicePortId> = HashMap::new();
-    for (key, service) in &store.services {
+    for (key, service) in store.services.iter() {
         let Some(spec) = service.spec.as_ref() else {
             continue;
         };
