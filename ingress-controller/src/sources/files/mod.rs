@@ -9,41 +9,47 @@
 //! file removes its objects. When two files define the same object the first path (in
 //! path order) wins and the other is reported.
 //!
-//! Changes are applied by rescanning the whole folder shortly after any change event
-//! (files are small; a rescan only re-parses files whose bytes changed), which copes with
-//! editors that write through a rename and with a folder swapped wholesale. A slow
-//! periodic rescan backs up the watcher.
+//! A change event re-reads just the files it names, so an edit in a folder of ten
+//! thousand files costs one file's parse. Events that say nothing about a single file (a
+//! folder created, removed or renamed, a ConfigMap's `..data` swapped, a watch error) and
+//! a slow periodic timer rescan the whole folder instead (a rescan only re-parses files
+//! whose bytes changed), which copes with a folder swapped wholesale and with events the
+//! watcher missed.
 
+mod objects;
 mod parse;
+mod read;
 mod walk;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::jiff::Timestamp;
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
 pub use parse::{parse, Format, ParseError};
 
-use crate::store::{Kind, Object, ObjectKey, SharedStore};
+use crate::store::SharedStore;
+use objects::{Entry, Objects};
+use read::{Digest, Read};
 
-/// After a change event, wait this long without further events before rescanning...
-const QUIET: Duration = Duration::from_millis(100);
+/// After a change event, wait this long without further events (the rest of a write or
+/// a rename arrives within microseconds)...
+const QUIET: Duration = Duration::from_millis(5);
 /// ...but never longer than this after the first event, so a stream of writes still
-/// applies within a second.
-const MAX_DELAY: Duration = Duration::from_millis(300);
+/// applies promptly.
+const MAX_DELAY: Duration = Duration::from_millis(50);
 /// Rescan this often even without events, in case the watcher missed something.
 const RESYNC: Duration = Duration::from_secs(5);
-/// New content must read the same for this long before it is taken in. A file rewritten
-/// in place (truncate, then write) passes through empty or cut-short versions that may
-/// well parse; taking one in would drop routes for a moment.
+/// Content found changed without an event saying its writer is done (by a rescan, or
+/// while the file is still being written) must read the same for this long before it is
+/// taken in. A file rewritten in place (truncate, then write) passes through empty or
+/// cut-short versions that may well parse; taking one in would drop routes for a moment.
 const SETTLE: Duration = Duration::from_millis(60);
 /// A file that had content and now reads empty is most likely caught between truncate and
 /// write by a writer that is not getting the CPU; emptying a file on purpose is rare, so
-/// it waits longer.
+/// it waits longer, whatever the events say.
 const SETTLE_EMPTY: Duration = Duration::from_millis(750);
 /// How often to check that the watched folder is still the folder at the path.
 const ROOT_CHECK: Duration = Duration::from_millis(500);
@@ -71,7 +77,7 @@ pub enum FilesError {
 }
 
 /// A problem the file source currently sees, for metrics.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Problem {
     /// `invalid_manifest` or `duplicate_object`.
     pub reason: &'static str,
@@ -83,46 +89,41 @@ pub struct Problem {
 /// Called with the full list of current problems whenever it changes.
 pub type ProblemSink = Box<dyn Fn(&[Problem]) + Send>;
 
-/// One file as last read.
+/// One file as last read. Its text is not kept, only a digest of it.
+#[derive(Default)]
 struct FileState {
-    /// The bytes last taken in (parsed, successfully or not).
-    bytes: Vec<u8>,
+    /// The content last taken in (parsed, successfully or not).
+    digest: Option<Digest>,
     /// The objects of the last version that parsed (empty if none ever did).
-    objects: Vec<Object>,
+    objects: Vec<Entry>,
     error: Option<ParseError>,
-    /// New bytes seen but not yet taken in: they must stay the same for [`SETTLE`] first.
-    pending: Option<(Vec<u8>, Instant)>,
-    /// `objects` were replaced by the current rescan.
-    fresh: bool,
+    /// New content seen but not yet taken in: it must stay the same for a while first.
+    pending: Option<(Digest, Instant)>,
 }
 
-impl FileState {
-    fn new() -> Self {
-        Self {
-            bytes: Vec::new(),
-            objects: Vec::new(),
-            error: None,
-            pending: None,
-            fresh: false,
-        }
-    }
+/// Files to look at again, gathered from change events.
+#[derive(Default)]
+struct Noted {
+    paths: BTreeSet<PathBuf>,
+    /// Something happened that needs the whole folder walked.
+    rescan: bool,
 }
 
-/// An object as written to the store, and which file it came from.
-struct Applied {
-    path: PathBuf,
-    object: Object,
-}
+type Events = mpsc::Receiver<notify::Result<notify::Event>>;
 
 /// The file source's state: what each file holds and what the store was given.
 pub struct FileSource {
     root: PathBuf,
+    /// The root is one manifest file rather than a folder.
+    single_file: bool,
     store: SharedStore,
-    files: BTreeMap<PathBuf, FileState>,
-    applied: BTreeMap<(Kind, ObjectKey), Applied>,
-    duplicates: BTreeSet<String>,
+    files: BTreeMap<Arc<Path>, FileState>,
+    objects: Objects,
     /// Files seen created or modified and not yet closed.
     writing: HashMap<PathBuf, Instant>,
+    /// Files with `pending` content.
+    settling: BTreeSet<Arc<Path>>,
+    noted: Noted,
     sink: Option<ProblemSink>,
     problems: Vec<Problem>,
     settle: Duration,
@@ -153,12 +154,14 @@ impl FileSource {
             return Err(FilesError::NotADirectory { path: root });
         }
         Ok(Self {
+            single_file: meta.is_file(),
             root,
             store,
             files: BTreeMap::new(),
-            applied: BTreeMap::new(),
-            duplicates: BTreeSet::new(),
+            objects: Objects::default(),
             writing: HashMap::new(),
+            settling: BTreeSet::new(),
+            noted: Noted::default(),
             sink: None,
             problems: Vec::new(),
             settle: SETTLE,
@@ -187,238 +190,224 @@ impl FileSource {
 
     /// Whether some file has new content waiting to settle.
     pub fn settling(&self) -> bool {
-        self.files.values().any(|f| f.pending.is_some())
+        !self.settling.is_empty()
     }
 
-    /// Read the folder and bring the store in line with it. Returns whether the store
-    /// changed. Changed files are taken in once their content has settled; call again
-    /// while [`FileSource::settling`].
+    /// Read the whole folder and bring the store in line with it. Returns whether the
+    /// store changed. Changed files are taken in once their content has settled; call
+    /// again while [`FileSource::settling`].
     pub fn rescan(&mut self) -> bool {
-        let now = Instant::now();
-        self.writing
-            .retain(|_, since| now.duration_since(*since) < WRITE_GRACE);
+        self.rescan_with(None)
+    }
+
+    /// [`FileSource::rescan`], noting the `events` that arrive meanwhile.
+    fn rescan_with(&mut self, events: Option<&Events>) -> bool {
+        let start = Instant::now();
         let found = walk::manifests(&self.root);
-        let mut next = BTreeMap::new();
-        for path in found {
-            let old = self.files.remove(&path);
-            if self.writing.contains_key(&path) {
-                // Half-written: keep what we had, and do not pick up a new file yet.
-                if let Some(mut old) = old {
-                    old.fresh = false;
-                    next.insert(path, old);
-                }
-                continue;
-            }
-            if let Some(state) = self.read(&path, old) {
-                next.insert(path, state);
-            }
-        }
-        let mut objects_changed = !self.files.is_empty();
-        for path in self.files.keys() {
-            tracing::info!(path = %path.display(), "manifest removed");
-        }
-        self.files = next;
-        objects_changed |= self.files.values().any(|f| f.fresh);
-        let read = now.elapsed();
-        // Most rescans (resyncs, settling, unrelated events) change nothing: skip the
-        // comparison with what the store holds.
-        let changed = objects_changed && self.apply();
-        self.report();
+        let listed: HashSet<&Path> = found.iter().map(PathBuf::as_path).collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !listed.contains(&***p))
+            .map(|p| p.to_path_buf())
+            .collect();
+        // Events noted so far are covered by this walk (as "confirmed", see `refresh`).
+        let noted = std::mem::take(&mut self.noted);
+        let changed = self.refresh(found.into_iter().chain(gone), &noted.paths, events);
         tracing::trace!(
-            read_ms = read.as_secs_f64() * 1000.0,
-            total_ms = now.elapsed().as_secs_f64() * 1000.0,
+            took_ms = start.elapsed().as_secs_f64() * 1000.0,
             changed,
             "rescanned"
         );
         changed
     }
 
-    /// Read one file; re-parse only if its bytes changed. `None` if it vanished meanwhile
-    /// (the next event rescans).
-    fn read(&self, path: &Path, old: Option<FileState>) -> Option<FileState> {
-        let bytes = match std::fs::read(path) {
-            Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
-            Err(e) => {
-                let error = ParseError {
-                    path: path.to_owned(),
-                    line: None,
-                    message: format!("cannot read: {e}"),
-                };
-                return Some(self.rejected(path, old, Vec::new(), error));
-            }
-        };
-        let mut old = old.unwrap_or_else(FileState::new);
-        old.fresh = false;
-        if old.bytes == bytes {
-            old.pending = None;
-            return Some(old);
+    /// Re-read the files that change events named (and those still settling), or the
+    /// whole folder if an event called for that. Returns whether the store changed.
+    fn refresh_noted(&mut self, events: Option<&Events>) -> bool {
+        if self.noted.rescan {
+            return self.rescan_with(events);
         }
-        // Even a file renamed into place settles: the next writer may already be
-        // rewriting it in place before its change events reach us.
-        if !self.settle.is_zero() {
-            let blank = bytes.iter().all(u8::is_ascii_whitespace);
-            let settle = if blank && !old.objects.is_empty() {
-                self.settle.max(SETTLE_EMPTY)
-            } else {
-                self.settle
-            };
-            match &old.pending {
-                Some((p, since)) if *p == bytes && since.elapsed() >= settle => {}
-                Some((p, _)) if *p == bytes => return Some(old),
-                _ => {
-                    tracing::trace!(path = %path.display(), len = bytes.len(), "new content; settling");
-                    old.pending = Some((bytes, Instant::now()));
-                    return Some(old);
+        let noted = std::mem::take(&mut self.noted);
+        let mut paths = noted.paths.clone();
+        paths.extend(self.settling.iter().map(|p| p.to_path_buf()));
+        paths.extend(self.expired_writes());
+        if paths.is_empty() {
+            return false;
+        }
+        self.refresh(paths.into_iter(), &noted.paths, events)
+    }
+
+    /// Files whose writer has not closed them for [`WRITE_GRACE`]: their content is
+    /// looked at again (and settles before it is taken in).
+    fn expired_writes(&mut self) -> Vec<PathBuf> {
+        let now = Instant::now();
+        let mut expired = Vec::new();
+        self.writing.retain(|path, since| {
+            let keep = now.duration_since(*since) < WRITE_GRACE;
+            if !keep {
+                expired.push(path.clone());
+            }
+            keep
+        });
+        expired
+    }
+
+    /// Bring the store in line with `paths` (files, present or gone). Content of a path in
+    /// `confirmed` (change events said its writer is done with it) is taken in at once;
+    /// other new content settles first. `events` that arrive meanwhile are noted, and a
+    /// file they name is not taken as confirmed: its writer may be at it again.
+    fn refresh(
+        &mut self,
+        paths: impl Iterator<Item = PathBuf>,
+        confirmed: &BTreeSet<PathBuf>,
+        events: Option<&Events>,
+    ) -> bool {
+        self.expired_writes();
+        let mut affected = HashSet::new();
+        let mut structure_changed = false;
+        let paths: Vec<(PathBuf, Option<Digest>)> = paths
+            .filter(|p| !self.writing.contains_key(p))
+            .map(|p| {
+                let known = self.files.get(p.as_path()).and_then(|f| f.digest);
+                (p, known)
+            })
+            .collect();
+        let reads = read::read_all(&paths);
+        if let Some(events) = events {
+            while let Ok(ev) = events.try_recv() {
+                self.on_event(ev);
+            }
+        }
+        let mut to_parse: Vec<(PathBuf, Vec<u8>, Digest)> = Vec::new();
+        for ((path, _), found) in paths.into_iter().zip(reads) {
+            match found {
+                Read::Gone => {
+                    if let Some((key, old)) = self.files.remove_entry(path.as_path()) {
+                        tracing::info!(path = %path.display(), "manifest removed");
+                        self.settling.remove(&key);
+                        self.objects
+                            .redefine(&key, &old.objects, &[], &mut affected);
+                        structure_changed = true;
+                    }
+                }
+                Read::Folder => self.noted.rescan = true,
+                Read::Unchanged => {
+                    if let Some(f) = self.files.get_mut(path.as_path()) {
+                        f.pending = None;
+                    }
+                    self.settling.remove(path.as_path());
+                }
+                Read::Failed(e) => {
+                    let error = ParseError {
+                        path: path.clone(),
+                        line: None,
+                        message: format!("cannot read: {e}"),
+                    };
+                    self.reject(&path, None, error);
+                    structure_changed = true;
+                }
+                Read::Changed(bytes, digest) => {
+                    let done = confirmed.contains(&path)
+                        && !self.noted.paths.contains(&path)
+                        && !self.writing.contains_key(&path);
+                    if self.settled(&path, &bytes, digest, done) {
+                        to_parse.push((path, bytes, digest));
+                    }
                 }
             }
         }
-        let old = Some(old);
-        let format = Format::of(path)?;
-        let parsed = match std::str::from_utf8(&bytes) {
-            Ok(text) => parse(path, format, text),
-            Err(e) => Err(ParseError {
-                path: path.to_owned(),
-                line: None,
-                message: format!("not UTF-8: {e}"),
-            }),
-        };
-        match parsed {
-            Ok(objects) => {
-                tracing::info!(path = %path.display(), objects = objects.len(), "manifest loaded");
-                Some(FileState {
-                    bytes,
-                    objects,
-                    error: None,
-                    pending: None,
-                    fresh: true,
-                })
+        let parsed = read::par_map(&to_parse, |(path, bytes, _)| read::parse_bytes(path, bytes));
+        for ((path, _, digest), parsed) in to_parse.into_iter().zip(parsed) {
+            structure_changed = true;
+            match parsed {
+                Ok(objects) => {
+                    tracing::debug!(path = %path.display(), objects = objects.len(), "manifest loaded");
+                    let key = self.key(&path);
+                    let old = self.files.remove(&key).unwrap_or_default();
+                    let entries = self.objects.entries(&old.objects, objects);
+                    self.objects
+                        .redefine(&key, &old.objects, &entries, &mut affected);
+                    self.settling.remove(&key);
+                    self.files.insert(
+                        key,
+                        FileState {
+                            digest: Some(digest),
+                            objects: entries,
+                            error: None,
+                            pending: None,
+                        },
+                    );
+                }
+                Err(error) => self.reject(&path, Some(digest), error),
             }
-            Err(error) => Some(self.rejected(path, old, bytes, error)),
+        }
+        let files = &self.files;
+        let changed = !affected.is_empty()
+            && self.objects.sync(
+                affected,
+                |p| files.get(p).map(|f| f.objects.as_slice()),
+                &self.store,
+            );
+        if structure_changed {
+            self.report();
+        }
+        changed
+    }
+
+    /// The shared form of `path`, reusing the one already held.
+    fn key(&self, path: &Path) -> Arc<Path> {
+        match self.files.get_key_value(path) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(path),
         }
     }
 
-    fn rejected(
-        &self,
-        path: &Path,
-        old: Option<FileState>,
-        bytes: Vec<u8>,
-        error: ParseError,
-    ) -> FileState {
-        let kept = old.map(|o| o.objects).unwrap_or_default();
+    /// Whether new content is ready to be taken in; if not, it is noted as settling.
+    fn settled(&mut self, path: &Path, bytes: &[u8], digest: Digest, confirmed: bool) -> bool {
+        if self.settle.is_zero() {
+            return true;
+        }
+        let key = self.key(path);
+        let file = self.files.entry(key.clone()).or_default();
+        let blank = bytes.iter().all(u8::is_ascii_whitespace);
+        let settle = if blank && !file.objects.is_empty() {
+            self.settle.max(SETTLE_EMPTY)
+        } else if confirmed {
+            Duration::ZERO
+        } else {
+            self.settle
+        };
+        if settle.is_zero() {
+            return true;
+        }
+        match &file.pending {
+            Some((p, since)) if *p == digest && since.elapsed() >= settle => true,
+            Some((p, _)) if *p == digest => false,
+            _ => {
+                tracing::trace!(path = %path.display(), len = bytes.len(), "new content; settling");
+                file.pending = Some((digest, Instant::now()));
+                self.settling.insert(key);
+                false
+            }
+        }
+    }
+
+    /// `path` does not parse: its last good objects stay in force.
+    fn reject(&mut self, path: &Path, digest: Option<Digest>, error: ParseError) {
+        let key = self.key(path);
+        self.settling.remove(&key);
+        let file = self.files.entry(key).or_default();
         tracing::warn!(
             path = %path.display(),
             line = error.line,
-            kept_objects = kept.len(),
+            kept_objects = file.objects.len(),
             error = %error,
             "manifest rejected; its last good version stays in force"
         );
-        FileState {
-            bytes,
-            objects: kept,
-            error: Some(error),
-            pending: None,
-            fresh: false,
-        }
-    }
-
-    /// Work out the wanted objects from the files and write the difference to the store.
-    fn apply(&mut self) -> bool {
-        // Paths are compared as plain strings below: `Path`'s own comparison walks
-        // components and dominates the cost with thousands of objects. Every path here
-        // comes from the same walk, so the string form is canonical.
-        let mut wanted: BTreeMap<(Kind, ObjectKey), (&Path, &Object, bool)> = BTreeMap::new();
-        let mut duplicates = BTreeSet::new();
-        for (path, file) in &self.files {
-            for obj in &file.objects {
-                let id = (obj.kind(), obj.key());
-                match wanted.get(&id) {
-                    Some((first, _, _)) if first.as_os_str() != path.as_os_str() => {
-                        duplicates.insert(format!(
-                            "{:?} {} is defined in {} and {}; the first wins",
-                            id.0,
-                            id.1,
-                            first.display(),
-                            path.display()
-                        ));
-                    }
-                    // Within one file, the later definition wins, as with `kubectl apply`.
-                    _ => {
-                        wanted.insert(id, (path.as_path(), obj, file.fresh));
-                    }
-                }
-            }
-        }
-        for d in duplicates.difference(&self.duplicates) {
-            tracing::warn!(problem = %d, "duplicate object");
-        }
-        self.duplicates = duplicates;
-
-        let mut upserts = Vec::new();
-        for (id, (path, obj, fresh)) in &wanted {
-            let same_path = |a: &Applied| a.path.as_os_str() == path.as_os_str();
-            match self.applied.get(id) {
-                // Comparing every object on every rescan is costly; objects of a file
-                // that was not re-parsed are the ones already applied.
-                Some(a) if !fresh && same_path(a) => {}
-                Some(a) if same(&a.object, obj) => {
-                    if !same_path(a) {
-                        // Same object, now owned by another file: no store change.
-                        upserts.push((id.clone(), path.to_path_buf(), None));
-                    }
-                }
-                prev => {
-                    let created = prev.and_then(|a| created(&a.object));
-                    let mut obj = (*obj).clone();
-                    set_created(&mut obj, created.unwrap_or_else(|| Time(Timestamp::now())));
-                    upserts.push((id.clone(), path.to_path_buf(), Some(obj)));
-                }
-            }
-        }
-        let removals: Vec<(Kind, ObjectKey)> = self
-            .applied
-            .keys()
-            .filter(|id| !wanted.contains_key(*id))
-            .cloned()
-            .collect();
-        let store_changes = upserts.iter().any(|u| u.2.is_some()) || !removals.is_empty();
-        if store_changes {
-            let (adds, dels) = (
-                upserts.iter().filter(|u| u.2.is_some()).count(),
-                removals.len(),
-            );
-            self.store.update(|store| {
-                for (_, _, obj) in &upserts {
-                    if let Some(obj) = obj {
-                        store.apply(obj.clone());
-                    }
-                }
-                for (kind, key) in &removals {
-                    store.remove(*kind, key);
-                }
-            });
-            tracing::debug!(
-                applied = adds,
-                removed = dels,
-                "store updated from manifests"
-            );
-        }
-        for (id, path, obj) in upserts {
-            match obj {
-                Some(object) => {
-                    self.applied.insert(id, Applied { path, object });
-                }
-                None => {
-                    if let Some(a) = self.applied.get_mut(&id) {
-                        a.path = path;
-                    }
-                }
-            }
-        }
-        for id in removals {
-            self.applied.remove(&id);
-        }
-        store_changes
+        file.digest = digest;
+        file.error = Some(error);
+        file.pending = None;
     }
 
     fn report(&mut self) {
@@ -432,13 +421,19 @@ impl FileSource {
                 message: e.to_string(),
             })
             .collect();
-        problems.extend(self.duplicates.iter().map(|d| Problem {
+        problems.extend(self.objects.duplicates().map(|d| Problem {
             reason: "duplicate_object",
             kind: d.split(' ').next().unwrap_or("").to_owned(),
             message: d.clone(),
         }));
         problems.sort();
         if problems != self.problems {
+            let before: HashSet<&Problem> = self.problems.iter().collect();
+            for p in problems.iter().filter(|p| p.reason == "duplicate_object") {
+                if !before.contains(p) {
+                    tracing::warn!(problem = %p.message, "duplicate object");
+                }
+            }
             if let Some(sink) = &self.sink {
                 sink(&problems);
             }
@@ -451,11 +446,12 @@ impl FileSource {
         &self.problems
     }
 
-    /// Note a change event: a file being written is left alone until it is closed.
-    /// Returns whether the event may change what the folder holds (our own reads come
-    /// back as access events, and must not trigger rescans).
+    /// Note a change event: the files it names are read again on the next refresh, and a
+    /// file being written is left alone until it is closed. Returns whether the event may
+    /// change what the folder holds (our own reads come back as access events, and must
+    /// not trigger anything).
     fn note(&mut self, event: &notify::Event) -> bool {
-        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+        use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind, RemoveKind};
         tracing::trace!(kind = ?event.kind, paths = ?event.paths, "folder event");
         let relevant = match event.kind {
             EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
@@ -465,12 +461,16 @@ impl FileSource {
         if !relevant {
             return false;
         }
+        if event.need_rescan() || event.paths.is_empty() {
+            self.noted.rescan = true;
+        }
         for path in &event.paths {
             // Content read before this event may be a moment of a rewrite: it must settle
             // again from the next read on.
-            if let Some(file) = self.files.get_mut(path) {
+            if let Some(file) = self.files.get_mut(path.as_path()) {
                 file.pending = None;
             }
+            self.settling.remove(path.as_path());
             match event.kind {
                 EventKind::Create(CreateKind::File | CreateKind::Any)
                 | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) => {
@@ -483,8 +483,65 @@ impl FileSource {
                 }
                 _ => {}
             }
+            let folder_event = matches!(
+                event.kind,
+                EventKind::Create(CreateKind::Folder) | EventKind::Remove(RemoveKind::Folder)
+            );
+            if !folder_event && self.is_manifest(path) {
+                self.noted.paths.insert(path.clone());
+            } else if self.needs_rescan(path) {
+                self.noted.rescan = true;
+            }
         }
         true
+    }
+
+    /// Whether `path` is a file the folder walk would pick (if it is a file).
+    fn is_manifest(&self, path: &Path) -> bool {
+        if self.single_file || self.root == path {
+            return path == self.root;
+        }
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        Format::of(path).is_some()
+            && !rel
+                .components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    }
+
+    /// Whether an event on `path`, which is not a manifest file, may still change what
+    /// the walk finds: a folder (or a symlink to one) created, removed or renamed, or a
+    /// mounted ConfigMap's `..data` swapped. Editor temporaries and other files are not.
+    fn needs_rescan(&self, path: &Path) -> bool {
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.starts_with("..") {
+            return true;
+        }
+        if self.single_file || name.starts_with('.') {
+            return false;
+        }
+        let Ok(rel) = path.strip_prefix(&self.root) else {
+            return false;
+        };
+        if rel
+            .components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+        {
+            return false;
+        }
+        match std::fs::metadata(path) {
+            Ok(meta) => meta.is_dir(),
+            // Gone: was it a folder we had files from?
+            Err(_) => self
+                .files
+                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
+                .next()
+                .is_some_and(|(p, _)| p.starts_with(path)),
+        }
     }
 
     /// Watch the folder on a thread of its own and keep the store in line with it. The
@@ -512,52 +569,60 @@ impl FileSource {
         // A single manifest file is watched through its folder, so that a new version
         // renamed over it is seen (a watch on the file would follow the old inode).
         let (path, mode) = match self.root.parent() {
-            Some(parent) if self.root.is_file() => (parent, RecursiveMode::NonRecursive),
+            Some(parent) if self.single_file => (parent, RecursiveMode::NonRecursive),
             _ => (self.root.as_path(), RecursiveMode::Recursive),
         };
         watcher.watch(path, mode).map_err(err)?;
         Ok((watcher, walk::identity(&self.root)))
     }
 
+    /// How long the loop may sleep: until the first settling file may be taken in, or
+    /// until the next folder check.
+    fn next_wake(&self) -> Duration {
+        if self.noted.rescan || !self.noted.paths.is_empty() {
+            return Duration::ZERO;
+        }
+        let mut wait = ROOT_CHECK;
+        for path in &self.settling {
+            if let Some((_, since)) = self.files.get(path).and_then(|f| f.pending.as_ref()) {
+                let settle = self.settle.max(Duration::from_millis(1));
+                wait = wait.min(settle.saturating_sub(since.elapsed()));
+            }
+        }
+        wait
+    }
+
     fn run(
         mut self,
         mut watcher: (RecommendedWatcher, Option<u64>),
         tx: mpsc::Sender<notify::Result<notify::Event>>,
-        rx: mpsc::Receiver<notify::Result<notify::Event>>,
+        rx: Events,
     ) {
         let mut last_scan = Instant::now();
         loop {
-            let settling = self.settling();
-            let wait = if settling {
-                self.settle.saturating_sub(last_scan.elapsed())
-            } else {
-                ROOT_CHECK
-            };
-            let mut dirty = false;
-            let received = rx.recv_timeout(wait).map(|ev| self.on_event(ev));
-            match received {
-                Ok(true) => {
-                    dirty = true;
-                    // Debounce: gather the rest of the burst.
-                    let start = Instant::now();
-                    loop {
-                        let left = MAX_DELAY.saturating_sub(start.elapsed()).min(QUIET);
-                        if left.is_zero() {
-                            break;
-                        }
-                        match rx.recv_timeout(left) {
-                            Ok(ev) => {
-                                self.on_event(ev);
+            match rx.recv_timeout(self.next_wake()) {
+                Ok(ev) => {
+                    if self.on_event(ev) {
+                        // Gather the rest of the burst (a write and its close, a rename).
+                        let start = Instant::now();
+                        loop {
+                            let left = MAX_DELAY.saturating_sub(start.elapsed()).min(QUIET);
+                            if left.is_zero() {
+                                break;
                             }
-                            Err(mpsc::RecvTimeoutError::Timeout) => break,
-                            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                            match rx.recv_timeout(left) {
+                                Ok(ev) => {
+                                    self.on_event(ev);
+                                }
+                                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                            }
                         }
                     }
                 }
-                Ok(false) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
-            dirty |= settling && last_scan.elapsed() >= self.settle;
             // The folder itself was replaced (renamed over, or recreated): watch the new one.
             let identity = walk::identity(&self.root);
             if identity != watcher.1 && identity.is_some() {
@@ -565,15 +630,18 @@ impl FileSource {
                     Ok(w) => {
                         tracing::info!(path = %self.root.display(), "manifest folder replaced; watching the new one");
                         watcher = w;
-                        dirty = true;
+                        self.noted.rescan = true;
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot watch the manifest folder"),
                 }
             }
-            if dirty || last_scan.elapsed() >= RESYNC {
-                self.rescan();
+            if last_scan.elapsed() >= RESYNC {
+                self.noted.rescan = true;
+            }
+            if self.noted.rescan {
                 last_scan = Instant::now();
             }
+            self.refresh_noted(Some(&rx));
         }
     }
 
@@ -582,59 +650,10 @@ impl FileSource {
             Ok(ev) => self.note(&ev),
             Err(e) => {
                 tracing::warn!(error = %e, "manifest folder watch error; rescanning");
+                self.noted.rescan = true;
                 true
             }
         }
-    }
-}
-
-fn same(a: &Object, b: &Object) -> bool {
-    match (a, b) {
-        (Object::Ingress(a), Object::Ingress(b)) => strip(a.clone()) == strip(b.clone()),
-        (Object::IngressClass(a), Object::IngressClass(b)) => strip(a.clone()) == strip(b.clone()),
-        (Object::Service(a), Object::Service(b)) => strip(a.clone()) == strip(b.clone()),
-        (Object::EndpointSlice(a), Object::EndpointSlice(b)) => {
-            strip(a.clone()) == strip(b.clone())
-        }
-        (Object::Endpoints(a), Object::Endpoints(b)) => strip(a.clone()) == strip(b.clone()),
-        (Object::Secret(a), Object::Secret(b)) => strip(a.clone()) == strip(b.clone()),
-        _ => false,
-    }
-}
-
-/// The object without the creation time this source stamps on it.
-fn strip<
-    T: k8s_openapi::Metadata<Ty = k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>,
->(
-    mut o: T,
-) -> T {
-    o.metadata_mut().creation_timestamp = None;
-    o
-}
-
-fn meta_mut(obj: &mut Object) -> &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
-    match obj {
-        Object::Ingress(o) => &mut o.metadata,
-        Object::IngressClass(o) => &mut o.metadata,
-        Object::Service(o) => &mut o.metadata,
-        Object::EndpointSlice(o) => &mut o.metadata,
-        Object::Endpoints(o) => &mut o.metadata,
-        Object::Secret(o) => &mut o.metadata,
-    }
-}
-
-fn created(obj: &Object) -> Option<Time> {
-    let mut obj = obj.clone();
-    meta_mut(&mut obj).creation_timestamp.take()
-}
-
-/// The API server stamps `creationTimestamp` when an object is created; `compile` orders
-/// conflicting Ingresses by it. A manifest that sets one keeps it; otherwise the time this
-/// source first saw the object stands in, kept across edits.
-fn set_created(obj: &mut Object, first_seen: Time) {
-    let meta = meta_mut(obj);
-    if meta.creation_timestamp.is_none() {
-        meta.creation_timestamp = Some(first_seen);
     }
 }
 
@@ -643,6 +662,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use super::*;
+    use crate::store::ObjectKey;
 
     fn service(name: &str, port: u16) -> String {
         format!("apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  ports:\n  - port: {port}\n")
