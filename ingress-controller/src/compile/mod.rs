@@ -19,9 +19,11 @@ mod l4;
 mod syntax;
 
 #[cfg(test)]
+mod cache_tests;
+#[cfg(test)]
 mod tests;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -135,7 +137,8 @@ pub(crate) fn compile_inner(
     let mut backends = backends::Backends::new(store, &index);
 
     let mut rules = Vec::new();
-    let mut claims: HashMap<(HostMatch, String, PathType), Arc<str>> = HashMap::new();
+    let mut claims: foldhash::HashMap<(HostMatch, String, PathType), Arc<str>> =
+        foldhash::HashMap::default();
     let mut default_backend: Option<RouteTarget> = None;
 
     for &(key, ingress) in &ours {

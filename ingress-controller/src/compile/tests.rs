@@ -646,7 +646,7 @@ fn annotations_configure_backends_and_report_problems() {
 }
 
 /// A generated certificate for `host`: `(cert_pem, key_pem)`.
-fn generated(host: &str) -> (String, String) {
+pub(super) fn generated(host: &str) -> (String, String) {
     let ck = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
     (ck.cert.pem(), ck.signing_key.serialize_pem())
 }
