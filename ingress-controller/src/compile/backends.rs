@@ -46,7 +46,7 @@ pub struct Backends<'a> {
     index: &'a EndpointIndex<'a>,
     /// `(namespace, service, port)` borrowed from the store -> `entries` index, so the
     /// per-path lookup allocates nothing.
-    by_ref: HashMap<(&'a str, &'a str, PortRef<'a>), usize>,
+    by_ref: foldhash::HashMap<(&'a str, &'a str, PortRef<'a>), usize>,
     entries: Vec<Entry>,
     /// Services already reported as having no endpoint objects.
     reported: HashSet<ObjectKey>,
@@ -57,7 +57,7 @@ impl<'a> Backends<'a> {
         Self {
             store,
             index,
-            by_ref: HashMap::new(),
+            by_ref: foldhash::HashMap::default(),
             entries: Vec::new(),
             reported: HashSet::new(),
         }

@@ -1,6 +1,6 @@
 //! Service port -> endpoints, from EndpointSlices (preferred) or hand-written `v1/Endpoints`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -28,12 +28,12 @@ pub enum EndpointSource {
 /// each lookup is a hash probe instead of a scan.
 pub struct EndpointIndex<'a> {
     store: &'a Store,
-    slices: HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a EndpointSlice)>>,
+    slices: foldhash::HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a EndpointSlice)>>,
 }
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(store: &'a Store) -> Self {
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        let mut slices: foldhash::HashMap<_, Vec<_>> = foldhash::HashMap::default();
         // BTreeMap order: slices of one Service end up sorted by name, so output is stable.
         for (key, slice) in store.endpoint_slices.iter() {
             let Some(service) = slice

@@ -185,14 +185,19 @@ impl RouteTable {
                 continue;
             };
             let index = inner.rules.len();
-            let paths = match &rule.host {
-                HostMatch::Exact(host) => {
-                    inner.exact_hosts.entry(host.as_str().into()).or_default()
+            // Look up before inserting: `entry` would allocate the key for every rule.
+            fn table<'m>(
+                map: &'m mut HashMap<Box<str>, PathTable>,
+                host: &str,
+            ) -> &'m mut PathTable {
+                if !map.contains_key(host) {
+                    map.insert(host.into(), PathTable::default());
                 }
-                HostMatch::Wildcard(suffix) => inner
-                    .wildcard_hosts
-                    .entry(suffix.as_str().into())
-                    .or_default(),
+                map.get_mut(host).expect("inserted above")
+            }
+            let paths = match &rule.host {
+                HostMatch::Exact(host) => table(&mut inner.exact_hosts, host),
+                HostMatch::Wildcard(suffix) => table(&mut inner.wildcard_hosts, suffix),
                 HostMatch::Any => &mut inner.any_host,
             };
             if paths.insert(&rule.path, rule.path_type, index) {
