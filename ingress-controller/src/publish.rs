@@ -104,7 +104,7 @@ impl Publisher {
                 return;
             }
         };
-        self.config.store(compiled.config.clone());
+        let previous = self.config.swap(compiled.config.clone());
         let took = start.elapsed();
 
         let new = self.diagnostics(&compiled.diagnostics);
@@ -134,6 +134,12 @@ impl Publisher {
         for hook in &self.hooks {
             hook.published(&published);
         }
+        // Freeing a configuration of tens of thousands of routes takes a while (the
+        // previous one, unless requests still hold it, and this compile's copy): not on
+        // an async worker.
+        drop(tokio::task::spawn_blocking(move || {
+            drop((previous, compiled, store));
+        }));
     }
 
     /// Log diagnostics that appeared or went away since the last publish; return the new.

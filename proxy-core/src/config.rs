@@ -152,4 +152,10 @@ impl ConfigHandle {
     pub fn store(&self, config: Config) {
         self.inner.store(Arc::new(config));
     }
+
+    /// [`ConfigHandle::store`], handing back the previous snapshot, so that the caller
+    /// chooses where a large one is freed.
+    pub fn swap(&self, config: Config) -> Arc<Config> {
+        self.inner.swap(Arc::new(config))
+    }
 }
