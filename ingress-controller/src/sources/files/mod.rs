@@ -21,7 +21,7 @@ mod parse;
 mod read;
 mod walk;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -117,7 +117,10 @@ pub struct FileSource {
     /// The root is one manifest file rather than a folder.
     single_file: bool,
     store: SharedStore,
-    files: BTreeMap<Arc<Path>, FileState>,
+    /// Hashed, not ordered: `Path` ordering compares component by component, which
+    /// dominated lookups among thousands of files. Where order matters (which of two
+    /// files defining one object wins), `objects` keeps it.
+    files: HashMap<Arc<Path>, FileState>,
     objects: Objects,
     /// Files seen created or modified and not yet closed.
     writing: HashMap<PathBuf, Instant>,
@@ -157,7 +160,7 @@ impl FileSource {
             single_file: meta.is_file(),
             root,
             store,
-            files: BTreeMap::new(),
+            files: HashMap::new(),
             objects: Objects::default(),
             writing: HashMap::new(),
             settling: BTreeSet::new(),
@@ -536,11 +539,7 @@ impl FileSource {
         match std::fs::metadata(path) {
             Ok(meta) => meta.is_dir(),
             // Gone: was it a folder we had files from?
-            Err(_) => self
-                .files
-                .range::<Path, _>((std::ops::Bound::Excluded(path), std::ops::Bound::Unbounded))
-                .next()
-                .is_some_and(|(p, _)| p.starts_with(path)),
+            Err(_) => self.files.keys().any(|p| p.starts_with(path)),
         }
     }
 
@@ -549,8 +548,9 @@ impl FileSource {
     pub fn watch(mut self) -> Result<std::thread::JoinHandle<()>, FilesError> {
         let (tx, rx) = mpsc::channel();
         let watcher = self.start_watcher(tx.clone())?;
-        // Changes made between the initial load and the watch starting are caught here.
-        self.rescan();
+        // Changes made between the initial load and the watch starting are caught by a
+        // rescan the thread starts with (not here: the caller is waiting to serve).
+        self.noted.rescan = true;
         std::thread::Builder::new()
             .name("portico-files".into())
             .spawn(move || self.run(watcher, tx, rx))
