@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::errors::ProxyError;
-use super::{framing, ConnInfo, Proxy, Scheme};
+use super::{framing, Conn, ConnInfo, Proxy, Scheme};
 
 /// Stops listeners and drains connections. Clones share one state.
 ///
@@ -153,7 +153,7 @@ impl Proxy {
     {
         let _guard = self.shutdown.track();
         let _extra_guard = extra.map(Shutdown::track);
-        let info = Arc::new(info);
+        let info = Arc::new(Conn::new(info));
         let proxy = self.clone();
         let conn_info = info.clone();
         // HTTP/1 connections get the smuggling guard; with ALPN h2 there is nothing to
@@ -172,14 +172,14 @@ impl Proxy {
                 if conflicting {
                     return Ok::<_, Infallible>(proxy.reject(
                         req,
-                        &info,
+                        &info.info,
                         ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
                     ));
                 }
                 Ok::<_, Infallible>(proxy.handle(req, &info).await)
             }
         });
-        let builder = if info.alpn_h2 {
+        let builder = if info.info.alpn_h2 {
             &self.builder_h2
         } else {
             &self.builder
@@ -199,7 +199,7 @@ impl Proxy {
                 }
                 _ = &mut first_byte, if awaiting_first_byte => {
                     if !watch.has_read() {
-                        tracing::debug!(remote = %info.remote, "client sent nothing; closing");
+                        tracing::debug!(remote = %info.info.remote, "client sent nothing; closing");
                         return;
                     }
                     awaiting_first_byte = false;
@@ -207,7 +207,7 @@ impl Proxy {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(remote = %info.remote, error = %e, "client connection ended with an error");
+            tracing::debug!(remote = %info.info.remote, error = %e, "client connection ended with an error");
         }
     }
 }

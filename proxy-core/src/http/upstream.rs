@@ -2,13 +2,13 @@
 //! have sent nothing), HTTP/1.1 handshake, and an idle pool keyed by backend id and
 //! endpoint that outlives config swaps.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use http::Method;
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
@@ -69,7 +69,7 @@ impl Pool {
     pub fn new(opts: PoolOptions) -> Self {
         Self {
             opts,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             pruned_for: AtomicUsize::new(0),
         }
     }
