@@ -1,6 +1,7 @@
 //! Accepting and serving client connections, and stopping them gracefully.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -185,20 +186,24 @@ impl Proxy {
             &self.builder
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        // The listener's handle is usually the proxy's own: wait on it once.
+        let extra = extra.filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner));
         let mut stop = pin!(stop_signal(&self.shutdown, extra));
         // The protocol sniffing before hyper takes over has no timer of its own: a client
         // that never sends a byte is dropped after the header-read timeout.
-        let mut first_byte = pin!(tokio::time::sleep(self.opts.header_read_timeout));
+        let mut first_byte = pin!(first_byte(&watch, self.opts.header_read_timeout));
         let mut awaiting_first_byte = true;
         let result = loop {
+            // select! polls every branch on every wake-up, so the first-byte watch ends
+            // as soon as a byte has come rather than living on for the whole timeout.
             tokio::select! {
                 result = conn.as_mut() => break result,
                 _ = &mut stop => {
                     conn.as_mut().graceful_shutdown();
                     break conn.await;
                 }
-                _ = &mut first_byte, if awaiting_first_byte => {
-                    if !watch.has_read() {
+                sent = &mut first_byte, if awaiting_first_byte => {
+                    if !sent {
                         tracing::debug!(remote = %info.info.remote, "client sent nothing; closing");
                         return;
                     }
@@ -210,6 +215,19 @@ impl Proxy {
             tracing::debug!(remote = %info.info.remote, error = %e, "client connection ended with an error");
         }
     }
+}
+
+/// Whether the client sent a byte before `timeout`; resolves at the first poll after it
+/// did, or when the timeout passes.
+async fn first_byte(watch: &framing::Verdicts, timeout: Duration) -> bool {
+    let mut deadline = pin!(tokio::time::sleep(timeout));
+    std::future::poll_fn(|cx| {
+        if watch.has_read() {
+            return std::task::Poll::Ready(true);
+        }
+        deadline.as_mut().poll(cx).map(|()| watch.has_read())
+    })
+    .await
 }
 
 async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {
