@@ -83,6 +83,20 @@ def tree_pids(root):
     return out
 
 
+def cpu_seconds(root, which=(11, 12)):
+    """CPU time of root and its descendants so far: user + system by default."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for p in tree_pids(root):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += sum(int(fields[i]) for i in which)  # 11 utime, 12 stime
+        except (OSError, IndexError, ValueError):
+            pass
+    return total / tick
+
+
 def peak_rss_kib(root):
     total = 0
     for p in tree_pids(root):
@@ -321,16 +335,17 @@ def report(variant, results, a):
         lines.append(f"{p:<9} {fmt_spread([x['rps'] for x in rs]):>24} "
                      f"{fmt_spread([x['p50_ms'] for x in rs], prec=3):>22} "
                      f"{fmt_spread([x['p99_ms'] for x in rs], prec=3):>22} "
-                     f"{fmt_spread([x['rss_kib'] / 1024 for x in rs], prec=1):>22} {errs:>8}")
+                     f"{fmt_spread([x['rss_kib'] / 1024 for x in rs], prec=1):>22} "
+                     f"{fmt_spread([x.get('cpu_us_per_req') for x in rs], prec=1):>20} {errs:>8}")
     if "portico" in results:
         po = results["portico"]
         for peer in (p for p in results if p != "portico"):
             # Ratios per round (same moment, same noise), then the median of those.
             def ratio(key):
-                rs = [x[key] / y[key] for x, y in zip(po, results[peer]) if x[key] and y[key]]
+                rs = [x[key] / y[key] for x, y in zip(po, results[peer]) if x.get(key) and y.get(key)]
                 return f"{med(rs):.2f}x [{min(rs):.2f}-{max(rs):.2f}]" if rs else "n/a"
             lines.append(f"portico/{peer}: req/s {ratio('rps')}, p99 {ratio('p99_ms')}, "
-                         f"peak RSS {ratio('rss_kib')}")
+                         f"peak RSS {ratio('rss_kib')}, CPU per request {ratio('cpu_us_per_req')}")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
@@ -405,7 +420,16 @@ def main():
                         else:
                             scheme = "https" if variant == "https" else "http"
                             run_wrk(a, work, a.warmup, scheme)
+                            cpu0 = cpu_seconds(px.proc.pid)
+                            sys0 = cpu_seconds(px.proc.pid, (12,))
                             r = run_wrk(a, work, a.duration, scheme)
+                            # CPU spent per request: unlike req/s, barely moved by
+                            # other work on the machine.
+                            if r.get("requests"):
+                                r["cpu_us_per_req"] = round(
+                                    (cpu_seconds(px.proc.pid) - cpu0) * 1e6 / r["requests"], 1)
+                                r["sys_us_per_req"] = round(
+                                    (cpu_seconds(px.proc.pid, (12,)) - sys0) * 1e6 / r["requests"], 1)
                         r["rss_kib"] = px.rss_kib()
                     finally:
                         px.stop()

@@ -132,7 +132,8 @@ pub struct Args {
     pub shutdown_grace: u64,
 
     /// Threads serving requests (the async runtime's worker threads). Default: one per
-    /// CPU. Set 1 to pin the proxy to one core, e.g. to compare it with a one-worker peer.
+    /// CPU. 1 serves everything from the main thread, e.g. to pin the proxy to one core
+    /// or to compare it with a one-worker peer.
     #[arg(long, env = "PORTICO_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 

@@ -22,13 +22,28 @@ use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{Proxy, ProxyOptions};
 
+// Every proxied request allocates and frees header maps and buffers across tasks;
+// mimalloc's per-thread free lists make that several times cheaper than glibc's malloc
+// and return freed memory to the OS instead of holding it in per-thread arenas. Without
+// transparent huge pages (`no_thp`): a proxy this small would otherwise round its heap
+// up to 2 MiB pages and nearly double its resident memory.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging(args.log_format);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = args.worker_threads {
-        builder.worker_threads(usize::from(n));
-    }
+    // One worker means one thread: the single-threaded scheduler then does the same work
+    // without the multi-threaded one's cross-thread queues and wake-ups.
+    let mut builder = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(usize::from(n));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     let runtime = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

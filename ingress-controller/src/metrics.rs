@@ -4,7 +4,7 @@
 //! names (a wildcard rule's pattern for hosts it covers) or `other`; `backend` is a
 //! backend of the config or `none`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use proxy_core::config::{BackendKind, Config};
+use proxy_core::config::{BackendId, BackendKind, Config};
 use proxy_core::http::{ProxyObserver, ResponseEvent};
 
 use crate::https::TlsMetrics;
@@ -45,11 +45,47 @@ struct DiagnosticLabels {
     kind: String,
 }
 
-/// Hosts named by the current config's rules, lower-cased; wildcards as `*.suffix`.
-#[derive(Debug, Default)]
+/// Hosts named by the current config's rules, lower-cased, each with its label
+/// (wildcards keyed by suffix, labelled `*.suffix`); and the metric handles requests under
+/// this config have used so far.
+#[derive(Debug)]
 struct Hosts {
-    exact: HashSet<String>,
-    wildcard: HashSet<String>,
+    exact: HashMap<String, Arc<str>>,
+    wildcard: HashMap<String, Arc<str>>,
+    other: Arc<str>,
+    none: Arc<str>,
+    /// Looked-up handles by label values: a request then costs one fast hash instead of
+    /// formatting its labels and hashing them twice in the families. Dropped with this
+    /// config, so it never outgrows the label values the config allows.
+    handles: Mutex<foldhash::HashMap<HandleKey, Handles>>,
+}
+
+impl Default for Hosts {
+    fn default() -> Self {
+        Self {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+            other: "other".into(),
+            none: "none".into(),
+            handles: Mutex::default(),
+        }
+    }
+}
+
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct HandleKey {
+    status: u16,
+    host: Arc<str>,
+    backend: Option<BackendId>,
+}
+
+#[derive(Debug)]
+struct Handles {
+    /// The `backend` label value.
+    backend: String,
+    requests: Counter,
+    /// Created on the first upstream latency: a backend never reached has none.
+    upstream_latency: Option<Histogram>,
 }
 
 /// Count of current diagnostics by `(reason, kind)`.
@@ -176,8 +212,8 @@ impl Metrics {
         for h in hosts {
             let h = h.to_ascii_lowercase();
             match h.strip_prefix("*.") {
-                Some(suffix) => known.wildcard.insert(suffix.to_owned()),
-                None => known.exact.insert(h),
+                Some(suffix) => known.wildcard.insert(suffix.to_owned(), h.as_str().into()),
+                None => known.exact.insert(h.clone(), h.into()),
             };
         }
         self.hosts.store(Arc::new(known));
@@ -229,43 +265,68 @@ impl Metrics {
             }
         }
     }
+}
 
+impl Hosts {
     /// The `host` label for a request host.
-    fn host_label(&self, host: &str) -> String {
-        let hosts = self.hosts.load();
-        let host = host.to_ascii_lowercase();
-        if hosts.exact.contains(&host) {
-            return host;
+    fn label(&self, host: &str) -> Arc<str> {
+        // Request hosts arrive lower-cased; only an odd one costs a copy.
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        if let Some(label) = self.exact.get(host) {
+            return label.clone();
         }
-        if let Some((_, parent)) = host.split_once('.') {
-            if hosts.wildcard.contains(parent) {
-                return format!("*.{parent}");
-            }
-        }
-        "other".to_owned()
+        host.split_once('.')
+            .and_then(|(_, parent)| self.wildcard.get(parent))
+            .unwrap_or(&self.other)
+            .clone()
     }
 }
 
 impl ProxyObserver for Metrics {
     fn on_response(&self, ev: &ResponseEvent<'_>) {
-        let backend = ev
-            .backend
-            .map(|b| b.to_string())
-            .unwrap_or_else(|| "none".to_owned());
-        if let Some(latency) = ev.upstream_latency {
-            self.upstream_latency
-                .get_or_create(&BackendLabels {
+        let hosts = self.hosts.load();
+        let key = HandleKey {
+            status: ev.status.as_u16(),
+            host: hosts.label(ev.host),
+            backend: ev.backend.cloned(),
+        };
+        let mut handles = hosts.handles.lock().unwrap_or_else(|e| e.into_inner());
+        let handles = handles.entry(key).or_insert_with_key(|key| {
+            let backend = key
+                .backend
+                .as_ref()
+                .map_or_else(|| hosts.none.to_string(), ToString::to_string);
+            let requests = self
+                .requests
+                .get_or_create(&RequestLabels {
+                    status: key.status,
+                    host: key.host.to_string(),
                     backend: backend.clone(),
                 })
-                .observe(latency.as_secs_f64());
-        }
-        self.requests
-            .get_or_create(&RequestLabels {
-                status: ev.status.as_u16(),
-                host: self.host_label(ev.host),
+                .clone();
+            Handles {
                 backend,
-            })
-            .inc();
+                requests,
+                upstream_latency: None,
+            }
+        });
+        handles.requests.inc();
+        if let Some(latency) = ev.upstream_latency {
+            let histogram = handles.upstream_latency.get_or_insert_with(|| {
+                self.upstream_latency
+                    .get_or_create(&BackendLabels {
+                        backend: handles.backend.clone(),
+                    })
+                    .clone()
+            });
+            histogram.observe(latency.as_secs_f64());
+        }
     }
 }
 

@@ -64,7 +64,9 @@ async fn follows_edits_additions_and_deletions() {
         app_yaml("app", "app.example.com", "/", &[a.addr]),
     )
     .unwrap();
-    let mut ctl = Controller::start(dir.path(), &[]);
+    // On the single-threaded runtime `--worker-threads 1` selects: the watcher, the
+    // compile loop and the proxy all share the main thread.
+    let mut ctl = Controller::start(dir.path(), &["--worker-threads", "1"]);
     ctl.wait_ready().await;
     assert_eq!(
         get(ctl.http, "app.example.com", "/").await.unwrap(),
@@ -268,7 +270,11 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
         app_yaml("app", "slow.example.com", "/", &[slow.addr]),
     )
     .unwrap();
-    let mut ctl = Controller::start(dir.path(), &["--shutdown-grace", "30"]);
+    // Draining works the same on the single-threaded runtime.
+    let mut ctl = Controller::start(
+        dir.path(),
+        &["--shutdown-grace", "30", "--worker-threads", "1"],
+    );
     ctl.wait_ready().await;
     let http = ctl.http;
     let in_flight = tokio::spawn(async move { get(http, "slow.example.com", "/drain").await });

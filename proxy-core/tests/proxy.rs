@@ -651,3 +651,48 @@ async fn serve_connection_takes_any_stream_and_honours_its_scheme() {
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(r.text(), "one");
 }
+
+#[tokio::test]
+async fn upstream_connections_are_reused_sequentially_and_concurrently() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr], None)],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    for i in 0..50 {
+        let r = conn.get("app.test", "/seq").await;
+        assert_eq!(r.status, StatusCode::OK, "GET {i}");
+    }
+    // One request at a time: each follows the previous response, by which time its
+    // connection is (nearly always) ready again.
+    let sequential = b.accepts.load(Ordering::SeqCst);
+    assert!(
+        sequential <= 2,
+        "{sequential} upstream connections for 50 requests"
+    );
+
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let addr = px.addr;
+            tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await;
+                for _ in 0..25 {
+                    let r = conn.get("app.test", "/par").await;
+                    assert_eq!(r.status, StatusCode::OK);
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(b.hits(), 250);
+    // About one connection per concurrent client; far from one per request.
+    let accepts = b.accepts.load(Ordering::SeqCst);
+    assert!(
+        accepts <= 12,
+        "{accepts} upstream connections for 300 requests"
+    );
+}

@@ -10,13 +10,16 @@ mod affinity;
 pub use affinity::{AffinityKey, AffinityMode, CookieAffinity, CookieValue, SameSite};
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crate::config::{Backend, BackendId, BackendKind, Config};
+
+/// Maps consulted on every request, keyed by values only the configuration supplies, so
+/// the faster non-keyed hash is safe (no client-chosen keys to collide).
+type FastMap<K, V> = foldhash::HashMap<K, V>;
 
 /// Where one request goes.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -85,11 +88,11 @@ struct Ejection {
 #[derive(Default)]
 struct BackendState {
     rr: AtomicUsize,
-    ejections: Mutex<HashMap<SocketAddr, Ejection>>,
+    ejections: Mutex<FastMap<SocketAddr, Ejection>>,
 }
 
 impl BackendState {
-    fn ejections(&self) -> MutexGuard<'_, HashMap<SocketAddr, Ejection>> {
+    fn ejections(&self) -> MutexGuard<'_, FastMap<SocketAddr, Ejection>> {
         // The map holds plain data; a panic elsewhere cannot leave it half-written.
         self.ejections.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -103,7 +106,7 @@ impl BackendState {
 pub struct Registry {
     key: AffinityKey,
     ejection: EjectionPolicy,
-    backends: Mutex<HashMap<BackendId, Arc<BackendState>>>,
+    backends: Mutex<FastMap<BackendId, Arc<BackendState>>>,
     /// Address of the last config pruned against, to prune once per snapshot.
     pruned_for: AtomicUsize,
 }
@@ -113,7 +116,7 @@ impl Registry {
         Self {
             key,
             ejection,
-            backends: Mutex::new(HashMap::new()),
+            backends: Mutex::new(FastMap::default()),
             pruned_for: AtomicUsize::new(0),
         }
     }
@@ -122,7 +125,7 @@ impl Registry {
         &self.key
     }
 
-    fn backends(&self) -> MutexGuard<'_, HashMap<BackendId, Arc<BackendState>>> {
+    fn backends(&self) -> MutexGuard<'_, FastMap<BackendId, Arc<BackendState>>> {
         self.backends.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -400,6 +403,7 @@ fn plain(addr: SocketAddr) -> Choice {
 mod tests {
     use super::*;
     use crate::config::Endpoint;
+    use std::collections::HashMap;
 
     fn backend(n: u8, affinity: Option<CookieAffinity>) -> Backend {
         let eps = (1..=n)

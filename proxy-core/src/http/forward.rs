@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 
 use super::errors::ProxyError;
 use super::upstream::SendError;
-use super::{headers, upgrade, ConnInfo, Proxy, ProxyBody, ResponseEvent, Scheme};
+use super::{headers, upgrade, Conn, ConnInfo, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::Target;
 use crate::config::{BackendId, Config};
 use crate::routes;
@@ -32,8 +32,9 @@ impl Proxy {
     pub(crate) async fn handle(
         self: &Arc<Self>,
         req: Request<Incoming>,
-        info: &ConnInfo,
+        conn: &Conn,
     ) -> Response<ProxyBody> {
+        let info = &conn.info;
         let start = Instant::now();
         // One snapshot for the whole request: a swap mid-request changes nothing here.
         let config = self.config.load();
@@ -48,7 +49,7 @@ impl Proxy {
         let path = parts.uri.path().to_owned();
         let mut trace = Trace::default();
         let resp = match self
-            .forward(&config, parts, body, info, &host, &mut trace)
+            .forward(&config, parts, body, conn, &host, &mut trace)
             .await
         {
             Ok(resp) => resp,
@@ -125,10 +126,11 @@ impl Proxy {
         config: &Config,
         mut parts: Parts,
         body: Incoming,
-        info: &ConnInfo,
+        conn: &Conn,
         host: &str,
         trace: &mut Trace,
     ) -> Result<Response<ProxyBody>, ProxyError> {
+        let info = &conn.info;
         // Route on the canonical path and send the upstream that same path, so the
         // backend sees exactly what was matched (`/a/../admin` cannot reach a backend
         // as anything but `/admin`).
@@ -176,7 +178,7 @@ impl Proxy {
         } else {
             None
         };
-        headers::prepare_upstream(&mut parts, info, Some(host), upgrade);
+        headers::prepare_upstream(&mut parts, conn, Some(host), upgrade);
         let mut req = Request::from_parts(parts, Either::Left(body));
 
         let mut retried = false;

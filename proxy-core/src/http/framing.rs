@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,6 +70,10 @@ struct Scanner {
 /// Longest chunk-size or trailer line we follow; longer ones make hyper fail anyway.
 const MAX_LINE: usize = 4096;
 
+/// Most header fields the scanner reads in one head; a head with more stops the scanner
+/// (hyper answers it with 431 first when its own limit is lower).
+const MAX_HEADERS: usize = 256;
+
 impl Scanner {
     fn feed(&mut self, mut data: &[u8]) {
         while !data.is_empty() {
@@ -84,6 +89,14 @@ impl Scanner {
                         data = &data[skip..];
                         if data.is_empty() {
                             return;
+                        }
+                        // Usually a whole head arrives in one read: scan it in place
+                        // rather than copying it aside first.
+                        let window = &data[..data.len().min(self.max_head)];
+                        if let Some(end) = find(window, b"\r\n\r\n").map(|i| i + 4) {
+                            self.state = self.on_head(&data[..end]);
+                            data = &data[end..];
+                            continue;
                         }
                     }
                     let start = buf.len().saturating_sub(3);
@@ -154,9 +167,14 @@ impl Scanner {
     }
 
     fn on_head(&mut self, head: &[u8]) -> State {
-        let mut headers = vec![httparse::EMPTY_HEADER; self.max_headers.max(1)];
-        let mut req = httparse::Request::new(&mut headers);
-        if !matches!(req.parse(head), Ok(httparse::Status::Complete(_))) {
+        // Uninitialised slots on the stack: no allocation and no zeroing per request.
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let slots = &mut slots[..self.max_headers.clamp(1, MAX_HEADERS)];
+        let mut req = httparse::Request::new(&mut []);
+        if !matches!(
+            req.parse_with_uninit_headers(head, slots),
+            Ok(httparse::Status::Complete(_))
+        ) {
             return State::Done;
         }
         let method = req.method.unwrap_or("");
@@ -210,7 +228,7 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(haystack, needle)
 }
 
 /// The client IO with the scanner on its read side.

@@ -4,7 +4,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
 
-use super::{ConnInfo, Scheme};
+use super::{Conn, Scheme};
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides
 /// those named by `Connection`.
@@ -51,6 +51,17 @@ fn has_token(value: &HeaderValue, token: &str) -> bool {
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names says which are present: removing an absent header still
+    // hashes its name, and most requests carry none of these.
+    let mut present = 0u16;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -61,8 +72,10 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
 
@@ -70,7 +83,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// original Host kept, hop-by-hop headers dropped and X-Forwarded-* set.
 pub(crate) fn prepare_upstream(
     parts: &mut Parts,
-    info: &ConnInfo,
+    conn: &Conn,
     host: Option<&str>,
     upgrade: Option<HeaderValue>,
 ) {
@@ -98,7 +111,6 @@ pub(crate) fn prepare_upstream(
     }
     parts.version = Version::HTTP_11;
 
-    let ip = info.remote.ip().to_string();
     let xff = {
         let prior: Vec<&str> = parts
             .headers
@@ -107,19 +119,18 @@ pub(crate) fn prepare_upstream(
             .filter_map(|v| v.to_str().ok())
             .collect();
         if prior.is_empty() {
-            ip.clone()
+            Some(conn.client_ip.clone())
         } else {
-            format!("{}, {ip}", prior.join(", "))
+            let ip = conn.info.remote.ip();
+            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", "))).ok()
         }
     };
     let headers = &mut parts.headers;
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(X_REAL_IP, v);
-    }
-    let proto = match info.scheme {
+    headers.insert(X_REAL_IP, conn.client_ip.clone());
+    let proto = match conn.info.scheme {
         Scheme::Http => "http",
         Scheme::Https => "https",
     };
@@ -127,7 +138,7 @@ pub(crate) fn prepare_upstream(
     if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
         headers.insert(X_FORWARDED_HOST, v);
     }
-    headers.insert(X_FORWARDED_PORT, HeaderValue::from(info.local.port()));
+    headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
 }
 
 /// Cleans the upstream's response head for the client. A `101 Switching Protocols` keeps
@@ -148,14 +159,14 @@ mod tests {
     use super::*;
     use http::Request;
 
-    fn info() -> ConnInfo {
-        ConnInfo {
+    fn info() -> Conn {
+        Conn::new(super::super::ConnInfo {
             remote: "192.0.2.7:5555".parse().unwrap(),
             local: "127.0.0.1:8080".parse().unwrap(),
             scheme: Scheme::Http,
             sni: None,
             alpn_h2: false,
-        }
+        })
     }
 
     #[test]

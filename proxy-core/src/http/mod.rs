@@ -50,7 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, StatusCode};
+use http::{HeaderValue, Method, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -80,6 +80,29 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// ALPN chose `h2`: serve HTTP/2 only.
     pub alpn_h2: bool,
+}
+
+/// A connection as its requests see it: what was accepted, plus the values every request
+/// on it sends upstream, formatted once rather than per request.
+pub(crate) struct Conn {
+    pub info: ConnInfo,
+    /// `X-Real-IP` (and `X-Forwarded-For` when the client sent none).
+    pub client_ip: HeaderValue,
+    /// `X-Forwarded-Port`.
+    pub local_port: HeaderValue,
+}
+
+impl Conn {
+    pub fn new(info: ConnInfo) -> Self {
+        let client_ip = HeaderValue::try_from(info.remote.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let local_port = HeaderValue::from(info.local.port());
+        Self {
+            info,
+            client_ip,
+            local_port,
+        }
+    }
 }
 
 /// One answered request, for metrics.

@@ -1,6 +1,7 @@
 //! Accepting and serving client connections, and stopping them gracefully.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use super::errors::ProxyError;
-use super::{framing, ConnInfo, Proxy, Scheme};
+use super::{framing, Conn, ConnInfo, Proxy, Scheme};
 
 /// Stops listeners and drains connections. Clones share one state.
 ///
@@ -153,7 +154,7 @@ impl Proxy {
     {
         let _guard = self.shutdown.track();
         let _extra_guard = extra.map(Shutdown::track);
-        let info = Arc::new(info);
+        let info = Arc::new(Conn::new(info));
         let proxy = self.clone();
         let conn_info = info.clone();
         // HTTP/1 connections get the smuggling guard; with ALPN h2 there is nothing to
@@ -172,34 +173,38 @@ impl Proxy {
                 if conflicting {
                     return Ok::<_, Infallible>(proxy.reject(
                         req,
-                        &info,
+                        &info.info,
                         ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
                     ));
                 }
                 Ok::<_, Infallible>(proxy.handle(req, &info).await)
             }
         });
-        let builder = if info.alpn_h2 {
+        let builder = if info.info.alpn_h2 {
             &self.builder_h2
         } else {
             &self.builder
         };
         let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
+        // The listener's handle is usually the proxy's own: wait on it once.
+        let extra = extra.filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner));
         let mut stop = pin!(stop_signal(&self.shutdown, extra));
         // The protocol sniffing before hyper takes over has no timer of its own: a client
         // that never sends a byte is dropped after the header-read timeout.
-        let mut first_byte = pin!(tokio::time::sleep(self.opts.header_read_timeout));
+        let mut first_byte = pin!(first_byte(&watch, self.opts.header_read_timeout));
         let mut awaiting_first_byte = true;
         let result = loop {
+            // select! polls every branch on every wake-up, so the first-byte watch ends
+            // as soon as a byte has come rather than living on for the whole timeout.
             tokio::select! {
                 result = conn.as_mut() => break result,
                 _ = &mut stop => {
                     conn.as_mut().graceful_shutdown();
                     break conn.await;
                 }
-                _ = &mut first_byte, if awaiting_first_byte => {
-                    if !watch.has_read() {
-                        tracing::debug!(remote = %info.remote, "client sent nothing; closing");
+                sent = &mut first_byte, if awaiting_first_byte => {
+                    if !sent {
+                        tracing::debug!(remote = %info.info.remote, "client sent nothing; closing");
                         return;
                     }
                     awaiting_first_byte = false;
@@ -207,9 +212,22 @@ impl Proxy {
             }
         };
         if let Err(e) = result {
-            tracing::debug!(remote = %info.remote, error = %e, "client connection ended with an error");
+            tracing::debug!(remote = %info.info.remote, error = %e, "client connection ended with an error");
         }
     }
+}
+
+/// Whether the client sent a byte before `timeout`; resolves at the first poll after it
+/// did, or when the timeout passes.
+async fn first_byte(watch: &framing::Verdicts, timeout: Duration) -> bool {
+    let mut deadline = pin!(tokio::time::sleep(timeout));
+    std::future::poll_fn(|cx| {
+        if watch.has_read() {
+            return std::task::Poll::Ready(true);
+        }
+        deadline.as_mut().poll(cx).map(|()| watch.has_read())
+    })
+    .await
 }
 
 async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {

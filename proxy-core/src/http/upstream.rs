@@ -2,13 +2,13 @@
 //! have sent nothing), HTTP/1.1 handshake, and an idle pool keyed by backend id and
 //! endpoint that outlives config swaps.
 
-use std::collections::HashMap;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use foldhash::HashMap;
 use http::Method;
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
@@ -27,15 +27,17 @@ type Key = (BackendId, Target);
 /// What goes upstream: the client's body, streamed, or nothing (a replayed request).
 pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
 
+/// A pooled connection: idle, or still relaying the response it was last used for (it
+/// becomes ready by itself once that body is done, with no task watching it).
 struct Idle {
     sender: SendRequest<UpstreamBody>,
-    since: Instant,
+    last_used: Instant,
 }
 
 /// Pool tuning.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PoolOptions {
-    /// Idle connections older than this are closed rather than reused.
+    /// Pooled connections unused for longer than this are closed rather than reused.
     pub idle_timeout: Duration,
     /// Idle connections kept per backend endpoint.
     pub max_idle_per_endpoint: usize,
@@ -69,7 +71,7 @@ impl Pool {
     pub fn new(opts: PoolOptions) -> Self {
         Self {
             opts,
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(HashMap::default()),
             pruned_for: AtomicUsize::new(0),
         }
     }
@@ -104,23 +106,40 @@ impl Pool {
         let mut map = self.idle();
         let list = map.get_mut(key)?;
         let now = Instant::now();
-        while let Some(idle) = list.pop() {
-            if idle.sender.is_ready() && now.duration_since(idle.since) < self.opts.idle_timeout {
-                return Some(idle.sender);
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &list[i];
+            if conn.sender.is_closed() {
+                list.swap_remove(i);
+            } else if conn.sender.is_ready() {
+                let conn = list.swap_remove(i);
+                if now.duration_since(conn.last_used) < self.opts.idle_timeout {
+                    return Some(conn.sender);
+                }
             }
         }
         None
     }
 
+    /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
+    /// has to wait for the body to finish. Busy connections count towards the limit only
+    /// when the list is full and idle ones already fill it.
     fn put(&self, key: Key, sender: SendRequest<UpstreamBody>) {
         let mut map = self.idle();
         let list = map.entry(key).or_default();
-        if list.len() < self.opts.max_idle_per_endpoint {
-            list.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        let max = self.opts.max_idle_per_endpoint;
+        if list.len() >= max {
+            list.retain(|c| !c.sender.is_closed());
+            let idle = list.iter().filter(|c| c.sender.is_ready()).count();
+            if idle >= max {
+                return;
+            }
         }
+        list.push(Idle {
+            sender,
+            last_used: Instant::now(),
+        });
     }
 
     /// Sends `req` to `target` on a pooled or new connection, waiting at most the
@@ -155,7 +174,7 @@ impl Pool {
             let sent = tokio::time::timeout(timeouts.response, sender.try_send_request(req)).await;
             match sent {
                 Ok(Ok(resp)) => {
-                    self.recycle(key, sender);
+                    self.put(key, sender);
                     return Ok((resp, fresh));
                 }
                 Ok(Err(mut e)) => match (e.take_message(), replay) {
@@ -192,17 +211,6 @@ impl Pool {
                 }
             }
         }
-    }
-
-    /// Returns the connection to the pool once its response body is done. An upgraded or
-    /// broken connection never becomes ready and is dropped.
-    fn recycle(self: &Arc<Self>, key: Key, mut sender: SendRequest<UpstreamBody>) {
-        let pool = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.put(key, sender);
-            }
-        });
     }
 }
 

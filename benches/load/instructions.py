@@ -1,0 +1,85 @@
+#!/usr/bin/env python3
+"""Instructions Portico executes per proxied request, counted by valgrind's callgrind.
+
+Wall-clock figures on a shared machine move with whatever else runs; instruction counts
+do not. This starts the same backend and routes as bench.py's `http` variant, runs
+Portico under callgrind, warms it up, zeroes the counters, sends keep-alive load with
+wrk, dumps the counters and divides by the requests wrk completed. User-space only: the
+kernel's share of each request (the socket syscalls) is not counted.
+
+    python3 benches/load/instructions.py --portico target/release/ingress-controller
+    callgrind_annotate --inclusive=yes /tmp/portico-bench-cg/callgrind.out.* | head -60
+"""
+
+import argparse
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import bench  # noqa: E402
+import gen  # noqa: E402
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--portico", required=True)
+    ap.add_argument("--duration", type=int, default=10, help="seconds of measured load")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--work", default="/tmp/portico-bench-cg")
+    a = ap.parse_args()
+    # bench.py's defaults for everything the shared helpers read.
+    a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 100, 4, 1, 0
+    a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
+
+    work = os.path.abspath(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
+                                    backend_port=a.backend_port, http_port=a.http_port,
+                                    https_port=a.https_port))
+    backend = bench.start_backend(a, work, 13)
+    cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no",
+           f"--callgrind-out-file={work}/callgrind.out.%p",
+           a.portico, "--manifests", os.path.join(work, "manifests"),
+           "--http-addr", f"127.0.0.1:{a.http_port}",
+           "--https-addr", f"127.0.0.1:{a.https_port}",
+           "--admin-addr", f"127.0.0.1:{a.admin_port}",
+           "--default-certificate", "bench/wildcard-tls", "--worker-threads", "1"]
+    log = open(os.path.join(work, "portico.log"), "ab")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
+                            env=dict(os.environ, RUST_LOG="warn"))
+    try:
+        bench.wait_port(a.http_port, deadline_s=300, proc=proc)
+        bench.wait_routed(a.http_port, deadline_s=300, proc=proc)
+        wrk = ["wrk", "-t", "1", "-c", str(a.connections), "--latency",
+               "-s", os.path.join(work, "requests.lua"), f"http://127.0.0.1:{a.http_port}/"]
+        subprocess.run(wrk[:5] + ["-d", "3s"] + wrk[5:], capture_output=True, check=True)
+        subprocess.run(["callgrind_control", "-z", str(proc.pid)], capture_output=True, check=True)
+        out = subprocess.run(wrk[:5] + ["-d", f"{a.duration}s"] + wrk[5:],
+                             capture_output=True, text=True, check=True).stdout
+        subprocess.run(["callgrind_control", "-d", str(proc.pid)], capture_output=True, check=True)
+        r = bench.parse_wrk(out)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait()
+        backend.terminate()
+        backend.wait()
+    # The dump taken after the measured load is the newest numbered file.
+    dumps = sorted(glob.glob(f"{work}/callgrind.out.{proc.pid}.*"), key=os.path.getmtime)
+    if not dumps or not r.get("requests"):
+        sys.exit(f"no callgrind dump or no requests (wrk: {r})")
+    with open(dumps[-1]) as f:
+        total = next(int(m.group(1)) for line in f if (m := re.match(r"summary: (\d+)", line)))
+    print(f"requests {r['requests']} non-2xx {r['non2xx']} socket errors {r['socket_errors']}")
+    print(f"instructions per request: {total / r['requests']:,.0f}   (dump: {dumps[-1]})")
+
+
+if __name__ == "__main__":
+    main()
