@@ -696,3 +696,29 @@ async fn upstream_connections_are_reused_sequentially_and_concurrently() {
         "{accepts} upstream connections for 300 requests"
     );
 }
+
+#[tokio::test]
+async fn backends_sharing_an_endpoint_share_its_connections() {
+    let b = TestBackend::start("pod").await;
+    let px = TestProxy::start(config(
+        vec![rule("a.test", "svc-a"), rule("b.test", "svc-b")],
+        vec![
+            backend("svc-a", &[b.addr], None),
+            backend("svc-b", &[b.addr], None),
+        ],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    for i in 0..20 {
+        let host = if i % 2 == 0 { "a.test" } else { "b.test" };
+        let r = conn.get(host, "/").await;
+        assert_eq!(r.status, StatusCode::OK, "GET {i} via {host}");
+    }
+    assert_eq!(b.hits(), 20);
+    // Two Services over the same pod: one connection serves both.
+    let accepts = b.accepts.load(Ordering::SeqCst);
+    assert!(
+        accepts <= 2,
+        "{accepts} upstream connections for 20 requests"
+    );
+}

@@ -1,6 +1,11 @@
 //! Upstream connections: connect (with its own timeout, so a refused connect is known to
-//! have sent nothing), HTTP/1.1 handshake, and an idle pool keyed by backend id and
-//! endpoint that outlives config swaps.
+//! have sent nothing), HTTP/1.1 handshake, and a pool keyed by endpoint that outlives
+//! config swaps.
+//!
+//! The pool is keyed by the endpoint alone, not by the backend that led there: an
+//! HTTP/1.1 connection to a pod carries no trace of the Service or port name that chose
+//! it, so backends that share pods (several Services over one Deployment, or one Service
+//! named by port number and by port name) share their idle connections too.
 
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -8,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
 use http::Method;
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
@@ -20,9 +25,9 @@ use tokio::net::TcpStream;
 
 use super::errors::ProxyError;
 use crate::balance::Target;
-use crate::config::{Backend, BackendId, BackendKind, Config, Timeouts};
+use crate::config::{Backend, BackendKind, Config, Timeouts};
 
-type Key = (BackendId, Target);
+type Key = Target;
 
 /// What goes upstream: the client's body, streamed, or nothing (a replayed request).
 pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
@@ -80,26 +85,27 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Closes idle connections to backends and endpoints `config` no longer has.
+    /// Closes pooled connections to endpoints no backend of `config` has any more.
     pub fn prune(&self, config: &Arc<Config>) {
         let ptr = Arc::as_ptr(config) as usize;
         if self.pruned_for.swap(ptr, Ordering::AcqRel) == ptr {
             return;
         }
-        self.idle().retain(|(id, target), _| {
-            let Some(backend) = config.backends.get(id) else {
-                return false;
-            };
-            match (&backend.kind, target) {
-                (BackendKind::Endpoints(eps), Target::Addr(addr)) => {
-                    eps.iter().any(|e| e.addr == *addr)
+        let mut live: HashSet<Target> = HashSet::default();
+        for backend in config.backends.values() {
+            match &backend.kind {
+                BackendKind::Endpoints(eps) => {
+                    live.extend(eps.iter().map(|e| Target::Addr(e.addr)));
                 }
-                (BackendKind::ExternalName { host, port }, Target::Name { host: h, port: p }) => {
-                    host == h && port == p
+                BackendKind::ExternalName { host, port } => {
+                    live.insert(Target::Name {
+                        host: host.clone(),
+                        port: *port,
+                    });
                 }
-                _ => false,
             }
-        });
+        }
+        self.idle().retain(|target, _| live.contains(target));
     }
 
     fn checkout(&self, key: &Key) -> Option<SendRequest<UpstreamBody>> {
@@ -151,7 +157,7 @@ impl Pool {
         target: &Target,
         mut req: Request<UpstreamBody>,
     ) -> Result<(Response<Incoming>, bool), SendError> {
-        let key = (backend.id.clone(), target.clone());
+        let key = target.clone();
         let timeouts = backend.timeouts;
         let mut stale_retry = true;
         loop {
