@@ -49,10 +49,12 @@ type Loaded = Result<(Vec<u8>, Vec<u8>, Option<String>), (DiagnosticReason, Stri
 /// Secrets already checked by an earlier compile. Checking a key pair parses the private
 /// key (an RSA parse costs about a millisecond), and a thousand TLS Secrets are checked on
 /// every compile; a Secret object that is still the same `Arc` in the store has the same
-/// content, so its result stands.
+/// content, so its result stands. Key pairs are also remembered by content: one
+/// certificate copied into many Secrets (a wildcard in every namespace) is checked once.
 #[derive(Default)]
 pub struct SecretCache {
     checked: HashMap<ObjectKey, (Arc<Secret>, Arc<Loaded>)>,
+    pairs: HashMap<(Vec<u8>, Vec<u8>), Result<(), String>>,
 }
 
 impl SecretCache {
@@ -71,8 +73,17 @@ impl SecretCache {
         }
         let loaded = match self.checked.get(key) {
             Some((s, loaded)) if Arc::ptr_eq(s, secret) => loaded.clone(),
-            _ => Arc::new(load_secret(secret)),
+            _ => Arc::new(load_secret(secret, |cert, key_pem| {
+                let pair = (cert.to_vec(), key_pem.to_vec());
+                let checked = match used.pairs.get(&pair).or_else(|| self.pairs.get(&pair)) {
+                    Some(r) => r.clone(),
+                    None => check_pair(cert, key_pem),
+                };
+                used.pairs.insert(pair, checked.clone());
+                checked
+            })),
         };
+
         used.checked
             .insert(key.clone(), (secret.clone(), loaded.clone()));
         loaded
@@ -81,7 +92,8 @@ impl SecretCache {
 
 /// Reads and checks a TLS Secret: type, keys, PEM, and that the key matches the
 /// certificate. The `Option<String>` is a warning for an accepted but unusual Secret.
-pub fn load_secret(secret: &Secret) -> Loaded {
+/// `check` decides whether a certificate and key form a pair.
+fn load_secret(secret: &Secret, check: impl FnOnce(&[u8], &[u8]) -> Result<(), String>) -> Loaded {
     let type_ = secret.type_.as_deref().unwrap_or("Opaque");
     let mut warning = None;
     if type_ != TLS_SECRET_TYPE {
@@ -119,7 +131,7 @@ pub fn load_secret(secret: &Secret) -> Loaded {
             format!("must hold both {CERT_KEY} and {KEY_KEY}"),
         ));
     };
-    check_pair(&cert, &key).map_err(|m| (DiagnosticReason::InvalidCertificate, m))?;
+    check(&cert, &key).map_err(|m| (DiagnosticReason::InvalidCertificate, m))?;
     Ok((cert, key, warning))
 }
 
