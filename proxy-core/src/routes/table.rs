@@ -283,12 +283,17 @@ fn normalize_rule(mut rule: RouteRule) -> Option<RouteRule> {
     fn clean_host(host: &str) -> String {
         host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
     }
-    rule.host = match &rule.host {
+    // Hosts from the compiler are clean already: keep them rather than copy each one.
+    fn is_clean(host: &str) -> bool {
+        !host.ends_with('.') && !host.bytes().any(|b| b.is_ascii_uppercase())
+    }
+    rule.host = match std::mem::replace(&mut rule.host, HostMatch::Any) {
         HostMatch::Exact(host) if host.is_empty() => HostMatch::Any,
-        HostMatch::Exact(host) => HostMatch::Exact(clean_host(host)),
+        HostMatch::Exact(host) if is_clean(&host) => HostMatch::Exact(host),
+        HostMatch::Exact(host) => HostMatch::Exact(clean_host(&host)),
         HostMatch::Wildcard(suffix) => {
             // Accept the `*.foo.com` spelling as well as the documented `foo.com`.
-            let suffix = clean_host(suffix.strip_prefix("*.").unwrap_or(suffix));
+            let suffix = clean_host(suffix.strip_prefix("*.").unwrap_or(&suffix));
             if suffix.is_empty() {
                 tracing::warn!(source = %rule.target.source, "wildcard host rule with an empty suffix ignored");
                 return None;
