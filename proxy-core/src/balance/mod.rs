@@ -175,15 +175,24 @@ impl Registry {
             }
             BackendKind::Endpoints(eps) => eps,
         };
-        let ready: Vec<SocketAddr> = eps
-            .iter()
-            .filter(|e| e.ready && !e.terminating)
-            .map(|e| e.addr)
-            .collect();
+        let usable = |e: &&crate::config::Endpoint| e.ready && !e.terminating;
+        let state = self.state(&backend.id);
+        if backend.affinity.is_none() && state.ejections().is_empty() {
+            // The common case, on every request: round robin over the ready endpoints
+            // without collecting them.
+            let count = eps.iter().filter(usable).count();
+            if count == 0 {
+                return Err(NoReadyEndpoint(backend.id.clone()));
+            }
+            let nth = state.next(count);
+            if let Some(e) = eps.iter().filter(usable).nth(nth) {
+                return Ok(plain(e.addr));
+            }
+        }
+        let ready: Vec<SocketAddr> = eps.iter().filter(usable).map(|e| e.addr).collect();
         if ready.is_empty() {
             return Err(NoReadyEndpoint(backend.id.clone()));
         }
-        let state = self.state(&backend.id);
         let healthy = self.healthy(&state, &ready);
 
         let Some(policy) = &backend.affinity else {
