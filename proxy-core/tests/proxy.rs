@@ -722,3 +722,79 @@ async fn backends_sharing_an_endpoint_share_its_connections() {
         "{accepts} upstream connections for 20 requests"
     );
 }
+
+/// A backend that sends its response head at once and the body after `delay`, and counts
+/// the connections open to it.
+async fn slow_counting_backend(delay: Duration) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let open = Arc::new(AtomicUsize::new(0));
+    let counter = open.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let open = counter.clone();
+            open.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let svc = service_fn(move |_req| async move {
+                    let body = futures::stream::once(async move {
+                        tokio::time::sleep(delay).await;
+                        Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(
+                            Bytes::from_static(b"slow"),
+                        ))
+                    });
+                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                        http_body_util::StreamBody::new(body),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+                open.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, open)
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_beyond_the_limit_are_closed() {
+    use proxy_core::http::PoolOptions;
+    let (addr, open) = slow_counting_backend(Duration::from_millis(300)).await;
+    let opts = ProxyOptions {
+        pool: PoolOptions {
+            max_idle_per_endpoint: 2,
+            ..PoolOptions::default()
+        },
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(
+        config(
+            vec![rule("app.test", "slow")],
+            vec![backend("slow", &[addr], None)],
+        ),
+        opts,
+    )
+    .await;
+    // Six at once need six connections, all pooled while busy (each response head comes
+    // before its body); all six turn idle together once the bodies are done.
+    let burst: Vec<_> = (0..6)
+        .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 6);
+    // The next request reuses one and trims the idle surplus down to the limit.
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while open.load(Ordering::SeqCst) > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} upstream connections still open, limit 2",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

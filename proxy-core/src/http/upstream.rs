@@ -129,18 +129,26 @@ impl Pool {
     }
 
     /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
-    /// has to wait for the body to finish. Busy connections count towards the limit only
-    /// when the list is full and idle ones already fill it.
+    /// has to wait for the body to finish. Busy connections are kept whatever their
+    /// number (they are in use anyway); idle ones beyond the limit are closed, oldest
+    /// first.
     fn put(&self, key: Key, sender: SendRequest<UpstreamBody>) {
         let mut map = self.idle();
         let list = map.entry(key).or_default();
         let max = self.opts.max_idle_per_endpoint;
         if list.len() >= max {
             list.retain(|c| !c.sender.is_closed());
-            let idle = list.iter().filter(|c| c.sender.is_ready()).count();
-            if idle >= max {
-                return;
-            }
+            // After a burst many connections turn idle at once: keep the newest.
+            let mut surplus = list
+                .iter()
+                .filter(|c| c.sender.is_ready())
+                .count()
+                .saturating_sub(max.saturating_sub(1));
+            list.retain(|c| {
+                let close = surplus > 0 && c.sender.is_ready();
+                surplus -= usize::from(close);
+                !close
+            });
         }
         list.push(Idle {
             sender,
