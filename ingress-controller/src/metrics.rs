@@ -53,7 +53,6 @@ struct Hosts {
     exact: HashMap<String, Arc<str>>,
     wildcard: HashMap<String, Arc<str>>,
     other: Arc<str>,
-    none: Arc<str>,
     /// Looked-up handles by label values: a request then costs one fast hash instead of
     /// formatting its labels and hashing them twice in the families. Dropped with this
     /// config, so it never outgrows the label values the config allows.
@@ -66,7 +65,6 @@ impl Default for Hosts {
             exact: HashMap::new(),
             wildcard: HashMap::new(),
             other: "other".into(),
-            none: "none".into(),
             handles: Mutex::default(),
         }
     }
@@ -301,7 +299,7 @@ impl ProxyObserver for Metrics {
             let backend = key
                 .backend
                 .as_ref()
-                .map_or_else(|| hosts.none.to_string(), ToString::to_string);
+                .map_or_else(|| "none".to_owned(), ToString::to_string);
             let requests = self
                 .requests
                 .get_or_create(&RequestLabels {
