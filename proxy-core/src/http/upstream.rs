@@ -130,15 +130,15 @@ impl Pool {
 
     /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
     /// has to wait for the body to finish. Busy connections are kept whatever their
-    /// number (they are in use anyway); idle ones beyond the limit are closed, oldest
-    /// first.
+    /// number (they are in use anyway); idle ones beyond the limit are closed.
     fn put(&self, key: Key, sender: SendRequest<UpstreamBody>) {
         let mut map = self.idle();
         let list = map.entry(key).or_default();
         let max = self.opts.max_idle_per_endpoint;
         if list.len() >= max {
             list.retain(|c| !c.sender.is_closed());
-            // After a burst many connections turn idle at once: keep the newest.
+            // After a burst many connections turn idle at once: close the surplus, from
+            // the front of the list, where the longer-pooled ones mostly are.
             let mut surplus = list
                 .iter()
                 .filter(|c| c.sender.is_ready())
