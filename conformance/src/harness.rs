@@ -75,11 +75,42 @@ pub fn binary_path() -> Result<PathBuf, HarnessError> {
     }
 }
 
-/// A free port on 127.0.0.1. The listener is closed before the controller binds it; the
-/// kernel does not hand the same ephemeral port out again that quickly.
+/// A free port on 127.0.0.1 for the controller to bind.
+///
+/// Picked below the kernel's ephemeral range: a port the kernel handed out for a moment
+/// can be handed out again as the source port of any outgoing connection (the controller's
+/// own, to the API server or a backend) before the controller binds it. Ports below the
+/// range are never chosen that way, and a process-wide counter keeps concurrent tests from
+/// picking the same one.
 pub fn free_port() -> Result<SocketAddr, HarnessError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(HarnessError::Port)?;
-    listener.local_addr().map_err(HarnessError::Port)
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let (low, high) = (10_000u32, ephemeral_start().max(10_001));
+    let span = high - low;
+    let seed = std::process::id().wrapping_mul(7_919) % span;
+    let mut last_err = None;
+    for _ in 0..span {
+        let offset = (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = (low + offset) as u16;
+        match TcpListener::bind(("127.0.0.1", port)) {
+            Ok(listener) => return listener.local_addr().map_err(HarnessError::Port),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(HarnessError::Port(last_err.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "no free port below the ephemeral range",
+        )
+    })))
+}
+
+/// The first port of the kernel's ephemeral range (Linux's default when unreadable).
+fn ephemeral_start() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 /// A running controller process; killed when dropped.

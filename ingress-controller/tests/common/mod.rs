@@ -23,10 +23,28 @@ use tokio::net::TcpListener;
 /// Generous: the machine may be busy compiling or running other tests.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A port on 127.0.0.1 that was free a moment ago.
+/// A port on 127.0.0.1 that was free a moment ago, for the binary to bind.
+///
+/// Picked below the kernel's ephemeral range: a port the kernel just handed out can be
+/// handed out again as the source port of some outgoing connection before the binary
+/// binds it. A process-wide counter keeps concurrent tests from picking the same one.
 pub fn free_port() -> u16 {
-    let l = StdListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let (low, high) = (10_000u32, ephemeral_start.max(10_001));
+    let span = high - low;
+    let seed = std::process::id().wrapping_mul(7_919) % span;
+    for _ in 0..span {
+        let port = (low + (seed + NEXT.fetch_add(1, Ordering::Relaxed)) % span) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 below the ephemeral range");
 }
 
 /// The running binary. Killed on drop; its stderr (the logs) goes to a file.
