@@ -109,7 +109,7 @@ def main():
         cmd += ["--worker-threads", str(a.worker_threads)]
     log = open(os.path.join(work, "portico.log"), "wb")
     t0 = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+    proc = subprocess.Popen(cmd, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn")))
     try:
         ready = None
         while time.monotonic() - t0 < 300:

@@ -95,7 +95,7 @@ fn bench(c: &mut Criterion) {
         let strict = RouteTable::build(
             table
                 .rules()
-                .iter()
+                .into_iter()
                 .filter(|r| r.host != HostMatch::Any)
                 .cloned()
                 .collect(),

@@ -12,7 +12,7 @@ mod normalize;
 mod table;
 
 pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
-pub use table::RouteTable;
+pub use table::{HostRoutes, RouteTable};
 
 /// How a rule's host matches the request host.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

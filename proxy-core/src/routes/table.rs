@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use foldhash::HashMap;
 use http::request::Parts;
+use std::collections::hash_map::Entry;
 
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 use super::{HostMatch, PathType, RouteRule, RouteTarget};
@@ -32,12 +33,88 @@ pub struct RouteTable {
 
 #[derive(Default)]
 struct Inner {
-    /// The rules kept, normalized, in build order; the maps hold indices into it.
-    rules: Vec<RouteRule>,
-    exact_hosts: HashMap<Box<str>, PathTable>,
+    exact_hosts: HashMap<Box<str>, Arc<HostRoutes>>,
     /// Keyed by the suffix after `*.`.
-    wildcard_hosts: HashMap<Box<str>, PathTable>,
-    any_host: PathTable,
+    wildcard_hosts: HashMap<Box<str>, Arc<HostRoutes>>,
+    any_host: Option<Arc<HostRoutes>>,
+    len: usize,
+}
+
+/// One host's rules, compiled on their own: a table is assembled from these
+/// ([`RouteTable::from_hosts`]), so a recompile can keep every host a change did not touch
+/// and rebuild only the others.
+pub struct HostRoutes {
+    host: HostMatch,
+    /// The rules kept, normalized, in build order; `paths` holds indices into it.
+    rules: Vec<RouteRule>,
+    paths: PathTable,
+}
+
+impl HostRoutes {
+    /// Compiles `rules` into one table per host (after normalization), in the order the
+    /// hosts first appear. Given duplicates (same host, path and type after
+    /// normalization), the first one wins. Rules whose host or path cannot be matched (an
+    /// empty wildcard suffix, a path that fails [`normalize_rule_path`]) are left out with
+    /// a warning; the compiler reports them properly.
+    pub fn group(rules: impl IntoIterator<Item = RouteRule>) -> Vec<Arc<HostRoutes>> {
+        let mut hosts: Vec<HostRoutes> = Vec::new();
+        // Rules usually come grouped by host: check the last host before searching.
+        let mut by_host: HashMap<HostMatch, usize> = HashMap::default();
+        for rule in rules {
+            let Some(rule) = normalize_rule(rule) else {
+                continue;
+            };
+            let at = match hosts.last() {
+                Some(last) if last.host == rule.host => hosts.len() - 1,
+                _ => match by_host.get(&rule.host) {
+                    Some(&at) => at,
+                    None => {
+                        by_host.insert(rule.host.clone(), hosts.len());
+                        hosts.push(HostRoutes {
+                            host: rule.host.clone(),
+                            rules: Vec::new(),
+                            paths: PathTable::default(),
+                        });
+                        hosts.len() - 1
+                    }
+                },
+            };
+            hosts[at].push(rule);
+        }
+        hosts.into_iter().map(Arc::new).collect()
+    }
+
+    fn push(&mut self, rule: RouteRule) {
+        if self
+            .paths
+            .insert(&rule.path, rule.path_type, self.rules.len())
+        {
+            self.rules.push(rule);
+        } else {
+            tracing::debug!(
+                host = ?rule.host,
+                path = %rule.path,
+                path_type = ?rule.path_type,
+                source = %rule.target.source,
+                "duplicate route rule ignored; an earlier rule claims it"
+            );
+        }
+    }
+
+    /// The host these rules match, normalized.
+    pub fn host(&self) -> &HostMatch {
+        &self.host
+    }
+
+    /// The rules kept, normalized, duplicates removed, in build order.
+    pub fn rules(&self) -> &[RouteRule] {
+        &self.rules
+    }
+
+    fn lookup(&self, path: &SplitPath<'_>) -> Option<&RouteTarget> {
+        let index = self.paths.lookup(path)?;
+        self.rules.get(index).map(|rule| &rule.target)
+    }
 }
 
 #[derive(Default)]
@@ -174,44 +251,48 @@ impl<'a> SplitPath<'a> {
 }
 
 impl RouteTable {
-    /// Compiles `rules`. Given duplicates (same host, path and type after
-    /// normalization), the first one wins. Rules whose host or path cannot be matched
-    /// (an empty wildcard suffix, a path that fails [`normalize_rule_path`]) are left out
-    /// with a warning; the compiler reports them properly.
+    /// Compiles `rules` (see [`HostRoutes::group`]).
     pub fn build(rules: Vec<RouteRule>) -> Self {
+        Self::from_hosts(HostRoutes::group(rules))
+    }
+
+    /// A table of these host tables. Two tables for the same host are merged, the
+    /// earlier one's rules first (callers normally pass each host once).
+    pub fn from_hosts(hosts: impl IntoIterator<Item = Arc<HostRoutes>>) -> Self {
         let mut inner = Inner::default();
-        for rule in rules {
-            let Some(rule) = normalize_rule(rule) else {
-                continue;
-            };
-            let index = inner.rules.len();
-            // Look up before inserting: `entry` would allocate the key for every rule.
-            fn table<'m>(
-                map: &'m mut HashMap<Box<str>, PathTable>,
-                host: &str,
-            ) -> &'m mut PathTable {
-                if !map.contains_key(host) {
-                    map.insert(host.into(), PathTable::default());
+        for host in hosts {
+            let slot = match &host.host {
+                HostMatch::Exact(name) => inner.exact_hosts.entry(name.as_str().into()),
+                HostMatch::Wildcard(suffix) => inner.wildcard_hosts.entry(suffix.as_str().into()),
+                HostMatch::Any => {
+                    inner.any_host = Some(match inner.any_host.take() {
+                        Some(earlier) => merge(&earlier, &host),
+                        None => host,
+                    });
+                    continue;
                 }
-                map.get_mut(host).expect("inserted above")
-            }
-            let paths = match &rule.host {
-                HostMatch::Exact(host) => table(&mut inner.exact_hosts, host),
-                HostMatch::Wildcard(suffix) => table(&mut inner.wildcard_hosts, suffix),
-                HostMatch::Any => &mut inner.any_host,
             };
-            if paths.insert(&rule.path, rule.path_type, index) {
-                inner.rules.push(rule);
-            } else {
-                tracing::debug!(
-                    host = ?rule.host,
-                    path = %rule.path,
-                    path_type = ?rule.path_type,
-                    source = %rule.target.source,
-                    "duplicate route rule ignored; an earlier rule claims it"
-                );
+            match slot {
+                Entry::Vacant(v) => {
+                    v.insert(host);
+                }
+                Entry::Occupied(mut o) => {
+                    let merged = merge(o.get(), &host);
+                    o.insert(merged);
+                }
             }
         }
+        inner.len = inner
+            .exact_hosts
+            .values()
+            .map(|h| h.rules.len())
+            .sum::<usize>()
+            + inner
+                .wildcard_hosts
+                .values()
+                .map(|h| h.rules.len())
+                .sum::<usize>()
+            + inner.any_host.as_ref().map_or(0, |h| h.rules.len());
         Self {
             inner: Arc::new(inner),
         }
@@ -232,11 +313,10 @@ impl RouteTable {
     pub fn lookup(&self, host: &str, path: &str) -> Option<&RouteTarget> {
         let path = SplitPath::new(path);
         let inner = &*self.inner;
-        let index = (!host.is_empty())
+        (!host.is_empty())
             .then(|| inner.lookup_host(host, &path))
             .flatten()
-            .or_else(|| inner.any_host.lookup(&path))?;
-        inner.rules.get(index).map(|rule| &rule.target)
+            .or_else(|| inner.any_host.as_ref()?.lookup(&path))
     }
 
     /// Normalizes the request's host and path and looks them up. A request without a
@@ -248,24 +328,38 @@ impl RouteTable {
         Ok(self.lookup(host.as_deref().unwrap_or(""), &path))
     }
 
-    /// The rules in the table, normalized, duplicates removed, in build order.
-    pub fn rules(&self) -> &[RouteRule] {
-        &self.inner.rules
+    /// The host tables, sorted by host.
+    pub fn hosts(&self) -> Vec<&Arc<HostRoutes>> {
+        let inner = &*self.inner;
+        let mut hosts: Vec<_> = inner
+            .exact_hosts
+            .values()
+            .chain(inner.wildcard_hosts.values())
+            .chain(&inner.any_host)
+            .collect();
+        hosts.sort_unstable_by(|a, b| a.host.cmp(&b.host));
+        hosts
+    }
+
+    /// The rules in the table, normalized, duplicates removed: by host (sorted), then in
+    /// build order.
+    pub fn rules(&self) -> Vec<&RouteRule> {
+        self.hosts().into_iter().flat_map(|h| &h.rules).collect()
     }
 
     pub fn len(&self) -> usize {
-        self.inner.rules.len()
+        self.inner.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.inner.rules.is_empty()
+        self.inner.len == 0
     }
 }
 
 impl Inner {
-    fn lookup_host(&self, host: &str, path: &SplitPath<'_>) -> Option<usize> {
-        if let Some(index) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
-            return Some(index);
+    fn lookup_host(&self, host: &str, path: &SplitPath<'_>) -> Option<&RouteTarget> {
+        if let Some(target) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
+            return Some(target);
         }
         // `*.foo.com` covers exactly one non-empty label in front of `foo.com`.
         // (A byte loop: hosts are short, and `split_once` measured slower here.)
@@ -275,6 +369,14 @@ impl Inner {
         }
         self.wildcard_hosts.get(&host[dot + 1..])?.lookup(path)
     }
+}
+
+/// `earlier`'s rules, then `later`'s, as one host table.
+fn merge(earlier: &Arc<HostRoutes>, later: &Arc<HostRoutes>) -> Arc<HostRoutes> {
+    let rules = earlier.rules.iter().chain(&later.rules).cloned();
+    HostRoutes::group(rules)
+        .pop()
+        .unwrap_or_else(|| earlier.clone())
 }
 
 /// Brings a rule to the form lookup compares with: host lower-cased without a trailing
@@ -326,12 +428,12 @@ impl fmt::Debug for RouteTable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let inner = &*self.inner;
         f.debug_struct("RouteTable")
-            .field("rules", &inner.rules.len())
+            .field("rules", &inner.len)
             .field("exact_hosts", &inner.exact_hosts.len())
             .field("wildcard_hosts", &inner.wildcard_hosts.len())
             .field(
                 "any_host_paths",
-                &(inner.any_host.exact.len() + inner.any_host.prefix.len()),
+                &inner.any_host.as_ref().map_or(0, |h| h.rules.len()),
             )
             .finish()
     }
@@ -850,13 +952,28 @@ mod tests {
                 rules.push(rule(host, &path, path_type, &format!("r{i}")));
             }
             let table = RouteTable::build(rules.clone());
+            // The same rules as host tables built from two halves, merged where a host
+            // is in both, as a recompile that reuses host tables assembles them.
+            let (first, second) = rules.split_at(rules.len() / 2);
+            let assembled = RouteTable::from_hosts(
+                HostRoutes::group(first.to_vec())
+                    .into_iter()
+                    .chain(HostRoutes::group(second.to_vec())),
+            );
+            assert_eq!(assembled.len(), table.len(), "round {round}");
             for _ in 0..50 {
                 let host = HOSTS[rng.random_range(0..HOSTS.len())];
                 let path = random_path(&mut rng);
+                let expected = reference(&rules, host, &path);
                 assert_eq!(
                     table.lookup(host, &path),
-                    reference(&rules, host, &path),
+                    expected,
                     "round {round}: {host}{path} with rules {rules:#?}"
+                );
+                assert_eq!(
+                    assembled.lookup(host, &path),
+                    expected,
+                    "assembled, round {round}: {host}{path} with rules {rules:#?}"
                 );
             }
         }
