@@ -5,7 +5,8 @@
 //! 3-endpoint EndpointSlice each, in 20 namespaces; 1 in 10 Ingresses has a TLS Secret.
 //! `endpointslice_change` is what the publish loop does when one pod changes: apply the
 //! new EndpointSlice to the store and compile it all again, reusing what the previous
-//! compile learnt (its `CompileCache`, e.g. the checked TLS Secrets), as the loop does.
+//! compile learnt (its `CompileCache`: checked TLS Secrets, Ingresses read, host tables),
+//! as the loop does. `ingress_edit` is the same for one Ingress gaining or losing a path.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ingress_controller::compile::{compile, compile_with, CompileCache, CompileOptions};
@@ -46,6 +47,33 @@ fn endpoint_slice(i: usize, third_ready: bool) -> Object {
     })))
 }
 
+/// App `i`'s Ingress with `paths` paths on its own host.
+fn ingress(i: usize, paths: usize) -> Object {
+    let (ns, svc) = (format!("ns-{}", i % NAMESPACES), format!("svc-{i}"));
+    let host = format!("app-{i}.example.com");
+    let paths: Vec<_> = (0..paths)
+        .map(|p| {
+            json!({
+                "path": format!("/p{p}"),
+                "pathType": if p % 2 == 0 { "Prefix" } else { "Exact" },
+                "backend": {"service": {"name": svc, "port": {"name": "http"}}}
+            })
+        })
+        .collect();
+    let mut spec = json!({
+        "ingressClassName": "portico",
+        "rules": [{"host": host, "http": {"paths": paths}}]
+    });
+    if i.is_multiple_of(TLS_EVERY) {
+        spec["tls"] = json!([{"hosts": [host], "secretName": format!("tls-{i}")}]);
+    }
+    Object::Ingress(object(json!({
+        "metadata": {"name": format!("ing-{i}"), "namespace": ns,
+                     "annotations": {"portico.dev/affinity": "cookie"}},
+        "spec": spec
+    })))
+}
+
 fn store(ingresses: usize) -> Store {
     let mut store = Store::default();
     store.apply(Object::IngressClass(object(json!({
@@ -63,34 +91,14 @@ fn store(ingresses: usize) -> Store {
             "spec": {"selector": {"app": svc}, "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
         }))));
         store.apply(endpoint_slice(i, true));
-        let host = format!("app-{i}.example.com");
-        let paths: Vec<_> = (0..PATHS)
-            .map(|p| {
-                json!({
-                    "path": format!("/p{p}"),
-                    "pathType": if p % 2 == 0 { "Prefix" } else { "Exact" },
-                    "backend": {"service": {"name": svc, "port": {"name": "http"}}}
-                })
-            })
-            .collect();
-        let mut spec = json!({
-            "ingressClassName": "portico",
-            "rules": [{"host": host, "http": {"paths": paths}}]
-        });
-        if i % TLS_EVERY == 0 {
-            let secret = format!("tls-{i}");
-            spec["tls"] = json!([{"hosts": [host], "secretName": secret}]);
+        if i.is_multiple_of(TLS_EVERY) {
             store.apply(Object::Secret(object(json!({
-                "metadata": {"name": secret, "namespace": ns},
+                "metadata": {"name": format!("tls-{i}"), "namespace": ns},
                 "type": "kubernetes.io/tls",
                 "stringData": {"tls.crt": cert, "tls.key": key}
             }))));
         }
-        store.apply(Object::Ingress(object(json!({
-            "metadata": {"name": format!("ing-{i}"), "namespace": ns,
-                         "annotations": {"portico.dev/affinity": "cookie"}},
-            "spec": spec
-        }))));
+        store.apply(ingress(i, PATHS));
     }
     store
 }
@@ -123,6 +131,15 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     store.apply(endpoint_slice(n / 2, ready));
                     ready = !ready;
+                    compile_with(&store, &opts, &mut cache)
+                })
+            });
+            // One Ingress gains or loses a path, as an edit of its file does.
+            let mut extra = false;
+            group.bench_function("ingress_edit_10k_ingresses", |b| {
+                b.iter(|| {
+                    extra = !extra;
+                    store.apply(ingress(n / 3, PATHS + usize::from(extra)));
                     compile_with(&store, &opts, &mut cache)
                 })
             });

@@ -18,9 +18,19 @@ use crate::store::{Kind, ObjectKey, Store};
 
 /// A Service port as an Ingress names it.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-enum PortRef<'a> {
+pub(super) enum PortRef<'a> {
     Number(i32),
     Name(&'a str),
+}
+
+/// As written: the number, or the name.
+impl fmt::Display for PortRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PortRef::Number(n) => write!(f, "{n}"),
+            PortRef::Name(name) => f.write_str(name),
+        }
+    }
 }
 
 /// Why a backend reference resolves to no endpoints, said to every Ingress that makes it.
@@ -79,11 +89,7 @@ impl<'a> Backends<'a> {
         let i = match self.by_ref.get(&slot) {
             Some(i) => *i,
             None => {
-                let written = match port {
-                    PortRef::Number(n) => n.to_string(),
-                    PortRef::Name(name) => name.to_owned(),
-                };
-                let id = BackendId::new(&key.namespace, service, &written);
+                let id = BackendId::new(&key.namespace, service, &port.to_string());
                 let svc_key = ObjectKey::new(&key.namespace, service);
                 let (kind, problem) = resolve_service(
                     self.store,
@@ -152,7 +158,7 @@ impl<'a> Backends<'a> {
 }
 
 /// The backend id a reference names, or a diagnostic if it names none.
-fn reference<'b>(
+pub(super) fn reference<'b>(
     key: &ObjectKey,
     backend: &'b IngressBackend,
     field: &dyn fmt::Display,

@@ -39,7 +39,9 @@ fn tls_secret(name: &str, cert: &str, key: &str) -> Object {
     Object::Secret(secret)
 }
 
-fn ingress(app: usize, secret: usize, paths: usize) -> Object {
+/// `variant` moves what else an edit can change: the age (which claim wins), the
+/// redirect annotations, and whether the Ingress is of our class at all.
+fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     let paths: Vec<_> = (0..paths)
         .map(|p| {
             json!({"path": format!("/p{p}"), "pathType": "Prefix",
@@ -47,15 +49,41 @@ fn ingress(app: usize, secret: usize, paths: usize) -> Object {
         })
         .collect();
     // Every app claims `shared.example.com` too, so conflicts come and go.
+    let mut annotations = serde_json::Map::new();
+    if variant % 2 == 1 {
+        annotations.insert("portico.dev/ssl-redirect".into(), "false".into());
+    }
+    if variant % 4 == 3 {
+        annotations.insert("portico.dev/force-ssl-redirect".into(), "true".into());
+    }
+    let class = if variant == 6 { "other" } else { "portico" };
+    // Some versions leave their own host's TLS to the `tls_only` Ingress.
+    let mut tls_hosts = vec!["shared.example.com".to_owned()];
+    if variant < 4 {
+        tls_hosts.push(format!("app-{app}.example.com"));
+    }
     Object::Ingress(object(json!({
         "metadata": {"name": format!("ing-{app}"), "namespace": "default",
-                     "creationTimestamp": format!("2024-01-0{}T00:00:00Z", 1 + app % 3)},
+                     "annotations": annotations,
+                     "creationTimestamp": format!("2024-01-0{}T00:00:00Z", 1 + (app + variant) % 3)},
         "spec": {
-            "ingressClassName": "portico",
-            "tls": [{"hosts": [format!("app-{app}.example.com"), "shared.example.com"],
+            "ingressClassName": class,
+            "tls": [{"hosts": tls_hosts,
                      "secretName": format!("tls-{secret}")}],
             "rules": [{"host": format!("app-{app}.example.com"), "http": {"paths": paths}},
                       {"host": "shared.example.com", "http": {"paths": paths}}]
+        }
+    })))
+}
+
+/// An Ingress with TLS for app `app`'s host but no rules: it decides that host's
+/// redirects without naming the host in a rule.
+fn tls_only(app: usize) -> Object {
+    Object::Ingress(object(json!({
+        "metadata": {"name": "tls-only", "namespace": "default"},
+        "spec": {
+            "ingressClassName": "portico",
+            "tls": [{"hosts": [format!("app-{app}.example.com")], "secretName": "tls-0"}]
         }
     })))
 }
@@ -105,28 +133,30 @@ fn reusing_a_cache_equals_compiling_from_scratch() {
     for app in 0..APPS {
         store.apply(service(app, 80));
         store.apply(slice(app, true));
-        store.apply(ingress(app, app % 3, 2));
+        store.apply(ingress(app, app % 3, 2, 0));
     }
     let mut opts = CompileOptions::default();
     let mut cache = CompileCache::default();
     let mut rng = Lcg(7);
     let mut saw_certs = false;
-    for step in 0..300 {
+    for step in 0..600 {
         let app = rng.below(APPS);
         let name = format!("tls-{}", rng.below(3));
-        match rng.below(9) {
+        match rng.below(11) {
             0 => store.apply(tls_secret(&name, &good_cert, &good_key)),
             // A certificate that does not match its key.
             1 => store.apply(tls_secret(&name, &other_cert, &good_key)),
             2 => store.apply(tls_secret(&name, "not pem", &good_key)),
             3 => store.remove(Kind::Secret, &ObjectKey::new("default", &name)),
-            4 => store.apply(ingress(app, rng.below(4), 1 + rng.below(3))),
+            4 => store.apply(ingress(app, rng.below(4), 1 + rng.below(3), rng.below(7))),
             5 => store.remove(
                 Kind::Ingress,
                 &ObjectKey::new("default", &format!("ing-{app}")),
             ),
             6 => store.apply(slice(app, rng.below(2) == 0)),
             7 => store.apply(service(app, 80 + rng.below(2) as i32)),
+            8 => store.apply(tls_only(app)),
+            9 => store.remove(Kind::Ingress, &ObjectKey::new("default", "tls-only")),
             _ => {
                 opts.default_certificate =
                     (rng.below(2) == 0).then(|| ObjectKey::new("default", &name));

@@ -15,6 +15,7 @@ mod certs;
 mod class;
 mod diagnostic;
 pub mod endpoints;
+mod hosts;
 mod l4;
 mod syntax;
 
@@ -23,14 +24,13 @@ mod cache_tests;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use proxy_core::config::Config;
-use proxy_core::routes::{HostMatch, PathType, RouteRule, RouteTable, RouteTarget};
+use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
 pub use annotations::{BackendSettings, IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
@@ -87,6 +87,7 @@ pub struct Compiled {
 #[derive(Default)]
 pub struct CompileCache {
     secrets: certs::SecretCache,
+    routes: hosts::RouteCache,
 }
 
 /// Compiles the store. Same store and options, same output.
@@ -95,28 +96,17 @@ pub fn compile(store: &Store, opts: &CompileOptions) -> Compiled {
 }
 
 /// [`compile`], reusing what `cache` holds from earlier compiles (the publish loop keeps
-/// one). The result equals [`compile`]'s for the same store and options.
+/// one): TLS Secrets already checked, Ingresses already read, hosts no change reached.
+/// The result equals [`compile`]'s for the same store and options.
 pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCache) -> Compiled {
-    let (mut compiled, rules) = compile_inner(store, opts, cache);
-    compiled.config.routes = RouteTable::build(rules);
-    compiled
-}
-
-/// Like [`compile_with`], with the rules handed back unbuilt (`config.routes` left empty).
-pub(crate) fn compile_inner(
-    store: &Store,
-    opts: &CompileOptions,
-    cache: &mut CompileCache,
-) -> (Compiled, Vec<RouteRule>) {
     let mut diags = Vec::new();
     let previous_secrets = std::mem::take(&mut cache.secrets);
 
     let classes = class::ClassFilter::new(store, opts);
-    let mut ours: Vec<(&ObjectKey, &Ingress)> = store
+    let mut ours: Vec<(&ObjectKey, &Arc<Ingress>)> = store
         .ingresses
         .iter()
         .filter(|(key, ing)| classes.owns(key, ing))
-        .map(|(key, ing)| (key, ing.as_ref()))
         .collect();
     let owned_ingresses = ours.iter().map(|(k, _)| (*k).clone()).collect();
     // Oldest first: every conflict goes to the first claimant.
@@ -126,41 +116,37 @@ pub(crate) fn compile_inner(
         ta.cmp(&tb).then_with(|| ka.cmp(kb))
     });
 
+    let plain: Vec<(&ObjectKey, &Ingress)> = ours.iter().map(|&(k, i)| (k, &**i)).collect();
     let tls = certs::compile_tls(
         store,
-        &ours,
+        &plain,
         &previous_secrets,
         &mut cache.secrets,
         &mut diags,
     );
+    let fragments = cache.routes.update(&ours, |host| tls.hosts.covers(host));
+
+    // Backends, in the order of the Ingresses that route to them, so that the oldest
+    // sets each backend's settings: per Ingress, its default backend, then its paths
+    // that won their claims.
     let index = endpoints::EndpointIndex::new(store);
     let mut backends = backends::Backends::new(store, &index);
-
-    // Sized up front: growing these one path at a time rehashes 50,000 claims repeatedly.
-    let paths: usize = ours
-        .iter()
-        .filter_map(|(_, ing)| ing.spec.as_ref()?.rules.as_ref())
-        .flatten()
-        .filter_map(|rule| rule.http.as_ref())
-        .map(|http| http.paths.len())
-        .sum();
-    let mut rules = Vec::with_capacity(paths);
-    let mut claims: foldhash::HashMap<(HostMatch, String, PathType), Arc<str>> =
-        foldhash::HashMap::with_capacity_and_hasher(paths, Default::default());
+    let mut winners: Vec<(u32, u32, &hosts::Fragment)> = cache.routes.winners().collect();
+    winners.sort_unstable_by_key(|&(rank, path, _)| (rank, path));
+    let mut winners = winners.into_iter().peekable();
     let mut default_backend: Option<RouteTarget> = None;
-
-    for &(key, ingress) in &ours {
-        let ann = annotations::parse(key, ingress.metadata.annotations.as_ref(), &mut diags);
-        let source: Arc<str> = key.to_string().into();
-        let Some(spec) = ingress.spec.as_ref() else {
-            continue;
-        };
-
-        if let Some(backend) = &spec.default_backend {
+    for f in &fragments {
+        diags.extend(f.diags.iter().cloned());
+        let spec_default = f
+            .ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.default_backend.as_ref());
+        if let Some(backend) = spec_default {
             if let Some(current) = &default_backend {
                 diags.push(Diagnostic::warning(
                     Kind::Ingress,
-                    key,
+                    &f.key,
                     "spec.defaultBackend",
                     DiagnosticReason::DuplicateDefaultBackend,
                     format!(
@@ -169,105 +155,29 @@ pub(crate) fn compile_inner(
                     ),
                 ));
             } else if let Some(id) =
-                backends.resolve(key, &ann, backend, &"spec.defaultBackend", &mut diags)
+                backends.resolve(&f.key, &f.ann, backend, &"spec.defaultBackend", &mut diags)
             {
                 default_backend = Some(RouteTarget {
                     backend: id,
-                    ssl_redirect: ann.force_ssl_redirect,
-                    source: source.clone(),
+                    ssl_redirect: f.ann.force_ssl_redirect,
+                    source: f.source.clone(),
                 });
             }
         }
-
-        for (i, rule) in spec.rules.iter().flatten().enumerate() {
-            let host = match syntax::parse_host(rule.host.as_deref()) {
-                Ok(h) => h,
-                Err(msg) => {
-                    diags.push(Diagnostic::error(
-                        Kind::Ingress,
-                        key,
-                        format!("spec.rules[{i}].host"),
-                        DiagnosticReason::InvalidHost,
-                        format!("{msg}; rule ignored"),
-                    ));
-                    continue;
-                }
-            };
-            let redirect = (ann.ssl_redirect && tls.hosts.covers(&host)) || ann.force_ssl_redirect;
-            let paths = rule
-                .http
-                .as_ref()
-                .map(|h| h.paths.as_slice())
-                .unwrap_or_default();
-            for (j, p) in paths.iter().enumerate() {
-                // Formatted only when a diagnostic needs it: this loop runs per path.
-                let field = PathField { rule: i, path: j };
-                let path_type = match syntax::parse_path_type(&p.path_type) {
-                    Ok(t) => t,
-                    Err(msg) => {
-                        diags.push(Diagnostic::error(
-                            Kind::Ingress,
-                            key,
-                            format!("{field}.pathType"),
-                            DiagnosticReason::InvalidPathType,
-                            format!("{msg}; path ignored"),
-                        ));
-                        continue;
-                    }
-                };
-                let path = match syntax::parse_path(p.path.as_deref()) {
-                    Ok(p) => p,
-                    Err(msg) => {
-                        diags.push(Diagnostic::error(
-                            Kind::Ingress,
-                            key,
-                            format!("{field}.path"),
-                            DiagnosticReason::InvalidPath,
-                            format!("{msg}; path ignored"),
-                        ));
-                        continue;
-                    }
-                };
-                let claim = (
-                    host.clone(),
-                    syntax::claim_path(&path, path_type).to_owned(),
-                    path_type,
-                );
-                if let Some(owner) = claims.get(&claim) {
-                    diags.push(duplicate(
-                        key,
-                        &field.to_string(),
-                        &host,
-                        &path,
-                        path_type,
-                        owner,
-                        &source,
-                    ));
-                    continue;
-                }
-                let backend_field = BackendField(field);
-                let Some(id) = backends.resolve(key, &ann, &p.backend, &backend_field, &mut diags)
-                else {
-                    continue;
-                };
-                claims.insert(claim, source.clone());
-                rules.push(RouteRule {
-                    host: host.clone(),
-                    path,
-                    path_type,
-                    target: RouteTarget {
-                        backend: id,
-                        ssl_redirect: redirect,
-                        source: source.clone(),
-                    },
-                });
+        let rank = f.rank();
+        while let Some((_, path, winner)) = winners.next_if(|&(r, _, _)| r == rank) {
+            let p = &winner.paths[path as usize];
+            if let Some(backend) = winner.backend(p) {
+                let field = BackendField(p.field);
+                backends.resolve(&winner.key, &winner.ann, backend, &field, &mut diags);
             }
         }
     }
+    diags.extend(cache.routes.diagnostics().cloned());
 
     let mut config = Config {
         generation: opts.generation,
-        routes: RouteTable::default(),
+        routes: RouteTable::from_hosts(cache.routes.tables()),
         default_backend,
         backends: backends.finish(),
         l4: Vec::new(),
@@ -279,18 +189,25 @@ pub(crate) fn compile_inner(
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
 
-    // One slice can be read for several ports of its Service; say each thing once.
-    let mut seen = HashSet::new();
-    diags.retain(|d| seen.insert(d.clone()));
+    // One order whatever the cache held, and each thing said once (one slice can be
+    // read for several ports of its Service).
+    diags.sort_unstable_by(|a, b| {
+        (
+            a.kind, &a.object, &a.field, a.reason, a.severity, &a.message,
+        )
+            .cmp(&(
+                b.kind, &b.object, &b.field, b.reason, b.severity, &b.message,
+            ))
+    });
+    diags.dedup();
 
-    let compiled = Compiled {
+    Compiled {
         config,
         certs: tls.certs,
         default_cert,
         diagnostics: diags,
         owned_ingresses,
-    };
-    (compiled, rules)
+    }
 }
 
 /// `spec.rules[i].http.paths[j]`.

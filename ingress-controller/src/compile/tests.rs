@@ -48,12 +48,11 @@ pub(super) fn fixture(name: &str) -> Store {
     store_from_yaml(&std::fs::read_to_string(&path).unwrap())
 }
 
+/// The compile and its rules, by host then in the order they were claimed.
 fn compile_rules(store: &Store) -> (Compiled, Vec<RouteRule>) {
-    compile_inner(
-        store,
-        &CompileOptions::default(),
-        &mut CompileCache::default(),
-    )
+    let c = compile(store, &CompileOptions::default());
+    let rules = c.config.routes.rules().into_iter().cloned().collect();
+    (c, rules)
 }
 
 fn ep(
@@ -420,17 +419,18 @@ fn conflicts_go_to_the_oldest_ingress() {
         .collect();
     assert_eq!(
         summary,
+        // By host, then in the order the paths were claimed: oldest Ingress first.
         vec![
             (shop(), "/cart".into(), PathType::Prefix, "b/older".into()),
+            (shop(), "/twin".into(), PathType::Prefix, "b/twin".into()),
+            (shop(), "/cart".into(), PathType::Exact, "a/newer".into()),
+            (shop(), "/a-only".into(), PathType::Prefix, "a/newer".into()),
             (
                 HostMatch::Any,
                 "/".into(),
                 PathType::Prefix,
                 "b/older".into()
             ),
-            (shop(), "/twin".into(), PathType::Prefix, "b/twin".into()),
-            (shop(), "/cart".into(), PathType::Exact, "a/newer".into()),
-            (shop(), "/a-only".into(), PathType::Prefix, "a/newer".into()),
         ]
     );
     let default = c.config.default_backend.as_ref().unwrap();
@@ -448,12 +448,12 @@ fn conflicts_go_to_the_oldest_ingress() {
         diags_on(&c, Kind::Ingress, "b", "twin"),
         vec![
             (
-                "spec.rules[0].http.paths[0]".into(),
-                DiagnosticReason::DuplicatePath
-            ),
-            (
                 "metadata.annotations".into(),
                 DiagnosticReason::BackendSettingsConflict
+            ),
+            (
+                "spec.rules[0].http.paths[0]".into(),
+                DiagnosticReason::DuplicatePath
             ),
         ]
     );
@@ -595,15 +595,16 @@ fn annotations_configure_backends_and_report_problems() {
     use DiagnosticReason::{InvalidAnnotation as Bad, UnsupportedAnnotation as Unsup};
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "sloppy"),
+        // Diagnostics come sorted by object, then field.
         vec![
-            ann("server-snippet", Unsup),
-            ann("ssl-redirect", Bad),
-            ann("proxy-read-timeout", Bad),
             ann("affinity-mode", Bad),
-            ann("session-cookie-name", Bad),
+            ann("proxy-read-timeout", Bad),
+            ann("server-snippet", Unsup),
             ann("session-cookie-max-age", Bad),
-            ann("session-cookie-secure", Bad),
+            ann("session-cookie-name", Bad),
             ann("session-cookie-samesite", Bad),
+            ann("session-cookie-secure", Bad),
+            ann("ssl-redirect", Bad),
         ]
     );
     let msg = c
@@ -718,16 +719,17 @@ fn tls_secrets_become_certificates_and_redirects() {
             (format!("{host}{}", r.path), r.target.ssl_redirect)
         })
         .collect();
+    // By host (exact hosts sorted, then wildcards), then in claim order.
     let want = [
-        ("shop.example.com/", true),
         ("a.apps.example.com/", true),
-        ("*.apps.example.com/", true),
+        ("default-cert.example.com/", true),
+        ("forced.example.com/", true),
         // A broken or missing Secret still means TLS (default certificate), so redirect.
         ("missing.example.com/", true),
-        ("default-cert.example.com/", true),
         ("plain.example.com/", false),
+        ("shop.example.com/", true),
         ("shop.example.com/api", false),
-        ("forced.example.com/", true),
+        ("*.apps.example.com/", true),
     ];
     let want: Vec<(String, bool)> = want.iter().map(|(h, r)| (h.to_string(), *r)).collect();
     assert_eq!(redirects, want);
@@ -746,8 +748,8 @@ fn tls_secrets_become_certificates_and_redirects() {
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "no-redirect"),
         vec![
-            ("spec.tls[0].secretName".into(), R::SecretWrongType),
             ("spec.tls[0].hosts[0]".into(), R::TlsHostConflict),
+            ("spec.tls[0].secretName".into(), R::SecretWrongType),
         ]
     );
     let missing = c
