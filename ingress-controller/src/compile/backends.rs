@@ -1,16 +1,20 @@
 //! Ingress backends -> proxy backends: Service lookup, port resolution, endpoints,
 //! ExternalName, and the per-backend settings from annotations.
 
-use std::collections::{HashMap, HashSet};
+use std::cell::OnceCell;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use proxy_core::config::{Backend, BackendId, BackendKind};
 use proxy_core::routes::HostMatch;
 
-use super::annotations::{BackendSettings, IngressAnnotations};
+use super::hosts::{self, Fragment};
+use super::{BackendField, PathField};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::{numeric_target_port, EndpointIndex, EndpointSource};
 use super::syntax::parse_host;
@@ -42,118 +46,340 @@ struct Problem {
     message: String,
 }
 
-struct Entry {
+/// A Service port as an Ingress names it, owned: what the cache is keyed by.
+#[derive(PartialEq, Eq)]
+struct RefKey {
+    namespace: Box<str>,
+    service: Box<str>,
+    port: OwnedPort,
+}
+
+#[derive(PartialEq, Eq)]
+enum OwnedPort {
+    Number(i32),
+    Name(Box<str>),
+}
+
+/// A Service port as an Ingress names it, borrowed from the Ingress.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct RefSlot<'a> {
+    namespace: &'a str,
+    service: &'a str,
+    port: PortRef<'a>,
+}
+
+// RefKey and RefSlot hash alike, so the cache is probed with a borrowed slot.
+fn hash_ref<H: Hasher>(namespace: &str, service: &str, port: PortRef<'_>, h: &mut H) {
+    namespace.hash(h);
+    service.hash(h);
+    match port {
+        PortRef::Number(n) => {
+            h.write_u8(0);
+            h.write_i32(n);
+        }
+        PortRef::Name(name) => {
+            h.write_u8(1);
+            name.hash(h);
+        }
+    }
+}
+
+impl RefKey {
+    fn slot(&self) -> RefSlot<'_> {
+        RefSlot {
+            namespace: &self.namespace,
+            service: &self.service,
+            port: match &self.port {
+                OwnedPort::Number(n) => PortRef::Number(*n),
+                OwnedPort::Name(name) => PortRef::Name(name),
+            },
+        }
+    }
+}
+
+impl Hash for RefKey {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.slot().hash(h);
+    }
+}
+
+impl Hash for RefSlot<'_> {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        hash_ref(self.namespace, self.service, self.port, h);
+    }
+}
+
+impl hashbrown::Equivalent<RefKey> for RefSlot<'_> {
+    fn equivalent(&self, key: &RefKey) -> bool {
+        *self == key.slot()
+    }
+}
+
+impl From<RefSlot<'_>> for RefKey {
+    fn from(slot: RefSlot<'_>) -> Self {
+        Self {
+            namespace: slot.namespace.into(),
+            service: slot.service.into(),
+            port: match slot.port {
+                PortRef::Number(n) => OwnedPort::Number(n),
+                PortRef::Name(name) => OwnedPort::Name(name.into()),
+            },
+        }
+    }
+}
+
+/// Where an Ingress names a backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum RefField {
+    /// `spec.defaultBackend` (ordered first: the compile always resolved it first).
+    Default,
+    Path(PathField),
+}
+
+impl fmt::Display for RefField {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RefField::Default => f.write_str("spec.defaultBackend"),
+            RefField::Path(p) => write!(f, "{}", BackendField(*p)),
+        }
+    }
+}
+
+/// One reference to a backend: which version of which Ingress, and where in it.
+#[derive(Clone)]
+pub(super) struct BackendRef {
+    pub fragment: Arc<Fragment>,
+    pub field: RefField,
+}
+
+impl BackendRef {
+    /// The reference's Service port, if it names one.
+    fn slot(&self) -> Option<RefSlot<'_>> {
+        let f = &self.fragment;
+        let backend = match self.field {
+            RefField::Default => f.ingress.spec.as_ref()?.default_backend.as_ref()?,
+            RefField::Path(p) => f.backend_at(p)?,
+        };
+        let (service, port) = reference(&f.key, backend, &self.field, &mut Vec::new())?;
+        Some(RefSlot {
+            namespace: &f.key.namespace,
+            service,
+            port,
+        })
+    }
+
+    fn same(&self, other: &BackendRef) -> bool {
+        Arc::ptr_eq(&self.fragment, &other.fragment) && self.field == other.field
+    }
+}
+
+/// A Service port resolved, with the objects it was resolved from: while the store
+/// holds the same ones, a later compile can take it as it is.
+struct Resolved {
     id: BackendId,
+    service: Option<Arc<Service>>,
+    slices: Vec<Arc<EndpointSlice>>,
+    endpoints: Option<Arc<Endpoints>>,
     kind: BackendKind,
     problem: Option<Problem>,
-    /// Settings of the oldest Ingress that routes here, and who that was.
-    settings: Option<(BackendSettings, ObjectKey)>,
+    /// What resolving it found wrong with the Service or its endpoints.
+    diags: Vec<Diagnostic>,
 }
 
-/// Resolves each distinct backend once per compile.
-pub struct Backends<'a> {
-    store: &'a Store,
-    index: &'a EndpointIndex<'a>,
-    /// `(namespace, service, port)` borrowed from the store -> `entries` index, so the
-    /// per-path lookup allocates nothing.
-    by_ref: foldhash::HashMap<(&'a str, &'a str, PortRef<'a>), usize>,
-    entries: Vec<Entry>,
-    /// Services already reported as having no endpoint objects.
-    reported: HashSet<ObjectKey>,
-}
-
-impl<'a> Backends<'a> {
-    pub fn new(store: &'a Store, index: &'a EndpointIndex<'a>) -> Self {
+impl Resolved {
+    fn new(store: &Store, index: &EndpointIndex<'_>, slot: RefSlot<'_>) -> Self {
+        let svc_key = ObjectKey::new(slot.namespace, slot.service);
+        let mut diags = Vec::new();
+        let (kind, problem) = resolve_service(store, index, &svc_key, &slot.port, &mut diags);
         Self {
-            store,
-            index,
-            by_ref: foldhash::HashMap::default(),
-            entries: Vec::new(),
-            reported: HashSet::new(),
+            id: BackendId::new(slot.namespace, slot.service, &slot.port.to_string()),
+            service: store.services.get(&svc_key).cloned(),
+            slices: index
+                .slices_of(&svc_key)
+                .iter()
+                .map(|(_, s)| Arc::clone(s))
+                .collect(),
+            endpoints: store.endpoints.get(&svc_key).cloned(),
+            kind,
+            problem,
+            diags,
         }
     }
 
-    /// The backend for `backend` of Ingress `key`, at `field`. `None` when the reference
-    /// itself is malformed or unsupported; a missing Service or port still gives a backend
-    /// (with no endpoints, so it answers 503) plus a diagnostic.
-    pub fn resolve(
-        &mut self,
-        key: &'a ObjectKey,
-        ann: &IngressAnnotations,
-        backend: &'a IngressBackend,
-        field: &dyn fmt::Display,
-        diags: &mut Vec<Diagnostic>,
-    ) -> Option<BackendId> {
-        let (service, port) = reference(key, backend, field, diags)?;
-        let slot = (key.namespace.as_str(), service, port);
-        let i = match self.by_ref.get(&slot) {
-            Some(i) => *i,
-            None => {
-                let id = BackendId::new(&key.namespace, service, &port.to_string());
-                let svc_key = ObjectKey::new(&key.namespace, service);
-                let (kind, problem) = resolve_service(
-                    self.store,
-                    self.index,
-                    &svc_key,
-                    &port,
-                    &mut self.reported,
-                    diags,
-                );
-                self.entries.push(Entry {
-                    id,
-                    kind,
-                    problem,
-                    settings: None,
-                });
-                self.by_ref.insert(slot, self.entries.len() - 1);
-                self.entries.len() - 1
+    /// Whether the store still holds the objects this was resolved from.
+    fn is_current(&self, store: &Store, index: &EndpointIndex<'_>) -> bool {
+        fn same<T>(a: Option<&Arc<T>>, b: Option<&Arc<T>>) -> bool {
+            match (a, b) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
             }
-        };
-        let entry = &mut self.entries[i];
-        if let Some(p) = &entry.problem {
-            diags.push(Diagnostic::error(
-                Kind::Ingress,
-                key,
-                format!("{field}{}", p.field),
-                p.reason,
-                p.message.clone(),
-            ));
         }
-        match &entry.settings {
-            None => entry.settings = Some((ann.backend.clone(), key.clone())),
-            Some((settings, owner)) if *settings != ann.backend && owner != key => {
+        let svc_key = ObjectKey::new(&self.id.namespace, &self.id.service);
+        let slices = index.slices_of(&svc_key);
+        same(self.service.as_ref(), store.services.get(&svc_key))
+            && same(self.endpoints.as_ref(), store.endpoints.get(&svc_key))
+            && slices.len() == self.slices.len()
+            && slices
+                .iter()
+                .zip(&self.slices)
+                .all(|((_, a), b)| Arc::ptr_eq(a, b))
+    }
+}
+
+/// One backend: how it resolved, who routes to it, and what that adds up to.
+struct BackendState {
+    resolved: Resolved,
+    /// Oldest Ingress first; within one, the default backend, then paths in spec order.
+    refs: Vec<BackendRef>,
+    /// `refs` or `resolved` changed since `built` and `diags` were worked out.
+    stale: bool,
+    built: Option<Arc<Backend>>,
+    /// `resolved.diags`, each reference's problem, and settings conflicts.
+    diags: Vec<Diagnostic>,
+}
+
+impl BackendState {
+    /// Works out the backend and its diagnostics again from `refs`.
+    fn rebuild(&mut self) {
+        self.refs.sort_by(|a, b| {
+            hosts::age_order(&a.fragment, &b.fragment).then(a.field.cmp(&b.field))
+        });
+        let r = &self.resolved;
+        let mut diags = r.diags.clone();
+        let Some(owner) = self.refs.first() else {
+            return;
+        };
+        let settings = &owner.fragment.ann.backend;
+        for reference in &self.refs {
+            let f = &reference.fragment;
+            if let Some(p) = &r.problem {
+                diags.push(Diagnostic::error(
+                    Kind::Ingress,
+                    &f.key,
+                    format!("{}{}", reference.field, p.field),
+                    p.reason,
+                    p.message.clone(),
+                ));
+            }
+            if f.ann.backend != *settings && f.key != owner.fragment.key {
                 diags.push(Diagnostic::warning(
                     Kind::Ingress,
-                    key,
+                    &f.key,
                     "metadata.annotations",
                     DiagnosticReason::BackendSettingsConflict,
                     format!(
-                        "backend {} is also used by the older Ingress {owner} with different \
+                        "backend {} is also used by the older Ingress {} with different \
                          affinity or timeout annotations; the older Ingress's settings apply",
-                        entry.id
+                        r.id, owner.fragment.key
                     ),
                 ));
             }
-            Some(_) => {}
         }
-        Some(entry.id.clone())
+        let reuse = self
+            .built
+            .as_ref()
+            .filter(|b| b.affinity == settings.affinity && b.timeouts == settings.timeouts);
+        self.built = Some(match reuse {
+            Some(b) => b.clone(),
+            None => Arc::new(Backend {
+                id: r.id.clone(),
+                kind: r.kind.clone(),
+                affinity: settings.affinity.clone(),
+                timeouts: settings.timeouts.clone(),
+            }),
+        });
+        self.diags = diags;
+        self.stale = false;
+    }
+}
+
+type ObjectMap<T> = BTreeMap<ObjectKey, Arc<T>>;
+
+/// Every backend some Ingress of ours routes to, kept between compiles: a compile
+/// hands in the references that came and went, and only the backends those touch (or
+/// whose Service or endpoints changed) are worked out again.
+#[derive(Default)]
+pub struct BackendTable {
+    states: hashbrown::HashMap<RefKey, BackendState, foldhash::fast::RandomState>,
+    // Which versions of the store's maps `states` was resolved against. Weak: a strong
+    // reference would make the store copy a whole map on its next change; a Weak keeps
+    // the allocation, so its address is not reused meanwhile.
+    services: Weak<ObjectMap<Service>>,
+    slices: Weak<ObjectMap<EndpointSlice>>,
+    endpoints: Weak<ObjectMap<Endpoints>>,
+}
+
+impl BackendTable {
+    /// Brings the table to `store`, minus `removed` and plus `added` references.
+    pub fn update(&mut self, store: &Store, removed: &[BackendRef], added: &[BackendRef]) {
+        let index = OnceCell::new();
+        let index = || index.get_or_init(|| EndpointIndex::new(store));
+        let unchanged = std::ptr::eq(self.services.as_ptr(), Arc::as_ptr(&store.services))
+            && std::ptr::eq(self.slices.as_ptr(), Arc::as_ptr(&store.endpoint_slices))
+            && std::ptr::eq(self.endpoints.as_ptr(), Arc::as_ptr(&store.endpoints));
+        if !unchanged {
+            for (key, state) in self.states.iter_mut() {
+                if !state.resolved.is_current(store, index()) {
+                    state.resolved = Resolved::new(store, index(), key.slot());
+                    state.built = None;
+                    state.stale = true;
+                }
+            }
+            self.services = Arc::downgrade(&store.services);
+            self.slices = Arc::downgrade(&store.endpoint_slices);
+            self.endpoints = Arc::downgrade(&store.endpoints);
+        }
+        for gone in removed {
+            let Some(slot) = gone.slot() else { continue };
+            if let Some(state) = self.states.get_mut(&slot) {
+                state.refs.retain(|r| !r.same(gone));
+                state.stale = true;
+            }
+        }
+        for new in added {
+            let Some(slot) = new.slot() else { continue };
+            match self.states.get_mut(&slot) {
+                Some(state) => {
+                    state.refs.push(new.clone());
+                    state.stale = true;
+                }
+                None => {
+                    let state = BackendState {
+                        resolved: Resolved::new(store, index(), slot),
+                        refs: vec![new.clone()],
+                        stale: true,
+                        built: None,
+                        diags: Vec::new(),
+                    };
+                    self.states.insert(RefKey::from(slot), state);
+                }
+            }
+        }
+        self.states.retain(|_, state| {
+            if state.stale {
+                state.rebuild();
+            }
+            !state.refs.is_empty()
+        });
     }
 
-    /// The resolved backends, keyed by id.
-    pub fn finish(self) -> HashMap<BackendId, Arc<Backend>> {
-        self.entries
-            .into_iter()
-            .map(|e| {
-                let settings = e.settings.map(|(s, _)| s).unwrap_or_default();
-                let backend = Backend {
-                    id: e.id.clone(),
-                    kind: e.kind,
-                    affinity: settings.affinity,
-                    timeouts: settings.timeouts,
-                };
-                (e.id, Arc::new(backend))
-            })
+    /// The backend `reference` resolves to, once it is in the table.
+    pub fn id_of(&self, reference: &BackendRef) -> Option<BackendId> {
+        let slot = reference.slot()?;
+        Some(self.states.get(&slot)?.resolved.id.clone())
+    }
+
+    /// The backends, keyed by id.
+    pub fn backends(&self) -> HashMap<BackendId, Arc<Backend>> {
+        self.states
+            .values()
+            .filter_map(|s| Some((s.resolved.id.clone(), s.built.clone()?)))
             .collect()
+    }
+
+    pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.states.values().flat_map(|s| &s.diags)
     }
 }
 
@@ -264,7 +490,6 @@ fn resolve_service(
     index: &EndpointIndex<'_>,
     svc_key: &ObjectKey,
     port: &PortRef<'_>,
-    reported: &mut HashSet<ObjectKey>,
     diags: &mut Vec<Diagnostic>,
 ) -> (BackendKind, Option<Problem>) {
     let Some(service) = store.services.get(svc_key) else {
@@ -286,7 +511,8 @@ fn resolve_service(
         return (NO_ENDPOINTS, Some(port_missing(svc_key, port)));
     };
     let (endpoints, source) = index.resolve(svc_key, service, service_port, diags);
-    if source == EndpointSource::Missing && reported.insert(svc_key.clone()) {
+    // Said once per backend; the compile drops the repeats of a Service's other ports.
+    if source == EndpointSource::Missing {
         let hint = if spec
             .and_then(|s| s.selector.as_ref())
             .is_none_or(|s| s.is_empty())

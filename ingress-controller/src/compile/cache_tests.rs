@@ -40,7 +40,7 @@ fn tls_secret(name: &str, cert: &str, key: &str) -> Object {
 }
 
 /// `variant` moves what else an edit can change: the age (which claim wins), the
-/// redirect annotations, and whether the Ingress is of our class at all.
+/// redirect annotations, the default backend, and whether the Ingress is of our class.
 fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     let paths: Vec<_> = (0..paths)
         .map(|p| {
@@ -62,12 +62,17 @@ fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     if variant < 4 {
         tls_hosts.push(format!("app-{app}.example.com"));
     }
+    // Some versions set the default backend too (the oldest of those serves it).
+    let default_backend = (variant % 3 == 2).then(|| {
+        json!({"service": {"name": format!("svc-{app}"), "port": {"number": 80}}})
+    });
     Object::Ingress(object(json!({
         "metadata": {"name": format!("ing-{app}"), "namespace": "default",
                      "annotations": annotations,
                      "creationTimestamp": format!("2024-01-0{}T00:00:00Z", 1 + (app + variant) % 3)},
         "spec": {
             "ingressClassName": class,
+            "defaultBackend": default_backend,
             "tls": [{"hosts": tls_hosts,
                      "secretName": format!("tls-{secret}")}],
             "rules": [{"host": format!("app-{app}.example.com"), "http": {"paths": paths}},

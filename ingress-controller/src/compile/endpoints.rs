@@ -28,7 +28,7 @@ pub enum EndpointSource {
 /// each lookup is a hash probe instead of a scan.
 pub struct EndpointIndex<'a> {
     store: &'a Store,
-    slices: foldhash::HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a EndpointSlice)>>,
+    slices: foldhash::HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a Arc<EndpointSlice>)>>,
 }
 
 impl<'a> EndpointIndex<'a> {
@@ -47,9 +47,19 @@ impl<'a> EndpointIndex<'a> {
             slices
                 .entry((key.namespace.as_str(), service.as_str()))
                 .or_default()
-                .push((key, slice.as_ref()));
+                .push((key, slice));
         }
         Self { store, slices }
+    }
+
+    /// The EndpointSlices of the Service named `key`, sorted by name.
+    pub fn slices_of<'s>(
+        &'s self,
+        key: &'s ObjectKey,
+    ) -> &'s [(&'s ObjectKey, &'s Arc<EndpointSlice>)] {
+        self.slices
+            .get(&(key.namespace.as_str(), key.name.as_str()))
+            .map_or(&[], Vec::as_slice)
     }
 
     /// Endpoints of one port of `service` (named `key`), sorted by address, deduplicated.
@@ -62,10 +72,8 @@ impl<'a> EndpointIndex<'a> {
         diags: &mut Vec<Diagnostic>,
     ) -> (Vec<Endpoint>, EndpointSource) {
         let mut out = BTreeMap::new();
-        if let Some(slices) = self
-            .slices
-            .get(&(key.namespace.as_str(), key.name.as_str()))
-        {
+        let slices = self.slices_of(key);
+        if !slices.is_empty() {
             for (slice_key, slice) in slices {
                 from_slice(slice_key, slice, service, port, &mut out, diags);
             }

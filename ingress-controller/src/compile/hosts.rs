@@ -8,7 +8,6 @@
 //! host's table, claims and diagnostics as they were. At 10,000 Ingresses one edit then
 //! costs a few hosts instead of 50,000 paths.
 
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -17,7 +16,7 @@ use proxy_core::config::BackendId;
 use proxy_core::routes::{HostMatch, HostRoutes, PathType, RouteRule, RouteTarget};
 
 use super::annotations::{self, IngressAnnotations};
-use super::backends::reference;
+use super::backends::{reference, BackendRef, RefField};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::syntax;
 use super::{duplicate, BackendField, PathField};
@@ -37,8 +36,6 @@ pub(super) struct Fragment {
     pub hosts: Vec<HostMatch>,
     /// The paths that parsed, in spec order.
     pub paths: Vec<ParsedPath>,
-    /// Position in the current compile's oldest-first order.
-    rank: AtomicU32,
 }
 
 pub(super) struct ParsedPath {
@@ -122,20 +119,22 @@ impl Fragment {
             diags,
             hosts,
             paths,
-            rank: AtomicU32::new(0),
         }
     }
 
-    pub fn rank(&self) -> u32 {
-        self.rank.load(Ordering::Relaxed)
-    }
-
-    /// The backend a parsed path names.
-    pub fn backend(&self, p: &ParsedPath) -> Option<&IngressBackend> {
+    /// The backend named at `field`.
+    pub fn backend_at(&self, field: PathField) -> Option<&IngressBackend> {
         let rules = self.ingress.spec.as_ref()?.rules.as_ref()?;
-        let paths = &rules.get(p.field.rule)?.http.as_ref()?.paths;
-        paths.get(p.field.path).map(|path| &path.backend)
+        let paths = &rules.get(field.rule)?.http.as_ref()?.paths;
+        paths.get(field.path).map(|path| &path.backend)
     }
+}
+
+/// Oldest first: by creation time, then namespace/name (the compile's order).
+pub(super) fn age_order(a: &Fragment, b: &Fragment) -> std::cmp::Ordering {
+    let ta = a.ingress.metadata.creation_timestamp.as_ref();
+    let tb = b.ingress.metadata.creation_timestamp.as_ref();
+    ta.cmp(&tb).then_with(|| a.key.cmp(&b.key))
 }
 
 /// One host's compiled rules and what building them found.
@@ -145,8 +144,8 @@ struct HostEntry {
     covered: bool,
     /// Paths that lost their claim to an older one, or name a malformed backend.
     diags: Vec<Diagnostic>,
-    /// The paths that won their claim: fragment and index into its `paths`.
-    winners: Vec<(Arc<Fragment>, u32)>,
+    /// The paths that won their claim.
+    winners: Vec<BackendRef>,
 }
 
 /// The fragments and host tables of the previous compile.
@@ -163,11 +162,11 @@ impl RouteCache {
         &mut self,
         ours: &[(&ObjectKey, &Arc<Ingress>)],
         covers: impl Fn(&HostMatch) -> bool,
-    ) -> Vec<Arc<Fragment>> {
+    ) -> Update {
         let mut dirty: HashSet<HostMatch> = HashSet::new();
         let mut previous = std::mem::take(&mut self.fragments);
         let mut fragments = Vec::with_capacity(ours.len());
-        for (rank, &(key, ingress)) in ours.iter().enumerate() {
+        for &(key, ingress) in ours {
             let (key, fragment) = match previous.remove_entry(key) {
                 Some((key, f)) if Arc::ptr_eq(&f.ingress, ingress) => (key, f),
                 old => {
@@ -179,8 +178,6 @@ impl RouteCache {
                     (key.clone(), f)
                 }
             };
-            // Ranks fit: a store of four billion Ingresses is not compiled in memory.
-            fragment.rank.store(rank as u32, Ordering::Relaxed);
             self.fragments.insert(key, fragment.clone());
             fragments.push(fragment);
         }
@@ -193,35 +190,41 @@ impl RouteCache {
                 dirty.insert(host.clone());
             }
         }
-        if dirty.is_empty() {
-            return fragments;
-        }
-
-        let mut candidates: HashMap<&HostMatch, Vec<(&Arc<Fragment>, u32)>> = HashMap::new();
-        for f in &fragments {
-            if !f.hosts.iter().any(|h| dirty.contains(h)) {
-                continue;
+        let mut update = Update {
+            fragments: Vec::new(),
+            removed: Vec::new(),
+            added: Vec::new(),
+        };
+        if !dirty.is_empty() {
+            let mut candidates: HashMap<&HostMatch, Vec<(&Arc<Fragment>, u32)>> = HashMap::new();
+            for f in &fragments {
+                if !f.hosts.iter().any(|h| dirty.contains(h)) {
+                    continue;
+                }
+                for (i, p) in f.paths.iter().enumerate() {
+                    let host = &f.hosts[p.host];
+                    if dirty.contains(host) {
+                        // Path counts come from one object, far below u32::MAX.
+                        candidates.entry(host).or_default().push((f, i as u32));
+                    }
+                }
             }
-            for (i, p) in f.paths.iter().enumerate() {
-                let host = &f.hosts[p.host];
-                if dirty.contains(host) {
-                    // Path counts come from one object, far below u32::MAX.
-                    candidates.entry(host).or_default().push((f, i as u32));
+            for host in &dirty {
+                let old = match candidates.get(host) {
+                    Some(list) => {
+                        let entry = build_host(host, list, covers(host));
+                        update.added.extend(entry.winners.iter().cloned());
+                        self.hosts.insert(host.clone(), entry)
+                    }
+                    None => self.hosts.remove(host),
+                };
+                if let Some(old) = old {
+                    update.removed.extend(old.winners);
                 }
             }
         }
-        for host in &dirty {
-            match candidates.get(host) {
-                Some(list) => {
-                    let entry = build_host(host, list, covers(host));
-                    self.hosts.insert(host.clone(), entry);
-                }
-                None => {
-                    self.hosts.remove(host);
-                }
-            }
-        }
-        fragments
+        update.fragments = fragments;
+        update
     }
 
     pub fn tables(&self) -> impl Iterator<Item = Arc<HostRoutes>> + '_ {
@@ -232,13 +235,16 @@ impl RouteCache {
         self.hosts.values().flat_map(|e| &e.diags)
     }
 
-    /// Every winning path: `(rank of its Ingress, index into its fragment's paths, fragment)`.
-    pub fn winners(&self) -> impl Iterator<Item = (u32, u32, &Fragment)> {
-        self.hosts
-            .values()
-            .flat_map(|e| &e.winners)
-            .map(|(f, i)| (f.rank(), *i, &**f))
-    }
+}
+
+/// What [`RouteCache::update`] did.
+pub(super) struct Update {
+    /// The Ingresses of our class, oldest first.
+    pub fragments: Vec<Arc<Fragment>>,
+    /// Backend references of paths that no longer win their claim, or are gone.
+    pub removed: Vec<BackendRef>,
+    /// Backend references of paths that now win their claim.
+    pub added: Vec<BackendRef>,
 }
 
 /// A host's rules from its candidate paths, oldest Ingress first: each (path, type) goes
@@ -263,7 +269,7 @@ fn build_host(host: &HostMatch, candidates: &[(&Arc<Fragment>, u32)], covered: b
             ));
             continue;
         }
-        let Some(backend) = f.backend(p) else {
+        let Some(backend) = f.backend_at(p.field) else {
             continue;
         };
         let field = BackendField(p.field);
@@ -281,7 +287,10 @@ fn build_host(host: &HostMatch, candidates: &[(&Arc<Fragment>, u32)], covered: b
                 source: f.source.clone(),
             },
         });
-        winners.push((Arc::clone(f), i));
+        winners.push(BackendRef {
+            fragment: Arc::clone(f),
+            field: RefField::Path(p.field),
+        });
     }
     HostEntry {
         table: HostRoutes::group(rules).pop(),

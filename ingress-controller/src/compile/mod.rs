@@ -88,6 +88,9 @@ pub struct Compiled {
 pub struct CompileCache {
     secrets: certs::SecretCache,
     routes: hosts::RouteCache,
+    backends: backends::BackendTable,
+    /// The reference the default backend was resolved from.
+    default_ref: Option<backends::BackendRef>,
 }
 
 /// Compiles the store. Same store and options, same output.
@@ -96,7 +99,8 @@ pub fn compile(store: &Store, opts: &CompileOptions) -> Compiled {
 }
 
 /// [`compile`], reusing what `cache` holds from earlier compiles (the publish loop keeps
-/// one): TLS Secrets already checked, Ingresses already read, hosts no change reached.
+/// one): TLS Secrets already checked, Ingresses already read, hosts no change reached,
+/// Service ports whose Service and endpoints did not change.
 /// The result equals [`compile`]'s for the same store and options.
 pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCache) -> Compiled {
     let mut diags = Vec::new();
@@ -109,11 +113,12 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         .filter(|(key, ing)| classes.owns(key, ing))
         .collect();
     let owned_ingresses = ours.iter().map(|(k, _)| (*k).clone()).collect();
-    // Oldest first: every conflict goes to the first claimant.
-    ours.sort_by(|(ka, a), (kb, b)| {
+    // Oldest first: every conflict goes to the first claimant. The store iterates in
+    // key order and the sort is stable, so equal ages stay in namespace/name order.
+    ours.sort_by(|(_, a), (_, b)| {
         let ta = a.metadata.creation_timestamp.as_ref();
         let tb = b.metadata.creation_timestamp.as_ref();
-        ta.cmp(&tb).then_with(|| ka.cmp(kb))
+        ta.cmp(&tb)
     });
 
     let plain: Vec<(&ObjectKey, &Ingress)> = ours.iter().map(|&(k, i)| (k, &**i)).collect();
@@ -124,67 +129,72 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         &mut cache.secrets,
         &mut diags,
     );
-    let fragments = cache.routes.update(&ours, |host| tls.hosts.covers(host));
+    let update = cache.routes.update(&ours, |host| tls.hosts.covers(host));
+    let (mut removed, mut added) = (update.removed, update.added);
 
-    // Backends, in the order of the Ingresses that route to them, so that the oldest
-    // sets each backend's settings: per Ingress, its default backend, then its paths
-    // that won their claims.
-    let index = endpoints::EndpointIndex::new(store);
-    let mut backends = backends::Backends::new(store, &index);
-    let mut winners: Vec<(u32, u32, &hosts::Fragment)> = cache.routes.winners().collect();
-    winners.sort_unstable_by_key(|&(rank, path, _)| (rank, path));
-    let mut winners = winners.into_iter().peekable();
-    let mut default_backend: Option<RouteTarget> = None;
-    for f in &fragments {
+    // The default backend: the oldest Ingress that sets one that names a Service.
+    let mut default_ref: Option<&Arc<hosts::Fragment>> = None;
+    for f in &update.fragments {
         diags.extend(f.diags.iter().cloned());
-        let spec_default = f
-            .ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.default_backend.as_ref());
-        if let Some(backend) = spec_default {
-            if let Some(current) = &default_backend {
-                diags.push(Diagnostic::warning(
-                    Kind::Ingress,
-                    &f.key,
-                    "spec.defaultBackend",
-                    DiagnosticReason::DuplicateDefaultBackend,
-                    format!(
-                        "the older Ingress {} already sets the default backend; ignored",
-                        current.source
-                    ),
-                ));
-            } else if let Some(id) =
-                backends.resolve(&f.key, &f.ann, backend, &"spec.defaultBackend", &mut diags)
-            {
-                default_backend = Some(RouteTarget {
-                    backend: id,
-                    ssl_redirect: f.ann.force_ssl_redirect,
-                    source: f.source.clone(),
-                });
-            }
-        }
-        let rank = f.rank();
-        while let Some((_, path, winner)) = winners.next_if(|&(r, _, _)| r == rank) {
-            let p = &winner.paths[path as usize];
-            if let Some(backend) = winner.backend(p) {
-                let field = BackendField(p.field);
-                backends.resolve(&winner.key, &winner.ann, backend, &field, &mut diags);
-            }
+        let Some(backend) = f.ingress.spec.as_ref().and_then(|s| s.default_backend.as_ref())
+        else {
+            continue;
+        };
+        if let Some(current) = default_ref {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                &f.key,
+                "spec.defaultBackend",
+                DiagnosticReason::DuplicateDefaultBackend,
+                format!(
+                    "the older Ingress {} already sets the default backend; ignored",
+                    current.source
+                ),
+            ));
+        } else if backends::reference(&f.key, backend, &"spec.defaultBackend", &mut diags).is_some()
+        {
+            default_ref = Some(f);
         }
     }
+    let default_ref = default_ref.map(|f| backends::BackendRef {
+        fragment: f.clone(),
+        field: backends::RefField::Default,
+    });
+    let previous_default = cache.default_ref.take();
+    let same_default = match (&previous_default, &default_ref) {
+        (Some(a), Some(b)) => Arc::ptr_eq(&a.fragment, &b.fragment),
+        (None, None) => true,
+        _ => false,
+    };
+    if !same_default {
+        removed.extend(previous_default);
+        added.extend(default_ref.clone());
+    }
+    cache.backends.update(store, &removed, &added);
+    let default_backend = default_ref.as_ref().and_then(|r| {
+        Some(RouteTarget {
+            backend: cache.backends.id_of(r)?,
+            ssl_redirect: r.fragment.ann.force_ssl_redirect,
+            source: r.fragment.source.clone(),
+        })
+    });
+    cache.default_ref = default_ref;
     diags.extend(cache.routes.diagnostics().cloned());
+    diags.extend(cache.backends.diagnostics().cloned());
 
-    let mut config = Config {
+    let l4 = if opts.service_proxy {
+        let index = endpoints::EndpointIndex::new(store);
+        l4::compile_l4(store, &index, opts, &mut diags)
+    } else {
+        Vec::new()
+    };
+    let config = Config {
         generation: opts.generation,
         routes: RouteTable::from_hosts(cache.routes.tables()),
         default_backend,
-        backends: backends.finish(),
-        l4: Vec::new(),
+        backends: cache.backends.backends(),
+        l4,
     };
-    if opts.service_proxy {
-        config.l4 = l4::compile_l4(store, &index, opts, &mut diags);
-    }
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
@@ -211,7 +221,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
 }
 
 /// `spec.rules[i].http.paths[j]`.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct PathField {
     rule: usize,
     path: usize,

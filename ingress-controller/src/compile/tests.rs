@@ -819,3 +819,32 @@ fn shipped_examples_compile_cleanly() {
     assert_eq!(c.owned_ingresses, all);
     assert!(!c.certs.is_empty());
 }
+
+#[test]
+fn a_default_backend_alone_is_resolved_and_follows_edits() {
+    let yaml = |service: &str| {
+        format!(
+            "apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {{name: portico}}\n\
+             spec: {{controller: portico.dev/ingress-controller}}\n---\n\
+             apiVersion: networking.k8s.io/v1\nkind: Ingress\n\
+             metadata: {{name: only-default, namespace: default}}\n\
+             spec:\n  ingressClassName: portico\n  defaultBackend:\n    service: {{name: {service}, port: {{number: 80}}}}\n"
+        )
+    };
+    let mut cache = CompileCache::default();
+    let opts = CompileOptions::default();
+    for service in ["first", "second", "first"] {
+        let store = store_from_yaml(&yaml(service));
+        let c = compile_with(&store, &opts, &mut cache);
+        let id = BackendId::new("default", service, "80");
+        let target = c.config.default_backend.as_ref().expect("default backend");
+        assert_eq!(target.backend, id);
+        assert_eq!(c.config.backends.keys().collect::<Vec<_>>(), vec![&id]);
+        // The Service does not exist: said once, on the Ingress's field.
+        let field = "spec.defaultBackend.service.name";
+        assert_eq!(
+            diags_on(&c, Kind::Ingress, "default", "only-default"),
+            vec![(field.to_owned(), DiagnosticReason::ServiceNotFound)]
+        );
+    }
+}
