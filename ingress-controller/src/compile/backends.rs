@@ -13,11 +13,11 @@ use k8s_openapi::api::networking::v1::IngressBackend;
 use proxy_core::config::{Backend, BackendId, BackendKind};
 use proxy_core::routes::HostMatch;
 
-use super::hosts::{self, Fragment};
-use super::{BackendField, PathField};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::{numeric_target_port, EndpointIndex, EndpointSource};
+use super::hosts::{self, Fragment};
 use super::syntax::parse_host;
+use super::{BackendField, PathField};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// A Service port as an Ingress names it.
@@ -242,9 +242,8 @@ struct BackendState {
 impl BackendState {
     /// Works out the backend and its diagnostics again from `refs`.
     fn rebuild(&mut self) {
-        self.refs.sort_by(|a, b| {
-            hosts::age_order(&a.fragment, &b.fragment).then(a.field.cmp(&b.field))
-        });
+        self.refs
+            .sort_by(|a, b| hosts::age_order(&a.fragment, &b.fragment).then(a.field.cmp(&b.field)));
         let r = &self.resolved;
         let mut diags = r.diags.clone();
         let Some(owner) = self.refs.first() else {
@@ -286,7 +285,7 @@ impl BackendState {
                 id: r.id.clone(),
                 kind: r.kind.clone(),
                 affinity: settings.affinity.clone(),
-                timeouts: settings.timeouts.clone(),
+                timeouts: settings.timeouts,
             }),
         });
         self.diags = diags;

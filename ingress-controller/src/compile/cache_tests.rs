@@ -63,9 +63,8 @@ fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
         tls_hosts.push(format!("app-{app}.example.com"));
     }
     // Some versions set the default backend too (the oldest of those serves it).
-    let default_backend = (variant % 3 == 2).then(|| {
-        json!({"service": {"name": format!("svc-{app}"), "port": {"number": 80}}})
-    });
+    let default_backend = (variant % 3 == 2)
+        .then(|| json!({"service": {"name": format!("svc-{app}"), "port": {"number": 80}}}));
     Object::Ingress(object(json!({
         "metadata": {"name": format!("ing-{app}"), "namespace": "default",
                      "annotations": annotations,

@@ -28,8 +28,11 @@ pub enum EndpointSource {
 /// each lookup is a hash probe instead of a scan.
 pub struct EndpointIndex<'a> {
     store: &'a Store,
-    slices: foldhash::HashMap<(&'a str, &'a str), Vec<(&'a ObjectKey, &'a Arc<EndpointSlice>)>>,
+    slices: foldhash::HashMap<(&'a str, &'a str), Vec<SliceEntry<'a>>>,
 }
+
+/// One EndpointSlice in the index, with its key.
+pub type SliceEntry<'a> = (&'a ObjectKey, &'a Arc<EndpointSlice>);
 
 impl<'a> EndpointIndex<'a> {
     pub fn new(store: &'a Store) -> Self {
@@ -53,10 +56,7 @@ impl<'a> EndpointIndex<'a> {
     }
 
     /// The EndpointSlices of the Service named `key`, sorted by name.
-    pub fn slices_of<'s>(
-        &'s self,
-        key: &'s ObjectKey,
-    ) -> &'s [(&'s ObjectKey, &'s Arc<EndpointSlice>)] {
+    pub fn slices_of<'s>(&'s self, key: &'s ObjectKey) -> &'s [SliceEntry<'s>] {
         self.slices
             .get(&(key.namespace.as_str(), key.name.as_str()))
             .map_or(&[], Vec::as_slice)

@@ -234,7 +234,6 @@ impl RouteCache {
     pub fn diagnostics(&self) -> impl Iterator<Item = &Diagnostic> {
         self.hosts.values().flat_map(|e| &e.diags)
     }
-
 }
 
 /// What [`RouteCache::update`] did.

@@ -136,7 +136,11 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     let mut default_ref: Option<&Arc<hosts::Fragment>> = None;
     for f in &update.fragments {
         diags.extend(f.diags.iter().cloned());
-        let Some(backend) = f.ingress.spec.as_ref().and_then(|s| s.default_backend.as_ref())
+        let Some(backend) = f
+            .ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.default_backend.as_ref())
         else {
             continue;
         };
