@@ -111,6 +111,9 @@ impl Fragment {
                 });
             }
         }
+        // Kept as long as this version of the Ingress is: no spare capacity.
+        hosts.shrink_to_fit();
+        paths.shrink_to_fit();
         Self {
             ingress: ingress.clone(),
             key: key.clone(),

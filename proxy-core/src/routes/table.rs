@@ -81,7 +81,15 @@ impl HostRoutes {
             };
             hosts[at].push(rule);
         }
-        hosts.into_iter().map(Arc::new).collect()
+        hosts
+            .into_iter()
+            .map(|mut h| {
+                // Kept for the table's life: at 10,000 hosts the spare capacity of
+                // growing by pushes is megabytes.
+                h.rules.shrink_to_fit();
+                Arc::new(h)
+            })
+            .collect()
     }
 
     fn push(&mut self, rule: RouteRule) {

@@ -41,30 +41,32 @@ impl Objects {
     pub fn entries(&self, old: &[Entry], parsed: Vec<Object>) -> Vec<Entry> {
         let old: HashMap<&Id, &SharedObject> = old.iter().map(|e| (&e.id, &e.obj)).collect();
         let now = Time(Timestamp::now());
-        parsed
-            .into_iter()
-            .map(|mut obj| {
-                let id = (obj.kind(), obj.key());
-                if let Some(prev) = old.get(&id) {
-                    if same(prev, &mut obj) {
-                        return Entry {
-                            obj: (*prev).clone(),
-                            id,
-                        };
-                    }
+        // Not collected in place: that would keep the parsed objects' allocation (each
+        // `Object` holds a whole Kubernetes object inline) for a Vec of small entries,
+        // for as long as the file is loaded.
+        let mut entries = Vec::with_capacity(parsed.len());
+        entries.extend(parsed.into_iter().map(|mut obj| {
+            let id = (obj.kind(), obj.key());
+            if let Some(prev) = old.get(&id) {
+                if same(prev, &mut obj) {
+                    return Entry {
+                        obj: (*prev).clone(),
+                        id,
+                    };
                 }
-                let first_seen = self
-                    .defs
-                    .get(&id)
-                    .and_then(|d| d.applied.as_ref())
-                    .and_then(|(_, o)| created(o));
-                set_created(&mut obj, first_seen.unwrap_or_else(|| now.clone()));
-                Entry {
-                    obj: obj.into(),
-                    id,
-                }
-            })
-            .collect()
+            }
+            let first_seen = self
+                .defs
+                .get(&id)
+                .and_then(|d| d.applied.as_ref())
+                .and_then(|(_, o)| created(o));
+            set_created(&mut obj, first_seen.unwrap_or_else(|| now.clone()));
+            Entry {
+                obj: obj.into(),
+                id,
+            }
+        }));
+        entries
     }
 
     /// The file at `path` now defines `new` instead of `old`; every object named in
