@@ -160,7 +160,7 @@ pub struct TlsOutcome {
 /// (so Secrets that went away are forgotten).
 pub fn compile_tls(
     store: &Store,
-    ingresses: &[(&ObjectKey, &Ingress)],
+    ingresses: &[(&ObjectKey, &Arc<Ingress>)],
     previous: &SecretCache,
     used: &mut SecretCache,
     diags: &mut Vec<Diagnostic>,

@@ -127,10 +127,9 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         ta.cmp(&tb)
     });
 
-    let plain: Vec<(&ObjectKey, &Ingress)> = ours.iter().map(|&(k, i)| (k, &**i)).collect();
     let tls = certs::compile_tls(
         store,
-        &plain,
+        &ours,
         &previous_secrets,
         &mut cache.secrets,
         &mut diags,

@@ -109,16 +109,6 @@ impl HostRoutes {
         }
     }
 
-    /// The host these rules match, normalized.
-    pub fn host(&self) -> &HostMatch {
-        &self.host
-    }
-
-    /// The rules kept, normalized, duplicates removed, in build order.
-    pub fn rules(&self) -> &[RouteRule] {
-        &self.rules
-    }
-
     fn lookup(&self, path: &SplitPath<'_>) -> Option<&RouteTarget> {
         let index = self.paths.lookup(path)?;
         self.rules.get(index).map(|rule| &rule.target)
@@ -337,7 +327,7 @@ impl RouteTable {
     }
 
     /// The host tables, sorted by host.
-    pub fn hosts(&self) -> Vec<&Arc<HostRoutes>> {
+    fn hosts(&self) -> Vec<&Arc<HostRoutes>> {
         let inner = &*self.inner;
         let mut hosts: Vec<_> = inner
             .exact_hosts
