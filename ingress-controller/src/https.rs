@@ -11,8 +11,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, Proxy, Scheme, Shutdown};
+use std::net::SocketAddr;
 use tls::{CertDiagnostic, CertProblem, CertResolver, TlsAcceptor};
-use tokio::net::TcpListener;
+
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::compile::{Compiled, Diagnostic, DiagnosticReason, Severity};
 use crate::store::{Kind, ObjectKey};
@@ -151,6 +153,7 @@ impl Https {
     ) {
         let stop = async move { shutdown.triggered().await };
         let metrics = self.metrics.clone();
+        let prelude_proxy = proxy.clone();
         tls::serve_observed(
             listener,
             self.acceptor.clone(),
@@ -165,11 +168,16 @@ impl Https {
                         scheme: Scheme::Https,
                         sni: conn.info.sni,
                         alpn_h2: conn.info.alpn_h2,
+                        proxied: conn.proxied,
                     };
                     proxy.serve_connection(conn.stream, info).await
                 }
             },
             move |e: &tls::TlsError| metrics.handshake_failed(e),
+            move |tcp: TcpStream, remote: SocketAddr| {
+                let proxy = prelude_proxy.clone();
+                async move { proxy.proxy_protocol(tcp, remote).await }
+            },
         )
         .await
     }

@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendId, BackendKind, Config};
-use proxy_core::http::{ProxyObserver, ResponseEvent};
+use proxy_core::http::{Blame, ProxyObserver, ResponseEvent};
 
 use crate::https::TlsMetrics;
 use crate::service_proxy::L4Metrics;
@@ -26,6 +26,8 @@ struct RequestLabels {
     status: u16,
     host: String,
     backend: String,
+    /// Whose fault a failure was: `client`, `upstream`, `config`, or `none`.
+    blame: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -75,6 +77,7 @@ struct HandleKey {
     status: u16,
     host: Arc<str>,
     backend: Option<BackendId>,
+    blame: Option<Blame>,
 }
 
 #[derive(Debug)]
@@ -126,7 +129,7 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
             "requests",
-            "HTTP requests answered, by status, host and backend",
+            "HTTP requests answered, by status, host, backend and the side at fault",
             requests.clone(),
         );
         let upstream_latency = Family::<BackendLabels, Histogram>::new_with_constructor(|| {
@@ -293,6 +296,7 @@ impl ProxyObserver for Metrics {
             status: ev.status.as_u16(),
             host: hosts.label(ev.host),
             backend: ev.backend.cloned(),
+            blame: ev.blame,
         };
         let mut handles = hosts.handles.lock().unwrap_or_else(|e| e.into_inner());
         let handles = handles.entry(key).or_insert_with_key(|key| {
@@ -306,6 +310,7 @@ impl ProxyObserver for Metrics {
                     status: key.status,
                     host: key.host.to_string(),
                     backend: backend.clone(),
+                    blame: key.blame.map_or("none", Blame::as_str),
                 })
                 .clone();
             Handles {
@@ -341,7 +346,7 @@ mod tests {
     fn event<'a>(host: &'a str, backend: Option<&'a BackendId>, status: u16) -> ResponseEvent<'a> {
         static GET: Method = Method::GET;
         ResponseEvent {
-            remote: SocketAddr::from(([127, 0, 0, 1], 1)),
+            client: SocketAddr::from(([127, 0, 0, 1], 1)).ip(),
             scheme: Scheme::Http,
             host,
             method: &GET,
@@ -351,6 +356,8 @@ mod tests {
             endpoint: None,
             upstream_latency: backend.map(|_| Duration::from_millis(3)),
             total_latency: Duration::from_millis(4),
+            bytes_sent: 0,
+            blame: None,
         }
     }
 
@@ -383,9 +390,9 @@ mod tests {
         m.on_response(&event("a.b.apps.io", None, 404));
         let text = m.encode();
         for want in [
-            r#"portico_requests_total{status="200",host="kubia.example.com",backend="default/kubia:80"} 1"#,
-            r#"portico_requests_total{status="200",host="*.apps.io",backend="default/kubia:80"} 1"#,
-            r#"portico_requests_total{status="404",host="other",backend="none"} 2"#,
+            r#"portico_requests_total{status="200",host="kubia.example.com",backend="default/kubia:80",blame="none"} 1"#,
+            r#"portico_requests_total{status="200",host="*.apps.io",backend="default/kubia:80",blame="none"} 1"#,
+            r#"portico_requests_total{status="404",host="other",backend="none",blame="none"} 2"#,
             r#"portico_backend_endpoints{backend="default/kubia:80",ready="true"} 1"#,
             r#"portico_backend_endpoints{backend="default/kubia:80",ready="false"} 1"#,
             r#"portico_upstream_latency_seconds_count{backend="default/kubia:80"} 2"#,

@@ -4,12 +4,15 @@
 
 use std::hint::black_box;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use proxy_core::balance::{AffinityKey, AffinityMode, CookieAffinity, EjectionPolicy, Registry};
-use proxy_core::{Backend, BackendId, Endpoint};
+use proxy_core::config::Runtime;
+use proxy_core::{Backend, BackendId, Config, Endpoint};
 
-fn backend(endpoints: usize, mode: Option<AffinityMode>) -> Backend {
+/// A backend, and the affinity of the route that leads to it.
+fn backend(endpoints: usize, mode: Option<AffinityMode>) -> (Backend, Option<CookieAffinity>) {
     let eps = (0..endpoints)
         .map(|i| {
             let addr: SocketAddr = format!("10.0.{}.{}:8080", i / 250, i % 250 + 1)
@@ -18,35 +21,45 @@ fn backend(endpoints: usize, mode: Option<AffinityMode>) -> Backend {
             Endpoint::ready(addr)
         })
         .collect();
-    let mut b = Backend::new(BackendId::new("default", "app", "http"), eps);
-    b.affinity = mode.map(|mode| CookieAffinity {
+    let b = Backend::new(BackendId::new("default", "app", "http"), eps);
+    let affinity = mode.map(|mode| CookieAffinity {
         mode,
         ..CookieAffinity::default()
     });
-    b
+    (b, affinity)
+}
+
+/// Tells the registry about `b`, as publishing a configuration does.
+fn applied(registry: &Registry, b: &Backend) {
+    let mut config = Config::default();
+    config.backends.insert(b.id.clone(), Arc::new(b.clone()));
+    registry.apply(&config);
 }
 
 fn bench(c: &mut Criterion) {
     let registry = Registry::new(AffinityKey::new([7; 16]), EjectionPolicy::default());
     let mut group = c.benchmark_group("affinity_pick");
     for n in [3usize, 100] {
-        let plain = backend(n, None);
+        let (plain, _) = backend(n, None);
+        applied(&registry, &plain);
         group.bench_with_input(BenchmarkId::new("round_robin", n), &plain, |b, be| {
-            b.iter(|| registry.pick(black_box(be), None).unwrap())
+            b.iter(|| registry.pick(black_box(be), None, None, None).unwrap())
         });
         for (label, mode) in [
             ("balanced", AffinityMode::Balanced),
             ("persistent", AffinityMode::Persistent),
         ] {
-            let be = backend(n, Some(mode));
+            let (be, affinity) = backend(n, Some(mode));
+            applied(&registry, &be);
+            let aff = affinity.as_ref();
             let cookie = registry
-                .pick(&be, None)
+                .pick(&be, aff, None, None)
                 .unwrap()
                 .set_cookie
                 .expect("a new session gets a cookie");
             // The cookie must bring the session home without minting a new one.
             assert!(registry
-                .pick(&be, Some(&cookie))
+                .pick(&be, aff, None, Some(&cookie))
                 .unwrap()
                 .set_cookie
                 .is_none());
@@ -56,13 +69,13 @@ fn bench(c: &mut Criterion) {
                 |b, be| {
                     b.iter(|| {
                         registry
-                            .pick(black_box(be), Some(black_box(&cookie)))
+                            .pick(black_box(be), aff, None, Some(black_box(&cookie)))
                             .unwrap()
                     })
                 },
             );
             group.bench_with_input(BenchmarkId::new(format!("{label}_new"), n), &be, |b, be| {
-                b.iter(|| registry.pick(black_box(be), None).unwrap())
+                b.iter(|| registry.pick(black_box(be), aff, None, None).unwrap())
             });
         }
     }

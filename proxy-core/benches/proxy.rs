@@ -15,45 +15,47 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use proxy_core::balance::{AffinityKey, AffinityMode, CookieAffinity, EjectionPolicy, Registry};
+use proxy_core::config::Runtime as _;
 use proxy_core::http::{Proxy, ProxyOptions};
 use proxy_core::routes::{HostMatch, PathType, RouteRule, RouteTable, RouteTarget};
 use proxy_core::{Backend, BackendId, Config, ConfigHandle, Endpoint};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::runtime::Runtime;
 
-fn backend(n: u8, affinity: Option<CookieAffinity>) -> Backend {
+fn backend(n: u8) -> Backend {
     let eps = (1..=n)
         .map(|i| Endpoint::ready(SocketAddr::from(([10, 0, 0, i], 8080))))
         .collect();
-    let mut b = Backend::new(BackendId::new("bench", "svc", "http"), eps);
-    b.affinity = affinity;
-    b
+    Backend::new(BackendId::new("bench", "svc", "http"), eps)
 }
 
 fn pick(c: &mut Criterion) {
     let reg = Registry::new(AffinityKey::random(), EjectionPolicy::default());
-    let plain = backend(10, None);
+    let plain = backend(10);
+    let mut config = Config::default();
+    config
+        .backends
+        .insert(plain.id.clone(), std::sync::Arc::new(plain.clone()));
+    reg.apply(&config);
     c.bench_function("pick/round_robin_10", |b| {
-        b.iter(|| black_box(reg.pick(black_box(&plain), None).ok()))
+        b.iter(|| black_box(reg.pick(black_box(&plain), None, None, None).ok()))
     });
     for mode in [AffinityMode::Balanced, AffinityMode::Persistent] {
-        let sticky = backend(
-            10,
-            Some(CookieAffinity {
-                mode,
-                ..CookieAffinity::default()
-            }),
-        );
+        let affinity = CookieAffinity {
+            mode,
+            ..CookieAffinity::default()
+        };
+        let aff = Some(&affinity);
         let cookie = reg
-            .pick(&sticky, None)
+            .pick(&plain, aff, None, None)
             .ok()
             .and_then(|c| c.set_cookie)
             .unwrap_or_default();
         c.bench_function(&format!("pick/{mode:?}_cookie_10"), |b| {
-            b.iter(|| black_box(reg.pick(black_box(&sticky), Some(&cookie)).ok()))
+            b.iter(|| black_box(reg.pick(black_box(&plain), aff, None, Some(&cookie)).ok()))
         });
         c.bench_function(&format!("pick/{mode:?}_new_session_10"), |b| {
-            b.iter(|| black_box(reg.pick(black_box(&sticky), None).ok()))
+            b.iter(|| black_box(reg.pick(black_box(&plain), aff, None, None).ok()))
         });
     }
 }
@@ -112,7 +114,7 @@ fn round_trip(c: &mut Criterion) {
                 path_type: PathType::Prefix,
                 target: RouteTarget {
                     backend: be.id.clone(),
-                    ssl_redirect: false,
+                    policy: Default::default(),
                     source: "bench/ingress".into(),
                 },
             }]),

@@ -15,7 +15,7 @@ fn rule(host: HostMatch, path: &str, path_type: PathType, service: &str) -> Rout
         path_type,
         target: RouteTarget {
             backend: BackendId::new("bench", service, "http"),
-            ssl_redirect: false,
+            policy: Default::default(),
             source: "bench/ingress".into(),
         },
     }

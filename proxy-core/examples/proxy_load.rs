@@ -54,7 +54,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             path_type: PathType::Prefix,
             target: RouteTarget {
                 backend: backend.id.clone(),
-                ssl_redirect: false,
+                policy: Default::default(),
                 source: "load/ingress".into(),
             },
         }]),

@@ -6,13 +6,14 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::balance::CookieAffinity;
+use crate::balance::{AffinityKey, Target};
 use crate::l4::L4Service;
+use crate::pipeline::{ClientAddressPolicy, Hsts};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Stable identity of an HTTP backend: `namespace/service:port`. Runtime state that must
@@ -76,32 +77,36 @@ pub enum BackendKind {
     ExternalName { host: Arc<str>, port: u16 },
 }
 
-/// Per-backend timeouts.
+/// Upstream timeouts of a route, as nginx's `proxy_*_timeout`: `read` and `send` bound the
+/// wait between two successive reads or writes of the upstream exchange, not the whole of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TCP connect to an endpoint.
+    /// TCP connect to an endpoint (`proxy-connect-timeout`).
     pub connect: Duration,
-    /// From request sent to response headers received (504 when exceeded).
-    pub response: Duration,
+    /// Waiting for the response head, and between two reads of the response body
+    /// (`proxy-read-timeout`); exceeded before the head: 504, after: the client connection
+    /// is closed.
+    pub read: Duration,
+    /// Between two writes of the request body to the upstream (`proxy-send-timeout`).
+    pub send: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
         Self {
             connect: Duration::from_secs(5),
-            response: Duration::from_secs(60),
+            read: Duration::from_secs(60),
+            send: Duration::from_secs(60),
         }
     }
 }
 
-/// An HTTP backend: a Service port resolved to endpoints.
+/// An HTTP backend: a Service port resolved to endpoints. What a request to it gets
+/// (affinity, timeouts, filters) belongs to the route, in [`RoutePolicy`](crate::pipeline::RoutePolicy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
     pub id: BackendId,
     pub kind: BackendKind,
-    /// Cookie session affinity, from the Ingress annotations.
-    pub affinity: Option<CookieAffinity>,
-    pub timeouts: Timeouts,
 }
 
 impl Backend {
@@ -109,9 +114,22 @@ impl Backend {
         Self {
             id,
             kind: BackendKind::Endpoints(endpoints),
-            affinity: None,
-            timeouts: Timeouts::default(),
         }
+    }
+
+    /// Every target a request to this backend may go to.
+    pub fn targets(&self) -> impl Iterator<Item = Target> + '_ {
+        let (eps, name) = match &self.kind {
+            BackendKind::Endpoints(eps) => (eps.as_slice(), None),
+            BackendKind::ExternalName { host, port } => (
+                &[][..],
+                Some(Target::Name {
+                    host: host.clone(),
+                    port: *port,
+                }),
+            ),
+        };
+        eps.iter().map(|e| Target::Addr(e.addr)).chain(name)
     }
 }
 
@@ -128,34 +146,118 @@ pub struct Config {
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
+    /// Settings that apply to every request, from the controller's global settings.
+    pub settings: ProxySettings,
+    /// Key for affinity cookies, shared by every replica; `None` uses the proxy's own.
+    pub affinity_key: Option<AffinityKey>,
+}
+
+/// Settings that are not a route's: who the client is, what every answer carries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySettings {
+    /// How the client address is worked out and passed upstream.
+    pub client: ClientAddressPolicy,
+    /// Read a PROXY protocol header (v1 or v2) first on every client connection, and
+    /// refuse connections that do not send one.
+    pub proxy_protocol: bool,
+    /// `Server` on every answer, proxied or not.
+    pub server: http::HeaderValue,
+    /// Longest wait between two reads of a request body (`client-body-timeout`).
+    pub client_body_timeout: Duration,
+    /// `Strict-Transport-Security` on HTTPS answers (`hsts`).
+    pub hsts: Option<Hsts>,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        Self {
+            client: ClientAddressPolicy::default(),
+            proxy_protocol: false,
+            server: http::HeaderValue::from_static(SERVER_NAME),
+            client_body_timeout: Duration::from_secs(60),
+            hsts: Some(Hsts::new(31_536_000, true, false)),
+        }
+    }
+}
+
+/// `Server` with `server-tokens` off.
+pub const SERVER_NAME: &str = "portico";
+
+/// `Server` with `server-tokens` on.
+pub fn server_with_version() -> http::HeaderValue {
+    http::HeaderValue::from_static(concat!("portico/", env!("CARGO_PKG_VERSION")))
+}
+
+/// Runtime state that outlives configurations (balancer state, upstream pools): each
+/// published configuration is applied to it once, before requests can see it.
+pub trait Runtime: Send + Sync {
+    /// Brings the state to `next`: adds what it has new, drops what it no longer has,
+    /// and leaves untouched what both have.
+    fn apply(&self, next: &Config);
 }
 
 /// The published configuration: readers load it lock-free, the controller swaps it.
 #[derive(Clone, Default)]
 pub struct ConfigHandle {
-    inner: Arc<ArcSwap<Config>>,
+    inner: Arc<HandleInner>,
+}
+
+#[derive(Default)]
+struct HandleInner {
+    current: ArcSwap<Config>,
+    /// Taken only by publishers, never on the request path.
+    runtimes: Mutex<Vec<Weak<dyn Runtime>>>,
 }
 
 impl ConfigHandle {
     pub fn new(config: Config) -> Self {
         Self {
-            inner: Arc::new(ArcSwap::from_pointee(config)),
+            inner: Arc::new(HandleInner {
+                current: ArcSwap::from_pointee(config),
+                runtimes: Mutex::new(Vec::new()),
+            }),
         }
     }
 
     /// The current snapshot; hold it for the whole request.
     pub fn load(&self) -> Arc<Config> {
-        self.inner.load_full()
+        self.inner.current.load_full()
+    }
+
+    /// Registers state to keep in step with every publish, and brings it to the current
+    /// configuration now.
+    pub fn attach(&self, runtime: Weak<dyn Runtime>) {
+        let mut runtimes = self.runtimes();
+        if let Some(rt) = runtime.upgrade() {
+            rt.apply(&self.inner.current.load());
+        }
+        runtimes.push(runtime);
+    }
+
+    fn runtimes(&self) -> MutexGuard<'_, Vec<Weak<dyn Runtime>>> {
+        self.inner
+            .runtimes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Publish a new snapshot. Never blocks readers.
     pub fn store(&self, config: Config) {
-        self.inner.store(Arc::new(config));
+        drop(self.swap(config));
     }
 
     /// [`ConfigHandle::store`], handing back the previous snapshot, so that the caller
-    /// chooses where a large one is freed.
+    /// chooses where a large one is freed. The attached runtime state is brought to
+    /// `config` first, so the first request that sees it finds its state ready.
     pub fn swap(&self, config: Config) -> Arc<Config> {
-        self.inner.swap(Arc::new(config))
+        let mut runtimes = self.runtimes();
+        runtimes.retain(|rt| match rt.upgrade() {
+            Some(rt) => {
+                rt.apply(&config);
+                true
+            }
+            None => false,
+        });
+        self.inner.current.swap(Arc::new(config))
     }
 }

@@ -5,6 +5,7 @@ pub mod balance;
 pub mod config;
 pub mod http;
 pub mod l4;
+pub mod pipeline;
 pub mod routes;
 
 pub use config::{Backend, BackendId, BackendKind, Config, ConfigHandle, Endpoint, Timeouts};

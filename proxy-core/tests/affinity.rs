@@ -46,8 +46,8 @@ async fn check_mode(mode: AffinityMode) {
         ..CookieAffinity::default()
     };
     let px = TestProxy::start(config(
-        vec![rule("app.test", "sticky")],
-        vec![backend("sticky", &addrs, Some(policy.clone()))],
+        vec![sticky(rule("app.test", "sticky"), policy.clone())],
+        vec![backend("sticky", &addrs)],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -89,8 +89,8 @@ async fn check_mode(mode: AffinityMode) {
         let mut more = addrs.clone();
         more.push(extra.addr);
         px.handle.store(config(
-            vec![rule("app.test", "sticky")],
-            vec![backend("sticky", &more, Some(policy.clone()))],
+            vec![sticky(rule("app.test", "sticky"), policy.clone())],
+            vec![backend("sticky", &more)],
         ));
         for _ in 0..50 {
             assert_eq!(get_cookie(&mut conn, Some(&cookie)).await.text(), pinned);
@@ -104,8 +104,8 @@ async fn check_mode(mode: AffinityMode) {
         .map(|b| b.addr)
         .collect();
     px.handle.store(config(
-        vec![rule("app.test", "sticky")],
-        vec![backend("sticky", &rest, Some(policy.clone()))],
+        vec![sticky(rule("app.test", "sticky"), policy.clone())],
+        vec![backend("sticky", &rest)],
     ));
     let r = get_cookie(&mut conn, Some(&cookie)).await;
     assert_eq!(r.status, StatusCode::OK);
@@ -143,8 +143,8 @@ async fn set_cookie_carries_the_configured_attributes() {
         ..CookieAffinity::default()
     };
     let px = TestProxy::start(config(
-        vec![rule("app.test", "sticky")],
-        vec![backend("sticky", &[b.addr], Some(policy))],
+        vec![sticky(rule("app.test", "sticky"), policy)],
+        vec![backend("sticky", &[b.addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -176,8 +176,8 @@ async fn failure_case(change_on_failure: bool) {
         ..CookieAffinity::default()
     };
     let px = TestProxy::start(config(
-        vec![rule("app.test", "sticky")],
-        vec![backend("sticky", &[a.addr, b.addr], Some(policy))],
+        vec![sticky(rule("app.test", "sticky"), policy)],
+        vec![backend("sticky", &[a.addr, b.addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;

@@ -20,30 +20,29 @@ fn variant(i: usize, e1: std::net::SocketAddr, e2: std::net::SocketAddr) -> Conf
     let mut cfg = match i % 4 {
         0 => config(
             vec![rule("app.test", "pool")],
-            vec![backend("pool", &[e1, e2], None)],
+            vec![backend("pool", &[e1, e2])],
         ),
         // Other order, an extra host, cookie affinity switched on.
         1 => config(
-            vec![rule("app.test", "pool"), rule("other.test", "other")],
             vec![
-                backend("pool", &[e2, e1], Some(CookieAffinity::default())),
-                backend("other", &[e2], None),
+                sticky(rule("app.test", "pool"), CookieAffinity::default()),
+                rule("other.test", "other"),
             ],
+            vec![backend("pool", &[e2, e1]), backend("other", &[e2])],
         ),
         // Different timeouts.
         2 => {
-            let mut b = backend("pool", &[e1, e2], None);
-            b.timeouts = Timeouts {
-                connect: Duration::from_secs(3),
-                response: Duration::from_secs(20),
-            };
-            config(vec![rule("app.test", "pool")], vec![b])
+            let r = with_policy(rule("app.test", "pool"), |p| {
+                p.timeouts = Timeouts {
+                    connect: Duration::from_secs(3),
+                    read: Duration::from_secs(20),
+                    send: Duration::from_secs(20),
+                }
+            });
+            config(vec![r], vec![backend("pool", &[e1, e2])])
         }
         // e2 leaves the backend (and comes back with the next swap).
-        _ => config(
-            vec![rule("app.test", "pool")],
-            vec![backend("pool", &[e1], None)],
-        ),
+        _ => config(vec![rule("app.test", "pool")], vec![backend("pool", &[e1])]),
     };
     cfg.generation = i as u64 + 2;
     cfg
@@ -69,7 +68,7 @@ async fn thousand_swaps_under_load_fail_nothing() {
         rules.push(rule("ws.test", "ws"));
         cfg.routes = proxy_core::routes::RouteTable::build(rules);
         cfg.backends
-            .insert(backend_id("ws"), Arc::new(backend("ws", &[ws.addr], None)));
+            .insert(backend_id("ws"), Arc::new(backend("ws", &[ws.addr])));
         cfg
     };
     first = with_ws(first);

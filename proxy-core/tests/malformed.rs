@@ -20,7 +20,7 @@ async fn malformed_requests_get_4xx_and_close() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
 
@@ -99,7 +99,7 @@ async fn pipelined_requests_with_bodies_are_not_misjudged() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     // A body that looks like a conflicting request head must not be taken for one.
@@ -127,7 +127,7 @@ async fn slow_or_silent_clients_are_cut_off() {
     let px = TestProxy::start_with(
         config(
             vec![rule("app.test", "one")],
-            vec![backend("one", &[b.addr], None)],
+            vec![backend("one", &[b.addr])],
         ),
         opts,
     )

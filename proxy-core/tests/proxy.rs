@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use proxy_core::http::{ProxyObserver, ProxyOptions, ResponseEvent};
+use proxy_core::pipeline::{RequestFilter, SslRedirect};
 use proxy_core::routes::RouteTable;
 use proxy_core::{BackendKind, Config, Timeouts};
 use tokio::net::TcpStream;
@@ -21,7 +22,7 @@ async fn forwards_with_forwarded_headers_and_without_hop_by_hop() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     let r = get_with(
@@ -41,9 +42,11 @@ async fn forwards_with_forwarded_headers_and_without_hop_by_hop() {
     assert_eq!(r.text(), "one");
     assert_eq!(r.header("echo-host"), Some("App.Test:8080"), "Host is kept");
     assert_eq!(r.header("echo-uri"), Some("/some/path?q=1"));
+    // By default a client's forwarded headers are not believed: the peer is the client.
+    assert_eq!(r.header("echo-x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(
-        r.header("echo-x-forwarded-for"),
-        Some("203.0.113.9, 127.0.0.1")
+        r.header("echo-x-original-forwarded-for"),
+        Some("203.0.113.9")
     );
     assert_eq!(r.header("echo-x-real-ip"), Some("127.0.0.1"));
     assert_eq!(r.header("echo-x-forwarded-proto"), Some("http"));
@@ -61,7 +64,7 @@ async fn forwards_with_forwarded_headers_and_without_hop_by_hop() {
 #[tokio::test]
 async fn no_route_and_no_default_backend_is_404() {
     let b = TestBackend::start("one").await;
-    let px = TestProxy::start(config(vec![], vec![backend("one", &[b.addr], None)])).await;
+    let px = TestProxy::start(config(vec![], vec![backend("one", &[b.addr])])).await;
     let r = get(px.addr, "nowhere.test", "/").await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(r.text(), "404 Not Found\n");
@@ -73,7 +76,7 @@ async fn no_route_and_no_default_backend_is_404() {
 #[tokio::test]
 async fn default_backend_catches_unrouted_requests() {
     let b = TestBackend::start("fallback").await;
-    let mut cfg = config(vec![], vec![backend("fallback", &[b.addr], None)]);
+    let mut cfg = config(vec![], vec![backend("fallback", &[b.addr])]);
     cfg.default_backend = Some(target("fallback"));
     let px = TestProxy::start(cfg).await;
     let r = get(px.addr, "anything.test", "/x").await;
@@ -84,7 +87,7 @@ async fn default_backend_catches_unrouted_requests() {
 #[tokio::test]
 async fn backend_without_ready_endpoint_is_503() {
     let b = TestBackend::start("one").await;
-    let mut be = backend("one", &[b.addr], None);
+    let mut be = backend("one", &[b.addr]);
     if let BackendKind::Endpoints(eps) = &mut be.kind {
         eps[0].ready = false;
     }
@@ -106,7 +109,7 @@ async fn upstream_hangup_is_502_and_refused_everywhere_is_502() {
     let (addr, _task) = hangup_backend().await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[addr], None)],
+        vec![backend("one", &[addr])],
     ))
     .await;
     let r = get(px.addr, "app.test", "/").await;
@@ -116,7 +119,7 @@ async fn upstream_hangup_is_502_and_refused_everywhere_is_502() {
     let dead = dead_addr().await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[dead], None)],
+        vec![backend("one", &[dead])],
     ))
     .await;
     assert_eq!(
@@ -128,12 +131,14 @@ async fn upstream_hangup_is_502_and_refused_everywhere_is_502() {
 #[tokio::test]
 async fn slow_upstream_is_504() {
     let b = TestBackend::start("slow").await;
-    let mut be = backend("slow", &[b.addr], None);
-    be.timeouts = Timeouts {
-        connect: Duration::from_secs(5),
-        response: Duration::from_secs(1),
-    };
-    let px = TestProxy::start(config(vec![rule("app.test", "slow")], vec![be])).await;
+    let be = backend("slow", &[b.addr]);
+    let r = with_policy(rule("app.test", "slow"), |p| {
+        p.timeouts = Timeouts {
+            read: Duration::from_secs(1),
+            ..Timeouts::default()
+        }
+    });
+    let px = TestProxy::start(config(vec![r], vec![be])).await;
     let r = get(px.addr, "app.test", "/slow/30000").await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(r.text(), "504 Gateway Timeout\n");
@@ -150,7 +155,7 @@ async fn refused_endpoint_costs_the_client_nothing() {
     let dead = dead_addr().await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "mixed")],
-        vec![backend("mixed", &[dead, live.addr], None)],
+        vec![backend("mixed", &[dead, live.addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -179,7 +184,7 @@ async fn ejected_endpoint_comes_back_by_itself() {
     let px = TestProxy::start_with(
         config(
             vec![rule("app.test", "ab")],
-            vec![backend("ab", &[a.addr, b_addr], None)],
+            vec![backend("ab", &[a.addr, b_addr])],
         ),
         opts,
     )
@@ -227,7 +232,7 @@ async fn bodies_stream_both_ways() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
 
@@ -296,7 +301,7 @@ async fn large_body_round_trips_intact() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     let payload: Vec<u8> = (0..4_000_000u32).map(|i| (i % 251) as u8).collect();
@@ -316,7 +321,7 @@ async fn websocket_upgrade_is_tunnelled() {
     let b = TestBackend::start("ws").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "ws")],
-        vec![backend("ws", &[b.addr], None)],
+        vec![backend("ws", &[b.addr])],
     ))
     .await;
     let mut tunnel = open_tunnel(px.addr, "app.test").await;
@@ -329,9 +334,11 @@ async fn websocket_upgrade_is_tunnelled() {
 #[tokio::test]
 async fn ssl_redirect_answers_308_to_https() {
     let b = TestBackend::start("one").await;
-    let mut r1 = rule("app.test", "one");
-    r1.target.ssl_redirect = true;
-    let cfg = config(vec![r1], vec![backend("one", &[b.addr], None)]);
+    let r1 = with_policy(rule("app.test", "one"), |p| {
+        p.request
+            .push(RequestFilter::SslRedirect(SslRedirect::default()))
+    });
+    let cfg = config(vec![r1], vec![backend("one", &[b.addr])]);
     let px = TestProxy::start_with(
         cfg.clone(),
         ProxyOptions {
@@ -357,7 +364,7 @@ async fn h2c_prior_knowledge_is_served() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     let stream = TcpStream::connect(px.addr).await.unwrap();
@@ -408,7 +415,7 @@ async fn observer_sees_every_response() {
     let px = TestProxy::start_with(
         config(
             vec![rule("app.test", "one")],
-            vec![backend("one", &[b.addr], None)],
+            vec![backend("one", &[b.addr])],
         ),
         opts,
     )
@@ -434,7 +441,7 @@ async fn shutdown_drains_in_flight_and_stops_accepting() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     let mut idle = Conn::open(px.addr).await;
@@ -471,10 +478,7 @@ async fn routes_by_host_and_forwards_the_canonical_path() {
     let two = TestBackend::start("two").await;
     let px = TestProxy::start(config(
         vec![rule("one.test", "one"), rule("two.test", "two")],
-        vec![
-            backend("one", &[one.addr], None),
-            backend("two", &[two.addr], None),
-        ],
+        vec![backend("one", &[one.addr]), backend("two", &[two.addr])],
     ))
     .await;
     assert_eq!(get(px.addr, "one.test", "/").await.text(), "one");
@@ -511,7 +515,7 @@ async fn routes_by_host_and_forwards_the_canonical_path() {
 #[tokio::test]
 async fn external_name_backend_resolves_at_connect_time() {
     let b = TestBackend::start("external").await;
-    let mut be = backend("ext", &[], None);
+    let mut be = backend("ext", &[]);
     be.kind = BackendKind::ExternalName {
         host: "localhost".into(),
         port: b.addr.port(),
@@ -526,7 +530,7 @@ async fn external_name_backend_resolves_at_connect_time() {
         "Host stays the client's"
     );
 
-    let mut gone = backend("ext", &[], None);
+    let mut gone = backend("ext", &[]);
     gone.kind = BackendKind::ExternalName {
         host: "no-such-host.invalid".into(),
         port: 80,
@@ -578,7 +582,7 @@ async fn idempotent_request_is_replayed_when_a_reused_connection_dies() {
     let (addr, answered) = one_shot_backend().await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[addr], None)],
+        vec![backend("one", &[addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -600,15 +604,18 @@ async fn idempotent_request_is_replayed_when_a_reused_connection_dies() {
 async fn serve_connection_takes_any_stream_and_honours_its_scheme() {
     use proxy_core::http::{ConnInfo, Scheme};
     let b = TestBackend::start("one").await;
-    let mut r1 = rule("app.test", "one");
-    r1.target.ssl_redirect = true;
-    let px = TestProxy::start(config(vec![r1], vec![backend("one", &[b.addr], None)])).await;
+    let r1 = with_policy(rule("app.test", "one"), |p| {
+        p.request
+            .push(RequestFilter::SslRedirect(SslRedirect::default()))
+    });
+    let px = TestProxy::start(config(vec![r1], vec![backend("one", &[b.addr])])).await;
     let info = |alpn_h2| ConnInfo {
         remote: "192.0.2.10:40000".parse().unwrap(),
         local: "127.0.0.1:8443".parse().unwrap(),
         scheme: Scheme::Https,
         sni: Some("app.test".into()),
         alpn_h2,
+        proxied: None,
     };
 
     // HTTP/1.1 over an in-memory stream standing in for TLS.
@@ -657,7 +664,7 @@ async fn upstream_connections_are_reused_sequentially_and_concurrently() {
     let b = TestBackend::start("one").await;
     let px = TestProxy::start(config(
         vec![rule("app.test", "one")],
-        vec![backend("one", &[b.addr], None)],
+        vec![backend("one", &[b.addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -702,10 +709,7 @@ async fn backends_sharing_an_endpoint_share_its_connections() {
     let b = TestBackend::start("pod").await;
     let px = TestProxy::start(config(
         vec![rule("a.test", "svc-a"), rule("b.test", "svc-b")],
-        vec![
-            backend("svc-a", &[b.addr], None),
-            backend("svc-b", &[b.addr], None),
-        ],
+        vec![backend("svc-a", &[b.addr]), backend("svc-b", &[b.addr])],
     ))
     .await;
     let mut conn = Conn::open(px.addr).await;
@@ -772,7 +776,7 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     let px = TestProxy::start_with(
         config(
             vec![rule("app.test", "slow")],
-            vec![backend("slow", &[addr], None)],
+            vec![backend("slow", &[addr])],
         ),
         opts,
     )

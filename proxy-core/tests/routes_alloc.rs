@@ -49,7 +49,7 @@ fn rule(host: HostMatch, path: &str, path_type: PathType, service: &str) -> Rout
         path_type,
         target: RouteTarget {
             backend: BackendId::new("default", service, "http"),
-            ssl_redirect: false,
+            policy: Default::default(),
             source: "default/ing".into(),
         },
     }

@@ -19,6 +19,8 @@ pub struct TlsConnection {
     pub info: TlsInfo,
     pub remote: SocketAddr,
     pub local: SocketAddr,
+    /// What the prelude found before the handshake (see [`serve_observed`]).
+    pub proxied: Option<SocketAddr>,
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, then drops the listener;
@@ -44,23 +46,29 @@ pub async fn serve<H, Fut>(
         shutdown,
         handler,
         |_: &TlsError| {},
+        |tcp: TcpStream, _remote: SocketAddr| async move { Some((tcp, None)) },
     )
     .await
 }
 
 /// [`serve`], also calling `on_failure` for every failed or timed-out handshake (for
-/// metrics).
-pub async fn serve_observed<H, Fut, F>(
+/// metrics), and running `prelude` on each connection before its handshake: it reads
+/// what a load balancer sends first (a PROXY protocol header) and hands back the stream
+/// and the client address it named, or `None` to close the connection.
+pub async fn serve_observed<H, Fut, F, P, PFut>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     handler: H,
     on_failure: F,
+    prelude: P,
 ) where
     H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
     F: Fn(&TlsError) + Clone + Send + 'static,
+    P: Fn(TcpStream, SocketAddr) -> PFut + Clone + Send + 'static,
+    PFut: Future<Output = Option<(TcpStream, Option<SocketAddr>)>> + Send + 'static,
 {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -80,8 +88,12 @@ pub async fn serve_observed<H, Fut, F>(
         let acceptor = acceptor.clone();
         let handler = handler.clone();
         let on_failure = on_failure.clone();
+        let prelude = prelude.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
+            let Some((tcp, proxied)) = prelude(tcp, remote).await else {
+                return;
+            };
             let local = match tcp.local_addr() {
                 Ok(a) => a,
                 Err(e) => {
@@ -96,6 +108,7 @@ pub async fn serve_observed<H, Fut, F>(
                         info,
                         remote,
                         local,
+                        proxied,
                     })
                     .await
                 }

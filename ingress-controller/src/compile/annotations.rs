@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
-use proxy_core::config::Timeouts;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use crate::store::{Kind, ObjectKey};
@@ -29,6 +28,8 @@ const SSL_REDIRECT: &str = "ssl-redirect";
 const FORCE_SSL_REDIRECT: &str = "force-ssl-redirect";
 const CONNECT_TIMEOUT: &str = "proxy-connect-timeout";
 const READ_TIMEOUT: &str = "proxy-read-timeout";
+const SEND_TIMEOUT: &str = "proxy-send-timeout";
+const BODY_SIZE: &str = "proxy-body-size";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -45,34 +46,26 @@ const KNOWN: &[&str] = &[
     FORCE_SSL_REDIRECT,
     CONNECT_TIMEOUT,
     READ_TIMEOUT,
+    SEND_TIMEOUT,
+    BODY_SIZE,
 ];
 
-/// What one Ingress's annotations ask for, validated.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// What one Ingress's annotations ask for, validated. `None` leaves a setting to the
+/// global settings (the `--configmap`), as in ingress-nginx, where an annotation
+/// overrides the ConfigMap value for its Ingress only.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct IngressAnnotations {
-    /// Backend settings for every backend this Ingress routes to.
-    pub backend: BackendSettings,
-    /// `ssl-redirect`, default true: redirect plain HTTP on hosts that have TLS.
-    pub ssl_redirect: bool,
+    /// Cookie affinity for the Ingress's paths.
+    pub affinity: Option<CookieAffinity>,
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
+    /// `proxy-body-size`: `Some(None)` is unlimited (`0`).
+    pub body_size: Option<Option<u64>>,
+    /// `ssl-redirect`: redirect plain HTTP on hosts that have TLS.
+    pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
     pub force_ssl_redirect: bool,
-}
-
-/// Settings that belong to a backend rather than a route.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct BackendSettings {
-    pub affinity: Option<CookieAffinity>,
-    pub timeouts: Timeouts,
-}
-
-impl Default for IngressAnnotations {
-    fn default() -> Self {
-        Self {
-            backend: BackendSettings::default(),
-            ssl_redirect: true,
-            force_ssl_redirect: false,
-        }
-    }
 }
 
 struct Reader<'a> {
@@ -150,18 +143,14 @@ pub fn parse(
     }
     let mut r = Reader { values, key, diags };
 
-    if let Some(v) = r.get(SSL_REDIRECT, parse_bool) {
-        out.ssl_redirect = v;
-    }
+    out.ssl_redirect = r.get(SSL_REDIRECT, parse_bool);
     if let Some(v) = r.get(FORCE_SSL_REDIRECT, parse_bool) {
         out.force_ssl_redirect = v;
     }
-    if let Some(v) = r.get(CONNECT_TIMEOUT, parse_timeout) {
-        out.backend.timeouts.connect = v;
-    }
-    if let Some(v) = r.get(READ_TIMEOUT, parse_timeout) {
-        out.backend.timeouts.response = v;
-    }
+    out.connect_timeout = r.get(CONNECT_TIMEOUT, parse_timeout);
+    out.read_timeout = r.get(READ_TIMEOUT, parse_timeout);
+    out.send_timeout = r.get(SEND_TIMEOUT, parse_timeout);
+    out.body_size = r.get(BODY_SIZE, parse_size);
 
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
@@ -183,14 +172,35 @@ pub fn parse(
         if let Some(v) = r.get(COOKIE_CHANGE_ON_FAILURE, parse_bool) {
             a.change_on_failure = v;
         }
-        out.backend.affinity = Some(a);
+        out.affinity = Some(a);
     }
     out
 }
 
+/// nginx's size syntax as ingress-nginx passes it on (`^\d+[kKmMgG]?$`): bytes, or
+/// KiB/MiB/GiB with a suffix; `0` is no limit.
+pub(super) fn parse_size(v: &str) -> Result<Option<u64>, String> {
+    const EXPECTED: &str = "a size in bytes, optionally with a k, m or g suffix, or 0 for no limit";
+    let (digits, unit) = match v.as_bytes().last() {
+        Some(b'k' | b'K') => (&v[..v.len() - 1], 1u64 << 10),
+        Some(b'm' | b'M') => (&v[..v.len() - 1], 1 << 20),
+        Some(b'g' | b'G') => (&v[..v.len() - 1], 1 << 30),
+        _ => (v, 1),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(EXPECTED.into());
+    }
+    let n: u64 = digits.parse().map_err(|_| EXPECTED.to_owned())?;
+    match n.checked_mul(unit) {
+        Some(0) => Ok(None),
+        Some(bytes) => Ok(Some(bytes)),
+        None => Err(EXPECTED.into()),
+    }
+}
+
 /// Go's `strconv.ParseBool` set, which ingress-nginx uses: migrated values keep meaning
 /// the same thing.
-fn parse_bool(v: &str) -> Result<bool, String> {
+pub(super) fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
@@ -233,7 +243,7 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
 }
 
 /// A positive whole number of seconds, at most a day.
-fn parse_timeout(v: &str) -> Result<Duration, String> {
+pub(super) fn parse_timeout(v: &str) -> Result<Duration, String> {
     const EXPECTED: &str = "a whole number of seconds from 1 to 86400";
     match parse_seconds(v) {
         Ok(d) if (1..=86_400).contains(&d.as_secs()) => Ok(d),
@@ -287,5 +297,13 @@ mod tests {
         assert!(parse_cookie_path("app").is_err());
         assert!(parse_cookie_path("/a;HttpOnly").is_err());
         assert_eq!(parse_cookie_path("/app"), Ok("/app".to_owned()));
+        assert_eq!(parse_size("1m"), Ok(Some(1 << 20)));
+        assert_eq!(parse_size("8K"), Ok(Some(8192)));
+        assert_eq!(parse_size("100"), Ok(Some(100)));
+        assert_eq!(parse_size("0"), Ok(None));
+        assert_eq!(parse_size("2g"), Ok(Some(2 << 30)));
+        for bad in ["", "m", "1.5m", "10b", "-1", "1 m", "99999999999999999999g"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
     }
 }

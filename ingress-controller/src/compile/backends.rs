@@ -1,5 +1,5 @@
 //! Ingress backends -> proxy backends: Service lookup, port resolution, endpoints,
-//! ExternalName, and the per-backend settings from annotations.
+//! ExternalName.
 
 use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashMap};
@@ -246,10 +246,9 @@ impl BackendState {
             .sort_by(|a, b| hosts::age_order(&a.fragment, &b.fragment).then(a.field.cmp(&b.field)));
         let r = &self.resolved;
         let mut diags = r.diags.clone();
-        let Some(owner) = self.refs.first() else {
+        if self.refs.is_empty() {
             return;
-        };
-        let settings = &owner.fragment.ann.backend;
+        }
         for reference in &self.refs {
             let f = &reference.fragment;
             if let Some(p) = &r.problem {
@@ -261,33 +260,13 @@ impl BackendState {
                     p.message.clone(),
                 ));
             }
-            if f.ann.backend != *settings && f.key != owner.fragment.key {
-                diags.push(Diagnostic::warning(
-                    Kind::Ingress,
-                    &f.key,
-                    "metadata.annotations",
-                    DiagnosticReason::BackendSettingsConflict,
-                    format!(
-                        "backend {} is also used by the older Ingress {} with different \
-                         affinity or timeout annotations; the older Ingress's settings apply",
-                        r.id, owner.fragment.key
-                    ),
-                ));
-            }
         }
-        let reuse = self
-            .built
-            .as_ref()
-            .filter(|b| b.affinity == settings.affinity && b.timeouts == settings.timeouts);
-        self.built = Some(match reuse {
-            Some(b) => b.clone(),
-            None => Arc::new(Backend {
+        if self.built.is_none() {
+            self.built = Some(Arc::new(Backend {
                 id: r.id.clone(),
                 kind: r.kind.clone(),
-                affinity: settings.affinity.clone(),
-                timeouts: settings.timeouts,
-            }),
-        });
+            }));
+        }
         self.diags = diags;
         self.stale = false;
     }

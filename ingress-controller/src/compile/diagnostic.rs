@@ -53,8 +53,6 @@ pub enum DiagnosticReason {
     InvalidAnnotation,
     /// An annotation Portico does not honour; it is ignored.
     UnsupportedAnnotation,
-    /// Two Ingresses configure one backend differently (affinity, timeouts); oldest wins.
-    BackendSettingsConflict,
     /// A TLS Secret that does not exist.
     SecretNotFound,
     /// A TLS Secret of the wrong type.
@@ -100,7 +98,6 @@ impl DiagnosticReason {
             InvalidExternalName => "invalid_external_name",
             InvalidAnnotation => "invalid_annotation",
             UnsupportedAnnotation => "unsupported_annotation",
-            BackendSettingsConflict => "backend_settings_conflict",
             SecretNotFound => "secret_not_found",
             SecretWrongType => "secret_wrong_type",
             SecretMissingKey => "secret_missing_key",

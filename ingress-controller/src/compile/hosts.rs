@@ -13,11 +13,13 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use proxy_core::config::BackendId;
+use proxy_core::pipeline::RoutePolicy;
 use proxy_core::routes::{HostMatch, HostRoutes, PathType, RouteRule, RouteTarget};
 
 use super::annotations::{self, IngressAnnotations};
 use super::backends::{reference, BackendRef, RefField};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::policy::{self, PolicyDefaults};
 use super::syntax;
 use super::{duplicate, BackendField, PathField};
 use crate::store::{Kind, ObjectKey};
@@ -156,6 +158,8 @@ struct HostEntry {
 pub(super) struct RouteCache {
     fragments: HashMap<ObjectKey, Arc<Fragment>>,
     hosts: HashMap<HostMatch, HostEntry>,
+    /// What the host tables' policies were built with.
+    defaults: PolicyDefaults,
 }
 
 impl RouteCache {
@@ -165,8 +169,14 @@ impl RouteCache {
         &mut self,
         ours: &[(&ObjectKey, &Arc<Ingress>)],
         covers: impl Fn(&HostMatch) -> bool,
+        defaults: &PolicyDefaults,
     ) -> Update {
         let mut dirty: HashSet<HostMatch> = HashSet::new();
+        // New global settings reach every path's policy.
+        if *defaults != self.defaults {
+            dirty.extend(self.hosts.keys().cloned());
+            self.defaults = defaults.clone();
+        }
         let mut previous = std::mem::take(&mut self.fragments);
         let mut fragments = Vec::with_capacity(ours.len());
         for &(key, ingress) in ours {
@@ -215,7 +225,7 @@ impl RouteCache {
             for host in &dirty {
                 let old = match candidates.get(host) {
                     Some(list) => {
-                        let entry = build_host(host, list, covers(host));
+                        let entry = build_host(host, list, covers(host), defaults);
                         update.added.extend(entry.winners.iter().cloned());
                         self.hosts.insert(host.clone(), entry)
                     }
@@ -251,8 +261,15 @@ pub(super) struct Update {
 
 /// A host's rules from its candidate paths, oldest Ingress first: each (path, type) goes
 /// to the first that claims it.
-fn build_host(host: &HostMatch, candidates: &[(&Arc<Fragment>, u32)], covered: bool) -> HostEntry {
+fn build_host(
+    host: &HostMatch,
+    candidates: &[(&Arc<Fragment>, u32)],
+    covered: bool,
+    defaults: &PolicyDefaults,
+) -> HostEntry {
     let mut claims: HashMap<(&str, PathType), &Arc<str>> = HashMap::new();
+    // The paths of one Ingress share its policy where they can.
+    let mut shared: HashMap<*const Fragment, Arc<RoutePolicy>> = HashMap::new();
     let mut diags = Vec::new();
     let mut rules = Vec::with_capacity(candidates.len());
     let mut winners = Vec::with_capacity(candidates.len());
@@ -279,13 +296,21 @@ fn build_host(host: &HostMatch, candidates: &[(&Arc<Fragment>, u32)], covered: b
             continue;
         };
         claims.insert(claim, &f.source);
+        let policy = if policy::shared_across_paths(&f.ann) {
+            shared
+                .entry(Arc::as_ptr(f))
+                .or_insert_with(|| Arc::new(policy::route_policy(&f.ann, defaults, covered, "/")))
+                .clone()
+        } else {
+            Arc::new(policy::route_policy(&f.ann, defaults, covered, &p.path))
+        };
         rules.push(RouteRule {
             host: host.clone(),
             path: p.path.clone(),
             path_type: p.path_type,
             target: RouteTarget {
                 backend: BackendId::new(&f.key.namespace, service, &port.to_string()),
-                ssl_redirect: (f.ann.ssl_redirect && covered) || f.ann.force_ssl_redirect,
+                policy,
                 source: f.source.clone(),
             },
         });

@@ -12,8 +12,11 @@
 //! - A path whose Service or Service port is missing is still routed, to a backend with no
 //!   endpoints, so it answers 503 (as ingress-nginx does) rather than 404: the user sees
 //!   that the rule was taken and the backend is the problem.
-//! - Conflicts (same host+path+pathType, several default backends, different backend
-//!   settings) go to the oldest Ingress: creationTimestamp, then namespace/name.
+//! - Conflicts (same host+path+pathType, several default backends) go to the oldest
+//!   Ingress: creationTimestamp, then namespace/name.
+//! - What a path does besides reaching its backend (affinity, timeouts, redirects, body
+//!   limit) is its Ingress's, in the route's policy: two Ingresses on one Service keep
+//!   their own.
 
 mod annotations;
 mod backends;
@@ -23,6 +26,7 @@ mod diagnostic;
 pub mod endpoints;
 mod hosts;
 mod l4;
+mod policy;
 mod syntax;
 
 #[cfg(test)]
@@ -38,9 +42,10 @@ use k8s_openapi::api::networking::v1::Ingress;
 use proxy_core::config::Config;
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
-pub use annotations::{BackendSettings, IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
+pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
+pub use policy::PolicyDefaults;
 
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -134,7 +139,10 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         &mut cache.secrets,
         &mut diags,
     );
-    let update = cache.routes.update(&ours, |host| tls.hosts.covers(host));
+    let defaults = PolicyDefaults::default();
+    let update = cache
+        .routes
+        .update(&ours, |host| tls.hosts.covers(host), &defaults);
     let (mut removed, mut added) = (update.removed, update.added);
 
     // The default backend: the oldest Ingress that sets one that names a Service.
@@ -181,9 +189,14 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     }
     cache.backends.update(store, &removed, &added);
     let default_backend = default_ref.as_ref().and_then(|r| {
+        // The default backend serves every host, so only force-ssl-redirect redirects.
+        let ann = IngressAnnotations {
+            ssl_redirect: Some(false),
+            ..r.fragment.ann.clone()
+        };
         Some(RouteTarget {
             backend: cache.backends.id_of(r)?,
-            ssl_redirect: r.fragment.ann.force_ssl_redirect,
+            policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/")),
             source: r.fragment.source.clone(),
         })
     });
@@ -203,6 +216,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         default_backend,
         backends: cache.backends.backends(),
         l4,
+        settings: Default::default(),
+        affinity_key: None,
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)

@@ -7,6 +7,7 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::ByteString;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
 use proxy_core::config::{BackendId, BackendKind, Endpoint, Timeouts};
+use proxy_core::pipeline::{RequestFilter, RoutePolicy};
 use proxy_core::routes::{HostMatch, PathType, RouteRule};
 use serde::Deserialize;
 
@@ -169,7 +170,7 @@ fn kubia_named_ports_resolve_to_slice_ports() {
     );
     assert!(rules
         .iter()
-        .all(|r| &*r.target.source == "default/kubia" && !r.target.ssl_redirect));
+        .all(|r| &*r.target.source == "default/kubia" && !redirects(&r.target.policy)));
 
     // Two slices merged, deduplicated by address (the ready copy wins), sorted; the bad
     // address is skipped; the other Service's slice stays out.
@@ -446,16 +447,10 @@ fn conflicts_go_to_the_oldest_ingress() {
     );
     assert_eq!(
         diags_on(&c, Kind::Ingress, "b", "twin"),
-        vec![
-            (
-                "metadata.annotations".into(),
-                DiagnosticReason::BackendSettingsConflict
-            ),
-            (
-                "spec.rules[0].http.paths[0]".into(),
-                DiagnosticReason::DuplicatePath
-            ),
-        ]
+        vec![(
+            "spec.rules[0].http.paths[0]".into(),
+            DiagnosticReason::DuplicatePath
+        ),]
     );
     assert_eq!(
         diags_on(&c, Kind::Ingress, "a", "newer"),
@@ -514,23 +509,48 @@ fn conflicts_go_to_the_oldest_ingress() {
         Some("b/older".into())
     );
 
-    // b/app:80 keeps the settings of b/older (no affinity) despite b/twin's annotation;
-    // a/app:80 gets a/newer's cookie affinity.
+    // Affinity is the route's: b/twin's paths to b/app:80 are sticky, b/older's paths to
+    // the same backend are not, and a/newer's are.
+    let affinity = |host: &str, path: &str| {
+        c.config
+            .routes
+            .lookup(host, path)
+            .and_then(|t| t.policy.affinity.clone())
+    };
+    assert_eq!(affinity("shop.example.com", "/cart/x"), None);
     assert_eq!(
-        c.config.backends[&BackendId::new("b", "app", "80")].affinity,
-        None
+        affinity("shop.example.com", "/twin"),
+        Some(CookieAffinity {
+            path: Some("/twin".into()),
+            ..CookieAffinity::default()
+        })
     );
     assert_eq!(
-        c.config.backends[&BackendId::new("a", "app", "80")].affinity,
-        Some(CookieAffinity::default())
+        affinity("shop.example.com", "/a-only").map(|a| a.mode),
+        Some(AffinityMode::Balanced)
     );
+}
+
+/// Whether a route answers plain HTTP with a redirect.
+fn redirects(policy: &RoutePolicy) -> bool {
+    policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::SslRedirect(_)))
 }
 
 #[test]
 fn annotations_configure_backends_and_report_problems() {
     let store = fixture("annotations.yaml");
     let (c, rules) = compile_rules(&store);
-    let backend = |svc: &str| c.config.backends[&BackendId::new("default", svc, "80")].clone();
+    // The policy of the first path routed to `svc`.
+    let backend = |svc: &str| {
+        rules
+            .iter()
+            .find(|r| r.target.backend == BackendId::new("default", svc, "80"))
+            .map(|r| (*r.target.policy).clone())
+            .unwrap()
+    };
 
     let sticky = backend("sticky");
     assert_eq!(
@@ -550,7 +570,8 @@ fn annotations_configure_backends_and_report_problems() {
         sticky.timeouts,
         Timeouts {
             connect: Duration::from_secs(2),
-            response: Duration::from_secs(120),
+            read: Duration::from_secs(120),
+            send: Duration::from_secs(60),
         }
     );
     assert!(diags_on(&c, Kind::Ingress, "default", "sticky").is_empty());
@@ -559,6 +580,7 @@ fn annotations_configure_backends_and_report_problems() {
         backend("migrated").affinity,
         Some(CookieAffinity {
             samesite: Some(SameSite::Lax),
+            path: Some("/".into()),
             ..CookieAffinity::default()
         })
     );
@@ -584,7 +606,14 @@ fn annotations_configure_backends_and_report_problems() {
 
     // Every malformed value is reported and ignored; the Ingress still routes.
     let sloppy = backend("sloppy");
-    assert_eq!(sloppy.affinity, Some(CookieAffinity::default()));
+    // The cookie's path defaults to the rule's path, as ingress-nginx's location path.
+    assert_eq!(
+        sloppy.affinity,
+        Some(CookieAffinity {
+            path: Some("/".into()),
+            ..CookieAffinity::default()
+        })
+    );
     assert_eq!(sloppy.timeouts, Timeouts::default());
     let ann = |key: &str, reason| {
         (
@@ -638,10 +667,11 @@ fn annotations_configure_backends_and_report_problems() {
             ),
         ]
     );
-    assert_eq!(
-        c.config.backends[&BackendId::new("default", "sloppy", "8080")].affinity,
-        None
-    );
+    let bad_affinity = rules
+        .iter()
+        .find(|r| &*r.target.source == "default/bad-affinity")
+        .unwrap();
+    assert_eq!(bad_affinity.target.policy.affinity, None);
     // Bad annotations never cost an Ingress its routes.
     assert_eq!(rules.len(), 4);
 }
@@ -716,7 +746,7 @@ fn tls_secrets_become_certificates_and_redirects() {
                 HostMatch::Wildcard(s) => format!("*.{s}"),
                 HostMatch::Any => "*".into(),
             };
-            (format!("{host}{}", r.path), r.target.ssl_redirect)
+            (format!("{host}{}", r.path), redirects(&r.target.policy))
         })
         .collect();
     // By host (exact hosts sorted, then wildcards), then in claim order.

@@ -1,9 +1,8 @@
 //! Endpoint picking, cookie affinity and passive health.
 //!
 //! [`Registry`] holds the runtime state that must outlive a [`Config`] swap: round-robin
-//! counters and ejected endpoints, keyed by [`BackendId`] and endpoint address. Entries
-//! for backends or endpoints that left the config are pruned lazily, the first time a
-//! request sees a new snapshot.
+//! counters and ejected endpoints, keyed by [`BackendId`] and endpoint address, brought
+//! to each published configuration once, when it is published.
 
 mod affinity;
 
@@ -15,7 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::config::{Backend, BackendId, BackendKind, Config};
+use arc_swap::ArcSwap;
+
+use crate::config::{Backend, BackendId, BackendKind, Config, Runtime};
 
 /// Maps consulted on every request, keyed by values only the configuration supplies, so
 /// the faster non-keyed hash is safe (no client-chosen keys to collide).
@@ -88,6 +89,8 @@ struct Ejection {
 #[derive(Default)]
 struct BackendState {
     rr: AtomicUsize,
+    /// Endpoints in `ejections`, read without the lock on every pick.
+    ejected: AtomicUsize,
     ejections: Mutex<FastMap<SocketAddr, Ejection>>,
 }
 
@@ -97,18 +100,51 @@ impl BackendState {
         self.ejections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn any_ejected(&self) -> bool {
+        self.ejected.load(Ordering::Relaxed) != 0
+    }
+
     fn next(&self, len: usize) -> usize {
         self.rr.fetch_add(1, Ordering::Relaxed) % len
     }
 }
 
+type States = FastMap<BackendId, Arc<BackendState>>;
+
 /// Long-lived balancing state shared by every request and every config snapshot.
+///
+/// Each published configuration is applied once ([`Runtime::apply`]): backends it adds
+/// get fresh state, backends it drops lose theirs, and every other backend keeps its
+/// round-robin position and ejections (minus endpoints that left). Requests only read.
 pub struct Registry {
+    /// Used when the configuration carries no shared key.
     key: AffinityKey,
     ejection: EjectionPolicy,
-    backends: Mutex<FastMap<BackendId, Arc<BackendState>>>,
-    /// Address of the last config pruned against, to prune once per snapshot.
-    pruned_for: AtomicUsize,
+    states: ArcSwap<States>,
+}
+
+impl Runtime for Registry {
+    fn apply(&self, next: &Config) {
+        let current = self.states.load();
+        let mut states = States::default();
+        states.reserve(next.backends.len());
+        for (id, backend) in &next.backends {
+            let state = match current.get(id) {
+                Some(state) => {
+                    if state.any_ejected() {
+                        let mut ejections = state.ejections();
+                        ejections
+                            .retain(|addr, _| backend.targets().any(|t| t == Target::Addr(*addr)));
+                        state.ejected.store(ejections.len(), Ordering::Relaxed);
+                    }
+                    state.clone()
+                }
+                None => Arc::default(),
+            };
+            states.insert(id.clone(), state);
+        }
+        self.states.store(Arc::new(states));
+    }
 }
 
 impl Registry {
@@ -116,52 +152,30 @@ impl Registry {
         Self {
             key,
             ejection,
-            backends: Mutex::new(FastMap::default()),
-            pruned_for: AtomicUsize::new(0),
+            states: ArcSwap::default(),
         }
     }
 
+    /// The key used when the configuration carries none.
     pub fn affinity_key(&self) -> &AffinityKey {
         &self.key
     }
 
-    fn backends(&self) -> MutexGuard<'_, FastMap<BackendId, Arc<BackendState>>> {
-        self.backends.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
+    /// The state of `id`; a backend the registry was not told about (a request still on
+    /// an older configuration) gets a throwaway one.
     fn state(&self, id: &BackendId) -> Arc<BackendState> {
-        let mut map = self.backends();
-        if let Some(state) = map.get(id) {
-            return state.clone();
-        }
-        let state = Arc::new(BackendState::default());
-        map.insert(id.clone(), state.clone());
-        state
+        self.states.load().get(id).cloned().unwrap_or_default()
     }
 
-    /// Drops state for backends and endpoints `config` no longer has. Cheap when `config`
-    /// was already seen.
-    pub fn prune(&self, config: &Arc<Config>) {
-        let ptr = Arc::as_ptr(config) as usize;
-        if self.pruned_for.swap(ptr, Ordering::AcqRel) == ptr {
-            return;
-        }
-        let mut map = self.backends();
-        map.retain(|id, state| {
-            let Some(backend) = config.backends.get(id) else {
-                return false;
-            };
-            if let BackendKind::Endpoints(eps) = &backend.kind {
-                state
-                    .ejections()
-                    .retain(|addr, _| eps.iter().any(|e| e.addr == *addr));
-            }
-            true
-        });
-    }
-
-    /// Picks the endpoint for a request to `backend`, given the request's affinity cookie.
-    pub fn pick(&self, backend: &Backend, cookie: Option<&str>) -> Result<Choice, NoReadyEndpoint> {
+    /// Picks the endpoint for a request to `backend` under the route's `affinity`, given
+    /// the request's affinity cookie. `key` is the configuration's cookie key, if any.
+    pub fn pick(
+        &self,
+        backend: &Backend,
+        affinity: Option<&CookieAffinity>,
+        key: Option<&AffinityKey>,
+        cookie: Option<&str>,
+    ) -> Result<Choice, NoReadyEndpoint> {
         let eps = match &backend.kind {
             BackendKind::ExternalName { host, port } => {
                 return Ok(Choice {
@@ -176,8 +190,16 @@ impl Registry {
             BackendKind::Endpoints(eps) => eps,
         };
         let usable = |e: &&crate::config::Endpoint| e.ready && !e.terminating;
-        let state = self.state(&backend.id);
-        if backend.affinity.is_none() && state.ejections().is_empty() {
+        let states = self.states.load();
+        let transient;
+        let state = match states.get(&backend.id) {
+            Some(state) => &**state,
+            None => {
+                transient = BackendState::default();
+                &transient
+            }
+        };
+        if affinity.is_none() && !state.any_ejected() {
             // The common case, on every request: round robin over the ready endpoints
             // without collecting them.
             let count = eps.iter().filter(usable).count();
@@ -193,16 +215,17 @@ impl Registry {
         if ready.is_empty() {
             return Err(NoReadyEndpoint(backend.id.clone()));
         }
-        let healthy = self.healthy(&state, &ready);
+        let healthy = self.healthy(state, &ready);
 
-        let Some(policy) = &backend.affinity else {
+        let Some(policy) = affinity else {
             let addr = healthy[state.next(healthy.len())];
             return Ok(plain(addr));
         };
+        let key = key.unwrap_or(&self.key);
         let parsed = cookie.and_then(|c| CookieValue::parse(policy.mode, c));
         let choice = match parsed {
             Some(CookieValue::Persistent { tag }) => {
-                match ready.iter().copied().find(|a| self.key.tag(*a) == tag) {
+                match ready.iter().copied().find(|a| key.tag(*a) == tag) {
                     Some(home) if healthy.contains(&home) => plain(home),
                     Some(_) => {
                         // The pinned endpoint is ejected: serve elsewhere, move the session
@@ -210,21 +233,21 @@ impl Registry {
                         let addr = healthy[state.next(healthy.len())];
                         let set = policy
                             .change_on_failure
-                            .then(|| self.persistent_value(addr));
+                            .then(|| persistent_value(key, addr));
                         Choice {
                             target: Target::Addr(addr),
                             set_cookie: set,
                             new_session: false,
                         }
                     }
-                    None => self.new_session(policy.mode, &state, &ready, &healthy),
+                    None => new_session(key, policy.mode, state, &ready, &healthy),
                 }
             }
             Some(CookieValue::Balanced { session, tag }) => {
-                let home = self.key.rendezvous(session, &ready);
+                let home = key.rendezvous(session, &ready);
                 match home {
                     Some(home) if healthy.contains(&home) => {
-                        let home_tag = self.key.tag(home);
+                        let home_tag = key.tag(home);
                         Choice {
                             target: Target::Addr(home),
                             set_cookie: (home_tag != tag).then(|| {
@@ -238,11 +261,11 @@ impl Registry {
                         }
                     }
                     _ => {
-                        let addr = self.key.rendezvous(session, &healthy).unwrap_or(healthy[0]);
+                        let addr = key.rendezvous(session, &healthy).unwrap_or(healthy[0]);
                         let set = policy.change_on_failure.then(|| {
                             CookieValue::Balanced {
                                 session,
-                                tag: self.key.tag(addr),
+                                tag: key.tag(addr),
                             }
                             .encode()
                         });
@@ -254,14 +277,21 @@ impl Registry {
                     }
                 }
             }
-            None => self.new_session(policy.mode, &state, &ready, &healthy),
+            None => new_session(key, policy.mode, state, &ready, &healthy),
         };
         Ok(choice)
     }
 
     /// After a connect failure on `failed`, picks another endpoint for the same request.
     /// `None` when there is no other.
-    pub fn pick_retry(&self, backend: &Backend, failed: &Target, first: &Choice) -> Option<Choice> {
+    pub fn pick_retry(
+        &self,
+        backend: &Backend,
+        affinity: Option<&CookieAffinity>,
+        key: Option<&AffinityKey>,
+        failed: &Target,
+        first: &Choice,
+    ) -> Option<Choice> {
         let (BackendKind::Endpoints(eps), Target::Addr(failed)) = (&backend.kind, failed) else {
             return None;
         };
@@ -276,13 +306,14 @@ impl Registry {
         let state = self.state(&backend.id);
         let healthy = self.healthy(&state, &ready);
         let addr = healthy[state.next(healthy.len())];
-        let Some(policy) = &backend.affinity else {
+        let Some(policy) = affinity else {
             return Some(plain(addr));
         };
+        let key = key.unwrap_or(&self.key);
         let set_cookie = if first.new_session || policy.change_on_failure {
             Some(match policy.mode {
-                AffinityMode::Persistent => self.persistent_value(addr),
-                AffinityMode::Balanced => self.balanced_value(addr, &ready),
+                AffinityMode::Persistent => persistent_value(key, addr),
+                AffinityMode::Balanced => balanced_value(key, addr, &ready),
             })
         } else {
             first.set_cookie.clone()
@@ -295,8 +326,11 @@ impl Registry {
     }
 
     /// Records a refused or timed-out connect: ejects the endpoint for a growing backoff.
-    pub fn connect_failed(&self, backend: &BackendId, target: &Target) {
-        let Target::Addr(addr) = target else { return };
+    /// Returns the backoff, for the caller's log line.
+    pub fn connect_failed(&self, backend: &BackendId, target: &Target) -> Option<Duration> {
+        let Target::Addr(addr) = target else {
+            return None;
+        };
         let state = self.state(backend);
         let mut ejections = state.ejections();
         let now = Instant::now();
@@ -305,36 +339,54 @@ impl Registry {
             until: now,
         });
         entry.failures = entry.failures.saturating_add(1);
-        let factor = 1u32 << (entry.failures - 1).min(16);
-        let backoff = self
-            .ejection
-            .base
-            .saturating_mul(factor)
-            .min(self.ejection.max);
+        let backoff = self.ejection.backoff(entry.failures);
         entry.until = now + backoff;
-        tracing::warn!(backend = %backend, endpoint = %addr, failures = entry.failures,
-            backoff_ms = backoff.as_millis() as u64, "ejecting endpoint after connect failure");
+        let failures = entry.failures;
+        state.ejected.store(ejections.len(), Ordering::Relaxed);
+        tracing::debug!(backend = %backend, endpoint = %addr, failures,
+            backoff_ms = backoff.as_millis() as u64, "endpoint ejected after a failed connect");
+        Some(backoff)
+    }
+
+    /// A connect to `target` is taking long: keep new requests off it for the base
+    /// backoff while it goes on, so that a dead endpoint whose packets are dropped costs
+    /// one request the connect timeout, not every request picked meanwhile. A success
+    /// clears it; a failure ejects it properly.
+    pub fn connect_slow(&self, backend: &BackendId, target: &Target) {
+        let Target::Addr(addr) = target else { return };
+        let state = self.state(backend);
+        let mut ejections = state.ejections();
+        let until = Instant::now() + self.ejection.base;
+        ejections
+            .entry(*addr)
+            .and_modify(|e| e.until = e.until.max(until))
+            .or_insert(Ejection { failures: 0, until });
+        state.ejected.store(ejections.len(), Ordering::Relaxed);
     }
 
     /// Records a successful connect: the endpoint's backoff starts over.
     pub fn connect_succeeded(&self, backend: &BackendId, target: &Target) {
         let Target::Addr(addr) = target else { return };
-        let Some(state) = self.backends().get(backend).cloned() else {
+        let Some(state) = self.states.load().get(backend).cloned() else {
             return;
         };
+        if !state.any_ejected() {
+            return;
+        }
         let mut ejections = state.ejections();
         if ejections.remove(addr).is_some() {
-            tracing::info!(backend = %backend, endpoint = %addr, "endpoint back in rotation");
+            tracing::debug!(backend = %backend, endpoint = %addr, "endpoint back in rotation");
         }
+        state.ejected.store(ejections.len(), Ordering::Relaxed);
     }
 
     /// `ready` minus ejected endpoints; all of `ready` when every one is ejected, since
     /// trying a possibly-recovered endpoint beats refusing the request.
     fn healthy<'a>(&self, state: &BackendState, ready: &'a [SocketAddr]) -> Cow<'a, [SocketAddr]> {
-        let ejections = state.ejections();
-        if ejections.is_empty() {
+        if !state.any_ejected() {
             return Cow::Borrowed(ready);
         }
+        let ejections = state.ejections();
         let now = Instant::now();
         let healthy: Vec<SocketAddr> = ready
             .iter()
@@ -347,57 +399,54 @@ impl Registry {
             Cow::Owned(healthy)
         }
     }
+}
 
-    fn new_session(
-        &self,
-        mode: AffinityMode,
-        state: &BackendState,
-        ready: &[SocketAddr],
-        healthy: &[SocketAddr],
-    ) -> Choice {
-        let addr = healthy[state.next(healthy.len())];
-        let value = match mode {
-            AffinityMode::Persistent => self.persistent_value(addr),
-            AffinityMode::Balanced => self.balanced_value(addr, ready),
-        };
-        Choice {
-            target: Target::Addr(addr),
-            set_cookie: Some(value),
-            new_session: true,
-        }
+fn new_session(
+    key: &AffinityKey,
+    mode: AffinityMode,
+    state: &BackendState,
+    ready: &[SocketAddr],
+    healthy: &[SocketAddr],
+) -> Choice {
+    let addr = healthy[state.next(healthy.len())];
+    let value = match mode {
+        AffinityMode::Persistent => persistent_value(key, addr),
+        AffinityMode::Balanced => balanced_value(key, addr, ready),
+    };
+    Choice {
+        target: Target::Addr(addr),
+        set_cookie: Some(value),
+        new_session: true,
     }
+}
 
-    fn persistent_value(&self, addr: SocketAddr) -> String {
-        CookieValue::Persistent {
-            tag: self.key.tag(addr),
-        }
-        .encode()
-    }
+fn persistent_value(key: &AffinityKey, addr: SocketAddr) -> String {
+    CookieValue::Persistent { tag: key.tag(addr) }.encode()
+}
 
-    /// A balanced cookie whose session key maps to `addr` among `ready`, so round-robin
-    /// decides where new sessions start while rendezvous hashing keeps them there.
-    fn balanced_value(&self, addr: SocketAddr, ready: &[SocketAddr]) -> String {
-        // Expected tries are ready.len(); past a few dozen endpoints a random key spreads
-        // well enough on its own and the search would cost more than it is worth.
-        let tries = if ready.len() <= 64 {
-            ready.len() * 8
-        } else {
-            1
-        };
-        let mut session: u64 = rand::random();
-        for _ in 0..tries {
-            if self.key.rendezvous(session, ready) == Some(addr) {
-                break;
-            }
-            session = rand::random();
+/// A balanced cookie whose session key maps to `addr` among `ready`, so round-robin
+/// decides where new sessions start while rendezvous hashing keeps them there.
+fn balanced_value(key: &AffinityKey, addr: SocketAddr, ready: &[SocketAddr]) -> String {
+    // Expected tries are ready.len(); past a few dozen endpoints a random key spreads
+    // well enough on its own and the search would cost more than it is worth.
+    let tries = if ready.len() <= 64 {
+        ready.len() * 8
+    } else {
+        1
+    };
+    let mut session: u64 = rand::random();
+    for _ in 0..tries {
+        if key.rendezvous(session, ready) == Some(addr) {
+            break;
         }
-        let home = self.key.rendezvous(session, ready).unwrap_or(addr);
-        CookieValue::Balanced {
-            session,
-            tag: self.key.tag(home),
-        }
-        .encode()
+        session = rand::random();
     }
+    let home = key.rendezvous(session, ready).unwrap_or(addr);
+    CookieValue::Balanced {
+        session,
+        tag: key.tag(home),
+    }
+    .encode()
 }
 
 fn plain(addr: SocketAddr) -> Choice {
@@ -414,13 +463,39 @@ mod tests {
     use crate::config::Endpoint;
     use std::collections::HashMap;
 
-    fn backend(n: u8, affinity: Option<CookieAffinity>) -> Backend {
+    /// A backend and the affinity of the route that leads to it.
+    #[derive(Clone)]
+    struct Tb {
+        b: Backend,
+        aff: Option<CookieAffinity>,
+    }
+
+    impl Tb {
+        fn pick(&self, reg: &Registry, cookie: Option<&str>) -> Result<Choice, NoReadyEndpoint> {
+            reg.pick(&self.b, self.aff.as_ref(), None, cookie)
+        }
+    }
+
+    fn backend(n: u8, affinity: Option<CookieAffinity>) -> Tb {
         let eps = (1..=n)
             .map(|i| Endpoint::ready(format!("10.0.0.{i}:80").parse().unwrap()))
             .collect();
-        let mut b = Backend::new(BackendId::new("ns", "svc", "80"), eps);
-        b.affinity = affinity;
-        b
+        Tb {
+            b: Backend::new(BackendId::new("ns", "svc", "80"), eps),
+            aff: affinity,
+        }
+    }
+
+    /// A registry that has been applied a configuration holding `backends`.
+    fn applied(reg: &Registry, backends: &[&Backend]) {
+        let config = Config {
+            backends: backends
+                .iter()
+                .map(|b| (b.id.clone(), Arc::new((*b).clone())))
+                .collect(),
+            ..Config::default()
+        };
+        reg.apply(&config);
     }
 
     fn registry() -> Registry {
@@ -438,13 +513,14 @@ mod tests {
     fn round_robin_spreads_evenly_over_ready_endpoints() {
         let reg = registry();
         let mut b = backend(3, None);
-        if let BackendKind::Endpoints(eps) = &mut b.kind {
+        if let BackendKind::Endpoints(eps) = &mut b.b.kind {
             eps[1].ready = false;
         }
+        applied(&reg, &[&b.b]);
         let mut counts = HashMap::new();
         for _ in 0..100 {
             *counts
-                .entry(addr_of(&reg.pick(&b, None).unwrap()))
+                .entry(addr_of(&b.pick(&reg, None).unwrap()))
                 .or_insert(0) += 1;
         }
         assert_eq!(counts.len(), 2);
@@ -455,10 +531,10 @@ mod tests {
     fn no_ready_endpoint_is_an_error() {
         let reg = registry();
         let mut b = backend(1, None);
-        if let BackendKind::Endpoints(eps) = &mut b.kind {
+        if let BackendKind::Endpoints(eps) = &mut b.b.kind {
             eps[0].ready = false;
         }
-        assert_eq!(reg.pick(&b, None), Err(NoReadyEndpoint(b.id.clone())));
+        assert_eq!(b.pick(&reg, None), Err(NoReadyEndpoint(b.b.id.clone())));
     }
 
     #[test]
@@ -469,30 +545,30 @@ mod tests {
             ..CookieAffinity::default()
         };
         let b = backend(3, Some(policy.clone()));
-        let first = reg.pick(&b, None).unwrap();
+        let first = b.pick(&reg, None).unwrap();
         let cookie = first.set_cookie.clone().unwrap();
         for _ in 0..20 {
-            let c = reg.pick(&b, Some(&cookie)).unwrap();
+            let c = b.pick(&reg, Some(&cookie)).unwrap();
             assert_eq!(c.target, first.target);
             assert_eq!(c.set_cookie, None);
         }
         // Scale up: persistent sessions stay.
         let bigger = backend(6, Some(policy.clone()));
         assert_eq!(
-            reg.pick(&bigger, Some(&cookie)).unwrap().target,
+            bigger.pick(&reg, Some(&cookie)).unwrap().target,
             first.target
         );
         // Pinned endpoint gone: re-balanced with a fresh cookie.
         let mut smaller = b.clone();
-        if let BackendKind::Endpoints(eps) = &mut smaller.kind {
+        if let BackendKind::Endpoints(eps) = &mut smaller.b.kind {
             eps.retain(|e| Target::Addr(e.addr) != first.target);
         }
-        let moved = reg.pick(&smaller, Some(&cookie)).unwrap();
+        let moved = smaller.pick(&reg, Some(&cookie)).unwrap();
         assert_ne!(moved.target, first.target);
         let fresh = moved.set_cookie.unwrap();
         assert_ne!(fresh, cookie);
         assert_eq!(
-            reg.pick(&smaller, Some(&fresh)).unwrap().target,
+            smaller.pick(&reg, Some(&fresh)).unwrap().target,
             moved.target
         );
     }
@@ -501,13 +577,14 @@ mod tests {
     fn balanced_sessions_spread_and_partly_move_on_scale_up() {
         let reg = registry();
         let b = backend(3, Some(CookieAffinity::default()));
+        applied(&reg, &[&b.b]);
         let mut sessions = Vec::new();
         let mut counts = HashMap::new();
         for _ in 0..300 {
-            let c = reg.pick(&b, None).unwrap();
+            let c = b.pick(&reg, None).unwrap();
             *counts.entry(addr_of(&c)).or_insert(0) += 1;
             let cookie = c.set_cookie.clone().unwrap();
-            assert_eq!(reg.pick(&b, Some(&cookie)).unwrap().target, c.target);
+            assert_eq!(b.pick(&reg, Some(&cookie)).unwrap().target, c.target);
             sessions.push((c.target, cookie));
         }
         assert!(counts.values().all(|c| *c == 100), "{counts:?}");
@@ -515,7 +592,7 @@ mod tests {
         let moved = sessions
             .iter()
             .filter(|(t, cookie)| {
-                let c = reg.pick(&bigger, Some(cookie)).unwrap();
+                let c = bigger.pick(&reg, Some(cookie)).unwrap();
                 if c.target != *t {
                     assert!(c.set_cookie.is_some());
                     assert_eq!(addr_of(&c), "10.0.0.4:80".parse().unwrap());
@@ -536,14 +613,15 @@ mod tests {
             },
         );
         let b = backend(2, None);
+        applied(&reg, &[&b.b]);
         let bad = Target::Addr("10.0.0.1:80".parse().unwrap());
-        reg.connect_failed(&b.id, &bad);
+        reg.connect_failed(&b.b.id, &bad);
         for _ in 0..10 {
-            assert_ne!(reg.pick(&b, None).unwrap().target, bad);
+            assert_ne!(b.pick(&reg, None).unwrap().target, bad);
         }
         std::thread::sleep(Duration::from_millis(600));
-        assert!((0..10).any(|_| reg.pick(&b, None).unwrap().target == bad));
-        reg.connect_succeeded(&b.id, &bad);
+        assert!((0..10).any(|_| b.pick(&reg, None).unwrap().target == bad));
+        reg.connect_succeeded(&b.b.id, &bad);
     }
 
     #[test]
@@ -558,39 +636,81 @@ mod tests {
         // Each failure moves the endpoint's return further out.
         let reg = Registry::new(AffinityKey::random(), policy);
         let b = backend(1, None);
+        applied(&reg, &[&b.b]);
         let t = Target::Addr("10.0.0.1:80".parse().unwrap());
         let until =
-            |reg: &Registry| reg.state(&b.id).ejections()[&"10.0.0.1:80".parse().unwrap()].until;
-        reg.connect_failed(&b.id, &t);
+            |reg: &Registry| reg.state(&b.b.id).ejections()[&"10.0.0.1:80".parse().unwrap()].until;
+        reg.connect_failed(&b.b.id, &t);
         let first = until(&reg);
-        reg.connect_failed(&b.id, &t);
+        reg.connect_failed(&b.b.id, &t);
         assert!(until(&reg) > first);
-        reg.connect_succeeded(&b.id, &t);
-        assert!(reg.state(&b.id).ejections().is_empty());
+        reg.connect_succeeded(&b.b.id, &t);
+        assert!(reg.state(&b.b.id).ejections().is_empty());
     }
 
     #[test]
     fn retry_avoids_the_failed_endpoint_and_moves_new_sessions() {
         let reg = registry();
         let b = backend(2, Some(CookieAffinity::default()));
-        let first = reg.pick(&b, None).unwrap();
-        reg.connect_failed(&b.id, &first.target);
-        let retry = reg.pick_retry(&b, &first.target, &first).unwrap();
+        applied(&reg, &[&b.b]);
+        let first = b.pick(&reg, None).unwrap();
+        reg.connect_failed(&b.b.id, &first.target);
+        let retry = reg
+            .pick_retry(&b.b, b.aff.as_ref(), None, &first.target, &first)
+            .unwrap();
         assert_ne!(retry.target, first.target);
         let cookie = retry.set_cookie.clone().unwrap();
-        assert_eq!(reg.pick(&b, Some(&cookie)).unwrap().target, retry.target);
+        assert_eq!(b.pick(&reg, Some(&cookie)).unwrap().target, retry.target);
         let single = backend(1, None);
-        let only = reg.pick(&single, None).unwrap();
-        assert_eq!(reg.pick_retry(&single, &only.target, &only), None);
+        let only = single.pick(&reg, None).unwrap();
+        assert_eq!(
+            reg.pick_retry(&single.b, None, None, &only.target, &only),
+            None
+        );
     }
 
     #[test]
-    fn prune_forgets_removed_backends() {
+    fn apply_keeps_what_stays_and_drops_what_left() {
         let reg = registry();
-        let b = backend(1, None);
-        reg.connect_failed(&b.id, &Target::Addr("10.0.0.1:80".parse().unwrap()));
-        assert_eq!(reg.backends().len(), 1);
-        reg.prune(&Arc::new(Config::default()));
-        assert_eq!(reg.backends().len(), 0);
+        let b = backend(3, None);
+        let other = Backend::new(BackendId::new("ns", "other", "80"), Vec::new());
+        applied(&reg, &[&b.b, &other]);
+        let gone = Target::Addr("10.0.0.3:80".parse().unwrap());
+        let stays = Target::Addr("10.0.0.1:80".parse().unwrap());
+        reg.connect_failed(&b.b.id, &gone);
+        reg.connect_failed(&b.b.id, &stays);
+        let before = b.pick(&reg, None).unwrap();
+        // Endpoint .3 leaves, `other` leaves: the ejection of .1 and the round-robin
+        // position survive, the state of .3 and of `other` do not.
+        let mut smaller = b.clone();
+        if let BackendKind::Endpoints(eps) = &mut smaller.b.kind {
+            eps.pop();
+        }
+        applied(&reg, &[&smaller.b]);
+        let state = reg.state(&b.b.id);
+        let ejected: Vec<SocketAddr> = state.ejections().keys().copied().collect();
+        assert_eq!(ejected, vec!["10.0.0.1:80".parse().unwrap()]);
+        assert_eq!(state.ejected.load(Ordering::Relaxed), 1);
+        assert!(state.rr.load(Ordering::Relaxed) > 0, "{before:?}");
+        assert!(reg.states.load().get(&other.id).is_none());
+        // A backend the registry never saw still gets answers.
+        let unknown = backend(1, None);
+        let mut unknown_b = unknown.b.clone();
+        unknown_b.id = BackendId::new("ns", "new", "80");
+        assert!(reg.pick(&unknown_b, None, None, None).is_ok());
+    }
+
+    #[test]
+    fn a_slow_connect_keeps_new_picks_away_until_it_resolves() {
+        let reg = registry();
+        let b = backend(2, None);
+        applied(&reg, &[&b.b]);
+        let slow = Target::Addr("10.0.0.1:80".parse().unwrap());
+        reg.connect_slow(&b.b.id, &slow);
+        for _ in 0..10 {
+            assert_ne!(b.pick(&reg, None).unwrap().target, slow);
+        }
+        reg.connect_succeeded(&b.b.id, &slow);
+        assert!((0..4).any(|_| b.pick(&reg, None).unwrap().target == slow));
     }
 }

@@ -1,21 +1,39 @@
-//! What can go wrong proxying one request, and the answer the client gets for it.
+//! What can go wrong proxying one request: whose side failed, whether it may be retried,
+//! and the answer the client gets for it.
 
 use std::io;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use super::ProxyBody;
 use crate::balance::{NoReadyEndpoint, Target};
 use crate::config::BackendId;
 
-/// `Server` on the answers the proxy writes itself; upstream answers keep their own.
-pub(crate) const SERVER: &str = "portico";
+/// Whose fault a failed request is; logged, and counted in metrics, so that a client
+/// cannot make a backend look broken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Blame {
+    /// The request was malformed, too large or too slow.
+    Client,
+    /// The upstream refused, broke or stalled the exchange.
+    Upstream,
+    /// The configuration has no answer: no route, no endpoint.
+    Config,
+}
 
-/// Why a request was not proxied. The variant decides the status: whose side failed and
-/// whether anything reached the upstream.
+impl Blame {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Blame::Client => "client",
+            Blame::Upstream => "upstream",
+            Blame::Config => "config",
+        }
+    }
+}
+
+/// Why a request was not proxied. The variant decides the status, the blame and whether
+/// a retry is safe.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("no route matches and there is no default backend")]
@@ -30,6 +48,8 @@ pub enum ProxyError {
     ConnectTimeout { target: Target, timeout: Duration },
     #[error("{target} sent no response within {timeout:?}")]
     ResponseTimeout { target: Target, timeout: Duration },
+    #[error("{target} took no request data for {timeout:?}")]
+    SendTimeout { target: Target, timeout: Duration },
     #[error("upstream {target} failed: {source}")]
     Upstream {
         target: Target,
@@ -39,6 +59,12 @@ pub enum ProxyError {
     UnexpectedUpgrade { target: Target },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("request body larger than {limit} bytes")]
+    BodyTooLarge { limit: u64 },
+    #[error("client sent no request body data for {timeout:?}")]
+    ClientBodyTimeout { timeout: Duration },
+    #[error("client request body failed: {0}")]
+    ClientBody(hyper::Error),
 }
 
 impl ProxyError {
@@ -51,14 +77,44 @@ impl ProxyError {
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
-            ProxyError::ConnectTimeout { .. } | ProxyError::ResponseTimeout { .. } => {
-                StatusCode::GATEWAY_TIMEOUT
-            }
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
-    /// A short plain-text answer; a bad request also closes the connection.
+    pub fn blame(&self) -> Blame {
+        match self {
+            ProxyError::NoRoute
+            | ProxyError::UnknownBackend(_)
+            | ProxyError::NoReadyEndpoint(_) => Blame::Config,
+            ProxyError::Connect { .. }
+            | ProxyError::ConnectTimeout { .. }
+            | ProxyError::ResponseTimeout { .. }
+            | ProxyError::SendTimeout { .. }
+            | ProxyError::Upstream { .. }
+            | ProxyError::UnexpectedUpgrade { .. } => Blame::Upstream,
+            ProxyError::BadRequest(_)
+            | ProxyError::BodyTooLarge { .. }
+            | ProxyError::ClientBodyTimeout { .. }
+            | ProxyError::ClientBody(_) => Blame::Client,
+        }
+    }
+
+    /// Nothing reached the upstream, so another endpoint may be tried with the same
+    /// request, whatever its method.
+    pub fn retry_safe(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect { .. } | ProxyError::ConnectTimeout { .. }
+        )
+    }
+
+    /// A short plain-text answer; a client fault also closes the connection, since what
+    /// follows on it cannot be trusted.
     pub(crate) fn to_response(&self) -> Response<ProxyBody> {
         let status = self.status();
         let body = format!(
@@ -66,18 +122,50 @@ impl ProxyError {
             status.as_u16(),
             status.canonical_reason().unwrap_or("Error")
         );
-        let mut resp = Response::new(ProxyBody::Right(Full::new(Bytes::from(body))));
+        let mut resp = Response::new(ProxyBody::full(body));
         *resp.status_mut() = status;
         resp.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
-        resp.headers_mut()
-            .insert(header::SERVER, HeaderValue::from_static(SERVER));
-        if matches!(self, ProxyError::BadRequest(_)) {
+        if self.blame() == Blame::Client {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_blame_and_retry_agree() {
+        let t = Target::Addr("10.0.0.1:80".parse().unwrap());
+        let refused = ProxyError::Connect {
+            target: t.clone(),
+            source: io::ErrorKind::ConnectionRefused.into(),
+        };
+        assert_eq!(
+            (refused.status(), refused.blame(), refused.retry_safe()),
+            (StatusCode::BAD_GATEWAY, Blame::Upstream, true)
+        );
+        let slow = ProxyError::ResponseTimeout {
+            target: t,
+            timeout: Duration::from_secs(1),
+        };
+        assert_eq!(
+            (slow.status(), slow.blame(), slow.retry_safe()),
+            (StatusCode::GATEWAY_TIMEOUT, Blame::Upstream, false)
+        );
+        let big = ProxyError::BodyTooLarge { limit: 1 };
+        assert_eq!(
+            (big.status(), big.blame()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Blame::Client)
+        );
+        let r = big.to_response();
+        assert_eq!(r.headers()[header::CONNECTION], "close");
+        assert_eq!(ProxyError::NoRoute.blame(), Blame::Config);
     }
 }

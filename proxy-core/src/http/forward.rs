@@ -1,31 +1,79 @@
-//! One request: route, pick, forward (with one retry after a refused connect), relay the
-//! response, log it.
+//! One request through the phases of [`crate::pipeline`]: route, request filters, pick,
+//! send (with one retry after a failed connect), response head, log.
 
 use std::borrow::Cow;
+use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
-use http_body_util::{Either, Full};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::errors::ProxyError;
-use super::upstream::SendError;
-use super::{headers, upgrade, Conn, ConnInfo, Proxy, ProxyBody, ResponseEvent, Scheme};
-use crate::balance::Target;
-use crate::config::{BackendId, Config};
-use crate::routes;
+use super::body::{BodyEnd, RequestBody};
+use super::errors::{Blame, ProxyError};
+use super::headers::{self, Forwarding};
+use super::upstream::{SendError, UpstreamBody};
+use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
+use crate::balance::{Choice, Target};
+use crate::config::{Backend, BackendId, Config};
+use crate::pipeline::client::Client;
+use crate::pipeline::{Flow, RequestCtx, RoutePolicy};
+use crate::routes::{self, RouteTarget};
 
-/// What the access log needs to know about how a request went.
-#[derive(Default)]
-struct Trace {
+/// What the access log says of one request, filled in as it goes through the phases and
+/// written once its response is done.
+struct AccessLog {
+    start: Instant,
+    client: IpAddr,
+    method: Method,
+    /// Lower-cased, without port; empty when the request had none.
+    host: String,
+    path: String,
+    status: StatusCode,
     backend: Option<BackendId>,
-    endpoint: Option<Target>,
-    upstream: Option<Duration>,
+    /// The endpoints tried, in order (a failed connect is retried once).
+    tried: [Option<Target>; 2],
+    upstream_status: Option<StatusCode>,
+    /// From sending upstream to its response head.
+    upstream_time: Option<Duration>,
+    error: Option<String>,
+    blame: Option<Blame>,
+}
+
+impl AccessLog {
+    fn new(start: Instant, client: IpAddr, parts: &Parts) -> Self {
+        Self {
+            start,
+            client,
+            method: parts.method.clone(),
+            host: routes::request_host(parts)
+                .map(Cow::into_owned)
+                .unwrap_or_default(),
+            path: parts.uri.path().to_owned(),
+            status: StatusCode::OK,
+            backend: None,
+            tried: [None, None],
+            upstream_status: None,
+            upstream_time: None,
+            error: None,
+            blame: None,
+        }
+    }
+
+    fn tried(&mut self, target: &Target) {
+        let slot = if self.tried[0].is_none() { 0 } else { 1 };
+        self.tried[slot] = Some(target.clone());
+    }
+
+    fn failed(&mut self, e: &ProxyError) {
+        self.error = Some(e.to_string());
+        self.blame = Some(e.blame());
+    }
 }
 
 impl Proxy {
@@ -34,135 +82,77 @@ impl Proxy {
         req: Request<Incoming>,
         conn: &Conn,
     ) -> Response<ProxyBody> {
-        let info = &conn.info;
         let start = Instant::now();
         // One snapshot for the whole request: a swap mid-request changes nothing here.
         let config = self.config.load();
-        self.registry.prune(&config);
-        self.pool.prune(&config);
-
         let (parts, body) = req.into_parts();
-        let host = routes::request_host(&parts)
-            .map(|h| h.into_owned())
-            .unwrap_or_default();
-        let method = parts.method.clone();
-        let path = parts.uri.path().to_owned();
-        let mut trace = Trace::default();
+        let client = config.settings.client.client(conn.peer, &parts.headers);
+        let mut log = AccessLog::new(start, client.addr, &parts);
         let resp = match self
-            .forward(&config, parts, body, conn, &host, &mut trace)
+            .proxy(&config, parts, body, conn, client, &mut log)
             .await
         {
             Ok(resp) => resp,
             Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::warn!(host = %host, path = %path, backend = ?trace.backend.as_ref().map(ToString::to_string), error = %e, "request failed");
-                }
+                log.failed(&e);
                 e.to_response()
             }
         };
-        let ev = ResponseEvent {
-            remote: info.remote,
-            scheme: info.scheme,
-            host: &host,
-            method: &method,
-            path: &path,
-            status: resp.status(),
-            backend: trace.backend.as_ref(),
-            endpoint: trace.endpoint.as_ref(),
-            upstream_latency: trace.upstream,
-            total_latency: start.elapsed(),
-        };
-        self.record(&ev);
-        resp
+        self.finish(&config, conn, resp, log)
     }
 
     /// Answers `err` without routing, still logging and observing the response.
     pub(crate) fn reject(
-        &self,
+        self: &Arc<Self>,
         req: Request<Incoming>,
-        info: &ConnInfo,
+        conn: &Conn,
         err: ProxyError,
     ) -> Response<ProxyBody> {
-        let start = Instant::now();
+        let config = self.config.load();
         let (parts, _body) = req.into_parts();
-        let host = routes::request_host(&parts).unwrap_or_default();
-        tracing::info!(remote = %info.remote, error = %err, "rejecting request");
-        let resp = err.to_response();
-        self.record(&ResponseEvent {
-            remote: info.remote,
-            scheme: info.scheme,
-            host: &host,
-            method: &parts.method,
-            path: parts.uri.path(),
-            status: resp.status(),
-            backend: None,
-            endpoint: None,
-            upstream_latency: None,
-            total_latency: start.elapsed(),
-        });
-        resp
+        let client = config.settings.client.client(conn.peer, &parts.headers);
+        let mut log = AccessLog::new(Instant::now(), client.addr, &parts);
+        log.failed(&err);
+        self.finish(&config, conn, err.to_response(), log)
     }
 
-    fn record(&self, ev: &ResponseEvent<'_>) {
-        tracing::info!(
-            target: "portico::access",
-            remote = %ev.remote,
-            method = %ev.method,
-            host = ev.host,
-            path = ev.path,
-            status = ev.status.as_u16(),
-            backend = ev.backend.map(tracing::field::display),
-            endpoint = ev.endpoint.map(tracing::field::display),
-            upstream_ms = ev.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
-            total_ms = ev.total_latency.as_secs_f64() * 1000.0,
-        );
-        if let Some(observer) = &self.opts.observer {
-            observer.on_response(ev);
-        }
-    }
-
-    async fn forward(
+    /// Phases 1 to 5.
+    async fn proxy(
         self: &Arc<Self>,
         config: &Config,
         mut parts: Parts,
         body: Incoming,
         conn: &Conn,
-        host: &str,
-        trace: &mut Trace,
+        client: Client,
+        log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let info = &conn.info;
-        // Route on the canonical path and send the upstream that same path, so the
-        // backend sees exactly what was matched (`/a/../admin` cannot reach a backend
-        // as anything but `/admin`).
-        let path = routes::normalize_path(parts.uri.path())
-            .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
-        let route = config
-            .routes
-            .lookup(host, &path)
-            .or(config.default_backend.as_ref())
-            .ok_or(ProxyError::NoRoute)?;
-        if let Cow::Owned(canonical) = &path {
-            let uri = match parts.uri.query() {
-                Some(q) => format!("{canonical}?{q}"),
-                None => canonical.clone(),
-            };
-            // Keep scheme and authority: HTTP/2 carries the host there.
-            let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
-            uri_parts.path_and_query = uri.parse().ok();
-            parts.uri = http::Uri::from_parts(uri_parts)
-                .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
+        // 1. Route.
+        let route = route(config, &mut parts, &log.host)?;
+        let policy: &RoutePolicy = &route.policy;
+
+        // 2. Request filters.
+        let mut ctx = RequestCtx {
+            scheme: info.scheme,
+            host: &log.host,
+            local: info.local,
+            client: client.addr,
+            https_port: self.opts.https_port,
+            body_limit: None,
+        };
+        if let Flow::Answer(resp) = policy.request_filters(&mut ctx, &parts)? {
+            return Ok(*resp);
         }
-        if route.ssl_redirect && info.scheme == Scheme::Http {
-            return Ok(self.redirect(host, &parts, info));
-        }
+        let body_limit = ctx.body_limit;
         let backend = config
             .backends
             .get(&route.backend)
             .ok_or_else(|| ProxyError::UnknownBackend(route.backend.clone()))?;
-        trace.backend = Some(backend.id.clone());
+        log.backend = Some(backend.id.clone());
 
-        let cookie = backend.affinity.as_ref().and_then(|policy| {
-            policy.find_cookie(
+        // 3. Pick.
+        let cookie = policy.affinity.as_ref().and_then(|a| {
+            a.find_cookie(
                 parts
                     .headers
                     .get_all(header::COOKIE)
@@ -170,7 +160,10 @@ impl Proxy {
                     .map(HeaderValue::as_bytes),
             )
         });
-        let mut choice = self.registry.pick(backend, cookie)?;
+        let key = config.affinity_key.as_ref();
+        let choice = self
+            .registry
+            .pick(backend, policy.affinity.as_ref(), key, cookie)?;
 
         let upgrade = headers::upgrade_protocol(&parts.headers);
         let client_upgrade = if upgrade.is_some() {
@@ -178,46 +171,20 @@ impl Proxy {
         } else {
             None
         };
-        headers::prepare_upstream(&mut parts, conn, Some(host), upgrade);
-        let mut req = Request::from_parts(parts, Either::Left(body));
-
-        let mut retried = false;
-        let mut resp = loop {
-            trace.endpoint = Some(choice.target.clone());
-            let sent_at = Instant::now();
-            match self.pool.send(backend, &choice.target, req).await {
-                Ok((resp, fresh)) => {
-                    trace.upstream = Some(sent_at.elapsed());
-                    if fresh {
-                        self.registry.connect_succeeded(&backend.id, &choice.target);
-                    }
-                    break resp;
-                }
-                Err(SendError {
-                    error,
-                    request: Some(back),
-                    connect: true,
-                }) => {
-                    self.registry.connect_failed(&backend.id, &choice.target);
-                    // Nothing was sent: safe to try another endpoint, once.
-                    let next = if retried {
-                        None
-                    } else {
-                        self.registry.pick_retry(backend, &choice.target, &choice)
-                    };
-                    let Some(next) = next else {
-                        return Err(error);
-                    };
-                    tracing::info!(backend = %backend.id, failed = %choice.target, next = %next.target,
-                        error = %error, "retrying on another endpoint");
-                    choice = next;
-                    req = back;
-                    retried = true;
-                }
-                Err(SendError { error, .. }) => return Err(error),
-            }
+        let fwd = Forwarding {
+            client,
+            policy: &config.settings.client,
+            host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
+        headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        let body = RequestBody::new(body, config.settings.client_body_timeout, body_limit);
+        let req = Request::from_parts(parts, Either::Left(body));
 
+        // 4. Send.
+        let (mut resp, choice) = self.send(config, backend, policy, choice, req, log).await?;
+        log.upstream_status = Some(resp.status());
+
+        // 5. Response head.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::prepare_downstream(resp.headers_mut(), switching);
         if switching {
@@ -234,49 +201,253 @@ impl Proxy {
                 self.shutdown.track(),
             );
         }
-        if let (Some(value), Some(policy)) = (&choice.set_cookie, &backend.affinity) {
-            if let Ok(v) = HeaderValue::from_str(&policy.set_cookie(value)) {
+        if let (Some(value), Some(affinity)) = (&choice.set_cookie, &policy.affinity) {
+            if let Ok(v) = HeaderValue::from_str(&affinity.set_cookie(value)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
-        Ok(resp.map(Either::Left))
+        let read = policy.timeouts.read;
+        Ok(resp.map(|b| ProxyBody::upstream(b, read)))
     }
 
-    /// `308` to the same host and path over HTTPS.
-    fn redirect(&self, host: &str, parts: &Parts, info: &ConnInfo) -> Response<ProxyBody> {
-        let host = if host.is_empty() {
-            match info.local {
-                std::net::SocketAddr::V4(a) => a.ip().to_string(),
-                std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    /// Phase 4: sends on the picked endpoint; when the connect fails (nothing was sent),
+    /// ejects that endpoint and tries another, once.
+    async fn send(
+        &self,
+        config: &Config,
+        backend: &Backend,
+        policy: &RoutePolicy,
+        mut choice: Choice,
+        mut req: Request<UpstreamBody>,
+        log: &mut AccessLog,
+    ) -> Result<(Response<Incoming>, Choice), ProxyError> {
+        let mut retried = false;
+        loop {
+            log.tried(&choice.target);
+            let sent_at = Instant::now();
+            let slow = || self.registry.connect_slow(&backend.id, &choice.target);
+            match self
+                .pool
+                .send(&choice.target, policy.timeouts, req, slow)
+                .await
+            {
+                Ok((resp, fresh)) => {
+                    log.upstream_time = Some(sent_at.elapsed());
+                    if fresh {
+                        self.registry.connect_succeeded(&backend.id, &choice.target);
+                    }
+                    return Ok((resp, choice));
+                }
+                Err(SendError {
+                    error,
+                    request: Some(back),
+                }) if error.retry_safe() => {
+                    self.registry.connect_failed(&backend.id, &choice.target);
+                    let next = if retried {
+                        None
+                    } else {
+                        self.registry.pick_retry(
+                            backend,
+                            policy.affinity.as_ref(),
+                            config.affinity_key.as_ref(),
+                            &choice.target,
+                            &choice,
+                        )
+                    };
+                    let Some(next) = next else {
+                        return Err(error);
+                    };
+                    tracing::debug!(backend = %backend.id, failed = %choice.target, next = %next.target,
+                        error = %error, "retrying on another endpoint");
+                    choice = next;
+                    req = back;
+                    retried = true;
+                }
+                Err(SendError { error, .. }) => {
+                    if !matches!(error.blame(), Blame::Client) {
+                        log.upstream_time = Some(sent_at.elapsed());
+                    }
+                    return Err(error);
+                }
             }
-        } else {
-            host.to_owned()
-        };
-        let port = match self.opts.https_port {
-            443 => String::new(),
-            p => format!(":{p}"),
-        };
-        let pq = parts
-            .uri
-            .path_and_query()
-            .map(|pq| pq.as_str())
-            .unwrap_or("/");
-        let Ok(location) = HeaderValue::from_str(&format!("https://{host}{port}{pq}")) else {
-            return ProxyError::BadRequest("host cannot form a redirect URL").to_response();
-        };
-        let mut resp = Response::new(Either::Right(Full::new(Bytes::from_static(
-            b"308 Permanent Redirect\n",
-        ))));
-        *resp.status_mut() = StatusCode::PERMANENT_REDIRECT;
-        resp.headers_mut().insert(header::LOCATION, location);
-        resp.headers_mut().insert(
-            header::SERVER,
-            HeaderValue::from_static(super::errors::SERVER),
-        );
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        }
+    }
+
+    /// Phase 5 for every answer, proxied or not (`Server`, HSTS), and phase 6 hooked to
+    /// the end of the body.
+    fn finish(
+        self: &Arc<Self>,
+        config: &Config,
+        conn: &Conn,
+        mut resp: Response<ProxyBody>,
+        mut log: AccessLog,
+    ) -> Response<ProxyBody> {
+        let settings = &config.settings;
+        let headers = resp.headers_mut();
+        headers.insert(header::SERVER, settings.server.clone());
+        if let Some(hsts) = &settings.hsts {
+            hsts.on_response(conn.info.scheme, headers);
+        }
+        log.status = resp.status();
+        let proxy = self.clone();
+        let scheme = conn.info.scheme;
+        resp.body_mut().on_done(Box::new(move |bytes, end| {
+            proxy.log(scheme, log, bytes, end)
+        }));
         resp
+    }
+
+    /// Phase 6: one access-log line per request, and the metrics observer.
+    fn log(&self, scheme: Scheme, mut log: AccessLog, bytes: u64, end: BodyEnd) {
+        match end {
+            BodyEnd::Complete => {}
+            BodyEnd::UpstreamTimeout | BodyEnd::UpstreamError => {
+                log.blame = Some(Blame::Upstream);
+                log.error.get_or_insert_with(|| match end {
+                    BodyEnd::UpstreamTimeout => "upstream stalled mid-body".to_owned(),
+                    _ => "upstream broke off the body".to_owned(),
+                });
+            }
+            BodyEnd::ClientGone => {
+                log.blame.get_or_insert(Blame::Client);
+                log.error
+                    .get_or_insert_with(|| "client went away".to_owned());
+            }
+        }
+        let total = log.start.elapsed();
+        let tried = Tried(&log.tried);
+        let fields = (
+            Dash(log.backend.as_ref()),
+            Dash(log.upstream_status.map(|s| s.as_u16())),
+            Dash(log.upstream_time.map(Secs)),
+        );
+        let host = if log.host.is_empty() { "-" } else { &log.host };
+        // A failure the proxy or the upstream caused is a warning; a client that went
+        // away or sent garbage is routine.
+        if matches!(log.blame, Some(Blame::Upstream | Blame::Config))
+            && log.status.is_server_error()
+            || matches!(end, BodyEnd::UpstreamTimeout | BodyEnd::UpstreamError)
+        {
+            tracing::warn!(
+                target: "portico::access",
+                client = %log.client, method = %log.method, host, path = %log.path,
+                status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
+                backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
+                upstream_response_time = %fields.2,
+                blame = log.blame.map(Blame::as_str).unwrap_or("-"),
+                error = log.error.as_deref().unwrap_or("-"),
+                "request failed"
+            );
+        } else {
+            tracing::info!(
+                target: "portico::access",
+                client = %log.client, method = %log.method, host, path = %log.path,
+                status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
+                backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
+                upstream_response_time = %fields.2,
+                blame = log.blame.map(Blame::as_str).unwrap_or("-"),
+            );
+        }
+        if let Some(observer) = &self.opts.observer {
+            observer.on_response(&ResponseEvent {
+                client: log.client,
+                scheme,
+                host: &log.host,
+                method: &log.method,
+                path: &log.path,
+                status: log.status,
+                backend: log.backend.as_ref(),
+                endpoint: log.tried[1].as_ref().or(log.tried[0].as_ref()),
+                upstream_latency: log.upstream_time,
+                total_latency: total,
+                bytes_sent: bytes,
+                blame: log.blame,
+            });
+        }
+    }
+}
+
+/// Phase 1: routes on the canonical path and rewrites the request to it, so the
+/// backend sees exactly what was matched (`/a/../admin` cannot reach a backend as
+/// anything but `/admin`).
+fn route<'c>(
+    config: &'c Config,
+    parts: &mut Parts,
+    host: &str,
+) -> Result<&'c RouteTarget, ProxyError> {
+    let path = routes::normalize_path(parts.uri.path())
+        .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
+    let route = config
+        .routes
+        .lookup(host, &path)
+        .or(config.default_backend.as_ref())
+        .ok_or(ProxyError::NoRoute)?;
+    if let Cow::Owned(canonical) = &path {
+        let uri = match parts.uri.query() {
+            Some(q) => format!("{canonical}?{q}"),
+            None => canonical.clone(),
+        };
+        // Keep scheme and authority: HTTP/2 carries the host there.
+        let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+        uri_parts.path_and_query = uri.parse().ok();
+        parts.uri = http::Uri::from_parts(uri_parts)
+            .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
+    }
+    Ok(route)
+}
+
+/// Seconds with millisecond precision, as nginx logs times: `0.005`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ms = self.0.as_millis();
+        write!(f, "{}.{:03}", ms / 1000, ms % 1000)
+    }
+}
+
+/// A value, or `-` when there is none, as nginx logs a missing variable.
+struct Dash<T>(Option<T>);
+
+impl<T: fmt::Display> fmt::Display for Dash<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// The endpoints tried, `a, b` as nginx's `$upstream_addr`.
+struct Tried<'a>(&'a [Option<Target>; 2]);
+
+impl fmt::Display for Tried<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            [None, _] => f.write_str("-"),
+            [Some(a), None] => a.fmt(f),
+            [Some(a), Some(b)] => write!(f, "{a}, {b}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_values_read_as_nginx_writes_them() {
+        assert_eq!(Secs(Duration::from_micros(605_397)).to_string(), "0.605");
+        assert_eq!(Secs(Duration::from_millis(12_034)).to_string(), "12.034");
+        assert_eq!(Dash::<u16>(None).to_string(), "-");
+        assert_eq!(Dash(Some(502)).to_string(), "502");
+        let a = Target::Addr("10.0.0.1:80".parse().unwrap());
+        let b = Target::Addr("10.0.0.2:80".parse().unwrap());
+        assert_eq!(
+            Tried(&[Some(a.clone()), Some(b)]).to_string(),
+            "10.0.0.1:80, 10.0.0.2:80"
+        );
+        assert_eq!(Tried(&[Some(a), None]).to_string(), "10.0.0.1:80");
+        assert_eq!(Tried(&[None, None]).to_string(), "-");
     }
 }

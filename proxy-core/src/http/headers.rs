@@ -4,7 +4,10 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Uri, Version};
 
+use std::net::IpAddr;
+
 use super::{Conn, Scheme};
+use crate::pipeline::client::{Client, ClientAddressPolicy};
 
 /// Headers that describe one hop and must not be forwarded (RFC 9110 §7.6.1), besides
 /// those named by `Connection`.
@@ -23,7 +26,10 @@ pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+const X_FORWARDED_SCHEME: HeaderName = HeaderName::from_static("x-forwarded-scheme");
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_ORIGINAL_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-original-forwarded-for");
+const X_ORIGINAL_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-original-forwarded-host");
 
 /// The protocol the client asks to switch to (`Upgrade` with `Connection: upgrade`), for
 /// tunnelling. `h2c` is not tunnelled: it would hand the upstream a protocol we never saw.
@@ -80,11 +86,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
 }
 
 /// Turns the client's request head into the upstream's: HTTP/1.1, origin-form URI, the
-/// original Host kept, hop-by-hop headers dropped and X-Forwarded-* set.
+/// original Host kept, hop-by-hop headers dropped and the forwarding headers set as
+/// ingress-nginx sets them: `X-Real-IP` and `X-Forwarded-For` name the client (or, with
+/// `compute-full-forwarded-for`, the incoming list plus the peer), `X-Forwarded-Host`,
+/// `-Port`, `-Proto` and `-Scheme` say what the client asked for (a trusted peer's own
+/// values stand), and the client's raw `X-Forwarded-For` / `-Host` travel on as
+/// `X-Original-Forwarded-For` / `-Host`.
 pub(crate) fn prepare_upstream(
     parts: &mut Parts,
     conn: &Conn,
-    host: Option<&str>,
+    fwd: &Forwarding<'_>,
     upgrade: Option<HeaderValue>,
 ) {
     strip_hop_by_hop(&mut parts.headers);
@@ -111,34 +122,91 @@ pub(crate) fn prepare_upstream(
     }
     parts.version = Version::HTTP_11;
 
-    let xff = {
-        let prior: Vec<&str> = parts
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if prior.is_empty() {
-            Some(conn.client_ip.clone())
-        } else {
-            let ip = conn.info.remote.ip();
-            HeaderValue::from_str(&format!("{}, {ip}", prior.join(", "))).ok()
-        }
-    };
     let headers = &mut parts.headers;
+    let client_ip = if fwd.client.addr == conn.peer {
+        conn.peer_ip.clone()
+    } else {
+        header_of(fwd.client.addr)
+    };
+    let xff = if fwd.client.forwarded && fwd.policy.compute_full_forwarded_for {
+        let prior = joined(headers, &X_FORWARDED_FOR);
+        match prior {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", conn.peer)).ok(),
+            None => Some(conn.peer_ip.clone()),
+        }
+    } else {
+        Some(client_ip.clone())
+    };
+    if let Some(v) = joined(headers, &X_FORWARDED_FOR).and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        headers.insert(X_ORIGINAL_FORWARDED_FOR, v);
+    }
+    if let Some(v) = headers.get(X_FORWARDED_HOST).cloned() {
+        headers.insert(X_ORIGINAL_FORWARDED_HOST, v);
+    }
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
-    headers.insert(X_REAL_IP, conn.client_ip.clone());
-    let proto = match conn.info.scheme {
-        Scheme::Http => "http",
-        Scheme::Https => "https",
-    };
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(X_FORWARDED_HOST, v);
+    headers.insert(X_REAL_IP, client_ip);
+    let trusted = fwd.client.forwarded;
+    if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
+        let proto = match conn.info.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
+    if let Some(proto) = headers.get(X_FORWARDED_PROTO).cloned() {
+        headers.insert(X_FORWARDED_SCHEME, proto);
+    }
+    match headers.get(X_FORWARDED_HOST).filter(|_| trusted) {
+        // A list: the first is the host the client asked for.
+        Some(v) => {
+            let first = v
+                .to_str()
+                .ok()
+                .and_then(|s| s.split(',').next())
+                .map(str::trim);
+            if let Some(first) = first.and_then(|f| HeaderValue::from_str(f).ok()) {
+                headers.insert(X_FORWARDED_HOST, first);
+            }
+        }
+        None => match fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            Some(v) => {
+                headers.insert(X_FORWARDED_HOST, v);
+            }
+            None => {
+                headers.remove(X_FORWARDED_HOST);
+            }
+        },
+    }
+    if !trusted || !headers.contains_key(X_FORWARDED_PORT) {
+        headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
+    }
+}
+
+/// What the forwarding headers of one request say.
+pub(crate) struct Forwarding<'a> {
+    pub client: Client,
+    pub policy: &'a ClientAddressPolicy,
+    /// The routing host.
+    pub host: Option<&'a str>,
+}
+
+/// Every value of `name`, joined as one list.
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+    let first = values.next()?;
+    let mut out = first.to_owned();
+    for v in values {
+        out.push_str(", ");
+        out.push_str(v);
+    }
+    Some(out)
+}
+
+pub(crate) fn header_of(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 /// Cleans the upstream's response head for the client. A `101 Switching Protocols` keeps
@@ -166,7 +234,19 @@ mod tests {
             scheme: Scheme::Http,
             sni: None,
             alpn_h2: false,
+            proxied: None,
         })
+    }
+
+    fn plain<'a>(policy: &'a ClientAddressPolicy, host: Option<&'static str>) -> Forwarding<'a> {
+        Forwarding {
+            client: Client {
+                addr: "192.0.2.7".parse().unwrap(),
+                forwarded: false,
+            },
+            policy,
+            host,
+        }
     }
 
     #[test]
@@ -183,13 +263,22 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        prepare_upstream(&mut parts, &info(), Some("app.example.com"), None);
+        let policy = ClientAddressPolicy::default();
+        prepare_upstream(
+            &mut parts,
+            &info(),
+            &plain(&policy, Some("app.example.com")),
+            None,
+        );
         let h = &parts.headers;
         for gone in ["connection", "x-secret", "keep-alive", "te"] {
             assert!(!h.contains_key(gone), "{gone} forwarded");
         }
         assert_eq!(h["host"], "App.example.com");
-        assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
+        // An untrusted client's forwarded headers are replaced; its list travels on
+        // under another name, as ingress-nginx sends it.
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-original-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-real-ip"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "app.example.com");
@@ -207,12 +296,44 @@ mod tests {
             .into_parts();
         let up = upgrade_protocol(&parts.headers);
         assert_eq!(up.as_ref().unwrap(), "websocket");
-        prepare_upstream(&mut parts, &info(), None, up);
+        let policy = ClientAddressPolicy::default();
+        prepare_upstream(&mut parts, &info(), &plain(&policy, None), up);
         assert_eq!(parts.headers["connection"], "upgrade");
         assert_eq!(parts.headers["upgrade"], "websocket");
         let mut h2c = HeaderMap::new();
         h2c.insert("connection", HeaderValue::from_static("upgrade"));
         h2c.insert("upgrade", HeaderValue::from_static("h2c"));
         assert_eq!(upgrade_protocol(&h2c), None);
+    }
+
+    #[test]
+    fn a_trusted_peer_keeps_its_forwarded_headers() {
+        let (mut parts, _) = Request::builder()
+            .uri("/")
+            .header("x-forwarded-for", "203.0.113.9")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-host", "public.example, inner")
+            .header("x-forwarded-port", "443")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let policy = ClientAddressPolicy {
+            use_forwarded_headers: true,
+            compute_full_forwarded_for: true,
+            ..ClientAddressPolicy::default()
+        };
+        let fwd = Forwarding {
+            client: policy.client("192.0.2.7".parse().unwrap(), &parts.headers),
+            policy: &policy,
+            host: Some("app.example.com"),
+        };
+        prepare_upstream(&mut parts, &info(), &fwd, None);
+        let h = &parts.headers;
+        assert_eq!(h["x-real-ip"], "203.0.113.9");
+        assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-scheme"], "https");
+        assert_eq!(h["x-forwarded-host"], "public.example");
+        assert_eq!(h["x-forwarded-port"], "443");
     }
 }

@@ -33,35 +33,31 @@
 //! # }
 //! ```
 
+mod body;
 mod errors;
 mod forward;
 mod framing;
 mod headers;
+pub mod proxy_protocol;
 mod server;
 mod upgrade;
 mod upstream;
 
-pub use errors::ProxyError;
+pub use body::{BodyEnd, ProxyBody};
+pub use errors::{Blame, ProxyError};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
-use http_body_util::{Either, Full};
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use hyper_util::server::conn::auto;
 
 use crate::balance::{AffinityKey, EjectionPolicy, Registry, Target};
-use crate::config::{BackendId, ConfigHandle};
-
-/// The body of every response the proxy sends: the upstream's, streamed, or a short one
-/// of its own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+use crate::config::{BackendId, ConfigHandle, Runtime};
 
 /// How the client reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,35 +76,41 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// ALPN chose `h2`: serve HTTP/2 only.
     pub alpn_h2: bool,
+    /// The client a PROXY protocol header named, when the listener reads one and the
+    /// peer sending it is trusted (see [`Proxy::proxy_protocol`]).
+    pub proxied: Option<SocketAddr>,
 }
 
 /// A connection as its requests see it: what was accepted, plus the values every request
 /// on it sends upstream, formatted once rather than per request.
 pub(crate) struct Conn {
     pub info: ConnInfo,
-    /// `X-Real-IP` (and `X-Forwarded-For` when the client sent none).
-    pub client_ip: HeaderValue,
+    /// The peer: the TCP peer, or the client a PROXY protocol header named.
+    pub peer: IpAddr,
+    /// `peer` as a header value (`X-Real-IP`, `X-Forwarded-For`).
+    pub peer_ip: HeaderValue,
     /// `X-Forwarded-Port`.
     pub local_port: HeaderValue,
 }
 
 impl Conn {
     pub fn new(info: ConnInfo) -> Self {
-        let client_ip = HeaderValue::try_from(info.remote.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let peer = info.proxied.unwrap_or(info.remote).ip();
         let local_port = HeaderValue::from(info.local.port());
         Self {
+            peer_ip: headers::header_of(peer),
+            peer,
             info,
-            client_ip,
             local_port,
         }
     }
 }
 
-/// One answered request, for metrics.
+/// One answered request, for metrics, once its response is done.
 #[derive(Debug)]
 pub struct ResponseEvent<'a> {
-    pub remote: SocketAddr,
+    /// The client, as the client address policy decided.
+    pub client: IpAddr,
     pub scheme: Scheme,
     /// Request host without port; empty when the request had none.
     pub host: &'a str,
@@ -120,8 +122,13 @@ pub struct ResponseEvent<'a> {
     pub endpoint: Option<&'a Target>,
     /// From sending upstream to its response head.
     pub upstream_latency: Option<Duration>,
-    /// From the request head to our response head.
+    /// From the request head to the end of the response.
     pub total_latency: Duration,
+    /// Response body bytes sent to the client.
+    pub bytes_sent: u64,
+    /// Whose fault the failure was, when the proxy failed the request or the response
+    /// broke off.
+    pub blame: Option<Blame>,
 }
 
 /// Receives every response; the binary implements it for metrics.
@@ -143,8 +150,8 @@ pub struct ProxyOptions {
     pub keep_alive: bool,
     /// The HTTPS port clients reach us on, for redirects; 443 is left out of the URL.
     pub https_port: u16,
-    /// Key for affinity cookies; replicas that share it agree on every cookie. `None`
-    /// draws a random key at start.
+    /// Key for affinity cookies when the configuration carries none; `None` draws a
+    /// random one at start (replicas then disagree on every cookie).
     pub affinity_key: Option<[u8; 16]>,
     pub ejection: EjectionPolicy,
     pub pool: PoolOptions,
@@ -186,7 +193,7 @@ impl std::fmt::Debug for ProxyOptions {
 pub struct Proxy {
     config: ConfigHandle,
     opts: ProxyOptions,
-    registry: Registry,
+    registry: Arc<Registry>,
     pool: Arc<upstream::Pool>,
     builder: auto::Builder<TokioExecutor>,
     builder_h2: auto::Builder<TokioExecutor>,
@@ -213,10 +220,17 @@ impl Proxy {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
         let builder_h2 = builder.clone().http2_only();
+        let registry = Arc::new(Registry::new(key, opts.ejection));
+        let pool = Arc::new(upstream::Pool::new(opts.pool));
+        // Brought to every configuration as it is published, before requests see it.
+        let runtime: Arc<dyn Runtime> = registry.clone();
+        config.attach(Arc::downgrade(&runtime));
+        let runtime: Arc<dyn Runtime> = pool.clone();
+        config.attach(Arc::downgrade(&runtime));
         Arc::new(Self {
             config,
-            registry: Registry::new(key, opts.ejection),
-            pool: Arc::new(upstream::Pool::new(opts.pool)),
+            registry,
+            pool,
             builder,
             builder_h2,
             shutdown: Shutdown::new(),

@@ -2,6 +2,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,11 +10,15 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::errors::ProxyError;
+use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::{framing, Conn, ConnInfo, Proxy, Scheme};
+
+/// Longest wait for a PROXY protocol header; a load balancer sends it at once.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Stops listeners and drains connections. Clones share one state.
 ///
@@ -134,18 +139,53 @@ impl Proxy {
                 Ok(local) => local,
                 Err(_) => continue,
             };
-            let info = ConnInfo {
-                remote,
-                local,
-                scheme: Scheme::Http,
-                sni: None,
-                alpn_h2: false,
-            };
             let proxy = self.clone();
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { proxy.serve(stream, info, Some(&shutdown)).await });
+            tokio::spawn(async move {
+                let Some((stream, proxied)) = proxy.proxy_protocol(stream, remote).await else {
+                    return;
+                };
+                let info = ConnInfo {
+                    remote,
+                    local,
+                    scheme: Scheme::Http,
+                    sni: None,
+                    alpn_h2: false,
+                    proxied,
+                };
+                proxy.serve(stream, info, Some(&shutdown)).await
+            });
         }
         tracing::info!("listener stopped accepting");
+    }
+
+    /// With `use-proxy-protocol` on, reads the PROXY header (v1 or v2) a load balancer
+    /// sends first, before any TLS or HTTP: `None` when the connection must be closed
+    /// (no valid header in time, as nginx closes it without an answer), else the stream
+    /// and the client the header named. A header from a peer outside the trusted ranges
+    /// is read but not believed, as nginx's realip module does.
+    pub async fn proxy_protocol(
+        &self,
+        mut stream: TcpStream,
+        remote: SocketAddr,
+    ) -> Option<(TcpStream, Option<SocketAddr>)> {
+        let config = self.config.load();
+        if !config.settings.proxy_protocol {
+            return Some((stream, None));
+        }
+        let timeout = self.opts.header_read_timeout.min(PROXY_HEADER_TIMEOUT);
+        match proxy_protocol::read_header(&mut stream, timeout).await {
+            Ok(ProxyHeader::Proxied { source, .. }) => {
+                let trusted = config.settings.client.trusts(remote.ip());
+                Some((stream, trusted.then_some(source)))
+            }
+            Ok(ProxyHeader::Local) => Some((stream, None)),
+            Err(ProxyProtocolError::UnexpectedEof { received: 0 }) => None,
+            Err(e) => {
+                tracing::debug!(%remote, error = %e, "closing a connection without a valid PROXY protocol header");
+                None
+            }
+        }
     }
 
     async fn serve<IO>(self: &Arc<Self>, io: IO, info: ConnInfo, extra: Option<&Shutdown>)
@@ -173,7 +213,7 @@ impl Proxy {
                 if conflicting {
                     return Ok::<_, Infallible>(proxy.reject(
                         req,
-                        &info.info,
+                        &info,
                         ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
                     ));
                 }

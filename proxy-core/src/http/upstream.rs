@@ -1,19 +1,24 @@
 //! Upstream connections: connect (with its own timeout, so a refused connect is known to
-//! have sent nothing), HTTP/1.1 handshake, and a pool keyed by endpoint that outlives
-//! config swaps.
+//! have sent nothing), HTTP/1.1 handshake, and pools per endpoint that outlive config
+//! swaps.
 //!
-//! The pool is keyed by the endpoint alone, not by the backend that led there: an
-//! HTTP/1.1 connection to a pod carries no trace of the Service or port name that chose
-//! it, so backends that share pods (several Services over one Deployment, or one Service
-//! named by port number and by port name) share their idle connections too.
+//! Pools are keyed by the endpoint alone, not by the backend that led there: an HTTP/1.1
+//! connection to a pod carries no trace of the Service or port name that chose it, so
+//! backends that share pods (several Services over one Deployment, or one Service named
+//! by port number and by port name) share their idle connections too. The set of pools
+//! follows each published configuration ([`Runtime::apply`]): endpoints that leave every
+//! backend have their idle connections closed then, never on the request path.
 
 use std::io;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
-use foldhash::{HashMap, HashSet};
+use foldhash::HashMap;
 use http::Method;
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
@@ -21,21 +26,22 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use super::body::{IdleTimer, RequestBody, RequestBodyError};
 use super::errors::ProxyError;
 use crate::balance::Target;
-use crate::config::{Backend, BackendKind, Config, Timeouts};
-
-type Key = Target;
+use crate::config::{Config, Runtime, Timeouts};
 
 /// What goes upstream: the client's body, streamed, or nothing (a replayed request).
-pub(crate) type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub(crate) type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
 
 /// A pooled connection: idle, or still relaying the response it was last used for (it
 /// becomes ready by itself once that body is done, with no task watching it).
 struct Idle {
     sender: SendRequest<UpstreamBody>,
+    send_timeout: Arc<AtomicU64>,
     last_used: Instant,
 }
 
@@ -62,55 +68,57 @@ impl Default for PoolOptions {
 pub(crate) struct SendError {
     pub error: ProxyError,
     pub request: Option<Request<UpstreamBody>>,
-    /// The failure was connecting: the endpoint should be ejected.
-    pub connect: bool,
+}
+
+/// A connect taking longer than this marks its endpoint as suspect (see
+/// [`crate::balance::Registry::connect_slow`]); pods answer a connect in well under it.
+const SLOW_CONNECT: Duration = Duration::from_millis(500);
+
+#[derive(Default)]
+struct EndpointPool {
+    idle: Mutex<Vec<Idle>>,
+}
+
+impl EndpointPool {
+    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 pub(crate) struct Pool {
     opts: PoolOptions,
-    idle: Mutex<HashMap<Key, Vec<Idle>>>,
-    pruned_for: AtomicUsize,
+    endpoints: ArcSwap<HashMap<Target, Arc<EndpointPool>>>,
+}
+
+impl Runtime for Pool {
+    fn apply(&self, next: &Config) {
+        let current = self.endpoints.load();
+        let mut endpoints: HashMap<Target, Arc<EndpointPool>> = HashMap::default();
+        for backend in next.backends.values() {
+            for target in backend.targets() {
+                if endpoints.contains_key(&target) {
+                    continue;
+                }
+                let pool = current.get(&target).cloned().unwrap_or_default();
+                endpoints.insert(target, pool);
+            }
+        }
+        // Pools left out are dropped with their idle connections once the requests
+        // still using them finish.
+        self.endpoints.store(Arc::new(endpoints));
+    }
 }
 
 impl Pool {
     pub fn new(opts: PoolOptions) -> Self {
         Self {
             opts,
-            idle: Mutex::new(HashMap::default()),
-            pruned_for: AtomicUsize::new(0),
+            endpoints: ArcSwap::default(),
         }
     }
 
-    fn idle(&self) -> MutexGuard<'_, HashMap<Key, Vec<Idle>>> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Closes pooled connections to endpoints no backend of `config` has any more.
-    pub fn prune(&self, config: &Arc<Config>) {
-        let ptr = Arc::as_ptr(config) as usize;
-        if self.pruned_for.swap(ptr, Ordering::AcqRel) == ptr {
-            return;
-        }
-        let mut live: HashSet<Target> = HashSet::default();
-        for backend in config.backends.values() {
-            match &backend.kind {
-                BackendKind::Endpoints(eps) => {
-                    live.extend(eps.iter().map(|e| Target::Addr(e.addr)));
-                }
-                BackendKind::ExternalName { host, port } => {
-                    live.insert(Target::Name {
-                        host: host.clone(),
-                        port: *port,
-                    });
-                }
-            }
-        }
-        self.idle().retain(|target, _| live.contains(target));
-    }
-
-    fn checkout(&self, key: &Key) -> Option<SendRequest<UpstreamBody>> {
-        let mut map = self.idle();
-        let list = map.get_mut(key)?;
+    fn checkout(&self, pool: &EndpointPool) -> Option<(SendRequest<UpstreamBody>, Arc<AtomicU64>)> {
+        let mut list = pool.idle();
         let now = Instant::now();
         let mut i = list.len();
         while i > 0 {
@@ -121,7 +129,7 @@ impl Pool {
             } else if conn.sender.is_ready() {
                 let conn = list.swap_remove(i);
                 if now.duration_since(conn.last_used) < self.opts.idle_timeout {
-                    return Some(conn.sender);
+                    return Some((conn.sender, conn.send_timeout));
                 }
             }
         }
@@ -131,9 +139,13 @@ impl Pool {
     /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
     /// has to wait for the body to finish. Busy connections are kept whatever their
     /// number (they are in use anyway); idle ones beyond the limit are closed.
-    fn put(&self, key: Key, sender: SendRequest<UpstreamBody>) {
-        let mut map = self.idle();
-        let list = map.entry(key).or_default();
+    fn put(
+        &self,
+        pool: &EndpointPool,
+        sender: SendRequest<UpstreamBody>,
+        send_timeout: Arc<AtomicU64>,
+    ) {
+        let mut list = pool.idle();
         let max = self.opts.max_idle_per_endpoint;
         if list.len() >= max {
             list.retain(|c| !c.sender.is_closed());
@@ -152,43 +164,54 @@ impl Pool {
         }
         list.push(Idle {
             sender,
+            send_timeout,
             last_used: Instant::now(),
         });
     }
 
-    /// Sends `req` to `target` on a pooled or new connection, waiting at most the
-    /// backend's response timeout for the response head. Returns whether a new connection
-    /// was made, so the caller can clear an ejection.
+    /// Sends `req` to `target` on a pooled or new connection, waiting at most the read
+    /// timeout for the response head. `on_slow_connect` is called if connecting takes
+    /// long. Returns whether a new connection was made, so the caller can clear an
+    /// ejection.
     pub async fn send(
-        self: &Arc<Self>,
-        backend: &Backend,
+        &self,
         target: &Target,
+        timeouts: Timeouts,
         mut req: Request<UpstreamBody>,
+        on_slow_connect: impl FnOnce(),
     ) -> Result<(Response<Incoming>, bool), SendError> {
-        let key = target.clone();
-        let timeouts = backend.timeouts;
+        // An endpoint the pool was not told about (a request on an older configuration)
+        // is served on a connection of its own that is not kept.
+        let pool = self.endpoints.load().get(target).cloned();
+        let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         loop {
-            let (mut sender, fresh) = match self.checkout(&key) {
-                Some(sender) => (sender, false),
-                None => match connect(target, timeouts).await {
-                    Ok(sender) => (sender, true),
-                    Err(error) => {
-                        return Err(SendError {
-                            error,
-                            request: Some(req),
-                            connect: true,
-                        })
+            let checked_out = pool.as_deref().and_then(|p| self.checkout(p));
+            let (mut sender, send_timeout, fresh) = match checked_out {
+                Some((sender, cell)) => (sender, cell, false),
+                None => {
+                    let slow = on_slow_connect.take();
+                    match connect(target, timeouts, slow).await {
+                        Ok((sender, cell)) => (sender, cell, true),
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                request: Some(req),
+                            })
+                        }
                     }
-                },
+                }
             };
+            send_timeout.store(millis(timeouts.send), Ordering::Relaxed);
             // A reused connection may have been closed by the upstream just as we sent.
             // A bodiless idempotent request can then be replayed on a new connection.
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
-            let sent = tokio::time::timeout(timeouts.response, sender.try_send_request(req)).await;
+            let sent = tokio::time::timeout(timeouts.read, sender.try_send_request(req)).await;
             match sent {
                 Ok(Ok(resp)) => {
-                    self.put(key, sender);
+                    if let Some(pool) = &pool {
+                        self.put(pool, sender, send_timeout);
+                    }
                     return Ok((resp, fresh));
                 }
                 Ok(Err(mut e)) => match (e.take_message(), replay) {
@@ -204,12 +227,8 @@ impl Pool {
                     }
                     _ => {
                         return Err(SendError {
-                            error: ProxyError::Upstream {
-                                target: target.clone(),
-                                source: e.into_error(),
-                            },
+                            error: classify(target, timeouts, e.into_error()),
                             request: None,
-                            connect: false,
                         })
                     }
                 },
@@ -217,10 +236,9 @@ impl Pool {
                     return Err(SendError {
                         error: ProxyError::ResponseTimeout {
                             target: target.clone(),
-                            timeout: timeouts.response,
+                            timeout: timeouts.read,
                         },
                         request: None,
-                        connect: false,
                     })
                 }
             }
@@ -228,10 +246,49 @@ impl Pool {
     }
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whose fault a failed exchange is: the client's body, a stalled upstream write, or the
+/// upstream.
+fn classify(target: &Target, timeouts: Timeouts, error: hyper::Error) -> ProxyError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(e) = source {
+        if let Some(body) = e.downcast_ref::<RequestBodyError>() {
+            return match body {
+                RequestBodyError::Timeout(timeout) => {
+                    ProxyError::ClientBodyTimeout { timeout: *timeout }
+                }
+                RequestBodyError::TooLarge(limit) => ProxyError::BodyTooLarge { limit: *limit },
+                RequestBodyError::Client(_) => {
+                    ProxyError::BadRequest("request body could not be read")
+                }
+            };
+        }
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == io::ErrorKind::TimedOut
+                && io.get_ref().is_some_and(|i| i.is::<WriteStalled>())
+            {
+                return ProxyError::SendTimeout {
+                    target: target.clone(),
+                    timeout: timeouts.send,
+                };
+            }
+        }
+        source = e.source();
+    }
+    ProxyError::Upstream {
+        target: target.clone(),
+        source: error,
+    }
+}
+
 async fn connect(
     target: &Target,
     timeouts: Timeouts,
-) -> Result<SendRequest<UpstreamBody>, ProxyError> {
+    on_slow: Option<impl FnOnce()>,
+) -> Result<(SendRequest<UpstreamBody>, Arc<AtomicU64>), ProxyError> {
     let attempt = async {
         match target {
             Target::Addr(addr) => TcpStream::connect(addr).await,
@@ -245,6 +302,22 @@ async fn connect(
                     }
                 }
                 Err(last)
+            }
+        }
+    };
+    let attempt = async {
+        tokio::pin!(attempt);
+        let slow = tokio::time::sleep(SLOW_CONNECT.min(timeouts.connect));
+        tokio::pin!(slow);
+        let mut on_slow = on_slow;
+        loop {
+            tokio::select! {
+                done = &mut attempt => return done,
+                _ = &mut slow, if on_slow.is_some() => {
+                    if let Some(f) = on_slow.take() {
+                        f();
+                    }
+                }
             }
         }
     };
@@ -264,8 +337,14 @@ async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
+    let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
+    let io = WriteIdle {
+        inner: stream,
+        timeout: send_timeout.clone(),
+        timer: None,
+    };
     let (sender, conn) = http1::Builder::new()
-        .handshake(TokioIo::new(stream))
+        .handshake(TokioIo::new(io))
         .await
         .map_err(|source| ProxyError::Upstream {
             target: target.clone(),
@@ -277,7 +356,97 @@ async fn connect(
             tracing::debug!(endpoint = %target, error = %e, "upstream connection ended");
         }
     });
-    Ok(sender)
+    Ok((sender, send_timeout))
+}
+
+/// The upstream took no data for longer than the send timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("upstream took no data for the send timeout")]
+struct WriteStalled;
+
+/// An upstream socket whose writes fail once the upstream has taken nothing for the
+/// route's send timeout (`proxy-send-timeout`), as nginx's timer between two writes. An
+/// idle pooled connection writes nothing, so it is never timed.
+struct WriteIdle {
+    inner: TcpStream,
+    /// Milliseconds, set by each request that uses the connection.
+    timeout: Arc<AtomicU64>,
+    timer: Option<IdleTimer>,
+}
+
+impl WriteIdle {
+    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
+        let timeout = Duration::from_millis(self.timeout.load(Ordering::Relaxed));
+        self.timer
+            .get_or_insert_with(|| IdleTimer::new(timeout))
+            .expired(cx)
+    }
+}
+
+impl AsyncRead for WriteIdle {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for WriteIdle {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending => {
+                if self.stalled(cx) {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)));
+                }
+                Poll::Pending
+            }
+            ready => {
+                if let Some(t) = &mut self.timer {
+                    t.progress();
+                }
+                ready
+            }
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
+            Poll::Pending => {
+                if self.stalled(cx) {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)));
+                }
+                Poll::Pending
+            }
+            ready => {
+                if let Some(t) = &mut self.timer {
+                    t.progress();
+                }
+                ready
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn replayable(req: &Request<UpstreamBody>) -> bool {

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use crate::config::BackendId;
+use crate::pipeline::RoutePolicy;
 
 mod normalize;
 mod table;
@@ -36,8 +37,8 @@ pub enum PathType {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RouteTarget {
     pub backend: BackendId,
-    /// Answer plain-HTTP requests with a 308 to `https://`.
-    pub ssl_redirect: bool,
+    /// What the route does besides sending the request there.
+    pub policy: Arc<RoutePolicy>,
     /// `namespace/name` of the Ingress the rule came from, for logs.
     pub source: Arc<str>,
 }

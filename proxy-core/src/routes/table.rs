@@ -448,7 +448,7 @@ mod tests {
     fn target(service: &str) -> RouteTarget {
         RouteTarget {
             backend: BackendId::new("default", service, "80"),
-            ssl_redirect: false,
+            policy: Default::default(),
             source: "default/test".into(),
         }
     }

@@ -16,6 +16,7 @@ use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use proxy_core::balance::CookieAffinity;
 use proxy_core::http::{Proxy, ProxyOptions, Shutdown};
+use proxy_core::pipeline::RoutePolicy;
 use proxy_core::routes::{HostMatch, PathType, RouteRule, RouteTable, RouteTarget};
 use proxy_core::{Backend, BackendId, Config, ConfigHandle, Endpoint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -169,7 +170,7 @@ pub fn backend_id(name: &str) -> BackendId {
 pub fn target(name: &str) -> RouteTarget {
     RouteTarget {
         backend: backend_id(name),
-        ssl_redirect: false,
+        policy: Default::default(),
         source: "default/test".into(),
     }
 }
@@ -184,13 +185,24 @@ pub fn rule(host: &str, backend: &str) -> RouteRule {
     }
 }
 
-pub fn backend(name: &str, addrs: &[SocketAddr], affinity: Option<CookieAffinity>) -> Backend {
-    let mut b = Backend::new(
+pub fn backend(name: &str, addrs: &[SocketAddr]) -> Backend {
+    Backend::new(
         backend_id(name),
         addrs.iter().map(|a| Endpoint::ready(*a)).collect(),
-    );
-    b.affinity = affinity;
-    b
+    )
+}
+
+/// `rule` with its policy changed by `f`.
+pub fn with_policy(mut rule: RouteRule, f: impl FnOnce(&mut RoutePolicy)) -> RouteRule {
+    let mut policy = (*rule.target.policy).clone();
+    f(&mut policy);
+    rule.target.policy = Arc::new(policy);
+    rule
+}
+
+/// `rule` with cookie affinity.
+pub fn sticky(rule: RouteRule, affinity: CookieAffinity) -> RouteRule {
+    with_policy(rule, |p| p.affinity = Some(affinity))
 }
 
 pub fn config(rules: Vec<RouteRule>, backends: Vec<Backend>) -> Config {
@@ -203,6 +215,7 @@ pub fn config(rules: Vec<RouteRule>, backends: Vec<Backend>) -> Config {
             .map(|b| (b.id.clone(), Arc::new(b)))
             .collect(),
         l4: Vec::new(),
+        ..Config::default()
     }
 }
 

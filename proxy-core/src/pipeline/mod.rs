@@ -1,0 +1,102 @@
+//! What a matched route does to a request, besides sending it: its [`RoutePolicy`].
+//!
+//! A request goes through these phases (see `http::forward`, which runs them):
+//! 1. **route**: the host and normalized path pick a [`RouteTarget`](crate::routes::RouteTarget),
+//!    which names a backend and carries the route's policy;
+//! 2. **request filters** ([`RequestFilter`]): each may answer the request itself (a
+//!    redirect, a refusal) or let it through;
+//! 3. **pick**: an endpoint of the backend, under the route's cookie affinity if any;
+//! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
+//!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
+//! 5. **response head**: the affinity cookie, `Strict-Transport-Security` over HTTPS
+//!    ([`Hsts`]) and `Server` on every answer;
+//! 6. **log**: one access-log line once the response body is done.
+//!
+//! Filters are plain data in the route's lists: a route with none runs none, and each
+//! filter lives in a module of its own with its own tests.
+
+mod body_limit;
+pub mod client;
+mod hsts;
+mod redirect;
+
+pub use body_limit::BodyLimit;
+pub use client::ClientAddressPolicy;
+pub use hsts::Hsts;
+pub use redirect::SslRedirect;
+
+use std::net::{IpAddr, SocketAddr};
+
+use http::request::Parts;
+use http::Response;
+
+use crate::balance::CookieAffinity;
+use crate::config::Timeouts;
+use crate::http::{ProxyBody, ProxyError, Scheme};
+
+/// What one route does with a request, compiled and validated from the object it came
+/// from (one Ingress path, later one HTTPRoute rule). Shared by the routes that ask for
+/// the same thing.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub timeouts: Timeouts,
+    /// Cookie session affinity: the route's requests stick to an endpoint.
+    pub affinity: Option<CookieAffinity>,
+    /// Run in order before an endpoint is picked; the first that answers ends the request.
+    pub request: Vec<RequestFilter>,
+}
+
+/// A request filter's verdict.
+pub enum Flow {
+    Continue,
+    /// Answer with this instead of proxying (boxed: the common verdict is `Continue`).
+    Answer(Box<Response<ProxyBody>>),
+}
+
+/// What a request filter knows of the request besides its head.
+pub struct RequestCtx<'a> {
+    pub scheme: Scheme,
+    /// The routing host, lower-cased, without port; empty when the request had none.
+    pub host: &'a str,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    /// The client, as [`ClientAddressPolicy`] decided.
+    pub client: IpAddr,
+    /// The HTTPS port clients reach us on, for redirects.
+    pub https_port: u16,
+    /// Largest request body the route accepts, set by [`BodyLimit`]; enforced while the
+    /// body streams.
+    pub body_limit: Option<u64>,
+}
+
+/// One step before the pick.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RequestFilter {
+    SslRedirect(SslRedirect),
+    BodyLimit(BodyLimit),
+}
+
+impl RequestFilter {
+    fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
+        match self {
+            RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
+        }
+    }
+}
+
+impl RoutePolicy {
+    /// Runs the request filters in order; the first answer wins.
+    pub(crate) fn request_filters(
+        &self,
+        ctx: &mut RequestCtx<'_>,
+        parts: &Parts,
+    ) -> Result<Flow, ProxyError> {
+        for f in &self.request {
+            if let flow @ Flow::Answer(_) = f.on_request(ctx, parts)? {
+                return Ok(flow);
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}

@@ -1,0 +1,257 @@
+//! The request pipeline through the real proxy: per-route policy, the trusted client
+//! address, PROXY protocol, the Server header, idle timeouts and body limits.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use http::StatusCode;
+use ipnet::IpNet;
+use proxy_core::balance::CookieAffinity;
+use proxy_core::config::{server_with_version, Timeouts};
+use proxy_core::pipeline::{BodyLimit, ClientAddressPolicy, RequestFilter};
+use proxy_core::Config;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// The echoed value of request header `name` in a raw HTTP/1.1 answer.
+fn echoed<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("echo-{name}: ");
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+#[tokio::test]
+async fn affinity_is_the_routes_not_the_backends() {
+    let (a, b) = (TestBackend::start("a").await, TestBackend::start("b").await);
+    // Two routes to one backend; only the first asks for cookie affinity.
+    let px = TestProxy::start(config(
+        vec![
+            sticky(rule("sticky.test", "shared"), CookieAffinity::default()),
+            rule("plain.test", "shared"),
+        ],
+        vec![backend("shared", &[a.addr, b.addr])],
+    ))
+    .await;
+    for _ in 0..4 {
+        let r = get(px.addr, "plain.test", "/").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.header("set-cookie"), None, "a plain route got a cookie");
+    }
+    let r = get(px.addr, "sticky.test", "/").await;
+    let cookie = r
+        .header("set-cookie")
+        .expect("the sticky route sets a cookie");
+    assert!(cookie.starts_with("INGRESSCOOKIE="), "{cookie}");
+}
+
+fn with_settings(
+    mut cfg: Config,
+    f: impl FnOnce(&mut proxy_core::config::ProxySettings),
+) -> Config {
+    f(&mut cfg.settings);
+    cfg
+}
+
+#[tokio::test]
+async fn forwarded_headers_count_only_from_trusted_peers() {
+    let b = TestBackend::start("one").await;
+    let base = config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    let trusting = |nets: &[&str]| {
+        with_settings(base.clone(), |s| {
+            s.client = ClientAddressPolicy {
+                use_forwarded_headers: true,
+                trusted: nets.iter().map(|n| n.parse::<IpNet>().unwrap()).collect(),
+                ..ClientAddressPolicy::default()
+            }
+        })
+    };
+    let spoof = [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+    ];
+    // Off (the default): replaced.
+    let px = TestProxy::start(base.clone()).await;
+    let r = get_with(px.addr, "app.test", "/", &spoof).await;
+    assert_eq!(r.header("echo-x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(r.header("echo-x-forwarded-proto"), Some("http"));
+    // On, but the peer (127.0.0.1) is outside the trusted ranges: still replaced.
+    px.handle.store(trusting(&["10.0.0.0/8"]));
+    let r = get_with(px.addr, "app.test", "/", &spoof).await;
+    assert_eq!(r.header("echo-x-real-ip"), Some("127.0.0.1"));
+    assert_eq!(r.header("echo-x-forwarded-for"), Some("127.0.0.1"));
+    assert_eq!(r.header("echo-x-forwarded-proto"), Some("http"));
+    // On, from a trusted peer: believed.
+    px.handle.store(trusting(&["127.0.0.0/8"]));
+    let r = get_with(px.addr, "app.test", "/", &spoof).await;
+    assert_eq!(r.header("echo-x-real-ip"), Some("203.0.113.9"));
+    assert_eq!(r.header("echo-x-forwarded-for"), Some("203.0.113.9"));
+    assert_eq!(r.header("echo-x-forwarded-proto"), Some("https"));
+}
+
+#[tokio::test]
+async fn proxy_protocol_v1_and_v2_name_the_client_and_are_required() {
+    let b = TestBackend::start("one").await;
+    let cfg = with_settings(
+        config(
+            vec![rule("app.test", "one")],
+            vec![backend("one", &[b.addr])],
+        ),
+        |s| s.proxy_protocol = true,
+    );
+    let px = TestProxy::start(cfg).await;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+
+    let mut v1 = b"PROXY TCP4 198.51.100.7 10.0.0.1 40000 80\r\n".to_vec();
+    v1.extend_from_slice(request);
+    let (answer, _) = raw_exchange(px.addr, &v1).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(echoed(&answer, "x-real-ip"), Some("198.51.100.7"));
+
+    let mut v2 = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+    v2.extend_from_slice(&[0x21, 0x21, 0, 36]); // v2 PROXY, TCP over IPv6, 36 bytes
+    v2.extend_from_slice(
+        &"2001:db8::7"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(
+        &"2001:db8::1"
+            .parse::<std::net::Ipv6Addr>()
+            .unwrap()
+            .octets(),
+    );
+    v2.extend_from_slice(&[0x9c, 0x40, 0, 80]);
+    v2.extend_from_slice(request);
+    let (answer, _) = raw_exchange(px.addr, &v2).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(echoed(&answer, "x-real-ip"), Some("2001:db8::7"));
+
+    // Without the header: closed, unanswered, and the backend never hears of it.
+    let hits = b.hits();
+    let (answer, closed) = raw_exchange(px.addr, request).await;
+    assert!(closed);
+    assert_eq!(answer, "");
+    assert_eq!(b.hits(), hits);
+}
+
+#[tokio::test]
+async fn server_header_on_every_answer_replaces_the_upstreams() {
+    let b = TestBackend::start("one").await;
+    let cfg = config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    let px = TestProxy::start(cfg.clone()).await;
+    // The test backend sends no Server of its own; hyper's would be replaced anyway.
+    let r = get(px.addr, "app.test", "/").await;
+    assert_eq!(r.header("server"), Some("portico"));
+    let r = get(px.addr, "nowhere.test", "/").await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    assert_eq!(r.header("server"), Some("portico"));
+    px.handle
+        .store(with_settings(cfg, |s| s.server = server_with_version()));
+    let r = get(px.addr, "app.test", "/").await;
+    let want = format!("portico/{}", env!("CARGO_PKG_VERSION"));
+    assert_eq!(r.header("server"), Some(want.as_str()));
+}
+
+/// A backend that answers a head and ten bytes of a 100-byte body, then goes silent.
+async fn stalling_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nServer: stalls\r\n\r\n0123456789")
+                    .await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_stalling_mid_body_is_cut_after_the_read_timeout() {
+    let addr = stalling_backend().await;
+    let r = with_policy(rule("app.test", "stall"), |p| {
+        p.timeouts = Timeouts {
+            read: Duration::from_secs(1),
+            ..Timeouts::default()
+        }
+    });
+    let px = TestProxy::start(config(vec![r], vec![backend("stall", &[addr])])).await;
+    let started = Instant::now();
+    let (answer, closed) = raw_exchange(px.addr, b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n").await;
+    assert!(closed, "the client connection was left hanging");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(10),
+        "{took:?}"
+    );
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("0123456789"), "{answer}");
+    assert!(answer.contains("server: portico"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_client_stalling_its_body_gets_408() {
+    let b = TestBackend::start("one").await;
+    let cfg = with_settings(
+        config(
+            vec![rule("app.test", "one")],
+            vec![backend("one", &[b.addr])],
+        ),
+        |s| s.client_body_timeout = Duration::from_millis(500),
+    );
+    let px = TestProxy::start(cfg).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(
+        b"POST /slow/3000 HTTP/1.1\r\nHost: app.test\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, s.read_to_string(&mut answer))
+        .await
+        .expect("the proxy never answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[tokio::test]
+async fn a_declared_body_over_the_limit_is_413_and_never_sent() {
+    let b = TestBackend::start("one").await;
+    let r = with_policy(rule("app.test", "one"), |p| {
+        p.request.push(RequestFilter::BodyLimit(BodyLimit(16)))
+    });
+    let px = TestProxy::start(config(vec![r], vec![backend("one", &[b.addr])])).await;
+    let (answer, _) = raw_exchange(
+        px.addr,
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 17\r\n\r\n01234567890123456",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert_eq!(b.hits(), 0);
+    let (answer, _) = raw_exchange(
+        px.addr,
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 16\r\nConnection: close\r\n\r\n0123456789012345",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("0123456789012345"), "{answer}");
+}
