@@ -37,6 +37,7 @@ mod errors;
 mod forward;
 mod framing;
 mod headers;
+pub mod proxy_protocol;
 mod server;
 mod upgrade;
 mod upstream;
