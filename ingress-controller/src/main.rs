@@ -123,6 +123,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         service_proxy: args.service_proxy,
         node_name: args.node_name.clone(),
         node_addresses: args.node_address.clone(),
+        configmap: args.configmap.clone(),
         generation: 0,
     };
     let mut publisher = Publisher::new(

@@ -190,7 +190,7 @@ pub fn parse(
 
 /// Go's `strconv.ParseBool` set, which ingress-nginx uses: migrated values keep meaning
 /// the same thing.
-fn parse_bool(v: &str) -> Result<bool, String> {
+pub(super) fn parse_bool(v: &str) -> Result<bool, String> {
     match v {
         "true" | "True" | "TRUE" | "t" | "T" | "1" => Ok(true),
         "false" | "False" | "FALSE" | "f" | "F" | "0" => Ok(false),
@@ -233,7 +233,7 @@ fn parse_seconds(v: &str) -> Result<Duration, String> {
 }
 
 /// A positive whole number of seconds, at most a day.
-fn parse_timeout(v: &str) -> Result<Duration, String> {
+pub(super) fn parse_timeout(v: &str) -> Result<Duration, String> {
     const EXPECTED: &str = "a whole number of seconds from 1 to 86400";
     match parse_seconds(v) {
         Ok(d) if (1..=86_400).contains(&d.as_secs()) => Ok(d),

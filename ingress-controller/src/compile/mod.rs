@@ -23,6 +23,7 @@ mod diagnostic;
 pub mod endpoints;
 mod hosts;
 mod l4;
+mod settings;
 mod syntax;
 
 #[cfg(test)]
@@ -41,6 +42,10 @@ use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 pub use annotations::{BackendSettings, IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
+pub use settings::{
+    decode_key, encode_key, GlobalSettings, AFFINITY_KEY_FIELD, AFFINITY_KEY_LEN,
+    AFFINITY_KEY_SECRET,
+};
 
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -57,6 +62,8 @@ pub struct CompileOptions {
     pub service_proxy: bool,
     pub node_name: Option<String>,
     pub node_addresses: Vec<IpAddr>,
+    /// `--configmap NS/NAME`: the global settings.
+    pub configmap: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
 }
@@ -70,6 +77,7 @@ impl Default for CompileOptions {
             service_proxy: false,
             node_name: None,
             node_addresses: Vec::new(),
+            configmap: None,
             generation: 0,
         }
     }
@@ -86,6 +94,10 @@ pub struct Compiled {
     pub diagnostics: Vec<Diagnostic>,
     /// Ingresses of our class, sorted; their status is ours to write.
     pub owned_ingresses: Vec<ObjectKey>,
+    /// From `--configmap`; defaults without one.
+    pub settings: GlobalSettings,
+    /// From the [`AFFINITY_KEY_SECRET`] Secret; `None` when it is missing or malformed.
+    pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -207,6 +219,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
+    let settings = settings::global_settings(store, opts.configmap.as_ref(), &mut diags);
+    let affinity_key = settings::affinity_key(store, &mut diags);
 
     // One order whatever the cache held, and each thing said once (one slice can be
     // read for several ports of its Service).
@@ -226,6 +240,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         default_cert,
         diagnostics: diags,
         owned_ingresses,
+        settings,
+        affinity_key,
     }
 }
 
