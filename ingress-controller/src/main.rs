@@ -103,12 +103,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 kubeconfig: args.kubeconfig.clone(),
                 source: kube_source::KubeSourceOptions {
                     watch_namespace: args.watch_namespace.clone(),
+                    configmap: args.configmap.clone(),
+                    affinity_key_namespace: None,
                 },
                 publish: PublishSource::from_flags(
                     args.publish_service.as_deref(),
                     args.publish_address.as_deref(),
                 )?,
                 leader: None,
+                affinity_key_recheck: None,
             };
             reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
         }
