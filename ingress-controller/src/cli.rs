@@ -19,8 +19,9 @@ pub const CONTROLLER_NAME: &str = "portico.dev/ingress-controller";
     about = "Portico: a Kubernetes Ingress controller and reverse proxy",
     long_about = "Portico: a Kubernetes Ingress controller and reverse proxy.\n\n\
         Reads Ingress, IngressClass, Service, EndpointSlice, Endpoints and TLS Secret \
-        objects from the Kubernetes API (default) or from a folder of manifests \
-        (--manifests), and proxies HTTP and HTTPS to the pods behind them.\n\n\
+        objects (plus the --configmap ConfigMap and the portico-affinity-key Secret) from \
+        the Kubernetes API (default) or from a folder of manifests (--manifests), and \
+        proxies HTTP and HTTPS to the pods behind them.\n\n\
         Logs go to stderr; RUST_LOG sets the level and filters (default: info).",
     after_help = "Every flag can also be set through the environment variable shown with it."
 )]
@@ -121,6 +122,13 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DEFAULT_CERTIFICATE", value_name = "NS/NAME", value_parser = parse_object_key)]
     pub default_certificate: Option<ObjectKey>,
 
+    /// ConfigMap of global settings, with ingress-nginx's key names and defaults
+    /// (use-forwarded-headers, proxy-real-ip-cidr, proxy-body-size, proxy-*-timeout,
+    /// ssl-redirect, hsts*, ...). Edits apply at once; a bad value is reported and that
+    /// key keeps its default. Default: no ConfigMap, every default.
+    #[arg(long, env = "PORTICO_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_object_key)]
+    pub configmap: Option<ObjectKey>,
+
     /// On SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this
     /// many seconds.
     #[arg(
@@ -196,6 +204,7 @@ mod tests {
         assert_eq!(args.log_format, LogFormat::Text);
         assert!(args.manifests.is_none());
         assert!(!args.service_proxy);
+        assert!(args.configmap.is_none());
     }
 
     #[test]
@@ -222,12 +231,15 @@ mod tests {
             "::1",
             "--default-certificate",
             "ns/cert",
+            "--configmap",
+            "portico/settings",
             "--log-format",
             "json",
         ])
         .unwrap();
         assert_eq!(args.node_address.len(), 3);
         assert_eq!(args.default_certificate, Some(ObjectKey::new("ns", "cert")));
+        assert_eq!(args.configmap, Some(ObjectKey::new("portico", "settings")));
         assert_eq!(args.log_format, LogFormat::Json);
     }
 
@@ -249,6 +261,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--default-certificate"), "{e}");
+        let e = Args::try_parse_from(["ingress-controller", "--configmap", "settings"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--configmap"), "{e}");
         let e = Args::try_parse_from(["ingress-controller", "--http-addr", "localhost"])
             .unwrap_err()
             .to_string();

@@ -161,6 +161,7 @@ fn api_version_kind(kind: Kind) -> (&'static str, &'static str) {
         Kind::EndpointSlice => ("discovery.k8s.io/v1", "EndpointSlice"),
         Kind::Endpoints => ("v1", "Endpoints"),
         Kind::Secret => ("v1", "Secret"),
+        Kind::ConfigMap => ("v1", "ConfigMap"),
     }
 }
 
@@ -177,6 +178,7 @@ fn identity(store: &Store, kind: Kind, key: &ObjectKey) -> (Option<String>, Opti
         Kind::EndpointSlice => of(store.endpoint_slices.get(key)),
         Kind::Endpoints => of(store.endpoints.get(key)),
         Kind::Secret => of(store.secrets.get(key)),
+        Kind::ConfigMap => of(store.config_maps.get(key)),
     }
 }
 

@@ -39,19 +39,10 @@ pub struct LeaderOptions {
 }
 
 impl LeaderOptions {
-    /// Lease `portico-leader` in `$POD_NAMESPACE`, else the service account's namespace,
-    /// else `portico`; identity `$POD_NAME`, else the hostname (in a pod, the pod name).
+    /// Lease `portico-leader` in [`controller_namespace`]; identity `$POD_NAME`, else the
+    /// hostname (in a pod, the pod name).
     pub fn from_env() -> Self {
-        let namespace = std::env::var("POD_NAMESPACE")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| {
-                std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
-                    .ok()
-                    .map(|s| s.trim().to_owned())
-                    .filter(|s| !s.is_empty())
-            })
-            .unwrap_or_else(|| "portico".to_owned());
+        let namespace = controller_namespace();
         let identity = std::env::var("POD_NAME")
             .ok()
             .filter(|s| !s.is_empty())
@@ -69,6 +60,21 @@ impl LeaderOptions {
             ..Self::default()
         }
     }
+}
+
+/// The controller's own namespace, home of its Lease and affinity key Secret:
+/// `$POD_NAMESPACE`, else the service account's namespace, else `portico`.
+pub fn controller_namespace() -> String {
+    std::env::var("POD_NAMESPACE")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string(SERVICE_ACCOUNT_NAMESPACE)
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "portico".to_owned())
 }
 
 impl Default for LeaderOptions {

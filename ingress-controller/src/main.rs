@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
-use ingress_controller::compile::CompileOptions;
+use ingress_controller::compile::{CompileOptions, AFFINITY_KEY_SECRET};
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
@@ -103,12 +103,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 kubeconfig: args.kubeconfig.clone(),
                 source: kube_source::KubeSourceOptions {
                     watch_namespace: args.watch_namespace.clone(),
+                    configmap: args.configmap.clone(),
+                    affinity_key_namespace: None,
                 },
                 publish: PublishSource::from_flags(
                     args.publish_service.as_deref(),
                     args.publish_address.as_deref(),
                 )?,
                 leader: None,
+                affinity_key_recheck: None,
             };
             reporter = Some(kube_source::start(opts, store.clone(), synced).await?);
         }
@@ -123,6 +126,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         service_proxy: args.service_proxy,
         node_name: args.node_name.clone(),
         node_addresses: args.node_address.clone(),
+        configmap: args.configmap.clone(),
         generation: 0,
     };
     let mut publisher = Publisher::new(
@@ -143,6 +147,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(reporter) = reporter.clone() {
         publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
     }
+    publisher.add_hook(affinity_key_warning());
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
@@ -202,6 +207,33 @@ async fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// Says once, and again whenever it changes, whether replicas share the affinity cookie
+/// key: without the Secret each process draws its own, so a session moves whenever the
+/// load balancer switches replica, and every restart ends every session.
+fn affinity_key_warning() -> impl Fn(&Published<'_>) + Send + Sync {
+    let shared = std::sync::Mutex::new(None::<bool>);
+    move |p: &Published<'_>| {
+        let now = p.compiled.affinity_key.is_some();
+        let mut last = shared.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == Some(now) {
+            return;
+        }
+        *last = Some(now);
+        if now {
+            tracing::info!(
+                secret = AFFINITY_KEY_SECRET,
+                "affinity cookies use the shared key"
+            );
+        } else {
+            tracing::warn!(
+                secret = AFFINITY_KEY_SECRET,
+                "no affinity key Secret: this process uses a key of its own, so other replicas \
+                 (and this one after a restart) will not recognise its affinity cookies"
+            );
+        }
+    }
 }
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

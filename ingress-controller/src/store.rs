@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -52,6 +52,7 @@ pub enum Object {
     EndpointSlice(EndpointSlice),
     Endpoints(Endpoints),
     Secret(Secret),
+    ConfigMap(ConfigMap),
 }
 
 /// The kinds Portico reads.
@@ -63,6 +64,7 @@ pub enum Kind {
     EndpointSlice,
     Endpoints,
     Secret,
+    ConfigMap,
 }
 
 impl Object {
@@ -74,6 +76,7 @@ impl Object {
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -85,6 +88,7 @@ impl Object {
             Object::EndpointSlice(o) => ObjectKey::of(o),
             Object::Endpoints(o) => ObjectKey::of(o),
             Object::Secret(o) => ObjectKey::of(o),
+            Object::ConfigMap(o) => ObjectKey::of(o),
         }
     }
 }
@@ -99,6 +103,7 @@ pub enum SharedObject {
     EndpointSlice(Arc<EndpointSlice>),
     Endpoints(Arc<Endpoints>),
     Secret(Arc<Secret>),
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl From<Object> for SharedObject {
@@ -110,6 +115,7 @@ impl From<Object> for SharedObject {
             Object::EndpointSlice(o) => SharedObject::EndpointSlice(Arc::new(o)),
             Object::Endpoints(o) => SharedObject::Endpoints(Arc::new(o)),
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
+            Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
         }
     }
 }
@@ -123,6 +129,7 @@ impl SharedObject {
             SharedObject::EndpointSlice(_) => Kind::EndpointSlice,
             SharedObject::Endpoints(_) => Kind::Endpoints,
             SharedObject::Secret(_) => Kind::Secret,
+            SharedObject::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -135,6 +142,7 @@ impl SharedObject {
             SharedObject::EndpointSlice(o) => Object::EndpointSlice((**o).clone()),
             SharedObject::Endpoints(o) => Object::Endpoints((**o).clone()),
             SharedObject::Secret(o) => Object::Secret((**o).clone()),
+            SharedObject::ConfigMap(o) => Object::ConfigMap((**o).clone()),
         }
     }
 
@@ -147,6 +155,7 @@ impl SharedObject {
             (SharedObject::EndpointSlice(a), SharedObject::EndpointSlice(b)) => Arc::ptr_eq(a, b),
             (SharedObject::Endpoints(a), SharedObject::Endpoints(b)) => Arc::ptr_eq(a, b),
             (SharedObject::Secret(a), SharedObject::Secret(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::ConfigMap(a), SharedObject::ConfigMap(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -154,7 +163,7 @@ impl SharedObject {
 
 /// Every object of every kind, keyed by `namespace/name`. Ordered maps keep `compile`
 /// deterministic. Each map sits behind an `Arc` and is copied on write only while a
-/// snapshot still shares it, so a snapshot costs six reference counts rather than a copy
+/// snapshot still shares it, so a snapshot costs seven reference counts rather than a copy
 /// of tens of thousands of keys.
 #[derive(Clone, Debug, Default)]
 pub struct Store {
@@ -164,6 +173,8 @@ pub struct Store {
     pub endpoint_slices: Arc<BTreeMap<ObjectKey, Arc<EndpointSlice>>>,
     pub endpoints: Arc<BTreeMap<ObjectKey, Arc<Endpoints>>>,
     pub secrets: Arc<BTreeMap<ObjectKey, Arc<Secret>>>,
+    /// Only the one named by `--configmap` (and, from a folder, any in it).
+    pub config_maps: Arc<BTreeMap<ObjectKey, Arc<ConfigMap>>>,
 }
 
 impl Store {
@@ -189,6 +200,9 @@ impl Store {
             Object::Secret(o) => {
                 Arc::make_mut(&mut self.secrets).insert(key, Arc::new(o));
             }
+            Object::ConfigMap(o) => {
+                Arc::make_mut(&mut self.config_maps).insert(key, Arc::new(o));
+            }
         }
     }
 
@@ -205,6 +219,7 @@ impl Store {
             }
             SharedObject::Endpoints(o) => drop(Arc::make_mut(&mut self.endpoints).insert(key, o)),
             SharedObject::Secret(o) => drop(Arc::make_mut(&mut self.secrets).insert(key, o)),
+            SharedObject::ConfigMap(o) => drop(Arc::make_mut(&mut self.config_maps).insert(key, o)),
         }
     }
 
@@ -217,6 +232,25 @@ impl Store {
             Kind::EndpointSlice => drop(Arc::make_mut(&mut self.endpoint_slices).remove(key)),
             Kind::Endpoints => drop(Arc::make_mut(&mut self.endpoints).remove(key)),
             Kind::Secret => drop(Arc::make_mut(&mut self.secrets).remove(key)),
+            Kind::ConfigMap => drop(Arc::make_mut(&mut self.config_maps).remove(key)),
+        }
+    }
+
+    /// Drop every object of `kind` but `keep`: a relist of the kind, when `keep` is
+    /// watched on its own (the affinity key Secret beside the TLS Secrets).
+    pub fn clear_except(&mut self, kind: Kind, keep: &ObjectKey) {
+        fn keep_only<V: Clone>(map: &mut Arc<BTreeMap<ObjectKey, V>>, keep: &ObjectKey) {
+            let kept = map.get_key_value(keep).map(|(k, v)| (k.clone(), v.clone()));
+            *map = Arc::new(kept.into_iter().collect());
+        }
+        match kind {
+            Kind::Ingress => keep_only(&mut self.ingresses, keep),
+            Kind::IngressClass => keep_only(&mut self.ingress_classes, keep),
+            Kind::Service => keep_only(&mut self.services, keep),
+            Kind::EndpointSlice => keep_only(&mut self.endpoint_slices, keep),
+            Kind::Endpoints => keep_only(&mut self.endpoints, keep),
+            Kind::Secret => keep_only(&mut self.secrets, keep),
+            Kind::ConfigMap => keep_only(&mut self.config_maps, keep),
         }
     }
 
@@ -229,6 +263,7 @@ impl Store {
             Kind::EndpointSlice => self.endpoint_slices = Arc::default(),
             Kind::Endpoints => self.endpoints = Arc::default(),
             Kind::Secret => self.secrets = Arc::default(),
+            Kind::ConfigMap => self.config_maps = Arc::default(),
         }
     }
 }

@@ -45,7 +45,7 @@ async fn routes_from_manifests_and_reports_metrics() {
         r#"portico_requests_total{status="200",host="b.example.com",backend="default/beta:80",blame="none"} 1"#,
         r#"portico_requests_total{status="404",host="other",backend="none",blame="config"} 1"#,
         r#"portico_backend_endpoints{backend="default/alpha:80",ready="true"} 1"#,
-        r#"portico_upstream_latency_seconds_count{backend="default/alpha:80",blame="none"} 1"#,
+        r#"portico_upstream_latency_seconds_count{backend="default/alpha:80"} 1"#,
         "portico_config_reloads_total",
         "portico_config_reload_duration_seconds_count",
     ] {

@@ -307,6 +307,7 @@ async fn watch_namespace_limits_namespaced_kinds() {
         &api,
         KubeSourceOptions {
             watch_namespace: Some("other".into()),
+            ..KubeSourceOptions::default()
         },
     )
     .await;

@@ -232,8 +232,8 @@ fn parse_samesite(v: &str) -> Result<SameSite, String> {
     }
 }
 
-/// A whole number of seconds (cookie lifetimes; zero is meaningful there).
-fn parse_seconds(v: &str) -> Result<Duration, String> {
+/// A whole number of seconds (cookie lifetimes, HSTS max-age; zero is meaningful there).
+pub(super) fn parse_seconds(v: &str) -> Result<Duration, String> {
     if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
         return Err("a whole number of seconds".into());
     }

@@ -78,6 +78,16 @@ pub enum DiagnosticReason {
     UnsupportedProtocol,
     /// Two Service ports claim one L4 listen address; the first in name order keeps it.
     ListenAddressConflict,
+    /// A `--configmap` key whose value Portico could not parse; the default applies.
+    InvalidSetting,
+    /// A `--configmap` key Portico does not honour; it is ignored.
+    UnsupportedSetting,
+    /// The ConfigMap named by `--configmap` does not exist; defaults apply.
+    ConfigMapNotFound,
+    /// The affinity cookie key Secret has no usable key.
+    InvalidAffinityKey,
+    /// Several affinity cookie key Secrets; the first in namespace order is used.
+    DuplicateAffinityKey,
 }
 
 impl DiagnosticReason {
@@ -110,6 +120,11 @@ impl DiagnosticReason {
             ServiceNotForwarded => "service_not_forwarded",
             UnsupportedProtocol => "unsupported_protocol",
             ListenAddressConflict => "listen_address_conflict",
+            InvalidSetting => "invalid_setting",
+            UnsupportedSetting => "unsupported_setting",
+            ConfigMapNotFound => "configmap_not_found",
+            InvalidAffinityKey => "invalid_affinity_key",
+            DuplicateAffinityKey => "duplicate_affinity_key",
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod endpoints;
 mod hosts;
 mod l4;
 mod policy;
+mod settings;
 mod syntax;
 
 #[cfg(test)]
@@ -39,6 +40,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
+use proxy_core::balance::AffinityKey;
 use proxy_core::config::Config;
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
@@ -46,6 +48,10 @@ pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
 pub use policy::PolicyDefaults;
+pub use settings::{
+    decode_key, encode_key, GlobalSettings, AFFINITY_KEY_FIELD, AFFINITY_KEY_LEN,
+    AFFINITY_KEY_SECRET,
+};
 
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -62,6 +68,8 @@ pub struct CompileOptions {
     pub service_proxy: bool,
     pub node_name: Option<String>,
     pub node_addresses: Vec<IpAddr>,
+    /// `--configmap NS/NAME`: the global settings.
+    pub configmap: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
 }
@@ -75,6 +83,7 @@ impl Default for CompileOptions {
             service_proxy: false,
             node_name: None,
             node_addresses: Vec::new(),
+            configmap: None,
             generation: 0,
         }
     }
@@ -91,6 +100,10 @@ pub struct Compiled {
     pub diagnostics: Vec<Diagnostic>,
     /// Ingresses of our class, sorted; their status is ours to write.
     pub owned_ingresses: Vec<ObjectKey>,
+    /// From `--configmap`; defaults without one.
+    pub settings: GlobalSettings,
+    /// From the [`AFFINITY_KEY_SECRET`] Secret; `None` when it is missing or malformed.
+    pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -139,7 +152,9 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         &mut cache.secrets,
         &mut diags,
     );
-    let defaults = PolicyDefaults::default();
+    let settings = settings::global_settings(store, opts.configmap.as_ref(), &mut diags);
+    let affinity_key = settings::affinity_key(store, &mut diags);
+    let defaults = settings.policy_defaults();
     let update = cache
         .routes
         .update(&ours, |host| tls.hosts.covers(host), &defaults);
@@ -216,8 +231,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         default_backend,
         backends: cache.backends.backends(),
         l4,
-        settings: Default::default(),
-        affinity_key: None,
+        settings: settings.proxy_settings(),
+        affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
@@ -241,6 +256,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         default_cert,
         diagnostics: diags,
         owned_ingresses,
+        settings,
+        affinity_key,
     }
 }
 

@@ -34,6 +34,7 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "EndpointSlice" => Object::EndpointSlice(serde_yaml_ng::from_value(value).unwrap()),
             "Endpoints" => Object::Endpoints(serde_yaml_ng::from_value(value).unwrap()),
             "Secret" => Object::Secret(serde_yaml_ng::from_value(value).unwrap()),
+            "ConfigMap" => Object::ConfigMap(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),
         };
         store.apply(obj);

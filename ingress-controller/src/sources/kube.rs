@@ -8,7 +8,9 @@
 //! here is fatal.
 //!
 //! Secrets are watched with the field selector `type=kubernetes.io/tls`: only TLS Secrets
-//! are ever used, and a cluster's other Secrets (Helm releases, tokens) can be large.
+//! are ever used, and a cluster's other Secrets (Helm releases, tokens) can be large. The
+//! one exception, the affinity key Secret in the controller's namespace, has a watch of its
+//! own by name, as has the `--configmap` ConfigMap: nothing else of those is read.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -16,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
@@ -27,13 +29,15 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
 
-use crate::compile::Compiled;
+use crate::affinity_key;
+use crate::compile::{Compiled, AFFINITY_KEY_SECRET};
 use crate::events::{self, EventPublisher};
 use crate::leader::{self, LeaderOptions};
 use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
 
-/// Every kind the source watches; readiness waits for the first full list of each.
+/// The kinds the source always watches; readiness waits for the first full list of each
+/// (and of the settings ConfigMap and affinity key Secret, when those are watched).
 pub const KINDS: [Kind; 6] = [
     Kind::Ingress,
     Kind::IngressClass,
@@ -55,6 +59,12 @@ pub struct KubeSourceOptions {
     /// Watch only this namespace (IngressClasses are cluster-scoped and always watched).
     /// `None` watches every namespace.
     pub watch_namespace: Option<String>,
+    /// `--configmap`: this one ConfigMap is watched (whatever `watch_namespace` says).
+    pub configmap: Option<ObjectKey>,
+    /// The controller's namespace, where the affinity key Secret
+    /// ([`AFFINITY_KEY_SECRET`]) is watched. `None`: not watched; [`start`] fills it in
+    /// with the leader Lease's namespace.
+    pub affinity_key_namespace: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +112,9 @@ pub struct KubeOptions {
     /// From `--publish-service` / `--publish-address`.
     pub publish: PublishSource,
     pub leader: Option<LeaderOptions>,
+    /// How often the leader checks that the affinity key Secret exists; default
+    /// [`affinity_key::RECHECK`].
+    pub affinity_key_recheck: Option<std::time::Duration>,
 }
 
 /// What the publish loop reports back to the API server after each compile.
@@ -145,17 +158,30 @@ impl ApiReporter {
 }
 
 /// Connect, then start in the background: the watches into `store` (setting `ready` once
-/// synced), leader election, the status writer and the Event publisher.
+/// synced), leader election, the status writer, the Event publisher and, on the leader,
+/// the affinity key Secret's upkeep.
 pub async fn start(
     opts: KubeOptions,
     store: SharedStore,
     ready: watch::Sender<bool>,
 ) -> Result<ApiReporter, ClientError> {
     let client = client(opts.kubeconfig.as_deref()).await?;
-    tokio::spawn(run(client.clone(), store.clone(), opts.source, ready));
     let leader_opts = opts.leader.unwrap_or_else(LeaderOptions::from_env);
+    let mut source = opts.source;
+    // The affinity key Secret lives beside the Lease, in the controller's namespace.
+    let key_namespace = source
+        .affinity_key_namespace
+        .get_or_insert_with(|| leader_opts.namespace.clone())
+        .clone();
+    tokio::spawn(run(client.clone(), store.clone(), source, ready));
     let identity = leader_opts.identity.clone();
     let (leader_tx, leader_rx) = watch::channel(false);
+    tokio::spawn(affinity_key::run(
+        client.clone(),
+        key_namespace,
+        opts.affinity_key_recheck.unwrap_or(affinity_key::RECHECK),
+        leader_rx.clone(),
+    ));
     let (stop_tx, stop_rx) = watch::channel(false);
     let elector = tokio::spawn(leader::run(client.clone(), leader_opts, leader_tx, stop_rx));
     let status = status::spawn(
@@ -174,31 +200,89 @@ pub async fn start(
     })
 }
 
-/// Watch the six kinds into `store` until the process ends. `ready` turns true once every
-/// kind has been listed completely for the first time, and stays true across relists (the
-/// last good objects keep serving meanwhile).
+/// Watch the six kinds (and, when asked, the settings ConfigMap and the affinity key
+/// Secret) into `store` until the process ends. `ready` turns true once every watch has
+/// listed completely for the first time, and stays true across relists (the last good
+/// objects keep serving meanwhile).
 pub async fn run(
     client: Client,
     store: SharedStore,
     opts: KubeSourceOptions,
     ready: watch::Sender<bool>,
 ) {
-    let synced = Arc::new(Synced {
-        kinds: Mutex::new(HashSet::new()),
-        ready,
-    });
     let ns = opts.watch_namespace.as_deref();
     let plain = watcher::Config::default();
-    let secrets = watcher::Config::default().fields(SECRET_FIELD_SELECTOR);
+    let affinity_key = opts
+        .affinity_key_namespace
+        .as_deref()
+        .map(|ns| ObjectKey::new(ns, AFFINITY_KEY_SECRET));
+    let mut expected: Vec<&'static str> = KINDS.iter().map(|k| watch_name(*k)).collect();
+    if opts.configmap.is_some() {
+        expected.push(CONFIGMAP_WATCH);
+    }
+    if affinity_key.is_some() {
+        expected.push(AFFINITY_KEY_WATCH);
+    }
+    let synced = Arc::new(Synced {
+        done: Mutex::new(HashSet::new()),
+        expected,
+        ready,
+    });
     tracing::info!(
         namespace = ns.unwrap_or("<all>"),
+        configmap = opts.configmap.as_ref().map(tracing::field::display),
+        affinity_key = affinity_key.as_ref().map(tracing::field::display),
         "watching the Kubernetes API"
     );
+    // The TLS Secrets' relist must leave the affinity key Secret (watched on its own) be.
+    let tls_scope = match &affinity_key {
+        Some(key) => Scope::AllBut(key.clone()),
+        None => Scope::Kind,
+    };
+    let w = |kind| Watch {
+        name: watch_name(kind),
+        kind,
+        scope: Scope::Kind,
+    };
+    // Named by `--configmap` / the affinity key: one object each, by field selector.
+    let configmap = async {
+        if let Some(key) = &opts.configmap {
+            watch_kind(
+                Api::<ConfigMap>::namespaced(client.clone(), &key.namespace),
+                by_name(&key.name),
+                Watch {
+                    name: CONFIGMAP_WATCH,
+                    ..w(Kind::ConfigMap)
+                },
+                Object::ConfigMap,
+                &store,
+                &synced,
+            )
+            .await;
+        }
+    };
+    let affinity = async {
+        if let Some(key) = &affinity_key {
+            watch_kind(
+                Api::<Secret>::namespaced(client.clone(), &key.namespace),
+                by_name(&key.name),
+                Watch {
+                    name: AFFINITY_KEY_WATCH,
+                    kind: Kind::Secret,
+                    scope: Scope::One(key.clone()),
+                },
+                Object::Secret,
+                &store,
+                &synced,
+            )
+            .await;
+        }
+    };
     futures::join!(
         watch_kind(
             api::<Ingress>(&client, ns),
             plain.clone(),
-            Kind::Ingress,
+            w(Kind::Ingress),
             Object::Ingress,
             &store,
             &synced,
@@ -206,7 +290,7 @@ pub async fn run(
         watch_kind(
             Api::<IngressClass>::all(client.clone()),
             plain.clone(),
-            Kind::IngressClass,
+            w(Kind::IngressClass),
             Object::IngressClass,
             &store,
             &synced,
@@ -214,7 +298,7 @@ pub async fn run(
         watch_kind(
             api::<Service>(&client, ns),
             plain.clone(),
-            Kind::Service,
+            w(Kind::Service),
             Object::Service,
             &store,
             &synced,
@@ -222,7 +306,7 @@ pub async fn run(
         watch_kind(
             api::<EndpointSlice>(&client, ns),
             plain.clone(),
-            Kind::EndpointSlice,
+            w(Kind::EndpointSlice),
             Object::EndpointSlice,
             &store,
             &synced,
@@ -230,20 +314,47 @@ pub async fn run(
         watch_kind(
             api::<Endpoints>(&client, ns),
             plain,
-            Kind::Endpoints,
+            w(Kind::Endpoints),
             Object::Endpoints,
             &store,
             &synced,
         ),
         watch_kind(
             api::<Secret>(&client, ns),
-            secrets,
-            Kind::Secret,
+            watcher::Config::default().fields(SECRET_FIELD_SELECTOR),
+            Watch {
+                scope: tls_scope,
+                ..w(Kind::Secret)
+            },
             Object::Secret,
             &store,
             &synced,
         ),
+        configmap,
+        affinity,
     );
+}
+
+/// Readiness label of the watch of the settings ConfigMap.
+const CONFIGMAP_WATCH: &str = "ConfigMap";
+/// Readiness label of the watch of the affinity key Secret.
+const AFFINITY_KEY_WATCH: &str = "affinity key Secret";
+
+fn watch_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Ingress => "Ingress",
+        Kind::IngressClass => "IngressClass",
+        Kind::Service => "Service",
+        Kind::EndpointSlice => "EndpointSlice",
+        Kind::Endpoints => "Endpoints",
+        Kind::Secret => "Secret",
+        Kind::ConfigMap => CONFIGMAP_WATCH,
+    }
+}
+
+/// A watch of a single object, by name.
+fn by_name(name: &str) -> watcher::Config {
+    watcher::Config::default().fields(&format!("metadata.name={name}"))
 }
 
 fn api<K>(client: &Client, ns: Option<&str>) -> Api<K>
@@ -257,18 +368,19 @@ where
     }
 }
 
-/// Which kinds have completed their first list.
+/// Which watches have completed their first list.
 struct Synced {
-    kinds: Mutex<HashSet<Kind>>,
+    done: Mutex<HashSet<&'static str>>,
+    expected: Vec<&'static str>,
     ready: watch::Sender<bool>,
 }
 
 impl Synced {
-    fn mark(&self, kind: Kind) {
-        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
-        if kinds.insert(kind) {
-            tracing::info!(?kind, "initial list synced");
-            if KINDS.iter().all(|k| kinds.contains(k)) {
+    fn mark(&self, watch: &'static str) {
+        let mut done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        if done.insert(watch) {
+            tracing::info!(watch, "initial list synced");
+            if self.expected.iter().all(|w| done.contains(w)) {
                 tracing::info!("all kinds synced; ready");
                 self.ready.send_replace(true);
             }
@@ -276,16 +388,35 @@ impl Synced {
     }
 }
 
+/// What a relist replaces in the store.
+#[derive(Clone, Debug)]
+enum Scope {
+    /// Every object of the kind: the only watch of its kind.
+    Kind,
+    /// Every object of the kind but this one, which another watch owns.
+    AllBut(ObjectKey),
+    /// This one object.
+    One(ObjectKey),
+}
+
+/// One watch: its readiness label, the kind it fills and what its relists replace.
+struct Watch {
+    name: &'static str,
+    kind: Kind,
+    scope: Scope,
+}
+
 async fn watch_kind<K>(
     api: Api<K>,
     config: watcher::Config,
-    kind: Kind,
+    watch: Watch,
     wrap: fn(K) -> Object,
     store: &SharedStore,
     synced: &Synced,
 ) where
     K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
 {
+    let Watch { name, kind, scope } = watch;
     let mut events = watcher(api, config).default_backoff().boxed();
     // The objects of a list in progress; swapped into the store whole on InitDone.
     let mut listing: Vec<Object> = Vec::new();
@@ -295,31 +426,35 @@ async fn watch_kind<K>(
             Ok(Event::InitApply(obj)) => listing.push(wrap(trim(obj))),
             Ok(Event::InitDone) => {
                 let objects = std::mem::take(&mut listing);
-                tracing::debug!(?kind, count = objects.len(), "list complete");
+                tracing::debug!(watch = name, count = objects.len(), "list complete");
                 store.update(|s| {
-                    s.clear(kind);
+                    match &scope {
+                        Scope::Kind => s.clear(kind),
+                        Scope::AllBut(keep) => s.clear_except(kind, keep),
+                        Scope::One(key) => s.remove(kind, key),
+                    }
                     for obj in objects {
                         s.apply(obj);
                     }
                 });
-                synced.mark(kind);
+                synced.mark(name);
             }
             Ok(Event::Apply(obj)) => {
-                tracing::debug!(?kind, object = %ObjectKey::of(&obj), "applied");
+                tracing::debug!(watch = name, object = %ObjectKey::of(&obj), "applied");
                 let obj = wrap(trim(obj));
                 store.update(|s| s.apply(obj));
             }
             Ok(Event::Delete(obj)) => {
                 let key = ObjectKey::of(&obj);
-                tracing::debug!(?kind, object = %key, "deleted");
+                tracing::debug!(watch = name, object = %key, "deleted");
                 store.update(|s| s.remove(kind, &key));
             }
             // The watcher recovers by itself (resuming, or relisting after 410 Gone); the
             // backoff spaces the retries out.
-            Err(error) => tracing::warn!(?kind, %error, "watch error; retrying"),
+            Err(error) => tracing::warn!(watch = name, %error, "watch error; retrying"),
         }
     }
-    tracing::error!(?kind, "watch stream ended");
+    tracing::error!(watch = name, "watch stream ended");
 }
 
 /// Drop what nothing reads, to keep the store small.

@@ -71,6 +71,13 @@ const RESOURCES: &[ResDef] = &[
         namespaced: true,
     },
     ResDef {
+        group: "",
+        version: "v1",
+        plural: "configmaps",
+        kind: "ConfigMap",
+        namespaced: true,
+    },
+    ResDef {
         group: "networking.k8s.io",
         version: "v1",
         plural: "ingresses",
@@ -158,6 +165,8 @@ struct State {
     requests: Vec<Recorded>,
     /// Requests answered 500 while set, by method (e.g. to fail status patches).
     fail_method: Option<String>,
+    /// Requests for exactly this path answered 500 while set (to hold one watch back).
+    fail_path: Option<String>,
     /// Set by `stop`: the aborted server task may still run briefly, so requests check it.
     stopped: bool,
 }
@@ -689,6 +698,11 @@ impl ApiServer {
         self.lock().fail_method = method.map(str::to_owned);
     }
 
+    /// Answer every request for exactly this path with 500 (None to stop).
+    pub fn fail_path(&self, path: Option<&str>) {
+        self.lock().fail_path = path.map(str::to_owned);
+    }
+
     pub fn requests(&self) -> Vec<Recorded> {
         self.lock().requests.clone()
     }
@@ -750,7 +764,9 @@ async fn handle(
         content_type: content_type.clone(),
         body: String::from_utf8_lossy(&body).into_owned(),
     });
-    if s.fail_method.as_deref() == Some(method.as_str()) {
+    if s.fail_method.as_deref() == Some(method.as_str())
+        || s.fail_path.as_deref() == Some(path.as_str())
+    {
         return Ok(error_response(status(
             StatusCode::INTERNAL_SERVER_ERROR,
             "InternalError",

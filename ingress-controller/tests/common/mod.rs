@@ -200,7 +200,8 @@ impl Drop for Controller {
 }
 
 /// A tiny HTTP/1.1 backend: answers every request with `200`, the body
-/// `<name> <path>` and the header `x-backend: <name>`.
+/// `<name> <path>`, the header `x-backend: <name>`, and the client address headers it
+/// was sent as `echo-x-real-ip` / `echo-x-forwarded-for`.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -231,10 +232,13 @@ impl Backend {
                         async move {
                             tokio::time::sleep(delay).await;
                             let body = format!("{name} {}", req.uri().path());
-                            let resp = Response::builder()
-                                .header("x-backend", name.as_str())
-                                .body(Full::new(Bytes::from(body)))
-                                .expect("response");
+                            let mut resp = Response::builder().header("x-backend", name.as_str());
+                            for h in ["x-real-ip", "x-forwarded-for"] {
+                                if let Some(v) = req.headers().get(h) {
+                                    resp = resp.header(format!("echo-{h}"), v);
+                                }
+                            }
+                            let resp = resp.body(Full::new(Bytes::from(body))).expect("response");
                             Ok::<_, Infallible>(resp)
                         }
                     });

@@ -867,6 +867,53 @@ mod tests {
     }
 
     #[test]
+    fn settings_configmap_and_affinity_key_come_from_the_folder() {
+        use crate::compile::{compile, CompileOptions};
+
+        let configmap = |body_size: &str| {
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{namespace: portico, name: portico}}\n\
+                 data:\n  proxy-body-size: \"{body_size}\"\n  use-forwarded-headers: \"true\"\n"
+            )
+        };
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("settings.yaml"), configmap("8m")).unwrap();
+        // Written by hand, as stringData; any namespace will do over a folder.
+        std::fs::write(
+            dir.path().join("key.yaml"),
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: portico-affinity-key}\ntype: Opaque\n\
+             stringData:\n  key: 00112233445566778899AABBCCDDEEFF\n",
+        )
+        .unwrap();
+        let (mut src, store, seen) = source(dir.path());
+        assert!(src.rescan());
+        assert!(seen.lock().unwrap().is_empty());
+        let opts = CompileOptions {
+            configmap: Some(ObjectKey::new("portico", "portico")),
+            ..CompileOptions::default()
+        };
+        let c = compile(&store.snapshot(), &opts);
+        assert_eq!(c.settings.proxy_body_size, Some(8 << 20));
+        assert!(c.settings.use_forwarded_headers);
+        assert_eq!(
+            c.affinity_key,
+            crate::compile::decode_key(b"00112233445566778899aabbccddeeff")
+        );
+        assert!(c.diagnostics.is_empty(), "{:?}", c.diagnostics);
+
+        // An edit changes the settings; a deletion brings the defaults back with a warning.
+        std::fs::write(dir.path().join("settings.yaml"), configmap("0")).unwrap();
+        assert!(src.rescan());
+        let c = compile(&store.snapshot(), &opts);
+        assert_eq!(c.settings.proxy_body_size, None);
+        std::fs::remove_file(dir.path().join("settings.yaml")).unwrap();
+        assert!(src.rescan());
+        let c = compile(&store.snapshot(), &opts);
+        assert_eq!(c.settings, crate::compile::GlobalSettings::default());
+        assert_eq!(c.diagnostics.len(), 1, "{:?}", c.diagnostics);
+    }
+
+    #[test]
     fn watcher_applies_edits_additions_renames_and_deletions() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("a.yaml"), service("a", 1)).unwrap();

@@ -200,6 +200,7 @@ fn same(a: &SharedObject, b: &mut Object) -> bool {
         (SharedObject::EndpointSlice(a), Object::EndpointSlice(b)) => eq!(a, b),
         (SharedObject::Endpoints(a), Object::Endpoints(b)) => eq!(a, b),
         (SharedObject::Secret(a), Object::Secret(b)) => eq!(a, b),
+        (SharedObject::ConfigMap(a), Object::ConfigMap(b)) => eq!(a, b),
         _ => false,
     }
 }
@@ -212,6 +213,7 @@ fn created(obj: &SharedObject) -> Option<Time> {
         SharedObject::EndpointSlice(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Endpoints(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Secret(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::ConfigMap(o) => o.metadata.creation_timestamp.clone(),
     }
 }
 
@@ -226,6 +228,7 @@ fn set_created(obj: &mut Object, first_seen: Time) {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Endpoints(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
     };
     if meta.creation_timestamp.is_none() {
         meta.creation_timestamp = Some(first_seen);

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::ByteString;
@@ -157,7 +157,7 @@ fn type_meta(value: &Value) -> Result<(String, String), String> {
 fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>, String> {
     let want = match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" | "Endpoints" | "Secret" => "v1",
+        "Service" | "Endpoints" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         _ => {
             tracing::debug!(api_version, kind, "skipping a kind Portico does not read");
@@ -192,6 +192,7 @@ fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>,
         "Secret" => Object::Secret(merge_string_data(
             serde_json::from_value(value).map_err(typed)?,
         )),
+        "ConfigMap" => Object::ConfigMap(serde_json::from_value(value).map_err(typed)?),
         _ => return Ok(None),
     };
     Ok(Some(default_namespace(obj)))
@@ -217,6 +218,7 @@ fn default_namespace(mut obj: Object) -> Object {
         Object::EndpointSlice(o) => &mut o.metadata,
         Object::Endpoints(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
+        Object::ConfigMap(o) => &mut o.metadata,
         Object::IngressClass(_) => return obj,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
@@ -326,6 +328,7 @@ impl<'de> de::Visitor<'de> for ObjectVisitor<'_> {
             Some("Endpoints") => drop(Endpoints::deserialize(d)?),
             Some("EndpointSlice") => drop(EndpointSlice::deserialize(d)?),
             Some("Secret") => drop(Secret::deserialize(d)?),
+            Some("ConfigMap") => drop(ConfigMap::deserialize(d)?),
             _ => drop(IgnoredAny::deserialize(d)?),
         }
         Err(de::Error::custom(self.0.message))

@@ -1,0 +1,346 @@
+//! Controller-wide settings: the `--configmap` ConfigMap, read with ingress-nginx's key
+//! names and defaults so a migrated ConfigMap keeps meaning the same thing, and the
+//! affinity cookie key Secret that replicas share.
+//!
+//! Every key has its own strict parser. A value that does not parse, or a key Portico does
+//! not know, is a diagnostic and the key keeps its default: a typo in the ConfigMap never
+//! stops the controller.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue};
+use ipnet::{IpNet, Ipv4Net};
+use k8s_openapi::api::core::v1::Secret;
+use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NAME};
+use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
+
+use super::annotations::{parse_bool, parse_seconds, parse_size, parse_timeout};
+use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::policy::PolicyDefaults;
+use crate::store::{Kind, ObjectKey, Store};
+
+/// Name of the Secret holding the key that affinity cookies are keyed with, so that every
+/// replica (and a restarted one) recognises the others' cookies. In a cluster it lives in
+/// the controller's namespace and the leader creates it when missing; over a manifest
+/// folder it may be in any namespace.
+///
+/// Type `Opaque` (or unset); data key [`AFFINITY_KEY_FIELD`] holds exactly 32 hexadecimal
+/// digits (16 bytes, upper or lower case; surrounding whitespace, such as the newline of
+/// `--from-file`, is ignored). Make one by hand with
+/// `kubectl -n portico create secret generic portico-affinity-key --from-literal=key=$(openssl rand -hex 16)`.
+pub const AFFINITY_KEY_SECRET: &str = "portico-affinity-key";
+/// The data key of [`AFFINITY_KEY_SECRET`] that holds the key.
+pub const AFFINITY_KEY_FIELD: &str = "key";
+/// Length of the affinity cookie key, in bytes.
+pub const AFFINITY_KEY_LEN: usize = 16;
+
+/// The settings of the `--configmap` ConfigMap, validated. Defaults are ingress-nginx's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalSettings {
+    /// `use-forwarded-headers` (false): trust `X-Forwarded-*` from clients in
+    /// `proxy_real_ip_cidr`.
+    pub use_forwarded_headers: bool,
+    /// `compute-full-forwarded-for` (false): append the client address to the incoming
+    /// forwarded-for header instead of replacing it.
+    pub compute_full_forwarded_for: bool,
+    /// `forwarded-for-header` (`X-Forwarded-For`), lower-cased as header names are.
+    pub forwarded_for_header: HeaderName,
+    /// `proxy-real-ip-cidr` (`0.0.0.0/0`): the peers whose forwarded headers or PROXY
+    /// protocol header are trusted.
+    pub proxy_real_ip_cidr: Vec<IpNet>,
+    /// `use-proxy-protocol` (false): expect a PROXY protocol header on every connection.
+    pub use_proxy_protocol: bool,
+    /// `proxy-connect-timeout` (5 s).
+    pub proxy_connect_timeout: Duration,
+    /// `proxy-read-timeout` (60 s).
+    pub proxy_read_timeout: Duration,
+    /// `proxy-send-timeout` (60 s).
+    pub proxy_send_timeout: Duration,
+    /// `proxy-body-size` (`1m`): the largest request body, in bytes; `None` is unlimited
+    /// (`0`).
+    pub proxy_body_size: Option<u64>,
+    /// `client-body-timeout` (60 s).
+    pub client_body_timeout: Duration,
+    /// `ssl-redirect` (true): redirect plain HTTP to HTTPS on hosts that have TLS.
+    pub ssl_redirect: bool,
+    /// `hsts` (true): send `Strict-Transport-Security` on HTTPS responses.
+    pub hsts: bool,
+    /// `hsts-max-age` (31536000 s).
+    pub hsts_max_age: Duration,
+    /// `hsts-include-subdomains` (true).
+    pub hsts_include_subdomains: bool,
+    /// `hsts-preload` (false).
+    pub hsts_preload: bool,
+    /// `server-tokens` (false): name Portico and its version in the `Server` header.
+    pub server_tokens: bool,
+}
+
+impl Default for GlobalSettings {
+    fn default() -> Self {
+        Self {
+            use_forwarded_headers: false,
+            compute_full_forwarded_for: false,
+            forwarded_for_header: HeaderName::from_static("x-forwarded-for"),
+            proxy_real_ip_cidr: vec![IpNet::V4(Ipv4Net::default())],
+            use_proxy_protocol: false,
+            proxy_connect_timeout: Duration::from_secs(5),
+            proxy_read_timeout: Duration::from_secs(60),
+            proxy_send_timeout: Duration::from_secs(60),
+            proxy_body_size: Some(1024 * 1024),
+            client_body_timeout: Duration::from_secs(60),
+            ssl_redirect: true,
+            hsts: true,
+            hsts_max_age: Duration::from_secs(31_536_000),
+            hsts_include_subdomains: true,
+            hsts_preload: false,
+            server_tokens: false,
+        }
+    }
+}
+
+/// `allow-snippet-annotations`: accepted so a migrated ConfigMap is not noise, but
+/// snippets are never honoured whatever it says.
+const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
+
+impl GlobalSettings {
+    /// What an Ingress path gets when its annotations say nothing.
+    pub fn policy_defaults(&self) -> PolicyDefaults {
+        PolicyDefaults {
+            timeouts: Timeouts {
+                connect: self.proxy_connect_timeout,
+                read: self.proxy_read_timeout,
+                send: self.proxy_send_timeout,
+            },
+            body_size: self.proxy_body_size,
+            ssl_redirect: self.ssl_redirect,
+        }
+    }
+
+    /// The dataplane's share: the client address, PROXY protocol, `Server`, HSTS.
+    pub fn proxy_settings(&self) -> ProxySettings {
+        ProxySettings {
+            client: ClientAddressPolicy {
+                use_forwarded_headers: self.use_forwarded_headers,
+                compute_full_forwarded_for: self.compute_full_forwarded_for,
+                forwarded_for_header: self.forwarded_for_header.clone(),
+                trusted: self.proxy_real_ip_cidr.clone(),
+            },
+            proxy_protocol: self.use_proxy_protocol,
+            server: if self.server_tokens {
+                server_with_version()
+            } else {
+                HeaderValue::from_static(SERVER_NAME)
+            },
+            client_body_timeout: self.client_body_timeout,
+            hsts: self.hsts.then(|| {
+                Hsts::new(
+                    self.hsts_max_age.as_secs(),
+                    self.hsts_include_subdomains,
+                    self.hsts_preload,
+                )
+            }),
+        }
+    }
+}
+
+/// The settings for `configmap` (`--configmap`), defaults when it is not set. A named
+/// ConfigMap that does not exist is a warning, and the defaults apply.
+pub fn global_settings(
+    store: &Store,
+    configmap: Option<&ObjectKey>,
+    diags: &mut Vec<Diagnostic>,
+) -> GlobalSettings {
+    let Some(key) = configmap else {
+        return GlobalSettings::default();
+    };
+    match store.config_maps.get(key) {
+        Some(cm) => parse_settings(key, cm.data.as_ref(), diags),
+        None => {
+            diags.push(Diagnostic::warning(
+                Kind::ConfigMap,
+                key,
+                "",
+                DiagnosticReason::ConfigMapNotFound,
+                format!("--configmap names ConfigMap {key}, which does not exist; default settings apply"),
+            ));
+            GlobalSettings::default()
+        }
+    }
+}
+
+/// The settings in a ConfigMap's `data`.
+pub fn parse_settings(
+    key: &ObjectKey,
+    data: Option<&BTreeMap<String, String>>,
+    diags: &mut Vec<Diagnostic>,
+) -> GlobalSettings {
+    let mut s = GlobalSettings::default();
+    for (name, raw) in data.into_iter().flatten() {
+        let field = format!("data[{name:?}]");
+        let v = raw.trim();
+        if name == ALLOW_SNIPPETS {
+            match parse_bool(v) {
+                Ok(false) => {}
+                Ok(true) => diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::UnsupportedSetting,
+                    format!("{ALLOW_SNIPPETS} is true, but Portico never supports snippets: no annotation can inject proxy configuration"),
+                )),
+                Err(expected) => diags.push(invalid(key, field, name, raw, &expected)),
+            }
+            continue;
+        }
+        match apply(&mut s, name, v) {
+            Some(Ok(())) => {}
+            Some(Err(expected)) => diags.push(invalid(key, field, name, raw, &expected)),
+            None => diags.push(Diagnostic::warning(
+                Kind::ConfigMap,
+                key,
+                field,
+                DiagnosticReason::UnsupportedSetting,
+                format!("key {name} is not supported by Portico, ignored"),
+            )),
+        }
+    }
+    s
+}
+
+fn invalid(key: &ObjectKey, field: String, name: &str, raw: &str, expected: &str) -> Diagnostic {
+    Diagnostic::error(
+        Kind::ConfigMap,
+        key,
+        field,
+        DiagnosticReason::InvalidSetting,
+        format!("key {name} has invalid value {raw:?} (expected {expected}); the default applies"),
+    )
+}
+
+/// Set the field for `name` from `v`; `None` for a key Portico does not know.
+fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), String>> {
+    let r = match name {
+        "use-forwarded-headers" => parse_bool(v).map(|b| s.use_forwarded_headers = b),
+        "compute-full-forwarded-for" => parse_bool(v).map(|b| s.compute_full_forwarded_for = b),
+        "forwarded-for-header" => parse_header_name(v).map(|h| s.forwarded_for_header = h),
+        "proxy-real-ip-cidr" => parse_cidrs(v).map(|c| s.proxy_real_ip_cidr = c),
+        "use-proxy-protocol" => parse_bool(v).map(|b| s.use_proxy_protocol = b),
+        "proxy-connect-timeout" => parse_timeout(v).map(|d| s.proxy_connect_timeout = d),
+        "proxy-read-timeout" => parse_timeout(v).map(|d| s.proxy_read_timeout = d),
+        "proxy-send-timeout" => parse_timeout(v).map(|d| s.proxy_send_timeout = d),
+        "proxy-body-size" => parse_size(v).map(|n| s.proxy_body_size = n),
+        "client-body-timeout" => parse_timeout(v).map(|d| s.client_body_timeout = d),
+        "ssl-redirect" => parse_bool(v).map(|b| s.ssl_redirect = b),
+        "hsts" => parse_bool(v).map(|b| s.hsts = b),
+        "hsts-max-age" => parse_seconds(v).map(|d| s.hsts_max_age = d),
+        "hsts-include-subdomains" => parse_bool(v).map(|b| s.hsts_include_subdomains = b),
+        "hsts-preload" => parse_bool(v).map(|b| s.hsts_preload = b),
+        "server-tokens" => parse_bool(v).map(|b| s.server_tokens = b),
+        _ => return None,
+    };
+    Some(r)
+}
+
+/// An RFC 9110 field name (a token).
+fn parse_header_name(v: &str) -> Result<HeaderName, String> {
+    HeaderName::from_bytes(v.as_bytes()).map_err(|_| "an HTTP header name".into())
+}
+
+/// Comma-separated CIDRs or single addresses, IPv4 or IPv6; at least one. Host bits are
+/// dropped, as nginx's `set_real_ip_from` does.
+fn parse_cidrs(v: &str) -> Result<Vec<IpNet>, String> {
+    const EXPECTED: &str = "comma-separated CIDRs such as 10.0.0.0/8,fd00::/8";
+    let nets: Result<Vec<IpNet>, _> = v
+        .split(',')
+        .map(|item| {
+            let item = item.trim();
+            match item.parse::<IpNet>() {
+                Ok(net) => Ok(net.trunc()),
+                Err(_) => item.parse::<IpAddr>().map(IpNet::from),
+            }
+        })
+        .collect();
+    nets.map_err(|_| EXPECTED.to_owned())
+}
+
+/// The affinity cookie key from the [`AFFINITY_KEY_SECRET`] Secret: the first one in
+/// namespace order when several exist (over a manifest folder; in a cluster only the
+/// controller's namespace is watched), with a warning for the others. Secrets of a type
+/// other than `Opaque` are not candidates: a `kubernetes.io/tls` Secret of that name in an
+/// application's namespace (TLS Secrets are watched everywhere) never sets the key.
+/// A malformed Secret is an error and gives `None`, as does no Secret at all.
+pub fn affinity_key(store: &Store, diags: &mut Vec<Diagnostic>) -> Option<[u8; AFFINITY_KEY_LEN]> {
+    let mut candidates = store
+        .secrets
+        .iter()
+        .filter(|(k, s)| k.name == AFFINITY_KEY_SECRET && is_opaque(s));
+    let (key, secret) = candidates.next()?;
+    for (other, _) in candidates {
+        diags.push(Diagnostic::warning(
+            Kind::Secret,
+            other,
+            "",
+            DiagnosticReason::DuplicateAffinityKey,
+            format!("the affinity cookie key comes from Secret {key}; this one is ignored"),
+        ));
+    }
+    let field = format!("data[{AFFINITY_KEY_FIELD:?}]");
+    let Some(value) = secret.data.as_ref().and_then(|d| d.get(AFFINITY_KEY_FIELD)) else {
+        diags.push(Diagnostic::error(
+            Kind::Secret,
+            key,
+            field,
+            DiagnosticReason::InvalidAffinityKey,
+            format!("affinity cookie key Secret has no {AFFINITY_KEY_FIELD:?} key"),
+        ));
+        return None;
+    };
+    match decode_key(&value.0) {
+        Some(k) => Some(k),
+        None => {
+            diags.push(Diagnostic::error(
+                Kind::Secret,
+                key,
+                field,
+                DiagnosticReason::InvalidAffinityKey,
+                format!(
+                    "affinity cookie key must be {} hexadecimal digits ({AFFINITY_KEY_LEN} bytes)",
+                    AFFINITY_KEY_LEN * 2
+                ),
+            ));
+            None
+        }
+    }
+}
+
+fn is_opaque(s: &Secret) -> bool {
+    matches!(s.type_.as_deref(), None | Some("") | Some("Opaque"))
+}
+
+/// Exactly 32 hex digits, with surrounding whitespace ignored.
+pub fn decode_key(raw: &[u8]) -> Option<[u8; AFFINITY_KEY_LEN]> {
+    let hex = raw.trim_ascii();
+    if hex.len() != AFFINITY_KEY_LEN * 2 {
+        return None;
+    }
+    let digit = |b: u8| {
+        char::from(b)
+            .to_digit(16)
+            .and_then(|d| u8::try_from(d).ok())
+    };
+    let mut out = [0u8; AFFINITY_KEY_LEN];
+    for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+        *byte = digit(pair[0])? << 4 | digit(pair[1])?;
+    }
+    Some(out)
+}
+
+/// `key` as the Secret holds it: lower-case hex.
+pub fn encode_key(key: &[u8; AFFINITY_KEY_LEN]) -> String {
+    key.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests;
