@@ -255,3 +255,62 @@ async fn a_declared_body_over_the_limit_is_413_and_never_sent() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.ends_with("0123456789012345"), "{answer}");
 }
+
+/// A backend that reads a request head and then never reads again.
+async fn deaf_backend() -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_upstream_that_stops_taking_the_body_is_cut_after_the_send_timeout() {
+    let addr = deaf_backend().await;
+    let r = with_policy(rule("app.test", "deaf"), |p| {
+        p.timeouts = Timeouts {
+            send: Duration::from_secs(1),
+            read: Duration::from_secs(60),
+            ..Timeouts::default()
+        }
+    });
+    let px = TestProxy::start(config(vec![r], vec![backend("deaf", &[addr])])).await;
+    let stream = TcpStream::connect(px.addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    // Far more than the socket buffers between the proxy and the backend hold.
+    let body = 64usize << 20;
+    let writer = tokio::spawn(async move {
+        let head = format!("POST / HTTP/1.1\r\nHost: app.test\r\nContent-Length: {body}\r\n\r\n");
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'x'; 64 << 10];
+        for _ in 0..body / chunk.len() {
+            wr.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+    let started = Instant::now();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(20), rd.read(&mut answer))
+        .await
+        .expect("no answer: the send timeout did not fire")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    writer.abort();
+}
