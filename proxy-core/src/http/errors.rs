@@ -59,6 +59,8 @@ pub enum ProxyError {
     UnexpectedUpgrade { target: Target },
     #[error("bad request: {0}")]
     BadRequest(&'static str),
+    #[error("method {0} is not served")]
+    MethodNotAllowed(http::Method),
     #[error("request body larger than {limit} bytes")]
     BodyTooLarge { limit: u64 },
     #[error("client sent no request body data for {timeout:?}")]
@@ -82,6 +84,7 @@ impl ProxyError {
             | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -98,6 +101,7 @@ impl ProxyError {
             | ProxyError::Upstream { .. }
             | ProxyError::UnexpectedUpgrade { .. } => Blame::Upstream,
             ProxyError::BadRequest(_)
+            | ProxyError::MethodNotAllowed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientBodyTimeout { .. }
             | ProxyError::ClientBody(_) => Blame::Client,
@@ -128,6 +132,12 @@ impl ProxyError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
+        if matches!(self, ProxyError::MethodNotAllowed(_)) {
+            resp.headers_mut().insert(
+                header::ALLOW,
+                HeaderValue::from_static("GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS"),
+            );
+        }
         if self.blame() == Blame::Client {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

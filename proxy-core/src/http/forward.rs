@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
 use http::request::Parts;
-use http::{Method, Request, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -128,6 +128,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let info = &conn.info;
         // 1. Route.
+        one_authority(&mut parts)?;
         let route = route(config, &mut parts, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
 
@@ -365,6 +366,44 @@ impl Proxy {
             });
         }
     }
+}
+
+/// Phase 1, first: the request names exactly one host, and the `Host` the upstream gets
+/// is the one the request was routed by. An absolute-form target (HTTP/1.1) or
+/// `:authority` (HTTP/2) replaces `Host` (RFC 9112 §3.2.2); an HTTP/2 `host` header that
+/// disagrees with `:authority`, several `Host` headers, or none on HTTP/1.1 is a 400.
+/// Portico is not a forward proxy (CONNECT) and does not echo requests (TRACE).
+fn one_authority(parts: &mut Parts) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+        return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
+    }
+    let mut hosts = parts.headers.get_all(header::HOST).iter();
+    let (first, more) = (hosts.next(), hosts.next().is_some());
+    if more {
+        return Err(ProxyError::BadRequest("more than one Host header"));
+    }
+    match parts.uri.authority() {
+        Some(authority) => {
+            if parts.version == Version::HTTP_2 {
+                if let Some(host) = first {
+                    if !host
+                        .as_bytes()
+                        .eq_ignore_ascii_case(authority.as_str().as_bytes())
+                    {
+                        return Err(ProxyError::BadRequest("Host differs from :authority"));
+                    }
+                }
+            }
+            let value = HeaderValue::from_str(authority.as_str())
+                .map_err(|_| ProxyError::BadRequest("authority is not a valid Host"))?;
+            parts.headers.insert(header::HOST, value);
+        }
+        None if first.is_none() && parts.version == Version::HTTP_11 => {
+            return Err(ProxyError::BadRequest("HTTP/1.1 request without Host"));
+        }
+        None => {}
+    }
+    Ok(())
 }
 
 /// Phase 1: routes on the canonical path and rewrites the request to it, so the

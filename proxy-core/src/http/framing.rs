@@ -8,9 +8,12 @@
 //! for every request head in order, whether it had both headers. The service takes one
 //! verdict per request: HTTP/1 requests on a connection are served in order.
 //!
-//! Whenever the scanner is unsure (a head hyper will reject anyway, an upgrade after which
-//! the stream is no longer HTTP, HTTP/2's preface) it stops scanning and records nothing
-//! more; requests without a verdict are let through, still with hyper's own safe handling.
+//! Heads may end lines with a bare LF, as hyper accepts them. An `Upgrade` request is
+//! followed like any other: the stream stops being HTTP only once the proxy answers
+//! `101` ([`Verdicts::switched`]). HTTP/2's preface ends the scanning for good. Whenever
+//! the scanner loses track otherwise (a head or chunk line hyper will reject anyway), it
+//! stops and every later request on the connection is refused rather than let through
+//! unchecked.
 
 use std::collections::VecDeque;
 use std::io;
@@ -22,31 +25,69 @@ use std::task::{ready, Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Per-request verdicts of one connection, oldest first, and whether the client has sent
-/// anything at all.
+/// Per-request verdicts of one connection, oldest first, and what the scanner knows of
+/// the connection as a whole.
 #[derive(Clone, Default)]
-pub(crate) struct Verdicts(Arc<Mutex<VecDeque<bool>>>, Arc<AtomicBool>);
+pub(crate) struct Verdicts(Arc<Shared>);
+
+#[derive(Default)]
+struct Shared {
+    queue: Mutex<VecDeque<bool>>,
+    /// The client has sent at least one byte.
+    read: AtomicBool,
+    /// The scanner lost track of the framing: no later request can be vouched for.
+    lost: AtomicBool,
+    /// The connection switched protocols (or to HTTP/2): nothing more to scan.
+    ended: AtomicBool,
+}
+
+/// What the scanner says of one request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Clean,
+    /// Both `Content-Length` and `Transfer-Encoding`.
+    Conflicting,
+    /// The scanner could not follow the framing up to this request.
+    Unknown,
+}
 
 impl Verdicts {
     /// The client has sent at least one byte.
     pub fn has_read(&self) -> bool {
-        self.1.load(Ordering::Acquire)
+        self.0.read.load(Ordering::Acquire)
     }
 
     fn push(&self, conflicting: bool) {
         self.0
+            .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push_back(conflicting);
     }
 
-    /// Whether the next request had conflicting framing headers.
-    pub fn next_is_conflicting(&self) -> bool {
-        self.0
+    /// The proxy answered `101`: what follows is not HTTP.
+    pub fn switched(&self) {
+        self.0.ended.store(true, Ordering::Release);
+    }
+
+    fn ended(&self) -> bool {
+        self.0.ended.load(Ordering::Acquire)
+    }
+
+    /// The verdict on the next HTTP/1 request of the connection.
+    pub fn next(&self) -> Verdict {
+        let next = self
+            .0
+            .queue
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .pop_front()
-            .unwrap_or(false)
+            .pop_front();
+        match next {
+            Some(true) => Verdict::Conflicting,
+            Some(false) => Verdict::Clean,
+            None if self.0.lost.load(Ordering::Acquire) => Verdict::Unknown,
+            None => Verdict::Clean,
+        }
     }
 }
 
@@ -93,17 +134,17 @@ impl Scanner {
                         // Usually a whole head arrives in one read: scan it in place
                         // rather than copying it aside first.
                         let window = &data[..data.len().min(self.max_head)];
-                        if let Some(end) = find(window, b"\r\n\r\n").map(|i| i + 4) {
+                        if let Some(end) = head_end(window) {
                             self.state = self.on_head(&data[..end]);
                             data = &data[end..];
                             continue;
                         }
                     }
-                    let start = buf.len().saturating_sub(3);
+                    let start = buf.len().saturating_sub(2);
                     let room = self.max_head.saturating_sub(buf.len());
                     let take = data.len().min(room.max(1));
                     buf.extend_from_slice(&data[..take]);
-                    let found = find(&buf[start..], b"\r\n\r\n").map(|i| start + i + 4);
+                    let found = head_end(&buf[start..]).map(|i| start + i);
                     match found {
                         Some(end) => {
                             // Bytes past the head belong to the body or the next request.
@@ -112,7 +153,7 @@ impl Scanner {
                             let head = std::mem::take(buf);
                             self.state = self.on_head(&head[..end]);
                         }
-                        None if buf.len() >= self.max_head => self.state = State::Done,
+                        None if buf.len() >= self.max_head => self.state = self.lost(),
                         None => data = &data[take..],
                     }
                 }
@@ -128,7 +169,7 @@ impl Scanner {
                     let Some(nl) = data.iter().position(|b| *b == b'\n') else {
                         line.extend_from_slice(data);
                         if line.len() > MAX_LINE {
-                            self.state = State::Done;
+                            self.state = self.lost();
                         }
                         return;
                     };
@@ -141,7 +182,7 @@ impl Scanner {
                                 0 => State::Trailers(Vec::new()),
                                 n => State::ChunkData(n),
                             })
-                            .unwrap_or(State::Done),
+                            .unwrap_or_else(|| self.lost()),
                         _ if text == b"\r\n" || text == b"\n" => State::Head(Vec::new()),
                         _ => State::Trailers(Vec::new()),
                     };
@@ -170,21 +211,21 @@ impl Scanner {
         // Uninitialised slots on the stack: no allocation and no zeroing per request.
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let slots = &mut slots[..self.max_headers.clamp(1, MAX_HEADERS)];
+        if head.starts_with(b"PRI * HTTP/2.0\r\n") {
+            // HTTP/2 from here on: hyper's HTTP/2 framing needs no guard.
+            self.verdicts.switched();
+            return State::Done;
+        }
         let mut req = httparse::Request::new(&mut []);
         if !matches!(
             req.parse_with_uninit_headers(head, slots),
             Ok(httparse::Status::Complete(_))
         ) {
-            return State::Done;
-        }
-        let method = req.method.unwrap_or("");
-        if method == "PRI" {
-            return State::Done;
+            return self.lost();
         }
         let mut te_chunked = None;
         let mut content_length: Option<u64> = None;
         let mut bad_length = false;
-        let mut upgrade = method.eq_ignore_ascii_case("CONNECT");
         for h in req.headers.iter() {
             if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 let last = h.value.rsplit(|b| *b == b',').next().unwrap_or(b"");
@@ -197,23 +238,40 @@ impl Scanner {
                     Some(n) if content_length.is_none_or(|c| c == n) => content_length = Some(n),
                     _ => bad_length = true,
                 }
-            } else if h.name.eq_ignore_ascii_case("upgrade") {
-                upgrade = true;
             }
         }
         let conflicting = te_chunked.is_some() && (content_length.is_some() || bad_length);
         self.verdicts.push(conflicting);
-        if upgrade {
-            return State::Done;
-        }
         match (te_chunked, content_length) {
             (Some(true), _) => State::ChunkSize(Vec::new()),
-            (Some(false), _) => State::Done,
-            (None, _) if bad_length => State::Done,
+            (Some(false), _) => self.lost(),
+            (None, _) if bad_length => self.lost(),
             (None, Some(0)) | (None, None) => State::Head(Vec::new()),
             (None, Some(n)) => State::Fixed(n),
         }
     }
+}
+
+impl Scanner {
+    /// Stops scanning for good; later requests get [`Verdict::Unknown`].
+    fn lost(&self) -> State {
+        self.verdicts.0.lost.store(true, Ordering::Release);
+        State::Done
+    }
+}
+
+/// Where a request head ends: after its first empty line, with CRLF or bare LF line ends.
+fn head_end(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[from..]) {
+        let nl = from + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => from = nl + 1,
+        }
+    }
+    None
 }
 
 fn chunk_size(line: &[u8]) -> Option<u64> {
@@ -225,10 +283,6 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         return None;
     }
     u64::from_str_radix(std::str::from_utf8(&line[..end]).ok()?, 16).ok()
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    memchr::memmem::find(haystack, needle)
 }
 
 /// The client IO with the scanner on its read side.
@@ -270,9 +324,11 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Guarded<IO> {
         let new = &buf.filled()[before..];
         if !this.read_any && !new.is_empty() {
             this.read_any = true;
-            this.scanner.verdicts.1.store(true, Ordering::Release);
+            this.scanner.verdicts.0.read.store(true, Ordering::Release);
         }
-        this.scanner.feed(new);
+        if !this.scanner.verdicts.ended() {
+            this.scanner.feed(new);
+        }
         Poll::Ready(Ok(()))
     }
 }
@@ -322,7 +378,7 @@ mod tests {
         for c in chunks {
             s.feed(c);
         }
-        let v = verdicts.0.lock().unwrap().iter().copied().collect();
+        let v = verdicts.0.queue.lock().unwrap().iter().copied().collect();
         v
     }
 
@@ -342,19 +398,58 @@ mod tests {
     }
 
     #[test]
-    fn conflict_in_either_order_and_stops_after_upgrade_or_h2() {
+    fn conflict_in_either_order_and_stops_at_h2() {
         assert_eq!(
             scan(&[b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n"]),
             vec![true]
         );
         assert_eq!(
-            scan(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]),
-            vec![false]
-        );
-        assert_eq!(
             scan(&[b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"]),
             Vec::<bool>::new()
         );
+    }
+
+    #[test]
+    fn neither_bare_lf_nor_a_lone_upgrade_header_blinds_the_guard() {
+        // A bare-LF head, then a conflicting one.
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\nHost: x\n\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+            vec![false, true]
+        );
+        // Mixed line ends.
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nHost: x\n\r\nPOST / HTTP/1.1\nContent-Length: 1\nTransfer-Encoding: chunked\n\n"]),
+            vec![false, true]
+        );
+        // An Upgrade header (answered without 101) does not stop the scanner.
+        assert_eq!(
+            scan(&[b"GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\nGET / HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"]),
+            vec![false, true]
+        );
+    }
+
+    #[test]
+    fn a_lost_scanner_vouches_for_nothing_after() {
+        let verdicts = Verdicts::default();
+        let mut s = Scanner {
+            state: State::Head(Vec::new()),
+            max_head: 8192,
+            max_headers: 100,
+            verdicts: verdicts.clone(),
+        };
+        s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n");
+        assert_eq!(verdicts.next(), Verdict::Clean);
+        assert_eq!(verdicts.next(), Verdict::Unknown);
+        // HTTP/2 is not lost: nothing is queued and nothing refused.
+        let h2 = Verdicts::default();
+        let mut s = Scanner {
+            state: State::Head(Vec::new()),
+            max_head: 8192,
+            max_headers: 100,
+            verdicts: h2.clone(),
+        };
+        s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        assert_eq!(h2.next(), Verdict::Clean);
     }
 
     #[test]

@@ -22,6 +22,16 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
 ];
 
+/// Headers a `Connection` header may name but never remove.
+const END_TO_END: [HeaderName; 6] = [
+    header::HOST,
+    header::CONTENT_LENGTH,
+    header::CONTENT_TYPE,
+    header::COOKIE,
+    header::AUTHORIZATION,
+    header::SET_COOKIE,
+];
+
 pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -76,7 +86,11 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for name in named {
-        headers.remove(name);
+        // `Connection` names hop-by-hop headers; it cannot take away the ones the
+        // request's meaning and Portico's routing and affinity rest on.
+        if !END_TO_END.contains(&name) {
+            headers.remove(name);
+        }
     }
     for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
         if present & (1 << i) != 0 {

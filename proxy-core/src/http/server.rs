@@ -7,6 +7,8 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use http::{Request, StatusCode, Version};
+use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -14,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::errors::ProxyError;
+use super::framing::Verdict;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::{framing, Conn, ConnInfo, Proxy, Scheme};
 
@@ -205,19 +208,33 @@ impl Proxy {
             self.opts.max_headers,
         );
         let watch = verdicts.clone();
-        let service = service_fn(move |req| {
+        let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let info = conn_info.clone();
-            let conflicting = verdicts.next_is_conflicting();
+            let verdict = if req.version() == Version::HTTP_2 {
+                Verdict::Clean
+            } else {
+                verdicts.next()
+            };
+            let verdicts = verdicts.clone();
             async move {
-                if conflicting {
+                let refuse = match verdict {
+                    Verdict::Clean => None,
+                    Verdict::Conflicting => Some("both Content-Length and Transfer-Encoding"),
+                    Verdict::Unknown => Some("request framing could not be followed"),
+                };
+                if let Some(why) = refuse {
                     return Ok::<_, Infallible>(proxy.reject(
                         req,
                         &info,
-                        ProxyError::BadRequest("both Content-Length and Transfer-Encoding"),
+                        ProxyError::BadRequest(why),
                     ));
                 }
-                Ok::<_, Infallible>(proxy.handle(req, &info).await)
+                let resp = proxy.handle(req, &info).await;
+                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                    verdicts.switched();
+                }
+                Ok::<_, Infallible>(resp)
             }
         });
         let builder = if info.info.alpn_h2 {
