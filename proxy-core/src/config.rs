@@ -166,6 +166,11 @@ pub struct ProxySettings {
     pub client_body_timeout: Duration,
     /// `Strict-Transport-Security` on HTTPS answers (`hsts`).
     pub hsts: Option<Hsts>,
+    /// A client connection with nothing in flight for this long is closed (`keep-alive`).
+    pub keep_alive: Duration,
+    /// A client that takes no response data for this long is cut off (nginx's
+    /// `send_timeout`).
+    pub send_timeout: Duration,
 }
 
 impl Default for ProxySettings {
@@ -176,6 +181,8 @@ impl Default for ProxySettings {
             server: http::HeaderValue::from_static(SERVER_NAME),
             client_body_timeout: Duration::from_secs(60),
             hsts: Some(Hsts::new(31_536_000, true, false)),
+            keep_alive: Duration::from_secs(75),
+            send_timeout: Duration::from_secs(60),
         }
     }
 }

@@ -63,6 +63,8 @@ pub struct GlobalSettings {
     pub proxy_body_size: Option<u64>,
     /// `client-body-timeout` (60 s).
     pub client_body_timeout: Duration,
+    /// `keep-alive` (75 s): a client connection with nothing in flight this long is closed.
+    pub keep_alive: Duration,
     /// `ssl-redirect` (true): redirect plain HTTP to HTTPS on hosts that have TLS.
     pub ssl_redirect: bool,
     /// `hsts` (true): send `Strict-Transport-Security` on HTTPS responses.
@@ -90,6 +92,7 @@ impl Default for GlobalSettings {
             proxy_send_timeout: Duration::from_secs(60),
             proxy_body_size: Some(1024 * 1024),
             client_body_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(75),
             ssl_redirect: true,
             hsts: true,
             hsts_max_age: Duration::from_secs(31_536_000),
@@ -134,6 +137,7 @@ impl GlobalSettings {
                 HeaderValue::from_static(SERVER_NAME)
             },
             client_body_timeout: self.client_body_timeout,
+            keep_alive: self.keep_alive,
             hsts: self.hsts.then(|| {
                 Hsts::new(
                     self.hsts_max_age.as_secs(),
@@ -141,6 +145,8 @@ impl GlobalSettings {
                     self.hsts_preload,
                 )
             }),
+            // nginx's send_timeout, which ingress-nginx does not expose either.
+            send_timeout: ProxySettings::default().send_timeout,
         }
     }
 }
@@ -232,6 +238,7 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "proxy-send-timeout" => parse_timeout(v).map(|d| s.proxy_send_timeout = d),
         "proxy-body-size" => parse_size(v).map(|n| s.proxy_body_size = n),
         "client-body-timeout" => parse_timeout(v).map(|d| s.client_body_timeout = d),
+        "keep-alive" => parse_timeout(v).map(|d| s.keep_alive = d),
         "ssl-redirect" => parse_bool(v).map(|b| s.ssl_redirect = b),
         "hsts" => parse_bool(v).map(|b| s.hsts = b),
         "hsts-max-age" => parse_seconds(v).map(|d| s.hsts_max_age = d),

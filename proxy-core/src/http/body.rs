@@ -14,6 +14,8 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use super::activity::ActiveGuard;
+
 /// Fires when a body has been waiting on its source for `timeout` since it last made
 /// progress. Costs nothing while data keeps coming: the timer is only armed when the
 /// source has nothing ready.
@@ -147,6 +149,8 @@ pub struct ProxyBody {
     sent: u64,
     end: Option<BodyEnd>,
     on_done: Option<OnDone>,
+    /// Keeps the client connection counted as busy until the body is done.
+    _active: Option<ActiveGuard>,
 }
 
 enum Kind {
@@ -162,6 +166,7 @@ impl ProxyBody {
             sent: 0,
             end: None,
             on_done: None,
+            _active: None,
         }
     }
 
@@ -175,7 +180,13 @@ impl ProxyBody {
             sent: 0,
             end: None,
             on_done: None,
+            _active: None,
         }
+    }
+
+    /// Counts the client connection as busy until the body is done or dropped.
+    pub(crate) fn hold(&mut self, guard: ActiveGuard) {
+        self._active = Some(guard);
     }
 
     /// Runs `f` once the body is done or dropped.

@@ -199,6 +199,7 @@ impl Proxy {
                 client,
                 upstream,
                 choice.target.clone(),
+                policy.timeouts.read,
                 self.shutdown.track(),
             );
         }

@@ -33,11 +33,13 @@
 //! # }
 //! ```
 
+mod activity;
 mod body;
 mod errors;
 mod forward;
 mod framing;
 mod headers;
+mod idle_io;
 pub mod proxy_protocol;
 mod server;
 mod upgrade;
@@ -218,7 +220,11 @@ impl Proxy {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
+            // Finds peers that vanished with streams open; idle connections are closed
+            // by the keep-alive timer instead.
+            .keep_alive_interval(Some(Duration::from_secs(20)))
+            .keep_alive_timeout(Duration::from_secs(20));
         let builder_h2 = builder.clone().http2_only();
         let registry = Arc::new(Registry::new(key, opts.ejection));
         let pool = Arc::new(upstream::Pool::new(opts.pool));

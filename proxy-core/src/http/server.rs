@@ -4,6 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,10 +16,15 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::activity::{Activity, IdleWatch};
 use super::errors::ProxyError;
 use super::framing::Verdict;
+use super::idle_io::WriteIdle;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::{framing, Conn, ConnInfo, Proxy, Scheme};
+
+/// How long an idle connection being closed may take to say goodbye.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest wait for a PROXY protocol header; a load balancer sends it at once.
 const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -197,6 +203,16 @@ impl Proxy {
     {
         let _guard = self.shutdown.track();
         let _extra_guard = extra.map(Shutdown::track);
+        let (keep_alive, send_timeout) = {
+            let config = self.config.load();
+            (config.settings.keep_alive, config.settings.send_timeout)
+        };
+        // A client that stops reading its answers is cut off, freeing the pod's
+        // connection too.
+        let millis = u64::try_from(send_timeout.as_millis()).unwrap_or(u64::MAX);
+        let io = WriteIdle::new(io, Arc::new(AtomicU64::new(millis)));
+        let activity = Activity::new();
+        let busy = activity.clone();
         let info = Arc::new(Conn::new(info));
         let proxy = self.clone();
         let conn_info = info.clone();
@@ -217,23 +233,21 @@ impl Proxy {
                 verdicts.next()
             };
             let verdicts = verdicts.clone();
+            let active = busy.begin();
             async move {
                 let refuse = match verdict {
                     Verdict::Clean => None,
                     Verdict::Conflicting => Some("both Content-Length and Transfer-Encoding"),
                     Verdict::Unknown => Some("request framing could not be followed"),
                 };
-                if let Some(why) = refuse {
-                    return Ok::<_, Infallible>(proxy.reject(
-                        req,
-                        &info,
-                        ProxyError::BadRequest(why),
-                    ));
-                }
-                let resp = proxy.handle(req, &info).await;
+                let mut resp = match refuse {
+                    Some(why) => proxy.reject(req, &info, ProxyError::BadRequest(why)),
+                    None => proxy.handle(req, &info).await,
+                };
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     verdicts.switched();
                 }
+                resp.body_mut().hold(active);
                 Ok::<_, Infallible>(resp)
             }
         });
@@ -250,6 +264,7 @@ impl Proxy {
         // that never sends a byte is dropped after the header-read timeout.
         let mut first_byte = pin!(first_byte(&watch, self.opts.header_read_timeout));
         let mut awaiting_first_byte = true;
+        let mut idle = pin!(IdleWatch::new(activity, keep_alive));
         let result = loop {
             // select! polls every branch on every wake-up, so the first-byte watch ends
             // as soon as a byte has come rather than living on for the whole timeout.
@@ -258,6 +273,16 @@ impl Proxy {
                 _ = &mut stop => {
                     conn.as_mut().graceful_shutdown();
                     break conn.await;
+                }
+                _ = &mut idle => {
+                    tracing::debug!(remote = %info.info.remote, "idle connection closed");
+                    conn.as_mut().graceful_shutdown();
+                    // HTTP/2's goodbye waits on the client's PING answer; one that does
+                    // not answer is dropped.
+                    match tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await {
+                        Ok(result) => break result,
+                        Err(_) => return,
+                    }
                 }
                 sent = &mut first_byte, if awaiting_first_byte => {
                     if !sent {

@@ -1,8 +1,12 @@
-//! `Upgrade` (WebSocket) tunnels: once both sides switched protocols, copy bytes both ways.
+//! `Upgrade` (WebSocket) tunnels: once both sides switched protocols, copy bytes both ways
+//! until either side closes or the pod falls silent for the read timeout.
+
+use std::time::Duration;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::idle_io::ReadIdle;
 use super::ShutdownGuard;
 use crate::balance::Target;
 
@@ -12,6 +16,7 @@ pub(crate) fn spawn_tunnel(
     client: OnUpgrade,
     upstream: OnUpgrade,
     endpoint: Target,
+    read_timeout: Duration,
     guard: ShutdownGuard,
 ) {
     tokio::spawn(async move {
@@ -24,7 +29,10 @@ pub(crate) fn spawn_tunnel(
             }
         };
         let mut client = TokioIo::new(client);
-        let mut upstream = TokioIo::new(upstream);
+        // A pod that sends nothing for the read timeout ends the tunnel, as nginx's
+        // proxy_read_timeout ends an idle WebSocket; writes to it stall out at the
+        // route's send timeout, as on every upstream connection.
+        let mut upstream = ReadIdle::new(TokioIo::new(upstream), read_timeout);
         match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
             Ok((up, down)) => {
                 tracing::debug!(%endpoint, bytes_up = up, bytes_down = down, "tunnel closed")

@@ -10,10 +10,8 @@
 //! backend have their idle connections closed then, never on the request path.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -26,11 +24,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::body::{IdleTimer, RequestBody, RequestBodyError};
+use super::body::{RequestBody, RequestBodyError};
 use super::errors::ProxyError;
+use super::idle_io::{WriteIdle, WriteStalled};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
 
@@ -267,9 +265,7 @@ fn classify(target: &Target, timeouts: Timeouts, error: hyper::Error) -> ProxyEr
             };
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
-            if io.kind() == io::ErrorKind::TimedOut
-                && io.get_ref().is_some_and(|i| i.is::<WriteStalled>())
-            {
+            if WriteStalled::is(io) {
                 return ProxyError::SendTimeout {
                     target: target.clone(),
                     timeout: timeouts.send,
@@ -338,11 +334,7 @@ async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
-    let io = WriteIdle {
-        inner: stream,
-        timeout: send_timeout.clone(),
-        timer: None,
-    };
+    let io = WriteIdle::new(stream, send_timeout.clone());
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -357,96 +349,6 @@ async fn connect(
         }
     });
     Ok((sender, send_timeout))
-}
-
-/// The upstream took no data for longer than the send timeout.
-#[derive(Debug, thiserror::Error)]
-#[error("upstream took no data for the send timeout")]
-struct WriteStalled;
-
-/// An upstream socket whose writes fail once the upstream has taken nothing for the
-/// route's send timeout (`proxy-send-timeout`), as nginx's timer between two writes. An
-/// idle pooled connection writes nothing, so it is never timed.
-struct WriteIdle {
-    inner: TcpStream,
-    /// Milliseconds, set by each request that uses the connection.
-    timeout: Arc<AtomicU64>,
-    timer: Option<IdleTimer>,
-}
-
-impl WriteIdle {
-    fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = Duration::from_millis(self.timeout.load(Ordering::Relaxed));
-        self.timer
-            .get_or_insert_with(|| IdleTimer::new(timeout))
-            .expired(cx)
-    }
-}
-
-impl AsyncRead for WriteIdle {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for WriteIdle {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending => {
-                if self.stalled(cx) {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)));
-                }
-                Poll::Pending
-            }
-            ready => {
-                if let Some(t) = &mut self.timer {
-                    t.progress();
-                }
-                ready
-            }
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write_vectored(cx, bufs) {
-            Poll::Pending => {
-                if self.stalled(cx) {
-                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, WriteStalled)));
-                }
-                Poll::Pending
-            }
-            ready => {
-                if let Some(t) = &mut self.timer {
-                    t.progress();
-                }
-                ready
-            }
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 fn replayable(req: &Request<UpstreamBody>) -> bool {
