@@ -207,7 +207,6 @@ pub fn to_diagnostic(d: &CertDiagnostic) -> Diagnostic {
         CertProblem::HostNotCovered { .. } => {
             (DiagnosticReason::CertificateHostMismatch, "data.tls.crt")
         }
-        CertProblem::InvalidHost { .. } => (DiagnosticReason::InvalidHost, ""),
         CertProblem::DuplicateHost { .. } => (DiagnosticReason::TlsHostConflict, ""),
         CertProblem::NoHosts => (DiagnosticReason::TlsNoHosts, ""),
     };
@@ -234,6 +233,10 @@ mod tests {
     use super::*;
     use tls::CertSource;
 
+    fn host(h: &str) -> tls::HostPattern {
+        tls::HostPattern::parse(h).unwrap()
+    }
+
     fn pair(host: &str) -> (Vec<u8>, Vec<u8>) {
         let c = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
         (
@@ -251,13 +254,13 @@ mod tests {
             certs: vec![
                 CertSource {
                     name: "shop/mismatch".into(),
-                    hosts: vec!["a.test".into()],
+                    hosts: vec![host("a.test")],
                     cert_pem: cert,
                     key_pem: other_key,
                 },
                 CertSource {
                     name: "shop/good".into(),
-                    hosts: vec!["b.test".into(), "c.test".into()],
+                    hosts: vec![host("b.test"), host("c.test")],
                     cert_pem: good_cert,
                     key_pem: good_key,
                 },

@@ -3,6 +3,7 @@
 
 pub mod balance;
 pub mod config;
+pub mod host;
 pub mod http;
 pub mod l4;
 pub mod pipeline;

@@ -68,7 +68,7 @@ fn p256_source() -> CertSource {
         .unwrap();
     CertSource {
         name: "bench/p256".into(),
-        hosts: vec!["bench.test".into()],
+        hosts: vec![tls::HostPattern::parse("bench.test").unwrap()],
         cert_pem: cert.pem().into_bytes(),
         key_pem: key.serialize_pem().into_bytes(),
     }
@@ -97,7 +97,7 @@ fn rsa_source() -> Option<CertSource> {
         .ok()?;
     Some(CertSource {
         name: "bench/rsa".into(),
-        hosts: vec!["bench.test".into()],
+        hosts: vec![tls::HostPattern::parse("bench.test").unwrap()],
         cert_pem: cert.pem().into_bytes(),
         key_pem: key_pem.into_bytes(),
     })

@@ -16,7 +16,7 @@ fn sources(n: usize) -> Vec<CertSource> {
                 .unwrap();
             CertSource {
                 name: format!("ns/secret-{i}"),
-                hosts: vec![host],
+                hosts: vec![tls::HostPattern::parse(&host).unwrap()],
                 cert_pem: cert.pem().into_bytes(),
                 key_pem: key.serialize_pem().into_bytes(),
             }
@@ -71,7 +71,7 @@ fn rsa(c: &mut Criterion) {
                 .unwrap();
             CertSource {
                 name: format!("ns/rsa-{i}"),
-                hosts: vec![host],
+                hosts: vec![tls::HostPattern::parse(&host).unwrap()],
                 cert_pem: cert.pem().into_bytes(),
                 key_pem: key_pem.clone().into_bytes(),
             }

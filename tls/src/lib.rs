@@ -7,7 +7,6 @@
 //! and [`serve`] runs the accept loop for a listener.
 
 mod diagnostic;
-mod host;
 mod listener;
 mod resolver;
 mod self_signed;
@@ -25,6 +24,9 @@ pub use tokio_rustls::TlsAcceptor;
 
 use std::time::Duration;
 
+/// The host type certificates are configured with: the one proxy-core's routes use.
+pub use proxy_core::host::HostPattern;
+
 /// One certificate as configured: the hosts it serves and its PEM material.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSource {
@@ -32,7 +34,7 @@ pub struct CertSource {
     pub name: String,
     /// Hosts it serves: exact names or `*.` wildcards. Empty means the names in the
     /// certificate itself (subjectAltName DNS entries, else Common Name).
-    pub hosts: Vec<String>,
+    pub hosts: Vec<HostPattern>,
     /// The certificate chain, server certificate first (`tls.crt`).
     pub cert_pem: Vec<u8>,
     /// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM (`tls.key`).

@@ -12,17 +12,18 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
+use proxy_core::host::{normalize_request_host, wildcard_parent, HostName, HostPattern};
+
 use crate::diagnostic::{CertDiagnostic, CertProblem};
-use crate::host::{self, HostName};
 use crate::CertSource;
 
 /// Parsed certificates by host: exact names, one-label wildcards, and an optional default.
 /// Immutable once built; rotation builds a new one and swaps it into the resolver.
 #[derive(Debug, Default)]
 pub struct CertStore {
-    exact: HashMap<String, Entry>,
+    exact: HashMap<HostName, Entry>,
     /// Keyed by the wildcard's suffix: `*.foo.com` is stored under `foo.com`.
-    wildcard: HashMap<String, Entry>,
+    wildcard: HashMap<HostName, Entry>,
     default: Option<Arc<CertifiedKey>>,
     /// Every loaded certificate once, for expiry monitoring.
     served: Vec<ServedCert>,
@@ -60,8 +61,9 @@ type Parsed = Result<Arc<Loaded>, CertProblem>;
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    /// DNS names the certificate itself covers (subjectAltName, else Common Name).
-    names: Vec<String>,
+    /// Hosts the certificate itself covers (subjectAltName, else Common Name); names
+    /// that are not valid hosts are left out, as they can cover none.
+    names: Vec<HostPattern>,
     not_before: i64,
     not_after: i64,
 }
@@ -157,42 +159,24 @@ impl CertStore {
                 source: Arc::from(source.name.as_str()),
                 key: loaded.key.clone(),
             };
-            let hosts: Vec<HostName> = if source.hosts.is_empty() {
+            let hosts: &[HostPattern] = if source.hosts.is_empty() {
                 // No hosts in the TLS entry: serve the names the certificate itself names.
-                let hosts: Vec<HostName> = loaded
-                    .names
-                    .iter()
-                    .filter_map(|n| HostName::parse(n))
-                    .collect();
-                if hosts.is_empty() {
+                if loaded.names.is_empty() {
                     diags.push(CertDiagnostic::new(&source.name, CertProblem::NoHosts));
                 }
-                hosts
+                &loaded.names
             } else {
-                let mut hosts = Vec::with_capacity(source.hosts.len());
-                for raw in &source.hosts {
-                    let Some(host) = HostName::parse(raw) else {
-                        diags.push(CertDiagnostic::new(
-                            &source.name,
-                            CertProblem::InvalidHost { host: raw.clone() },
-                        ));
-                        continue;
-                    };
-                    if !loaded
-                        .names
-                        .iter()
-                        .any(|n| host::cert_name_covers(n, &host))
-                    {
+                for host in &source.hosts {
+                    if !loaded.names.iter().any(|n| n.covers(host)) {
                         diags.push(CertDiagnostic::new(
                             &source.name,
                             CertProblem::HostNotCovered {
-                                host: host.display(),
+                                host: host.to_string(),
                             },
                         ));
                     }
-                    hosts.push(host);
                 }
-                hosts
+                &source.hosts
             };
             for host in hosts {
                 store.insert(host, &entry, &mut diags);
@@ -201,25 +185,21 @@ impl CertStore {
         (store, diags)
     }
 
-    fn insert(&mut self, host: HostName, entry: &Entry, diags: &mut Vec<CertDiagnostic>) {
-        let display = host.display();
-        let map = match &host {
-            HostName::Exact(_) => &mut self.exact,
-            HostName::Wildcard(_) => &mut self.wildcard,
+    fn insert(&mut self, host: &HostPattern, entry: &Entry, diags: &mut Vec<CertDiagnostic>) {
+        let map = match host {
+            HostPattern::Exact(_) => &mut self.exact,
+            HostPattern::Wildcard(_) => &mut self.wildcard,
         };
-        let key = match host {
-            HostName::Exact(h) | HostName::Wildcard(h) => h,
-        };
-        match map.get(&key) {
+        match map.get(host.key()) {
             None => {
-                map.insert(key, entry.clone());
+                map.insert(host.key().clone(), entry.clone());
             }
             // The same Secret named by several Ingresses is not a conflict.
             Some(winner) if winner.source == entry.source => {}
             Some(winner) => diags.push(CertDiagnostic::new(
                 &entry.source,
                 CertProblem::DuplicateHost {
-                    host: display,
+                    host: host.to_string(),
                     winner: winner.source.to_string(),
                 },
             )),
@@ -229,25 +209,23 @@ impl CertStore {
     /// The certificate for a client's SNI: exact name, then one-label wildcard, then the
     /// configured default. `None` means the caller's fallback (the self-signed one).
     pub fn resolve(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = sni {
-            let name = host::normalize(name);
-            if let Some(e) = self.exact.get(&name) {
-                return Some(e.key.clone());
-            }
-            if let Some(e) = host::parent(&name).and_then(|p| self.wildcard.get(p)) {
-                return Some(e.key.clone());
-            }
-        }
-        self.default.clone()
+        sni.and_then(|name| self.entry(name))
+            .map(|e| e.key.clone())
+            .or_else(|| self.default.clone())
     }
 
     /// Which source serves `host` by name (not counting the default), for diagnostics and tests.
     pub fn source_for(&self, host: &str) -> Option<&str> {
-        let name = host::normalize(host);
+        self.entry(host).map(|e| &*e.source)
+    }
+
+    /// The entry for a client's name, normalised as request hosts are: exact, then the
+    /// wildcard one label up.
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        let name = normalize_request_host(name)?;
         self.exact
-            .get(&name)
-            .or_else(|| host::parent(&name).and_then(|p| self.wildcard.get(p)))
-            .map(|e| &*e.source)
+            .get(name.as_ref())
+            .or_else(|| self.wildcard.get(wildcard_parent(&name)?))
     }
 
     /// Every certificate loaded from the sources and the default, each source once.
@@ -320,7 +298,10 @@ fn parse(source: &CertSource, provider: &CryptoProvider) -> Parsed {
         if index == 0 {
             let v = cert.validity();
             validity = (v.not_before.timestamp(), v.not_after.timestamp());
-            names = cert_names(&cert);
+            names = cert_names(&cert)
+                .iter()
+                .filter_map(|n| HostPattern::parse(n).ok())
+                .collect();
         }
     }
 

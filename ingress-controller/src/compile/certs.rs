@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
+use proxy_core::host::{wildcard_parent, HostName, HostPattern};
 use proxy_core::routes::HostMatch;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -23,21 +24,22 @@ const KEY_KEY: &str = "tls.key";
 /// a host whose Secret is broken is still served over TLS, with the default certificate.
 #[derive(Debug, Default)]
 pub struct TlsHosts {
-    exact: HashSet<String>,
-    /// `*.foo.com` stored as `foo.com`.
-    wildcard: HashSet<String>,
+    exact: HashSet<HostName>,
+    /// `*.foo.com` held as `foo.com`.
+    wildcard: HashSet<HostName>,
 }
 
 impl TlsHosts {
-    /// Whether requests matched by a rule for `host` arrive on a TLS host.
+    /// Whether requests matched by a rule for `host` arrive on a TLS host: some TLS host
+    /// [covers](HostPattern::covers) it. Only the host itself or the wildcard one label
+    /// above it can, so those two are looked up rather than every TLS host tried.
     pub fn covers(&self, host: &HostMatch) -> bool {
         match host {
-            HostMatch::Exact(h) => {
+            HostMatch::Host(HostPattern::Exact(h)) => {
                 self.exact.contains(h)
-                    || h.split_once('.')
-                        .is_some_and(|(_, parent)| self.wildcard.contains(parent))
+                    || wildcard_parent(h).is_some_and(|p| self.wildcard.contains(p))
             }
-            HostMatch::Wildcard(suffix) => self.wildcard.contains(suffix),
+            HostMatch::Host(HostPattern::Wildcard(suffix)) => self.wildcard.contains(suffix),
             HostMatch::Any => false,
         }
     }
@@ -168,7 +170,7 @@ pub fn compile_tls(
     let mut hosts = TlsHosts::default();
     let mut certs: BTreeMap<String, CertSource> = BTreeMap::new();
     // Which Secret serves a host: the first (oldest Ingress) to claim it.
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owner: HashMap<HostPattern, String> = HashMap::new();
 
     for (key, ingress) in ingresses {
         let entries = ingress.spec.as_ref().and_then(|s| s.tls.as_deref());
@@ -176,13 +178,12 @@ pub fn compile_tls(
             let mut entry_hosts = Vec::new();
             for (j, raw) in entry.hosts.iter().flatten().enumerate() {
                 match parse_host(Some(raw)) {
-                    Ok(HostMatch::Exact(h)) => {
-                        hosts.exact.insert(h.clone());
+                    Ok(HostMatch::Host(h)) => {
+                        match &h {
+                            HostPattern::Exact(name) => hosts.exact.insert(name.clone()),
+                            HostPattern::Wildcard(suffix) => hosts.wildcard.insert(suffix.clone()),
+                        };
                         entry_hosts.push(h);
-                    }
-                    Ok(HostMatch::Wildcard(s)) => {
-                        hosts.wildcard.insert(s.clone());
-                        entry_hosts.push(format!("*.{s}"));
                     }
                     Ok(HostMatch::Any) => {}
                     Err(msg) => diags.push(Diagnostic::error(
@@ -234,7 +235,7 @@ pub fn compile_tls(
                         reason: *reason,
                         message: format!(
                             "secret {secret_name:?}: {msg}; hosts {} fall back to the default certificate",
-                            entry_hosts.join(", ")
+                            entry_hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                         ),
                     });
                     continue;
@@ -249,7 +250,7 @@ pub fn compile_tls(
                             key,
                             format!("spec.tls[{i}].hosts[{j}]"),
                             DiagnosticReason::TlsHostConflict,
-                            format!("host {host:?} is already served by secret {existing:?} of an older Ingress; secret {name:?} is not used for it"),
+                            format!("host \"{host}\" is already served by secret {existing:?} of an older Ingress; secret {name:?} is not used for it"),
                         ));
                         continue;
                     }

@@ -292,18 +292,14 @@ fn duplicate(
     owner: &Arc<str>,
     source: &Arc<str>,
 ) -> Diagnostic {
-    let host = match host {
-        HostMatch::Exact(h) => h.clone(),
-        HostMatch::Wildcard(s) => format!("*.{s}"),
-        HostMatch::Any => "*".to_owned(),
-    };
+    let host = host.to_string();
     if owner == source {
         Diagnostic::warning(
             Kind::Ingress,
             key,
             field,
             DiagnosticReason::DuplicatePath,
-            format!("host {host:?} path {path:?} ({path_type:?}) is declared earlier in this Ingress; the first wins"),
+            format!("host {host:?} path {path:?} ({path_type}) is declared earlier in this Ingress; the first wins"),
         )
     } else {
         Diagnostic::error(
@@ -311,7 +307,7 @@ fn duplicate(
             key,
             field,
             DiagnosticReason::DuplicatePath,
-            format!("host {host:?} path {path:?} ({path_type:?}) is already claimed by the older Ingress {owner}; path ignored"),
+            format!("host {host:?} path {path:?} ({path_type}) is already claimed by the older Ingress {owner}; path ignored"),
         )
     }
 }

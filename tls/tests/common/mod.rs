@@ -35,11 +35,16 @@ impl Pem {
     pub fn source(&self, name: &str, hosts: &[&str]) -> CertSource {
         CertSource {
             name: name.to_owned(),
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
+            hosts: hosts.iter().map(|h| host(h)).collect(),
             cert_pem: self.cert_pem.clone(),
             key_pem: self.key_pem.clone(),
         }
     }
+}
+
+/// A host for a test source; panics on an invalid one.
+pub fn host(raw: &str) -> tls::HostPattern {
+    tls::HostPattern::parse(raw).expect("test host")
 }
 
 pub fn leaf_der(cert_pem: &[u8]) -> Vec<u8> {
