@@ -728,18 +728,18 @@ fn tls_secrets_become_certificates_and_redirects() {
     assert_eq!(
         c.certs,
         vec![
-            tls::CertSource {
-                name: "default/opaque-tls".into(),
-                hosts: vec![host("opaque.example.com")],
-                cert_pem: opaque_cert.into_bytes(),
-                key_pem: opaque_key.into_bytes(),
-            },
-            tls::CertSource {
-                name: "default/shop-tls".into(),
-                hosts: vec![host("shop.example.com"), host("*.apps.example.com")],
-                cert_pem: shop_cert.clone().into_bytes(),
-                key_pem: shop_key.clone().into_bytes(),
-            },
+            tls::CertSource::from_pem(
+                "default/opaque-tls",
+                vec![host("opaque.example.com")],
+                opaque_cert.as_bytes(),
+                opaque_key.as_bytes(),
+            ),
+            tls::CertSource::from_pem(
+                "default/shop-tls",
+                vec![host("shop.example.com"), host("*.apps.example.com")],
+                shop_cert.as_bytes(),
+                shop_key.as_bytes(),
+            ),
         ]
     );
 
@@ -809,7 +809,19 @@ fn tls_secrets_become_certificates_and_redirects() {
     let default = c.default_cert.unwrap();
     assert_eq!(default.name, "default/shop-tls");
     assert!(default.hosts.is_empty());
-    assert_eq!(default.cert_pem, shop_cert.into_bytes());
+    assert_eq!(
+        default.cert,
+        tls::ParsedCert::from_pem(shop_cert.as_bytes(), shop_key.as_bytes())
+    );
+    // The compile's certificate store serves it, with no parse of its own.
+    assert!(c.cert_store.has_default());
+    // Certificate findings come out as diagnostics on the Secret: this one does not
+    // cover the wildcard its TLS entry lists.
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        diags_on(&c, Kind::Secret, "default", "shop-tls"),
+        vec![("data.tls.crt".into(), R::CertificateHostMismatch)]
+    );
     let c = compile(&store, &opts("mismatched"));
     assert!(c.default_cert.is_none());
     assert_eq!(
