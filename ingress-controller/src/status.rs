@@ -38,6 +38,16 @@ pub enum LbAddress {
     Hostname(String),
 }
 
+/// The address as written in status: the IP or the hostname.
+impl std::fmt::Display for LbAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LbAddress::Ip(ip) => ip.fmt(f),
+            LbAddress::Hostname(h) => f.write_str(h),
+        }
+    }
+}
+
 impl LbAddress {
     fn to_json(&self) -> Value {
         match self {
@@ -368,7 +378,12 @@ impl Writer {
             }
             match self.patch(key, &want).await {
                 Ok(()) => {
-                    tracing::info!(ingress = %key, addresses = ?want, "Ingress status updated");
+                    let addresses = want
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    tracing::info!(ingress = %key, addresses, "Ingress status updated");
                     self.written.insert(key.clone(), (want, rv));
                 }
                 Err(error) => {
