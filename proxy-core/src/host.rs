@@ -47,7 +47,7 @@ pub enum HostError {
 /// A valid, normalised DNS host name: never a wildcard, never an IP address.
 ///
 /// Cheap to clone; hashes and compares as its text, so maps keyed by it can be looked up
-/// with a `&str` from [`request_host`](crate::routes::request_host).
+/// with a `&str` from [`normalize_request_host`].
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HostName(Arc<str>);
 
@@ -149,9 +149,7 @@ impl HostPattern {
         matches!(self, HostPattern::Wildcard(_))
     }
 
-    /// Whether a normalised host (a [`HostName`] or a [`request_host`]) matches.
-    ///
-    /// [`request_host`]: crate::routes::request_host
+    /// Whether a normalised host (a [`HostName`] or a [`normalize_request_host`]) matches.
     pub fn matches(&self, host: &str) -> bool {
         match self {
             HostPattern::Exact(h) => h.as_str() == host,

@@ -6,6 +6,7 @@ pub mod config;
 pub mod host;
 pub mod http;
 pub mod l4;
+pub mod model;
 pub mod pipeline;
 pub mod routes;
 

@@ -7,8 +7,8 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::config::BackendId;
 pub use crate::host::{HostError, HostName, HostPattern};
+use crate::model::BackendId;
 use crate::pipeline::RoutePolicy;
 
 mod normalize;

@@ -420,7 +420,7 @@ impl fmt::Debug for RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendId;
+    use crate::model::BackendId;
 
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
