@@ -154,15 +154,12 @@ async fn run(
 }
 
 fn api_version_kind(kind: Kind) -> (&'static str, &'static str) {
-    match kind {
-        Kind::Ingress => ("networking.k8s.io/v1", "Ingress"),
-        Kind::IngressClass => ("networking.k8s.io/v1", "IngressClass"),
-        Kind::Service => ("v1", "Service"),
-        Kind::EndpointSlice => ("discovery.k8s.io/v1", "EndpointSlice"),
-        Kind::Endpoints => ("v1", "Endpoints"),
-        Kind::Secret => ("v1", "Secret"),
-        Kind::ConfigMap => ("v1", "ConfigMap"),
-    }
+    let api_version = match kind {
+        Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
+        Kind::EndpointSlice => "discovery.k8s.io/v1",
+        Kind::Service | Kind::Endpoints | Kind::Secret | Kind::ConfigMap => "v1",
+    };
+    (api_version, kind.as_str())
 }
 
 /// uid and resourceVersion of the object, when the store has it.

@@ -1,8 +1,7 @@
 //! The HTTPS listener: TLS termination with certificates chosen by SNI from the compiled
 //! Secrets, then the same proxy as plain HTTP, marked `https`.
 
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,12 +11,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
-use tls::{CertDiagnostic, CertProblem, CertResolver, TlsAcceptor};
+use tls::{CertResolver, TlsAcceptor};
 
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::compile::{Compiled, Diagnostic, DiagnosticReason, Severity};
-use crate::store::{Kind, ObjectKey};
+use crate::compile::Compiled;
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,13 +75,12 @@ impl TlsMetrics {
 }
 
 /// The certificate side of the HTTPS listener: the resolver every handshake asks, and
-/// the rustls configuration around it. Cheap to share; [`Https::update`] swaps the store.
+/// the rustls configuration around it. Cheap to share; [`Https::published`] swaps in the
+/// store each compile built.
 pub struct Https {
     resolver: Arc<CertResolver>,
     acceptor: TlsAcceptor,
     metrics: Arc<TlsMetrics>,
-    /// Findings of the last update, so each is logged once and again when resolved.
-    seen: Mutex<HashSet<Diagnostic>>,
 }
 
 impl Https {
@@ -96,46 +93,20 @@ impl Https {
             resolver,
             acceptor,
             metrics,
-            seen: Mutex::new(HashSet::new()),
         })
     }
 
-    /// Follows a publish: rebuilds the store and logs findings that are new since the
-    /// previous publish (and those that went away), like the compiler's diagnostics.
+    /// Follows a publish: swaps in the certificate store the compile built. New
+    /// handshakes use it at once, open connections are untouched. What the store found
+    /// is among the compile's diagnostics, logged and counted by the publish loop.
     pub fn published(&self, compiled: &Compiled) {
-        let current: HashSet<Diagnostic> = self.update(compiled).into_iter().collect();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        for d in current.difference(&seen) {
-            tracing::warn!(
-                severity = d.severity.as_str(),
-                kind = ?d.kind,
-                object = %d.object,
-                field = d.field,
-                reason = d.reason.as_str(),
-                "{}",
-                d
-            );
-        }
-        for d in seen.difference(&current) {
-            tracing::info!(kind = ?d.kind, object = %d.object, reason = d.reason.as_str(), "resolved: {}", d);
-        }
-        *seen = current;
-    }
-
-    /// Rebuilds the certificate store from one compile's output and swaps it in: new
-    /// handshakes use it at once, open connections are untouched. Unchanged Secrets are
-    /// not parsed again. Returns what the store found, as controller diagnostics.
-    pub fn update(&self, compiled: &Compiled) -> Vec<Diagnostic> {
-        let diags = self
-            .resolver
-            .rebuild(&compiled.certs, compiled.default_cert.as_ref());
-        self.metrics.certificates(&self.resolver.store());
+        self.resolver.swap(compiled.cert_store.clone());
+        self.metrics.certificates(&compiled.cert_store);
         tracing::debug!(
             certificates = compiled.certs.len(),
             default = compiled.default_cert.is_some(),
-            "certificate store rebuilt"
+            "certificate store swapped in"
         );
-        diags.iter().map(to_diagnostic).collect()
     }
 
     /// The resolver, for tests and metrics.
@@ -183,108 +154,35 @@ impl Https {
     }
 }
 
-/// A certificate store finding as a diagnostic on the Secret it came from (`ns/name`).
-pub fn to_diagnostic(d: &CertDiagnostic) -> Diagnostic {
-    let object = match d.source.split_once('/') {
-        Some((ns, name)) => ObjectKey::new(ns, name),
-        None => ObjectKey::new("", &d.source),
-    };
-    let (reason, field) = match &d.problem {
-        CertProblem::NoCertificate
-        | CertProblem::CertificatePem(_)
-        | CertProblem::CertificateParse { .. }
-        | CertProblem::LeafNotFirst { .. } => {
-            (DiagnosticReason::InvalidCertificate, "data.tls.crt")
-        }
-        CertProblem::NoKey
-        | CertProblem::EncryptedKey
-        | CertProblem::KeyPem(_)
-        | CertProblem::UnsupportedKey(_) => (DiagnosticReason::InvalidCertificate, "data.tls.key"),
-        CertProblem::KeyMismatch => (DiagnosticReason::InvalidCertificate, "data"),
-        CertProblem::Expired { .. } | CertProblem::NotYetValid { .. } => {
-            (DiagnosticReason::CertificateNotValidNow, "data.tls.crt")
-        }
-        CertProblem::HostNotCovered { .. } => {
-            (DiagnosticReason::CertificateHostMismatch, "data.tls.crt")
-        }
-        CertProblem::InvalidHost { .. } => (DiagnosticReason::InvalidHost, ""),
-        CertProblem::DuplicateHost { .. } => (DiagnosticReason::TlsHostConflict, ""),
-        CertProblem::NoHosts => (DiagnosticReason::TlsNoHosts, ""),
-    };
-    let severity = match d.severity() {
-        tls::Severity::Warning => Severity::Warning,
-        tls::Severity::Error => Severity::Error,
-    };
-    let mut message = d.problem.to_string();
-    if severity == Severity::Error {
-        message.push_str("; its hosts get the default certificate");
-    }
-    Diagnostic {
-        severity,
-        kind: Kind::Secret,
-        object,
-        field: field.to_owned(),
-        reason,
-        message,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tls::CertSource;
-
-    fn pair(host: &str) -> (Vec<u8>, Vec<u8>) {
-        let c = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
-        (
-            c.cert.pem().into_bytes(),
-            c.signing_key.serialize_pem().into_bytes(),
-        )
-    }
+    use crate::compile::{compile, CompileOptions};
+    use crate::store::Store;
 
     #[test]
-    fn store_findings_name_the_secret_field_and_reason() {
-        let (cert, _) = pair("a.test");
-        let (_, other_key) = pair("a.test");
-        let (good_cert, good_key) = pair("b.test");
+    fn published_swaps_the_compiled_store_and_tracks_expiry_series() {
+        let c = rcgen::generate_simple_self_signed(vec!["b.test".to_owned()]).unwrap();
+        let source = tls::CertSource::from_pem(
+            "shop/good",
+            vec![tls::HostPattern::parse("b.test").unwrap()],
+            c.cert.pem().as_bytes(),
+            c.signing_key.serialize_pem().as_bytes(),
+        );
+        let (store, _) = tls::CertStore::build(std::slice::from_ref(&source), None);
         let compiled = Compiled {
-            certs: vec![
-                CertSource {
-                    name: "shop/mismatch".into(),
-                    hosts: vec!["a.test".into()],
-                    cert_pem: cert,
-                    key_pem: other_key,
-                },
-                CertSource {
-                    name: "shop/good".into(),
-                    hosts: vec!["b.test".into(), "c.test".into()],
-                    cert_pem: good_cert,
-                    key_pem: good_key,
-                },
-            ],
+            certs: vec![source],
+            cert_store: Arc::new(store),
             ..Default::default()
         };
         let metrics = Arc::new(TlsMetrics::default());
         let https = Https::new(metrics.clone()).unwrap();
-        let diags = https.update(&compiled);
-        assert_eq!(diags.len(), 2, "{diags:?}");
-        assert_eq!(diags[0].object, ObjectKey::new("shop", "mismatch"));
-        assert_eq!(diags[0].kind, Kind::Secret);
-        assert_eq!(diags[0].severity, Severity::Error);
-        assert_eq!(diags[0].reason, DiagnosticReason::InvalidCertificate);
-        assert!(
-            diags[0].message.contains("does not match"),
-            "{}",
-            diags[0].message
+        https.published(&compiled);
+        assert!(Arc::ptr_eq(&https.resolver().store(), &compiled.cert_store));
+        assert_eq!(
+            https.resolver().store().source_for("b.test"),
+            Some("shop/good")
         );
-        assert_eq!(diags[1].object, ObjectKey::new("shop", "good"));
-        assert_eq!(diags[1].severity, Severity::Warning);
-        assert_eq!(diags[1].reason, DiagnosticReason::CertificateHostMismatch);
-        assert!(diags[1].message.contains("c.test"));
-
-        let store = https.resolver().store();
-        assert_eq!(store.source_for("b.test"), Some("shop/good"));
-        assert_eq!(store.source_for("a.test"), None);
 
         let mut registry = Registry::default();
         metrics.register(&mut registry);
@@ -298,7 +196,7 @@ mod tests {
         assert!(series[0].contains("secret=\"shop/good\""), "{text}");
 
         // A Secret that goes away takes its series with it.
-        https.update(&Compiled::default());
+        https.published(&compile(&Store::default(), &CompileOptions::default()));
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
         assert!(!text.contains("secret=\"shop/good\""), "{text}");

@@ -16,6 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendId, BackendKind, Config};
+use proxy_core::host::{normalize_request_host, wildcard_parent, HostName, HostPattern};
 use proxy_core::http::{Blame, ProxyObserver, ResponseEvent};
 
 use crate::https::TlsMetrics;
@@ -52,8 +53,9 @@ struct DiagnosticLabels {
 /// this config have used so far.
 #[derive(Debug)]
 struct Hosts {
-    exact: HashMap<String, Arc<str>>,
-    wildcard: HashMap<String, Arc<str>>,
+    exact: HashMap<HostName, Arc<str>>,
+    /// `*.foo.com` under `foo.com`.
+    wildcard: HashMap<HostName, Arc<str>>,
     other: Arc<str>,
     /// Looked-up handles by label values: a request then costs one fast hash instead of
     /// formatting its labels and hashing them twice in the families. Dropped with this
@@ -210,11 +212,15 @@ impl Metrics {
         self.reloads.inc();
         self.reload_duration.observe(took.as_secs_f64());
         let mut known = Hosts::default();
-        for h in hosts {
-            let h = h.to_ascii_lowercase();
-            match h.strip_prefix("*.") {
-                Some(suffix) => known.wildcard.insert(suffix.to_owned(), h.as_str().into()),
-                None => known.exact.insert(h.clone(), h.into()),
+        // Hosts the compiler refused route nothing, so they get no label of their own.
+        for h in hosts
+            .into_iter()
+            .filter_map(|h| HostPattern::parse(&h).ok())
+        {
+            let label = h.to_string().into();
+            match h {
+                HostPattern::Wildcard(suffix) => known.wildcard.insert(suffix, label),
+                HostPattern::Exact(name) => known.exact.insert(name, label),
             };
         }
         self.hosts.store(Arc::new(known));
@@ -271,19 +277,15 @@ impl Metrics {
 impl Hosts {
     /// The `host` label for a request host.
     fn label(&self, host: &str) -> Arc<str> {
-        // Request hosts arrive lower-cased; only an odd one costs a copy.
-        let lowered;
-        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
-            lowered = host.to_ascii_lowercase();
-            lowered.as_str()
-        } else {
-            host
+        // Request hosts arrive normalised already (`request_host`); this borrows then.
+        let Some(host) = normalize_request_host(host) else {
+            return self.other.clone();
         };
-        if let Some(label) = self.exact.get(host) {
+        if let Some(label) = self.exact.get(host.as_ref()) {
             return label.clone();
         }
-        host.split_once('.')
-            .and_then(|(_, parent)| self.wildcard.get(parent))
+        wildcard_parent(&host)
+            .and_then(|parent| self.wildcard.get(parent))
             .unwrap_or(&self.other)
             .clone()
     }

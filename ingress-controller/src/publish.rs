@@ -113,7 +113,7 @@ impl Publisher {
             compiled
                 .diagnostics
                 .iter()
-                .map(|d| (d.reason.as_str().to_owned(), format!("{:?}", d.kind))),
+                .map(|d| (d.reason.as_str().to_owned(), d.kind.as_str())),
         );
         self.metrics
             .published(&compiled.config, hosts(&store, &compiled), took);
@@ -123,7 +123,7 @@ impl Publisher {
             backends = compiled.config.backends.len(),
             certificates = compiled.certs.len(),
             diagnostics = compiled.diagnostics.len(),
-            took_ms = took.as_secs_f64() * 1000.0,
+            took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "configuration published"
         );
         let published = Published {
@@ -150,11 +150,7 @@ impl Publisher {
             if self.seen.contains(d) || new.contains(d) {
                 continue;
             }
-            let (kind, object, reason) = (
-                format!("{:?}", d.kind),
-                d.object.to_string(),
-                d.reason.as_str(),
-            );
+            let (kind, object, reason) = (d.kind.as_str(), d.object.to_string(), d.reason.as_str());
             match d.severity {
                 Severity::Error => tracing::warn!(
                     severity = "error",
@@ -178,7 +174,7 @@ impl Publisher {
             new.push(d.clone());
         }
         for d in self.seen.difference(&now) {
-            tracing::info!(kind = ?d.kind, object = %d.object, reason = d.reason.as_str(), "resolved: {}", d);
+            tracing::info!(kind = d.kind.as_str(), object = %d.object, reason = d.reason.as_str(), "resolved: {}", d);
         }
         self.seen = now;
         new

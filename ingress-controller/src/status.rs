@@ -27,6 +27,8 @@ use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
+use proxy_core::host::HostName;
+
 use crate::store::{ObjectKey, SharedStore};
 
 /// One address as it appears in `status.loadBalancer.ingress`.
@@ -34,6 +36,16 @@ use crate::store::{ObjectKey, SharedStore};
 pub enum LbAddress {
     Ip(IpAddr),
     Hostname(String),
+}
+
+/// The address as written in status: the IP or the hostname.
+impl std::fmt::Display for LbAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LbAddress::Ip(ip) => ip.fmt(f),
+            LbAddress::Hostname(h) => f.write_str(h),
+        }
+    }
 }
 
 impl LbAddress {
@@ -101,11 +113,17 @@ impl PublishSource {
                 let mut addrs = Vec::new();
                 for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                     let addr = LbAddress::parse_ip_or_host(part);
-                    if let LbAddress::Hostname(h) = &addr {
-                        if !is_dns_name(h) {
-                            return Err(PublishError::Address(list.to_owned(), part.to_owned()));
-                        }
-                    }
+                    let addr = match addr {
+                        // A hostname for the status must be a host name by the rule routes
+                        // and certificates follow; it is written in its normal form.
+                        LbAddress::Hostname(h) => match HostName::parse(&h) {
+                            Ok(name) => LbAddress::Hostname(name.to_string()),
+                            Err(_) => {
+                                return Err(PublishError::Address(list.to_owned(), part.to_owned()))
+                            }
+                        },
+                        ip => ip,
+                    };
                     addrs.push(addr);
                 }
                 if addrs.is_empty() {
@@ -125,10 +143,6 @@ fn is_dns_label(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-fn is_dns_name(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn normalize(addrs: impl IntoIterator<Item = LbAddress>) -> Vec<LbAddress> {
@@ -364,7 +378,12 @@ impl Writer {
             }
             match self.patch(key, &want).await {
                 Ok(()) => {
-                    tracing::info!(ingress = %key, addresses = ?want, "Ingress status updated");
+                    let addresses = want
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(",");
+                    tracing::info!(ingress = %key, addresses, "Ingress status updated");
                     self.written.insert(key.clone(), (want, rv));
                 }
                 Err(error) => {

@@ -109,7 +109,7 @@ fn round_trip(c: &mut Criterion) {
         );
         let config = Config {
             routes: RouteTable::build(vec![RouteRule {
-                host: HostMatch::Exact("bench.test".into()),
+                host: HostMatch::parse(Some("bench.test")).unwrap(),
                 path: "/".into(),
                 path_type: PathType::Prefix,
                 target: RouteTarget {

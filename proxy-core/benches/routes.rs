@@ -29,14 +29,14 @@ fn table(n: usize) -> RouteTable {
     rules.push(rule(HostMatch::Any, "/", PathType::Prefix, "default"));
     rules.push(rule(HostMatch::Any, "/healthz", PathType::Exact, "health"));
     rules.push(rule(
-        HostMatch::Wildcard("wild0.example.com".into()),
+        HostMatch::parse(Some("*.wild0.example.com")).unwrap(),
         "/",
         PathType::Prefix,
         "wild",
     ));
     let mut host = 0;
     while rules.len() < n {
-        let h = HostMatch::Exact(format!("app{host}.example.com"));
+        let h = HostMatch::parse(Some(&format!("app{host}.example.com"))).unwrap();
         let paths: [(&str, PathType); PER_HOST] = [
             ("/", PathType::Prefix),
             ("/api", PathType::Prefix),

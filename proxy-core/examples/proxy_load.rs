@@ -49,7 +49,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let config = Config {
         routes: RouteTable::build(vec![RouteRule {
-            host: HostMatch::Exact("load.test".into()),
+            host: HostMatch::parse(Some("load.test")).unwrap(),
             path: "/".into(),
             path_type: PathType::Prefix,
             target: RouteTarget {

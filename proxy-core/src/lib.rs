@@ -3,8 +3,10 @@
 
 pub mod balance;
 pub mod config;
+pub mod host;
 pub mod http;
 pub mod l4;
+pub mod model;
 pub mod pipeline;
 pub mod routes;
 

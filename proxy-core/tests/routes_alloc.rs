@@ -59,14 +59,14 @@ fn table() -> RouteTable {
     let mut rules = vec![
         rule(HostMatch::Any, "/", PathType::Prefix, "default"),
         rule(
-            HostMatch::Wildcard("example.com".into()),
+            HostMatch::parse(Some("*.example.com")).unwrap(),
             "/",
             PathType::Prefix,
             "wild",
         ),
     ];
     for i in 0..1000 {
-        let host = HostMatch::Exact(format!("app{i}.example.com"));
+        let host = HostMatch::parse(Some(&format!("app{i}.example.com"))).unwrap();
         rules.push(rule(host.clone(), "/api/v1", PathType::Prefix, "api"));
         rules.push(rule(host, "/health", PathType::Exact, "health"));
     }

@@ -66,12 +66,12 @@ fn p256_source() -> CertSource {
         .unwrap()
         .self_signed(&key)
         .unwrap();
-    CertSource {
-        name: "bench/p256".into(),
-        hosts: vec!["bench.test".into()],
-        cert_pem: cert.pem().into_bytes(),
-        key_pem: key.serialize_pem().into_bytes(),
-    }
+    CertSource::from_pem(
+        "bench/p256",
+        vec![tls::HostPattern::parse("bench.test").unwrap()],
+        &cert.pem().into_bytes(),
+        &key.serialize_pem().into_bytes(),
+    )
 }
 
 /// RSA-2048 via the openssl CLI (rcgen cannot generate RSA keys); `None` without it.
@@ -95,12 +95,12 @@ fn rsa_source() -> Option<CertSource> {
         .ok()?
         .self_signed(&key)
         .ok()?;
-    Some(CertSource {
-        name: "bench/rsa".into(),
-        hosts: vec!["bench.test".into()],
-        cert_pem: cert.pem().into_bytes(),
-        key_pem: key_pem.into_bytes(),
-    })
+    Some(CertSource::from_pem(
+        "bench/rsa",
+        vec![tls::HostPattern::parse("bench.test").unwrap()],
+        &cert.pem().into_bytes(),
+        &key_pem.into_bytes(),
+    ))
 }
 
 fn handshakes(c: &mut Criterion) {

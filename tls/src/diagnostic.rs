@@ -41,8 +41,6 @@ pub enum CertProblem {
     NotYetValid { not_before: i64 },
     #[error("certificate does not cover host {host:?}; clients will reject it")]
     HostNotCovered { host: String },
-    #[error("host {host:?} is not a valid DNS name or one-label wildcard; ignored")]
-    InvalidHost { host: String },
     #[error("host {host:?} is already served by {winner}; ignored here")]
     DuplicateHost { host: String, winner: String },
     #[error("certificate names no hosts (no subjectAltName DNS name or Common Name)")]
@@ -56,7 +54,6 @@ impl CertProblem {
             CertProblem::Expired { .. }
             | CertProblem::NotYetValid { .. }
             | CertProblem::HostNotCovered { .. }
-            | CertProblem::InvalidHost { .. }
             | CertProblem::DuplicateHost { .. }
             | CertProblem::NoHosts => Severity::Warning,
             _ => Severity::Error,

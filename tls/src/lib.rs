@@ -1,13 +1,12 @@
 //! Certificate store and rustls server configuration (SNI). Takes PEM bytes per host set;
 //! knows nothing of Kubernetes.
 //!
-//! Flow: [`CertStore::build`] parses [`CertSource`]s into a store plus
-//! [`CertDiagnostic`]s; a [`CertResolver`] holds the current store and is swapped on each
-//! rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
+//! Flow: [`ParsedCert::from_pem`] parses and checks a PEM pair once; [`CertStore::build`]
+//! indexes [`CertSource`]s by host into a store plus [`CertDiagnostic`]s; a
+//! [`CertResolver`] holds the current store and is swapped on each rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
 //! and [`serve`] runs the accept loop for a listener.
 
 mod diagnostic;
-mod host;
 mod listener;
 mod resolver;
 mod self_signed;
@@ -19,24 +18,46 @@ pub use listener::{serve, serve_observed, TlsConnection};
 pub use resolver::CertResolver;
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
-pub use store::{CertStore, ServedCert};
+pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
 
 use std::time::Duration;
 
-/// One certificate as configured: the hosts it serves and its PEM material.
+/// The host type certificates are configured with: the one proxy-core's routes use.
+pub use proxy_core::host::HostPattern;
+
+/// One certificate as configured: the hosts it serves and its parsed key pair.
+///
+/// The PEM is parsed once, by [`ParsedCert::from_pem`] (a caller that rebuilds often,
+/// like the controller's compile, keeps those by content); the store only indexes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CertSource {
     /// Where it came from (`namespace/secret`), named in diagnostics.
     pub name: String,
     /// Hosts it serves: exact names or `*.` wildcards. Empty means the names in the
     /// certificate itself (subjectAltName DNS entries, else Common Name).
-    pub hosts: Vec<String>,
-    /// The certificate chain, server certificate first (`tls.crt`).
-    pub cert_pem: Vec<u8>,
-    /// The private key: PKCS#8, PKCS#1 (RSA) or SEC1 (EC) PEM (`tls.key`).
-    pub key_pem: Vec<u8>,
+    pub hosts: Vec<HostPattern>,
+    /// The key pair, or why its PEM cannot be used: the store reports that as an error
+    /// and leaves the source out.
+    pub cert: Result<ParsedCert, CertProblem>,
+}
+
+impl CertSource {
+    /// A source from PEM: the chain, server certificate first (`tls.crt`), and the
+    /// private key, PKCS#8, PKCS#1 (RSA) or SEC1 (EC) (`tls.key`).
+    pub fn from_pem(
+        name: impl Into<String>,
+        hosts: Vec<HostPattern>,
+        cert_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Self {
+        CertSource {
+            name: name.into(),
+            hosts,
+            cert: ParsedCert::from_pem(cert_pem, key_pem),
+        }
+    }
 }
 
 /// Errors from setting up TLS or from one handshake.

@@ -32,18 +32,17 @@ impl CertResolver {
     }
 
     /// Replaces the store for all later handshakes.
-    pub fn swap(&self, store: CertStore) {
-        self.store.store(Arc::new(store));
+    pub fn swap(&self, store: impl Into<Arc<CertStore>>) {
+        self.store.store(store.into());
     }
 
-    /// Builds a store from `sources` (reusing the current store's parse of unchanged PEM)
-    /// and swaps it in. Returns the build's diagnostics.
+    /// Builds a store from `sources` and swaps it in. Returns the build's diagnostics.
     pub fn rebuild(
         &self,
         sources: &[CertSource],
         default: Option<&CertSource>,
     ) -> Vec<CertDiagnostic> {
-        let (store, diags) = CertStore::rebuild(sources, default, &self.store.load());
+        let (store, diags) = CertStore::build(sources, default);
         self.swap(store);
         diags
     }

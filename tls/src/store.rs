@@ -1,5 +1,5 @@
-//! The certificate store: every configured certificate, parsed and checked once per build,
-//! indexed by the hosts it serves.
+//! The certificate store: every configured certificate, indexed by the hosts it serves,
+//! and [`ParsedCert`], the one place a PEM pair is parsed and checked.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,23 +12,21 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use x509_parser::extensions::GeneralName;
 
+use proxy_core::host::{normalize_request_host, wildcard_parent, HostName, HostPattern};
+
 use crate::diagnostic::{CertDiagnostic, CertProblem};
-use crate::host::{self, HostName};
 use crate::CertSource;
 
 /// Parsed certificates by host: exact names, one-label wildcards, and an optional default.
 /// Immutable once built; rotation builds a new one and swaps it into the resolver.
 #[derive(Debug, Default)]
 pub struct CertStore {
-    exact: HashMap<String, Entry>,
+    exact: HashMap<HostName, Entry>,
     /// Keyed by the wildcard's suffix: `*.foo.com` is stored under `foo.com`.
-    wildcard: HashMap<String, Entry>,
+    wildcard: HashMap<HostName, Entry>,
     default: Option<Arc<CertifiedKey>>,
     /// Every loaded certificate once, for expiry monitoring.
     served: Vec<ServedCert>,
-    /// Parse results of this build's PEM pairs, so the next build skips unchanged ones:
-    /// every compile rebuilds the store, and RSA key loading is not free.
-    parsed: HashMap<PemPair, Parsed>,
 }
 
 /// A certificate the store serves, as monitoring sees it.
@@ -48,20 +46,51 @@ struct Entry {
     key: Arc<CertifiedKey>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PemPair {
-    cert: Vec<u8>,
-    key: Vec<u8>,
+/// A PEM pair that passed every check that would make it unusable: the signing key,
+/// the hosts the certificate names and its validity. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct ParsedCert(Arc<Loaded>);
+
+/// Two parses are the same certificate when their chains are: a key matched its
+/// certificate, so the same chain means the same key pair.
+impl PartialEq for ParsedCert {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.key.cert == other.0.key.cert
+    }
 }
 
-type Parsed = Result<Arc<Loaded>, CertProblem>;
+impl Eq for ParsedCert {}
 
-/// A certificate that passed every check that makes it unusable.
+impl ParsedCert {
+    /// Parses a certificate chain (server certificate first) and its private key, and
+    /// checks that they can be served: PEM, X.509, a supported unencrypted key that
+    /// matches the first certificate.
+    pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ParsedCert, CertProblem> {
+        parse(cert_pem, key_pem, &rustls::crypto::ring::default_provider()).map(ParsedCert)
+    }
+
+    /// The hosts the certificate itself names (subjectAltName, else Common Name).
+    pub fn names(&self) -> &[HostPattern] {
+        &self.0.names
+    }
+
+    /// Start of validity, unix seconds.
+    pub fn not_before(&self) -> i64 {
+        self.0.not_before
+    }
+
+    /// End of validity, unix seconds.
+    pub fn not_after(&self) -> i64 {
+        self.0.not_after
+    }
+}
+
 #[derive(Debug)]
 struct Loaded {
     key: Arc<CertifiedKey>,
-    /// DNS names the certificate itself covers (subjectAltName, else Common Name).
-    names: Vec<String>,
+    /// Hosts the certificate itself covers (subjectAltName, else Common Name); names
+    /// that are not valid hosts are left out, as they can cover none.
+    names: Vec<HostPattern>,
     not_before: i64,
     not_after: i64,
 }
@@ -72,24 +101,16 @@ impl CertStore {
     /// served for unknown or missing SNI; its hosts are not consulted.
     ///
     /// Never fails: a broken source yields an error diagnostic and is left out, so its
-    /// hosts get the default certificate while every other source keeps serving.
+    /// hosts get the default certificate while every other source keeps serving. Parses
+    /// nothing: the sources hold parsed pairs, so a rebuild costs only the indexing.
     pub fn build(
         sources: &[CertSource],
         default: Option<&CertSource>,
     ) -> (CertStore, Vec<CertDiagnostic>) {
-        Self::rebuild(sources, default, &CertStore::default())
-    }
-
-    /// [`CertStore::build`], reusing `previous`'s parse of any PEM pair that is unchanged.
-    pub fn rebuild(
-        sources: &[CertSource],
-        default: Option<&CertSource>,
-        previous: &CertStore,
-    ) -> (CertStore, Vec<CertDiagnostic>) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-        Self::rebuild_at(sources, default, previous, now)
+        Self::build_at(sources, default, now)
     }
 
     /// [`CertStore::build`] with an explicit clock (unix seconds) for validity checks.
@@ -98,31 +119,9 @@ impl CertStore {
         default: Option<&CertSource>,
         now: i64,
     ) -> (CertStore, Vec<CertDiagnostic>) {
-        Self::rebuild_at(sources, default, &CertStore::default(), now)
-    }
-
-    /// [`CertStore::rebuild`] with an explicit clock (unix seconds) for validity checks.
-    pub fn rebuild_at(
-        sources: &[CertSource],
-        default: Option<&CertSource>,
-        previous: &CertStore,
-        now: i64,
-    ) -> (CertStore, Vec<CertDiagnostic>) {
-        let provider = rustls::crypto::ring::default_provider();
         let mut diags = Vec::new();
         let mut store = CertStore::default();
-        let mut load = |source: &CertSource, diags: &mut Vec<CertDiagnostic>| {
-            let pair = PemPair {
-                cert: source.cert_pem.clone(),
-                key: source.key_pem.clone(),
-            };
-            let parsed = match previous.parsed.get(&pair).or(store.parsed.get(&pair)) {
-                Some(p) => p.clone(),
-                None => parse(source, &provider),
-            };
-            store.parsed.insert(pair, parsed.clone());
-            check(source, parsed, now, diags)
-        };
+        let load = |source: &CertSource, diags: &mut Vec<CertDiagnostic>| check(source, now, diags);
 
         let default_loaded = default.and_then(|source| load(source, &mut diags));
         let loaded: Vec<_> = sources
@@ -157,42 +156,24 @@ impl CertStore {
                 source: Arc::from(source.name.as_str()),
                 key: loaded.key.clone(),
             };
-            let hosts: Vec<HostName> = if source.hosts.is_empty() {
+            let hosts: &[HostPattern] = if source.hosts.is_empty() {
                 // No hosts in the TLS entry: serve the names the certificate itself names.
-                let hosts: Vec<HostName> = loaded
-                    .names
-                    .iter()
-                    .filter_map(|n| HostName::parse(n))
-                    .collect();
-                if hosts.is_empty() {
+                if loaded.names.is_empty() {
                     diags.push(CertDiagnostic::new(&source.name, CertProblem::NoHosts));
                 }
-                hosts
+                &loaded.names
             } else {
-                let mut hosts = Vec::with_capacity(source.hosts.len());
-                for raw in &source.hosts {
-                    let Some(host) = HostName::parse(raw) else {
-                        diags.push(CertDiagnostic::new(
-                            &source.name,
-                            CertProblem::InvalidHost { host: raw.clone() },
-                        ));
-                        continue;
-                    };
-                    if !loaded
-                        .names
-                        .iter()
-                        .any(|n| host::cert_name_covers(n, &host))
-                    {
+                for host in &source.hosts {
+                    if !loaded.names.iter().any(|n| n.covers(host)) {
                         diags.push(CertDiagnostic::new(
                             &source.name,
                             CertProblem::HostNotCovered {
-                                host: host.display(),
+                                host: host.to_string(),
                             },
                         ));
                     }
-                    hosts.push(host);
                 }
-                hosts
+                &source.hosts
             };
             for host in hosts {
                 store.insert(host, &entry, &mut diags);
@@ -201,25 +182,21 @@ impl CertStore {
         (store, diags)
     }
 
-    fn insert(&mut self, host: HostName, entry: &Entry, diags: &mut Vec<CertDiagnostic>) {
-        let display = host.display();
-        let map = match &host {
-            HostName::Exact(_) => &mut self.exact,
-            HostName::Wildcard(_) => &mut self.wildcard,
+    fn insert(&mut self, host: &HostPattern, entry: &Entry, diags: &mut Vec<CertDiagnostic>) {
+        let map = match host {
+            HostPattern::Exact(_) => &mut self.exact,
+            HostPattern::Wildcard(_) => &mut self.wildcard,
         };
-        let key = match host {
-            HostName::Exact(h) | HostName::Wildcard(h) => h,
-        };
-        match map.get(&key) {
+        match map.get(host.key()) {
             None => {
-                map.insert(key, entry.clone());
+                map.insert(host.key().clone(), entry.clone());
             }
             // The same Secret named by several Ingresses is not a conflict.
             Some(winner) if winner.source == entry.source => {}
             Some(winner) => diags.push(CertDiagnostic::new(
                 &entry.source,
                 CertProblem::DuplicateHost {
-                    host: display,
+                    host: host.to_string(),
                     winner: winner.source.to_string(),
                 },
             )),
@@ -229,25 +206,23 @@ impl CertStore {
     /// The certificate for a client's SNI: exact name, then one-label wildcard, then the
     /// configured default. `None` means the caller's fallback (the self-signed one).
     pub fn resolve(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = sni {
-            let name = host::normalize(name);
-            if let Some(e) = self.exact.get(&name) {
-                return Some(e.key.clone());
-            }
-            if let Some(e) = host::parent(&name).and_then(|p| self.wildcard.get(p)) {
-                return Some(e.key.clone());
-            }
-        }
-        self.default.clone()
+        sni.and_then(|name| self.entry(name))
+            .map(|e| e.key.clone())
+            .or_else(|| self.default.clone())
     }
 
     /// Which source serves `host` by name (not counting the default), for diagnostics and tests.
     pub fn source_for(&self, host: &str) -> Option<&str> {
-        let name = host::normalize(host);
+        self.entry(host).map(|e| &*e.source)
+    }
+
+    /// The entry for a client's name, normalised as request hosts are: exact, then the
+    /// wildcard one label up.
+    fn entry(&self, name: &str) -> Option<&Entry> {
+        let name = normalize_request_host(name)?;
         self.exact
-            .get(&name)
-            .or_else(|| host::parent(&name).and_then(|p| self.wildcard.get(p)))
-            .map(|e| &*e.source)
+            .get(name.as_ref())
+            .or_else(|| self.wildcard.get(wildcard_parent(&name)?))
     }
 
     /// Every certificate loaded from the sources and the default, each source once.
@@ -268,16 +243,11 @@ impl CertStore {
 
 /// Reports a parse failure or the validity warnings for one source; `None` if it cannot
 /// be served.
-fn check(
-    source: &CertSource,
-    parsed: Parsed,
-    now: i64,
-    diags: &mut Vec<CertDiagnostic>,
-) -> Option<Arc<Loaded>> {
-    let loaded = match parsed {
-        Ok(l) => l,
+fn check(source: &CertSource, now: i64, diags: &mut Vec<CertDiagnostic>) -> Option<Arc<Loaded>> {
+    let loaded = match &source.cert {
+        Ok(l) => l.0.clone(),
         Err(problem) => {
-            diags.push(CertDiagnostic::new(&source.name, problem));
+            diags.push(CertDiagnostic::new(&source.name, problem.clone()));
             return None;
         }
     };
@@ -300,8 +270,12 @@ fn check(
 }
 
 /// Parses one PEM pair and checks everything that would make it unusable.
-fn parse(source: &CertSource, provider: &CryptoProvider) -> Parsed {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&source.cert_pem)
+fn parse(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+    provider: &CryptoProvider,
+) -> Result<Arc<Loaded>, CertProblem> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| CertProblem::CertificatePem(pem_error(&e)))?;
     if chain.is_empty() {
@@ -320,15 +294,18 @@ fn parse(source: &CertSource, provider: &CryptoProvider) -> Parsed {
         if index == 0 {
             let v = cert.validity();
             validity = (v.not_before.timestamp(), v.not_after.timestamp());
-            names = cert_names(&cert);
+            names = cert_names(&cert)
+                .iter()
+                .filter_map(|n| HostPattern::parse(n).ok())
+                .collect();
         }
     }
 
-    let key_der = match PrivateKeyDer::from_pem_slice(&source.key_pem) {
+    let key_der = match PrivateKeyDer::from_pem_slice(key_pem) {
         Ok(k) => k,
         Err(pem::Error::NoItemsFound) => {
-            let encrypted = contains(&source.key_pem, b"ENCRYPTED PRIVATE KEY")
-                || contains(&source.key_pem, b"Proc-Type: 4,ENCRYPTED");
+            let encrypted = contains(key_pem, b"ENCRYPTED PRIVATE KEY")
+                || contains(key_pem, b"Proc-Type: 4,ENCRYPTED");
             return Err(if encrypted {
                 CertProblem::EncryptedKey
             } else {

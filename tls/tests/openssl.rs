@@ -268,8 +268,12 @@ async fn openssl_chain_with_intermediate_verifies() {
     // The same files with the intermediate first are rejected with a precise reason.
     let mut reversed = std::fs::read(d.join("inter.crt")).unwrap();
     reversed.extend(std::fs::read(d.join("leaf.crt")).unwrap());
-    let mut bad = pem.source("shop/reversed", &["shop.example.com"]);
-    bad.cert_pem = reversed;
+    let bad = pem_source(
+        "shop/reversed",
+        &["shop.example.com"],
+        &reversed,
+        &pem.key_pem,
+    );
     let (_, diags) = CertStore::build(&[bad], None);
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert_eq!(diags[0].problem, CertProblem::LeafNotFirst { index: 1 });

@@ -11,12 +11,11 @@ use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
 use proxy_core::config::{Backend, BackendId, BackendKind};
-use proxy_core::routes::HostMatch;
+use proxy_core::host::HostName;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::{numeric_target_port, EndpointIndex, EndpointSource};
 use super::hosts::{self, Fragment};
-use super::syntax::parse_host;
 use super::{BackendField, PathField};
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -521,8 +520,8 @@ fn external_name(
         .spec
         .as_ref()
         .and_then(|s| s.external_name.as_deref());
-    let host = match parse_host(raw) {
-        Ok(HostMatch::Exact(h)) => h,
+    let host = match raw.map(HostName::parse) {
+        Some(Ok(h)) => h,
         _ => {
             let problem = Problem {
                 reason: DiagnosticReason::InvalidExternalName,

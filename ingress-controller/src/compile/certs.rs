@@ -5,11 +5,9 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
+use proxy_core::host::{wildcard_parent, HostName, HostPattern};
 use proxy_core::routes::HostMatch;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::sign::CertifiedKey;
-use tls::CertSource;
+use tls::{CertDiagnostic, CertProblem, CertSource, CertStore, ParsedCert};
 
 use super::diagnostic::{Diagnostic, DiagnosticReason, Severity};
 use super::syntax::parse_host;
@@ -23,38 +21,40 @@ const KEY_KEY: &str = "tls.key";
 /// a host whose Secret is broken is still served over TLS, with the default certificate.
 #[derive(Debug, Default)]
 pub struct TlsHosts {
-    exact: HashSet<String>,
-    /// `*.foo.com` stored as `foo.com`.
-    wildcard: HashSet<String>,
+    exact: HashSet<HostName>,
+    /// `*.foo.com` held as `foo.com`.
+    wildcard: HashSet<HostName>,
 }
 
 impl TlsHosts {
-    /// Whether requests matched by a rule for `host` arrive on a TLS host.
+    /// Whether requests matched by a rule for `host` arrive on a TLS host: some TLS host
+    /// [covers](HostPattern::covers) it. Only the host itself or the wildcard one label
+    /// above it can, so those two are looked up rather than every TLS host tried.
     pub fn covers(&self, host: &HostMatch) -> bool {
         match host {
-            HostMatch::Exact(h) => {
+            HostMatch::Host(HostPattern::Exact(h)) => {
                 self.exact.contains(h)
-                    || h.split_once('.')
-                        .is_some_and(|(_, parent)| self.wildcard.contains(parent))
+                    || wildcard_parent(h).is_some_and(|p| self.wildcard.contains(p))
             }
-            HostMatch::Wildcard(suffix) => self.wildcard.contains(suffix),
+            HostMatch::Host(HostPattern::Wildcard(suffix)) => self.wildcard.contains(suffix),
             HostMatch::Any => false,
         }
     }
 }
 
-/// A Secret's PEM pair, validated, or why it cannot be used.
-type Loaded = Result<(Vec<u8>, Vec<u8>, Option<String>), (DiagnosticReason, String)>;
+/// A Secret's key pair, parsed by the tls crate (the only parse it gets: the certificate
+/// store is built from it), or why it cannot be used.
+type Loaded = Result<(ParsedCert, Option<String>), (DiagnosticReason, String)>;
 
-/// Secrets already checked by an earlier compile. Checking a key pair parses the private
-/// key (an RSA parse costs about a millisecond), and a thousand TLS Secrets are checked on
-/// every compile; a Secret object that is still the same `Arc` in the store has the same
+/// Secrets already parsed by an earlier compile. Parsing a key pair loads the private key
+/// (an RSA parse costs about a millisecond), and a thousand TLS Secrets are read on every
+/// compile; a Secret object that is still the same `Arc` in the store has the same
 /// content, so its result stands. Key pairs are also remembered by content: one
-/// certificate copied into many Secrets (a wildcard in every namespace) is checked once.
+/// certificate copied into many Secrets (a wildcard in every namespace) is parsed once.
 #[derive(Default)]
 pub struct SecretCache {
     checked: HashMap<ObjectKey, (Arc<Secret>, Arc<Loaded>)>,
-    pairs: HashMap<(Vec<u8>, Vec<u8>), Result<(), String>>,
+    pairs: HashMap<(Vec<u8>, Vec<u8>), Result<ParsedCert, CertProblem>>,
 }
 
 impl SecretCache {
@@ -77,7 +77,7 @@ impl SecretCache {
                 let pair = (cert.to_vec(), key_pem.to_vec());
                 let checked = match used.pairs.get(&pair).or_else(|| self.pairs.get(&pair)) {
                     Some(r) => r.clone(),
-                    None => check_pair(cert, key_pem),
+                    None => ParsedCert::from_pem(cert, key_pem),
                 };
                 used.pairs.insert(pair, checked.clone());
                 checked
@@ -92,8 +92,11 @@ impl SecretCache {
 
 /// Reads and checks a TLS Secret: type, keys, PEM, and that the key matches the
 /// certificate. The `Option<String>` is a warning for an accepted but unusual Secret.
-/// `check` decides whether a certificate and key form a pair.
-fn load_secret(secret: &Secret, check: impl FnOnce(&[u8], &[u8]) -> Result<(), String>) -> Loaded {
+/// `parse` turns a certificate and key into a pair.
+fn load_secret(
+    secret: &Secret,
+    parse: impl FnOnce(&[u8], &[u8]) -> Result<ParsedCert, CertProblem>,
+) -> Loaded {
     let type_ = secret.type_.as_deref().unwrap_or("Opaque");
     let mut warning = None;
     if type_ != TLS_SECRET_TYPE {
@@ -131,23 +134,9 @@ fn load_secret(secret: &Secret, check: impl FnOnce(&[u8], &[u8]) -> Result<(), S
             format!("must hold both {CERT_KEY} and {KEY_KEY}"),
         ));
     };
-    check(&cert, &key).map_err(|m| (DiagnosticReason::InvalidCertificate, m))?;
-    Ok((cert, key, warning))
-}
-
-fn check_pair(cert_pem: &[u8], key_pem: &[u8]) -> Result<(), String> {
-    let chain = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("{CERT_KEY} is not valid PEM: {e}"))?;
-    if chain.is_empty() {
-        return Err(format!("{CERT_KEY} holds no CERTIFICATE block"));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| format!("{KEY_KEY} holds no usable private key: {e}"))?;
-    let provider = rustls::crypto::ring::default_provider();
-    CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| format!("{CERT_KEY} and {KEY_KEY} do not form a usable pair: {e}"))?;
-    Ok(())
+    let parsed =
+        parse(&cert, &key).map_err(|p| (DiagnosticReason::InvalidCertificate, p.to_string()))?;
+    Ok((parsed, warning))
 }
 
 /// Certificates from the `spec.tls` of our Ingresses, given oldest first.
@@ -168,7 +157,7 @@ pub fn compile_tls(
     let mut hosts = TlsHosts::default();
     let mut certs: BTreeMap<String, CertSource> = BTreeMap::new();
     // Which Secret serves a host: the first (oldest Ingress) to claim it.
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owner: HashMap<HostPattern, String> = HashMap::new();
 
     for (key, ingress) in ingresses {
         let entries = ingress.spec.as_ref().and_then(|s| s.tls.as_deref());
@@ -176,13 +165,12 @@ pub fn compile_tls(
             let mut entry_hosts = Vec::new();
             for (j, raw) in entry.hosts.iter().flatten().enumerate() {
                 match parse_host(Some(raw)) {
-                    Ok(HostMatch::Exact(h)) => {
-                        hosts.exact.insert(h.clone());
+                    Ok(HostMatch::Host(h)) => {
+                        match &h {
+                            HostPattern::Exact(name) => hosts.exact.insert(name.clone()),
+                            HostPattern::Wildcard(suffix) => hosts.wildcard.insert(suffix.clone()),
+                        };
                         entry_hosts.push(h);
-                    }
-                    Ok(HostMatch::Wildcard(s)) => {
-                        hosts.wildcard.insert(s.clone());
-                        entry_hosts.push(format!("*.{s}"));
                     }
                     Ok(HostMatch::Any) => {}
                     Err(msg) => diags.push(Diagnostic::error(
@@ -212,8 +200,8 @@ pub fn compile_tls(
             let secret_key = ObjectKey::new(&key.namespace, secret_name);
             // Each Secret is checked once, however many Ingresses name it.
             let loaded = previous.load(store, &secret_key, used);
-            let (cert_pem, key_pem) = match &*loaded {
-                Ok((cert, key_pem, warning)) => {
+            let parsed = match &*loaded {
+                Ok((parsed, warning)) => {
                     if let Some(w) = warning {
                         diags.push(Diagnostic::warning(
                             Kind::Ingress,
@@ -223,7 +211,7 @@ pub fn compile_tls(
                             format!("secret {secret_name:?}: {w}"),
                         ));
                     }
-                    (cert.as_slice(), key_pem.as_slice())
+                    parsed
                 }
                 Err((reason, msg)) => {
                     diags.push(Diagnostic {
@@ -234,7 +222,7 @@ pub fn compile_tls(
                         reason: *reason,
                         message: format!(
                             "secret {secret_name:?}: {msg}; hosts {} fall back to the default certificate",
-                            entry_hosts.join(", ")
+                            entry_hosts.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
                         ),
                     });
                     continue;
@@ -249,7 +237,7 @@ pub fn compile_tls(
                             key,
                             format!("spec.tls[{i}].hosts[{j}]"),
                             DiagnosticReason::TlsHostConflict,
-                            format!("host {host:?} is already served by secret {existing:?} of an older Ingress; secret {name:?} is not used for it"),
+                            format!("host \"{host}\" is already served by secret {existing:?} of an older Ingress; secret {name:?} is not used for it"),
                         ));
                         continue;
                     }
@@ -261,8 +249,7 @@ pub fn compile_tls(
                 let cert = certs.entry(name.clone()).or_insert_with(|| CertSource {
                     name: name.clone(),
                     hosts: Vec::new(),
-                    cert_pem: cert_pem.to_vec(),
-                    key_pem: key_pem.to_vec(),
+                    cert: Ok(parsed.clone()),
                 });
                 if !cert.hosts.contains(&host) {
                     cert.hosts.push(host);
@@ -290,7 +277,7 @@ pub fn default_cert(
 ) -> Option<CertSource> {
     let loaded = previous.load(store, key, used);
     match &*loaded {
-        Ok((cert_pem, key_pem, warning)) => {
+        Ok((parsed, warning)) => {
             if let Some(w) = warning {
                 diags.push(Diagnostic::warning(
                     Kind::Secret,
@@ -303,8 +290,7 @@ pub fn default_cert(
             Some(CertSource {
                 name: key.to_string(),
                 hosts: Vec::new(),
-                cert_pem: cert_pem.clone(),
-                key_pem: key_pem.clone(),
+                cert: Ok(parsed.clone()),
             })
         }
         Err((reason, msg)) => {
@@ -317,5 +303,114 @@ pub fn default_cert(
             ));
             None
         }
+    }
+}
+
+/// The certificate store for SNI, from this compile's parsed pairs (nothing is parsed
+/// again), and what it finds (expired, host not covered, ...) as diagnostics, so they are
+/// logged, counted and sent as Events like every other.
+pub fn cert_store(
+    certs: &[CertSource],
+    default: Option<&CertSource>,
+    diags: &mut Vec<Diagnostic>,
+) -> CertStore {
+    let (store, found) = CertStore::build(certs, default);
+    diags.extend(found.iter().map(store_diagnostic));
+    store
+}
+
+/// A certificate store finding as a diagnostic on the Secret it came from (`ns/name`).
+fn store_diagnostic(d: &CertDiagnostic) -> Diagnostic {
+    let object = match d.source.split_once('/') {
+        Some((ns, name)) => ObjectKey::new(ns, name),
+        None => ObjectKey::new("", &d.source),
+    };
+    let (reason, field) = match &d.problem {
+        CertProblem::NoCertificate
+        | CertProblem::CertificatePem(_)
+        | CertProblem::CertificateParse { .. }
+        | CertProblem::LeafNotFirst { .. } => {
+            (DiagnosticReason::InvalidCertificate, "data.tls.crt")
+        }
+        CertProblem::NoKey
+        | CertProblem::EncryptedKey
+        | CertProblem::KeyPem(_)
+        | CertProblem::UnsupportedKey(_) => (DiagnosticReason::InvalidCertificate, "data.tls.key"),
+        CertProblem::KeyMismatch => (DiagnosticReason::InvalidCertificate, "data"),
+        CertProblem::Expired { .. } | CertProblem::NotYetValid { .. } => {
+            (DiagnosticReason::CertificateNotValidNow, "data.tls.crt")
+        }
+        CertProblem::HostNotCovered { .. } => {
+            (DiagnosticReason::CertificateHostMismatch, "data.tls.crt")
+        }
+        CertProblem::DuplicateHost { .. } => (DiagnosticReason::TlsHostConflict, ""),
+        CertProblem::NoHosts => (DiagnosticReason::TlsNoHosts, ""),
+    };
+    let severity = match d.severity() {
+        tls::Severity::Warning => Severity::Warning,
+        tls::Severity::Error => Severity::Error,
+    };
+    let mut message = d.problem.to_string();
+    if severity == Severity::Error {
+        message.push_str("; its hosts get the default certificate");
+    }
+    Diagnostic {
+        severity,
+        kind: Kind::Secret,
+        object,
+        field: field.to_owned(),
+        reason,
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair(host: &str) -> (Vec<u8>, Vec<u8>) {
+        let c = rcgen::generate_simple_self_signed(vec![host.to_owned()]).unwrap();
+        (
+            c.cert.pem().into_bytes(),
+            c.signing_key.serialize_pem().into_bytes(),
+        )
+    }
+
+    fn host(h: &str) -> HostPattern {
+        HostPattern::parse(h).unwrap()
+    }
+
+    #[test]
+    fn store_findings_name_the_secret_field_and_reason() {
+        let (cert, _) = pair("a.test");
+        let (_, other_key) = pair("a.test");
+        let (good_cert, good_key) = pair("b.test");
+        let certs = [
+            CertSource::from_pem("shop/mismatch", vec![host("a.test")], &cert, &other_key),
+            CertSource::from_pem(
+                "shop/good",
+                vec![host("b.test"), host("c.test")],
+                &good_cert,
+                &good_key,
+            ),
+        ];
+        let mut diags = Vec::new();
+        let store = cert_store(&certs, None, &mut diags);
+        assert_eq!(diags.len(), 2, "{diags:?}");
+        assert_eq!(diags[0].object, ObjectKey::new("shop", "mismatch"));
+        assert_eq!(diags[0].kind, Kind::Secret);
+        assert_eq!(diags[0].severity, Severity::Error);
+        assert_eq!(diags[0].reason, DiagnosticReason::InvalidCertificate);
+        assert!(
+            diags[0].message.contains("does not match"),
+            "{}",
+            diags[0].message
+        );
+        assert_eq!(diags[1].object, ObjectKey::new("shop", "good"));
+        assert_eq!(diags[1].severity, Severity::Warning);
+        assert_eq!(diags[1].reason, DiagnosticReason::CertificateHostMismatch);
+        assert!(diags[1].message.contains("c.test"));
+        assert_eq!(store.source_for("b.test"), Some("shop/good"));
+        assert_eq!(store.source_for("a.test"), None);
     }
 }

@@ -182,7 +182,7 @@ impl Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:?} {}: ", self.kind, self.object)?;
+        write!(f, "{} {}: ", self.kind, self.object)?;
         if !self.field.is_empty() {
             write!(f, "{}: ", self.field)?;
         }

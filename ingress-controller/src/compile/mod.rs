@@ -97,6 +97,9 @@ pub struct Compiled {
     pub certs: Vec<tls::CertSource>,
     /// `--default-certificate`, when it names a usable Secret.
     pub default_cert: Option<tls::CertSource>,
+    /// The certificates by SNI host, built from `certs` and `default_cert`; its findings
+    /// are in `diagnostics`. The HTTPS listener swaps it in as it is.
+    pub cert_store: Arc<tls::CertStore>,
     pub diagnostics: Vec<Diagnostic>,
     /// Ingresses of our class, sorted; their status is ours to write.
     pub owned_ingresses: Vec<ObjectKey>,
@@ -117,7 +120,8 @@ pub struct CompileCache {
     default_ref: Option<backends::BackendRef>,
 }
 
-/// Compiles the store. Same store and options, same output.
+/// Compiles the store. Same store and options, same output (but for certificate validity,
+/// which is judged against the clock).
 pub fn compile(store: &Store, opts: &CompileOptions) -> Compiled {
     compile_with(store, opts, &mut CompileCache::default())
 }
@@ -237,6 +241,11 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
+    let cert_store = Arc::new(certs::cert_store(
+        &tls.certs,
+        default_cert.as_ref(),
+        &mut diags,
+    ));
 
     // One order whatever the cache held, and each thing said once (one slice can be
     // read for several ports of its Service).
@@ -254,6 +263,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         config,
         certs: tls.certs,
         default_cert,
+        cert_store,
         diagnostics: diags,
         owned_ingresses,
         settings,
@@ -292,18 +302,14 @@ fn duplicate(
     owner: &Arc<str>,
     source: &Arc<str>,
 ) -> Diagnostic {
-    let host = match host {
-        HostMatch::Exact(h) => h.clone(),
-        HostMatch::Wildcard(s) => format!("*.{s}"),
-        HostMatch::Any => "*".to_owned(),
-    };
+    let host = host.to_string();
     if owner == source {
         Diagnostic::warning(
             Kind::Ingress,
             key,
             field,
             DiagnosticReason::DuplicatePath,
-            format!("host {host:?} path {path:?} ({path_type:?}) is declared earlier in this Ingress; the first wins"),
+            format!("host {host:?} path {path:?} ({path_type}) is declared earlier in this Ingress; the first wins"),
         )
     } else {
         Diagnostic::error(
@@ -311,7 +317,7 @@ fn duplicate(
             key,
             field,
             DiagnosticReason::DuplicatePath,
-            format!("host {host:?} path {path:?} ({path_type:?}) is already claimed by the older Ingress {owner}; path ignored"),
+            format!("host {host:?} path {path:?} ({path_type}) is already claimed by the older Ingress {owner}; path ignored"),
         )
     }
 }

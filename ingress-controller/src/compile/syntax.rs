@@ -1,52 +1,10 @@
 //! Host and path syntax of Ingress rules, as the Kubernetes API validates them.
 
-use std::net::IpAddr;
-
 use proxy_core::routes::{normalize_rule_path, HostMatch, PathType};
 
-/// A rule or TLS host: lower-cased, `*.` wildcard or DNS name; `None`/empty is any host.
+/// A rule or TLS host (the one rule in [`proxy_core::host`]); `None`/empty is any host.
 pub fn parse_host(raw: Option<&str>) -> Result<HostMatch, String> {
-    let Some(raw) = raw.filter(|h| !h.is_empty()) else {
-        return Ok(HostMatch::Any);
-    };
-    let host = raw.to_ascii_lowercase();
-    if let Some(suffix) = host.strip_prefix("*.") {
-        return if is_dns_subdomain(suffix) {
-            Ok(HostMatch::Wildcard(suffix.to_owned()))
-        } else {
-            Err(format!(
-                "host {raw:?} is not a valid wildcard (\"*.\" followed by a DNS name)"
-            ))
-        };
-    }
-    if host.parse::<IpAddr>().is_ok() {
-        return Err(format!(
-            "host {raw:?} is an IP address; hosts must be DNS names"
-        ));
-    }
-    if is_dns_subdomain(&host) {
-        Ok(HostMatch::Exact(host))
-    } else {
-        Err(format!(
-            "host {raw:?} is not a valid DNS name (lower-case letters, digits, '-' and '.')"
-        ))
-    }
-}
-
-/// RFC 1123 subdomain: dot-separated labels of `[a-z0-9-]`, 1-63 long, no leading or
-/// trailing `-`, 253 characters in all.
-fn is_dns_subdomain(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 253
-        && s.split('.').all(|label| {
-            let b = label.as_bytes();
-            !b.is_empty()
-                && b.len() <= 63
-                && b.iter()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
-                && b[0] != b'-'
-                && b[b.len() - 1] != b'-'
-        })
+    HostMatch::parse(raw).map_err(|e| format!("host {:?}: {e}", raw.unwrap_or_default()))
 }
 
 /// The path type; `ImplementationSpecific` (and an empty value) is served as `Prefix`,
@@ -106,33 +64,6 @@ pub fn claim_path(path: &str, path_type: PathType) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts() {
-        assert_eq!(parse_host(None), Ok(HostMatch::Any));
-        assert_eq!(parse_host(Some("")), Ok(HostMatch::Any));
-        assert_eq!(
-            parse_host(Some("Foo.Bar.com")),
-            Ok(HostMatch::Exact("foo.bar.com".into()))
-        );
-        assert_eq!(
-            parse_host(Some("*.foo.com")),
-            Ok(HostMatch::Wildcard("foo.com".into()))
-        );
-        for bad in [
-            "foo_bar.com",
-            "-a.com",
-            "a..com",
-            "*.",
-            "*",
-            "a.*.com",
-            "10.0.0.1",
-            "foo.com:80",
-            "ex ample.com",
-        ] {
-            assert!(parse_host(Some(bad)).is_err(), "{bad} accepted");
-        }
-    }
 
     #[test]
     fn paths() {

@@ -117,8 +117,12 @@ fn route(c: &Compiled, host: &str, path: &str) -> Option<String> {
         .map(|t| t.backend.to_string())
 }
 
+fn host(h: &str) -> tls::HostPattern {
+    tls::HostPattern::parse(h).unwrap()
+}
+
 fn exact(h: &str) -> HostMatch {
-    HostMatch::Exact(h.into())
+    HostMatch::parse(Some(h)).unwrap()
 }
 
 #[test]
@@ -127,7 +131,7 @@ fn kubia_named_ports_resolve_to_slice_ports() {
     let (c, rules) = compile_rules(&store);
     assert_eq!(c.owned_ingresses, vec![ObjectKey::new("default", "kubia")]);
 
-    let wild = HostMatch::Wildcard("kubia.example.com".into());
+    let wild = HostMatch::parse(Some("*.kubia.example.com")).unwrap();
     assert_eq!(
         rule_summary(&rules),
         vec![
@@ -724,31 +728,24 @@ fn tls_secrets_become_certificates_and_redirects() {
     assert_eq!(
         c.certs,
         vec![
-            tls::CertSource {
-                name: "default/opaque-tls".into(),
-                hosts: vec!["opaque.example.com".into()],
-                cert_pem: opaque_cert.into_bytes(),
-                key_pem: opaque_key.into_bytes(),
-            },
-            tls::CertSource {
-                name: "default/shop-tls".into(),
-                hosts: vec!["*.apps.example.com".into(), "shop.example.com".into()],
-                cert_pem: shop_cert.clone().into_bytes(),
-                key_pem: shop_key.clone().into_bytes(),
-            },
+            tls::CertSource::from_pem(
+                "default/opaque-tls",
+                vec![host("opaque.example.com")],
+                opaque_cert.as_bytes(),
+                opaque_key.as_bytes(),
+            ),
+            tls::CertSource::from_pem(
+                "default/shop-tls",
+                vec![host("shop.example.com"), host("*.apps.example.com")],
+                shop_cert.as_bytes(),
+                shop_key.as_bytes(),
+            ),
         ]
     );
 
     let redirects: Vec<(String, bool)> = rules
         .iter()
-        .map(|r| {
-            let host = match &r.host {
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Wildcard(s) => format!("*.{s}"),
-                HostMatch::Any => "*".into(),
-            };
-            (format!("{host}{}", r.path), redirects(&r.target.policy))
-        })
+        .map(|r| (format!("{}{}", r.host, r.path), redirects(&r.target.policy)))
         .collect();
     // By host (exact hosts sorted, then wildcards), then in claim order.
     let want = [
@@ -812,7 +809,19 @@ fn tls_secrets_become_certificates_and_redirects() {
     let default = c.default_cert.unwrap();
     assert_eq!(default.name, "default/shop-tls");
     assert!(default.hosts.is_empty());
-    assert_eq!(default.cert_pem, shop_cert.into_bytes());
+    assert_eq!(
+        default.cert,
+        tls::ParsedCert::from_pem(shop_cert.as_bytes(), shop_key.as_bytes())
+    );
+    // The compile's certificate store serves it, with no parse of its own.
+    assert!(c.cert_store.has_default());
+    // Certificate findings come out as diagnostics on the Secret: this one does not
+    // cover the wildcard its TLS entry lists.
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        diags_on(&c, Kind::Secret, "default", "shop-tls"),
+        vec![("data.tls.crt".into(), R::CertificateHostMismatch)]
+    );
     let c = compile(&store, &opts("mismatched"));
     assert!(c.default_cert.is_none());
     assert_eq!(
@@ -877,5 +886,124 @@ fn a_default_backend_alone_is_resolved_and_follows_edits() {
             diags_on(&c, Kind::Ingress, "default", "only-default"),
             vec![(field.to_owned(), DiagnosticReason::ServiceNotFound)]
         );
+    }
+}
+
+/// One host rule for everyone: an Ingress rule host, a `spec.tls` host, the route table's
+/// lookup of a request's `Host` and the certificate store's SNI lookup accept the same
+/// hosts, normalise them alike and apply one wildcard rule.
+#[test]
+fn hosts_agree_across_rules_tls_routes_and_certificates() {
+    let too_long = format!(
+        "{}.{}.{}.{}.example",
+        "a".repeat(63),
+        "b".repeat(63),
+        "c".repeat(63),
+        "d".repeat(54)
+    );
+    assert_eq!(too_long.len(), 254);
+    // (configured host, a request host it serves; `None`: refused everywhere)
+    let cases: Vec<(&str, Option<&str>)> = vec![
+        ("app.example.com", Some("app.example.com")),
+        ("App.Example.COM", Some("app.example.com")),
+        ("app.example.com.", Some("app.example.com")),
+        ("*.wild.example.com", Some("x.wild.example.com")),
+        ("xn--bcher-kva.example", Some("xn--bcher-kva.example")),
+        ("*.*.example.com", None),
+        ("a.*.example.com", None),
+        ("*", None),
+        ("under_score.example.com", None),
+        ("bücher.example", None),
+        (&too_long, None),
+        ("a..example.com", None),
+        (".example.com", None),
+        ("-a.example.com", None),
+        ("10.0.0.1", None),
+        ("[::1]", None),
+    ];
+    let (cert, key) = {
+        let names = [
+            "app.example.com",
+            "*.wild.example.com",
+            "xn--bcher-kva.example",
+        ];
+        let ck = rcgen::generate_simple_self_signed(names.map(String::from).to_vec()).unwrap();
+        (ck.cert.pem(), ck.signing_key.serialize_pem())
+    };
+    for (raw, serves) in cases {
+        let mut store = store_from_yaml(&format!(
+            r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: portico}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: web}}
+spec:
+  ingressClassName: portico
+  tls: [{{hosts: [{raw:?}], secretName: tls}}]
+  rules:
+    - host: {raw:?}
+      http:
+        paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}]
+"#
+        ));
+        store.apply(secret("tls", "kubernetes.io/tls", &cert, &key));
+        let c = compile(&store, &CompileOptions::default());
+        let invalid = |field: &str| {
+            c.diagnostics
+                .iter()
+                .any(|d| d.field == field && d.reason == DiagnosticReason::InvalidHost)
+        };
+        assert_eq!(
+            invalid("spec.rules[0].host"),
+            serves.is_none(),
+            "rule host {raw:?}"
+        );
+        assert_eq!(
+            invalid("spec.tls[0].hosts[0]"),
+            serves.is_none(),
+            "TLS host {raw:?}"
+        );
+        let store = tls::CertStore::build(&c.certs, None).0;
+        let Some(request) = serves else {
+            assert!(c.config.routes.is_empty(), "{raw:?} routed");
+            assert_eq!(store.host_count(), 0, "{raw:?} has a certificate");
+            continue;
+        };
+        // A client may send any case, a trailing dot and a port.
+        let header = format!("{}.:8443", request.to_ascii_uppercase());
+        let parts = http::Request::builder()
+            .uri("/")
+            .header(http::header::HOST, &header)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let routed = c.config.routes.lookup_request(&parts).unwrap();
+        assert!(routed.is_some(), "{raw:?}: Host {header:?} not routed");
+        assert_eq!(
+            store.source_for(&header[..header.len() - 5]),
+            Some("default/tls"),
+            "{raw:?}: SNI {request:?}"
+        );
+        let covered = !c
+            .diagnostics
+            .iter()
+            .any(|d| d.reason == DiagnosticReason::CertificateHostMismatch);
+        assert!(covered, "{raw:?}: {:?}", c.diagnostics);
+        // One label under a wildcard, no more, no fewer.
+        if raw.starts_with("*.") {
+            for other in [&request[2..], &format!("y.{request}")[..]] {
+                assert_eq!(
+                    c.config.routes.lookup(other, "/"),
+                    None,
+                    "{raw:?} routes {other:?}"
+                );
+                assert_eq!(store.source_for(other), None, "{raw:?} serves {other:?}");
+            }
+        }
     }
 }

@@ -31,7 +31,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Endpoint;
+use crate::model::Endpoint;
 
 pub use reconcile::{L4Error, L4Proxy, ReconcileSummary};
 

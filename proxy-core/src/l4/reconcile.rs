@@ -289,7 +289,7 @@ impl L4Proxy {
         if summary.draining > 0 {
             tracing::info!(
                 groups = summary.draining,
-                drain_timeout = ?self.shared.options.drain_timeout,
+                drain_timeout_s = self.shared.options.drain_timeout.as_secs(),
                 "connections to removed endpoints will be closed after the drain timeout"
             );
         }

@@ -4,9 +4,10 @@
 //! what real clients send almost always, so the common request path does not allocate.
 
 use std::borrow::Cow;
-use std::net::Ipv6Addr;
 
 use http::request::Parts;
+
+use crate::host::normalize_request_host;
 
 /// Why a request path cannot be routed. The HTTP server answers these with 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -31,8 +32,9 @@ pub enum PathError {
 /// absolute-form request target and the HTTP/2 `:authority` pseudo-header (RFC 9112
 /// §3.2.2: a server must then ignore `Host`); otherwise the single `Host` header.
 ///
-/// Normal form: port removed, one trailing dot removed (`foo.com.` is the same host as
-/// `foo.com`), ASCII lower-cased (borrowed when it already is). An IPv6 literal keeps its
+/// Normal form ([`normalize_request_host`], the same rule configured hosts follow): port
+/// removed, one trailing dot removed (`foo.com.` is the same host as `foo.com`), ASCII
+/// lower-cased (borrowed when it already is). An IPv6 literal keeps its
 /// brackets, `[::1]:8080` becomes `[::1]`: Ingress hosts cannot be IP addresses, so such
 /// a request only ever matches host-less rules, and the bracketed form cannot be confused
 /// with a DNS name.
@@ -43,7 +45,7 @@ pub enum PathError {
 pub fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
     if let Some(authority) = parts.uri.authority() {
         // `Authority::host` already dropped userinfo and port and validated brackets.
-        return normalize_host(authority.host());
+        return normalize_request_host(authority.host());
     }
     let mut values = parts.headers.get_all(http::header::HOST).iter();
     let value = values.next()?;
@@ -51,7 +53,7 @@ pub fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
         return None;
     }
     let value = value.to_str().ok()?;
-    normalize_host(strip_port(value)?)
+    normalize_request_host(strip_port(value)?)
 }
 
 /// Removes `:port` from a `Host` header value; `None` when the port is not numeric.
@@ -71,32 +73,6 @@ fn strip_port(value: &str) -> Option<&str> {
         Some(_) => None,
         None if port.is_empty() => Some(host),
         None => None,
-    }
-}
-
-/// Validates and normalizes a host without its port (see [`request_host`]).
-fn normalize_host(host: &str) -> Option<Cow<'_, str>> {
-    if let Some(inner) = host.strip_prefix('[') {
-        let inner = inner.strip_suffix(']')?;
-        inner.parse::<Ipv6Addr>().ok()?;
-        return Some(lowercase(host));
-    }
-    let host = host.strip_suffix('.').unwrap_or(host);
-    if host.is_empty()
-        || !host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-    {
-        return None;
-    }
-    Some(lowercase(host))
-}
-
-fn lowercase(s: &str) -> Cow<'_, str> {
-    if s.bytes().any(|b| b.is_ascii_uppercase()) {
-        Cow::Owned(s.to_ascii_lowercase())
-    } else {
-        Cow::Borrowed(s)
     }
 }
 
@@ -554,7 +530,7 @@ mod tests {
             ("Foo.Bar.COM", Some("foo.bar.com")),
             ("foo.bar.com.", Some("foo.bar.com")),
             ("FOO.bar.com.:443", Some("foo.bar.com")),
-            ("under_score.example", Some("under_score.example")),
+            ("under_score.example", None),
             ("127.0.0.1:80", Some("127.0.0.1")),
             ("[::1]", Some("[::1]")),
             ("[::1]:8080", Some("[::1]")),

@@ -24,6 +24,7 @@ use std::collections::hash_map::Entry;
 
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 use super::{HostMatch, PathType, RouteRule, RouteTarget};
+use crate::host::{wildcard_parent, HostName, HostPattern};
 
 /// The compiled table. Cloning is cheap (it shares the compiled maps).
 #[derive(Clone, Default)]
@@ -33,9 +34,9 @@ pub struct RouteTable {
 
 #[derive(Default)]
 struct Inner {
-    exact_hosts: HashMap<Box<str>, Arc<HostRoutes>>,
+    exact_hosts: HashMap<HostName, Arc<HostRoutes>>,
     /// Keyed by the suffix after `*.`.
-    wildcard_hosts: HashMap<Box<str>, Arc<HostRoutes>>,
+    wildcard_hosts: HashMap<HostName, Arc<HostRoutes>>,
     any_host: Option<Arc<HostRoutes>>,
     len: usize,
 }
@@ -100,9 +101,9 @@ impl HostRoutes {
             self.rules.push(rule);
         } else {
             tracing::debug!(
-                host = ?rule.host,
+                host = %rule.host,
                 path = %rule.path,
-                path_type = ?rule.path_type,
+                path_type = %rule.path_type,
                 source = %rule.target.source,
                 "duplicate route rule ignored; an earlier rule claims it"
             );
@@ -260,8 +261,10 @@ impl RouteTable {
         let mut inner = Inner::default();
         for host in hosts {
             let slot = match &host.host {
-                HostMatch::Exact(name) => inner.exact_hosts.entry(name.as_str().into()),
-                HostMatch::Wildcard(suffix) => inner.wildcard_hosts.entry(suffix.as_str().into()),
+                HostMatch::Host(HostPattern::Exact(name)) => inner.exact_hosts.entry(name.clone()),
+                HostMatch::Host(HostPattern::Wildcard(suffix)) => {
+                    inner.wildcard_hosts.entry(suffix.clone())
+                }
                 HostMatch::Any => {
                     inner.any_host = Some(match inner.any_host.take() {
                         Some(earlier) => merge(&earlier, &host),
@@ -360,12 +363,12 @@ impl Inner {
             return Some(target);
         }
         // `*.foo.com` covers exactly one non-empty label in front of `foo.com`.
-        // (A byte loop: hosts are short, and `split_once` measured slower here.)
-        let dot = host.bytes().position(|b| b == b'.')?;
-        if dot == 0 || self.wildcard_hosts.is_empty() {
+        if self.wildcard_hosts.is_empty() {
             return None;
         }
-        self.wildcard_hosts.get(&host[dot + 1..])?.lookup(path)
+        self.wildcard_hosts
+            .get(wildcard_parent(host)?)?
+            .lookup(path)
     }
 }
 
@@ -377,31 +380,8 @@ fn merge(earlier: &Arc<HostRoutes>, later: &Arc<HostRoutes>) -> Arc<HostRoutes> 
         .unwrap_or_else(|| earlier.clone())
 }
 
-/// Brings a rule to the form lookup compares with: host lower-cased without a trailing
-/// dot (as [`request_host`] makes the request's), path in canonical form.
+/// Brings a rule's path to the form lookup compares with (hosts are normal by type).
 fn normalize_rule(mut rule: RouteRule) -> Option<RouteRule> {
-    fn clean_host(host: &str) -> String {
-        host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
-    }
-    // Hosts from the compiler are clean already: keep them rather than copy each one.
-    fn is_clean(host: &str) -> bool {
-        !host.ends_with('.') && !host.bytes().any(|b| b.is_ascii_uppercase())
-    }
-    rule.host = match std::mem::replace(&mut rule.host, HostMatch::Any) {
-        HostMatch::Exact(host) if host.is_empty() => HostMatch::Any,
-        HostMatch::Exact(host) if is_clean(&host) => HostMatch::Exact(host),
-        HostMatch::Exact(host) => HostMatch::Exact(clean_host(&host)),
-        HostMatch::Wildcard(suffix) => {
-            // Accept the `*.foo.com` spelling as well as the documented `foo.com`.
-            let suffix = clean_host(suffix.strip_prefix("*.").unwrap_or(&suffix));
-            if suffix.is_empty() {
-                tracing::warn!(source = %rule.target.source, "wildcard host rule with an empty suffix ignored");
-                return None;
-            }
-            HostMatch::Wildcard(suffix)
-        }
-        HostMatch::Any => HostMatch::Any,
-    };
     match normalize_rule_path(&rule.path) {
         Ok(path) => {
             if path != rule.path.as_str() {
@@ -440,7 +420,7 @@ impl fmt::Debug for RouteTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::BackendId;
+    use crate::model::BackendId;
 
     use rand::rngs::StdRng;
     use rand::{Rng, SeedableRng};
@@ -471,11 +451,11 @@ mod tests {
     }
 
     fn host_rule(host: &str, path: &str, path_type: PathType, service: &str) -> RouteRule {
-        let host = match host.strip_prefix("*.") {
-            Some(suffix) => HostMatch::Wildcard(suffix.to_owned()),
-            None => HostMatch::Exact(host.to_owned()),
-        };
-        rule(host, path, path_type, service)
+        rule(host_match(host), path, path_type, service)
+    }
+
+    fn host_match(host: &str) -> HostMatch {
+        HostMatch::parse(Some(host)).expect("test host")
     }
 
     fn service<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
@@ -706,34 +686,34 @@ mod tests {
         );
     }
 
+    /// A configured host and a request's `Host` meet in one form: the same lower-casing,
+    /// trailing dot and character rule, and one label under a wildcard.
     #[test]
-    fn rule_hosts_are_normalized_like_request_hosts() {
-        let table = RouteTable::build(vec![
-            host_rule("Foo.Example.COM.", "/", PathType::Prefix, "foo"),
-            rule(
-                HostMatch::Wildcard("*.Wild.Example".into()),
-                "/",
-                PathType::Prefix,
-                "wild",
-            ),
-            rule(
-                HostMatch::Exact(String::new()),
-                "/any",
-                PathType::Prefix,
-                "any",
-            ),
-            rule(
-                HostMatch::Wildcard(String::new()),
-                "/",
-                PathType::Prefix,
-                "dropped",
-            ),
-        ]);
-        assert_eq!(service(&table, "foo.example.com", "/"), Some("foo"));
-        assert_eq!(service(&table, "x.wild.example", "/"), Some("wild"));
-        assert_eq!(service(&table, "nobody.org", "/any"), Some("any"));
-        assert_eq!(service(&table, "x.", "/"), None);
-        assert_eq!(table.len(), 3);
+    fn rule_hosts_and_request_hosts_meet_in_one_form() {
+        let cases = [
+            ("Foo.Example.COM.", "foo.example.com", true),
+            ("foo.example.com", "FOO.example.com.:8080", true),
+            ("foo.example.com", "foo.example.com..", false),
+            ("*.Wild.Example", "x.wild.example", true),
+            ("*.wild.example", "X.Wild.Example.:443", true),
+            ("*.wild.example", "y.x.wild.example", false),
+            ("*.wild.example", "wild.example", false),
+            ("*.wild.example", ".wild.example", false),
+            ("xn--bcher-kva.example", "XN--BCHER-KVA.example", true),
+        ];
+        for (configured, header, want) in cases {
+            let table =
+                RouteTable::build(vec![host_rule(configured, "/", PathType::Prefix, "hit")]);
+            let parts = http::Request::builder()
+                .uri("/")
+                .header(http::header::HOST, header)
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            let got = table.lookup_request(&parts).unwrap().is_some();
+            assert_eq!(got, want, "rule {configured:?}, Host: {header:?}");
+        }
     }
 
     #[test]
@@ -866,10 +846,10 @@ mod tests {
             p.split('/').filter(|e| !e.is_empty()).collect()
         }
         let host_tiers: [&dyn Fn(&HostMatch) -> bool; 3] = [
-            &|h| matches!(h, HostMatch::Exact(e) if !host.is_empty() && e == host),
+            &|h| matches!(h, HostMatch::Host(HostPattern::Exact(e)) if !host.is_empty() && e.as_str() == host),
             &|h| {
-                matches!(h, HostMatch::Wildcard(s)
-                    if host.split_once('.').is_some_and(|(l, rest)| !l.is_empty() && rest == s))
+                matches!(h, HostMatch::Host(HostPattern::Wildcard(s))
+                    if host.split_once('.').is_some_and(|(l, rest)| !l.is_empty() && rest == s.as_str()))
             },
             &|h| *h == HostMatch::Any,
         ];
@@ -936,10 +916,8 @@ mod tests {
             for i in 0..rng.random_range(0..30) {
                 let host = match rng.random_range(0..4) {
                     0 => HostMatch::Any,
-                    1 => HostMatch::Wildcard(
-                        ["x.com", "b.x.com", "org"][rng.random_range(0..3)].into(),
-                    ),
-                    _ => HostMatch::Exact(HOSTS[rng.random_range(0..HOSTS.len() - 1)].into()),
+                    1 => host_match(["*.x.com", "*.b.x.com", "*.org"][rng.random_range(0..3)]),
+                    _ => host_match(HOSTS[rng.random_range(0..HOSTS.len() - 1)]),
                 };
                 let path_type = if rng.random_bool(0.5) {
                     PathType::Exact

@@ -178,7 +178,7 @@ pub fn target(name: &str) -> RouteTarget {
 /// One Prefix `/` rule per host, each to its own backend.
 pub fn rule(host: &str, backend: &str) -> RouteRule {
     RouteRule {
-        host: HostMatch::Exact(host.to_owned()),
+        host: HostMatch::parse(Some(host)).expect("test host"),
         path: "/".to_owned(),
         path_type: PathType::Prefix,
         target: target(backend),

@@ -33,13 +33,28 @@ pub struct Pem {
 
 impl Pem {
     pub fn source(&self, name: &str, hosts: &[&str]) -> CertSource {
-        CertSource {
-            name: name.to_owned(),
-            hosts: hosts.iter().map(|h| (*h).to_owned()).collect(),
-            cert_pem: self.cert_pem.clone(),
-            key_pem: self.key_pem.clone(),
-        }
+        pem_source(name, hosts, &self.cert_pem, &self.key_pem)
     }
+
+    /// This certificate with another key.
+    pub fn source_with_key(&self, name: &str, hosts: &[&str], key_pem: &[u8]) -> CertSource {
+        pem_source(name, hosts, &self.cert_pem, key_pem)
+    }
+}
+
+/// A source from PEM, parsed as a caller of the store would.
+pub fn pem_source(name: &str, hosts: &[&str], cert_pem: &[u8], key_pem: &[u8]) -> CertSource {
+    CertSource::from_pem(
+        name,
+        hosts.iter().map(|h| host(h)).collect(),
+        cert_pem,
+        key_pem,
+    )
+}
+
+/// A host for a test source; panics on an invalid one.
+pub fn host(raw: &str) -> tls::HostPattern {
+    tls::HostPattern::parse(raw).expect("test host")
 }
 
 pub fn leaf_der(cert_pem: &[u8]) -> Vec<u8> {

@@ -218,7 +218,7 @@ impl FileSource {
         let noted = std::mem::take(&mut self.noted);
         let changed = self.refresh(found.into_iter().chain(gone), &noted.paths, events);
         tracing::trace!(
-            took_ms = start.elapsed().as_secs_f64() * 1000.0,
+            took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             changed,
             "rescanned"
         );

@@ -410,7 +410,7 @@ mod tests {
 
     fn keys(objs: &[Object]) -> Vec<String> {
         objs.iter()
-            .map(|o| format!("{:?} {}", o.kind(), o.key()))
+            .map(|o| format!("{} {}", o.kind(), o.key()))
             .collect()
     }
 
