@@ -145,6 +145,19 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 
+    /// Client connections served at once, HTTP and HTTPS together; more are closed at
+    /// once, unserved, and counted in portico_connections_refused_total. Default: half of
+    /// the open-file limit (raised to its hard limit at start) less a reserve, so that
+    /// every client connection can have a pod connection and the admin listener always
+    /// answers.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: Option<u32>,
+
+    /// Client connections one client address (the TCP peer) may hold at once. Default:
+    /// no cap.
+    #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_CLIENT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_client: Option<u32>,
+
     /// Log format on stderr.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use proxy_core::http::{ConnInfo, Proxy, Scheme, Shutdown};
+use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
 use tls::{CertResolver, TlsAcceptor};
 
@@ -130,24 +130,30 @@ impl Https {
             self.acceptor.clone(),
             handshake_timeout,
             stop,
-            move |conn: tls::TlsConnection| {
+            move |conn: tls::TlsConnection<(Option<SocketAddr>, ConnPermit)>| {
                 let proxy = proxy.clone();
                 async move {
+                    let (proxied, _permit) = conn.admitted;
                     let info = ConnInfo {
                         remote: conn.remote,
                         local: conn.local,
                         scheme: Scheme::Https,
                         sni: conn.info.sni,
                         alpn_h2: conn.info.alpn_h2,
-                        proxied: conn.proxied,
+                        proxied,
                     };
                     proxy.serve_connection(conn.stream, info).await
                 }
             },
             move |e: &tls::TlsError| metrics.handshake_failed(e),
+            // Over the connection caps: closed before the handshake costs anything.
             move |tcp: TcpStream, remote: SocketAddr| {
                 let proxy = prelude_proxy.clone();
-                async move { proxy.proxy_protocol(tcp, remote).await }
+                async move {
+                    let permit = proxy.admit(remote)?;
+                    let (tcp, proxied) = proxy.proxy_protocol(tcp, remote).await?;
+                    Some((tcp, (proxied, permit)))
+                }
             },
         )
         .await

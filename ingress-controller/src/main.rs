@@ -20,7 +20,7 @@ use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::status::PublishSource;
 use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
-use proxy_core::http::{Proxy, ProxyOptions};
+use proxy_core::http::{default_max_connections, raise_fd_limit, Proxy, ProxyOptions};
 
 // Every proxied request allocates and frees header maps and buffers across tasks;
 // mimalloc's per-thread free lists make that several times cheaper than glibc's malloc
@@ -152,11 +152,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
     //    served once the first config is published.
+    let fd_limit = raise_fd_limit();
+    let max_connections = args
+        .max_connections
+        .map_or_else(|| default_max_connections(fd_limit), |n| n as usize);
+    tracing::info!(
+        open_files = fd_limit.unwrap_or(0),
+        max_connections,
+        max_connections_per_client = args.max_connections_per_client.unwrap_or(0),
+        "connection caps"
+    );
     let proxy = Proxy::new(
         config.clone(),
         ProxyOptions {
             https_port: args.https_redirect_port.unwrap_or(args.https_addr.port()),
             observer: Some(metrics.clone()),
+            max_connections,
+            max_connections_per_client: args.max_connections_per_client.map(|n| n as usize),
             ..ProxyOptions::default()
         },
     );

@@ -17,7 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendId, BackendKind, Config};
 use proxy_core::host::{normalize_request_host, wildcard_parent, HostName, HostPattern};
-use proxy_core::http::{Blame, ProxyObserver, ResponseEvent};
+use proxy_core::http::{Blame, ProxyObserver, Refusal, ResponseEvent};
 
 use crate::https::TlsMetrics;
 use crate::service_proxy::L4Metrics;
@@ -29,6 +29,12 @@ struct RequestLabels {
     backend: String,
     /// Whose fault a failure was: `client`, `upstream`, `config`, or `none`.
     blame: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// `max_connections` or `max_connections_per_client`.
+    reason: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -103,6 +109,7 @@ pub struct Metrics {
     reload_duration: Histogram,
     diagnostics: Family<DiagnosticLabels, Gauge>,
     endpoints: Family<EndpointLabels, Gauge>,
+    refused: Family<RefusedLabels, Counter>,
     hosts: ArcSwap<Hosts>,
     /// Diagnostic counts by source (`compile`, `files`), merged into one gauge family.
     diagnostic_sources: Mutex<BTreeMap<&'static str, DiagnosticCounts>>,
@@ -166,6 +173,12 @@ impl Metrics {
             "Endpoints of each backend in the current configuration, by readiness",
             endpoints.clone(),
         );
+        let refused = Family::<RefusedLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Client connections closed unserved because a connection cap was reached",
+            refused.clone(),
+        );
         let l4 = Arc::new(L4Metrics::new());
         l4.register(&mut registry);
         let tls = Arc::new(TlsMetrics::default());
@@ -180,6 +193,7 @@ impl Metrics {
             reload_duration,
             diagnostics,
             endpoints,
+            refused,
             hosts: ArcSwap::default(),
             diagnostic_sources: Mutex::new(BTreeMap::new()),
         }
@@ -332,6 +346,14 @@ impl ProxyObserver for Metrics {
             });
             histogram.observe(latency.as_secs_f64());
         }
+    }
+
+    fn on_refused(&self, why: Refusal) {
+        self.refused
+            .get_or_create(&RefusedLabels {
+                reason: why.as_str(),
+            })
+            .inc();
     }
 }
 

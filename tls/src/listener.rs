@@ -14,13 +14,14 @@ use crate::server::{accept, TlsInfo};
 use crate::TlsError;
 
 /// One accepted, handshaken connection.
-pub struct TlsConnection {
+pub struct TlsConnection<X = ()> {
     pub stream: TlsStream<TcpStream>,
     pub info: TlsInfo,
     pub remote: SocketAddr,
     pub local: SocketAddr,
-    /// What the prelude found before the handshake (see [`serve_observed`]).
-    pub proxied: Option<SocketAddr>,
+    /// What the prelude made of the connection before the handshake (see
+    /// [`serve_observed`]); kept for as long as the connection is served.
+    pub admitted: X,
 }
 
 /// Accepts connections on `listener` until `shutdown` completes, then drops the listener;
@@ -46,16 +47,16 @@ pub async fn serve<H, Fut>(
         shutdown,
         handler,
         |_: &TlsError| {},
-        |tcp: TcpStream, _remote: SocketAddr| async move { Some((tcp, None)) },
+        |tcp: TcpStream, _remote: SocketAddr| async move { Some((tcp, ())) },
     )
     .await
 }
 
 /// [`serve`], also calling `on_failure` for every failed or timed-out handshake (for
-/// metrics), and running `prelude` on each connection before its handshake: it reads
-/// what a load balancer sends first (a PROXY protocol header) and hands back the stream
-/// and the client address it named, or `None` to close the connection.
-pub async fn serve_observed<H, Fut, F, P, PFut>(
+/// metrics), and running `prelude` on each connection before its handshake: it admits
+/// the connection (or returns `None` to close it at once), reads what a load balancer
+/// sends first (a PROXY protocol header), and hands back the stream and what it found.
+pub async fn serve_observed<H, Fut, F, P, PFut, X>(
     listener: TcpListener,
     acceptor: TlsAcceptor,
     handshake_timeout: Duration,
@@ -64,11 +65,12 @@ pub async fn serve_observed<H, Fut, F, P, PFut>(
     on_failure: F,
     prelude: P,
 ) where
-    H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
+    H: Fn(TlsConnection<X>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
     F: Fn(&TlsError) + Clone + Send + 'static,
     P: Fn(TcpStream, SocketAddr) -> PFut + Clone + Send + 'static,
-    PFut: Future<Output = Option<(TcpStream, Option<SocketAddr>)>> + Send + 'static,
+    PFut: Future<Output = Option<(TcpStream, X)>> + Send + 'static,
+    X: Send + 'static,
 {
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -91,7 +93,7 @@ pub async fn serve_observed<H, Fut, F, P, PFut>(
         let prelude = prelude.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let Some((tcp, proxied)) = prelude(tcp, remote).await else {
+            let Some((tcp, admitted)) = prelude(tcp, remote).await else {
                 return;
             };
             let local = match tcp.local_addr() {
@@ -108,7 +110,7 @@ pub async fn serve_observed<H, Fut, F, P, PFut>(
                         info,
                         remote,
                         local,
-                        proxied,
+                        admitted,
                     })
                     .await
                 }

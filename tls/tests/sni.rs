@@ -346,7 +346,7 @@ async fn failed_and_timed_out_handshakes_are_observed() {
         move |e: &TlsError| {
             let _ = tx.send(e.reason());
         },
-        |tcp: tokio::net::TcpStream, _| async move { Some((tcp, None)) },
+        |tcp: tokio::net::TcpStream, _| async move { Some((tcp, ())) },
     ));
     let mut garbage = tokio::net::TcpStream::connect(addr).await.unwrap();
     garbage

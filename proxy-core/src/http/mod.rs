@@ -40,6 +40,7 @@ mod forward;
 mod framing;
 mod headers;
 mod idle_io;
+mod limits;
 pub mod proxy_protocol;
 mod server;
 mod upgrade;
@@ -47,6 +48,7 @@ mod upstream;
 
 pub use body::{BodyEnd, ProxyBody};
 pub use errors::{Blame, ProxyError};
+pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
 
@@ -136,6 +138,9 @@ pub struct ResponseEvent<'a> {
 /// Receives every response; the binary implements it for metrics.
 pub trait ProxyObserver: Send + Sync {
     fn on_response(&self, ev: &ResponseEvent<'_>);
+
+    /// A client connection was closed unserved because a cap was reached.
+    fn on_refused(&self, _why: Refusal) {}
 }
 
 /// Proxy tuning.
@@ -158,6 +163,10 @@ pub struct ProxyOptions {
     pub ejection: EjectionPolicy,
     pub pool: PoolOptions,
     pub observer: Option<Arc<dyn ProxyObserver>>,
+    /// Client connections served at once, over every listener of this proxy.
+    pub max_connections: usize,
+    /// Client connections one client address may hold at once.
+    pub max_connections_per_client: Option<usize>,
 }
 
 impl Default for ProxyOptions {
@@ -172,6 +181,8 @@ impl Default for ProxyOptions {
             ejection: EjectionPolicy::default(),
             pool: PoolOptions::default(),
             observer: None,
+            max_connections: default_max_connections(None),
+            max_connections_per_client: None,
         }
     }
 }
@@ -186,6 +197,11 @@ impl std::fmt::Debug for ProxyOptions {
             .field("https_port", &self.https_port)
             .field("ejection", &self.ejection)
             .field("pool", &self.pool)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_client",
+                &self.max_connections_per_client,
+            )
             .finish_non_exhaustive()
     }
 }
@@ -200,6 +216,7 @@ pub struct Proxy {
     builder: auto::Builder<TokioExecutor>,
     builder_h2: auto::Builder<TokioExecutor>,
     shutdown: Shutdown,
+    limits: Arc<limits::ConnLimits>,
 }
 
 impl Proxy {
@@ -240,6 +257,7 @@ impl Proxy {
             builder,
             builder_h2,
             shutdown: Shutdown::new(),
+            limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
             opts,
         })
     }
@@ -252,5 +270,10 @@ impl Proxy {
 
     pub fn config(&self) -> &ConfigHandle {
         &self.config
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.limits.open()
     }
 }

@@ -21,7 +21,7 @@ use super::errors::ProxyError;
 use super::framing::Verdict;
 use super::idle_io::WriteIdle;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
-use super::{framing, Conn, ConnInfo, Proxy, Scheme};
+use super::{framing, Conn, ConnInfo, ConnPermit, Proxy, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -148,9 +148,13 @@ impl Proxy {
                 Ok(local) => local,
                 Err(_) => continue,
             };
+            let Some(permit) = self.admit(remote) else {
+                continue;
+            };
             let proxy = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 let Some((stream, proxied)) = proxy.proxy_protocol(stream, remote).await else {
                     return;
                 };
@@ -166,6 +170,21 @@ impl Proxy {
             });
         }
         tracing::info!("listener stopped accepting");
+    }
+
+    /// Takes a slot for a new client connection, or says why not (the caller closes it).
+    /// Hold the permit for as long as the connection is served.
+    pub fn admit(&self, remote: SocketAddr) -> Option<ConnPermit> {
+        match self.limits.admit(remote.ip()) {
+            Ok(permit) => Some(permit),
+            Err(why) => {
+                tracing::debug!(%remote, cap = why.as_str(), "connection refused");
+                if let Some(observer) = &self.opts.observer {
+                    observer.on_refused(why);
+                }
+                None
+            }
+        }
     }
 
     /// With `use-proxy-protocol` on, reads the PROXY header (v1 or v2) a load balancer

@@ -1,0 +1,82 @@
+//! Connection caps through the binary: a flood of idle connections is refused at the cap,
+//! counted, and neither the admin listener nor new clients after it go unanswered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+
+const FOLLOW: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_flood_stops_at_the_cap_and_the_probes_still_answer() {
+    let b = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&app_yaml("app", "app.example.com", "/", &[b.addr]));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--max-connections", "20"]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "app.example.com", "/", FOLLOW, |s, _| s == 200).await;
+
+    // 20 idle connections take every slot, on both listeners together.
+    let mut held = Vec::new();
+    for i in 0..20 {
+        let addr = if i % 2 == 0 { ctl.http } else { ctl.https };
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The next ones are closed at once, unanswered.
+    for addr in [ctl.http, ctl.https, ctl.http] {
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+            .await
+            .expect("a connection over the cap was kept open")
+            .unwrap_or(0);
+        assert_eq!(n, 0);
+    }
+    // The probes answer throughout.
+    assert_eq!(get(ctl.admin, "admin", "/healthz").await.unwrap().0, 200);
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics.contains(r#"portico_connections_refused_total{reason="max_connections"} 3"#),
+        "{metrics}"
+    );
+    // Slots come back when the flood goes away.
+    drop(held);
+    wait_for(ctl.http, "app.example.com", "/", FOLLOW, |s, _| s == 200).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_address_cannot_take_every_slot() {
+    let b = Backend::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&app_yaml("app", "app.example.com", "/", &[b.addr]));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--max-connections-per-client", "4"]);
+    ctl.wait_ready().await;
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(TcpStream::connect(ctl.http).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut extra = TcpStream::connect(ctl.http).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("a fifth connection from one address was kept open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics.contains(
+            r#"portico_connections_refused_total{reason="max_connections_per_client"} 1"#
+        ),
+        "{metrics}"
+    );
+}
