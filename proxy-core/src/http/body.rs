@@ -139,8 +139,10 @@ pub enum BodyEnd {
     ClientGone,
 }
 
-/// Called once when a response is done (or abandoned) with the bytes sent and how.
-pub(crate) type OnDone = Box<dyn FnOnce(u64, BodyEnd) + Send>;
+/// Told once when a response is done (or abandoned), with the bytes sent and how.
+pub(crate) trait OnDone: Send {
+    fn done(self: Box<Self>, bytes: u64, end: BodyEnd);
+}
 
 /// Every response body the proxy sends: the upstream's, streamed under the read idle
 /// timeout, or a short one of its own.
@@ -148,7 +150,7 @@ pub struct ProxyBody {
     kind: Kind,
     sent: u64,
     end: Option<BodyEnd>,
-    on_done: Option<OnDone>,
+    on_done: Option<Box<dyn OnDone>>,
     /// Keeps the client connection counted as busy until the body is done.
     _active: Option<ActiveGuard>,
 }
@@ -190,7 +192,7 @@ impl ProxyBody {
     }
 
     /// Runs `f` once the body is done or dropped.
-    pub(crate) fn on_done(&mut self, f: OnDone) {
+    pub(crate) fn on_done(&mut self, f: Box<dyn OnDone>) {
         self.on_done = Some(f);
     }
 }
@@ -205,7 +207,7 @@ impl Drop for ProxyBody {
             } else {
                 BodyEnd::ClientGone
             });
-            f(self.sent, end);
+            f.done(self.sent, end);
         }
     }
 }

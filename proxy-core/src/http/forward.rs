@@ -14,7 +14,7 @@ use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
-use super::body::{BodyEnd, RequestBody};
+use super::body::{BodyEnd, OnDone, RequestBody};
 use super::errors::{Blame, ProxyError};
 use super::headers::{self, Forwarding};
 use super::upstream::{SendError, UpstreamBody};
@@ -26,8 +26,11 @@ use crate::pipeline::{Flow, RequestCtx, RoutePolicy};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
-/// written once its response is done.
+/// written once its response is done. Boxed once per request and handed to the response
+/// body as is, rather than moved through every phase.
 struct AccessLog {
+    proxy: Arc<Proxy>,
+    scheme: Scheme,
     start: Instant,
     client: IpAddr,
     method: Method,
@@ -46,8 +49,16 @@ struct AccessLog {
 }
 
 impl AccessLog {
-    fn new(start: Instant, client: IpAddr, parts: &Parts) -> Self {
-        Self {
+    fn new(
+        proxy: &Arc<Proxy>,
+        scheme: Scheme,
+        start: Instant,
+        client: IpAddr,
+        parts: &Parts,
+    ) -> Box<Self> {
+        Box::new(Self {
+            proxy: proxy.clone(),
+            scheme,
             start,
             client,
             method: parts.method.clone(),
@@ -62,7 +73,7 @@ impl AccessLog {
             upstream_time: None,
             error: None,
             blame: None,
-        }
+        })
     }
 
     fn tried(&mut self, target: &Target) {
@@ -87,7 +98,7 @@ impl Proxy {
         let config = self.config.load();
         let (parts, body) = req.into_parts();
         let client = config.settings.client.client(conn.peer, &parts.headers);
-        let mut log = AccessLog::new(start, client.addr, &parts);
+        let mut log = AccessLog::new(self, conn.info.scheme, start, client.addr, &parts);
         let resp = match self
             .proxy(&config, parts, body, conn, client, &mut log)
             .await
@@ -111,7 +122,7 @@ impl Proxy {
         let config = self.config.load();
         let (parts, _body) = req.into_parts();
         let client = config.settings.client.client(conn.peer, &parts.headers);
-        let mut log = AccessLog::new(Instant::now(), client.addr, &parts);
+        let mut log = AccessLog::new(self, conn.info.scheme, Instant::now(), client.addr, &parts);
         log.failed(&err);
         self.finish(&config, conn, err.to_response(), log)
     }
@@ -282,7 +293,7 @@ impl Proxy {
         config: &Config,
         conn: &Conn,
         mut resp: Response<ProxyBody>,
-        mut log: AccessLog,
+        mut log: Box<AccessLog>,
     ) -> Response<ProxyBody> {
         let settings = &config.settings;
         let headers = resp.headers_mut();
@@ -291,16 +302,16 @@ impl Proxy {
             hsts.on_response(conn.info.scheme, headers);
         }
         log.status = resp.status();
-        let proxy = self.clone();
-        let scheme = conn.info.scheme;
-        resp.body_mut().on_done(Box::new(move |bytes, end| {
-            proxy.log(scheme, log, bytes, end)
-        }));
+        resp.body_mut().on_done(log);
         resp
     }
 
+}
+
+impl OnDone for AccessLog {
     /// Phase 6: one access-log line per request, and the metrics observer.
-    fn log(&self, scheme: Scheme, mut log: AccessLog, bytes: u64, end: BodyEnd) {
+    fn done(mut self: Box<Self>, bytes: u64, end: BodyEnd) {
+        let log = &mut *self;
         match end {
             BodyEnd::Complete => {}
             BodyEnd::UpstreamTimeout | BodyEnd::UpstreamError => {
@@ -350,10 +361,10 @@ impl Proxy {
                 blame = log.blame.map(Blame::as_str).unwrap_or("-"),
             );
         }
-        if let Some(observer) = &self.opts.observer {
+        if let Some(observer) = &log.proxy.opts.observer {
             observer.on_response(&ResponseEvent {
                 client: log.client,
-                scheme,
+                scheme: log.scheme,
                 host: &log.host,
                 method: &log.method,
                 path: &log.path,

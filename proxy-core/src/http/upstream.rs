@@ -189,7 +189,9 @@ impl Pool {
                 Some((sender, cell)) => (sender, cell, false),
                 None => {
                     let slow = on_slow_connect.take();
-                    match connect(target, timeouts, slow).await {
+                    // Boxed: most requests reuse a connection, and every request's
+                    // future would otherwise carry (and move) the connect's state.
+                    match Box::pin(connect(target, timeouts, slow)).await {
                         Ok((sender, cell)) => (sender, cell, true),
                         Err(error) => {
                             return Err(SendError {
