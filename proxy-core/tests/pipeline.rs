@@ -314,3 +314,73 @@ async fn an_upstream_that_stops_taking_the_body_is_cut_after_the_send_timeout() 
     );
     writer.abort();
 }
+
+/// A route to `b` that buffers request bodies, `memory` bytes of them in memory.
+fn buffered_route(b: &TestBackend, memory: Option<usize>) -> Config {
+    let r = with_policy(rule("app.test", "one"), |p| p.buffer_body = memory);
+    config(vec![r], vec![backend("one", &[b.addr])])
+}
+
+#[tokio::test]
+async fn a_buffered_body_takes_no_pod_connection_until_it_is_whole() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(buffered_route(&b, Some(8 << 10))).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        b.accepts.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "a pod connection was taken for a body still coming"
+    );
+    s.write_all(b"6\r\n world\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(DEADLINE, s.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.ends_with("hello world"), "{answer}");
+    // The pod got a length, not chunks.
+    assert_eq!(b.accepts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_large_buffered_body_spills_to_disk_and_arrives_whole() {
+    use http_body_util::BodyExt;
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(buffered_route(&b, Some(8 << 10))).await;
+    let body: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let mut conn = Conn::open(px.addr).await;
+    let req = http::Request::post("/echo")
+        .header("host", "app.test")
+        .body(http_body_util::Full::new(bytes::Bytes::from(body.clone())))
+        .unwrap();
+    let resp = conn.send(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let got = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(got.len(), body.len());
+    assert!(
+        got == body,
+        "the body changed on its way through the spill file"
+    );
+}
+
+#[tokio::test]
+async fn an_unbuffered_route_streams_the_body_at_once() {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(buffered_route(&b, None)).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 10\r\n\r\nhello")
+        .await
+        .unwrap();
+    let mut head = [0u8; 256];
+    let n = tokio::time::timeout(DEADLINE, s.read(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
+    assert_eq!(b.accepts.load(std::sync::atomic::Ordering::SeqCst), 1);
+}

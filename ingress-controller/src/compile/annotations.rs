@@ -30,6 +30,8 @@ const CONNECT_TIMEOUT: &str = "proxy-connect-timeout";
 const READ_TIMEOUT: &str = "proxy-read-timeout";
 const SEND_TIMEOUT: &str = "proxy-send-timeout";
 const BODY_SIZE: &str = "proxy-body-size";
+const REQUEST_BUFFERING: &str = "proxy-request-buffering";
+const BODY_BUFFER_SIZE: &str = "client-body-buffer-size";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -48,6 +50,8 @@ const KNOWN: &[&str] = &[
     READ_TIMEOUT,
     SEND_TIMEOUT,
     BODY_SIZE,
+    REQUEST_BUFFERING,
+    BODY_BUFFER_SIZE,
 ];
 
 /// What one Ingress's annotations ask for, validated. `None` leaves a setting to the
@@ -62,6 +66,10 @@ pub struct IngressAnnotations {
     pub send_timeout: Option<Duration>,
     /// `proxy-body-size`: `Some(None)` is unlimited (`0`).
     pub body_size: Option<Option<u64>>,
+    /// `proxy-request-buffering`: `on` reads request bodies whole before sending.
+    pub request_buffering: Option<bool>,
+    /// `client-body-buffer-size`: how much of a buffered body stays in memory.
+    pub body_buffer_size: Option<u64>,
     /// `ssl-redirect`: redirect plain HTTP on hosts that have TLS.
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
@@ -151,6 +159,8 @@ pub fn parse(
     out.read_timeout = r.get(READ_TIMEOUT, parse_timeout);
     out.send_timeout = r.get(SEND_TIMEOUT, parse_timeout);
     out.body_size = r.get(BODY_SIZE, parse_size);
+    out.request_buffering = r.get(REQUEST_BUFFERING, parse_on_off);
+    out.body_buffer_size = r.get(BODY_BUFFER_SIZE, parse_buffer_size);
 
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
@@ -195,6 +205,23 @@ pub(super) fn parse_size(v: &str) -> Result<Option<u64>, String> {
         Some(0) => Ok(None),
         Some(bytes) => Ok(Some(bytes)),
         None => Err(EXPECTED.into()),
+    }
+}
+
+/// `on` or `off`, as nginx's switches (`proxy-request-buffering`).
+pub(super) fn parse_on_off(v: &str) -> Result<bool, String> {
+    match v {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err("on or off".into()),
+    }
+}
+
+/// A size as [`parse_size`], but never unlimited: a memory buffer needs a bound.
+pub(super) fn parse_buffer_size(v: &str) -> Result<u64, String> {
+    match parse_size(v) {
+        Ok(Some(n)) => Ok(n),
+        _ => Err("a size in bytes above 0, optionally with a k, m or g suffix".into()),
     }
 }
 

@@ -14,6 +14,10 @@ pub struct PolicyDefaults {
     pub body_size: Option<u64>,
     /// `ssl-redirect`.
     pub ssl_redirect: bool,
+    /// `proxy-request-buffering`.
+    pub request_buffering: bool,
+    /// `client-body-buffer-size`.
+    pub body_buffer_size: u64,
 }
 
 impl Default for PolicyDefaults {
@@ -22,6 +26,8 @@ impl Default for PolicyDefaults {
             timeouts: Timeouts::default(),
             body_size: Some(1 << 20),
             ssl_redirect: true,
+            request_buffering: true,
+            body_buffer_size: 8 << 10,
         }
     }
 }
@@ -54,10 +60,16 @@ pub fn route_policy(
         }
         a
     });
+    let buffer_body = ann
+        .request_buffering
+        .unwrap_or(defaults.request_buffering)
+        .then(|| ann.body_buffer_size.unwrap_or(defaults.body_buffer_size))
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     RoutePolicy {
         timeouts,
         affinity,
         request,
+        buffer_body,
     }
 }
 
@@ -85,6 +97,7 @@ mod tests {
             vec![RequestFilter::BodyLimit(BodyLimit(1 << 20))]
         );
         assert_eq!(plain.affinity, None);
+        assert_eq!(plain.buffer_body, Some(8192));
 
         let covered = route_policy(&IngressAnnotations::default(), &defaults, true, "/");
         assert_eq!(
@@ -97,9 +110,11 @@ mod tests {
             body_size: Some(None),
             ssl_redirect: Some(false),
             affinity: Some(CookieAffinity::default()),
+            request_buffering: Some(false),
             ..IngressAnnotations::default()
         };
         let p = route_policy(&ann, &defaults, true, "/app");
+        assert_eq!(p.buffer_body, None);
         assert_eq!(p.timeouts.read, Duration::from_secs(5));
         assert_eq!(p.timeouts.send, Duration::from_secs(60));
         assert!(p.request.is_empty());

@@ -16,7 +16,9 @@ use k8s_openapi::api::core::v1::Secret;
 use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NAME};
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
-use super::annotations::{parse_bool, parse_seconds, parse_size, parse_timeout};
+use super::annotations::{
+    parse_bool, parse_buffer_size, parse_on_off, parse_seconds, parse_size, parse_timeout,
+};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::PolicyDefaults;
 use crate::store::{Kind, ObjectKey, Store};
@@ -63,6 +65,10 @@ pub struct GlobalSettings {
     pub proxy_body_size: Option<u64>,
     /// `client-body-timeout` (60 s).
     pub client_body_timeout: Duration,
+    /// `proxy-request-buffering` (on): read request bodies whole before sending them.
+    pub proxy_request_buffering: bool,
+    /// `client-body-buffer-size` (8k): how much of a buffered body stays in memory.
+    pub client_body_buffer_size: u64,
     /// `keep-alive` (75 s): a client connection with nothing in flight this long is closed.
     pub keep_alive: Duration,
     /// `ssl-redirect` (true): redirect plain HTTP to HTTPS on hosts that have TLS.
@@ -92,6 +98,8 @@ impl Default for GlobalSettings {
             proxy_send_timeout: Duration::from_secs(60),
             proxy_body_size: Some(1024 * 1024),
             client_body_timeout: Duration::from_secs(60),
+            proxy_request_buffering: true,
+            client_body_buffer_size: 8 << 10,
             keep_alive: Duration::from_secs(75),
             ssl_redirect: true,
             hsts: true,
@@ -118,6 +126,8 @@ impl GlobalSettings {
             },
             body_size: self.proxy_body_size,
             ssl_redirect: self.ssl_redirect,
+            request_buffering: self.proxy_request_buffering,
+            body_buffer_size: self.client_body_buffer_size,
         }
     }
 
@@ -239,6 +249,8 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "proxy-body-size" => parse_size(v).map(|n| s.proxy_body_size = n),
         "client-body-timeout" => parse_timeout(v).map(|d| s.client_body_timeout = d),
         "keep-alive" => parse_timeout(v).map(|d| s.keep_alive = d),
+        "proxy-request-buffering" => parse_on_off(v).map(|b| s.proxy_request_buffering = b),
+        "client-body-buffer-size" => parse_buffer_size(v).map(|n| s.client_body_buffer_size = n),
         "ssl-redirect" => parse_bool(v).map(|b| s.ssl_redirect = b),
         "hsts" => parse_bool(v).map(|b| s.hsts = b),
         "hsts-max-age" => parse_seconds(v).map(|d| s.hsts_max_age = d),

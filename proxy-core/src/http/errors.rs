@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
+use super::body::RequestBodyError;
+use super::buffer::BufferError;
 use super::ProxyBody;
 use crate::balance::{NoReadyEndpoint, Target};
 use crate::config::BackendId;
@@ -20,6 +22,8 @@ pub enum Blame {
     Upstream,
     /// The configuration has no answer: no route, no endpoint.
     Config,
+    /// Portico itself failed (a temporary file could not be written).
+    Internal,
 }
 
 impl Blame {
@@ -28,6 +32,7 @@ impl Blame {
             Blame::Client => "client",
             Blame::Upstream => "upstream",
             Blame::Config => "config",
+            Blame::Internal => "internal",
         }
     }
 }
@@ -67,6 +72,27 @@ pub enum ProxyError {
     ClientBodyTimeout { timeout: Duration },
     #[error("client request body failed: {0}")]
     ClientBody(hyper::Error),
+    #[error("buffering the request body failed: {0}")]
+    Buffering(std::io::Error),
+}
+
+impl From<BufferError> for ProxyError {
+    fn from(e: BufferError) -> Self {
+        match e {
+            BufferError::Body(body) => body.into(),
+            BufferError::Spill(io) => ProxyError::Buffering(io),
+        }
+    }
+}
+
+impl From<RequestBodyError> for ProxyError {
+    fn from(e: RequestBodyError) -> Self {
+        match e {
+            RequestBodyError::Timeout(timeout) => ProxyError::ClientBodyTimeout { timeout },
+            RequestBodyError::TooLarge(limit) => ProxyError::BodyTooLarge { limit },
+            RequestBodyError::Client(e) => ProxyError::ClientBody(e),
+        }
+    }
 }
 
 impl ProxyError {
@@ -86,6 +112,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Buffering(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -105,6 +132,7 @@ impl ProxyError {
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientBodyTimeout { .. }
             | ProxyError::ClientBody(_) => Blame::Client,
+            ProxyError::Buffering(_) => Blame::Internal,
         }
     }
 

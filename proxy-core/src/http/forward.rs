@@ -10,11 +10,13 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 
 use super::body::{BodyEnd, OnDone, RequestBody};
+use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::headers::{self, Forwarding};
 use super::upstream::{SendError, UpstreamBody};
@@ -162,6 +164,20 @@ impl Proxy {
             .ok_or_else(|| ProxyError::UnknownBackend(route.backend.clone()))?;
         log.backend = Some(backend.id.clone());
 
+        // The body: read whole first when the route buffers bodies, so that a slow client
+        // holds no pod connection meanwhile.
+        let upgrade = headers::upgrade_protocol(&parts.headers);
+        let body = RequestBody::new(body, config.settings.client_body_timeout, body_limit);
+        let body: UpstreamBody = match policy.buffer_body {
+            Some(memory) if upgrade.is_none() && !body.is_end_stream() => {
+                let whole = BufferedBody::read(body, memory)
+                    .await
+                    .map_err(ProxyError::from)?;
+                Either::Right(Either::Left(whole))
+            }
+            _ => Either::Left(body),
+        };
+
         // 3. Pick.
         let cookie = policy.affinity.as_ref().and_then(|a| {
             a.find_cookie(
@@ -177,7 +193,6 @@ impl Proxy {
             .registry
             .pick(backend, policy.affinity.as_ref(), key, cookie)?;
 
-        let upgrade = headers::upgrade_protocol(&parts.headers);
         let client_upgrade = if upgrade.is_some() {
             parts.extensions.remove::<OnUpgrade>()
         } else {
@@ -189,8 +204,12 @@ impl Proxy {
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
-        let body = RequestBody::new(body, config.settings.client_body_timeout, body_limit);
-        let req = Request::from_parts(parts, Either::Left(body));
+        if let Either::Right(Either::Left(whole)) = &body {
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        }
+        let req = Request::from_parts(parts, body);
 
         // 4. Send.
         let (mut resp, choice) = self.send(config, backend, policy, choice, req, log).await?;
@@ -305,7 +324,6 @@ impl Proxy {
         resp.body_mut().on_done(log);
         resp
     }
-
 }
 
 impl OnDone for AccessLog {
@@ -337,8 +355,10 @@ impl OnDone for AccessLog {
         let host = if log.host.is_empty() { "-" } else { &log.host };
         // A failure the proxy or the upstream caused is a warning; a client that went
         // away or sent garbage is routine.
-        if matches!(log.blame, Some(Blame::Upstream | Blame::Config))
-            && log.status.is_server_error()
+        if matches!(
+            log.blame,
+            Some(Blame::Upstream | Blame::Config | Blame::Internal)
+        ) && log.status.is_server_error()
             || matches!(end, BodyEnd::UpstreamTimeout | BodyEnd::UpstreamError)
         {
             tracing::warn!(

@@ -35,6 +35,7 @@
 
 mod activity;
 mod body;
+mod buffer;
 mod errors;
 mod forward;
 mod framing;

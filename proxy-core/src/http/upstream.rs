@@ -27,13 +27,15 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::body::{RequestBody, RequestBodyError};
+use super::buffer::BufferedBody;
 use super::errors::ProxyError;
 use super::idle_io::{WriteIdle, WriteStalled};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
 
-/// What goes upstream: the client's body, streamed, or nothing (a replayed request).
-pub(crate) type UpstreamBody = Either<RequestBody, Empty<Bytes>>;
+/// What goes upstream: the client's body, streamed or read whole first, or nothing (a
+/// replayed request).
+pub(crate) type UpstreamBody = Either<RequestBody, Either<BufferedBody, Empty<Bytes>>>;
 
 /// A pooled connection: idle, or still relaying the response it was last used for (it
 /// becomes ready by itself once that body is done, with no task watching it).
@@ -368,7 +370,7 @@ trait CloneHead {
 impl CloneHead for Request<UpstreamBody> {
     /// The same head with an empty body; only used when the body is known empty.
     fn clone_head(&self) -> Self {
-        let mut req = Request::new(Either::Right(Empty::new()));
+        let mut req = Request::new(Either::Right(Either::Right(Empty::new())));
         *req.method_mut() = self.method().clone();
         *req.uri_mut() = self.uri().clone();
         *req.version_mut() = self.version();

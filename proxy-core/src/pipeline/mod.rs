@@ -44,6 +44,10 @@ pub struct RoutePolicy {
     pub affinity: Option<CookieAffinity>,
     /// Run in order before an endpoint is picked; the first that answers ends the request.
     pub request: Vec<RequestFilter>,
+    /// Read request bodies whole before taking a pod connection
+    /// (`proxy-request-buffering: on`), keeping this many bytes in memory
+    /// (`client-body-buffer-size`) and the rest in a temporary file. `None` streams them.
+    pub buffer_body: Option<usize>,
 }
 
 /// A request filter's verdict.
