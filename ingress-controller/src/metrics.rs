@@ -4,7 +4,7 @@
 //! names (a wildcard rule's pattern for hosts it covers) or `other`; `backend` is a
 //! backend of the config or `none`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 use proxy_core::config::{BackendId, BackendKind, Config};
-use proxy_core::host::{normalize_request_host, wildcard_parent, HostName, HostPattern};
+use proxy_core::host::{wildcard_parent, HostName, HostPattern};
 use proxy_core::http::{Blame, ProxyObserver, Refusal, ResponseEvent};
 
 use crate::https::TlsMetrics;
@@ -59,9 +59,10 @@ struct DiagnosticLabels {
 /// this config have used so far.
 #[derive(Debug)]
 struct Hosts {
-    exact: HashMap<HostName, Arc<str>>,
+    // Keyed by configured hosts only, so the faster unkeyed hash is safe.
+    exact: foldhash::HashMap<HostName, Arc<str>>,
     /// `*.foo.com` under `foo.com`.
-    wildcard: HashMap<HostName, Arc<str>>,
+    wildcard: foldhash::HashMap<HostName, Arc<str>>,
     other: Arc<str>,
     /// Looked-up handles by label values: a request then costs one fast hash instead of
     /// formatting its labels and hashing them twice in the families. Dropped with this
@@ -72,8 +73,8 @@ struct Hosts {
 impl Default for Hosts {
     fn default() -> Self {
         Self {
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: foldhash::HashMap::default(),
+            wildcard: foldhash::HashMap::default(),
             other: "other".into(),
             handles: Mutex::default(),
         }
@@ -291,14 +292,11 @@ impl Metrics {
 impl Hosts {
     /// The `host` label for a request host.
     fn label(&self, host: &str) -> Arc<str> {
-        // Request hosts arrive normalised already (`request_host`); this borrows then.
-        let Some(host) = normalize_request_host(host) else {
-            return self.other.clone();
-        };
-        if let Some(label) = self.exact.get(host.as_ref()) {
+        // Request hosts arrive normalised already (`ResponseEvent::host`), or empty.
+        if let Some(label) = self.exact.get(host) {
             return label.clone();
         }
-        wildcard_parent(&host)
+        wildcard_parent(host)
             .and_then(|parent| self.wildcard.get(parent))
             .unwrap_or(&self.other)
             .clone()
@@ -408,7 +406,8 @@ mod tests {
             ["Kubia.Example.com".to_owned(), "*.apps.io".to_owned()],
             Duration::from_millis(2),
         );
-        m.on_response(&event("kubia.example.COM", Some(&id), 200));
+        // Events carry the host normalised, as the proxy routed by it.
+        m.on_response(&event("kubia.example.com", Some(&id), 200));
         m.on_response(&event("x.apps.io", Some(&id), 200));
         m.on_response(&event("random.attacker", None, 404));
         m.on_response(&event("a.b.apps.io", None, 404));

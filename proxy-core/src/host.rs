@@ -227,26 +227,27 @@ fn check_name(host: &str) -> Result<(), HostError> {
     if host.len() > MAX_HOST_LEN {
         return Err(HostError::TooLong);
     }
-    for label in host.split('.') {
-        let bytes = label.as_bytes();
-        let (Some(&first), Some(&last)) = (bytes.first(), bytes.last()) else {
-            return Err(HostError::EmptyLabel);
-        };
-        if bytes.len() > MAX_LABEL_LEN {
-            return Err(HostError::LabelTooLong);
-        }
-        if let Some(bad) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-'))
-        {
+    // One pass over the bytes: this runs on every request.
+    let bytes = host.as_bytes();
+    let mut start = 0;
+    for i in 0..=bytes.len() {
+        let b = bytes.get(i).copied().unwrap_or(b'.');
+        if b == b'.' {
+            let label = &bytes[start..i];
+            match (label.first(), label.last()) {
+                (None, _) | (_, None) => return Err(HostError::EmptyLabel),
+                _ if label.len() > MAX_LABEL_LEN => return Err(HostError::LabelTooLong),
+                (Some(b'-'), _) | (_, Some(b'-')) => return Err(HostError::LabelHyphen),
+                _ => {}
+            }
+            start = i + 1;
+        } else if !(b.is_ascii_alphanumeric() || b == b'-') {
+            let bad = host[i..].chars().next().unwrap_or('?');
             return Err(if bad == '*' {
                 HostError::BadWildcard
             } else {
                 HostError::BadCharacter(bad)
             });
-        }
-        if first == b'-' || last == b'-' {
-            return Err(HostError::LabelHyphen);
         }
     }
     Ok(())

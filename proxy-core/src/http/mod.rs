@@ -117,7 +117,9 @@ pub struct ResponseEvent<'a> {
     /// The client, as the client address policy decided.
     pub client: IpAddr,
     pub scheme: Scheme,
-    /// Request host without port; empty when the request had none.
+    /// Request host without port, normalised as route lookups use it
+    /// ([`crate::host::normalize_request_host`]); empty when the request had none or an
+    /// invalid one.
     pub host: &'a str,
     pub method: &'a Method,
     pub path: &'a str,
