@@ -3,6 +3,8 @@
 
 pub mod balance;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod host;
 pub mod http;
 pub mod l4;

@@ -252,6 +252,30 @@ impl Scanner {
     }
 }
 
+/// The verdicts the scanner gives a stream read in `chunks`, and then whether it was
+/// lost; for the fuzz targets and tests.
+pub(crate) fn verdicts_of(chunks: &[&[u8]]) -> (Vec<bool>, bool) {
+    let verdicts = Verdicts::default();
+    let mut s = Scanner {
+        state: State::Head(Vec::new()),
+        max_head: 64 * 1024,
+        max_headers: 100,
+        verdicts: verdicts.clone(),
+    };
+    for c in chunks {
+        s.feed(c);
+    }
+    let queued = verdicts
+        .0
+        .queue
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .copied()
+        .collect();
+    (queued, verdicts.0.lost.load(Ordering::Acquire))
+}
+
 impl Scanner {
     /// Stops scanning for good; later requests get [`Verdict::Unknown`].
     fn lost(&self) -> State {

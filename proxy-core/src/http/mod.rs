@@ -49,6 +49,7 @@ mod upstream;
 
 pub use body::{BodyEnd, ProxyBody};
 pub use errors::{Blame, ProxyError};
+pub(crate) use framing::verdicts_of as framing_verdicts;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
