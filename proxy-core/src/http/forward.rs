@@ -170,7 +170,8 @@ impl Proxy {
         let body = RequestBody::new(body, config.settings.client_body_timeout, body_limit);
         let body: UpstreamBody = match policy.buffer_body {
             Some(memory) if upgrade.is_none() && !body.is_end_stream() => {
-                let whole = BufferedBody::read(body, memory)
+                // Boxed, as connecting is: only requests with a body pay for its state.
+                let whole = Box::pin(BufferedBody::read(body, memory))
                     .await
                     .map_err(ProxyError::from)?;
                 Either::Right(Either::Left(whole))
