@@ -295,3 +295,179 @@ async fn an_idle_websocket_closes_after_the_read_timeout() {
     let took = closed_within(&mut tunnel, Duration::from_secs(10)).await;
     assert!(took.is_some(), "an idle tunnel stayed open");
 }
+
+/// Raw HTTP/2 frames, for the attacks no well-behaved client library will send.
+mod h2raw {
+    pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    pub fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+        let len = payload.len() as u32;
+        let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+        f.extend_from_slice(&stream.to_be_bytes());
+        f.extend_from_slice(payload);
+        f
+    }
+
+    pub fn settings() -> Vec<u8> {
+        frame(4, 0, 0, &[])
+    }
+
+    /// `GET http://t.test/` as an HPACK block of static-table references and one literal.
+    pub fn get_block() -> Vec<u8> {
+        let mut b = vec![0x82, 0x86, 0x84, 0x01, 6];
+        b.extend_from_slice(b"t.test");
+        b
+    }
+
+    pub fn headers(stream: u32, block: &[u8], end_headers: bool) -> Vec<u8> {
+        let flags = 0x1 | if end_headers { 0x4 } else { 0 };
+        frame(1, flags, stream, block)
+    }
+
+    pub fn rst(stream: u32) -> Vec<u8> {
+        frame(3, 0, stream, &8u32.to_be_bytes())
+    }
+}
+
+/// Writes `bytes` (ignoring a peer that stops reading) and then reads until the peer
+/// closes or `limit` passes; whether it closed.
+async fn flood(addr: std::net::SocketAddr, bytes: Vec<u8>, limit: Duration) -> bool {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = wr.write_all(&bytes).await;
+        // Keep the write half open: only the server may end the connection.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let closed = tokio::time::timeout(limit, async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    writer.abort();
+    closed
+}
+
+/// The proxy still answers a fresh client.
+async fn still_serving(addr: std::net::SocketAddr) {
+    let r = get(addr, "t.test", "/").await;
+    assert_eq!(r.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn rapid_reset_is_cut_off() {
+    let (t, _o, px) = two_hosts().await;
+    let mut bytes = h2raw::PREFACE.to_vec();
+    bytes.extend(h2raw::settings());
+    for i in 0..5_000u32 {
+        let id = 2 * i + 1;
+        bytes.extend(h2raw::headers(id, &h2raw::get_block(), true));
+        bytes.extend(h2raw::rst(id));
+    }
+    assert!(
+        flood(px.addr, bytes, Duration::from_secs(20)).await,
+        "a rapid-reset connection was kept open"
+    );
+    assert!(t.hits() < 5_000, "every reset stream reached the backend");
+    still_serving(px.addr).await;
+}
+
+#[tokio::test]
+async fn a_continuation_flood_is_cut_off() {
+    let (t, _o, px) = two_hosts().await;
+    let mut bytes = h2raw::PREFACE.to_vec();
+    bytes.extend(h2raw::settings());
+    bytes.extend(h2raw::headers(1, &h2raw::get_block(), false));
+    // Never END_HEADERS: literal headers (new name, not indexed), 4 KiB a frame.
+    let mut chunk = Vec::new();
+    while chunk.len() < 4096 {
+        chunk.extend_from_slice(&[0x00, 3]);
+        chunk.extend_from_slice(b"x-a");
+        chunk.extend_from_slice(&[100]);
+        chunk.extend_from_slice(&[b'v'; 100]);
+    }
+    for _ in 0..2_000 {
+        bytes.extend(h2raw::frame(9, 0, 1, &chunk));
+    }
+    assert!(
+        flood(px.addr, bytes, Duration::from_secs(20)).await,
+        "a CONTINUATION flood was kept open"
+    );
+    assert_eq!(t.hits(), 0);
+    still_serving(px.addr).await;
+}
+
+#[tokio::test]
+async fn an_hpack_bomb_never_reaches_the_backend() {
+    let (t, _o, px) = two_hosts().await;
+    let mut block = h2raw::get_block();
+    // One 4 KiB value into the dynamic table, then 1,000 one-byte references to it:
+    // 4 MB of headers from 5 KB on the wire.
+    block.extend_from_slice(&[0x40, 5]);
+    block.extend_from_slice(b"x-big");
+    block.extend_from_slice(&[0x7f, 0x81, 0x1f]); // 4096 = 127 + 3969 (0x81 0x1f)
+    block.extend_from_slice(&[b'b'; 4096]);
+    block.extend(std::iter::repeat_n(0xbe, 1_000)); // index 62: the newest entry
+    let mut bytes = h2raw::PREFACE.to_vec();
+    bytes.extend(h2raw::settings());
+    bytes.extend(h2raw::headers(1, &block, true));
+    let _ = flood(px.addr, bytes, Duration::from_secs(5)).await;
+    assert_eq!(t.hits(), 0, "an oversized header list was forwarded");
+    still_serving(px.addr).await;
+}
+
+#[tokio::test]
+async fn settings_and_ping_floods_do_not_hurt_others() {
+    let (_t, _o, px) = two_hosts().await;
+    let mut bytes = h2raw::PREFACE.to_vec();
+    bytes.extend(h2raw::settings());
+    for i in 0..20_000u64 {
+        bytes.extend(h2raw::settings());
+        bytes.extend(h2raw::frame(6, 0, 0, &i.to_be_bytes()));
+    }
+    // The flooder may be cut off or answered; others are served meanwhile either way.
+    let flooder = tokio::spawn(flood(px.addr, bytes, Duration::from_secs(10)));
+    still_serving(px.addr).await;
+    let _ = flooder.await;
+    still_serving(px.addr).await;
+}
+
+#[tokio::test]
+async fn slowloris_headers_are_dropped_at_the_header_timeout() {
+    let b = TestBackend::start("t").await;
+    let px = TestProxy::start_with(
+        config(vec![rule("t.test", "t")], vec![backend("t", &[b.addr])]),
+        proxy_core::http::ProxyOptions {
+            header_read_timeout: Duration::from_millis(500),
+            ..proxy_core::http::ProxyOptions::default()
+        },
+    )
+    .await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t.test\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    // One header byte every 100 ms: never a whole head.
+    let trickle = async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if s.write_all(b"X").await.is_err() {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(10), trickle).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(b.hits(), 0);
+}
