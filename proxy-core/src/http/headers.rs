@@ -142,57 +142,57 @@ pub(crate) fn prepare_upstream(
     } else {
         header_of(fwd.client.addr)
     };
-    let xff = if fwd.client.forwarded && fwd.policy.compute_full_forwarded_for {
-        let prior = joined(headers, &X_FORWARDED_FOR);
-        match prior {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {}", conn.peer)).ok(),
-            None => Some(conn.peer_ip.clone()),
+    let trusted = fwd.client.forwarded;
+    // What the client sent, kept under other names; one lookup each, and none of the
+    // string work when (as usual) it sent neither.
+    let prior_xff = joined(headers, &X_FORWARDED_FOR);
+    let prior_xfh = headers.get(X_FORWARDED_HOST).cloned();
+    let xff = match &prior_xff {
+        Some(prior) if trusted && fwd.policy.compute_full_forwarded_for => {
+            HeaderValue::from_str(&format!("{prior}, {}", conn.peer)).ok()
         }
-    } else {
-        Some(client_ip.clone())
+        _ if trusted && fwd.policy.compute_full_forwarded_for => Some(conn.peer_ip.clone()),
+        _ => Some(client_ip.clone()),
     };
-    if let Some(v) = joined(headers, &X_FORWARDED_FOR).and_then(|v| HeaderValue::from_str(&v).ok())
-    {
+    if let Some(v) = prior_xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
         headers.insert(X_ORIGINAL_FORWARDED_FOR, v);
-    }
-    if let Some(v) = headers.get(X_FORWARDED_HOST).cloned() {
-        headers.insert(X_ORIGINAL_FORWARDED_HOST, v);
     }
     if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_REAL_IP, client_ip);
-    let trusted = fwd.client.forwarded;
-    if !trusted || !headers.contains_key(X_FORWARDED_PROTO) {
-        let proto = match conn.info.scheme {
-            Scheme::Http => "http",
-            Scheme::Https => "https",
-        };
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-    }
-    if let Some(proto) = headers.get(X_FORWARDED_PROTO).cloned() {
-        headers.insert(X_FORWARDED_SCHEME, proto);
-    }
-    match headers.get(X_FORWARDED_HOST).filter(|_| trusted) {
-        // A list: the first is the host the client asked for.
-        Some(v) => {
-            let first = v
-                .to_str()
-                .ok()
-                .and_then(|s| s.split(',').next())
-                .map(str::trim);
-            if let Some(first) = first.and_then(|f| HeaderValue::from_str(f).ok()) {
-                headers.insert(X_FORWARDED_HOST, first);
-            }
+    let proto = match headers.get(X_FORWARDED_PROTO).filter(|_| trusted) {
+        Some(v) => v.clone(),
+        None => {
+            let own = HeaderValue::from_static(match conn.info.scheme {
+                Scheme::Http => "http",
+                Scheme::Https => "https",
+            });
+            headers.insert(X_FORWARDED_PROTO, own.clone());
+            own
         }
-        None => match fwd.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            Some(v) => {
-                headers.insert(X_FORWARDED_HOST, v);
-            }
-            None => {
-                headers.remove(X_FORWARDED_HOST);
-            }
-        },
+    };
+    headers.insert(X_FORWARDED_SCHEME, proto);
+    let forwarded_host = match prior_xfh.as_ref().filter(|_| trusted) {
+        // A list: the first is the host the client asked for.
+        Some(v) => v
+            .to_str()
+            .ok()
+            .and_then(|s| s.split(',').next())
+            .and_then(|f| HeaderValue::from_str(f.trim()).ok()),
+        None => fwd.host.and_then(|h| HeaderValue::from_str(h).ok()),
+    };
+    match forwarded_host {
+        Some(v) => {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+        None if prior_xfh.is_some() && !trusted => {
+            headers.remove(X_FORWARDED_HOST);
+        }
+        None => {}
+    }
+    if let Some(v) = prior_xfh {
+        headers.insert(X_ORIGINAL_FORWARDED_HOST, v);
     }
     if !trusted || !headers.contains_key(X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
