@@ -97,13 +97,14 @@ def cpu_seconds(root, which=(11, 12)):
     return total / tick
 
 
-def peak_rss_kib(root):
+def peak_rss_kib(root, field="VmHWM"):
+    """Peak (VmHWM) or, given field="VmRSS", current resident memory of root's tree."""
     total = 0
     for p in tree_pids(root):
         try:
             with open(f"/proc/{p}/status") as f:
                 for line in f:
-                    if line.startswith("VmHWM:"):
+                    if line.startswith(field + ":"):
                         total += int(line.split()[1])
         except OSError:
             pass

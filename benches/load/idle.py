@@ -26,16 +26,7 @@ import gen  # noqa: E402
 
 
 def rss_kib(root):
-    total = 0
-    for p in bench.tree_pids(root):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
+    return bench.peak_rss_kib(root, field="VmRSS")
 
 
 def open_idle(port, n, host="vh0.bench.test", path="/p0/item"):

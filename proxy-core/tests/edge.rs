@@ -25,14 +25,6 @@ fn status(answer: &str) -> &str {
     answer.get(9..12).unwrap_or("")
 }
 
-fn echoed<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
-    let prefix = format!("echo-{name}: ");
-    answer
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(str::trim)
-}
-
 #[tokio::test]
 async fn an_absolute_form_target_is_the_host_the_backend_sees() {
     let (t, o, px) = two_hosts().await;

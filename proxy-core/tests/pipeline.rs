@@ -13,16 +13,7 @@ use proxy_core::config::{server_with_version, Timeouts};
 use proxy_core::pipeline::{BodyLimit, ClientAddressPolicy, RequestFilter};
 use proxy_core::Config;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-
-/// The echoed value of request header `name` in a raw HTTP/1.1 answer.
-fn echoed<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
-    let prefix = format!("echo-{name}: ");
-    answer
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .map(str::trim)
-}
+use tokio::net::TcpStream;
 
 #[tokio::test]
 async fn affinity_is_the_routes_not_the_backends() {
@@ -163,31 +154,13 @@ async fn server_header_on_every_answer_replaces_the_upstreams() {
     assert_eq!(r.header("server"), Some(want.as_str()));
 }
 
-/// A backend that answers a head and ten bytes of a 100-byte body, then goes silent.
-async fn stalling_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nServer: stalls\r\n\r\n0123456789")
-                    .await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn an_upstream_stalling_mid_body_is_cut_after_the_read_timeout() {
-    let addr = stalling_backend().await;
+    // A head and ten bytes of a 100-byte body, then silence.
+    let addr = silent_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nServer: stalls\r\n\r\n0123456789",
+    )
+    .await;
     let r = with_policy(rule("app.test", "stall"), |p| {
         p.timeouts = Timeouts {
             read: Duration::from_secs(1),
@@ -256,28 +229,10 @@ async fn a_declared_body_over_the_limit_is_413_and_never_sent() {
     assert!(answer.ends_with("0123456789012345"), "{answer}");
 }
 
-/// A backend that reads a request head and then never reads again.
-async fn deaf_backend() -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let Ok((mut s, _)) = listener.accept().await else {
-                continue;
-            };
-            tokio::spawn(async move {
-                let mut buf = [0u8; 1024];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_secs(3600)).await;
-            });
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn an_upstream_that_stops_taking_the_body_is_cut_after_the_send_timeout() {
-    let addr = deaf_backend().await;
+    // Reads a request head, then never reads again.
+    let addr = silent_backend(b"").await;
     let r = with_policy(rule("app.test", "deaf"), |p| {
         p.timeouts = Timeouts {
             send: Duration::from_secs(1),

@@ -256,12 +256,7 @@ impl Scanner {
 /// lost; for the fuzz targets and tests.
 pub(crate) fn verdicts_of(chunks: &[&[u8]]) -> (Vec<bool>, bool) {
     let verdicts = Verdicts::default();
-    let mut s = Scanner {
-        state: State::Head(Vec::new()),
-        max_head: 64 * 1024,
-        max_headers: 100,
-        verdicts: verdicts.clone(),
-    };
+    let mut s = Scanner::new(64 * 1024, 100, verdicts.clone());
     for c in chunks {
         s.feed(c);
     }
@@ -277,6 +272,15 @@ pub(crate) fn verdicts_of(chunks: &[&[u8]]) -> (Vec<bool>, bool) {
 }
 
 impl Scanner {
+    fn new(max_head: usize, max_headers: usize, verdicts: Verdicts) -> Self {
+        Self {
+            state: State::Head(Vec::new()),
+            max_head,
+            max_headers,
+            verdicts,
+        }
+    }
+
     /// Stops scanning for good; later requests get [`Verdict::Unknown`].
     fn lost(&self) -> State {
         self.verdicts.0.lost.store(true, Ordering::Release);
@@ -319,12 +323,7 @@ pub(crate) struct Guarded<IO> {
 impl<IO> Guarded<IO> {
     pub fn new(io: IO, max_head: usize, max_headers: usize) -> (Self, Verdicts) {
         let verdicts = Verdicts::default();
-        let scanner = Scanner {
-            state: State::Head(Vec::new()),
-            max_head,
-            max_headers,
-            verdicts: verdicts.clone(),
-        };
+        let scanner = Scanner::new(max_head, max_headers, verdicts.clone());
         (
             Self {
                 io,
@@ -392,18 +391,14 @@ mod tests {
     use super::*;
 
     fn scan(chunks: &[&[u8]]) -> Vec<bool> {
+        verdicts_of(chunks).0
+    }
+
+    /// A scanner that has read `stream`, and its verdicts.
+    fn scanned(stream: &[u8]) -> Verdicts {
         let verdicts = Verdicts::default();
-        let mut s = Scanner {
-            state: State::Head(Vec::new()),
-            max_head: 8192,
-            max_headers: 100,
-            verdicts: verdicts.clone(),
-        };
-        for c in chunks {
-            s.feed(c);
-        }
-        let v = verdicts.0.queue.lock().unwrap().iter().copied().collect();
-        v
+        Scanner::new(8192, 100, verdicts.clone()).feed(stream);
+        verdicts
     }
 
     #[test]
@@ -454,25 +449,11 @@ mod tests {
 
     #[test]
     fn a_lost_scanner_vouches_for_nothing_after() {
-        let verdicts = Verdicts::default();
-        let mut s = Scanner {
-            state: State::Head(Vec::new()),
-            max_head: 8192,
-            max_headers: 100,
-            verdicts: verdicts.clone(),
-        };
-        s.feed(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n");
+        let verdicts = scanned(b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n");
         assert_eq!(verdicts.next(), Verdict::Clean);
         assert_eq!(verdicts.next(), Verdict::Unknown);
         // HTTP/2 is not lost: nothing is queued and nothing refused.
-        let h2 = Verdicts::default();
-        let mut s = Scanner {
-            state: State::Head(Vec::new()),
-            max_head: 8192,
-            max_headers: 100,
-            verdicts: h2.clone(),
-        };
-        s.feed(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
+        let h2 = scanned(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n");
         assert_eq!(h2.next(), Verdict::Clean);
     }
 

@@ -429,3 +429,33 @@ pub fn empty() -> Empty<Bytes> {
 pub fn executor() -> TokioExecutor {
     TokioExecutor::new()
 }
+
+/// The echoed value of request header `name` in a raw HTTP/1.1 answer of [`TestBackend`].
+pub fn echoed<'a>(answer: &'a str, name: &str) -> Option<&'a str> {
+    let prefix = format!("echo-{name}: ");
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map(str::trim)
+}
+
+/// A backend that reads a request head, writes `answer`, then holds the connection for
+/// an hour without another byte either way.
+pub async fn silent_backend(answer: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let _ = s.write_all(answer).await;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+            });
+        }
+    });
+    addr
+}
