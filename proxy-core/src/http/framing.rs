@@ -391,7 +391,13 @@ mod tests {
     use super::*;
 
     fn scan(chunks: &[&[u8]]) -> Vec<bool> {
-        verdicts_of(chunks).0
+        let verdicts = Verdicts::default();
+        let mut s = Scanner::new(8192, 100, verdicts.clone());
+        for c in chunks {
+            s.feed(c);
+        }
+        let v = verdicts.0.queue.lock().unwrap().iter().copied().collect();
+        v
     }
 
     /// A scanner that has read `stream`, and its verdicts.
