@@ -174,7 +174,7 @@ impl Proxy {
                 let whole = Box::pin(BufferedBody::read(body, memory))
                     .await
                     .map_err(ProxyError::from)?;
-                Either::Right(Either::Left(whole))
+                Either::Right(Either::Left(Box::new(whole)))
             }
             _ => Either::Left(body),
         };

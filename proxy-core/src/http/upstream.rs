@@ -34,8 +34,9 @@ use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
 
 /// What goes upstream: the client's body, streamed or read whole first, or nothing (a
-/// replayed request).
-pub(crate) type UpstreamBody = Either<RequestBody, Either<BufferedBody, Empty<Bytes>>>;
+/// replayed request). The buffered one is boxed: it is the largest and the rarest, and
+/// the request carrying this type moves through every layer of the send.
+pub(crate) type UpstreamBody = Either<RequestBody, Either<Box<BufferedBody>, Empty<Bytes>>>;
 
 /// A pooled connection: idle, or still relaying the response it was last used for (it
 /// becomes ready by itself once that body is done, with no task watching it).
