@@ -38,7 +38,8 @@ struct AccessLog {
     method: Method,
     /// Lower-cased, without port; empty when the request had none.
     host: String,
-    path: String,
+    /// The request target as received; cloning a `Uri` shares its bytes.
+    uri: http::Uri,
     status: StatusCode,
     backend: Option<BackendId>,
     /// The endpoints tried, in order (a failed connect is retried once).
@@ -67,7 +68,7 @@ impl AccessLog {
             host: routes::request_host(parts)
                 .map(Cow::into_owned)
                 .unwrap_or_default(),
-            path: parts.uri.path().to_owned(),
+            uri: parts.uri.clone(),
             status: StatusCode::OK,
             backend: None,
             tried: [None, None],
@@ -364,7 +365,7 @@ impl OnDone for AccessLog {
         {
             tracing::warn!(
                 target: "portico::access",
-                client = %log.client, method = %log.method, host, path = %log.path,
+                client = %log.client, method = %log.method, host, path = log.uri.path(),
                 status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
                 backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
                 upstream_response_time = %fields.2,
@@ -375,7 +376,7 @@ impl OnDone for AccessLog {
         } else {
             tracing::info!(
                 target: "portico::access",
-                client = %log.client, method = %log.method, host, path = %log.path,
+                client = %log.client, method = %log.method, host, path = log.uri.path(),
                 status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
                 backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
                 upstream_response_time = %fields.2,
@@ -388,7 +389,7 @@ impl OnDone for AccessLog {
                 scheme: log.scheme,
                 host: &log.host,
                 method: &log.method,
-                path: &log.path,
+                path: log.uri.path(),
                 status: log.status,
                 backend: log.backend.as_ref(),
                 endpoint: log.tried[1].as_ref().or(log.tried[0].as_ref()),

@@ -137,6 +137,8 @@ pub(crate) fn prepare_upstream(
     parts.version = Version::HTTP_11;
 
     let headers = &mut parts.headers;
+    // Room for the headers set below at once, rather than a regrowth midway.
+    headers.reserve(8);
     let client_ip = if fwd.client.addr == conn.peer {
         conn.peer_ip.clone()
     } else {
