@@ -463,3 +463,37 @@ async fn slowloris_headers_are_dropped_at_the_header_timeout() {
     );
     assert_eq!(b.hits(), 0);
 }
+
+#[tokio::test]
+async fn an_http2_stream_with_no_window_frees_its_backend() {
+    use std::sync::atomic::Ordering;
+    let (addr, open) = firehose().await;
+    let px = TestProxy::start(quick_timers(config(
+        vec![rule("t.test", "fire")],
+        vec![backend("fire", &[addr])],
+    )))
+    .await;
+    // SETTINGS_INITIAL_WINDOW_SIZE = 0: the server may send no DATA on any stream, while
+    // the connection itself stays healthy and its socket writable.
+    let mut bytes = h2raw::PREFACE.to_vec();
+    bytes.extend(h2raw::frame(4, 0, 0, &[0, 4, 0, 0, 0, 0]));
+    bytes.extend(h2raw::headers(1, &h2raw::get_block(), true));
+    let mut client = TcpStream::connect(px.addr).await.unwrap();
+    client.write_all(&bytes).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while open.load(Ordering::SeqCst) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the request never reached the backend"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while open.load(Ordering::SeqCst) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the backend connection is still held for a stream that takes no data"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(client);
+}

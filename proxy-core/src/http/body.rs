@@ -14,7 +14,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
+use std::sync::Arc;
+
 use super::activity::ActiveGuard;
+use super::stall::Progress;
 
 /// Fires when a body has been waiting on its source for `timeout` since it last made
 /// progress. Costs nothing while data keeps coming: the timer is only armed when the
@@ -153,6 +156,8 @@ pub struct ProxyBody {
     on_done: Option<Box<dyn OnDone>>,
     /// Keeps the client connection counted as busy until the body is done.
     _active: Option<ActiveGuard>,
+    /// Told of every frame, for an HTTP/2 client's stall watch.
+    progress: Option<Arc<Progress>>,
 }
 
 enum Kind {
@@ -169,6 +174,7 @@ impl ProxyBody {
             end: None,
             on_done: None,
             _active: None,
+            progress: None,
         }
     }
 
@@ -183,7 +189,13 @@ impl ProxyBody {
             end: None,
             on_done: None,
             _active: None,
+            progress: None,
         }
+    }
+
+    /// Reports progress to an HTTP/2 connection's stall watch.
+    pub(crate) fn watched(&mut self, progress: Arc<Progress>) {
+        self.progress = Some(progress);
     }
 
     /// Counts the client connection as busy until the body is done or dropped.
@@ -199,6 +211,9 @@ impl ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        if let Some(p) = &self.progress {
+            p.done();
+        }
         if let Some(f) = self.on_done.take() {
             // hyper does not poll a body it knows is over (HEAD, 204, an empty upstream
             // body), so "not seen to end" is only the client leaving if more was due.
@@ -257,6 +272,9 @@ impl Body for ProxyBody {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     this.sent += data.len() as u64;
+                }
+                if let Some(p) = &this.progress {
+                    p.frame();
                 }
             }
             Poll::Ready(None) => {

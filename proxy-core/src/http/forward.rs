@@ -19,7 +19,7 @@ use super::body::{BodyEnd, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::headers::{self, Forwarding};
-use super::upstream::{SendError, UpstreamBody};
+use super::upstream::{Link, SendError, UpstreamBody};
 use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::{Choice, Target};
 use crate::config::{Backend, BackendId, Config};
@@ -141,6 +141,7 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let info = &conn.info;
+        let client_h2 = parts.version == Version::HTTP_2;
         // 1. Route.
         one_authority(&mut parts)?;
         let route = route(config, &mut parts, &log.host)?;
@@ -214,7 +215,7 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         // 4. Send.
-        let (mut resp, choice) = self.send(config, backend, policy, choice, req, log).await?;
+        let (mut resp, choice, link) = self.send(config, backend, policy, choice, req, log).await?;
         log.upstream_status = Some(resp.status());
 
         // 5. Response head.
@@ -241,7 +242,11 @@ impl Proxy {
             }
         }
         let read = policy.timeouts.read;
-        Ok(resp.map(|b| ProxyBody::upstream(b, read)))
+        let mut resp = resp.map(|b| ProxyBody::upstream(b, read));
+        if client_h2 {
+            resp.body_mut().watched(conn.stalls.watch(link));
+        }
+        Ok(resp)
     }
 
     /// Phase 4: sends on the picked endpoint; when the connect fails (nothing was sent),
@@ -254,7 +259,7 @@ impl Proxy {
         mut choice: Choice,
         mut req: Request<UpstreamBody>,
         log: &mut AccessLog,
-    ) -> Result<(Response<Incoming>, Choice), ProxyError> {
+    ) -> Result<(Response<Incoming>, Choice, Arc<Link>), ProxyError> {
         let mut retried = false;
         loop {
             log.tried(&choice.target);
@@ -265,12 +270,12 @@ impl Proxy {
                 .send(&choice.target, policy.timeouts, req, slow)
                 .await
             {
-                Ok((resp, fresh)) => {
+                Ok((resp, fresh, link)) => {
                     log.upstream_time = Some(sent_at.elapsed());
                     if fresh {
                         self.registry.connect_succeeded(&backend.id, &choice.target);
                     }
-                    return Ok((resp, choice));
+                    return Ok((resp, choice, link));
                 }
                 Err(SendError {
                     error,

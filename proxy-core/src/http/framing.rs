@@ -39,6 +39,8 @@ struct Shared {
     lost: AtomicBool,
     /// The connection switched protocols (or to HTTP/2): nothing more to scan.
     ended: AtomicBool,
+    /// It switched to HTTP/2.
+    h2: AtomicBool,
 }
 
 /// What the scanner says of one request.
@@ -72,6 +74,11 @@ impl Verdicts {
 
     fn ended(&self) -> bool {
         self.0.ended.load(Ordering::Acquire)
+    }
+
+    /// The client spoke HTTP/2 (h2c): the scanner saw its preface.
+    pub fn is_h2(&self) -> bool {
+        self.0.h2.load(Ordering::Acquire)
     }
 
     /// The verdict on the next HTTP/1 request of the connection.
@@ -213,6 +220,7 @@ impl Scanner {
         let slots = &mut slots[..self.max_headers.clamp(1, MAX_HEADERS)];
         if head.starts_with(b"PRI * HTTP/2.0\r\n") {
             // HTTP/2 from here on: hyper's HTTP/2 framing needs no guard.
+            self.verdicts.0.h2.store(true, Ordering::Release);
             self.verdicts.switched();
             return State::Done;
         }

@@ -44,6 +44,7 @@ mod idle_io;
 mod limits;
 pub mod proxy_protocol;
 mod server;
+mod stall;
 mod upgrade;
 mod upstream;
 
@@ -97,6 +98,8 @@ pub(crate) struct Conn {
     pub peer_ip: HeaderValue,
     /// `X-Forwarded-Port`.
     pub local_port: HeaderValue,
+    /// Upstream responses streaming to this connection's HTTP/2 streams.
+    pub stalls: Arc<stall::Stalls>,
 }
 
 impl Conn {
@@ -108,6 +111,7 @@ impl Conn {
             peer,
             info,
             local_port,
+            stalls: Arc::default(),
         }
     }
 }

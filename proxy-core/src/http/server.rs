@@ -21,6 +21,7 @@ use super::errors::ProxyError;
 use super::framing::Verdict;
 use super::idle_io::WriteIdle;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
+use super::stall::StallWatch;
 use super::{framing, Conn, ConnInfo, ConnPermit, Proxy, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
@@ -284,6 +285,8 @@ impl Proxy {
         let mut first_byte = pin!(first_byte(&watch, self.opts.header_read_timeout));
         let mut awaiting_first_byte = true;
         let mut idle = pin!(IdleWatch::new(activity, keep_alive));
+        let mut stall_watch = pin!(StallWatch::new(info.stalls.clone(), send_timeout));
+        let h2_from_start = info.info.alpn_h2;
         let result = loop {
             // select! polls every branch on every wake-up, so the first-byte watch ends
             // as soon as a byte has come rather than living on for the whole timeout.
@@ -293,6 +296,9 @@ impl Proxy {
                     conn.as_mut().graceful_shutdown();
                     break conn.await;
                 }
+                // Only HTTP/2 connections (ALPN, or h2c after its preface) have streams
+                // to watch; HTTP/1 pays nothing for it.
+                _ = &mut stall_watch, if h2_from_start || watch.is_h2() => {}
                 _ = &mut idle => {
                     tracing::debug!(remote = %info.info.remote, "idle connection closed");
                     conn.as_mut().graceful_shutdown();

@@ -11,7 +11,7 @@
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -25,6 +25,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
@@ -42,8 +43,25 @@ pub(crate) type UpstreamBody = Either<RequestBody, Either<Box<BufferedBody>, Emp
 /// becomes ready by itself once that body is done, with no task watching it).
 struct Idle {
     sender: SendRequest<UpstreamBody>,
-    send_timeout: Arc<AtomicU64>,
+    link: Arc<Link>,
     last_used: Instant,
+}
+
+/// One upstream connection as the requests on it see it: the write-stall timeout its
+/// socket applies (each request sets its route's), and a way to close it from outside.
+pub(crate) struct Link {
+    send_timeout: Arc<AtomicU64>,
+    task: OnceLock<AbortHandle>,
+}
+
+impl Link {
+    /// Closes the connection (its task ends and the socket with it): the pod learns at
+    /// once, and a response still streaming from it ends with an error.
+    pub fn close(&self) {
+        if let Some(task) = self.task.get() {
+            task.abort();
+        }
+    }
 }
 
 /// Pool tuning.
@@ -118,7 +136,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, pool: &EndpointPool) -> Option<(SendRequest<UpstreamBody>, Arc<AtomicU64>)> {
+    fn checkout(&self, pool: &EndpointPool) -> Option<(SendRequest<UpstreamBody>, Arc<Link>)> {
         let mut list = pool.idle();
         let now = Instant::now();
         let mut i = list.len();
@@ -130,7 +148,7 @@ impl Pool {
             } else if conn.sender.is_ready() {
                 let conn = list.swap_remove(i);
                 if now.duration_since(conn.last_used) < self.opts.idle_timeout {
-                    return Some((conn.sender, conn.send_timeout));
+                    return Some((conn.sender, conn.link));
                 }
             }
         }
@@ -140,12 +158,7 @@ impl Pool {
     /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
     /// has to wait for the body to finish. Busy connections are kept whatever their
     /// number (they are in use anyway); idle ones beyond the limit are closed.
-    fn put(
-        &self,
-        pool: &EndpointPool,
-        sender: SendRequest<UpstreamBody>,
-        send_timeout: Arc<AtomicU64>,
-    ) {
+    fn put(&self, pool: &EndpointPool, sender: SendRequest<UpstreamBody>, link: Arc<Link>) {
         let mut list = pool.idle();
         let max = self.opts.max_idle_per_endpoint;
         if list.len() >= max {
@@ -165,7 +178,7 @@ impl Pool {
         }
         list.push(Idle {
             sender,
-            send_timeout,
+            link,
             last_used: Instant::now(),
         });
     }
@@ -180,7 +193,7 @@ impl Pool {
         timeouts: Timeouts,
         mut req: Request<UpstreamBody>,
         on_slow_connect: impl FnOnce(),
-    ) -> Result<(Response<Incoming>, bool), SendError> {
+    ) -> Result<(Response<Incoming>, bool, Arc<Link>), SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
         // is served on a connection of its own that is not kept.
         let pool = self.endpoints.load().get(target).cloned();
@@ -188,14 +201,14 @@ impl Pool {
         let mut stale_retry = true;
         loop {
             let checked_out = pool.as_deref().and_then(|p| self.checkout(p));
-            let (mut sender, send_timeout, fresh) = match checked_out {
-                Some((sender, cell)) => (sender, cell, false),
+            let (mut sender, link, fresh) = match checked_out {
+                Some((sender, link)) => (sender, link, false),
                 None => {
                     let slow = on_slow_connect.take();
                     // Boxed: most requests reuse a connection, and every request's
                     // future would otherwise carry (and move) the connect's state.
                     match Box::pin(connect(target, timeouts, slow)).await {
-                        Ok((sender, cell)) => (sender, cell, true),
+                        Ok((sender, link)) => (sender, link, true),
                         Err(error) => {
                             return Err(SendError {
                                 error,
@@ -205,7 +218,8 @@ impl Pool {
                     }
                 }
             };
-            send_timeout.store(millis(timeouts.send), Ordering::Relaxed);
+            link.send_timeout
+                .store(millis(timeouts.send), Ordering::Relaxed);
             // A reused connection may have been closed by the upstream just as we sent.
             // A bodiless idempotent request can then be replayed on a new connection.
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
@@ -213,9 +227,9 @@ impl Pool {
             match sent {
                 Ok(Ok(resp)) => {
                     if let Some(pool) = &pool {
-                        self.put(pool, sender, send_timeout);
+                        self.put(pool, sender, link.clone());
                     }
-                    return Ok((resp, fresh));
+                    return Ok((resp, fresh, link));
                 }
                 Ok(Err(mut e)) => match (e.take_message(), replay) {
                     // The pooled connection closed before it took the request: nothing
@@ -289,7 +303,7 @@ async fn connect(
     target: &Target,
     timeouts: Timeouts,
     on_slow: Option<impl FnOnce()>,
-) -> Result<(SendRequest<UpstreamBody>, Arc<AtomicU64>), ProxyError> {
+) -> Result<(SendRequest<UpstreamBody>, Arc<Link>), ProxyError> {
     let attempt = async {
         match target {
             Target::Addr(addr) => TcpStream::connect(addr).await,
@@ -348,12 +362,17 @@ async fn connect(
             source,
         })?;
     let target = target.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(endpoint = %target, error = %e, "upstream connection ended");
         }
     });
-    Ok((sender, send_timeout))
+    let link = Arc::new(Link {
+        send_timeout,
+        task: OnceLock::new(),
+    });
+    let _ = link.task.set(task.abort_handle());
+    Ok((sender, link))
 }
 
 fn replayable(req: &Request<UpstreamBody>) -> bool {
