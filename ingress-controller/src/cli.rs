@@ -158,6 +158,11 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_CLIENT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_client: Option<u32>,
 
+    /// Forward TRACE requests to the pods. Default: answer them 405, as they echo the
+    /// request (cookies and credentials included) back.
+    #[arg(long, env = "PORTICO_ALLOW_TRACE")]
+    pub allow_trace: bool,
+
     /// Log format on stderr.
     #[arg(long, env = "PORTICO_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -169,6 +169,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             observer: Some(metrics.clone()),
             max_connections,
             max_connections_per_client: args.max_connections_per_client.map(|n| n as usize),
+            allow_trace: args.allow_trace,
             ..ProxyOptions::default()
         },
     );

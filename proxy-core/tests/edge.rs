@@ -86,6 +86,26 @@ async fn connect_and_trace_are_405() {
 }
 
 #[tokio::test]
+async fn trace_reaches_the_backend_only_when_allowed() {
+    let t = TestBackend::start("t").await;
+    let px = TestProxy::start_with(
+        config(vec![rule("t.test", "t")], vec![backend("t", &[t.addr])]),
+        proxy_core::http::ProxyOptions {
+            allow_trace: true,
+            ..proxy_core::http::ProxyOptions::default()
+        },
+    )
+    .await;
+    let (answer, _) = raw_exchange(
+        px.addr,
+        b"TRACE / HTTP/1.1\r\nHost: t.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&answer), "200", "{answer}");
+    assert_eq!(t.hits(), 1);
+}
+
+#[tokio::test]
 async fn an_h2_host_header_that_disagrees_with_authority_is_400() {
     let (t, o, px) = two_hosts().await;
     let stream = TcpStream::connect(px.addr).await.unwrap();

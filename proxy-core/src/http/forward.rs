@@ -143,7 +143,7 @@ impl Proxy {
         let info = &conn.info;
         let client_h2 = parts.version == Version::HTTP_2;
         // 1. Route.
-        one_authority(&mut parts)?;
+        one_authority(&mut parts, self.opts.allow_trace)?;
         let route = route(config, &mut parts, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
 
@@ -411,9 +411,10 @@ impl OnDone for AccessLog {
 /// is the one the request was routed by. An absolute-form target (HTTP/1.1) or
 /// `:authority` (HTTP/2) replaces `Host` (RFC 9112 §3.2.2); an HTTP/2 `host` header that
 /// disagrees with `:authority`, several `Host` headers, or none on HTTP/1.1 is a 400.
-/// Portico is not a forward proxy (CONNECT) and does not echo requests (TRACE).
-fn one_authority(parts: &mut Parts) -> Result<(), ProxyError> {
-    if parts.method == Method::CONNECT || parts.method == Method::TRACE {
+/// Portico is not a forward proxy (CONNECT) and does not echo requests (TRACE) unless
+/// told to.
+fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError> {
+    if parts.method == Method::CONNECT || (parts.method == Method::TRACE && !allow_trace) {
         return Err(ProxyError::MethodNotAllowed(parts.method.clone()));
     }
     let mut hosts = parts.headers.get_all(header::HOST).iter();

@@ -175,6 +175,9 @@ pub struct ProxyOptions {
     pub max_connections: usize,
     /// Client connections one client address may hold at once.
     pub max_connections_per_client: Option<usize>,
+    /// Forward `TRACE` requests; by default they get 405, as they echo a request
+    /// (cookies and credentials included) back to whoever sent it.
+    pub allow_trace: bool,
 }
 
 impl Default for ProxyOptions {
@@ -191,6 +194,7 @@ impl Default for ProxyOptions {
             observer: None,
             max_connections: default_max_connections(None),
             max_connections_per_client: None,
+            allow_trace: false,
         }
     }
 }
