@@ -88,6 +88,7 @@ def main():
     ap.add_argument("--portico", required=True)
     ap.add_argument("--conns", type=int, default=10000)
     ap.add_argument("--work", default="/tmp/portico-bench-idle")
+    ap.add_argument("--proxies", default="portico,nginx")
     a = ap.parse_args()
     a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 10, 4, 1, 0
     a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
@@ -114,7 +115,7 @@ def main():
     backend = bench.start_backend(a, work, 13)
     try:
         rows = {}
-        for name in ["portico", "nginx"]:
+        for name in a.proxies.split(","):
             rows[name] = measure(name, a, work, a.conns)
     finally:
         backend.terminate()
