@@ -153,8 +153,8 @@ pub struct Args {
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: Option<u32>,
 
-    /// Client connections one client address (the TCP peer) may hold at once. Default:
-    /// no cap.
+    /// Client connections one client address may hold at once: the TCP peer, or with
+    /// use-proxy-protocol the client the PROXY header names. Default: no cap.
     #[arg(long, env = "PORTICO_MAX_CONNECTIONS_PER_CLIENT", value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_client: Option<u32>,
 

@@ -152,6 +152,7 @@ impl Https {
                 async move {
                     let permit = proxy.admit(remote)?;
                     let (tcp, proxied) = proxy.proxy_protocol(tcp, remote).await?;
+                    let permit = proxy.admit_client(permit, proxied.unwrap_or(remote))?;
                     Some((tcp, (proxied, permit)))
                 }
             },

@@ -339,3 +339,47 @@ async fn an_unbuffered_route_streams_the_body_at_once() {
     assert!(String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"));
     assert_eq!(b.accepts.load(std::sync::atomic::Ordering::SeqCst), 1);
 }
+
+#[tokio::test]
+async fn behind_a_load_balancer_each_client_has_a_cap_of_its_own() {
+    let b = TestBackend::start("one").await;
+    let cfg = with_settings(
+        config(
+            vec![rule("app.test", "one")],
+            vec![backend("one", &[b.addr])],
+        ),
+        |s| s.proxy_protocol = true,
+    );
+    let px = TestProxy::start_with(
+        cfg,
+        proxy_core::http::ProxyOptions {
+            max_connections_per_client: Some(1),
+            ..proxy_core::http::ProxyOptions::default()
+        },
+    )
+    .await;
+    // Every connection comes from 127.0.0.1, the "load balancer"; the header names the
+    // client. Each client may hold one connection.
+    let open = |client: &'static str| async move {
+        let mut s = TcpStream::connect(px.addr).await.unwrap();
+        let head = format!(
+            "PROXY TCP4 {client} 10.0.0.1 40000 80\r\nGET / HTTP/1.1\r\nHost: app.test\r\n\r\n"
+        );
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(DEADLINE, s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap_or(0);
+        (s, String::from_utf8_lossy(&buf[..n]).into_owned())
+    };
+    let (_a, first) = open("198.51.100.1").await;
+    assert!(first.starts_with("HTTP/1.1 200"), "{first}");
+    let (_b, other) = open("198.51.100.2").await;
+    assert!(
+        other.starts_with("HTTP/1.1 200"),
+        "another client was refused: {other}"
+    );
+    let (_c, again) = open("198.51.100.1").await;
+    assert_eq!(again, "", "a second connection of one client was served");
+}

@@ -52,27 +52,33 @@ impl ConnLimits {
         self.open.load(Ordering::Relaxed)
     }
 
-    pub fn admit(self: &Arc<Self>, client: IpAddr) -> Result<ConnPermit, Refusal> {
+    /// Takes a slot under the total cap, at accept.
+    pub fn admit(self: &Arc<Self>) -> Result<ConnPermit, Refusal> {
         let open = self.open.fetch_add(1, Ordering::AcqRel);
         if open >= self.max {
             self.open.fetch_sub(1, Ordering::AcqRel);
             return Err(Refusal::Total);
         }
-        let mut permit = ConnPermit {
+        Ok(ConnPermit {
             limits: self.clone(),
             client: None,
+        })
+    }
+
+    /// Counts `permit` against `client`'s cap, once the client is known (the TCP peer,
+    /// or behind a load balancer the client its PROXY protocol header names).
+    pub fn admit_client(&self, permit: &mut ConnPermit, client: IpAddr) -> Result<(), Refusal> {
+        let Some((max, counts)) = &self.per_client else {
+            return Ok(());
         };
-        if let Some((max, counts)) = &self.per_client {
-            let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
-            let n = counts.entry(client).or_insert(0);
-            if *n >= *max {
-                // Dropping the permit gives the total slot back.
-                return Err(Refusal::PerClient);
-            }
-            *n += 1;
-            permit.client = Some(client);
+        let mut counts = counts.lock().unwrap_or_else(|e| e.into_inner());
+        let n = counts.entry(client).or_insert(0);
+        if *n >= *max {
+            return Err(Refusal::PerClient);
         }
-        Ok(permit)
+        *n += 1;
+        permit.client = Some(client);
+        Ok(())
     }
 }
 
@@ -139,14 +145,19 @@ mod tests {
         let limits = ConnLimits::new(3, Some(2));
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
-        let p1 = limits.admit(a).unwrap();
-        let p2 = limits.admit(a).unwrap();
-        assert_eq!(limits.admit(a).err(), Some(Refusal::PerClient));
-        let p3 = limits.admit(b).unwrap();
-        assert_eq!(limits.admit(b).err(), Some(Refusal::Total));
+        let admit = |ip| {
+            let mut p = limits.admit()?;
+            limits.admit_client(&mut p, ip)?;
+            Ok::<_, Refusal>(p)
+        };
+        let p1 = admit(a).unwrap();
+        let p2 = admit(a).unwrap();
+        assert_eq!(admit(a).err(), Some(Refusal::PerClient));
+        let p3 = admit(b).unwrap();
+        assert_eq!(admit(b).err(), Some(Refusal::Total));
         assert_eq!(limits.open(), 3);
         drop(p1);
-        let p4 = limits.admit(a).unwrap();
+        let p4 = admit(a).unwrap();
         drop((p2, p3, p4));
         assert_eq!(limits.open(), 0);
         assert!(limits

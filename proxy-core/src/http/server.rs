@@ -22,7 +22,7 @@ use super::framing::Verdict;
 use super::idle_io::WriteIdle;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::stall::StallWatch;
-use super::{framing, Conn, ConnInfo, ConnPermit, Proxy, Scheme};
+use super::{framing, Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -155,8 +155,10 @@ impl Proxy {
             let proxy = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let _permit = permit;
                 let Some((stream, proxied)) = proxy.proxy_protocol(stream, remote).await else {
+                    return;
+                };
+                let Some(_permit) = proxy.admit_client(permit, proxied.unwrap_or(remote)) else {
                     return;
                 };
                 let info = ConnInfo {
@@ -176,10 +178,30 @@ impl Proxy {
     /// Takes a slot for a new client connection, or says why not (the caller closes it).
     /// Hold the permit for as long as the connection is served.
     pub fn admit(&self, remote: SocketAddr) -> Option<ConnPermit> {
-        match self.limits.admit(remote.ip()) {
+        let admitted = self.limits.admit();
+        self.refused(remote, admitted)
+    }
+
+    /// Counts the connection against its client's cap, once the client is known: the
+    /// TCP peer, or the client a PROXY protocol header named, so that every client
+    /// behind one load balancer has a cap of its own. `None` when over it.
+    pub fn admit_client(&self, mut permit: ConnPermit, client: SocketAddr) -> Option<ConnPermit> {
+        let admitted = self
+            .limits
+            .admit_client(&mut permit, client.ip())
+            .map(|()| permit);
+        self.refused(client, admitted)
+    }
+
+    fn refused(
+        &self,
+        who: SocketAddr,
+        admitted: Result<ConnPermit, Refusal>,
+    ) -> Option<ConnPermit> {
+        match admitted {
             Ok(permit) => Some(permit),
             Err(why) => {
-                tracing::debug!(%remote, cap = why.as_str(), "connection refused");
+                tracing::debug!(client = %who, cap = why.as_str(), "connection refused");
                 if let Some(observer) = &self.opts.observer {
                     observer.on_refused(why);
                 }
