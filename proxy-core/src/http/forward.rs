@@ -360,6 +360,21 @@ impl OnDone for AccessLog {
             Dash(log.upstream_time.map(Secs)),
         );
         let host = if log.host.is_empty() { "-" } else { &log.host };
+        let blame = log.blame.map(Blame::as_str).unwrap_or("-");
+        // One line, at a level fixed per call site (tracing's levels are static): the
+        // fields are written once here for both.
+        macro_rules! access {
+            ($level:ident $(, $extra:tt)*) => {
+                tracing::$level!(
+                    target: "portico::access",
+                    client = %log.client, method = %log.method, host, path = log.uri.path(),
+                    status = log.status.as_u16(), bytes_sent = bytes,
+                    request_time = %Secs(total), backend = %fields.0, upstream_addr = %tried,
+                    upstream_status = %fields.1, upstream_response_time = %fields.2, blame
+                    $(, $extra)*
+                )
+            };
+        }
         // A failure the proxy or the upstream caused is a warning; a client that went
         // away or sent garbage is routine.
         if matches!(
@@ -368,25 +383,10 @@ impl OnDone for AccessLog {
         ) && log.status.is_server_error()
             || matches!(end, BodyEnd::UpstreamTimeout | BodyEnd::UpstreamError)
         {
-            tracing::warn!(
-                target: "portico::access",
-                client = %log.client, method = %log.method, host, path = log.uri.path(),
-                status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
-                backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
-                upstream_response_time = %fields.2,
-                blame = log.blame.map(Blame::as_str).unwrap_or("-"),
-                error = log.error.as_deref().unwrap_or("-"),
-                "request failed"
-            );
+            let error = log.error.as_deref().unwrap_or("-");
+            access!(warn, error, "request failed");
         } else {
-            tracing::info!(
-                target: "portico::access",
-                client = %log.client, method = %log.method, host, path = log.uri.path(),
-                status = log.status.as_u16(), bytes_sent = bytes, request_time = %Secs(total),
-                backend = %fields.0, upstream_addr = %tried, upstream_status = %fields.1,
-                upstream_response_time = %fields.2,
-                blame = log.blame.map(Blame::as_str).unwrap_or("-"),
-            );
+            access!(info);
         }
         if let Some(observer) = &log.proxy.opts.observer {
             observer.on_response(&ResponseEvent {
