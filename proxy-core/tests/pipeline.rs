@@ -86,16 +86,21 @@ async fn forwarded_headers_count_only_from_trusted_peers() {
     assert_eq!(r.header("echo-x-forwarded-proto"), Some("https"));
 }
 
-#[tokio::test]
-async fn proxy_protocol_v1_and_v2_name_the_client_and_are_required() {
-    let b = TestBackend::start("one").await;
-    let cfg = with_settings(
+/// One route to `b`, on listeners that expect a PROXY protocol header.
+fn behind_proxy_protocol(b: &TestBackend) -> Config {
+    with_settings(
         config(
             vec![rule("app.test", "one")],
             vec![backend("one", &[b.addr])],
         ),
         |s| s.proxy_protocol = true,
-    );
+    )
+}
+
+#[tokio::test]
+async fn proxy_protocol_v1_and_v2_name_the_client_and_are_required() {
+    let b = TestBackend::start("one").await;
+    let cfg = behind_proxy_protocol(&b);
     let px = TestProxy::start(cfg).await;
     let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
 
@@ -343,13 +348,7 @@ async fn an_unbuffered_route_streams_the_body_at_once() {
 #[tokio::test]
 async fn behind_a_load_balancer_each_client_has_a_cap_of_its_own() {
     let b = TestBackend::start("one").await;
-    let cfg = with_settings(
-        config(
-            vec![rule("app.test", "one")],
-            vec![backend("one", &[b.addr])],
-        ),
-        |s| s.proxy_protocol = true,
-    );
+    let cfg = behind_proxy_protocol(&b);
     let px = TestProxy::start_with(
         cfg,
         proxy_core::http::ProxyOptions {

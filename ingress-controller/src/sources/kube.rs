@@ -342,13 +342,8 @@ const AFFINITY_KEY_WATCH: &str = "affinity key Secret";
 
 fn watch_name(kind: Kind) -> &'static str {
     match kind {
-        Kind::Ingress => "Ingress",
-        Kind::IngressClass => "IngressClass",
-        Kind::Service => "Service",
-        Kind::EndpointSlice => "EndpointSlice",
-        Kind::Endpoints => "Endpoints",
-        Kind::Secret => "Secret",
         Kind::ConfigMap => CONFIGMAP_WATCH,
+        other => other.as_str(),
     }
 }
 
