@@ -105,14 +105,14 @@ pub fn routes(data: &[u8]) {
     }
 }
 
-/// The HTTP/1 framing guard: never panics, and gives the same verdicts however the
-/// stream is split across reads.
+/// HTTP/1 request heads and bodies: reading never panics, and reads the same requests
+/// however the stream is split across reads.
 pub fn framing(data: &[u8]) {
     let Some((&split, stream)) = data.split_first() else {
         return;
     };
-    let whole = crate::http::framing_verdicts(&[stream]);
+    let whole = crate::http::h1_messages(&[stream]);
     let step = usize::from(split).max(1);
     let pieces: Vec<&[u8]> = stream.chunks(step).collect();
-    assert_eq!(crate::http::framing_verdicts(&pieces), whole);
+    assert_eq!(crate::http::h1_messages(&pieces), whole);
 }

@@ -17,6 +17,7 @@ use tokio::time::{Instant, Sleep};
 use std::sync::Arc;
 
 use super::activity::ActiveGuard;
+use super::h1::{H1Body, H1BodyError};
 use super::stall::Progress;
 
 /// Fires when a body has been waiting on its source for `timeout` since it last made
@@ -59,6 +60,54 @@ impl IdleTimer {
     }
 }
 
+/// A client's request body, as the connection it came on reads it.
+pub(crate) enum ClientBody {
+    Empty,
+    H1(H1Body),
+    H2(Incoming),
+}
+
+/// Why a client's body broke off.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientBodyError {
+    #[error(transparent)]
+    H1(#[from] H1BodyError),
+    #[error(transparent)]
+    H2(#[from] hyper::Error),
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = ClientBodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ClientBodyError>>> {
+        match self.get_mut() {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(body) => body.is_end_stream(),
+            ClientBody::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(body) => body.size_hint(),
+            ClientBody::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 /// Why the client's request body stopped, as the upstream send sees it.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum RequestBodyError {
@@ -67,19 +116,19 @@ pub(crate) enum RequestBodyError {
     #[error("request body over the {0}-byte limit")]
     TooLarge(u64),
     #[error("client body: {0}")]
-    Client(hyper::Error),
+    Client(ClientBodyError),
 }
 
 /// The client's request body on its way upstream.
 pub(crate) struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     idle: IdleTimer,
     limit: Option<u64>,
     seen: u64,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, idle_timeout: Duration, limit: Option<u64>) -> Self {
+    pub fn new(inner: ClientBody, idle_timeout: Duration, limit: Option<u64>) -> Self {
         Self {
             inner,
             idle: IdleTimer::new(idle_timeout),
@@ -201,6 +250,11 @@ impl ProxyBody {
     /// Counts the client connection as busy until the body is done or dropped.
     pub(crate) fn hold(&mut self, guard: ActiveGuard) {
         self._active = Some(guard);
+    }
+
+    /// The response went out without its body (`HEAD`, 204, 304): that is its end.
+    pub(crate) fn not_sent(&mut self) {
+        self.end.get_or_insert(BodyEnd::Complete);
     }
 
     /// Runs `f` once the body is done or dropped.

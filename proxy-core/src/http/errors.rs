@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
 
-use super::body::RequestBodyError;
+use super::body::{ClientBodyError, RequestBodyError};
 use super::buffer::BufferError;
 use super::ProxyBody;
 use crate::balance::{NoReadyEndpoint, Target};
@@ -71,7 +71,7 @@ pub enum ProxyError {
     #[error("client sent no request body data for {timeout:?}")]
     ClientBodyTimeout { timeout: Duration },
     #[error("client request body failed: {0}")]
-    ClientBody(hyper::Error),
+    ClientBody(ClientBodyError),
     #[error("buffering the request body failed: {0}")]
     Buffering(std::io::Error),
 }

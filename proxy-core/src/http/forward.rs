@@ -13,11 +13,11 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 
-use super::body::{BodyEnd, OnDone, RequestBody};
+use super::body::{BodyEnd, ClientBody, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
+use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
 use super::upstream::{Link, SendError, UpstreamBody};
 use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
@@ -93,7 +93,7 @@ impl AccessLog {
 impl Proxy {
     pub(crate) async fn handle(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: &Conn,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
@@ -118,7 +118,7 @@ impl Proxy {
     /// Answers `err` without routing, still logging and observing the response.
     pub(crate) fn reject(
         self: &Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: &Conn,
         err: ProxyError,
     ) -> Response<ProxyBody> {
@@ -135,7 +135,7 @@ impl Proxy {
         self: &Arc<Self>,
         config: &Config,
         mut parts: Parts,
-        body: Incoming,
+        body: ClientBody,
         conn: &Conn,
         client: Client,
         log: &mut AccessLog,
@@ -197,7 +197,7 @@ impl Proxy {
             .pick(backend, policy.affinity.as_ref(), key, cookie)?;
 
         let client_upgrade = if upgrade.is_some() {
-            parts.extensions.remove::<OnUpgrade>()
+            parts.extensions.remove::<ClientUpgrade>()
         } else {
             None
         };

@@ -43,6 +43,10 @@ impl<IO> WriteIdle<IO> {
         }
     }
 
+    pub fn get_ref(&self) -> &IO {
+        &self.inner
+    }
+
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
         let timeout = Duration::from_millis(self.timeout.load(Ordering::Relaxed));
         self.timer

@@ -38,7 +38,7 @@ mod body;
 mod buffer;
 mod errors;
 mod forward;
-mod framing;
+mod h1;
 mod headers;
 mod idle_io;
 mod limits;
@@ -48,9 +48,10 @@ mod stall;
 mod upgrade;
 mod upstream;
 
-pub use body::{BodyEnd, ProxyBody};
+pub use body::{BodyEnd, ClientBodyError, ProxyBody};
 pub use errors::{Blame, ProxyError};
-pub(crate) use framing::verdicts_of as framing_verdicts;
+pub(crate) use h1::messages_of as h1_messages;
+pub use h1::H1BodyError;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
@@ -225,7 +226,6 @@ pub struct Proxy {
     opts: ProxyOptions,
     registry: Arc<Registry>,
     pool: Arc<upstream::Pool>,
-    builder: auto::Builder<TokioExecutor>,
     builder_h2: auto::Builder<TokioExecutor>,
     shutdown: Shutdown,
     limits: Arc<limits::ConnLimits>,
@@ -237,16 +237,8 @@ impl Proxy {
             .affinity_key
             .map(AffinityKey::new)
             .unwrap_or_else(AffinityKey::random);
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(opts.header_read_timeout)
-            .keep_alive(opts.keep_alive)
-            // hyper will not go below 8 KiB.
-            .max_buf_size(opts.max_header_bytes.max(8192))
-            .max_headers(opts.max_headers);
-        builder
+        let mut builder_h2 = auto::Builder::new(TokioExecutor::new()).http2_only();
+        builder_h2
             .http2()
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(opts.max_header_bytes).unwrap_or(u32::MAX))
@@ -254,7 +246,6 @@ impl Proxy {
             // by the keep-alive timer instead.
             .keep_alive_interval(Some(Duration::from_secs(20)))
             .keep_alive_timeout(Duration::from_secs(20));
-        let builder_h2 = builder.clone().http2_only();
         let registry = Arc::new(Registry::new(key, opts.ejection));
         let pool = Arc::new(upstream::Pool::new(opts.pool));
         // Brought to every configuration as it is published, before requests see it.
@@ -266,7 +257,6 @@ impl Proxy {
             config,
             registry,
             pool,
-            builder,
             builder_h2,
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),

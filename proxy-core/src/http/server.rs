@@ -3,12 +3,13 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::pin;
+use std::pin::{pin, Pin};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::{Request, StatusCode, Version};
+use http::Request;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -17,12 +18,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::activity::{Activity, IdleWatch};
-use super::errors::ProxyError;
-use super::framing::Verdict;
+use super::body::ClientBody;
+use super::h1;
 use super::idle_io::WriteIdle;
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::stall::StallWatch;
-use super::{framing, Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
+use super::{Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -123,7 +124,7 @@ impl Proxy {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve(io, info, None).await
+        self.serve(io, info, None, None).await
     }
 
     /// Accepts plain-HTTP connections until `shutdown` (or the proxy's own handle) is
@@ -169,7 +170,9 @@ impl Proxy {
                     alpn_h2: false,
                     proxied,
                 };
-                proxy.serve(stream, info, Some(&shutdown)).await
+                proxy
+                    .serve(stream, info, Some(&shutdown), Some(tcp_ready))
+                    .await
             });
         }
         tracing::info!("listener stopped accepting");
@@ -239,8 +242,13 @@ impl Proxy {
         }
     }
 
-    async fn serve<IO>(self: &Arc<Self>, io: IO, info: ConnInfo, extra: Option<&Shutdown>)
-    where
+    async fn serve<IO>(
+        self: &Arc<Self>,
+        io: IO,
+        info: ConnInfo,
+        extra: Option<&Shutdown>,
+        ready: Option<h1::ReadReady<WriteIdle<IO>>>,
+    ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let _guard = self.shutdown.track();
@@ -253,110 +261,90 @@ impl Proxy {
         // connection too.
         let millis = u64::try_from(send_timeout.as_millis()).unwrap_or(u64::MAX);
         let io = WriteIdle::new(io, Arc::new(AtomicU64::new(millis)));
+        let conn = Arc::new(Conn::new(info));
+        // The listener's handle is usually the proxy's own: wait on it once.
+        let extra = extra.filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner));
+        let mut stop = pin!(stop_signal(&self.shutdown, extra));
+        let timers = (keep_alive, send_timeout);
+        if conn.info.alpn_h2 {
+            return self.serve_h2(io, &conn, timers, stop).await;
+        }
+        let limits = h1::Limits {
+            header_timeout: self.opts.header_read_timeout,
+            keep_alive: self.opts.keep_alive.then_some(keep_alive),
+            max_head: self.opts.max_header_bytes,
+            max_headers: self.opts.max_headers,
+        };
+        let (h2c, stopped) = {
+            let mut signal = h1::Stop::new(stop.as_mut());
+            let h2c = h1::serve(self, io, &conn, ready, limits, &mut signal).await;
+            (h2c, signal.fired())
+        };
+        if let Some(io) = h2c {
+            if !stopped {
+                Box::pin(self.serve_h2(io, &conn, timers, stop)).await;
+            }
+        }
+    }
+
+    /// Serves an HTTP/2 connection (ALPN `h2`, or h2c after its preface) with hyper.
+    async fn serve_h2<IO, S>(
+        self: &Arc<Self>,
+        io: IO,
+        conn: &Arc<Conn>,
+        (keep_alive, send_timeout): (Duration, Duration),
+        stop: Pin<&mut S>,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: Future<Output = ()>,
+    {
         let activity = Activity::new();
         let busy = activity.clone();
-        let info = Arc::new(Conn::new(info));
         let proxy = self.clone();
-        let conn_info = info.clone();
-        // HTTP/1 connections get the smuggling guard; with ALPN h2 there is nothing to
-        // guard and h2c stops the scanner at its preface.
-        let (io, verdicts) = framing::Guarded::new(
-            io,
-            self.opts.max_header_bytes.max(8192),
-            self.opts.max_headers,
-        );
-        let watch = verdicts.clone();
+        let conn_info = conn.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let proxy = proxy.clone();
             let info = conn_info.clone();
-            let verdict = if req.version() == Version::HTTP_2 {
-                Verdict::Clean
-            } else {
-                verdicts.next()
-            };
-            let verdicts = verdicts.clone();
             let active = busy.begin();
             async move {
-                let refuse = match verdict {
-                    Verdict::Clean => None,
-                    Verdict::Conflicting => Some("both Content-Length and Transfer-Encoding"),
-                    Verdict::Unknown => Some("request framing could not be followed"),
-                };
-                let mut resp = match refuse {
-                    Some(why) => proxy.reject(req, &info, ProxyError::BadRequest(why)),
-                    None => proxy.handle(req, &info).await,
-                };
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    verdicts.switched();
-                }
+                let mut resp = proxy.handle(req.map(ClientBody::H2), &info).await;
                 resp.body_mut().hold(active);
                 Ok::<_, Infallible>(resp)
             }
         });
-        let builder = if info.info.alpn_h2 {
-            &self.builder_h2
-        } else {
-            &self.builder
-        };
-        let mut conn = pin!(builder.serve_connection_with_upgrades(TokioIo::new(io), service));
-        // The listener's handle is usually the proxy's own: wait on it once.
-        let extra = extra.filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner));
-        let mut stop = pin!(stop_signal(&self.shutdown, extra));
-        // The protocol sniffing before hyper takes over has no timer of its own: a client
-        // that never sends a byte is dropped after the header-read timeout.
-        let mut first_byte = pin!(first_byte(&watch, self.opts.header_read_timeout));
-        let mut awaiting_first_byte = true;
+        let mut conn_fut = pin!(self.builder_h2.serve_connection(TokioIo::new(io), service));
+        let mut stop = stop;
         let mut idle = pin!(IdleWatch::new(activity, keep_alive));
-        let mut stall_watch = pin!(StallWatch::new(info.stalls.clone(), send_timeout));
-        let h2_from_start = info.info.alpn_h2;
+        let mut stall_watch = pin!(StallWatch::new(conn.stalls.clone(), send_timeout));
         let result = loop {
-            // select! polls every branch on every wake-up, so the first-byte watch ends
-            // as soon as a byte has come rather than living on for the whole timeout.
             tokio::select! {
-                result = conn.as_mut() => break result,
+                result = conn_fut.as_mut() => break result,
                 _ = &mut stop => {
-                    conn.as_mut().graceful_shutdown();
-                    break conn.await;
+                    conn_fut.as_mut().graceful_shutdown();
+                    break conn_fut.await;
                 }
-                // Only HTTP/2 connections (ALPN, or h2c after its preface) have streams
-                // to watch; HTTP/1 pays nothing for it.
-                _ = &mut stall_watch, if h2_from_start || watch.is_h2() => {}
+                _ = &mut stall_watch => {}
                 _ = &mut idle => {
-                    tracing::debug!(remote = %info.info.remote, "idle connection closed");
-                    conn.as_mut().graceful_shutdown();
+                    tracing::debug!(remote = %conn.info.remote, "idle connection closed");
+                    conn_fut.as_mut().graceful_shutdown();
                     // HTTP/2's goodbye waits on the client's PING answer; one that does
                     // not answer is dropped.
-                    match tokio::time::timeout(IDLE_CLOSE_GRACE, conn.as_mut()).await {
+                    match tokio::time::timeout(IDLE_CLOSE_GRACE, conn_fut.as_mut()).await {
                         Ok(result) => break result,
                         Err(_) => return,
                     }
                 }
-                sent = &mut first_byte, if awaiting_first_byte => {
-                    if !sent {
-                        tracing::debug!(remote = %info.info.remote, "client sent nothing; closing");
-                        return;
-                    }
-                    awaiting_first_byte = false;
-                }
             }
         };
         if let Err(e) = result {
-            tracing::debug!(remote = %info.info.remote, error = %e, "client connection ended with an error");
+            tracing::debug!(remote = %conn.info.remote, error = %e, "client connection ended with an error");
         }
     }
 }
 
-/// Whether the client sent a byte before `timeout`; resolves at the first poll after it
-/// did, or when the timeout passes.
-async fn first_byte(watch: &framing::Verdicts, timeout: Duration) -> bool {
-    let mut deadline = pin!(tokio::time::sleep(timeout));
-    std::future::poll_fn(|cx| {
-        if watch.has_read() {
-            return std::task::Poll::Ready(true);
-        }
-        deadline.as_mut().poll(cx).map(|()| watch.has_read())
-    })
-    .await
+/// Readiness of a plain TCP client socket, for idle HTTP/1 connections.
+fn tcp_ready(io: &WriteIdle<TcpStream>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+    io.get_ref().poll_read_ready(cx)
 }
 
 async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {

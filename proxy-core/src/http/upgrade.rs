@@ -6,6 +6,7 @@ use std::time::Duration;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use super::h1::ClientUpgrade;
 use super::idle_io::ReadIdle;
 use super::ShutdownGuard;
 use crate::balance::Target;
@@ -13,7 +14,7 @@ use crate::balance::Target;
 /// Waits for both halves of the upgrade and relays until either side closes. Runs on its
 /// own task: the connections it joins are no longer HTTP and need nothing from the config.
 pub(crate) fn spawn_tunnel(
-    client: OnUpgrade,
+    client: ClientUpgrade,
     upstream: OnUpgrade,
     endpoint: Target,
     read_timeout: Duration,
@@ -21,14 +22,18 @@ pub(crate) fn spawn_tunnel(
 ) {
     tokio::spawn(async move {
         let _guard = guard;
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(pair) => pair,
-            Err(e) => {
+        let (client, upstream) = tokio::join!(client.connection(), upstream);
+        let (mut client, upstream) = match (client, upstream) {
+            (Some(client), Ok(upstream)) => (client, upstream),
+            (None, _) => {
+                tracing::debug!(%endpoint, "client connection closed before the upgrade");
+                return;
+            }
+            (_, Err(e)) => {
                 tracing::debug!(%endpoint, error = %e, "upgrade did not complete");
                 return;
             }
         };
-        let mut client = TokioIo::new(client);
         // A pod that sends nothing for the read timeout ends the tunnel, as nginx's
         // proxy_read_timeout ends an idle WebSocket; writes to it stall out at the
         // route's send timeout, as on every upstream connection.

@@ -1,0 +1,373 @@
+//! HTTP/1.x request heads: the syntax as httparse reads it, and the message framing as
+//! RFC 9112 §6 decides it, strictly: whatever two parsers could read differently (both
+//! `Content-Length` and `Transfer-Encoding`, lengths that disagree, a coding other than
+//! `chunked`) is refused rather than guessed at.
+
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+
+/// Header fields parsed on the stack; heads allowed more use the heap.
+const STACK_HEADERS: usize = 64;
+
+/// The longest request target `http::Uri` takes.
+const MAX_TARGET: usize = u16::MAX as usize - 1;
+
+/// How the request body is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Framing {
+    Length(u64),
+    Chunked,
+}
+
+/// A parsed request head.
+pub(crate) struct Head {
+    pub parts: Parts,
+    /// `None`: no body.
+    pub framing: Option<Framing>,
+    /// Why the body cannot be delimited safely: the request is answered 400 and the
+    /// connection closed.
+    pub refused: Option<&'static str>,
+    /// The client asked to keep the connection open (HTTP/1.1 unless `close`; HTTP/1.0
+    /// with `keep-alive`).
+    pub keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before its body.
+    pub expect_continue: bool,
+    /// `Upgrade` with `Connection: upgrade`.
+    pub upgrade: bool,
+}
+
+/// Why a head could not be read into a request at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum HeadError {
+    #[error("malformed request head: {0}")]
+    Malformed(&'static str),
+    #[error("request head too large")]
+    TooLarge,
+    #[error("request target too long")]
+    TargetTooLong,
+}
+
+impl HeadError {
+    pub fn status(self) -> StatusCode {
+        match self {
+            HeadError::Malformed(_) => StatusCode::BAD_REQUEST,
+            HeadError::TooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            HeadError::TargetTooLong => StatusCode::URI_TOO_LONG,
+        }
+    }
+}
+
+/// Where a complete head may end in `buf`: the end of an empty line, searched from
+/// `from` on. Parsing waits for it, so a head trickling in is not parsed over and over.
+pub(crate) fn head_end_from(buf: &[u8], from: usize) -> Option<usize> {
+    let start = from.saturating_sub(2);
+    let mut at = start;
+    while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
+        let nl = at + i;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            Some(_) => at = nl + 1,
+            None => return None,
+        }
+    }
+    None
+}
+
+/// Parses the head at the start of `head` (exactly the bytes of one head, as
+/// [`head_end_from`] found them, plus any empty lines before it).
+pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> {
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap;
+    let storage: &mut [httparse::Header<'_>] = if max_headers <= STACK_HEADERS {
+        &mut stack[..max_headers]
+    } else {
+        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        &mut heap
+    };
+    let mut req = httparse::Request::new(storage);
+    let status = req.parse(&head).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => HeadError::TooLarge,
+        httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
+        httparse::Error::Token => HeadError::Malformed("invalid token"),
+        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+        httparse::Error::Status => HeadError::Malformed("invalid request line"),
+    })?;
+    if status.is_partial() {
+        return Err(HeadError::Malformed("incomplete request head"));
+    }
+    let base = head.as_ptr() as usize;
+    // Offsets into `head`, so that the values can share its bytes instead of copying.
+    let span = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
+    let method = req
+        .method
+        .ok_or(HeadError::Malformed("no method"))
+        .and_then(|m| {
+            Method::from_bytes(m.as_bytes()).map_err(|_| HeadError::Malformed("invalid method"))
+        })?;
+    let target = req.path.ok_or(HeadError::Malformed("no request target"))?;
+    if target.len() > MAX_TARGET {
+        return Err(HeadError::TargetTooLong);
+    }
+    let (at, len) = span(target.as_bytes());
+    let uri = Uri::from_maybe_shared(head.slice(at..at + len))
+        .map_err(|_| HeadError::Malformed("invalid request target"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(HeadError::Malformed("unsupported HTTP version")),
+    };
+
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    let mut framing = FramingFields::default();
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| HeadError::Malformed("invalid header name"))?;
+        let (at, len) = span(h.value);
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + len))
+            .map_err(|_| HeadError::Malformed("invalid header value"))?;
+        framing.see(&name, value.as_bytes());
+        headers.append(name, value);
+    }
+
+    let (framing_of_body, refused) = framing.decide(version);
+    let keep_alive = match version {
+        Version::HTTP_11 => !framing.close,
+        _ => framing.keep_alive && !framing.close,
+    };
+    let (mut parts, ()) = Request::new(()).into_parts();
+    parts.method = method;
+    parts.uri = uri;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(Head {
+        parts,
+        framing: framing_of_body,
+        refused,
+        keep_alive,
+        expect_continue: framing.expect_continue && version == Version::HTTP_11,
+        upgrade: framing.upgrade_header && framing.connection_upgrade,
+    })
+}
+
+/// What the head's fields say about delimiting and keeping the connection.
+#[derive(Default)]
+struct FramingFields {
+    length: Option<Result<u64, ()>>,
+    transfer_encoding: bool,
+    /// `chunked` came last, once.
+    chunked: bool,
+    /// A coding other than a final `chunked`.
+    bad_coding: bool,
+    close: bool,
+    keep_alive: bool,
+    connection_upgrade: bool,
+    upgrade_header: bool,
+    expect_continue: bool,
+}
+
+impl FramingFields {
+    fn see(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONTENT_LENGTH {
+            for part in value.split(|b| *b == b',') {
+                let parsed = parse_length(trim(part));
+                self.length = match (self.length, parsed) {
+                    (None, Some(n)) => Some(Ok(n)),
+                    (Some(Ok(seen)), Some(n)) if seen == n => Some(Ok(n)),
+                    _ => Some(Err(())),
+                };
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            for coding in value.split(|b| *b == b',').map(trim) {
+                if coding.is_empty() {
+                    continue;
+                }
+                if self.chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+                    // Anything after `chunked`, or a coding we would have to undo.
+                    self.bad_coding = true;
+                }
+                self.chunked = true;
+            }
+        } else if name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(trim) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if token.eq_ignore_ascii_case(b"upgrade") {
+                    self.connection_upgrade = true;
+                }
+            }
+        } else if name == header::UPGRADE {
+            self.upgrade_header = true;
+        } else if name == header::EXPECT {
+            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+
+    fn decide(&self, version: Version) -> (Option<Framing>, Option<&'static str>) {
+        if self.transfer_encoding {
+            let refused = if version != Version::HTTP_11 {
+                Some("Transfer-Encoding in an HTTP/1.0 request")
+            } else if self.length.is_some() {
+                Some("both Content-Length and Transfer-Encoding")
+            } else if self.bad_coding || !self.chunked {
+                Some("a transfer coding other than chunked")
+            } else {
+                None
+            };
+            return (Some(Framing::Chunked), refused);
+        }
+        match self.length {
+            None | Some(Ok(0)) => (None, None),
+            Some(Ok(n)) => (Some(Framing::Length(n)), None),
+            Some(Err(())) => (None, Some("invalid or conflicting Content-Length")),
+        }
+    }
+}
+
+/// A `Content-Length` value: digits only, no sign, no overflow.
+fn parse_length(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// Without the optional whitespace around a list element.
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(s.len());
+    let end = s
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str) -> Result<Head, HeadError> {
+        let bytes = Bytes::copy_from_slice(raw.as_bytes());
+        let end = head_end_from(&bytes, 0).expect("a complete head");
+        parse(bytes.slice(..end), 100)
+    }
+
+    #[test]
+    fn finds_the_end_of_a_head_with_either_line_ending() {
+        assert_eq!(
+            head_end_from(b"GET / HTTP/1.1\r\nA: b\r\n\r\nrest", 0),
+            Some(24)
+        );
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\nA: b\n\nrest", 0), Some(21));
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\r\nA: b\r\n", 0), None);
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\r\nA: b\r\n\r", 0), None);
+        // Resuming a search finds a terminator split across reads.
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\r\n\r\n", 16), Some(18));
+    }
+
+    #[test]
+    fn reads_method_target_version_and_fields() {
+        let h = head(
+            "POST /a?b=1 HTTP/1.1\r\nHost: x.test\r\nContent-Length: 5\r\nX-A: 1\r\nX-A: 2\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(h.parts.method, Method::POST);
+        assert_eq!(h.parts.uri, "/a?b=1");
+        assert_eq!(h.parts.version, Version::HTTP_11);
+        assert_eq!(h.parts.headers["host"], "x.test");
+        assert_eq!(h.parts.headers.get_all("x-a").iter().count(), 2);
+        assert_eq!(h.framing, Some(Framing::Length(5)));
+        assert!(h.keep_alive && h.refused.is_none());
+    }
+
+    #[test]
+    fn framing_that_two_parsers_could_read_differently_is_refused() {
+        for raw in [
+            "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 3, 4\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            let h = head(raw).unwrap();
+            assert!(h.refused.is_some(), "{raw:?} was accepted");
+        }
+        // Repeating one length is allowed (RFC 9112 §6.3).
+        let h =
+            head("POST / HTTP/1.1\r\nContent-Length: 4\r\nContent-Length: 4, 4\r\n\r\n").unwrap();
+        assert_eq!((h.framing, h.refused), (Some(Framing::Length(4)), None));
+        let h = head("POST / HTTP/1.1\r\nTransfer-Encoding:  Chunked \r\n\r\n").unwrap();
+        assert_eq!((h.framing, h.refused), (Some(Framing::Chunked), None));
+    }
+
+    #[test]
+    fn malformed_heads_are_errors() {
+        for raw in [
+            "GARBAGE\r\n\r\n",
+            "G(T / HTTP/1.1\r\n\r\n",
+            "GET /a b HTTP/1.1\r\n\r\n",
+            "GET / HTTP/9.9\r\n\r\n",
+            "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost : x\r\n\r\n",
+            "GET / HTTP/1.1\r\nA: b\r\n folded\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head(raw), Err(HeadError::Malformed(_))),
+                "{raw:?} was accepted"
+            );
+        }
+        let many: String = (0..101).map(|i| format!("X-{i}: v\r\n")).collect();
+        assert!(matches!(
+            head(&format!("GET / HTTP/1.1\r\n{many}\r\n")),
+            Err(HeadError::TooLarge)
+        ));
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection() {
+        let ka = |raw: &str| head(raw).unwrap().keep_alive;
+        assert!(ka("GET / HTTP/1.1\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.1\r\nConnection: close\r\n\r\n"));
+        assert!(!ka("GET / HTTP/1.0\r\n\r\n"));
+        assert!(ka("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+        let h =
+            head("GET / HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap();
+        assert!(h.upgrade);
+        assert!(
+            !head("GET / HTTP/1.1\r\nUpgrade: websocket\r\n\r\n")
+                .unwrap()
+                .upgrade
+        );
+        assert!(
+            head("PUT / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 1\r\n\r\n")
+                .unwrap()
+                .expect_continue
+        );
+    }
+
+    #[test]
+    fn a_head_after_skipped_empty_lines_parses() {
+        let bytes = Bytes::from_static(b"GET /x HTTP/1.1\r\nA: b\r\n\r\n");
+        let end = head_end_from(&bytes, 0).unwrap();
+        assert_eq!(parse(bytes.slice(..end), 10).unwrap().parts.uri, "/x");
+    }
+}
