@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use super::activity::{Activity, IdleWatch};
 use super::body::ClientBody;
@@ -43,7 +43,10 @@ pub struct Shutdown {
 
 #[derive(Debug)]
 struct Inner {
-    triggered: watch::Sender<bool>,
+    /// Set once; `stop` wakes whoever waits. (Not a watch channel: every connection waits
+    /// on this, and a `Notified` is a third of a watch receiver's wait.)
+    triggered: AtomicBool,
+    stop: Notify,
     active: watch::Sender<usize>,
 }
 
@@ -69,7 +72,8 @@ impl Shutdown {
     pub fn new() -> Self {
         Self {
             inner: Arc::new(Inner {
-                triggered: watch::Sender::new(false),
+                triggered: AtomicBool::new(false),
+                stop: Notify::new(),
                 active: watch::Sender::new(0),
             }),
         }
@@ -77,18 +81,22 @@ impl Shutdown {
 
     /// Stop accepting and ask connections to close once idle.
     pub fn trigger(&self) {
-        self.inner.triggered.send_replace(true);
+        self.inner.triggered.store(true, Ordering::Release);
+        self.inner.stop.notify_waiters();
     }
 
     pub fn is_triggered(&self) -> bool {
-        *self.inner.triggered.borrow()
+        self.inner.triggered.load(Ordering::Acquire)
     }
 
     /// Resolves once [`Shutdown::trigger`] has been called.
     pub async fn triggered(&self) {
-        let mut rx = self.inner.triggered.subscribe();
-        // The sender lives in `self`, so this only ends when triggered.
-        let _ = rx.wait_for(|t| *t).await;
+        // Created before the check, so a trigger in between still wakes it.
+        let stopped = self.inner.stop.notified();
+        if self.is_triggered() {
+            return;
+        }
+        stopped.await
     }
 
     /// Connections and tunnels still open.
@@ -124,7 +132,7 @@ impl Proxy {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        self.serve(io, info, None, None).await
+        self.serve(io, info, None, None, None).await
     }
 
     /// Accepts plain-HTTP connections until `shutdown` (or the proxy's own handle) is
@@ -153,6 +161,30 @@ impl Proxy {
             let Some(permit) = self.admit(remote) else {
                 continue;
             };
+            let plain = move |proxied: Option<SocketAddr>| ConnInfo {
+                remote,
+                local,
+                scheme: Scheme::Http,
+                sni: None,
+                alpn_h2: false,
+                proxied,
+            };
+            if !self.config.load().settings.proxy_protocol {
+                // Set up here, so the task holds only what serving needs.
+                let Some(permit) = self.admit_client(permit, remote) else {
+                    continue;
+                };
+                // Spawned as it is: wrapping it in another future would hold it twice.
+                let info = plain(None);
+                tokio::spawn(self.serve(
+                    stream,
+                    info,
+                    Some(&shutdown),
+                    Some(tcp_ready),
+                    Some(permit),
+                ));
+                continue;
+            }
             let proxy = self.clone();
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
@@ -162,16 +194,9 @@ impl Proxy {
                 let Some(_permit) = proxy.admit_client(permit, proxied.unwrap_or(remote)) else {
                     return;
                 };
-                let info = ConnInfo {
-                    remote,
-                    local,
-                    scheme: Scheme::Http,
-                    sni: None,
-                    alpn_h2: false,
-                    proxied,
-                };
+                let info = plain(proxied);
                 proxy
-                    .serve(stream, info, Some(&shutdown), Some(tcp_ready))
+                    .serve(stream, info, Some(&shutdown), Some(tcp_ready), None)
                     .await
             });
         }
@@ -242,17 +267,26 @@ impl Proxy {
         }
     }
 
-    async fn serve<IO>(
+    /// Sets a connection up and returns the future that serves it. Set up before the
+    /// future, so that the future (and the task it becomes) holds only what serving
+    /// needs: a served idle connection costs its socket and little more.
+    fn serve<IO>(
         self: &Arc<Self>,
         io: IO,
         info: ConnInfo,
         extra: Option<&Shutdown>,
         ready: Option<h1::ReadReady<WriteIdle<IO>>>,
-    ) where
+        permit: Option<ConnPermit>,
+    ) -> impl Future<Output = ()> + Send + 'static
+    where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let _guard = self.shutdown.track();
-        let _extra_guard = extra.map(Shutdown::track);
+        let guard = self.shutdown.track();
+        // The listener's handle is usually the proxy's own: wait on it once.
+        let extra = extra
+            .filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner))
+            .cloned();
+        let extra_guard = extra.as_ref().map(Shutdown::track);
         let (keep_alive, send_timeout) = {
             let config = self.config.load();
             (config.settings.keep_alive, config.settings.send_timeout)
@@ -261,29 +295,43 @@ impl Proxy {
         // connection too.
         let millis = u64::try_from(send_timeout.as_millis()).unwrap_or(u64::MAX);
         let io = WriteIdle::new(io, Arc::new(AtomicU64::new(millis)));
-        let conn = Arc::new(Conn::new(info));
-        // The listener's handle is usually the proxy's own: wait on it once.
-        let extra = extra.filter(|e| !Arc::ptr_eq(&e.inner, &self.shutdown.inner));
-        let mut stop = pin!(stop_signal(&self.shutdown, extra));
         let timers = (keep_alive, send_timeout);
-        if conn.info.alpn_h2 {
-            return self.serve_h2(io, &conn, timers, stop).await;
-        }
-        let limits = h1::Limits {
-            header_timeout: self.opts.header_read_timeout,
-            keep_alive: self.opts.keep_alive.then_some(keep_alive),
-            max_head: self.opts.max_header_bytes,
-            max_headers: self.opts.max_headers,
+        // HTTP/2 state is boxed so that the HTTP/1 connections, the many idle ones
+        // included, do not carry room for it.
+        let start = if info.alpn_h2 {
+            Start::H2(Box::new((io, info)))
+        } else {
+            let limits = h1::Limits {
+                header_timeout: self.opts.header_read_timeout,
+                keep_alive: self.opts.keep_alive.then_some(keep_alive),
+                max_head: self.opts.max_header_bytes,
+                max_headers: self.opts.max_headers,
+            };
+            Start::H1(h1::Wire::new(io, Conn::new(info), limits, ready))
         };
-        let (h2c, stopped) = {
-            let mut signal = h1::Stop::new(stop.as_mut());
-            let h2c = h1::serve(self, io, &conn, ready, limits, &mut signal).await;
-            (h2c, signal.fired())
-        };
-        if let Some(io) = h2c {
-            if !stopped {
-                Box::pin(self.serve_h2(io, &conn, timers, stop)).await;
-            }
+        let proxy = self.clone();
+        async move {
+            let _held = (guard, extra_guard, permit);
+            let mut stop = pin!(stop_signal(&proxy.shutdown, extra.as_ref()));
+            let (io, info) = match start {
+                Start::H2(h2) => *h2,
+                Start::H1(wire) => {
+                    let (h2c, stopped) = {
+                        let mut signal = h1::Stop::new(stop.as_mut());
+                        let h2c = h1::serve(&proxy, wire, &mut signal).await;
+                        (h2c, signal.fired())
+                    };
+                    match h2c {
+                        Some((io, info)) if !stopped => {
+                            let conn = Arc::new(Conn::new(info));
+                            return Box::pin(proxy.serve_h2(io, &conn, timers, stop)).await;
+                        }
+                        _ => return,
+                    }
+                }
+            };
+            let conn = Arc::new(Conn::new(info));
+            Box::pin(proxy.serve_h2(io, &conn, timers, stop)).await
         }
     }
 
@@ -347,12 +395,25 @@ fn tcp_ready(io: &WriteIdle<TcpStream>, cx: &mut Context<'_>) -> Poll<std::io::R
     io.get_ref().poll_read_ready(cx)
 }
 
+/// How a connection starts being served.
+enum Start<IO> {
+    H1(Arc<h1::Wire<WriteIdle<IO>>>),
+    H2(Box<(WriteIdle<IO>, ConnInfo)>),
+}
+
 async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {
     match extra {
-        Some(extra) => tokio::select! {
-            _ = own.triggered() => {},
-            _ = extra.triggered() => {},
-        },
+        // Rare (a listener with a handle of its own): boxed, so every connection does
+        // not carry room for two waits.
+        Some(extra) => {
+            Box::pin(async {
+                tokio::select! {
+                    _ = own.triggered() => {},
+                    _ = extra.triggered() => {},
+                }
+            })
+            .await
+        }
         None => own.triggered().await,
     }
 }

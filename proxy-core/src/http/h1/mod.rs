@@ -30,11 +30,12 @@ use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant};
 
 use self::head::{Head, HeadError};
-use self::wire::{Continue, Decoder, Wire};
+pub(crate) use self::wire::Wire;
+use self::wire::{Continue, Decoder};
 use self::write::Asked;
 use super::body::ClientBody;
 use super::errors::ProxyError;
-use super::{Conn, Proxy, ProxyBody};
+use super::{ConnInfo, Proxy, ProxyBody};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -122,30 +123,26 @@ enum Next {
     Gone,
 }
 
-/// Serves HTTP/1 requests on `io` until it closes; returns the connection when the client
-/// spoke HTTP/2 instead, with what was read of it.
+/// Serves HTTP/1 requests on the wire's socket until it closes; returns the connection
+/// when the client spoke HTTP/2 instead, with what was read of it.
 pub(crate) async fn serve<IO>(
     proxy: &Arc<Proxy>,
-    io: IO,
-    conn: &Arc<Conn>,
-    ready: Option<ReadReady<IO>>,
-    limits: Limits,
+    wire: Arc<Wire<IO>>,
     stop: &mut Stop<'_>,
-) -> Option<Rewind<IO>>
+) -> Option<(Rewind<IO>, ConnInfo)>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let wire = Wire::new(io);
     let mut first = true;
-    let mut deadline = Instant::now() + limits.header_timeout;
+    let mut deadline = Instant::now() + wire.limits.header_timeout;
     loop {
-        if ready.is_some() && wire.lock().buf.is_empty() {
+        if wire.ready.is_some() && wire.lock().buf.is_empty() {
             let waited = poll_fn(|cx| {
                 if stop.poll(cx).is_ready() {
                     return Poll::Ready(false);
                 }
                 let state = wire.lock();
-                let (Some(ready), Some(io)) = (ready, state.io.as_ref()) else {
+                let (Some(ready), Some(io)) = (wire.ready, state.io.as_ref()) else {
                     return Poll::Ready(false);
                 };
                 ready(io, cx).map(|r| r.is_ok())
@@ -155,21 +152,25 @@ where
                 _ => return None,
             }
         }
-        let head = read_head(&wire, &limits, first, deadline, stop).await;
+        // Boxed, as the exchange is: an idle connection has no head to read.
+        let head = Box::pin(read_head(&wire, first, deadline, stop)).await;
         let head = match head {
             ReadHead::Head(head) => head,
             ReadHead::Closed => return None,
-            ReadHead::H2 => return take(&wire).map(|(io, read)| Rewind::new(io, read)),
+            ReadHead::H2 => {
+                let info = wire.conn.info.clone();
+                return take(&wire).map(|(io, read)| (Rewind::new(io, read), info));
+            }
             ReadHead::Error(e) => {
-                tracing::debug!(remote = %conn.info.remote, error = %e, "bad request head");
-                refuse(&wire, e).await;
+                tracing::debug!(remote = %wire.conn.info.remote, error = %e, "bad request head");
+                Box::pin(refuse(&wire, e)).await;
                 return None;
             }
         };
         first = false;
         // Boxed: an idle connection keeps only this loop's small state, not that of an
         // exchange.
-        match Box::pin(exchange(proxy, &wire, conn, head, stop)).await {
+        match Box::pin(exchange(proxy, &wire, head, stop)).await {
             Next::KeepAlive if !stop.fired => {}
             Next::KeepAlive | Next::Close => {
                 close(&wire).await;
@@ -177,7 +178,7 @@ where
             }
             Next::Gone => return None,
         }
-        let Some(keep_alive) = limits.keep_alive else {
+        let Some(keep_alive) = wire.limits.keep_alive else {
             close(&wire).await;
             return None;
         };
@@ -202,7 +203,6 @@ enum ReadHead {
 /// same deadline, counted from the accept).
 async fn read_head<IO>(
     wire: &Wire<IO>,
-    limits: &Limits,
     first: bool,
     deadline: Instant,
     stop: &mut Stop<'_>,
@@ -210,6 +210,7 @@ async fn read_head<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    let limits = &wire.limits;
     let mut timer = pin!(sleep_until(deadline));
     let mut scanned = 0;
     let mut started = false;
@@ -273,13 +274,13 @@ where
 async fn exchange<IO>(
     proxy: &Arc<Proxy>,
     wire: &Arc<Wire<IO>>,
-    conn: &Arc<Conn>,
     head: Box<Head>,
     stop: &mut Stop<'_>,
 ) -> Next
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let conn = &wire.conn;
     let Head {
         mut parts,
         framing,

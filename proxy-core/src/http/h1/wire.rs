@@ -10,9 +10,11 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::head::Framing;
+use super::{Limits, ReadReady};
+use crate::http::Conn;
 
 /// Longest chunk-size line, extensions included; nginx allows about as much.
 const MAX_CHUNK_LINE: usize = 4096;
@@ -38,8 +40,13 @@ pub enum H1BodyError {
     Detached,
 }
 
+/// Everything a served HTTP/1 connection keeps, in one allocation: the task serving it
+/// holds little more than a pointer to this while the connection is idle.
 pub(crate) struct Wire<IO> {
     state: Mutex<State<IO>>,
+    pub conn: Conn,
+    pub limits: Limits,
+    pub ready: Option<ReadReady<IO>>,
 }
 
 pub(crate) struct State<IO> {
@@ -93,8 +100,11 @@ pub(crate) enum Step {
 }
 
 impl<IO> Wire<IO> {
-    pub fn new(io: IO) -> Arc<Self> {
+    pub fn new(io: IO, conn: Conn, limits: Limits, ready: Option<ReadReady<IO>>) -> Arc<Self> {
         Arc::new(Self {
+            conn,
+            limits,
+            ready,
             state: Mutex::new(State {
                 io: Some(io),
                 buf: BytesMut::new(),
@@ -119,19 +129,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> State<IO> {
     /// Reads more into `buf`: `Ok(0)` at end of stream.
     pub fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
         let io = self.io.as_mut().ok_or_else(gone)?;
-        let len = self.buf.len();
         let want = want.clamp(1, READ_SIZE);
-        if self.buf.capacity() - len < want {
+        if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        // Read into initialised bytes: the spare capacity is zeroed first.
-        let room = (self.buf.capacity() - len).min(READ_SIZE);
-        self.buf.resize(len + room, 0);
-        let mut read = ReadBuf::new(&mut self.buf[len..]);
-        let polled = Pin::new(io).poll_read(cx, &mut read);
-        let n = read.filled().len();
-        self.buf.truncate(len + n);
-        polled.map_ok(|()| n)
+        tokio_util::io::poll_read_buf(Pin::new(io), cx, &mut self.buf)
     }
 
     /// Writes from `bufs`, as much as the socket takes now.
