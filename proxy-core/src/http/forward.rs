@@ -153,6 +153,7 @@ impl Proxy {
             host: &log.host,
             local: info.local,
             client: client.addr,
+            http_port: self.opts.http_port,
             https_port: self.opts.https_port,
             body_limit: None,
         };

@@ -15,15 +15,21 @@
 //! Filters are plain data in the route's lists: a route with none runs none, and each
 //! filter lives in a module of its own with its own tests.
 
+mod app_root;
 mod body_limit;
 pub mod client;
 mod hsts;
 mod redirect;
+mod url_redirect;
+mod www_redirect;
 
+pub use app_root::AppRoot;
 pub use body_limit::BodyLimit;
 pub use client::ClientAddressPolicy;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
+pub use url_redirect::UrlRedirect;
+pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -66,6 +72,8 @@ pub struct RequestCtx<'a> {
     pub local: SocketAddr,
     /// The client, as [`ClientAddressPolicy`] decided.
     pub client: IpAddr,
+    /// The HTTP port clients reach us on, for redirects.
+    pub http_port: u16,
     /// The HTTPS port clients reach us on, for redirects.
     pub https_port: u16,
     /// Largest request body the route accepts, set by [`BodyLimit`]; enforced while the
@@ -73,9 +81,15 @@ pub struct RequestCtx<'a> {
     pub body_limit: Option<u64>,
 }
 
-/// One step before the pick.
+/// One step before the pick. The compiler puts them in ingress-nginx's order: the
+/// location's `return`s (`app-root`, then `permanent-`/`temporal-redirect`) before the
+/// HTTPS redirect of its Lua rewrite phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
+    /// `from-to-www-redirect`, on the host the Ingress does not name.
+    WwwRedirect(WwwRedirect),
+    AppRoot(AppRoot),
+    UrlRedirect(UrlRedirect),
     SslRedirect(SslRedirect),
     BodyLimit(BodyLimit),
 }
@@ -83,6 +97,9 @@ pub enum RequestFilter {
 impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
+            RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
+            RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
         }
