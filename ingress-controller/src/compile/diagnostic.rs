@@ -88,6 +88,8 @@ pub enum DiagnosticReason {
     InvalidAffinityKey,
     /// Several affinity cookie key Secrets; the first in namespace order is used.
     DuplicateAffinityKey,
+    /// `from-to-www-redirect` would redirect a host that an Ingress names; no redirect.
+    WwwRedirectConflict,
 }
 
 impl DiagnosticReason {
@@ -125,6 +127,7 @@ impl DiagnosticReason {
             ConfigMapNotFound => "configmap_not_found",
             InvalidAffinityKey => "invalid_affinity_key",
             DuplicateAffinityKey => "duplicate_affinity_key",
+            WwwRedirectConflict => "www_redirect_conflict",
         }
     }
 }

@@ -42,7 +42,7 @@ pub(super) struct Fragment {
 
 pub(super) struct ParsedPath {
     /// Index into [`Fragment::hosts`].
-    host: usize,
+    pub host: usize,
     path: String,
     path_type: PathType,
     pub field: PathField,
@@ -238,6 +238,11 @@ impl RouteCache {
         }
         update.fragments = fragments;
         update
+    }
+
+    /// Whether some Ingress of our class has a path for `host`.
+    pub fn has_host(&self, host: &HostMatch) -> bool {
+        self.hosts.contains_key(host)
     }
 
     pub fn tables(&self) -> impl Iterator<Item = Arc<HostRoutes>> + '_ {

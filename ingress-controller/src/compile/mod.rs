@@ -29,6 +29,7 @@ mod l4;
 mod policy;
 mod settings;
 mod syntax;
+mod www;
 
 #[cfg(test)]
 mod cache_tests;
@@ -222,6 +223,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     cache.default_ref = default_ref;
     diags.extend(cache.routes.diagnostics().cloned());
     diags.extend(cache.backends.diagnostics().cloned());
+    let www_hosts = www::redirect_hosts(&update.fragments, &cache.routes, &defaults, &mut diags);
 
     let l4 = if opts.service_proxy {
         let index = endpoints::EndpointIndex::new(store);
@@ -231,7 +233,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let config = Config {
         generation: opts.generation,
-        routes: RouteTable::from_hosts(cache.routes.tables()),
+        routes: RouteTable::from_hosts(cache.routes.tables().chain(www_hosts)),
         default_backend,
         backends: cache.backends.backends(),
         l4,

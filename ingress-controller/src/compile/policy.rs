@@ -1,7 +1,10 @@
 //! An Ingress path's [`RoutePolicy`]: its annotations over the global defaults.
 
+use http::{HeaderValue, StatusCode};
 use proxy_core::config::Timeouts;
-use proxy_core::pipeline::{BodyLimit, RequestFilter, RoutePolicy, SslRedirect};
+use proxy_core::pipeline::{
+    AppRoot, BodyLimit, RequestFilter, RoutePolicy, SslRedirect, UrlRedirect,
+};
 
 use super::annotations::IngressAnnotations;
 
@@ -18,6 +21,12 @@ pub struct PolicyDefaults {
     pub request_buffering: bool,
     /// `client-body-buffer-size`.
     pub body_buffer_size: u64,
+    /// `preserve-trailing-slash`.
+    pub preserve_trailing_slash: bool,
+    /// `use-port-in-redirects`.
+    pub use_port_in_redirects: bool,
+    /// `http-redirect-code`: the code of HTTPS and `www` redirects.
+    pub http_redirect_code: StatusCode,
 }
 
 impl Default for PolicyDefaults {
@@ -28,6 +37,9 @@ impl Default for PolicyDefaults {
             ssl_redirect: true,
             request_buffering: true,
             body_buffer_size: 8 << 10,
+            preserve_trailing_slash: false,
+            use_port_in_redirects: false,
+            http_redirect_code: StatusCode::PERMANENT_REDIRECT,
         }
     }
 }
@@ -47,9 +59,27 @@ pub fn route_policy(
         send: ann.send_timeout.unwrap_or(defaults.timeouts.send),
     };
     let mut request = Vec::new();
+    // ingress-nginx's order: the location's `return`s, then the Lua HTTPS redirect.
+    if let Some(root) = &ann.app_root {
+        request.push(RequestFilter::AppRoot(AppRoot(root.clone())));
+    }
+    if let Some(r) = &ann.redirect {
+        // Both were validated by their parsers; a failure here leaves the route as is.
+        if let (Ok(code), Ok(url)) = (StatusCode::from_u16(r.code), HeaderValue::from_str(&r.url)) {
+            request.push(RequestFilter::UrlRedirect(UrlRedirect { code, url }));
+        }
+    }
     let ssl_redirect = ann.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     if (ssl_redirect && covered) || ann.force_ssl_redirect {
-        request.push(RequestFilter::SslRedirect(SslRedirect::default()));
+        request.push(RequestFilter::SslRedirect(SslRedirect {
+            code: defaults.http_redirect_code,
+            preserve_trailing_slash: ann
+                .preserve_trailing_slash
+                .unwrap_or(defaults.preserve_trailing_slash),
+            use_port: ann
+                .use_port_in_redirects
+                .unwrap_or(defaults.use_port_in_redirects),
+        }));
     }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
         request.push(RequestFilter::BodyLimit(BodyLimit(limit)));
@@ -128,6 +158,54 @@ mod tests {
         assert_eq!(
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
+        );
+    }
+
+    #[test]
+    fn redirects_come_in_ingress_nginx_order_with_their_settings() {
+        let defaults = PolicyDefaults {
+            use_port_in_redirects: true,
+            http_redirect_code: StatusCode::MOVED_PERMANENTLY,
+            ..PolicyDefaults::default()
+        };
+        let ann = IngressAnnotations {
+            app_root: Some("/app1".into()),
+            redirect: Some(super::super::annotations::FixedRedirect {
+                url: "https://www.google.com".into(),
+                code: 308,
+            }),
+            preserve_trailing_slash: Some(true),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&ann, &defaults, true, "/");
+        assert_eq!(
+            p.request[..3],
+            [
+                RequestFilter::AppRoot(AppRoot("/app1".into())),
+                RequestFilter::UrlRedirect(UrlRedirect {
+                    code: StatusCode::PERMANENT_REDIRECT,
+                    url: HeaderValue::from_static("https://www.google.com"),
+                }),
+                RequestFilter::SslRedirect(SslRedirect {
+                    code: StatusCode::MOVED_PERMANENTLY,
+                    preserve_trailing_slash: true,
+                    use_port: true,
+                }),
+            ]
+        );
+        // The annotation overrides the ConfigMap for its Ingress only.
+        let off = IngressAnnotations {
+            use_port_in_redirects: Some(false),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&off, &defaults, true, "/");
+        assert_eq!(
+            p.request[0],
+            RequestFilter::SslRedirect(SslRedirect {
+                code: StatusCode::MOVED_PERMANENTLY,
+                preserve_trailing_slash: false,
+                use_port: false,
+            })
         );
     }
 }

@@ -1007,3 +1007,103 @@ spec:
         }
     }
 }
+
+fn www_ingress(name: &str, host: &str, annotated: bool) -> String {
+    let ann = if annotated {
+        "\n  annotations:\n    nginx.ingress.kubernetes.io/from-to-www-redirect: \"true\""
+    } else {
+        ""
+    };
+    format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}{ann}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+"
+    )
+}
+
+#[test]
+fn from_to_www_redirects_the_twin_host_unless_an_ingress_names_it() {
+    let mut text = String::from(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+",
+    );
+    text.push_str(&www_ingress("foo", "foo.example.com", true));
+    text.push_str(&www_ingress("bar", "www.bar.example.com", true));
+    text.push_str(&www_ingress("baz", "baz.example.com", true));
+    text.push_str(&www_ingress("www-baz", "www.baz.example.com", false));
+    text.push_str(&www_ingress("plain", "plain.example.com", false));
+    let store = store_from_yaml(&text);
+    let c = compile(&store, &CompileOptions::default());
+    let www = |host: &str| {
+        c.config.routes.lookup(host, "/any").and_then(|t| {
+            t.policy.request.iter().find_map(|f| match f {
+                RequestFilter::WwwRedirect(w) => Some((w.to.clone(), w.code.as_u16())),
+                _ => None,
+            })
+        })
+    };
+    assert_eq!(
+        www("www.foo.example.com"),
+        Some(("foo.example.com".into(), 308))
+    );
+    assert_eq!(
+        www("bar.example.com"),
+        Some(("www.bar.example.com".into(), 308))
+    );
+    // The named hosts themselves are served as usual.
+    assert_eq!(www("foo.example.com"), None);
+    assert_eq!(www("www.bar.example.com"), None);
+    // An Ingress names the twin: it keeps it, and the annotated one hears why.
+    assert_eq!(www("www.baz.example.com"), None);
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "baz")[0],
+        (
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/from-to-www-redirect\"]".into(),
+            DiagnosticReason::WwwRedirectConflict
+        )
+    );
+    assert_eq!(www("www.plain.example.com"), None);
+    assert_eq!(c.config.routes.lookup("www.plain.example.com", "/"), None);
+    // A ConfigMap's http-redirect-code reaches it.
+    text.push_str(
+        "---
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data: {http-redirect-code: \"301\"}
+",
+    );
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(&text), &opts);
+    let code = c
+        .config
+        .routes
+        .lookup("www.foo.example.com", "/")
+        .map(|t| t.policy.request.clone());
+    assert_eq!(
+        code,
+        Some(vec![RequestFilter::WwwRedirect(
+            proxy_core::pipeline::WwwRedirect {
+                to: "foo.example.com".into(),
+                code: http::StatusCode::MOVED_PERMANENTLY,
+            }
+        )])
+    );
+}
