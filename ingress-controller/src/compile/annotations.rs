@@ -70,6 +70,65 @@ const KNOWN: &[&str] = &[
     USE_PORT_IN_REDIRECTS,
 ];
 
+/// ingress-nginx's annotations that paste raw nginx configuration. Portico never executes
+/// them, under either prefix.
+const SNIPPETS: &[&str] = &[
+    "configuration-snippet",
+    "server-snippet",
+    "stream-snippet",
+    "auth-snippet",
+    "modsecurity-snippet",
+];
+
+/// Where the diagnostics about a whole set of annotations point.
+const ANNOTATIONS_FIELD: &str = "metadata.annotations";
+
+/// One diagnostic per Ingress for each kind of annotation it carries that Portico does
+/// not honour: snippets (never executed), other `nginx.ingress.kubernetes.io/` keys, and
+/// `portico.dev/` keys that do not exist. Each names every such key.
+fn report_unhonoured(
+    key: &ObjectKey,
+    snippets: &[&str],
+    unsupported: &[&str],
+    unknown_own: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !snippets.is_empty() {
+        diags.push(Diagnostic::error(
+            Kind::Ingress,
+            key,
+            ANNOTATIONS_FIELD,
+            DiagnosticReason::SnippetNotExecuted,
+            format!(
+                "snippet {} never executed: Portico runs no proxy configuration from annotations; the rest of the Ingress is served",
+                listed(snippets)
+            ),
+        ));
+    }
+    for (list, what) in [
+        (unsupported, "not supported by Portico"),
+        (unknown_own, "not a Portico annotation"),
+    ] {
+        if !list.is_empty() {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                ANNOTATIONS_FIELD,
+                DiagnosticReason::UnsupportedAnnotation,
+                format!("{} {what}, ignored", listed(list)),
+            ));
+        }
+    }
+}
+
+/// `annotation a is` or `annotations a, b are`.
+fn listed(names: &[&str]) -> String {
+    match names {
+        [one] => format!("annotation {one} is"),
+        many => format!("annotations {} are", many.join(", ")),
+    }
+}
+
 /// What one Ingress's annotations ask for, validated. `None` leaves a setting to the
 /// global settings (the `--configmap`), as in ingress-nginx, where an annotation
 /// overrides the ConfigMap value for its Ingress only.
@@ -177,8 +236,9 @@ impl Reader<'_> {
     }
 }
 
-/// Parses the annotations of Ingress `key`, pushing a diagnostic for every malformed value
-/// and every `nginx.ingress.kubernetes.io/` or `portico.dev/` key Portico does not honour.
+/// Parses the annotations of Ingress `key`, pushing a diagnostic for every malformed value,
+/// and one for all the `nginx.ingress.kubernetes.io/` keys Portico does not honour (one
+/// more for snippets, and one for unknown `portico.dev/` keys).
 pub fn parse(
     key: &ObjectKey,
     annotations: Option<&BTreeMap<String, String>>,
@@ -191,6 +251,10 @@ pub fn parse(
     // One pass over the map, no allocation unless something is wrong: this runs for
     // every Ingress on every compile.
     let mut values = [None; KNOWN.len()];
+    // What is not honoured, by full name, each reported once per Ingress.
+    let mut snippets: Vec<&str> = Vec::new();
+    let mut unsupported: Vec<&str> = Vec::new();
+    let mut unknown_own: Vec<&str> = Vec::new();
     for (name, value) in annotations {
         let (suffix, own) = if let Some(s) = name.strip_prefix(OWN_PREFIX) {
             (s, true)
@@ -205,22 +269,12 @@ pub fn parse(
                     values[i] = Some((name.as_str(), value.as_str()));
                 }
             }
-            None => {
-                let what = if own {
-                    "is not a Portico annotation, ignored"
-                } else {
-                    "is not supported by Portico, ignored"
-                };
-                diags.push(Diagnostic::warning(
-                    Kind::Ingress,
-                    key,
-                    format!("metadata.annotations[{name:?}]"),
-                    DiagnosticReason::UnsupportedAnnotation,
-                    format!("annotation {name} {what}"),
-                ));
-            }
+            None if SNIPPETS.contains(&suffix) => snippets.push(name),
+            None if own => unknown_own.push(name),
+            None => unsupported.push(name),
         }
     }
+    report_unhonoured(key, &snippets, &unsupported, &unknown_own, diags);
     let mut r = Reader { values, key, diags };
 
     out.ssl_redirect = r.get(SSL_REDIRECT, parse_bool);
@@ -567,6 +621,71 @@ mod tests {
         for bad in ["", "app1", "http://x/app1", "/$host", "/a?b=c", "/a b"] {
             assert!(parse_app_root(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn snippets_and_unhonoured_keys_are_reported_once_each() {
+        let (_, d) = read(&[
+            ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
+            ("portico.dev/auth-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/stream-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/use-regex", "true"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            ("portico.dev/no-such-key", "1"),
+            ("kubernetes.io/ingress.class", "portico"),
+        ]);
+        let got: Vec<(DiagnosticReason, Severity, &str)> = d
+            .iter()
+            .map(|d| (d.reason, d.severity, d.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    DiagnosticReason::SnippetNotExecuted,
+                    Severity::Error,
+                    "metadata.annotations"
+                ),
+                (
+                    DiagnosticReason::UnsupportedAnnotation,
+                    Severity::Warning,
+                    "metadata.annotations"
+                ),
+                (
+                    DiagnosticReason::UnsupportedAnnotation,
+                    Severity::Warning,
+                    "metadata.annotations"
+                ),
+            ]
+        );
+        assert_eq!(
+            d[0].message,
+            "snippet annotations nginx.ingress.kubernetes.io/configuration-snippet, \
+             nginx.ingress.kubernetes.io/modsecurity-snippet, nginx.ingress.kubernetes.io/server-snippet, \
+             nginx.ingress.kubernetes.io/stream-snippet, portico.dev/auth-snippet are never executed: \
+             Portico runs no proxy configuration from annotations; the rest of the Ingress is served"
+        );
+        assert_eq!(
+            d[1].message,
+            "annotations nginx.ingress.kubernetes.io/canary, nginx.ingress.kubernetes.io/use-regex, \
+             nginx.ingress.kubernetes.io/whitelist-source-range are not supported by Portico, ignored"
+        );
+        assert_eq!(
+            d[2].message,
+            "annotation portico.dev/no-such-key is not a Portico annotation, ignored"
+        );
+        // Honoured keys and other prefixes say nothing.
+        let (_, d) = read(&[
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("cert-manager.io/cluster-issuer", "x"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub enum DiagnosticReason {
     InvalidAnnotation,
     /// An annotation Portico does not honour; it is ignored.
     UnsupportedAnnotation,
+    /// A snippet annotation (raw nginx configuration): never executed.
+    SnippetNotExecuted,
     /// A TLS Secret that does not exist.
     SecretNotFound,
     /// A TLS Secret of the wrong type.
@@ -110,6 +112,7 @@ impl DiagnosticReason {
             InvalidExternalName => "invalid_external_name",
             InvalidAnnotation => "invalid_annotation",
             UnsupportedAnnotation => "unsupported_annotation",
+            SnippetNotExecuted => "snippet_not_executed",
             SecretNotFound => "secret_not_found",
             SecretWrongType => "secret_wrong_type",
             SecretMissingKey => "secret_missing_key",

@@ -589,25 +589,37 @@ fn annotations_configure_backends_and_report_problems() {
             ..CookieAffinity::default()
         })
     );
-    let unsupported = |key: &str| {
-        (
-            format!("metadata.annotations[\"nginx.ingress.kubernetes.io/{key}\"]"),
-            DiagnosticReason::UnsupportedAnnotation,
-        )
-    };
+    // One diagnostic for the snippet, one listing every other key not honoured.
+    let whole = |reason| ("metadata.annotations".to_owned(), reason);
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "migrated"),
         vec![
-            unsupported("auth-url"),
-            unsupported("configuration-snippet"),
-            unsupported("rewrite-target")
+            whole(DiagnosticReason::UnsupportedAnnotation),
+            whole(DiagnosticReason::SnippetNotExecuted),
         ]
     );
-    assert!(c
-        .diagnostics
-        .iter()
-        .filter(|d| d.reason == DiagnosticReason::UnsupportedAnnotation)
-        .all(|d| d.severity == Severity::Warning));
+    let said = |reason| {
+        c.diagnostics
+            .iter()
+            .find(|d| d.object == ObjectKey::new("default", "migrated") && d.reason == reason)
+            .unwrap()
+    };
+    let unsupported = said(DiagnosticReason::UnsupportedAnnotation);
+    assert_eq!(unsupported.severity, Severity::Warning);
+    assert_eq!(
+        unsupported.message,
+        "annotations nginx.ingress.kubernetes.io/auth-url, \
+         nginx.ingress.kubernetes.io/rewrite-target are not supported by Portico, ignored"
+    );
+    let snippet = said(DiagnosticReason::SnippetNotExecuted);
+    assert_eq!(snippet.severity, Severity::Error);
+    assert!(
+        snippet.to_string().starts_with(
+            "Ingress default/migrated: metadata.annotations: snippet annotation \
+             nginx.ingress.kubernetes.io/configuration-snippet is never executed"
+        ),
+        "{snippet}"
+    );
 
     // Every malformed value is reported and ignored; the Ingress still routes.
     let sloppy = backend("sloppy");
@@ -626,14 +638,14 @@ fn annotations_configure_backends_and_report_problems() {
             reason,
         )
     };
-    use DiagnosticReason::{InvalidAnnotation as Bad, UnsupportedAnnotation as Unsup};
+    use DiagnosticReason::InvalidAnnotation as Bad;
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "sloppy"),
         // Diagnostics come sorted by object, then field.
         vec![
+            whole(DiagnosticReason::SnippetNotExecuted),
             ann("affinity-mode", Bad),
             ann("proxy-read-timeout", Bad),
-            ann("server-snippet", Unsup),
             ann("session-cookie-max-age", Bad),
             ann("session-cookie-name", Bad),
             ann("session-cookie-samesite", Bad),

@@ -1,8 +1,8 @@
-//! ingress-nginx's redirect annotations through the binary over a manifest folder:
-//! `permanent-redirect`, `temporal-redirect` and their codes, `app-root`,
+//! ingress-nginx's annotations through the binary over a manifest folder: the redirects
+//! (`permanent-redirect`, `temporal-redirect` and their codes, `app-root`,
 //! `from-to-www-redirect`, and the HTTPS redirect's `preserve-trailing-slash` and
-//! `use-port-in-redirects`, with the expectations of ingress-nginx's documentation and
-//! end-to-end tests.
+//! `use-port-in-redirects`) with the expectations of ingress-nginx's documentation and
+//! end-to-end tests, and the annotations Portico does not honour, snippets first.
 
 mod common;
 
@@ -12,12 +12,22 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Full};
+use hyper::header::HeaderMap;
 use hyper::Request;
 
 const FOLLOW: Duration = Duration::from_secs(20);
 
 /// One GET, redirects not followed: status, `Location`, body.
 async fn fetch(addr: SocketAddr, host: &str, path: &str) -> (u16, Option<String>, String) {
+    let (status, headers, body) = fetch_head(addr, host, path).await;
+    let location = headers
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, location, body)
+}
+
+/// One GET: status, response headers, body.
+async fn fetch_head(addr: SocketAddr, host: &str, path: &str) -> (u16, HeaderMap, String) {
     let req = Request::get(format!("http://{addr}{path}"))
         .header("host", host)
         .body(Full::new(Bytes::new()))
@@ -27,16 +37,9 @@ async fn fetch(addr: SocketAddr, host: &str, path: &str) -> (u16, Option<String>
         .expect("timed out")
         .expect("request failed");
     let status = resp.status().as_u16();
-    let location = resp
-        .headers()
-        .get("location")
-        .map(|v| v.to_str().unwrap().to_owned());
+    let headers = resp.headers().clone();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (
-        status,
-        location,
-        String::from_utf8_lossy(&body).into_owned(),
-    )
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
 }
 
 /// An Ingress `name` for `host` `/` to Service `web`, with these annotations.
@@ -204,4 +207,79 @@ data:
     );
     let (_, location, _) = fetch(http, "slash.example.com", "/app/").await;
     assert_eq!(location.as_deref(), Some("https://slash.example.com/app/"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippets_are_never_run_and_unhonoured_keys_are_reported_once() {
+    let b = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[b.addr]));
+    // Two hosts with two paths each: still one diagnostic of each kind.
+    let ingress = annotated(
+        "legacy",
+        "legacy.example.com",
+        &[
+            (
+                "nginx.ingress.kubernetes.io/configuration-snippet",
+                "more_set_headers X-Snippet:ran;",
+            ),
+            ("nginx.ingress.kubernetes.io/server-snippet", "return 418;"),
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8"),
+        ],
+    )
+    .replace(
+        "      paths:\n",
+        "      paths:\n      - {path: /b, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n",
+    )
+    .replace(
+        "  rules:\n",
+        "  rules:\n  - host: other.example.com\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}\n      - {path: /c, pathType: Exact, backend: {service: {name: web, port: {number: 80}}}}\n",
+    );
+    text.push_str(&ingress);
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "other.example.com", "/c", FOLLOW, |s, _| s == 200).await;
+
+    // Served, and the snippets did nothing: no 418, no header.
+    for (host, path) in [("legacy.example.com", "/"), ("legacy.example.com", "/b")] {
+        let (status, headers, body) = fetch_head(ctl.http, host, path).await;
+        assert_eq!((status, body), (200, format!("web {path}")));
+        assert!(headers.get("x-snippet").is_none());
+    }
+    let metrics = ctl.metrics().await;
+    for line in [
+        r#"portico_diagnostics{reason="snippet_not_executed",kind="Ingress"} 1"#,
+        r#"portico_diagnostics{reason="unsupported_annotation",kind="Ingress"} 1"#,
+    ] {
+        assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    }
+    let logs = ctl.logs();
+    let lines = |needle: &str| logs.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(lines("snippet_not_executed"), 1, "{logs}");
+    assert_eq!(lines("unsupported_annotation"), 1, "{logs}");
+    let snippet = logs
+        .lines()
+        .find(|l| l.contains("snippet_not_executed"))
+        .unwrap();
+    for part in [
+        "default/legacy",
+        "nginx.ingress.kubernetes.io/configuration-snippet",
+        "nginx.ingress.kubernetes.io/server-snippet",
+        "never executed",
+    ] {
+        assert!(snippet.contains(part), "{part} not in {snippet}");
+    }
+    let unsupported = logs
+        .lines()
+        .find(|l| l.contains("unsupported_annotation"))
+        .unwrap();
+    for part in [
+        "nginx.ingress.kubernetes.io/enable-cors",
+        "nginx.ingress.kubernetes.io/whitelist-source-range",
+    ] {
+        assert!(unsupported.contains(part), "{part} not in {unsupported}");
+    }
 }
