@@ -47,6 +47,7 @@ mod tests {
             http_port: 80,
             https_port: 443,
             body_limit: None,
+            rewritten: None,
         };
         let head = |len: &str| {
             Request::post("/")

@@ -20,6 +20,7 @@ mod body_limit;
 pub mod client;
 mod hsts;
 mod redirect;
+mod rewrite;
 mod url_redirect;
 mod www_redirect;
 
@@ -28,6 +29,7 @@ pub use body_limit::BodyLimit;
 pub use client::ClientAddressPolicy;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
+pub use rewrite::{Rewrite, RewriteError};
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
 
@@ -79,6 +81,9 @@ pub struct RequestCtx<'a> {
     /// Largest request body the route accepts, set by [`BodyLimit`]; enforced while the
     /// body streams.
     pub body_limit: Option<u64>,
+    /// The path and query the upstream gets instead of the request's, set by
+    /// [`Rewrite`] and applied once every filter has run.
+    pub rewritten: Option<String>,
 }
 
 /// One step before the pick. The compiler puts them in ingress-nginx's order: the
@@ -90,6 +95,7 @@ pub enum RequestFilter {
     WwwRedirect(WwwRedirect),
     AppRoot(AppRoot),
     UrlRedirect(UrlRedirect),
+    Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     BodyLimit(BodyLimit),
 }
@@ -100,6 +106,7 @@ impl RequestFilter {
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
         }

@@ -110,6 +110,7 @@ pub(super) mod tests {
             http_port: 80,
             https_port,
             body_limit: None,
+            rewritten: None,
         }
     }
 
