@@ -2,7 +2,8 @@
 //! (`permanent-redirect`, `temporal-redirect` and their codes, `app-root`,
 //! `from-to-www-redirect`, and the HTTPS redirect's `preserve-trailing-slash` and
 //! `use-port-in-redirects`) with the expectations of ingress-nginx's documentation and
-//! end-to-end tests, and the annotations Portico does not honour, snippets first.
+//! end-to-end tests; `use-regex` and `rewrite-target`; and the annotations Portico does
+//! not honour, snippets first.
 
 mod common;
 
@@ -282,4 +283,109 @@ async fn snippets_are_never_run_and_unhonoured_keys_are_reported_once() {
     ] {
         assert!(unsupported.contains(part), "{part} not in {unsupported}");
     }
+}
+
+/// An Ingress `name` for `host` with `annotations` and ImplementationSpecific/Prefix
+/// `paths` (path, pathType, service).
+fn with_paths(
+    name: &str,
+    host: &str,
+    annotations: &[(&str, &str)],
+    paths: &[(&str, &str, &str)],
+) -> String {
+    let mut out = format!("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  annotations:\n");
+    for (k, v) in annotations {
+        out.push_str(&format!("    {k}: \"{v}\"\n"));
+    }
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: portico\n  rules:\n  - host: {host}\n    http:\n      paths:\n"
+    ));
+    for (path, path_type, service) in paths {
+        out.push_str(&format!(
+            "      - {{path: \"{path}\", pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+        ));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrite_target_with_captures_and_host_wide_regex_mode() {
+    let web = Backend::start("web").await;
+    let other = Backend::start("other").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&service_yaml("other", &[other.addr]));
+    // The ingress-nginx documentation's rewrite example.
+    text.push_str(&with_paths(
+        "rewrite",
+        "rewrite.bar.com",
+        &[(&format!("{NGINX}/rewrite-target"), "/$2")],
+        &[("/something(/|$)(.*)", "ImplementationSpecific", "web")],
+    ));
+    // A plain Ingress on the same host: its path is matched as a regex too.
+    text.push_str(&with_paths(
+        "plain",
+        "rewrite.bar.com",
+        &[],
+        &[("/static", "Prefix", "other")],
+    ));
+    // The same plain path on another host keeps Prefix matching.
+    text.push_str(&with_paths(
+        "elsewhere",
+        "plain.bar.com",
+        &[],
+        &[("/static", "Prefix", "other")],
+    ));
+    // A regex the engine refuses: reported, not served.
+    text.push_str(&with_paths(
+        "lookahead",
+        "regex.bar.com",
+        &[("portico.dev/use-regex", "true")],
+        &[
+            ("/(?!admin).*", "ImplementationSpecific", "web"),
+            ("/api/v[0-9]+/", "ImplementationSpecific", "other"),
+        ],
+    ));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "rewrite.bar.com", "/something", FOLLOW, |s, _| {
+        s == 200
+    })
+    .await;
+    let http = ctl.http;
+
+    for (path, want) in [
+        ("/something", "web /"),
+        ("/something/", "web /"),
+        ("/something/new", "web /new"),
+        ("/SomeThing/new/deeper", "web /new/deeper"),
+        ("/STATIC/a", "other /STATIC/a"),
+    ] {
+        let (status, _, body) = fetch_head(http, "rewrite.bar.com", path).await;
+        assert_eq!((status, body.as_str()), (200, want), "{path}");
+    }
+    // The query string is kept.
+    let (status, headers, body) =
+        fetch_head(http, "rewrite.bar.com", "/something/new?a=1&b=2").await;
+    assert_eq!((status, body.as_str()), (200, "web /new"));
+    assert_eq!(headers["echo-query"], "a=1&b=2");
+    let (status, _, _) = fetch_head(http, "rewrite.bar.com", "/nothing").await;
+    assert_eq!(status, 404);
+    let (status, _, _) = fetch_head(http, "plain.bar.com", "/STATIC/a").await;
+    assert_eq!(status, 404);
+
+    let (status, _, body) = fetch_head(http, "regex.bar.com", "/API/v2/users").await;
+    assert_eq!((status, body.as_str()), (200, "other /API/v2/users"));
+    let (status, _, _) = fetch_head(http, "regex.bar.com", "/home").await;
+    assert_eq!(status, 404);
+    let metrics = ctl.metrics().await;
+    let line = r#"portico_diagnostics{reason="invalid_path_regex",kind="Ingress"} 1"#;
+    assert!(metrics.contains(line), "no {line} in\n{metrics}");
+    ctl.wait_log("the refused regex", FOLLOW, |l| {
+        l.lines()
+            .any(|line| line.contains("default/lookahead") && line.contains("look-around"))
+    })
+    .await;
 }

@@ -40,6 +40,8 @@ const APP_ROOT: &str = "app-root";
 const FROM_TO_WWW: &str = "from-to-www-redirect";
 const PRESERVE_TRAILING_SLASH: &str = "preserve-trailing-slash";
 const USE_PORT_IN_REDIRECTS: &str = "use-port-in-redirects";
+const USE_REGEX: &str = "use-regex";
+const REWRITE_TARGET: &str = "rewrite-target";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -68,6 +70,8 @@ const KNOWN: &[&str] = &[
     FROM_TO_WWW,
     PRESERVE_TRAILING_SLASH,
     USE_PORT_IN_REDIRECTS,
+    USE_REGEX,
+    REWRITE_TARGET,
 ];
 
 /// ingress-nginx's annotations that paste raw nginx configuration. Portico never executes
@@ -159,6 +163,20 @@ pub struct IngressAnnotations {
     pub app_root: Option<String>,
     /// `from-to-www-redirect`: the `www.` twin of each host redirects to it.
     pub from_to_www: bool,
+    /// `use-regex`: the Ingress's paths are regular expressions, and every path of its
+    /// hosts is matched as one.
+    pub use_regex: bool,
+    /// `rewrite-target`: the path upstream gets, from the groups of the rule path's
+    /// regex; implies regex paths (for paths other than the target itself).
+    pub rewrite_target: Option<String>,
+}
+
+impl IngressAnnotations {
+    /// Whether rule path `path` is a regular expression: `use-regex`, or a
+    /// `rewrite-target` other than the path itself (ingress-nginx's `needsRewrite`).
+    pub fn regex_path(&self, path: &str) -> bool {
+        self.use_regex || self.rewrite_target.as_deref().is_some_and(|t| t != path)
+    }
 }
 
 /// A `return CODE URL` for every request of the Ingress's paths.
@@ -291,6 +309,8 @@ pub fn parse(
     out.use_port_in_redirects = r.get(USE_PORT_IN_REDIRECTS, parse_bool);
     out.app_root = r.get(APP_ROOT, parse_app_root);
     out.from_to_www = r.get(FROM_TO_WWW, parse_bool).unwrap_or(false);
+    out.use_regex = r.get(USE_REGEX, parse_bool).unwrap_or(false);
+    out.rewrite_target = r.get(REWRITE_TARGET, parse_rewrite_target);
     // Temporal wins over permanent; an invalid temporal one leaves no redirect at all,
     // as in ingress-nginx (its parser gives up before reading the permanent one).
     out.redirect = if r.present(TEMPORAL_REDIRECT) {
@@ -400,6 +420,24 @@ fn parse_app_root(v: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err("an absolute path of letters, digits and -._~/: such as /app1".into())
+    }
+}
+
+/// `rewrite-target`: the characters ingress-nginx allows there (`RegexPathWithCapture`),
+/// with `$` only in `$1`..`$9`: nginx would expand any other `$name` as a variable,
+/// Portico expands nothing else.
+fn parse_rewrite_target(v: &str) -> Result<String, String> {
+    const EXPECTED: &str = "a path of letters, digits, -._~/: and $1 to $9, such as /$2";
+    let chars_ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:$".contains(&b));
+    let dollars_ok = v
+        .match_indices('$')
+        .all(|(at, _)| matches!(v.as_bytes().get(at + 1), Some(b'1'..=b'9')));
+    if !v.is_empty() && v.len() <= 1024 && chars_ok && dollars_ok {
+        Ok(v.to_owned())
+    } else {
+        Err(EXPECTED.into())
     }
 }
 
@@ -632,7 +670,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/canary", "true"),
-            ("nginx.ingress.kubernetes.io/use-regex", "true"),
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
                 "10.0.0.0/8",
@@ -673,7 +711,7 @@ mod tests {
         );
         assert_eq!(
             d[1].message,
-            "annotations nginx.ingress.kubernetes.io/canary, nginx.ingress.kubernetes.io/use-regex, \
+            "annotations nginx.ingress.kubernetes.io/canary, nginx.ingress.kubernetes.io/enable-cors, \
              nginx.ingress.kubernetes.io/whitelist-source-range are not supported by Portico, ignored"
         );
         assert_eq!(
@@ -686,6 +724,43 @@ mod tests {
             ("cert-manager.io/cluster-issuer", "x"),
         ]);
         assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn rewrite_targets_and_use_regex() {
+        assert_eq!(parse_rewrite_target("/$2"), Ok("/$2".to_owned()));
+        assert_eq!(parse_rewrite_target("/"), Ok("/".to_owned()));
+        assert_eq!(
+            parse_rewrite_target("/internal/$1/x-$2"),
+            Ok("/internal/$1/x-$2".to_owned())
+        );
+        for bad in [
+            "",
+            "/$host",
+            "/$request_uri",
+            "/$0",
+            "/$",
+            "/a?b=1",
+            "/a b",
+            "/${1}",
+        ] {
+            assert!(parse_rewrite_target(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/use-regex", "false"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert!(!a.use_regex);
+        // The rewrite makes regex paths, but not of the path equal to the target.
+        assert!(a.regex_path("/something(/|$)(.*)"));
+        assert!(!a.regex_path("/$2"));
+        let (a, _) = read(&[("portico.dev/use-regex", "true")]);
+        assert!(a.use_regex && a.regex_path("/"));
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/rewrite-target", "/$host")]);
+        assert_eq!(a.rewrite_target, None);
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert!(!a.regex_path("/x"));
     }
 
     #[test]

@@ -29,6 +29,9 @@ pub enum DiagnosticReason {
     InvalidHost,
     /// A path that is not absolute or not allowed for its pathType.
     InvalidPath,
+    /// A regex path (`use-regex`, `rewrite-target`, or any path of a host in regex mode)
+    /// that the linear-time engine cannot run, or that is too large.
+    InvalidPathRegex,
     /// A pathType other than Exact, Prefix, ImplementationSpecific.
     InvalidPathType,
     /// Two paths claim the same host+path+pathType; the newer one lost.
@@ -100,6 +103,7 @@ impl DiagnosticReason {
         match self {
             InvalidHost => "invalid_host",
             InvalidPath => "invalid_path",
+            InvalidPathRegex => "invalid_path_regex",
             InvalidPathType => "invalid_path_type",
             DuplicatePath => "duplicate_path",
             DuplicateDefaultBackend => "duplicate_default_backend",

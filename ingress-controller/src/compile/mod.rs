@@ -8,7 +8,9 @@
 //! is the same as a compile from nothing; a test checks that over random edits.
 //!
 //! Choices worth knowing:
-//! - `ImplementationSpecific` paths are served as `Prefix` (no regex paths).
+//! - `ImplementationSpecific` paths are served as `Prefix`, unless their Ingress asks for
+//!   regex paths (`use-regex`, `rewrite-target`); then the whole host is matched as
+//!   ingress-nginx's regex locations (`hosts::regex_rules`).
 //! - A path whose Service or Service port is missing is still routed, to a backend with no
 //!   endpoints, so it answers 503 (as ingress-nginx does) rather than 404: the user sees
 //!   that the rule was taken and the backend is the problem.
@@ -216,7 +218,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         };
         Some(RouteTarget {
             backend: cache.backends.id_of(r)?,
-            policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/")),
+            policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/", None)),
             source: r.fragment.source.clone(),
         })
     });

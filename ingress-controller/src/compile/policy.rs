@@ -3,7 +3,7 @@
 use http::{HeaderValue, StatusCode};
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BodyLimit, RequestFilter, RoutePolicy, SslRedirect, UrlRedirect,
+    AppRoot, BodyLimit, RequestFilter, Rewrite, RoutePolicy, SslRedirect, UrlRedirect,
 };
 
 use super::annotations::IngressAnnotations;
@@ -46,12 +46,14 @@ impl Default for PolicyDefaults {
 
 /// The policy of the paths of one Ingress on one host. `covered`: TLS covers the host,
 /// so `ssl-redirect` applies. `path`: the rule path, the affinity cookie's default
-/// `Path` as ingress-nginx sets it (the location's path).
+/// `Path` as ingress-nginx sets it (the location's path). `rewrite`: the path's
+/// `rewrite-target`, built from its regex.
 pub fn route_policy(
     ann: &IngressAnnotations,
     defaults: &PolicyDefaults,
     covered: bool,
     path: &str,
+    rewrite: Option<Rewrite>,
 ) -> RoutePolicy {
     let timeouts = Timeouts {
         connect: ann.connect_timeout.unwrap_or(defaults.timeouts.connect),
@@ -68,6 +70,11 @@ pub fn route_policy(
         if let (Ok(code), Ok(url)) = (StatusCode::from_u16(r.code), HeaderValue::from_str(&r.url)) {
             request.push(RequestFilter::UrlRedirect(UrlRedirect { code, url }));
         }
+    }
+    // Recorded here, applied once the filters are done: the HTTPS redirect keeps the
+    // request's own URI, as ingress-nginx's does.
+    if let Some(rewrite) = rewrite {
+        request.push(RequestFilter::Rewrite(rewrite));
     }
     let ssl_redirect = ann.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     if (ssl_redirect && covered) || ann.force_ssl_redirect {
@@ -120,7 +127,7 @@ mod tests {
     #[test]
     fn annotations_override_defaults_and_redirect_follows_tls() {
         let defaults = PolicyDefaults::default();
-        let plain = route_policy(&IngressAnnotations::default(), &defaults, false, "/");
+        let plain = route_policy(&IngressAnnotations::default(), &defaults, false, "/", None);
         assert_eq!(plain.timeouts, Timeouts::default());
         assert_eq!(
             plain.request,
@@ -129,7 +136,7 @@ mod tests {
         assert_eq!(plain.affinity, None);
         assert_eq!(plain.buffer_body, Some(8192));
 
-        let covered = route_policy(&IngressAnnotations::default(), &defaults, true, "/");
+        let covered = route_policy(&IngressAnnotations::default(), &defaults, true, "/", None);
         assert_eq!(
             covered.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
@@ -143,7 +150,7 @@ mod tests {
             request_buffering: Some(false),
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&ann, &defaults, true, "/app");
+        let p = route_policy(&ann, &defaults, true, "/app", None);
         assert_eq!(p.buffer_body, None);
         assert_eq!(p.timeouts.read, Duration::from_secs(5));
         assert_eq!(p.timeouts.send, Duration::from_secs(60));
@@ -154,7 +161,7 @@ mod tests {
             force_ssl_redirect: true,
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&forced, &defaults, false, "/");
+        let p = route_policy(&forced, &defaults, false, "/", None);
         assert_eq!(
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
@@ -177,7 +184,7 @@ mod tests {
             preserve_trailing_slash: Some(true),
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&ann, &defaults, true, "/");
+        let p = route_policy(&ann, &defaults, true, "/", None);
         assert_eq!(
             p.request[..3],
             [
@@ -198,7 +205,7 @@ mod tests {
             use_port_in_redirects: Some(false),
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&off, &defaults, true, "/");
+        let p = route_policy(&off, &defaults, true, "/", None);
         assert_eq!(
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect {
