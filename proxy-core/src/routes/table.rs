@@ -61,6 +61,10 @@ impl HostRoutes {
     /// empty wildcard suffix, a path that fails [`normalize_rule_path`]) are left out with
     /// a warning; the compiler reports them properly.
     pub fn group(rules: impl IntoIterator<Item = RouteRule>) -> Vec<Arc<HostRoutes>> {
+        Self::group_owned(rules).into_iter().map(Arc::new).collect()
+    }
+
+    fn group_owned(rules: impl IntoIterator<Item = RouteRule>) -> Vec<HostRoutes> {
         let mut hosts: Vec<HostRoutes> = Vec::new();
         // Rules usually come grouped by host: check the last host before searching.
         let mut by_host: HashMap<HostMatch, usize> = HashMap::default();
@@ -86,15 +90,12 @@ impl HostRoutes {
             };
             hosts[at].push(rule);
         }
+        for h in &mut hosts {
+            // Kept for the table's life: at 10,000 hosts the spare capacity of growing
+            // by pushes is megabytes.
+            h.rules.shrink_to_fit();
+        }
         hosts
-            .into_iter()
-            .map(|mut h| {
-                // Kept for the table's life: at 10,000 hosts the spare capacity of
-                // growing by pushes is megabytes.
-                h.rules.shrink_to_fit();
-                Arc::new(h)
-            })
-            .collect()
     }
 
     /// A host in regex mode (ingress-nginx's `use-regex`): `rules` are tried in this
@@ -411,15 +412,11 @@ impl HostRoutes {
 fn merge(earlier: &Arc<HostRoutes>, later: &Arc<HostRoutes>) -> Arc<HostRoutes> {
     let rules = earlier.rules.iter().chain(&later.rules).cloned();
     let regex: Vec<RegexRule> = earlier.regex.iter().chain(&later.regex).cloned().collect();
-    match HostRoutes::group(rules).pop() {
-        Some(merged) if regex.is_empty() => merged,
-        Some(merged) => match Arc::try_unwrap(merged) {
-            Ok(mut h) => {
-                h.regex = regex;
-                Arc::new(h)
-            }
-            Err(shared) => shared,
-        },
+    match HostRoutes::group_owned(rules).pop() {
+        Some(mut merged) => {
+            merged.regex = regex;
+            Arc::new(merged)
+        }
         None if regex.is_empty() => earlier.clone(),
         None => HostRoutes::with_regex(earlier.host.clone(), regex),
     }
