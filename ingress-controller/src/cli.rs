@@ -61,6 +61,12 @@ pub struct Args {
     #[arg(long, env = "PORTICO_HTTPS_REDIRECT_PORT", value_name = "PORT")]
     pub https_redirect_port: Option<u16>,
 
+    /// Port that clients reach plain HTTP on, used in redirects that keep the scheme
+    /// (from-to-www-redirect). Default: the port of --http-addr; behind a Service that
+    /// maps 80 to it, set 80.
+    #[arg(long, env = "PORTICO_HTTP_REDIRECT_PORT", value_name = "PORT")]
+    pub http_redirect_port: Option<u16>,
+
     /// Admin listener: /healthz, /readyz and Prometheus /metrics.
     #[arg(
         long,

@@ -181,6 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let proxy = Proxy::new(
         config.clone(),
         ProxyOptions {
+            http_port: args.http_redirect_port.unwrap_or(args.http_addr.port()),
             https_port: args.https_redirect_port.unwrap_or(args.https_addr.port()),
             observer: Some(metrics.clone()),
             max_connections,

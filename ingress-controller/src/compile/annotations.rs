@@ -32,6 +32,16 @@ const SEND_TIMEOUT: &str = "proxy-send-timeout";
 const BODY_SIZE: &str = "proxy-body-size";
 const REQUEST_BUFFERING: &str = "proxy-request-buffering";
 const BODY_BUFFER_SIZE: &str = "client-body-buffer-size";
+const PERMANENT_REDIRECT: &str = "permanent-redirect";
+const PERMANENT_REDIRECT_CODE: &str = "permanent-redirect-code";
+const TEMPORAL_REDIRECT: &str = "temporal-redirect";
+const TEMPORAL_REDIRECT_CODE: &str = "temporal-redirect-code";
+const APP_ROOT: &str = "app-root";
+const FROM_TO_WWW: &str = "from-to-www-redirect";
+const PRESERVE_TRAILING_SLASH: &str = "preserve-trailing-slash";
+const USE_PORT_IN_REDIRECTS: &str = "use-port-in-redirects";
+const USE_REGEX: &str = "use-regex";
+const REWRITE_TARGET: &str = "rewrite-target";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -52,7 +62,76 @@ const KNOWN: &[&str] = &[
     BODY_SIZE,
     REQUEST_BUFFERING,
     BODY_BUFFER_SIZE,
+    PERMANENT_REDIRECT,
+    PERMANENT_REDIRECT_CODE,
+    TEMPORAL_REDIRECT,
+    TEMPORAL_REDIRECT_CODE,
+    APP_ROOT,
+    FROM_TO_WWW,
+    PRESERVE_TRAILING_SLASH,
+    USE_PORT_IN_REDIRECTS,
+    USE_REGEX,
+    REWRITE_TARGET,
 ];
+
+/// ingress-nginx's annotations that paste raw nginx configuration. Portico never executes
+/// them, under either prefix.
+const SNIPPETS: &[&str] = &[
+    "configuration-snippet",
+    "server-snippet",
+    "stream-snippet",
+    "auth-snippet",
+    "modsecurity-snippet",
+];
+
+/// Where the diagnostics about a whole set of annotations point.
+const ANNOTATIONS_FIELD: &str = "metadata.annotations";
+
+/// One diagnostic per Ingress for each kind of annotation it carries that Portico does
+/// not honour: snippets (never executed), other `nginx.ingress.kubernetes.io/` keys, and
+/// `portico.dev/` keys that do not exist. Each names every such key.
+fn report_unhonoured(
+    key: &ObjectKey,
+    snippets: &[&str],
+    unsupported: &[&str],
+    unknown_own: &[&str],
+    diags: &mut Vec<Diagnostic>,
+) {
+    if !snippets.is_empty() {
+        diags.push(Diagnostic::error(
+            Kind::Ingress,
+            key,
+            ANNOTATIONS_FIELD,
+            DiagnosticReason::SnippetNotExecuted,
+            format!(
+                "snippet {} never executed: Portico runs no proxy configuration from annotations; the rest of the Ingress is served",
+                listed(snippets)
+            ),
+        ));
+    }
+    for (list, what) in [
+        (unsupported, "not supported by Portico"),
+        (unknown_own, "not a Portico annotation"),
+    ] {
+        if !list.is_empty() {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                ANNOTATIONS_FIELD,
+                DiagnosticReason::UnsupportedAnnotation,
+                format!("{} {what}, ignored", listed(list)),
+            ));
+        }
+    }
+}
+
+/// `annotation a is` or `annotations a, b are`.
+fn listed(names: &[&str]) -> String {
+    match names {
+        [one] => format!("annotation {one} is"),
+        many => format!("annotations {} are", many.join(", ")),
+    }
+}
 
 /// What one Ingress's annotations ask for, validated. `None` leaves a setting to the
 /// global settings (the `--configmap`), as in ingress-nginx, where an annotation
@@ -74,6 +153,38 @@ pub struct IngressAnnotations {
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
     pub force_ssl_redirect: bool,
+    /// `preserve-trailing-slash`: keep the request URI's last `/` in HTTPS redirects.
+    pub preserve_trailing_slash: Option<bool>,
+    /// `use-port-in-redirects`: name the HTTPS port in HTTPS redirects, even 443.
+    pub use_port_in_redirects: Option<bool>,
+    /// `temporal-redirect` or else `permanent-redirect`, with its code.
+    pub redirect: Option<FixedRedirect>,
+    /// `app-root`: where a request for `/` is sent.
+    pub app_root: Option<String>,
+    /// `from-to-www-redirect`: the `www.` twin of each host redirects to it.
+    pub from_to_www: bool,
+    /// `use-regex`: the Ingress's paths are regular expressions, and every path of its
+    /// hosts is matched as one.
+    pub use_regex: bool,
+    /// `rewrite-target`: the path upstream gets, from the groups of the rule path's
+    /// regex; implies regex paths (for paths other than the target itself).
+    pub rewrite_target: Option<String>,
+}
+
+impl IngressAnnotations {
+    /// Whether rule path `path` is a regular expression: `use-regex`, or a
+    /// `rewrite-target` other than the path itself (ingress-nginx's `needsRewrite`).
+    pub fn regex_path(&self, path: &str) -> bool {
+        self.use_regex || self.rewrite_target.as_deref().is_some_and(|t| t != path)
+    }
+}
+
+/// A `return CODE URL` for every request of the Ingress's paths.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FixedRedirect {
+    pub url: String,
+    /// 300 to 308 (307 for `temporal-redirect-code`).
+    pub code: u16,
 }
 
 struct Reader<'a> {
@@ -84,6 +195,44 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Whether `name` is set under either prefix.
+    fn present(&self, name: &str) -> bool {
+        KNOWN
+            .iter()
+            .position(|k| *k == name)
+            .is_some_and(|i| self.values[i].is_some())
+    }
+
+    /// A redirect code: an integer as Go's `strconv.Atoi` reads it; outside `allowed` it
+    /// falls back to `default`, as ingress-nginx does, with a warning. Absent or not an
+    /// integer: `default`.
+    fn code(&mut self, name: &str, allowed: std::ops::RangeInclusive<u16>, default: u16) -> u16 {
+        let Some(n) = self.get(name, parse_int) else {
+            return default;
+        };
+        match u16::try_from(n) {
+            Ok(code) if allowed.contains(&code) => code,
+            _ => {
+                if let Some(i) = KNOWN.iter().position(|k| *k == name) {
+                    if let Some((full, _)) = self.values[i] {
+                        self.diags.push(Diagnostic::warning(
+                            Kind::Ingress,
+                            self.key,
+                            format!("metadata.annotations[{full:?}]"),
+                            DiagnosticReason::InvalidAnnotation,
+                            format!(
+                                "annotation {full} is {n}, not a code from {} to {}; {default} is used, as ingress-nginx does",
+                                allowed.start(),
+                                allowed.end()
+                            ),
+                        ));
+                    }
+                }
+                default
+            }
+        }
+    }
+
     /// The value of `name`, parsed by `parse`. A parse error is reported and the
     /// annotation treated as absent.
     fn get<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
@@ -105,8 +254,9 @@ impl Reader<'_> {
     }
 }
 
-/// Parses the annotations of Ingress `key`, pushing a diagnostic for every malformed value
-/// and every `nginx.ingress.kubernetes.io/` or `portico.dev/` key Portico does not honour.
+/// Parses the annotations of Ingress `key`, pushing a diagnostic for every malformed value,
+/// and one for all the `nginx.ingress.kubernetes.io/` keys Portico does not honour (one
+/// more for snippets, and one for unknown `portico.dev/` keys).
 pub fn parse(
     key: &ObjectKey,
     annotations: Option<&BTreeMap<String, String>>,
@@ -119,6 +269,10 @@ pub fn parse(
     // One pass over the map, no allocation unless something is wrong: this runs for
     // every Ingress on every compile.
     let mut values = [None; KNOWN.len()];
+    // What is not honoured, by full name, each reported once per Ingress.
+    let mut snippets: Vec<&str> = Vec::new();
+    let mut unsupported: Vec<&str> = Vec::new();
+    let mut unknown_own: Vec<&str> = Vec::new();
     for (name, value) in annotations {
         let (suffix, own) = if let Some(s) = name.strip_prefix(OWN_PREFIX) {
             (s, true)
@@ -133,22 +287,12 @@ pub fn parse(
                     values[i] = Some((name.as_str(), value.as_str()));
                 }
             }
-            None => {
-                let what = if own {
-                    "is not a Portico annotation, ignored"
-                } else {
-                    "is not supported by Portico, ignored"
-                };
-                diags.push(Diagnostic::warning(
-                    Kind::Ingress,
-                    key,
-                    format!("metadata.annotations[{name:?}]"),
-                    DiagnosticReason::UnsupportedAnnotation,
-                    format!("annotation {name} {what}"),
-                ));
-            }
+            None if SNIPPETS.contains(&suffix) => snippets.push(name),
+            None if own => unknown_own.push(name),
+            None => unsupported.push(name),
         }
     }
+    report_unhonoured(key, &snippets, &unsupported, &unknown_own, diags);
     let mut r = Reader { values, key, diags };
 
     out.ssl_redirect = r.get(SSL_REDIRECT, parse_bool);
@@ -161,6 +305,27 @@ pub fn parse(
     out.body_size = r.get(BODY_SIZE, parse_size);
     out.request_buffering = r.get(REQUEST_BUFFERING, parse_on_off);
     out.body_buffer_size = r.get(BODY_BUFFER_SIZE, parse_buffer_size);
+    out.preserve_trailing_slash = r.get(PRESERVE_TRAILING_SLASH, parse_bool);
+    out.use_port_in_redirects = r.get(USE_PORT_IN_REDIRECTS, parse_bool);
+    out.app_root = r.get(APP_ROOT, parse_app_root);
+    out.from_to_www = r.get(FROM_TO_WWW, parse_bool).unwrap_or(false);
+    out.use_regex = r.get(USE_REGEX, parse_bool).unwrap_or(false);
+    out.rewrite_target = r.get(REWRITE_TARGET, parse_rewrite_target);
+    // Temporal wins over permanent; an invalid temporal one leaves no redirect at all,
+    // as in ingress-nginx (its parser gives up before reading the permanent one).
+    out.redirect = if r.present(TEMPORAL_REDIRECT) {
+        r.get(TEMPORAL_REDIRECT, parse_redirect_url)
+            .map(|url| FixedRedirect {
+                url,
+                code: r.code(TEMPORAL_REDIRECT_CODE, 300..=307, 302),
+            })
+    } else {
+        r.get(PERMANENT_REDIRECT, parse_redirect_url)
+            .map(|url| FixedRedirect {
+                url,
+                code: r.code(PERMANENT_REDIRECT_CODE, 300..=308, 301),
+            })
+    };
 
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
@@ -205,6 +370,74 @@ pub(super) fn parse_size(v: &str) -> Result<Option<u64>, String> {
         Some(0) => Ok(None),
         Some(bytes) => Ok(Some(bytes)),
         None => Err(EXPECTED.into()),
+    }
+}
+
+/// An integer as Go's `strconv.Atoi` reads one (an optional sign, decimal digits).
+pub(super) fn parse_int(v: &str) -> Result<i64, String> {
+    let digits = v.strip_prefix(['+', '-']).unwrap_or(v);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err("an integer".into());
+    }
+    v.parse::<i64>().map_err(|_| "an integer".into())
+}
+
+/// The characters ingress-nginx lets through in a redirect URL (`URLIsValidRegex`).
+fn url_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~/:,?&=".contains(&b)
+}
+
+/// `permanent-redirect` / `temporal-redirect`: an absolute URL whose scheme starts with
+/// `http`, of the characters ingress-nginx allows (no `$`: nothing is expanded).
+fn parse_redirect_url(v: &str) -> Result<String, String> {
+    const EXPECTED: &str =
+        "an http or https URL of letters, digits and -._~/:,?&= such as https://example.com/path";
+    let scheme = v.split_once(':').map(|(s, _)| s).unwrap_or("");
+    let scheme_ok = scheme
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+        && scheme.to_ascii_lowercase().starts_with("http");
+    if scheme_ok && v.len() <= 2048 && v.bytes().all(url_char) {
+        Ok(v.to_owned())
+    } else {
+        Err(EXPECTED.into())
+    }
+}
+
+/// `app-root`: an absolute path, as ingress-nginx requires (`url.ParseRequestURI`, not an
+/// absolute URL), of the characters it allows, but without `$`: nginx would expand a
+/// variable there, Portico never does.
+fn parse_app_root(v: &str) -> Result<String, String> {
+    let ok = v.starts_with('/')
+        && v.len() <= 1024
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/:".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("an absolute path of letters, digits and -._~/: such as /app1".into())
+    }
+}
+
+/// `rewrite-target`: the characters ingress-nginx allows there (`RegexPathWithCapture`),
+/// with `$` only in `$1`..`$9`: nginx would expand any other `$name` as a variable,
+/// Portico expands nothing else.
+fn parse_rewrite_target(v: &str) -> Result<String, String> {
+    const EXPECTED: &str = "a path of letters, digits, -._~/: and $1 to $9, such as /$2";
+    let chars_ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:$".contains(&b));
+    let dollars_ok = v
+        .match_indices('$')
+        .all(|(at, _)| matches!(v.as_bytes().get(at + 1), Some(b'1'..=b'9')));
+    if !v.is_empty() && v.len() <= 1024 && chars_ok && dollars_ok {
+        Ok(v.to_owned())
+    } else {
+        Err(EXPECTED.into())
     }
 }
 
@@ -302,7 +535,258 @@ fn parse_cookie_path(v: &str) -> Result<String, String> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::diagnostic::Severity;
     use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> (IngressAnnotations, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut diags = Vec::new();
+        let ann = parse(&ObjectKey::new("default", "web"), Some(&map), &mut diags);
+        (ann, diags)
+    }
+
+    fn redirect(url: &str, code: u16) -> Option<FixedRedirect> {
+        Some(FixedRedirect {
+            url: url.into(),
+            code,
+        })
+    }
+
+    #[test]
+    fn permanent_redirect_codes_as_ingress_nginx_reads_them() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let url = "https://www.google.com";
+        let (a, d) = read(&[(&n("permanent-redirect"), url)]);
+        assert_eq!((a.redirect, d.len()), (redirect(url, 301), 0));
+        // The documentation's example: code 308.
+        let (a, d) = read(&[
+            (&n("permanent-redirect"), url),
+            (&n("permanent-redirect-code"), "308"),
+        ]);
+        assert_eq!((a.redirect, d.len()), (redirect(url, 308), 0));
+        // Out of 300..=308: back to 301, as ingress-nginx, with a warning.
+        for code in ["309", "200", "-301", "99999999999"] {
+            let (a, d) = read(&[
+                (&n("permanent-redirect"), url),
+                (&n("permanent-redirect-code"), code),
+            ]);
+            assert_eq!(a.redirect, redirect(url, 301), "{code}");
+            assert_eq!(d.len(), 1, "{code}");
+            assert_eq!(d[0].severity, Severity::Warning);
+            assert!(d[0].message.contains("permanent-redirect-code"), "{}", d[0]);
+        }
+        // Not an integer: the default, and an error naming the key.
+        let (a, d) = read(&[
+            (&n("permanent-redirect"), url),
+            (&n("permanent-redirect-code"), "moved"),
+        ]);
+        assert_eq!(a.redirect, redirect(url, 301));
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert_eq!(
+            d[0].field,
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/permanent-redirect-code\"]"
+        );
+        // Atoi's sign.
+        let (a, _) = read(&[
+            (&n("permanent-redirect"), url),
+            (&n("permanent-redirect-code"), "+302"),
+        ]);
+        assert_eq!(a.redirect, redirect(url, 302));
+    }
+
+    #[test]
+    fn temporal_redirect_wins_and_has_its_own_range() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let (a, d) = read(&[
+            (&n("permanent-redirect"), "https://p.example.com"),
+            (&n("temporal-redirect"), "https://www.google.com"),
+        ]);
+        assert_eq!(
+            (a.redirect, d.len()),
+            (redirect("https://www.google.com", 302), 0)
+        );
+        let (a, _) = read(&[
+            (&n("temporal-redirect"), "https://www.google.com"),
+            (&n("temporal-redirect-code"), "307"),
+        ]);
+        assert_eq!(a.redirect, redirect("https://www.google.com", 307));
+        // 308 is permanent: a temporal redirect falls back to 302.
+        let (a, d) = read(&[
+            (&n("temporal-redirect"), "https://www.google.com"),
+            (&n("temporal-redirect-code"), "308"),
+        ]);
+        assert_eq!(a.redirect, redirect("https://www.google.com", 302));
+        assert_eq!(d.len(), 1);
+        // An invalid temporal URL leaves no redirect, not the permanent one.
+        let (a, d) = read(&[
+            (&n("permanent-redirect"), "https://p.example.com"),
+            (&n("temporal-redirect"), "ftp://files.example.com"),
+        ]);
+        assert_eq!(a.redirect, None);
+        assert!(d[0].message.contains("temporal-redirect"), "{}", d[0]);
+    }
+
+    #[test]
+    fn redirect_urls_and_app_roots_are_strict() {
+        for ok in [
+            "https://www.google.com",
+            "http://redirect.example.com",
+            "https://example.com:8443/a/b?x=1&y=2",
+            "HTTPS://Example.com",
+        ] {
+            assert_eq!(parse_redirect_url(ok), Ok(ok.to_owned()));
+        }
+        for bad in [
+            "",
+            "/relative",
+            "www.google.com",
+            "ftp://x",
+            "https://x/$request_uri",
+            "https://x/a b",
+            "https://x/\r\nSet-Cookie:a=b",
+            "https://x/%2e",
+        ] {
+            assert!(parse_redirect_url(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(parse_app_root("/app1"), Ok("/app1".to_owned()));
+        assert_eq!(
+            parse_app_root("/a/b-c_d.e~f"),
+            Ok("/a/b-c_d.e~f".to_owned())
+        );
+        for bad in ["", "app1", "http://x/app1", "/$host", "/a?b=c", "/a b"] {
+            assert!(parse_app_root(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn snippets_and_unhonoured_keys_are_reported_once_each() {
+        let (_, d) = read(&[
+            ("nginx.ingress.kubernetes.io/server-snippet", "return 200;"),
+            ("portico.dev/auth-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/stream-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            ("portico.dev/no-such-key", "1"),
+            ("kubernetes.io/ingress.class", "portico"),
+        ]);
+        let got: Vec<(DiagnosticReason, Severity, &str)> = d
+            .iter()
+            .map(|d| (d.reason, d.severity, d.field.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    DiagnosticReason::SnippetNotExecuted,
+                    Severity::Error,
+                    "metadata.annotations"
+                ),
+                (
+                    DiagnosticReason::UnsupportedAnnotation,
+                    Severity::Warning,
+                    "metadata.annotations"
+                ),
+                (
+                    DiagnosticReason::UnsupportedAnnotation,
+                    Severity::Warning,
+                    "metadata.annotations"
+                ),
+            ]
+        );
+        assert_eq!(
+            d[0].message,
+            "snippet annotations nginx.ingress.kubernetes.io/configuration-snippet, \
+             nginx.ingress.kubernetes.io/modsecurity-snippet, nginx.ingress.kubernetes.io/server-snippet, \
+             nginx.ingress.kubernetes.io/stream-snippet, portico.dev/auth-snippet are never executed: \
+             Portico runs no proxy configuration from annotations; the rest of the Ingress is served"
+        );
+        assert_eq!(
+            d[1].message,
+            "annotations nginx.ingress.kubernetes.io/canary, nginx.ingress.kubernetes.io/enable-cors, \
+             nginx.ingress.kubernetes.io/whitelist-source-range are not supported by Portico, ignored"
+        );
+        assert_eq!(
+            d[2].message,
+            "annotation portico.dev/no-such-key is not a Portico annotation, ignored"
+        );
+        // Honoured keys and other prefixes say nothing.
+        let (_, d) = read(&[
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "false"),
+            ("cert-manager.io/cluster-issuer", "x"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+    }
+
+    #[test]
+    fn rewrite_targets_and_use_regex() {
+        assert_eq!(parse_rewrite_target("/$2"), Ok("/$2".to_owned()));
+        assert_eq!(parse_rewrite_target("/"), Ok("/".to_owned()));
+        assert_eq!(
+            parse_rewrite_target("/internal/$1/x-$2"),
+            Ok("/internal/$1/x-$2".to_owned())
+        );
+        for bad in [
+            "",
+            "/$host",
+            "/$request_uri",
+            "/$0",
+            "/$",
+            "/a?b=1",
+            "/a b",
+            "/${1}",
+        ] {
+            assert!(parse_rewrite_target(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[
+            ("nginx.ingress.kubernetes.io/rewrite-target", "/$2"),
+            ("nginx.ingress.kubernetes.io/use-regex", "false"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert!(!a.use_regex);
+        // The rewrite makes regex paths, but not of the path equal to the target.
+        assert!(a.regex_path("/something(/|$)(.*)"));
+        assert!(!a.regex_path("/$2"));
+        let (a, _) = read(&[("portico.dev/use-regex", "true")]);
+        assert!(a.use_regex && a.regex_path("/"));
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/rewrite-target", "/$host")]);
+        assert_eq!(a.rewrite_target, None);
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert!(!a.regex_path("/x"));
+    }
+
+    #[test]
+    fn redirect_keys_read_under_both_prefixes_own_first() {
+        let (a, d) = read(&[
+            ("portico.dev/app-root", "/own"),
+            ("nginx.ingress.kubernetes.io/app-root", "/nginx"),
+            ("portico.dev/from-to-www-redirect", "true"),
+            (
+                "nginx.ingress.kubernetes.io/preserve-trailing-slash",
+                "true",
+            ),
+            ("portico.dev/use-port-in-redirects", "1"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(a.app_root.as_deref(), Some("/own"));
+        assert!(a.from_to_www);
+        assert_eq!(a.preserve_trailing_slash, Some(true));
+        assert_eq!(a.use_port_in_redirects, Some(true));
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/app-root", "app1")]);
+        assert_eq!(a.app_root, None);
+        assert_eq!(d.len(), 1);
+        assert!(d[0]
+            .message
+            .contains("nginx.ingress.kubernetes.io/app-root"));
+    }
 
     #[test]
     fn scalar_parsers_are_strict() {

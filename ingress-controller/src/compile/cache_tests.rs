@@ -56,6 +56,14 @@ fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     if variant % 4 == 3 {
         annotations.insert("portico.dev/force-ssl-redirect".into(), "true".into());
     }
+    // Regex mode reaches every path of the hosts this Ingress shares.
+    if variant % 5 == 4 {
+        annotations.insert("portico.dev/use-regex".into(), "true".into());
+    }
+    // The www twins depend on which hosts other Ingresses name.
+    if variant % 3 == 1 {
+        annotations.insert("portico.dev/from-to-www-redirect".into(), "true".into());
+    }
     let class = if variant == 6 { "other" } else { "portico" };
     // Some versions leave their own host's TLS to the `tls_only` Ingress.
     let mut tls_hosts = vec!["shared.example.com".to_owned()];
@@ -114,8 +122,9 @@ fn summary(c: &Compiled) -> String {
     let mut backends: Vec<_> = c.config.backends.values().collect();
     backends.sort_by(|a, b| a.id.cmp(&b.id));
     format!(
-        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
+        "{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}\n{:?}",
         c.config.routes.rules(),
+        c.config.routes.regex_rules(),
         c.config.default_backend,
         backends,
         c.config.l4,

@@ -29,6 +29,9 @@ pub enum DiagnosticReason {
     InvalidHost,
     /// A path that is not absolute or not allowed for its pathType.
     InvalidPath,
+    /// A regex path (`use-regex`, `rewrite-target`, or any path of a host in regex mode)
+    /// that the linear-time engine cannot run, or that is too large.
+    InvalidPathRegex,
     /// A pathType other than Exact, Prefix, ImplementationSpecific.
     InvalidPathType,
     /// Two paths claim the same host+path+pathType; the newer one lost.
@@ -53,6 +56,8 @@ pub enum DiagnosticReason {
     InvalidAnnotation,
     /// An annotation Portico does not honour; it is ignored.
     UnsupportedAnnotation,
+    /// A snippet annotation (raw nginx configuration): never executed.
+    SnippetNotExecuted,
     /// A TLS Secret that does not exist.
     SecretNotFound,
     /// A TLS Secret of the wrong type.
@@ -88,6 +93,8 @@ pub enum DiagnosticReason {
     InvalidAffinityKey,
     /// Several affinity cookie key Secrets; the first in namespace order is used.
     DuplicateAffinityKey,
+    /// `from-to-www-redirect` would redirect a host that an Ingress names; no redirect.
+    WwwRedirectConflict,
 }
 
 impl DiagnosticReason {
@@ -96,6 +103,7 @@ impl DiagnosticReason {
         match self {
             InvalidHost => "invalid_host",
             InvalidPath => "invalid_path",
+            InvalidPathRegex => "invalid_path_regex",
             InvalidPathType => "invalid_path_type",
             DuplicatePath => "duplicate_path",
             DuplicateDefaultBackend => "duplicate_default_backend",
@@ -108,6 +116,7 @@ impl DiagnosticReason {
             InvalidExternalName => "invalid_external_name",
             InvalidAnnotation => "invalid_annotation",
             UnsupportedAnnotation => "unsupported_annotation",
+            SnippetNotExecuted => "snippet_not_executed",
             SecretNotFound => "secret_not_found",
             SecretWrongType => "secret_wrong_type",
             SecretMissingKey => "secret_missing_key",
@@ -125,6 +134,7 @@ impl DiagnosticReason {
             ConfigMapNotFound => "configmap_not_found",
             InvalidAffinityKey => "invalid_affinity_key",
             DuplicateAffinityKey => "duplicate_affinity_key",
+            WwwRedirectConflict => "www_redirect_conflict",
         }
     }
 }

@@ -13,8 +13,10 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use proxy_core::config::BackendId;
-use proxy_core::pipeline::RoutePolicy;
-use proxy_core::routes::{HostMatch, HostRoutes, PathType, RouteRule, RouteTarget};
+use proxy_core::pipeline::{Rewrite, RoutePolicy};
+use proxy_core::routes::{
+    HostMatch, HostRoutes, PathRegex, PathType, RegexRule, RouteRule, RouteTarget,
+};
 
 use super::annotations::{self, IngressAnnotations};
 use super::backends::{reference, BackendRef, RefField};
@@ -42,10 +44,14 @@ pub(super) struct Fragment {
 
 pub(super) struct ParsedPath {
     /// Index into [`Fragment::hosts`].
-    host: usize,
+    pub host: usize,
     path: String,
     path_type: PathType,
     pub field: PathField,
+    /// The path as a regex, when its Ingress asks for regex paths.
+    regex: Option<PathRegex>,
+    /// `rewrite-target`, for a regex path other than the target.
+    rewrite: Option<Rewrite>,
 }
 
 impl Fragment {
@@ -92,7 +98,13 @@ impl Fragment {
                         continue;
                     }
                 };
-                let path = match syntax::parse_path(p.path.as_deref()) {
+                let regex_path = ann.regex_path(p.path.as_deref().unwrap_or("/"));
+                let parsed = if regex_path {
+                    syntax::parse_regex_path(p.path.as_deref())
+                } else {
+                    syntax::parse_path(p.path.as_deref())
+                };
+                let path = match parsed {
                     Ok(p) => p,
                     Err(msg) => {
                         diags.push(Diagnostic::error(
@@ -105,11 +117,40 @@ impl Fragment {
                         continue;
                     }
                 };
+                let (regex, rewrite) = if regex_path {
+                    let target = ann.rewrite_target.as_deref().filter(|t| *t != path);
+                    let compiled = PathRegex::new(&path)
+                        .map_err(|e| e.to_string())
+                        .and_then(|r| {
+                            let rw = target
+                                .map(|t| Rewrite::new(&path, t))
+                                .transpose()
+                                .map_err(|e| e.to_string())?;
+                            Ok((r, rw))
+                        });
+                    match compiled {
+                        Ok((r, rw)) => (Some(r), rw),
+                        Err(msg) => {
+                            diags.push(Diagnostic::error(
+                                Kind::Ingress,
+                                key,
+                                format!("{field}.path"),
+                                DiagnosticReason::InvalidPathRegex,
+                                format!("path {path:?} is not a regular expression Portico can match ({msg}); path ignored"),
+                            ));
+                            continue;
+                        }
+                    }
+                } else {
+                    (None, None)
+                };
                 paths.push(ParsedPath {
                     host,
                     path,
                     path_type,
                     field,
+                    regex,
+                    rewrite,
                 });
             }
         }
@@ -240,6 +281,11 @@ impl RouteCache {
         update
     }
 
+    /// Whether some Ingress of our class has a path for `host`.
+    pub fn has_host(&self, host: &HostMatch) -> bool {
+        self.hosts.contains_key(host)
+    }
+
     pub fn tables(&self) -> impl Iterator<Item = Arc<HostRoutes>> + '_ {
         self.hosts.values().filter_map(|e| e.table.clone())
     }
@@ -260,7 +306,8 @@ pub(super) struct Update {
 }
 
 /// A host's rules from its candidate paths, oldest Ingress first: each (path, type) goes
-/// to the first that claims it.
+/// to the first that claims it. When one of the winning paths is a regex, the whole host
+/// is matched as ingress-nginx matches it then (see [`regex_rules`]).
 fn build_host(
     host: &HostMatch,
     candidates: &[(&Arc<Fragment>, u32)],
@@ -272,10 +319,16 @@ fn build_host(
     let mut shared: HashMap<*const Fragment, Arc<RoutePolicy>> = HashMap::new();
     let mut diags = Vec::new();
     let mut rules = Vec::with_capacity(candidates.len());
+    let mut won: Vec<(&Arc<Fragment>, &ParsedPath)> = Vec::with_capacity(candidates.len());
     let mut winners = Vec::with_capacity(candidates.len());
     for &(f, i) in candidates {
         let p = &f.paths[i as usize];
-        let claim = (syntax::claim_path(&p.path, p.path_type), p.path_type);
+        // A regex is its own claim: its trailing slash means something.
+        let claim_key = match p.regex {
+            Some(_) => p.path.as_str(),
+            None => syntax::claim_path(&p.path, p.path_type),
+        };
+        let claim = (claim_key, p.path_type);
         if let Some(owner) = claims.get(&claim) {
             diags.push(duplicate(
                 &f.key,
@@ -296,13 +349,21 @@ fn build_host(
             continue;
         };
         claims.insert(claim, &f.source);
-        let policy = if policy::shared_across_paths(&f.ann) {
+        let policy = if p.rewrite.is_none() && policy::shared_across_paths(&f.ann) {
             shared
                 .entry(Arc::as_ptr(f))
-                .or_insert_with(|| Arc::new(policy::route_policy(&f.ann, defaults, covered, "/")))
+                .or_insert_with(|| {
+                    Arc::new(policy::route_policy(&f.ann, defaults, covered, "/", None))
+                })
                 .clone()
         } else {
-            Arc::new(policy::route_policy(&f.ann, defaults, covered, &p.path))
+            Arc::new(policy::route_policy(
+                &f.ann,
+                defaults,
+                covered,
+                &p.path,
+                p.rewrite.clone(),
+            ))
         };
         rules.push(RouteRule {
             host: host.clone(),
@@ -314,15 +375,95 @@ fn build_host(
                 source: f.source.clone(),
             },
         });
+        won.push((f, p));
         winners.push(BackendRef {
             fragment: Arc::clone(f),
             field: RefField::Path(p.field),
         });
     }
+    let table = if won.iter().any(|(_, p)| p.regex.is_some()) {
+        let regex = regex_rules(host, rules, &won, &mut diags);
+        Some(HostRoutes::with_regex(host.clone(), regex))
+    } else {
+        HostRoutes::group(rules).pop()
+    };
     HostEntry {
-        table: HostRoutes::group(rules).pop(),
+        table,
         covered,
         diags,
         winners,
     }
+}
+
+/// The rules of a host in regex mode, as ingress-nginx lays out its locations once one
+/// Ingress of the host uses `use-regex` or `rewrite-target`: every path becomes
+/// `location ~* "^PATH"` (a case-insensitive prefix regex, `Exact` paths included); a
+/// plain `Prefix` path `/p` becomes `/p/` plus `/p` (unless an `Exact` `/p` exists, as
+/// its `updateServerLocations` does); the locations are ordered longest path first (ties:
+/// the greater path first), and the first that matches wins. A plain path that is no
+/// valid regex is reported and left out. `won[i]` is where `rules[i]` came from.
+fn regex_rules(
+    host: &HostMatch,
+    rules: Vec<RouteRule>,
+    won: &[(&Arc<Fragment>, &ParsedPath)],
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<RegexRule> {
+    let exact: HashSet<&str> = rules
+        .iter()
+        .zip(won)
+        .filter(|(r, (_, p))| p.regex.is_none() && r.path_type == PathType::Exact)
+        .map(|(r, _)| r.path.as_str())
+        .collect();
+    // (location path, its regex when already compiled, index into `rules`).
+    let mut locations: Vec<(String, Option<PathRegex>, usize)> = Vec::new();
+    for (i, (rule, (_, p))) in rules.iter().zip(won).enumerate() {
+        if let Some(regex) = &p.regex {
+            locations.push((rule.path.clone(), Some(regex.clone()), i));
+            continue;
+        }
+        if rule.path == "/" || rule.path_type == PathType::Exact {
+            locations.push((rule.path.clone(), None, i));
+            continue;
+        }
+        let with_slash = if rule.path.ends_with('/') {
+            rule.path.clone()
+        } else {
+            format!("{}/", rule.path)
+        };
+        let add_exact = with_slash != rule.path && !exact.contains(rule.path.as_str());
+        locations.push((with_slash, None, i));
+        if add_exact {
+            locations.push((rule.path.clone(), None, i));
+        }
+    }
+    locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| b.0.cmp(&a.0)));
+    let mut out = Vec::with_capacity(locations.len());
+    let mut reported: HashSet<usize> = HashSet::new();
+    for (path, regex, i) in locations {
+        let regex = match regex {
+            Some(r) => r,
+            None => match PathRegex::new(&path) {
+                Ok(r) => r,
+                Err(e) => {
+                    let (f, p) = won[i];
+                    if reported.insert(i) {
+                        diags.push(Diagnostic::error(
+                            Kind::Ingress,
+                            &f.key,
+                            format!("{}.path", p.field),
+                            DiagnosticReason::InvalidPathRegex,
+                            format!("host {host} matches its paths as regular expressions (an Ingress for it sets use-regex or rewrite-target), and {path:?} is not one Portico can match ({e}); path ignored"),
+                        ));
+                    }
+                    continue;
+                }
+            },
+        };
+        out.push(RegexRule {
+            host: host.clone(),
+            path: regex,
+            target: rules[i].target.clone(),
+        });
+    }
+    out
 }

@@ -8,7 +8,9 @@
 //! is the same as a compile from nothing; a test checks that over random edits.
 //!
 //! Choices worth knowing:
-//! - `ImplementationSpecific` paths are served as `Prefix` (no regex paths).
+//! - `ImplementationSpecific` paths are served as `Prefix`, unless their Ingress asks for
+//!   regex paths (`use-regex`, `rewrite-target`); then the whole host is matched as
+//!   ingress-nginx's regex locations (`hosts::regex_rules`).
 //! - A path whose Service or Service port is missing is still routed, to a backend with no
 //!   endpoints, so it answers 503 (as ingress-nginx does) rather than 404: the user sees
 //!   that the rule was taken and the backend is the problem.
@@ -29,6 +31,7 @@ mod l4;
 mod policy;
 mod settings;
 mod syntax;
+mod www;
 
 #[cfg(test)]
 mod cache_tests;
@@ -215,13 +218,14 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         };
         Some(RouteTarget {
             backend: cache.backends.id_of(r)?,
-            policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/")),
+            policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/", None)),
             source: r.fragment.source.clone(),
         })
     });
     cache.default_ref = default_ref;
     diags.extend(cache.routes.diagnostics().cloned());
     diags.extend(cache.backends.diagnostics().cloned());
+    let www_hosts = www::redirect_hosts(&update.fragments, &cache.routes, &defaults, &mut diags);
 
     let l4 = if opts.service_proxy {
         let index = endpoints::EndpointIndex::new(store);
@@ -231,7 +235,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let config = Config {
         generation: opts.generation,
-        routes: RouteTable::from_hosts(cache.routes.tables()),
+        routes: RouteTable::from_hosts(cache.routes.tables().chain(www_hosts)),
         default_backend,
         backends: cache.backends.backends(),
         l4,

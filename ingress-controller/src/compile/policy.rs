@@ -1,7 +1,10 @@
 //! An Ingress path's [`RoutePolicy`]: its annotations over the global defaults.
 
+use http::{HeaderValue, StatusCode};
 use proxy_core::config::Timeouts;
-use proxy_core::pipeline::{BodyLimit, RequestFilter, RoutePolicy, SslRedirect};
+use proxy_core::pipeline::{
+    AppRoot, BodyLimit, RequestFilter, Rewrite, RoutePolicy, SslRedirect, UrlRedirect,
+};
 
 use super::annotations::IngressAnnotations;
 
@@ -18,6 +21,12 @@ pub struct PolicyDefaults {
     pub request_buffering: bool,
     /// `client-body-buffer-size`.
     pub body_buffer_size: u64,
+    /// `preserve-trailing-slash`.
+    pub preserve_trailing_slash: bool,
+    /// `use-port-in-redirects`.
+    pub use_port_in_redirects: bool,
+    /// `http-redirect-code`: the code of HTTPS and `www` redirects.
+    pub http_redirect_code: StatusCode,
 }
 
 impl Default for PolicyDefaults {
@@ -28,18 +37,23 @@ impl Default for PolicyDefaults {
             ssl_redirect: true,
             request_buffering: true,
             body_buffer_size: 8 << 10,
+            preserve_trailing_slash: false,
+            use_port_in_redirects: false,
+            http_redirect_code: StatusCode::PERMANENT_REDIRECT,
         }
     }
 }
 
 /// The policy of the paths of one Ingress on one host. `covered`: TLS covers the host,
 /// so `ssl-redirect` applies. `path`: the rule path, the affinity cookie's default
-/// `Path` as ingress-nginx sets it (the location's path).
+/// `Path` as ingress-nginx sets it (the location's path). `rewrite`: the path's
+/// `rewrite-target`, built from its regex.
 pub fn route_policy(
     ann: &IngressAnnotations,
     defaults: &PolicyDefaults,
     covered: bool,
     path: &str,
+    rewrite: Option<Rewrite>,
 ) -> RoutePolicy {
     let timeouts = Timeouts {
         connect: ann.connect_timeout.unwrap_or(defaults.timeouts.connect),
@@ -47,9 +61,32 @@ pub fn route_policy(
         send: ann.send_timeout.unwrap_or(defaults.timeouts.send),
     };
     let mut request = Vec::new();
+    // ingress-nginx's order: the location's `return`s, then the Lua HTTPS redirect.
+    if let Some(root) = &ann.app_root {
+        request.push(RequestFilter::AppRoot(AppRoot(root.clone())));
+    }
+    if let Some(r) = &ann.redirect {
+        // Both were validated by their parsers; a failure here leaves the route as is.
+        if let (Ok(code), Ok(url)) = (StatusCode::from_u16(r.code), HeaderValue::from_str(&r.url)) {
+            request.push(RequestFilter::UrlRedirect(UrlRedirect { code, url }));
+        }
+    }
+    // Recorded here, applied once the filters are done: the HTTPS redirect keeps the
+    // request's own URI, as ingress-nginx's does.
+    if let Some(rewrite) = rewrite {
+        request.push(RequestFilter::Rewrite(rewrite));
+    }
     let ssl_redirect = ann.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     if (ssl_redirect && covered) || ann.force_ssl_redirect {
-        request.push(RequestFilter::SslRedirect(SslRedirect::default()));
+        request.push(RequestFilter::SslRedirect(SslRedirect {
+            code: defaults.http_redirect_code,
+            preserve_trailing_slash: ann
+                .preserve_trailing_slash
+                .unwrap_or(defaults.preserve_trailing_slash),
+            use_port: ann
+                .use_port_in_redirects
+                .unwrap_or(defaults.use_port_in_redirects),
+        }));
     }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
         request.push(RequestFilter::BodyLimit(BodyLimit(limit)));
@@ -90,7 +127,7 @@ mod tests {
     #[test]
     fn annotations_override_defaults_and_redirect_follows_tls() {
         let defaults = PolicyDefaults::default();
-        let plain = route_policy(&IngressAnnotations::default(), &defaults, false, "/");
+        let plain = route_policy(&IngressAnnotations::default(), &defaults, false, "/", None);
         assert_eq!(plain.timeouts, Timeouts::default());
         assert_eq!(
             plain.request,
@@ -99,7 +136,7 @@ mod tests {
         assert_eq!(plain.affinity, None);
         assert_eq!(plain.buffer_body, Some(8192));
 
-        let covered = route_policy(&IngressAnnotations::default(), &defaults, true, "/");
+        let covered = route_policy(&IngressAnnotations::default(), &defaults, true, "/", None);
         assert_eq!(
             covered.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
@@ -113,7 +150,7 @@ mod tests {
             request_buffering: Some(false),
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&ann, &defaults, true, "/app");
+        let p = route_policy(&ann, &defaults, true, "/app", None);
         assert_eq!(p.buffer_body, None);
         assert_eq!(p.timeouts.read, Duration::from_secs(5));
         assert_eq!(p.timeouts.send, Duration::from_secs(60));
@@ -124,10 +161,58 @@ mod tests {
             force_ssl_redirect: true,
             ..IngressAnnotations::default()
         };
-        let p = route_policy(&forced, &defaults, false, "/");
+        let p = route_policy(&forced, &defaults, false, "/", None);
         assert_eq!(
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
+        );
+    }
+
+    #[test]
+    fn redirects_come_in_ingress_nginx_order_with_their_settings() {
+        let defaults = PolicyDefaults {
+            use_port_in_redirects: true,
+            http_redirect_code: StatusCode::MOVED_PERMANENTLY,
+            ..PolicyDefaults::default()
+        };
+        let ann = IngressAnnotations {
+            app_root: Some("/app1".into()),
+            redirect: Some(super::super::annotations::FixedRedirect {
+                url: "https://www.google.com".into(),
+                code: 308,
+            }),
+            preserve_trailing_slash: Some(true),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&ann, &defaults, true, "/", None);
+        assert_eq!(
+            p.request[..3],
+            [
+                RequestFilter::AppRoot(AppRoot("/app1".into())),
+                RequestFilter::UrlRedirect(UrlRedirect {
+                    code: StatusCode::PERMANENT_REDIRECT,
+                    url: HeaderValue::from_static("https://www.google.com"),
+                }),
+                RequestFilter::SslRedirect(SslRedirect {
+                    code: StatusCode::MOVED_PERMANENTLY,
+                    preserve_trailing_slash: true,
+                    use_port: true,
+                }),
+            ]
+        );
+        // The annotation overrides the ConfigMap for its Ingress only.
+        let off = IngressAnnotations {
+            use_port_in_redirects: Some(false),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&off, &defaults, true, "/", None);
+        assert_eq!(
+            p.request[0],
+            RequestFilter::SslRedirect(SslRedirect {
+                code: StatusCode::MOVED_PERMANENTLY,
+                preserve_trailing_slash: false,
+                use_port: false,
+            })
         );
     }
 }

@@ -83,6 +83,13 @@ pub struct GlobalSettings {
     pub hsts_preload: bool,
     /// `server-tokens` (false): name Portico and its version in the `Server` header.
     pub server_tokens: bool,
+    /// `preserve-trailing-slash` (false): keep a trailing `/` in HTTPS redirects.
+    pub preserve_trailing_slash: bool,
+    /// `use-port-in-redirects` (false): name the HTTPS port in HTTPS redirects, even 443.
+    pub use_port_in_redirects: bool,
+    /// `http-redirect-code` (308): the code of HTTPS and `www` redirects; 301, 302, 307
+    /// or 308.
+    pub http_redirect_code: u16,
 }
 
 impl Default for GlobalSettings {
@@ -107,6 +114,9 @@ impl Default for GlobalSettings {
             hsts_include_subdomains: true,
             hsts_preload: false,
             server_tokens: false,
+            preserve_trailing_slash: false,
+            use_port_in_redirects: false,
+            http_redirect_code: 308,
         }
     }
 }
@@ -128,6 +138,10 @@ impl GlobalSettings {
             ssl_redirect: self.ssl_redirect,
             request_buffering: self.proxy_request_buffering,
             body_buffer_size: self.client_body_buffer_size,
+            preserve_trailing_slash: self.preserve_trailing_slash,
+            use_port_in_redirects: self.use_port_in_redirects,
+            http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
+                .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
         }
     }
 
@@ -257,9 +271,20 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "hsts-include-subdomains" => parse_bool(v).map(|b| s.hsts_include_subdomains = b),
         "hsts-preload" => parse_bool(v).map(|b| s.hsts_preload = b),
         "server-tokens" => parse_bool(v).map(|b| s.server_tokens = b),
+        "preserve-trailing-slash" => parse_bool(v).map(|b| s.preserve_trailing_slash = b),
+        "use-port-in-redirects" => parse_bool(v).map(|b| s.use_port_in_redirects = b),
+        "http-redirect-code" => parse_redirect_code(v).map(|c| s.http_redirect_code = c),
         _ => return None,
     };
     Some(r)
+}
+
+/// `http-redirect-code`: one of the codes ingress-nginx accepts there.
+fn parse_redirect_code(v: &str) -> Result<u16, String> {
+    match v.parse::<u16>() {
+        Ok(c @ (301 | 302 | 307 | 308)) => Ok(c),
+        _ => Err("301, 302, 307 or 308".into()),
+    }
 }
 
 /// An RFC 9110 field name (a token).

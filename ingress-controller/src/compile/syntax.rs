@@ -7,8 +7,9 @@ pub fn parse_host(raw: Option<&str>) -> Result<HostMatch, String> {
     HostMatch::parse(raw).map_err(|e| format!("host {:?}: {e}", raw.unwrap_or_default()))
 }
 
-/// The path type; `ImplementationSpecific` (and an empty value) is served as `Prefix`,
-/// Portico has no regex paths.
+/// The path type; `ImplementationSpecific` (and an empty value) is served as `Prefix`
+/// unless its Ingress asks for regex paths (`use-regex`, `rewrite-target`), whose paths
+/// are regexes whatever their type, as in ingress-nginx.
 pub fn parse_path_type(raw: &str) -> Result<PathType, String> {
     match raw {
         "Exact" => Ok(PathType::Exact),
@@ -50,6 +51,25 @@ pub fn parse_path(raw: Option<&str>) -> Result<String, String> {
     normalize_rule_path(path)
         .map(|p| p.into_owned())
         .map_err(|e| format!("path {path:?} cannot be routed: {e}"))
+}
+
+/// A regex rule path (`use-regex`, `rewrite-target`), kept as written: absent means `/`.
+/// Must be absolute, as the Kubernetes API requires of every path, and without spaces or
+/// control characters (a request path never holds them raw). Whether the engine can run
+/// it is [`proxy_core::routes::PathRegex::new`]'s to say.
+pub fn parse_regex_path(raw: Option<&str>) -> Result<String, String> {
+    let Some(path) = raw.filter(|p| !p.is_empty()) else {
+        return Ok("/".to_owned());
+    };
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with '/'"));
+    }
+    if path.bytes().any(|b| b.is_ascii_control() || b == b' ') {
+        return Err(format!(
+            "path {path:?} must not contain spaces or control characters"
+        ));
+    }
+    Ok(path.to_owned())
 }
 
 /// The key under which two path rules are the same claim: `Prefix` ignores a trailing

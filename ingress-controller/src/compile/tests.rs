@@ -589,25 +589,37 @@ fn annotations_configure_backends_and_report_problems() {
             ..CookieAffinity::default()
         })
     );
-    let unsupported = |key: &str| {
-        (
-            format!("metadata.annotations[\"nginx.ingress.kubernetes.io/{key}\"]"),
-            DiagnosticReason::UnsupportedAnnotation,
-        )
-    };
+    // One diagnostic for the snippet, one listing every other key not honoured.
+    let whole = |reason| ("metadata.annotations".to_owned(), reason);
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "migrated"),
         vec![
-            unsupported("auth-url"),
-            unsupported("configuration-snippet"),
-            unsupported("rewrite-target")
+            whole(DiagnosticReason::UnsupportedAnnotation),
+            whole(DiagnosticReason::SnippetNotExecuted),
         ]
     );
-    assert!(c
-        .diagnostics
-        .iter()
-        .filter(|d| d.reason == DiagnosticReason::UnsupportedAnnotation)
-        .all(|d| d.severity == Severity::Warning));
+    let said = |reason| {
+        c.diagnostics
+            .iter()
+            .find(|d| d.object == ObjectKey::new("default", "migrated") && d.reason == reason)
+            .unwrap()
+    };
+    let unsupported = said(DiagnosticReason::UnsupportedAnnotation);
+    assert_eq!(unsupported.severity, Severity::Warning);
+    assert_eq!(
+        unsupported.message,
+        "annotations nginx.ingress.kubernetes.io/auth-url, \
+         nginx.ingress.kubernetes.io/enable-cors are not supported by Portico, ignored"
+    );
+    let snippet = said(DiagnosticReason::SnippetNotExecuted);
+    assert_eq!(snippet.severity, Severity::Error);
+    assert!(
+        snippet.to_string().starts_with(
+            "Ingress default/migrated: metadata.annotations: snippet annotation \
+             nginx.ingress.kubernetes.io/configuration-snippet is never executed"
+        ),
+        "{snippet}"
+    );
 
     // Every malformed value is reported and ignored; the Ingress still routes.
     let sloppy = backend("sloppy");
@@ -626,14 +638,14 @@ fn annotations_configure_backends_and_report_problems() {
             reason,
         )
     };
-    use DiagnosticReason::{InvalidAnnotation as Bad, UnsupportedAnnotation as Unsup};
+    use DiagnosticReason::InvalidAnnotation as Bad;
     assert_eq!(
         diags_on(&c, Kind::Ingress, "default", "sloppy"),
         // Diagnostics come sorted by object, then field.
         vec![
+            whole(DiagnosticReason::SnippetNotExecuted),
             ann("affinity-mode", Bad),
             ann("proxy-read-timeout", Bad),
-            ann("server-snippet", Unsup),
             ann("session-cookie-max-age", Bad),
             ann("session-cookie-name", Bad),
             ann("session-cookie-samesite", Bad),
@@ -1006,4 +1018,307 @@ spec:
             }
         }
     }
+}
+
+fn www_ingress(name: &str, host: &str, annotated: bool) -> String {
+    let ann = if annotated {
+        "\n  annotations:\n    nginx.ingress.kubernetes.io/from-to-www-redirect: \"true\""
+    } else {
+        ""
+    };
+    format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}{ann}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: {host}
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: web, port: {{number: 80}}}}}}}}
+"
+    )
+}
+
+#[test]
+fn from_to_www_redirects_the_twin_host_unless_an_ingress_names_it() {
+    let mut text = String::from(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+",
+    );
+    text.push_str(&www_ingress("foo", "foo.example.com", true));
+    text.push_str(&www_ingress("bar", "www.bar.example.com", true));
+    text.push_str(&www_ingress("baz", "baz.example.com", true));
+    text.push_str(&www_ingress("www-baz", "www.baz.example.com", false));
+    text.push_str(&www_ingress("plain", "plain.example.com", false));
+    let store = store_from_yaml(&text);
+    let c = compile(&store, &CompileOptions::default());
+    let www = |host: &str| {
+        c.config.routes.lookup(host, "/any").and_then(|t| {
+            t.policy.request.iter().find_map(|f| match f {
+                RequestFilter::WwwRedirect(w) => Some((w.to.clone(), w.code.as_u16())),
+                _ => None,
+            })
+        })
+    };
+    assert_eq!(
+        www("www.foo.example.com"),
+        Some(("foo.example.com".into(), 308))
+    );
+    assert_eq!(
+        www("bar.example.com"),
+        Some(("www.bar.example.com".into(), 308))
+    );
+    // The named hosts themselves are served as usual.
+    assert_eq!(www("foo.example.com"), None);
+    assert_eq!(www("www.bar.example.com"), None);
+    // An Ingress names the twin: it keeps it, and the annotated one hears why.
+    assert_eq!(www("www.baz.example.com"), None);
+    assert_eq!(
+        diags_on(&c, Kind::Ingress, "default", "baz")[0],
+        (
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/from-to-www-redirect\"]".into(),
+            DiagnosticReason::WwwRedirectConflict
+        )
+    );
+    assert_eq!(www("www.plain.example.com"), None);
+    assert_eq!(c.config.routes.lookup("www.plain.example.com", "/"), None);
+    // A ConfigMap's http-redirect-code reaches it.
+    text.push_str(
+        "---
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data: {http-redirect-code: \"301\"}
+",
+    );
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(&text), &opts);
+    let code = c
+        .config
+        .routes
+        .lookup("www.foo.example.com", "/")
+        .map(|t| t.policy.request.clone());
+    assert_eq!(
+        code,
+        Some(vec![RequestFilter::WwwRedirect(
+            proxy_core::pipeline::WwwRedirect {
+                to: "foo.example.com".into(),
+                code: http::StatusCode::MOVED_PERMANENTLY,
+            }
+        )])
+    );
+}
+
+/// An Ingress of class portico for `host`, with `annotations` (YAML lines) and `paths`
+/// as (path, pathType, service).
+fn regex_ingress(
+    name: &str,
+    host: &str,
+    annotations: &[&str],
+    paths: &[(&str, &str, &str)],
+) -> String {
+    let mut out = format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n"
+    );
+    if !annotations.is_empty() {
+        out.push_str("  annotations:\n");
+        for a in annotations {
+            out.push_str(&format!("    {a}\n"));
+        }
+    }
+    out.push_str(&format!(
+        "spec:\n  ingressClassName: portico\n  rules:\n  - host: {host}\n    http:\n      paths:\n"
+    ));
+    for (path, path_type, service) in paths {
+        out.push_str(&format!(
+            "      - {{path: \"{path}\", pathType: {path_type}, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}\n"
+        ));
+    }
+    out
+}
+
+fn regex_store(ingresses: &[String]) -> Store {
+    let mut text = String::from(
+        "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: portico}\nspec: {controller: portico.dev/ingress-controller}\n",
+    );
+    for i in ingresses {
+        text.push_str(i);
+    }
+    store_from_yaml(&text)
+}
+
+fn service_for(c: &Compiled, host: &str, path: &str) -> Option<String> {
+    c.config
+        .routes
+        .lookup(host, path)
+        .map(|t| t.backend.service.to_string())
+}
+
+#[test]
+fn regex_paths_follow_ingress_nginx_path_priority() {
+    // The example of ingress-nginx's "Ingress Path Matching" page: a rewrite Ingress on
+    // test.com puts every path of the host in regex mode, longest first.
+    let store = regex_store(&[
+        regex_ingress(
+            "test-ingress-1",
+            "test.com",
+            &[],
+            &[
+                ("/foo/bar", "Prefix", "service1"),
+                ("/foo/bar/", "Prefix", "service2"),
+            ],
+        ),
+        regex_ingress(
+            "test-ingress-2",
+            "test.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /$1"],
+            &[("/foo/bar/(.+)", "ImplementationSpecific", "service3")],
+        ),
+        regex_ingress(
+            "plain",
+            "plain.com",
+            &[],
+            &[("/foo/bar", "Prefix", "plain")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        service_for(&c, "test.com", "/foo/bar/1").as_deref(),
+        Some("service3")
+    );
+    assert_eq!(
+        service_for(&c, "test.com", "/FOO/BAR/1").as_deref(),
+        Some("service3")
+    );
+    assert_eq!(
+        service_for(&c, "test.com", "/foo/bar").as_deref(),
+        Some("service1")
+    );
+    // `/foo/bar/` duplicates `/foo/bar` as a Prefix claim (the first wins), and in regex
+    // mode a plain path is a prefix without element boundaries.
+    assert_eq!(
+        service_for(&c, "test.com", "/foo/bar/").as_deref(),
+        Some("service1")
+    );
+    assert_eq!(
+        service_for(&c, "test.com", "/foo/barn").as_deref(),
+        Some("service1")
+    );
+    assert_eq!(service_for(&c, "test.com", "/foo"), None);
+    // Regex mode is per host: plain.com keeps element-wise Prefix matching.
+    assert_eq!(
+        service_for(&c, "plain.com", "/foo/bar/x").as_deref(),
+        Some("plain")
+    );
+    assert_eq!(service_for(&c, "plain.com", "/foo/barn"), None);
+    // The rewrite belongs to the regex path's route only.
+    let rewrites = |path: &str| {
+        c.config.routes.lookup("test.com", path).map(|t| {
+            t.policy
+                .request
+                .iter()
+                .any(|f| matches!(f, RequestFilter::Rewrite(_)))
+        })
+    };
+    assert_eq!(rewrites("/foo/bar/1"), Some(true));
+    assert_eq!(rewrites("/foo/bar"), Some(false));
+}
+
+#[test]
+fn regex_locations_go_longest_first_even_over_a_literal_match() {
+    // ingress-nginx's warning example: `/foo/bar/bar` is caught by the longer regex.
+    let store = regex_store(&[regex_ingress(
+        "test-ingress-3",
+        "test.com",
+        &["nginx.ingress.kubernetes.io/use-regex: \"true\""],
+        &[
+            ("/foo/bar/bar", "Prefix", "literal"),
+            ("/foo/bar/[A-Z0-9]{3}", "ImplementationSpecific", "regex"),
+        ],
+    )]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        service_for(&c, "test.com", "/foo/bar/bar").as_deref(),
+        Some("regex")
+    );
+    assert_eq!(service_for(&c, "test.com", "/foo/bar/ba").as_deref(), None);
+    assert!(c
+        .diagnostics
+        .iter()
+        .all(|d| d.reason != DiagnosticReason::InvalidPathRegex));
+}
+
+#[test]
+fn exact_paths_and_regexes_the_engine_refuses_in_regex_mode() {
+    let regex_diags = |c: &Compiled, name: &str| -> Vec<(String, DiagnosticReason)> {
+        diags_on(c, Kind::Ingress, "default", name)
+            .into_iter()
+            .filter(|(_, r)| *r == DiagnosticReason::InvalidPathRegex)
+            .collect()
+    };
+    let store = regex_store(&[
+        regex_ingress(
+            "regex",
+            "r.com",
+            &["portico.dev/use-regex: \"true\""],
+            &[
+                ("/(?!admin).*", "ImplementationSpecific", "lookahead"),
+                ("/api/v[0-9]+", "ImplementationSpecific", "api"),
+            ],
+        ),
+        regex_ingress(
+            "plain",
+            "r.com",
+            &[],
+            &[("/exact", "Exact", "exact"), ("/a(b", "Prefix", "broken")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    // Look-around is refused: reported on its path, which is not served.
+    assert_eq!(
+        regex_diags(&c, "regex"),
+        vec![(
+            "spec.rules[0].http.paths[0].path".into(),
+            DiagnosticReason::InvalidPathRegex
+        )]
+    );
+    assert_eq!(
+        service_for(&c, "r.com", "/api/V1/x").as_deref(),
+        Some("api")
+    );
+    // An Exact path of another Ingress is a prefix regex there, as `~* "^/exact"`.
+    assert_eq!(
+        service_for(&c, "r.com", "/exactly").as_deref(),
+        Some("exact")
+    );
+    // A plain path that is no regex is reported, and only it is left out.
+    assert_eq!(
+        regex_diags(&c, "plain"),
+        vec![(
+            "spec.rules[0].http.paths[1].path".into(),
+            DiagnosticReason::InvalidPathRegex
+        )]
+    );
+    assert_eq!(service_for(&c, "r.com", "/a(b"), None);
+    let msg = c
+        .diagnostics
+        .iter()
+        .find(|d| {
+            d.object == ObjectKey::new("default", "regex")
+                && d.reason == DiagnosticReason::InvalidPathRegex
+        })
+        .unwrap()
+        .to_string();
+    assert!(msg.contains("look-around"), "{msg}");
 }

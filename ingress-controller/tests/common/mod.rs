@@ -238,6 +238,9 @@ impl Backend {
                                     resp = resp.header(format!("echo-{h}"), v);
                                 }
                             }
+                            if let Some(q) = req.uri().query() {
+                                resp = resp.header("echo-query", q);
+                            }
                             let resp = resp.body(Full::new(Bytes::from(body))).expect("response");
                             Ok::<_, Infallible>(resp)
                         }

@@ -153,13 +153,18 @@ impl Proxy {
             host: &log.host,
             local: info.local,
             client: client.addr,
+            http_port: self.opts.http_port,
             https_port: self.opts.https_port,
             body_limit: None,
+            rewritten: None,
         };
         if let Flow::Answer(resp) = policy.request_filters(&mut ctx, &parts)? {
             return Ok(*resp);
         }
         let body_limit = ctx.body_limit;
+        if let Some(target) = ctx.rewritten.take() {
+            rewrite(&mut parts, &target)?;
+        }
         let backend = config
             .backends
             .get(&route.backend)
@@ -473,6 +478,19 @@ fn route<'c>(
             .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
     }
     Ok(route)
+}
+
+/// Sends the request upstream with `target` (path and query) instead of its own, keeping
+/// scheme and authority (HTTP/2 carries the host there).
+fn rewrite(parts: &mut Parts, target: &str) -> Result<(), ProxyError> {
+    let pq = target
+        .parse()
+        .map_err(|_| ProxyError::BadRequest("rewritten path is not a valid request target"))?;
+    let mut uri_parts = std::mem::take(&mut parts.uri).into_parts();
+    uri_parts.path_and_query = Some(pq);
+    parts.uri = http::Uri::from_parts(uri_parts)
+        .map_err(|_| ProxyError::BadRequest("rewritten path is not a valid request target"))?;
+    Ok(())
 }
 
 /// Seconds with millisecond precision, as nginx logs times: `0.005`.

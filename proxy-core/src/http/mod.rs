@@ -164,7 +164,11 @@ pub struct ProxyOptions {
     pub max_headers: usize,
     /// Serve more than one request per HTTP/1.1 connection.
     pub keep_alive: bool,
-    /// The HTTPS port clients reach us on, for redirects; 443 is left out of the URL.
+    /// The HTTP port clients reach us on, for redirects between hosts
+    /// (`from-to-www-redirect`), which always name it.
+    pub http_port: u16,
+    /// The HTTPS port clients reach us on, for redirects; 443 is left out of the URL
+    /// unless a route asks for the port (`use-port-in-redirects`).
     pub https_port: u16,
     /// Key for affinity cookies when the configuration carries none; `None` draws a
     /// random one at start (replicas then disagree on every cookie).
@@ -188,6 +192,7 @@ impl Default for ProxyOptions {
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             keep_alive: true,
+            http_port: 80,
             https_port: 443,
             affinity_key: None,
             ejection: EjectionPolicy::default(),
@@ -207,6 +212,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_headers", &self.max_headers)
             .field("keep_alive", &self.keep_alive)
+            .field("http_port", &self.http_port)
             .field("https_port", &self.https_port)
             .field("ejection", &self.ejection)
             .field("pool", &self.pool)

@@ -44,8 +44,10 @@ mod tests {
             host: "a",
             local: "127.0.0.1:80".parse().unwrap(),
             client: "127.0.0.1".parse().unwrap(),
+            http_port: 80,
             https_port: 443,
             body_limit: None,
+            rewritten: None,
         };
         let head = |len: &str| {
             Request::post("/")

@@ -15,15 +15,23 @@
 //! Filters are plain data in the route's lists: a route with none runs none, and each
 //! filter lives in a module of its own with its own tests.
 
+mod app_root;
 mod body_limit;
 pub mod client;
 mod hsts;
 mod redirect;
+mod rewrite;
+mod url_redirect;
+mod www_redirect;
 
+pub use app_root::AppRoot;
 pub use body_limit::BodyLimit;
 pub use client::ClientAddressPolicy;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
+pub use rewrite::{Rewrite, RewriteError};
+pub use url_redirect::UrlRedirect;
+pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -66,16 +74,28 @@ pub struct RequestCtx<'a> {
     pub local: SocketAddr,
     /// The client, as [`ClientAddressPolicy`] decided.
     pub client: IpAddr,
+    /// The HTTP port clients reach us on, for redirects.
+    pub http_port: u16,
     /// The HTTPS port clients reach us on, for redirects.
     pub https_port: u16,
     /// Largest request body the route accepts, set by [`BodyLimit`]; enforced while the
     /// body streams.
     pub body_limit: Option<u64>,
+    /// The path and query the upstream gets instead of the request's, set by
+    /// [`Rewrite`] and applied once every filter has run.
+    pub rewritten: Option<String>,
 }
 
-/// One step before the pick.
+/// One step before the pick. The compiler puts them in ingress-nginx's order: the
+/// location's `return`s (`app-root`, then `permanent-`/`temporal-redirect`) before the
+/// HTTPS redirect of its Lua rewrite phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
+    /// `from-to-www-redirect`, on the host the Ingress does not name.
+    WwwRedirect(WwwRedirect),
+    AppRoot(AppRoot),
+    UrlRedirect(UrlRedirect),
+    Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     BodyLimit(BodyLimit),
 }
@@ -83,6 +103,10 @@ pub enum RequestFilter {
 impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
+            RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
+            RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
         }

@@ -12,9 +12,11 @@ use crate::model::BackendId;
 use crate::pipeline::RoutePolicy;
 
 mod normalize;
+mod regex_path;
 mod table;
 
 pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
+pub use regex_path::{compile_pattern, PathRegex, RegexPathError, RegexRule, MAX_PATTERN_LEN};
 pub use table::{HostRoutes, RouteTable};
 
 /// How a rule's host matches the request host. Sorts host rules first, exact before

@@ -23,7 +23,7 @@ use http::request::Parts;
 use std::collections::hash_map::Entry;
 
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
-use super::{HostMatch, PathType, RouteRule, RouteTarget};
+use super::{HostMatch, PathType, RegexRule, RouteRule, RouteTarget};
 use crate::host::{wildcard_parent, HostName, HostPattern};
 
 /// The compiled table. Cloning is cheap (it shares the compiled maps).
@@ -49,6 +49,9 @@ pub struct HostRoutes {
     /// The rules kept, normalized, in build order; `paths` holds indices into it.
     rules: Vec<RouteRule>,
     paths: PathTable,
+    /// A host in regex mode: its rules in the order they are tried, the first match
+    /// winning. Empty for other hosts, which then pay nothing for it.
+    regex: Vec<RegexRule>,
 }
 
 impl HostRoutes {
@@ -58,6 +61,10 @@ impl HostRoutes {
     /// empty wildcard suffix, a path that fails [`normalize_rule_path`]) are left out with
     /// a warning; the compiler reports them properly.
     pub fn group(rules: impl IntoIterator<Item = RouteRule>) -> Vec<Arc<HostRoutes>> {
+        Self::group_owned(rules).into_iter().map(Arc::new).collect()
+    }
+
+    fn group_owned(rules: impl IntoIterator<Item = RouteRule>) -> Vec<HostRoutes> {
         let mut hosts: Vec<HostRoutes> = Vec::new();
         // Rules usually come grouped by host: check the last host before searching.
         let mut by_host: HashMap<HostMatch, usize> = HashMap::default();
@@ -75,6 +82,7 @@ impl HostRoutes {
                             host: rule.host.clone(),
                             rules: Vec::new(),
                             paths: PathTable::default(),
+                            regex: Vec::new(),
                         });
                         hosts.len() - 1
                     }
@@ -82,15 +90,30 @@ impl HostRoutes {
             };
             hosts[at].push(rule);
         }
+        for h in &mut hosts {
+            // Kept for the table's life: at 10,000 hosts the spare capacity of growing
+            // by pushes is megabytes.
+            h.rules.shrink_to_fit();
+        }
         hosts
-            .into_iter()
-            .map(|mut h| {
-                // Kept for the table's life: at 10,000 hosts the spare capacity of
-                // growing by pushes is megabytes.
-                h.rules.shrink_to_fit();
-                Arc::new(h)
-            })
-            .collect()
+    }
+
+    /// A host in regex mode (ingress-nginx's `use-regex`): `rules` are tried in this
+    /// order and the first whose path matches wins. All must name `host`.
+    pub fn with_regex(host: HostMatch, mut rules: Vec<RegexRule>) -> Arc<HostRoutes> {
+        rules.retain(|r| r.host == host);
+        rules.shrink_to_fit();
+        Arc::new(HostRoutes {
+            host,
+            rules: Vec::new(),
+            paths: PathTable::default(),
+            regex: rules,
+        })
+    }
+
+    /// The regex rules, in the order they are tried.
+    pub fn regex_rules(&self) -> &[RegexRule] {
+        &self.regex
     }
 
     fn push(&mut self, rule: RouteRule) {
@@ -111,6 +134,11 @@ impl HostRoutes {
     }
 
     fn lookup(&self, path: &SplitPath<'_>) -> Option<&RouteTarget> {
+        if !self.regex.is_empty() {
+            if let Some(rule) = self.regex.iter().find(|r| r.path.is_match(path.full)) {
+                return Some(&rule.target);
+            }
+        }
         let index = self.paths.lookup(path)?;
         self.rules.get(index).map(|rule| &rule.target)
     }
@@ -283,17 +311,13 @@ impl RouteTable {
                 }
             }
         }
-        inner.len = inner
-            .exact_hosts
-            .values()
-            .map(|h| h.rules.len())
-            .sum::<usize>()
+        inner.len = inner.exact_hosts.values().map(|h| h.len()).sum::<usize>()
             + inner
                 .wildcard_hosts
                 .values()
-                .map(|h| h.rules.len())
+                .map(|h| h.len())
                 .sum::<usize>()
-            + inner.any_host.as_ref().map_or(0, |h| h.rules.len());
+            + inner.any_host.as_ref().map_or(0, |h| h.len());
         Self {
             inner: Arc::new(inner),
         }
@@ -348,6 +372,11 @@ impl RouteTable {
         self.hosts().into_iter().flat_map(|h| &h.rules).collect()
     }
 
+    /// The rules of hosts in regex mode: by host (sorted), then in the order tried.
+    pub fn regex_rules(&self) -> Vec<&RegexRule> {
+        self.hosts().into_iter().flat_map(|h| &h.regex).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.inner.len
     }
@@ -372,12 +401,25 @@ impl Inner {
     }
 }
 
+impl HostRoutes {
+    /// Rules of both kinds.
+    fn len(&self) -> usize {
+        self.rules.len() + self.regex.len()
+    }
+}
+
 /// `earlier`'s rules, then `later`'s, as one host table.
 fn merge(earlier: &Arc<HostRoutes>, later: &Arc<HostRoutes>) -> Arc<HostRoutes> {
     let rules = earlier.rules.iter().chain(&later.rules).cloned();
-    HostRoutes::group(rules)
-        .pop()
-        .unwrap_or_else(|| earlier.clone())
+    let regex: Vec<RegexRule> = earlier.regex.iter().chain(&later.regex).cloned().collect();
+    match HostRoutes::group_owned(rules).pop() {
+        Some(mut merged) => {
+            merged.regex = regex;
+            Arc::new(merged)
+        }
+        None if regex.is_empty() => earlier.clone(),
+        None => HostRoutes::with_regex(earlier.host.clone(), regex),
+    }
 }
 
 /// Brings a rule's path to the form lookup compares with (hosts are normal by type).
@@ -460,6 +502,42 @@ mod tests {
 
     fn service<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         table.lookup(host, path).map(|t| &*t.backend.service)
+    }
+
+    #[test]
+    fn a_regex_host_tries_its_rules_in_order_then_falls_through() {
+        use crate::routes::PathRegex;
+        let regex = |path: &str, service: &str| RegexRule {
+            host: host_match("r.test"),
+            path: PathRegex::new(path).unwrap(),
+            target: target(service),
+        };
+        let hosts = vec![
+            HostRoutes::with_regex(
+                host_match("r.test"),
+                vec![
+                    regex("/api/v[0-9]+", "v"),
+                    regex("/api", "api"),
+                    regex("/x", "x"),
+                ],
+            ),
+            HostRoutes::group(vec![prefix("/", "any")]).remove(0),
+        ];
+        let table = RouteTable::from_hosts(hosts);
+        assert_eq!(table.len(), 4);
+        assert_eq!(service(&table, "r.test", "/API/V2/users"), Some("v"));
+        assert_eq!(service(&table, "r.test", "/apiary"), Some("api"));
+        assert_eq!(service(&table, "r.test", "/xyz?q=1"), Some("x"));
+        // No regex matches: the host-less rules, as for any host without a match.
+        assert_eq!(service(&table, "r.test", "/other"), Some("any"));
+        // Merging two tables of one host keeps both kinds of rules.
+        let merged = RouteTable::from_hosts(vec![
+            HostRoutes::group(vec![host_rule("r.test", "/plain", PathType::Prefix, "p")]).remove(0),
+            HostRoutes::with_regex(host_match("r.test"), vec![regex("/re", "re")]),
+        ]);
+        assert_eq!(service(&merged, "r.test", "/plain/a"), Some("p"));
+        assert_eq!(service(&merged, "r.test", "/REx"), Some("re"));
+        assert_eq!(merged.len(), 2);
     }
 
     #[test]

@@ -210,6 +210,32 @@ fn forwarded_for_header_must_be_a_header_name() {
 }
 
 #[test]
+fn redirect_settings_take_ingress_nginx_values() {
+    let s = GlobalSettings::default();
+    assert_eq!(s.http_redirect_code, 308);
+    assert!(!s.preserve_trailing_slash);
+    assert!(!s.use_port_in_redirects);
+    let (s, said) = parse(&[
+        ("http-redirect-code", "301"),
+        ("preserve-trailing-slash", "true"),
+        ("use-port-in-redirects", "true"),
+    ]);
+    assert!(said.is_empty(), "{said:?}");
+    assert_eq!(s.http_redirect_code, 301);
+    assert!(s.preserve_trailing_slash && s.use_port_in_redirects);
+    let p = s.policy_defaults();
+    assert_eq!(p.http_redirect_code, http::StatusCode::MOVED_PERMANENTLY);
+    assert!(p.preserve_trailing_slash && p.use_port_in_redirects);
+    // ingress-nginx accepts only 301, 302, 307 and 308 there.
+    for bad in ["303", "200", "x", ""] {
+        let (s, said) = parse(&[("http-redirect-code", bad)]);
+        assert_eq!(s.http_redirect_code, 308, "{bad}");
+        assert_eq!(said.len(), 1, "{bad}");
+        assert_eq!(said[0].1, DiagnosticReason::InvalidSetting);
+    }
+}
+
+#[test]
 fn hsts_max_age_is_seconds_including_zero() {
     assert_eq!(parse_seconds("0"), Ok(Duration::ZERO));
     assert_eq!(parse_seconds("600"), Ok(Duration::from_secs(600)));
