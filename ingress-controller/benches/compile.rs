@@ -16,7 +16,7 @@ use serde_json::json;
 // The allocator the binary ships with: a compile is allocation-heavy, so timing it under
 // another allocator would measure a different program.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: ingress_controller::alloc::MiMalloc = ingress_controller::alloc::MiMalloc;
 
 const PATHS: usize = 5;
 const NAMESPACES: usize = 20;

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod affinity_key;
+pub mod alloc;
 pub mod cli;
 pub mod compile;
 pub mod events;

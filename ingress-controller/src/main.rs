@@ -22,13 +22,10 @@ use ingress_controller::store::SharedStore;
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{default_max_connections, raise_fd_limit, Proxy, ProxyOptions};
 
-// Every proxied request allocates and frees header maps and buffers across tasks;
-// mimalloc's per-thread free lists make that several times cheaper than glibc's malloc
-// and return freed memory to the OS instead of holding it in per-thread arenas. Without
-// transparent huge pages (`no_thp`): a proxy this small would otherwise round its heap
-// up to 2 MiB pages and nearly double its resident memory.
+// mimalloc (see `alloc`), without transparent huge pages (`no_thp`): a proxy this small
+// would otherwise round its heap up to 2 MiB pages and nearly double its resident memory.
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: ingress_controller::alloc::MiMalloc = ingress_controller::alloc::MiMalloc;
 
 fn main() -> ExitCode {
     let args = Args::parse();
