@@ -270,11 +270,10 @@ impl Proxy {
             log.tried(&choice.target);
             let sent_at = Instant::now();
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
-            match self
-                .pool
-                .send(&choice.target, policy.timeouts, req, slow)
-                .await
-            {
+            // Boxed: its state (the request, a replay copy, the response wait) would
+            // otherwise be carried, and moved, by every future above it.
+            let sent = Box::pin(self.pool.send(&choice.target, policy.timeouts, req, slow));
+            match sent.await {
                 Ok((resp, fresh, link)) => {
                     log.upstream_time = Some(sent_at.elapsed());
                     if fresh {
