@@ -248,8 +248,8 @@ impl Proxy {
         }
         let read = policy.timeouts.read;
         let mut resp = resp.map(|b| ProxyBody::upstream(b, read));
-        if client_h2 {
-            resp.body_mut().watched(conn.stalls.watch(link));
+        if let (true, Some(stalls)) = (client_h2, &conn.stalls) {
+            resp.body_mut().watched(stalls.watch(link));
         }
         Ok(resp)
     }

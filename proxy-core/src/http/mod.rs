@@ -99,11 +99,20 @@ pub(crate) struct Conn {
     pub peer_ip: HeaderValue,
     /// `X-Forwarded-Port`.
     pub local_port: HeaderValue,
-    /// Upstream responses streaming to this connection's HTTP/2 streams.
-    pub stalls: Arc<stall::Stalls>,
+    /// Upstream responses streaming to this connection's HTTP/2 streams; HTTP/1
+    /// connections have none.
+    pub stalls: Option<Arc<stall::Stalls>>,
 }
 
 impl Conn {
+    /// An HTTP/2 connection: its streams are watched for stalls.
+    pub fn h2(info: ConnInfo) -> Self {
+        Self {
+            stalls: Some(Arc::default()),
+            ..Self::new(info)
+        }
+    }
+
     pub fn new(info: ConnInfo) -> Self {
         let peer = info.proxied.unwrap_or(info.remote).ip();
         let local_port = HeaderValue::from(info.local.port());
@@ -112,7 +121,7 @@ impl Conn {
             peer,
             info,
             local_port,
-            stalls: Arc::default(),
+            stalls: None,
         }
     }
 }

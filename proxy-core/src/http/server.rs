@@ -323,14 +323,14 @@ impl Proxy {
                     };
                     match h2c {
                         Some((io, info)) if !stopped => {
-                            let conn = Arc::new(Conn::new(info));
+                            let conn = Arc::new(Conn::h2(info));
                             return Box::pin(proxy.serve_h2(io, &conn, timers, stop)).await;
                         }
                         _ => return,
                     }
                 }
             };
-            let conn = Arc::new(Conn::new(info));
+            let conn = Arc::new(Conn::h2(info));
             Box::pin(proxy.serve_h2(io, &conn, timers, stop)).await
         }
     }
@@ -363,7 +363,8 @@ impl Proxy {
         let mut conn_fut = pin!(self.builder_h2.serve_connection(TokioIo::new(io), service));
         let mut stop = stop;
         let mut idle = pin!(IdleWatch::new(activity, keep_alive));
-        let mut stall_watch = pin!(StallWatch::new(conn.stalls.clone(), send_timeout));
+        let stalls = conn.stalls.clone().unwrap_or_default();
+        let mut stall_watch = pin!(StallWatch::new(stalls, send_timeout));
         let result = loop {
             tokio::select! {
                 result = conn_fut.as_mut() => break result,
