@@ -107,6 +107,7 @@ pub fn route_policy(
         affinity,
         request,
         buffer_body,
+        canary: None,
     }
 }
 
