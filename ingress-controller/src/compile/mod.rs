@@ -179,6 +179,16 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         else {
             continue;
         };
+        if f.ann.canary.is_some() {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                &f.key,
+                "spec.defaultBackend",
+                DiagnosticReason::CanaryDefaultBackend,
+                "a canary Ingress's default backend is not used: a canary only shares the paths of its main Ingress",
+            ));
+            continue;
+        }
         if let Some(current) = default_ref {
             diags.push(Diagnostic::warning(
                 Kind::Ingress,
