@@ -52,6 +52,8 @@ const CANARY_BY_COOKIE: &str = "canary-by-cookie";
 const CANARY_WEIGHT: &str = "canary-weight";
 const CANARY_WEIGHT_TOTAL: &str = "canary-weight-total";
 const AFFINITY_CANARY_BEHAVIOR: &str = "affinity-canary-behavior";
+const UPSTREAM_VHOST: &str = "upstream-vhost";
+const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -90,6 +92,8 @@ const KNOWN: &[&str] = &[
     CANARY_WEIGHT,
     CANARY_WEIGHT_TOTAL,
     AFFINITY_CANARY_BEHAVIOR,
+    UPSTREAM_VHOST,
+    X_FORWARDED_PREFIX,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -200,6 +204,10 @@ pub struct IngressAnnotations {
     /// `canary: "true"`: the Ingress is a canary of the Ingress that has its host and
     /// path, never a route of its own.
     pub canary: Option<CanaryAnnotations>,
+    /// `upstream-vhost`: the `Host` the pods get.
+    pub upstream_vhost: Option<String>,
+    /// `x-forwarded-prefix`: the `X-Forwarded-Prefix` rewritten paths' pods get.
+    pub x_forwarded_prefix: Option<String>,
 }
 
 /// A canary Ingress's annotations.
@@ -478,6 +486,8 @@ pub fn parse(
     };
 
     out.canary = r.canary();
+    out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
+    out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -608,6 +618,34 @@ fn parse_header_value(v: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err("a header value of visible ASCII characters and spaces".into())
+    }
+}
+
+/// `upstream-vhost`: a host name or address, with an optional port. ingress-nginx takes
+/// nginx server-name syntax; a `Host` header only ever holds a name.
+fn parse_upstream_vhost(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 261
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("a host name with an optional port, such as internal.myservice.com".into())
+    }
+}
+
+/// `x-forwarded-prefix`: a path of the characters ingress-nginx allows there, without
+/// `$`: nginx would expand a variable, Portico sends the value as written.
+fn parse_forwarded_prefix(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 1024
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("a path of letters, digits and -._~/ such as /path".into())
     }
 }
 
@@ -1074,6 +1112,39 @@ mod tests {
         }
         let (a, d) = read(&[(&n("canary"), "false")]);
         assert_eq!((a.canary, d.len()), (None, 0));
+    }
+
+    #[test]
+    fn upstream_vhost_and_forwarded_prefix() {
+        let (a, d) = read(&[
+            (
+                "nginx.ingress.kubernetes.io/upstream-vhost",
+                "internal.myservice.com",
+            ),
+            ("portico.dev/x-forwarded-prefix", "/path"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(a.upstream_vhost.as_deref(), Some("internal.myservice.com"));
+        assert_eq!(a.x_forwarded_prefix.as_deref(), Some("/path"));
+        for ok in [
+            "svc.ns.svc.cluster.local:8080",
+            "10.0.0.1",
+            "[::1]:80",
+            "a_b",
+        ] {
+            assert_eq!(parse_upstream_vhost(ok), Ok(ok.to_owned()));
+        }
+        for bad in ["", "$host", "a b", "a\r\nX: y", "a/b", "a;b"] {
+            assert!(parse_upstream_vhost(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "/$1", "/a b", "/a?b", "/a\nb"] {
+            assert!(parse_forwarded_prefix(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/upstream-vhost", "$host")]);
+        assert_eq!(a.upstream_vhost, None);
+        assert!(d[0]
+            .field
+            .contains("nginx.ingress.kubernetes.io/upstream-vhost"));
     }
 
     #[test]

@@ -214,6 +214,7 @@ impl Proxy {
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        policy.upstream_headers.apply(&mut parts.headers);
         if let Either::Right(Either::Left(whole)) = &body {
             parts
                 .headers

@@ -23,6 +23,7 @@ pub mod client;
 mod hsts;
 mod redirect;
 mod rewrite;
+mod upstream_headers;
 mod url_redirect;
 mod www_redirect;
 
@@ -33,6 +34,7 @@ pub use client::ClientAddressPolicy;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use rewrite::{Rewrite, RewriteError};
+pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
 
@@ -62,6 +64,8 @@ pub struct RoutePolicy {
     /// A canary Ingress for the route's host and path: some requests go to its backend
     /// instead, chosen after the request filters, before the pick.
     pub canary: Option<Canary>,
+    /// Headers set on the upstream request (`upstream-vhost`, `x-forwarded-prefix`).
+    pub upstream_headers: UpstreamHeaders,
 }
 
 /// A request filter's verdict.
