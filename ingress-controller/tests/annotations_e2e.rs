@@ -476,3 +476,43 @@ async fn upstream_vhost_and_forwarded_prefix_shape_the_upstream_request() {
     assert_eq!(status, 200);
     assert_eq!(echoed(&headers, "echo-x-forwarded-prefix"), None);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_alias_names_route_as_their_host() {
+    let web = Backend::start("web").await;
+    let other = Backend::start("other").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&service_yaml("other", &[other.addr]));
+    let alias = format!("{NGINX}/server-alias");
+    text.push_str(&annotated(
+        "aliased",
+        "main.example.com",
+        &[(alias.as_str(), "www.main.example.com, taken.example.com")],
+    ));
+    text.push_str(&ingress_yaml("taken", "taken.example.com", "/", "other"));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "main.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let http = ctl.http;
+
+    let (status, headers, body) = fetch_head(http, "www.main.example.com", "/x").await;
+    assert_eq!((status, body.as_str()), (200, "web /x"));
+    // The pod gets the Host the client sent.
+    assert_eq!(headers["echo-host"], "www.main.example.com");
+    // A name an Ingress routes keeps its own rules, and the alias is reported.
+    let (_, _, body) = fetch_head(http, "taken.example.com", "/x").await;
+    assert_eq!(body, "other /x");
+    ctl.wait_log("the clashing alias", FOLLOW, |l| {
+        l.lines().any(|line| {
+            line.contains("default/aliased")
+                && line.contains("server_alias_conflict")
+                && line.contains("taken.example.com")
+        })
+    })
+    .await;
+    let (status, _, _) = fetch_head(http, "nope.example.com", "/x").await;
+    assert_eq!(status, 404);
+}

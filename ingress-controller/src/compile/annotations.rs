@@ -8,6 +8,7 @@ use std::time::Duration;
 use http::HeaderName;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
 use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
+use proxy_core::routes::{HostMatch, HostPattern};
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use crate::store::{Kind, ObjectKey};
@@ -54,6 +55,7 @@ const CANARY_WEIGHT_TOTAL: &str = "canary-weight-total";
 const AFFINITY_CANARY_BEHAVIOR: &str = "affinity-canary-behavior";
 const UPSTREAM_VHOST: &str = "upstream-vhost";
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+const SERVER_ALIAS: &str = "server-alias";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -94,6 +96,7 @@ const KNOWN: &[&str] = &[
     AFFINITY_CANARY_BEHAVIOR,
     UPSTREAM_VHOST,
     X_FORWARDED_PREFIX,
+    SERVER_ALIAS,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -208,6 +211,8 @@ pub struct IngressAnnotations {
     pub upstream_vhost: Option<String>,
     /// `x-forwarded-prefix`: the `X-Forwarded-Prefix` rewritten paths' pods get.
     pub x_forwarded_prefix: Option<String>,
+    /// `server-alias`: more names for the Ingress's hosts, sorted, each once.
+    pub server_alias: Vec<HostMatch>,
 }
 
 /// A canary Ingress's annotations.
@@ -488,6 +493,7 @@ pub fn parse(
     out.canary = r.canary();
     out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
     out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
+    out.server_alias = r.get(SERVER_ALIAS, parse_server_alias).unwrap_or_default();
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -647,6 +653,25 @@ fn parse_forwarded_prefix(v: &str) -> Result<String, String> {
     } else {
         Err("a path of letters, digits and -._~/ such as /path".into())
     }
+}
+
+/// `server-alias`: comma-separated host names (exact, or one `*.` wildcard label), each
+/// once, sorted, as ingress-nginx lists them. ingress-nginx also takes nginx's regex
+/// server names (`~^www\d+`); Portico takes host names only, and a value with any other
+/// name is refused whole, as ingress-nginx refuses a value that fails its check.
+fn parse_server_alias(v: &str) -> Result<Vec<HostMatch>, String> {
+    const EXPECTED: &str = "comma-separated host names such as www.example.com or *.example.com";
+    let mut out: Vec<HostMatch> = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let host = HostPattern::parse(name).map_err(|_| EXPECTED.to_owned())?;
+        out.push(HostMatch::Host(host));
+    }
+    if out.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    out.sort_by_key(|h| h.to_string());
+    out.dedup();
+    Ok(out)
 }
 
 /// `affinity-canary-behavior`: whether it is `legacy`.
@@ -1145,6 +1170,33 @@ mod tests {
         assert!(d[0]
             .field
             .contains("nginx.ingress.kubernetes.io/upstream-vhost"));
+    }
+
+    #[test]
+    fn server_aliases_are_host_names() {
+        let h = |s: &str| HostMatch::parse(Some(s)).unwrap();
+        let (a, d) = read(&[(
+            "nginx.ingress.kubernetes.io/server-alias",
+            " www.foo.com, foo.org ,,*.foo.net, www.foo.com",
+        )]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            a.server_alias,
+            vec![h("*.foo.net"), h("foo.org"), h("www.foo.com")]
+        );
+        for bad in [
+            "",
+            " , ",
+            "~^www\\d+\\.foo\\.com$",
+            "foo.com, a b",
+            "foo.com;",
+            "*.*.foo.com",
+        ] {
+            assert!(parse_server_alias(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("portico.dev/server-alias", "foo.com, $host")]);
+        assert!(a.server_alias.is_empty());
+        assert!(d[0].field.contains("portico.dev/server-alias"));
     }
 
     #[test]

@@ -70,6 +70,13 @@ fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
         annotations.insert("portico.dev/canary".into(), "true".into());
         annotations.insert("portico.dev/canary-weight".into(), "30".into());
     }
+    // Aliases depend on which hosts other Ingresses route, and on which is older.
+    if variant % 4 == 2 {
+        annotations.insert(
+            "portico.dev/server-alias".into(),
+            format!("alias-{app}.example.com, shared-alias.example.com, app-0.example.com").into(),
+        );
+    }
     let class = if variant == 6 { "other" } else { "portico" };
     // Some versions leave their own host's TLS to the `tls_only` Ingress.
     let mut tls_hosts = vec!["shared.example.com".to_owned()];

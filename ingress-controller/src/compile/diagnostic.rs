@@ -103,6 +103,9 @@ pub enum DiagnosticReason {
     CanaryConflict,
     /// A canary Ingress's `spec.defaultBackend`: never the default backend.
     CanaryDefaultBackend,
+    /// A `server-alias` name that an Ingress declares as a host, that another host
+    /// already has as an alias, or of a host whose aliases an older Ingress set: ignored.
+    ServerAliasConflict,
 }
 
 impl DiagnosticReason {
@@ -146,6 +149,7 @@ impl DiagnosticReason {
             CanaryWithoutMain => "canary_without_main",
             CanaryConflict => "canary_conflict",
             CanaryDefaultBackend => "canary_default_backend",
+            ServerAliasConflict => "server_alias_conflict",
         }
     }
 }

@@ -289,6 +289,11 @@ impl RouteCache {
         self.hosts.get(host).is_some_and(|e| e.table.is_some())
     }
 
+    /// The rules of `host`, if some Ingress routes a path of it.
+    pub fn table(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
+        self.hosts.get(host).and_then(|e| e.table.as_ref())
+    }
+
     pub fn tables(&self) -> impl Iterator<Item = Arc<HostRoutes>> + '_ {
         self.hosts.values().filter_map(|e| e.table.clone())
     }

@@ -1566,3 +1566,70 @@ fn canaries_follow_a_regex_main_and_never_set_the_default_backend() {
         )]
     );
 }
+
+#[test]
+fn server_aliases_route_as_their_host_unless_they_clash() {
+    let alias = |v: &str| format!("nginx.ingress.kubernetes.io/server-alias: \"{v}\"");
+    let first = alias("www.foo.com, bar.com, foo.com, *.foo.org");
+    let second = alias("second.com");
+    let store = regex_store(&[
+        regex_ingress("a-foo", "foo.com", &[&first], &[("/", "Prefix", "foo")]),
+        regex_ingress("b-foo", "foo.com", &[&second], &[("/api", "Prefix", "api")]),
+        regex_ingress("bar", "bar.com", &[], &[("/", "Prefix", "bar")]),
+        regex_ingress(
+            "c-canary",
+            "foo.com",
+            &[CANARY, &alias("canary.com")],
+            &[("/", "Prefix", "canary")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    // Every path of the host, from every Ingress.
+    for alias in ["www.foo.com", "x.foo.org"] {
+        assert_eq!(
+            service_for(&c, alias, "/").as_deref(),
+            Some("foo"),
+            "{alias}"
+        );
+        assert_eq!(
+            service_for(&c, alias, "/api/x").as_deref(),
+            Some("api"),
+            "{alias}"
+        );
+    }
+    // A host some Ingress routes keeps its own rules.
+    assert_eq!(service_for(&c, "bar.com", "/").as_deref(), Some("bar"));
+    // The older Ingress's aliases are the host's; a canary's play no part.
+    assert_eq!(service_for(&c, "second.com", "/"), None);
+    assert_eq!(service_for(&c, "canary.com", "/"), None);
+    let field = "metadata.annotations[\"nginx.ingress.kubernetes.io/server-alias\"]";
+    assert_eq!(
+        canary_diags(&c, "a-foo"),
+        vec![(field.to_owned(), DiagnosticReason::ServerAliasConflict)]
+    );
+    assert_eq!(
+        canary_diags(&c, "b-foo"),
+        vec![(field.to_owned(), DiagnosticReason::ServerAliasConflict)]
+    );
+    let a_foo = c
+        .diagnostics
+        .iter()
+        .find(|d| {
+            d.object == ObjectKey::new("default", "a-foo")
+                && d.reason == DiagnosticReason::ServerAliasConflict
+        })
+        .unwrap();
+    assert!(a_foo.message.contains("bar.com"), "{a_foo}");
+    // A regex host's alias is in regex mode too.
+    let store = regex_store(&[regex_ingress(
+        "re",
+        "re.com",
+        &[
+            "nginx.ingress.kubernetes.io/use-regex: \"true\"",
+            &alias("re.net"),
+        ],
+        &[("/r[0-9]+", "ImplementationSpecific", "digits")],
+    )]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(service_for(&c, "re.net", "/R12").as_deref(), Some("digits"));
+}
