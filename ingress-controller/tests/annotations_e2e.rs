@@ -389,3 +389,130 @@ async fn rewrite_target_with_captures_and_host_wide_regex_mode() {
     })
     .await;
 }
+
+/// An Ingress `name` for `host` `path` (ImplementationSpecific) to Service `web`, with
+/// these annotations.
+fn annotated_path(name: &str, host: &str, path: &str, annotations: &[(&str, &str)]) -> String {
+    annotated(name, host, annotations).replace(
+        "      - path: /\n        pathType: Prefix\n",
+        &format!("      - path: \"{path}\"\n        pathType: ImplementationSpecific\n"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_vhost_and_forwarded_prefix_shape_the_upstream_request() {
+    let b = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[b.addr]));
+    let vhost = format!("{NGINX}/upstream-vhost");
+    let prefix = format!("{NGINX}/x-forwarded-prefix");
+    let rewrite = format!("{NGINX}/rewrite-target");
+    text.push_str(&annotated(
+        "vhost",
+        "vhost.example.com",
+        &[(vhost.as_str(), "internal.myservice.com")],
+    ));
+    text.push_str(&annotated(
+        "bad-vhost",
+        "bad-vhost.example.com",
+        &[(vhost.as_str(), "$host")],
+    ));
+    text.push_str(&annotated_path(
+        "prefix",
+        "prefix.example.com",
+        "/something(/|$)(.*)",
+        &[
+            (rewrite.as_str(), "/$2"),
+            ("portico.dev/x-forwarded-prefix", "/something"),
+        ],
+    ));
+    text.push_str(&annotated(
+        "prefix-plain",
+        "prefix-plain.example.com",
+        &[(prefix.as_str(), "/something")],
+    ));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "vhost.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let http = ctl.http;
+    let echoed = |h: &HeaderMap, name: &str| h.get(name).map(|v| v.to_str().unwrap().to_owned());
+
+    // upstream-vhost: the pod gets that Host.
+    let (status, headers, _) = fetch_head(http, "vhost.example.com", "/a").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        echoed(&headers, "echo-host").as_deref(),
+        Some("internal.myservice.com")
+    );
+    // A value that is no host name is reported, and the client's Host goes on.
+    let (_, headers, _) = fetch_head(http, "bad-vhost.example.com", "/").await;
+    assert_eq!(
+        echoed(&headers, "echo-host").as_deref(),
+        Some("bad-vhost.example.com")
+    );
+    ctl.wait_log("the bad upstream-vhost", FOLLOW, |l| {
+        l.lines().any(|line| {
+            line.contains("default/bad-vhost")
+                && line.contains("nginx.ingress.kubernetes.io/upstream-vhost")
+        })
+    })
+    .await;
+
+    // x-forwarded-prefix beside a rewrite: the pod gets the rewritten path and the prefix.
+    let (status, headers, body) = fetch_head(http, "prefix.example.com", "/something/abc").await;
+    assert_eq!((status, body.as_str()), (200, "web /abc"));
+    assert_eq!(
+        echoed(&headers, "echo-x-forwarded-prefix").as_deref(),
+        Some("/something")
+    );
+    assert_eq!(
+        echoed(&headers, "echo-host").as_deref(),
+        Some("prefix.example.com")
+    );
+    // Without a rewrite, ingress-nginx sets no such header.
+    let (status, headers, _) = fetch_head(http, "prefix-plain.example.com", "/x").await;
+    assert_eq!(status, 200);
+    assert_eq!(echoed(&headers, "echo-x-forwarded-prefix"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_alias_names_route_as_their_host() {
+    let web = Backend::start("web").await;
+    let other = Backend::start("other").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&service_yaml("other", &[other.addr]));
+    let alias = format!("{NGINX}/server-alias");
+    text.push_str(&annotated(
+        "aliased",
+        "main.example.com",
+        &[(alias.as_str(), "www.main.example.com, taken.example.com")],
+    ));
+    text.push_str(&ingress_yaml("taken", "taken.example.com", "/", "other"));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "main.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let http = ctl.http;
+
+    let (status, headers, body) = fetch_head(http, "www.main.example.com", "/x").await;
+    assert_eq!((status, body.as_str()), (200, "web /x"));
+    // The pod gets the Host the client sent.
+    assert_eq!(headers["echo-host"], "www.main.example.com");
+    // A name an Ingress routes keeps its own rules, and the alias is reported.
+    let (_, _, body) = fetch_head(http, "taken.example.com", "/x").await;
+    assert_eq!(body, "other /x");
+    ctl.wait_log("the clashing alias", FOLLOW, |l| {
+        l.lines().any(|line| {
+            line.contains("default/aliased")
+                && line.contains("server_alias_conflict")
+                && line.contains("taken.example.com")
+        })
+    })
+    .await;
+    let (status, _, _) = fetch_head(http, "nope.example.com", "/x").await;
+    assert_eq!(status, 404);
+}

@@ -5,7 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use http::HeaderName;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
+use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
+use proxy_core::routes::{HostMatch, HostPattern};
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use crate::store::{Kind, ObjectKey};
@@ -42,6 +45,17 @@ const PRESERVE_TRAILING_SLASH: &str = "preserve-trailing-slash";
 const USE_PORT_IN_REDIRECTS: &str = "use-port-in-redirects";
 const USE_REGEX: &str = "use-regex";
 const REWRITE_TARGET: &str = "rewrite-target";
+const CANARY: &str = "canary";
+const CANARY_BY_HEADER: &str = "canary-by-header";
+const CANARY_BY_HEADER_VALUE: &str = "canary-by-header-value";
+const CANARY_BY_HEADER_PATTERN: &str = "canary-by-header-pattern";
+const CANARY_BY_COOKIE: &str = "canary-by-cookie";
+const CANARY_WEIGHT: &str = "canary-weight";
+const CANARY_WEIGHT_TOTAL: &str = "canary-weight-total";
+const AFFINITY_CANARY_BEHAVIOR: &str = "affinity-canary-behavior";
+const UPSTREAM_VHOST: &str = "upstream-vhost";
+const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
+const SERVER_ALIAS: &str = "server-alias";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -72,6 +86,27 @@ const KNOWN: &[&str] = &[
     USE_PORT_IN_REDIRECTS,
     USE_REGEX,
     REWRITE_TARGET,
+    CANARY,
+    CANARY_BY_HEADER,
+    CANARY_BY_HEADER_VALUE,
+    CANARY_BY_HEADER_PATTERN,
+    CANARY_BY_COOKIE,
+    CANARY_WEIGHT,
+    CANARY_WEIGHT_TOTAL,
+    AFFINITY_CANARY_BEHAVIOR,
+    UPSTREAM_VHOST,
+    X_FORWARDED_PREFIX,
+    SERVER_ALIAS,
+];
+
+/// The keys that shape a canary, meaningless without `canary: "true"`.
+const CANARY_KEYS: &[&str] = &[
+    CANARY_BY_HEADER,
+    CANARY_BY_HEADER_VALUE,
+    CANARY_BY_HEADER_PATTERN,
+    CANARY_BY_COOKIE,
+    CANARY_WEIGHT,
+    CANARY_WEIGHT_TOTAL,
 ];
 
 /// ingress-nginx's annotations that paste raw nginx configuration. Portico never executes
@@ -169,6 +204,26 @@ pub struct IngressAnnotations {
     /// `rewrite-target`: the path upstream gets, from the groups of the rule path's
     /// regex; implies regex paths (for paths other than the target itself).
     pub rewrite_target: Option<String>,
+    /// `canary: "true"`: the Ingress is a canary of the Ingress that has its host and
+    /// path, never a route of its own.
+    pub canary: Option<CanaryAnnotations>,
+    /// `upstream-vhost`: the `Host` the pods get.
+    pub upstream_vhost: Option<String>,
+    /// `x-forwarded-prefix`: the `X-Forwarded-Prefix` rewritten paths' pods get.
+    pub x_forwarded_prefix: Option<String>,
+    /// `server-alias`: more names for the Ingress's hosts, sorted, each once.
+    pub server_alias: Vec<HostMatch>,
+}
+
+/// A canary Ingress's annotations.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryAnnotations {
+    /// `canary-by-header`, `-value`, `-pattern`, `canary-by-cookie`, `canary-weight`,
+    /// `canary-weight-total`.
+    pub rule: CanaryRule,
+    /// `affinity-canary-behavior: legacy`: the canary keeps its own affinity settings
+    /// (none unless it sets them) instead of taking the main Ingress's.
+    pub legacy_affinity: bool,
 }
 
 impl IngressAnnotations {
@@ -194,7 +249,7 @@ struct Reader<'a> {
     diags: &'a mut Vec<Diagnostic>,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
     /// Whether `name` is set under either prefix.
     fn present(&self, name: &str) -> bool {
         KNOWN
@@ -231,6 +286,114 @@ impl Reader<'_> {
                 default
             }
         }
+    }
+
+    /// The full annotation name `name` is set under, if it is.
+    fn full(&self, name: &str) -> Option<&'a str> {
+        let i = KNOWN.iter().position(|k| *k == name)?;
+        self.values[i].map(|(full, _)| full)
+    }
+
+    /// A warning about annotation `name`, when it is set.
+    fn warn(&mut self, name: &str, message: impl FnOnce(&str) -> String) {
+        if let Some(full) = self.full(name) {
+            let message = message(full);
+            self.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                self.key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::InvalidAnnotation,
+                message,
+            ));
+        }
+    }
+
+    /// The canary's annotations, as ingress-nginx's canary parser and Lua balancer read
+    /// them, when `canary` is `"true"`. Canary keys without it are reported and ignored.
+    fn canary(&mut self) -> Option<CanaryAnnotations> {
+        if !self.get(CANARY, parse_bool).unwrap_or(false) {
+            let set: Vec<&str> = CANARY_KEYS.iter().filter_map(|k| self.full(k)).collect();
+            if !set.is_empty() {
+                let list = set.join(", ");
+                self.diags.push(Diagnostic::warning(
+                    Kind::Ingress,
+                    self.key,
+                    ANNOTATIONS_FIELD,
+                    DiagnosticReason::InvalidAnnotation,
+                    format!("{list} ignored: the Ingress does not set canary: \"true\""),
+                ));
+            }
+            return None;
+        }
+        let header = self.get(CANARY_BY_HEADER, parse_canary_header);
+        // An empty value or pattern counts as none, as in the balancer.
+        let value = self
+            .get(CANARY_BY_HEADER_VALUE, parse_header_value)
+            .filter(|v| !v.is_empty());
+        let pattern = self
+            .get(CANARY_BY_HEADER_PATTERN, |v| Ok(v.to_owned()))
+            .filter(|v| !v.is_empty());
+        let header = match header {
+            Some(name) => {
+                let judge = if let Some(v) = value {
+                    if pattern.is_some() {
+                        self.warn(CANARY_BY_HEADER_PATTERN, |full| {
+                            format!("annotation {full} is ignored: canary-by-header-value is set, as in ingress-nginx")
+                        });
+                    }
+                    HeaderJudge::Value(v.into_bytes().into())
+                } else if let Some(p) = pattern {
+                    match HeaderPattern::new(&p) {
+                        Ok(p) => HeaderJudge::Pattern(p),
+                        Err(e) => {
+                            if let Some(full) = self.full(CANARY_BY_HEADER_PATTERN) {
+                                self.diags.push(Diagnostic::error(
+                                    Kind::Ingress,
+                                    self.key,
+                                    format!("metadata.annotations[{full:?}]"),
+                                    DiagnosticReason::InvalidAnnotation,
+                                    format!("annotation {full} {p:?} is not a regular expression Portico can match ({e}); requests carrying the header go to the main backend, as ingress-nginx sends them when its match fails"),
+                                ));
+                            }
+                            HeaderJudge::Broken
+                        }
+                    }
+                } else {
+                    HeaderJudge::AlwaysNever
+                };
+                Some(ByHeader { name, judge })
+            }
+            None => {
+                for key in [CANARY_BY_HEADER_VALUE, CANARY_BY_HEADER_PATTERN] {
+                    self.warn(key, |full| {
+                        format!("annotation {full} has no effect without canary-by-header")
+                    });
+                }
+                None
+            }
+        };
+        let cookie = self
+            .get(CANARY_BY_COOKIE, parse_cookie_name)
+            .map(Into::into);
+        let weight = self.get(CANARY_WEIGHT, parse_int).unwrap_or(0);
+        let weight_total = self.get(CANARY_WEIGHT_TOTAL, parse_int).unwrap_or(100);
+        if weight_total < 100 {
+            self.warn(CANARY_WEIGHT_TOTAL, |full| {
+                format!("annotation {full} is {weight_total}; a total under 100 counts as 100, as in ingress-nginx")
+            });
+        }
+        let legacy_affinity = self
+            .get(AFFINITY_CANARY_BEHAVIOR, parse_canary_behavior)
+            .unwrap_or(false);
+        Some(CanaryAnnotations {
+            rule: CanaryRule {
+                header,
+                cookie,
+                weight,
+                weight_total,
+            },
+            legacy_affinity,
+        })
     }
 
     /// The value of `name`, parsed by `parse`. A parse error is reported and the
@@ -327,6 +490,10 @@ pub fn parse(
             })
     };
 
+    out.canary = r.canary();
+    out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
+    out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
+    out.server_alias = r.get(SERVER_ALIAS, parse_server_alias).unwrap_or_default();
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -438,6 +605,81 @@ fn parse_rewrite_target(v: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err(EXPECTED.into())
+    }
+}
+
+/// `canary-by-header`: a header name, which the balancer reads as nginx's
+/// `$http_NAME`, so case does not matter and `_` stands for `-`.
+fn parse_canary_header(v: &str) -> Result<HeaderName, String> {
+    let name = v.replace('_', "-").to_ascii_lowercase();
+    match HeaderName::from_bytes(name.as_bytes()) {
+        Ok(h) if !name.is_empty() => Ok(h),
+        _ => Err("an HTTP header name".into()),
+    }
+}
+
+/// `canary-by-header-value`: what a header value can hold (visible ASCII and spaces).
+fn parse_header_value(v: &str) -> Result<String, String> {
+    if v.len() <= 1024 && v.bytes().all(|b| b == b' ' || b.is_ascii_graphic()) {
+        Ok(v.to_owned())
+    } else {
+        Err("a header value of visible ASCII characters and spaces".into())
+    }
+}
+
+/// `upstream-vhost`: a host name or address, with an optional port. ingress-nginx takes
+/// nginx server-name syntax; a `Host` header only ever holds a name.
+fn parse_upstream_vhost(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 261
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("a host name with an optional port, such as internal.myservice.com".into())
+    }
+}
+
+/// `x-forwarded-prefix`: a path of the characters ingress-nginx allows there, without
+/// `$`: nginx would expand a variable, Portico sends the value as written.
+fn parse_forwarded_prefix(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 1024
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("a path of letters, digits and -._~/ such as /path".into())
+    }
+}
+
+/// `server-alias`: comma-separated host names (exact, or one `*.` wildcard label), each
+/// once, sorted, as ingress-nginx lists them. ingress-nginx also takes nginx's regex
+/// server names (`~^www\d+`); Portico takes host names only, and a value with any other
+/// name is refused whole, as ingress-nginx refuses a value that fails its check.
+fn parse_server_alias(v: &str) -> Result<Vec<HostMatch>, String> {
+    const EXPECTED: &str = "comma-separated host names such as www.example.com or *.example.com";
+    let mut out: Vec<HostMatch> = Vec::new();
+    for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        let host = HostPattern::parse(name).map_err(|_| EXPECTED.to_owned())?;
+        out.push(HostMatch::Host(host));
+    }
+    if out.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    out.sort_by_key(|h| h.to_string());
+    out.dedup();
+    Ok(out)
+}
+
+/// `affinity-canary-behavior`: whether it is `legacy`.
+fn parse_canary_behavior(v: &str) -> Result<bool, String> {
+    match v {
+        "sticky" => Ok(false),
+        "legacy" => Ok(true),
+        _ => Err("sticky or legacy".into()),
     }
 }
 
@@ -669,7 +911,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/stream-snippet", "x"),
             ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
-            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
             ("nginx.ingress.kubernetes.io/enable-cors", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
@@ -711,7 +953,7 @@ mod tests {
         );
         assert_eq!(
             d[1].message,
-            "annotations nginx.ingress.kubernetes.io/canary, nginx.ingress.kubernetes.io/enable-cors, \
+            "annotations nginx.ingress.kubernetes.io/auth-url, nginx.ingress.kubernetes.io/enable-cors, \
              nginx.ingress.kubernetes.io/whitelist-source-range are not supported by Portico, ignored"
         );
         assert_eq!(
@@ -786,6 +1028,175 @@ mod tests {
         assert!(d[0]
             .message
             .contains("nginx.ingress.kubernetes.io/app-root"));
+    }
+
+    #[test]
+    fn canary_keys_as_ingress_nginx_reads_them() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let (a, d) = read(&[
+            (&n("canary"), "true"),
+            (&n("canary-by-header"), "Canary_By_Header"),
+            (&n("canary-by-header-value"), "DoCanary"),
+            (&n("canary-by-header-pattern"), "^Do"),
+            ("portico.dev/canary-by-cookie", "Canary-By-Cookie"),
+            (&n("canary-weight"), "30"),
+        ]);
+        let c = a.canary.expect("a canary");
+        let header = c.rule.header.expect("by header");
+        // nginx's `$http_canary_by_header`: `_` is `-`, case does not matter.
+        assert_eq!(header.name.as_str(), "canary-by-header");
+        assert_eq!(
+            header.judge,
+            HeaderJudge::Value(b"DoCanary".to_vec().into())
+        );
+        assert_eq!(c.rule.cookie.as_deref(), Some("Canary-By-Cookie"));
+        assert_eq!((c.rule.weight, c.rule.weight_total), (30, 100));
+        assert!(!c.legacy_affinity);
+        // The value wins over the pattern, which is said to be ignored.
+        assert_eq!(d.len(), 1, "{d:?}");
+        assert!(
+            d[0].message.contains("canary-by-header-pattern"),
+            "{}",
+            d[0]
+        );
+
+        let (a, d) = read(&[
+            (&n("canary"), "true"),
+            (&n("canary-by-header"), "X-Canary"),
+            (&n("canary-by-header-pattern"), "^Do[A-Z][a-z]+y$"),
+            (&n("canary-weight-total"), "200"),
+            (&n("affinity-canary-behavior"), "legacy"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = a.canary.expect("a canary");
+        assert!(matches!(
+            c.rule.header.map(|h| h.judge),
+            Some(HeaderJudge::Pattern(_))
+        ));
+        assert_eq!(c.rule.weight_total, 200);
+        assert!(c.legacy_affinity);
+
+        // The e2e test's broken pattern: reported, and kept as a pattern that fails.
+        let (a, d) = read(&[
+            (&n("canary"), "true"),
+            (&n("canary-by-header"), "CanaryByHeader"),
+            (&n("canary-by-header-pattern"), "[][**da?$&*"),
+        ]);
+        assert_eq!(
+            a.canary.and_then(|c| c.rule.header).map(|h| h.judge),
+            Some(HeaderJudge::Broken)
+        );
+        assert_eq!(d[0].severity, Severity::Error);
+        assert_eq!(
+            d[0].field,
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/canary-by-header-pattern\"]"
+        );
+
+        // Bad values: reported, and the defaults apply (weight 0, total 100).
+        let (a, d) = read(&[
+            (&n("canary"), "true"),
+            (&n("canary-weight"), "ten"),
+            (&n("canary-weight-total"), "50"),
+            (&n("canary-by-header"), "bad header"),
+            (&n("canary-by-cookie"), "a;b"),
+        ]);
+        let c = a.canary.expect("still a canary");
+        assert_eq!(
+            c.rule,
+            CanaryRule {
+                weight_total: 50,
+                ..CanaryRule::default()
+            }
+        );
+        let fields: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
+        for key in [
+            "canary-weight\"",
+            "canary-weight-total",
+            "canary-by-header\"",
+            "canary-by-cookie",
+        ] {
+            assert!(fields.iter().any(|f| f.contains(key)), "{key}: {fields:?}");
+        }
+
+        // Canary keys without canary: "true" are reported and the Ingress is no canary.
+        for canary in [None, Some("false"), Some("yes")] {
+            let mut pairs = vec![(n("canary-weight"), "50".to_owned())];
+            if let Some(v) = canary {
+                pairs.push((n("canary"), v.to_owned()));
+            }
+            let pairs: Vec<(&str, &str)> = pairs
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let (a, d) = read(&pairs);
+            assert_eq!(a.canary, None);
+            assert!(
+                d.iter().any(|d| d.message.contains("canary-weight")),
+                "{d:?}"
+            );
+        }
+        let (a, d) = read(&[(&n("canary"), "false")]);
+        assert_eq!((a.canary, d.len()), (None, 0));
+    }
+
+    #[test]
+    fn upstream_vhost_and_forwarded_prefix() {
+        let (a, d) = read(&[
+            (
+                "nginx.ingress.kubernetes.io/upstream-vhost",
+                "internal.myservice.com",
+            ),
+            ("portico.dev/x-forwarded-prefix", "/path"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(a.upstream_vhost.as_deref(), Some("internal.myservice.com"));
+        assert_eq!(a.x_forwarded_prefix.as_deref(), Some("/path"));
+        for ok in [
+            "svc.ns.svc.cluster.local:8080",
+            "10.0.0.1",
+            "[::1]:80",
+            "a_b",
+        ] {
+            assert_eq!(parse_upstream_vhost(ok), Ok(ok.to_owned()));
+        }
+        for bad in ["", "$host", "a b", "a\r\nX: y", "a/b", "a;b"] {
+            assert!(parse_upstream_vhost(bad).is_err(), "{bad:?}");
+        }
+        for bad in ["", "/$1", "/a b", "/a?b", "/a\nb"] {
+            assert!(parse_forwarded_prefix(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/upstream-vhost", "$host")]);
+        assert_eq!(a.upstream_vhost, None);
+        assert!(d[0]
+            .field
+            .contains("nginx.ingress.kubernetes.io/upstream-vhost"));
+    }
+
+    #[test]
+    fn server_aliases_are_host_names() {
+        let h = |s: &str| HostMatch::parse(Some(s)).unwrap();
+        let (a, d) = read(&[(
+            "nginx.ingress.kubernetes.io/server-alias",
+            " www.foo.com, foo.org ,,*.foo.net, www.foo.com",
+        )]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            a.server_alias,
+            vec![h("*.foo.net"), h("foo.org"), h("www.foo.com")]
+        );
+        for bad in [
+            "",
+            " , ",
+            "~^www\\d+\\.foo\\.com$",
+            "foo.com, a b",
+            "foo.com;",
+            "*.*.foo.com",
+        ] {
+            assert!(parse_server_alias(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("portico.dev/server-alias", "foo.com, $host")]);
+        assert!(a.server_alias.is_empty());
+        assert!(d[0].field.contains("portico.dev/server-alias"));
     }
 
     #[test]

@@ -40,7 +40,8 @@ fn tls_secret(name: &str, cert: &str, key: &str) -> Object {
 }
 
 /// `variant` moves what else an edit can change: the age (which claim wins), the
-/// redirect annotations, the default backend, and whether the Ingress is of our class.
+/// redirect and canary annotations, the default backend, and whether the Ingress is of
+/// our class.
 fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     let paths: Vec<_> = (0..paths)
         .map(|p| {
@@ -63,6 +64,18 @@ fn ingress(app: usize, secret: usize, paths: usize, variant: usize) -> Object {
     // The www twins depend on which hosts other Ingresses name.
     if variant % 3 == 1 {
         annotations.insert("portico.dev/from-to-www-redirect".into(), "true".into());
+    }
+    // A canary joins whichever Ingress claims its paths, or has none to join.
+    if variant % 7 == 5 {
+        annotations.insert("portico.dev/canary".into(), "true".into());
+        annotations.insert("portico.dev/canary-weight".into(), "30".into());
+    }
+    // Aliases depend on which hosts other Ingresses route, and on which is older.
+    if variant % 4 == 2 {
+        annotations.insert(
+            "portico.dev/server-alias".into(),
+            format!("alias-{app}.example.com, shared-alias.example.com, app-0.example.com").into(),
+        );
     }
     let class = if variant == 6 { "other" } else { "portico" };
     // Some versions leave their own host's TLS to the `tls_only` Ingress.
@@ -161,7 +174,7 @@ fn reusing_a_cache_equals_compiling_from_scratch() {
             1 => store.apply(tls_secret(&name, &other_cert, &good_key)),
             2 => store.apply(tls_secret(&name, "not pem", &good_key)),
             3 => store.remove(Kind::Secret, &ObjectKey::new("default", &name)),
-            4 => store.apply(ingress(app, rng.below(4), 1 + rng.below(3), rng.below(7))),
+            4 => store.apply(ingress(app, rng.below(4), 1 + rng.below(3), rng.below(8))),
             5 => store.remove(
                 Kind::Ingress,
                 &ObjectKey::new("default", &format!("ing-{app}")),

@@ -95,6 +95,17 @@ pub enum DiagnosticReason {
     DuplicateAffinityKey,
     /// `from-to-www-redirect` would redirect a host that an Ingress names; no redirect.
     WwwRedirectConflict,
+    /// A canary Ingress path that no other Ingress routes (same host, path and
+    /// pathType): not served.
+    CanaryWithoutMain,
+    /// A canary path whose main route already has an older canary, or whose backend is
+    /// the main's own: ignored.
+    CanaryConflict,
+    /// A canary Ingress's `spec.defaultBackend`: never the default backend.
+    CanaryDefaultBackend,
+    /// A `server-alias` name that an Ingress declares as a host, that another host
+    /// already has as an alias, or of a host whose aliases an older Ingress set: ignored.
+    ServerAliasConflict,
 }
 
 impl DiagnosticReason {
@@ -135,6 +146,10 @@ impl DiagnosticReason {
             InvalidAffinityKey => "invalid_affinity_key",
             DuplicateAffinityKey => "duplicate_affinity_key",
             WwwRedirectConflict => "www_redirect_conflict",
+            CanaryWithoutMain => "canary_without_main",
+            CanaryConflict => "canary_conflict",
+            CanaryDefaultBackend => "canary_default_backend",
+            ServerAliasConflict => "server_alias_conflict",
         }
     }
 }

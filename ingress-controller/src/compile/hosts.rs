@@ -13,7 +13,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use proxy_core::config::BackendId;
-use proxy_core::pipeline::{Rewrite, RoutePolicy};
+use proxy_core::pipeline::{Canary, Rewrite, RoutePolicy};
 use proxy_core::routes::{
     HostMatch, HostRoutes, PathRegex, PathType, RegexRule, RouteRule, RouteTarget,
 };
@@ -98,8 +98,11 @@ impl Fragment {
                         continue;
                     }
                 };
-                let regex_path = ann.regex_path(p.path.as_deref().unwrap_or("/"));
-                let parsed = if regex_path {
+                // A canary's paths are matched against its main's as written; its own
+                // regex annotations play no part, as in ingress-nginx.
+                let regex_path =
+                    ann.canary.is_none() && ann.regex_path(p.path.as_deref().unwrap_or("/"));
+                let parsed = if regex_path || ann.canary.is_some() {
                     syntax::parse_regex_path(p.path.as_deref())
                 } else {
                     syntax::parse_path(p.path.as_deref())
@@ -281,9 +284,14 @@ impl RouteCache {
         update
     }
 
-    /// Whether some Ingress of our class has a path for `host`.
+    /// Whether some Ingress of our class routes a path of `host` (a canary alone does not).
     pub fn has_host(&self, host: &HostMatch) -> bool {
-        self.hosts.contains_key(host)
+        self.hosts.get(host).is_some_and(|e| e.table.is_some())
+    }
+
+    /// The rules of `host`, if some Ingress routes a path of it.
+    pub fn table(&self, host: &HostMatch) -> Option<&Arc<HostRoutes>> {
+        self.hosts.get(host).and_then(|e| e.table.as_ref())
     }
 
     pub fn tables(&self) -> impl Iterator<Item = Arc<HostRoutes>> + '_ {
@@ -315,6 +323,9 @@ fn build_host(
     defaults: &PolicyDefaults,
 ) -> HostEntry {
     let mut claims: HashMap<(&str, PathType), &Arc<str>> = HashMap::new();
+    // Which rule each claim made, for the canaries.
+    let mut claimed: HashMap<(&str, PathType), usize> = HashMap::new();
+    let mut canaries: Vec<(&Arc<Fragment>, &ParsedPath)> = Vec::new();
     // The paths of one Ingress share its policy where they can.
     let mut shared: HashMap<*const Fragment, Arc<RoutePolicy>> = HashMap::new();
     let mut diags = Vec::new();
@@ -323,6 +334,10 @@ fn build_host(
     let mut winners = Vec::with_capacity(candidates.len());
     for &(f, i) in candidates {
         let p = &f.paths[i as usize];
+        if f.ann.canary.is_some() {
+            canaries.push((f, p));
+            continue;
+        }
         // A regex is its own claim: its trailing slash means something.
         let claim_key = match p.regex {
             Some(_) => p.path.as_str(),
@@ -349,6 +364,7 @@ fn build_host(
             continue;
         };
         claims.insert(claim, &f.source);
+        claimed.insert(claim, rules.len());
         let policy = if p.rewrite.is_none() && policy::shared_across_paths(&f.ann) {
             shared
                 .entry(Arc::as_ptr(f))
@@ -381,6 +397,11 @@ fn build_host(
             field: RefField::Path(p.field),
         });
     }
+    for (f, p) in canaries {
+        if let Some(winner) = add_canary(host, f, p, &claimed, &mut rules, &mut diags) {
+            winners.push(winner);
+        }
+    }
     let table = if won.iter().any(|(_, p)| p.regex.is_some()) {
         let regex = regex_rules(host, rules, &won, &mut diags);
         Some(HostRoutes::with_regex(host.clone(), regex))
@@ -393,6 +414,102 @@ fn build_host(
         diags,
         winners,
     }
+}
+
+/// Makes canary path `p` of Ingress `f` the canary of the rule that claimed the same
+/// path and type on `host`, as ingress-nginx merges a canary's backend into the main's:
+/// the main's route keeps everything of its own (its policy, redirects, rewrite) and
+/// only the backend changes for the requests the canary takes. The first canary of a
+/// rule (oldest first) is the one; a path with no main is not served. Returns the
+/// canary's backend reference when it was taken.
+fn add_canary(
+    host: &HostMatch,
+    f: &Arc<Fragment>,
+    p: &ParsedPath,
+    claimed: &HashMap<(&str, PathType), usize>,
+    rules: &mut [RouteRule],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BackendRef> {
+    let ann = f.ann.canary.as_ref()?;
+    let field = p.field.to_string();
+    // The main's claim: its canonical path, or a regex path as written.
+    let normalized = syntax::parse_path(Some(&p.path)).ok();
+    let keys = [
+        normalized
+            .as_deref()
+            .map(|n| syntax::claim_path(n, p.path_type)),
+        Some(p.path.as_str()),
+    ];
+    let main = keys
+        .into_iter()
+        .flatten()
+        .find_map(|k| claimed.get(&(k, p.path_type)).copied());
+    let Some(at) = main else {
+        diags.push(Diagnostic::error(
+            Kind::Ingress,
+            &f.key,
+            field,
+            DiagnosticReason::CanaryWithoutMain,
+            format!(
+                "canary path: no Ingress routes host {host} path {:?} ({}) for it to be a canary of; path not served",
+                p.path, p.path_type
+            ),
+        ));
+        return None;
+    };
+    let backend = f.backend_at(p.field)?;
+    let (service, port) = reference(&f.key, backend, &BackendField(p.field), diags)?;
+    let id = BackendId::new(&f.key.namespace, service, &port.to_string());
+    let rule = rules.get_mut(at)?;
+    if let Some(first) = &rule.target.policy.canary {
+        diags.push(Diagnostic::error(
+            Kind::Ingress,
+            &f.key,
+            field,
+            DiagnosticReason::CanaryConflict,
+            format!(
+                "host {host} path {:?} ({}) of {} already has a canary (backend {}) from an older Ingress; only one canary per path, this one is ignored",
+                p.path, p.path_type, rule.target.source, first.backend
+            ),
+        ));
+        return None;
+    }
+    if id == rule.target.backend {
+        diags.push(Diagnostic::error(
+            Kind::Ingress,
+            &f.key,
+            format!("{field}.backend"),
+            DiagnosticReason::CanaryConflict,
+            format!(
+                "canary backend {id} is the backend of its main Ingress {}; canary ignored",
+                rule.target.source
+            ),
+        ));
+        return None;
+    }
+    let mut policy = RoutePolicy::clone(&rule.target.policy);
+    // `sticky` (the default): the canary's sessions follow the main's cookie settings;
+    // `legacy`: the canary's own, if it has any.
+    let affinity = if ann.legacy_affinity {
+        f.ann.affinity.clone().map(|mut a| {
+            if a.path.is_none() {
+                a.path = Some(p.path.as_str().into());
+            }
+            a
+        })
+    } else {
+        policy.affinity.clone()
+    };
+    policy.canary = Some(Canary {
+        backend: id,
+        affinity,
+        rule: Arc::new(ann.rule.clone()),
+    });
+    rule.target.policy = Arc::new(policy);
+    Some(BackendRef {
+        fragment: Arc::clone(f),
+        field: RefField::Path(p.field),
+    })
 }
 
 /// The rules of a host in regex mode, as ingress-nginx lays out its locations once one

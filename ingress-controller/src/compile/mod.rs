@@ -20,6 +20,7 @@
 //!   limit) is its Ingress's, in the route's policy: two Ingresses on one Service keep
 //!   their own.
 
+mod aliases;
 mod annotations;
 mod backends;
 mod certs;
@@ -179,6 +180,16 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         else {
             continue;
         };
+        if f.ann.canary.is_some() {
+            diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                &f.key,
+                "spec.defaultBackend",
+                DiagnosticReason::CanaryDefaultBackend,
+                "a canary Ingress's default backend is not used: a canary only shares the paths of its main Ingress",
+            ));
+            continue;
+        }
         if let Some(current) = default_ref {
             diags.push(Diagnostic::warning(
                 Kind::Ingress,
@@ -226,6 +237,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     diags.extend(cache.routes.diagnostics().cloned());
     diags.extend(cache.backends.diagnostics().cloned());
     let www_hosts = www::redirect_hosts(&update.fragments, &cache.routes, &defaults, &mut diags);
+    let alias_hosts = aliases::alias_hosts(&update.fragments, &cache.routes, &mut diags);
 
     let l4 = if opts.service_proxy {
         let index = endpoints::EndpointIndex::new(store);
@@ -235,7 +247,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let config = Config {
         generation: opts.generation,
-        routes: RouteTable::from_hosts(cache.routes.tables().chain(www_hosts)),
+        routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
         default_backend,
         backends: cache.backends.backends(),
         l4,

@@ -3,7 +3,8 @@
 use http::{HeaderValue, StatusCode};
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BodyLimit, RequestFilter, Rewrite, RoutePolicy, SslRedirect, UrlRedirect,
+    AppRoot, BodyLimit, RequestFilter, Rewrite, RoutePolicy, SslRedirect, UpstreamHeaders,
+    UrlRedirect,
 };
 
 use super::annotations::IngressAnnotations;
@@ -71,6 +72,20 @@ pub fn route_policy(
             request.push(RequestFilter::UrlRedirect(UrlRedirect { code, url }));
         }
     }
+    // ingress-nginx sets `X-Forwarded-Prefix` only beside a rewrite (its proxy_pass
+    // template writes the header in the rewrite branch alone).
+    let forwarded_prefix = ann
+        .x_forwarded_prefix
+        .as_deref()
+        .filter(|_| rewrite.is_some())
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    let upstream_headers = UpstreamHeaders {
+        host: ann
+            .upstream_vhost
+            .as_deref()
+            .and_then(|v| HeaderValue::from_str(v).ok()),
+        forwarded_prefix,
+    };
     // Recorded here, applied once the filters are done: the HTTPS redirect keeps the
     // request's own URI, as ingress-nginx's does.
     if let Some(rewrite) = rewrite {
@@ -107,6 +122,8 @@ pub fn route_policy(
         affinity,
         request,
         buffer_body,
+        canary: None,
+        upstream_headers,
     }
 }
 
@@ -165,6 +182,30 @@ mod tests {
         assert_eq!(
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
+        );
+    }
+
+    #[test]
+    fn forwarded_prefix_only_beside_a_rewrite() {
+        let ann = IngressAnnotations {
+            upstream_vhost: Some("internal.myservice.com".into()),
+            x_forwarded_prefix: Some("/path".into()),
+            ..IngressAnnotations::default()
+        };
+        let defaults = PolicyDefaults::default();
+        let plain = route_policy(&ann, &defaults, false, "/", None);
+        assert_eq!(
+            plain.upstream_headers,
+            UpstreamHeaders {
+                host: Some(HeaderValue::from_static("internal.myservice.com")),
+                forwarded_prefix: None,
+            }
+        );
+        let rewrite = Rewrite::new("/something(/|$)(.*)", "/$2").unwrap();
+        let rewritten = route_policy(&ann, &defaults, false, "/", Some(rewrite));
+        assert_eq!(
+            rewritten.upstream_headers.forwarded_prefix,
+            Some(HeaderValue::from_static("/path"))
         );
     }
 

@@ -1322,3 +1322,314 @@ fn exact_paths_and_regexes_the_engine_refuses_in_regex_mode() {
         .to_string();
     assert!(msg.contains("look-around"), "{msg}");
 }
+
+const CANARY: &str = "nginx.ingress.kubernetes.io/canary: \"true\"";
+
+/// What an Ingress is told, but for its Services missing from these fixtures.
+fn canary_diags(c: &Compiled, name: &str) -> Vec<(String, DiagnosticReason)> {
+    let mut d = diags_on(c, Kind::Ingress, "default", name);
+    d.retain(|(_, r)| *r != DiagnosticReason::ServiceNotFound);
+    d
+}
+
+/// The canary of the route `compile` picks for a request, as (service, affinity cookie).
+fn canary_of(c: &Compiled, host: &str, path: &str) -> Option<(String, Option<String>)> {
+    let t = c.config.routes.lookup(host, path)?;
+    let canary = t.policy.canary.as_ref()?;
+    Some((
+        canary.backend.service.to_string(),
+        canary.affinity.as_ref().map(|a| a.name.to_string()),
+    ))
+}
+
+#[test]
+fn a_canary_ingress_joins_its_main_route_whichever_is_older() {
+    for (main_name, canary_name) in [("a-main", "b-canary"), ("b-main", "a-canary")] {
+        let store = regex_store(&[
+            regex_ingress(
+                main_name,
+                "foo.com",
+                &[],
+                &[("/info", "Prefix", "main"), ("/other", "Prefix", "main")],
+            ),
+            regex_ingress(
+                canary_name,
+                "foo.com",
+                &[
+                    CANARY,
+                    "nginx.ingress.kubernetes.io/canary-by-header: CanaryByHeader",
+                    // The canary's other annotations are the main's business.
+                    "nginx.ingress.kubernetes.io/app-root: /app1",
+                ],
+                &[("/info", "Prefix", "canary")],
+            ),
+        ]);
+        let c = compile(&store, &CompileOptions::default());
+        assert!(canary_diags(&c, main_name).is_empty());
+        assert!(canary_diags(&c, canary_name).is_empty());
+        // Never a competitor: the route is the main's, with the canary beside it.
+        assert_eq!(service_for(&c, "foo.com", "/info").as_deref(), Some("main"));
+        assert_eq!(
+            canary_of(&c, "foo.com", "/info/x"),
+            Some(("canary".to_owned(), None))
+        );
+        let t = c.config.routes.lookup("foo.com", "/info").unwrap();
+        assert_eq!(&*t.source, format!("default/{main_name}"));
+        assert!(t
+            .policy
+            .request
+            .iter()
+            .all(|f| !matches!(f, RequestFilter::AppRoot(_))));
+        // Only the path the canary names.
+        assert_eq!(canary_of(&c, "foo.com", "/other"), None);
+        assert_eq!(
+            service_for(&c, "foo.com", "/other").as_deref(),
+            Some("main")
+        );
+        // The canary's backend is resolved like any other.
+        assert!(c
+            .config
+            .backends
+            .contains_key(&BackendId::new("default", "canary", "80")));
+    }
+}
+
+#[test]
+fn a_canary_without_a_main_is_reported_and_not_served() {
+    let store = regex_store(&[
+        regex_ingress("main", "foo.com", &[], &[("/info", "Prefix", "main")]),
+        // Another host, another path, another path type: none has a main.
+        regex_ingress(
+            "solo",
+            "solo.com",
+            &[CANARY],
+            &[("/info", "Prefix", "canary")],
+        ),
+        regex_ingress(
+            "elsewhere",
+            "foo.com",
+            &[CANARY],
+            &[
+                ("/info/x", "Prefix", "canary"),
+                ("/info", "Exact", "canary"),
+            ],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(service_for(&c, "solo.com", "/info"), None);
+    assert_eq!(
+        canary_diags(&c, "solo"),
+        vec![(
+            "spec.rules[0].http.paths[0]".to_owned(),
+            DiagnosticReason::CanaryWithoutMain
+        )]
+    );
+    assert_eq!(
+        canary_diags(&c, "elsewhere"),
+        vec![
+            (
+                "spec.rules[0].http.paths[0]".to_owned(),
+                DiagnosticReason::CanaryWithoutMain
+            ),
+            (
+                "spec.rules[0].http.paths[1]".to_owned(),
+                DiagnosticReason::CanaryWithoutMain
+            ),
+        ]
+    );
+    assert_eq!(
+        service_for(&c, "foo.com", "/info/x").as_deref(),
+        Some("main")
+    );
+    assert_eq!(canary_of(&c, "foo.com", "/info/x"), None);
+    assert!(canary_diags(&c, "main").is_empty());
+}
+
+#[test]
+fn one_canary_per_path_and_never_the_mains_own_backend() {
+    let store = regex_store(&[
+        regex_ingress("main", "foo.com", &[], &[("/info", "Prefix", "main")]),
+        regex_ingress(
+            "canary-1",
+            "foo.com",
+            &[CANARY],
+            &[("/info", "Prefix", "one")],
+        ),
+        regex_ingress(
+            "canary-2",
+            "foo.com",
+            &[CANARY],
+            &[("/info/", "Prefix", "two")],
+        ),
+        regex_ingress("main-2", "bar.com", &[], &[("/", "Prefix", "main")]),
+        regex_ingress("self", "bar.com", &[CANARY], &[("/", "Prefix", "main")]),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        canary_of(&c, "foo.com", "/info").map(|c| c.0).as_deref(),
+        Some("one")
+    );
+    assert_eq!(
+        canary_diags(&c, "canary-2"),
+        vec![(
+            "spec.rules[0].http.paths[0]".to_owned(),
+            DiagnosticReason::CanaryConflict
+        )]
+    );
+    assert_eq!(canary_of(&c, "bar.com", "/"), None);
+    assert_eq!(
+        canary_diags(&c, "self"),
+        vec![(
+            "spec.rules[0].http.paths[0].backend".to_owned(),
+            DiagnosticReason::CanaryConflict
+        )]
+    );
+}
+
+#[test]
+fn canary_sessions_take_the_mains_affinity_unless_legacy() {
+    let main_ann = [
+        "nginx.ingress.kubernetes.io/affinity: cookie",
+        "nginx.ingress.kubernetes.io/session-cookie-name: aff",
+    ];
+    for (behaviour, own, want) in [
+        (None, false, Some("aff")),
+        (Some("sticky"), true, Some("aff")),
+        (Some("legacy"), false, None),
+        (Some("legacy"), true, Some("own")),
+    ] {
+        let mut ann = vec![CANARY.to_owned()];
+        if let Some(b) = behaviour {
+            ann.push(format!(
+                "nginx.ingress.kubernetes.io/affinity-canary-behavior: {b}"
+            ));
+        }
+        if own {
+            ann.push("nginx.ingress.kubernetes.io/affinity: cookie".to_owned());
+            ann.push("nginx.ingress.kubernetes.io/session-cookie-name: own".to_owned());
+        }
+        let ann: Vec<&str> = ann.iter().map(String::as_str).collect();
+        let store = regex_store(&[
+            regex_ingress("main", "foo.com", &main_ann, &[("/info", "Prefix", "main")]),
+            regex_ingress("canary", "foo.com", &ann, &[("/info", "Prefix", "canary")]),
+        ]);
+        let c = compile(&store, &CompileOptions::default());
+        assert_eq!(
+            canary_of(&c, "foo.com", "/info"),
+            Some(("canary".to_owned(), want.map(str::to_owned))),
+            "{behaviour:?} {own}"
+        );
+        // The cookie's path is the rule's, as ingress-nginx's location path.
+        let t = c.config.routes.lookup("foo.com", "/info").unwrap();
+        if let Some(a) = &t.policy.canary.as_ref().unwrap().affinity {
+            assert_eq!(a.path.as_deref(), Some("/info"));
+        }
+    }
+}
+
+#[test]
+fn canaries_follow_a_regex_main_and_never_set_the_default_backend() {
+    let mut canary = regex_ingress(
+        "canary",
+        "foo.com",
+        &[CANARY, "nginx.ingress.kubernetes.io/canary-weight: \"50\""],
+        &[("/api(/|$)(.*)", "ImplementationSpecific", "canary")],
+    );
+    canary.push_str("  defaultBackend: {service: {name: canary, port: {number: 80}}}\n");
+    let store = regex_store(&[
+        regex_ingress(
+            "main",
+            "foo.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /$2"],
+            &[("/api(/|$)(.*)", "ImplementationSpecific", "main")],
+        ),
+        canary,
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(
+        canary_of(&c, "foo.com", "/api/x").map(|c| c.0).as_deref(),
+        Some("canary")
+    );
+    // The main's rewrite stays in force for canary requests.
+    let t = c.config.routes.lookup("foo.com", "/api/x").unwrap();
+    assert!(t
+        .policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::Rewrite(_))));
+    assert!(c.config.default_backend.is_none());
+    assert_eq!(
+        canary_diags(&c, "canary"),
+        vec![(
+            "spec.defaultBackend".to_owned(),
+            DiagnosticReason::CanaryDefaultBackend
+        )]
+    );
+}
+
+#[test]
+fn server_aliases_route_as_their_host_unless_they_clash() {
+    let alias = |v: &str| format!("nginx.ingress.kubernetes.io/server-alias: \"{v}\"");
+    let first = alias("www.foo.com, bar.com, foo.com, *.foo.org");
+    let second = alias("second.com");
+    let store = regex_store(&[
+        regex_ingress("a-foo", "foo.com", &[&first], &[("/", "Prefix", "foo")]),
+        regex_ingress("b-foo", "foo.com", &[&second], &[("/api", "Prefix", "api")]),
+        regex_ingress("bar", "bar.com", &[], &[("/", "Prefix", "bar")]),
+        regex_ingress(
+            "c-canary",
+            "foo.com",
+            &[CANARY, &alias("canary.com")],
+            &[("/", "Prefix", "canary")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    // Every path of the host, from every Ingress.
+    for alias in ["www.foo.com", "x.foo.org"] {
+        assert_eq!(
+            service_for(&c, alias, "/").as_deref(),
+            Some("foo"),
+            "{alias}"
+        );
+        assert_eq!(
+            service_for(&c, alias, "/api/x").as_deref(),
+            Some("api"),
+            "{alias}"
+        );
+    }
+    // A host some Ingress routes keeps its own rules.
+    assert_eq!(service_for(&c, "bar.com", "/").as_deref(), Some("bar"));
+    // The older Ingress's aliases are the host's; a canary's play no part.
+    assert_eq!(service_for(&c, "second.com", "/"), None);
+    assert_eq!(service_for(&c, "canary.com", "/"), None);
+    let field = "metadata.annotations[\"nginx.ingress.kubernetes.io/server-alias\"]";
+    assert_eq!(
+        canary_diags(&c, "a-foo"),
+        vec![(field.to_owned(), DiagnosticReason::ServerAliasConflict)]
+    );
+    assert_eq!(
+        canary_diags(&c, "b-foo"),
+        vec![(field.to_owned(), DiagnosticReason::ServerAliasConflict)]
+    );
+    let a_foo = c
+        .diagnostics
+        .iter()
+        .find(|d| {
+            d.object == ObjectKey::new("default", "a-foo")
+                && d.reason == DiagnosticReason::ServerAliasConflict
+        })
+        .unwrap();
+    assert!(a_foo.message.contains("bar.com"), "{a_foo}");
+    // A regex host's alias is in regex mode too.
+    let store = regex_store(&[regex_ingress(
+        "re",
+        "re.com",
+        &[
+            "nginx.ingress.kubernetes.io/use-regex: \"true\"",
+            &alias("re.net"),
+        ],
+        &[("/r[0-9]+", "ImplementationSpecific", "digits")],
+    )]);
+    let c = compile(&store, &CompileOptions::default());
+    assert_eq!(service_for(&c, "re.net", "/R12").as_deref(), Some("digits"));
+}

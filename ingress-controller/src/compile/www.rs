@@ -51,7 +51,10 @@ pub(super) fn redirect_hosts(
 ) -> Vec<Arc<HostRoutes>> {
     let mut done: HashSet<String> = HashSet::new();
     let mut rules = Vec::new();
-    for f in fragments.iter().filter(|f| f.ann.from_to_www) {
+    for f in fragments
+        .iter()
+        .filter(|f| f.ann.from_to_www && f.ann.canary.is_none())
+    {
         for p in &f.paths {
             let HostMatch::Host(HostPattern::Exact(to)) = &f.hosts[p.host] else {
                 continue;

@@ -200,8 +200,9 @@ impl Drop for Controller {
 }
 
 /// A tiny HTTP/1.1 backend: answers every request with `200`, the body
-/// `<name> <path>`, the header `x-backend: <name>`, and the client address headers it
-/// was sent as `echo-x-real-ip` / `echo-x-forwarded-for`.
+/// `<name> <path>`, the header `x-backend: <name>`, and the client address headers, the
+/// `Host` and the `X-Forwarded-Prefix` it was sent as `echo-x-real-ip`,
+/// `echo-x-forwarded-for`, `echo-host` and `echo-x-forwarded-prefix`.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -233,7 +234,8 @@ impl Backend {
                             tokio::time::sleep(delay).await;
                             let body = format!("{name} {}", req.uri().path());
                             let mut resp = Response::builder().header("x-backend", name.as_str());
-                            for h in ["x-real-ip", "x-forwarded-for"] {
+                            for h in ["x-real-ip", "x-forwarded-for", "host", "x-forwarded-prefix"]
+                            {
                                 if let Some(v) = req.headers().get(h) {
                                     resp = resp.header(format!("echo-{h}"), v);
                                 }

@@ -282,6 +282,26 @@ impl Registry {
         Ok(choice)
     }
 
+    /// Whether affinity cookie `cookie` was issued for an endpoint of `backend` (ready or
+    /// not): the session belongs to that backend. Decides between a route's main and
+    /// canary backends, as ingress-nginx's `is_affinitized`.
+    pub fn owns_session(
+        &self,
+        backend: &Backend,
+        affinity: &CookieAffinity,
+        key: Option<&AffinityKey>,
+        cookie: &str,
+    ) -> bool {
+        let (BackendKind::Endpoints(eps), Some(value)) =
+            (&backend.kind, CookieValue::parse(affinity.mode, cookie))
+        else {
+            return false;
+        };
+        let key = key.unwrap_or(&self.key);
+        let tag = value.tag();
+        eps.iter().any(|e| key.tag(e.addr) == tag)
+    }
+
     /// After a connect failure on `failed`, picks another endpoint for the same request.
     /// `None` when there is no other.
     pub fn pick_retry(
@@ -525,6 +545,36 @@ mod tests {
         }
         assert_eq!(counts.len(), 2);
         assert!(counts.values().all(|c| *c == 50), "{counts:?}");
+    }
+
+    #[test]
+    fn a_session_belongs_to_the_backend_whose_endpoint_its_cookie_names() {
+        let reg = registry();
+        for mode in [AffinityMode::Balanced, AffinityMode::Persistent] {
+            let aff = CookieAffinity {
+                mode,
+                ..CookieAffinity::default()
+            };
+            let main = backend(2, Some(aff.clone()));
+            let mut canary = backend(2, Some(aff.clone()));
+            canary.b = Backend::new(
+                BackendId::new("ns", "canary", "80"),
+                (1..=2)
+                    .map(|i| Endpoint::ready(format!("10.0.1.{i}:80").parse().unwrap()))
+                    .collect(),
+            );
+            applied(&reg, &[&main.b, &canary.b]);
+            let issued = canary.pick(&reg, None).unwrap().set_cookie.unwrap();
+            assert!(reg.owns_session(&canary.b, &aff, None, &issued));
+            assert!(!reg.owns_session(&main.b, &aff, None, &issued));
+            // Not ready any more: still the canary's session.
+            let mut gone = canary.b.clone();
+            if let BackendKind::Endpoints(eps) = &mut gone.kind {
+                eps.iter_mut().for_each(|e| e.ready = false);
+            }
+            assert!(reg.owns_session(&gone, &aff, None, &issued));
+            assert!(!reg.owns_session(&canary.b, &aff, None, "garbage"));
+        }
     }
 
     #[test]

@@ -21,10 +21,10 @@ use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
 use super::upstream::{Link, SendError, UpstreamBody};
 use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
-use crate::balance::{Choice, Target};
-use crate::config::{Backend, BackendId, Config};
+use crate::balance::{Choice, CookieAffinity, Target};
+use crate::config::{Backend, BackendId, Config, Timeouts};
 use crate::pipeline::client::Client;
-use crate::pipeline::{Flow, RequestCtx, RoutePolicy};
+use crate::pipeline::{Affinitized, Canary, Flow, RequestCtx, RoutePolicy};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -165,10 +165,15 @@ impl Proxy {
         if let Some(target) = ctx.rewritten.take() {
             rewrite(&mut parts, &target)?;
         }
+        // 3. Pick: the backend (the route's, or its canary's), then an endpoint.
+        let (backend_id, affinity) = match &policy.canary {
+            None => (&route.backend, policy.affinity.as_ref()),
+            Some(canary) => self.canary_or_main(config, &route.backend, policy, canary, &parts),
+        };
         let backend = config
             .backends
-            .get(&route.backend)
-            .ok_or_else(|| ProxyError::UnknownBackend(route.backend.clone()))?;
+            .get(backend_id)
+            .ok_or_else(|| ProxyError::UnknownBackend(backend_id.clone()))?;
         log.backend = Some(backend.id.clone());
 
         // The body: read whole first when the route buffers bodies, so that a slow client
@@ -186,8 +191,7 @@ impl Proxy {
             _ => Either::Left(body),
         };
 
-        // 3. Pick.
-        let cookie = policy.affinity.as_ref().and_then(|a| {
+        let cookie = affinity.and_then(|a| {
             a.find_cookie(
                 parts
                     .headers
@@ -197,9 +201,7 @@ impl Proxy {
             )
         });
         let key = config.affinity_key.as_ref();
-        let choice = self
-            .registry
-            .pick(backend, policy.affinity.as_ref(), key, cookie)?;
+        let choice = self.registry.pick(backend, affinity, key, cookie)?;
 
         let client_upgrade = if upgrade.is_some() {
             parts.extensions.remove::<ClientUpgrade>()
@@ -212,6 +214,7 @@ impl Proxy {
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        policy.upstream_headers.apply(&mut parts.headers);
         if let Either::Right(Either::Left(whole)) = &body {
             parts
                 .headers
@@ -220,7 +223,19 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         // 4. Send.
-        let (mut resp, choice, link) = self.send(config, backend, policy, choice, req, log).await?;
+        let (mut resp, choice, link) = self
+            .send(
+                config,
+                Destination {
+                    backend,
+                    affinity,
+                    timeouts: policy.timeouts,
+                },
+                choice,
+                req,
+                log,
+            )
+            .await?;
         log.upstream_status = Some(resp.status());
 
         // 5. Response head.
@@ -241,7 +256,7 @@ impl Proxy {
                 self.shutdown.track(),
             );
         }
-        if let (Some(value), Some(affinity)) = (&choice.set_cookie, &policy.affinity) {
+        if let (Some(value), Some(affinity)) = (&choice.set_cookie, affinity) {
             if let Ok(v) = HeaderValue::from_str(&affinity.set_cookie(value)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -259,12 +274,16 @@ impl Proxy {
     async fn send(
         &self,
         config: &Config,
-        backend: &Backend,
-        policy: &RoutePolicy,
+        to: Destination<'_>,
         mut choice: Choice,
         mut req: Request<UpstreamBody>,
         log: &mut AccessLog,
     ) -> Result<(Response<Incoming>, Choice, Arc<Link>), ProxyError> {
+        let Destination {
+            backend,
+            affinity,
+            timeouts,
+        } = to;
         let mut retried = false;
         loop {
             log.tried(&choice.target);
@@ -272,7 +291,7 @@ impl Proxy {
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
-            let sent = Box::pin(self.pool.send(&choice.target, policy.timeouts, req, slow));
+            let sent = Box::pin(self.pool.send(&choice.target, timeouts, req, slow));
             match sent.await {
                 Ok((resp, fresh, link)) => {
                     log.upstream_time = Some(sent_at.elapsed());
@@ -291,7 +310,7 @@ impl Proxy {
                     } else {
                         self.registry.pick_retry(
                             backend,
-                            policy.affinity.as_ref(),
+                            affinity,
                             config.affinity_key.as_ref(),
                             &choice.target,
                             &choice,
@@ -313,6 +332,43 @@ impl Proxy {
                     return Err(error);
                 }
             }
+        }
+    }
+
+    /// Phase 3, first, on a route with a canary: which backend the request goes to, and
+    /// that backend's cookie affinity. A session's own backend keeps it (the main's
+    /// first); otherwise the canary's rule decides.
+    fn canary_or_main<'c>(
+        &self,
+        config: &'c Config,
+        main: &'c BackendId,
+        policy: &'c RoutePolicy,
+        canary: &'c Canary,
+        parts: &Parts,
+    ) -> (&'c BackendId, Option<&'c CookieAffinity>) {
+        let key = config.affinity_key.as_ref();
+        let owns = |id: &BackendId, affinity: Option<&CookieAffinity>| {
+            let (Some(affinity), Some(backend)) = (affinity, config.backends.get(id)) else {
+                return false;
+            };
+            let cookies = parts.headers.get_all(header::COOKIE).iter();
+            affinity
+                .find_cookie(cookies.map(HeaderValue::as_bytes))
+                .is_some_and(|c| self.registry.owns_session(backend, affinity, key, c))
+        };
+        let main_session = owns(main, policy.affinity.as_ref());
+        let affinitized = Affinitized {
+            main: main_session,
+            canary: !main_session && owns(&canary.backend, canary.affinity.as_ref()),
+        };
+        let to_canary = canary
+            .rule
+            .to_canary(&parts.headers, affinitized, |n| rand::random_range(1..=n));
+        tracing::trace!(main = %main, canary = %canary.backend, to_canary, "canary decision");
+        if to_canary {
+            (&canary.backend, canary.affinity.as_ref())
+        } else {
+            (main, policy.affinity.as_ref())
         }
     }
 
@@ -409,6 +465,15 @@ impl OnDone for AccessLog {
             });
         }
     }
+}
+
+/// Where phase 4 sends: the backend phase 3 chose, its cookie affinity, and the route's
+/// timeouts.
+#[derive(Clone, Copy)]
+struct Destination<'a> {
+    backend: &'a Backend,
+    affinity: Option<&'a CookieAffinity>,
+    timeouts: Timeouts,
 }
 
 /// Phase 1, first: the request names exactly one host, and the `Host` the upstream gets

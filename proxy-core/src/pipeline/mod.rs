@@ -5,7 +5,8 @@
 //!    which names a backend and carries the route's policy;
 //! 2. **request filters** ([`RequestFilter`]): each may answer the request itself (a
 //!    redirect, a refusal) or let it through;
-//! 3. **pick**: an endpoint of the backend, under the route's cookie affinity if any;
+//! 3. **pick**: the backend (the route's, or its [`Canary`]'s), then an endpoint of it,
+//!    under that backend's cookie affinity if any;
 //! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
 //!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
 //! 5. **response head**: the affinity cookie, `Strict-Transport-Security` over HTTPS
@@ -17,19 +18,23 @@
 
 mod app_root;
 mod body_limit;
+mod canary;
 pub mod client;
 mod hsts;
 mod redirect;
 mod rewrite;
+mod upstream_headers;
 mod url_redirect;
 mod www_redirect;
 
 pub use app_root::AppRoot;
 pub use body_limit::BodyLimit;
+pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use rewrite::{Rewrite, RewriteError};
+pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
 
@@ -56,6 +61,11 @@ pub struct RoutePolicy {
     /// (`proxy-request-buffering: on`), keeping this many bytes in memory
     /// (`client-body-buffer-size`) and the rest in a temporary file. `None` streams them.
     pub buffer_body: Option<usize>,
+    /// A canary Ingress for the route's host and path: some requests go to its backend
+    /// instead, chosen after the request filters, before the pick.
+    pub canary: Option<Canary>,
+    /// Headers set on the upstream request (`upstream-vhost`, `x-forwarded-prefix`).
+    pub upstream_headers: UpstreamHeaders,
 }
 
 /// A request filter's verdict.

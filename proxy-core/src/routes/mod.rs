@@ -17,6 +17,7 @@ mod table;
 
 pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 pub use regex_path::{compile_pattern, PathRegex, RegexPathError, RegexRule, MAX_PATTERN_LEN};
+pub(crate) use regex_path::{COMPILED_SIZE_LIMIT, NEST_LIMIT};
 pub use table::{HostRoutes, RouteTable};
 
 /// How a rule's host matches the request host. Sorts host rules first, exact before

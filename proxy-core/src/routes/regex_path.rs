@@ -18,9 +18,9 @@ use super::{HostMatch, RouteTarget};
 /// Longest pattern accepted, in bytes.
 pub const MAX_PATTERN_LEN: usize = 2048;
 /// Bound on one compiled pattern, and on its lazy DFA's cache.
-const COMPILED_SIZE_LIMIT: usize = 1 << 20;
+pub(crate) const COMPILED_SIZE_LIMIT: usize = 1 << 20;
 /// Deepest nesting of groups and repetitions accepted.
-const NEST_LIMIT: u32 = 64;
+pub(crate) const NEST_LIMIT: u32 = 64;
 
 /// Why a pattern cannot be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

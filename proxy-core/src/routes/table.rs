@@ -111,6 +111,36 @@ impl HostRoutes {
         })
     }
 
+    /// The same rules under another host (ingress-nginx's `server-alias`): a request for
+    /// `host` is routed as one for this table's host.
+    pub fn aliased(&self, host: HostMatch) -> Arc<HostRoutes> {
+        Arc::new(HostRoutes {
+            rules: self
+                .rules
+                .iter()
+                .map(|r| RouteRule {
+                    host: host.clone(),
+                    ..r.clone()
+                })
+                .collect(),
+            paths: self.paths.clone(),
+            regex: self
+                .regex
+                .iter()
+                .map(|r| RegexRule {
+                    host: host.clone(),
+                    ..r.clone()
+                })
+                .collect(),
+            host,
+        })
+    }
+
+    /// The host the rules are for.
+    pub fn host(&self) -> &HostMatch {
+        &self.host
+    }
+
     /// The regex rules, in the order they are tried.
     pub fn regex_rules(&self) -> &[RegexRule] {
         &self.regex
@@ -144,7 +174,7 @@ impl HostRoutes {
     }
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct PathTable {
     exact: HashMap<Box<str>, usize>,
     /// Bit `len % 64` set: some Exact path has that length. Most request paths have no
@@ -502,6 +532,39 @@ mod tests {
 
     fn service<'a>(table: &'a RouteTable, host: &str, path: &str) -> Option<&'a str> {
         table.lookup(host, path).map(|t| &*t.backend.service)
+    }
+
+    #[test]
+    fn an_aliased_table_routes_its_host_as_the_original() {
+        let original = HostRoutes::group(vec![
+            host_rule("foo.test", "/", PathType::Prefix, "root"),
+            host_rule("foo.test", "/api", PathType::Exact, "api"),
+        ])
+        .pop()
+        .unwrap();
+        let regex = HostRoutes::with_regex(
+            host_match("re.test"),
+            vec![RegexRule {
+                host: host_match("re.test"),
+                path: crate::routes::PathRegex::new("/r[0-9]+").unwrap(),
+                target: target("digits"),
+            }],
+        );
+        let table = RouteTable::from_hosts(vec![
+            original.clone(),
+            original.aliased(host_match("alias.test")),
+            regex.aliased(host_match("*.re-alias.test")),
+        ]);
+        assert_eq!(service(&table, "alias.test", "/api"), Some("api"));
+        assert_eq!(service(&table, "alias.test", "/x"), Some("root"));
+        assert_eq!(service(&table, "foo.test", "/api"), Some("api"));
+        assert_eq!(service(&table, "a.re-alias.test", "/R12"), Some("digits"));
+        assert_eq!(service(&table, "re.test", "/r1"), None);
+        assert_eq!(service(&table, "other.test", "/"), None);
+        assert_eq!(
+            original.aliased(host_match("alias.test")).host(),
+            &host_match("alias.test")
+        );
     }
 
     #[test]
