@@ -1,0 +1,164 @@
+//! The HTTP/1 server on raw sockets: what a client sees of `100 Continue`, unread
+//! bodies, HTTP/1.0, chunked answers and closing.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use proxy_core::pipeline::{BodyLimit, RequestFilter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn app() -> (TestBackend, TestProxy) {
+    let b = TestBackend::start("one").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    ))
+    .await;
+    (b, px)
+}
+
+/// Reads until `needle` has arrived; panics after the test deadline.
+async fn read_until(s: &mut TcpStream, got: &mut Vec<u8>, needle: &str) {
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(DEADLINE, async {
+        while !String::from_utf8_lossy(got).contains(needle) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(
+                n > 0,
+                "closed before {needle:?}: {:?}",
+                String::from_utf8_lossy(got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no {needle:?} in {:?}", String::from_utf8_lossy(got)));
+}
+
+#[tokio::test]
+async fn a_client_that_expects_100_continue_gets_it_before_sending_its_body() {
+    let (_b, px) = app().await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "HTTP/1.1 100 Continue\r\n\r\n").await;
+    s.write_all(b"hello").await.unwrap();
+    read_until(&mut s, &mut got, "hello").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("HTTP/1.1 200 OK\r\n"), "{text}");
+}
+
+#[tokio::test]
+async fn a_body_the_answer_did_not_need_is_read_and_the_connection_kept() {
+    let (b, px) = app().await;
+    // No rule for this host: 404 without reading the body, then the next request on the
+    // same connection must be read from after that body, not from inside it.
+    let body = "GET /inside-the-body HTTP/1.1\r\nHost: app.test\r\n\r\n";
+    let raw = format!(
+        "POST / HTTP/1.1\r\nHost: nowhere.test\r\nContent-Length: {}\r\n\r\n{body}\
+GET /after HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let (answer, closed) = raw_exchange(px.addr, raw.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1 200").count(), 1, "{answer}");
+    assert!(answer.contains("echo-uri: /after"), "{answer}");
+    assert!(closed);
+    assert_eq!(b.hits(), 1);
+}
+
+#[tokio::test]
+async fn an_upload_refused_midway_still_reads_as_an_answer_not_a_reset() {
+    let b = TestBackend::start("one").await;
+    let mut r = rule("app.test", "one");
+    let mut policy = (*r.target.policy).clone();
+    policy.request.push(RequestFilter::BodyLimit(BodyLimit(16)));
+    r.target.policy = policy.into();
+    let px = TestProxy::start(config(vec![r], vec![backend("one", &[b.addr])])).await;
+    let s = TcpStream::connect(px.addr).await.unwrap();
+    let (mut rd, mut wr) = s.into_split();
+    let size = 8 * 1024 * 1024;
+    let writer = tokio::spawn(async move {
+        let head =
+            format!("POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: {size}\r\n\r\n");
+        if wr.write_all(head.as_bytes()).await.is_err() {
+            return;
+        }
+        let chunk = vec![b'x'; 64 * 1024];
+        for _ in 0..size / chunk.len() {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, rd.read_to_end(&mut answer)).await;
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{read:?}: {text}");
+    writer.abort();
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn http10_clients_keep_the_connection_only_when_they_ask() {
+    let (_b, px) = app().await;
+    let (answer, closed) = raw_exchange(px.addr, b"GET / HTTP/1.0\r\nHost: app.test\r\n\r\n").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("connection: close\r\n"), "{answer}");
+    assert!(closed);
+
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.0\r\nHost: app.test\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "one").await;
+    let text = String::from_utf8_lossy(&got).into_owned();
+    assert!(text.contains("connection: keep-alive\r\n"), "{text}");
+    // Still open: a second request is answered.
+    s.write_all(b"GET /again HTTP/1.0\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    read_until(&mut s, &mut got, "echo-uri: /again").await;
+}
+
+#[tokio::test]
+async fn an_answer_of_unknown_length_is_chunked_and_streams() {
+    let (_b, px) = app().await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"GET /stream HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "5\r\nfirst\r\n").await;
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+    assert!(!text.contains("content-length"), "{text}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout() {
+    let b = TestBackend::start("one").await;
+    let mut cfg = config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    cfg.settings.keep_alive = Duration::from_millis(300);
+    let px = TestProxy::start(cfg).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(&mut s, &mut got, "one").await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}
