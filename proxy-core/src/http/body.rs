@@ -38,6 +38,11 @@ impl IdleTimer {
         }
     }
 
+    /// Takes effect from the next wait on.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     /// The source produced something.
     pub fn progress(&mut self) {
         self.armed = false;

@@ -26,16 +26,24 @@ impl WriteStalled {
     }
 }
 
-/// `IO` whose writes time out after the peer stalls for `timeout` milliseconds (shared,
-/// so that each request on a pooled connection sets its own route's value).
+/// How long a write may wait on the peer.
+pub(crate) enum WriteTimeout {
+    /// One value for the connection's life (a client connection).
+    Fixed(Duration),
+    /// Milliseconds, shared, so that each request on a pooled upstream connection sets
+    /// its own route's value.
+    Shared(Arc<AtomicU64>),
+}
+
+/// `IO` whose writes time out after the peer stalls for the write timeout.
 pub(crate) struct WriteIdle<IO> {
     inner: IO,
-    timeout: Arc<AtomicU64>,
+    timeout: WriteTimeout,
     timer: Option<IdleTimer>,
 }
 
 impl<IO> WriteIdle<IO> {
-    pub fn new(inner: IO, timeout: Arc<AtomicU64>) -> Self {
+    pub fn new(inner: IO, timeout: WriteTimeout) -> Self {
         Self {
             inner,
             timeout,
@@ -48,10 +56,16 @@ impl<IO> WriteIdle<IO> {
     }
 
     fn stalled(&mut self, cx: &mut Context<'_>) -> bool {
-        let timeout = Duration::from_millis(self.timeout.load(Ordering::Relaxed));
-        self.timer
-            .get_or_insert_with(|| IdleTimer::new(timeout))
-            .expired(cx)
+        let timeout = match &self.timeout {
+            WriteTimeout::Fixed(timeout) => *timeout,
+            WriteTimeout::Shared(millis) => Duration::from_millis(millis.load(Ordering::Relaxed)),
+        };
+        let timer = self
+            .timer
+            .get_or_insert_with(|| IdleTimer::new(timeout));
+        // The request now on the connection may have set another value.
+        timer.set_timeout(timeout);
+        timer.expired(cx)
     }
 
     fn progressed(&mut self) {

@@ -4,7 +4,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -20,7 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::activity::{Activity, IdleWatch};
 use super::body::ClientBody;
 use super::h1;
-use super::idle_io::WriteIdle;
+use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::stall::StallWatch;
 use super::{Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
@@ -293,8 +293,7 @@ impl Proxy {
         };
         // A client that stops reading its answers is cut off, freeing the pod's
         // connection too.
-        let millis = u64::try_from(send_timeout.as_millis()).unwrap_or(u64::MAX);
-        let io = WriteIdle::new(io, Arc::new(AtomicU64::new(millis)));
+        let io = WriteIdle::new(io, WriteTimeout::Fixed(send_timeout));
         let timers = (keep_alive, send_timeout);
         // HTTP/2 state is boxed so that the HTTP/1 connections, the many idle ones
         // included, do not carry room for it.

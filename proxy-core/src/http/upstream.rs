@@ -30,7 +30,7 @@ use tokio::task::AbortHandle;
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
 use super::errors::ProxyError;
-use super::idle_io::{WriteIdle, WriteStalled};
+use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
 
@@ -353,7 +353,7 @@ async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
-    let io = WriteIdle::new(stream, send_timeout.clone());
+    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout.clone()));
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
