@@ -71,20 +71,42 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // hashes its name, and most requests carry none of these.
     let mut present = 0u16;
     for name in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == name) {
-            present |= 1 << i;
-        }
+        // By the name's text: a string match is a length switch and one compare, where
+        // comparing against each of the eight names costs eight.
+        let i = match name.as_str() {
+            "connection" => 0,
+            "keep-alive" => 1,
+            "proxy-connection" => 2,
+            "proxy-authenticate" => 3,
+            "te" => 4,
+            "trailer" => 5,
+            "transfer-encoding" => 6,
+            "upgrade" => 7,
+            _ => continue,
+        };
+        debug_assert_eq!(HOP_BY_HOP[i], name);
+        present |= 1 << i;
     }
     if present == 0 {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // Other headers `Connection` names go too. The usual tokens are skipped without
+    // parsing: `close` names no header, and the rest are in the list below anyway.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        let Ok(text) = value.to_str() else { continue };
+        for token in text.split(',').map(str::trim) {
+            let usual = ["close", "keep-alive", "upgrade", "te", "trailer"]
+                .iter()
+                .any(|t| token.eq_ignore_ascii_case(t));
+            if usual || token.is_empty() {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
     for name in named {
         // `Connection` names hop-by-hop headers; it cannot take away the ones the
         // request's meaning and Portico's routing and affinity rest on.
@@ -92,7 +114,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for (i, name) in HOP_BY_HOP.into_iter().enumerate() {
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
         if present & (1 << i) != 0 {
             headers.remove(name);
         }
@@ -126,13 +148,17 @@ pub(crate) fn prepare_upstream(
             parts.headers.insert(header::HOST, value);
         }
     }
-    let origin = parts
-        .uri
-        .path_and_query()
-        .map(|pq| pq.as_str())
-        .unwrap_or("/");
-    if let Ok(uri) = origin.parse::<Uri>() {
-        parts.uri = uri;
+    // Most requests come in origin form already; only absolute-form (and HTTP/2's) are
+    // cut down to path and query.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let origin = parts
+            .uri
+            .path_and_query()
+            .map(|pq| pq.as_str())
+            .unwrap_or("/");
+        if let Ok(uri) = origin.parse::<Uri>() {
+            parts.uri = uri;
+        }
     }
     parts.version = Version::HTTP_11;
 
