@@ -49,12 +49,41 @@ pub(crate) fn head(
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    // The length a response states is believed; bodies of our own know theirs.
-    let stated = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
+
+    out.reserve(128 + parts.headers.len() * 48);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    // One pass writes the fields and notes what framing needs: the length a response
+    // states is believed (bodies of our own know theirs), and `Connection: close` ends
+    // the connection after it.
+    let mut stated = None;
+    let mut closes = false;
+    let mut has_date = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONNECTION {
+            closes |= value.as_bytes().eq_ignore_ascii_case(b"close");
+            continue;
+        }
+        if name == header::TRANSFER_ENCODING {
+            continue;
+        }
+        if name == header::CONTENT_LENGTH {
+            let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+            if bodiless || length.is_none() || stated.is_some() {
+                continue;
+            }
+            stated = length;
+        }
+        has_date |= name == header::DATE;
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
     let framing = if no_body {
         Out::Empty
     } else if let Some(n) = stated.or(body.size_hint().exact()) {
@@ -64,34 +93,7 @@ pub(crate) fn head(
     } else {
         Out::UntilClose
     };
-    let closes = parts
-        .headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
     let keep_alive = asked.keep_alive && !closes && framing != Out::UntilClose;
-
-    out.reserve(128 + parts.headers.len() * 48);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    let mut has_date = false;
-    let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
-    for (name, value) in &parts.headers {
-        if name == header::CONNECTION || name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH && (bodiless || stated.is_none()) {
-            continue;
-        }
-        has_date |= name == header::DATE;
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
     match framing {
         Out::Length(n) if stated.is_none() => {
             out.extend_from_slice(b"content-length: ");
