@@ -87,8 +87,13 @@ pub struct Config {
     pub generation: u64,
     /// Host/path rules.
     pub routes: RouteTable,
-    /// What no rule matched (an Ingress `spec.defaultBackend`); `None` answers 404.
+    /// What no rule matched (an Ingress `spec.defaultBackend`).
     pub default_backend: Option<RouteTarget>,
+    /// The global default backend (`--default-backend-service`): what neither a rule nor
+    /// `default_backend` matched (404 while it has no ready endpoint, as ingress-nginx's
+    /// own catch-all answers then), and the error pages of routes that name no default
+    /// backend of their own. With neither, unmatched requests get 404.
+    pub default_service: Option<RouteTarget>,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

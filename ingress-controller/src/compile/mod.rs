@@ -249,6 +249,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         generation: opts.generation,
         routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
         default_backend,
+        default_service: None,
         backends: cache.backends.backends(),
         l4,
         settings: settings.proxy_settings(),

@@ -124,6 +124,7 @@ pub fn route_policy(
         buffer_body,
         canary: None,
         upstream_headers,
+        errors: None,
     }
 }
 

@@ -9,7 +9,8 @@
 //!    under that backend's cookie affinity if any;
 //! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
 //!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
-//! 5. **response head**: the affinity cookie, `Strict-Transport-Security` over HTTPS
+//! 5. **response head**: an intercepted error answered by a default backend
+//!    ([`ErrorPages`]), the affinity cookie, `Strict-Transport-Security` over HTTPS
 //!    ([`Hsts`]) and `Server` on every answer;
 //! 6. **log**: one access-log line once the response body is done.
 //!
@@ -20,6 +21,7 @@ mod app_root;
 mod body_limit;
 mod canary;
 pub mod client;
+pub(crate) mod errors;
 mod hsts;
 mod redirect;
 mod rewrite;
@@ -31,6 +33,7 @@ pub use app_root::AppRoot;
 pub use body_limit::BodyLimit;
 pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
+pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use rewrite::{Rewrite, RewriteError};
@@ -66,6 +69,9 @@ pub struct RoutePolicy {
     pub canary: Option<Canary>,
     /// Headers set on the upstream request (`upstream-vhost`, `x-forwarded-prefix`).
     pub upstream_headers: UpstreamHeaders,
+    /// `custom-http-errors` and `default-backend`: answers intercepted for a default
+    /// backend, and where requests go while the backend has no ready endpoint.
+    pub errors: Option<ErrorPages>,
 }
 
 /// A request filter's verdict.
