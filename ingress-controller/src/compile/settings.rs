@@ -17,7 +17,8 @@ use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NA
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
 use super::annotations::{
-    parse_bool, parse_buffer_size, parse_on_off, parse_seconds, parse_size, parse_timeout,
+    parse_bool, parse_buffer_size, parse_int, parse_on_off, parse_seconds, parse_size,
+    parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::PolicyDefaults;
@@ -90,6 +91,9 @@ pub struct GlobalSettings {
     /// `http-redirect-code` (308): the code of HTTPS and `www` redirects; 301, 302, 307
     /// or 308.
     pub http_redirect_code: u16,
+    /// `custom-http-errors` (none): codes every path answers with the global default
+    /// backend's error pages, unless its Ingress sets its own; sorted, each once.
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for GlobalSettings {
@@ -117,6 +121,7 @@ impl Default for GlobalSettings {
             preserve_trailing_slash: false,
             use_port_in_redirects: false,
             http_redirect_code: 308,
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -124,6 +129,8 @@ impl Default for GlobalSettings {
 /// `allow-snippet-annotations`: accepted so a migrated ConfigMap is not noise, but
 /// snippets are never honoured whatever it says.
 const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
+/// `custom-http-errors`: read item by item, a bad one costing only itself.
+const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -142,6 +149,7 @@ impl GlobalSettings {
             use_port_in_redirects: self.use_port_in_redirects,
             http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
                 .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            custom_http_errors: self.custom_http_errors.clone(),
         }
     }
 
@@ -224,6 +232,23 @@ pub fn parse_settings(
             }
             continue;
         }
+        if name == CUSTOM_HTTP_ERRORS {
+            let (codes, refused) = parse_global_error_codes(v);
+            s.custom_http_errors = codes;
+            if !refused.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!(
+                        "key {name}: {} not a status code from 300 to 599, ignored; the other codes apply, as in ingress-nginx",
+                        refused.join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
         match apply(&mut s, name, v) {
             Some(Ok(())) => {}
             Some(Err(expected)) => diags.push(invalid(key, field, name, raw, &expected)),
@@ -277,6 +302,22 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// `custom-http-errors`: comma-separated codes, read as ingress-nginx's ConfigMap reader
+/// does: an item that is not an integer, or not from 300 to 599, is left out (and
+/// returned, to be reported) and the others apply. Sorted, each once.
+fn parse_global_error_codes(v: &str) -> (Vec<u16>, Vec<&str>) {
+    let (mut codes, mut refused) = (Vec::new(), Vec::new());
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match parse_int(item).ok().and_then(|n| u16::try_from(n).ok()) {
+            Some(code) if (300..=599).contains(&code) => codes.push(code),
+            _ => refused.push(item),
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    (codes, refused)
 }
 
 /// `http-redirect-code`: one of the codes ingress-nginx accepts there.

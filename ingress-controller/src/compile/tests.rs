@@ -1633,3 +1633,197 @@ fn server_aliases_route_as_their_host_unless_they_clash() {
     let c = compile(&store, &CompileOptions::default());
     assert_eq!(service_for(&c, "re.net", "/R12").as_deref(), Some("digits"));
 }
+
+const ERRORS_YAML: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: error-pages, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 8080, targetPort: 3000}
+  - {name: other, port: 9090, targetPort: 4000}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: error-pages-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: error-pages}
+addressType: IPv4
+ports:
+- {name: http, port: 3000}
+- {name: other, port: 4000}
+endpoints:
+- addresses: [10.0.0.7]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: catch-all, namespace: portico}
+spec:
+  ports:
+  - {port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: catch-all-1
+  namespace: portico
+  labels: {kubernetes.io/service-name: catch-all}
+addressType: IPv4
+ports:
+- {port: 8080}
+endpoints:
+- addresses: [10.0.0.9]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico, namespace: portico}
+data: {custom-http-errors: \"404\"}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: storefront
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/default-backend: error-pages
+    nginx.ingress.kubernetes.io/custom-http-errors: \"500, 503\"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: plain, namespace: shop}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: plain.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+";
+
+#[test]
+fn default_backends_and_error_codes_reach_the_routes() {
+    let store = store_from_yaml(ERRORS_YAML);
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        default_backend_service: Some(ObjectKey::new("portico", "catch-all")),
+        ..CompileOptions::default()
+    };
+    let mut cache = CompileCache::default();
+    let c = compile_with(&store, &opts, &mut cache);
+    let own = BackendId::new("shop", "error-pages", "(first)");
+    let global = BackendId::new("portico", "catch-all", "(first)");
+    // The annotation's Service on its first port, the flag's too.
+    assert_eq!(
+        endpoints_of(&c, &own),
+        vec![ep("10.0.0.7:3000", true, false, None, None)]
+    );
+    assert_eq!(
+        endpoints_of(&c, &global),
+        vec![ep("10.0.0.9:8080", true, false, None, None)]
+    );
+    let policy_of = |host: &str| {
+        c.config
+            .routes
+            .rules()
+            .into_iter()
+            .find(|r| r.host.to_string() == host)
+            .map(|r| r.target.policy.clone())
+            .expect("route")
+    };
+    let shop = policy_of("shop.example.com");
+    assert_eq!(
+        shop.errors,
+        Some(proxy_core::pipeline::ErrorPages::new(
+            [500, 503],
+            Some(own.clone())
+        ))
+    );
+    // Without annotations: the ConfigMap's codes, for the global default backend.
+    let plain = policy_of("plain.example.com");
+    assert_eq!(
+        plain.errors,
+        Some(proxy_core::pipeline::ErrorPages::new([404], None))
+    );
+    let catch_all = c.config.default_service.as_ref().expect("global default");
+    assert_eq!(catch_all.backend, global);
+    assert!(c.config.default_backend.is_none());
+    assert_eq!(
+        catch_all.policy.errors,
+        Some(proxy_core::pipeline::ErrorPages::new([404], None))
+    );
+
+    // The same from a cache as from nothing, and references follow edits: without the
+    // annotation, the annotation's backend leaves the config.
+    assert_eq!(
+        compile(&store, &opts).config.backends.len(),
+        c.config.backends.len()
+    );
+    let edited = ERRORS_YAML.replace(
+        "    nginx.ingress.kubernetes.io/default-backend: error-pages\n",
+        "",
+    );
+    let c = compile_with(&store_from_yaml(&edited), &opts, &mut cache);
+    assert!(!c.config.backends.contains_key(&own));
+    assert!(c.config.backends.contains_key(&global));
+    let c = compile_with(
+        &store_from_yaml(&edited),
+        &CompileOptions::default(),
+        &mut cache,
+    );
+    assert!(c.config.default_service.is_none());
+    assert!(!c.config.backends.contains_key(&global));
+}
+
+#[test]
+fn missing_default_backend_services_are_reported() {
+    let yaml = ERRORS_YAML.replace(
+        "default-backend: error-pages",
+        "default-backend: no-such-service",
+    );
+    let opts = CompileOptions {
+        default_backend_service: Some(ObjectKey::new("portico", "gone")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(&yaml), &opts);
+    let on_annotations = |c: &Compiled| {
+        let mut said = diags_on(c, Kind::Ingress, "shop", "storefront");
+        said.retain(|(field, _)| field.starts_with("metadata."));
+        said
+    };
+    assert_eq!(
+        on_annotations(&c),
+        vec![(
+            "metadata.annotations[default-backend]".to_owned(),
+            DiagnosticReason::ServiceNotFound
+        )]
+    );
+    let on_flag = diags_on(&c, Kind::Service, "portico", "gone");
+    assert_eq!(on_flag.len(), 1, "{on_flag:?}");
+    assert_eq!(on_flag[0].1, DiagnosticReason::ServiceNotFound);
+    // Still a catch-all: with no endpoint it answers 404 in the dataplane.
+    assert!(c.config.default_service.is_some());
+    // A bad annotation value costs only its key.
+    let yaml = ERRORS_YAML.replace("\"500, 503\"", "\"500,abc\"");
+    let c = compile(&store_from_yaml(&yaml), &CompileOptions::default());
+    assert_eq!(
+        on_annotations(&c),
+        vec![(
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/custom-http-errors\"]".to_owned(),
+            DiagnosticReason::InvalidAnnotation
+        )]
+    );
+    assert_eq!(c.config.routes.rules().len(), 2);
+}
