@@ -59,6 +59,7 @@ const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 const SERVER_ALIAS: &str = "server-alias";
 const DEFAULT_BACKEND: &str = "default-backend";
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
+const CUSTOM_HEADERS: &str = "custom-headers";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -107,6 +108,7 @@ const KNOWN: &[&str] = &[
     SERVER_ALIAS,
     DEFAULT_BACKEND,
     CUSTOM_HTTP_ERRORS,
+    CUSTOM_HEADERS,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -231,6 +233,9 @@ pub struct IngressAnnotations {
     /// instead of the upstream's answer (sorted, each once); `None` leaves it to the
     /// ConfigMap's.
     pub custom_http_errors: Option<Vec<u16>>,
+    /// `custom-headers`: the ConfigMap (`namespace/name`) whose data are fields set on
+    /// every answer of the Ingress's paths.
+    pub custom_headers: Option<ObjectKey>,
 }
 
 /// A canary Ingress's annotations.
@@ -520,6 +525,7 @@ pub fn parse(
     out.custom_http_errors = r
         .get(CUSTOM_HTTP_ERRORS, parse_error_codes)
         .filter(|codes| !codes.is_empty());
+    out.custom_headers = r.get(CUSTOM_HEADERS, parse_configmap_ref);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -735,6 +741,23 @@ pub(super) fn parse_error_codes(v: &str) -> Result<Vec<u16>, String> {
     codes.sort_unstable();
     codes.dedup();
     Ok(codes)
+}
+
+/// A ConfigMap as `namespace/name` (`custom-headers`, and the ConfigMap's
+/// `proxy-set-headers`): two Kubernetes object names (lower-case letters, digits, `-`
+/// and `.`).
+pub(super) fn parse_configmap_ref(v: &str) -> Result<ObjectKey, String> {
+    let name_ok = |n: &str| {
+        (1..=253).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    match v.split_once('/') {
+        Some((ns, name)) if name_ok(ns) && name_ok(name) => Ok(ObjectKey::new(ns, name)),
+        _ => Err("a ConfigMap as namespace/name, such as default/custom-headers".into()),
+    }
 }
 
 /// `affinity-canary-behavior`: whether it is `legacy`.
@@ -1263,6 +1286,24 @@ mod tests {
             d[0].field,
             "metadata.annotations[\"nginx.ingress.kubernetes.io/default-backend\"]"
         );
+    }
+
+    #[test]
+    fn custom_headers_name_a_configmap() {
+        let (a, d) = read(&[(
+            "nginx.ingress.kubernetes.io/custom-headers",
+            "default/custom-headers-configmap",
+        )]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            a.custom_headers,
+            Some(ObjectKey::new("default", "custom-headers-configmap"))
+        );
+        for bad in ["custom-headers", "/x", "x/", "a/b/c", "A/b", "a/$b", "a/-b"] {
+            assert!(parse_configmap_ref(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("portico.dev/custom-headers", "only-a-name")]);
+        assert_eq!((a.custom_headers, d.len()), (None, 1));
     }
 
     #[test]

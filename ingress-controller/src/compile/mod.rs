@@ -27,6 +27,7 @@ mod certs;
 mod class;
 mod diagnostic;
 pub mod endpoints;
+mod headers;
 mod hosts;
 mod l4;
 mod policy;
@@ -45,7 +46,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use proxy_core::balance::AffinityKey;
-use proxy_core::config::Config;
+use proxy_core::config::{Config, ProxySettings};
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
 pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
@@ -307,7 +308,16 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         default_service,
         backends: cache.backends.backends(),
         l4,
-        settings: settings.proxy_settings(),
+        settings: ProxySettings {
+            proxy_set_headers: headers::proxy_set_headers(
+                store,
+                &settings,
+                opts.configmap.as_ref(),
+                &mut diags,
+            ),
+            ..settings.proxy_settings()
+        },
+        response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
         affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {

@@ -128,6 +128,11 @@ pub fn route_policy(
         canary: None,
         upstream_headers,
         errors: error_pages(ann, defaults),
+        response_headers: ann
+            .custom_headers
+            .as_ref()
+            .filter(|_| ann.canary.is_none())
+            .map(|k| k.to_string().into()),
     }
 }
 

@@ -17,8 +17,8 @@ use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NA
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
 use super::annotations::{
-    parse_bool, parse_buffer_size, parse_int, parse_on_off, parse_seconds, parse_size,
-    parse_timeout,
+    parse_bool, parse_buffer_size, parse_configmap_ref, parse_int, parse_on_off, parse_seconds,
+    parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::PolicyDefaults;
@@ -94,6 +94,12 @@ pub struct GlobalSettings {
     /// `custom-http-errors` (none): codes every path answers with the global default
     /// backend's error pages, unless its Ingress sets its own; sorted, each once.
     pub custom_http_errors: Vec<u16>,
+    /// `global-allowed-response-headers` (none): the only field names a `custom-headers`
+    /// ConfigMap may set, as written (compared case-sensitively, as ingress-nginx does).
+    pub allowed_response_headers: Vec<String>,
+    /// `proxy-set-headers` (none): the ConfigMap whose data are fields set on every
+    /// request sent to a backend.
+    pub proxy_set_headers: Option<ObjectKey>,
 }
 
 impl Default for GlobalSettings {
@@ -122,6 +128,8 @@ impl Default for GlobalSettings {
             use_port_in_redirects: false,
             http_redirect_code: 308,
             custom_http_errors: Vec::new(),
+            allowed_response_headers: Vec::new(),
+            proxy_set_headers: None,
         }
     }
 }
@@ -129,6 +137,8 @@ impl Default for GlobalSettings {
 /// `allow-snippet-annotations`: accepted so a migrated ConfigMap is not noise, but
 /// snippets are never honoured whatever it says.
 const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
+/// `global-allowed-response-headers`: read item by item, a bad one costing only itself.
+const ALLOWED_RESPONSE_HEADERS: &str = "global-allowed-response-headers";
 /// `custom-http-errors`: read item by item, a bad one costing only itself.
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 
@@ -179,6 +189,8 @@ impl GlobalSettings {
             }),
             // nginx's send_timeout, which ingress-nginx does not expose either.
             send_timeout: ProxySettings::default().send_timeout,
+            // Read from the ConfigMap it names, by the compile.
+            proxy_set_headers: Default::default(),
         }
     }
 }
@@ -229,6 +241,27 @@ pub fn parse_settings(
                     format!("{ALLOW_SNIPPETS} is true, but Portico never supports snippets: no annotation can inject proxy configuration"),
                 )),
                 Err(expected) => diags.push(invalid(key, field, name, raw, &expected)),
+            }
+            continue;
+        }
+        if name == ALLOWED_RESPONSE_HEADERS {
+            let (names, refused): (Vec<&str>, Vec<&str>) = v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .partition(|n| valid_custom_header_name(n));
+            s.allowed_response_headers = names.into_iter().map(str::to_owned).collect();
+            if !refused.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!(
+                        "key {name}: {} not a header name of letters, digits, - and _, ignored; the other names apply, as in ingress-nginx",
+                        refused.join(", ")
+                    ),
+                ));
             }
             continue;
         }
@@ -299,6 +332,7 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "preserve-trailing-slash" => parse_bool(v).map(|b| s.preserve_trailing_slash = b),
         "use-port-in-redirects" => parse_bool(v).map(|b| s.use_port_in_redirects = b),
         "http-redirect-code" => parse_redirect_code(v).map(|c| s.http_redirect_code = c),
+        "proxy-set-headers" => parse_configmap_ref(v).map(|k| s.proxy_set_headers = Some(k)),
         _ => return None,
     };
     Some(r)
@@ -318,6 +352,14 @@ fn parse_global_error_codes(v: &str) -> (Vec<u16>, Vec<&str>) {
     codes.sort_unstable();
     codes.dedup();
     (codes, refused)
+}
+
+/// A field name a `custom-headers` ConfigMap may set, as ingress-nginx's
+/// `^[a-zA-Z\d\-_]+$`.
+pub fn valid_custom_header_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `http-redirect-code`: one of the codes ingress-nginx accepts there.

@@ -1827,3 +1827,136 @@ fn missing_default_backend_services_are_reported() {
     );
     assert_eq!(c.config.routes.rules().len(), 2);
 }
+
+const HEADERS_YAML: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico, namespace: portico}
+data:
+  global-allowed-response-headers: \"X-Frame-Options, X-Using-Portico, bad name\"
+  proxy-set-headers: portico/request-headers
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: request-headers, namespace: portico}
+data:
+  X-Different-Name: \"true\"
+  X-Request-Start: \"t=${msec}\"
+  Host: evil.example.com
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: custom-headers, namespace: default}
+data:
+  X-Frame-Options: DENY
+  X-Using-Portico: \"true\"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: not-allowed, namespace: default}
+data:
+  X-Frame-Options: DENY
+  X-Powered-By: me
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: good
+  annotations: {nginx.ingress.kubernetes.io/custom-headers: default/custom-headers}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: good.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: refused
+  annotations: {portico.dev/custom-headers: default/not-allowed}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: refused.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+";
+
+#[test]
+fn header_configmaps_are_read_and_checked() {
+    use http::header::{HeaderName, HeaderValue};
+    use proxy_core::pipeline::SetHeaders;
+
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(HEADERS_YAML), &opts);
+    let field = |n: &'static str, v: &'static str| {
+        (HeaderName::from_static(n), HeaderValue::from_static(v))
+    };
+    // proxy-set-headers: the fields Portico can send as written; the rest reported.
+    assert_eq!(
+        c.config.settings.proxy_set_headers,
+        SetHeaders(vec![field("x-different-name", "true")])
+    );
+    let on_request_headers = diags_on(&c, Kind::ConfigMap, "portico", "request-headers");
+    assert_eq!(on_request_headers.len(), 2, "{on_request_headers:?}");
+    // A bad allow-list item costs only itself.
+    assert_eq!(
+        c.settings.allowed_response_headers,
+        vec!["X-Frame-Options".to_owned(), "X-Using-Portico".to_owned()]
+    );
+    // custom-headers: the allowed ConfigMap is in the config, named by the route.
+    let good = c.config.response_headers.get("default/custom-headers");
+    assert_eq!(
+        good.map(|s| (**s).clone()),
+        Some(SetHeaders(vec![
+            field("x-frame-options", "DENY"),
+            field("x-using-portico", "true")
+        ]))
+    );
+    let policy_of = |host: &str| {
+        c.config
+            .routes
+            .rules()
+            .into_iter()
+            .find(|r| r.host.to_string() == host)
+            .map(|r| r.target.policy.clone())
+            .expect("route")
+    };
+    assert_eq!(
+        policy_of("good.example.com").response_headers.as_deref(),
+        Some("default/custom-headers")
+    );
+    // A field outside the allow-list refuses the ConfigMap; the Ingress is still served.
+    assert!(!c
+        .config
+        .response_headers
+        .contains_key("default/not-allowed"));
+    let said: Vec<_> = diags_on(&c, Kind::Ingress, "default", "refused")
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("metadata."))
+        .collect();
+    assert_eq!(
+        said,
+        vec![(
+            "metadata.annotations[\"portico.dev/custom-headers\"]".to_owned(),
+            DiagnosticReason::InvalidAnnotation
+        )]
+    );
+    assert_eq!(c.config.routes.rules().len(), 2);
+
+    // Without an allow-list nothing is allowed, as in ingress-nginx.
+    let c = compile(&store_from_yaml(HEADERS_YAML), &CompileOptions::default());
+    assert!(c.config.response_headers.is_empty());
+    assert!(c.config.settings.proxy_set_headers.is_empty());
+}

@@ -25,7 +25,7 @@ use crate::balance::{Choice, CookieAffinity, Target};
 use crate::config::{Backend, BackendId, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
-use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy};
+use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -50,6 +50,8 @@ struct AccessLog {
     upstream_time: Option<Duration>,
     error: Option<String>,
     blame: Option<Blame>,
+    /// The route's `custom-headers`, set on its answer whatever it is.
+    respond_with: Option<Arc<SetHeaders>>,
 }
 
 impl AccessLog {
@@ -77,6 +79,7 @@ impl AccessLog {
             upstream_time: None,
             error: None,
             blame: None,
+            respond_with: None,
         })
     }
 
@@ -146,6 +149,9 @@ impl Proxy {
         one_authority(&mut parts, self.opts.allow_trace)?;
         let route = route(config, &mut parts, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
+        if let Some(key) = &policy.response_headers {
+            log.respond_with = config.response_headers.get(key).cloned();
+        }
 
         // 2. Request filters.
         let mut ctx = RequestCtx {
@@ -304,6 +310,10 @@ impl Proxy {
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        let global = &config.settings.proxy_set_headers;
+        if !global.is_empty() {
+            global.apply(&mut parts.headers);
+        }
         policy.upstream_headers.apply(&mut parts.headers);
         if let Some(request_id) = stand_in {
             ErrorInfo {
@@ -572,6 +582,10 @@ impl Proxy {
         headers.insert(header::SERVER, settings.server.clone());
         if let Some(hsts) = &settings.hsts {
             hsts.on_response(conn.info.scheme, headers);
+        }
+        // After Portico's own, as headers-more's filter runs after nginx's.
+        if let Some(set) = log.respond_with.take() {
+            set.apply(headers);
         }
         log.status = resp.status();
         resp.body_mut().on_done(log);

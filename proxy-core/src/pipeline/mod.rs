@@ -25,6 +25,7 @@ pub(crate) mod errors;
 mod hsts;
 mod redirect;
 mod rewrite;
+mod set_headers;
 mod upstream_headers;
 mod url_redirect;
 mod www_redirect;
@@ -37,11 +38,13 @@ pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use rewrite::{Rewrite, RewriteError};
+pub use set_headers::SetHeaders;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::request::Parts;
 use http::Response;
@@ -72,6 +75,10 @@ pub struct RoutePolicy {
     /// `custom-http-errors` and `default-backend`: answers intercepted for a default
     /// backend, and where requests go while the backend has no ready endpoint.
     pub errors: Option<ErrorPages>,
+    /// `custom-headers`: the key in [`Config::response_headers`](crate::config::Config)
+    /// of the fields set on every answer of the route (looked up per request, so a
+    /// ConfigMap edit needs no new policy).
+    pub response_headers: Option<Arc<str>>,
 }
 
 /// A request filter's verdict.
