@@ -135,6 +135,14 @@ pub struct Args {
     #[arg(long, env = "PORTICO_CONFIGMAP", value_name = "NS/NAME", value_parser = parse_object_key)]
     pub configmap: Option<ObjectKey>,
 
+    /// Service that answers HTTP requests no rule (and no Ingress's spec.defaultBackend)
+    /// matches, on its first port, as ingress-nginx's flag of the same name; it also
+    /// serves the custom-http-errors pages of Ingresses without a default-backend
+    /// annotation. While it has no ready endpoint, such requests get 404. Default: none
+    /// (404).
+    #[arg(long, env = "PORTICO_DEFAULT_BACKEND_SERVICE", value_name = "NS/NAME", value_parser = parse_object_key)]
+    pub default_backend_service: Option<ObjectKey>,
+
     /// On SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this
     /// many seconds.
     #[arg(

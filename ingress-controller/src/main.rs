@@ -161,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_name: args.node_name.clone(),
         node_addresses: args.node_address.clone(),
         configmap: args.configmap.clone(),
+        default_backend_service: args.default_backend_service.clone(),
         generation: 0,
     };
     let mut publisher = Publisher::new(

@@ -1,5 +1,5 @@
 //! The settings ConfigMap and the shared affinity cookie key against the API-server
-//! double: each watched by name, kept across the TLS Secrets' relists, and the key
+//! double: each watched by name (ConfigMaps also all together), kept across the TLS Secrets' relists, and the key
 //! Secret created by the leader when missing, never overwritten.
 
 mod apiserver;
@@ -135,38 +135,34 @@ async fn the_configmap_is_watched_by_name_and_changes_reach_compile() {
     let run = start(&api, settings_opts()).await;
     let key = ObjectKey::new("portico", "portico");
 
+    // Every ConfigMap is read (custom-headers and proxy-set-headers may name any), the
+    // settings one also by name.
     let s = run.store.snapshot();
     let names: Vec<_> = s.config_maps.keys().map(ToString::to_string).collect();
-    assert_eq!(names, ["portico/portico"]);
+    assert_eq!(
+        names,
+        ["default/portico", "portico/other", "portico/portico"]
+    );
     let opts = CompileOptions {
         configmap: Some(key.clone()),
         ..CompileOptions::default()
     };
     assert_eq!(compile(&s, &opts).settings.proxy_body_size, Some(8 << 20));
 
-    // Listed and watched in its namespace only, by name. (Watches open just after the
-    // lists that made the source ready.)
-    eventually("the ConfigMap watch", || {
-        api.requests()
+    // (Watches open just after the lists that made the source ready.)
+    eventually("the ConfigMap watches", || {
+        let reqs = api.requests();
+        let by_name = reqs.iter().any(|r| {
+            r.is_watch()
+                && r.path == "/api/v1/namespaces/portico/configmaps"
+                && r.query.contains("fieldSelector=metadata.name%3Dportico")
+        });
+        let all = reqs
             .iter()
-            .any(|r| r.is_watch() && r.path == "/api/v1/namespaces/portico/configmaps")
-            .then_some(())
+            .any(|r| r.is_watch() && r.path == "/api/v1/configmaps");
+        (by_name && all).then_some(())
     })
     .await;
-    let reqs = api.requests();
-    let cm: Vec<_> = reqs
-        .iter()
-        .filter(|r| r.path.contains("configmaps"))
-        .collect();
-    assert!(cm.iter().any(|r| r.is_watch()), "no watch of the ConfigMap");
-    for r in cm {
-        assert_eq!(r.path, "/api/v1/namespaces/portico/configmaps");
-        assert!(
-            r.query.contains("fieldSelector=metadata.name%3Dportico"),
-            "{}",
-            r.query
-        );
-    }
 
     api.apply(configmap("portico", "portico", "0"));
     until(&run.store, "the edit arrives", |s| {
@@ -181,7 +177,32 @@ async fn the_configmap_is_watched_by_name_and_changes_reach_compile() {
     );
     api.delete("v1", "ConfigMap", "portico", "portico");
     until(&run.store, "the deletion arrives", |s| {
-        s.config_maps.is_empty()
+        !s.config_maps.contains_key(&key) && s.config_maps.len() == 2
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn outside_the_watched_namespace_only_the_settings_configmap_is_read() {
+    let api = ApiServer::start().await;
+    api.apply(configmap("portico", "portico", "8m"));
+    api.apply(configmap("portico", "other", "1k"));
+    api.apply(configmap("apps", "headers", "2k"));
+    let run = start(
+        &api,
+        KubeSourceOptions {
+            watch_namespace: Some("apps".into()),
+            ..settings_opts()
+        },
+    )
+    .await;
+    let s = run.store.snapshot();
+    let names: Vec<_> = s.config_maps.keys().map(ToString::to_string).collect();
+    assert_eq!(names, ["apps/headers", "portico/portico"]);
+    // A relist of the namespace's ConfigMaps keeps the settings one.
+    api.apply(configmap("apps", "more", "3k"));
+    until(&run.store, "the new ConfigMap arrives", |s| {
+        s.config_maps.len() == 3
     })
     .await;
 }

@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::balance::{AffinityKey, Target};
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Hsts};
+use crate::pipeline::{ClientAddressPolicy, Hsts, SetHeaders};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -87,8 +87,16 @@ pub struct Config {
     pub generation: u64,
     /// Host/path rules.
     pub routes: RouteTable,
-    /// What no rule matched (an Ingress `spec.defaultBackend`); `None` answers 404.
+    /// What no rule matched (an Ingress `spec.defaultBackend`).
     pub default_backend: Option<RouteTarget>,
+    /// The global default backend (`--default-backend-service`): what neither a rule nor
+    /// `default_backend` matched (404 while it has no ready endpoint, as ingress-nginx's
+    /// own catch-all answers then), and the error pages of routes that name no default
+    /// backend of their own. With neither, unmatched requests get 404.
+    pub default_service: Option<RouteTarget>,
+    /// `custom-headers`: the answer fields of each ConfigMap that routes name (by
+    /// `namespace/name`), validated.
+    pub response_headers: HashMap<Arc<str>, Arc<SetHeaders>>,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).
@@ -118,6 +126,8 @@ pub struct ProxySettings {
     /// A client that takes no response data for this long is cut off (nginx's
     /// `send_timeout`).
     pub send_timeout: Duration,
+    /// `proxy-set-headers`: fields set on every request sent to a backend.
+    pub proxy_set_headers: SetHeaders,
 }
 
 impl Default for ProxySettings {
@@ -130,6 +140,7 @@ impl Default for ProxySettings {
             hsts: Some(Hsts::new(31_536_000, true, false)),
             keep_alive: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
+            proxy_set_headers: SetHeaders::default(),
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
+use proxy_core::config::BackendId;
 use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
 use proxy_core::routes::{HostMatch, HostPattern};
 
@@ -56,6 +57,14 @@ const AFFINITY_CANARY_BEHAVIOR: &str = "affinity-canary-behavior";
 const UPSTREAM_VHOST: &str = "upstream-vhost";
 const X_FORWARDED_PREFIX: &str = "x-forwarded-prefix";
 const SERVER_ALIAS: &str = "server-alias";
+const DEFAULT_BACKEND: &str = "default-backend";
+const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
+const CUSTOM_HEADERS: &str = "custom-headers";
+
+/// The port a Service named without one is reached on: its first, as ingress-nginx
+/// takes the first port of a `default-backend` Service (and of
+/// `--default-backend-service`). Not a valid port name, so it names no other backend.
+pub const FIRST_PORT: &str = "(first)";
 
 /// Every key honoured under both prefixes.
 const KNOWN: &[&str] = &[
@@ -97,6 +106,9 @@ const KNOWN: &[&str] = &[
     UPSTREAM_VHOST,
     X_FORWARDED_PREFIX,
     SERVER_ALIAS,
+    DEFAULT_BACKEND,
+    CUSTOM_HTTP_ERRORS,
+    CUSTOM_HEADERS,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -213,6 +225,17 @@ pub struct IngressAnnotations {
     pub x_forwarded_prefix: Option<String>,
     /// `server-alias`: more names for the Ingress's hosts, sorted, each once.
     pub server_alias: Vec<HostMatch>,
+    /// `default-backend`: a Service of the Ingress's namespace, on its first port
+    /// ([`FIRST_PORT`]), that answers the Ingress's paths while their Service has no
+    /// ready endpoint, and serves their `custom-http-errors` pages.
+    pub default_backend: Option<BackendId>,
+    /// `custom-http-errors`: the codes the Ingress's paths answer with an error page
+    /// instead of the upstream's answer (sorted, each once); `None` leaves it to the
+    /// ConfigMap's.
+    pub custom_http_errors: Option<Vec<u16>>,
+    /// `custom-headers`: the ConfigMap (`namespace/name`) whose data are fields set on
+    /// every answer of the Ingress's paths.
+    pub custom_headers: Option<ObjectKey>,
 }
 
 /// A canary Ingress's annotations.
@@ -494,6 +517,15 @@ pub fn parse(
     out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
     out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
     out.server_alias = r.get(SERVER_ALIAS, parse_server_alias).unwrap_or_default();
+    out.default_backend = r
+        .get(DEFAULT_BACKEND, parse_service_name)
+        .map(|name| BackendId::new(&key.namespace, &name, FIRST_PORT));
+    // A list of no codes (`","`) leaves the ConfigMap's in force, as in ingress-nginx,
+    // where a location without `error_page` inherits the server's.
+    out.custom_http_errors = r
+        .get(CUSTOM_HTTP_ERRORS, parse_error_codes)
+        .filter(|codes| !codes.is_empty());
+    out.custom_headers = r.get(CUSTOM_HEADERS, parse_configmap_ref);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -672,6 +704,60 @@ fn parse_server_alias(v: &str) -> Result<Vec<HostMatch>, String> {
     out.sort_by_key(|h| h.to_string());
     out.dedup();
     Ok(out)
+}
+
+/// `default-backend`: a Service name (an RFC 1035 label: lower-case letters, digits and
+/// `-`, starting with a letter, at most 63), as ingress-nginx's `ValidateServiceName`.
+fn parse_service_name(v: &str) -> Result<String, String> {
+    let b = v.as_bytes();
+    let ok = (1..=63).contains(&b.len())
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err("the name of a Service in the Ingress's namespace, such as error-pages".into())
+    }
+}
+
+/// `custom-http-errors`: comma-separated codes from 400 to 599 (ingress-nginx's
+/// `^(?:[4,5]\d{2},?)*$`; spaces around a code and empty items are let through, as its
+/// parser trims them), sorted, each once. A value with anything else, or an empty one,
+/// is refused whole.
+pub(super) fn parse_error_codes(v: &str) -> Result<Vec<u16>, String> {
+    const EXPECTED: &str = "comma-separated HTTP status codes from 400 to 599, such as 404,503";
+    if v.is_empty() {
+        return Err(EXPECTED.into());
+    }
+    let mut codes = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match item.parse::<u16>() {
+            Ok(code) if item.len() == 3 && (400..=599).contains(&code) => codes.push(code),
+            _ => return Err(EXPECTED.into()),
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes)
+}
+
+/// A ConfigMap as `namespace/name` (`custom-headers`, and the ConfigMap's
+/// `proxy-set-headers`): two Kubernetes object names (lower-case letters, digits, `-`
+/// and `.`).
+pub(super) fn parse_configmap_ref(v: &str) -> Result<ObjectKey, String> {
+    let name_ok = |n: &str| {
+        (1..=253).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+            && n.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && n.ends_with(|c: char| c.is_ascii_alphanumeric())
+    };
+    match v.split_once('/') {
+        Some((ns, name)) if name_ok(ns) && name_ok(name) => Ok(ObjectKey::new(ns, name)),
+        _ => Err("a ConfigMap as namespace/name, such as default/custom-headers".into()),
+    }
 }
 
 /// `affinity-canary-behavior`: whether it is `legacy`.
@@ -1170,6 +1256,90 @@ mod tests {
         assert!(d[0]
             .field
             .contains("nginx.ingress.kubernetes.io/upstream-vhost"));
+    }
+
+    #[test]
+    fn default_backend_names_a_service_of_the_ingress_namespace() {
+        for prefix in [NGINX_PREFIX, OWN_PREFIX] {
+            let (a, d) = read(&[(&format!("{prefix}default-backend"), " error-pages ")]);
+            assert!(d.is_empty(), "{d:?}");
+            assert_eq!(
+                a.default_backend,
+                Some(BackendId::new("default", "error-pages", FIRST_PORT))
+            );
+        }
+        for bad in [
+            "",
+            "Error-Pages",
+            "ns/svc",
+            "1abc",
+            "abc-",
+            "a_b",
+            &"a".repeat(64),
+        ] {
+            assert!(parse_service_name(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/default-backend", "other/svc")]);
+        assert_eq!(a.default_backend, None);
+        assert_eq!(d.len(), 1);
+        assert_eq!(
+            d[0].field,
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/default-backend\"]"
+        );
+    }
+
+    #[test]
+    fn custom_headers_name_a_configmap() {
+        let (a, d) = read(&[(
+            "nginx.ingress.kubernetes.io/custom-headers",
+            "default/custom-headers-configmap",
+        )]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            a.custom_headers,
+            Some(ObjectKey::new("default", "custom-headers-configmap"))
+        );
+        for bad in ["custom-headers", "/x", "x/", "a/b/c", "A/b", "a/$b", "a/-b"] {
+            assert!(parse_configmap_ref(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[("portico.dev/custom-headers", "only-a-name")]);
+        assert_eq!((a.custom_headers, d.len()), (None, 1));
+    }
+
+    #[test]
+    fn custom_http_errors_as_ingress_nginx_reads_them() {
+        // The documentation's example, and its e2e test's spaced list.
+        assert_eq!(parse_error_codes("404,415"), Ok(vec![404, 415]));
+        assert_eq!(parse_error_codes("404, 503"), Ok(vec![404, 503]));
+        assert_eq!(parse_error_codes("503,404,503,"), Ok(vec![404, 503]));
+        assert_eq!(parse_error_codes(","), Ok(vec![]));
+        assert!(parse_error_codes("").is_err());
+        // Its unit test's bad list, and codes outside 400 to 599.
+        for bad in [
+            "400,404,abc,502",
+            "399",
+            "600",
+            "200",
+            "4040",
+            "+404",
+            "40 4",
+        ] {
+            assert!(parse_error_codes(bad).is_err(), "{bad:?}");
+        }
+        let (a, d) = read(&[
+            ("nginx.ingress.kubernetes.io/custom-http-errors", "404,500"),
+            ("portico.dev/custom-http-errors", "503"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(a.custom_http_errors, Some(vec![503]), "portico.dev/ wins");
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/custom-http-errors", "404,abc")]);
+        assert_eq!(a.custom_http_errors, None);
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert!(
+            d[0].message.contains("custom-http-errors"),
+            "{}",
+            d[0].message
+        );
     }
 
     #[test]

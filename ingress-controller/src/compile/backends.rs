@@ -13,6 +13,7 @@ use k8s_openapi::api::networking::v1::IngressBackend;
 use proxy_core::config::{Backend, BackendId, BackendKind};
 use proxy_core::host::HostName;
 
+use super::annotations::FIRST_PORT;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::{numeric_target_port, EndpointIndex, EndpointSource};
 use super::hosts::{self, Fragment};
@@ -24,6 +25,9 @@ use crate::store::{Kind, ObjectKey, Store};
 pub(super) enum PortRef<'a> {
     Number(i32),
     Name(&'a str),
+    /// The Service's first port, as ingress-nginx reaches a `default-backend` Service
+    /// and `--default-backend-service`.
+    First,
 }
 
 /// As written: the number, or the name.
@@ -32,6 +36,7 @@ impl fmt::Display for PortRef<'_> {
         match self {
             PortRef::Number(n) => write!(f, "{n}"),
             PortRef::Name(name) => f.write_str(name),
+            PortRef::First => f.write_str(FIRST_PORT),
         }
     }
 }
@@ -57,6 +62,7 @@ struct RefKey {
 enum OwnedPort {
     Number(i32),
     Name(Box<str>),
+    First,
 }
 
 /// A Service port as an Ingress names it, borrowed from the Ingress.
@@ -80,6 +86,7 @@ fn hash_ref<H: Hasher>(namespace: &str, service: &str, port: PortRef<'_>, h: &mu
             h.write_u8(1);
             name.hash(h);
         }
+        PortRef::First => h.write_u8(2),
     }
 }
 
@@ -91,6 +98,7 @@ impl RefKey {
             port: match &self.port {
                 OwnedPort::Number(n) => PortRef::Number(*n),
                 OwnedPort::Name(name) => PortRef::Name(name),
+                OwnedPort::First => PortRef::First,
             },
         }
     }
@@ -122,6 +130,7 @@ impl From<RefSlot<'_>> for RefKey {
             port: match slot.port {
                 PortRef::Number(n) => OwnedPort::Number(n),
                 PortRef::Name(name) => OwnedPort::Name(name.into()),
+                PortRef::First => OwnedPort::First,
             },
         }
     }
@@ -133,6 +142,8 @@ pub(super) enum RefField {
     /// `spec.defaultBackend` (ordered first: the compile always resolved it first).
     Default,
     Path(PathField),
+    /// The `default-backend` annotation.
+    Annotation,
 }
 
 impl fmt::Display for RefField {
@@ -140,6 +151,7 @@ impl fmt::Display for RefField {
         match self {
             RefField::Default => f.write_str("spec.defaultBackend"),
             RefField::Path(p) => write!(f, "{}", BackendField(*p)),
+            RefField::Annotation => f.write_str("metadata.annotations[default-backend]"),
         }
     }
 }
@@ -158,6 +170,14 @@ impl BackendRef {
         let backend = match self.field {
             RefField::Default => f.ingress.spec.as_ref()?.default_backend.as_ref()?,
             RefField::Path(p) => f.backend_at(p)?,
+            RefField::Annotation => {
+                let id = f.ann.default_backend.as_ref()?;
+                return Some(RefSlot {
+                    namespace: &f.key.namespace,
+                    service: &id.service,
+                    port: PortRef::First,
+                });
+            }
         };
         let (service, port) = reference(&f.key, backend, &self.field, &mut Vec::new())?;
         Some(RefSlot {
@@ -236,6 +256,8 @@ struct BackendState {
     built: Option<Arc<Backend>>,
     /// `resolved.diags`, each reference's problem, and settings conflicts.
     diags: Vec<Diagnostic>,
+    /// `--default-backend-service` names it: kept without references.
+    pinned: bool,
 }
 
 impl BackendState {
@@ -245,18 +267,35 @@ impl BackendState {
             .sort_by(|a, b| hosts::age_order(&a.fragment, &b.fragment).then(a.field.cmp(&b.field)));
         let r = &self.resolved;
         let mut diags = r.diags.clone();
-        if self.refs.is_empty() {
+        if self.refs.is_empty() && !self.pinned {
             return;
+        }
+        if let (true, Some(p)) = (self.pinned, &r.problem) {
+            let message = p.message.trim_end_matches("; requests get 503");
+            diags.push(Diagnostic::error(
+                Kind::Service,
+                &ObjectKey::new(&r.id.namespace, &r.id.service),
+                "",
+                p.reason,
+                format!("--default-backend-service: {message}; requests no rule matches get 404"),
+            ));
         }
         for reference in &self.refs {
             let f = &reference.fragment;
             if let Some(p) = &r.problem {
+                let (field, message) = match reference.field {
+                    RefField::Annotation => (
+                        reference.field.to_string(),
+                        format!("default-backend: {}", p.message),
+                    ),
+                    _ => (format!("{}{}", reference.field, p.field), p.message.clone()),
+                };
                 diags.push(Diagnostic::error(
                     Kind::Ingress,
                     &f.key,
-                    format!("{}{}", reference.field, p.field),
+                    field,
                     p.reason,
-                    p.message.clone(),
+                    message,
                 ));
             }
         }
@@ -285,11 +324,21 @@ pub struct BackendTable {
     services: Weak<ObjectMap<Service>>,
     slices: Weak<ObjectMap<EndpointSlice>>,
     endpoints: Weak<ObjectMap<Endpoints>>,
+    /// The `--default-backend-service` Service, on its first port.
+    pinned: Option<RefKey>,
 }
 
 impl BackendTable {
-    /// Brings the table to `store`, minus `removed` and plus `added` references.
-    pub fn update(&mut self, store: &Store, removed: &[BackendRef], added: &[BackendRef]) {
+    /// Brings the table to `store`, minus `removed` and plus `added` references, with
+    /// `pinned` (`--default-backend-service`: namespace and name) kept whoever refers
+    /// to it.
+    pub fn update(
+        &mut self,
+        store: &Store,
+        removed: &[BackendRef],
+        added: &[BackendRef],
+        pinned: Option<&ObjectKey>,
+    ) {
         let index = OnceCell::new();
         let index = || index.get_or_init(|| EndpointIndex::new(store));
         let unchanged = std::ptr::eq(self.services.as_ptr(), Arc::as_ptr(&store.services))
@@ -328,17 +377,55 @@ impl BackendTable {
                         stale: true,
                         built: None,
                         diags: Vec::new(),
+                        pinned: false,
                     };
                     self.states.insert(RefKey::from(slot), state);
                 }
+            }
+        }
+        let slot = pinned.map(|k| RefSlot {
+            namespace: &k.namespace,
+            service: &k.name,
+            port: PortRef::First,
+        });
+        if self.pinned.as_ref().map(RefKey::slot) != slot {
+            if let Some(state) = self.pinned.take().and_then(|k| self.states.get_mut(&k)) {
+                state.pinned = false;
+                state.stale = true;
+            }
+            if let Some(slot) = slot {
+                match self.states.get_mut(&slot) {
+                    Some(state) => {
+                        state.pinned = true;
+                        state.stale = true;
+                    }
+                    None => {
+                        let state = BackendState {
+                            resolved: Resolved::new(store, index(), slot),
+                            refs: Vec::new(),
+                            stale: true,
+                            built: None,
+                            diags: Vec::new(),
+                            pinned: true,
+                        };
+                        self.states.insert(RefKey::from(slot), state);
+                    }
+                }
+                self.pinned = Some(RefKey::from(slot));
             }
         }
         self.states.retain(|_, state| {
             if state.stale {
                 state.rebuild();
             }
-            !state.refs.is_empty()
+            !state.refs.is_empty() || state.pinned
         });
+    }
+
+    /// The `--default-backend-service` backend, once it is in the table.
+    pub fn pinned_id(&self) -> Option<BackendId> {
+        let key = self.pinned.as_ref()?;
+        Some(self.states.get(&key.slot())?.resolved.id.clone())
     }
 
     /// The backend `reference` resolves to, once it is in the table.
@@ -433,6 +520,7 @@ fn find_port<'s>(service: &'s Service, port: &PortRef<'_>) -> Option<&'s Service
     ports.iter().find(|p| match port {
         PortRef::Number(n) => p.port == *n,
         PortRef::Name(name) => p.name.as_deref() == Some(*name),
+        PortRef::First => true,
     })
 }
 
@@ -451,6 +539,10 @@ fn port_missing(svc_key: &ObjectKey, port: &PortRef<'_>) -> Problem {
                 "service {:?} has no port named {name:?}; requests get 503",
                 svc_key.name
             ),
+        ),
+        PortRef::First => (
+            ".service.port",
+            format!("service {:?} has no ports", svc_key.name),
         ),
     };
     Problem {
@@ -538,7 +630,7 @@ fn external_name(
     let number = match (find_port(service, port), port) {
         (Some(p), _) => numeric_target_port(p),
         (None, PortRef::Number(n)) => u16::try_from(*n).ok().filter(|p| *p != 0),
-        (None, PortRef::Name(_)) => None,
+        (None, PortRef::Name(_) | PortRef::First) => None,
     };
     match number {
         Some(port) => (

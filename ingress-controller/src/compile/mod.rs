@@ -27,6 +27,7 @@ mod certs;
 mod class;
 mod diagnostic;
 pub mod endpoints;
+mod headers;
 mod hosts;
 mod l4;
 mod policy;
@@ -45,7 +46,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
 use proxy_core::balance::AffinityKey;
-use proxy_core::config::Config;
+use proxy_core::config::{Config, ProxySettings};
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
 pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
@@ -74,6 +75,9 @@ pub struct CompileOptions {
     pub node_addresses: Vec<IpAddr>,
     /// `--configmap NS/NAME`: the global settings.
     pub configmap: Option<ObjectKey>,
+    /// `--default-backend-service NS/NAME`: the global default backend, on the
+    /// Service's first port.
+    pub default_backend_service: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
 }
@@ -88,6 +92,7 @@ impl Default for CompileOptions {
             node_name: None,
             node_addresses: Vec::new(),
             configmap: None,
+            default_backend_service: None,
             generation: 0,
         }
     }
@@ -122,6 +127,8 @@ pub struct CompileCache {
     backends: backends::BackendTable,
     /// The reference the default backend was resolved from.
     default_ref: Option<backends::BackendRef>,
+    /// The `default-backend` annotations' references.
+    annotation_refs: Vec<backends::BackendRef>,
 }
 
 /// Compiles the store. Same store and options, same output (but for certificate validity,
@@ -220,7 +227,40 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         removed.extend(previous_default);
         added.extend(default_ref.clone());
     }
-    cache.backends.update(store, &removed, &added);
+    // The `default-backend` annotations: one reference per Ingress that sets one (a
+    // canary's plays no part), kept while its Ingress is unchanged.
+    let annotation_refs: Vec<backends::BackendRef> = update
+        .fragments
+        .iter()
+        .filter(|f| f.ann.default_backend.is_some() && f.ann.canary.is_none())
+        .map(|f| backends::BackendRef {
+            fragment: f.clone(),
+            field: backends::RefField::Annotation,
+        })
+        .collect();
+    let previous_annotations = std::mem::take(&mut cache.annotation_refs);
+    let kept = |list: &[backends::BackendRef], r: &backends::BackendRef| {
+        list.iter().any(|o| Arc::ptr_eq(&o.fragment, &r.fragment))
+    };
+    removed.extend(
+        previous_annotations
+            .iter()
+            .filter(|r| !kept(&annotation_refs, r))
+            .cloned(),
+    );
+    added.extend(
+        annotation_refs
+            .iter()
+            .filter(|r| !kept(&previous_annotations, r))
+            .cloned(),
+    );
+    cache.annotation_refs = annotation_refs;
+    cache.backends.update(
+        store,
+        &removed,
+        &added,
+        opts.default_backend_service.as_ref(),
+    );
     let default_backend = default_ref.as_ref().and_then(|r| {
         // The default backend serves every host, so only force-ssl-redirect redirects.
         let ann = IngressAnnotations {
@@ -234,6 +274,22 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         })
     });
     cache.default_ref = default_ref;
+    // The global default backend: no Ingress's, so only force-ssl-redirect could
+    // redirect, and no annotation applies; the ConfigMap's custom-http-errors do.
+    let default_service = cache.backends.pinned_id().map(|backend| RouteTarget {
+        backend,
+        policy: Arc::new(policy::route_policy(
+            &IngressAnnotations {
+                ssl_redirect: Some(false),
+                ..IngressAnnotations::default()
+            },
+            &defaults,
+            false,
+            "/",
+            None,
+        )),
+        source: "".into(),
+    });
     diags.extend(cache.routes.diagnostics().cloned());
     diags.extend(cache.backends.diagnostics().cloned());
     let www_hosts = www::redirect_hosts(&update.fragments, &cache.routes, &defaults, &mut diags);
@@ -249,9 +305,19 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         generation: opts.generation,
         routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
         default_backend,
+        default_service,
         backends: cache.backends.backends(),
         l4,
-        settings: settings.proxy_settings(),
+        settings: ProxySettings {
+            proxy_set_headers: headers::proxy_set_headers(
+                store,
+                &settings,
+                opts.configmap.as_ref(),
+                &mut diags,
+            ),
+            ..settings.proxy_settings()
+        },
+        response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
         affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {

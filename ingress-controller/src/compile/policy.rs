@@ -3,8 +3,8 @@
 use http::{HeaderValue, StatusCode};
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BodyLimit, RequestFilter, Rewrite, RoutePolicy, SslRedirect, UpstreamHeaders,
-    UrlRedirect,
+    AppRoot, BodyLimit, ErrorPages, RequestFilter, Rewrite, RoutePolicy, SslRedirect,
+    UpstreamHeaders, UrlRedirect,
 };
 
 use super::annotations::IngressAnnotations;
@@ -28,6 +28,8 @@ pub struct PolicyDefaults {
     pub use_port_in_redirects: bool,
     /// `http-redirect-code`: the code of HTTPS and `www` redirects.
     pub http_redirect_code: StatusCode,
+    /// `custom-http-errors`: codes answered by the global default backend's error pages.
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for PolicyDefaults {
@@ -41,6 +43,7 @@ impl Default for PolicyDefaults {
             preserve_trailing_slash: false,
             use_port_in_redirects: false,
             http_redirect_code: StatusCode::PERMANENT_REDIRECT,
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -124,7 +127,30 @@ pub fn route_policy(
         buffer_body,
         canary: None,
         upstream_headers,
+        errors: error_pages(ann, defaults),
+        response_headers: ann
+            .custom_headers
+            .as_ref()
+            .filter(|_| ann.canary.is_none())
+            .map(|k| k.to_string().into()),
     }
+}
+
+/// `custom-http-errors` (the Ingress's codes, else the ConfigMap's: an annotation
+/// replaces the global list, as a location's `error_page` replaces the server's in
+/// nginx) and `default-backend`. `None` when neither asks for anything.
+pub fn error_pages(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Option<ErrorPages> {
+    let codes = ann
+        .custom_http_errors
+        .as_deref()
+        .unwrap_or(&defaults.custom_http_errors);
+    if codes.is_empty() && ann.default_backend.is_none() {
+        return None;
+    }
+    Some(ErrorPages::new(
+        codes.iter().copied(),
+        ann.default_backend.clone(),
+    ))
 }
 
 /// Whether paths of one Ingress can share one policy: only the affinity cookie's path
@@ -255,5 +281,38 @@ mod tests {
                 use_port: false,
             })
         );
+    }
+
+    #[test]
+    fn error_pages_take_the_annotation_over_the_configmap() {
+        let defaults = PolicyDefaults {
+            custom_http_errors: vec![404, 503],
+            ..PolicyDefaults::default()
+        };
+        let none = route_policy(
+            &IngressAnnotations::default(),
+            &PolicyDefaults::default(),
+            false,
+            "/",
+            None,
+        );
+        assert_eq!(none.errors, None, "nothing asked, nothing to do");
+        let global = route_policy(&IngressAnnotations::default(), &defaults, false, "/", None);
+        assert_eq!(global.errors, Some(ErrorPages::new([404, 503], None)));
+        let own = proxy_core::config::BackendId::new("ns", "errors", "(first)");
+        let ann = IngressAnnotations {
+            custom_http_errors: Some(vec![500]),
+            default_backend: Some(own.clone()),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&ann, &defaults, false, "/", None);
+        assert_eq!(p.errors, Some(ErrorPages::new([500], Some(own.clone()))));
+        // A default backend alone still takes requests while the Service has no endpoint.
+        let ann = IngressAnnotations {
+            default_backend: Some(own.clone()),
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&ann, &PolicyDefaults::default(), false, "/", None);
+        assert_eq!(p.errors, Some(ErrorPages::new([], Some(own))));
     }
 }

@@ -17,7 +17,8 @@ use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NA
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
 use super::annotations::{
-    parse_bool, parse_buffer_size, parse_on_off, parse_seconds, parse_size, parse_timeout,
+    parse_bool, parse_buffer_size, parse_configmap_ref, parse_int, parse_on_off, parse_seconds,
+    parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::PolicyDefaults;
@@ -90,6 +91,15 @@ pub struct GlobalSettings {
     /// `http-redirect-code` (308): the code of HTTPS and `www` redirects; 301, 302, 307
     /// or 308.
     pub http_redirect_code: u16,
+    /// `custom-http-errors` (none): codes every path answers with the global default
+    /// backend's error pages, unless its Ingress sets its own; sorted, each once.
+    pub custom_http_errors: Vec<u16>,
+    /// `global-allowed-response-headers` (none): the only field names a `custom-headers`
+    /// ConfigMap may set, as written (compared case-sensitively, as ingress-nginx does).
+    pub allowed_response_headers: Vec<String>,
+    /// `proxy-set-headers` (none): the ConfigMap whose data are fields set on every
+    /// request sent to a backend.
+    pub proxy_set_headers: Option<ObjectKey>,
 }
 
 impl Default for GlobalSettings {
@@ -117,6 +127,9 @@ impl Default for GlobalSettings {
             preserve_trailing_slash: false,
             use_port_in_redirects: false,
             http_redirect_code: 308,
+            custom_http_errors: Vec::new(),
+            allowed_response_headers: Vec::new(),
+            proxy_set_headers: None,
         }
     }
 }
@@ -124,6 +137,10 @@ impl Default for GlobalSettings {
 /// `allow-snippet-annotations`: accepted so a migrated ConfigMap is not noise, but
 /// snippets are never honoured whatever it says.
 const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
+/// `global-allowed-response-headers`: read item by item, a bad one costing only itself.
+const ALLOWED_RESPONSE_HEADERS: &str = "global-allowed-response-headers";
+/// `custom-http-errors`: read item by item, a bad one costing only itself.
+const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -142,6 +159,7 @@ impl GlobalSettings {
             use_port_in_redirects: self.use_port_in_redirects,
             http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
                 .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            custom_http_errors: self.custom_http_errors.clone(),
         }
     }
 
@@ -171,6 +189,8 @@ impl GlobalSettings {
             }),
             // nginx's send_timeout, which ingress-nginx does not expose either.
             send_timeout: ProxySettings::default().send_timeout,
+            // Read from the ConfigMap it names, by the compile.
+            proxy_set_headers: Default::default(),
         }
     }
 }
@@ -224,6 +244,44 @@ pub fn parse_settings(
             }
             continue;
         }
+        if name == ALLOWED_RESPONSE_HEADERS {
+            let (names, refused): (Vec<&str>, Vec<&str>) = v
+                .split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .partition(|n| valid_custom_header_name(n));
+            s.allowed_response_headers = names.into_iter().map(str::to_owned).collect();
+            if !refused.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!(
+                        "key {name}: {} not a header name of letters, digits, - and _, ignored; the other names apply, as in ingress-nginx",
+                        refused.join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
+        if name == CUSTOM_HTTP_ERRORS {
+            let (codes, refused) = parse_global_error_codes(v);
+            s.custom_http_errors = codes;
+            if !refused.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!(
+                        "key {name}: {} not a status code from 300 to 599, ignored; the other codes apply, as in ingress-nginx",
+                        refused.join(", ")
+                    ),
+                ));
+            }
+            continue;
+        }
         match apply(&mut s, name, v) {
             Some(Ok(())) => {}
             Some(Err(expected)) => diags.push(invalid(key, field, name, raw, &expected)),
@@ -274,9 +332,34 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "preserve-trailing-slash" => parse_bool(v).map(|b| s.preserve_trailing_slash = b),
         "use-port-in-redirects" => parse_bool(v).map(|b| s.use_port_in_redirects = b),
         "http-redirect-code" => parse_redirect_code(v).map(|c| s.http_redirect_code = c),
+        "proxy-set-headers" => parse_configmap_ref(v).map(|k| s.proxy_set_headers = Some(k)),
         _ => return None,
     };
     Some(r)
+}
+
+/// `custom-http-errors`: comma-separated codes, read as ingress-nginx's ConfigMap reader
+/// does: an item that is not an integer, or not from 300 to 599, is left out (and
+/// returned, to be reported) and the others apply. Sorted, each once.
+fn parse_global_error_codes(v: &str) -> (Vec<u16>, Vec<&str>) {
+    let (mut codes, mut refused) = (Vec::new(), Vec::new());
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        match parse_int(item).ok().and_then(|n| u16::try_from(n).ok()) {
+            Some(code) if (300..=599).contains(&code) => codes.push(code),
+            _ => refused.push(item),
+        }
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    (codes, refused)
+}
+
+/// A field name a `custom-headers` ConfigMap may set, as ingress-nginx's
+/// `^[a-zA-Z\d\-_]+$`.
+pub fn valid_custom_header_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// `http-redirect-code`: one of the codes ingress-nginx accepts there.

@@ -1633,3 +1633,330 @@ fn server_aliases_route_as_their_host_unless_they_clash() {
     let c = compile(&store, &CompileOptions::default());
     assert_eq!(service_for(&c, "re.net", "/R12").as_deref(), Some("digits"));
 }
+
+const ERRORS_YAML: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: error-pages, namespace: shop}
+spec:
+  ports:
+  - {name: http, port: 8080, targetPort: 3000}
+  - {name: other, port: 9090, targetPort: 4000}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: error-pages-1
+  namespace: shop
+  labels: {kubernetes.io/service-name: error-pages}
+addressType: IPv4
+ports:
+- {name: http, port: 3000}
+- {name: other, port: 4000}
+endpoints:
+- addresses: [10.0.0.7]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: catch-all, namespace: portico}
+spec:
+  ports:
+  - {port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: catch-all-1
+  namespace: portico
+  labels: {kubernetes.io/service-name: catch-all}
+addressType: IPv4
+ports:
+- {port: 8080}
+endpoints:
+- addresses: [10.0.0.9]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico, namespace: portico}
+data: {custom-http-errors: \"404\"}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: storefront
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/default-backend: error-pages
+    nginx.ingress.kubernetes.io/custom-http-errors: \"500, 503\"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: plain, namespace: shop}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: plain.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+";
+
+#[test]
+fn default_backends_and_error_codes_reach_the_routes() {
+    let store = store_from_yaml(ERRORS_YAML);
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        default_backend_service: Some(ObjectKey::new("portico", "catch-all")),
+        ..CompileOptions::default()
+    };
+    let mut cache = CompileCache::default();
+    let c = compile_with(&store, &opts, &mut cache);
+    let own = BackendId::new("shop", "error-pages", "(first)");
+    let global = BackendId::new("portico", "catch-all", "(first)");
+    // The annotation's Service on its first port, the flag's too.
+    assert_eq!(
+        endpoints_of(&c, &own),
+        vec![ep("10.0.0.7:3000", true, false, None, None)]
+    );
+    assert_eq!(
+        endpoints_of(&c, &global),
+        vec![ep("10.0.0.9:8080", true, false, None, None)]
+    );
+    let policy_of = |host: &str| {
+        c.config
+            .routes
+            .rules()
+            .into_iter()
+            .find(|r| r.host.to_string() == host)
+            .map(|r| r.target.policy.clone())
+            .expect("route")
+    };
+    let shop = policy_of("shop.example.com");
+    assert_eq!(
+        shop.errors,
+        Some(proxy_core::pipeline::ErrorPages::new(
+            [500, 503],
+            Some(own.clone())
+        ))
+    );
+    // Without annotations: the ConfigMap's codes, for the global default backend.
+    let plain = policy_of("plain.example.com");
+    assert_eq!(
+        plain.errors,
+        Some(proxy_core::pipeline::ErrorPages::new([404], None))
+    );
+    let catch_all = c.config.default_service.as_ref().expect("global default");
+    assert_eq!(catch_all.backend, global);
+    assert!(c.config.default_backend.is_none());
+    assert_eq!(
+        catch_all.policy.errors,
+        Some(proxy_core::pipeline::ErrorPages::new([404], None))
+    );
+
+    // The same from a cache as from nothing, and references follow edits: without the
+    // annotation, the annotation's backend leaves the config.
+    assert_eq!(
+        compile(&store, &opts).config.backends.len(),
+        c.config.backends.len()
+    );
+    let edited = ERRORS_YAML.replace(
+        "    nginx.ingress.kubernetes.io/default-backend: error-pages\n",
+        "",
+    );
+    let c = compile_with(&store_from_yaml(&edited), &opts, &mut cache);
+    assert!(!c.config.backends.contains_key(&own));
+    assert!(c.config.backends.contains_key(&global));
+    let c = compile_with(
+        &store_from_yaml(&edited),
+        &CompileOptions::default(),
+        &mut cache,
+    );
+    assert!(c.config.default_service.is_none());
+    assert!(!c.config.backends.contains_key(&global));
+}
+
+#[test]
+fn missing_default_backend_services_are_reported() {
+    let yaml = ERRORS_YAML.replace(
+        "default-backend: error-pages",
+        "default-backend: no-such-service",
+    );
+    let opts = CompileOptions {
+        default_backend_service: Some(ObjectKey::new("portico", "gone")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(&yaml), &opts);
+    let on_annotations = |c: &Compiled| {
+        let mut said = diags_on(c, Kind::Ingress, "shop", "storefront");
+        said.retain(|(field, _)| field.starts_with("metadata."));
+        said
+    };
+    assert_eq!(
+        on_annotations(&c),
+        vec![(
+            "metadata.annotations[default-backend]".to_owned(),
+            DiagnosticReason::ServiceNotFound
+        )]
+    );
+    let on_flag = diags_on(&c, Kind::Service, "portico", "gone");
+    assert_eq!(on_flag.len(), 1, "{on_flag:?}");
+    assert_eq!(on_flag[0].1, DiagnosticReason::ServiceNotFound);
+    // Still a catch-all: with no endpoint it answers 404 in the dataplane.
+    assert!(c.config.default_service.is_some());
+    // A bad annotation value costs only its key.
+    let yaml = ERRORS_YAML.replace("\"500, 503\"", "\"500,abc\"");
+    let c = compile(&store_from_yaml(&yaml), &CompileOptions::default());
+    assert_eq!(
+        on_annotations(&c),
+        vec![(
+            "metadata.annotations[\"nginx.ingress.kubernetes.io/custom-http-errors\"]".to_owned(),
+            DiagnosticReason::InvalidAnnotation
+        )]
+    );
+    assert_eq!(c.config.routes.rules().len(), 2);
+}
+
+const HEADERS_YAML: &str = "\
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico, namespace: portico}
+data:
+  global-allowed-response-headers: \"X-Frame-Options, X-Using-Portico, bad name\"
+  proxy-set-headers: portico/request-headers
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: request-headers, namespace: portico}
+data:
+  X-Different-Name: \"true\"
+  X-Request-Start: \"t=${msec}\"
+  Host: evil.example.com
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: custom-headers, namespace: default}
+data:
+  X-Frame-Options: DENY
+  X-Using-Portico: \"true\"
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: not-allowed, namespace: default}
+data:
+  X-Frame-Options: DENY
+  X-Powered-By: me
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: good
+  annotations: {nginx.ingress.kubernetes.io/custom-headers: default/custom-headers}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: good.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: refused
+  annotations: {portico.dev/custom-headers: default/not-allowed}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: refused.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+";
+
+#[test]
+fn header_configmaps_are_read_and_checked() {
+    use http::header::{HeaderName, HeaderValue};
+    use proxy_core::pipeline::SetHeaders;
+
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("portico", "portico")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store_from_yaml(HEADERS_YAML), &opts);
+    let field = |n: &'static str, v: &'static str| {
+        (HeaderName::from_static(n), HeaderValue::from_static(v))
+    };
+    // proxy-set-headers: the fields Portico can send as written; the rest reported.
+    assert_eq!(
+        c.config.settings.proxy_set_headers,
+        SetHeaders(vec![field("x-different-name", "true")])
+    );
+    let on_request_headers = diags_on(&c, Kind::ConfigMap, "portico", "request-headers");
+    assert_eq!(on_request_headers.len(), 2, "{on_request_headers:?}");
+    // A bad allow-list item costs only itself.
+    assert_eq!(
+        c.settings.allowed_response_headers,
+        vec!["X-Frame-Options".to_owned(), "X-Using-Portico".to_owned()]
+    );
+    // custom-headers: the allowed ConfigMap is in the config, named by the route.
+    let good = c.config.response_headers.get("default/custom-headers");
+    assert_eq!(
+        good.map(|s| (**s).clone()),
+        Some(SetHeaders(vec![
+            field("x-frame-options", "DENY"),
+            field("x-using-portico", "true")
+        ]))
+    );
+    let policy_of = |host: &str| {
+        c.config
+            .routes
+            .rules()
+            .into_iter()
+            .find(|r| r.host.to_string() == host)
+            .map(|r| r.target.policy.clone())
+            .expect("route")
+    };
+    assert_eq!(
+        policy_of("good.example.com").response_headers.as_deref(),
+        Some("default/custom-headers")
+    );
+    // A field outside the allow-list refuses the ConfigMap; the Ingress is still served.
+    assert!(!c
+        .config
+        .response_headers
+        .contains_key("default/not-allowed"));
+    let said: Vec<_> = diags_on(&c, Kind::Ingress, "default", "refused")
+        .into_iter()
+        .filter(|(f, _)| f.starts_with("metadata."))
+        .collect();
+    assert_eq!(
+        said,
+        vec![(
+            "metadata.annotations[\"portico.dev/custom-headers\"]".to_owned(),
+            DiagnosticReason::InvalidAnnotation
+        )]
+    );
+    assert_eq!(c.config.routes.rules().len(), 2);
+
+    // Without an allow-list nothing is allowed, as in ingress-nginx.
+    let c = compile(&store_from_yaml(HEADERS_YAML), &CompileOptions::default());
+    assert!(c.config.response_headers.is_empty());
+    assert!(c.config.settings.proxy_set_headers.is_empty());
+}

@@ -10,7 +10,9 @@
 //! Secrets are watched with the field selector `type=kubernetes.io/tls`: only TLS Secrets
 //! are ever used, and a cluster's other Secrets (Helm releases, tokens) can be large. The
 //! one exception, the affinity key Secret in the controller's namespace, has a watch of its
-//! own by name, as has the `--configmap` ConfigMap: nothing else of those is read.
+//! own by name. ConfigMaps are watched like the kinds above (for `custom-headers` and
+//! `proxy-set-headers`, which may name any), and the `--configmap` one also by name, so
+//! that it is read whatever `--watch-namespace` says.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
@@ -36,8 +38,9 @@ use crate::leader::{self, LeaderOptions};
 use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
 
-/// The kinds the source always watches; readiness waits for the first full list of each
-/// (and of the settings ConfigMap and affinity key Secret, when those are watched).
+/// The kinds the source always watches besides ConfigMaps; readiness waits for the first
+/// full list of each (and of the ConfigMaps, and the settings ConfigMap and affinity key
+/// Secret, when those are watched by name).
 pub const KINDS: [Kind; 6] = [
     Kind::Ingress,
     Kind::IngressClass,
@@ -200,8 +203,8 @@ pub async fn start(
     })
 }
 
-/// Watch the six kinds (and, when asked, the settings ConfigMap and the affinity key
-/// Secret) into `store` until the process ends. `ready` turns true once every watch has
+/// Watch the six kinds and every ConfigMap (and, when asked, the settings ConfigMap by
+/// name and the affinity key Secret) into `store` until the process ends. `ready` turns true once every watch has
 /// listed completely for the first time, and stays true across relists (the last good
 /// objects keep serving meanwhile).
 pub async fn run(
@@ -217,6 +220,7 @@ pub async fn run(
         .as_deref()
         .map(|ns| ObjectKey::new(ns, AFFINITY_KEY_SECRET));
     let mut expected: Vec<&'static str> = KINDS.iter().map(|k| watch_name(*k)).collect();
+    expected.push(CONFIGMAPS_WATCH);
     if opts.configmap.is_some() {
         expected.push(CONFIGMAP_WATCH);
     }
@@ -252,7 +256,8 @@ pub async fn run(
                 by_name(&key.name),
                 Watch {
                     name: CONFIGMAP_WATCH,
-                    ..w(Kind::ConfigMap)
+                    kind: Kind::ConfigMap,
+                    scope: Scope::One(key.clone()),
                 },
                 Object::ConfigMap,
                 &store,
@@ -330,6 +335,23 @@ pub async fn run(
             &store,
             &synced,
         ),
+        // Every ConfigMap but the settings one, which its own watch owns (both hold it
+        // when it is in the watched namespaces; its own keeps it across this relist).
+        watch_kind(
+            api::<ConfigMap>(&client, ns),
+            watcher::Config::default(),
+            Watch {
+                name: CONFIGMAPS_WATCH,
+                kind: Kind::ConfigMap,
+                scope: match &opts.configmap {
+                    Some(key) => Scope::AllBut(key.clone()),
+                    None => Scope::Kind,
+                },
+            },
+            Object::ConfigMap,
+            &store,
+            &synced,
+        ),
         configmap,
         affinity,
     );
@@ -337,6 +359,8 @@ pub async fn run(
 
 /// Readiness label of the watch of the settings ConfigMap.
 const CONFIGMAP_WATCH: &str = "ConfigMap";
+/// Readiness label of the watch of every ConfigMap.
+const CONFIGMAPS_WATCH: &str = "ConfigMaps";
 /// Readiness label of the watch of the affinity key Secret.
 const AFFINITY_KEY_WATCH: &str = "affinity key Secret";
 

@@ -199,10 +199,11 @@ impl Drop for Controller {
     }
 }
 
-/// A tiny HTTP/1.1 backend: answers every request with `200`, the body
-/// `<name> <path>`, the header `x-backend: <name>`, and the client address headers, the
-/// `Host` and the `X-Forwarded-Prefix` it was sent as `echo-x-real-ip`,
-/// `echo-x-forwarded-for`, `echo-host` and `echo-x-forwarded-prefix`.
+/// A tiny HTTP/1.1 backend: answers every request with `200` (the code a `/status/NNN`
+/// path names; a backend named `errors...` answers with its request's `X-Code`), the
+/// body `<name> <path>`, the header `x-backend: <name>`, the method as `echo-method`, and
+/// the `Host` and every `X-` header it was sent as `echo-<name>` (`echo-host`,
+/// `echo-x-real-ip`, `echo-x-code`, ...).
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -232,11 +233,23 @@ impl Backend {
                         let name = name.clone();
                         async move {
                             tokio::time::sleep(delay).await;
-                            let body = format!("{name} {}", req.uri().path());
-                            let mut resp = Response::builder().header("x-backend", name.as_str());
-                            for h in ["x-real-ip", "x-forwarded-for", "host", "x-forwarded-prefix"]
-                            {
-                                if let Some(v) = req.headers().get(h) {
+                            let path = req.uri().path();
+                            let body = format!("{name} {path}");
+                            // `/status/NNN`: that status. A backend named `errors...`
+                            // answers with the status its `X-Code` names, as
+                            // ingress-nginx's custom-error-pages backend does.
+                            let code = if name.starts_with("errors") {
+                                req.headers().get("x-code").and_then(|v| v.to_str().ok())
+                            } else {
+                                path.strip_prefix("/status/").and_then(|s| s.get(..3))
+                            };
+                            let status = code.and_then(|c| c.parse::<u16>().ok()).unwrap_or(200);
+                            let mut resp = Response::builder()
+                                .status(status)
+                                .header("x-backend", name.as_str())
+                                .header("echo-method", req.method().as_str());
+                            for (h, v) in req.headers() {
+                                if h.as_str().starts_with("x-") || h == "host" {
                                     resp = resp.header(format!("echo-{h}"), v);
                                 }
                             }

@@ -47,6 +47,12 @@ pub enum ProxyError {
     UnknownBackend(BackendId),
     #[error(transparent)]
     NoReadyEndpoint(#[from] NoReadyEndpoint),
+    /// The global default backend has no ready endpoint for an unmatched request.
+    #[error("default backend {0} has no ready endpoint")]
+    DefaultBackendDown(BackendId),
+    /// An intercepted answer found no default backend with a ready endpoint.
+    #[error("no default backend has a ready endpoint to answer {0} with an error page")]
+    NoErrorBackend(StatusCode),
     #[error("connecting to {target} failed: {source}")]
     Connect { target: Target, source: io::Error },
     #[error("connecting to {target} timed out after {timeout:?}")]
@@ -98,7 +104,9 @@ impl From<RequestBodyError> for ProxyError {
 impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoRoute
+            | ProxyError::DefaultBackendDown(_)
+            | ProxyError::NoErrorBackend(_) => StatusCode::NOT_FOUND,
             ProxyError::UnknownBackend(_) | ProxyError::NoReadyEndpoint(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -120,7 +128,9 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute
             | ProxyError::UnknownBackend(_)
-            | ProxyError::NoReadyEndpoint(_) => Blame::Config,
+            | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::DefaultBackendDown(_)
+            | ProxyError::NoErrorBackend(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

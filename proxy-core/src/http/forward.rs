@@ -7,11 +7,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::header::{self, HeaderValue};
+use http::header::{self, HeaderMap, HeaderValue};
 use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
-use http_body_util::Either;
+use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 
 use super::body::{BodyEnd, ClientBody, OnDone, RequestBody};
@@ -24,7 +24,8 @@ use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::{Choice, CookieAffinity, Target};
 use crate::config::{Backend, BackendId, Config, Timeouts};
 use crate::pipeline::client::Client;
-use crate::pipeline::{Affinitized, Canary, Flow, RequestCtx, RoutePolicy};
+use crate::pipeline::errors::{self, ErrorInfo};
+use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -49,6 +50,8 @@ struct AccessLog {
     upstream_time: Option<Duration>,
     error: Option<String>,
     blame: Option<Blame>,
+    /// The route's `custom-headers`, set on its answer whatever it is.
+    respond_with: Option<Arc<SetHeaders>>,
 }
 
 impl AccessLog {
@@ -76,6 +79,7 @@ impl AccessLog {
             upstream_time: None,
             error: None,
             blame: None,
+            respond_with: None,
         })
     }
 
@@ -141,11 +145,13 @@ impl Proxy {
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let info = &conn.info;
-        let client_h2 = parts.version == Version::HTTP_2;
         // 1. Route.
         one_authority(&mut parts, self.opts.allow_trace)?;
         let route = route(config, &mut parts, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
+        if let Some(key) = &policy.response_headers {
+            log.respond_with = config.response_headers.get(key).cloned();
+        }
 
         // 2. Request filters.
         let mut ctx = RequestCtx {
@@ -165,12 +171,72 @@ impl Proxy {
         if let Some(target) = ctx.rewritten.take() {
             rewrite(&mut parts, &target)?;
         }
+        // The global default backend's own route belongs to no Ingress.
+        let catch_all = config
+            .default_service
+            .as_ref()
+            .is_some_and(|d| std::ptr::eq(d, route));
+        // An error page is asked for with the request's own headers: keep them while the
+        // request goes upstream, on routes that intercept anything.
+        let pages = policy.errors.as_ref().filter(|p| !p.codes.is_empty());
+        let kept = pages.map(|_| Kept {
+            method: parts.method.clone(),
+            version: parts.version,
+            headers: parts.headers.clone(),
+        });
+        let exchange = Exchange {
+            route,
+            catch_all,
+            body_limit,
+            client,
+        };
+        let result = self
+            .exchange(config, exchange, parts, body, conn, log)
+            .await;
+        let (Some(pages), Some(kept)) = (pages, kept) else {
+            return result;
+        };
+        // nginx's `error_page` takes the upstream's answers (`proxy_intercept_errors`) and
+        // its own for the upstream (502, 503, 504); a client's fault is answered as it is.
+        let status = match &result {
+            Ok(resp) => resp.status(),
+            Err(e) if matches!(e.blame(), Blame::Upstream | Blame::Config) => e.status(),
+            Err(_) => return result,
+        };
+        if !pages.intercepts(status) {
+            return result;
+        }
+        if let Err(e) = &result {
+            log.failed(e);
+        }
+        // The upstream's answer is dropped, body and all.
+        drop(result);
+        tracing::debug!(code = status.as_u16(), route = %route.source, "answering with an error page");
+        self.error_page(config, &exchange, pages, status, kept, conn, log)
+            .await
+    }
+
+    /// Phases 3 to 5: the pick (the route's own default backend takes the request when
+    /// its backend has no ready endpoint), the send, the response head.
+    async fn exchange(
+        self: &Arc<Self>,
+        config: &Config,
+        ex: Exchange<'_>,
+        mut parts: Parts,
+        body: ClientBody,
+        conn: &Conn,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let route = ex.route;
+        let policy: &RoutePolicy = &route.policy;
+        let client_h2 = parts.version == Version::HTTP_2;
         // 3. Pick: the backend (the route's, or its canary's), then an endpoint.
         let (backend_id, affinity) = match &policy.canary {
             None => (&route.backend, policy.affinity.as_ref()),
             Some(canary) => self.canary_or_main(config, &route.backend, policy, canary, &parts),
         };
-        let backend = config
+        let mut affinity = affinity;
+        let mut backend = config
             .backends
             .get(backend_id)
             .ok_or_else(|| ProxyError::UnknownBackend(backend_id.clone()))?;
@@ -179,7 +245,7 @@ impl Proxy {
         // The body: read whole first when the route buffers bodies, so that a slow client
         // holds no pod connection meanwhile.
         let upgrade = headers::upgrade_protocol(&parts.headers);
-        let body = RequestBody::new(body, config.settings.client_body_timeout, body_limit);
+        let body = RequestBody::new(body, config.settings.client_body_timeout, ex.body_limit);
         let body: UpstreamBody = match policy.buffer_body {
             Some(memory) if upgrade.is_none() && !body.is_end_stream() => {
                 // Boxed, as connecting is: only requests with a body pay for its state.
@@ -201,20 +267,64 @@ impl Proxy {
             )
         });
         let key = config.affinity_key.as_ref();
-        let choice = self.registry.pick(backend, affinity, key, cookie)?;
+        // With no ready endpoint: the route's own default backend, as is.
+        let mut stand_in = None;
+        let choice = match self.registry.pick(backend, affinity, key, cookie) {
+            Ok(choice) => choice,
+            Err(none) => {
+                let own = policy
+                    .errors
+                    .as_ref()
+                    .and_then(|e| e.backend.as_ref())
+                    .and_then(|id| config.backends.get(id))
+                    .and_then(|b| Some((b, self.registry.pick(b, None, key, None).ok()?)));
+                match own {
+                    Some((b, choice)) => {
+                        tracing::debug!(backend = %backend.id, default_backend = %b.id,
+                            "no ready endpoint; the route's default backend answers");
+                        stand_in = Some(errors::request_id(&parts.headers));
+                        backend = b;
+                        affinity = None;
+                        log.backend = Some(b.id.clone());
+                        choice
+                    }
+                    None if ex.catch_all => {
+                        return Err(ProxyError::DefaultBackendDown(none.0));
+                    }
+                    None => return Err(none.into()),
+                }
+            }
+        };
 
         let client_upgrade = if upgrade.is_some() {
             parts.extensions.remove::<ClientUpgrade>()
         } else {
             None
         };
+        let accept = stand_in
+            .as_ref()
+            .and_then(|_| errors::joined(&parts.headers, &header::ACCEPT));
         let fwd = Forwarding {
-            client,
+            client: ex.client,
             policy: &config.settings.client,
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        let global = &config.settings.proxy_set_headers;
+        if !global.is_empty() {
+            global.apply(&mut parts.headers);
+        }
         policy.upstream_headers.apply(&mut parts.headers);
+        if let Some(request_id) = stand_in {
+            ErrorInfo {
+                code: StatusCode::SERVICE_UNAVAILABLE,
+                accept,
+                original_uri: None,
+                route: Some(route),
+                request_id,
+            }
+            .apply(&mut parts.headers);
+        }
         if let Either::Right(Either::Left(whole)) = &body {
             parts
                 .headers
@@ -264,6 +374,92 @@ impl Proxy {
         let read = policy.timeouts.read;
         let mut resp = resp.map(|b| ProxyBody::upstream(b, read));
         if let (true, Some(stalls)) = (client_h2, &conn.stalls) {
+            resp.body_mut().watched(stalls.watch(link));
+        }
+        Ok(resp)
+    }
+
+    /// Phase 5, for an intercepted answer: a `GET /` (the query kept; `HEAD` stays
+    /// `HEAD`) with the request's headers and the `X-Code` family, to the route's own
+    /// default backend when it has a ready endpoint, else to the global one. Its answer
+    /// is the client's, status included. With neither, 404, as ingress-nginx's internal
+    /// catch-all answers then.
+    #[allow(clippy::too_many_arguments)]
+    async fn error_page(
+        self: &Arc<Self>,
+        config: &Config,
+        ex: &Exchange<'_>,
+        pages: &ErrorPages,
+        code: StatusCode,
+        kept: Kept,
+        conn: &Conn,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        let key = config.affinity_key.as_ref();
+        let candidates = pages
+            .backend
+            .iter()
+            .chain(config.default_service.as_ref().map(|d| &d.backend));
+        let picked = candidates
+            .filter_map(|id| config.backends.get(id))
+            .find_map(|b| Some((b, self.registry.pick(b, None, key, None).ok()?)));
+        let Some((backend, choice)) = picked else {
+            return Err(ProxyError::NoErrorBackend(code));
+        };
+        log.backend = Some(backend.id.clone());
+
+        let mut parts = Request::new(()).into_parts().0;
+        parts.method = if kept.method == Method::HEAD {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let target = match log.uri.query() {
+            Some(q) => format!("/?{q}"),
+            None => "/".to_owned(),
+        };
+        parts.uri = target
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("query cannot be sent to the default backend"))?;
+        parts.headers = kept.headers;
+        // No body goes with it.
+        for name in [header::CONTENT_LENGTH, header::EXPECT] {
+            parts.headers.remove(name);
+        }
+        let info = ErrorInfo {
+            code,
+            accept: errors::joined(&parts.headers, &header::ACCEPT),
+            original_uri: log.uri.path_and_query().map(|pq| pq.as_str()),
+            route: (!ex.catch_all).then_some(ex.route),
+            request_id: errors::request_id(&parts.headers),
+        };
+        let mut headers = HeaderMap::new();
+        info.apply(&mut headers);
+        let fwd = Forwarding {
+            client: ex.client,
+            policy: &config.settings.client,
+            host: (!log.host.is_empty()).then_some(log.host.as_str()),
+        };
+        headers::prepare_upstream(&mut parts, conn, &fwd, None);
+        parts.headers.extend(headers);
+        let body: UpstreamBody = Either::Right(Either::Right(Empty::new()));
+        let req = Request::from_parts(parts, body);
+        let timeouts = ex.route.policy.timeouts;
+        let to = Destination {
+            backend,
+            affinity: None,
+            timeouts,
+        };
+        let (mut resp, choice, link) = self.send(config, to, choice, req, log).await?;
+        log.upstream_status = Some(resp.status());
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(ProxyError::UnexpectedUpgrade {
+                target: choice.target,
+            });
+        }
+        headers::prepare_downstream(resp.headers_mut(), false);
+        let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read));
+        if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
         }
         Ok(resp)
@@ -387,6 +583,10 @@ impl Proxy {
         if let Some(hsts) = &settings.hsts {
             hsts.on_response(conn.info.scheme, headers);
         }
+        // After Portico's own, as headers-more's filter runs after nginx's.
+        if let Some(set) = log.respond_with.take() {
+            set.apply(headers);
+        }
         log.status = resp.status();
         resp.body_mut().on_done(log);
         resp
@@ -467,6 +667,23 @@ impl OnDone for AccessLog {
     }
 }
 
+/// What phases 3 to 5 need of phases 1 and 2.
+#[derive(Clone, Copy)]
+struct Exchange<'a> {
+    route: &'a RouteTarget,
+    /// The route is the global default backend's (`Config::default_service`).
+    catch_all: bool,
+    body_limit: Option<u64>,
+    client: Client,
+}
+
+/// What an error page request takes from the request it answers for.
+struct Kept {
+    method: Method,
+    version: Version,
+    headers: HeaderMap,
+}
+
 /// Where phase 4 sends: the backend phase 3 chose, its cookie affinity, and the route's
 /// timeouts.
 #[derive(Clone, Copy)]
@@ -529,6 +746,7 @@ fn route<'c>(
         .routes
         .lookup(host, &path)
         .or(config.default_backend.as_ref())
+        .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;
     if let Cow::Owned(canonical) = &path {
         let uri = match parts.uri.query() {

@@ -9,7 +9,8 @@
 //!    under that backend's cookie affinity if any;
 //! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
 //!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
-//! 5. **response head**: the affinity cookie, `Strict-Transport-Security` over HTTPS
+//! 5. **response head**: an intercepted error answered by a default backend
+//!    ([`ErrorPages`]), the affinity cookie, `Strict-Transport-Security` over HTTPS
 //!    ([`Hsts`]) and `Server` on every answer;
 //! 6. **log**: one access-log line once the response body is done.
 //!
@@ -20,9 +21,11 @@ mod app_root;
 mod body_limit;
 mod canary;
 pub mod client;
+pub(crate) mod errors;
 mod hsts;
 mod redirect;
 mod rewrite;
+mod set_headers;
 mod upstream_headers;
 mod url_redirect;
 mod www_redirect;
@@ -31,14 +34,17 @@ pub use app_root::AppRoot;
 pub use body_limit::BodyLimit;
 pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
+pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use rewrite::{Rewrite, RewriteError};
+pub use set_headers::SetHeaders;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use http::request::Parts;
 use http::Response;
@@ -66,6 +72,13 @@ pub struct RoutePolicy {
     pub canary: Option<Canary>,
     /// Headers set on the upstream request (`upstream-vhost`, `x-forwarded-prefix`).
     pub upstream_headers: UpstreamHeaders,
+    /// `custom-http-errors` and `default-backend`: answers intercepted for a default
+    /// backend, and where requests go while the backend has no ready endpoint.
+    pub errors: Option<ErrorPages>,
+    /// `custom-headers`: the key in [`Config::response_headers`](crate::config::Config)
+    /// of the fields set on every answer of the route (looked up per request, so a
+    /// ConfigMap edit needs no new policy).
+    pub response_headers: Option<Arc<str>>,
 }
 
 /// A request filter's verdict.

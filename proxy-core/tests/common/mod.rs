@@ -151,11 +151,25 @@ async fn answer(name: &str, mut req: Request<Incoming>) -> Response<TestBody> {
             .body(Either::Right(StreamBody::new(rx)))
             .unwrap();
     }
-    let mut builder = Response::builder().header("x-endpoint", name);
+    // `/status/NNN...`: answers with that status, echoing as below. A backend named
+    // `errors...` answers with the status its `X-Code` names, as ingress-nginx's
+    // custom-error-pages backend does.
+    let code = match name.starts_with("errors") {
+        true => req.headers().get("x-code").and_then(|v| v.to_str().ok()),
+        false => path.strip_prefix("/status/").and_then(|s| s.get(..3)),
+    };
+    let status = code
+        .and_then(|s| s.parse::<u16>().ok())
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .unwrap_or(StatusCode::OK);
+    let mut builder = Response::builder()
+        .status(status)
+        .header("x-endpoint", name);
     for (k, v) in req.headers() {
         builder = builder.header(format!("echo-{k}"), v);
     }
     builder = builder.header("echo-uri", req.uri().to_string());
+    builder = builder.header("echo-method", req.method().as_str());
     builder
         .body(Either::Left(Either::Left(Full::new(Bytes::from(
             name.to_owned(),

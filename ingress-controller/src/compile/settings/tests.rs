@@ -492,3 +492,23 @@ fn several_affinity_secrets_use_the_first_namespace() {
         )]
     );
 }
+
+#[test]
+fn custom_http_errors_keep_the_good_codes() {
+    let (s, said) = parse(&[("custom-http-errors", "404, 503,415,404")]);
+    assert!(said.is_empty(), "{said:?}");
+    assert_eq!(s.custom_http_errors, vec![404, 415, 503]);
+    assert_eq!(s.policy_defaults().custom_http_errors, vec![404, 415, 503]);
+    // ingress-nginx's ConfigMap reader: 300 to 599, bad items skipped with a warning.
+    let (s, said) = parse(&[("custom-http-errors", "301,abc,200,600,502")]);
+    assert_eq!(s.custom_http_errors, vec![301, 502]);
+    assert_eq!(
+        said,
+        vec![(
+            "data[\"custom-http-errors\"]".to_owned(),
+            DiagnosticReason::InvalidSetting,
+            Severity::Warning
+        )]
+    );
+    assert!(GlobalSettings::default().custom_http_errors.is_empty());
+}
