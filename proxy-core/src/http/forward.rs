@@ -190,9 +190,8 @@ impl Proxy {
             body_limit,
             client,
         };
-        let result = self
-            .exchange(config, exchange, parts, body, conn, log)
-            .await;
+        // Boxed: the futures above it then carry (and move) a pointer, not its state.
+        let result = Box::pin(self.exchange(config, exchange, parts, body, conn, log)).await;
         let (Some(pages), Some(kept)) = (pages, kept) else {
             return result;
         };
@@ -212,8 +211,8 @@ impl Proxy {
         // The upstream's answer is dropped, body and all.
         drop(result);
         tracing::debug!(code = status.as_u16(), route = %route.source, "answering with an error page");
-        self.error_page(config, &exchange, pages, status, kept, conn, log)
-            .await
+        // Boxed: only requests answered with an error page pay for its state.
+        Box::pin(self.error_page(config, &exchange, pages, status, kept, conn, log)).await
     }
 
     /// Phases 3 to 5: the pick (the route's own default backend takes the request when
