@@ -60,9 +60,7 @@ impl<IO> WriteIdle<IO> {
             WriteTimeout::Fixed(timeout) => *timeout,
             WriteTimeout::Shared(millis) => Duration::from_millis(millis.load(Ordering::Relaxed)),
         };
-        let timer = self
-            .timer
-            .get_or_insert_with(|| IdleTimer::new(timeout));
+        let timer = self.timer.get_or_insert_with(|| IdleTimer::new(timeout));
         // The request now on the connection may have set another value.
         timer.set_timeout(timeout);
         timer.expired(cx)
