@@ -165,6 +165,98 @@ async fn broken_file_is_reported_with_path_and_line_and_last_good_keeps_serving(
     assert_eq!(ctl.logs().matches("manifest rejected").count(), 1);
 }
 
+/// `GET /metrics` with this `Accept` (none when `None`): the `Content-Type` and the body.
+async fn scrape(ctl: &Controller, accept: Option<&str>) -> (String, String) {
+    use http_body_util::BodyExt;
+    let mut req = hyper::Request::get(format!("http://{}/metrics", ctl.admin));
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of the sample line `name value` (no labels).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_negotiate_the_format_and_report_the_process() {
+    let a = Backend::start("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&app_yaml("alpha", "a.example.com", "/", &[a.addr]));
+    std::fs::write(dir.path().join("alpha.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+
+    let prometheus = "text/plain; version=0.0.4; charset=utf-8";
+    let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    for (accept, want) in [
+        (None, prometheus),
+        (Some("*/*"), prometheus),
+        (Some("text/plain"), prometheus),
+        // What Prometheus sends by default.
+        (
+            Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            openmetrics,
+        ),
+        (Some("application/openmetrics-text"), openmetrics),
+        (
+            Some("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"),
+            prometheus,
+        ),
+        (Some("application/openmetrics-text;version=9.9.9"), prometheus),
+    ] {
+        let (content_type, body) = scrape(&ctl, accept).await;
+        assert_eq!(content_type, want, "Accept: {accept:?}");
+        let build = format!(
+            r#"portico_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(body.contains(&build), "{body}");
+        if want == openmetrics {
+            assert!(body.ends_with("# EOF\n"), "{body}");
+            assert!(body.contains("# TYPE portico_config_reloads counter\n"), "{body}");
+        } else {
+            assert!(!body.contains("# EOF"), "{body}");
+            assert!(!body.contains("# UNIT"), "{body}");
+            assert!(body.contains("# TYPE portico_config_reloads_total counter\n"), "{body}");
+            assert!(body.contains("# TYPE process_cpu_seconds_total counter\n"), "{body}");
+        }
+        // The binary's own figures, read from /proc.
+        assert!(sample(&body, "process_cpu_seconds_total") >= 0.0);
+        assert!(sample(&body, "process_resident_memory_bytes") > 1e6, "{body}");
+        let open = sample(&body, "process_open_fds");
+        // At least stdio and the three listeners.
+        assert!(open >= 6.0, "{body}");
+        assert!(sample(&body, "process_max_fds") >= open, "{body}");
+        let start = sample(&body, "process_start_time_seconds");
+        assert!(start > now - 300.0 && start <= now + 2.0, "start {start}, now {now}");
+    }
+}
+
 /// The checked promise: a folder edited 60 times while requests flow fails no request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_failed_requests_while_the_folder_is_edited() {
