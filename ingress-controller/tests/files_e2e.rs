@@ -257,6 +257,90 @@ async fn metrics_negotiate_the_format_and_report_the_process() {
     }
 }
 
+/// The notes' kubia Ingress as they give it, in `extensions/v1beta1` with no class
+/// (the folder's IngressClass is the default one).
+const NOTES_KUBIA_INGRESS: &str = "\
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata:
+    name: kubia
+spec:
+    rules:
+    -   host: kubia.example.com #将该域名映射到服务
+        http:
+            paths:
+            -   path: / #将请求发送到kubia-nodeport服务svc的80端口
+                backend:
+                    serviceName: kubia-nodeport
+                    servicePort: 80 #对应svc的Port，是cluster-IP对应的port
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1beta1_ingress_routes_with_a_deprecation_warning() {
+    let pod = Backend::start("kubia-pod").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("kubia-nodeport", &[pod.addr]));
+    std::fs::write(dir.path().join("kubia-svc.yaml"), text).unwrap();
+    let ingress = dir.path().join("kubia-ingress.yaml");
+    std::fs::write(&ingress, NOTES_KUBIA_INGRESS).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    // Converted as the API server did: path `/` ImplementationSpecific (a prefix here).
+    for path in ["/", "/deeper/page"] {
+        assert_eq!(
+            get(ctl.http, "kubia.example.com", path).await.unwrap(),
+            (200, format!("kubia-pod {path}"))
+        );
+    }
+    let warning = format!(
+        "{}:1: Ingress default/kubia: apiVersion extensions/v1beta1 is deprecated and was removed in Kubernetes 1.22",
+        ingress.display()
+    );
+    ctl.wait_log("the deprecation warning", FOLLOW, |logs| {
+        logs.contains(&warning)
+    })
+    .await;
+    let logs = ctl.logs();
+    let line = logs.lines().find(|l| l.contains(&warning)).unwrap();
+    for want in [
+        "WARN",
+        "apiVersion: networking.k8s.io/v1",
+        "spec.rules[0].http.paths[0].backend.service: {name: kubia-nodeport, port: {number: 80}}",
+        "pathType: ImplementationSpecific on the 1 path that had none",
+    ] {
+        assert!(line.contains(want), "missing {want} in {line}");
+    }
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"portico_diagnostics{reason="deprecated_api_version",kind="Ingress"} 1"#),
+        "{metrics}"
+    );
+
+    // Rewritten in the v1 form: the same routes, and the warning clears.
+    std::fs::write(
+        &ingress,
+        ingress_yaml("kubia", "kubia.example.com", "/", "kubia-nodeport"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + FOLLOW;
+    while ctl.metrics().await.contains("deprecated_api_version") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warning never cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(ctl.http, "kubia.example.com", "/").await.unwrap(),
+        (200, "kubia-pod /".to_owned())
+    );
+    // Said once.
+    assert_eq!(ctl.logs().matches(&warning).count(), 1);
+}
+
 /// The checked promise: a folder edited 60 times while requests flow fails no request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_failed_requests_while_the_folder_is_edited() {
