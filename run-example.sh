@@ -12,17 +12,22 @@ HTTPS_ADDR=127.0.0.1:8443
 ADMIN_ADDR=127.0.0.1:10254
 EXAMPLES=manifests/examples
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
+
+# The logs live in a temporary folder that is removed on exit, however the script ends
+# (a failure below prints the log's tail first).
 LOG_DIR=$(mktemp -d "${TMPDIR:-/tmp}/portico-example.XXXXXX")
+pids=()
+cleanup() {
+  for pid in ${pids[@]+"${pids[@]}"}; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$LOG_DIR"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
 echo "==> building ingress-controller and echo-server (first build takes a few minutes)"
 cargo build -p ingress-controller -p conformance --bins
-
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT INT TERM
 
 # The pods of the examples' EndpointSlices and Endpoints (127.0.0.x:8080), plus the
 # ExternalName Service's target (localhost:8090).
@@ -80,7 +85,7 @@ fi
 cat <<MSG
 
 Portico is serving manifests/examples on http://$HTTP_ADDR and https://$HTTPS_ADDR
-(metrics: http://$ADMIN_ADDR/metrics; logs in $LOG_DIR). Try:
+(metrics: http://$ADMIN_ADDR/metrics; logs in $LOG_DIR, removed on exit). Try:
 
 MSG
 for r in "${requests[@]}"; do echo "  $r"; done

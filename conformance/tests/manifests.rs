@@ -122,6 +122,27 @@ fn load_balancer_maps_80_and_443_to_the_proxy_ports_and_probes_use_admin() {
         .as_ref()
         .and_then(|r| r.requests.as_ref())
         .is_some());
+    // The pod keeps accepting while load balancers catch up, then drains, all within
+    // the grace period.
+    let pre_stop = container
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.pre_stop.as_ref())
+        .and_then(|h| h.sleep.as_ref())
+        .map(|s| s.seconds)
+        .expect("a preStop sleep (the image has no shell)");
+    assert!(pre_stop >= 5, "preStop sleep {pre_stop}s");
+    let drain: i64 = container
+        .args
+        .iter()
+        .flatten()
+        .find_map(|a| a.strip_prefix("--shutdown-grace=")?.parse().ok())
+        .unwrap_or(10);
+    let grace = pod.termination_grace_period_seconds.unwrap_or(30);
+    assert!(
+        grace > pre_stop + drain,
+        "terminationGracePeriodSeconds {grace} does not cover preStop {pre_stop} + drain {drain}"
+    );
     let sc = pod.security_context.unwrap();
     assert_eq!(sc.run_as_non_root, Some(true));
     assert_ne!(sc.run_as_user, Some(0));

@@ -13,6 +13,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::exposition::Format;
 use crate::metrics::Metrics;
 
 /// Whether the controller should get traffic: the source has synced, a config has been
@@ -122,18 +123,32 @@ impl Admin {
                 ),
             },
             "/metrics" => {
-                let mut resp = text(StatusCode::OK, self.metrics.encode());
-                resp.headers_mut().insert(
+                let accept = accept(req);
+                let format = Format::negotiate(accept.as_deref());
+                let mut resp = text(StatusCode::OK, self.metrics.encode(format));
+                let headers = resp.headers_mut();
+                headers.insert(
                     header::CONTENT_TYPE,
-                    header::HeaderValue::from_static(
-                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                    ),
+                    header::HeaderValue::from_static(format.content_type()),
                 );
+                headers.insert(header::VARY, header::HeaderValue::from_static("accept"));
                 resp
             }
             _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
         }
     }
+}
+
+/// The request's `Accept` values joined as one list; `None` without any. A value that is
+/// not visible ASCII is left out.
+fn accept<B>(req: &Request<B>) -> Option<String> {
+    let values: Vec<&str> = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

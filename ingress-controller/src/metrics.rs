@@ -19,7 +19,9 @@ use proxy_core::config::{BackendId, BackendKind, Config};
 use proxy_core::host::{wildcard_parent, HostName, HostPattern};
 use proxy_core::http::{Blame, ProxyObserver, Refusal, ResponseEvent};
 
+use crate::exposition::{to_prometheus_text, Format};
 use crate::https::TlsMetrics;
+use crate::process_metrics::ProcessCollector;
 use crate::service_proxy::L4Metrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -46,6 +48,11 @@ struct BackendLabels {
 struct EndpointLabels {
     backend: String,
     ready: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -104,6 +111,8 @@ type DiagnosticCounts = BTreeMap<(String, String), i64>;
 /// Every metric Portico exports, and the registry that encodes them.
 pub struct Metrics {
     registry: Registry,
+    /// Metrics under their standard names, without the `portico_` prefix (`process_*`).
+    unprefixed: Registry,
     requests: Family<RequestLabels, Counter>,
     upstream_latency: Family<BackendLabels, Histogram>,
     reloads: Counter,
@@ -180,12 +189,26 @@ impl Metrics {
             "Client connections closed unserved because a connection cap was reached",
             refused.clone(),
         );
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: env!("CARGO_PKG_VERSION"),
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "Always 1; the version of Portico that is running in the label",
+            build_info,
+        );
+        let mut unprefixed = Registry::default();
+        unprefixed.register_collector(Box::new(ProcessCollector));
         let l4 = Arc::new(L4Metrics::new());
         l4.register(&mut registry);
         let tls = Arc::new(TlsMetrics::default());
         tls.register(&mut registry);
         Self {
             registry,
+            unprefixed,
             l4,
             tls,
             requests,
@@ -209,12 +232,18 @@ impl Metrics {
         self.tls.clone()
     }
 
-    /// The metrics in Prometheus text format.
-    pub fn encode(&self) -> String {
+    /// The metrics in `format`.
+    pub fn encode(&self, format: Format) -> String {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
         // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        let _ = text::encode_registry(&mut out, &self.registry);
+        let _ = text::encode_registry(&mut out, &self.unprefixed);
+        let _ = text::encode_eof(&mut out);
+        match format {
+            Format::OpenMetrics => out,
+            Format::Prometheus => to_prometheus_text(&out),
+        }
     }
 
     /// One config published: count it, and refresh what derives from the config.
@@ -411,7 +440,7 @@ mod tests {
         m.on_response(&event("x.apps.io", Some(&id), 200));
         m.on_response(&event("random.attacker", None, 404));
         m.on_response(&event("a.b.apps.io", None, 404));
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics);
         for want in [
             r#"portico_requests_total{status="200",host="kubia.example.com",backend="default/kubia:80",blame="none"} 1"#,
             r#"portico_requests_total{status="200",host="*.apps.io",backend="default/kubia:80",blame="none"} 1"#,
@@ -434,7 +463,7 @@ mod tests {
             [("no_endpoints", "Service"), ("no_endpoints", "Service")],
         );
         m.set_diagnostics("files", [("invalid_manifest", "File")]);
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics);
         assert!(
             text.contains(r#"portico_diagnostics{reason="no_endpoints",kind="Service"} 2"#),
             "{text}"
@@ -444,8 +473,58 @@ mod tests {
             "{text}"
         );
         m.set_diagnostics("compile", Vec::<(String, String)>::new());
-        let text = m.encode();
+        let text = m.encode(Format::OpenMetrics);
         assert!(!text.contains("no_endpoints"), "{text}");
         assert!(text.contains("invalid_manifest"), "{text}");
+    }
+
+    #[test]
+    fn both_formats_carry_build_and_process_metrics() {
+        let m = Metrics::new();
+        m.on_refused(Refusal::Total);
+        let om = m.encode(Format::OpenMetrics);
+        let prom = m.encode(Format::Prometheus);
+        let build = format!(
+            r#"portico_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        for text in [&om, &prom] {
+            assert!(text.contains(&build), "{text}");
+            for name in [
+                "process_cpu_seconds_total ",
+                "process_resident_memory_bytes ",
+                "process_open_fds ",
+                "process_max_fds ",
+                "process_start_time_seconds ",
+            ] {
+                assert!(
+                    text.lines().any(|l| l.starts_with(name)),
+                    "no {name} in\n{text}"
+                );
+            }
+        }
+        assert!(om.ends_with("# EOF\n"), "{om}");
+        assert!(
+            om.contains("# TYPE portico_connections_refused counter\n"),
+            "{om}"
+        );
+        assert!(om.contains("# TYPE process_cpu_seconds counter\n"), "{om}");
+        assert!(!prom.contains("# EOF"), "{prom}");
+        assert!(
+            prom.contains("# TYPE portico_connections_refused_total counter\n"),
+            "{prom}"
+        );
+        assert!(
+            prom.contains("# TYPE process_cpu_seconds_total counter\n"),
+            "{prom}"
+        );
+        // Sample lines are the same in both formats.
+        let samples = |t: &str| -> Vec<String> {
+            t.lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("process_"))
+                .map(str::to_owned)
+                .collect()
+        };
+        assert_eq!(samples(&om), samples(&prom));
     }
 }

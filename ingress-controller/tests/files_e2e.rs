@@ -165,6 +165,182 @@ async fn broken_file_is_reported_with_path_and_line_and_last_good_keeps_serving(
     assert_eq!(ctl.logs().matches("manifest rejected").count(), 1);
 }
 
+/// `GET /metrics` with this `Accept` (none when `None`): the `Content-Type` and the body.
+async fn scrape(ctl: &Controller, accept: Option<&str>) -> (String, String) {
+    use http_body_util::BodyExt;
+    let mut req = hyper::Request::get(format!("http://{}/metrics", ctl.admin));
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .unwrap();
+    let resp = client().request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let content_type = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (content_type, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The value of the sample line `name value` (no labels).
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_negotiate_the_format_and_report_the_process() {
+    let a = Backend::start("alpha").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&app_yaml("alpha", "a.example.com", "/", &[a.addr]));
+    std::fs::write(dir.path().join("alpha.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+
+    let prometheus = "text/plain; version=0.0.4; charset=utf-8";
+    let openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    for (accept, want) in [
+        (None, prometheus),
+        (Some("*/*"), prometheus),
+        (Some("text/plain"), prometheus),
+        // What Prometheus sends by default.
+        (
+            Some("application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1"),
+            openmetrics,
+        ),
+        (Some("application/openmetrics-text"), openmetrics),
+        (
+            Some("text/plain;version=0.0.4;q=0.9,application/openmetrics-text;version=1.0.0;q=0.5"),
+            prometheus,
+        ),
+        (Some("application/openmetrics-text;version=9.9.9"), prometheus),
+    ] {
+        let (content_type, body) = scrape(&ctl, accept).await;
+        assert_eq!(content_type, want, "Accept: {accept:?}");
+        let build = format!(
+            r#"portico_build_info{{version="{}"}} 1"#,
+            env!("CARGO_PKG_VERSION")
+        );
+        assert!(body.contains(&build), "{body}");
+        if want == openmetrics {
+            assert!(body.ends_with("# EOF\n"), "{body}");
+            assert!(body.contains("# TYPE portico_config_reloads counter\n"), "{body}");
+        } else {
+            assert!(!body.contains("# EOF"), "{body}");
+            assert!(!body.contains("# UNIT"), "{body}");
+            assert!(body.contains("# TYPE portico_config_reloads_total counter\n"), "{body}");
+            assert!(body.contains("# TYPE process_cpu_seconds_total counter\n"), "{body}");
+        }
+        // The binary's own figures, read from /proc.
+        assert!(sample(&body, "process_cpu_seconds_total") >= 0.0);
+        assert!(sample(&body, "process_resident_memory_bytes") > 1e6, "{body}");
+        let open = sample(&body, "process_open_fds");
+        // At least stdio and the three listeners.
+        assert!(open >= 6.0, "{body}");
+        assert!(sample(&body, "process_max_fds") >= open, "{body}");
+        let start = sample(&body, "process_start_time_seconds");
+        assert!(start > now - 300.0 && start <= now + 2.0, "start {start}, now {now}");
+    }
+}
+
+/// The notes' kubia Ingress as they give it, in `extensions/v1beta1` with no class
+/// (the folder's IngressClass is the default one).
+const NOTES_KUBIA_INGRESS: &str = "\
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata:
+    name: kubia
+spec:
+    rules:
+    -   host: kubia.example.com #将该域名映射到服务
+        http:
+            paths:
+            -   path: / #将请求发送到kubia-nodeport服务svc的80端口
+                backend:
+                    serviceName: kubia-nodeport
+                    servicePort: 80 #对应svc的Port，是cluster-IP对应的port
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_v1beta1_ingress_routes_with_a_deprecation_warning() {
+    let pod = Backend::start("kubia-pod").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("kubia-nodeport", &[pod.addr]));
+    std::fs::write(dir.path().join("kubia-svc.yaml"), text).unwrap();
+    let ingress = dir.path().join("kubia-ingress.yaml");
+    std::fs::write(&ingress, NOTES_KUBIA_INGRESS).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    // Converted as the API server did: path `/` ImplementationSpecific (a prefix here).
+    for path in ["/", "/deeper/page"] {
+        assert_eq!(
+            get(ctl.http, "kubia.example.com", path).await.unwrap(),
+            (200, format!("kubia-pod {path}"))
+        );
+    }
+    let warning = format!(
+        "{}:1: Ingress default/kubia: apiVersion extensions/v1beta1 is deprecated and was removed in Kubernetes 1.22",
+        ingress.display()
+    );
+    ctl.wait_log("the deprecation warning", FOLLOW, |logs| {
+        logs.contains(&warning)
+    })
+    .await;
+    let logs = ctl.logs();
+    let line = logs.lines().find(|l| l.contains(&warning)).unwrap();
+    for want in [
+        "WARN",
+        "apiVersion: networking.k8s.io/v1",
+        "spec.rules[0].http.paths[0].backend.service: {name: kubia-nodeport, port: {number: 80}}",
+        "pathType: ImplementationSpecific on the 1 path that had none",
+    ] {
+        assert!(line.contains(want), "missing {want} in {line}");
+    }
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"portico_diagnostics{reason="deprecated_api_version",kind="Ingress"} 1"#),
+        "{metrics}"
+    );
+
+    // Rewritten in the v1 form: the same routes, and the warning clears.
+    std::fs::write(
+        &ingress,
+        ingress_yaml("kubia", "kubia.example.com", "/", "kubia-nodeport"),
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + FOLLOW;
+    while ctl.metrics().await.contains("deprecated_api_version") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "warning never cleared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        get(ctl.http, "kubia.example.com", "/").await.unwrap(),
+        (200, "kubia-pod /".to_owned())
+    );
+    // Said once.
+    assert_eq!(ctl.logs().matches(&warning).count(), 1);
+}
+
 /// The checked promise: a folder edited 60 times while requests flow fails no request.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_failed_requests_while_the_folder_is_edited() {

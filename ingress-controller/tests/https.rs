@@ -479,6 +479,67 @@ async fn https_by_sni_default_rotation_and_broken_secret() {
     );
 }
 
+/// The notes' certificate: `openssl req -new -x509 -subj /CN=kubia.example.com`, with no
+/// subjectAltName. Served, with a warning giving the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cn_only_certificate_is_served_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let (crt, key) = (certs.path().join("tls.crt"), certs.path().join("tls.key"));
+    let made = Command::new("openssl")
+        .args([
+            "req", "-new", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .args(["-subj", "/CN=kubia.example.com"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !made {
+        eprintln!("SKIPPED a_cn_only_certificate_is_served_with_a_warning: no openssl CLI");
+        return;
+    }
+    let (cert, key) = (std::fs::read(&crt).unwrap(), std::fs::read(&key).unwrap());
+    let backend = spawn_backend().await;
+    std::fs::write(dir.path().join("routes.yaml"), routes_yaml(backend)).unwrap();
+    std::fs::write(
+        dir.path().join("kubia-tls.yaml"),
+        secret_yaml("kubia-tls", &cert, &key),
+    )
+    .unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for_cert(ctl.https, Some("kubia.example.com"), &leaf_der(&cert)).await;
+    let tls = handshake(ctl.https, Some("kubia.example.com"), &[b"http/1.1"])
+        .await
+        .unwrap();
+    let (status, body, _) = get_h1(tls, "kubia.example.com", "/x").await;
+    assert_eq!((status, body.as_str()), (200, "proto=https"));
+
+    let logs = ctl.logs();
+    let line = logs
+        .lines()
+        .find(|l| l.contains("certificate_without_san"))
+        .unwrap_or_else(|| panic!("no warning:\n{logs}"));
+    for want in [
+        "default/kubia-tls",
+        "only the Common Name \"kubia.example.com\"",
+        "browsers and Go clients reject CN-only certificates",
+        "-addext \"subjectAltName=DNS:kubia.example.com\"",
+    ] {
+        assert!(line.contains(want), "missing {want} in {line}");
+    }
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics
+            .contains(r#"portico_diagnostics{reason="certificate_without_san",kind="Secret"} 1"#),
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_certificate_flag_names_a_secret() {
     let dir = tempfile::tempdir().unwrap();

@@ -45,6 +45,13 @@ pub enum CertProblem {
     DuplicateHost { host: String, winner: String },
     #[error("certificate names no hosts (no subjectAltName DNS name or Common Name)")]
     NoHosts,
+    #[error(
+        "certificate has no subjectAltName, only the Common Name {common_name:?}; served, but \
+         browsers and Go clients reject CN-only certificates. Make it with a subjectAltName: \
+         openssl req -x509 -newkey rsa:2048 -nodes -keyout tls.key -out tls.crt -days 365 \
+         -subj \"/CN={common_name}\" -addext \"subjectAltName=DNS:{common_name}\""
+    )]
+    NoSubjectAltName { common_name: String },
 }
 
 impl CertProblem {
@@ -55,7 +62,8 @@ impl CertProblem {
             | CertProblem::NotYetValid { .. }
             | CertProblem::HostNotCovered { .. }
             | CertProblem::DuplicateHost { .. }
-            | CertProblem::NoHosts => Severity::Warning,
+            | CertProblem::NoHosts
+            | CertProblem::NoSubjectAltName { .. } => Severity::Warning,
             _ => Severity::Error,
         }
     }

@@ -83,6 +83,12 @@ impl ParsedCert {
     pub fn not_after(&self) -> i64 {
         self.0.not_after
     }
+
+    /// The Common Name that names the certificate's host when it has no subjectAltName
+    /// DNS name (served, but rejected by browsers and Go clients).
+    pub fn common_name_only(&self) -> Option<&str> {
+        self.0.cn_only.as_deref()
+    }
 }
 
 #[derive(Debug)]
@@ -91,6 +97,8 @@ struct Loaded {
     /// Hosts the certificate itself covers (subjectAltName, else Common Name); names
     /// that are not valid hosts are left out, as they can cover none.
     names: Vec<HostPattern>,
+    /// The Common Name its hosts come from, when it has no subjectAltName DNS name.
+    cn_only: Option<String>,
     not_before: i64,
     not_after: i64,
 }
@@ -266,6 +274,14 @@ fn check(source: &CertSource, now: i64, diags: &mut Vec<CertDiagnostic>) -> Opti
             },
         ));
     }
+    if let Some(cn) = &loaded.cn_only {
+        diags.push(CertDiagnostic::new(
+            &source.name,
+            CertProblem::NoSubjectAltName {
+                common_name: cn.clone(),
+            },
+        ));
+    }
     Some(loaded)
 }
 
@@ -283,6 +299,7 @@ fn parse(
     }
 
     let mut names = Vec::new();
+    let mut cn_only = None;
     let mut validity = (i64::MIN, i64::MAX);
     for (index, der) in chain.iter().enumerate() {
         let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| {
@@ -294,10 +311,16 @@ fn parse(
         if index == 0 {
             let v = cert.validity();
             validity = (v.not_before.timestamp(), v.not_after.timestamp());
-            names = cert_names(&cert)
+            let (found, from_cn) = cert_names(&cert);
+            names = found
                 .iter()
                 .filter_map(|n| HostPattern::parse(n).ok())
                 .collect();
+            // Only when the Common Name stands for a host: a certificate whose CN is not
+            // a host name names no hosts, which is reported on its own.
+            if from_cn && !names.is_empty() {
+                cn_only = found.into_iter().next();
+            }
         }
     }
 
@@ -345,14 +368,16 @@ fn parse(
     Ok(Arc::new(Loaded {
         key: Arc::new(certified),
         names,
+        cn_only,
         not_before,
         not_after,
     }))
 }
 
 /// DNS names a certificate covers: its subjectAltName DNS entries, else its Common Names
-/// (legacy, but what `openssl req -subj /CN=...` produces and nginx accepts).
-fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<String> {
+/// (legacy, but what `openssl req -subj /CN=...` produces and nginx accepts); and whether
+/// they are Common Names.
+fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> (Vec<String>, bool) {
     let sans: Vec<String> = match cert.subject_alternative_name() {
         Ok(Some(ext)) => ext
             .value
@@ -366,12 +391,14 @@ fn cert_names(cert: &x509_parser::certificate::X509Certificate<'_>) -> Vec<Strin
         _ => Vec::new(),
     };
     if !sans.is_empty() {
-        return sans;
+        return (sans, false);
     }
-    cert.subject()
+    let cns = cert
+        .subject()
         .iter_common_name()
         .filter_map(|cn| cn.as_str().ok().map(str::to_owned))
-        .collect()
+        .collect();
+    (cns, true)
 }
 
 fn pem_error(e: &pem::Error) -> String {

@@ -345,6 +345,9 @@ fn store_diagnostic(d: &CertDiagnostic) -> Diagnostic {
         }
         CertProblem::DuplicateHost { .. } => (DiagnosticReason::TlsHostConflict, ""),
         CertProblem::NoHosts => (DiagnosticReason::TlsNoHosts, ""),
+        CertProblem::NoSubjectAltName { .. } => {
+            (DiagnosticReason::CertificateWithoutSan, "data.tls.crt")
+        }
     };
     let severity = match d.severity() {
         tls::Severity::Warning => Severity::Warning,
@@ -412,5 +415,57 @@ mod tests {
         assert!(diags[1].message.contains("c.test"));
         assert_eq!(store.source_for("b.test"), Some("shop/good"));
         assert_eq!(store.source_for("a.test"), None);
+    }
+
+    #[test]
+    fn a_cn_only_certificate_is_served_with_a_warning_and_the_fix() {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kubia.example.com");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let certs = [CertSource::from_pem(
+            "default/tls-secret",
+            vec![host("kubia.example.com")],
+            cert.pem().as_bytes(),
+            key.serialize_pem().as_bytes(),
+        )];
+        let mut diags = Vec::new();
+        let store = cert_store(&certs, None, &mut diags);
+        assert_eq!(
+            store.source_for("kubia.example.com"),
+            Some("default/tls-secret")
+        );
+        assert_eq!(diags.len(), 1, "{diags:?}");
+        let d = &diags[0];
+        assert_eq!(
+            (d.severity, d.reason, d.kind, d.field.as_str()),
+            (
+                Severity::Warning,
+                DiagnosticReason::CertificateWithoutSan,
+                Kind::Secret,
+                "data.tls.crt"
+            )
+        );
+        assert_eq!(d.object, ObjectKey::new("default", "tls-secret"));
+        for want in [
+            "no subjectAltName",
+            "browsers and Go clients reject CN-only certificates",
+            "-addext \"subjectAltName=DNS:kubia.example.com\"",
+        ] {
+            assert!(d.message.contains(want), "missing {want} in {}", d.message);
+        }
+        // With a subjectAltName there is nothing to say.
+        let (good_cert, good_key) = pair("kubia.example.com");
+        let certs = [CertSource::from_pem(
+            "default/tls-secret",
+            vec![host("kubia.example.com")],
+            &good_cert,
+            &good_key,
+        )];
+        let mut diags = Vec::new();
+        cert_store(&certs, None, &mut diags);
+        assert!(diags.is_empty(), "{diags:?}");
     }
 }

@@ -74,6 +74,9 @@ pub enum DiagnosticReason {
     CertificateNotValidNow,
     /// A TLS certificate that does not name a host it is configured for; served anyway.
     CertificateHostMismatch,
+    /// A TLS certificate that names its host only in the Common Name, with no
+    /// subjectAltName; served, but browsers and Go clients reject it.
+    CertificateWithoutSan,
     /// A Service field the L4 dataplane cannot use (type, clusterIP, port, policy).
     InvalidService,
     /// A Service (or port) that is valid but has nothing to serve on (no clusterIP, no
@@ -136,6 +139,7 @@ impl DiagnosticReason {
             TlsHostConflict => "tls_host_conflict",
             CertificateNotValidNow => "certificate_not_valid_now",
             CertificateHostMismatch => "certificate_host_mismatch",
+            CertificateWithoutSan => "certificate_without_san",
             InvalidService => "invalid_service",
             ServiceNotForwarded => "service_not_forwarded",
             UnsupportedProtocol => "unsupported_protocol",

@@ -16,6 +16,7 @@
 //! whose bytes changed), which copes with a folder swapped wholesale and with events the
 //! watcher missed.
 
+mod legacy;
 mod objects;
 mod parse;
 mod read;
@@ -28,7 +29,7 @@ use std::time::{Duration, Instant};
 
 use notify::{EventKind, RecommendedWatcher, RecursiveMode, Watcher};
 
-pub use parse::{parse, Format, ParseError};
+pub use parse::{parse, parse_file, Format, ParseError, ParseWarning, Parsed};
 
 use crate::store::SharedStore;
 use objects::{Entry, Objects};
@@ -79,7 +80,8 @@ pub enum FilesError {
 /// A problem the file source currently sees, for metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Problem {
-    /// `invalid_manifest` or `duplicate_object`.
+    /// `invalid_manifest`, `duplicate_object` or a warning's reason
+    /// (`deprecated_api_version`).
     pub reason: &'static str,
     /// The object kind, or `File` for a file that does not parse.
     pub kind: String,
@@ -96,6 +98,8 @@ struct FileState {
     digest: Option<Digest>,
     /// The objects of the last version that parsed (empty if none ever did).
     objects: Vec<Entry>,
+    /// What that version was warned about.
+    warnings: Vec<ParseWarning>,
     error: Option<ParseError>,
     /// New content seen but not yet taken in: it must stay the same for a while first.
     pending: Option<(Digest, Instant)>,
@@ -324,10 +328,21 @@ impl FileSource {
         for ((path, _, digest), parsed) in to_parse.into_iter().zip(parsed) {
             structure_changed = true;
             match parsed {
-                Ok(objects) => {
+                Ok(Parsed { objects, warnings }) => {
                     tracing::debug!(path = %path.display(), objects = objects.len(), "manifest loaded");
                     let key = self.key(&path);
                     let old = self.files.remove(&key).unwrap_or_default();
+                    // Said once, when it appears, not at every reload of the file.
+                    for w in warnings.iter().filter(|w| !old.warnings.contains(w)) {
+                        tracing::warn!(
+                            path = %w.path.display(),
+                            line = w.line,
+                            kind = %w.kind,
+                            reason = w.reason,
+                            warning = %w,
+                            "manifest object taken with a warning"
+                        );
+                    }
                     let entries = self.objects.entries(&old.objects, objects);
                     self.objects
                         .redefine(&key, &old.objects, &entries, &mut affected);
@@ -337,6 +352,7 @@ impl FileSource {
                         FileState {
                             digest: Some(digest),
                             objects: entries,
+                            warnings,
                             error: None,
                             pending: None,
                         },
@@ -424,6 +440,16 @@ impl FileSource {
                 message: e.to_string(),
             })
             .collect();
+        problems.extend(
+            self.files
+                .values()
+                .flat_map(|f| &f.warnings)
+                .map(|w| Problem {
+                    reason: w.reason,
+                    kind: w.kind.clone(),
+                    message: w.to_string(),
+                }),
+        );
         problems.extend(self.objects.duplicates().map(|d| Problem {
             reason: "duplicate_object",
             kind: d.split(' ').next().unwrap_or("").to_owned(),
@@ -444,7 +470,7 @@ impl FileSource {
         }
     }
 
-    /// The problems currently seen (parse errors and duplicates).
+    /// The problems currently seen (parse errors, warnings and duplicates).
     pub fn problems(&self) -> &[Problem] {
         &self.problems
     }
@@ -745,6 +771,42 @@ mod tests {
         std::fs::remove_file(&path).unwrap();
         assert!(src.rescan());
         assert_eq!(port_of(&store, "a"), None);
+    }
+
+    #[test]
+    fn a_v1beta1_ingress_is_taken_with_a_warning_until_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ing.yaml");
+        let v1beta1 = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: kubia}\n\
+                       spec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        \
+                       backend: {serviceName: kubia, servicePort: 80}\n";
+        std::fs::write(&path, v1beta1).unwrap();
+        let (mut src, store, seen) = source(dir.path());
+        assert!(src.rescan());
+        assert!(store
+            .snapshot()
+            .ingresses
+            .contains_key(&ObjectKey::new("default", "kubia")));
+        let problems = seen.lock().unwrap().clone();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].reason, "deprecated_api_version");
+        assert_eq!(problems[0].kind, "Ingress");
+        assert!(
+            problems[0].message.contains(
+                "ing.yaml:1: Ingress default/kubia: apiVersion extensions/v1beta1 is deprecated"
+            ),
+            "{}",
+            problems[0].message
+        );
+
+        let v1 = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: kubia}\n\
+                  spec:\n  rules:\n  - http:\n      paths:\n      - path: /\n        \
+                  pathType: ImplementationSpecific\n        \
+                  backend: {service: {name: kubia, port: {number: 80}}}\n";
+        std::fs::write(&path, v1).unwrap();
+        // The same Ingress: the store is not touched, the warning goes.
+        assert!(!src.rescan());
+        assert!(seen.lock().unwrap().is_empty());
     }
 
     #[test]

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::legacy;
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.
@@ -60,12 +61,83 @@ impl fmt::Display for Position {
     }
 }
 
+/// Something about an object that took effect anyway, for the user to fix (an Ingress in
+/// a removed API version, converted).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ParseWarning {
+    pub path: PathBuf,
+    /// 1-based line where the object starts, when the parser could place it.
+    pub line: Option<usize>,
+    /// The metric reason, e.g. `deprecated_api_version`.
+    pub reason: &'static str,
+    /// The object's kind.
+    pub kind: String,
+    pub message: String,
+}
+
+impl fmt::Display for ParseWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.path.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// A file's objects, and the warnings about them.
+#[derive(Debug, Default)]
+pub struct Parsed {
+    pub objects: Vec<Object>,
+    pub warnings: Vec<ParseWarning>,
+}
+
 /// Parse one manifest file into the objects Portico reads. Kinds it does not read
 /// (Deployment, Namespace, RBAC, ...) are skipped. Any error rejects the whole file, so a
 /// half-edited file never applies half of its objects.
 pub fn parse(path: &Path, format: Format, text: &str) -> Result<Vec<Object>, ParseError> {
+    parse_file(path, format, text).map(|p| p.objects)
+}
+
+/// [`parse`], with the warnings about the objects.
+pub fn parse_file(path: &Path, format: Format, text: &str) -> Result<Parsed, ParseError> {
     let docs = documents(path, format, text)?;
-    let mut objects = Vec::new();
+    let mut parsed = Parsed::default();
+    let mut add = |pos: Position,
+                   api_version: &str,
+                   kind: &str,
+                   found: Result<Option<(Object, Option<String>)>, String>|
+     -> Result<(), ParseError> {
+        match found {
+            Ok(Some((obj, warning))) => {
+                if let Some(message) = warning {
+                    parsed.warnings.push(ParseWarning {
+                        path: path.to_owned(),
+                        line: relocate(format, text, pos, None, "").map(|(line, _)| line),
+                        reason: "deprecated_api_version",
+                        kind: kind.to_owned(),
+                        message,
+                    });
+                }
+                parsed.objects.push(obj);
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(message) => {
+                // The text of a converted Ingress is not the v1 form: typing it again
+                // would only complain about its apiVersion. Place the message at the object.
+                let typed = !(kind == "Ingress" && legacy::VERSIONS.contains(&api_version));
+                Err(locate(
+                    path,
+                    format,
+                    text,
+                    pos,
+                    typed.then_some(kind),
+                    message,
+                ))
+            }
+        }
+    };
     for (doc, value) in docs.into_iter().enumerate() {
         // Empty documents (a trailing `---`, a file of comments) are allowed, as kubectl does.
         if value.is_null() {
@@ -74,13 +146,21 @@ pub fn parse(path: &Path, format: Format, text: &str) -> Result<Vec<Object>, Par
         let pos = Position { doc, item: None };
         let (api_version, kind) =
             type_meta(&value).map_err(|m| locate(path, format, text, pos, None, m))?;
-        let fail = |message: String| locate(path, format, text, pos, Some(&kind), message);
         if kind == "List" || (api_version == "v1" && kind.ends_with("List")) {
             let items = match value {
                 Value::Object(mut map) => match map.remove("items") {
                     Some(Value::Array(items)) => items,
                     Some(Value::Null) | None => Vec::new(),
-                    Some(_) => return Err(fail(format!("{kind}: items must be a list"))),
+                    Some(_) => {
+                        return Err(locate(
+                            path,
+                            format,
+                            text,
+                            pos,
+                            Some(&kind),
+                            format!("{kind}: items must be a list"),
+                        ))
+                    }
                 },
                 _ => Vec::new(),
             };
@@ -88,16 +168,13 @@ pub fn parse(path: &Path, format: Format, text: &str) -> Result<Vec<Object>, Par
                 let pos = Position { doc, item: Some(i) };
                 let (api_version, kind) =
                     type_meta(&item).map_err(|m| locate(path, format, text, pos, None, m))?;
-                let fail = |message: String| locate(path, format, text, pos, Some(&kind), message);
-                if let Some(obj) = object(&api_version, &kind, item).map_err(fail)? {
-                    objects.push(obj);
-                }
+                add(pos, &api_version, &kind, object(&api_version, &kind, item))?;
             }
-        } else if let Some(obj) = object(&api_version, &kind, value).map_err(fail)? {
-            objects.push(obj);
+        } else {
+            add(pos, &api_version, &kind, object(&api_version, &kind, value))?;
         }
     }
-    Ok(objects)
+    Ok(parsed)
 }
 
 /// The documents of a file as untyped values. Syntax errors carry their line.
@@ -153,8 +230,13 @@ fn type_meta(value: &Value) -> Result<(String, String), String> {
     Ok((field("apiVersion")?, field("kind")?))
 }
 
-/// A typed object for the kinds Portico reads; `None` for kinds it skips.
-fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>, String> {
+/// A typed object for the kinds Portico reads, with a warning about it; `None` for kinds
+/// it skips.
+fn object(
+    api_version: &str,
+    kind: &str,
+    mut value: Value,
+) -> Result<Option<(Object, Option<String>)>, String> {
     let want = match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Endpoints" | "Secret" | "ConfigMap" => "v1",
@@ -164,7 +246,8 @@ fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>,
             return Ok(None);
         }
     };
-    if api_version != want {
+    let legacy = kind == "Ingress" && legacy::VERSIONS.contains(&api_version);
+    if api_version != want && !legacy {
         return Err(format!(
             "{kind}: apiVersion {api_version} is not served; use {want}"
         ));
@@ -177,6 +260,19 @@ fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>,
         return Err(format!("{kind}: missing metadata.name"));
     }
     let name = name.to_owned();
+    let warning = if legacy {
+        let namespace = value
+            .pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .unwrap_or("default");
+        let full = format!("{namespace}/{name}");
+        let changes =
+            legacy::convert_ingress(&mut value).map_err(|e| format!("{kind} {full}: {e}"))?;
+        Some(legacy::warning(api_version, &full, &changes))
+    } else {
+        None
+    };
     let typed = |e: serde_json::Error| format!("{kind} {name}: {e}");
     let obj = match kind {
         "Ingress" => Object::Ingress(serde_json::from_value(value).map_err(typed)?),
@@ -195,7 +291,7 @@ fn object(api_version: &str, kind: &str, value: Value) -> Result<Option<Object>,
         "ConfigMap" => Object::ConfigMap(serde_json::from_value(value).map_err(typed)?),
         _ => return Ok(None),
     };
-    Ok(Some(default_namespace(obj)))
+    Ok(Some((default_namespace(obj), warning)))
 }
 
 /// The API server merges `stringData` into `data` (stringData wins) and never returns it.
@@ -625,11 +721,113 @@ items:
     }
 
     #[test]
-    fn old_api_versions_are_rejected() {
-        let text = "apiVersion: extensions/v1beta1\nkind: Ingress\nmetadata: {name: a}\n";
+    fn old_api_versions_of_other_kinds_are_rejected() {
+        let text = "apiVersion: extensions/v1beta1\nkind: IngressClass\nmetadata: {name: a}\n";
         let e = yaml(text).unwrap_err();
         assert!(e.message.contains("networking.k8s.io/v1"), "{e}");
         assert_eq!(e.line, Some(1), "{e}");
+        let text = "apiVersion: networking.k8s.io/v2\nkind: Ingress\nmetadata: {name: a}\n";
+        assert!(yaml(text).is_err());
+    }
+
+    /// The notes' kubia Ingress, in the form they give it.
+    const KUBIA_V1BETA1: &str = "\
+apiVersion: v1
+kind: Service
+metadata: {name: kubia}
+---
+apiVersion: extensions/v1beta1
+kind: Ingress
+metadata:
+    name: kubia
+spec:
+    rules:
+    -   host: kubia.example.com
+        http:
+            paths:
+            -   path: /
+                backend:
+                    serviceName: kubia-nodeport
+                    servicePort: 80
+";
+
+    #[test]
+    fn v1beta1_ingresses_are_converted_with_a_warning() {
+        use k8s_openapi::api::networking::v1::{IngressBackend, ServiceBackendPort};
+        for version in ["extensions/v1beta1", "networking.k8s.io/v1beta1"] {
+            let text = KUBIA_V1BETA1.replace("extensions/v1beta1", version);
+            let parsed = parse_file(Path::new("dir/m.yaml"), Format::Yaml, &text).unwrap();
+            assert_eq!(
+                keys(&parsed.objects),
+                ["Service default/kubia", "Ingress default/kubia"]
+            );
+            let Object::Ingress(ing) = &parsed.objects[1] else {
+                panic!("not an Ingress");
+            };
+            let spec = ing.spec.as_ref().unwrap();
+            let paths = &spec.rules.as_ref().unwrap()[0].http.as_ref().unwrap().paths;
+            assert_eq!(paths[0].path_type, "ImplementationSpecific");
+            let IngressBackend { service, .. } = &paths[0].backend;
+            let service = service.as_ref().unwrap();
+            assert_eq!(service.name, "kubia-nodeport");
+            assert_eq!(
+                service.port,
+                Some(ServiceBackendPort {
+                    number: Some(80),
+                    name: None
+                })
+            );
+            assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
+            let w = &parsed.warnings[0];
+            assert_eq!(
+                (w.reason, w.kind.as_str()),
+                ("deprecated_api_version", "Ingress")
+            );
+            assert_eq!(w.line, Some(5), "{w}");
+            assert!(
+                w.message.starts_with("Ingress default/kubia: apiVersion "),
+                "{w}"
+            );
+            assert!(w.message.contains(version), "{w}");
+            assert!(w.to_string().starts_with("dir/m.yaml:5: "), "{w}");
+        }
+        // The v1 form warns of nothing.
+        let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, APP).unwrap();
+        assert!(parsed.warnings.is_empty());
+    }
+
+    #[test]
+    fn a_v1beta1_ingress_in_a_list_and_a_bad_port() {
+        let text = "\
+apiVersion: v1
+kind: List
+items:
+- apiVersion: networking.k8s.io/v1beta1
+  kind: Ingress
+  metadata: {name: a, namespace: web}
+  spec: {backend: {serviceName: a, servicePort: http}}
+";
+        let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, text).unwrap();
+        let Object::Ingress(ing) = &parsed.objects[0] else {
+            panic!("not an Ingress");
+        };
+        let backend = ing.spec.as_ref().unwrap().default_backend.as_ref().unwrap();
+        let port = backend.service.as_ref().unwrap().port.as_ref().unwrap();
+        assert_eq!(port.name.as_deref(), Some("http"));
+        assert_eq!(parsed.warnings.len(), 1);
+        assert!(
+            parsed.warnings[0].message.starts_with("Ingress web/a: "),
+            "{}",
+            parsed.warnings[0]
+        );
+        let bad = text.replace("servicePort: http", "servicePort: [1]");
+        let e = yaml(&bad).unwrap_err();
+        assert!(
+            e.message
+                .contains("spec.backend.servicePort must be a port number or name"),
+            "{e}"
+        );
+        assert_eq!(e.line, Some(4), "{e}");
     }
 
     #[test]

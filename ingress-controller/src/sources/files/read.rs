@@ -4,8 +4,7 @@
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::path::{Path, PathBuf};
 
-use super::parse::{parse, Format, ParseError};
-use crate::store::Object;
+use super::parse::{parse_file, Format, ParseError, Parsed};
 
 /// Threads for reading and parsing at most; the rest of the process needs CPU too.
 const MAX_THREADS: usize = 4;
@@ -62,12 +61,12 @@ pub(super) fn read(path: &Path, known: Option<Digest>) -> Read {
 }
 
 /// Parse a file's bytes into its objects.
-pub(super) fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Vec<Object>, ParseError> {
+pub(super) fn parse_bytes(path: &Path, bytes: &[u8]) -> Result<Parsed, ParseError> {
     let Some(format) = Format::of(path) else {
-        return Ok(Vec::new());
+        return Ok(Parsed::default());
     };
     match std::str::from_utf8(bytes) {
-        Ok(text) => parse(path, format, text),
+        Ok(text) => parse_file(path, format, text),
         Err(e) => Err(ParseError {
             path: path.to_owned(),
             line: None,
