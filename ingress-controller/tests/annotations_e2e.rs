@@ -10,11 +10,8 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
-use hyper::Request;
 
 const FOLLOW: Duration = Duration::from_secs(20);
 
@@ -29,18 +26,7 @@ async fn fetch(addr: SocketAddr, host: &str, path: &str) -> (u16, Option<String>
 
 /// One GET: status, response headers, body.
 async fn fetch_head(addr: SocketAddr, host: &str, path: &str) -> (u16, HeaderMap, String) {
-    let req = Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
-        .await
-        .expect("timed out")
-        .expect("request failed");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    fetch_with(addr, host, path, &[]).await
 }
 
 /// An Ingress `name` for `host` `/` to Service `web`, with these annotations.

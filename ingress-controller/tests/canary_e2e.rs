@@ -8,30 +8,15 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
-use hyper::Request;
 
 const FOLLOW: Duration = Duration::from_secs(20);
 const NGINX: &str = "nginx.ingress.kubernetes.io";
 
 /// One GET of `host` `/info` with extra headers: status, response headers, body.
 async fn fetch(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
-    let mut req = Request::get(format!("http://{addr}/info")).header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let req = req.body(Full::new(Bytes::new())).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
-        .await
-        .expect("timed out")
-        .expect("request failed");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    fetch_with(addr, host, "/info", headers).await
 }
 
 /// Which Service answered: `main` or `canary` (the backends answer `<name> <path>`).

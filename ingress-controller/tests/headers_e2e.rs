@@ -6,26 +6,13 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
-use hyper::Request;
 
 const FOLLOW: Duration = Duration::from_secs(20);
 
 async fn fetch(addr: SocketAddr, host: &str, path: &str) -> (u16, HeaderMap) {
-    let req = Request::get(format!("http://{addr}{path}"))
-        .header("host", host)
-        .body(Full::new(Bytes::new()))
-        .unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
-        .await
-        .expect("timed out")
-        .expect("request failed");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    resp.into_body().collect().await.unwrap();
+    let (status, headers, _) = fetch_with(addr, host, path, &[]).await;
     (status, headers)
 }
 

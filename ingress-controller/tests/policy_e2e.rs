@@ -8,31 +8,14 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bytes::Bytes;
 use common::*;
-use http_body_util::{BodyExt, Full};
 use hyper::header::HeaderMap;
-use hyper::Request;
 
 const FOLLOW: Duration = Duration::from_secs(20);
 
 /// One GET with extra request headers; status, response headers and body.
 async fn fetch(addr: SocketAddr, host: &str, headers: &[(&str, &str)]) -> (u16, HeaderMap, String) {
-    let mut req = Request::get(format!("http://{addr}/")).header("host", host);
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let resp = tokio::time::timeout(
-        Duration::from_secs(30),
-        client().request(req.body(Full::new(Bytes::new())).unwrap()),
-    )
-    .await
-    .expect("timed out")
-    .expect("request failed");
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let body = resp.into_body().collect().await.unwrap().to_bytes();
-    (status, headers, String::from_utf8_lossy(&body).into_owned())
+    fetch_with(addr, host, "/", headers).await
 }
 
 fn sticky_ingress(name: &str, host: &str, service: &str) -> String {

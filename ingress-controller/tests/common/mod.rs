@@ -285,6 +285,29 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// One GET with a Host header and `headers` on a fresh connection: status, response
+/// headers and body. Panics after 30 s.
+pub async fn fetch_with(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, hyper::header::HeaderMap, String) {
+    let mut req = Request::get(format!("http://{addr}{path}")).header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, headers, String::from_utf8_lossy(&body).into_owned())
+}
+
 /// One GET with a Host header on a fresh connection; returns status and body.
 pub async fn get(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
     get_with(&client(), addr, host, path).await
