@@ -179,6 +179,9 @@ impl ProxyError {
         if self.blame() == Blame::Client {
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            // What the HTTP/1 writer goes by: it skips every `Connection` field, the
+            // upstream's included.
+            resp.extensions_mut().insert(super::CloseAfter);
         }
         resp
     }

@@ -349,7 +349,7 @@ impl Proxy {
 
         // 5. Response head.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::prepare_downstream(resp.headers_mut(), switching);
+        headers::prepare_downstream(resp.headers_mut(), switching, client_h2);
         if switching {
             let Some(client) = client_upgrade else {
                 return Err(ProxyError::UnexpectedUpgrade {
@@ -456,7 +456,7 @@ impl Proxy {
                 target: choice.target,
             });
         }
-        headers::prepare_downstream(resp.headers_mut(), false);
+        headers::prepare_downstream(resp.headers_mut(), false, true);
         let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read));
         if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));

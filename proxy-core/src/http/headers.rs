@@ -90,8 +90,19 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present == 0 {
         return;
     }
+    strip_connection_named(headers);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
+    }
+}
+
+/// Removes the fields a `Connection` header names as hop-by-hop, except those the
+/// request's meaning and Portico's routing and affinity rest on.
+fn strip_connection_named(headers: &mut HeaderMap) {
     // Other headers `Connection` names go too. The usual tokens are skipped without
-    // parsing: `close` names no header, and the rest are in the list below anyway.
+    // parsing: `close` names no header, and the rest are hop-by-hop fields that go anyway.
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
@@ -111,11 +122,6 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         // `Connection` names hop-by-hop headers; it cannot take away the ones the
         // request's meaning and Portico's routing and affinity rest on.
         if !END_TO_END.contains(&name) {
-            headers.remove(name);
-        }
-    }
-    for (i, name) in HOP_BY_HOP.iter().enumerate() {
-        if present & (1 << i) != 0 {
             headers.remove(name);
         }
     }
@@ -252,8 +258,15 @@ pub(crate) fn header_of(ip: IpAddr) -> HeaderValue {
 }
 
 /// Cleans the upstream's response head for the client. A `101 Switching Protocols` keeps
-/// its `Upgrade`/`Connection` pair: that is the handshake being relayed.
-pub(crate) fn prepare_downstream(headers: &mut HeaderMap, switching: bool) {
+/// its `Upgrade`/`Connection` pair: that is the handshake being relayed. For an HTTP/1
+/// client the hop-by-hop fields are left in place for the response writer, which skips
+/// them anyway (removing each costs a hash and a shift); only what `Connection` names
+/// goes here.
+pub(crate) fn prepare_downstream(headers: &mut HeaderMap, switching: bool, h2: bool) {
+    if !h2 {
+        strip_connection_named(headers);
+        return;
+    }
     let upgrade = headers.get(header::UPGRADE).cloned();
     strip_hop_by_hop(headers);
     if switching {

@@ -67,6 +67,11 @@ use hyper_util::server::conn::auto;
 use crate::balance::{AffinityKey, EjectionPolicy, Registry, Target};
 use crate::config::{BackendId, ConfigHandle, Runtime};
 
+/// Marks a response after which the client connection is closed (a client's fault:
+/// what follows on the connection cannot be trusted).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct CloseAfter;
+
 /// How the client reached us.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scheme {

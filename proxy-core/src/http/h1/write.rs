@@ -8,14 +8,13 @@ use std::pin::pin;
 use std::task::Poll;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use http::header;
 use http::response::Parts;
 use http::{StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::wire::Wire;
-use crate::http::ProxyBody;
+use crate::http::{CloseAfter, ProxyBody};
 
 /// How the body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,29 +60,30 @@ pub(crate) fn head(
     // states is believed (bodies of our own know theirs), and `Connection: close` ends
     // the connection after it.
     let mut stated = None;
-    let mut closes = false;
     let mut has_date = false;
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     for (name, value) in &parts.headers {
-        if name == header::CONNECTION {
-            closes |= value.as_bytes().eq_ignore_ascii_case(b"close");
-            continue;
-        }
-        if name == header::TRANSFER_ENCODING {
-            continue;
-        }
-        if name == header::CONTENT_LENGTH {
-            let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-            if bodiless || length.is_none() || stated.is_some() {
-                continue;
+        match name.as_str() {
+            // Hop-by-hop: this connection's own are written below.
+            "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "te"
+            | "trailer" | "transfer-encoding" => continue,
+            "upgrade" if !switching => continue,
+            "content-length" => {
+                let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
+                if bodiless || length.is_none() || stated.is_some() {
+                    continue;
+                }
+                stated = length;
             }
-            stated = length;
+            "date" => has_date = true,
+            _ => {}
         }
-        has_date |= name == header::DATE;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    let closes = parts.extensions.get::<CloseAfter>().is_some();
     let framing = if no_body {
         Out::Empty
     } else if let Some(n) = stated.or(body.size_hint().exact()) {
@@ -103,7 +103,7 @@ pub(crate) fn head(
         Out::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         _ => {}
     }
-    if status == StatusCode::SWITCHING_PROTOCOLS {
+    if switching {
         out.extend_from_slice(b"connection: upgrade\r\n");
     } else if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -286,7 +286,7 @@ fn with_date(f: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::{HeaderValue, Response};
+    use http::{header, HeaderValue, Response};
 
     fn head_of(resp: Response<ProxyBody>, asked: Asked) -> (String, Out, bool) {
         let (parts, body) = resp.into_parts();
@@ -320,10 +320,15 @@ mod tests {
     fn connection_close_and_http10_shape_the_head() {
         let mut resp = Response::new(ProxyBody::full("x"));
         resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            .insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        resp.headers_mut()
+            .insert(header::TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        resp.extensions_mut().insert(CloseAfter);
         let (text, _, keep) = head_of(resp, asked(Version::HTTP_11, false));
         assert!(!keep);
-        assert_eq!(text.matches("connection: close").count(), 1, "{text}");
+        assert_eq!(text.matches("connection: ").count(), 1, "{text}");
+        assert!(text.contains("connection: close\r\n"), "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
         let (text, _, keep) = head_of(
             Response::new(ProxyBody::full("x")),
             asked(Version::HTTP_10, false),
