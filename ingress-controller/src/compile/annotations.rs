@@ -662,29 +662,24 @@ fn parse_header_value(v: &str) -> Result<String, String> {
 /// `upstream-vhost`: a host name or address, with an optional port. ingress-nginx takes
 /// nginx server-name syntax; a `Host` header only ever holds a name.
 fn parse_upstream_vhost(v: &str) -> Result<String, String> {
-    let ok = !v.is_empty()
-        && v.len() <= 261
-        && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err("a host name with an optional port, such as internal.myservice.com".into())
-    }
+    limited_to(v, 261, b"-._:[]")
+        .ok_or_else(|| "a host name with an optional port, such as internal.myservice.com".into())
 }
 
 /// `x-forwarded-prefix`: a path of the characters ingress-nginx allows there, without
 /// `$`: nginx would expand a variable, Portico sends the value as written.
 fn parse_forwarded_prefix(v: &str) -> Result<String, String> {
+    limited_to(v, 1024, b"-._~/")
+        .ok_or_else(|| "a path of letters, digits and -._~/ such as /path".into())
+}
+
+/// `v` when it is non-empty, at most `max` bytes, and only letters, digits and `extra`.
+fn limited_to(v: &str, max: usize, extra: &[u8]) -> Option<String> {
     let ok = !v.is_empty()
-        && v.len() <= 1024
+        && v.len() <= max
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b));
-    if ok {
-        Ok(v.to_owned())
-    } else {
-        Err("a path of letters, digits and -._~/ such as /path".into())
-    }
+            .all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
+    ok.then(|| v.to_owned())
 }
 
 /// `server-alias`: comma-separated host names (exact, or one `*.` wildcard label), each

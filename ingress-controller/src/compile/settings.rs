@@ -251,35 +251,27 @@ pub fn parse_settings(
                 .filter(|n| !n.is_empty())
                 .partition(|n| valid_custom_header_name(n));
             s.allowed_response_headers = names.into_iter().map(str::to_owned).collect();
-            if !refused.is_empty() {
-                diags.push(Diagnostic::warning(
-                    Kind::ConfigMap,
-                    key,
-                    field,
-                    DiagnosticReason::InvalidSetting,
-                    format!(
-                        "key {name}: {} not a header name of letters, digits, - and _, ignored; the other names apply, as in ingress-nginx",
-                        refused.join(", ")
-                    ),
-                ));
-            }
+            diags.extend(partly_refused(
+                key,
+                field,
+                name,
+                &refused,
+                "a header name of letters, digits, - and _",
+                "names",
+            ));
             continue;
         }
         if name == CUSTOM_HTTP_ERRORS {
             let (codes, refused) = parse_global_error_codes(v);
             s.custom_http_errors = codes;
-            if !refused.is_empty() {
-                diags.push(Diagnostic::warning(
-                    Kind::ConfigMap,
-                    key,
-                    field,
-                    DiagnosticReason::InvalidSetting,
-                    format!(
-                        "key {name}: {} not a status code from 300 to 599, ignored; the other codes apply, as in ingress-nginx",
-                        refused.join(", ")
-                    ),
-                ));
-            }
+            diags.extend(partly_refused(
+                key,
+                field,
+                name,
+                &refused,
+                "a status code from 300 to 599",
+                "codes",
+            ));
             continue;
         }
         match apply(&mut s, name, v) {
@@ -295,6 +287,29 @@ pub fn parse_settings(
         }
     }
     s
+}
+
+/// A list setting some of whose entries were dropped: which, and that the rest apply.
+fn partly_refused(
+    key: &ObjectKey,
+    field: String,
+    name: &str,
+    refused: &[&str],
+    expected: &str,
+    rest: &str,
+) -> Option<Diagnostic> {
+    (!refused.is_empty()).then(|| {
+        Diagnostic::warning(
+            Kind::ConfigMap,
+            key,
+            field,
+            DiagnosticReason::InvalidSetting,
+            format!(
+                "key {name}: {} not {expected}, ignored; the other {rest} apply, as in ingress-nginx",
+                refused.join(", ")
+            ),
+        )
+    })
 }
 
 fn invalid(key: &ObjectKey, field: String, name: &str, raw: &str, expected: &str) -> Diagnostic {
