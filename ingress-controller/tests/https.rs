@@ -22,7 +22,7 @@ use tokio_rustls::TlsConnector;
 
 mod common;
 
-use common::Controller;
+use common::{secret_yaml, Controller};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const DEFAULT_CN: &[u8] = b"Portico Default Certificate";
@@ -73,24 +73,6 @@ fn make_cert(dir: &Path, host: &str) -> Pem {
 fn leaf_der(pem: &[u8]) -> Vec<u8> {
     use rustls::pki_types::pem::PemObject;
     CertificateDer::from_pem_slice(pem).unwrap().to_vec()
-}
-
-fn b64(bytes: &[u8]) -> String {
-    // k8s-openapi's ByteString serialises as base64, exactly as the API stores `data`.
-    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
-/// What `kubectl create secret tls NAME --cert --key --dry-run=client -o yaml` prints.
-fn secret_yaml(name: &str, cert: &[u8], key: &[u8]) -> String {
-    format!(
-        "apiVersion: v1\ndata:\n  tls.crt: {}\n  tls.key: {}\nkind: Secret\nmetadata:\n  creationTimestamp: null\n  name: {name}\ntype: kubernetes.io/tls\n",
-        b64(cert),
-        b64(key)
-    )
 }
 
 /// The IngressClass, a Service whose EndpointSlice points at `backend`, and an Ingress

@@ -48,12 +48,49 @@ impl Default for Timeouts {
     }
 }
 
+/// How a route's requests travel to its pods: `backend-protocol`, or else the Service
+/// port's `appProtocol`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum BackendProtocol {
+    /// HTTP/1.1 (`HTTP`).
+    #[default]
+    Http,
+    /// TLS, then HTTP/2 or HTTP/1.1 as the pod's ALPN answer says (`HTTPS`).
+    Https,
+    /// As the client came: plain HTTP/1.1 for a plain client, [`BackendProtocol::Https`]
+    /// for one over TLS (`AUTO_HTTP`, nginx's `$scheme://`).
+    AutoHttp,
+    /// HTTP/2 without TLS, by prior knowledge (`GRPC`).
+    Grpc,
+    /// HTTP/2 over TLS (`GRPCS`).
+    Grpcs,
+    /// HTTP/2 without TLS, by prior knowledge (`H2C`).
+    H2c,
+}
+
+impl BackendProtocol {
+    /// The `backend-protocol` value naming it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendProtocol::Http => "HTTP",
+            BackendProtocol::Https => "HTTPS",
+            BackendProtocol::AutoHttp => "AUTO_HTTP",
+            BackendProtocol::Grpc => "GRPC",
+            BackendProtocol::Grpcs => "GRPCS",
+            BackendProtocol::H2c => "H2C",
+        }
+    }
+}
+
 /// An HTTP backend: a Service port resolved to endpoints. What a request to it gets
 /// (affinity, timeouts, filters) belongs to the route, in [`RoutePolicy`](crate::pipeline::RoutePolicy).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Backend {
     pub id: BackendId,
     pub kind: BackendKind,
+    /// The Service port's `appProtocol`, where it names one Portico speaks: what routes
+    /// get that set no `backend-protocol` of their own.
+    pub protocol: Option<BackendProtocol>,
 }
 
 impl Backend {
@@ -61,6 +98,7 @@ impl Backend {
         Self {
             id,
             kind: BackendKind::Endpoints(endpoints),
+            protocol: None,
         }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use http::HeaderName;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
-use proxy_core::config::BackendId;
+use proxy_core::config::{BackendId, BackendProtocol};
 use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
 use proxy_core::routes::{HostMatch, HostPattern};
 
@@ -60,6 +60,7 @@ const SERVER_ALIAS: &str = "server-alias";
 const DEFAULT_BACKEND: &str = "default-backend";
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 const CUSTOM_HEADERS: &str = "custom-headers";
+const BACKEND_PROTOCOL: &str = "backend-protocol";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -109,6 +110,7 @@ const KNOWN: &[&str] = &[
     DEFAULT_BACKEND,
     CUSTOM_HTTP_ERRORS,
     CUSTOM_HEADERS,
+    BACKEND_PROTOCOL,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -236,6 +238,9 @@ pub struct IngressAnnotations {
     /// `custom-headers`: the ConfigMap (`namespace/name`) whose data are fields set on
     /// every answer of the Ingress's paths.
     pub custom_headers: Option<ObjectKey>,
+    /// `backend-protocol`: how requests reach the pods; `None` leaves it to the Service
+    /// port's `appProtocol`.
+    pub backend_protocol: Option<BackendProtocol>,
 }
 
 /// A canary Ingress's annotations.
@@ -526,6 +531,7 @@ pub fn parse(
         .get(CUSTOM_HTTP_ERRORS, parse_error_codes)
         .filter(|codes| !codes.is_empty());
     out.custom_headers = r.get(CUSTOM_HEADERS, parse_configmap_ref);
+    out.backend_protocol = r.get(BACKEND_PROTOCOL, parse_backend_protocol);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -656,6 +662,26 @@ fn parse_header_value(v: &str) -> Result<String, String> {
         Ok(v.to_owned())
     } else {
         Err("a header value of visible ASCII characters and spaces".into())
+    }
+}
+
+/// `backend-protocol`, in any case, as ingress-nginx takes it; `H2C` is Portico's own.
+/// ingress-nginx falls back to HTTP for a value it does not know, and so does Portico
+/// (the diagnostic says so). `FCGI` is refused: Portico speaks no FastCGI.
+fn parse_backend_protocol(v: &str) -> Result<BackendProtocol, String> {
+    match v.trim().to_ascii_uppercase().as_str() {
+        "HTTP" => Ok(BackendProtocol::Http),
+        "HTTPS" => Ok(BackendProtocol::Https),
+        "AUTO_HTTP" => Ok(BackendProtocol::AutoHttp),
+        "GRPC" => Ok(BackendProtocol::Grpc),
+        "GRPCS" => Ok(BackendProtocol::Grpcs),
+        "H2C" => Ok(BackendProtocol::H2c),
+        "FCGI" => {
+            Err("one of HTTP, HTTPS, AUTO_HTTP, GRPC, GRPCS, H2C: Portico speaks no FastCGI".into())
+        }
+        _ => Err(
+            "one of HTTP, HTTPS, AUTO_HTTP, GRPC, GRPCS, H2C; requests are sent as HTTP/1.1".into(),
+        ),
     }
 }
 

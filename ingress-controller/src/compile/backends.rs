@@ -10,7 +10,7 @@ use std::sync::{Arc, Weak};
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
-use proxy_core::config::{Backend, BackendId, BackendKind};
+use proxy_core::config::{Backend, BackendId, BackendKind, BackendProtocol};
 use proxy_core::host::HostName;
 
 use super::annotations::FIRST_PORT;
@@ -200,6 +200,8 @@ struct Resolved {
     slices: Vec<Arc<EndpointSlice>>,
     endpoints: Option<Arc<Endpoints>>,
     kind: BackendKind,
+    /// The Service port's `appProtocol`, as Portico speaks it.
+    protocol: Option<BackendProtocol>,
     problem: Option<Problem>,
     /// What resolving it found wrong with the Service or its endpoints.
     diags: Vec<Diagnostic>,
@@ -210,6 +212,12 @@ impl Resolved {
         let svc_key = ObjectKey::new(slot.namespace, slot.service);
         let mut diags = Vec::new();
         let (kind, problem) = resolve_service(store, index, &svc_key, &slot.port, &mut diags);
+        let protocol = store
+            .services
+            .get(&svc_key)
+            .and_then(|s| find_port(s, &slot.port))
+            .and_then(|p| p.app_protocol.as_deref())
+            .and_then(app_protocol);
         Self {
             id: BackendId::new(slot.namespace, slot.service, &slot.port.to_string()),
             service: store.services.get(&svc_key).cloned(),
@@ -220,6 +228,7 @@ impl Resolved {
                 .collect(),
             endpoints: store.endpoints.get(&svc_key).cloned(),
             kind,
+            protocol,
             problem,
             diags,
         }
@@ -303,6 +312,7 @@ impl BackendState {
             self.built = Some(Arc::new(Backend {
                 id: r.id.clone(),
                 kind: r.kind.clone(),
+                protocol: r.protocol,
             }));
         }
         self.diags = diags;
@@ -549,6 +559,18 @@ fn port_missing(svc_key: &ObjectKey, port: &PortRef<'_>) -> Problem {
         reason: DiagnosticReason::ServicePortNotFound,
         field,
         message,
+    }
+}
+
+/// A Service port's `appProtocol` (KEP-3726's standard values, and the plain `https`
+/// and `http` that IANA names): how requests reach it when the route does not say.
+/// Other values are left to the route (HTTP/1.1).
+fn app_protocol(value: &str) -> Option<BackendProtocol> {
+    match value {
+        "kubernetes.io/h2c" => Some(BackendProtocol::H2c),
+        "kubernetes.io/ws" | "http" => Some(BackendProtocol::Http),
+        "kubernetes.io/wss" | "https" => Some(BackendProtocol::Https),
+        _ => None,
     }
 }
 

@@ -122,6 +122,8 @@ pub fn route_policy(
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     RoutePolicy {
         timeouts,
+        protocol: ann.backend_protocol,
+        upstream_tls: None,
         affinity,
         request,
         buffer_body,

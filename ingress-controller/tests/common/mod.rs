@@ -456,3 +456,21 @@ pub fn write_atomic(dir: &Path, name: &str, text: &str) {
     std::fs::write(&tmp, text).expect("write temp manifest");
     std::fs::rename(&tmp, dir.join(name)).expect("rename manifest");
 }
+
+/// Base64 as the API server stores a Secret's `data` (k8s-openapi's `ByteString`).
+pub fn b64(bytes: &[u8]) -> String {
+    serde_json::to_value(k8s_openapi::ByteString(bytes.to_vec()))
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// What `kubectl create secret tls NAME --cert --key --dry-run=client -o yaml` prints.
+pub fn secret_yaml(name: &str, cert: &[u8], key: &[u8]) -> String {
+    format!(
+        "apiVersion: v1\ndata:\n  tls.crt: {}\n  tls.key: {}\nkind: Secret\nmetadata:\n  creationTimestamp: null\n  name: {name}\ntype: kubernetes.io/tls\n",
+        b64(cert),
+        b64(key)
+    )
+}

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use super::activity::ActiveGuard;
 use super::h1::{H1Body, H1BodyError};
 use super::stall::Progress;
+use super::upstream::Stream;
 
 /// Fires when a body has been waiting on its source for `timeout` since it last made
 /// progress. Costs nothing while data keeps coming: the timer is only armed when the
@@ -215,7 +216,12 @@ pub struct ProxyBody {
 }
 
 enum Kind {
-    Upstream { body: Incoming, idle: IdleTimer },
+    Upstream {
+        body: Incoming,
+        idle: IdleTimer,
+        /// Its share of an HTTP/2 connection to the pod, given back when the body is done.
+        _stream: Option<Stream>,
+    },
     Full(Full<Bytes>),
 }
 
@@ -233,11 +239,12 @@ impl ProxyBody {
     }
 
     /// The upstream's body; each wait for more of it is bounded by `read_timeout`.
-    pub(crate) fn upstream(body: Incoming, read_timeout: Duration) -> Self {
+    pub(crate) fn upstream(body: Incoming, read_timeout: Duration, stream: Option<Stream>) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
                 idle: IdleTimer::new(read_timeout),
+                _stream: stream,
             },
             sent: 0,
             end: None,
@@ -308,7 +315,7 @@ impl Body for ProxyBody {
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
-            Kind::Upstream { body, idle } => match Pin::new(body).poll_frame(cx) {
+            Kind::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
                 Poll::Ready(Some(Ok(frame))) => {
                     idle.progress();
                     Poll::Ready(Some(Ok(frame)))

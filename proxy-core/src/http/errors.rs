@@ -66,6 +66,10 @@ pub enum ProxyError {
         target: Target,
         source: hyper::Error,
     },
+    /// The TLS handshake with a pod failed: its certificate did not verify, or it
+    /// speaks no TLS.
+    #[error("TLS to {target} failed: {reason}")]
+    UpstreamTls { target: Target, reason: String },
     #[error("{target} switched protocols without being asked to")]
     UnexpectedUpgrade { target: Target },
     #[error("bad request: {0}")]
@@ -112,6 +116,7 @@ impl ProxyError {
             }
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamTls { .. }
             | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }
@@ -136,6 +141,7 @@ impl ProxyError {
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::SendTimeout { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamTls { .. }
             | ProxyError::UnexpectedUpgrade { .. } => Blame::Upstream,
             ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed(_)

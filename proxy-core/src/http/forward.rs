@@ -12,17 +12,17 @@ use http::request::Parts;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
-use hyper::body::Incoming;
 
 use super::body::{BodyEnd, ClientBody, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
-use super::upstream::{Link, SendError, UpstreamBody};
-use super::{upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
+use super::upstream::{Dial, SendError, Sent, UpstreamBody};
+use super::upstream_tls::{Alpn, UpstreamTls};
+use super::{grpc, upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::{Choice, CookieAffinity, Target};
-use crate::config::{Backend, BackendId, Config, Timeouts};
+use crate::config::{Backend, BackendId, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
 use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
@@ -106,6 +106,7 @@ impl Proxy {
         let (parts, body) = req.into_parts();
         let client = config.settings.client.client(conn.peer, &parts.headers);
         let mut log = AccessLog::new(self, conn.info.scheme, start, client.addr, &parts);
+        let grpc = grpc::is_grpc(&parts.headers);
         let resp = match self
             .proxy(&config, parts, body, conn, client, &mut log)
             .await
@@ -113,7 +114,11 @@ impl Proxy {
             Ok(resp) => resp,
             Err(e) => {
                 log.failed(&e);
-                e.to_response()
+                if grpc {
+                    grpc::answer(&e)
+                } else {
+                    e.to_response()
+                }
             }
         };
         self.finish(&config, conn, resp, log)
@@ -244,9 +249,11 @@ impl Proxy {
         // The body: read whole first when the route buffers bodies, so that a slow client
         // holds no pod connection meanwhile.
         let upgrade = headers::upgrade_protocol(&parts.headers);
+        let grpc = grpc::is_grpc(&parts.headers);
         let body = RequestBody::new(body, config.settings.client_body_timeout, ex.body_limit);
         let body: UpstreamBody = match policy.buffer_body {
-            Some(memory) if upgrade.is_none() && !body.is_end_stream() => {
+            // gRPC streams both ways: its request body is never read whole first.
+            Some(memory) if upgrade.is_none() && !grpc && !body.is_end_stream() => {
                 // Boxed, as connecting is: only requests with a body pay for its state.
                 let whole = Box::pin(BufferedBody::read(body, memory))
                     .await
@@ -308,7 +315,29 @@ impl Proxy {
             policy: &config.settings.client,
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
+        let protocol = policy.protocol.or(backend.protocol).unwrap_or_default();
+        let dial = dial(
+            policy,
+            protocol,
+            conn.info.scheme,
+            upgrade.is_some(),
+            &log.host,
+        );
+        let mut timeouts = policy.timeouts;
+        if grpc {
+            // The call's own deadline bounds the wait for its answer.
+            if let Some(deadline) = grpc::timeout(&parts.headers) {
+                timeouts.read = timeouts.read.min(deadline);
+            }
+        }
+        let te_trailers = grpc && headers::asks_trailers(&parts.headers);
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        if te_trailers && matches!(dial, Dial::H2c | Dial::Tls { alpn: Alpn::H2, .. }) {
+            // gRPC servers may insist on it; HTTP/2 allows this one `TE` value.
+            parts
+                .headers
+                .insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         let global = &config.settings.proxy_set_headers;
         if !global.is_empty() {
             global.apply(&mut parts.headers);
@@ -332,19 +361,26 @@ impl Proxy {
         let req = Request::from_parts(parts, body);
 
         // 4. Send.
-        let (mut resp, choice, link) = self
+        let (sent, choice) = self
             .send(
                 config,
                 Destination {
                     backend,
                     affinity,
-                    timeouts: policy.timeouts,
+                    timeouts,
+                    dial: &dial,
                 },
                 choice,
                 req,
                 log,
             )
             .await?;
+        let Sent {
+            mut resp,
+            link,
+            stream,
+            ..
+        } = sent;
         log.upstream_status = Some(resp.status());
 
         // 5. Response head.
@@ -371,7 +407,7 @@ impl Proxy {
             }
         }
         let read = policy.timeouts.read;
-        let mut resp = resp.map(|b| ProxyBody::upstream(b, read));
+        let mut resp = resp.map(|b| ProxyBody::upstream(b, read, stream));
         if let (true, Some(stalls)) = (client_h2, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
         }
@@ -448,8 +484,15 @@ impl Proxy {
             backend,
             affinity: None,
             timeouts,
+            dial: &Dial::Http1,
         };
-        let (mut resp, choice, link) = self.send(config, to, choice, req, log).await?;
+        let (sent, choice) = self.send(config, to, choice, req, log).await?;
+        let Sent {
+            mut resp,
+            link,
+            stream,
+            ..
+        } = sent;
         log.upstream_status = Some(resp.status());
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             return Err(ProxyError::UnexpectedUpgrade {
@@ -457,7 +500,7 @@ impl Proxy {
             });
         }
         headers::prepare_downstream(resp.headers_mut(), false, true);
-        let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read));
+        let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read, stream));
         if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
         }
@@ -473,11 +516,12 @@ impl Proxy {
         mut choice: Choice,
         mut req: Request<UpstreamBody>,
         log: &mut AccessLog,
-    ) -> Result<(Response<Incoming>, Choice, Arc<Link>), ProxyError> {
+    ) -> Result<(Sent, Choice), ProxyError> {
         let Destination {
             backend,
             affinity,
             timeouts,
+            dial,
         } = to;
         let mut retried = false;
         loop {
@@ -486,14 +530,14 @@ impl Proxy {
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
-            let sent = Box::pin(self.pool.send(&choice.target, timeouts, req, slow));
+            let sent = Box::pin(self.pool.send(&choice.target, dial, timeouts, req, slow));
             match sent.await {
-                Ok((resp, fresh, link)) => {
+                Ok(sent) => {
                     log.upstream_time = Some(sent_at.elapsed());
-                    if fresh {
+                    if sent.fresh {
                         self.registry.connect_succeeded(&backend.id, &choice.target);
                     }
-                    return Ok((resp, choice, link));
+                    return Ok((sent, choice));
                 }
                 Err(SendError {
                     error,
@@ -690,6 +734,34 @@ struct Destination<'a> {
     backend: &'a Backend,
     affinity: Option<&'a CookieAffinity>,
     timeouts: Timeouts,
+    dial: &'a Dial,
+}
+
+/// How the route's protocol reaches the pod for this request. A WebSocket upgrade
+/// offers only HTTP/1.1 over TLS, since HTTP/2 to pods does not carry it.
+fn dial(
+    policy: &RoutePolicy,
+    protocol: BackendProtocol,
+    scheme: super::Scheme,
+    upgrade: bool,
+    host: &str,
+) -> Dial {
+    let tls = |alpn: Alpn| {
+        let tls = policy
+            .upstream_tls
+            .clone()
+            .unwrap_or_else(UpstreamTls::unverified);
+        let name = tls.name_for(host);
+        Dial::Tls { tls, alpn, name }
+    };
+    let either = if upgrade { Alpn::Http11 } else { Alpn::Either };
+    match protocol {
+        BackendProtocol::Http => Dial::Http1,
+        BackendProtocol::AutoHttp if scheme == super::Scheme::Http => Dial::Http1,
+        BackendProtocol::Https | BackendProtocol::AutoHttp => tls(either),
+        BackendProtocol::Grpc | BackendProtocol::H2c => Dial::H2c,
+        BackendProtocol::Grpcs => tls(Alpn::H2),
+    }
 }
 
 /// Phase 1, first: the request names exactly one host, and the `Host` the upstream gets

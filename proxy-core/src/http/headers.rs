@@ -58,6 +58,14 @@ pub(crate) fn upgrade_protocol(headers: &HeaderMap) -> Option<HeaderValue> {
     Some(proto.clone())
 }
 
+/// The client takes trailers (`TE: trailers`), as gRPC clients say.
+pub(crate) fn asks_trailers(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| has_token(v, "trailers"))
+}
+
 fn has_token(value: &HeaderValue, token: &str) -> bool {
     value
         .to_str()

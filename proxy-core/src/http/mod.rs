@@ -38,6 +38,7 @@ mod body;
 mod buffer;
 mod errors;
 mod forward;
+pub mod grpc;
 mod h1;
 mod headers;
 mod idle_io;
@@ -47,6 +48,7 @@ mod server;
 mod stall;
 mod upgrade;
 mod upstream;
+pub mod upstream_tls;
 
 pub use body::{BodyEnd, ClientBodyError, ProxyBody};
 pub use errors::{Blame, ProxyError};

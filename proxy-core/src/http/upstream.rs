@@ -22,8 +22,10 @@ use http_body::Body as _;
 use http_body_util::{Either, Empty};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http2;
 use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
 
@@ -31,6 +33,7 @@ use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
 use super::errors::ProxyError;
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
+use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
 
@@ -52,6 +55,24 @@ struct Idle {
 pub(crate) struct Link {
     send_timeout: Arc<AtomicU64>,
     task: OnceLock<AbortHandle>,
+    /// Requests in flight on it (HTTP/2, where they share it).
+    streams: std::sync::atomic::AtomicUsize,
+}
+
+/// One request's share of an HTTP/2 connection, given back when its response is done.
+pub(crate) struct Stream(Arc<Link>);
+
+impl Stream {
+    fn open(link: &Arc<Link>) -> Self {
+        link.streams.fetch_add(1, Ordering::Relaxed);
+        Stream(link.clone())
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Link {
@@ -89,20 +110,87 @@ pub(crate) struct SendError {
     pub request: Option<Request<UpstreamBody>>,
 }
 
+/// A response head from a pod, and what it came over.
+pub(crate) struct Sent {
+    pub resp: Response<Incoming>,
+    /// A new connection was made for it (the endpoint answers connects again).
+    pub fresh: bool,
+    pub link: Arc<Link>,
+    /// The request's share of an HTTP/2 connection: keep it with the response body.
+    pub stream: Option<Stream>,
+}
+
 /// A connect taking longer than this marks its endpoint as suspect (see
 /// [`crate::balance::Registry::connect_slow`]); pods answer a connect in well under it.
 const SLOW_CONNECT: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
 struct EndpointPool {
+    /// Plain HTTP/1.1, by far the most common: a list of its own, searched by nothing
+    /// but readiness.
     idle: Mutex<Vec<Idle>>,
+    /// Every other kind: HTTP/1.1 over TLS (idle, as above) and HTTP/2 (shared by the
+    /// requests in flight on them), told apart by how they were dialled.
+    other: Mutex<Vec<Other>>,
 }
 
 impl EndpointPool {
     fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn other(&self) -> MutexGuard<'_, Vec<Other>> {
+        self.other.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
+
+/// How a request wants its connection made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Dial {
+    /// Plain HTTP/1.1.
+    Http1,
+    /// Plain HTTP/2 by prior knowledge.
+    H2c,
+    /// TLS, then what ALPN settles (HTTP/2 by prior knowledge when only `h2` was
+    /// offered and the pod chose nothing).
+    Tls {
+        tls: Arc<UpstreamTls>,
+        alpn: Alpn,
+        /// The name sent as SNI and checked (when verifying); `None` sends none.
+        name: Option<ServerName<'static>>,
+    },
+}
+
+/// A pooled connection of a kind other than plain HTTP/1.1.
+struct Other {
+    dial: Dial,
+    sender: Sender,
+    link: Arc<Link>,
+    last_used: Instant,
+}
+
+enum Sender {
+    H1(SendRequest<UpstreamBody>),
+    H2(http2::SendRequest<UpstreamBody>),
+}
+
+impl Sender {
+    fn is_closed(&self) -> bool {
+        match self {
+            Sender::H1(s) => s.is_closed(),
+            Sender::H2(s) => s.is_closed(),
+        }
+    }
+}
+
+/// Streams one HTTP/2 connection to a pod carries before another is opened beside it.
+/// Below every common server's own limit (100 or more), so requests do not queue in a
+/// connection the pod throttles.
+const H2_STREAMS_PER_CONN: usize = 100;
+
+/// HTTP/2 connections kept per endpoint and dial: beyond them, requests share the
+/// least-loaded one and queue in it.
+const H2_CONNS_PER_ENDPOINT: usize = 4;
 
 pub(crate) struct Pool {
     opts: PoolOptions,
@@ -190,13 +278,19 @@ impl Pool {
     pub async fn send(
         &self,
         target: &Target,
+        dial: &Dial,
         timeouts: Timeouts,
         mut req: Request<UpstreamBody>,
         on_slow_connect: impl FnOnce(),
-    ) -> Result<(Response<Incoming>, bool, Arc<Link>), SendError> {
+    ) -> Result<Sent, SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
         // is served on a connection of its own that is not kept.
         let pool = self.endpoints.load().get(target).cloned();
+        if *dial != Dial::Http1 {
+            // Boxed: only routes that ask for another protocol carry its state.
+            return Box::pin(self.send_other(pool, target, dial, timeouts, req, on_slow_connect))
+                .await;
+        }
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         loop {
@@ -207,7 +301,7 @@ impl Pool {
                     let slow = on_slow_connect.take();
                     // Boxed: most requests reuse a connection, and every request's
                     // future would otherwise carry (and move) the connect's state.
-                    match Box::pin(connect(target, timeouts, slow)).await {
+                    match Box::pin(connect_http1(target, timeouts, slow)).await {
                         Ok((sender, link)) => (sender, link, true),
                         Err(error) => {
                             return Err(SendError {
@@ -229,7 +323,12 @@ impl Pool {
                     if let Some(pool) = &pool {
                         self.put(pool, sender, link.clone());
                     }
-                    return Ok((resp, fresh, link));
+                    return Ok(Sent {
+                        resp,
+                        fresh,
+                        link,
+                        stream: None,
+                    });
                 }
                 Ok(Err(mut e)) => match (e.take_message(), replay) {
                     // The pooled connection closed before it took the request: nothing
@@ -261,6 +360,222 @@ impl Pool {
             }
         }
     }
+}
+
+impl Pool {
+    /// [`Pool::send`] for every dial but plain HTTP/1.1.
+    async fn send_other(
+        &self,
+        pool: Option<Arc<EndpointPool>>,
+        target: &Target,
+        dial: &Dial,
+        timeouts: Timeouts,
+        mut req: Request<UpstreamBody>,
+        on_slow_connect: impl FnOnce(),
+    ) -> Result<Sent, SendError> {
+        let mut on_slow_connect = Some(on_slow_connect);
+        let mut stale_retry = true;
+        loop {
+            let checked_out = pool.as_deref().and_then(|p| self.checkout_other(p, dial));
+            let (sender, link, fresh) = match checked_out {
+                Some((sender, link)) => (sender, link, false),
+                None => {
+                    let slow = on_slow_connect.take();
+                    match connect_other(target, dial, timeouts, slow).await {
+                        Ok((sender, link)) => {
+                            let sender = match (sender, &pool) {
+                                // Shared from the start: the requests that come while this
+                                // one waits for its answer ride along.
+                                (Sender::H2(h2), Some(p)) => {
+                                    self.put_other(p, dial, Sender::H2(h2.clone()), link.clone());
+                                    Sender::H2(h2)
+                                }
+                                (sender, _) => sender,
+                            };
+                            (sender, link, true)
+                        }
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                request: Some(req),
+                            })
+                        }
+                    }
+                }
+            };
+            link.send_timeout
+                .store(millis(timeouts.send), Ordering::Relaxed);
+            let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
+            let (sent, stream) = match sender {
+                Sender::H1(mut h1) => {
+                    let sent = tokio::time::timeout(timeouts.read, h1.try_send_request(req)).await;
+                    if let (Ok(Ok(_)), Some(p)) = (&sent, &pool) {
+                        self.put_other(p, dial, Sender::H1(h1), link.clone());
+                    }
+                    (sent, None)
+                }
+                Sender::H2(mut h2) => {
+                    let stream = Stream::open(&link);
+                    let req = for_h2(req, dial);
+                    let sent = tokio::time::timeout(timeouts.read, h2.try_send_request(req)).await;
+                    (sent, Some(stream))
+                }
+            };
+            match sent {
+                Ok(Ok(resp)) => {
+                    return Ok(Sent {
+                        resp,
+                        fresh,
+                        link,
+                        stream,
+                    })
+                }
+                Ok(Err(mut e)) => match (e.take_message(), replay) {
+                    // The pooled connection closed (or was told to go away) before it
+                    // took the request: nothing was sent, try another.
+                    (Some(back), _) if !fresh => req = from_h2(back),
+                    (None, Some(head))
+                        if e.error().is_incomplete_message() || e.error().is_canceled() =>
+                    {
+                        tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
+                        stale_retry = false;
+                        req = head;
+                    }
+                    _ => {
+                        return Err(SendError {
+                            error: classify(target, timeouts, e.into_error()),
+                            request: None,
+                        })
+                    }
+                },
+                Err(_) => {
+                    return Err(SendError {
+                        error: ProxyError::ResponseTimeout {
+                            target: target.clone(),
+                            timeout: timeouts.read,
+                        },
+                        request: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// A connection for `dial`: an idle HTTP/1.1 one taken out, or an HTTP/2 one with
+    /// room for another stream shared (the least loaded, once each has its share).
+    fn checkout_other(&self, pool: &EndpointPool, dial: &Dial) -> Option<(Sender, Arc<Link>)> {
+        let mut list = pool.other();
+        let now = Instant::now();
+        list.retain(|c| !c.sender.is_closed());
+        let mut h2: Option<(usize, usize)> = None;
+        let mut h2_conns = 0;
+        let mut i = list.len();
+        while i > 0 {
+            i -= 1;
+            let conn = &list[i];
+            if conn.dial != *dial {
+                continue;
+            }
+            match &conn.sender {
+                Sender::H1(s) => {
+                    if s.is_ready() {
+                        let conn = list.swap_remove(i);
+                        if now.duration_since(conn.last_used) < self.opts.idle_timeout {
+                            return Some((conn.sender, conn.link));
+                        }
+                    }
+                }
+                Sender::H2(_) => {
+                    h2_conns += 1;
+                    let load = conn.link.streams.load(Ordering::Relaxed);
+                    if h2.is_none_or(|(_, least)| load < least) {
+                        h2 = Some((i, load));
+                    }
+                }
+            }
+        }
+        let (i, load) = h2?;
+        if load >= H2_STREAMS_PER_CONN && h2_conns < H2_CONNS_PER_ENDPOINT {
+            return None;
+        }
+        let conn = &mut list[i];
+        conn.last_used = now;
+        match &conn.sender {
+            Sender::H2(s) => Some((Sender::H2(s.clone()), conn.link.clone())),
+            Sender::H1(_) => None,
+        }
+    }
+
+    fn put_other(&self, pool: &EndpointPool, dial: &Dial, sender: Sender, link: Arc<Link>) {
+        let mut list = pool.other();
+        let max = self.opts.max_idle_per_endpoint;
+        if list.len() >= max {
+            list.retain(|c| !c.sender.is_closed());
+            if list.len() >= max {
+                // Full of connections that are in use or shared: this one is not kept.
+                return;
+            }
+        }
+        list.push(Other {
+            dial: dial.clone(),
+            sender,
+            link,
+            last_used: Instant::now(),
+        });
+    }
+}
+
+/// An HTTP/2 request names its target in `:scheme` and `:authority`; the `Host` field
+/// becomes the authority, as RFC 9113 asks of intermediaries.
+fn for_h2(mut req: Request<UpstreamBody>, dial: &Dial) -> Request<UpstreamBody> {
+    let scheme = match dial {
+        Dial::Tls { .. } => http::uri::Scheme::HTTPS,
+        _ => http::uri::Scheme::HTTP,
+    };
+    let host = req.headers_mut().remove(http::header::HOST);
+    let authority = host
+        .as_ref()
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let mut parts = std::mem::take(req.uri_mut()).into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority =
+        Some(authority.unwrap_or_else(|| http::uri::Authority::from_static("localhost")));
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    match http::Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => {
+            if let Some(host) = host {
+                req.headers_mut().insert(http::header::HOST, host);
+            }
+        }
+    }
+    *req.version_mut() = http::Version::HTTP_2;
+    req
+}
+
+/// A request handed back unsent by an HTTP/2 connection, made ready for any other.
+fn from_h2(mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    if req.version() != http::Version::HTTP_2 {
+        return req;
+    }
+    if let Some(authority) = req.uri().authority().cloned() {
+        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(http::header::HOST, host);
+        }
+    }
+    let origin = req
+        .uri()
+        .path_and_query()
+        .map(|pq| pq.as_str())
+        .unwrap_or("/")
+        .to_owned();
+    if let Ok(uri) = origin.parse() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = http::Version::HTTP_11;
+    req
 }
 
 fn millis(d: Duration) -> u64 {
@@ -299,11 +614,13 @@ fn classify(target: &Target, timeouts: Timeouts, error: hyper::Error) -> ProxyEr
     }
 }
 
-async fn connect(
+/// A TCP connection to `target`, within the connect timeout; `on_slow` is called when
+/// it takes long.
+async fn connect_tcp(
     target: &Target,
     timeouts: Timeouts,
     on_slow: Option<impl FnOnce()>,
-) -> Result<(SendRequest<UpstreamBody>, Arc<Link>), ProxyError> {
+) -> Result<TcpStream, ProxyError> {
     let attempt = async {
         match target {
             Target::Addr(addr) => TcpStream::connect(addr).await,
@@ -352,8 +669,41 @@ async fn connect(
         }
     };
     let _ = stream.set_nodelay(true);
-    let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
-    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout.clone()));
+    Ok(stream)
+}
+
+async fn connect_http1(
+    target: &Target,
+    timeouts: Timeouts,
+    on_slow: Option<impl FnOnce()>,
+) -> Result<(SendRequest<UpstreamBody>, Arc<Link>), ProxyError> {
+    let stream = connect_tcp(target, timeouts, on_slow).await?;
+    let (link, send_timeout) = Link::new(timeouts);
+    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout));
+    let sender = handshake_http1(target, &link, io).await?;
+    Ok((sender, link))
+}
+
+impl Link {
+    fn new(timeouts: Timeouts) -> (Arc<Link>, Arc<AtomicU64>) {
+        let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
+        let link = Arc::new(Link {
+            send_timeout: send_timeout.clone(),
+            task: OnceLock::new(),
+            streams: Default::default(),
+        });
+        (link, send_timeout)
+    }
+}
+
+async fn handshake_http1<IO>(
+    target: &Target,
+    link: &Link,
+    io: IO,
+) -> Result<SendRequest<UpstreamBody>, ProxyError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let (sender, conn) = http1::Builder::new()
         .handshake(TokioIo::new(io))
         .await
@@ -367,11 +717,103 @@ async fn connect(
             tracing::debug!(endpoint = %target, error = %e, "upstream connection ended");
         }
     });
-    let link = Arc::new(Link {
-        send_timeout,
-        task: OnceLock::new(),
+    let _ = link.task.set(task.abort_handle());
+    Ok(sender)
+}
+
+/// Pings an idle HTTP/2 connection this often, and closes it when a ping goes
+/// unanswered for [`H2_PING_TIMEOUT`]: a pod that vanished without a FIN is noticed
+/// before a request is sent to it.
+const H2_PING_INTERVAL: Duration = Duration::from_secs(20);
+const H2_PING_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn handshake_http2<IO>(
+    target: &Target,
+    link: &Link,
+    io: IO,
+) -> Result<http2::SendRequest<UpstreamBody>, ProxyError>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .keep_alive_interval(H2_PING_INTERVAL)
+        .keep_alive_timeout(H2_PING_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|source| ProxyError::Upstream {
+            target: target.clone(),
+            source,
+        })?;
+    let target = target.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(endpoint = %target, error = %e, "upstream connection ended");
+        }
     });
     let _ = link.task.set(task.abort_handle());
+    Ok(sender)
+}
+
+/// A new connection for every dial but plain HTTP/1.1.
+async fn connect_other(
+    target: &Target,
+    dial: &Dial,
+    timeouts: Timeouts,
+    on_slow: Option<impl FnOnce()>,
+) -> Result<(Sender, Arc<Link>), ProxyError> {
+    let stream = connect_tcp(target, timeouts, on_slow).await?;
+    let (link, send_timeout) = Link::new(timeouts);
+    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout));
+    let (tls, alpn, name) = match dial {
+        Dial::Http1 => {
+            return Ok((Sender::H1(handshake_http1(target, &link, io).await?), link));
+        }
+        Dial::H2c => {
+            return Ok((Sender::H2(handshake_http2(target, &link, io).await?), link));
+        }
+        Dial::Tls { tls, alpn, name } => (tls, *alpn, name),
+    };
+    // Without a name to send, the pod's address stands in; rustls sends no SNI for an
+    // address.
+    let server_name = match (name, target) {
+        (Some(name), _) => name.clone(),
+        (None, Target::Addr(addr)) => ServerName::IpAddress(addr.ip().into()),
+        (None, Target::Name { host, .. }) => {
+            ServerName::try_from(host.to_string()).map_err(|_| ProxyError::UpstreamTls {
+                target: target.clone(),
+                reason: format!("{host:?} is not a name TLS can check"),
+            })?
+        }
+    };
+    let connector = tokio_rustls::TlsConnector::from(tls.config(alpn));
+    let handshake = connector.connect(server_name, io);
+    let stream = match tokio::time::timeout(timeouts.connect, handshake).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            return Err(ProxyError::UpstreamTls {
+                target: target.clone(),
+                reason: e.to_string(),
+            })
+        }
+        Err(_) => {
+            return Err(ProxyError::ConnectTimeout {
+                target: target.clone(),
+                timeout: timeouts.connect,
+            })
+        }
+    };
+    let h2 = match stream.get_ref().1.alpn_protocol() {
+        Some(p) => p == b"h2",
+        // The pod chose nothing: HTTP/2 by prior knowledge when nothing else was offered.
+        None => alpn == Alpn::H2,
+    };
+    let sender = if h2 {
+        Sender::H2(handshake_http2(target, &link, stream).await?)
+    } else {
+        Sender::H1(handshake_http1(target, &link, stream).await?)
+    };
     Ok((sender, link))
 }
 

@@ -50,7 +50,8 @@ use http::request::Parts;
 use http::Response;
 
 use crate::balance::CookieAffinity;
-use crate::config::Timeouts;
+use crate::config::{BackendProtocol, Timeouts};
+use crate::http::upstream_tls::UpstreamTls;
 use crate::http::{ProxyBody, ProxyError, Scheme};
 
 /// What one route does with a request, compiled and validated from the object it came
@@ -59,6 +60,12 @@ use crate::http::{ProxyBody, ProxyError, Scheme};
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoutePolicy {
     pub timeouts: Timeouts,
+    /// How requests travel to the pods (`backend-protocol`); `None` leaves it to the
+    /// backend's `appProtocol`, else HTTP/1.1.
+    pub protocol: Option<BackendProtocol>,
+    /// TLS to the pods, when the protocol has it (`proxy-ssl-*`); `None` encrypts without
+    /// verifying, as ingress-nginx does by default.
+    pub upstream_tls: Option<Arc<UpstreamTls>>,
     /// Cookie session affinity: the route's requests stick to an endpoint.
     pub affinity: Option<CookieAffinity>,
     /// Run in order before an endpoint is picked; the first that answers ends the request.
