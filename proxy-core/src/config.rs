@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 
 use crate::balance::{AffinityKey, Target};
+use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
 use crate::pipeline::{ClientAddressPolicy, Hsts, SetHeaders};
@@ -135,6 +136,9 @@ pub struct Config {
     /// `custom-headers`: the answer fields of each ConfigMap that routes name (by
     /// `namespace/name`), validated.
     pub response_headers: HashMap<Arc<str>, Arc<SetHeaders>>,
+    /// TLS to pods as routes ask for it (`proxy-ssl-*`), by the key the routes name.
+    /// A key missing here is a setting that could not be made: its routes answer 503.
+    pub upstream_tls: HashMap<Arc<str>, Arc<UpstreamTls>>,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

@@ -12,6 +12,7 @@ mod resolver;
 mod self_signed;
 mod server;
 mod store;
+mod upstream;
 
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
 pub use listener::{serve, serve_observed, TlsConnection};
@@ -21,6 +22,7 @@ pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
 pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
+pub use upstream::{upstream_client_config, TlsVersion, UpstreamTlsError, UpstreamTlsSettings};
 
 use std::time::Duration;
 

@@ -8,8 +8,10 @@ use std::time::Duration;
 use http::HeaderName;
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
 use proxy_core::config::{BackendId, BackendProtocol};
+use proxy_core::host::HostName;
 use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
 use proxy_core::routes::{HostMatch, HostPattern};
+use tls::TlsVersion;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use crate::store::{Kind, ObjectKey};
@@ -61,6 +63,13 @@ const DEFAULT_BACKEND: &str = "default-backend";
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 const CUSTOM_HEADERS: &str = "custom-headers";
 const BACKEND_PROTOCOL: &str = "backend-protocol";
+const PROXY_SSL_SECRET: &str = "proxy-ssl-secret";
+const PROXY_SSL_VERIFY: &str = "proxy-ssl-verify";
+const PROXY_SSL_VERIFY_DEPTH: &str = "proxy-ssl-verify-depth";
+const PROXY_SSL_NAME: &str = "proxy-ssl-name";
+const PROXY_SSL_SERVER_NAME: &str = "proxy-ssl-server-name";
+const PROXY_SSL_PROTOCOLS: &str = "proxy-ssl-protocols";
+const PROXY_SSL_CIPHERS: &str = "proxy-ssl-ciphers";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -111,6 +120,13 @@ const KNOWN: &[&str] = &[
     CUSTOM_HTTP_ERRORS,
     CUSTOM_HEADERS,
     BACKEND_PROTOCOL,
+    PROXY_SSL_SECRET,
+    PROXY_SSL_VERIFY,
+    PROXY_SSL_VERIFY_DEPTH,
+    PROXY_SSL_NAME,
+    PROXY_SSL_SERVER_NAME,
+    PROXY_SSL_PROTOCOLS,
+    PROXY_SSL_CIPHERS,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -241,6 +257,58 @@ pub struct IngressAnnotations {
     /// `backend-protocol`: how requests reach the pods; `None` leaves it to the Service
     /// port's `appProtocol`.
     pub backend_protocol: Option<BackendProtocol>,
+    /// `proxy-ssl-secret` and its companions: TLS to the pods as the route asks for it.
+    pub proxy_ssl: Option<ProxySsl>,
+}
+
+/// `proxy-ssl-*`, in force only beside `proxy-ssl-secret`, as in ingress-nginx (whose
+/// template writes none of them without it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxySsl {
+    /// `proxy-ssl-secret`: `ca.crt`, and optionally `tls.crt` and `tls.key` for a client
+    /// certificate. Only the Ingress's own namespace, as ingress-nginx's default.
+    pub secret: ObjectKey,
+    /// `proxy-ssl-verify` (`off`).
+    pub verify: bool,
+    /// `proxy-ssl-verify-depth` (1).
+    pub depth: u32,
+    /// `proxy-ssl-name`: the name checked and, with SNI, sent.
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name` (`off`): send SNI.
+    pub server_name: bool,
+    /// `proxy-ssl-protocols` (`TLSv1.2`), sorted.
+    pub versions: Vec<TlsVersion>,
+    /// Why the setting cannot be honoured as written; its paths answer 503 rather than
+    /// reach the pods with less protection than asked.
+    pub refused: Option<String>,
+}
+
+impl ProxySsl {
+    /// Names the setting: the routes' key into the compiled configurations.
+    pub fn key(&self) -> String {
+        let versions: Vec<&str> = self
+            .versions
+            .iter()
+            .map(|v| match v {
+                TlsVersion::Tls12 => "TLSv1.2",
+                TlsVersion::Tls13 => "TLSv1.3",
+            })
+            .collect();
+        let mut key = format!(
+            "secret={} verify={} depth={} name={} sni={} protocols={}",
+            self.secret,
+            if self.verify { "on" } else { "off" },
+            self.depth,
+            self.name.as_deref().unwrap_or(""),
+            if self.server_name { "on" } else { "off" },
+            versions.join(",")
+        );
+        if let Some(why) = &self.refused {
+            key.push_str(" refused=");
+            key.push_str(why);
+        }
+        key
+    }
 }
 
 /// A canary Ingress's annotations.
@@ -278,6 +346,80 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// `proxy-ssl-*`, given `proxy-ssl-secret`. A secret reference or verification
+    /// setting that cannot be read refuses the paths (ingress-nginx denies the location
+    /// for the first and quietly turns verification off for the second; Portico fails
+    /// closed for both).
+    fn proxy_ssl(&mut self) -> ProxySsl {
+        let mut refused = None;
+        let secret = match self.get(PROXY_SSL_SECRET, parse_secret_ref) {
+            Some(k) if k.namespace != self.key.namespace => {
+                let why = format!(
+                    "proxy-ssl-secret {k} is in another namespace than the Ingress; only its own namespace's Secrets are used"
+                );
+                self.refuse(PROXY_SSL_SECRET, &why);
+                refused = Some(why);
+                k
+            }
+            Some(k) => k,
+            None => {
+                refused = Some("proxy-ssl-secret is not namespace/name".to_owned());
+                ObjectKey::new(&self.key.namespace, "")
+            }
+        };
+        let verify = if self.present(PROXY_SSL_VERIFY) {
+            self.get(PROXY_SSL_VERIFY, parse_on_off).unwrap_or_else(|| {
+                refused.get_or_insert_with(|| "proxy-ssl-verify is neither on nor off".to_owned());
+                true
+            })
+        } else {
+            false
+        };
+        let versions = self
+            .get(PROXY_SSL_PROTOCOLS, parse_tls_versions)
+            .unwrap_or_else(|| vec![TlsVersion::Tls12]);
+        if self.present(PROXY_SSL_CIPHERS) {
+            self.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                self.key,
+                ANNOTATIONS_FIELD,
+                DiagnosticReason::UnsupportedAnnotation,
+                "proxy-ssl-ciphers is not applied: TLS to pods uses rustls's cipher suites, all of them forward-secret AEADs".to_owned(),
+            ));
+        }
+        ProxySsl {
+            secret,
+            verify,
+            depth: self
+                .get(PROXY_SSL_VERIFY_DEPTH, parse_verify_depth)
+                .unwrap_or(1),
+            name: self.get(PROXY_SSL_NAME, parse_ssl_name),
+            server_name: self
+                .get(PROXY_SSL_SERVER_NAME, parse_on_off)
+                .unwrap_or(false),
+            versions,
+            refused,
+        }
+    }
+
+    /// An error naming annotation `name` (under the prefix it was given with) and why
+    /// its paths are refused.
+    fn refuse(&mut self, name: &str, why: &str) {
+        let Some(i) = KNOWN.iter().position(|k| *k == name) else {
+            return;
+        };
+        let Some((full, _)) = self.values[i] else {
+            return;
+        };
+        self.diags.push(Diagnostic::error(
+            Kind::Ingress,
+            self.key,
+            format!("metadata.annotations[{full:?}]"),
+            DiagnosticReason::InvalidAnnotation,
+            format!("{why}; the Ingress's paths answer 503"),
+        ));
+    }
+
     /// Whether `name` is set under either prefix.
     fn present(&self, name: &str) -> bool {
         KNOWN
@@ -532,6 +674,9 @@ pub fn parse(
         .filter(|codes| !codes.is_empty());
     out.custom_headers = r.get(CUSTOM_HEADERS, parse_configmap_ref);
     out.backend_protocol = r.get(BACKEND_PROTOCOL, parse_backend_protocol);
+    if r.present(PROXY_SSL_SECRET) {
+        out.proxy_ssl = Some(r.proxy_ssl());
+    }
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -683,6 +828,47 @@ fn parse_backend_protocol(v: &str) -> Result<BackendProtocol, String> {
             "one of HTTP, HTTPS, AUTO_HTTP, GRPC, GRPCS, H2C; requests are sent as HTTP/1.1".into(),
         ),
     }
+}
+
+/// A Secret as `namespace/name`.
+fn parse_secret_ref(v: &str) -> Result<ObjectKey, String> {
+    parse_configmap_ref(v).map_err(|_| "a Secret as namespace/name, such as default/pod-ca".into())
+}
+
+/// `proxy-ssl-verify-depth`: a count, as nginx's `proxy_ssl_verify_depth`.
+fn parse_verify_depth(v: &str) -> Result<u32, String> {
+    v.parse::<u32>()
+        .ok()
+        .filter(|d| *d <= 100)
+        .ok_or_else(|| "a whole number from 0 to 100".into())
+}
+
+/// `proxy-ssl-name`: a host name or address to check the pod's certificate against.
+fn parse_ssl_name(v: &str) -> Result<String, String> {
+    if HostName::parse(v).is_ok() || v.parse::<std::net::IpAddr>().is_ok() {
+        Ok(v.to_owned())
+    } else {
+        Err("a host name or IP address, such as pod.internal".into())
+    }
+}
+
+/// `proxy-ssl-protocols`: space-separated `TLSv1.2` and `TLSv1.3`, the only values
+/// ingress-nginx accepts.
+fn parse_tls_versions(v: &str) -> Result<Vec<TlsVersion>, String> {
+    let mut out = Vec::new();
+    for word in v.split_whitespace() {
+        match word {
+            "TLSv1.2" => out.push(TlsVersion::Tls12),
+            "TLSv1.3" => out.push(TlsVersion::Tls13),
+            _ => return Err("TLSv1.2, TLSv1.3 or both, separated by spaces".into()),
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    if out.is_empty() {
+        return Err("TLSv1.2, TLSv1.3 or both, separated by spaces".into());
+    }
+    Ok(out)
 }
 
 /// `upstream-vhost`: a host name or address, with an optional port. ingress-nginx takes
@@ -1244,6 +1430,88 @@ mod tests {
         }
         let (a, d) = read(&[(&n("canary"), "false")]);
         assert_eq!((a.canary, d.len()), (None, 0));
+    }
+
+    #[test]
+    fn backend_protocol_values_as_ingress_nginx_takes_them() {
+        for (v, want) in [
+            ("HTTP", BackendProtocol::Http),
+            ("https", BackendProtocol::Https),
+            ("Auto_Http", BackendProtocol::AutoHttp),
+            ("GRPC", BackendProtocol::Grpc),
+            ("grpcs", BackendProtocol::Grpcs),
+            ("H2C", BackendProtocol::H2c),
+        ] {
+            assert_eq!(parse_backend_protocol(v), Ok(want), "{v}");
+        }
+        for bad in ["FCGI", "fcgi", "HTTP2", ""] {
+            assert!(parse_backend_protocol(bad).is_err(), "{bad:?}");
+        }
+        // An unknown value is reported and leaves HTTP (or appProtocol) in force.
+        let (a, d) = read(&[("nginx.ingress.kubernetes.io/backend-protocol", "FCGI")]);
+        assert_eq!(a.backend_protocol, None);
+        assert!(d[0].message.contains("Portico speaks no FastCGI"), "{d:?}");
+    }
+
+    #[test]
+    fn proxy_ssl_settings_need_the_secret_and_fail_closed() {
+        // Without proxy-ssl-secret the others do nothing, as in ingress-nginx.
+        let (a, _) = read(&[("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on")]);
+        assert_eq!(a.proxy_ssl, None);
+
+        let (a, d) = read(&[
+            (
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "default/pod-ca",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-verify-depth", "2"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-ssl-protocols",
+                "TLSv1.3 TLSv1.2",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-name", "pod.internal"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let ssl = a.proxy_ssl.unwrap();
+        assert_eq!(
+            (
+                ssl.verify,
+                ssl.depth,
+                ssl.server_name,
+                ssl.refused.as_deref()
+            ),
+            (true, 2, false, None)
+        );
+        assert_eq!(ssl.versions, [TlsVersion::Tls12, TlsVersion::Tls13]);
+        assert_eq!(ssl.name.as_deref(), Some("pod.internal"));
+
+        // Defaults: verification off, TLSv1.2, depth 1.
+        let (a, _) = read(&[("portico.dev/proxy-ssl-secret", "default/pod-ca")]);
+        let ssl = a.proxy_ssl.unwrap();
+        assert_eq!((ssl.verify, ssl.depth), (false, 1));
+        assert_eq!(ssl.versions, [TlsVersion::Tls12]);
+
+        // Another namespace's Secret, a verification value that is neither on nor off:
+        // refused, never served unverified.
+        for (k, v) in [
+            ("proxy-ssl-secret", "other/pod-ca"),
+            ("proxy-ssl-verify", "true"),
+        ] {
+            let mut pairs = vec![(
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "default/pod-ca",
+            )];
+            let full = format!("nginx.ingress.kubernetes.io/{k}");
+            pairs.retain(|(n, _)| *n != full);
+            pairs.push((full.as_str(), v));
+            let (a, d) = read(&pairs);
+            assert!(a.proxy_ssl.unwrap().refused.is_some(), "{k}: {v}");
+            assert!(!d.is_empty(), "{k}: {v}");
+        }
+        assert!(parse_tls_versions("TLSv1 TLSv1.1").is_err());
+        assert!(parse_tls_versions("").is_err());
+        assert!(parse_verify_depth("-1").is_err());
     }
 
     #[test]

@@ -111,23 +111,7 @@ fn load_secret(
              but it should be {TLS_SECRET_TYPE:?}"
         ));
     }
-    let field = |name: &str| -> Option<Vec<u8>> {
-        // `data` is what the API server holds; `stringData` is what a hand-written
-        // manifest in the file source may carry instead.
-        secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(name))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()
-                    .and_then(|d| d.get(name))
-                    .map(|s| s.clone().into_bytes())
-            })
-            .filter(|b| !b.is_empty())
-    };
+    let field = |name: &str| secret_field(secret, name);
     let (Some(cert), Some(key)) = (field(CERT_KEY), field(KEY_KEY)) else {
         return Err((
             DiagnosticReason::SecretMissingKey,
@@ -365,6 +349,24 @@ fn store_diagnostic(d: &CertDiagnostic) -> Diagnostic {
         reason,
         message,
     }
+}
+
+/// A Secret's value under `name`, if not empty. `data` is what the API server holds;
+/// `stringData` is what a hand-written manifest in the file source may carry instead.
+pub(super) fn secret_field(secret: &Secret, name: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(name))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|d| d.get(name))
+                .map(|s| s.clone().into_bytes())
+        })
+        .filter(|b| !b.is_empty())
 }
 
 #[cfg(test)]

@@ -60,6 +60,8 @@ pub enum DiagnosticReason {
     SnippetNotExecuted,
     /// A TLS Secret that does not exist.
     SecretNotFound,
+    /// `proxy-ssl-secret` names a Secret that is missing or cannot be used.
+    InvalidUpstreamTls,
     /// A TLS Secret of the wrong type.
     SecretWrongType,
     /// A TLS Secret without `tls.crt` or `tls.key`.
@@ -132,6 +134,7 @@ impl DiagnosticReason {
             UnsupportedAnnotation => "unsupported_annotation",
             SnippetNotExecuted => "snippet_not_executed",
             SecretNotFound => "secret_not_found",
+            InvalidUpstreamTls => "invalid_upstream_tls",
             SecretWrongType => "secret_wrong_type",
             SecretMissingKey => "secret_missing_key",
             InvalidCertificate => "invalid_certificate",

@@ -123,7 +123,7 @@ pub fn route_policy(
     RoutePolicy {
         timeouts,
         protocol: ann.backend_protocol,
-        upstream_tls: None,
+        upstream_tls: ann.proxy_ssl.as_ref().map(|p| p.key().into()),
         affinity,
         request,
         buffer_body,

@@ -2,6 +2,7 @@
 //! and the answer the client gets for it.
 
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{header, HeaderValue, Response, StatusCode};
@@ -70,6 +71,10 @@ pub enum ProxyError {
     /// speaks no TLS.
     #[error("TLS to {target} failed: {reason}")]
     UpstreamTls { target: Target, reason: String },
+    /// The route's TLS settings for its pods could not be made (a missing or broken
+    /// Secret): refused rather than sent with less protection than asked.
+    #[error("TLS to the pods is configured as {0:?}, which could not be set up")]
+    UpstreamTlsUnusable(Arc<str>),
     #[error("{target} switched protocols without being asked to")]
     UnexpectedUpgrade { target: Target },
     #[error("bad request: {0}")]
@@ -111,9 +116,9 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_) => StatusCode::NOT_FOUND,
-            ProxyError::UnknownBackend(_) | ProxyError::NoReadyEndpoint(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::UnknownBackend(_)
+            | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::UpstreamTlsUnusable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamTls { .. }
@@ -135,7 +140,8 @@ impl ProxyError {
             | ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
             | ProxyError::DefaultBackendDown(_)
-            | ProxyError::NoErrorBackend(_) => Blame::Config,
+            | ProxyError::NoErrorBackend(_)
+            | ProxyError::UpstreamTlsUnusable(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

@@ -317,12 +317,13 @@ impl Proxy {
         };
         let protocol = policy.protocol.or(backend.protocol).unwrap_or_default();
         let dial = dial(
+            config,
             policy,
             protocol,
             conn.info.scheme,
             upgrade.is_some(),
             &log.host,
-        );
+        )?;
         let mut timeouts = policy.timeouts;
         if grpc {
             // The call's own deadline bounds the wait for its answer.
@@ -740,26 +741,31 @@ struct Destination<'a> {
 /// How the route's protocol reaches the pod for this request. A WebSocket upgrade
 /// offers only HTTP/1.1 over TLS, since HTTP/2 to pods does not carry it.
 fn dial(
+    config: &Config,
     policy: &RoutePolicy,
     protocol: BackendProtocol,
     scheme: super::Scheme,
     upgrade: bool,
     host: &str,
-) -> Dial {
+) -> Result<Dial, ProxyError> {
     let tls = |alpn: Alpn| {
-        let tls = policy
-            .upstream_tls
-            .clone()
-            .unwrap_or_else(UpstreamTls::unverified);
+        let tls = match &policy.upstream_tls {
+            None => UpstreamTls::unverified(),
+            Some(key) => config
+                .upstream_tls
+                .get(key)
+                .cloned()
+                .ok_or_else(|| ProxyError::UpstreamTlsUnusable(key.clone()))?,
+        };
         let name = tls.name_for(host);
-        Dial::Tls { tls, alpn, name }
+        Ok(Dial::Tls { tls, alpn, name })
     };
     let either = if upgrade { Alpn::Http11 } else { Alpn::Either };
     match protocol {
-        BackendProtocol::Http => Dial::Http1,
-        BackendProtocol::AutoHttp if scheme == super::Scheme::Http => Dial::Http1,
+        BackendProtocol::Http => Ok(Dial::Http1),
+        BackendProtocol::AutoHttp if scheme == super::Scheme::Http => Ok(Dial::Http1),
         BackendProtocol::Https | BackendProtocol::AutoHttp => tls(either),
-        BackendProtocol::Grpc | BackendProtocol::H2c => Dial::H2c,
+        BackendProtocol::Grpc | BackendProtocol::H2c => Ok(Dial::H2c),
         BackendProtocol::Grpcs => tls(Alpn::H2),
     }
 }

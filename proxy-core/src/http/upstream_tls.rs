@@ -49,10 +49,11 @@ impl UpstreamTls {
     pub fn new(
         id: impl Into<Arc<str>>,
         config: ClientConfig,
-        name: Option<ServerName<'static>>,
+        name: Option<&str>,
         sni: bool,
         verify: bool,
     ) -> Self {
+        let name = name.and_then(|n| ServerName::try_from(n.to_owned()).ok());
         let with = |alpn: &[&[u8]]| {
             let mut c = config.clone();
             c.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
@@ -70,6 +71,14 @@ impl UpstreamTls {
             sni,
             verify,
         }
+    }
+
+    /// The verifier that accepts any certificate (see [`UpstreamTls::unverified`]), for
+    /// configurations made elsewhere that present a client certificate unverified.
+    pub fn accept_any() -> Arc<dyn ServerCertVerifier> {
+        Arc::new(AcceptAny(
+            Arc::new(rustls::crypto::ring::default_provider()),
+        ))
     }
 
     /// TLS without verifying the pod's certificate: ingress-nginx's default

@@ -51,7 +51,6 @@ use http::Response;
 
 use crate::balance::CookieAffinity;
 use crate::config::{BackendProtocol, Timeouts};
-use crate::http::upstream_tls::UpstreamTls;
 use crate::http::{ProxyBody, ProxyError, Scheme};
 
 /// What one route does with a request, compiled and validated from the object it came
@@ -63,9 +62,11 @@ pub struct RoutePolicy {
     /// How requests travel to the pods (`backend-protocol`); `None` leaves it to the
     /// backend's `appProtocol`, else HTTP/1.1.
     pub protocol: Option<BackendProtocol>,
-    /// TLS to the pods, when the protocol has it (`proxy-ssl-*`); `None` encrypts without
-    /// verifying, as ingress-nginx does by default.
-    pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// TLS to the pods, when the protocol has it (`proxy-ssl-*`): the key of its
+    /// settings in [`Config::upstream_tls`](crate::config::Config), which routes
+    /// without a usable setting are refused by. `None` encrypts without verifying, as
+    /// ingress-nginx does by default.
+    pub upstream_tls: Option<Arc<str>>,
     /// Cookie session affinity: the route's requests stick to an endpoint.
     pub affinity: Option<CookieAffinity>,
     /// Run in order before an endpoint is picked; the first that answers ends the request.
