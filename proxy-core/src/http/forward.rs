@@ -151,6 +151,7 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let info = &conn.info;
         // 1. Route.
+        upgrade::h2_websocket(&mut parts)?;
         one_authority(&mut parts, self.opts.allow_trace)?;
         let route = route(config, &mut parts, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
@@ -303,7 +304,14 @@ impl Proxy {
         };
 
         let client_upgrade = if upgrade.is_some() {
-            parts.extensions.remove::<ClientUpgrade>()
+            match parts.extensions.remove::<ClientUpgrade>() {
+                Some(h1) => Some(upgrade::ClientSide::H1(h1)),
+                None => parts
+                    .extensions
+                    .remove::<upgrade::H2WebSocket>()
+                    .and_then(|ws| ws.take())
+                    .map(upgrade::ClientSide::H2),
+            }
         } else {
             None
         };
@@ -387,12 +395,16 @@ impl Proxy {
         // 5. Response head.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         headers::prepare_downstream(resp.headers_mut(), switching, client_h2);
+        let mut accepted_h2 = None;
         if switching {
             let Some(client) = client_upgrade else {
                 return Err(ProxyError::UnexpectedUpgrade {
                     target: choice.target,
                 });
             };
+            if matches!(client, upgrade::ClientSide::H2(_)) {
+                accepted_h2 = Some(upgrade::h2_accepted(resp.headers()));
+            }
             let upstream = hyper::upgrade::on(&mut resp);
             upgrade::spawn_tunnel(
                 client,
@@ -406,6 +418,15 @@ impl Proxy {
             if let Ok(v) = HeaderValue::from_str(&affinity.set_cookie(value)) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
+        }
+        if let Some(mut accepted) = accepted_h2 {
+            // The HTTP/2 stream carries the tunnel: its answer is a bodiless 200.
+            if let Some(cookie) = resp.headers().get(header::SET_COOKIE) {
+                accepted
+                    .headers_mut()
+                    .insert(header::SET_COOKIE, cookie.clone());
+            }
+            return Ok(accepted);
         }
         let read = policy.timeouts.read;
         let mut resp = resp.map(|b| ProxyBody::upstream(b, read, stream));

@@ -267,7 +267,9 @@ impl Proxy {
             // Finds peers that vanished with streams open; idle connections are closed
             // by the keep-alive timer instead.
             .keep_alive_interval(Some(Duration::from_secs(20)))
-            .keep_alive_timeout(Duration::from_secs(20));
+            .keep_alive_timeout(Duration::from_secs(20))
+            // WebSocket over HTTP/2 (RFC 8441).
+            .enable_connect_protocol();
         let registry = Arc::new(Registry::new(key, opts.ejection));
         let pool = Arc::new(upstream::Pool::new(opts.pool));
         // Brought to every configuration as it is published, before requests see it.
