@@ -61,6 +61,20 @@ pub struct Args {
     #[arg(long, env = "PORTICO_HTTPS_REDIRECT_PORT", value_name = "PORT")]
     pub https_redirect_port: Option<u16>,
 
+    /// Serve HTTP/3 over QUIC (UDP) with the HTTPS certificates, and advertise it on
+    /// HTTPS answers with `Alt-Svc`.
+    #[arg(long, env = "PORTICO_HTTP3")]
+    pub http3: bool,
+
+    /// UDP address for HTTP/3. Default: the address of --https-addr.
+    #[arg(
+        long,
+        env = "PORTICO_HTTP3_ADDR",
+        value_name = "ADDR",
+        requires = "http3"
+    )]
+    pub http3_addr: Option<SocketAddr>,
+
     /// Port that clients reach plain HTTP on, used in redirects that keep the scheme
     /// (from-to-www-redirect). Default: the port of --http-addr; behind a Service that
     /// maps 80 to it, set 80.

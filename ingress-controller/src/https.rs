@@ -109,6 +109,11 @@ impl Https {
         );
     }
 
+    /// The rustls configuration (certificates by SNI), for the QUIC endpoint.
+    pub fn server_config(&self) -> Arc<tls::ServerConfig> {
+        self.acceptor.config().clone()
+    }
+
     /// The resolver, for tests and metrics.
     pub fn resolver(&self) -> &Arc<CertResolver> {
         &self.resolver

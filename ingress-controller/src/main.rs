@@ -9,6 +9,7 @@ use anyhow::Context;
 use clap::Parser;
 use tokio::net::TcpListener;
 
+use http::HeaderValue;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::{CompileOptions, AFFINITY_KEY_SECRET};
@@ -197,6 +198,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         max_connections_per_client = args.max_connections_per_client.unwrap_or(0),
         "connection caps"
     );
+    let http3_addr = args
+        .http3
+        .then(|| args.http3_addr.unwrap_or(args.https_addr));
     let proxy = Proxy::new(
         config.clone(),
         ProxyOptions {
@@ -206,12 +210,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
             max_connections,
             max_connections_per_client: args.max_connections_per_client.map(|n| n as usize),
             allow_trace: args.allow_trace,
+            alt_svc: http3_addr.map(|a| {
+                let port = args.https_redirect_port.unwrap_or(a.port());
+                HeaderValue::from_str(&format!("h3=\":{port}\"; ma=86400"))
+                    .unwrap_or(HeaderValue::from_static("h3=\":443\"; ma=86400"))
+            }),
             ..ProxyOptions::default()
         },
     );
     let shutdown = proxy.shutdown();
     let http_listener = bind(args.http_addr, "--http-addr").await?;
     let https_listener = bind(args.https_addr, "--https-addr").await?;
+    let quic = match http3_addr {
+        Some(addr) => Some(
+            proxy_core::http::h3::endpoint(addr, &https.server_config()).context("--http3-addr")?,
+        ),
+        None => None,
+    };
     let stop = stop_signal();
     tokio::pin!(stop);
     tokio::select! {
@@ -233,7 +248,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .await
         }
     });
-    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr, "serving");
+    if let Some(quic) = quic {
+        tokio::spawn({
+            let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+            async move { proxy.serve_h3(quic, shutdown).await }
+        });
+    }
+    tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr,
+        http3 = http3_addr.map(|a| a.to_string()).unwrap_or_default(), "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;

@@ -17,6 +17,7 @@ mod upstream;
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
 pub use listener::{serve, serve_observed, TlsConnection};
 pub use resolver::CertResolver;
+pub use rustls::ServerConfig;
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
 pub use store::{CertStore, ParsedCert, ServedCert};

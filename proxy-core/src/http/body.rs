@@ -71,6 +71,8 @@ pub(crate) enum ClientBody {
     Empty,
     H1(H1Body),
     H2(Incoming),
+    /// Boxed: the rarest, and the largest.
+    H3(Box<super::h3::H3Body>),
 }
 
 /// Why a client's body broke off.
@@ -80,6 +82,8 @@ pub enum ClientBodyError {
     H1(#[from] H1BodyError),
     #[error(transparent)]
     H2(#[from] hyper::Error),
+    #[error(transparent)]
+    H3(#[from] h3::error::StreamError),
 }
 
 impl Body for ClientBody {
@@ -94,6 +98,7 @@ impl Body for ClientBody {
             ClientBody::Empty => Poll::Ready(None),
             ClientBody::H1(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
             ClientBody::H2(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            ClientBody::H3(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 
@@ -102,6 +107,7 @@ impl Body for ClientBody {
             ClientBody::Empty => true,
             ClientBody::H1(body) => body.is_end_stream(),
             ClientBody::H2(body) => body.is_end_stream(),
+            ClientBody::H3(body) => body.is_end_stream(),
         }
     }
 
@@ -110,6 +116,7 @@ impl Body for ClientBody {
             ClientBody::Empty => SizeHint::with_exact(0),
             ClientBody::H1(body) => body.size_hint(),
             ClientBody::H2(body) => body.size_hint(),
+            ClientBody::H3(body) => body.size_hint(),
         }
     }
 }

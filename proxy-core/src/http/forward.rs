@@ -234,7 +234,8 @@ impl Proxy {
     ) -> Result<Response<ProxyBody>, ProxyError> {
         let route = ex.route;
         let policy: &RoutePolicy = &route.policy;
-        let client_h2 = parts.version == Version::HTTP_2;
+        // HTTP/2 and HTTP/3 answers carry no connection-specific fields.
+        let client_h2 = matches!(parts.version, Version::HTTP_2 | Version::HTTP_3);
         // 3. Pick: the backend (the route's, or its canary's), then an endpoint.
         let (backend_id, affinity) = match &policy.canary {
             None => (&route.backend, policy.affinity.as_ref()),
@@ -648,6 +649,11 @@ impl Proxy {
         if let Some(hsts) = &settings.hsts {
             hsts.on_response(conn.info.scheme, headers);
         }
+        if let (Scheme::Https, false, Some(alt_svc)) =
+            (conn.info.scheme, conn.http3, &self.opts.alt_svc)
+        {
+            headers.insert(header::ALT_SVC, alt_svc.clone());
+        }
         // After Portico's own, as headers-more's filter runs after nginx's.
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
@@ -808,7 +814,7 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
     }
     match parts.uri.authority() {
         Some(authority) => {
-            if parts.version == Version::HTTP_2 {
+            if matches!(parts.version, Version::HTTP_2 | Version::HTTP_3) {
                 if let Some(host) = first {
                     if !host
                         .as_bytes()

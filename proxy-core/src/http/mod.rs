@@ -40,6 +40,7 @@ mod errors;
 mod forward;
 pub mod grpc;
 mod h1;
+pub mod h3;
 mod headers;
 mod idle_io;
 mod limits;
@@ -109,6 +110,8 @@ pub(crate) struct Conn {
     /// Upstream responses streaming to this connection's HTTP/2 streams; HTTP/1
     /// connections have none.
     pub stalls: Option<Arc<stall::Stalls>>,
+    /// A QUIC connection: its answers need no `Alt-Svc`.
+    pub http3: bool,
 }
 
 impl Conn {
@@ -129,6 +132,7 @@ impl Conn {
             info,
             local_port,
             stalls: None,
+            http3: false,
         }
     }
 }
@@ -199,6 +203,8 @@ pub struct ProxyOptions {
     /// Forward `TRACE` requests; by default they get 405, as they echo a request
     /// (cookies and credentials included) back to whoever sent it.
     pub allow_trace: bool,
+    /// `Alt-Svc` on answers over TCP HTTPS, advertising HTTP/3 when it is served.
+    pub alt_svc: Option<HeaderValue>,
 }
 
 impl Default for ProxyOptions {
@@ -217,6 +223,7 @@ impl Default for ProxyOptions {
             max_connections: default_max_connections(None),
             max_connections_per_client: None,
             allow_trace: false,
+            alt_svc: None,
         }
     }
 }
