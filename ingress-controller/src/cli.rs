@@ -87,6 +87,13 @@ pub struct Args {
     )]
     pub ingress_class: String,
 
+    /// Also serve Ingresses that name no IngressClass (no spec.ingressClassName and no
+    /// kubernetes.io/ingress.class annotation), as ingress-nginx's flag of the same name.
+    /// Without it they are served only while an IngressClass of ours carries
+    /// ingressclass.kubernetes.io/is-default-class: "true".
+    #[arg(long, env = "PORTICO_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+
     /// Watch only this namespace. Default: all namespaces.
     #[arg(long, env = "PORTICO_WATCH_NAMESPACE", value_name = "NS")]
     pub watch_namespace: Option<String>,
@@ -237,6 +244,7 @@ mod tests {
         assert!(args.manifests.is_none());
         assert!(!args.service_proxy);
         assert!(args.configmap.is_none());
+        assert!(!args.watch_ingress_without_class);
     }
 
     #[test]

@@ -53,7 +53,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting");
+            tracing::error!(error = %format!("{e:#}"), "exiting");
             ExitCode::FAILURE
         }
     }
@@ -162,6 +162,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         configmap: args.configmap.clone(),
         default_backend_service: args.default_backend_service.clone(),
+        watch_ingress_without_class: args.watch_ingress_without_class,
+        // Over a folder every Ingress is meant for us: none is left out without a word.
+        explain_unowned: args.manifests.is_some(),
         generation: 0,
     };
     let mut publisher = Publisher::new(

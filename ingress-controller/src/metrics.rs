@@ -318,6 +318,18 @@ impl Metrics {
     }
 }
 
+impl Metrics {
+    /// Problems currently counted in `portico_diagnostics`, every source together: what
+    /// the publish log line reports, so the two agree.
+    pub fn diagnostics_total(&self) -> i64 {
+        let sources = self
+            .diagnostic_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sources.values().flat_map(|c| c.values()).sum()
+    }
+}
+
 impl Hosts {
     /// The `host` label for a request host.
     fn label(&self, host: &str) -> Arc<str> {

@@ -72,15 +72,20 @@ pub struct KubeSourceOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("reading kubeconfig {path}: {source}")]
+    #[error("reading kubeconfig {path}")]
     Kubeconfig {
         path: PathBuf,
         #[source]
         source: kube::config::KubeconfigError,
     },
-    #[error("no Kubernetes configuration: not in a cluster and no usable kubeconfig: {0}")]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("building the Kubernetes client: {0}")]
+    /// Said in full here, without the chain of causes, which repeats itself.
+    #[error(
+        "no Kubernetes API to watch: not in a cluster, no --kubeconfig, and no kubeconfig at \
+         $KUBECONFIG or ~/.kube/config ({0}). To serve a folder of manifests without a \
+         cluster, pass --manifests DIR"
+    )]
+    Infer(String),
+    #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
 }
 
@@ -100,10 +105,23 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
         }
         None => match kube::Config::incluster() {
             Ok(config) => config,
-            Err(_) => kube::Config::infer().await.map_err(ClientError::Infer)?,
+            Err(_) => kube::Config::infer()
+                .await
+                .map_err(|e| ClientError::Infer(kubeconfig_problem(&e)))?,
         },
     };
     Client::try_from(config).map_err(ClientError::Client)
+}
+
+/// What was wrong with the kubeconfig, said once: the error's own chain repeats each cause.
+fn kubeconfig_problem(e: &kube::config::InferConfigError) -> String {
+    let mut last = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
 }
 
 /// Everything the controller does against the API server, in one place for `main`.
