@@ -2022,15 +2022,30 @@ spec:
             .clone()
     };
     let d = find("paths[0]");
-    assert!(d.contains("has no port 8080 (its ports: 80 (\"http\", targetPort 8080, nodePort 30123))"), "{d}");
-    assert!(d.contains("8080 is the targetPort (the pods' port) of Service port 80"), "{d}");
+    assert!(
+        d.contains("has no port 8080 (its ports: 80 (\"http\", targetPort 8080, nodePort 30123))"),
+        "{d}"
+    );
+    assert!(
+        d.contains("8080 is the targetPort (the pods' port) of Service port 80"),
+        "{d}"
+    );
     assert!(d.contains("use port number 80"), "{d}");
     let d = find("paths[1]");
-    assert!(d.contains("30123 is the nodePort of Service port 80"), "{d}");
+    assert!(
+        d.contains("30123 is the nodePort of Service port 80"),
+        "{d}"
+    );
     let d = find("paths[2]");
-    assert!(d.contains("a Service \"other\" exists in namespace \"shop\""), "{d}");
+    assert!(
+        d.contains("a Service \"other\" exists in namespace \"shop\""),
+        "{d}"
+    );
     let d = find("Service default/kubia:");
-    assert!(d.contains("none of its endpoints is ready (1 listed"), "{d}");
+    assert!(
+        d.contains("none of its endpoints is ready (1 listed"),
+        "{d}"
+    );
     assert_eq!(said.len(), 4, "{said:#?}");
 
     // publishNotReadyAddresses (or the older annotation): the endpoint serves, and
@@ -2044,7 +2059,11 @@ spec:
         let mut svc = (*store.services[&key]).clone();
         if field == "annotation" {
             svc.metadata.annotations = Some(
-                [(endpoints::TOLERATE_UNREADY_ANNOTATION.to_owned(), value.to_owned())].into(),
+                [(
+                    endpoints::TOLERATE_UNREADY_ANNOTATION.to_owned(),
+                    value.to_owned(),
+                )]
+                .into(),
             );
         } else {
             svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
@@ -2056,7 +2075,9 @@ spec:
         assert_eq!(eps.len(), 1, "{field}");
         assert!(eps[0].ready, "{field}: not published as ready");
         assert!(
-            !c.diagnostics.iter().any(|d| d.reason == DiagnosticReason::NoReadyEndpoints),
+            !c.diagnostics
+                .iter()
+                .any(|d| d.reason == DiagnosticReason::NoReadyEndpoints),
             "{field}: {:?}",
             c.diagnostics
         );
@@ -2093,15 +2114,23 @@ fn unowned_ingresses_are_explained_when_asked() {
     assert_eq!(reason, DiagnosticReason::NoIngressClass);
     assert!(m.contains("spec.ingressClassName: not set"), "{m}");
     assert!(m.contains("--watch-ingress-without-class"), "{m}");
-    assert!(m.contains("ingressclass.kubernetes.io/is-default-class"), "{m}");
+    assert!(
+        m.contains("ingressclass.kubernetes.io/is-default-class"),
+        "{m}"
+    );
     let (reason, m) = said("nginx");
     assert_eq!(reason, DiagnosticReason::IngressClassNotOurs);
-    assert!(m.contains("asks for IngressClass \"nginx\", which does not exist"), "{m}");
+    assert!(
+        m.contains("asks for IngressClass \"nginx\", which does not exist"),
+        "{m}"
+    );
     assert!(m.contains("set spec.ingressClassName: portico"), "{m}");
     let (_, m) = said("portico");
     assert!(m.contains("manifests/20-ingressclass.yaml"), "{m}");
     // In a cluster, other controllers' Ingresses are none of ours: nothing said.
-    assert!(compile(&store, &CompileOptions::default()).diagnostics.is_empty());
+    assert!(compile(&store, &CompileOptions::default())
+        .diagnostics
+        .is_empty());
 
     // --watch-ingress-without-class: the class-less one is served.
     let opts = CompileOptions {

@@ -157,8 +157,9 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
                 absent(p.get("port")).then(|| format!("spec.ports[{i}].port: Required value"))
             })
         }
-        "EndpointSlice" => absent(value.get("addressType"))
-            .then(|| "addressType: Required value".to_owned()),
+        "EndpointSlice" => {
+            absent(value.get("addressType")).then(|| "addressType: Required value".to_owned())
+        }
         _ => None,
     }
 }
