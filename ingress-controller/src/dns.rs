@@ -55,7 +55,8 @@ pub struct Zone {
     origin: Name,
     /// Records by owner name (lowercase, fully qualified).
     records: HashMap<String, Vec<Record>>,
-    /// Names that exist only because names below them do (`NS.svc.ZONE`).
+    /// Every name that exists below the zone, with records or without (`NS.svc.ZONE`
+    /// exists because Services below it do).
     parents: HashSet<String>,
 }
 
@@ -92,16 +93,19 @@ impl Zone {
         Name::from_ascii(label).ok()?.append_domain(parent).ok()
     }
 
+    /// `name` and every name between it and the zone exist, with records or without.
+    fn exists(&mut self, name: &Name) {
+        let mut name = name.clone();
+        while name.num_labels() > self.origin.num_labels() {
+            self.parents.insert(key(&name));
+            name = name.base_name();
+        }
+    }
+
     fn add(&mut self, name: &Name, rdata: RData) {
         let record = Record::from_rdata(name.clone(), TTL, rdata);
-        let owner = key(name);
-        // Every name between this one and the zone exists too.
-        let mut parent = name.base_name();
-        while parent.num_labels() > self.origin.num_labels() {
-            self.parents.insert(key(&parent));
-            parent = parent.base_name();
-        }
-        let records = self.records.entry(owner).or_default();
+        self.exists(name);
+        let records = self.records.entry(key(name)).or_default();
         if !records.contains(&record) {
             records.push(record);
         }
@@ -127,6 +131,9 @@ impl Zone {
             tracing::debug!(service = %svc_key, "Service name makes no DNS name; no records");
             return;
         };
+        // A Service's name exists even with nothing to answer (no clusterIP set in a
+        // manifest folder, no ready endpoint): NOERROR without answers, not NXDOMAIN.
+        self.exists(&base);
         let Some(spec) = service.spec.as_ref() else {
             return;
         };
