@@ -276,6 +276,7 @@ impl Metrics {
                     (ready, eps.len() - ready)
                 }
                 BackendKind::ExternalName { .. } => (1, 0),
+                BackendKind::Unresolved(_) => (0, 0),
             };
             let backend = id.to_string();
             for (flag, n) in [("true", ready), ("false", not_ready)] {

@@ -211,6 +211,13 @@ impl Resolved {
         let svc_key = ObjectKey::new(slot.namespace, slot.service);
         let mut diags = Vec::new();
         let (kind, problem) = resolve_service(store, index, &svc_key, &slot.port, &mut diags);
+        // A request's log line says what is missing, not just that nothing is ready.
+        let kind = match &problem {
+            Some(p) => {
+                BackendKind::Unresolved(Arc::from(p.message.trim_end_matches("; requests get 503")))
+            }
+            None => kind,
+        };
         Self {
             id: BackendId::new(slot.namespace, slot.service, &slot.port.to_string()),
             service: store.services.get(&svc_key).cloned(),

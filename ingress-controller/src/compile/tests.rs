@@ -82,6 +82,7 @@ fn endpoints_of(c: &Compiled, id: &BackendId) -> Vec<Endpoint> {
         .kind
     {
         BackendKind::Endpoints(e) => e.clone(),
+        BackendKind::Unresolved(_) => Vec::new(),
         other => panic!("{id} is {other:?}"),
     }
 }
@@ -219,6 +220,13 @@ fn kubia_named_ports_resolve_to_slice_ports() {
     assert_eq!(
         endpoints_of(&c, &BackendId::new("default", "kubia", "grpc")),
         vec![]
+    );
+    // ...and say what is missing, for each failed request's log line.
+    let grpc = &c.config.backends[&BackendId::new("default", "kubia", "grpc")];
+    assert!(
+        matches!(&grpc.kind, BackendKind::Unresolved(why) if why.starts_with("service \"kubia\" has no port named \"grpc\"")),
+        "{:?}",
+        grpc.kind
     );
     assert_eq!(c.config.backends.len(), 5);
 

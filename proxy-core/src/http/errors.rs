@@ -47,6 +47,12 @@ pub enum ProxyError {
     UnknownBackend(BackendId),
     #[error(transparent)]
     NoReadyEndpoint(#[from] NoReadyEndpoint),
+    /// The route's backend reaches no Service port; `reason` says what is missing.
+    #[error("backend {backend}: {reason}")]
+    Unresolved {
+        backend: BackendId,
+        reason: std::sync::Arc<str>,
+    },
     /// The global default backend has no ready endpoint for an unmatched request.
     #[error("default backend {0} has no ready endpoint")]
     DefaultBackendDown(BackendId),
@@ -107,9 +113,9 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_) => StatusCode::NOT_FOUND,
-            ProxyError::UnknownBackend(_) | ProxyError::NoReadyEndpoint(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::UnknownBackend(_)
+            | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::Unresolved { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -129,6 +135,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::Unresolved { .. }
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_) => Blame::Config,
             ProxyError::Connect { .. }
