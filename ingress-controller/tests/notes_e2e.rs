@@ -160,10 +160,20 @@ async fn the_notes_manifests_route_or_say_why_not() {
             r#"spec.tls[0].secretName: secret "cafe-secret": not found"#,
         ),
     ] {
-        let lines: Vec<&str> = logs.lines().filter(|l| l.contains(said)).collect();
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(said) && !l.contains("request failed"))
+            .collect();
         assert_eq!(lines.len(), 1, "{said}:\n{logs}");
         assert!(lines[0].contains(object), "{}", lines[0]);
     }
+    // The failed requests' own lines say the same.
+    assert!(
+        logs.lines().any(|l| l.contains("request failed")
+            && l.contains("backend default/foo:80: service")
+            && l.contains("not found in namespace")),
+        "{logs}"
+    );
     for ingress in ["kubia", "kubia-mult", "cafe-ingress"] {
         let said =
             format!("Ingress default/{ingress}: apiVersion extensions/v1beta1 is deprecated");

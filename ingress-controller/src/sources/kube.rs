@@ -80,9 +80,9 @@ pub enum ClientError {
     },
     /// Said in full here, without the chain of causes, which repeats itself.
     #[error(
-        "no Kubernetes API to watch: not in a cluster, no --kubeconfig, and no kubeconfig at \
-         $KUBECONFIG or ~/.kube/config ({0}). To serve a folder of manifests without a \
-         cluster, pass --manifests DIR"
+        "no Kubernetes API to watch: not in a cluster, no --kubeconfig, and no usable \
+         kubeconfig at $KUBECONFIG or ~/.kube/config: {0}. To serve a folder of manifests \
+         without a cluster, pass --manifests DIR"
     )]
     Infer(String),
     #[error("building the Kubernetes client")]
