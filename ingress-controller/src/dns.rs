@@ -596,6 +596,25 @@ spec:
     }
 
     #[test]
+    fn dual_stack_services_answer_aaaa_too() {
+        let z = zone(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: dual}\nspec:\n  \
+             clusterIP: 10.96.0.20\n  clusterIPs: [10.96.0.20, \"fd00::20\"]\n  ports: [{port: 80}]\n",
+        );
+        let m = ask(&z, "dual.default.svc.cluster.local.", RecordType::AAAA);
+        assert_eq!(rdata(&m), ["fd00::20"]);
+        let m = ask(&z, "dual.default.svc.cluster.local.", RecordType::A);
+        assert_eq!(rdata(&m), ["10.96.0.20"]);
+        // An unnamed port has no SRV record; the name below the Service does not exist.
+        let m = ask(
+            &z,
+            "_http._tcp.dual.default.svc.cluster.local.",
+            RecordType::SRV,
+        );
+        assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
     fn garbage_gets_formerr_or_nothing() {
         let server = DnsServer::new("cluster.local").unwrap();
         assert_eq!(server.respond(&[1], true), None);
