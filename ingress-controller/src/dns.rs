@@ -41,6 +41,8 @@ const PLAIN_UDP: usize = 512;
 const EDNS_UDP: u16 = 1232;
 /// A TCP client that sends nothing for this long is dropped.
 const TCP_IDLE: Duration = Duration::from_secs(10);
+/// TCP clients served at once; more wait in the listen queue.
+const TCP_CLIENTS: usize = 256;
 
 /// Why the DNS server cannot start.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +59,7 @@ pub struct Zone {
     records: HashMap<String, Vec<Record>>,
     /// Every name that exists below the zone, with records or without (`NS.svc.ZONE`
     /// exists because Services below it do).
-    parents: HashSet<String>,
+    names: HashSet<String>,
 }
 
 /// The lookup key of a name: lowercase text, fully qualified.
@@ -74,7 +76,7 @@ impl Zone {
         Self {
             origin: origin.clone(),
             records: HashMap::new(),
-            parents: HashSet::new(),
+            names: HashSet::new(),
         }
     }
 
@@ -97,7 +99,7 @@ impl Zone {
     fn exists(&mut self, name: &Name) {
         let mut name = name.clone();
         while name.num_labels() > self.origin.num_labels() {
-            self.parents.insert(key(&name));
+            self.names.insert(key(&name));
             name = name.base_name();
         }
     }
@@ -141,7 +143,9 @@ impl Zone {
             let target = spec
                 .external_name
                 .as_deref()
-                .and_then(|n| Name::from_ascii(format!("{}.", n.trim_end_matches('.'))).ok());
+                .map(|n| n.trim_end_matches('.'))
+                .filter(|n| !n.is_empty())
+                .and_then(|n| Name::from_ascii(format!("{n}.")).ok());
             match target {
                 Some(target) => self.add(&base, RData::CNAME(CNAME(target))),
                 None => {
@@ -256,7 +260,7 @@ impl Zone {
                 }
                 response.add_answers(answers.into_iter().cloned());
             }
-            None if *name == self.origin || self.parents.contains(&owner) => {
+            None if *name == self.origin || self.names.contains(&owner) => {
                 if *name == self.origin && matches!(qtype, RecordType::SOA | RecordType::ANY) {
                     response.add_answer(self.soa());
                 } else {
@@ -337,9 +341,10 @@ impl DnsServer {
         self.zone.store(Arc::new(zone));
     }
 
-    /// The wire answer to the wire query `bytes`, at most `limit` bytes long (a longer
-    /// one is cut to its header and question, marked truncated). `None` for input too
-    /// short to answer at all.
+    /// The wire answer to the wire query `bytes`. Over UDP it is at most 512 bytes, or
+    /// what the query's EDNS allows up to 1232; a longer one is cut to its header and
+    /// question and marked truncated, so the client asks again over TCP. `None` for input
+    /// too short to answer at all.
     pub fn respond(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
         let response = match Message::from_vec(bytes) {
             Ok(request) => {
@@ -403,7 +408,12 @@ impl DnsServer {
     /// Accept TCP clients on `listener` until the process ends; each may send several
     /// length-prefixed queries (RFC 7766).
     pub async fn serve_tcp(self: Arc<Self>, listener: TcpListener) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(TCP_CLIENTS));
         loop {
+            // A slot before accepting: idle clients cannot pile up without bound.
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let server = self.clone();
@@ -411,6 +421,7 @@ impl DnsServer {
                         if let Err(e) = server.serve_connection(stream).await {
                             tracing::debug!(error = %e, %peer, "DNS TCP connection ended");
                         }
+                        drop(slot);
                     });
                 }
                 Err(e) => {
