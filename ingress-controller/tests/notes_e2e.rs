@@ -9,12 +9,15 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::Duration;
 
 use common::*;
 use hickory_resolver::config::{ConnectionConfig, NameServerConfig, ResolverConfig};
 use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::proto::rr::RecordType;
 use hickory_resolver::TokioResolver;
+
+const FOLLOW: Duration = Duration::from_secs(20);
 
 /// The EndpointSlice the EndpointSlice controller would write for `service`'s pods: one
 /// slice per pod here, since each test pod listens on a port of its own.
@@ -255,6 +258,32 @@ async fn the_notes_manifests_route_or_say_why_not() {
     // exists, with no address to give.
     assert_eq!(
         answers(&r, "kubia.default.svc.cluster.local.", RecordType::A).await,
+        Vec::<String>::new()
+    );
+    // svc1's clusterIP is not an address of this machine: said, once.
+    ctl.wait_log("svc1 not served at L4", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("L4 address is not on this machine")
+                && l.contains("default/svc1")
+                && l.contains("1.1.1.1:80")
+        })
+    })
+    .await;
+
+    // The notes' other external-service, once the alias is gone: its hand-written
+    // Endpoints, and why L4 cannot forward it as written.
+    std::fs::remove_file(dir.path().join("external-service-alias.yaml")).unwrap();
+    ctl.wait_log("the duplicate resolved", FOLLOW, |logs| {
+        logs.contains("Service default/external-service: spec.clusterIP: no clusterIP")
+    })
+    .await;
+    assert_eq!(
+        answers(
+            &r,
+            "external-service.default.svc.cluster.local.",
+            RecordType::CNAME
+        )
+        .await,
         Vec::<String>::new()
     );
 }
