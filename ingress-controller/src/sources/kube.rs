@@ -72,12 +72,9 @@ pub struct KubeSourceOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("reading kubeconfig {path}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
+    /// The cause is said once, as [`ClientError::Infer`]'s.
+    #[error("reading kubeconfig {path}: {reason}")]
+    Kubeconfig { path: PathBuf, reason: String },
     /// Said in full here, without the chain of causes, which repeats itself.
     #[error(
         "no Kubernetes API to watch: not in a cluster, no --kubeconfig, and no usable \
@@ -94,9 +91,9 @@ pub enum ClientError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig_error = |source| ClientError::Kubeconfig {
+            let kubeconfig_error = |e: kube::config::KubeconfigError| ClientError::Kubeconfig {
                 path: path.to_owned(),
-                source,
+                reason: innermost_cause(&e),
             };
             let kc = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -107,16 +104,17 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
             Ok(config) => config,
             Err(_) => kube::Config::infer()
                 .await
-                .map_err(|e| ClientError::Infer(kubeconfig_problem(&e)))?,
+                .map_err(|e| ClientError::Infer(innermost_cause(&e)))?,
         },
     };
     Client::try_from(config).map_err(ClientError::Client)
 }
 
-/// What was wrong with the kubeconfig, said once: the error's own chain repeats each cause.
-fn kubeconfig_problem(e: &kube::config::InferConfigError) -> String {
+/// What was wrong with the kubeconfig, said once: kube's errors repeat their causes in
+/// their own messages, so only the innermost is kept.
+fn innermost_cause(e: &dyn std::error::Error) -> String {
     let mut last = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         last = s.to_string();
         source = s.source();
