@@ -311,6 +311,9 @@ fn cluster_ips(service: &Service) -> Vec<IpAddr> {
 pub struct DnsServer {
     origin: Name,
     zone: ArcSwap<Zone>,
+    /// Set at the first update: until the store has been loaded and published, every
+    /// name would look absent, and a negative answer gets cached; SERVFAIL is retried.
+    loaded: std::sync::atomic::AtomicBool,
 }
 
 impl DnsServer {
@@ -331,6 +334,7 @@ impl DnsServer {
         Ok(Arc::new(Self {
             zone: ArcSwap::from_pointee(Zone::empty(&origin)),
             origin,
+            loaded: std::sync::atomic::AtomicBool::new(false),
         }))
     }
 
@@ -339,6 +343,8 @@ impl DnsServer {
         let zone = Zone::build(store, &self.origin);
         tracing::debug!(names = zone.records.len(), "DNS zone updated");
         self.zone.store(Arc::new(zone));
+        self.loaded
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 
     /// The wire answer to the wire query `bytes`. Over UDP it is at most 512 bytes, or
@@ -348,7 +354,14 @@ impl DnsServer {
     pub fn respond(&self, bytes: &[u8], udp: bool) -> Option<Vec<u8>> {
         let response = match Message::from_vec(bytes) {
             Ok(request) => {
-                let response = self.zone.load().answer(&request);
+                let mut response = self.zone.load().answer(&request);
+                if !self.loaded.load(std::sync::atomic::Ordering::Acquire) {
+                    response.answers.clear();
+                    response.authorities.clear();
+                    response.additionals.clear();
+                    response.metadata.authoritative = false;
+                    response.metadata.response_code = ResponseCode::ServFail;
+                }
                 if let Some(q) = request.queries.first() {
                     tracing::debug!(
                         name = %q.name(),
@@ -623,6 +636,25 @@ spec:
             RecordType::SRV,
         );
         assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
+    }
+
+    #[test]
+    fn nothing_is_denied_before_the_first_publish() {
+        let server = DnsServer::new("cluster.local").unwrap();
+        let mut request = Message::query();
+        let name = Name::from_ascii("kubia.default.svc.cluster.local.").unwrap();
+        request.add_query(Query::query(name, RecordType::A));
+        let wire = request.to_vec().unwrap();
+        let rcode = |answer: Vec<u8>| Message::from_vec(&answer).unwrap().metadata.response_code;
+        assert_eq!(
+            rcode(server.respond(&wire, true).unwrap()),
+            ResponseCode::ServFail
+        );
+        server.update(&Store::default());
+        assert_eq!(
+            rcode(server.respond(&wire, true).unwrap()),
+            ResponseCode::NXDomain
+        );
     }
 
     #[test]
