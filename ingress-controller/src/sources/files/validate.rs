@@ -156,9 +156,11 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
                 };
                 for (j, path) in paths.iter().enumerate() {
                     if absent(path.get("pathType")) {
+                        let at = format!("spec.rules[{i}].http.paths[{j}]");
                         return Some(format!(
-                            "spec.rules[{i}].http.paths[{j}].pathType: Required value: \
-                             pathType must be specified (Exact, Prefix or ImplementationSpecific)"
+                            "{at}.pathType: Required value: pathType must be specified (Exact, \
+                             Prefix or ImplementationSpecific){}",
+                            typo_of(path, "pathType", &at)
                         ));
                     }
                 }
@@ -176,6 +178,18 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
         }
         _ => None,
     }
+}
+
+/// When `object` has an unknown field one typo away from the `wanted` one, a hint naming
+/// it (`pathTyp` for `pathType`): the field is then missing only because it is misspelt.
+fn typo_of(object: &Value, wanted: &str, at: &str) -> String {
+    let Some(map) = object.as_object() else {
+        return String::new();
+    };
+    map.keys()
+        .find(|k| k.as_str() != wanted && strsim::damerau_levenshtein(k, wanted) <= 2)
+        .map(|k| format!("; there is an unknown field \"{at}.{k}\": a typo of it?"))
+        .unwrap_or_default()
 }
 
 /// Pushes to `out` the path of every field of `text` (the manifest as written) that
@@ -261,6 +275,16 @@ mod tests {
             required("Ingress", &v).unwrap(),
             "spec.rules[0].http.paths[1].pathType: Required value: pathType must be \
              specified (Exact, Prefix or ImplementationSpecific)"
+        );
+        let typo: Value = serde_json::json!({
+            "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathTyp": "Prefix"}]}}]}
+        });
+        assert!(
+            required("Ingress", &typo).unwrap().ends_with(
+                "; there is an unknown field \"spec.rules[0].http.paths[0].pathTyp\": a typo of it?"
+            ),
+            "{:?}",
+            required("Ingress", &typo)
         );
         let v: Value = serde_json::json!({"spec": {"ports": [{"name": "http"}]}});
         assert_eq!(
