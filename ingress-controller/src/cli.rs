@@ -101,6 +101,29 @@ pub struct Args {
     )]
     pub ingress_class: String,
 
+    /// Also serve Ingresses that name no IngressClass (no spec.ingressClassName and no
+    /// kubernetes.io/ingress.class annotation), as ingress-nginx's flag of the same name.
+    /// Without it they are served only while an IngressClass of ours carries
+    /// ingressclass.kubernetes.io/is-default-class: "true".
+    #[arg(long, env = "PORTICO_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+
+    /// Answer DNS queries for Services on this address (UDP and TCP), as cluster DNS
+    /// does: A/AAAA for SVC.NS.svc.ZONE (the clusterIP, or a headless Service's ready
+    /// endpoints), HOSTNAME.SVC.NS.svc.ZONE, SRV _PORT._PROTO.SVC.NS.svc.ZONE for named
+    /// ports, CNAME for ExternalName Services. Answers follow every change. Default: off.
+    #[arg(long, env = "PORTICO_DNS_ADDR", value_name = "ADDR")]
+    pub dns_addr: Option<SocketAddr>,
+
+    /// The cluster's DNS domain, the ZONE of --dns-addr's names.
+    #[arg(
+        long,
+        env = "PORTICO_CLUSTER_DOMAIN",
+        value_name = "DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
     /// Watch only this namespace. Default: all namespaces.
     #[arg(long, env = "PORTICO_WATCH_NAMESPACE", value_name = "NS")]
     pub watch_namespace: Option<String>,
@@ -251,6 +274,9 @@ mod tests {
         assert!(args.manifests.is_none());
         assert!(!args.service_proxy);
         assert!(args.configmap.is_none());
+        assert!(!args.watch_ingress_without_class);
+        assert_eq!(args.dns_addr, None);
+        assert_eq!(args.cluster_domain, "cluster.local");
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod affinity_key;
 pub mod alloc;
 pub mod cli;
 pub mod compile;
+pub mod dns;
 pub mod events;
 pub mod exposition;
 pub mod https;

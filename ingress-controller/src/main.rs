@@ -13,6 +13,7 @@ use http::HeaderValue;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::{CompileOptions, AFFINITY_KEY_SECRET};
+use ingress_controller::dns::DnsServer;
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
 use ingress_controller::metrics::Metrics;
 use ingress_controller::publish::{Published, Publisher};
@@ -54,7 +55,7 @@ fn main() -> ExitCode {
     match runtime.block_on(run(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "exiting");
+            tracing::error!(error = %format!("{e:#}"), "exiting");
             ExitCode::FAILURE
         }
     }
@@ -163,6 +164,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         node_addresses: args.node_address.clone(),
         configmap: args.configmap.clone(),
         default_backend_service: args.default_backend_service.clone(),
+        watch_ingress_without_class: args.watch_ingress_without_class,
+        // Over a folder every Ingress is meant for us: none is left out without a word.
+        explain_unowned: args.manifests.is_some(),
         generation: 0,
     };
     let mut publisher = Publisher::new(
@@ -184,6 +188,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         publisher.add_hook(move |p: &Published<'_>| reporter.after_compile(p.compiled));
     }
     publisher.add_hook(affinity_key_warning());
+    if let Some(addr) = args.dns_addr {
+        let dns = DnsServer::new(&args.cluster_domain)?;
+        let udp = tokio::net::UdpSocket::bind(addr)
+            .await
+            .with_context(|| format!("--dns-addr {addr}: cannot listen on UDP"))?;
+        let tcp = bind(addr, "--dns-addr").await?;
+        publisher.add_hook({
+            let dns = dns.clone();
+            move |p: &Published<'_>| dns.update(p.store)
+        });
+        tokio::spawn(dns.clone().serve_udp(udp));
+        tokio::spawn(dns.serve_tcp(tcp));
+        tracing::info!(addr = %addr, zone = %args.cluster_domain, "answering DNS for Services");
+    }
     tokio::spawn(publisher.run());
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and

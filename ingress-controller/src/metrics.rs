@@ -276,6 +276,7 @@ impl Metrics {
                     (ready, eps.len() - ready)
                 }
                 BackendKind::ExternalName { .. } => (1, 0),
+                BackendKind::Unresolved(_) => (0, 0),
             };
             let backend = id.to_string();
             for (flag, n) in [("true", ready), ("false", not_ready)] {
@@ -315,6 +316,18 @@ impl Metrics {
                     .inc_by(*n);
             }
         }
+    }
+}
+
+impl Metrics {
+    /// Problems currently counted in `portico_diagnostics`, every source together: what
+    /// the publish log line reports, so the two agree.
+    pub fn diagnostics_total(&self) -> i64 {
+        let sources = self
+            .diagnostic_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        sources.values().flat_map(|c| c.values()).sum()
     }
 }
 

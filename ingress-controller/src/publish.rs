@@ -122,7 +122,9 @@ impl Publisher {
             ingresses = compiled.owned_ingresses.len(),
             backends = compiled.config.backends.len(),
             certificates = compiled.certs.len(),
-            diagnostics = compiled.diagnostics.len(),
+            // Every problem `portico_diagnostics` counts (the manifest folder's as well),
+            // each logged on its own when it appeared.
+            diagnostics = self.metrics.diagnostics_total(),
             took_ms = u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
             "configuration published"
         );

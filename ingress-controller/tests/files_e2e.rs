@@ -570,3 +570,112 @@ fn a_missing_manifest_folder_fails_start_up_clearly() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("/nonexistent/portico"), "{err}");
 }
+
+/// Nothing in the folder is dropped without a word, and each word leads to the fix: the
+/// class, a mistyped kind and field, a missing pathType, a targetPort given as the port
+/// (also in the failed request's own log line), endpoints none of which is ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_does_not_take_effect_says_why_once() {
+    let pod = Backend::start("kubia").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    let wrong_port = ingress_yaml("wrong-port", "port.example.com", "/", "kubia")
+        .replace("number: 80", "number: 8080");
+    let mut app = service_yaml("kubia", &[pod.addr]);
+    app.push_str(&wrong_port);
+    std::fs::write(dir.path().join("app.yaml"), app).unwrap();
+    let unready = app_yaml("unready", "unready.example.com", "/", &[pod.addr])
+        .replace("ready: true", "ready: false");
+    std::fs::write(dir.path().join("unready.yaml"), unready).unwrap();
+    // Another controller's Ingress, a typo of a kind and of a field.
+    let nginx = ingress_yaml("nginx", "nginx.example.com", "/", "kubia")
+        .replace("ingressClassName: portico", "ingressClassName: nginx");
+    std::fs::write(dir.path().join("nginx.yaml"), nginx).unwrap();
+    std::fs::write(
+        dir.path().join("typos.yaml"),
+        "apiVersion: networking.k8s.io/v1\nkind: Ingres\nmetadata: {name: typo}\n---\n\
+         apiVersion: v1\nkind: Service\nmetadata: {name: typo}\nsepc: {}\n",
+    )
+    .unwrap();
+    let no_type = ingress_yaml("no-type", "t.example.com", "/", "kubia")
+        .replace("        pathType: Prefix\n", "");
+    std::fs::write(dir.path().join("no-type.yaml"), no_type).unwrap();
+
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    assert_eq!(get(ctl.http, "port.example.com", "/").await.unwrap().0, 503);
+    assert_eq!(
+        get(ctl.http, "nginx.example.com", "/").await.unwrap().0,
+        404
+    );
+    let said = [
+        r#"spec.ingressClassName: asks for IngressClass "nginx", which does not exist; not served"#,
+        r#"Ingres typo: no kind "Ingres" is served in version "networking.k8s.io/v1" (did you mean "Ingress"?)"#,
+        r#"Service default/typo: unknown field "sepc""#,
+        "Ingress default/no-type: spec.rules[0].http.paths[0].pathType: Required value",
+        "8080 is the targetPort (the pods' port) of Service port 80",
+        "Service default/unready: none of its endpoints is ready (1 listed",
+    ];
+    ctl.wait_log("every problem", FOLLOW, |logs| {
+        said.iter().all(|s| logs.contains(s))
+    })
+    .await;
+    let logs = ctl.logs();
+    for s in said {
+        let lines: Vec<&str> = logs
+            .lines()
+            .filter(|l| l.contains(s) && !l.contains("request failed"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{s}:\n{logs}");
+    }
+    // The failed request names the missing port, not a backend that does not exist.
+    let failed = logs
+        .lines()
+        .find(|l| l.contains("request failed") && l.contains("port.example.com"))
+        .unwrap_or_else(|| panic!("no failed request line:\n{logs}"));
+    assert!(
+        failed.contains("backend default/kubia:8080: service")
+            && failed.contains("has no port 8080"),
+        "{failed}"
+    );
+    let metrics = ctl.metrics().await;
+    for want in [
+        r#"portico_diagnostics{reason="ingress_class_not_ours",kind="Ingress"} 1"#,
+        r#"portico_diagnostics{reason="unknown_kind",kind="Ingres"} 1"#,
+        r#"portico_diagnostics{reason="unknown_field",kind="Service"} 1"#,
+        r#"portico_diagnostics{reason="invalid_manifest",kind="File"} 1"#,
+        r#"portico_diagnostics{reason="service_port_not_found",kind="Ingress"} 1"#,
+        r#"portico_diagnostics{reason="no_ready_endpoints",kind="Service"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+}
+
+/// Without --manifests and without any kubeconfig: one clear error, naming --manifests.
+#[test]
+fn no_cluster_and_no_manifests_is_one_clear_error() {
+    let home = tempfile::tempdir().unwrap();
+    let port = || format!("127.0.0.1:{}", free_port());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ingress-controller"))
+        .args(["--http-addr", &port(), "--https-addr", &port()])
+        .args(["--admin-addr", &port()])
+        .env("HOME", home.path())
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env_remove("KUBERNETES_SERVICE_PORT")
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    let error = errors[0];
+    assert_eq!(
+        error.matches("no Kubernetes API to watch").count(),
+        1,
+        "{error}"
+    );
+    assert_eq!(error.matches("--manifests DIR").count(), 1, "{error}");
+    assert!(!error.contains(r#"\""#), "quoted twice: {error}");
+}

@@ -23,6 +23,10 @@ pub enum BackendKind {
     Endpoints(Vec<Endpoint>),
     /// An `ExternalName` Service: a DNS name resolved at connect time.
     ExternalName { host: Arc<str>, port: u16 },
+    /// A reference that reaches no Service port (the Service, the port or the
+    /// externalName is missing): no endpoints. The text says why, in each failed
+    /// request's log line, rather than a backend that does not exist.
+    Unresolved(Arc<str>),
 }
 
 /// Upstream timeouts of a route, as nginx's `proxy_*_timeout`: `read` and `send` bound the
@@ -107,6 +111,7 @@ impl Backend {
     pub fn targets(&self) -> impl Iterator<Item = Target> + '_ {
         let (eps, name) = match &self.kind {
             BackendKind::Endpoints(eps) => (eps.as_slice(), None),
+            BackendKind::Unresolved(_) => (&[][..], None),
             BackendKind::ExternalName { host, port } => (
                 &[][..],
                 Some(Target::Name {

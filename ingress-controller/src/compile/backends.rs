@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 use k8s_openapi::api::core::v1::{Endpoints, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::IngressBackend;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use proxy_core::config::{Backend, BackendId, BackendKind, BackendProtocol};
 use proxy_core::host::HostName;
 
@@ -218,6 +219,13 @@ impl Resolved {
             .and_then(|s| find_port(s, &slot.port))
             .and_then(|p| p.app_protocol.as_deref())
             .and_then(app_protocol);
+        // A request's log line says what is missing, not just that nothing is ready.
+        let kind = match &problem {
+            Some(p) => {
+                BackendKind::Unresolved(Arc::from(p.message.trim_end_matches("; requests get 503")))
+            }
+            None => kind,
+        };
         Self {
             id: BackendId::new(slot.namespace, slot.service, &slot.port.to_string()),
             service: store.services.get(&svc_key).cloned(),
@@ -534,19 +542,78 @@ fn find_port<'s>(service: &'s Service, port: &PortRef<'_>) -> Option<&'s Service
     })
 }
 
-fn port_missing(svc_key: &ObjectKey, port: &PortRef<'_>) -> Problem {
+/// The ports `service` has, as a reader fixing an Ingress needs them:
+/// `80 ("http", targetPort 8080, nodePort 30080)`.
+fn port_list(service: &Service) -> String {
+    let ports = service.spec.as_ref().and_then(|s| s.ports.as_deref());
+    let list: Vec<String> = ports
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            let mut about = Vec::new();
+            if let Some(name) = p.name.as_deref().filter(|n| !n.is_empty()) {
+                about.push(format!("{name:?}"));
+            }
+            match &p.target_port {
+                Some(IntOrString::Int(n)) => about.push(format!("targetPort {n}")),
+                Some(IntOrString::String(s)) => about.push(format!("targetPort {s:?}")),
+                None => {}
+            }
+            if let Some(n) = p.node_port {
+                about.push(format!("nodePort {n}"));
+            }
+            if about.is_empty() {
+                p.port.to_string()
+            } else {
+                format!("{} ({})", p.port, about.join(", "))
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        "it has no ports".to_owned()
+    } else {
+        format!("its ports: {}", list.join(", "))
+    }
+}
+
+/// When `n` is not a port of `service` but its targetPort or nodePort: which port to
+/// name instead.
+fn port_mixup(service: &Service, n: i32) -> Option<String> {
+    let ports = service.spec.as_ref()?.ports.as_deref()?;
+    ports.iter().find_map(|p| {
+        if p.target_port == Some(IntOrString::Int(n)) {
+            Some(format!(
+                "; {n} is the targetPort (the pods' port) of Service port {}: an Ingress names \
+                 the Service port, so use port number {}",
+                p.port, p.port
+            ))
+        } else if p.node_port == Some(n) {
+            Some(format!(
+                "; {n} is the nodePort of Service port {}: an Ingress names the Service port, \
+                 so use port number {}",
+                p.port, p.port
+            ))
+        } else {
+            None
+        }
+    })
+}
+
+fn port_missing(svc_key: &ObjectKey, service: &Service, port: &PortRef<'_>) -> Problem {
+    let ports = port_list(service);
     let (field, message) = match port {
         PortRef::Number(n) => (
             ".service.port.number",
             format!(
-                "service {:?} has no port {n}; requests get 503",
-                svc_key.name
+                "service {:?} has no port {n} ({ports}){}; requests get 503",
+                svc_key.name,
+                port_mixup(service, *n).unwrap_or_default()
             ),
         ),
         PortRef::Name(name) => (
             ".service.port.name",
             format!(
-                "service {:?} has no port named {name:?}; requests get 503",
+                "service {:?} has no port named {name:?} ({ports}); requests get 503",
                 svc_key.name
             ),
         ),
@@ -574,6 +641,29 @@ fn app_protocol(value: &str) -> Option<BackendProtocol> {
     }
 }
 
+/// A Service that is not in the Ingress's namespace: where Services of that name are.
+fn elsewhere(store: &Store, svc_key: &ObjectKey) -> String {
+    let found: Vec<&str> = store
+        .services
+        .keys()
+        .filter(|k| k.name == svc_key.name && k.namespace != svc_key.namespace)
+        .map(|k| k.namespace.as_str())
+        .collect();
+    match found.as_slice() {
+        [] => String::new(),
+        [ns] => format!(
+            "; a Service {:?} exists in namespace {ns:?}, but an Ingress reaches only \
+             Services in its own namespace: move the Ingress to {ns:?}",
+            svc_key.name
+        ),
+        many => format!(
+            "; Services {:?} exist in namespaces {many:?}, but an Ingress reaches only \
+             Services in its own namespace",
+            svc_key.name
+        ),
+    }
+}
+
 const NO_ENDPOINTS: BackendKind = BackendKind::Endpoints(Vec::new());
 
 fn resolve_service(
@@ -588,8 +678,10 @@ fn resolve_service(
             reason: DiagnosticReason::ServiceNotFound,
             field: ".service.name",
             message: format!(
-                "service {:?} not found in namespace {:?}; requests get 503",
-                svc_key.name, svc_key.namespace
+                "service {:?} not found in namespace {:?}{}; requests get 503",
+                svc_key.name,
+                svc_key.namespace,
+                elsewhere(store, svc_key)
             ),
         };
         return (NO_ENDPOINTS, Some(problem));
@@ -599,7 +691,7 @@ fn resolve_service(
         return external_name(svc_key, service, port);
     }
     let Some(service_port) = find_port(service, port) else {
-        return (NO_ENDPOINTS, Some(port_missing(svc_key, port)));
+        return (NO_ENDPOINTS, Some(port_missing(svc_key, service, port)));
     };
     let (endpoints, source) = index.resolve(svc_key, service, service_port, diags);
     // Said once per backend; the compile drops the repeats of a Service's other ports.
@@ -618,6 +710,19 @@ fn resolve_service(
             "",
             DiagnosticReason::NoEndpoints,
             format!("no EndpointSlices or Endpoints ({hint}); requests get 503"),
+        ));
+    } else if !endpoints.is_empty() && endpoints.iter().all(|e| !e.ready) {
+        // Said when the configuration loads, not only when a request gets its 503.
+        diags.push(Diagnostic::warning(
+            Kind::Service,
+            svc_key,
+            "",
+            DiagnosticReason::NoReadyEndpoints,
+            format!(
+                "none of its endpoints is ready ({} listed, each with conditions.ready: \
+                 false); requests get 503 until one is",
+                endpoints.len()
+            ),
         ));
     }
     (BackendKind::Endpoints(endpoints), None)
@@ -662,6 +767,6 @@ fn external_name(
             },
             None,
         ),
-        None => (NO_ENDPOINTS, Some(port_missing(svc_key, port))),
+        None => (NO_ENDPOINTS, Some(port_missing(svc_key, service, port))),
     }
 }

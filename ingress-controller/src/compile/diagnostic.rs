@@ -27,6 +27,12 @@ impl Severity {
 pub enum DiagnosticReason {
     /// A rule host that is not a DNS name or `*.` wildcard.
     InvalidHost,
+    /// An Ingress whose class (ingressClassName or the legacy annotation) is not ours.
+    IngressClassNotOurs,
+    /// An Ingress that names no class while no class of ours is the default.
+    NoIngressClass,
+    /// A Service whose endpoints all exist but none is ready.
+    NoReadyEndpoints,
     /// A path that is not absolute or not allowed for its pathType.
     InvalidPath,
     /// A regex path (`use-regex`, `rewrite-target`, or any path of a host in regex mode)
@@ -118,6 +124,9 @@ impl DiagnosticReason {
         use DiagnosticReason::*;
         match self {
             InvalidHost => "invalid_host",
+            IngressClassNotOurs => "ingress_class_not_ours",
+            NoIngressClass => "no_ingress_class",
+            NoReadyEndpoints => "no_ready_endpoints",
             InvalidPath => "invalid_path",
             InvalidPathRegex => "invalid_path_regex",
             InvalidPathType => "invalid_path_type",

@@ -15,6 +15,37 @@ use crate::store::{Kind, ObjectKey, Store};
 /// Label that ties an EndpointSlice to its Service.
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
+/// The annotation that asked for `publishNotReadyAddresses` before the field existed.
+pub const TOLERATE_UNREADY_ANNOTATION: &str =
+    "service.alpha.kubernetes.io/tolerate-unready-endpoints";
+
+/// Whether `service` wants its not-ready endpoints used as ready ones
+/// (`spec.publishNotReadyAddresses: true`, or the older annotation set to "true").
+pub fn publishes_not_ready(service: &Service) -> bool {
+    let field = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false);
+    let annotation = service
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(TOLERATE_UNREADY_ANNOTATION))
+        .is_some_and(|v| v == "true");
+    field || annotation
+}
+
+/// One endpoint address of a Service, for DNS.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointAddress {
+    pub ip: IpAddr,
+    /// `hostname` of the endpoint (a StatefulSet pod's name under its headless Service).
+    pub hostname: Option<String>,
+    /// Ready, or published as ready (see [`publishes_not_ready`]).
+    pub ready: bool,
+}
+
 /// Where a Service port's endpoints came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointSource {
@@ -65,6 +96,75 @@ impl<'a> EndpointIndex<'a> {
     /// Endpoints of one port of `service` (named `key`), sorted by address, deduplicated.
     /// Problems with individual addresses are pushed to `diags` and those addresses skipped.
     pub fn resolve(
+        &self,
+        key: &ObjectKey,
+        service: &Service,
+        port: &ServicePort,
+        diags: &mut Vec<Diagnostic>,
+    ) -> (Vec<Endpoint>, EndpointSource) {
+        let (mut endpoints, source) = self.listed(key, service, port, diags);
+        // In a cluster the EndpointSlice controller marks every endpoint of such a Service
+        // ready; hand-written slices and Endpoints (a manifest folder) are taken the same
+        // way, so both sources serve alike, L7 and L4.
+        if publishes_not_ready(service) {
+            for ep in &mut endpoints {
+                ep.ready = true;
+            }
+        }
+        (endpoints, source)
+    }
+
+    /// Every endpoint address of `service` (named `key`), whatever the port, with its
+    /// hostname and readiness read as [`EndpointIndex::resolve`] reads them: what cluster
+    /// DNS answers for a headless Service. Sorted by address, each once; addresses that
+    /// are not IPs are left out (`resolve` reports them).
+    pub fn addresses(&self, key: &ObjectKey, service: &Service) -> Vec<EndpointAddress> {
+        let mut out: BTreeMap<IpAddr, EndpointAddress> = BTreeMap::new();
+        let mut add = |ip: &str, hostname: Option<&String>, ready: bool| {
+            let Ok(ip) = ip.parse::<IpAddr>() else {
+                return;
+            };
+            let entry = out.entry(ip).or_insert(EndpointAddress {
+                ip,
+                hostname: None,
+                ready,
+            });
+            entry.ready |= ready;
+            if entry.hostname.is_none() {
+                entry.hostname = hostname.filter(|h| !h.is_empty()).cloned();
+            }
+        };
+        let slices = self.slices_of(key);
+        if !slices.is_empty() {
+            for (_, slice) in slices.iter().filter(|(_, s)| s.address_type != "FQDN") {
+                for ep in slice.endpoints.iter().flatten() {
+                    let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                    if let Some(ip) = ep.addresses.first() {
+                        add(ip, ep.hostname.as_ref(), ready);
+                    }
+                }
+            }
+        } else if let Some(endpoints) = self.store.endpoints.get(key) {
+            for subset in endpoints.subsets.iter().flatten() {
+                for a in subset.addresses.iter().flatten() {
+                    add(&a.ip, a.hostname.as_ref(), true);
+                }
+                for a in subset.not_ready_addresses.iter().flatten() {
+                    add(&a.ip, a.hostname.as_ref(), false);
+                }
+            }
+        }
+        let tolerate = publishes_not_ready(service);
+        out.into_values()
+            .map(|mut a| {
+                a.ready |= tolerate;
+                a
+            })
+            .collect()
+    }
+
+    /// [`EndpointIndex::resolve`], with readiness as the endpoint lists give it.
+    fn listed(
         &self,
         key: &ObjectKey,
         service: &Service,

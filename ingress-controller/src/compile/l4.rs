@@ -92,7 +92,9 @@ pub fn compile_l4(
 
 /// What a Service as a whole contributes to each of its ports.
 struct Shape {
-    cluster_ip: IpAddr,
+    /// `None`: a NodePort or LoadBalancer Service from a folder that sets none; only its
+    /// node ports are forwarded.
+    cluster_ip: Option<IpAddr>,
     node_ports: bool,
     external_traffic_local: bool,
     client_ip_affinity: Option<Duration>,
@@ -124,18 +126,33 @@ fn shape(
     let cluster_ip = match spec.cluster_ip.as_deref() {
         Some("None") => return None,
         None | Some("") => {
+            let (message, forwarded) = if node_ports && !opts.node_addresses.is_empty() {
+                (
+                    "no clusterIP (the API server assigns one; in a manifest folder, set it); \
+                     only its node ports are forwarded",
+                    true,
+                )
+            } else {
+                (
+                    "no clusterIP (the API server assigns one; in a manifest folder, set it); \
+                     not forwarded",
+                    false,
+                )
+            };
             diags.push(Diagnostic::warning(
                 Kind::Service,
                 key,
                 "spec.clusterIP",
                 DiagnosticReason::ServiceNotForwarded,
-                "no clusterIP (the API server assigns one; in a manifest folder, set it); \
-                 not forwarded",
+                message,
             ));
-            return None;
+            if !forwarded {
+                return None;
+            }
+            None
         }
         Some(ip) => match ip.parse::<IpAddr>() {
-            Ok(ip) => ip,
+            Ok(ip) => Some(ip),
             Err(_) => {
                 diags.push(Diagnostic::error(
                     Kind::Service,
@@ -308,7 +325,7 @@ fn compile_port(
     Some(L4Service {
         id,
         protocol,
-        cluster_addr: Some(SocketAddr::new(shape.cluster_ip, number)),
+        cluster_addr: shape.cluster_ip.map(|ip| SocketAddr::new(ip, number)),
         node_addrs,
         endpoints: eps,
         external_traffic_local: shape.external_traffic_local,

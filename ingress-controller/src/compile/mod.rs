@@ -79,6 +79,11 @@ pub struct CompileOptions {
     /// `--default-backend-service NS/NAME`: the global default backend, on the
     /// Service's first port.
     pub default_backend_service: Option<ObjectKey>,
+    /// `--watch-ingress-without-class`: Ingresses that name no class are ours.
+    pub watch_ingress_without_class: bool,
+    /// Say why each Ingress that is not ours is not served (over a manifest folder, where
+    /// every Ingress is meant for us).
+    pub explain_unowned: bool,
     /// Copied into [`Config::generation`].
     pub generation: u64,
 }
@@ -94,6 +99,8 @@ impl Default for CompileOptions {
             node_addresses: Vec::new(),
             configmap: None,
             default_backend_service: None,
+            watch_ingress_without_class: false,
+            explain_unowned: false,
             generation: 0,
         }
     }
@@ -147,11 +154,14 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     let previous_secrets = std::mem::take(&mut cache.secrets);
 
     let classes = class::ClassFilter::new(store, opts);
-    let mut ours: Vec<(&ObjectKey, &Arc<Ingress>)> = store
-        .ingresses
-        .iter()
-        .filter(|(key, ing)| classes.owns(key, ing))
-        .collect();
+    let mut ours: Vec<(&ObjectKey, &Arc<Ingress>)> = Vec::new();
+    for (key, ing) in store.ingresses.iter() {
+        if classes.owns(key, ing) {
+            ours.push((key, ing));
+        } else if opts.explain_unowned {
+            diags.push(classes.explain(key, ing));
+        }
+    }
     let owned_ingresses = ours.iter().map(|(k, _)| (*k).clone()).collect();
     // Oldest first: every conflict goes to the first claimant. The store iterates in
     // key order and the sort is stable, so equal ages stay in namespace/name order.

@@ -82,6 +82,7 @@ fn endpoints_of(c: &Compiled, id: &BackendId) -> Vec<Endpoint> {
         .kind
     {
         BackendKind::Endpoints(e) => e.clone(),
+        BackendKind::Unresolved(_) => Vec::new(),
         other => panic!("{id} is {other:?}"),
     }
 }
@@ -220,6 +221,13 @@ fn kubia_named_ports_resolve_to_slice_ports() {
         endpoints_of(&c, &BackendId::new("default", "kubia", "grpc")),
         vec![]
     );
+    // ...and say what is missing, for each failed request's log line.
+    let grpc = &c.config.backends[&BackendId::new("default", "kubia", "grpc")];
+    assert!(
+        matches!(&grpc.kind, BackendKind::Unresolved(why) if why.starts_with("service \"kubia\" has no port named \"grpc\"")),
+        "{:?}",
+        grpc.kind
+    );
     assert_eq!(c.config.backends.len(), 5);
 
     let p = "spec.rules[0].http.paths";
@@ -262,7 +270,8 @@ fn kubia_named_ports_resolve_to_slice_ports() {
     assert_eq!(
         port_msg,
         "Ingress default/kubia: spec.rules[0].http.paths[3].backend.service.port.name: \
-         service \"kubia\" has no port named \"grpc\"; requests get 503"
+         service \"kubia\" has no port named \"grpc\" (its ports: 80 (\"http\", targetPort \
+         \"http\"), 443 (\"https\", targetPort \"https\")); requests get 503"
     );
     assert_eq!(c.diagnostics.len(), 7);
 
@@ -1959,4 +1968,183 @@ fn header_configmaps_are_read_and_checked() {
     let c = compile(&store_from_yaml(HEADERS_YAML), &CompileOptions::default());
     assert!(c.config.response_headers.is_empty());
     assert!(c.config.settings.proxy_set_headers.is_empty());
+}
+
+/// The messages that lead to the fix: a port that is the Service's targetPort or
+/// nodePort, a Service in another namespace, endpoints that exist but none ready.
+#[test]
+fn backend_problems_say_what_to_change() {
+    let store = store_from_yaml(
+        "\
+apiVersion: v1
+kind: Service
+metadata: {name: kubia}
+spec:
+  type: NodePort
+  selector: {app: kubia}
+  ports: [{name: http, port: 80, targetPort: 8080, nodePort: 30123}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: shop}
+spec:
+  ports: [{port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubia-1
+  labels: {kubernetes.io/service-name: kubia}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: [10.1.0.1]
+  conditions: {ready: false}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portico
+  annotations: {ingressclass.kubernetes.io/is-default-class: \"true\"}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: kubia}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /a, pathType: Prefix, backend: {service: {name: kubia, port: {number: 8080}}}}
+      - {path: /b, pathType: Prefix, backend: {service: {name: kubia, port: {number: 30123}}}}
+      - {path: /c, pathType: Prefix, backend: {service: {name: other, port: {number: 80}}}}
+      - {path: /d, pathType: Prefix, backend: {service: {name: kubia, port: {number: 80}}}}
+",
+    );
+    let c = compile(&store, &CompileOptions::default());
+    let said: Vec<String> = c.diagnostics.iter().map(ToString::to_string).collect();
+    let find = |needle: &str| {
+        said.iter()
+            .find(|d| d.contains(needle))
+            .unwrap_or_else(|| panic!("no {needle:?} in {said:#?}"))
+            .clone()
+    };
+    let d = find("paths[0]");
+    assert!(
+        d.contains("has no port 8080 (its ports: 80 (\"http\", targetPort 8080, nodePort 30123))"),
+        "{d}"
+    );
+    assert!(
+        d.contains("8080 is the targetPort (the pods' port) of Service port 80"),
+        "{d}"
+    );
+    assert!(d.contains("use port number 80"), "{d}");
+    let d = find("paths[1]");
+    assert!(
+        d.contains("30123 is the nodePort of Service port 80"),
+        "{d}"
+    );
+    let d = find("paths[2]");
+    assert!(
+        d.contains("a Service \"other\" exists in namespace \"shop\""),
+        "{d}"
+    );
+    let d = find("Service default/kubia:");
+    assert!(
+        d.contains("none of its endpoints is ready (1 listed"),
+        "{d}"
+    );
+    assert_eq!(said.len(), 4, "{said:#?}");
+
+    // publishNotReadyAddresses (or the older annotation): the endpoint serves, and
+    // nothing is said about readiness.
+    for (field, value) in [
+        ("spec.publishNotReadyAddresses", "true"),
+        ("annotation", "true"),
+    ] {
+        let mut store = store.clone();
+        let key = ObjectKey::new("default", "kubia");
+        let mut svc = (*store.services[&key]).clone();
+        if field == "annotation" {
+            svc.metadata.annotations = Some(
+                [(
+                    endpoints::TOLERATE_UNREADY_ANNOTATION.to_owned(),
+                    value.to_owned(),
+                )]
+                .into(),
+            );
+        } else {
+            svc.spec.as_mut().unwrap().publish_not_ready_addresses = Some(true);
+        }
+        store.apply(Object::Service(svc));
+        let c = compile(&store, &CompileOptions::default());
+        let id = BackendId::new("default", "kubia", "80");
+        let eps = endpoints_of(&c, &id);
+        assert_eq!(eps.len(), 1, "{field}");
+        assert!(eps[0].ready, "{field}: not published as ready");
+        assert!(
+            !c.diagnostics
+                .iter()
+                .any(|d| d.reason == DiagnosticReason::NoReadyEndpoints),
+            "{field}: {:?}",
+            c.diagnostics
+        );
+    }
+}
+
+/// Over a folder, an Ingress that is not ours says why and how to make it ours.
+#[test]
+fn unowned_ingresses_are_explained_when_asked() {
+    let ingress = |name: &str, class: &str| {
+        format!(
+            "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: {name}}}\n\
+             spec:\n  {class}\n  defaultBackend: {{service: {{name: x, port: {{number: 80}}}}}}\n"
+        )
+    };
+    let mut text = String::new();
+    text.push_str(&ingress("none", "rules: []"));
+    text.push_str(&ingress("nginx", "ingressClassName: nginx"));
+    text.push_str(&ingress("portico", "ingressClassName: portico"));
+    let store = store_from_yaml(&text);
+    let opts = CompileOptions {
+        explain_unowned: true,
+        ..CompileOptions::default()
+    };
+    let c = compile(&store, &opts);
+    let said = |name: &str| {
+        c.diagnostics
+            .iter()
+            .find(|d| d.object.name == name)
+            .map(|d| (d.reason, d.to_string()))
+            .unwrap_or_else(|| panic!("nothing said about {name}: {:?}", c.diagnostics))
+    };
+    let (reason, m) = said("none");
+    assert_eq!(reason, DiagnosticReason::NoIngressClass);
+    assert!(m.contains("spec.ingressClassName: not set"), "{m}");
+    assert!(m.contains("--watch-ingress-without-class"), "{m}");
+    assert!(
+        m.contains("ingressclass.kubernetes.io/is-default-class"),
+        "{m}"
+    );
+    let (reason, m) = said("nginx");
+    assert_eq!(reason, DiagnosticReason::IngressClassNotOurs);
+    assert!(
+        m.contains("asks for IngressClass \"nginx\", which does not exist"),
+        "{m}"
+    );
+    assert!(m.contains("set spec.ingressClassName: portico"), "{m}");
+    let (_, m) = said("portico");
+    assert!(m.contains("manifests/20-ingressclass.yaml"), "{m}");
+    // In a cluster, other controllers' Ingresses are none of ours: nothing said.
+    assert!(compile(&store, &CompileOptions::default())
+        .diagnostics
+        .is_empty());
+
+    // --watch-ingress-without-class: the class-less one is served.
+    let opts = CompileOptions {
+        watch_ingress_without_class: true,
+        ..opts
+    };
+    let c = compile(&store, &opts);
+    assert_eq!(c.owned_ingresses, vec![ObjectKey::new("default", "none")]);
 }

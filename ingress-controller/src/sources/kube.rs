@@ -72,15 +72,17 @@ pub struct KubeSourceOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("reading kubeconfig {path}: {source}")]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error("no Kubernetes configuration: not in a cluster and no usable kubeconfig: {0}")]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("building the Kubernetes client: {0}")]
+    /// The cause is said once, as [`ClientError::Infer`]'s.
+    #[error("reading kubeconfig {path}: {reason}")]
+    Kubeconfig { path: PathBuf, reason: String },
+    /// Said in full here, without the chain of causes, which repeats itself.
+    #[error(
+        "no Kubernetes API to watch: not in a cluster, no --kubeconfig, and no usable \
+         kubeconfig at $KUBECONFIG or ~/.kube/config: {0}. To serve a folder of manifests \
+         without a cluster, pass --manifests DIR"
+    )]
+    Infer(String),
+    #[error("building the Kubernetes client")]
     Client(#[source] kube::Error),
 }
 
@@ -89,9 +91,9 @@ pub enum ClientError {
 pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig_error = |source| ClientError::Kubeconfig {
+            let kubeconfig_error = |e: kube::config::KubeconfigError| ClientError::Kubeconfig {
                 path: path.to_owned(),
-                source,
+                reason: innermost_cause(&e),
             };
             let kc = Kubeconfig::read_from(path).map_err(kubeconfig_error)?;
             kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -100,10 +102,24 @@ pub async fn client(kubeconfig: Option<&Path>) -> Result<Client, ClientError> {
         }
         None => match kube::Config::incluster() {
             Ok(config) => config,
-            Err(_) => kube::Config::infer().await.map_err(ClientError::Infer)?,
+            Err(_) => kube::Config::infer()
+                .await
+                .map_err(|e| ClientError::Infer(innermost_cause(&e)))?,
         },
     };
     Client::try_from(config).map_err(ClientError::Client)
+}
+
+/// What was wrong with the kubeconfig, said once: kube's errors repeat their causes in
+/// their own messages, so only the innermost is kept.
+fn innermost_cause(e: &dyn std::error::Error) -> String {
+    let mut last = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        last = s.to_string();
+        source = s.source();
+    }
+    last
 }
 
 /// Everything the controller does against the API server, in one place for `main`.

@@ -215,9 +215,19 @@ impl Backend {
         Backend::start_slow(name, Duration::ZERO).await
     }
 
+    /// Like [`Backend::start`], on a loopback address of its own (as pods have their own
+    /// IPs): `127.0.0.<last>`.
+    pub async fn start_on(name: &str, last: u8) -> Backend {
+        Backend::start_at(name, [127, 0, 0, last], Duration::ZERO).await
+    }
+
     /// Like [`Backend::start`], answering each request after `delay`.
     pub async fn start_slow(name: &str, delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
+        Backend::start_at(name, [127, 0, 0, 1], delay).await
+    }
+
+    async fn start_at(name: &str, ip: [u8; 4], delay: Duration) -> Backend {
+        let listener = TcpListener::bind(SocketAddr::from((ip, 0)))
             .await
             .expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");

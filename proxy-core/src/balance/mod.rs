@@ -188,6 +188,7 @@ impl Registry {
                 })
             }
             BackendKind::Endpoints(eps) => eps,
+            BackendKind::Unresolved(_) => return Err(NoReadyEndpoint(backend.id.clone())),
         };
         let usable = |e: &&crate::config::Endpoint| e.ready && !e.terminating;
         let states = self.states.load();

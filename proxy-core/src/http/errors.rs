@@ -48,6 +48,12 @@ pub enum ProxyError {
     UnknownBackend(BackendId),
     #[error(transparent)]
     NoReadyEndpoint(#[from] NoReadyEndpoint),
+    /// The route's backend reaches no Service port; `reason` says what is missing.
+    #[error("backend {backend}: {reason}")]
+    Unresolved {
+        backend: BackendId,
+        reason: std::sync::Arc<str>,
+    },
     /// The global default backend has no ready endpoint for an unmatched request.
     #[error("default backend {0} has no ready endpoint")]
     DefaultBackendDown(BackendId),
@@ -118,7 +124,8 @@ impl ProxyError {
             | ProxyError::NoErrorBackend(_) => StatusCode::NOT_FOUND,
             ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
-            | ProxyError::UpstreamTlsUnusable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::UpstreamTlsUnusable(_)
+            | ProxyError::Unresolved { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamTls { .. }
@@ -139,6 +146,7 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::Unresolved { .. }
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_)
             | ProxyError::UpstreamTlsUnusable(_) => Blame::Config,

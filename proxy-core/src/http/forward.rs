@@ -22,7 +22,7 @@ use super::upstream::{Dial, SendError, Sent, UpstreamBody};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use super::{grpc, upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::{Choice, CookieAffinity, Target};
-use crate::config::{Backend, BackendId, BackendProtocol, Config, Timeouts};
+use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
 use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
@@ -299,7 +299,15 @@ impl Proxy {
                     None if ex.catch_all => {
                         return Err(ProxyError::DefaultBackendDown(none.0));
                     }
-                    None => return Err(none.into()),
+                    None => {
+                        return Err(match &backend.kind {
+                            BackendKind::Unresolved(reason) => ProxyError::Unresolved {
+                                backend: backend.id.clone(),
+                                reason: reason.clone(),
+                            },
+                            _ => none.into(),
+                        })
+                    }
                 }
             }
         };

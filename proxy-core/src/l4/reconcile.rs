@@ -248,6 +248,7 @@ impl L4Proxy {
                 listener.target.store(Arc::new(target));
                 continue;
             }
+            let service = target.id.clone();
             match self.bind(key, target) {
                 Ok(listener) => {
                     tracing::info!(
@@ -268,7 +269,15 @@ impl L4Proxy {
                         summary.failed += 1;
                     }
                     let first = st.unbound.insert(key, kind) != Some(kind);
-                    if not_local || !first {
+                    if first && not_local {
+                        // Said once per address: a clusterIP is rarely local outside a
+                        // node set up for it, and the user should know why it is not served.
+                        tracing::info!(
+                            %service, protocol = key.0.as_str(), addr = %key.1,
+                            "L4 address is not on this machine, so it is not served; add it \
+                             to an interface (e.g. the loopback) to serve it"
+                        );
+                    } else if not_local || !first {
                         tracing::debug!(
                             protocol = key.0.as_str(), addr = %key.1, error = %e,
                             "L4 listen address not bound; will retry on next reconcile"

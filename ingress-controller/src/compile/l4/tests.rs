@@ -403,3 +403,69 @@ spec:
     assert_eq!(l4[2].protocol, Protocol::Udp);
     assert_eq!(l4[2].node_addrs.len(), 2);
 }
+
+/// publishNotReadyAddresses (or the older annotation): every endpoint forwarded, as the
+/// EndpointSlice controller would have marked it ready.
+#[test]
+fn publish_not_ready_addresses_forwards_to_every_endpoint() {
+    let ready = |yaml: &str| {
+        let (l4, _) = run(yaml, &opts());
+        l4[0]
+            .endpoints
+            .iter()
+            .map(|e| (e.addr, e.ready))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ready(KUBIA),
+        [
+            (addr("127.0.11.1:8080"), true),
+            (addr("127.0.11.2:8080"), false)
+        ]
+    );
+    let field = KUBIA.replace(
+        "  selector: {app: kubia}\n",
+        "  selector: {app: kubia}\n  publishNotReadyAddresses: true\n",
+    );
+    let annotation = KUBIA.replace(
+        "metadata: {name: kubia}\n",
+        "metadata:\n  name: kubia\n  annotations:\n    \
+         service.alpha.kubernetes.io/tolerate-unready-endpoints: \"true\"\n",
+    );
+    for yaml in [field, annotation] {
+        assert_eq!(
+            ready(&yaml),
+            [
+                (addr("127.0.11.1:8080"), true),
+                (addr("127.0.11.2:8080"), true)
+            ]
+        );
+    }
+}
+
+/// A NodePort Service from a folder that sets no clusterIP: its node ports still serve.
+#[test]
+fn a_node_port_service_without_cluster_ip_serves_its_node_ports() {
+    let yaml = KUBIA
+        .replace("  clusterIP: 127.0.10.1\n", "  type: NodePort\n")
+        .replace(
+            "{name: http, port: 80, targetPort: http}",
+            "{name: http, port: 80, targetPort: http, nodePort: 30080}",
+        )
+        .replace(
+            "{name: dns, port: 53, targetPort: 5353, protocol: UDP}",
+            "{name: dns, port: 53, targetPort: 5353, protocol: UDP, nodePort: 30053}",
+        );
+    let (l4, diags) = run(&yaml, &opts());
+    assert_eq!(l4.len(), 2, "{diags:?}");
+    assert_eq!(l4[0].cluster_addr, None);
+    assert_eq!(
+        l4[0].node_addrs,
+        [addr("127.0.20.1:30080"), addr("127.0.20.2:30080")]
+    );
+    assert!(
+        diags.iter().any(|d| d.field == "spec.clusterIP"
+            && d.message.contains("only its node ports are forwarded")),
+        "{diags:?}"
+    );
+}

@@ -20,6 +20,7 @@ mod legacy;
 mod objects;
 mod parse;
 mod read;
+mod validate;
 mod walk;
 
 use std::collections::{BTreeSet, HashMap, HashSet};

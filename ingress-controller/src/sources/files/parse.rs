@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::legacy;
+use super::{legacy, validate};
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.
@@ -106,23 +106,25 @@ pub fn parse_file(path: &Path, format: Format, text: &str) -> Result<Parsed, Par
     let mut add = |pos: Position,
                    api_version: &str,
                    kind: &str,
-                   found: Result<Option<(Object, Option<String>)>, String>|
+                   found: Result<Found, String>|
      -> Result<(), ParseError> {
         match found {
-            Ok(Some((obj, warning))) => {
-                if let Some(message) = warning {
-                    parsed.warnings.push(ParseWarning {
-                        path: path.to_owned(),
-                        line: relocate(format, text, pos, None, "").map(|(line, _)| line),
-                        reason: "deprecated_api_version",
-                        kind: kind.to_owned(),
-                        message,
-                    });
+            Ok(found) => {
+                if !found.warnings.is_empty() {
+                    let line = relocate(format, text, pos, None, "").map(|(line, _)| line);
+                    for (reason, message) in found.warnings {
+                        parsed.warnings.push(ParseWarning {
+                            path: path.to_owned(),
+                            line,
+                            reason,
+                            kind: kind.to_owned(),
+                            message,
+                        });
+                    }
                 }
-                parsed.objects.push(obj);
+                parsed.objects.extend(found.object);
                 Ok(())
             }
-            Ok(None) => Ok(()),
             Err(message) => {
                 // The text of a converted Ingress is not the v1 form: typing it again
                 // would only complain about its apiVersion. Place the message at the object.
@@ -230,21 +232,22 @@ fn type_meta(value: &Value) -> Result<(String, String), String> {
     Ok((field("apiVersion")?, field("kind")?))
 }
 
-/// A typed object for the kinds Portico reads, with a warning about it; `None` for kinds
-/// it skips.
-fn object(
-    api_version: &str,
-    kind: &str,
-    mut value: Value,
-) -> Result<Option<(Object, Option<String>)>, String> {
+/// What one object of a file gives: the object, for the kinds Portico reads, and the
+/// warnings about it (a removed API version converted, unknown fields, an unknown kind).
+#[derive(Default)]
+struct Found {
+    object: Option<Object>,
+    warnings: Vec<(&'static str, String)>,
+}
+
+/// The typed object for the kinds Portico reads; kinds it does not read are skipped, with a
+/// warning when the kind looks like a typo.
+fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, String> {
     let want = match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Endpoints" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
-        _ => {
-            tracing::debug!(api_version, kind, "skipping a kind Portico does not read");
-            return Ok(None);
-        }
+        _ => return Ok(other_kind(api_version, kind, &value)),
     };
     let legacy = kind == "Ingress" && legacy::VERSIONS.contains(&api_version);
     if api_version != want && !legacy {
@@ -260,38 +263,104 @@ fn object(
         return Err(format!("{kind}: missing metadata.name"));
     }
     let name = name.to_owned();
-    let warning = if legacy {
-        let namespace = value
-            .pointer("/metadata/namespace")
-            .and_then(Value::as_str)
-            .filter(|ns| !ns.is_empty())
-            .unwrap_or("default");
-        let full = format!("{namespace}/{name}");
+    let namespace = value
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .filter(|ns| !ns.is_empty())
+        .unwrap_or("default");
+    // As the API server names objects in its messages; cluster-scoped kinds have no
+    // namespace.
+    let full = if kind == "IngressClass" {
+        name.clone()
+    } else {
+        format!("{namespace}/{name}")
+    };
+    let mut warnings = Vec::new();
+    if legacy {
         let changes =
             legacy::convert_ingress(&mut value).map_err(|e| format!("{kind} {full}: {e}"))?;
-        Some(legacy::warning(api_version, &full, &changes))
-    } else {
-        None
-    };
+        warnings.push((
+            "deprecated_api_version",
+            legacy::warning(api_version, &full, &changes),
+        ));
+    }
+    if let Some(missing) = validate::required(kind, &value) {
+        return Err(format!("{kind} {full}: {missing}"));
+    }
     let typed = |e: serde_json::Error| format!("{kind} {name}: {e}");
     let obj = match kind {
-        "Ingress" => Object::Ingress(serde_json::from_value(value).map_err(typed)?),
+        "Ingress" => Object::Ingress(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?),
         "IngressClass" => {
-            let mut o: IngressClass = serde_json::from_value(value).map_err(typed)?;
+            let mut o: IngressClass =
+                typed_as(&value, &full, kind, &mut warnings).map_err(typed)?;
             // Cluster-scoped: a namespace in the manifest means nothing, as with the API server.
             o.metadata.namespace = None;
             Object::IngressClass(o)
         }
-        "Service" => Object::Service(serde_json::from_value(value).map_err(typed)?),
-        "Endpoints" => Object::Endpoints(serde_json::from_value(value).map_err(typed)?),
-        "EndpointSlice" => Object::EndpointSlice(serde_json::from_value(value).map_err(typed)?),
+        "Service" => Object::Service(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?),
+        "Endpoints" => {
+            Object::Endpoints(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        "EndpointSlice" => {
+            Object::EndpointSlice(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
         "Secret" => Object::Secret(merge_string_data(
-            serde_json::from_value(value).map_err(typed)?,
+            typed_as(&value, &full, kind, &mut warnings).map_err(typed)?,
         )),
-        "ConfigMap" => Object::ConfigMap(serde_json::from_value(value).map_err(typed)?),
-        _ => return Ok(None),
+        "ConfigMap" => {
+            Object::ConfigMap(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        _ => return Ok(Found::default()),
     };
-    Ok(Some((default_namespace(obj), warning)))
+    Ok(Found {
+        object: Some(default_namespace(obj)),
+        warnings,
+    })
+}
+
+/// `value` typed as `T`, with a warning for each field `T` does not have, as
+/// `kubectl apply --validate=strict` names them (`unknown field "spec.sepc"`): typing
+/// alone would drop them without a word.
+fn typed_as<T>(
+    value: &Value,
+    full: &str,
+    kind: &str,
+    warnings: &mut Vec<(&'static str, String)>,
+) -> Result<T, serde_json::Error>
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let typed = T::deserialize(value)?;
+    // What typing kept, in the same JSON form: any field of the text missing from it
+    // was unknown. Serializing a typed object cannot fail; if it did, nothing is said.
+    if let Ok(kept) = serde_json::to_value(&typed) {
+        let mut unknown = Vec::new();
+        validate::unknown_fields(value, &kept, &mut String::new(), &mut unknown);
+        for field in unknown {
+            warnings.push((
+                "unknown_field",
+                format!("{kind} {full}: unknown field {field:?}; ignored"),
+            ));
+        }
+    }
+    Ok(typed)
+}
+
+/// A kind Portico does not read: skipped, with a warning when it is no kind the API
+/// server would know (a typo such as `Ingres`), naming the closest kind.
+fn other_kind(api_version: &str, kind: &str, value: &Value) -> Found {
+    let Some(message) = validate::unknown_kind(api_version, kind) else {
+        tracing::debug!(api_version, kind, "skipping a kind Portico does not read");
+        return Found::default();
+    };
+    let name = value
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Found {
+        object: None,
+        warnings: vec![("unknown_kind", format!("{kind} {name}: {message}"))],
+    }
 }
 
 /// The API server merges `stringData` into `data` (stringData wins) and never returns it.
@@ -834,5 +903,49 @@ items:
     fn a_scalar_document_is_rejected() {
         let e = yaml("just text\n").unwrap_err();
         assert_eq!(e.line, Some(1), "{e}");
+    }
+
+    #[test]
+    fn typos_are_warned_and_a_missing_path_type_rejected() {
+        let text = "\
+apiVersion: networking.k8s.io/v1
+kind: Ingres
+metadata: {name: kubia}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: kubia}
+sepc:
+  ports: [{port: 80}]
+spec:
+  ports: [{port: 80, targtPort: 8080}]
+";
+        let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, text).unwrap();
+        assert_eq!(keys(&parsed.objects), ["Service default/kubia"]);
+        let said: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            [
+                "m.yaml:1: Ingres kubia: no kind \"Ingres\" is served in version \
+                 \"networking.k8s.io/v1\" (did you mean \"Ingress\"?); the object is ignored",
+                "m.yaml:5: Service default/kubia: unknown field \"sepc\"; ignored",
+                "m.yaml:5: Service default/kubia: unknown field \"spec.ports[0].targtPort\"; ignored",
+            ]
+        );
+        assert_eq!(parsed.warnings[0].reason, "unknown_kind");
+        assert_eq!(parsed.warnings[1].reason, "unknown_field");
+
+        let missing = APP.replace("        pathType: Prefix\n", "");
+        let e = yaml(&missing).unwrap_err();
+        assert!(
+            e.message.contains(
+                "Ingress default/kubia: spec.rules[0].http.paths[0].pathType: Required value"
+            ),
+            "{e}"
+        );
+        assert!(e.line.is_some(), "{e}");
+        // The converted v1beta1 form gets its pathType, and no warning of unknown fields.
+        let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, KUBIA_V1BETA1).unwrap();
+        assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
     }
 }
