@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::balance::{AffinityKey, Target};
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Hsts, SetHeaders};
+use crate::pipeline::{ClientAddressPolicy, Credentials, Hsts, SetHeaders};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -97,6 +97,9 @@ pub struct Config {
     /// `custom-headers`: the answer fields of each ConfigMap that routes name (by
     /// `namespace/name`), validated.
     pub response_headers: HashMap<Arc<str>, Arc<SetHeaders>>,
+    /// Basic auth: the user lists routes name (by the Secret they came from),
+    /// validated. A route naming one that is not here refuses its requests.
+    pub credentials: Credentials,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

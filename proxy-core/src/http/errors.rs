@@ -80,6 +80,9 @@ pub enum ProxyError {
     ClientBody(ClientBodyError),
     #[error("buffering the request body failed: {0}")]
     Buffering(std::io::Error),
+    /// The route's security settings could not be honoured, so it is not served.
+    #[error("route refused: {0}")]
+    Refused(std::sync::Arc<str>),
 }
 
 impl From<BufferError> for ProxyError {
@@ -107,9 +110,9 @@ impl ProxyError {
             ProxyError::NoRoute
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_) => StatusCode::NOT_FOUND,
-            ProxyError::UnknownBackend(_) | ProxyError::NoReadyEndpoint(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::UnknownBackend(_)
+            | ProxyError::NoReadyEndpoint(_)
+            | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
@@ -130,7 +133,8 @@ impl ProxyError {
             | ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
             | ProxyError::DefaultBackendDown(_)
-            | ProxyError::NoErrorBackend(_) => Blame::Config,
+            | ProxyError::NoErrorBackend(_)
+            | ProxyError::Refused(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

@@ -48,6 +48,9 @@ mod tests {
             https_port: 443,
             body_limit: None,
             rewritten: None,
+            credentials: &*super::super::redirect::tests::EMPTY_CREDENTIALS,
+            answer_headers: Vec::new(),
+            strip_authorization: false,
         };
         let head = |len: &str| {
             Request::post("/")
