@@ -31,6 +31,7 @@ mod headers;
 mod hosts;
 mod l4;
 mod policy;
+mod security;
 mod settings;
 mod syntax;
 mod www;
@@ -318,6 +319,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             ..settings.proxy_settings()
         },
         response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
+        credentials: security::credentials(store, &update.fragments, &mut diags),
         affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {

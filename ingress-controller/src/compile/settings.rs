@@ -21,7 +21,8 @@ use super::annotations::{
     parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
-use super::policy::PolicyDefaults;
+use super::policy::{GlobalRanges, PolicyDefaults};
+use super::security::parse_source_ranges;
 use crate::store::{Kind, ObjectKey, Store};
 
 /// Name of the Secret holding the key that affinity cookies are keyed with, so that every
@@ -100,6 +101,10 @@ pub struct GlobalSettings {
     /// `proxy-set-headers` (none): the ConfigMap whose data are fields set on every
     /// request sent to a backend.
     pub proxy_set_headers: Option<ObjectKey>,
+    /// `whitelist-source-range` (none): the allowlist of paths that set none.
+    pub whitelist_source_range: GlobalRanges,
+    /// `denylist-source-range` (none): the denylist of paths that set none.
+    pub denylist_source_range: GlobalRanges,
 }
 
 impl Default for GlobalSettings {
@@ -130,6 +135,8 @@ impl Default for GlobalSettings {
             custom_http_errors: Vec::new(),
             allowed_response_headers: Vec::new(),
             proxy_set_headers: None,
+            whitelist_source_range: GlobalRanges::default(),
+            denylist_source_range: GlobalRanges::default(),
         }
     }
 }
@@ -141,6 +148,9 @@ const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
 const ALLOWED_RESPONSE_HEADERS: &str = "global-allowed-response-headers";
 /// `custom-http-errors`: read item by item, a bad one costing only itself.
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
+/// The source range lists: a bad one fails closed, never falls back to no list.
+const WHITELIST_SOURCE_RANGE: &str = "whitelist-source-range";
+const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -160,6 +170,8 @@ impl GlobalSettings {
             http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
                 .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             custom_http_errors: self.custom_http_errors.clone(),
+            allow_source_range: self.whitelist_source_range.clone(),
+            deny_source_range: self.denylist_source_range.clone(),
         }
     }
 
@@ -272,6 +284,27 @@ pub fn parse_settings(
                 "a status code from 300 to 599",
                 "codes",
             ));
+            continue;
+        }
+        if name == WHITELIST_SOURCE_RANGE || name == DENYLIST_SOURCE_RANGE {
+            let ranges = match parse_source_ranges(v) {
+                Ok(nets) => GlobalRanges::Ranges(nets),
+                Err(why) => {
+                    diags.push(Diagnostic::error(
+                        Kind::ConfigMap,
+                        key,
+                        field,
+                        DiagnosticReason::SecurityRefused,
+                        format!("key {name}: {why}; every path that sets no source range of its own answers 503 rather than be served without it"),
+                    ));
+                    GlobalRanges::Broken(format!("ConfigMap {key} key {name}: {why}").into())
+                }
+            };
+            if name == WHITELIST_SOURCE_RANGE {
+                s.whitelist_source_range = ranges;
+            } else {
+                s.denylist_source_range = ranges;
+            }
             continue;
         }
         match apply(&mut s, name, v) {

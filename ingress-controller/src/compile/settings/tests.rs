@@ -399,7 +399,7 @@ data:
   proxy-body-size: 10x
   proxy-read-timeout: "300"
   hsts: maybe
-  whitelist-source-range: 10.0.0.0/8
+  relative-redirects: "true"
 "#,
     );
     let c = compile(&store, &opts());
@@ -425,7 +425,7 @@ data:
             ),
             (
                 key(),
-                "data[\"whitelist-source-range\"]".to_owned(),
+                "data[\"relative-redirects\"]".to_owned(),
                 DiagnosticReason::UnsupportedSetting,
                 Severity::Warning
             ),
@@ -511,4 +511,43 @@ fn custom_http_errors_keep_the_good_codes() {
         )]
     );
     assert!(GlobalSettings::default().custom_http_errors.is_empty());
+}
+
+#[test]
+fn source_ranges_are_lists_and_a_bad_one_fails_closed() {
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  whitelist-source-range: "10.0.0.0/8, 192.0.2.3/24 ,2001:db8::/32"
+  denylist-source-range: "10.0.0.0/8,nope"
+"#,
+    );
+    let c = compile(&store, &opts());
+    let nets: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        c.settings.whitelist_source_range,
+        GlobalRanges::Ranges(nets)
+    );
+    let GlobalRanges::Broken(why) = &c.settings.denylist_source_range else {
+        panic!("{:?}", c.settings.denylist_source_range)
+    };
+    assert!(
+        why.contains("denylist-source-range") && why.contains("nope"),
+        "{why}"
+    );
+    assert_eq!(
+        said_about(&c, Kind::ConfigMap),
+        vec![(
+            key(),
+            "data[\"denylist-source-range\"]".to_owned(),
+            DiagnosticReason::SecurityRefused,
+            Severity::Error
+        )]
+    );
 }
