@@ -105,6 +105,9 @@ pub struct GlobalSettings {
     pub whitelist_source_range: GlobalRanges,
     /// `denylist-source-range` (none): the denylist of paths that set none.
     pub denylist_source_range: GlobalRanges,
+    /// `ssl-protocols` (`TLSv1.2 TLSv1.3`) and `ssl-ciphers` (every AEAD suite): what
+    /// the HTTPS listener offers.
+    pub tls: tls::TlsPolicy,
 }
 
 impl Default for GlobalSettings {
@@ -137,6 +140,7 @@ impl Default for GlobalSettings {
             proxy_set_headers: None,
             whitelist_source_range: GlobalRanges::default(),
             denylist_source_range: GlobalRanges::default(),
+            tls: tls::TlsPolicy::default(),
         }
     }
 }
@@ -151,6 +155,9 @@ const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
 /// The source range lists: a bad one fails closed, never falls back to no list.
 const WHITELIST_SOURCE_RANGE: &str = "whitelist-source-range";
 const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
+/// The TLS policy: read item by item, a refused one costing only itself.
+const SSL_PROTOCOLS: &str = "ssl-protocols";
+const SSL_CIPHERS: &str = "ssl-ciphers";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -307,6 +314,54 @@ pub fn parse_settings(
             }
             continue;
         }
+        if name == SSL_PROTOCOLS {
+            let (versions, refused) = parse_ssl_protocols(v);
+            match versions {
+                Some((tls12, tls13)) => {
+                    s.tls.tls12 = tls12;
+                    s.tls.tls13 = tls13;
+                    diags.extend(partly_refused(
+                        key,
+                        field,
+                        name,
+                        &refused,
+                        "a protocol Portico offers (TLSv1.2, TLSv1.3; older ones are unsafe and refused)",
+                        "protocols",
+                    ));
+                }
+                None => diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!("key {name}: {v:?} names neither TLSv1.2 nor TLSv1.3 (older protocols are unsafe and refused); TLSv1.2 TLSv1.3 apply"),
+                )),
+            }
+            continue;
+        }
+        if name == SSL_CIPHERS {
+            let (suites, refused) = parse_ssl_ciphers(v);
+            if suites.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!("key {name}: {v:?} names no TLS 1.2 cipher suite Portico offers (ECDHE with AES-GCM or CHACHA20-POLY1305); every such suite applies"),
+                ));
+            } else {
+                s.tls.tls12_suites = Some(suites);
+                diags.extend(partly_refused(
+                    key,
+                    field,
+                    name,
+                    &refused,
+                    "a cipher suite Portico offers (ECDHE with AES-GCM or CHACHA20-POLY1305)",
+                    "suites",
+                ));
+            }
+            continue;
+        }
         match apply(&mut s, name, v) {
             Some(Ok(())) => {}
             Some(Err(expected)) => diags.push(invalid(key, field, name, raw, &expected)),
@@ -384,6 +439,48 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// `ssl-protocols`: nginx's space-separated protocol names. TLS 1.2 and 1.3 are taken;
+/// anything else (the unsafe `TLSv1`, `TLSv1.1`, `SSLv3`, or a typo) is returned to be
+/// reported. `None` when neither is named.
+fn parse_ssl_protocols(v: &str) -> (Option<(bool, bool)>, Vec<&str>) {
+    let (mut tls12, mut tls13) = (false, false);
+    let mut refused = Vec::new();
+    for item in v.split_whitespace() {
+        match item {
+            "TLSv1.2" => tls12 = true,
+            "TLSv1.3" => tls13 = true,
+            other => refused.push(other),
+        }
+    }
+    ((tls12 || tls13).then_some((tls12, tls13)), refused)
+}
+
+/// `ssl-ciphers`: an OpenSSL cipher list (`:`, `,` or space separated). Suite names
+/// Portico offers are taken in order; `!`/`-` items remove one; other names and
+/// keywords are returned to be reported.
+fn parse_ssl_ciphers(v: &str) -> (Vec<tls::CipherSuite>, Vec<&str>) {
+    let mut suites = Vec::new();
+    let mut refused = Vec::new();
+    for item in v
+        .split([':', ',', ' '])
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        if let Some(removed) = item.strip_prefix(['!', '-']) {
+            if let Some(suite) = tls::cipher_suite(removed) {
+                suites.retain(|s| *s != suite);
+            }
+            continue;
+        }
+        match tls::cipher_suite(item.trim_start_matches('+')) {
+            Some(suite) if !suites.contains(&suite) => suites.push(suite),
+            Some(_) => {}
+            None => refused.push(item),
+        }
+    }
+    (suites, refused)
 }
 
 /// `custom-http-errors`: comma-separated codes, read as ingress-nginx's ConfigMap reader

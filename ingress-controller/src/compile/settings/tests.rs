@@ -551,3 +551,72 @@ data:
         )]
     );
 }
+
+#[test]
+fn tls_protocols_and_ciphers_keep_what_portico_offers() {
+    assert_eq!(
+        parse_ssl_protocols("TLSv1.2 TLSv1.3"),
+        (Some((true, true)), vec![])
+    );
+    assert_eq!(
+        parse_ssl_protocols("TLSv1 TLSv1.1 TLSv1.3"),
+        (Some((false, true)), vec!["TLSv1", "TLSv1.1"])
+    );
+    assert_eq!(
+        parse_ssl_protocols("SSLv3 TLSv1"),
+        (None, vec!["SSLv3", "TLSv1"])
+    );
+    // ingress-nginx's default list: the DHE suites are not offered.
+    let (suites, refused) = parse_ssl_ciphers(
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",
+    );
+    assert_eq!(suites.len(), 6);
+    assert_eq!(
+        refused,
+        ["DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"]
+    );
+    let (suites, refused) = parse_ssl_ciphers("ECDHE-RSA-AES256-GCM-SHA384:HIGH:!aNULL");
+    assert_eq!(
+        suites,
+        [tls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]
+    );
+    assert_eq!(refused, ["HIGH"]);
+
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  ssl-protocols: "TLSv1.1 TLSv1.3"
+  ssl-ciphers: "AES128-SHA"
+"#,
+    );
+    let c = compile(&store, &opts());
+    assert_eq!(
+        c.settings.tls,
+        tls::TlsPolicy {
+            tls12: false,
+            tls13: true,
+            tls12_suites: None
+        }
+    );
+    let said = said_about(&c, Kind::ConfigMap);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said
+        .iter()
+        .all(|(_, _, r, s)| *r == DiagnosticReason::InvalidSetting && *s == Severity::Warning));
+    let texts: Vec<String> = c.diagnostics.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ssl-protocols") && t.contains("TLSv1.1")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ssl-ciphers") && t.contains("AES128-SHA")),
+        "{texts:?}"
+    );
+}
