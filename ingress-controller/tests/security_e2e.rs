@@ -119,7 +119,9 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
     let mut text = INGRESS_CLASS_YAML.to_owned();
     text.push_str(&service_yaml("web", &[web.addr]));
     let n = |k: &str| format!("nginx.ingress.kubernetes.io/{k}");
-    let cases: Vec<(&str, Vec<(String, &str)>, &str)> = vec![
+    // (Ingress name, its annotations, the key the diagnostic names).
+    type Case<'a> = (&'a str, Vec<(String, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "ext-auth",
             vec![(n("auth-url"), "http://auth.example.com/check")],

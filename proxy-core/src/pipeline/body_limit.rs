@@ -48,7 +48,7 @@ mod tests {
             https_port: 443,
             body_limit: None,
             rewritten: None,
-            credentials: &*super::super::redirect::tests::EMPTY_CREDENTIALS,
+            credentials: &super::super::redirect::tests::EMPTY_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
         };

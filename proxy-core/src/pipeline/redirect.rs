@@ -115,7 +115,7 @@ pub(super) mod tests {
             https_port,
             body_limit: None,
             rewritten: None,
-            credentials: &*EMPTY_CREDENTIALS,
+            credentials: &EMPTY_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
         }
