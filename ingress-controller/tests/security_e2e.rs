@@ -560,3 +560,30 @@ async fn cors_preflights_are_answered_and_answers_carry_the_fields() {
     assert_eq!(a.status, 204);
     assert_eq!(a.header("access-control-max-age"), Some("1728000"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unimplemented_global_auth_url_refuses_all_but_the_ingresses_that_opt_out() {
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&ingress_yaml("guarded", "guarded.example.com", "/", "web"));
+    text.push_str(&annotated(
+        "public",
+        "public.example.com",
+        &[("nginx.ingress.kubernetes.io/enable-global-auth", "false")],
+    ));
+    text.push_str(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  global-auth-url: \"http://auth.example.com/check\"\n",
+    );
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--configmap", "default/portico"]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "public.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let a = get_from(LOCAL, ctl.http, "guarded.example.com", "/").await;
+    assert_eq!(a.status, 503, "{}", a.body);
+    ctl.wait_log("the refusal reported", FOLLOW, |l| {
+        l.contains("security_refused") && l.contains("global-auth-url")
+    })
+    .await;
+}

@@ -53,6 +53,11 @@ pub struct PolicyDefaults {
     pub allow_source_range: GlobalRanges,
     /// `denylist-source-range`: for paths without their own denylist.
     pub deny_source_range: GlobalRanges,
+    /// ConfigMap security settings Portico does not implement: every path is refused.
+    pub refused: Option<Arc<str>>,
+    /// `global-auth-url`, not implemented: every path of an Ingress that does not set
+    /// `enable-global-auth: "false"` is refused.
+    pub global_auth_refused: Option<Arc<str>>,
 }
 
 impl Default for PolicyDefaults {
@@ -69,6 +74,8 @@ impl Default for PolicyDefaults {
             custom_http_errors: Vec::new(),
             allow_source_range: GlobalRanges::default(),
             deny_source_range: GlobalRanges::default(),
+            refused: None,
+            global_auth_refused: None,
         }
     }
 }
@@ -93,10 +100,14 @@ pub fn route_policy(
     let ranges = source_ranges(ann, defaults);
     // A security setting that cannot be honoured: the path answers 503 and does nothing
     // else, as ingress-nginx's denied location.
+    let global_auth = defaults
+        .global_auth_refused
+        .as_ref()
+        .filter(|_| ann.security.global_auth);
     let refused = match &ranges {
         Err(why) => Some(why.clone()),
         Ok(_) if !ann.security.refused.is_empty() => Some(ann.security.refused.join("; ").into()),
-        Ok(_) => None,
+        Ok(_) => defaults.refused.clone().or_else(|| global_auth.cloned()),
     };
     if let Some(why) = refused {
         return RoutePolicy {

@@ -27,6 +27,9 @@ const AUTH_TYPE: &str = "auth-type";
 const AUTH_SECRET: &str = "auth-secret";
 const AUTH_SECRET_TYPE: &str = "auth-secret-type";
 const AUTH_REALM: &str = "auth-realm";
+/// `enable-global-auth: "false"` exempts an Ingress from the ConfigMap's
+/// `global-auth-url`.
+const ENABLE_GLOBAL_AUTH: &str = "enable-global-auth";
 
 /// The security keys Portico reads here.
 const IMPLEMENTED: &[&str] = &[
@@ -37,11 +40,12 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_SECRET,
     AUTH_SECRET_TYPE,
     AUTH_REALM,
+    ENABLE_GLOBAL_AUTH,
 ];
 
 /// When a key Portico does not implement asks for protection.
 #[derive(Clone, Copy)]
-enum Asks {
+pub enum Asks {
     /// Whatever its value.
     Always,
     /// Unless its value is one of these (which ask for nothing Portico does not do).
@@ -72,6 +76,31 @@ const GUARDS: &[(&str, Asks)] = &[
         Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
     ),
 ];
+
+/// The ConfigMap's settings that restrict access on every path and that Portico does not
+/// implement (yet): each, when it asks for protection, refuses every path (but those of
+/// Ingresses that opt out with `enable-global-auth: "false"`, for `global-auth-url`).
+pub const GLOBAL_GUARDS: &[(&str, Asks)] = &[
+    ("global-auth-url", Asks::Unless(&[""])),
+    (
+        "enable-modsecurity",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+    (
+        "enable-owasp-modsecurity-crs",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+];
+
+/// Why ConfigMap key `name` set to `value` refuses every path, if it does.
+pub fn global_refusal(name: &str, value: &str) -> Option<String> {
+    let (_, asks) = GLOBAL_GUARDS.iter().find(|(k, _)| *k == name)?;
+    let asks = match asks {
+        Asks::Always => true,
+        Asks::Unless(values) => !values.contains(&value.trim()),
+    };
+    asks.then(|| format!("{name} is not implemented by Portico"))
+}
 
 /// Whether annotation suffix `name` is read here (so it is neither "unsupported" nor
 /// a snippet merely reported).
@@ -117,6 +146,8 @@ pub struct SecurityAnnotations {
     pub allow: Ranges,
     pub deny: Ranges,
     pub basic_auth: Option<BasicAuthAnnotations>,
+    /// `enable-global-auth` (true): whether the ConfigMap's `global-auth-url` applies.
+    pub global_auth: bool,
 }
 
 impl Default for SecurityAnnotations {
@@ -126,6 +157,7 @@ impl Default for SecurityAnnotations {
             allow: Ranges::Default,
             deny: Ranges::Default,
             basic_auth: None,
+            global_auth: true,
         }
     }
 }
@@ -301,6 +333,19 @@ pub fn parse(
     r.out.allow = r.ranges(&[ALLOWLIST, WHITELIST]);
     r.out.deny = r.ranges(&[DENYLIST]);
     r.out.basic_auth = r.basic_auth();
+    if let Some((full, v)) = lookup(annotations, ENABLE_GLOBAL_AUTH) {
+        match super::annotations::parse_bool(v.trim()) {
+            Ok(b) => r.out.global_auth = b,
+            // Unreadable: the global auth stays in force, as it does in ingress-nginx.
+            Err(expected) => r.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::InvalidAnnotation,
+                format!("annotation {full} has invalid value {v:?} (expected {expected}); the global auth applies"),
+            )),
+        }
+    }
     r.out
 }
 
@@ -570,6 +615,17 @@ mod tests {
             assert!(s.refused.is_empty() && d.is_empty(), "{key}: {d:?}");
         }
         assert!(is_security_key("auth-url") && is_security_key("whitelist-source-range"));
+        assert_eq!(
+            global_refusal("global-auth-url", "http://auth.example/check").as_deref(),
+            Some("global-auth-url is not implemented by Portico")
+        );
+        assert_eq!(global_refusal("global-auth-url", ""), None);
+        assert_eq!(global_refusal("enable-modsecurity", "false"), None);
+        assert!(global_refusal("enable-modsecurity", "true").is_some());
+        assert_eq!(global_refusal("proxy-body-size", "1m"), None);
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
+        assert!(!s.global_auth && d.is_empty());
+        assert!(SecurityAnnotations::default().global_auth);
         assert!(!is_security_key("auth-method"));
     }
 

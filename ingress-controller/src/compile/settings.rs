@@ -22,7 +22,7 @@ use super::annotations::{
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::{GlobalRanges, PolicyDefaults};
-use super::security::parse_source_ranges;
+use super::security::{global_refusal, parse_source_ranges, GLOBAL_GUARDS};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// Name of the Secret holding the key that affinity cookies are keyed with, so that every
@@ -105,6 +105,12 @@ pub struct GlobalSettings {
     pub whitelist_source_range: GlobalRanges,
     /// `denylist-source-range` (none): the denylist of paths that set none.
     pub denylist_source_range: GlobalRanges,
+    /// Security settings Portico does not implement that are set (`enable-modsecurity`,
+    /// ...): why every path is refused; empty when none is.
+    pub refused: Vec<String>,
+    /// `global-auth-url`, which Portico does not implement: why every path of an
+    /// Ingress that does not opt out (`enable-global-auth: "false"`) is refused.
+    pub global_auth_refused: Option<String>,
     /// `ssl-protocols` (`TLSv1.2 TLSv1.3`) and `ssl-ciphers` (every AEAD suite): what
     /// the HTTPS listener offers.
     pub tls: tls::TlsPolicy,
@@ -141,6 +147,8 @@ impl Default for GlobalSettings {
             whitelist_source_range: GlobalRanges::default(),
             denylist_source_range: GlobalRanges::default(),
             tls: tls::TlsPolicy::default(),
+            refused: Vec::new(),
+            global_auth_refused: None,
         }
     }
 }
@@ -179,6 +187,8 @@ impl GlobalSettings {
             custom_http_errors: self.custom_http_errors.clone(),
             allow_source_range: self.whitelist_source_range.clone(),
             deny_source_range: self.denylist_source_range.clone(),
+            refused: (!self.refused.is_empty()).then(|| self.refused.join("; ").into()),
+            global_auth_refused: self.global_auth_refused.as_deref().map(Into::into),
         }
     }
 
@@ -311,6 +321,24 @@ pub fn parse_settings(
                 s.whitelist_source_range = ranges;
             } else {
                 s.denylist_source_range = ranges;
+            }
+            continue;
+        }
+        if GLOBAL_GUARDS.iter().any(|(k, _)| k == name) {
+            if let Some(why) = global_refusal(name, v) {
+                diags.push(Diagnostic::error(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::SecurityRefused,
+                    format!("key {name}: {why}; every path answers 503 rather than be served without it"),
+                ));
+                let why = format!("ConfigMap {key} key {name}: {why}");
+                if name == "global-auth-url" {
+                    s.global_auth_refused = Some(why);
+                } else {
+                    s.refused.push(why);
+                }
             }
             continue;
         }

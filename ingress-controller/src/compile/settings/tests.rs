@@ -620,3 +620,35 @@ data:
         "{texts:?}"
     );
 }
+
+#[test]
+fn unimplemented_global_security_settings_fail_closed() {
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  global-auth-url: "http://auth.example.com/check"
+  enable-modsecurity: "false"
+"#,
+    );
+    let c = compile(&store, &opts());
+    assert_eq!(
+        c.settings.global_auth_refused.as_deref(),
+        Some("ConfigMap portico/portico key global-auth-url: global-auth-url is not implemented by Portico")
+    );
+    assert!(
+        c.settings.refused.is_empty(),
+        "modsecurity off asks for nothing"
+    );
+    assert_eq!(
+        said_about(&c, Kind::ConfigMap),
+        vec![(
+            key(),
+            "data[\"global-auth-url\"]".to_owned(),
+            DiagnosticReason::SecurityRefused,
+            Severity::Error
+        )]
+    );
+}
