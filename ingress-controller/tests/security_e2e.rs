@@ -132,7 +132,11 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
             vec![("portico.dev/auth-tls-secret".to_owned(), "default/ca")],
             "auth-tls-secret",
         ),
-        ("either", vec![(n("satisfy"), "any")], "satisfy"),
+        (
+            "waf",
+            vec![(n("enable-modsecurity"), "true")],
+            "enable-modsecurity",
+        ),
         (
             "snippet",
             vec![(n("auth-snippet"), "proxy_set_header X-A b;")],
@@ -339,6 +343,22 @@ async fn basic_auth_against_htpasswd_secrets() {
             ("portico.dev/auth-secret-type", "auth-map"),
         ],
     ));
+    // Source range and password: both (the default), or either (`satisfy: any`).
+    for (name, satisfy) in [("all", "all"), ("any", "any")] {
+        text.push_str(&annotated(
+            name,
+            &format!("{name}.example.com"),
+            &[
+                ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+                ("nginx.ingress.kubernetes.io/auth-secret", "basic-auth"),
+                (
+                    "nginx.ingress.kubernetes.io/whitelist-source-range",
+                    "127.0.0.2",
+                ),
+                ("nginx.ingress.kubernetes.io/satisfy", satisfy),
+            ],
+        ));
+    }
     text.push_str(&ingress_yaml("open", "open.example.com", "/", "web"));
     std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
     let secrets = |file_users: &str| {
@@ -404,6 +424,26 @@ async fn basic_auth_against_htpasswd_secrets() {
         200
     );
     assert_eq!(with("open.example.com", None).await.status, 200);
+    let from = |source: u8, host: &'static str, auth: Option<String>| {
+        let http = ctl.http;
+        async move {
+            let headers: Vec<(&str, &str)> = auth
+                .as_deref()
+                .map(|a| vec![("Authorization", a)])
+                .unwrap_or_default();
+            let ip = Ipv4Addr::new(127, 0, 0, source);
+            request_from(ip, http, "GET", host, "/", &headers)
+                .await
+                .status
+        }
+    };
+    let alice_ok = || Some(basic("alice", "wonderland"));
+    assert_eq!(from(2, "all.example.com", None).await, 401);
+    assert_eq!(from(2, "all.example.com", alice_ok()).await, 200);
+    assert_eq!(from(1, "all.example.com", alice_ok()).await, 403);
+    assert_eq!(from(2, "any.example.com", None).await, 200);
+    assert_eq!(from(1, "any.example.com", alice_ok()).await, 200);
+    assert_eq!(from(1, "any.example.com", None).await, 401);
 
     // An edit of the Secret applies without a restart: bob is gone.
     write_atomic(dir.path(), "secrets.yaml", &secrets(&format!("{alice}\n")));

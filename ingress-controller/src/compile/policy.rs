@@ -7,7 +7,7 @@ use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
     AppRoot, BasicAuth, BodyLimit, ErrorPages, Refuse, RequestFilter, Rewrite, RoutePolicy,
-    SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect,
+    SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect,
 };
 
 use super::annotations::IngressAnnotations;
@@ -161,13 +161,23 @@ pub fn route_policy(
                 .unwrap_or(defaults.use_port_in_redirects),
         }));
     }
-    if let Ok(Some(ranges)) = ranges {
-        request.push(RequestFilter::SourceRanges(ranges));
-    }
-    if let Some(auth) = &ann.security.basic_auth {
-        // The realm was validated by its parser.
-        if let Ok(f) = BasicAuth::new(&auth.realm, auth.users_key()) {
-            request.push(RequestFilter::BasicAuth(f));
+    let ranges = ranges.ok().flatten();
+    // The realm was validated by its parser.
+    let auth = ann
+        .security
+        .basic_auth
+        .as_ref()
+        .and_then(|a| BasicAuth::new(&a.realm, a.users_key()).ok());
+    match (ranges, auth) {
+        (Some(ranges), Some(auth)) if ann.security.satisfy_any => {
+            request.push(RequestFilter::SatisfyAny(Box::new(SatisfyAny {
+                ranges,
+                auth,
+            })));
+        }
+        (ranges, auth) => {
+            request.extend(ranges.map(RequestFilter::SourceRanges));
+            request.extend(auth.map(RequestFilter::BasicAuth));
         }
     }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
@@ -446,6 +456,16 @@ mod tests {
                 allow: vec![net("10.0.0.0/8")],
             })
         );
+        // `satisfy: any`: one filter for both.
+        let mut any = ann.clone();
+        any.security.satisfy_any = true;
+        let p = route_policy(&any, &defaults, false, "/", None);
+        assert!(
+            matches!(p.request[1], RequestFilter::SatisfyAny(_)),
+            "{:?}",
+            p.request
+        );
+        assert_eq!(p.request.len(), 3);
         // The Ingress's own list replaces the ConfigMap's.
         let own_deny = IngressAnnotations {
             security: SecurityAnnotations {

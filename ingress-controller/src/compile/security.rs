@@ -30,6 +30,8 @@ const AUTH_REALM: &str = "auth-realm";
 /// `enable-global-auth: "false"` exempts an Ingress from the ConfigMap's
 /// `global-auth-url`.
 const ENABLE_GLOBAL_AUTH: &str = "enable-global-auth";
+/// `satisfy: any` lets a client in when either the source ranges or the credentials pass.
+const SATISFY: &str = "satisfy";
 
 /// The security keys Portico reads here.
 const IMPLEMENTED: &[&str] = &[
@@ -41,6 +43,7 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_SECRET_TYPE,
     AUTH_REALM,
     ENABLE_GLOBAL_AUTH,
+    SATISFY,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -62,7 +65,6 @@ const GUARDS: &[(&str, Asks)] = &[
     ("auth-tls-secret", Asks::Always),
     ("auth-tls-verify-client", Asks::Unless(&["off"])),
     ("auth-tls-match-cn", Asks::Always),
-    ("satisfy", Asks::Unless(&["all"])),
     ("limit-rps", Asks::Always),
     ("limit-rpm", Asks::Always),
     ("limit-connections", Asks::Always),
@@ -148,6 +150,8 @@ pub struct SecurityAnnotations {
     pub basic_auth: Option<BasicAuthAnnotations>,
     /// `enable-global-auth` (true): whether the ConfigMap's `global-auth-url` applies.
     pub global_auth: bool,
+    /// `satisfy: any`: the source ranges or basic auth suffice; otherwise both must pass.
+    pub satisfy_any: bool,
 }
 
 impl Default for SecurityAnnotations {
@@ -158,6 +162,7 @@ impl Default for SecurityAnnotations {
             deny: Ranges::Default,
             basic_auth: None,
             global_auth: true,
+            satisfy_any: false,
         }
     }
 }
@@ -333,6 +338,20 @@ pub fn parse(
     r.out.allow = r.ranges(&[ALLOWLIST, WHITELIST]);
     r.out.deny = r.ranges(&[DENYLIST]);
     r.out.basic_auth = r.basic_auth();
+    if let Some((full, v)) = lookup(annotations, SATISFY) {
+        match v.trim() {
+            "any" => r.out.satisfy_any = true,
+            "all" => {}
+            // Anything else is `all` in ingress-nginx too: the stricter reading.
+            other => r.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::InvalidAnnotation,
+                format!("annotation {full} has invalid value {other:?} (expected any or all); all applies, as in ingress-nginx"),
+            )),
+        }
+    }
     if let Some((full, v)) = lookup(annotations, ENABLE_GLOBAL_AUTH) {
         match super::annotations::parse_bool(v.trim()) {
             Ok(b) => r.out.global_auth = b,
@@ -596,7 +615,6 @@ mod tests {
             ("portico.dev/auth-tls-secret", "default/ca"),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
-            ("nginx.ingress.kubernetes.io/satisfy", "any"),
             ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/limit-rps", "5"),
             ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
@@ -623,6 +641,11 @@ mod tests {
         assert_eq!(global_refusal("enable-modsecurity", "false"), None);
         assert!(global_refusal("enable-modsecurity", "true").is_some());
         assert_eq!(global_refusal("proxy-body-size", "1m"), None);
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/satisfy", "any")]);
+        assert!(s.satisfy_any && s.refused.is_empty() && d.is_empty());
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/satisfy", "some")]);
+        assert!(!s.satisfy_any && s.refused.is_empty());
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
         let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
         assert!(!s.global_auth && d.is_empty());
         assert!(SecurityAnnotations::default().global_auth);

@@ -28,6 +28,7 @@ mod hsts;
 mod redirect;
 mod refuse;
 mod rewrite;
+mod satisfy_any;
 mod set_headers;
 mod source_range;
 mod upstream_headers;
@@ -45,6 +46,7 @@ pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use refuse::Refuse;
 pub use rewrite::{Rewrite, RewriteError};
+pub use satisfy_any::SatisfyAny;
 pub use set_headers::SetHeaders;
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
@@ -141,6 +143,8 @@ pub enum RequestFilter {
     SslRedirect(SslRedirect),
     SourceRanges(SourceRanges),
     BasicAuth(BasicAuth),
+    /// `satisfy: any` with both source ranges and basic auth.
+    SatisfyAny(Box<SatisfyAny>),
     BodyLimit(BodyLimit),
 }
 
@@ -151,6 +155,7 @@ impl RequestFilter {
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),
             RequestFilter::BasicAuth(f) => f.on_request(ctx, parts),
+            RequestFilter::SatisfyAny(f) => f.on_request(ctx, parts),
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
