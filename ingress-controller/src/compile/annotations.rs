@@ -607,7 +607,9 @@ pub fn parse(
         }
     }
     report_unhonoured(key, &snippets, &unsupported, &unknown_own, diags);
-    out.security = security::parse(key, annotations, diags);
+    // Held back until it is known whether the Ingress is a canary.
+    let mut security_diags = Vec::new();
+    out.security = security::parse(key, annotations, &mut security_diags);
     let mut r = Reader { values, key, diags };
 
     out.ssl_redirect = r.get(SSL_REDIRECT, parse_bool);
@@ -643,6 +645,20 @@ pub fn parse(
     };
 
     out.canary = r.canary();
+    if out.canary.is_some() && out.security != SecurityAnnotations::default() {
+        // A canary's requests go through its main Ingress's checks, as ingress-nginx
+        // ignores a canary's other annotations: its own neither refuse nor guard.
+        r.diags.push(Diagnostic::warning(
+            Kind::Ingress,
+            key,
+            ANNOTATIONS_FIELD,
+            DiagnosticReason::InvalidAnnotation,
+            "the security annotations of a canary Ingress play no part: its requests go through the main Ingress's checks",
+        ));
+        out.security = SecurityAnnotations::default();
+    } else {
+        r.diags.append(&mut security_diags);
+    }
     out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
     out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
     out.server_alias = r.get(SERVER_ALIAS, parse_server_alias).unwrap_or_default();
@@ -1592,6 +1608,25 @@ mod tests {
         let (a, d) = read(&[("portico.dev/server-alias", "foo.com, $host")]);
         assert!(a.server_alias.is_empty());
         assert!(d[0].field.contains("portico.dev/server-alias"));
+    }
+
+    #[test]
+    fn a_canarys_security_annotations_play_no_part() {
+        let (a, d) = read(&[
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
+        ]);
+        assert_eq!(a.security, SecurityAnnotations::default());
+        // The other keys' findings stay.
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].field.contains("ssl-redirect"));
+        assert_eq!(d[1].severity, Severity::Warning);
+        assert!(d[1].message.contains("canary"));
     }
 
     #[test]
