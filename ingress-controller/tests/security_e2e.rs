@@ -148,9 +148,9 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
             "whitelist-source-range",
         ),
         (
-            "digest",
-            vec![(n("auth-type"), "digest"), (n("auth-secret"), "users")],
-            "auth-type",
+            "verify",
+            vec![(n("auth-tls-verify-client"), "on")],
+            "auth-tls-verify-client",
         ),
         (
             "no-secret",
@@ -626,4 +626,117 @@ async fn an_unimplemented_global_auth_url_refuses_all_but_the_ingresses_that_opt
         l.contains("security_refused") && l.contains("global-auth-url")
     })
     .await;
+}
+
+/// `md5(text)` in hex, by `md5sum` or `openssl`; `None` (and a `skipped:` line) without.
+fn md5_hex(text: &str) -> Option<String> {
+    use std::io::Write;
+    for (cmd, args) in [
+        ("md5sum", &[][..]),
+        ("openssl", &["dgst", "-md5", "-r"][..]),
+    ] {
+        let Ok(mut child) = Command::new(cmd)
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+        else {
+            continue;
+        };
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(text.as_bytes());
+        }
+        if let Ok(out) = child.wait_with_output() {
+            let hex = String::from_utf8_lossy(&out.stdout);
+            if let Some(h) = hex.split_whitespace().next().filter(|h| h.len() == 32) {
+                return Some(h.to_owned());
+            }
+        }
+    }
+    println!("skipped: neither md5sum nor openssl is installed to make an htdigest line");
+    None
+}
+
+/// `curl --digest` for `host` `path` with `user:password`; the status, or `None` (and a
+/// `skipped:` line) without curl.
+async fn curl_digest(addr: SocketAddr, host: &str, path: &str, user: &str) -> Option<u16> {
+    let url = format!("http://{addr}{path}");
+    let host = format!("Host: {host}");
+    let user = user.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--digest",
+                "-u",
+            ])
+            .arg(&user)
+            .args(["-H", &host, &url])
+            .output()
+    })
+    .await
+    .unwrap();
+    match out {
+        Ok(out) => String::from_utf8_lossy(&out.stdout).trim().parse().ok(),
+        Err(_) => {
+            println!("skipped: curl is not installed for the digest exchange");
+            None
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_auth_against_an_htdigest_secret() {
+    let Some(ha1) = md5_hex("alice:Restricted Area:secret") else {
+        return;
+    };
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&annotated(
+        "digest",
+        "digest.example.com",
+        &[
+            ("nginx.ingress.kubernetes.io/auth-type", "digest"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "digest-users"),
+            ("nginx.ingress.kubernetes.io/auth-realm", "Restricted Area"),
+        ],
+    ));
+    text.push_str(&secret_yaml(
+        "digest-users",
+        &[("auth", &format!("alice:Restricted Area:{ha1}\n"))],
+    ));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "digest.example.com", "/", FOLLOW, |s, _| s == 401).await;
+    let a = get_from(LOCAL, ctl.http, "digest.example.com", "/").await;
+    let challenge = a.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with("Digest ") && challenge.contains("realm=\"Restricted Area\""),
+        "{challenge}"
+    );
+    let Some(ok) = curl_digest(ctl.http, "digest.example.com", "/app?x=1", "alice:secret").await
+    else {
+        return;
+    };
+    assert_eq!(ok, 200);
+    let wrong = curl_digest(ctl.http, "digest.example.com", "/app", "alice:nope").await;
+    assert_eq!(wrong, Some(401));
+    // Basic credentials do not pass a digest route.
+    let a = request_from(
+        LOCAL,
+        ctl.http,
+        "GET",
+        "digest.example.com",
+        "/",
+        &[("Authorization", &basic("alice", "secret"))],
+    )
+    .await;
+    assert_eq!(a.status, 401);
 }

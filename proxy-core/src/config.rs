@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use crate::balance::{AffinityKey, Target};
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Credentials, Hsts, SetHeaders};
+use crate::pipeline::{ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -100,6 +100,8 @@ pub struct Config {
     /// Basic auth: the user lists routes name (by the Secret they came from),
     /// validated. A route naming one that is not here refuses its requests.
     pub credentials: Credentials,
+    /// Digest auth: the htdigest user lists routes name, as `credentials`.
+    pub digest_credentials: DigestCredentials,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

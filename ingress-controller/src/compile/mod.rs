@@ -302,6 +302,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     } else {
         Vec::new()
     };
+    let (credentials, digest_credentials) =
+        security::credentials(store, &update.fragments, &mut diags);
     let config = Config {
         generation: opts.generation,
         routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
@@ -319,7 +321,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             ..settings.proxy_settings()
         },
         response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
-        credentials: security::credentials(store, &update.fragments, &mut diags),
+        credentials,
+        digest_credentials,
         affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {

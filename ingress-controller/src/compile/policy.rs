@@ -6,8 +6,8 @@ use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BasicAuth, BodyLimit, ErrorPages, Refuse, RequestFilter, Rewrite, RoutePolicy,
-    SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect,
+    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, Refuse, RequestFilter, Rewrite,
+    RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect, UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
@@ -163,11 +163,18 @@ pub fn route_policy(
     }
     let ranges = ranges.ok().flatten();
     // The realm was validated by its parser.
-    let auth = ann
-        .security
-        .basic_auth
-        .as_ref()
-        .and_then(|a| BasicAuth::new(&a.realm, a.users_key()).ok());
+    let auth = ann.security.basic_auth.as_ref().and_then(|a| {
+        if a.digest {
+            Some(UserAuth::Digest(DigestAuth {
+                realm: a.realm.as_str().into(),
+                users: a.users_key(),
+            }))
+        } else {
+            BasicAuth::new(&a.realm, a.users_key())
+                .ok()
+                .map(UserAuth::Basic)
+        }
+    });
     match (ranges, auth) {
         (Some(ranges), Some(auth)) if ann.security.satisfy_any => {
             request.push(RequestFilter::SatisfyAny(Box::new(SatisfyAny {
@@ -177,7 +184,10 @@ pub fn route_policy(
         }
         (ranges, auth) => {
             request.extend(ranges.map(RequestFilter::SourceRanges));
-            request.extend(auth.map(RequestFilter::BasicAuth));
+            request.extend(auth.map(|a| match a {
+                UserAuth::Basic(f) => RequestFilter::BasicAuth(f),
+                UserAuth::Digest(f) => RequestFilter::DigestAuth(f),
+            }));
         }
     }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
@@ -419,6 +429,7 @@ mod tests {
             security: SecurityAnnotations {
                 allow: Ranges::Set(vec![net("10.0.0.0/8")]),
                 basic_auth: Some(BasicAuthAnnotations {
+                    digest: false,
                     secret: ObjectKey::new("ns", "users"),
                     map: false,
                     realm: "r".into(),

@@ -12,7 +12,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ipnet::IpNet;
-use proxy_core::pipeline::{Credentials, Htpasswd};
+use proxy_core::pipeline::{Credentials, DigestCredentials, Htdigest, Htpasswd};
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
@@ -118,9 +118,11 @@ pub enum Ranges {
     Set(Vec<IpNet>),
 }
 
-/// Basic authentication, as the annotations ask for it.
+/// Basic or digest authentication, as the annotations ask for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BasicAuthAnnotations {
+    /// `auth-type: digest`: the list is htdigest (`user:realm:HA1`).
+    pub digest: bool,
     /// The Secret, in the Ingress's namespace.
     pub secret: ObjectKey,
     /// `auth-secret-type: auth-map`: each data key a user, each value a hash; else an
@@ -136,7 +138,8 @@ impl BasicAuthAnnotations {
     /// The key of the user list in [`Credentials`].
     pub fn users_key(&self) -> Arc<str> {
         let kind = if self.map { "auth-map" } else { "auth-file" };
-        format!("{kind}:{}", self.secret).into()
+        let scheme = if self.digest { "digest-" } else { "" };
+        format!("{scheme}{kind}:{}", self.secret).into()
     }
 }
 
@@ -238,15 +241,9 @@ impl Reader<'_> {
             }
             return None;
         };
-        match auth_type.trim() {
-            "basic" => {}
-            "digest" => {
-                self.refuse(
-                    type_full,
-                    "digest authentication is not implemented by Portico (use basic)",
-                );
-                return None;
-            }
+        let digest = match auth_type.trim() {
+            "basic" => false,
+            "digest" => true,
             other => {
                 self.refuse(
                     type_full,
@@ -254,7 +251,7 @@ impl Reader<'_> {
                 );
                 return None;
             }
-        }
+        };
         let map = match lookup(self.annotations, AUTH_SECRET_TYPE) {
             None => false,
             Some((_, v)) if v.trim() == "auth-file" => false,
@@ -292,6 +289,7 @@ impl Reader<'_> {
             },
         };
         Some(BasicAuthAnnotations {
+            digest,
             secret,
             map,
             realm,
@@ -435,7 +433,7 @@ fn parse_realm(v: &str) -> Result<String, String> {
     }
 }
 
-/// The user lists of the basic-auth Secrets that Ingresses of ours name (canaries aside:
+/// The user lists of the auth Secrets that Ingresses of ours name (canaries aside:
 /// their own annotations play no part), read from the store at every compile, so a
 /// Secret edit applies at once. A Secret that is missing, or lacks what its type needs,
 /// is reported on each Ingress naming it and gives no list: those paths answer 503.
@@ -443,8 +441,9 @@ pub fn credentials(
     store: &Store,
     fragments: &[Arc<Fragment>],
     diags: &mut Vec<Diagnostic>,
-) -> Credentials {
-    let mut out = Credentials::new();
+) -> (Credentials, DigestCredentials) {
+    let mut basic = Credentials::new();
+    let mut digest = DigestCredentials::new();
     let mut judged: HashMap<Arc<str>, Result<(), String>> = HashMap::new();
     for f in fragments {
         if f.ann.canary.is_some() || !f.ann.security.refused.is_empty() {
@@ -455,17 +454,25 @@ pub fn credentials(
         };
         let users = auth.users_key();
         let verdict = judged.entry(users.clone()).or_insert_with(|| {
-            let (list, problems) = read_users(store, auth)?;
+            let problems = match read_users(store, auth)? {
+                Users::Basic(list, problems) => {
+                    basic.insert(users.clone(), Arc::new(list));
+                    problems
+                }
+                Users::Digest(list, problems) => {
+                    digest.insert(users.clone(), Arc::new(list));
+                    problems
+                }
+            };
             for p in problems {
                 diags.push(Diagnostic::warning(
                     Kind::Secret,
                     &auth.secret,
                     "data",
                     DiagnosticReason::AuthSecretInvalid,
-                    format!("basic auth user list: {p}; that entry is ignored"),
+                    format!("auth user list: {p}; that entry is ignored"),
                 ));
             }
-            out.insert(users.clone(), Arc::new(list));
             Ok(())
         });
         if let Err(why) = verdict {
@@ -481,14 +488,16 @@ pub fn credentials(
             ));
         }
     }
-    out
+    (basic, digest)
 }
 
 /// One Secret's users, and what was wrong with some of its entries.
-fn read_users(
-    store: &Store,
-    auth: &BasicAuthAnnotations,
-) -> Result<(Htpasswd, Vec<String>), String> {
+enum Users {
+    Basic(Htpasswd, Vec<String>),
+    Digest(Htdigest, Vec<String>),
+}
+
+fn read_users(store: &Store, auth: &BasicAuthAnnotations) -> Result<Users, String> {
     let secret = store
         .secrets
         .get(&auth.secret)
@@ -500,23 +509,43 @@ fn read_users(
         for (user, hash) in data.into_iter().flatten() {
             match std::str::from_utf8(&hash.0) {
                 Ok(h) => pairs.push((user.as_str(), h)),
-                Err(_) => problems.push(format!("user {user:?}: the hash is not text")),
+                Err(_) => problems.push(format!("user {user:?}: the value is not text")),
             }
+        }
+        if auth.digest {
+            let (list, bad) = Htdigest::from_pairs(pairs);
+            problems.extend(
+                bad.iter()
+                    .map(|u| format!("user {u:?}: the value is not realm:HA1 (32 hex digits)")),
+            );
+            return Ok(Users::Digest(list, problems));
         }
         let (list, errors) = Htpasswd::from_pairs(pairs);
         problems.extend(errors.iter().map(ToString::to_string));
-        return Ok((list, problems));
+        return Ok(Users::Basic(list, problems));
     }
     let file = data.and_then(|d| d.get("auth")).ok_or_else(|| {
         format!(
-            "Secret {} has no key \"auth\" (an htpasswd file)",
-            auth.secret
+            "Secret {} has no key \"auth\" (an {} file)",
+            auth.secret,
+            if auth.digest { "htdigest" } else { "htpasswd" }
         )
     })?;
     let text = std::str::from_utf8(&file.0)
         .map_err(|_| format!("Secret {} key \"auth\" is not text", auth.secret))?;
+    if auth.digest {
+        let (list, bad) = Htdigest::parse(text);
+        let problems = bad
+            .iter()
+            .map(|line| format!("line {line}: not user:realm:HA1 (32 hex digits)"))
+            .collect();
+        return Ok(Users::Digest(list, problems));
+    }
     let (list, errors) = Htpasswd::parse(text);
-    Ok((list, errors.iter().map(ToString::to_string).collect()))
+    Ok(Users::Basic(
+        list,
+        errors.iter().map(ToString::to_string).collect(),
+    ))
 }
 
 #[cfg(test)]
@@ -677,10 +706,6 @@ mod tests {
 
         for (pairs, what) in [
             (
-                vec![(n("auth-type"), "digest"), (n("auth-secret"), "x")],
-                "digest",
-            ),
-            (
                 vec![(n("auth-type"), "ntlm"), (n("auth-secret"), "x")],
                 "ntlm",
             ),
@@ -712,6 +737,11 @@ mod tests {
             assert_eq!(s.refused.len(), 1, "{what}");
             assert!(d[0].message.contains(what), "{what}: {}", d[0].message);
         }
+        let (s, d) = read(&[(&n("auth-type"), "digest"), (&n("auth-secret"), "users")]);
+        assert!(d.is_empty(), "{d:?}");
+        let a = s.basic_auth.expect("digest auth");
+        assert!(a.digest);
+        assert_eq!(&*a.users_key(), "digest-auth-file:default/users");
         // Without auth-type the secret does nothing, and says so.
         let (s, d) = read(&[(&n("auth-secret"), "basic-auth")]);
         assert!(s.basic_auth.is_none() && s.refused.is_empty());

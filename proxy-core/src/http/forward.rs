@@ -167,6 +167,7 @@ impl Proxy {
             body_limit: None,
             rewritten: None,
             credentials: &config.credentials,
+            digest_credentials: &config.digest_credentials,
             answer_headers: Vec::new(),
             strip_authorization: false,
         };

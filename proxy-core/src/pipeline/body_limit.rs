@@ -49,6 +49,7 @@ mod tests {
             body_limit: None,
             rewritten: None,
             credentials: &super::super::redirect::tests::EMPTY_CREDENTIALS,
+            digest_credentials: &super::super::redirect::tests::EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
         };

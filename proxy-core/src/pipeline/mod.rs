@@ -23,6 +23,7 @@ mod body_limit;
 mod canary;
 pub mod client;
 mod cors;
+mod digest_auth;
 pub(crate) mod errors;
 mod hsts;
 mod redirect;
@@ -41,12 +42,13 @@ pub use body_limit::BodyLimit;
 pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
 pub use cors::{Cors, CorsOrigins, OriginPattern};
+pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use refuse::Refuse;
 pub use rewrite::{Rewrite, RewriteError};
-pub use satisfy_any::SatisfyAny;
+pub use satisfy_any::{SatisfyAny, UserAuth};
 pub use set_headers::SetHeaders;
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
@@ -120,6 +122,8 @@ pub struct RequestCtx<'a> {
     pub rewritten: Option<String>,
     /// The user lists of [`BasicAuth`] filters.
     pub credentials: &'a Credentials,
+    /// The user lists of [`DigestAuth`] filters.
+    pub digest_credentials: &'a DigestCredentials,
     /// Fields set on the answer, whatever answers ([`Cors`]).
     pub answer_headers: Vec<(HeaderName, HeaderValue)>,
     /// Do not pass `Authorization` upstream: [`BasicAuth`] consumed it.
@@ -143,6 +147,7 @@ pub enum RequestFilter {
     SslRedirect(SslRedirect),
     SourceRanges(SourceRanges),
     BasicAuth(BasicAuth),
+    DigestAuth(DigestAuth),
     /// `satisfy: any` with both source ranges and basic auth.
     SatisfyAny(Box<SatisfyAny>),
     BodyLimit(BodyLimit),
@@ -155,6 +160,7 @@ impl RequestFilter {
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),
             RequestFilter::BasicAuth(f) => f.on_request(ctx, parts),
+            RequestFilter::DigestAuth(f) => f.on_request(ctx, parts),
             RequestFilter::SatisfyAny(f) => f.on_request(ctx, parts),
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),

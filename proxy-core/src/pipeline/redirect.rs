@@ -105,6 +105,10 @@ pub(super) mod tests {
     pub(crate) static EMPTY_CREDENTIALS: std::sync::LazyLock<super::super::Credentials> =
         std::sync::LazyLock::new(Default::default);
 
+    pub(crate) static EMPTY_DIGEST_CREDENTIALS: std::sync::LazyLock<
+        super::super::DigestCredentials,
+    > = std::sync::LazyLock::new(Default::default);
+
     pub(crate) fn ctx<'a>(scheme: Scheme, host: &'a str, https_port: u16) -> RequestCtx<'a> {
         RequestCtx {
             scheme,
@@ -116,6 +120,7 @@ pub(super) mod tests {
             body_limit: None,
             rewritten: None,
             credentials: &EMPTY_CREDENTIALS,
+            digest_credentials: &EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
         }

@@ -4,13 +4,20 @@
 
 use http::request::Parts;
 
-use super::{BasicAuth, Flow, RequestCtx, SourceRanges};
+use super::{BasicAuth, DigestAuth, Flow, RequestCtx, SourceRanges};
 use crate::http::ProxyError;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SatisfyAny {
     pub ranges: SourceRanges,
-    pub auth: BasicAuth,
+    pub auth: UserAuth,
+}
+
+/// The credentials check of a [`SatisfyAny`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum UserAuth {
+    Basic(BasicAuth),
+    Digest(DigestAuth),
 }
 
 impl SatisfyAny {
@@ -22,7 +29,10 @@ impl SatisfyAny {
         if self.ranges.permits(ctx.client) {
             return Ok(Flow::Continue);
         }
-        self.auth.on_request(ctx, parts)
+        match &self.auth {
+            UserAuth::Basic(f) => f.on_request(ctx, parts),
+            UserAuth::Digest(f) => f.on_request(ctx, parts),
+        }
     }
 }
 
@@ -43,7 +53,7 @@ mod tests {
                 deny: vec![],
                 allow: vec!["10.0.0.0/8".parse().unwrap()],
             },
-            auth: BasicAuth::new("r", "u".into()).unwrap(),
+            auth: UserAuth::Basic(BasicAuth::new("r", "u".into()).unwrap()),
         };
         let mut creds = Credentials::new();
         creds.insert("u".into(), Arc::new(Htpasswd::parse("a:{PLAIN}b").0));
