@@ -27,6 +27,8 @@ impl SatisfyAny {
         parts: &Parts,
     ) -> Result<Flow, ProxyError> {
         if self.ranges.permits(ctx.client) {
+            // ingress-nginx clears `Authorization` on every request of an auth location.
+            ctx.strip_authorization = true;
             return Ok(Flow::Continue);
         }
         match &self.auth {
