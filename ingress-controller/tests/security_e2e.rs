@@ -541,6 +541,12 @@ async fn cors_preflights_are_answered_and_answers_carry_the_fields() {
     .await;
     assert_eq!(a.status, 204);
     assert!(a.body.is_empty() && !a.body.contains("web"));
+    let framing = a
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "content-length" || n == "transfer-encoding")
+        .count();
+    assert!(framing <= 1, "{:?}", a.headers);
     assert_eq!(
         a.header("access-control-allow-origin"),
         Some("https://a1.apps.example.com")
