@@ -201,9 +201,18 @@ fn verify(hash: &str, pass: &[u8]) -> bool {
         let got = Sha1::new().chain_update(pass).chain_update(salt).finalize();
         return want.ct_eq(got.as_slice()).into();
     }
-    match crypt3_rs::unix::crypt(pass, hash) {
+    // bcrypt at a high cost takes tens to hundreds of milliseconds: on a multi-threaded
+    // runtime the worker hands its other tasks over meanwhile.
+    let check = || match crypt3_rs::unix::crypt(pass, hash) {
         Ok(got) => got.as_str().as_bytes().ct_eq(hash.as_bytes()).into(),
         Err(_) => false,
+    };
+    let multi_thread = tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    if multi_thread && hash.starts_with("$2") {
+        tokio::task::block_in_place(check)
+    } else {
+        check()
     }
 }
 
