@@ -338,6 +338,28 @@ mod tests {
     }
 
     #[test]
+    fn odd_authorization_fields_never_panic() {
+        for v in [
+            "Digest",
+            "Digest ",
+            "Digest a",
+            "Digest a=\"",
+            "Digest a=\"\\",
+            "Digest =,=,",
+            "Digest a=\"é\", b=ü,",
+            "digest username=\"x\"",
+        ] {
+            let _ = digest_params(v);
+        }
+        let p = digest_params("Digest username=\"a\\\"b\", nc=00000001 , qop=auth").unwrap();
+        assert_eq!(p["username"], "a\"b");
+        assert_eq!(p["nc"], "00000001");
+        assert_eq!(p["qop"], "auth");
+        assert!(check_nonce("r", "zz-zz", 0).is_none());
+        assert!(check_nonce("r", "nohyphen", 0).is_none());
+    }
+
+    #[test]
     fn htdigest_lines() {
         let line = format!("alice:Restricted:{}", ha1("alice", "Restricted", "secret"));
         let (list, bad) = Htdigest::parse(&format!("# users\n{line}\nbob:nohash\n\n"));
