@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
-use tls::{CertResolver, TlsAcceptor};
+use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -79,7 +79,9 @@ impl TlsMetrics {
 /// store each compile built.
 pub struct Https {
     resolver: Arc<CertResolver>,
-    acceptor: TlsAcceptor,
+    acceptor: SwappableAcceptor,
+    /// The policy `acceptor` was built for (`ssl-protocols`, `ssl-ciphers`).
+    policy: std::sync::Mutex<TlsPolicy>,
     metrics: Arc<TlsMetrics>,
 }
 
@@ -88,10 +90,11 @@ impl Https {
     pub fn new(metrics: Arc<TlsMetrics>) -> Result<Self, tls::TlsError> {
         let fallback = tls::generate_self_signed()?;
         let resolver = Arc::new(CertResolver::new(&fallback));
-        let acceptor = TlsAcceptor::from(tls::server_config(resolver.clone())?);
+        let acceptor = SwappableAcceptor::new(tls::server_config(resolver.clone())?);
         Ok(Https {
             resolver,
             acceptor,
+            policy: std::sync::Mutex::new(TlsPolicy::default()),
             metrics,
         })
     }
@@ -101,6 +104,25 @@ impl Https {
     /// is among the compile's diagnostics, logged and counted by the publish loop.
     pub fn published(&self, compiled: &Compiled) {
         self.resolver.swap(compiled.cert_store.clone());
+        let wanted = &compiled.settings.tls;
+        let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        if *policy != *wanted {
+            match tls::server_config_with(self.resolver.clone(), wanted) {
+                Ok(config) => {
+                    self.acceptor.swap(config);
+                    *policy = wanted.clone();
+                    tracing::info!(
+                        tls12 = wanted.tls12,
+                        tls13 = wanted.tls13,
+                        tls12_suites = wanted.tls12_suites.as_ref().map(Vec::len),
+                        "TLS policy changed; new handshakes use it"
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS policy not applied; the previous one stays")
+                }
+            }
+        }
         self.metrics.certificates(&compiled.cert_store);
         tracing::debug!(
             certificates = compiled.certs.len(),
@@ -111,7 +133,7 @@ impl Https {
 
     /// The rustls configuration (certificates by SNI), for the QUIC endpoint.
     pub fn server_config(&self) -> Arc<tls::ServerConfig> {
-        self.acceptor.config().clone()
+        self.acceptor.config()
     }
 
     /// The resolver, for tests and metrics.

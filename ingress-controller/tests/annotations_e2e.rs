@@ -212,8 +212,8 @@ async fn snippets_are_never_run_and_unhonoured_keys_are_reported_once() {
                 "more_set_headers X-Snippet:ran;",
             ),
             ("nginx.ingress.kubernetes.io/server-snippet", "return 418;"),
-            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
-            ("nginx.ingress.kubernetes.io/whitelist-source-range", "10.0.0.0/8"),
+            ("nginx.ingress.kubernetes.io/relative-redirects", "true"),
+            ("nginx.ingress.kubernetes.io/enable-opentelemetry", "true"),
         ],
     )
     .replace(
@@ -264,8 +264,8 @@ async fn snippets_are_never_run_and_unhonoured_keys_are_reported_once() {
         .find(|l| l.contains("unsupported_annotation"))
         .unwrap();
     for part in [
-        "nginx.ingress.kubernetes.io/enable-cors",
-        "nginx.ingress.kubernetes.io/whitelist-source-range",
+        "nginx.ingress.kubernetes.io/relative-redirects",
+        "nginx.ingress.kubernetes.io/enable-opentelemetry",
     ] {
         assert!(unsupported.contains(part), "{part} not in {unsupported}");
     }

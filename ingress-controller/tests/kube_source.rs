@@ -58,6 +58,11 @@ fn seed(api: &ApiServer) {
     api.apply(slice("default", "web-1", &["10.0.0.1"]));
     api.apply(secret("default", "tls", "kubernetes.io/tls"));
     api.apply(secret("default", "opaque", "Opaque"));
+    api.apply(secret(
+        "default",
+        "sh.helm.release.v1.app.v1",
+        "helm.sh/release.v1",
+    ));
 }
 
 struct Running {
@@ -162,7 +167,8 @@ async fn lists_every_kind_then_follows_watch_events() {
     assert_eq!(endpoint_ips(&s, "web-1"), ["10.0.0.1"]);
     // Only TLS Secrets are watched.
     let secrets: Vec<_> = s.secrets.keys().map(ToString::to_string).collect();
-    assert_eq!(secrets, ["default/tls"]);
+    // TLS and Opaque Secrets (basic-auth user lists); no Helm release.
+    assert_eq!(secrets, ["default/opaque", "default/tls"]);
     wait_watches(&api, 6).await;
 
     // Every kind was listed once, then watched from the list's resourceVersion, with
@@ -196,7 +202,7 @@ async fn lists_every_kind_then_follows_watch_events() {
     assert!(
         secret_watch
             .query
-            .contains("fieldSelector=type%3Dkubernetes.io%2Ftls"),
+            .contains("fieldSelector=type%21%3Dhelm.sh%2Frelease.v1%2Ctype%21%3Dkubernetes.io%2Fservice-account-token%2Cmetadata.name%21%3Dportico-affinity-key"),
         "{}",
         secret_watch.query
     );

@@ -13,7 +13,7 @@ use crate::balance::{AffinityKey, Target};
 use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Hsts, SetHeaders};
+use crate::pipeline::{ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -144,6 +144,11 @@ pub struct Config {
     /// TLS to pods as routes ask for it (`proxy-ssl-*`), by the key the routes name.
     /// A key missing here is a setting that could not be made: its routes answer 503.
     pub upstream_tls: HashMap<Arc<str>, Arc<UpstreamTls>>,
+    /// Basic auth: the user lists routes name (by the Secret they came from),
+    /// validated. A route naming one that is not here refuses its requests.
+    pub credentials: Credentials,
+    /// Digest auth: the htdigest user lists routes name, as `credentials`.
+    pub digest_credentials: DigestCredentials,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

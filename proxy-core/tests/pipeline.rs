@@ -382,3 +382,62 @@ async fn behind_a_load_balancer_each_client_has_a_cap_of_its_own() {
     let (_c, again) = open("198.51.100.1").await;
     assert_eq!(again, "", "a second connection of one client was served");
 }
+
+#[tokio::test]
+async fn basic_auth_consumes_authorization_and_cors_fields_reach_the_answer() {
+    use http::HeaderValue;
+    use proxy_core::pipeline::{BasicAuth, Cors, CorsOrigins, Htpasswd, OriginPattern};
+    let b = TestBackend::start("one").await;
+    let guarded = with_policy(rule("guarded.test", "one"), |p| {
+        p.request = vec![
+            RequestFilter::Cors(Box::new(Cors {
+                origins: CorsOrigins::List(vec![OriginPattern::new("https://app.test")]),
+                allow_methods: HeaderValue::from_static("GET"),
+                allow_headers: HeaderValue::from_static("Authorization"),
+                expose_headers: None,
+                allow_credentials: true,
+                max_age: HeaderValue::from_static("5"),
+            })),
+            RequestFilter::BasicAuth(BasicAuth::new("r", "users".into()).unwrap()),
+        ];
+    });
+    let mut cfg = config(
+        vec![guarded, rule("open.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    let (users, errors) = Htpasswd::parse("alice:{PLAIN}secret\n");
+    assert!(errors.is_empty());
+    cfg.credentials
+        .insert("users".into(), std::sync::Arc::new(users));
+    let px = TestProxy::start(cfg).await;
+    // `alice:secret`.
+    let auth = ("authorization", "Basic YWxpY2U6c2VjcmV0");
+    let origin = ("origin", "https://app.test");
+    let r = get_with(px.addr, "guarded.test", "/", &[auth, origin]).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.header("echo-authorization"), None, "passed upstream");
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+    // A refusal carries the CORS fields too, as nginx's `more_set_headers` sets them.
+    let r = get_with(px.addr, "guarded.test", "/", &[origin]).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.header("www-authenticate"), Some("Basic realm=\"r\""));
+    assert_eq!(
+        r.header("access-control-allow-origin"),
+        Some("https://app.test")
+    );
+    // Without basic auth the field is the pod's business.
+    let r = get_with(px.addr, "open.test", "/", &[auth]).await;
+    assert_eq!(
+        r.header("echo-authorization"),
+        Some("Basic YWxpY2U6c2VjcmV0")
+    );
+    // The user list gone from the config: 503, never open.
+    let mut cfg = px.handle.load().as_ref().clone();
+    cfg.credentials.clear();
+    px.handle.store(cfg);
+    let r = get_with(px.addr, "guarded.test", "/", &[auth]).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+}

@@ -8,6 +8,7 @@
 
 mod diagnostic;
 mod listener;
+mod policy;
 mod resolver;
 mod self_signed;
 mod server;
@@ -16,8 +17,9 @@ mod upstream;
 
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
 pub use listener::{serve, serve_observed, TlsConnection};
+pub use policy::{cipher_suite, server_config_with, AcceptorSource, SwappableAcceptor, TlsPolicy};
 pub use resolver::CertResolver;
-pub use rustls::ServerConfig;
+pub use rustls::{CipherSuite, ServerConfig};
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
 pub use store::{CertStore, ParsedCert, ServedCert};

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 
+use crate::policy::AcceptorSource;
 use crate::server::{accept, TlsInfo};
 use crate::TlsError;
 
@@ -30,13 +30,14 @@ pub struct TlsConnection<X = ()> {
 /// slow client never delays others; failed or timed-out handshakes are logged at debug
 /// (scanners and health probes make many) and dropped. `handler` runs in that task after
 /// a successful handshake.
-pub async fn serve<H, Fut>(
+pub async fn serve<A, H, Fut>(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: A,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     handler: H,
 ) where
+    A: AcceptorSource,
     H: Fn(TlsConnection) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
@@ -56,15 +57,16 @@ pub async fn serve<H, Fut>(
 /// metrics), and running `prelude` on each connection before its handshake: it admits
 /// the connection (or returns `None` to close it at once), reads what a load balancer
 /// sends first (a PROXY protocol header), and hands back the stream and what it found.
-pub async fn serve_observed<H, Fut, F, P, PFut, X>(
+pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
     listener: TcpListener,
-    acceptor: TlsAcceptor,
+    acceptor: A,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
     handler: H,
     on_failure: F,
     prelude: P,
 ) where
+    A: AcceptorSource,
     H: Fn(TlsConnection<X>) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
     F: Fn(&TlsError) + Clone + Send + 'static,
@@ -87,7 +89,8 @@ pub async fn serve_observed<H, Fut, F, P, PFut, X>(
                 continue;
             }
         };
-        let acceptor = acceptor.clone();
+        // The configuration in force when the connection came; a later swap leaves it be.
+        let acceptor = acceptor.current();
         let handler = handler.clone();
         let on_failure = on_failure.clone();
         let prelude = prelude.clone();

@@ -28,13 +28,7 @@ pub struct TlsInfo {
 /// (AEAD only, forward secret), ALPN `h2` then `http/1.1`, and `resolver` picking the
 /// certificate per handshake.
 pub fn server_config(resolver: Arc<dyn ResolvesServerCert>) -> Result<Arc<ServerConfig>, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
-    config.alpn_protocols = vec![ALPN_H2.to_vec(), ALPN_HTTP11.to_vec()];
-    Ok(Arc::new(config))
+    crate::server_config_with(resolver, &crate::TlsPolicy::default())
 }
 
 /// Runs the server handshake on `io`, giving up after `handshake_timeout` so a client that

@@ -5,15 +5,18 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use http::HeaderName;
+use http::{HeaderName, HeaderValue};
 use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
 use proxy_core::config::{BackendId, BackendProtocol};
 use proxy_core::host::HostName;
-use proxy_core::pipeline::{ByHeader, CanaryRule, HeaderJudge, HeaderPattern};
+use proxy_core::pipeline::{
+    ByHeader, CanaryRule, Cors, CorsOrigins, HeaderJudge, HeaderPattern, OriginPattern,
+};
 use proxy_core::routes::{HostMatch, HostPattern};
 use tls::TlsVersion;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::security::{self, SecurityAnnotations};
 use crate::store::{Kind, ObjectKey};
 
 /// Portico's own annotation prefix; it wins over the ingress-nginx name for the same key.
@@ -70,6 +73,13 @@ const PROXY_SSL_NAME: &str = "proxy-ssl-name";
 const PROXY_SSL_SERVER_NAME: &str = "proxy-ssl-server-name";
 const PROXY_SSL_PROTOCOLS: &str = "proxy-ssl-protocols";
 const PROXY_SSL_CIPHERS: &str = "proxy-ssl-ciphers";
+const ENABLE_CORS: &str = "enable-cors";
+const CORS_ALLOW_ORIGIN: &str = "cors-allow-origin";
+const CORS_ALLOW_METHODS: &str = "cors-allow-methods";
+const CORS_ALLOW_HEADERS: &str = "cors-allow-headers";
+const CORS_EXPOSE_HEADERS: &str = "cors-expose-headers";
+const CORS_ALLOW_CREDENTIALS: &str = "cors-allow-credentials";
+const CORS_MAX_AGE: &str = "cors-max-age";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -127,6 +137,23 @@ const KNOWN: &[&str] = &[
     PROXY_SSL_SERVER_NAME,
     PROXY_SSL_PROTOCOLS,
     PROXY_SSL_CIPHERS,
+    ENABLE_CORS,
+    CORS_ALLOW_ORIGIN,
+    CORS_ALLOW_METHODS,
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    CORS_ALLOW_CREDENTIALS,
+    CORS_MAX_AGE,
+];
+
+/// The keys that shape CORS, meaningless without `enable-cors: "true"`.
+const CORS_KEYS: &[&str] = &[
+    CORS_ALLOW_ORIGIN,
+    CORS_ALLOW_METHODS,
+    CORS_ALLOW_HEADERS,
+    CORS_EXPOSE_HEADERS,
+    CORS_ALLOW_CREDENTIALS,
+    CORS_MAX_AGE,
 ];
 
 /// The keys that shape a canary, meaningless without `canary: "true"`.
@@ -140,12 +167,12 @@ const CANARY_KEYS: &[&str] = &[
 ];
 
 /// ingress-nginx's annotations that paste raw nginx configuration. Portico never executes
-/// them, under either prefix.
+/// them, under either prefix. (`auth-snippet` is one too, but it guards access, so it is
+/// read with the security keys and refuses its Ingress's paths.)
 const SNIPPETS: &[&str] = &[
     "configuration-snippet",
     "server-snippet",
     "stream-snippet",
-    "auth-snippet",
     "modsecurity-snippet",
 ];
 
@@ -259,6 +286,10 @@ pub struct IngressAnnotations {
     pub backend_protocol: Option<BackendProtocol>,
     /// `proxy-ssl-secret` and its companions: TLS to the pods as the route asks for it.
     pub proxy_ssl: Option<ProxySsl>,
+    /// `enable-cors` and the `cors-*` keys.
+    pub cors: Option<Cors>,
+    /// Source ranges, basic auth, and the security keys that refuse the paths.
+    pub security: SecurityAnnotations,
 }
 
 /// `proxy-ssl-*`, in force only beside `proxy-ssl-secret`, as in ingress-nginx (whose
@@ -566,6 +597,102 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// CORS, as ingress-nginx's parser reads it when `enable-cors` is true: a value it
+    /// would not take gets that key's default (with a warning naming the key), an
+    /// origin it would not take is skipped.
+    fn cors(&mut self) -> Option<Cors> {
+        if !self.get(ENABLE_CORS, parse_bool).unwrap_or(false) {
+            let set: Vec<&str> = CORS_KEYS.iter().filter_map(|k| self.full(k)).collect();
+            if !set.is_empty() {
+                self.diags.push(Diagnostic::warning(
+                    Kind::Ingress,
+                    self.key,
+                    ANNOTATIONS_FIELD,
+                    DiagnosticReason::InvalidAnnotation,
+                    format!(
+                        "{} ignored: the Ingress does not set enable-cors: \"true\"",
+                        set.join(", ")
+                    ),
+                ));
+            }
+            return None;
+        }
+        let origins = match self
+            .full(CORS_ALLOW_ORIGIN)
+            .zip(self.raw(CORS_ALLOW_ORIGIN))
+        {
+            None => CorsOrigins::Any,
+            Some((full, raw)) => {
+                let (origins, skipped) = parse_cors_origins(raw);
+                if !skipped.is_empty() {
+                    self.warn(CORS_ALLOW_ORIGIN, |_| {
+                        format!("annotation {full}: {} not an origin such as https://example.com or https://*.example.com, skipped, as in ingress-nginx", skipped.join(", "))
+                    });
+                }
+                origins
+            }
+        };
+        let value = |r: &mut Self, name: &str, ok: fn(&str) -> bool, default: &str| {
+            match r.raw(name).map(str::trim) {
+                Some(v) if ok(v) => HeaderValue::from_str(v).ok(),
+                Some(v) => {
+                    r.warn(name, |full| {
+                        format!("annotation {full} has invalid value {v:?}; {default:?} is used, as in ingress-nginx")
+                    });
+                    None
+                }
+                None => None,
+            }
+            .unwrap_or_else(|| HeaderValue::from_str(default).unwrap_or(HeaderValue::from_static("")))
+        };
+        let allow_methods = value(
+            self,
+            CORS_ALLOW_METHODS,
+            cors_methods_ok,
+            CORS_DEFAULT_METHODS,
+        );
+        let allow_headers = value(
+            self,
+            CORS_ALLOW_HEADERS,
+            cors_headers_ok,
+            CORS_DEFAULT_HEADERS,
+        );
+        let expose_headers =
+            Some(value(self, CORS_EXPOSE_HEADERS, cors_expose_ok, "")).filter(|v| !v.is_empty());
+        let allow_credentials = match self.raw(CORS_ALLOW_CREDENTIALS).map(str::trim) {
+            None => true,
+            Some(v) => parse_bool(v).unwrap_or_else(|_| {
+                self.warn(CORS_ALLOW_CREDENTIALS, |full| {
+                    format!("annotation {full} has invalid value {v:?}; true is used, as in ingress-nginx")
+                });
+                true
+            }),
+        };
+        let max_age = match self.raw(CORS_MAX_AGE).map(str::trim) {
+            None => CORS_DEFAULT_MAX_AGE,
+            Some(v) => parse_int(v).unwrap_or_else(|_| {
+                self.warn(CORS_MAX_AGE, |full| {
+                    format!("annotation {full} has invalid value {v:?}; {CORS_DEFAULT_MAX_AGE} is used, as in ingress-nginx")
+                });
+                CORS_DEFAULT_MAX_AGE
+            }),
+        };
+        Some(Cors {
+            origins,
+            allow_methods,
+            allow_headers,
+            expose_headers,
+            allow_credentials,
+            max_age: HeaderValue::from(max_age),
+        })
+    }
+
+    /// The raw value of `name`, if set.
+    fn raw(&self, name: &str) -> Option<&'a str> {
+        let i = KNOWN.iter().position(|k| *k == name)?;
+        self.values[i].map(|(_, v)| v)
+    }
+
     /// The value of `name`, parsed by `parse`. A parse error is reported and the
     /// annotation treated as absent.
     fn get<T>(&mut self, name: &str, parse: impl FnOnce(&str) -> Result<T, String>) -> Option<T> {
@@ -620,12 +747,16 @@ pub fn parse(
                     values[i] = Some((name.as_str(), value.as_str()));
                 }
             }
+            None if security::is_security_key(suffix) => {}
             None if SNIPPETS.contains(&suffix) => snippets.push(name),
             None if own => unknown_own.push(name),
             None => unsupported.push(name),
         }
     }
     report_unhonoured(key, &snippets, &unsupported, &unknown_own, diags);
+    // Held back until it is known whether the Ingress is a canary.
+    let mut security_diags = Vec::new();
+    out.security = security::parse(key, annotations, &mut security_diags);
     let mut r = Reader { values, key, diags };
 
     out.ssl_redirect = r.get(SSL_REDIRECT, parse_bool);
@@ -661,6 +792,20 @@ pub fn parse(
     };
 
     out.canary = r.canary();
+    if out.canary.is_some() && out.security != SecurityAnnotations::default() {
+        // A canary's requests go through its main Ingress's checks, as ingress-nginx
+        // ignores a canary's other annotations: its own neither refuse nor guard.
+        r.diags.push(Diagnostic::warning(
+            Kind::Ingress,
+            key,
+            ANNOTATIONS_FIELD,
+            DiagnosticReason::InvalidAnnotation,
+            "the security annotations of a canary Ingress play no part: its requests go through the main Ingress's checks",
+        ));
+        out.security = SecurityAnnotations::default();
+    } else {
+        r.diags.append(&mut security_diags);
+    }
     out.upstream_vhost = r.get(UPSTREAM_VHOST, parse_upstream_vhost);
     out.x_forwarded_prefix = r.get(X_FORWARDED_PREFIX, parse_forwarded_prefix);
     out.server_alias = r.get(SERVER_ALIAS, parse_server_alias).unwrap_or_default();
@@ -677,6 +822,7 @@ pub fn parse(
     if r.present(PROXY_SSL_SECRET) {
         out.proxy_ssl = Some(r.proxy_ssl());
     }
+    out.cors = r.cors();
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -700,6 +846,93 @@ pub fn parse(
         out.affinity = Some(a);
     }
     out
+}
+
+/// ingress-nginx's CORS defaults.
+const CORS_DEFAULT_METHODS: &str = "GET, PUT, POST, DELETE, PATCH, OPTIONS";
+const CORS_DEFAULT_HEADERS: &str = "DNT,Keep-Alive,User-Agent,X-Requested-With,If-Modified-Since,Cache-Control,Content-Type,Range,Authorization";
+const CORS_DEFAULT_MAX_AGE: i64 = 1_728_000;
+
+/// `cors-allow-origin`: comma-separated origins, as ingress-nginx's parser takes them
+/// one by one: `*` anywhere allows every origin; `null`, or `scheme://host[:port]` whose
+/// host may start with `*.`, is kept; anything else is returned to be reported.
+fn parse_cors_origins(v: &str) -> (CorsOrigins, Vec<&str>) {
+    let mut list = Vec::new();
+    let mut skipped = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        if item == "*" {
+            return (CorsOrigins::Any, skipped);
+        }
+        if cors_origin_ok(item) {
+            list.push(OriginPattern::new(item));
+        } else {
+            skipped.push(item);
+        }
+    }
+    (CorsOrigins::List(list), skipped)
+}
+
+/// `null`, or `[a-z]+://(\*\.)?[A-Za-z0-9.-]*(:\d+)?`.
+fn cors_origin_ok(item: &str) -> bool {
+    if item == "null" {
+        return true;
+    }
+    let Some((scheme, rest)) = item.split_once("://") else {
+        return false;
+    };
+    let host_port = rest.strip_prefix("*.").unwrap_or(rest);
+    let (host, port) = match host_port.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (host_port, None),
+    };
+    !scheme.is_empty()
+        && scheme.bytes().all(|b| b.is_ascii_lowercase())
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        && port.is_none_or(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Items of `item` separated by a `,`, one whitespace, or both, as ingress-nginx's
+/// `^(ITEM,?\s?)+$`.
+fn separated_list(v: &str, item: fn(u8) -> bool) -> bool {
+    let b = v.as_bytes();
+    let mut i = 0;
+    if b.is_empty() {
+        return false;
+    }
+    while i < b.len() {
+        let start = i;
+        while i < b.len() && item(b[i]) {
+            i += 1;
+        }
+        if i == start {
+            return false;
+        }
+        if b.get(i) == Some(&b',') {
+            i += 1;
+        }
+        if b.get(i).is_some_and(u8::is_ascii_whitespace) {
+            i += 1;
+        }
+    }
+    true
+}
+
+/// `cors-allow-methods`: `^([A-Za-z]+,?\s?)+$`.
+fn cors_methods_ok(v: &str) -> bool {
+    separated_list(v, |b| b.is_ascii_alphabetic())
+}
+
+/// `cors-allow-headers`: `^[A-Za-z0-9-_, ]*$`.
+fn cors_headers_ok(v: &str) -> bool {
+    v.bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-_, ".contains(&b))
+}
+
+/// `cors-expose-headers`: `^(([A-Za-z0-9\-\_]+|\*),?\s?)+$`.
+fn cors_expose_ok(v: &str) -> bool {
+    separated_list(v, |b| b.is_ascii_alphanumeric() || b"-_*".contains(&b))
 }
 
 /// nginx's size syntax as ingress-nginx passes it on (`^\d+[kKmMgG]?$`): bytes, or
@@ -1205,7 +1438,8 @@ mod tests {
             ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
             ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
-            ("nginx.ingress.kubernetes.io/enable-cors", "true"),
+            ("nginx.ingress.kubernetes.io/auth-method", "GET"),
+            ("nginx.ingress.kubernetes.io/relative-redirects", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
                 "10.0.0.0/8",
@@ -1235,19 +1469,31 @@ mod tests {
                     Severity::Warning,
                     "metadata.annotations"
                 ),
+                // Security keys fail closed instead: auth-url is not implemented, and
+                // the auth-snippet's authentication cannot be honoured.
+                (
+                    DiagnosticReason::SecurityRefused,
+                    Severity::Error,
+                    "metadata.annotations[\"nginx.ingress.kubernetes.io/auth-url\"]"
+                ),
+                (
+                    DiagnosticReason::SecurityRefused,
+                    Severity::Error,
+                    "metadata.annotations[\"portico.dev/auth-snippet\"]"
+                ),
             ]
         );
         assert_eq!(
             d[0].message,
             "snippet annotations nginx.ingress.kubernetes.io/configuration-snippet, \
              nginx.ingress.kubernetes.io/modsecurity-snippet, nginx.ingress.kubernetes.io/server-snippet, \
-             nginx.ingress.kubernetes.io/stream-snippet, portico.dev/auth-snippet are never executed: \
+             nginx.ingress.kubernetes.io/stream-snippet are never executed: \
              Portico runs no proxy configuration from annotations; the rest of the Ingress is served"
         );
         assert_eq!(
             d[1].message,
-            "annotations nginx.ingress.kubernetes.io/auth-url, nginx.ingress.kubernetes.io/enable-cors, \
-             nginx.ingress.kubernetes.io/whitelist-source-range are not supported by Portico, ignored"
+            "annotations nginx.ingress.kubernetes.io/auth-method, \
+             nginx.ingress.kubernetes.io/relative-redirects are not supported by Portico, ignored"
         );
         assert_eq!(
             d[2].message,
@@ -1656,6 +1902,106 @@ mod tests {
         let (a, d) = read(&[("portico.dev/server-alias", "foo.com, $host")]);
         assert!(a.server_alias.is_empty());
         assert!(d[0].field.contains("portico.dev/server-alias"));
+    }
+
+    #[test]
+    fn a_canarys_security_annotations_play_no_part() {
+        let (a, d) = read(&[
+            ("nginx.ingress.kubernetes.io/canary", "true"),
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/8",
+            ),
+            ("nginx.ingress.kubernetes.io/ssl-redirect", "maybe"),
+        ]);
+        assert_eq!(a.security, SecurityAnnotations::default());
+        // The other keys' findings stay.
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(d[0].field.contains("ssl-redirect"));
+        assert_eq!(d[1].severity, Severity::Warning);
+        assert!(d[1].message.contains("canary"));
+    }
+
+    #[test]
+    fn cors_as_ingress_nginx_reads_it() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        // Enabled with nothing else: ingress-nginx's defaults.
+        let (a, d) = read(&[(&n("enable-cors"), "true")]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = a.cors.expect("cors");
+        assert_eq!(c.origins, CorsOrigins::Any);
+        assert_eq!(c.allow_methods, CORS_DEFAULT_METHODS);
+        assert_eq!(c.allow_headers, CORS_DEFAULT_HEADERS);
+        assert_eq!(c.expose_headers, None);
+        assert!(c.allow_credentials);
+        assert_eq!(c.max_age, "1728000");
+        // The documentation's example values.
+        let (a, d) = read(&[
+            (&n("enable-cors"), "true"),
+            (&n("cors-allow-origin"), "https://origin-site.com:4443, http://origin-site.com, myapp://origin-site.com, https://*.origin-site.com"),
+            (&n("cors-allow-methods"), "PUT, GET, POST, OPTIONS"),
+            (&n("cors-allow-headers"), "X-Forwarded-For, X-app123-XPTO"),
+            (&n("cors-expose-headers"), "*, X-CustomResponseHeader"),
+            (&n("cors-allow-credentials"), "false"),
+            ("portico.dev/cors-max-age", "600"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = a.cors.expect("cors");
+        let CorsOrigins::List(list) = &c.origins else {
+            panic!("{:?}", c.origins)
+        };
+        assert_eq!(list.len(), 4);
+        assert!(list.iter().any(|p| p.matches(b"https://a.origin-site.com")));
+        assert_eq!(c.allow_methods, "PUT, GET, POST, OPTIONS");
+        assert_eq!(c.allow_headers, "X-Forwarded-For, X-app123-XPTO");
+        assert_eq!(c.expose_headers.unwrap(), "*, X-CustomResponseHeader");
+        assert!(!c.allow_credentials);
+        assert_eq!(c.max_age, "600");
+        // `*` anywhere in the list allows everything; a bad origin is skipped, with a
+        // warning naming the key; bad values take the defaults, each with a warning.
+        let (a, _) = read(&[
+            (&n("enable-cors"), "true"),
+            (&n("cors-allow-origin"), "https://a.com, *"),
+        ]);
+        assert_eq!(a.cors.unwrap().origins, CorsOrigins::Any);
+        let (a, d) = read(&[
+            (&n("enable-cors"), "true"),
+            (
+                &n("cors-allow-origin"),
+                "https://a.com, a.com, https://b.com/path",
+            ),
+            (&n("cors-allow-methods"), "GET;rm"),
+            (&n("cors-allow-headers"), "X-$x"),
+            (&n("cors-max-age"), "ten"),
+            (&n("cors-allow-credentials"), "maybe"),
+        ]);
+        let c = a.cors.unwrap();
+        assert_eq!(
+            c.origins,
+            CorsOrigins::List(vec![OriginPattern::new("https://a.com")])
+        );
+        assert_eq!(c.allow_methods, CORS_DEFAULT_METHODS);
+        assert_eq!(c.allow_headers, CORS_DEFAULT_HEADERS);
+        assert_eq!(c.max_age, "1728000");
+        assert!(c.allow_credentials);
+        let fields: Vec<&str> = d.iter().map(|d| d.field.as_str()).collect();
+        for key in [
+            "cors-allow-origin",
+            "cors-allow-methods",
+            "cors-allow-headers",
+            "cors-max-age",
+            "cors-allow-credentials",
+        ] {
+            assert!(fields.iter().any(|f| f.contains(key)), "{key}: {fields:?}");
+        }
+        assert!(d.iter().all(|d| d.severity == Severity::Warning));
+        // Off, or CORS keys without enable-cors: nothing, and the keys are reported.
+        let (a, d) = read(&[(&n("cors-allow-origin"), "https://a.com")]);
+        assert_eq!(a.cors, None);
+        assert!(d[0].message.contains("cors-allow-origin"), "{d:?}");
+        let (a, d) = read(&[(&n("enable-cors"), "false")]);
+        assert_eq!((a.cors, d.len()), (None, 0));
     }
 
     #[test]

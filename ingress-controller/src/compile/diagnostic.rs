@@ -117,6 +117,12 @@ pub enum DiagnosticReason {
     /// A `server-alias` name that an Ingress declares as a host, that another host
     /// already has as an alias, or of a host whose aliases an older Ingress set: ignored.
     ServerAliasConflict,
+    /// A security annotation or setting that is malformed, names a missing Secret, or
+    /// that Portico does not implement: the paths it guards answer 503.
+    SecurityRefused,
+    /// A Secret that an annotation names cannot be used as asked (missing, or without
+    /// the key it needs).
+    AuthSecretInvalid,
 }
 
 impl DiagnosticReason {
@@ -166,6 +172,8 @@ impl DiagnosticReason {
             CanaryConflict => "canary_conflict",
             CanaryDefaultBackend => "canary_default_backend",
             ServerAliasConflict => "server_alias_conflict",
+            SecurityRefused => "security_refused",
+            AuthSecretInvalid => "auth_secret_invalid",
         }
     }
 }

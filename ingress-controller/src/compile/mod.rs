@@ -31,6 +31,7 @@ mod headers;
 mod hosts;
 mod l4;
 mod policy;
+mod security;
 mod settings;
 mod syntax;
 mod upstream_tls;
@@ -312,6 +313,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     } else {
         Vec::new()
     };
+    let (credentials, digest_credentials) =
+        security::credentials(store, &update.fragments, &mut diags);
     let config = Config {
         generation: opts.generation,
         routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
@@ -330,6 +333,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         },
         response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
         upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags),
+        credentials,
+        digest_credentials,
         affinity_key: affinity_key.map(AffinityKey::new),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {

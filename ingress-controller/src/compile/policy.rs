@@ -1,13 +1,32 @@
 //! An Ingress path's [`RoutePolicy`]: its annotations over the global defaults.
 
+use std::sync::Arc;
+
 use http::{HeaderValue, StatusCode};
+use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BodyLimit, ErrorPages, RequestFilter, Rewrite, RoutePolicy, SslRedirect,
-    UpstreamHeaders, UrlRedirect,
+    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, Refuse, RequestFilter, Rewrite,
+    RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect, UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
+use super::security::Ranges;
+
+/// A ConfigMap source range list (`whitelist-source-range`, `denylist-source-range`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GlobalRanges {
+    Ranges(Vec<IpNet>),
+    /// The value could not be read: every path that would use it is refused, with this
+    /// reason, rather than served without it.
+    Broken(Arc<str>),
+}
+
+impl Default for GlobalRanges {
+    fn default() -> Self {
+        GlobalRanges::Ranges(Vec::new())
+    }
+}
 
 /// What a path gets when its Ingress's annotations say nothing: the global settings,
 /// with ingress-nginx's defaults.
@@ -30,6 +49,15 @@ pub struct PolicyDefaults {
     pub http_redirect_code: StatusCode,
     /// `custom-http-errors`: codes answered by the global default backend's error pages.
     pub custom_http_errors: Vec<u16>,
+    /// `whitelist-source-range`: for paths without their own allowlist.
+    pub allow_source_range: GlobalRanges,
+    /// `denylist-source-range`: for paths without their own denylist.
+    pub deny_source_range: GlobalRanges,
+    /// ConfigMap security settings Portico does not implement: every path is refused.
+    pub refused: Option<Arc<str>>,
+    /// `global-auth-url`, not implemented: every path of an Ingress that does not set
+    /// `enable-global-auth: "false"` is refused.
+    pub global_auth_refused: Option<Arc<str>>,
 }
 
 impl Default for PolicyDefaults {
@@ -44,6 +72,10 @@ impl Default for PolicyDefaults {
             use_port_in_redirects: false,
             http_redirect_code: StatusCode::PERMANENT_REDIRECT,
             custom_http_errors: Vec::new(),
+            allow_source_range: GlobalRanges::default(),
+            deny_source_range: GlobalRanges::default(),
+            refused: None,
+            global_auth_refused: None,
         }
     }
 }
@@ -65,9 +97,32 @@ pub fn route_policy(
         send: ann.send_timeout.unwrap_or(defaults.timeouts.send),
     };
     let mut request = Vec::new();
-    // ingress-nginx's order: the location's `return`s, then the Lua HTTPS redirect.
+    let ranges = source_ranges(ann, defaults);
+    // A security setting that cannot be honoured: the path answers 503 and does nothing
+    // else, as ingress-nginx's denied location.
+    let global_auth = defaults
+        .global_auth_refused
+        .as_ref()
+        .filter(|_| ann.security.global_auth);
+    let refused = match &ranges {
+        Err(why) => Some(why.clone()),
+        Ok(_) if !ann.security.refused.is_empty() => Some(ann.security.refused.join("; ").into()),
+        Ok(_) => defaults.refused.clone().or_else(|| global_auth.cloned()),
+    };
+    if let Some(why) = refused {
+        return RoutePolicy {
+            timeouts,
+            request: vec![RequestFilter::Refuse(Refuse(why))],
+            ..RoutePolicy::default()
+        };
+    }
+    // nginx's phases: the location's rewrite-phase `return`s (app-root, the CORS
+    // preflight, the fixed redirect), the Lua HTTPS redirect, then the access phase.
     if let Some(root) = &ann.app_root {
         request.push(RequestFilter::AppRoot(AppRoot(root.clone())));
+    }
+    if let Some(cors) = &ann.cors {
+        request.push(RequestFilter::Cors(Box::new(cors.clone())));
     }
     if let Some(r) = &ann.redirect {
         // Both were validated by their parsers; a failure here leaves the route as is.
@@ -106,6 +161,35 @@ pub fn route_policy(
                 .unwrap_or(defaults.use_port_in_redirects),
         }));
     }
+    let ranges = ranges.ok().flatten();
+    // The realm was validated by its parser.
+    let auth = ann.security.basic_auth.as_ref().and_then(|a| {
+        if a.digest {
+            Some(UserAuth::Digest(DigestAuth {
+                realm: a.realm.as_str().into(),
+                users: a.users_key(),
+            }))
+        } else {
+            BasicAuth::new(&a.realm, a.users_key())
+                .ok()
+                .map(UserAuth::Basic)
+        }
+    });
+    match (ranges, auth) {
+        (Some(ranges), Some(auth)) if ann.security.satisfy_any => {
+            request.push(RequestFilter::SatisfyAny(Box::new(SatisfyAny {
+                ranges,
+                auth,
+            })));
+        }
+        (ranges, auth) => {
+            request.extend(ranges.map(RequestFilter::SourceRanges));
+            request.extend(auth.map(|a| match a {
+                UserAuth::Basic(f) => RequestFilter::BasicAuth(f),
+                UserAuth::Digest(f) => RequestFilter::DigestAuth(f),
+            }));
+        }
+    }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
         request.push(RequestFilter::BodyLimit(BodyLimit(limit)));
     }
@@ -136,6 +220,25 @@ pub fn route_policy(
             .filter(|_| ann.canary.is_none())
             .map(|k| k.to_string().into()),
     }
+}
+
+/// The path's source ranges: the Ingress's lists, else the ConfigMap's. `None` when both
+/// are empty; `Err` when a ConfigMap list it would use is broken.
+fn source_ranges(
+    ann: &IngressAnnotations,
+    defaults: &PolicyDefaults,
+) -> Result<Option<SourceRanges>, Arc<str>> {
+    let pick = |own: &Ranges, global: &GlobalRanges| match (own, global) {
+        (Ranges::Set(nets), _) => Ok(nets.clone()),
+        (Ranges::Default, GlobalRanges::Ranges(nets)) => Ok(nets.clone()),
+        (Ranges::Default, GlobalRanges::Broken(why)) => Err(why.clone()),
+    };
+    let allow = pick(&ann.security.allow, &defaults.allow_source_range)?;
+    let deny = pick(&ann.security.deny, &defaults.deny_source_range)?;
+    if allow.is_empty() && deny.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(SourceRanges { deny, allow }))
 }
 
 /// `custom-http-errors` (the Ingress's codes, else the ConfigMap's: an annotation
@@ -316,5 +419,105 @@ mod tests {
         };
         let p = route_policy(&ann, &PolicyDefaults::default(), false, "/", None);
         assert_eq!(p.errors, Some(ErrorPages::new([], Some(own))));
+    }
+
+    #[test]
+    fn security_filters_in_nginx_phase_order_and_refusal_replaces_everything() {
+        use super::super::security::{BasicAuthAnnotations, Ranges, SecurityAnnotations};
+        use crate::store::ObjectKey;
+        let net = |s: &str| -> IpNet { s.parse().unwrap() };
+        let ann = IngressAnnotations {
+            app_root: Some("/app".into()),
+            security: SecurityAnnotations {
+                allow: Ranges::Set(vec![net("10.0.0.0/8")]),
+                basic_auth: Some(BasicAuthAnnotations {
+                    digest: false,
+                    secret: ObjectKey::new("ns", "users"),
+                    map: false,
+                    realm: "r".into(),
+                    field: "x".into(),
+                }),
+                ..SecurityAnnotations::default()
+            },
+            ..IngressAnnotations::default()
+        };
+        let defaults = PolicyDefaults {
+            deny_source_range: GlobalRanges::Ranges(vec![net("10.1.0.0/16")]),
+            ..PolicyDefaults::default()
+        };
+        let p = route_policy(&ann, &defaults, true, "/", None);
+        let kinds: Vec<&str> = p
+            .request
+            .iter()
+            .map(|f| match f {
+                RequestFilter::AppRoot(_) => "app-root",
+                RequestFilter::SslRedirect(_) => "ssl-redirect",
+                RequestFilter::SourceRanges(_) => "ranges",
+                RequestFilter::BasicAuth(_) => "basic",
+                RequestFilter::BodyLimit(_) => "body",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            ["app-root", "ssl-redirect", "ranges", "basic", "body"]
+        );
+        assert_eq!(
+            p.request[2],
+            RequestFilter::SourceRanges(SourceRanges {
+                deny: vec![net("10.1.0.0/16")],
+                allow: vec![net("10.0.0.0/8")],
+            })
+        );
+        // `satisfy: any`: one filter for both.
+        let mut any = ann.clone();
+        any.security.satisfy_any = true;
+        let p = route_policy(&any, &defaults, false, "/", None);
+        assert!(
+            matches!(p.request[1], RequestFilter::SatisfyAny(_)),
+            "{:?}",
+            p.request
+        );
+        assert_eq!(p.request.len(), 3);
+        // The Ingress's own list replaces the ConfigMap's.
+        let own_deny = IngressAnnotations {
+            security: SecurityAnnotations {
+                deny: Ranges::Set(vec![net("192.0.2.0/24")]),
+                ..SecurityAnnotations::default()
+            },
+            ..IngressAnnotations::default()
+        };
+        let p = route_policy(&own_deny, &defaults, false, "/", None);
+        assert!(p
+            .request
+            .contains(&RequestFilter::SourceRanges(SourceRanges {
+                deny: vec![net("192.0.2.0/24")],
+                allow: vec![],
+            })));
+        // Refused: one filter, nothing else.
+        let refused = IngressAnnotations {
+            security: SecurityAnnotations {
+                refused: vec!["Ingress ns/a: annotation auth-url: not implemented".into()],
+                ..SecurityAnnotations::default()
+            },
+            ..ann.clone()
+        };
+        let p = route_policy(&refused, &defaults, true, "/", None);
+        assert_eq!(p.request.len(), 1);
+        assert!(matches!(&p.request[0], RequestFilter::Refuse(r) if r.0.contains("auth-url")));
+        // A broken ConfigMap list refuses the paths that would use it, and only those.
+        let broken = PolicyDefaults {
+            allow_source_range: GlobalRanges::Broken(
+                "ConfigMap x key whitelist-source-range: bad".into(),
+            ),
+            ..PolicyDefaults::default()
+        };
+        let p = route_policy(&IngressAnnotations::default(), &broken, false, "/", None);
+        assert!(matches!(&p.request[..], [RequestFilter::Refuse(_)]));
+        let p = route_policy(&ann, &broken, false, "/", None);
+        assert!(!p
+            .request
+            .iter()
+            .any(|f| matches!(f, RequestFilter::Refuse(_))));
     }
 }

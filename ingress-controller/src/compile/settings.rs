@@ -21,7 +21,8 @@ use super::annotations::{
     parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
-use super::policy::PolicyDefaults;
+use super::policy::{GlobalRanges, PolicyDefaults};
+use super::security::{global_refusal, parse_source_ranges, GLOBAL_GUARDS};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// Name of the Secret holding the key that affinity cookies are keyed with, so that every
@@ -100,6 +101,19 @@ pub struct GlobalSettings {
     /// `proxy-set-headers` (none): the ConfigMap whose data are fields set on every
     /// request sent to a backend.
     pub proxy_set_headers: Option<ObjectKey>,
+    /// `whitelist-source-range` (none): the allowlist of paths that set none.
+    pub whitelist_source_range: GlobalRanges,
+    /// `denylist-source-range` (none): the denylist of paths that set none.
+    pub denylist_source_range: GlobalRanges,
+    /// Security settings Portico does not implement that are set (`enable-modsecurity`,
+    /// ...): why every path is refused; empty when none is.
+    pub refused: Vec<String>,
+    /// `global-auth-url`, which Portico does not implement: why every path of an
+    /// Ingress that does not opt out (`enable-global-auth: "false"`) is refused.
+    pub global_auth_refused: Option<String>,
+    /// `ssl-protocols` (`TLSv1.2 TLSv1.3`) and `ssl-ciphers` (every AEAD suite): what
+    /// the HTTPS listener offers.
+    pub tls: tls::TlsPolicy,
 }
 
 impl Default for GlobalSettings {
@@ -130,6 +144,11 @@ impl Default for GlobalSettings {
             custom_http_errors: Vec::new(),
             allowed_response_headers: Vec::new(),
             proxy_set_headers: None,
+            whitelist_source_range: GlobalRanges::default(),
+            denylist_source_range: GlobalRanges::default(),
+            tls: tls::TlsPolicy::default(),
+            refused: Vec::new(),
+            global_auth_refused: None,
         }
     }
 }
@@ -141,6 +160,12 @@ const ALLOW_SNIPPETS: &str = "allow-snippet-annotations";
 const ALLOWED_RESPONSE_HEADERS: &str = "global-allowed-response-headers";
 /// `custom-http-errors`: read item by item, a bad one costing only itself.
 const CUSTOM_HTTP_ERRORS: &str = "custom-http-errors";
+/// The source range lists: a bad one fails closed, never falls back to no list.
+const WHITELIST_SOURCE_RANGE: &str = "whitelist-source-range";
+const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
+/// The TLS policy: read item by item, a refused one costing only itself.
+const SSL_PROTOCOLS: &str = "ssl-protocols";
+const SSL_CIPHERS: &str = "ssl-ciphers";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -160,6 +185,10 @@ impl GlobalSettings {
             http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
                 .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             custom_http_errors: self.custom_http_errors.clone(),
+            allow_source_range: self.whitelist_source_range.clone(),
+            deny_source_range: self.denylist_source_range.clone(),
+            refused: (!self.refused.is_empty()).then(|| self.refused.join("; ").into()),
+            global_auth_refused: self.global_auth_refused.as_deref().map(Into::into),
         }
     }
 
@@ -274,6 +303,93 @@ pub fn parse_settings(
             ));
             continue;
         }
+        if name == WHITELIST_SOURCE_RANGE || name == DENYLIST_SOURCE_RANGE {
+            let ranges = match parse_source_ranges(v) {
+                Ok(nets) => GlobalRanges::Ranges(nets),
+                Err(why) => {
+                    diags.push(Diagnostic::error(
+                        Kind::ConfigMap,
+                        key,
+                        field,
+                        DiagnosticReason::SecurityRefused,
+                        format!("key {name}: {why}; every path that sets no source range of its own answers 503 rather than be served without it"),
+                    ));
+                    GlobalRanges::Broken(format!("ConfigMap {key} key {name}: {why}").into())
+                }
+            };
+            if name == WHITELIST_SOURCE_RANGE {
+                s.whitelist_source_range = ranges;
+            } else {
+                s.denylist_source_range = ranges;
+            }
+            continue;
+        }
+        if GLOBAL_GUARDS.iter().any(|(k, _)| k == name) {
+            if let Some(why) = global_refusal(name, v) {
+                diags.push(Diagnostic::error(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::SecurityRefused,
+                    format!("key {name}: {why}; every path answers 503 rather than be served without it"),
+                ));
+                let why = format!("ConfigMap {key} key {name}: {why}");
+                if name == "global-auth-url" {
+                    s.global_auth_refused = Some(why);
+                } else {
+                    s.refused.push(why);
+                }
+            }
+            continue;
+        }
+        if name == SSL_PROTOCOLS {
+            let (versions, refused) = parse_ssl_protocols(v);
+            match versions {
+                Some((tls12, tls13)) => {
+                    s.tls.tls12 = tls12;
+                    s.tls.tls13 = tls13;
+                    diags.extend(partly_refused(
+                        key,
+                        field,
+                        name,
+                        &refused,
+                        "a protocol Portico offers (TLSv1.2, TLSv1.3; older ones are unsafe and refused)",
+                        "protocols",
+                    ));
+                }
+                None => diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!("key {name}: {v:?} names neither TLSv1.2 nor TLSv1.3 (older protocols are unsafe and refused); TLSv1.2 TLSv1.3 apply"),
+                )),
+            }
+            continue;
+        }
+        if name == SSL_CIPHERS {
+            let (suites, refused) = parse_ssl_ciphers(v);
+            if suites.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::ConfigMap,
+                    key,
+                    field,
+                    DiagnosticReason::InvalidSetting,
+                    format!("key {name}: {v:?} names no TLS 1.2 cipher suite Portico offers (ECDHE with AES-GCM or CHACHA20-POLY1305); every such suite applies"),
+                ));
+            } else {
+                s.tls.tls12_suites = Some(suites);
+                diags.extend(partly_refused(
+                    key,
+                    field,
+                    name,
+                    &refused,
+                    "a cipher suite Portico offers (ECDHE with AES-GCM or CHACHA20-POLY1305)",
+                    "suites",
+                ));
+            }
+            continue;
+        }
         match apply(&mut s, name, v) {
             Some(Ok(())) => {}
             Some(Err(expected)) => diags.push(invalid(key, field, name, raw, &expected)),
@@ -351,6 +467,48 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// `ssl-protocols`: nginx's space-separated protocol names. TLS 1.2 and 1.3 are taken;
+/// anything else (the unsafe `TLSv1`, `TLSv1.1`, `SSLv3`, or a typo) is returned to be
+/// reported. `None` when neither is named.
+fn parse_ssl_protocols(v: &str) -> (Option<(bool, bool)>, Vec<&str>) {
+    let (mut tls12, mut tls13) = (false, false);
+    let mut refused = Vec::new();
+    for item in v.split_whitespace() {
+        match item {
+            "TLSv1.2" => tls12 = true,
+            "TLSv1.3" => tls13 = true,
+            other => refused.push(other),
+        }
+    }
+    ((tls12 || tls13).then_some((tls12, tls13)), refused)
+}
+
+/// `ssl-ciphers`: an OpenSSL cipher list (`:`, `,` or space separated). Suite names
+/// Portico offers are taken in order; `!`/`-` items remove one; other names and
+/// keywords are returned to be reported.
+fn parse_ssl_ciphers(v: &str) -> (Vec<tls::CipherSuite>, Vec<&str>) {
+    let mut suites = Vec::new();
+    let mut refused = Vec::new();
+    for item in v
+        .split([':', ',', ' '])
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+    {
+        if let Some(removed) = item.strip_prefix(['!', '-']) {
+            if let Some(suite) = tls::cipher_suite(removed) {
+                suites.retain(|s| *s != suite);
+            }
+            continue;
+        }
+        match tls::cipher_suite(item.trim_start_matches('+')) {
+            Some(suite) if !suites.contains(&suite) => suites.push(suite),
+            Some(_) => {}
+            None => refused.push(item),
+        }
+    }
+    (suites, refused)
 }
 
 /// `custom-http-errors`: comma-separated codes, read as ingress-nginx's ConfigMap reader

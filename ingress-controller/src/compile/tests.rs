@@ -617,8 +617,8 @@ fn annotations_configure_backends_and_report_problems() {
     assert_eq!(unsupported.severity, Severity::Warning);
     assert_eq!(
         unsupported.message,
-        "annotations nginx.ingress.kubernetes.io/auth-url, \
-         nginx.ingress.kubernetes.io/enable-cors are not supported by Portico, ignored"
+        "annotations nginx.ingress.kubernetes.io/enable-opentelemetry, \
+         nginx.ingress.kubernetes.io/relative-redirects are not supported by Portico, ignored"
     );
     let snippet = said(DiagnosticReason::SnippetNotExecuted);
     assert_eq!(snippet.severity, Severity::Error);

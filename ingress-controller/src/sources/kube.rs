@@ -7,10 +7,11 @@
 //! list is complete. Errors are logged and retried with kube's default backoff; nothing
 //! here is fatal.
 //!
-//! Secrets are watched with the field selector `type=kubernetes.io/tls`: only TLS Secrets
-//! are ever used, and a cluster's other Secrets (Helm releases, tokens) can be large. The
-//! one exception, the affinity key Secret in the controller's namespace, has a watch of its
-//! own by name. ConfigMaps are watched like the kinds above (for `custom-headers` and
+//! Secrets are watched with a field selector that leaves out Helm releases and
+//! service-account tokens: those are never used, and a cluster can hold many large ones.
+//! TLS Secrets and Opaque ones (basic-auth user lists, which annotations name) come
+//! through. The affinity key Secret in the controller's namespace also has a watch of
+//! its own by name, so that it is read whatever `--watch-namespace` says. ConfigMaps are watched like the kinds above (for `custom-headers` and
 //! `proxy-set-headers`, which may name any), and the `--configmap` one also by name, so
 //! that it is read whatever `--watch-namespace` says.
 
@@ -50,8 +51,13 @@ pub const KINDS: [Kind; 6] = [
     Kind::Secret,
 ];
 
-/// Only these Secrets are watched (see the module docs).
-pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
+/// Only these Secrets are watched (see the module docs). A Secret named like the
+/// affinity key is left to that key's own watch, so that one in an application's
+/// namespace never sets the key.
+pub const SECRET_FIELD_SELECTOR: &str = concat!(
+    "type!=helm.sh/release.v1,type!=kubernetes.io/service-account-token,",
+    "metadata.name!=portico-affinity-key"
+);
 
 /// The annotation `kubectl apply` writes holds a full copy of the object (for Secrets, the
 /// key material again); nothing reads it, so it is dropped on arrival.
@@ -497,4 +503,10 @@ fn trim<K: ResourceExt>(mut obj: K) -> K {
     obj.managed_fields_mut().clear();
     obj.annotations_mut().remove(LAST_APPLIED);
     obj
+}
+
+#[cfg(test)]
+#[test]
+fn the_secret_selector_leaves_the_affinity_key_to_its_own_watch() {
+    assert!(SECRET_FIELD_SELECTOR.ends_with(&format!("metadata.name!={AFFINITY_KEY_SECRET}")));
 }

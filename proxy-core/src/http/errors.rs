@@ -95,6 +95,9 @@ pub enum ProxyError {
     ClientBody(ClientBodyError),
     #[error("buffering the request body failed: {0}")]
     Buffering(std::io::Error),
+    /// The route's security settings could not be honoured, so it is not served.
+    #[error("route refused: {0}")]
+    Refused(std::sync::Arc<str>),
 }
 
 impl From<BufferError> for ProxyError {
@@ -125,7 +128,8 @@ impl ProxyError {
             ProxyError::UnknownBackend(_)
             | ProxyError::NoReadyEndpoint(_)
             | ProxyError::UpstreamTlsUnusable(_)
-            | ProxyError::Unresolved { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            | ProxyError::Unresolved { .. }
+            | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamTls { .. }
@@ -149,7 +153,8 @@ impl ProxyError {
             | ProxyError::Unresolved { .. }
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_)
-            | ProxyError::UpstreamTlsUnusable(_) => Blame::Config,
+            | ProxyError::UpstreamTlsUnusable(_)
+            | ProxyError::Refused(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

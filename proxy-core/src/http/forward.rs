@@ -52,6 +52,8 @@ struct AccessLog {
     blame: Option<Blame>,
     /// The route's `custom-headers`, set on its answer whatever it is.
     respond_with: Option<Arc<SetHeaders>>,
+    /// Fields the request filters set on the answer (CORS).
+    answer_headers: Option<SetHeaders>,
 }
 
 impl AccessLog {
@@ -80,6 +82,7 @@ impl AccessLog {
             error: None,
             blame: None,
             respond_with: None,
+            answer_headers: None,
         })
     }
 
@@ -169,13 +172,28 @@ impl Proxy {
             https_port: self.opts.https_port,
             body_limit: None,
             rewritten: None,
+            credentials: &config.credentials,
+            digest_credentials: &config.digest_credentials,
+            answer_headers: Vec::new(),
+            strip_authorization: false,
         };
-        if let Flow::Answer(resp) = policy.request_filters(&mut ctx, &parts)? {
+        let flow = policy.request_filters(&mut ctx, &parts);
+        let body_limit = ctx.body_limit;
+        let rewritten = ctx.rewritten.take();
+        let strip_authorization = ctx.strip_authorization;
+        let answer_headers = std::mem::take(&mut ctx.answer_headers);
+        // Whatever answers (a filter, the pod, an error), as nginx's `more_set_headers`.
+        if !answer_headers.is_empty() {
+            log.answer_headers = Some(SetHeaders(answer_headers));
+        }
+        if let Flow::Answer(resp) = flow? {
             return Ok(*resp);
         }
-        let body_limit = ctx.body_limit;
-        if let Some(target) = ctx.rewritten.take() {
+        if let Some(target) = rewritten {
             rewrite(&mut parts, &target)?;
+        }
+        if strip_authorization {
+            parts.headers.remove(header::AUTHORIZATION);
         }
         // The global default backend's own route belongs to no Ingress.
         let catch_all = config
@@ -663,6 +681,9 @@ impl Proxy {
             headers.insert(header::ALT_SVC, alt_svc.clone());
         }
         // After Portico's own, as headers-more's filter runs after nginx's.
+        if let Some(set) = log.answer_headers.take() {
+            set.apply(headers);
+        }
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
         }

@@ -48,6 +48,10 @@ mod tests {
             https_port: 443,
             body_limit: None,
             rewritten: None,
+            credentials: &super::super::redirect::tests::EMPTY_CREDENTIALS,
+            digest_credentials: &super::super::redirect::tests::EMPTY_DIGEST_CREDENTIALS,
+            answer_headers: Vec::new(),
+            strip_authorization: false,
         };
         let head = |len: &str| {
             Request::post("/")

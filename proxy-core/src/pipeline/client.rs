@@ -93,7 +93,7 @@ fn parse_item(item: &str) -> Option<IpAddr> {
 }
 
 /// IPv4-mapped IPv6 peers (a dual-stack listener) are matched as the IPv4 address.
-fn canonical(ip: IpAddr) -> IpAddr {
+pub(crate) fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,

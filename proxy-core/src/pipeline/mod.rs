@@ -18,27 +18,39 @@
 //! filter lives in a module of its own with its own tests.
 
 mod app_root;
+mod basic_auth;
 mod body_limit;
 mod canary;
 pub mod client;
+mod cors;
+mod digest_auth;
 pub(crate) mod errors;
 mod hsts;
 mod redirect;
+mod refuse;
 mod rewrite;
+mod satisfy_any;
 mod set_headers;
+mod source_range;
 mod upstream_headers;
 mod url_redirect;
 mod www_redirect;
 
 pub use app_root::AppRoot;
+pub use basic_auth::{BasicAuth, Credentials, Htpasswd, HtpasswdError};
 pub use body_limit::BodyLimit;
 pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
+pub use cors::{Cors, CorsOrigins, OriginPattern};
+pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
+pub use refuse::Refuse;
 pub use rewrite::{Rewrite, RewriteError};
+pub use satisfy_any::{SatisfyAny, UserAuth};
 pub use set_headers::SetHeaders;
+pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
 pub use www_redirect::WwwRedirect;
@@ -46,8 +58,9 @@ pub use www_redirect::WwwRedirect;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
-use http::Response;
+use http::{Response, StatusCode};
 
 use crate::balance::CookieAffinity;
 use crate::config::{BackendProtocol, Timeouts};
@@ -115,25 +128,48 @@ pub struct RequestCtx<'a> {
     /// The path and query the upstream gets instead of the request's, set by
     /// [`Rewrite`] and applied once every filter has run.
     pub rewritten: Option<String>,
+    /// The user lists of [`BasicAuth`] filters.
+    pub credentials: &'a Credentials,
+    /// The user lists of [`DigestAuth`] filters.
+    pub digest_credentials: &'a DigestCredentials,
+    /// Fields set on the answer, whatever answers ([`Cors`]).
+    pub answer_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Do not pass `Authorization` upstream: [`BasicAuth`] consumed it.
+    pub strip_authorization: bool,
 }
 
-/// One step before the pick. The compiler puts them in ingress-nginx's order: the
-/// location's `return`s (`app-root`, then `permanent-`/`temporal-redirect`) before the
-/// HTTPS redirect of its Lua rewrite phase.
+/// One step before the pick. The compiler puts them in nginx's phase order: a refused
+/// route's `return 503` first; the location's rewrite-phase `return`s (`app-root`, the
+/// CORS preflight, then `permanent-`/`temporal-redirect`); the HTTPS redirect of its Lua
+/// rewrite phase; then the access phase (source ranges, then basic auth).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
+    /// A security setting that cannot be honoured: every request gets 503.
+    Refuse(Refuse),
     /// `from-to-www-redirect`, on the host the Ingress does not name.
     WwwRedirect(WwwRedirect),
     AppRoot(AppRoot),
+    Cors(Box<Cors>),
     UrlRedirect(UrlRedirect),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
+    SourceRanges(SourceRanges),
+    BasicAuth(BasicAuth),
+    DigestAuth(DigestAuth),
+    /// `satisfy: any` with both source ranges and basic auth.
+    SatisfyAny(Box<SatisfyAny>),
     BodyLimit(BodyLimit),
 }
 
 impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
+            RequestFilter::Refuse(f) => f.on_request(ctx, parts),
+            RequestFilter::Cors(f) => f.on_request(ctx, parts),
+            RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),
+            RequestFilter::BasicAuth(f) => f.on_request(ctx, parts),
+            RequestFilter::DigestAuth(f) => f.on_request(ctx, parts),
+            RequestFilter::SatisfyAny(f) => f.on_request(ctx, parts),
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
@@ -158,4 +194,20 @@ impl RoutePolicy {
         }
         Ok(Flow::Continue)
     }
+}
+
+/// A short plain-text answer of Portico's own: `403 Forbidden`, `401 Unauthorized`.
+pub(crate) fn plain_answer(status: StatusCode) -> Response<ProxyBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let mut resp = Response::new(ProxyBody::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }

@@ -101,6 +101,14 @@ pub(super) mod tests {
     use super::*;
     use http::Request;
 
+    /// No user lists, for filters that need none.
+    pub(crate) static EMPTY_CREDENTIALS: std::sync::LazyLock<super::super::Credentials> =
+        std::sync::LazyLock::new(Default::default);
+
+    pub(crate) static EMPTY_DIGEST_CREDENTIALS: std::sync::LazyLock<
+        super::super::DigestCredentials,
+    > = std::sync::LazyLock::new(Default::default);
+
     pub(crate) fn ctx<'a>(scheme: Scheme, host: &'a str, https_port: u16) -> RequestCtx<'a> {
         RequestCtx {
             scheme,
@@ -111,6 +119,10 @@ pub(super) mod tests {
             https_port,
             body_limit: None,
             rewritten: None,
+            credentials: &EMPTY_CREDENTIALS,
+            digest_credentials: &EMPTY_DIGEST_CREDENTIALS,
+            answer_headers: Vec::new(),
+            strip_authorization: false,
         }
     }
 

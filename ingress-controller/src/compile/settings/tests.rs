@@ -399,7 +399,7 @@ data:
   proxy-body-size: 10x
   proxy-read-timeout: "300"
   hsts: maybe
-  whitelist-source-range: 10.0.0.0/8
+  relative-redirects: "true"
 "#,
     );
     let c = compile(&store, &opts());
@@ -425,7 +425,7 @@ data:
             ),
             (
                 key(),
-                "data[\"whitelist-source-range\"]".to_owned(),
+                "data[\"relative-redirects\"]".to_owned(),
                 DiagnosticReason::UnsupportedSetting,
                 Severity::Warning
             ),
@@ -511,4 +511,144 @@ fn custom_http_errors_keep_the_good_codes() {
         )]
     );
     assert!(GlobalSettings::default().custom_http_errors.is_empty());
+}
+
+#[test]
+fn source_ranges_are_lists_and_a_bad_one_fails_closed() {
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  whitelist-source-range: "10.0.0.0/8, 192.0.2.3/24 ,2001:db8::/32"
+  denylist-source-range: "10.0.0.0/8,nope"
+"#,
+    );
+    let c = compile(&store, &opts());
+    let nets: Vec<IpNet> = ["10.0.0.0/8", "192.0.2.0/24", "2001:db8::/32"]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(
+        c.settings.whitelist_source_range,
+        GlobalRanges::Ranges(nets)
+    );
+    let GlobalRanges::Broken(why) = &c.settings.denylist_source_range else {
+        panic!("{:?}", c.settings.denylist_source_range)
+    };
+    assert!(
+        why.contains("denylist-source-range") && why.contains("nope"),
+        "{why}"
+    );
+    assert_eq!(
+        said_about(&c, Kind::ConfigMap),
+        vec![(
+            key(),
+            "data[\"denylist-source-range\"]".to_owned(),
+            DiagnosticReason::SecurityRefused,
+            Severity::Error
+        )]
+    );
+}
+
+#[test]
+fn tls_protocols_and_ciphers_keep_what_portico_offers() {
+    assert_eq!(
+        parse_ssl_protocols("TLSv1.2 TLSv1.3"),
+        (Some((true, true)), vec![])
+    );
+    assert_eq!(
+        parse_ssl_protocols("TLSv1 TLSv1.1 TLSv1.3"),
+        (Some((false, true)), vec!["TLSv1", "TLSv1.1"])
+    );
+    assert_eq!(
+        parse_ssl_protocols("SSLv3 TLSv1"),
+        (None, vec!["SSLv3", "TLSv1"])
+    );
+    // ingress-nginx's default list: the DHE suites are not offered.
+    let (suites, refused) = parse_ssl_ciphers(
+        "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384",
+    );
+    assert_eq!(suites.len(), 6);
+    assert_eq!(
+        refused,
+        ["DHE-RSA-AES128-GCM-SHA256", "DHE-RSA-AES256-GCM-SHA384"]
+    );
+    let (suites, refused) = parse_ssl_ciphers("ECDHE-RSA-AES256-GCM-SHA384:HIGH:!aNULL");
+    assert_eq!(
+        suites,
+        [tls::CipherSuite::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384]
+    );
+    assert_eq!(refused, ["HIGH"]);
+
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  ssl-protocols: "TLSv1.1 TLSv1.3"
+  ssl-ciphers: "AES128-SHA"
+"#,
+    );
+    let c = compile(&store, &opts());
+    assert_eq!(
+        c.settings.tls,
+        tls::TlsPolicy {
+            tls12: false,
+            tls13: true,
+            tls12_suites: None
+        }
+    );
+    let said = said_about(&c, Kind::ConfigMap);
+    assert_eq!(said.len(), 2, "{said:?}");
+    assert!(said
+        .iter()
+        .all(|(_, _, r, s)| *r == DiagnosticReason::InvalidSetting && *s == Severity::Warning));
+    let texts: Vec<String> = c.diagnostics.iter().map(|d| d.message.clone()).collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ssl-protocols") && t.contains("TLSv1.1")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.contains("ssl-ciphers") && t.contains("AES128-SHA")),
+        "{texts:?}"
+    );
+}
+
+#[test]
+fn unimplemented_global_security_settings_fail_closed() {
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  global-auth-url: "http://auth.example.com/check"
+  enable-modsecurity: "false"
+"#,
+    );
+    let c = compile(&store, &opts());
+    assert_eq!(
+        c.settings.global_auth_refused.as_deref(),
+        Some("ConfigMap portico/portico key global-auth-url: global-auth-url is not implemented by Portico")
+    );
+    assert!(
+        c.settings.refused.is_empty(),
+        "modsecurity off asks for nothing"
+    );
+    assert_eq!(
+        said_about(&c, Kind::ConfigMap),
+        vec![(
+            key(),
+            "data[\"global-auth-url\"]".to_owned(),
+            DiagnosticReason::SecurityRefused,
+            Severity::Error
+        )]
+    );
 }

@@ -1,0 +1,750 @@
+//! The annotations that guard who may reach a path, read so that they fail closed: a
+//! value Portico cannot read, a Secret it cannot use, or a key it does not implement
+//! makes the Ingress's paths answer 503 (with an error diagnostic naming the Ingress, the
+//! key and the reason), as ingress-nginx denies a location whose security annotations
+//! fail. Never is such a path served as if the annotation were absent.
+//!
+//! [`GUARDS`] is the one list of the keys that ask for protection Portico does not give
+//! yet: implementing one means taking it off that list and reading it here.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+use proxy_core::pipeline::{Credentials, DigestCredentials, Htdigest, Htpasswd};
+
+use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
+use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::hosts::Fragment;
+use crate::store::{Kind, ObjectKey, Store};
+
+const ALLOWLIST: &str = "allowlist-source-range";
+/// ingress-nginx's older name for [`ALLOWLIST`], read when that is absent.
+const WHITELIST: &str = "whitelist-source-range";
+const DENYLIST: &str = "denylist-source-range";
+const AUTH_TYPE: &str = "auth-type";
+const AUTH_SECRET: &str = "auth-secret";
+const AUTH_SECRET_TYPE: &str = "auth-secret-type";
+const AUTH_REALM: &str = "auth-realm";
+/// `enable-global-auth: "false"` exempts an Ingress from the ConfigMap's
+/// `global-auth-url`.
+const ENABLE_GLOBAL_AUTH: &str = "enable-global-auth";
+/// `satisfy: any` lets a client in when either the source ranges or the credentials pass.
+const SATISFY: &str = "satisfy";
+
+/// The security keys Portico reads here.
+const IMPLEMENTED: &[&str] = &[
+    ALLOWLIST,
+    WHITELIST,
+    DENYLIST,
+    AUTH_TYPE,
+    AUTH_SECRET,
+    AUTH_SECRET_TYPE,
+    AUTH_REALM,
+    ENABLE_GLOBAL_AUTH,
+    SATISFY,
+];
+
+/// When a key Portico does not implement asks for protection.
+#[derive(Clone, Copy)]
+pub enum Asks {
+    /// Whatever its value.
+    Always,
+    /// Unless its value is one of these (which ask for nothing Portico does not do).
+    Unless(&'static [&'static str]),
+}
+
+/// ingress-nginx's annotations that restrict access and that Portico does not implement
+/// (yet): each refuses the Ingress's paths when it asks for protection. Keys that only
+/// modify one of these (`auth-method`, `limit-burst-multiplier`, ...) are not listed:
+/// alone they ask for nothing, and beside one of these the paths are refused anyway.
+const GUARDS: &[(&str, Asks)] = &[
+    ("auth-url", Asks::Always),
+    ("auth-snippet", Asks::Always),
+    ("auth-tls-secret", Asks::Always),
+    ("auth-tls-verify-client", Asks::Unless(&["off"])),
+    ("auth-tls-match-cn", Asks::Always),
+    ("limit-rps", Asks::Always),
+    ("limit-rpm", Asks::Always),
+    ("limit-connections", Asks::Always),
+    ("global-rate-limit", Asks::Always),
+    (
+        "enable-modsecurity",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+    (
+        "enable-owasp-core-rules",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+];
+
+/// The ConfigMap's settings that restrict access on every path and that Portico does not
+/// implement (yet): each, when it asks for protection, refuses every path (but those of
+/// Ingresses that opt out with `enable-global-auth: "false"`, for `global-auth-url`).
+pub const GLOBAL_GUARDS: &[(&str, Asks)] = &[
+    ("global-auth-url", Asks::Unless(&[""])),
+    (
+        "enable-modsecurity",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+    (
+        "enable-owasp-modsecurity-crs",
+        Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
+    ),
+];
+
+/// Why ConfigMap key `name` set to `value` refuses every path, if it does.
+pub fn global_refusal(name: &str, value: &str) -> Option<String> {
+    let (_, asks) = GLOBAL_GUARDS.iter().find(|(k, _)| *k == name)?;
+    let asks = match asks {
+        Asks::Always => true,
+        Asks::Unless(values) => !values.contains(&value.trim()),
+    };
+    asks.then(|| format!("{name} is not implemented by Portico"))
+}
+
+/// Whether annotation suffix `name` is read here (so it is neither "unsupported" nor
+/// a snippet merely reported).
+pub fn is_security_key(name: &str) -> bool {
+    IMPLEMENTED.contains(&name) || GUARDS.iter().any(|(k, _)| *k == name)
+}
+
+/// A source range list as an annotation sets it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ranges {
+    /// Not set: the ConfigMap's list applies.
+    Default,
+    Set(Vec<IpNet>),
+}
+
+/// Basic or digest authentication, as the annotations ask for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BasicAuthAnnotations {
+    /// `auth-type: digest`: the list is htdigest (`user:realm:HA1`).
+    pub digest: bool,
+    /// The Secret, in the Ingress's namespace.
+    pub secret: ObjectKey,
+    /// `auth-secret-type: auth-map`: each data key a user, each value a hash; else an
+    /// htpasswd file under `auth`.
+    pub map: bool,
+    /// `auth-realm`, empty when absent.
+    pub realm: String,
+    /// The full name of `auth-secret`, for diagnostics.
+    pub field: String,
+}
+
+impl BasicAuthAnnotations {
+    /// The key of the user list in [`Credentials`].
+    pub fn users_key(&self) -> Arc<str> {
+        let kind = if self.map { "auth-map" } else { "auth-file" };
+        let scheme = if self.digest { "digest-" } else { "" };
+        format!("{scheme}{kind}:{}", self.secret).into()
+    }
+}
+
+/// What the security annotations of one Ingress ask for, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecurityAnnotations {
+    /// Why the Ingress's paths are refused, one line per key; empty when they are not.
+    pub refused: Vec<String>,
+    pub allow: Ranges,
+    pub deny: Ranges,
+    pub basic_auth: Option<BasicAuthAnnotations>,
+    /// `enable-global-auth` (true): whether the ConfigMap's `global-auth-url` applies.
+    pub global_auth: bool,
+    /// `satisfy: any`: the source ranges or basic auth suffice; otherwise both must pass.
+    pub satisfy_any: bool,
+}
+
+impl Default for SecurityAnnotations {
+    fn default() -> Self {
+        Self {
+            refused: Vec::new(),
+            allow: Ranges::Default,
+            deny: Ranges::Default,
+            basic_auth: None,
+            global_auth: true,
+            satisfy_any: false,
+        }
+    }
+}
+
+/// The value of annotation `name` and its full name: `portico.dev/` first.
+fn lookup<'a>(annotations: &'a BTreeMap<String, String>, name: &str) -> Option<(&'a str, &'a str)> {
+    [OWN_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
+        annotations
+            .get_key_value(&format!("{prefix}{name}"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    })
+}
+
+struct Reader<'a> {
+    key: &'a ObjectKey,
+    annotations: &'a BTreeMap<String, String>,
+    out: SecurityAnnotations,
+    diags: &'a mut Vec<Diagnostic>,
+}
+
+impl Reader<'_> {
+    /// Refuses the Ingress's paths because of annotation `full`.
+    fn refuse(&mut self, full: &str, why: &str) {
+        self.diags.push(Diagnostic::error(
+            Kind::Ingress,
+            self.key,
+            format!("metadata.annotations[{full:?}]"),
+            DiagnosticReason::SecurityRefused,
+            format!("annotation {full}: {why}; the Ingress's paths answer 503 rather than be served without it"),
+        ));
+        self.out
+            .refused
+            .push(format!("Ingress {}: annotation {full}: {why}", self.key));
+    }
+
+    /// A source range list: the first of `names` set (under either prefix, own first).
+    fn ranges(&mut self, names: &[&str]) -> Ranges {
+        let found = [OWN_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
+            names.iter().find_map(|n| {
+                self.annotations
+                    .get_key_value(&format!("{prefix}{n}"))
+                    .map(|(k, v)| (k.clone(), v.clone()))
+            })
+        });
+        let Some((full, value)) = found else {
+            return Ranges::Default;
+        };
+        match parse_source_ranges(&value) {
+            Ok(nets) if !nets.is_empty() => Ranges::Set(nets),
+            Ok(_) => {
+                self.refuse(&full, "the value is empty, not a list of CIDRs");
+                Ranges::Default
+            }
+            Err(why) => {
+                self.refuse(&full, &why);
+                Ranges::Default
+            }
+        }
+    }
+
+    fn basic_auth(&mut self) -> Option<BasicAuthAnnotations> {
+        let Some((type_full, auth_type)) = lookup(self.annotations, AUTH_TYPE) else {
+            for name in [AUTH_SECRET, AUTH_SECRET_TYPE, AUTH_REALM] {
+                if let Some((full, _)) = lookup(self.annotations, name) {
+                    self.diags.push(Diagnostic::warning(
+                        Kind::Ingress,
+                        self.key,
+                        format!("metadata.annotations[{full:?}]"),
+                        DiagnosticReason::InvalidAnnotation,
+                        format!("annotation {full} has no effect without auth-type"),
+                    ));
+                }
+            }
+            return None;
+        };
+        let digest = match auth_type.trim() {
+            "basic" => false,
+            "digest" => true,
+            other => {
+                self.refuse(
+                    type_full,
+                    &format!("{other:?} is not an authentication type (expected basic or digest)"),
+                );
+                return None;
+            }
+        };
+        let map = match lookup(self.annotations, AUTH_SECRET_TYPE) {
+            None => false,
+            Some((_, v)) if v.trim() == "auth-file" => false,
+            Some((_, v)) if v.trim() == "auth-map" => true,
+            Some((full, v)) => {
+                self.refuse(
+                    full,
+                    &format!("{v:?} is not a secret type (expected auth-file or auth-map)"),
+                );
+                return None;
+            }
+        };
+        let Some((secret_full, secret)) = lookup(self.annotations, AUTH_SECRET) else {
+            self.refuse(
+                type_full,
+                "auth-type basic needs auth-secret, which is not set",
+            );
+            return None;
+        };
+        let secret = match parse_secret_ref(secret.trim(), &self.key.namespace) {
+            Ok(s) => s,
+            Err(why) => {
+                self.refuse(secret_full, &why);
+                return None;
+            }
+        };
+        let realm = match lookup(self.annotations, AUTH_REALM) {
+            None => String::new(),
+            Some((full, v)) => match parse_realm(v) {
+                Ok(r) => r,
+                Err(why) => {
+                    self.refuse(full, &why);
+                    return None;
+                }
+            },
+        };
+        Some(BasicAuthAnnotations {
+            digest,
+            secret,
+            map,
+            realm,
+            field: secret_full.to_owned(),
+        })
+    }
+
+    fn guards(&mut self) {
+        for (name, asks) in GUARDS {
+            let Some((full, value)) = lookup(self.annotations, name) else {
+                continue;
+            };
+            let asks = match asks {
+                Asks::Always => true,
+                Asks::Unless(values) => !values.contains(&value.trim()),
+            };
+            if asks {
+                let why = if *name == "auth-snippet" {
+                    "snippets are never executed, so the authentication it adds cannot be honoured"
+                        .to_owned()
+                } else {
+                    format!("{name} is not implemented by Portico")
+                };
+                self.refuse(full, &why);
+            }
+        }
+    }
+}
+
+/// Reads the security annotations of Ingress `key`.
+pub fn parse(
+    key: &ObjectKey,
+    annotations: &BTreeMap<String, String>,
+    diags: &mut Vec<Diagnostic>,
+) -> SecurityAnnotations {
+    let mut r = Reader {
+        key,
+        annotations,
+        out: SecurityAnnotations::default(),
+        diags,
+    };
+    r.guards();
+    // ingress-nginx reads `allowlist-source-range`, and its alias only without it.
+    r.out.allow = r.ranges(&[ALLOWLIST, WHITELIST]);
+    r.out.deny = r.ranges(&[DENYLIST]);
+    r.out.basic_auth = r.basic_auth();
+    if let Some((full, v)) = lookup(annotations, SATISFY) {
+        match v.trim() {
+            "any" => r.out.satisfy_any = true,
+            "all" => {}
+            // Anything else is `all` in ingress-nginx too: the stricter reading.
+            other => r.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::InvalidAnnotation,
+                format!("annotation {full} has invalid value {other:?} (expected any or all); all applies, as in ingress-nginx"),
+            )),
+        }
+    }
+    if let Some((full, v)) = lookup(annotations, ENABLE_GLOBAL_AUTH) {
+        match super::annotations::parse_bool(v.trim()) {
+            Ok(b) => r.out.global_auth = b,
+            // Unreadable: the global auth stays in force, as it does in ingress-nginx.
+            Err(expected) => r.diags.push(Diagnostic::warning(
+                Kind::Ingress,
+                key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::InvalidAnnotation,
+                format!("annotation {full} has invalid value {v:?} (expected {expected}); the global auth applies"),
+            )),
+        }
+    }
+    r.out
+}
+
+/// Comma-separated CIDRs or single addresses, IPv4 or IPv6, as ingress-nginx's
+/// `ParseIPNets` reads them: items trimmed, host bits dropped (`192.0.2.3/24` is
+/// `192.0.2.0/24`), empty items refused, and any item that is neither makes the whole
+/// list fail.
+pub fn parse_source_ranges(v: &str) -> Result<Vec<IpNet>, String> {
+    let mut out = Vec::new();
+    if v.trim().is_empty() {
+        return Ok(out);
+    }
+    for item in v.split(',') {
+        let item = item.trim();
+        let net = match item.parse::<IpNet>() {
+            Ok(net) => net.trunc(),
+            Err(_) => match item.parse::<IpAddr>() {
+                Ok(ip) => IpNet::from(ip),
+                Err(_) => {
+                    return Err(format!(
+                        "{item:?} is not an IP address or CIDR (expected a list such as 10.0.0.0/24,172.10.0.1)"
+                    ))
+                }
+            },
+        };
+        if !out.contains(&net) {
+            out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// `auth-secret`: `name` or `namespace/name`; a Secret of another namespace is refused,
+/// as ingress-nginx refuses it by default.
+fn parse_secret_ref(v: &str, namespace: &str) -> Result<ObjectKey, String> {
+    let name_ok = |n: &str| {
+        (1..=253).contains(&n.len())
+            && n.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    let (ns, name) = match v.split_once('/') {
+        Some((ns, name)) => (ns, name),
+        None => (namespace, v),
+    };
+    if !name_ok(ns) || !name_ok(name) {
+        return Err(format!("{v:?} is not a Secret name or namespace/name"));
+    }
+    if ns != namespace {
+        return Err(format!(
+            "Secret {ns}/{name} is in another namespace than the Ingress, which is not allowed"
+        ));
+    }
+    Ok(ObjectKey::new(ns, name))
+}
+
+/// `auth-realm`: letters, digits, spaces and the punctuation a quoted realm can hold
+/// (no `"` or `\`), as ingress-nginx's character check lets through.
+fn parse_realm(v: &str) -> Result<String, String> {
+    let ok = v.len() <= 256
+        && v.bytes()
+            .all(|b| (b == b' ' || b.is_ascii_graphic()) && b != b'"' && b != b'\\');
+    if ok {
+        Ok(v.to_owned())
+    } else {
+        Err(format!(
+            "{v:?} is not a realm of visible ASCII characters and spaces without \" or \\"
+        ))
+    }
+}
+
+/// The user lists of the auth Secrets that Ingresses of ours name (canaries aside:
+/// their own annotations play no part), read from the store at every compile, so a
+/// Secret edit applies at once. A Secret that is missing, or lacks what its type needs,
+/// is reported on each Ingress naming it and gives no list: those paths answer 503.
+pub fn credentials(
+    store: &Store,
+    fragments: &[Arc<Fragment>],
+    diags: &mut Vec<Diagnostic>,
+) -> (Credentials, DigestCredentials) {
+    let mut basic = Credentials::new();
+    let mut digest = DigestCredentials::new();
+    let mut judged: HashMap<Arc<str>, Result<(), String>> = HashMap::new();
+    for f in fragments {
+        if f.ann.canary.is_some() || !f.ann.security.refused.is_empty() {
+            continue;
+        }
+        let Some(auth) = &f.ann.security.basic_auth else {
+            continue;
+        };
+        let users = auth.users_key();
+        let verdict = judged.entry(users.clone()).or_insert_with(|| {
+            let problems = match read_users(store, auth)? {
+                Users::Basic(list, problems) => {
+                    basic.insert(users.clone(), Arc::new(list));
+                    problems
+                }
+                Users::Digest(list, problems) => {
+                    digest.insert(users.clone(), Arc::new(list));
+                    problems
+                }
+            };
+            for p in problems {
+                diags.push(Diagnostic::warning(
+                    Kind::Secret,
+                    &auth.secret,
+                    "data",
+                    DiagnosticReason::AuthSecretInvalid,
+                    format!("auth user list: {p}; that entry is ignored"),
+                ));
+            }
+            Ok(())
+        });
+        if let Err(why) = verdict {
+            diags.push(Diagnostic::error(
+                Kind::Ingress,
+                &f.key,
+                format!("metadata.annotations[{:?}]", auth.field),
+                DiagnosticReason::AuthSecretInvalid,
+                format!(
+                    "annotation {}: {why}; the Ingress's paths answer 503 until it is fixed",
+                    auth.field
+                ),
+            ));
+        }
+    }
+    (basic, digest)
+}
+
+/// One Secret's users, and what was wrong with some of its entries.
+enum Users {
+    Basic(Htpasswd, Vec<String>),
+    Digest(Htdigest, Vec<String>),
+}
+
+fn read_users(store: &Store, auth: &BasicAuthAnnotations) -> Result<Users, String> {
+    let secret = store
+        .secrets
+        .get(&auth.secret)
+        .ok_or_else(|| format!("Secret {} does not exist", auth.secret))?;
+    let data = secret.data.as_ref();
+    if auth.map {
+        let mut pairs = Vec::new();
+        let mut problems = Vec::new();
+        for (user, hash) in data.into_iter().flatten() {
+            match std::str::from_utf8(&hash.0) {
+                Ok(h) => pairs.push((user.as_str(), h)),
+                Err(_) => problems.push(format!("user {user:?}: the value is not text")),
+            }
+        }
+        if auth.digest {
+            let (list, bad) = Htdigest::from_pairs(pairs);
+            problems.extend(
+                bad.iter()
+                    .map(|u| format!("user {u:?}: the value is not realm:HA1 (32 hex digits)")),
+            );
+            return Ok(Users::Digest(list, problems));
+        }
+        let (list, errors) = Htpasswd::from_pairs(pairs);
+        problems.extend(errors.iter().map(ToString::to_string));
+        return Ok(Users::Basic(list, problems));
+    }
+    let file = data.and_then(|d| d.get("auth")).ok_or_else(|| {
+        format!(
+            "Secret {} has no key \"auth\" (an {} file)",
+            auth.secret,
+            if auth.digest { "htdigest" } else { "htpasswd" }
+        )
+    })?;
+    let text = std::str::from_utf8(&file.0)
+        .map_err(|_| format!("Secret {} key \"auth\" is not text", auth.secret))?;
+    if auth.digest {
+        let (list, bad) = Htdigest::parse(text);
+        let problems = bad
+            .iter()
+            .map(|line| format!("line {line}: not user:realm:HA1 (32 hex digits)"))
+            .collect();
+        return Ok(Users::Digest(list, problems));
+    }
+    let (list, errors) = Htpasswd::parse(text);
+    Ok(Users::Basic(
+        list,
+        errors.iter().map(ToString::to_string).collect(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(pairs: &[(&str, &str)]) -> (SecurityAnnotations, Vec<Diagnostic>) {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut diags = Vec::new();
+        let s = parse(&ObjectKey::new("default", "web"), &map, &mut diags);
+        (s, diags)
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn source_ranges_as_ingress_nginx_parses_them() {
+        assert_eq!(
+            parse_source_ranges("10.0.0.0/24,172.10.0.1"),
+            Ok(nets(&["10.0.0.0/24", "172.10.0.1/32"]))
+        );
+        assert_eq!(
+            parse_source_ranges(" 192.0.2.3/24 , 2001:db8::1/64,::1"),
+            Ok(nets(&["192.0.2.0/24", "2001:db8::/64", "::1/128"]))
+        );
+        for bad in [
+            "10.0.0.0/33",
+            "10.0.0.0/24,",
+            "example.com",
+            "10.0.0.0/24;10.1.0.0/24",
+            "1.2.3",
+        ] {
+            assert!(parse_source_ranges(bad).is_err(), "{bad}");
+        }
+        let (s, d) = read(&[(
+            "nginx.ingress.kubernetes.io/whitelist-source-range",
+            "10.0.0.0/24,172.10.0.1",
+        )]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        assert_eq!(
+            s.allow,
+            Ranges::Set(nets(&["10.0.0.0/24", "172.10.0.1/32"]))
+        );
+        assert_eq!(s.deny, Ranges::Default);
+        // allowlist- wins over its alias; portico.dev/ over the nginx prefix.
+        let (s, _) = read(&[
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.1",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/allowlist-source-range",
+                "10.0.0.2",
+            ),
+            ("portico.dev/denylist-source-range", "10.0.0.3"),
+            (
+                "nginx.ingress.kubernetes.io/denylist-source-range",
+                "10.0.0.4",
+            ),
+        ]);
+        assert_eq!(s.allow, Ranges::Set(nets(&["10.0.0.2/32"])));
+        assert_eq!(s.deny, Ranges::Set(nets(&["10.0.0.3/32"])));
+    }
+
+    #[test]
+    fn a_bad_or_empty_range_refuses_the_paths() {
+        for (key, value) in [
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-range",
+                "10.0.0.0/24,nope",
+            ),
+            ("portico.dev/denylist-source-range", "300.0.0.1"),
+            ("nginx.ingress.kubernetes.io/allowlist-source-range", "  "),
+        ] {
+            let (s, d) = read(&[(key, value)]);
+            assert_eq!(s.refused.len(), 1, "{key}");
+            assert!(s.refused[0].contains("Ingress default/web") && s.refused[0].contains(key));
+            assert_eq!(d.len(), 1);
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused);
+            assert_eq!(d[0].field, format!("metadata.annotations[{key:?}]"));
+        }
+    }
+
+    #[test]
+    fn unimplemented_guards_refuse_unless_they_ask_for_nothing() {
+        for (key, value) in [
+            (
+                "nginx.ingress.kubernetes.io/auth-url",
+                "http://auth.example/check",
+            ),
+            ("portico.dev/auth-tls-secret", "default/ca"),
+            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
+            ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
+            ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
+            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
+        ] {
+            let (s, d) = read(&[(key, value)]);
+            assert_eq!(s.refused.len(), 1, "{key}");
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{key}");
+            assert!(d[0].message.contains(key), "{}", d[0].message);
+        }
+        for (key, value) in [
+            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "off"),
+            ("nginx.ingress.kubernetes.io/satisfy", "all"),
+            ("nginx.ingress.kubernetes.io/enable-modsecurity", "false"),
+        ] {
+            let (s, d) = read(&[(key, value)]);
+            assert!(s.refused.is_empty() && d.is_empty(), "{key}: {d:?}");
+        }
+        assert!(is_security_key("auth-url") && is_security_key("whitelist-source-range"));
+        assert_eq!(
+            global_refusal("global-auth-url", "http://auth.example/check").as_deref(),
+            Some("global-auth-url is not implemented by Portico")
+        );
+        assert_eq!(global_refusal("global-auth-url", ""), None);
+        assert_eq!(global_refusal("enable-modsecurity", "false"), None);
+        assert!(global_refusal("enable-modsecurity", "true").is_some());
+        assert_eq!(global_refusal("proxy-body-size", "1m"), None);
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/satisfy", "any")]);
+        assert!(s.satisfy_any && s.refused.is_empty() && d.is_empty());
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/satisfy", "some")]);
+        assert!(!s.satisfy_any && s.refused.is_empty());
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
+        assert!(!s.global_auth && d.is_empty());
+        assert!(SecurityAnnotations::default().global_auth);
+        assert!(!is_security_key("auth-method"));
+    }
+
+    #[test]
+    fn basic_auth_as_the_documentation_sets_it() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let (s, d) = read(&[
+            (&n("auth-type"), "basic"),
+            (&n("auth-secret"), "basic-auth"),
+            (&n("auth-realm"), "Authentication Required - foo"),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.basic_auth.expect("basic auth");
+        assert_eq!(a.secret, ObjectKey::new("default", "basic-auth"));
+        assert!(!a.map);
+        assert_eq!(a.realm, "Authentication Required - foo");
+        assert_eq!(&*a.users_key(), "auth-file:default/basic-auth");
+
+        let (s, d) = read(&[
+            ("portico.dev/auth-type", "basic"),
+            (&n("auth-secret"), "default/basic-auth"),
+            (&n("auth-secret-type"), "auth-map"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        assert!(s.basic_auth.expect("basic auth").map);
+
+        for (pairs, what) in [
+            (
+                vec![(n("auth-type"), "ntlm"), (n("auth-secret"), "x")],
+                "ntlm",
+            ),
+            (vec![(n("auth-type"), "basic")], "auth-secret"),
+            (
+                vec![(n("auth-type"), "basic"), (n("auth-secret"), "other/x")],
+                "another namespace",
+            ),
+            (
+                vec![
+                    (n("auth-type"), "basic"),
+                    (n("auth-secret"), "x"),
+                    (n("auth-secret-type"), "file"),
+                ],
+                "secret type",
+            ),
+            (
+                vec![
+                    (n("auth-type"), "basic"),
+                    (n("auth-secret"), "x"),
+                    (n("auth-realm"), "a\"b"),
+                ],
+                "realm",
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (s, d) = read(&pairs);
+            assert!(s.basic_auth.is_none(), "{what}");
+            assert_eq!(s.refused.len(), 1, "{what}");
+            assert!(d[0].message.contains(what), "{what}: {}", d[0].message);
+        }
+        let (s, d) = read(&[(&n("auth-type"), "digest"), (&n("auth-secret"), "users")]);
+        assert!(d.is_empty(), "{d:?}");
+        let a = s.basic_auth.expect("digest auth");
+        assert!(a.digest);
+        assert_eq!(&*a.users_key(), "digest-auth-file:default/users");
+        // Without auth-type the secret does nothing, and says so.
+        let (s, d) = read(&[(&n("auth-secret"), "basic-auth")]);
+        assert!(s.basic_auth.is_none() && s.refused.is_empty());
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+    }
+}
