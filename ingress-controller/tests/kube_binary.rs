@@ -1,7 +1,7 @@
 //! The real binary against the API-server double: routing follows API objects, readiness
 //! waits for the initial lists, 410 Gone / dropped watches / a vanished API server keep the
-//! last good config and an outage ends in seconds, Ingress status goes through the status
-//! subresource, and a burst of
+//! last good config and an outage ends in seconds, Ingress status is applied (server-side)
+//! through the status subresource, and a burst of
 //! EndpointSlice changes costs a handful of reloads.
 
 mod apiserver;
@@ -136,17 +136,22 @@ async fn routes_follow_the_api_and_status_is_written_through_the_subresource() {
     })
     .await;
 
-    // Status: one merge patch on the status subresource, by the leader.
+    // Status: one server-side apply on the status subresource, by the leader, as `portico`.
     let status_path = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status";
     let patch = eventually(&c, "status patch", || async {
         api.requests().into_iter().find(|r| r.path == status_path)
     })
     .await;
     assert_eq!(patch.method, "PATCH");
-    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.content_type, apiserver::APPLY_PATCH);
+    assert!(
+        patch.query.contains("fieldManager=portico") && patch.query.contains("force=true"),
+        "{}",
+        patch.query
+    );
     assert_eq!(
-        patch.json(),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
+        patch.json()["status"],
+        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}})
     );
     let lease = api
         .get(
