@@ -11,6 +11,7 @@ mod listener;
 mod resolver;
 mod self_signed;
 mod server;
+mod serving;
 mod store;
 
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
@@ -18,6 +19,7 @@ pub use listener::{serve, serve_observed, TlsConnection};
 pub use resolver::CertResolver;
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
+pub use serving::{generate_serving_pair, ServingPair};
 pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
@@ -65,8 +67,8 @@ impl CertSource {
 pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-    #[error("generating the self-signed certificate: {0}")]
-    SelfSigned(#[from] rcgen::Error),
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
     #[error("TLS handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("TLS handshake failed: {0}")]
@@ -78,7 +80,7 @@ impl TlsError {
     pub fn reason(&self) -> &'static str {
         match self {
             TlsError::Config(_) => "config",
-            TlsError::SelfSigned(_) => "self_signed",
+            TlsError::Generate(_) => "generate",
             TlsError::HandshakeTimeout(_) => "timeout",
             TlsError::Handshake(_) => "handshake",
         }
