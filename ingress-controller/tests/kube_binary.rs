@@ -278,9 +278,13 @@ async fn an_ingress_created_after_a_long_api_server_outage_is_served_within_seco
     late["metadata"]["name"] = json!("late");
     api.apply(late);
     let created = tokio::time::Instant::now();
-    wait_for(c.http, "late.example.com", "/", AFTER_OUTAGE, |status, body| {
-        status == 200 && body == "backend-a /"
-    })
+    wait_for(
+        c.http,
+        "late.example.com",
+        "/",
+        AFTER_OUTAGE,
+        |status, body| status == 200 && body == "backend-a /",
+    )
     .await;
     eprintln!("served {:?} after creation", created.elapsed());
     // The old routes were served all along and still are.

@@ -184,7 +184,11 @@ async fn status_is_patched_through_the_subresource_only_by_the_leader_and_only_o
         })
         .expect("a clearing patch");
     assert_eq!(clear.content_type, apiserver::APPLY_PATCH);
-    assert!(clear.query.contains("fieldManager=portico"), "{}", clear.query);
+    assert!(
+        clear.query.contains("fieldManager=portico"),
+        "{}",
+        clear.query
+    );
     // No write ever went to the main resource.
     assert!(!env.api.requests().iter().any(|r| r.method != "GET"
         && r.path.contains("/ingresses/")

@@ -9,8 +9,8 @@
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose,
-    IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::TlsError;
@@ -89,7 +89,10 @@ mod tests {
 
     #[test]
     fn the_serving_certificate_names_its_hosts_and_validity() {
-        let names = vec!["hook.ns.svc".to_owned(), "hook.ns.svc.cluster.local".to_owned()];
+        let names = vec![
+            "hook.ns.svc".to_owned(),
+            "hook.ns.svc.cluster.local".to_owned(),
+        ];
         let now = 1_800_000_000;
         let pair =
             generate_serving_pair("test CA", &names, now, Duration::from_secs(86400)).unwrap();

@@ -101,8 +101,11 @@ fn neighbourhood(
             continue;
         }
         let shares_host = hosts_of_iter(ing).any(|h| hosts.iter().any(|c| same_host(c, h)));
-        let both_default =
-            wants_default && ing.spec.as_ref().is_some_and(|s| s.default_backend.is_some());
+        let both_default = wants_default
+            && ing
+                .spec
+                .as_ref()
+                .is_some_and(|s| s.default_backend.is_some());
         if shares_host || both_default {
             ingresses.insert(k.clone(), ing.clone());
         }
@@ -230,7 +233,9 @@ spec:
 
     fn candidate(yaml: &str) -> Ingress {
         let mut ing: Ingress = serde_yaml_ng::from_str(yaml).unwrap();
-        ing.metadata.namespace.get_or_insert_with(|| "default".into());
+        ing.metadata
+            .namespace
+            .get_or_insert_with(|| "default".into());
         ing
     }
 
@@ -366,10 +371,8 @@ spec:
 
     #[test]
     fn a_missing_service_is_only_a_warning() {
-        let v = check(
-            &ingress("", "free.example.com", "/", "")
-                .replace("name: web", "name: later"),
-        );
+        let v =
+            check(&ingress("", "free.example.com", "/", "").replace("name: web", "name: later"));
         assert!(v.allowed(), "{v:?}");
         assert_eq!(
             reasons(&v.warnings),

@@ -562,8 +562,8 @@ mod tests {
     use super::*;
 
     fn gone() -> watcher::Error {
-        let status = kube::core::Status::failure("too old resource version", "Expired")
-            .with_code(410);
+        let status =
+            kube::core::Status::failure("too old resource version", "Expired").with_code(410);
         watcher::Error::WatchError(Box::new(status))
     }
 
@@ -590,8 +590,15 @@ mod tests {
         for _ in 0..6 {
             retry.after(&refused());
         }
-        assert_eq!(retry.after(&gone()), None, "410 after an outage relists at once");
-        assert!(retry.after(&gone()).is_some(), "a second 410 in a row waits");
+        assert_eq!(
+            retry.after(&gone()),
+            None,
+            "410 after an outage relists at once"
+        );
+        assert!(
+            retry.after(&gone()).is_some(),
+            "a second 410 in a row waits"
+        );
         retry.reset();
         assert_eq!(retry.after(&gone()), None);
         assert!(retry.after(&refused()).unwrap() <= RETRY_MAX);
