@@ -113,6 +113,13 @@ const RESOURCES: &[ResDef] = &[
         kind: "Event",
         namespaced: true,
     },
+    ResDef {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "validatingwebhookconfigurations",
+        kind: "ValidatingWebhookConfiguration",
+        namespaced: false,
+    },
 ];
 
 fn res_by_kind(api_version: &str, kind: &str) -> Option<usize> {

@@ -1,0 +1,249 @@
+//! The validating admission webhook (`--webhook-addr`): the API server sends each Ingress
+//! create and update here before storing it, and Portico answers whether it would serve
+//! it as written.
+//!
+//! The candidate is compiled against the current store with the same rules as everything
+//! Portico serves ([`review`]); nothing is rendered, written to disk or executed, so object
+//! content cannot reach anything but the compiler's parsers. The listener speaks HTTPS
+//! only, with a certificate from a CA of its own ([`certs`]), and answers exactly one
+//! thing: `POST` [`PATH`] with a JSON `admission.k8s.io/v1` AdmissionReview of at most
+//! [`MAX_BODY`] bytes. It asks for no client certificate: it gives nothing away but a
+//! verdict on the object sent, which the sender already has.
+
+pub mod certs;
+pub mod review;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Body;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::admin::Readiness;
+use crate::compile::CompileOptions;
+use crate::store::SharedStore;
+
+/// The one path served, as the ValidatingWebhookConfiguration's `clientConfig.service.path`.
+pub const PATH: &str = "/validate/ingresses";
+
+/// The largest body read: the API server's own limit on a request (3 MiB), which no
+/// review of an object it accepted can exceed.
+pub const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// How long a client has to send its request once connected (the API server's own
+/// `timeoutSeconds` is shorter).
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The webhook's request handler: the store to judge against and when it may judge.
+#[derive(Clone)]
+pub struct Webhook {
+    pub store: SharedStore,
+    pub opts: CompileOptions,
+    /// Until the first lists are in the store, every verdict would be wrong (no TLS
+    /// Secrets, no older Ingresses): answer 503 until then.
+    pub readiness: Arc<Readiness>,
+}
+
+impl Webhook {
+    /// Serves HTTPS on `listener` through `acceptor` (whose certificate [`certs::run`]
+    /// keeps), until the process ends.
+    pub async fn serve(self, listener: TcpListener, acceptor: tls::TlsAcceptor) {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let (hook, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                let tls = match tls::accept(stream, &acceptor, READ_TIMEOUT).await {
+                    Ok((tls, _)) => tls,
+                    Err(e) => {
+                        tracing::debug!(%remote, error = %e, "webhook TLS handshake failed");
+                        return;
+                    }
+                };
+                let service = service_fn(move |req| {
+                    let hook = hook.clone();
+                    async move { Ok::<_, Infallible>(hook.handle(req, remote).await) }
+                });
+                if let Err(e) = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(tls), service)
+                    .await
+                {
+                    tracing::debug!(%remote, error = %e, "webhook connection error");
+                }
+            });
+        }
+    }
+
+    async fn handle<B>(&self, req: Request<B>, remote: SocketAddr) -> Response<Full<Bytes>>
+    where
+        B: Body<Data = Bytes>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        if req.uri().path() != PATH {
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        if req.method() != Method::POST {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "POST only");
+        }
+        let json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return text(StatusCode::UNSUPPORTED_MEDIA_TYPE, "application/json only");
+        }
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > MAX_BODY as u64) {
+            return text(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 3 MiB");
+        }
+        let body = match tokio::time::timeout(
+            READ_TIMEOUT,
+            Limited::new(req.into_body(), MAX_BODY).collect(),
+        )
+        .await
+        {
+            Ok(Ok(body)) => body.to_bytes(),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                return text(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 3 MiB")
+            }
+            Ok(Err(_)) | Err(_) => return text(StatusCode::BAD_REQUEST, "body not read"),
+        };
+        if let Err(why) = self.readiness.check() {
+            return text(StatusCode::SERVICE_UNAVAILABLE, why);
+        }
+        let started = Instant::now();
+        let store = self.store.snapshot();
+        match review::review(&store, &self.opts, &body) {
+            Ok(reviewed) => {
+                tracing::info!(
+                    %remote,
+                    outcome = reviewed.outcome.as_str(),
+                    micros = started.elapsed().as_micros() as u64,
+                    "admission review"
+                );
+                match serde_json::to_vec(&reviewed.review) {
+                    Ok(out) => {
+                        let mut resp = Response::new(Full::new(Bytes::from(out)));
+                        resp.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            header::HeaderValue::from_static("application/json"),
+                        );
+                        resp
+                    }
+                    Err(_) => text(StatusCode::INTERNAL_SERVER_ERROR, "response not encoded"),
+                }
+            }
+            Err(e) => {
+                tracing::info!(%remote, error = %e, "admission request refused");
+                text(StatusCode::BAD_REQUEST, &e.to_string())
+            }
+        }
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hook(ready: bool) -> Webhook {
+        let (readiness, synced) = Readiness::new();
+        if ready {
+            synced.send_replace(true);
+            readiness.set_published();
+        }
+        Webhook {
+            store: SharedStore::new(),
+            opts: CompileOptions::default(),
+            readiness,
+        }
+    }
+
+    fn post(path: &str, content_type: &str, body: Vec<u8>) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }
+
+    async fn status(hook: &Webhook, req: Request<Full<Bytes>>) -> (u16, String) {
+        let resp = hook.handle(req, ([127, 0, 0, 1], 1).into()).await;
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn refuses_what_is_not_a_small_json_post_to_its_path() {
+        let hook = hook(true);
+        let big = vec![b' '; MAX_BODY + 1];
+        // Streamed past the cap (no Content-Length to go by), and declared too large.
+        let mut streamed = post(PATH, "application/json", big.clone());
+        streamed.headers_mut().remove(header::CONTENT_LENGTH);
+        assert_eq!(status(&hook, streamed).await.0, 413);
+        let mut declared = post(PATH, "application/json", Vec::new());
+        declared.headers_mut().insert(
+            header::CONTENT_LENGTH,
+            header::HeaderValue::from(MAX_BODY as u64 + 1),
+        );
+        assert_eq!(status(&hook, declared).await.0, 413);
+        assert_eq!(
+            status(&hook, post("/", "application/json", Vec::new()))
+                .await
+                .0,
+            404
+        );
+        assert_eq!(
+            status(&hook, post(PATH, "text/yaml", Vec::new())).await.0,
+            415
+        );
+        let mut get = post(PATH, "application/json", Vec::new());
+        *get.method_mut() = Method::GET;
+        assert_eq!(status(&hook, get).await.0, 405);
+        let (code, text) = status(
+            &hook,
+            post(PATH, "application/json", b"{\"secret\": 1".to_vec()),
+        )
+        .await;
+        assert_eq!(code, 400);
+        assert!(!text.contains("secret"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn answers_503_until_the_store_is_synced() {
+        let (code, _) = status(&hook(false), post(PATH, "application/json", b"{}".to_vec())).await;
+        assert_eq!(code, 503);
+        let (code, _) = status(&hook(true), post(PATH, "application/json", b"{}".to_vec())).await;
+        assert_eq!(code, 400);
+    }
+}
