@@ -217,9 +217,13 @@ impl Backend {
 
     /// Like [`Backend::start`], answering each request after `delay`.
     pub async fn start_slow(name: &str, delay: Duration) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Backend::start_at(name, "127.0.0.1:0", delay).await
+    }
+
+    /// Like [`Backend::start_slow`], listening on `bind` (e.g. a pod address made local
+    /// in a private network namespace).
+    pub async fn start_at(name: &str, bind: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind(bind).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let name_owned = name.to_owned();
         let task = tokio::spawn(async move {
