@@ -8,7 +8,7 @@
 //! status is left alone rather than cleared).
 //!
 //! Each Ingress we own gets its status through the `status` subresource by server-side
-//! apply as field manager [`FIELD_MANAGER`], and only when its current status differs. The
+//! apply as field manager `portico`, and only when its current status differs. The
 //! server then records which fields are Portico's, so Portico never takes or overwrites
 //! fields another writer owns. An Ingress that stops being ours and still shows our address
 //! is cleared.
@@ -31,10 +31,8 @@ use tokio::sync::watch;
 
 use proxy_core::host::HostName;
 
+use crate::sources::kube::FIELD_MANAGER;
 use crate::store::{ObjectKey, SharedStore};
-
-/// The field manager of every server-side apply Portico makes.
-pub const FIELD_MANAGER: &str = "portico";
 
 /// One address as it appears in `status.loadBalancer.ingress`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -374,7 +374,11 @@ fn event_posts(api: &ApiServer) -> Vec<Value> {
         .filter(|r| {
             r.method == "POST" && r.path == "/apis/events.k8s.io/v1/namespaces/default/events"
         })
-        .map(|r| r.json())
+        .map(|r| {
+            // Every write names Portico's field manager.
+            assert!(r.query.contains("fieldManager=portico"), "{}", r.query);
+            r.json()
+        })
         .collect()
 }
 

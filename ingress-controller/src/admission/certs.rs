@@ -18,12 +18,12 @@ use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::Client;
 use tls::{CertResolver, CertSource, HostPattern, ParsedCert, ServingPair};
 use tokio::sync::watch;
 
-use crate::status::FIELD_MANAGER;
+use crate::sources::kube::post_params;
 use crate::store::ObjectKey;
 
 /// How long a generated pair is valid.
@@ -198,10 +198,7 @@ async fn sync_secret(
         ),
         ..Secret::default()
     };
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_owned()),
-        ..PostParams::default()
-    };
+    let params = post_params();
     let written = match existing {
         None => api.create(&params, &secret).await,
         Some(old) => {
@@ -302,10 +299,7 @@ async fn sync_bundle(client: &Client, name: &str, bundle: &str) -> Result<bool, 
         }
     }
     if changed {
-        let params = PostParams {
-            field_manager: Some(FIELD_MANAGER.to_owned()),
-            ..PostParams::default()
-        };
+        let params = post_params();
         // Under the resourceVersion read: a concurrent edit makes this fail and retry.
         api.replace(name, &params, &config)
             .await

@@ -50,6 +50,18 @@ pub const KINDS: [Kind; 6] = [
     Kind::Secret,
 ];
 
+/// The field manager Portico names in every write (server-side apply of status, and the
+/// objects it creates or replaces), so `managedFields` show which fields are its own.
+pub const FIELD_MANAGER: &str = "portico";
+
+/// Create and replace parameters naming [`FIELD_MANAGER`].
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    }
+}
+
 /// Only these Secrets are watched (see the module docs).
 pub const SECRET_FIELD_SELECTOR: &str = "type=kubernetes.io/tls";
 
