@@ -499,3 +499,37 @@ async fn rotates_a_certificate_near_expiry_keeping_the_old_ca_trusted() {
     .await
     .is_err());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_over_the_cap_are_closed_and_the_webhook_keeps_answering() {
+    use tokio::io::AsyncReadExt;
+    let api = ApiServer::start().await;
+    seed(&api);
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut c = start(&api, &dir, addr);
+    c.wait_ready().await;
+    let bundle = wait_serving(&c, &api, addr).await;
+    // Idle connections that never start TLS take every slot.
+    let mut held = Vec::new();
+    for _ in 0..ingress_controller::admission::MAX_CONNECTIONS {
+        held.push(TcpStream::connect(addr).await.unwrap());
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
+        .await
+        .expect("a connection over the cap was kept open")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let ok = admit(
+        addr,
+        &bundle,
+        ingress("new", json!({}), "new.example.com", "/"),
+    )
+    .await;
+    assert_eq!(ok["allowed"], true, "{ok}");
+}

@@ -41,6 +41,10 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// `timeoutSeconds` is shorter).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Connections served at once. The API servers keep a few each; more are closed at once,
+/// so a flood from the pod network cannot take the process's sockets or memory.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// The webhook's request handler: the store to judge against and when it may judge.
 #[derive(Clone)]
 pub struct Webhook {
@@ -55,6 +59,7 @@ impl Webhook {
     /// Serves HTTPS on `listener` through `acceptor` (whose certificate [`certs::run`]
     /// keeps), until the process ends.
     pub async fn serve(self, listener: TcpListener, acceptor: tls::TlsAcceptor) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
             let (stream, remote) = match listener.accept().await {
                 Ok(c) => c,
@@ -64,8 +69,13 @@ impl Webhook {
                     continue;
                 }
             };
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                tracing::warn!(%remote, "webhook connection refused: too many open");
+                continue;
+            };
             let (hook, acceptor) = (self.clone(), acceptor.clone());
             tokio::spawn(async move {
+                let _slot = slot;
                 let tls = match tls::accept(stream, &acceptor, READ_TIMEOUT).await {
                     Ok((tls, _)) => tls,
                     Err(e) => {
