@@ -41,6 +41,10 @@ pub const MAX_BODY: usize = 3 * 1024 * 1024;
 /// `timeoutSeconds` is shorter).
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a review denied only for missing TLS Secrets waits for them to arrive from
+/// the watch (well within the configuration's `timeoutSeconds: 5`).
+const SECRET_WAIT: Duration = Duration::from_secs(2);
+
 /// Connections served at once. The API servers keep a few each; more are closed at once,
 /// so a flood from the pod network cannot take the process's sockets or memory.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -141,8 +145,22 @@ impl Webhook {
             return text(StatusCode::SERVICE_UNAVAILABLE, why);
         }
         let started = Instant::now();
-        let store = self.store.snapshot();
-        match review::review(&store, &self.opts, &body) {
+        // Subscribed before the snapshot, so no change between the two is missed.
+        let mut changes = self.store.subscribe();
+        let mut result = review::review(&self.store.snapshot(), &self.opts, &body);
+        while let Ok(reviewed) = &result {
+            let left = SECRET_WAIT.saturating_sub(started.elapsed());
+            if !reviewed.awaits_secrets || left.is_zero() {
+                break;
+            }
+            match tokio::time::timeout(left, changes.changed()).await {
+                Ok(Ok(())) => {
+                    result = review::review(&self.store.snapshot(), &self.opts, &body);
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(reviewed) => {
                 tracing::info!(
                     %remote,
@@ -247,6 +265,84 @@ mod tests {
         .await;
         assert_eq!(code, 400);
         assert!(!text.contains("secret"), "{text}");
+    }
+
+    fn review_body(secret: &str) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {
+                "uid": "1", "operation": "CREATE", "namespace": "default", "name": "web",
+                "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"},
+                "resource": {"group": "networking.k8s.io", "version": "v1", "resource": "ingresses"},
+                "userInfo": {"username": "admin"},
+                "object": {
+                    "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                    "metadata": {"name": "web", "namespace": "default"},
+                    "spec": {"ingressClassName": "portico",
+                        "tls": [{"hosts": ["a.example.com"], "secretName": secret}],
+                        "rules": [{"host": "a.example.com"}]}
+                }
+            }
+        }))
+        .unwrap()
+    }
+
+    fn tls_secret(name: &str) -> crate::store::Object {
+        let pair = tls::generate_serving_pair(
+            "test",
+            &["a.example.com".to_owned()],
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_secs(),
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+        crate::store::Object::Secret(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "default"},
+                "type": "kubernetes.io/tls",
+                "stringData": {"tls.crt": pair.cert_pem, "tls.key": pair.key_pem}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn class() -> crate::store::Object {
+        crate::store::Object::IngressClass(
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": "portico"},
+                "spec": {"controller": "portico.dev/ingress-controller"}
+            }))
+            .unwrap(),
+        )
+    }
+
+    #[tokio::test]
+    async fn a_tls_secret_created_just_before_its_ingress_is_waited_for() {
+        let hook = hook(true);
+        hook.store.update(|s| s.apply(class()));
+        let store = hook.store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            store.update(|s| s.apply(tls_secret("arriving")));
+        });
+        let started = Instant::now();
+        let (code, body) = status(
+            &hook,
+            post(PATH, "application/json", review_body("arriving")),
+        )
+        .await;
+        assert_eq!(code, 200);
+        assert!(body.contains("\"allowed\":true"), "{body}");
+        assert!(started.elapsed() < SECRET_WAIT, "{:?}", started.elapsed());
+        // One that never comes is refused once the wait is over.
+        let (_, body) = status(&hook, post(PATH, "application/json", review_body("never"))).await;
+        assert!(
+            body.contains("\"allowed\":false") && body.contains("never"),
+            "{body}"
+        );
+        assert!(started.elapsed() >= SECRET_WAIT);
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview, Operation};
 use kube::core::DynamicObject;
 
-use crate::compile::{self, CompileOptions, Diagnostic};
+use crate::compile::{self, CompileOptions, Diagnostic, DiagnosticReason};
 use crate::store::Store;
 
 /// The only review version served (`admissionReviewVersions: ["v1"]`).
@@ -32,6 +32,10 @@ pub enum ReviewError {
 pub struct Reviewed {
     pub review: AdmissionReview<DynamicObject>,
     pub outcome: Outcome,
+    /// Denied only for TLS Secrets the store does not hold yet: a Secret created just
+    /// before the Ingress (one `kubectl apply -f` of both) may still be on its way from
+    /// the API server's watch, so the review is worth repeating when the store changes.
+    pub awaits_secrets: bool,
 }
 
 /// What a review decided, as a metric label.
@@ -62,10 +66,11 @@ pub fn review(store: &Store, opts: &CompileOptions, body: &[u8]) -> Result<Revie
     }
     let request: AdmissionRequest<DynamicObject> =
         review.try_into().map_err(|_| ReviewError::NoRequest)?;
-    let (response, outcome) = respond(store, opts, &request);
+    let (response, outcome, awaits_secrets) = respond(store, opts, &request);
     Ok(Reviewed {
         review: response.into_review(),
         outcome,
+        awaits_secrets,
     })
 }
 
@@ -73,7 +78,7 @@ fn respond(
     store: &Store,
     opts: &CompileOptions,
     request: &AdmissionRequest<DynamicObject>,
-) -> (AdmissionResponse, Outcome) {
+) -> (AdmissionResponse, Outcome, bool) {
     let response = AdmissionResponse::from(request);
     let kind = &request.kind;
     let is_ingress = kind.group == "networking.k8s.io"
@@ -89,6 +94,7 @@ fn respond(
                 "Portico's admission webhook reviews only CREATE and UPDATE of networking.k8s.io/v1 ingresses",
             ),
             Outcome::Unsupported,
+            false,
         );
     }
     let Some(ingress) = request
@@ -103,12 +109,13 @@ fn respond(
                 "the request's object is not a networking.k8s.io/v1 Ingress",
             ),
             Outcome::Unsupported,
+            false,
         );
     };
     if ingress.metadata.deletion_timestamp.is_some() || unchanged(request, &ingress) {
         // Removing a finalizer, adding a label: problems that predate the update must not
         // block it (nor the deletion it may be part of).
-        return (response, Outcome::Allowed);
+        return (response, Outcome::Allowed, false);
     }
     let mut ingress = ingress;
     if ingress.metadata.namespace.is_none() {
@@ -120,15 +127,19 @@ fn respond(
         response.warnings = Some(verdict.warnings.iter().map(Diagnostic::to_string).collect());
     }
     if verdict.allowed() {
-        return (response, Outcome::Allowed);
+        return (response, Outcome::Allowed, false);
     }
+    let awaits_secrets = verdict
+        .errors
+        .iter()
+        .all(|d| d.reason == DiagnosticReason::SecretNotFound);
     let message = verdict
         .errors
         .iter()
         .map(Diagnostic::to_string)
         .collect::<Vec<_>>()
         .join("; ");
-    (refuse(response, message), Outcome::Denied)
+    (refuse(response, message), Outcome::Denied, awaits_secrets)
 }
 
 /// Whether an UPDATE leaves everything Portico reads (spec and annotations) as it was.
