@@ -224,6 +224,9 @@ pub fn validate(doc: &Document) -> Result<(), ManifestError> {
         ("discovery.k8s.io/v1", "EndpointSlice") => {
             doc.parse_strict::<discovery::EndpointSlice>().map(drop)
         }
+        ("admissionregistration.k8s.io/v1", "ValidatingWebhookConfiguration") => doc
+            .parse_strict::<k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration>()
+            .map(drop),
         ("policy/v1", "PodDisruptionBudget") => {
             doc.parse_strict::<policy::PodDisruptionBudget>().map(drop)
         }

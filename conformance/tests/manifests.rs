@@ -61,7 +61,11 @@ fn install_objects_live_in_the_portico_namespace() {
     for doc in &docs {
         let cluster_scoped = matches!(
             doc.kind(),
-            "Namespace" | "ClusterRole" | "ClusterRoleBinding" | "IngressClass"
+            "Namespace"
+                | "ClusterRole"
+                | "ClusterRoleBinding"
+                | "IngressClass"
+                | "ValidatingWebhookConfiguration"
         );
         let ns = doc
             .value
@@ -199,4 +203,97 @@ fn example_ingresses_name_services_that_have_backends() {
             }
         }
     }
+}
+
+#[test]
+fn the_admission_webhook_is_wired_from_configuration_to_container() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::rbac::v1::{ClusterRole, Role};
+    let docs = install_docs();
+    let find = |kind: &str, name: &str| {
+        docs.iter()
+            .find(|d| {
+                d.kind() == kind
+                    && d.value.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(name)
+            })
+            .unwrap_or_else(|| panic!("no {kind} {name}"))
+    };
+    let config: ValidatingWebhookConfiguration =
+        find("ValidatingWebhookConfiguration", "portico-admission")
+            .parse_strict()
+            .unwrap();
+    let hook = &config.webhooks.unwrap()[0];
+    assert_eq!(hook.admission_review_versions, ["v1"]);
+    assert_eq!(hook.side_effects, "None");
+    assert!(
+        hook.client_config.ca_bundle.is_none(),
+        "Portico sets caBundle"
+    );
+    let rule = &hook.rules.as_ref().unwrap()[0];
+    assert_eq!(
+        rule.api_groups.as_deref(),
+        Some(&["networking.k8s.io".to_owned()][..])
+    );
+    assert_eq!(rule.api_versions.as_deref(), Some(&["v1".to_owned()][..]));
+    assert_eq!(
+        rule.resources.as_deref(),
+        Some(&["ingresses".to_owned()][..])
+    );
+    assert_eq!(
+        rule.operations.as_deref(),
+        Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..])
+    );
+    let svc_ref = hook.client_config.service.as_ref().unwrap();
+    assert_eq!(svc_ref.path.as_deref(), Some("/validate/ingresses"));
+    let service: Service = find("Service", &svc_ref.name).parse_strict().unwrap();
+    let port = service
+        .spec
+        .unwrap()
+        .ports
+        .unwrap()
+        .into_iter()
+        .find(|p| Some(p.port) == svc_ref.port)
+        .expect("the Service port the webhook names");
+    assert_eq!(
+        serde_json::to_value(&port.target_port).unwrap(),
+        serde_json::json!("webhook")
+    );
+    let deployment: Deployment = find("Deployment", "portico").parse_strict().unwrap();
+    let pod = deployment.spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    let webhook_port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| p.name.as_deref() == Some("webhook"))
+        .map(|p| p.container_port)
+        .expect("a container port named webhook");
+    let args = container.args.clone().unwrap_or_default();
+    assert!(
+        args.contains(&format!("--webhook-addr=0.0.0.0:{webhook_port}")),
+        "{args:?}"
+    );
+    // Exactly the one configuration and the one Secret, by name.
+    let role: ClusterRole = find("ClusterRole", "portico").parse_strict().unwrap();
+    let vwc_rule = role
+        .rules
+        .unwrap()
+        .into_iter()
+        .find(|r| {
+            r.resources
+                .iter()
+                .flatten()
+                .any(|r| r == "validatingwebhookconfigurations")
+        })
+        .expect("RBAC for the webhook configuration");
+    assert_eq!(
+        vwc_rule.resource_names,
+        Some(vec!["portico-admission".to_owned()])
+    );
+    assert_eq!(vwc_rule.verbs, ["get", "patch", "update"]);
+    let ns_role: Role = find("Role", "portico").parse_strict().unwrap();
+    assert!(ns_role.rules.unwrap().iter().any(|r| {
+        r.resource_names == Some(vec!["portico-admission-certs".to_owned()])
+            && r.verbs.contains(&"update".to_owned())
+    }));
 }

@@ -12,11 +12,12 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::ByteString;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::Client;
 use tokio::sync::watch;
 
 use crate::compile::{encode_key, AFFINITY_KEY_FIELD, AFFINITY_KEY_LEN, AFFINITY_KEY_SECRET};
+use crate::sources::kube::post_params;
 
 /// How often the leader checks that the Secret is still there.
 pub const RECHECK: Duration = Duration::from_secs(60);
@@ -73,7 +74,7 @@ pub async fn ensure(client: Client, namespace: &str) -> Result<Ensured, Affinity
         )])),
         ..Secret::default()
     };
-    match api.create(&PostParams::default(), &secret).await {
+    match api.create(&post_params(), &secret).await {
         Ok(_) => Ok(Ensured::Created),
         // Another replica (a previous leader) got there first; its key stands.
         Err(kube::Error::Api(status)) if status.is_already_exists() => Ok(Ensured::Existed),

@@ -180,6 +180,43 @@ pub struct Args {
     #[arg(long, env = "PORTICO_DEFAULT_BACKEND_SERVICE", value_name = "NS/NAME", value_parser = parse_object_key)]
     pub default_backend_service: Option<ObjectKey>,
 
+    /// Serve the validating admission webhook (HTTPS, path /validate/ingresses) on this
+    /// address: the API server sends each Ingress create and update there, and Portico
+    /// refuses what it would not serve as written. Needs the Kubernetes API source. Off
+    /// unless set.
+    #[arg(long, env = "PORTICO_WEBHOOK_ADDR", value_name = "ADDR")]
+    pub webhook_addr: Option<SocketAddr>,
+
+    /// The Service the API server calls the webhook through: its certificate names
+    /// NAME.NS.svc.
+    #[arg(
+        long,
+        env = "PORTICO_WEBHOOK_SERVICE",
+        value_name = "NS/NAME",
+        default_value = "portico/portico-admission",
+        value_parser = parse_object_key
+    )]
+    pub webhook_service: ObjectKey,
+
+    /// Secret, in the webhook Service's namespace, holding the webhook's CA and
+    /// certificate (created when missing, shared by every replica).
+    #[arg(
+        long,
+        env = "PORTICO_WEBHOOK_SECRET",
+        value_name = "NAME",
+        default_value = "portico-admission-certs"
+    )]
+    pub webhook_secret: String,
+
+    /// The ValidatingWebhookConfiguration whose caBundle Portico keeps set to its CA.
+    #[arg(
+        long,
+        env = "PORTICO_WEBHOOK_CONFIGURATION",
+        value_name = "NAME",
+        default_value = "portico-admission"
+    )]
+    pub webhook_configuration: String,
+
     /// On SIGTERM/SIGINT, stop accepting and let in-flight requests finish for up to this
     /// many seconds.
     #[arg(
@@ -271,6 +308,11 @@ mod tests {
         assert_eq!(args.ingress_class, "portico");
         assert_eq!(args.shutdown_grace(), Duration::from_secs(10));
         assert_eq!(args.log_format, LogFormat::Text);
+        assert_eq!(args.webhook_addr, None);
+        assert_eq!(
+            args.webhook_service,
+            ObjectKey::new("portico", "portico-admission")
+        );
         assert!(args.manifests.is_none());
         assert!(!args.service_proxy);
         assert!(args.configmap.is_none());

@@ -16,11 +16,12 @@ use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
 use crate::compile::Diagnostic;
+use crate::sources::kube::post_params;
 use crate::store::{Kind, ObjectKey, SharedStore, Store};
 
 /// `reportingController` of every Event; the same name as our IngressClass controller.
@@ -139,7 +140,7 @@ async fn run(
                 );
                 let ns = event.metadata.namespace.clone().unwrap_or_default();
                 let api: Api<Event> = Api::namespaced(client.clone(), &ns);
-                match api.create(&PostParams::default(), &event).await {
+                match api.create(&post_params(), &event).await {
                     Ok(_) => {
                         tracing::debug!(object = %note.object, reason = %note.reason, "Event created")
                     }

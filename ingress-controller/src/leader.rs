@@ -12,10 +12,12 @@ use std::time::Duration;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::Client;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+use crate::sources::kube::post_params;
 
 /// Where a pod finds its own namespace.
 const SERVICE_ACCOUNT_NAMESPACE: &str = "/var/run/secrets/kubernetes.io/serviceaccount/namespace";
@@ -249,7 +251,7 @@ impl Elector {
         // with 409 Conflict instead of both of us winning.
         match self
             .api
-            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .replace(&self.opts.name, &post_params(), &lease)
             .await
         {
             Ok(_) => {
@@ -283,7 +285,7 @@ impl Elector {
         spec.holder_identity = None;
         spec.renew_time = Some(Self::now());
         self.api
-            .replace(&self.opts.name, &PostParams::default(), &lease)
+            .replace(&self.opts.name, &post_params(), &lease)
             .await
             .map(drop)
             .map_err(|e| self.api_error(e))
@@ -306,7 +308,7 @@ impl Elector {
             },
             spec: Some(spec.clone()),
         };
-        match self.api.create(&PostParams::default(), &lease).await {
+        match self.api.create(&post_params(), &lease).await {
             Ok(_) => {
                 self.observed = Some((spec, Instant::now()));
                 Ok(Attempt::Leader)

@@ -1,6 +1,7 @@
 //! Portico's controller: Kubernetes objects in, a compiled [`proxy_core::Config`] out.
 
 pub mod admin;
+pub mod admission;
 pub mod affinity_key;
 pub mod alloc;
 pub mod cli;

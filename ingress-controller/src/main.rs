@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 
 use http::HeaderValue;
 use ingress_controller::admin::{Admin, Readiness};
+use ingress_controller::admission::{self, certs, Webhook};
 use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
 use ingress_controller::compile::{CompileOptions, AFFINITY_KEY_SECRET};
 use ingress_controller::dns::DnsServer;
@@ -20,7 +21,7 @@ use ingress_controller::publish::{Published, Publisher};
 use ingress_controller::service_proxy::ServiceProxy;
 use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::status::PublishSource;
-use ingress_controller::store::SharedStore;
+use ingress_controller::store::{ObjectKey, SharedStore};
 use proxy_core::config::ConfigHandle;
 use proxy_core::http::{default_max_connections, raise_fd_limit, Proxy, ProxyOptions};
 
@@ -96,6 +97,11 @@ async fn return_freed_memory() {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting Portico");
+    if args.webhook_addr.is_some() && args.manifests.is_some() {
+        anyhow::bail!(
+            "--webhook-addr needs the Kubernetes API source; it cannot be used with --manifests"
+        );
+    }
 
     tokio::spawn(return_freed_memory());
 
@@ -172,7 +178,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut publisher = Publisher::new(
         store.clone(),
         config.clone(),
-        opts,
+        opts.clone(),
         metrics.clone(),
         readiness.clone(),
     );
@@ -203,6 +209,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(addr = %addr, zone = %args.cluster_domain, "answering DNS for Services");
     }
     tokio::spawn(publisher.run());
+
+    // 4b. The admission webhook, judging against the same store and options.
+    if let Some(addr) = args.webhook_addr {
+        start_webhook(&args, addr, store.clone(), opts, readiness.clone()).await?;
+    }
 
     // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
     //    served once the first config is published.
@@ -323,6 +334,45 @@ fn affinity_key_warning() -> impl Fn(&Published<'_>) + Send + Sync {
             );
         }
     }
+}
+
+/// Binds `--webhook-addr` now (a busy port fails start-up), keeps the webhook's
+/// certificates, and serves once they are loaded.
+async fn start_webhook(
+    args: &Args,
+    addr: std::net::SocketAddr,
+    store: SharedStore,
+    opts: CompileOptions,
+    readiness: Arc<Readiness>,
+) -> anyhow::Result<()> {
+    let listener = bind(addr, "--webhook-addr").await?;
+    let client = kube_source::client(args.kubeconfig.as_deref()).await?;
+    // Served only until the Secret's certificate is loaded, which is before the first
+    // connection is accepted; the resolver needs something to start with.
+    let placeholder = tls::generate_self_signed().context("webhook TLS")?;
+    let resolver = Arc::new(tls::CertResolver::new(&placeholder));
+    let acceptor =
+        tls::TlsAcceptor::from(tls::server_config(resolver.clone()).context("webhook TLS")?);
+    let cert_opts = certs::CertOptions {
+        secret: ObjectKey::new(&args.webhook_service.namespace, &args.webhook_secret),
+        service: args.webhook_service.clone(),
+        configuration: args.webhook_configuration.clone(),
+        recheck: certs::RECHECK,
+    };
+    let (loaded_tx, mut loaded) = tokio::sync::watch::channel(false);
+    tokio::spawn(certs::run(client, cert_opts, resolver, loaded_tx));
+    let hook = Webhook {
+        store,
+        opts,
+        readiness,
+    };
+    tokio::spawn(async move {
+        if loaded.wait_for(|l| *l).await.is_ok() {
+            tracing::info!(%addr, path = admission::PATH, "admission webhook serving");
+            hook.serve(listener, acceptor).await;
+        }
+    });
+    Ok(())
 }
 
 async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListener> {

@@ -7,9 +7,11 @@
 //! Service's external name. Until that yields an address nothing is written (existing
 //! status is left alone rather than cleared).
 //!
-//! Each Ingress we own is patched through the `status` subresource with a JSON merge
-//! patch, and only when its current status differs. An Ingress that stops being ours and
-//! still shows our address is cleared.
+//! Each Ingress we own gets its status through the `status` subresource by server-side
+//! apply as field manager `portico`, and only when its current status differs. The
+//! server then records which fields are Portico's, so Portico never takes or overwrites
+//! fields another writer owns. An Ingress that stops being ours and still shows our address
+//! is cleared.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -29,6 +31,7 @@ use tokio::sync::watch;
 
 use proxy_core::host::HostName;
 
+use crate::sources::kube::FIELD_MANAGER;
 use crate::store::{ObjectKey, SharedStore};
 
 /// One address as it appears in `status.loadBalancer.ingress`.
@@ -397,13 +400,19 @@ impl Writer {
 
     async fn patch(&self, key: &ObjectKey, want: &[LbAddress]) -> Result<(), kube::Error> {
         let api: Api<Ingress> = Api::namespaced(self.client.clone(), &key.namespace);
-        let ingress = if want.is_empty() {
-            Value::Null
-        } else {
-            Value::Array(want.iter().map(LbAddress::to_json).collect())
-        };
-        let body = json!({ "status": { "loadBalancer": { "ingress": ingress } } });
-        api.patch_status(&key.name, &PatchParams::default(), &Patch::Merge(&body))
+        // An empty list (not an absent one) also clears addresses we never owned: the list
+        // is atomic, so the forced apply takes it whole.
+        let ingress = Value::Array(want.iter().map(LbAddress::to_json).collect());
+        let body = json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": { "name": key.name, "namespace": key.namespace },
+            "status": { "loadBalancer": { "ingress": ingress } },
+        });
+        // Forced: the address list is ours to publish even when another manager (an
+        // earlier controller, `kubectl`) last wrote it.
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        api.patch_status(&key.name, &params, &Patch::Apply(&body))
             .await
             .map(drop)
     }

@@ -1,6 +1,7 @@
 //! The real binary against the API-server double: routing follows API objects, readiness
 //! waits for the initial lists, 410 Gone / dropped watches / a vanished API server keep the
-//! last good config, Ingress status goes through the status subresource, and a burst of
+//! last good config and an outage ends in seconds, Ingress status is applied (server-side)
+//! through the status subresource, and a burst of
 //! EndpointSlice changes costs a handful of reloads.
 
 mod apiserver;
@@ -135,17 +136,22 @@ async fn routes_follow_the_api_and_status_is_written_through_the_subresource() {
     })
     .await;
 
-    // Status: one merge patch on the status subresource, by the leader.
+    // Status: one server-side apply on the status subresource, by the leader, as `portico`.
     let status_path = "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status";
     let patch = eventually(&c, "status patch", || async {
         api.requests().into_iter().find(|r| r.path == status_path)
     })
     .await;
     assert_eq!(patch.method, "PATCH");
-    assert_eq!(patch.content_type, "application/merge-patch+json");
+    assert_eq!(patch.content_type, apiserver::APPLY_PATCH);
+    assert!(
+        patch.query.contains("fieldManager=portico") && patch.query.contains("force=true"),
+        "{}",
+        patch.query
+    );
     assert_eq!(
-        patch.json(),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
+        patch.json()["status"],
+        json!({"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}})
     );
     let lease = api
         .get(
@@ -244,6 +250,48 @@ async fn keeps_serving_through_410_gone_dropped_watches_and_an_api_server_restar
     api.compact();
     api.restart().await;
     wait_backend(&c, "a.example.com", "backend-b").await;
+}
+
+/// How long the API server is away in the outage test: the case that once took the
+/// watchers' backoff to tens of seconds.
+const OUTAGE: Duration = Duration::from_secs(20);
+/// How soon after the API server is back an object created then must be served.
+const AFTER_OUTAGE: Duration = Duration::from_secs(3);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_created_after_a_long_api_server_outage_is_served_within_seconds() {
+    let backend = Backend::start("backend-a").await;
+    let api = ApiServer::start().await;
+    seed(&api, backend.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&api, &dir, &[]);
+    c.wait_ready().await;
+    wait_backend(&c, "a.example.com", "backend-a").await;
+
+    api.stop();
+    tokio::time::sleep(OUTAGE).await;
+    // Back without our place in its history, as a restarted server (or etcd) is: resuming
+    // a watch gets 410 Gone.
+    api.compact();
+    api.restart().await;
+    let mut late = ingress("late.example.com");
+    late["metadata"]["name"] = json!("late");
+    api.apply(late);
+    let created = tokio::time::Instant::now();
+    wait_for(
+        c.http,
+        "late.example.com",
+        "/",
+        AFTER_OUTAGE,
+        |status, body| status == 200 && body == "backend-a /",
+    )
+    .await;
+    eprintln!("served {:?} after creation", created.elapsed());
+    // The old routes were served all along and still are.
+    assert_eq!(
+        get(c.http, "a.example.com", "/").await,
+        Ok((200, "backend-a /".to_owned()))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

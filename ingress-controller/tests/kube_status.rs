@@ -123,10 +123,16 @@ async fn status_is_patched_through_the_subresource_only_by_the_leader_and_only_o
         w.path,
         "/apis/networking.k8s.io/v1/namespaces/default/ingresses/web/status"
     );
-    assert_eq!(w.content_type, "application/merge-patch+json");
+    // Server-side apply as `portico`, forced.
+    assert_eq!(w.content_type, apiserver::APPLY_PATCH);
+    let query: Vec<&str> = w.query.split('&').collect();
+    assert!(query.contains(&"fieldManager=portico"), "{}", w.query);
+    assert!(query.contains(&"force=true"), "{}", w.query);
     assert_eq!(
         w.json(),
-        json!({"status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+               "metadata": {"name": "web", "namespace": "default"},
+               "status": {"loadBalancer": {"ingress": [{"ip": "203.0.113.10"}]}}})
     );
     assert_eq!(lb_of(&env.api, "web"), json!([{"ip": "203.0.113.10"}]));
 
@@ -163,8 +169,9 @@ async fn status_is_patched_through_the_subresource_only_by_the_leader_and_only_o
 
     // The Ingress stops being ours (and `other` becomes ours): ours is cleared.
     handle.set_owned(&[ObjectKey::new("default", "other")]);
+    let cleared = |v: Value| v.is_null() || v == json!([]);
     eventually("status moved", || {
-        (lb_of(&env.api, "web").is_null()
+        (cleared(lb_of(&env.api, "web"))
             && lb_of(&env.api, "other") == json!([{"ip": "203.0.113.10"}]))
         .then_some(())
     })
@@ -173,12 +180,14 @@ async fn status_is_patched_through_the_subresource_only_by_the_leader_and_only_o
         .into_iter()
         .find(|r| {
             r.path.ends_with("/ingresses/web/status")
-                && r.json()["status"]["loadBalancer"]["ingress"].is_null()
+                && r.json()["status"]["loadBalancer"]["ingress"] == json!([])
         })
         .expect("a clearing patch");
-    assert_eq!(
-        clear.json(),
-        json!({"status": {"loadBalancer": {"ingress": null}}})
+    assert_eq!(clear.content_type, apiserver::APPLY_PATCH);
+    assert!(
+        clear.query.contains("fieldManager=portico"),
+        "{}",
+        clear.query
     );
     // No write ever went to the main resource.
     assert!(!env.api.requests().iter().any(|r| r.method != "GET"
@@ -365,7 +374,11 @@ fn event_posts(api: &ApiServer) -> Vec<Value> {
         .filter(|r| {
             r.method == "POST" && r.path == "/apis/events.k8s.io/v1/namespaces/default/events"
         })
-        .map(|r| r.json())
+        .map(|r| {
+            // Every write names Portico's field manager.
+            assert!(r.query.contains("fieldManager=portico"), "{}", r.query);
+            r.json()
+        })
         .collect()
 }
 

@@ -12,6 +12,7 @@ mod policy;
 mod resolver;
 mod self_signed;
 mod server;
+mod serving;
 mod store;
 mod upstream;
 
@@ -22,6 +23,7 @@ pub use resolver::CertResolver;
 pub use rustls::{CipherSuite, ServerConfig};
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
 pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
+pub use serving::{generate_serving_pair, ServingPair};
 pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
@@ -70,8 +72,8 @@ impl CertSource {
 pub enum TlsError {
     #[error("TLS configuration: {0}")]
     Config(#[from] rustls::Error),
-    #[error("generating the self-signed certificate: {0}")]
-    SelfSigned(#[from] rcgen::Error),
+    #[error("generating a certificate: {0}")]
+    Generate(#[from] rcgen::Error),
     #[error("TLS handshake did not finish within {0:?}")]
     HandshakeTimeout(Duration),
     #[error("TLS handshake failed: {0}")]
@@ -83,7 +85,7 @@ impl TlsError {
     pub fn reason(&self) -> &'static str {
         match self {
             TlsError::Config(_) => "config",
-            TlsError::SelfSigned(_) => "self_signed",
+            TlsError::Generate(_) => "generate",
             TlsError::HandshakeTimeout(_) => "timeout",
             TlsError::Handshake(_) => "handshake",
         }

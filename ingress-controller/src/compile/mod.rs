@@ -23,6 +23,7 @@
 mod aliases;
 mod annotations;
 mod backends;
+mod candidate;
 mod certs;
 mod class;
 mod diagnostic;
@@ -52,6 +53,7 @@ use proxy_core::config::{Config, ProxySettings};
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
 pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
+pub use candidate::{check_candidate, Verdict};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
 pub use policy::PolicyDefaults;

@@ -4,8 +4,8 @@
 //! A watcher (re)lists with `Init .. InitApply* .. InitDone`; the listed objects are
 //! buffered and swapped into the store in one update, so `compile` never sees half a list
 //! and a relist after `410 Gone` or a reconnect keeps the last good objects until the new
-//! list is complete. Errors are logged and retried with kube's default backoff; nothing
-//! here is fatal.
+//! list is complete. Errors are logged and retried after a short, bounded, jittered delay
+//! ([`Retry`]); a `410 Gone` relists at once. Nothing here is fatal.
 //!
 //! Secrets are watched with a field selector that leaves out Helm releases and
 //! service-account tokens: those are never used, and a cluster can hold many large ones.
@@ -19,6 +19,7 @@ use std::collections::HashSet;
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
@@ -27,7 +28,6 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::watch;
@@ -50,6 +50,18 @@ pub const KINDS: [Kind; 6] = [
     Kind::Endpoints,
     Kind::Secret,
 ];
+
+/// The field manager Portico names in every write (server-side apply of status, and the
+/// objects it creates or replaces), so `managedFields` show which fields are its own.
+pub const FIELD_MANAGER: &str = "portico";
+
+/// Create and replace parameters naming [`FIELD_MANAGER`].
+pub fn post_params() -> kube::api::PostParams {
+    kube::api::PostParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..kube::api::PostParams::default()
+    }
+}
 
 /// Only these Secrets are watched (see the module docs). A Secret named like the
 /// affinity key is left to that key's own watch, so that one in an application's
@@ -458,10 +470,14 @@ async fn watch_kind<K>(
     K: Resource + ResourceExt + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let Watch { name, kind, scope } = watch;
-    let mut events = watcher(api, config).default_backoff().boxed();
+    let mut events = watcher(api.clone(), config.clone()).boxed();
+    let mut retry = Retry::default();
     // The objects of a list in progress; swapped into the store whole on InitDone.
     let mut listing: Vec<Object> = Vec::new();
     while let Some(event) = events.next().await {
+        if event.is_ok() {
+            retry.reset();
+        }
         match event {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(obj)) => listing.push(wrap(trim(obj))),
@@ -490,9 +506,20 @@ async fn watch_kind<K>(
                 tracing::debug!(watch = name, object = %key, "deleted");
                 store.update(|s| s.remove(kind, &key));
             }
-            // The watcher recovers by itself (resuming, or relisting after 410 Gone); the
-            // backoff spaces the retries out.
-            Err(error) => tracing::warn!(watch = name, %error, "watch error; retrying"),
+            Err(error) => match retry.after(&error) {
+                // Our resourceVersion is gone from the server's history (compaction, or a
+                // restarted server): a new watcher lists afresh, at once. The watcher would
+                // relist by itself after a 410 event, but not after a 410 answer to the
+                // watch request, and only after a backoff.
+                None => {
+                    tracing::warn!(watch = name, %error, "resourceVersion expired; relisting");
+                    events = watcher(api.clone(), config.clone()).boxed();
+                }
+                Some(delay) => {
+                    tracing::warn!(watch = name, %error, ?delay, "watch error; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+            },
         }
     }
     tracing::error!(watch = name, "watch stream ended");
@@ -505,8 +532,114 @@ fn trim<K: ResourceExt>(mut obj: K) -> K {
     obj
 }
 
+/// The first retry delay after a watch error.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// The longest retry delay. Retries are cheap for the API server (one connection attempt or
+/// one list per kind), and a long delay is time the routes go stale after an outage: an
+/// object created just after the server came back must be served within seconds.
+const RETRY_MAX: Duration = Duration::from_secs(1);
+
+/// When a watch retries after an error: at once after the first `410 Gone` (a relist),
+/// otherwise after a delay doubling from [`RETRY_FIRST`] to [`RETRY_MAX`], each drawn
+/// uniformly from its upper half so that many replicas do not come back in step. Any
+/// successful event starts over.
+#[derive(Debug)]
+struct Retry {
+    ceiling: Duration,
+    /// A relist after 410 has been started and nothing has succeeded since: another 410
+    /// waits like any error rather than relisting in a tight loop.
+    relisted: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            ceiling: RETRY_FIRST,
+            relisted: false,
+        }
+    }
+}
+
+impl Retry {
+    fn reset(&mut self) {
+        *self = Retry::default();
+    }
+
+    /// `None`: relist now; `Some(delay)`: wait, then let the watcher retry.
+    fn after(&mut self, error: &watcher::Error) -> Option<Duration> {
+        if is_gone(error) && !self.relisted {
+            self.relisted = true;
+            return None;
+        }
+        let ceiling = self.ceiling;
+        self.ceiling = (ceiling * 2).min(RETRY_MAX);
+        let half = ceiling / 2;
+        Some(half + half.mul_f64(rand::random::<f64>()))
+    }
+}
+
+/// Whether the error says the watch's resourceVersion is no longer in the server's history.
+fn is_gone(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => {
+            matches!(e, kube::Error::Api(status) if status.code == 410)
+        }
+        _ => false,
+    }
+}
+
 #[cfg(test)]
-#[test]
-fn the_secret_selector_leaves_the_affinity_key_to_its_own_watch() {
-    assert!(SECRET_FIELD_SELECTOR.ends_with(&format!("metadata.name!={AFFINITY_KEY_SECRET}")));
+mod tests {
+    use super::*;
+
+    fn gone() -> watcher::Error {
+        let status =
+            kube::core::Status::failure("too old resource version", "Expired").with_code(410);
+        watcher::Error::WatchError(Box::new(status))
+    }
+
+    fn refused() -> watcher::Error {
+        watcher::Error::NoResourceVersion
+    }
+
+    #[test]
+    fn retries_are_bounded_and_jittered() {
+        let mut retry = Retry::default();
+        let delays: Vec<Duration> = (0..20).filter_map(|_| retry.after(&refused())).collect();
+        assert_eq!(delays.len(), 20);
+        assert!(delays[0] >= RETRY_FIRST / 2 && delays[0] <= RETRY_FIRST);
+        for d in &delays {
+            assert!(*d <= RETRY_MAX, "{d:?}");
+        }
+        // Long outages settle in the upper half of the ceiling.
+        assert!(delays[19] >= RETRY_MAX / 2, "{:?}", delays[19]);
+    }
+
+    #[test]
+    fn gone_relists_at_once_but_not_in_a_loop() {
+        let mut retry = Retry::default();
+        for _ in 0..6 {
+            retry.after(&refused());
+        }
+        assert_eq!(
+            retry.after(&gone()),
+            None,
+            "410 after an outage relists at once"
+        );
+        assert!(
+            retry.after(&gone()).is_some(),
+            "a second 410 in a row waits"
+        );
+        retry.reset();
+        assert_eq!(retry.after(&gone()), None);
+        assert!(retry.after(&refused()).unwrap() <= RETRY_MAX);
+    }
+
+    #[test]
+    fn the_secret_selector_leaves_the_affinity_key_to_its_own_watch() {
+        assert!(SECRET_FIELD_SELECTOR.ends_with(&format!("metadata.name!={AFFINITY_KEY_SECRET}")));
+    }
 }

@@ -2,7 +2,8 @@
 //! protocol for the kinds Portico uses: LIST with a list `resourceVersion`, WATCH from a
 //! resourceVersion as newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`,
 //! `BOOKMARK`, `ERROR`), `410 Gone` for a watch that starts before the compacted revision,
-//! GET/POST/PUT with optimistic concurrency, PATCH (merge) of objects and their `status`
+//! GET/POST/PUT with optimistic concurrency, PATCH (merge, and server-side apply checked
+//! for its field manager and approximated as a merge) of objects and their `status`
 //! subresource, and field/label selectors. Tests add, change and delete objects, compact
 //! the history, drop watch connections, stop and restart the server, and read back every
 //! request it received.
@@ -111,6 +112,13 @@ const RESOURCES: &[ResDef] = &[
         plural: "events",
         kind: "Event",
         namespaced: true,
+    },
+    ResDef {
+        group: "admissionregistration.k8s.io",
+        version: "v1",
+        plural: "validatingwebhookconfigurations",
+        kind: "ValidatingWebhookConfiguration",
+        namespaced: false,
     },
 ];
 
@@ -475,6 +483,9 @@ fn parse_path(path: &str) -> Option<Target> {
         subresource: sub,
     })
 }
+
+/// The content type of a server-side apply patch.
+pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
 type Body = BoxBody<Bytes, Infallible>;
 
@@ -904,6 +915,31 @@ async fn handle(
                         "body is not JSON",
                     )),
                 },
+                (&Method::PATCH, Some(_))
+                    if content_type == APPLY_PATCH
+                        && params.get("fieldManager").is_none_or(String::is_empty) =>
+                {
+                    error_response(status(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "Invalid",
+                        "fieldManager: Required value: is required for apply patch",
+                    ))
+                }
+                (&Method::PATCH, Some(_))
+                    if content_type == APPLY_PATCH
+                        && body_json().is_none_or(|p| {
+                            str_at(&p, &["apiVersion"]) != Some(def.api_version().as_str())
+                                || str_at(&p, &["kind"]) != Some(def.kind)
+                        }) =>
+                {
+                    error_response(status(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "apply patch: apiVersion and kind must be set and match the resource",
+                    ))
+                }
+                // Merge patches, and server-side apply approximated as a merge (the double
+                // keeps no managed fields).
                 (&Method::PATCH, Some(mut obj)) => match body_json() {
                     Some(patch) => {
                         if t.subresource.as_deref() == Some("status") {

@@ -218,18 +218,18 @@ impl Backend {
     /// Like [`Backend::start`], on a loopback address of its own (as pods have their own
     /// IPs): `127.0.0.<last>`.
     pub async fn start_on(name: &str, last: u8) -> Backend {
-        Backend::start_at(name, [127, 0, 0, last], Duration::ZERO).await
+        Backend::start_at(name, &format!("127.0.0.{last}:0"), Duration::ZERO).await
     }
 
     /// Like [`Backend::start`], answering each request after `delay`.
     pub async fn start_slow(name: &str, delay: Duration) -> Backend {
-        Backend::start_at(name, [127, 0, 0, 1], delay).await
+        Backend::start_at(name, "127.0.0.1:0", delay).await
     }
 
-    async fn start_at(name: &str, ip: [u8; 4], delay: Duration) -> Backend {
-        let listener = TcpListener::bind(SocketAddr::from((ip, 0)))
-            .await
-            .expect("bind backend");
+    /// Like [`Backend::start_slow`], listening on `bind` (e.g. a pod address made local
+    /// in a private network namespace).
+    pub async fn start_at(name: &str, bind: &str, delay: Duration) -> Backend {
+        let listener = TcpListener::bind(bind).await.expect("bind backend");
         let addr = listener.local_addr().expect("backend addr");
         let name_owned = name.to_owned();
         let task = tokio::spawn(async move {

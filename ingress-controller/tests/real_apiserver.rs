@@ -1,0 +1,299 @@
+//! Against a real kube-apiserver (see `envtest`), with the unchanged `manifests/` applied
+//! and the controller authenticated as the ServiceAccount they create: lists and watches
+//! of every kind, routing to a pod address, Ingress status by server-side apply, the
+//! leader Lease, Events, and the admission webhook's Secret, caBundle and verdicts, each
+//! through the RBAC the manifests grant. Without a kube-apiserver these print
+//! `skipped: no kube-apiserver (set KUBEBUILDER_ASSETS)` and pass.
+//!
+//! Traffic goes to pod addresses (the API server refuses loopback endpoints), so each
+//! test runs in a private network namespace (`envtest::netns`).
+
+mod common;
+mod envtest;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::{get, wait_for, Backend, Controller};
+use envtest::{netns, KubeApiServer};
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{Api, ListParams, PostParams};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+/// A pod address, local inside the test's network namespace.
+const POD: &str = "10.244.0.5";
+/// Where the controller's webhook listens: the endpoint of the `portico-admission`
+/// Service, which the test writes as the endpoints controller would.
+const WEBHOOK_POD: &str = "10.244.0.9";
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn manifests(files: &[&str]) -> Vec<PathBuf> {
+    files
+        .iter()
+        .map(|f| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../manifests")
+                .join(f)
+        })
+        .collect()
+}
+
+async fn eventually<T, F, Fut>(what: &str, logs: impl Fn() -> String, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for: {what}\n{}",
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The namespace helper itself, with the file source (no API server needed): a backend
+/// on a pod address is reachable through the controller.
+#[test]
+fn a_private_network_namespace_makes_pod_addresses_local() {
+    if !netns::run_inside("a_private_network_namespace_makes_pod_addresses_local") {
+        return;
+    }
+    runtime().block_on(async {
+        let backend = Backend::start_at("pod", &format!("{POD}:8080"), Duration::ZERO).await;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("app.yaml"),
+            common::app_yaml("web", "a.example.com", "/", &[backend.addr]),
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("class.yaml"), common::INGRESS_CLASS_YAML).unwrap();
+        let mut c = Controller::start(dir.path(), &[]);
+        c.wait_ready().await;
+        wait_for(c.http, "a.example.com", "/", DEADLINE, |status, body| {
+            status == 200 && body == "pod /"
+        })
+        .await;
+    });
+}
+
+#[test]
+fn the_controller_as_its_service_account_against_a_real_api_server() {
+    if envtest::assets().is_none() {
+        eprintln!("{}", envtest::SKIP);
+        return;
+    }
+    if !netns::run_inside("the_controller_as_its_service_account_against_a_real_api_server") {
+        return;
+    }
+    runtime().block_on(async {
+        let Some(server) = KubeApiServer::start().await else {
+            return;
+        };
+        server
+            .apply_files(&manifests(&[
+                "00-namespace.yaml",
+                "10-rbac.yaml",
+                "20-ingressclass.yaml",
+                "25-configmap.yaml",
+                "50-admission.yaml",
+            ]))
+            .await;
+        let backend = Backend::start_at("pod", &format!("{POD}:8080"), Duration::ZERO).await;
+        seed(&server, backend.addr).await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.portico_kubeconfig(dir.path());
+        let mut c = Controller::start_with(
+            &[
+                "--kubeconfig".to_owned(),
+                kubeconfig.display().to_string(),
+                "--publish-address=203.0.113.10".to_owned(),
+                "--configmap=portico/portico".to_owned(),
+                format!("--webhook-addr={WEBHOOK_POD}:8444"),
+            ],
+            &[
+                ("POD_NAME", "portico-envtest-0"),
+                ("POD_NAMESPACE", "portico"),
+            ],
+        );
+        // Ready means every list and watch was allowed.
+        c.wait_ready().await;
+        wait_for(c.http, "a.example.com", "/", DEADLINE, |status, body| {
+            status == 200 && body == "pod /"
+        })
+        .await;
+
+        let admin = server.admin().await;
+        let logs = || format!("{}\n{}", c.logs(), server.logs());
+        // Status: applied by `portico` through the status subresource.
+        let ingresses: Api<Ingress> = Api::namespaced(admin.clone(), "default");
+        eventually("status applied by portico", &logs, || async {
+            let ing = ingresses.get("web").await.ok()?;
+            let lb = ing.status?.load_balancer?.ingress?;
+            let ours = lb.first()?.ip.as_deref() == Some("203.0.113.10");
+            let managed = ing.metadata.managed_fields.unwrap_or_default();
+            let applied = managed.iter().any(|m| {
+                m.manager.as_deref() == Some("portico")
+                    && m.operation.as_deref() == Some("Apply")
+                    && m.subresource.as_deref() == Some("status")
+            });
+            (ours && applied).then_some(())
+        })
+        .await;
+        // The leader Lease.
+        let leases: Api<Lease> = Api::namespaced(admin.clone(), "portico");
+        eventually("leader Lease held", &logs, || async {
+            let lease = leases.get("portico-leader").await.ok()?;
+            (lease.spec?.holder_identity.as_deref() == Some("portico-envtest-0")).then_some(())
+        })
+        .await;
+        // An Event about the Ingress with a bad annotation.
+        let events: Api<Event> = Api::namespaced(admin.clone(), "default");
+        eventually("an Event about default/bad", &logs, || async {
+            let list = events.list(&ListParams::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|e| {
+                    e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("bad")
+                        && e.reporting_controller.as_deref()
+                            == Some("portico.dev/ingress-controller")
+                })
+                .then_some(())
+        })
+        .await;
+
+        // The webhook: its Secret, its caBundle, and the API server calling it.
+        let secrets: Api<Secret> = Api::namespaced(admin.clone(), "portico");
+        eventually("webhook Secret stored", &logs, || async {
+            secrets.get("portico-admission-certs").await.ok().map(drop)
+        })
+        .await;
+        server
+            .apply(json!({
+                "apiVersion": "v1", "kind": "Endpoints",
+                "metadata": {"namespace": "portico", "name": "portico-admission"},
+                "subsets": [{"addresses": [{"ip": WEBHOOK_POD}],
+                             "ports": [{"name": "webhook", "port": 8444, "protocol": "TCP"}]}]
+            }))
+            .await;
+        let configs: Api<
+            k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration,
+        > = Api::all(admin.clone());
+        eventually("caBundle set", &logs, || async {
+            let config = configs.get("portico-admission").await.ok()?;
+            config
+                .webhooks?
+                .first()?
+                .client_config
+                .ca_bundle
+                .as_ref()
+                .map(drop)
+        })
+        .await;
+        let snippet = ingress(
+            "snippet",
+            json!({"nginx.ingress.kubernetes.io/server-snippet": "return 200;"}),
+            "s.example.com",
+            "/",
+        );
+        let denied = eventually(
+            "the snippet Ingress denied by the webhook",
+            &logs,
+            || async {
+                let obj: Ingress = serde_json::from_value(snippet.clone()).unwrap();
+                match ingresses.create(&PostParams::default(), &obj).await {
+                    Err(kube::Error::Api(status)) => Some(status.message),
+                    Ok(_) => {
+                        // Admitted while the API server did not yet trust the webhook
+                        // (failurePolicy Ignore): try again.
+                        let _ = ingresses.delete("snippet", &Default::default()).await;
+                        None
+                    }
+                    Err(_) => None,
+                }
+            },
+        )
+        .await;
+        assert!(
+            denied.contains("denied the request") && denied.contains("metadata.annotations"),
+            "{denied}"
+        );
+        let conflict: Ingress =
+            serde_json::from_value(ingress("conflict", json!({}), "a.example.com", "/")).unwrap();
+        match ingresses.create(&PostParams::default(), &conflict).await {
+            Err(kube::Error::Api(status)) => {
+                assert!(status.message.contains("default/web"), "{}", status.message)
+            }
+            other => panic!("a conflicting Ingress was not denied: {other:?}"),
+        }
+        let good: Ingress =
+            serde_json::from_value(ingress("good", json!({}), "g.example.com", "/")).unwrap();
+        ingresses
+            .create(&PostParams::default(), &good)
+            .await
+            .expect("a good Ingress admitted");
+        assert_eq!(
+            get(c.http, "a.example.com", "/").await,
+            Ok((200, "pod /".to_owned()))
+        );
+    });
+}
+
+fn ingress(name: &str, annotations: Value, host: &str, path: &str) -> Value {
+    json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": name, "namespace": "default", "annotations": annotations},
+        "spec": {"ingressClassName": "portico", "rules": [{"host": host, "http": {"paths": [
+            {"path": path, "pathType": "Prefix",
+             "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]}
+    })
+}
+
+async fn seed(server: &KubeApiServer, pod: SocketAddr) {
+    server
+        .apply(json!({
+            "apiVersion": "v1", "kind": "Service",
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"ports": [{"name": "http", "port": 80, "targetPort": pod.port()}]}
+        }))
+        .await;
+    server
+        .apply(json!({
+            "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"namespace": "default", "name": "web-abc",
+                         "labels": {"kubernetes.io/service-name": "web"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [pod.ip().to_string()], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": pod.port(), "protocol": "TCP"}]
+        }))
+        .await;
+    server
+        .apply(ingress("web", json!({}), "a.example.com", "/"))
+        .await;
+    server
+        .apply(ingress(
+            "bad",
+            json!({"nginx.ingress.kubernetes.io/proxy-read-timeout": "forever"}),
+            "b.example.com",
+            "/",
+        ))
+        .await;
+}
