@@ -227,7 +227,7 @@ struct Setup {
     controller: Controller,
     /// The certificate Portico serves for the TLS host, to trust it.
     portico_cert: String,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 const TLS_HOST: &str = "grpcs.example.com";
@@ -292,7 +292,7 @@ async fn setup() -> Setup {
     Setup {
         controller,
         portico_cert,
-        _dir: dir,
+        dir,
     }
 }
 
@@ -502,4 +502,60 @@ async fn portico_fails_grpc_calls_with_grpc_statuses() {
     // Plain HTTP clients still get Portico's usual pages.
     let (code, _) = get(c.http, "empty.example.com", "/").await.unwrap();
     assert_eq!(code, 503);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_stream_outlives_configuration_changes() {
+    let s = setup().await;
+    let c = &s.controller;
+    let mut client = h2c_client(c.http, "grpc.example.com").await;
+    client.ready().await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let path = PathAndQuery::from_static("/echo.Echo/Bidi");
+    tx.send(Bytes::from("before")).await.unwrap();
+    let resp = client
+        .streaming(Request::new(tokio_stream_from(rx)), path, Raw)
+        .await
+        .unwrap();
+    let mut incoming = resp.into_inner();
+    assert_eq!(incoming.next().await.unwrap().unwrap(), "BEFORE");
+
+    // Two publishes while the stream is open: a new Ingress, then the stream's own
+    // Ingress changed (another timeout).
+    let extra = ingress_yaml("extra", "extra.example.com", "/", "plain");
+    std::fs::write(s.dir.path().join("extra.yaml"), extra).unwrap();
+    wait_for(
+        c.http,
+        "extra.example.com",
+        "/",
+        Duration::from_secs(20),
+        |code, _| code != 404,
+    )
+    .await;
+    let grpc = std::fs::read_to_string(s.dir.path().join("grpc.yaml")).unwrap();
+    let changed = grpc.replacen(
+        "nginx.ingress.kubernetes.io/backend-protocol: GRPC\n",
+        "nginx.ingress.kubernetes.io/backend-protocol: GRPC\n    nginx.ingress.kubernetes.io/proxy-read-timeout: \"120\"\n",
+        1,
+    );
+    assert_ne!(grpc, changed);
+    write_atomic(s.dir.path(), "grpc.yaml", &changed);
+    c.wait_log(
+        "the changed Ingress published",
+        Duration::from_secs(20),
+        |l| l.contains("configuration published") && l.contains("generation=3"),
+    )
+    .await;
+
+    for word in ["during", "after"] {
+        tx.send(Bytes::from(word)).await.unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), incoming.next())
+            .await
+            .expect("the stream still answers")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, word.to_uppercase());
+    }
+    drop(tx);
+    assert!(incoming.next().await.is_none());
 }
