@@ -318,8 +318,8 @@ impl Pool {
             // A bodiless idempotent request can then be replayed on a new connection.
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
             let sent = tokio::time::timeout(timeouts.read, sender.try_send_request(req)).await;
-            match sent {
-                Ok(Ok(resp)) => {
+            match judge(sent, fresh, replay, &mut stale_retry, target, timeouts)? {
+                Attempt::Answered(resp) => {
                     if let Some(pool) = &pool {
                         self.put(pool, sender, link.clone());
                     }
@@ -330,33 +330,7 @@ impl Pool {
                         stream: None,
                     });
                 }
-                Ok(Err(mut e)) => match (e.take_message(), replay) {
-                    // The pooled connection closed before it took the request: nothing
-                    // was sent, try another.
-                    (Some(back), _) if !fresh => req = back,
-                    (None, Some(head))
-                        if e.error().is_incomplete_message() || e.error().is_canceled() =>
-                    {
-                        tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
-                        stale_retry = false;
-                        req = head;
-                    }
-                    _ => {
-                        return Err(SendError {
-                            error: classify(target, timeouts, e.into_error()),
-                            request: None,
-                        })
-                    }
-                },
-                Err(_) => {
-                    return Err(SendError {
-                        error: ProxyError::ResponseTimeout {
-                            target: target.clone(),
-                            timeout: timeouts.read,
-                        },
-                        request: None,
-                    })
-                }
+                Attempt::Again(back) => req = back,
             }
         }
     }
@@ -421,8 +395,8 @@ impl Pool {
                     (sent, Some(stream))
                 }
             };
-            match sent {
-                Ok(Ok(resp)) => {
+            match judge(sent, fresh, replay, &mut stale_retry, target, timeouts)? {
+                Attempt::Answered(resp) => {
                     return Ok(Sent {
                         resp,
                         fresh,
@@ -430,33 +404,7 @@ impl Pool {
                         stream,
                     })
                 }
-                Ok(Err(mut e)) => match (e.take_message(), replay) {
-                    // The pooled connection closed (or was told to go away) before it
-                    // took the request: nothing was sent, try another.
-                    (Some(back), _) if !fresh => req = from_h2(back),
-                    (None, Some(head))
-                        if e.error().is_incomplete_message() || e.error().is_canceled() =>
-                    {
-                        tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
-                        stale_retry = false;
-                        req = head;
-                    }
-                    _ => {
-                        return Err(SendError {
-                            error: classify(target, timeouts, e.into_error()),
-                            request: None,
-                        })
-                    }
-                },
-                Err(_) => {
-                    return Err(SendError {
-                        error: ProxyError::ResponseTimeout {
-                            target: target.clone(),
-                            timeout: timeouts.read,
-                        },
-                        request: None,
-                    })
-                }
+                Attempt::Again(back) => req = back,
             }
         }
     }
@@ -522,6 +470,56 @@ impl Pool {
             link,
             last_used: Instant::now(),
         });
+    }
+}
+
+/// What one try on a connection came to.
+enum Attempt {
+    Answered(Response<Incoming>),
+    /// Nothing reached the pod, or a bodiless idempotent request may be replayed: try
+    /// again with this request on another connection.
+    Again(Request<UpstreamBody>),
+}
+
+type Tried = Result<
+    Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>>,
+    tokio::time::error::Elapsed,
+>;
+
+/// One try's outcome, the same for every kind of connection: a pooled connection that
+/// closed before it took the request hands it back (tried again on another), a reused
+/// one that died mid-exchange lets a replayable request be replayed once (`replay`),
+/// anything else fails.
+fn judge(
+    sent: Tried,
+    fresh: bool,
+    replay: Option<Request<UpstreamBody>>,
+    stale_retry: &mut bool,
+    target: &Target,
+    timeouts: Timeouts,
+) -> Result<Attempt, SendError> {
+    match sent {
+        Ok(Ok(resp)) => Ok(Attempt::Answered(resp)),
+        Ok(Err(mut e)) => match (e.take_message(), replay) {
+            // Closed (or told to go away) before it took the request: nothing was sent.
+            (Some(back), _) if !fresh => Ok(Attempt::Again(from_h2(back))),
+            (None, Some(head)) if e.error().is_incomplete_message() || e.error().is_canceled() => {
+                tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
+                *stale_retry = false;
+                Ok(Attempt::Again(head))
+            }
+            _ => Err(SendError {
+                error: classify(target, timeouts, e.into_error()),
+                request: None,
+            }),
+        },
+        Err(_) => Err(SendError {
+            error: ProxyError::ResponseTimeout {
+                target: target.clone(),
+                timeout: timeouts.read,
+            },
+            request: None,
+        }),
     }
 }
 
