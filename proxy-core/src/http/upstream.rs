@@ -490,6 +490,8 @@ type Tried = Result<
 /// closed before it took the request hands it back (tried again on another), a reused
 /// one that died mid-exchange lets a replayable request be replayed once (`replay`),
 /// anything else fails.
+// The send's own error type, moved once per failed request: not worth a box.
+#[allow(clippy::result_large_err)]
 fn judge(
     sent: Tried,
     fresh: bool,
