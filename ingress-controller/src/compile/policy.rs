@@ -6,8 +6,9 @@ use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, Refuse, RequestFilter, Rewrite,
-    RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect, UserAuth,
+    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, Rate, RateLimit, Refuse, RequestFilter,
+    Rewrite, RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect,
+    UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
@@ -58,6 +59,10 @@ pub struct PolicyDefaults {
     /// `global-auth-url`, not implemented: every path of an Ingress that does not set
     /// `enable-global-auth: "false"` is refused.
     pub global_auth_refused: Option<Arc<str>>,
+    /// `limit-req-status-code`.
+    pub limit_req_status: StatusCode,
+    /// `limit-conn-status-code`.
+    pub limit_conn_status: StatusCode,
 }
 
 impl Default for PolicyDefaults {
@@ -76,6 +81,8 @@ impl Default for PolicyDefaults {
             deny_source_range: GlobalRanges::default(),
             refused: None,
             global_auth_refused: None,
+            limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -160,6 +167,22 @@ pub fn route_policy(
                 .use_port_in_redirects
                 .unwrap_or(defaults.use_port_in_redirects),
         }));
+    }
+    // nginx's preaccess phase: limit_req, then limit_conn.
+    if let Some(l) = &ann.security.limits {
+        let rate = |limit| Rate {
+            limit,
+            burst_multiplier: l.burst_multiplier,
+        };
+        request.push(RequestFilter::RateLimit(Box::new(RateLimit {
+            zone: l.zone.clone(),
+            rps: l.rps.map(rate),
+            rpm: l.rpm.map(rate),
+            connections: l.connections,
+            allow: l.allow.clone(),
+            req_status: defaults.limit_req_status,
+            conn_status: defaults.limit_conn_status,
+        })));
     }
     let ranges = ranges.ok().flatten();
     // The realm was validated by its parser.
