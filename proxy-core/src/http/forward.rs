@@ -465,6 +465,9 @@ impl Proxy {
         }
         let read = policy.timeouts.read;
         let mut resp = resp.map(|b| ProxyBody::upstream(b, read, stream));
+        if let Some(l) = policy.limit_rate {
+            resp.body_mut().throttle(l.rate, l.after);
+        }
         if let (true, Some(stalls)) = (client_h2, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
         }

@@ -102,6 +102,16 @@ pub struct RoutePolicy {
     /// of the fields set on every answer of the route (looked up per request, so a
     /// ConfigMap edit needs no new policy).
     pub response_headers: Option<Arc<str>>,
+    /// `limit-rate` and `limit-rate-after`: the pace of the pods' answers.
+    pub limit_rate: Option<LimitRate>,
+}
+
+/// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first
+/// `after` bytes are sent, per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRate {
+    pub rate: u64,
+    pub after: u64,
 }
 
 /// A request filter's verdict.
