@@ -128,7 +128,8 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WATCH_NAMESPACE", value_name = "NS")]
     pub watch_namespace: Option<String>,
 
-    /// Write this Service's load-balancer addresses into the status of our Ingresses.
+    /// Write this Service's load-balancer addresses into the status of our Ingresses;
+    /// its ready endpoints are also the replicas that share the rate and connection limits.
     #[arg(
         long,
         env = "PORTICO_PUBLISH_SERVICE",

@@ -173,6 +173,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         watch_ingress_without_class: args.watch_ingress_without_class,
         // Over a folder every Ingress is meant for us: none is left out without a word.
         explain_unowned: args.manifests.is_some(),
+        // Over a folder there is one replica; in a cluster, the publish Service's pods.
+        replica_service: args
+            .publish_service
+            .as_deref()
+            .filter(|_| args.manifests.is_none())
+            .and_then(|s| s.split_once('/'))
+            .map(|(ns, name)| ObjectKey::new(ns, name)),
         generation: 0,
     };
     let mut publisher = Publisher::new(

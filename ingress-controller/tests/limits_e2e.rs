@@ -80,3 +80,33 @@ async fn one_client_address_cannot_take_every_slot() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_rate_paces_the_answer() {
+    let b = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[b.addr]));
+    // 1 KiB a second past the first KiB.
+    text.push_str(
+        &ingress_yaml("paced", "paced.example.com", "/", "web").replace(
+            "  name: paced\n",
+            "  name: paced\n  annotations:\n    nginx.ingress.kubernetes.io/limit-rate: \"1\"\n    nginx.ingress.kubernetes.io/limit-rate-after: \"1\"\n",
+        ),
+    );
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "paced.example.com", "/", FOLLOW, |s, _| s == 200).await;
+
+    // The backend echoes the path: a 4 KiB answer goes out as 1 KiB at once, one
+    // second's worth at once, then 1 KiB a second, so it cannot take less than 2 s
+    // (a slow machine only makes it longer).
+    let path = format!("/{}", "a".repeat(4 << 10));
+    let start = std::time::Instant::now();
+    let (status, body) = get(ctl.http, "paced.example.com", &path).await.unwrap();
+    let took = start.elapsed();
+    assert_eq!(status, 200);
+    assert_eq!(body, format!("web {path}"));
+    assert!(took >= Duration::from_millis(1900), "answered in {took:?}");
+}

@@ -1,7 +1,8 @@
 //! Access control through the binary over a manifest folder, with real sockets: security
 //! annotations that cannot be honoured fail closed (503 on exactly their Ingress's
 //! paths), source ranges judged on clients bound to different 127.0.0.x addresses,
-//! basic auth against htpasswd Secrets, and CORS preflights.
+//! basic auth against htpasswd Secrets, CORS preflights, and rate and connection limits
+//! per client address.
 
 mod common;
 
@@ -157,7 +158,7 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
             vec![(n("auth-type"), "basic"), (n("auth-secret"), "missing")],
             "auth-secret",
         ),
-        ("throttled", vec![(n("limit-rps"), "5")], "limit-rps"),
+        ("throttled", vec![(n("limit-rps"), "five")], "limit-rps"),
     ];
     for (name, annotations, _) in &cases {
         let pairs: Vec<(&str, &str)> = annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
@@ -745,4 +746,118 @@ async fn digest_auth_against_an_htdigest_secret() {
     )
     .await;
     assert_eq!(a.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_and_connection_limits_per_client_address() {
+    let web = Backend::start("web").await;
+    let slow = Backend::start_slow("slow", Duration::from_secs(15)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&service_yaml("slow", &[slow.addr]));
+    // One request a minute with a burst of 2: three requests pass, whatever the pace of
+    // this machine, and the rest of the test is over long before one drains.
+    text.push_str(&annotated(
+        "rated",
+        "rated.example.com",
+        &[
+            ("nginx.ingress.kubernetes.io/limit-rpm", "1"),
+            ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "2"),
+            (
+                "nginx.ingress.kubernetes.io/limit-allowlist",
+                "127.0.0.4/32",
+            ),
+        ],
+    ));
+    // One request at a time per client, over both paths of the Ingress.
+    text.push_str(
+        &annotated(
+            "conns",
+            "conns.example.com",
+            &[("portico.dev/limit-connections", "1")],
+        )
+        .replace(
+            "      paths:\n",
+            "      paths:\n      - {path: /slow, pathType: Prefix, backend: {service: {name: slow, port: {number: 80}}}}\n",
+        ),
+    );
+    text.push_str(&ingress_yaml("plain", "plain.example.com", "/", "web"));
+    text.push_str(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  limit-req-status-code: \"429\"\n",
+    );
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--configmap", "default/portico"]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "plain.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let ip = |last: u8| Ipv4Addr::new(127, 0, 0, last);
+
+    // Requests over the rate get the ConfigMap's code; another client has its own
+    // bucket; an allowlisted one is never limited.
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        seen.push(
+            get_from(ip(2), ctl.http, "rated.example.com", "/")
+                .await
+                .status,
+        );
+    }
+    assert_eq!(seen, [200, 200, 200, 429, 429, 429]);
+    let a = get_from(ip(3), ctl.http, "rated.example.com", "/").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "web /"));
+    for i in 0..8 {
+        let a = get_from(ip(4), ctl.http, "rated.example.com", "/").await;
+        assert_eq!(a.status, 200, "allowlisted request {i}");
+    }
+    // Other Ingresses are not limited by it.
+    for _ in 0..5 {
+        let a = get_from(ip(2), ctl.http, "plain.example.com", "/").await;
+        assert_eq!(a.status, 200);
+    }
+
+    // A request in progress takes the client's one connection: its next request is
+    // refused (503, the default limit-conn-status-code) while another client's passes.
+    // A probe in progress when the slow request arrives refuses that one instead: then
+    // the whole exchange is tried again.
+    let http = ctl.http;
+    let mut judged = false;
+    for _ in 0..5 {
+        let held =
+            tokio::spawn(async move { get_from(ip(2), http, "conns.example.com", "/slow").await });
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(12);
+        let refused = loop {
+            if held.is_finished() || tokio::time::Instant::now() > deadline {
+                break false;
+            }
+            let a = get_from(ip(2), ctl.http, "conns.example.com", "/").await;
+            if a.status == 503 {
+                break true;
+            }
+            assert_eq!(a.status, 200, "{}", a.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        if !refused {
+            let a = held.await.unwrap();
+            assert_eq!(
+                a.status, 503,
+                "the slow request was answered and never held its slot"
+            );
+            continue;
+        }
+        let a = get_from(ip(3), ctl.http, "conns.example.com", "/").await;
+        assert_eq!((a.status, a.body.as_str()), (200, "web /"));
+        assert!(
+            !held.is_finished(),
+            "the slow request ended too early to judge"
+        );
+        let a = held.await.unwrap();
+        assert_eq!((a.status, a.body.as_str()), (200, "slow /slow"));
+        judged = true;
+        break;
+    }
+    assert!(judged, "a second concurrent request was never refused");
+    // Its answer done, the slot is free again.
+    let a = get_from(ip(2), ctl.http, "conns.example.com", "/").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "web /"));
 }

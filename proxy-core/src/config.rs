@@ -157,6 +157,9 @@ pub struct Config {
     pub settings: ProxySettings,
     /// Key for affinity cookies, shared by every replica; `None` uses the proxy's own.
     pub affinity_key: Option<AffinityKey>,
+    /// Ready replicas of the proxy sharing the rate and connection limits: each enforces
+    /// its share of every limit (0 counts as 1).
+    pub replicas: u32,
 }
 
 /// Settings that are not a route's: who the client is, what every answer carries.

@@ -41,6 +41,8 @@ const SEND_TIMEOUT: &str = "proxy-send-timeout";
 const BODY_SIZE: &str = "proxy-body-size";
 const REQUEST_BUFFERING: &str = "proxy-request-buffering";
 const BODY_BUFFER_SIZE: &str = "client-body-buffer-size";
+const LIMIT_RATE: &str = "limit-rate";
+const LIMIT_RATE_AFTER: &str = "limit-rate-after";
 const PERMANENT_REDIRECT: &str = "permanent-redirect";
 const PERMANENT_REDIRECT_CODE: &str = "permanent-redirect-code";
 const TEMPORAL_REDIRECT: &str = "temporal-redirect";
@@ -105,6 +107,8 @@ const KNOWN: &[&str] = &[
     BODY_SIZE,
     REQUEST_BUFFERING,
     BODY_BUFFER_SIZE,
+    LIMIT_RATE,
+    LIMIT_RATE_AFTER,
     PERMANENT_REDIRECT,
     PERMANENT_REDIRECT_CODE,
     TEMPORAL_REDIRECT,
@@ -241,6 +245,10 @@ pub struct IngressAnnotations {
     pub request_buffering: Option<bool>,
     /// `client-body-buffer-size`: how much of a buffered body stays in memory.
     pub body_buffer_size: Option<u64>,
+    /// `limit-rate`: KiB a second a pod's answer is sent at; 0 is no limit.
+    pub limit_rate: Option<u64>,
+    /// `limit-rate-after`: KiB sent before `limit-rate` applies.
+    pub limit_rate_after: Option<u64>,
     /// `ssl-redirect`: redirect plain HTTP on hosts that have TLS.
     pub ssl_redirect: Option<bool>,
     /// `force-ssl-redirect`, default false: redirect plain HTTP even without TLS.
@@ -769,6 +777,8 @@ pub fn parse(
     out.body_size = r.get(BODY_SIZE, parse_size);
     out.request_buffering = r.get(REQUEST_BUFFERING, parse_on_off);
     out.body_buffer_size = r.get(BODY_BUFFER_SIZE, parse_buffer_size);
+    out.limit_rate = r.get(LIMIT_RATE, parse_kib);
+    out.limit_rate_after = r.get(LIMIT_RATE_AFTER, parse_kib);
     out.preserve_trailing_slash = r.get(PRESERVE_TRAILING_SLASH, parse_bool);
     out.use_port_in_redirects = r.get(USE_PORT_IN_REDIRECTS, parse_bool);
     out.app_root = r.get(APP_ROOT, parse_app_root);
@@ -963,6 +973,14 @@ pub(super) fn parse_int(v: &str) -> Result<i64, String> {
         return Err("an integer".into());
     }
     v.parse::<i64>().map_err(|_| "an integer".into())
+}
+
+/// `limit-rate`, `limit-rate-after`: an integer of KiB, as ingress-nginx writes it into
+/// nginx's `limit_rate {N}k`; 0 or less is none (its template writes only values above 0).
+pub(super) fn parse_kib(v: &str) -> Result<u64, String> {
+    let n = parse_int(v)?;
+    // Bytes must fit: past that the pace would be no limit anyway.
+    Ok(u64::try_from(n).unwrap_or(0).min(u64::MAX >> 10))
 }
 
 /// The characters ingress-nginx lets through in a redirect URL (`URLIsValidRegex`).

@@ -87,6 +87,10 @@ pub struct CompileOptions {
     /// Say why each Ingress that is not ours is not served (over a manifest folder, where
     /// every Ingress is meant for us).
     pub explain_unowned: bool,
+    /// `--publish-service NS/NAME` in a cluster: the Service whose ready endpoints are
+    /// the replicas that share the rate and connection limits ([`Config::replicas`]).
+    /// `None` (a manifest folder, or no such flag): one replica.
+    pub replica_service: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
 }
@@ -104,6 +108,7 @@ impl Default for CompileOptions {
             default_backend_service: None,
             watch_ingress_without_class: false,
             explain_unowned: false,
+            replica_service: None,
             generation: 0,
         }
     }
@@ -140,6 +145,21 @@ pub struct CompileCache {
     default_ref: Option<backends::BackendRef>,
     /// The `default-backend` annotations' references.
     annotation_refs: Vec<backends::BackendRef>,
+}
+
+/// The replicas sharing the rate and connection limits: the ready endpoint addresses of
+/// `service` (the controller's own Service), at least 1; 1 without one, or while the
+/// store has none of its endpoints.
+fn replicas(store: &Store, service: Option<&ObjectKey>) -> u32 {
+    let Some((key, svc)) = service.and_then(|k| Some((k, store.services.get(k)?))) else {
+        return 1;
+    };
+    let ready = endpoints::EndpointIndex::new(store)
+        .addresses(key, svc)
+        .iter()
+        .filter(|a| a.ready)
+        .count();
+    u32::try_from(ready).unwrap_or(u32::MAX).max(1)
 }
 
 /// Compiles the store. Same store and options, same output (but for certificate validity,
@@ -338,6 +358,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         credentials,
         digest_credentials,
         affinity_key: affinity_key.map(AffinityKey::new),
+        replicas: replicas(store, opts.replica_service.as_ref()),
     };
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)

@@ -6,8 +6,9 @@ use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, Refuse, RequestFilter, Rewrite,
-    RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders, UrlRedirect, UserAuth,
+    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, LimitRate, Rate, RateLimit, Refuse,
+    RequestFilter, Rewrite, RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders,
+    UrlRedirect, UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
@@ -58,6 +59,13 @@ pub struct PolicyDefaults {
     /// `global-auth-url`, not implemented: every path of an Ingress that does not set
     /// `enable-global-auth: "false"` is refused.
     pub global_auth_refused: Option<Arc<str>>,
+    /// `limit-rate` and `limit-rate-after`, in KiB.
+    pub limit_rate: u64,
+    pub limit_rate_after: u64,
+    /// `limit-req-status-code`.
+    pub limit_req_status: StatusCode,
+    /// `limit-conn-status-code`.
+    pub limit_conn_status: StatusCode,
 }
 
 impl Default for PolicyDefaults {
@@ -76,6 +84,10 @@ impl Default for PolicyDefaults {
             deny_source_range: GlobalRanges::default(),
             refused: None,
             global_auth_refused: None,
+            limit_rate: 0,
+            limit_rate_after: 0,
+            limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -161,6 +173,22 @@ pub fn route_policy(
                 .unwrap_or(defaults.use_port_in_redirects),
         }));
     }
+    // nginx's preaccess phase: limit_req, then limit_conn.
+    if let Some(l) = &ann.security.limits {
+        let rate = |limit| Rate {
+            limit,
+            burst_multiplier: l.burst_multiplier,
+        };
+        request.push(RequestFilter::RateLimit(Box::new(RateLimit {
+            zone: l.zone.clone(),
+            rps: l.rps.map(rate),
+            rpm: l.rpm.map(rate),
+            connections: l.connections,
+            allow: l.allow.clone(),
+            req_status: defaults.limit_req_status,
+            conn_status: defaults.limit_conn_status,
+        })));
+    }
     let ranges = ranges.ok().flatten();
     // The realm was validated by its parser.
     let auth = ann.security.basic_auth.as_ref().and_then(|a| {
@@ -219,7 +247,18 @@ pub fn route_policy(
             .as_ref()
             .filter(|_| ann.canary.is_none())
             .map(|k| k.to_string().into()),
+        limit_rate: limit_rate(ann, defaults),
     }
+}
+
+/// `limit-rate` over `limit-rate-after` (the Ingress's, else the ConfigMap's), in bytes.
+fn limit_rate(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Option<LimitRate> {
+    let rate = ann.limit_rate.unwrap_or(defaults.limit_rate);
+    let after = ann.limit_rate_after.unwrap_or(defaults.limit_rate_after);
+    (rate > 0).then_some(LimitRate {
+        rate: rate << 10,
+        after: after << 10,
+    })
 }
 
 /// The path's source ranges: the Ingress's lists, else the ConfigMap's. `None` when both
@@ -314,6 +353,48 @@ mod tests {
             p.request[0],
             RequestFilter::SslRedirect(SslRedirect::default())
         );
+    }
+
+    #[test]
+    fn limit_rate_in_kib_over_the_configmap_default() {
+        let defaults = PolicyDefaults::default();
+        let none = route_policy(&IngressAnnotations::default(), &defaults, false, "/", None);
+        assert_eq!(none.limit_rate, None);
+        let ann = IngressAnnotations {
+            limit_rate: Some(100),
+            ..IngressAnnotations::default()
+        };
+        let global = PolicyDefaults {
+            limit_rate_after: 1024,
+            ..PolicyDefaults::default()
+        };
+        assert_eq!(
+            route_policy(&ann, &global, false, "/", None).limit_rate,
+            Some(LimitRate {
+                rate: 100 << 10,
+                after: 1 << 20
+            })
+        );
+        // `limit-rate: 0` on the Ingress turns a global one off; `after` alone is nothing.
+        let off = IngressAnnotations {
+            limit_rate: Some(0),
+            ..IngressAnnotations::default()
+        };
+        let global = PolicyDefaults {
+            limit_rate: 8,
+            ..PolicyDefaults::default()
+        };
+        assert_eq!(
+            route_policy(&off, &global, false, "/", None).limit_rate,
+            None
+        );
+        assert!(
+            route_policy(&IngressAnnotations::default(), &global, false, "/", None)
+                .limit_rate
+                .is_some()
+        );
+        assert_eq!(super::super::annotations::parse_kib("-5"), Ok(0));
+        assert!(super::super::annotations::parse_kib("5k").is_err());
     }
 
     #[test]

@@ -32,6 +32,15 @@ const AUTH_REALM: &str = "auth-realm";
 const ENABLE_GLOBAL_AUTH: &str = "enable-global-auth";
 /// `satisfy: any` lets a client in when either the source ranges or the credentials pass.
 const SATISFY: &str = "satisfy";
+const LIMIT_RPS: &str = "limit-rps";
+const LIMIT_RPM: &str = "limit-rpm";
+const LIMIT_CONNECTIONS: &str = "limit-connections";
+const LIMIT_BURST_MULTIPLIER: &str = "limit-burst-multiplier";
+const LIMIT_ALLOWLIST: &str = "limit-allowlist";
+/// ingress-nginx's older name for [`LIMIT_ALLOWLIST`], read when that is absent.
+const LIMIT_WHITELIST: &str = "limit-whitelist";
+/// `limit-burst-multiplier` when unset or unreadable, as in ingress-nginx.
+const DEFAULT_BURST_MULTIPLIER: u32 = 5;
 
 /// The security keys Portico reads here.
 const IMPLEMENTED: &[&str] = &[
@@ -44,6 +53,12 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_REALM,
     ENABLE_GLOBAL_AUTH,
     SATISFY,
+    LIMIT_RPS,
+    LIMIT_RPM,
+    LIMIT_CONNECTIONS,
+    LIMIT_BURST_MULTIPLIER,
+    LIMIT_ALLOWLIST,
+    LIMIT_WHITELIST,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -57,7 +72,7 @@ pub enum Asks {
 
 /// ingress-nginx's annotations that restrict access and that Portico does not implement
 /// (yet): each refuses the Ingress's paths when it asks for protection. Keys that only
-/// modify one of these (`auth-method`, `limit-burst-multiplier`, ...) are not listed:
+/// modify one of these (`auth-method`, ...) are not listed:
 /// alone they ask for nothing, and beside one of these the paths are refused anyway.
 const GUARDS: &[(&str, Asks)] = &[
     ("auth-url", Asks::Always),
@@ -65,9 +80,6 @@ const GUARDS: &[(&str, Asks)] = &[
     ("auth-tls-secret", Asks::Always),
     ("auth-tls-verify-client", Asks::Unless(&["off"])),
     ("auth-tls-match-cn", Asks::Always),
-    ("limit-rps", Asks::Always),
-    ("limit-rpm", Asks::Always),
-    ("limit-connections", Asks::Always),
     ("global-rate-limit", Asks::Always),
     (
         "enable-modsecurity",
@@ -155,6 +167,22 @@ pub struct SecurityAnnotations {
     pub global_auth: bool,
     /// `satisfy: any`: the source ranges or basic auth suffice; otherwise both must pass.
     pub satisfy_any: bool,
+    /// `limit-rps`, `limit-rpm`, `limit-connections`; `None` when none is set above 0.
+    pub limits: Option<LimitAnnotations>,
+}
+
+/// The rate and connection limits of one Ingress, before they are shared among replicas.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LimitAnnotations {
+    /// The zone: the Ingress's `namespace/name`.
+    pub zone: Arc<str>,
+    pub rps: Option<u32>,
+    pub rpm: Option<u32>,
+    pub connections: Option<u32>,
+    /// `limit-burst-multiplier` (5).
+    pub burst_multiplier: u32,
+    /// `limit-allowlist` (alias `limit-whitelist`).
+    pub allow: Vec<IpNet>,
 }
 
 impl Default for SecurityAnnotations {
@@ -166,6 +194,7 @@ impl Default for SecurityAnnotations {
             basic_auth: None,
             global_auth: true,
             satisfy_any: false,
+            limits: None,
         }
     }
 }
@@ -297,6 +326,79 @@ impl Reader<'_> {
         })
     }
 
+    /// `limit-rps`, `limit-rpm`, `limit-connections` and what modifies them. A limit
+    /// that cannot be read refuses the paths; 0 or less sets no limit, as in
+    /// ingress-nginx (its template writes a limit only above 0).
+    fn limits(&mut self) -> Option<LimitAnnotations> {
+        let mut count = |name: &str| -> Result<Option<u32>, ()> {
+            let Some((full, v)) = lookup(self.annotations, name) else {
+                return Ok(None);
+            };
+            match super::annotations::parse_int(v.trim()) {
+                Ok(n) if n <= 0 => Ok(None),
+                Ok(n) => match u32::try_from(n) {
+                    Ok(n) => Ok(Some(n)),
+                    Err(_) => {
+                        self.refuse(full, &format!("{v:?} is larger than {}", u32::MAX));
+                        Err(())
+                    }
+                },
+                Err(expected) => {
+                    self.refuse(full, &format!("{v:?} is not {expected}"));
+                    Err(())
+                }
+            }
+        };
+        let (rps, rpm, connections) =
+            (count(LIMIT_RPS), count(LIMIT_RPM), count(LIMIT_CONNECTIONS));
+        let (Ok(rps), Ok(rpm), Ok(connections)) = (rps, rpm, connections) else {
+            return None;
+        };
+        let burst_multiplier = match lookup(self.annotations, LIMIT_BURST_MULTIPLIER) {
+            None => DEFAULT_BURST_MULTIPLIER,
+            Some((full, v)) => match super::annotations::parse_int(v.trim())
+                .ok()
+                .and_then(|n| u32::try_from(n).ok())
+            {
+                Some(n) => n,
+                None => {
+                    self.diags.push(Diagnostic::warning(
+                        Kind::Ingress,
+                        self.key,
+                        format!("metadata.annotations[{full:?}]"),
+                        DiagnosticReason::InvalidAnnotation,
+                        format!("annotation {full} has invalid value {v:?} (expected an integer of 0 or more); {DEFAULT_BURST_MULTIPLIER} applies, as in ingress-nginx"),
+                    ));
+                    DEFAULT_BURST_MULTIPLIER
+                }
+            },
+        };
+        // The allowlist is read, and refuses when broken, even beside no limit, as
+        // ingress-nginx's parser fails on it first.
+        let listed = lookup(self.annotations, LIMIT_ALLOWLIST)
+            .or_else(|| lookup(self.annotations, LIMIT_WHITELIST));
+        let allow = match listed.map(|(full, v)| (full, parse_source_ranges(v))) {
+            None => Vec::new(),
+            // An empty list exempts nobody, as in ingress-nginx.
+            Some((_, Ok(nets))) => nets,
+            Some((full, Err(why))) => {
+                self.refuse(full, &why);
+                return None;
+            }
+        };
+        if rps.is_none() && rpm.is_none() && connections.is_none() {
+            return None;
+        }
+        Some(LimitAnnotations {
+            zone: self.key.to_string().into(),
+            rps,
+            rpm,
+            connections,
+            burst_multiplier,
+            allow,
+        })
+    }
+
     fn guards(&mut self) {
         for (name, asks) in GUARDS {
             let Some((full, value)) = lookup(self.annotations, name) else {
@@ -336,6 +438,7 @@ pub fn parse(
     r.out.allow = r.ranges(&[ALLOWLIST, WHITELIST]);
     r.out.deny = r.ranges(&[DENYLIST]);
     r.out.basic_auth = r.basic_auth();
+    r.out.limits = r.limits();
     if let Some((full, v)) = lookup(annotations, SATISFY) {
         match v.trim() {
             "any" => r.out.satisfy_any = true,
@@ -645,7 +748,7 @@ mod tests {
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
             ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
-            ("nginx.ingress.kubernetes.io/limit-rps", "5"),
+            ("nginx.ingress.kubernetes.io/global-rate-limit", "5"),
             ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
         ] {
             let (s, d) = read(&[(key, value)]);
@@ -679,6 +782,68 @@ mod tests {
         assert!(!s.global_auth && d.is_empty());
         assert!(SecurityAnnotations::default().global_auth);
         assert!(!is_security_key("auth-method"));
+    }
+
+    #[test]
+    fn limits_as_ingress_nginx_reads_them() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let (s, d) = read(&[
+            (&n("limit-rps"), "5"),
+            (&n("limit-rpm"), "300"),
+            (&n("limit-connections"), "2"),
+            (&n("limit-burst-multiplier"), "3"),
+            (&n("limit-whitelist"), "10.0.0.0/24, 172.10.0.1"),
+        ]);
+        assert!(s.refused.is_empty() && d.is_empty(), "{d:?}");
+        assert_eq!(
+            s.limits,
+            Some(LimitAnnotations {
+                zone: "default/web".into(),
+                rps: Some(5),
+                rpm: Some(300),
+                connections: Some(2),
+                burst_multiplier: 3,
+                allow: nets(&["10.0.0.0/24", "172.10.0.1/32"]),
+            })
+        );
+        // The multiplier defaults to 5; 0 and less set no limit.
+        let (s, d) = read(&[(&n("limit-rpm"), "10"), (&n("limit-rps"), "0")]);
+        let l = s.limits.unwrap();
+        assert_eq!((l.rps, l.rpm, l.burst_multiplier), (None, Some(10), 5));
+        assert!(d.is_empty());
+        let (s, _) = read(&[(&n("limit-connections"), "-1")]);
+        assert_eq!(s.limits, None);
+        // Modifiers alone ask for nothing.
+        let (s, d) = read(&[
+            (&n("limit-burst-multiplier"), "2"),
+            (&n("limit-allowlist"), ""),
+        ]);
+        assert!(s.limits.is_none() && s.refused.is_empty() && d.is_empty());
+        // An unreadable multiplier falls back to 5 with a warning.
+        let (s, d) = read(&[(&n("limit-rps"), "1"), (&n("limit-burst-multiplier"), "x")]);
+        assert_eq!(s.limits.unwrap().burst_multiplier, 5);
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+    }
+
+    #[test]
+    fn unreadable_limits_refuse_the_paths() {
+        for (key, value) in [
+            ("nginx.ingress.kubernetes.io/limit-rps", "five"),
+            ("portico.dev/limit-rpm", "1.5"),
+            (
+                "nginx.ingress.kubernetes.io/limit-connections",
+                "99999999999",
+            ),
+            ("nginx.ingress.kubernetes.io/limit-allowlist", "10.0.0.0/33"),
+        ] {
+            let (s, d) = read(&[(key, value), ("nginx.ingress.kubernetes.io/limit-rpm", "5")]);
+            assert_eq!(s.refused.len(), 1, "{key}");
+            assert!(s.limits.is_none(), "{key}");
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{key}");
+            assert!(d[0].message.contains(key), "{}", d[0].message);
+        }
+        assert!(is_security_key("limit-rps") && is_security_key("limit-whitelist"));
+        assert!(!is_security_key("limit-rate"));
     }
 
     #[test]

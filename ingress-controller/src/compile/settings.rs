@@ -17,8 +17,8 @@ use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NA
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
 use super::annotations::{
-    parse_bool, parse_buffer_size, parse_configmap_ref, parse_int, parse_on_off, parse_seconds,
-    parse_size, parse_timeout,
+    parse_bool, parse_buffer_size, parse_configmap_ref, parse_int, parse_kib, parse_on_off,
+    parse_seconds, parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::{GlobalRanges, PolicyDefaults};
@@ -114,6 +114,15 @@ pub struct GlobalSettings {
     /// `ssl-protocols` (`TLSv1.2 TLSv1.3`) and `ssl-ciphers` (every AEAD suite): what
     /// the HTTPS listener offers.
     pub tls: tls::TlsPolicy,
+    /// `limit-req-status-code` (503): the answer to a request over `limit-rps` or
+    /// `limit-rpm`.
+    pub limit_req_status_code: u16,
+    /// `limit-conn-status-code` (503): the answer to a request over `limit-connections`.
+    pub limit_conn_status_code: u16,
+    /// `limit-rate` (0, none): KiB a second pods' answers are sent at.
+    pub limit_rate: u64,
+    /// `limit-rate-after` (0): KiB sent before `limit-rate` applies.
+    pub limit_rate_after: u64,
 }
 
 impl Default for GlobalSettings {
@@ -147,6 +156,10 @@ impl Default for GlobalSettings {
             whitelist_source_range: GlobalRanges::default(),
             denylist_source_range: GlobalRanges::default(),
             tls: tls::TlsPolicy::default(),
+            limit_req_status_code: 503,
+            limit_conn_status_code: 503,
+            limit_rate: 0,
+            limit_rate_after: 0,
             refused: Vec::new(),
             global_auth_refused: None,
         }
@@ -189,6 +202,12 @@ impl GlobalSettings {
             deny_source_range: self.denylist_source_range.clone(),
             refused: (!self.refused.is_empty()).then(|| self.refused.join("; ").into()),
             global_auth_refused: self.global_auth_refused.as_deref().map(Into::into),
+            limit_rate: self.limit_rate,
+            limit_rate_after: self.limit_rate_after,
+            limit_req_status: http::StatusCode::from_u16(self.limit_req_status_code)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+            limit_conn_status: http::StatusCode::from_u16(self.limit_conn_status_code)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
         }
     }
 
@@ -463,6 +482,10 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "preserve-trailing-slash" => parse_bool(v).map(|b| s.preserve_trailing_slash = b),
         "use-port-in-redirects" => parse_bool(v).map(|b| s.use_port_in_redirects = b),
         "http-redirect-code" => parse_redirect_code(v).map(|c| s.http_redirect_code = c),
+        "limit-rate" => parse_kib(v).map(|n| s.limit_rate = n),
+        "limit-rate-after" => parse_kib(v).map(|n| s.limit_rate_after = n),
+        "limit-req-status-code" => parse_error_code(v).map(|c| s.limit_req_status_code = c),
+        "limit-conn-status-code" => parse_error_code(v).map(|c| s.limit_conn_status_code = c),
         "proxy-set-headers" => parse_configmap_ref(v).map(|k| s.proxy_set_headers = Some(k)),
         _ => return None,
     };
@@ -540,6 +563,15 @@ fn parse_redirect_code(v: &str) -> Result<u16, String> {
     match v.parse::<u16>() {
         Ok(c @ (301 | 302 | 307 | 308)) => Ok(c),
         _ => Err("301, 302, 307 or 308".into()),
+    }
+}
+
+/// `limit-req-status-code`, `limit-conn-status-code`: what nginx's `limit_req_status`
+/// and `limit_conn_status` accept, 400 to 599.
+fn parse_error_code(v: &str) -> Result<u16, String> {
+    match v.trim().parse::<u16>() {
+        Ok(c @ 400..=599) => Ok(c),
+        _ => Err("a status code from 400 to 599".into()),
     }
 }
 

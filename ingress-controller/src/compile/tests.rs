@@ -2148,3 +2148,99 @@ fn unowned_ingresses_are_explained_when_asked() {
     let c = compile(&store, &opts);
     assert_eq!(c.owned_ingresses, vec![ObjectKey::new("default", "none")]);
 }
+
+#[test]
+fn limits_compile_to_a_filter_and_replicas_from_the_publish_service() {
+    let store = store_from_yaml(
+        "
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: portico, namespace: ingress}
+spec:
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: portico-1
+  namespace: ingress
+  labels: {kubernetes.io/service-name: portico}
+addressType: IPv4
+ports:
+- {name: http, port: 8080}
+endpoints:
+- addresses: [10.0.0.1]
+- addresses: [10.0.0.2]
+- addresses: [10.0.0.3]
+  conditions: {ready: false}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico, namespace: ingress}
+data: {limit-req-status-code: \"429\"}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: api
+  namespace: shop
+  annotations:
+    nginx.ingress.kubernetes.io/limit-rps: \"10\"
+    nginx.ingress.kubernetes.io/limit-connections: \"4\"
+    nginx.ingress.kubernetes.io/limit-allowlist: \"10.1.0.0/16\"
+    nginx.ingress.kubernetes.io/whitelist-source-range: \"10.0.0.0/8\"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: api.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+",
+    );
+    let opts = CompileOptions {
+        configmap: Some(ObjectKey::new("ingress", "portico")),
+        replica_service: Some(ObjectKey::new("ingress", "portico")),
+        ..CompileOptions::default()
+    };
+    let c = compile(&store, &opts);
+    // Two ready endpoints: each replica takes half of every limit.
+    assert_eq!(c.config.replicas, 2);
+    let route = c.config.routes.lookup("api.example.com", "/").unwrap();
+    let kinds: Vec<_> = route
+        .policy
+        .request
+        .iter()
+        .map(std::mem::discriminant)
+        .collect();
+    let RequestFilter::RateLimit(l) = &route.policy.request[0] else {
+        panic!("{:?}", route.policy.request);
+    };
+    assert_eq!(&*l.zone, "shop/api");
+    assert_eq!(l.rps.map(|r| (r.limit, r.burst_multiplier)), Some((10, 5)));
+    assert_eq!(l.connections, Some(4));
+    assert_eq!(l.req_status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(l.conn_status, http::StatusCode::SERVICE_UNAVAILABLE);
+    // nginx's preaccess phase comes before its access phase (the source ranges).
+    assert!(matches!(
+        route.policy.request[1],
+        RequestFilter::SourceRanges(_)
+    ));
+    assert_eq!(kinds.len(), 3, "{:?}", route.policy.request);
+    // Over a folder, or without the flag: one replica.
+    assert_eq!(
+        compile(&store, &CompileOptions::default()).config.replicas,
+        1
+    );
+    let missing = CompileOptions {
+        replica_service: Some(ObjectKey::new("ingress", "gone")),
+        ..CompileOptions::default()
+    };
+    assert_eq!(compile(&store, &missing).config.replicas, 1);
+}

@@ -220,6 +220,63 @@ pub struct ProxyBody {
     _active: Option<ActiveGuard>,
     /// Told of every frame, for an HTTP/2 client's stall watch.
     progress: Option<Arc<Progress>>,
+    /// `limit-rate`: the pace the body is sent at.
+    throttle: Option<Box<Throttle>>,
+}
+
+/// nginx's `limit_rate` and `limit_rate_after`: past the first `after` bytes, the body
+/// goes out at `rate` bytes a second, counted from the start of the answer with one
+/// second's worth allowed at once, as nginx counts it; each frame is cut to at most a
+/// second's worth so the pace stays even.
+struct Throttle {
+    rate: u64,
+    after: u64,
+    start: Instant,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// The rest of a frame cut short.
+    held: Option<Bytes>,
+}
+
+impl Throttle {
+    /// Ready once `sent` bytes are within the pace.
+    fn wait(&mut self, sent: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let over = sent.saturating_sub(self.after);
+        if over == 0 {
+            return Poll::Ready(());
+        }
+        let rate = u128::from(self.rate.max(1));
+        // The next piece (a second's worth at most) is due once rate x (elapsed + 1 s)
+        // covers it on top of what was sent past `after`, as nginx's whole-second count
+        // lets it out.
+        let due_nanos = u128::from(over) * 1_000_000_000 / rate;
+        let due = self.start + Duration::from_nanos(u64::try_from(due_nanos).unwrap_or(u64::MAX));
+        if Instant::now() >= due {
+            self.sleep = None;
+            return Poll::Ready(());
+        }
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+        if sleep.deadline() != due {
+            sleep.as_mut().reset(due);
+        }
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                self.sleep = None;
+                Poll::Ready(())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// The part of `data` to send now, keeping the rest for later.
+    fn cut(&mut self, mut data: Bytes) -> Bytes {
+        let max = usize::try_from(self.rate.max(1)).unwrap_or(usize::MAX);
+        if data.len() > max {
+            self.held = Some(data.split_off(max));
+        }
+        data
+    }
 }
 
 enum Kind {
@@ -242,6 +299,7 @@ impl ProxyBody {
             on_done: None,
             _active: None,
             progress: None,
+            throttle: None,
         }
     }
 
@@ -258,12 +316,24 @@ impl ProxyBody {
             on_done: None,
             _active: None,
             progress: None,
+            throttle: None,
         }
     }
 
     /// Reports progress to an HTTP/2 connection's stall watch.
     pub(crate) fn watched(&mut self, progress: Arc<Progress>) {
         self.progress = Some(progress);
+    }
+
+    /// Sends the body at `rate` bytes a second past its first `after` bytes.
+    pub(crate) fn throttle(&mut self, rate: u64, after: u64) {
+        self.throttle = Some(Box::new(Throttle {
+            rate,
+            after,
+            start: Instant::now(),
+            sleep: None,
+            held: None,
+        }));
     }
 
     /// Counts the client connection as busy until the body is done or dropped.
@@ -315,31 +385,50 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
-        let polled = match &mut this.kind {
-            Kind::Full(full) => match Pin::new(full).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
-                Poll::Ready(Some(Err(never))) => match never {},
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
-            Kind::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    idle.progress();
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.end = Some(BodyEnd::UpstreamError);
-                    Poll::Ready(Some(Err(e.into())))
-                }
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => {
-                    if idle.expired(cx) {
-                        this.end = Some(BodyEnd::UpstreamTimeout);
-                        return Poll::Ready(Some(Err(Box::new(UpstreamStalled(idle.timeout)))));
+        if let Some(t) = &mut this.throttle {
+            if t.wait(this.sent, cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        let held = this.throttle.as_mut().and_then(|t| {
+            let rest = t.held.take()?;
+            Some(t.cut(rest))
+        });
+        let polled = match (&mut this.kind, held) {
+            (_, Some(data)) => Poll::Ready(Some(Ok(Frame::data(data)))),
+            (kind, None) => match kind {
+                Kind::Full(full) => match Pin::new(full).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => Poll::Ready(Some(Ok(frame))),
+                    Poll::Ready(Some(Err(never))) => match never {},
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                },
+                Kind::Upstream { body, idle, .. } => match Pin::new(body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        idle.progress();
+                        Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Pending
-                }
+                    Poll::Ready(Some(Err(e))) => {
+                        this.end = Some(BodyEnd::UpstreamError);
+                        Poll::Ready(Some(Err(e.into())))
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => {
+                        if idle.expired(cx) {
+                            this.end = Some(BodyEnd::UpstreamTimeout);
+                            return Poll::Ready(Some(Err(Box::new(UpstreamStalled(idle.timeout)))));
+                        }
+                        Poll::Pending
+                    }
+                },
             },
+        };
+        let polled = match (polled, &mut this.throttle) {
+            (Poll::Ready(Some(Ok(frame))), Some(t)) => match frame.into_data() {
+                Ok(data) => Poll::Ready(Some(Ok(Frame::data(t.cut(data))))),
+                Err(frame) => Poll::Ready(Some(Ok(frame))),
+            },
+            (polled, _) => polled,
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -359,6 +448,9 @@ impl Body for ProxyBody {
     }
 
     fn is_end_stream(&self) -> bool {
+        if self.throttle.as_ref().is_some_and(|t| t.held.is_some()) {
+            return false;
+        }
         match &self.kind {
             Kind::Full(full) => full.is_end_stream(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
@@ -366,9 +458,60 @@ impl Body for ProxyBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        match &self.kind {
+        let inner = match &self.kind {
             Kind::Full(full) => full.size_hint(),
             Kind::Upstream { body, .. } => body.size_hint(),
+        };
+        let held = self
+            .throttle
+            .as_ref()
+            .and_then(|t| t.held.as_ref())
+            .map_or(0, |b| b.len() as u64);
+        if held == 0 {
+            return inner;
         }
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + held);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + held);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// The data frames of `body` and when each came, in seconds from the start.
+    async fn frames(mut body: ProxyBody) -> Vec<(usize, f64)> {
+        let start = Instant::now();
+        let mut out = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            out.push((data.len(), start.elapsed().as_secs_f64()));
+        }
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limit_rate_paces_the_body_after_its_first_bytes() {
+        // 1 KiB/s after the first 2 KiB, over a 6 KiB body in one frame: nginx sends
+        // the 2 KiB, then one second's worth at once, then 1 KiB a second.
+        let mut body = ProxyBody::full(vec![b'x'; 6 << 10]);
+        body.throttle(1 << 10, 2 << 10);
+        let got = frames(body).await;
+        let sizes: Vec<usize> = got.iter().map(|(n, _)| *n).collect();
+        assert_eq!(sizes, [1024, 1024, 1024, 1024, 1024, 1024]);
+        let times: Vec<f64> = got.iter().map(|(_, t)| t.round()).collect();
+        assert_eq!(times, [0.0, 0.0, 0.0, 1.0, 2.0, 3.0]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_limit_the_body_is_not_held() {
+        let got = frames(ProxyBody::full(vec![b'x'; 6 << 10])).await;
+        assert_eq!(got, [(6 << 10, 0.0)]);
     }
 }

@@ -54,6 +54,8 @@ struct AccessLog {
     respond_with: Option<Arc<SetHeaders>>,
     /// Fields the request filters set on the answer (CORS).
     answer_headers: Option<SetHeaders>,
+    /// The request's place under `limit-connections`, given back with the log line.
+    conn_slot: Option<crate::pipeline::ConnSlot>,
 }
 
 impl AccessLog {
@@ -83,6 +85,7 @@ impl AccessLog {
             blame: None,
             respond_with: None,
             answer_headers: None,
+            conn_slot: None,
         })
     }
 
@@ -176,8 +179,13 @@ impl Proxy {
             digest_credentials: &config.digest_credentials,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            limiter: &self.rate_limits,
+            replicas: config.replicas,
+            conn_slot: None,
         };
         let flow = policy.request_filters(&mut ctx, &parts);
+        // Counted until the answer's body is done, whoever answers.
+        log.conn_slot = ctx.conn_slot.take();
         let body_limit = ctx.body_limit;
         let rewritten = ctx.rewritten.take();
         let strip_authorization = ctx.strip_authorization;
@@ -457,6 +465,9 @@ impl Proxy {
         }
         let read = policy.timeouts.read;
         let mut resp = resp.map(|b| ProxyBody::upstream(b, read, stream));
+        if let Some(l) = policy.limit_rate {
+            resp.body_mut().throttle(l.rate, l.after);
+        }
         if let (true, Some(stalls)) = (client_h2, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
         }

@@ -258,6 +258,8 @@ pub struct Proxy {
     builder_h2: auto::Builder<TokioExecutor>,
     shutdown: Shutdown,
     limits: Arc<limits::ConnLimits>,
+    /// `limit-rps`, `limit-rpm`, `limit-connections` state.
+    rate_limits: Arc<crate::pipeline::Limiter>,
 }
 
 impl Proxy {
@@ -284,7 +286,11 @@ impl Proxy {
         config.attach(Arc::downgrade(&runtime));
         let runtime: Arc<dyn Runtime> = pool.clone();
         config.attach(Arc::downgrade(&runtime));
+        let rate_limits = Arc::new(crate::pipeline::Limiter::default());
+        let runtime: Arc<dyn Runtime> = rate_limits.clone();
+        config.attach(Arc::downgrade(&runtime));
         Arc::new(Self {
+            rate_limits,
             config,
             registry,
             pool,

@@ -52,6 +52,9 @@ mod tests {
             digest_credentials: &super::super::redirect::tests::EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            limiter: &super::super::redirect::tests::EMPTY_LIMITER,
+            replicas: 1,
+            conn_slot: None,
         };
         let head = |len: &str| {
             Request::post("/")

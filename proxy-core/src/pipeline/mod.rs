@@ -26,6 +26,7 @@ mod cors;
 mod digest_auth;
 pub(crate) mod errors;
 mod hsts;
+mod rate_limit;
 mod redirect;
 mod refuse;
 mod rewrite;
@@ -45,6 +46,7 @@ pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub use hsts::Hsts;
+pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
 pub use refuse::Refuse;
 pub use rewrite::{Rewrite, RewriteError};
@@ -100,6 +102,16 @@ pub struct RoutePolicy {
     /// of the fields set on every answer of the route (looked up per request, so a
     /// ConfigMap edit needs no new policy).
     pub response_headers: Option<Arc<str>>,
+    /// `limit-rate` and `limit-rate-after`: the pace of the pods' answers.
+    pub limit_rate: Option<LimitRate>,
+}
+
+/// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first
+/// `after` bytes are sent, per request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitRate {
+    pub rate: u64,
+    pub after: u64,
 }
 
 /// A request filter's verdict.
@@ -136,12 +148,20 @@ pub struct RequestCtx<'a> {
     pub answer_headers: Vec<(HeaderName, HeaderValue)>,
     /// Do not pass `Authorization` upstream: [`BasicAuth`] consumed it.
     pub strip_authorization: bool,
+    /// The state of [`RateLimit`] zones.
+    pub limiter: &'a Limiter,
+    /// Replicas sharing the limits ([`Config::replicas`](crate::config::Config)).
+    pub replicas: u32,
+    /// Set by [`RateLimit`]: the request counts against `limit-connections` until this is
+    /// dropped, with the answer's body.
+    pub conn_slot: Option<ConnSlot>,
 }
 
 /// One step before the pick. The compiler puts them in nginx's phase order: a refused
 /// route's `return 503` first; the location's rewrite-phase `return`s (`app-root`, the
 /// CORS preflight, then `permanent-`/`temporal-redirect`); the HTTPS redirect of its Lua
-/// rewrite phase; then the access phase (source ranges, then basic auth).
+/// rewrite phase; nginx's preaccess phase (rate and connection limits); then the access
+/// phase (source ranges, then basic auth).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
@@ -153,6 +173,7 @@ pub enum RequestFilter {
     UrlRedirect(UrlRedirect),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
+    RateLimit(Box<RateLimit>),
     SourceRanges(SourceRanges),
     BasicAuth(BasicAuth),
     DigestAuth(DigestAuth),
@@ -176,6 +197,7 @@ impl RequestFilter {
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
+            RequestFilter::RateLimit(f) => f.on_request(ctx, parts),
         }
     }
 }

@@ -109,6 +109,10 @@ pub(super) mod tests {
         super::super::DigestCredentials,
     > = std::sync::LazyLock::new(Default::default);
 
+    /// No limit state, for filters that need none.
+    pub(crate) static EMPTY_LIMITER: std::sync::LazyLock<super::super::Limiter> =
+        std::sync::LazyLock::new(Default::default);
+
     pub(crate) fn ctx<'a>(scheme: Scheme, host: &'a str, https_port: u16) -> RequestCtx<'a> {
         RequestCtx {
             scheme,
@@ -123,6 +127,9 @@ pub(super) mod tests {
             digest_credentials: &EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            limiter: &EMPTY_LIMITER,
+            replicas: 1,
+            conn_slot: None,
         }
     }
 

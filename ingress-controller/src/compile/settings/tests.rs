@@ -652,3 +652,29 @@ data:
         )]
     );
 }
+
+#[test]
+fn limit_status_codes_default_to_503() {
+    let p = GlobalSettings::default().policy_defaults();
+    assert_eq!(p.limit_req_status, http::StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(p.limit_conn_status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let (s, said) = parse(&[
+        ("limit-req-status-code", "429"),
+        ("limit-conn-status-code", "503"),
+    ]);
+    assert!(said.is_empty(), "{said:?}");
+    let p = s.policy_defaults();
+    assert_eq!(p.limit_req_status, http::StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(p.limit_conn_status, http::StatusCode::SERVICE_UNAVAILABLE);
+    let (s, said) = parse(&[("limit-rate", "64"), ("limit-rate-after", "512")]);
+    assert!(said.is_empty(), "{said:?}");
+    let p = s.policy_defaults();
+    assert_eq!((p.limit_rate, p.limit_rate_after), (64, 512));
+    // nginx's limit_req_status takes 400 to 599.
+    for bad in ["200", "399", "600", "x", ""] {
+        let (s, said) = parse(&[("limit-req-status-code", bad)]);
+        assert_eq!(s.limit_req_status_code, 503, "{bad}");
+        assert_eq!(said.len(), 1, "{bad}");
+        assert_eq!(said[0].1, DiagnosticReason::InvalidSetting);
+    }
+}
