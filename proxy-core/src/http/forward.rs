@@ -25,7 +25,10 @@ use crate::balance::{Choice, CookieAffinity, Target};
 use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
-use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
+use crate::pipeline::{
+    Affinitized, AuthCookies, Canary, ErrorPages, ExternalAuth, Flow, RequestCtx, RoutePolicy,
+    SetHeaders, Vars, Verdict,
+};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -54,6 +57,8 @@ struct AccessLog {
     respond_with: Option<Arc<SetHeaders>>,
     /// Fields the request filters set on the answer (CORS).
     answer_headers: Option<SetHeaders>,
+    /// The external auth service's cookies, for the answer.
+    auth_cookies: Option<AuthCookies>,
 }
 
 impl AccessLog {
@@ -83,6 +88,7 @@ impl AccessLog {
             blame: None,
             respond_with: None,
             answer_headers: None,
+            auth_cookies: None,
         })
     }
 
@@ -176,18 +182,44 @@ impl Proxy {
             digest_credentials: &config.digest_credentials,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            external_auth: None,
         };
         let flow = policy.request_filters(&mut ctx, &parts);
         let body_limit = ctx.body_limit;
         let rewritten = ctx.rewritten.take();
         let strip_authorization = ctx.strip_authorization;
         let answer_headers = std::mem::take(&mut ctx.answer_headers);
+        let external_auth = ctx.external_auth.take();
         // Whatever answers (a filter, the pod, an error), as nginx's `more_set_headers`.
         if !answer_headers.is_empty() {
             log.answer_headers = Some(SetHeaders(answer_headers));
         }
         if let Flow::Answer(resp) = flow? {
             return Ok(*resp);
+        }
+        if let Some(auth) = external_auth {
+            // Boxed: only routes with external auth carry the exchange's state.
+            let verdict =
+                Box::pin(self.ask_external_auth(config, &auth, policy, &parts, conn, client, log))
+                    .await?;
+            match verdict {
+                Verdict::Deny(resp) => return Ok(*resp),
+                Verdict::Allow { headers, cookies } => {
+                    for (name, value) in headers {
+                        match value {
+                            Some(v) => {
+                                parts.headers.insert(name, v);
+                            }
+                            None => {
+                                parts.headers.remove(name);
+                            }
+                        }
+                    }
+                    if !cookies.cookies.is_empty() {
+                        log.auth_cookies = Some(cookies);
+                    }
+                }
+            }
         }
         if let Some(target) = rewritten {
             rewrite(&mut parts, &target)?;
@@ -623,6 +655,88 @@ impl Proxy {
         }
     }
 
+    /// Phase 2, last, on a route with `auth-url`: asks the authentication service about
+    /// the request (its head only) on a connection of its own, within the route's
+    /// connect and read timeouts. A service that cannot be reached is a 500.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_external_auth(
+        &self,
+        config: &Config,
+        auth: &ExternalAuth,
+        policy: &RoutePolicy,
+        parts: &Parts,
+        conn: &Conn,
+        client: Client,
+        log: &mut AccessLog,
+    ) -> Result<Verdict, ProxyError> {
+        let settings = &config.settings.client;
+        // ingress-nginx's `$full_x_forwarded_for` with both settings on, else the client.
+        let forwarded_for = if settings.use_forwarded_headers && settings.compute_full_forwarded_for
+        {
+            match errors::joined(&parts.headers, &headers::X_FORWARDED_FOR) {
+                Some(prior) => format!("{prior}, {}", conn.peer),
+                None => conn.peer.to_string(),
+            }
+        } else {
+            client.addr.to_string()
+        };
+        let request_uri = log.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let vars = Vars {
+            scheme: conn.info.scheme,
+            host: &log.host,
+            headers: &parts.headers,
+            request_uri,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            method: &parts.method,
+            client: client.addr,
+            forwarded_for: &forwarded_for,
+            server_port: conn.info.local.port(),
+        };
+        let ask = auth.request(parts, &vars)?;
+        let dial = if ask.tls {
+            // nginx's defaults for the auth location: SNI on, the certificate unchecked.
+            Dial::Tls {
+                tls: UpstreamTls::unverified(),
+                alpn: Alpn::Http11,
+                name: rustls::pki_types::ServerName::try_from(ask.host.clone()).ok(),
+            }
+        } else {
+            Dial::Http1
+        };
+        let mut req = Request::new(Either::Right(Either::Right(Empty::new())));
+        *req.method_mut() = ask.method;
+        *req.uri_mut() = ask.uri;
+        *req.headers_mut() = ask.headers;
+        let sent = self
+            .pool
+            .send(&ask.target, &dial, policy.timeouts, req, || {})
+            .await;
+        let resp = match sent {
+            Ok(sent) => sent.resp,
+            Err(e) => {
+                return Err(ProxyError::ExternalAuth(format!(
+                    "asking {} failed: {}",
+                    ask.target, e.error
+                )))
+            }
+        };
+        let status = resp.status();
+        tracing::debug!(service = %ask.target, status = status.as_u16(), "external auth answered");
+        let verdict = auth.judge(status, resp.headers(), &vars);
+        if let Verdict::Deny(r) = &verdict {
+            if r.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                log.error = Some(format!(
+                    "external auth: {} answered {}",
+                    ask.target,
+                    status.as_u16()
+                ));
+                log.blame = Some(Blame::Upstream);
+            }
+        }
+        Ok(verdict)
+    }
+
     /// Phase 3, first, on a route with a canary: which backend the request goes to, and
     /// that backend's cookie affinity. A session's own backend keeps it (the main's
     /// first); otherwise the canary's rule decides.
@@ -686,6 +800,9 @@ impl Proxy {
         }
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
+        }
+        if let Some(cookies) = log.auth_cookies.take() {
+            cookies.apply(resp.status(), resp.headers_mut());
         }
         log.status = resp.status();
         resp.body_mut().on_done(log);

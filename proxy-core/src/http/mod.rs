@@ -55,6 +55,7 @@ pub use body::{BodyEnd, ClientBodyError, ProxyBody};
 pub use errors::{Blame, ProxyError};
 pub(crate) use h1::messages_of as h1_messages;
 pub use h1::H1BodyError;
+pub(crate) use headers::strip_hop_by_hop;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;

@@ -52,6 +52,7 @@ mod tests {
             digest_credentials: &super::super::redirect::tests::EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            external_auth: None,
         };
         let head = |len: &str| {
             Request::post("/")

@@ -25,6 +25,7 @@ pub mod client;
 mod cors;
 mod digest_auth;
 pub(crate) mod errors;
+mod ext_auth;
 mod hsts;
 mod redirect;
 mod refuse;
@@ -44,6 +45,9 @@ pub use client::ClientAddressPolicy;
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
+pub use ext_auth::{
+    signin_url, AuthCookies, AuthRequest, ExternalAuth, Template, TemplateError, Vars, Verdict,
+};
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use refuse::Refuse;
@@ -136,6 +140,8 @@ pub struct RequestCtx<'a> {
     pub answer_headers: Vec<(HeaderName, HeaderValue)>,
     /// Do not pass `Authorization` upstream: [`BasicAuth`] consumed it.
     pub strip_authorization: bool,
+    /// Ask this authentication service once the filters are done ([`ExternalAuth`]).
+    pub external_auth: Option<Arc<ExternalAuth>>,
 }
 
 /// One step before the pick. The compiler puts them in nginx's phase order: a refused
@@ -158,6 +164,9 @@ pub enum RequestFilter {
     DigestAuth(DigestAuth),
     /// `satisfy: any` with both source ranges and basic auth.
     SatisfyAny(Box<SatisfyAny>),
+    /// `auth-url`: last in the access phase, as nginx's `auth_request` runs after
+    /// `allow`/`deny` and `auth_basic`.
+    ExternalAuth(Arc<ExternalAuth>),
     BodyLimit(BodyLimit),
 }
 
@@ -175,6 +184,7 @@ impl RequestFilter {
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::ExternalAuth(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
         }
     }

@@ -123,6 +123,7 @@ pub(super) mod tests {
             digest_credentials: &EMPTY_DIGEST_CREDENTIALS,
             answer_headers: Vec::new(),
             strip_authorization: false,
+            external_auth: None,
         }
     }
 
