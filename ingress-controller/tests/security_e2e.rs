@@ -124,7 +124,7 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
     let cases: Vec<Case> = vec![
         (
             "ext-auth",
-            vec![(n("auth-url"), "http://auth.example.com/check")],
+            vec![(n("auth-url"), "ftp://auth.example.com/check")],
             "auth-url",
         ),
         (

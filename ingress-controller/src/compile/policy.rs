@@ -190,6 +190,11 @@ pub fn route_policy(
             }));
         }
     }
+    // nginx's `auth_request` runs after `allow`/`deny` and `auth_basic` in the access
+    // phase. With `satisfy: any` it is still required (stricter than nginx).
+    if let Some(auth) = &ann.security.external_auth {
+        request.push(RequestFilter::ExternalAuth(auth.clone()));
+    }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
         request.push(RequestFilter::BodyLimit(BodyLimit(limit)));
     }

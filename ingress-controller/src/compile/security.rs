@@ -11,8 +11,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
-use proxy_core::pipeline::{Credentials, DigestCredentials, Htdigest, Htpasswd};
+use proxy_core::pipeline::{
+    signin_url, Credentials, DigestCredentials, ExternalAuth, Htdigest, Htpasswd, Template,
+};
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
@@ -32,6 +35,22 @@ const AUTH_REALM: &str = "auth-realm";
 const ENABLE_GLOBAL_AUTH: &str = "enable-global-auth";
 /// `satisfy: any` lets a client in when either the source ranges or the credentials pass.
 const SATISFY: &str = "satisfy";
+const AUTH_URL: &str = "auth-url";
+const AUTH_METHOD: &str = "auth-method";
+const AUTH_SIGNIN: &str = "auth-signin";
+const AUTH_SIGNIN_REDIRECT_PARAM: &str = "auth-signin-redirect-param";
+const AUTH_REQUEST_REDIRECT: &str = "auth-request-redirect";
+const AUTH_RESPONSE_HEADERS: &str = "auth-response-headers";
+const AUTH_ALWAYS_SET_COOKIE: &str = "auth-always-set-cookie";
+/// The keys that modify `auth-url` and mean nothing without it.
+const AUTH_URL_MODIFIERS: &[&str] = &[
+    AUTH_METHOD,
+    AUTH_SIGNIN,
+    AUTH_SIGNIN_REDIRECT_PARAM,
+    AUTH_REQUEST_REDIRECT,
+    AUTH_RESPONSE_HEADERS,
+    AUTH_ALWAYS_SET_COOKIE,
+];
 
 /// The security keys Portico reads here.
 const IMPLEMENTED: &[&str] = &[
@@ -44,6 +63,13 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_REALM,
     ENABLE_GLOBAL_AUTH,
     SATISFY,
+    AUTH_URL,
+    AUTH_METHOD,
+    AUTH_SIGNIN,
+    AUTH_SIGNIN_REDIRECT_PARAM,
+    AUTH_REQUEST_REDIRECT,
+    AUTH_RESPONSE_HEADERS,
+    AUTH_ALWAYS_SET_COOKIE,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -60,8 +86,9 @@ pub enum Asks {
 /// modify one of these (`auth-method`, `limit-burst-multiplier`, ...) are not listed:
 /// alone they ask for nothing, and beside one of these the paths are refused anyway.
 const GUARDS: &[(&str, Asks)] = &[
-    ("auth-url", Asks::Always),
     ("auth-snippet", Asks::Always),
+    // Headers the auth service may need to grant access: not sent, so not served.
+    ("auth-proxy-set-headers", Asks::Always),
     ("auth-tls-secret", Asks::Always),
     ("auth-tls-verify-client", Asks::Unless(&["off"])),
     ("auth-tls-match-cn", Asks::Always),
@@ -155,6 +182,8 @@ pub struct SecurityAnnotations {
     pub global_auth: bool,
     /// `satisfy: any`: the source ranges or basic auth suffice; otherwise both must pass.
     pub satisfy_any: bool,
+    /// `auth-url` and its companions.
+    pub external_auth: Option<Arc<ExternalAuth>>,
 }
 
 impl Default for SecurityAnnotations {
@@ -166,6 +195,7 @@ impl Default for SecurityAnnotations {
             basic_auth: None,
             global_auth: true,
             satisfy_any: false,
+            external_auth: None,
         }
     }
 }
@@ -297,6 +327,114 @@ impl Reader<'_> {
         })
     }
 
+    /// `auth-url` and the keys that modify it, validated as ingress-nginx's `authreq`
+    /// parser does; any of them malformed refuses the paths.
+    fn external_auth(&mut self) -> Option<Arc<ExternalAuth>> {
+        let Some((url_full, url)) = lookup(self.annotations, AUTH_URL) else {
+            for name in AUTH_URL_MODIFIERS {
+                if let Some((full, _)) = lookup(self.annotations, name) {
+                    self.diags.push(Diagnostic::warning(
+                        Kind::Ingress,
+                        self.key,
+                        format!("metadata.annotations[{full:?}]"),
+                        DiagnosticReason::InvalidAnnotation,
+                        format!("annotation {full} has no effect without auth-url"),
+                    ));
+                }
+            }
+            return None;
+        };
+        let mut ok = true;
+        let url = match parse_auth_url(url) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                self.refuse(url_full, &why);
+                None
+            }
+        };
+        let method = match lookup(self.annotations, AUTH_METHOD) {
+            None => None,
+            Some((full, v)) => match parse_auth_method(v) {
+                Ok(m) => Some(m),
+                Err(why) => {
+                    self.refuse(full, &why);
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let param = match lookup(self.annotations, AUTH_SIGNIN_REDIRECT_PARAM) {
+            None => None,
+            Some((full, v)) => match url_chars(v) {
+                Ok(()) => Some(v),
+                Err(why) => {
+                    self.refuse(full, &why);
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let signin = match lookup(self.annotations, AUTH_SIGNIN) {
+            None => None,
+            Some((_, "")) => None,
+            Some((full, v)) => match url_with_variables(v)
+                .and_then(|()| signin_url(v, param).map_err(|e| e.to_string()))
+            {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    self.refuse(full, &why);
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let request_redirect = match lookup(self.annotations, AUTH_REQUEST_REDIRECT) {
+            None => None,
+            Some((_, "")) => None,
+            Some((full, v)) => match url_chars(v).and_then(|()| {
+                HeaderValue::from_str(v).map_err(|_| format!("{v:?} cannot be a header value"))
+            }) {
+                Ok(h) => Some(h),
+                Err(why) => {
+                    self.refuse(full, &why);
+                    ok = false;
+                    None
+                }
+            },
+        };
+        let response_headers = match lookup(self.annotations, AUTH_RESPONSE_HEADERS) {
+            None => Vec::new(),
+            Some((full, v)) => match parse_header_list(v) {
+                Ok(list) => list,
+                Err(why) => {
+                    self.refuse(full, &why);
+                    ok = false;
+                    Vec::new()
+                }
+            },
+        };
+        let always_set_cookie = match lookup(self.annotations, AUTH_ALWAYS_SET_COOKIE) {
+            None => false,
+            Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
+                Ok(b) => b,
+                Err(expected) => {
+                    self.refuse(full, &format!("{v:?} is not {expected}"));
+                    ok = false;
+                    false
+                }
+            },
+        };
+        let url = url.filter(|_| ok)?;
+        Some(Arc::new(ExternalAuth {
+            url,
+            method,
+            signin,
+            request_redirect,
+            response_headers,
+            always_set_cookie,
+        }))
+    }
+
     fn guards(&mut self) {
         for (name, asks) in GUARDS {
             let Some((full, value)) = lookup(self.annotations, name) else {
@@ -336,6 +474,7 @@ pub fn parse(
     r.out.allow = r.ranges(&[ALLOWLIST, WHITELIST]);
     r.out.deny = r.ranges(&[DENYLIST]);
     r.out.basic_auth = r.basic_auth();
+    r.out.external_auth = r.external_auth();
     if let Some((full, v)) = lookup(annotations, SATISFY) {
         match v.trim() {
             "any" => r.out.satisfy_any = true,
@@ -390,6 +529,89 @@ pub fn parse_source_ranges(v: &str) -> Result<Vec<IpNet>, String> {
         };
         if !out.contains(&net) {
             out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// ingress-nginx's `URLIsValidRegex`: letters, digits and `-._~/:,?&=`.
+fn url_chars(v: &str) -> Result<(), String> {
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&=".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} holds characters a URL here may not (letters, digits and -._~/:,?&= only)"
+        ))
+    }
+}
+
+/// ingress-nginx's `URLWithNginxVariableRegex`: [`url_chars`] plus spaces and `$`.
+fn url_with_variables(v: &str) -> Result<(), String> {
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&= $".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} holds characters a URL here may not (letters, digits, $ and -._~/:,?&= only)"
+        ))
+    }
+}
+
+/// `auth-url`: an `http` or `https` URL with a host, as ingress-nginx's `StringToURL`
+/// checks it, whose variables Portico can fill in. A host without variables is checked
+/// now; one with them, per request.
+fn parse_auth_url(v: &str) -> Result<Template, String> {
+    url_with_variables(v)?;
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| format!("{v:?} is not an http:// or https:// URL"))?;
+    let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if host.is_empty() {
+        return Err(format!("{v:?} has no host"));
+    }
+    if host.contains("..") {
+        return Err(format!("{v:?} has an invalid host"));
+    }
+    if !host.contains('$') && host.parse::<http::uri::Authority>().is_err() {
+        return Err(format!("{v:?} has an invalid host"));
+    }
+    Template::parse(v).map_err(|e| e.to_string())
+}
+
+/// `auth-method`: one of the methods ingress-nginx accepts, as written.
+fn parse_auth_method(v: &str) -> Result<Method, String> {
+    const METHODS: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+    ];
+    if !METHODS.contains(&v) {
+        return Err(format!(
+            "{v:?} is not an HTTP method (expected one of {})",
+            METHODS.join(", ")
+        ));
+    }
+    Method::from_bytes(v.as_bytes()).map_err(|_| format!("{v:?} is not an HTTP method"))
+}
+
+/// `auth-response-headers`: comma-separated names of letters, digits, `-` and `_`.
+fn parse_header_list(v: &str) -> Result<Vec<HeaderName>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let valid = item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let name = valid
+            .then(|| HeaderName::from_bytes(item.as_bytes()).ok())
+            .flatten()
+            .ok_or_else(|| format!("{item:?} is not a header name (letters, digits, - and _)"))?;
+        if !out.contains(&name) {
+            out.push(name);
         }
     }
     Ok(out)
@@ -638,8 +860,8 @@ mod tests {
     fn unimplemented_guards_refuse_unless_they_ask_for_nothing() {
         for (key, value) in [
             (
-                "nginx.ingress.kubernetes.io/auth-url",
-                "http://auth.example/check",
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "default/auth-headers",
             ),
             ("portico.dev/auth-tls-secret", "default/ca"),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
@@ -662,6 +884,7 @@ mod tests {
             assert!(s.refused.is_empty() && d.is_empty(), "{key}: {d:?}");
         }
         assert!(is_security_key("auth-url") && is_security_key("whitelist-source-range"));
+        assert!(is_security_key("auth-method") && is_security_key("auth-signin"));
         assert_eq!(
             global_refusal("global-auth-url", "http://auth.example/check").as_deref(),
             Some("global-auth-url is not implemented by Portico")
@@ -678,7 +901,7 @@ mod tests {
         let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
         assert!(!s.global_auth && d.is_empty());
         assert!(SecurityAnnotations::default().global_auth);
-        assert!(!is_security_key("auth-method"));
+        assert!(!is_security_key("auth-cache-key"));
     }
 
     #[test]
@@ -746,5 +969,124 @@ mod tests {
         let (s, d) = read(&[(&n("auth-secret"), "basic-auth")]);
         assert!(s.basic_auth.is_none() && s.refused.is_empty());
         assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+    }
+
+    #[test]
+    fn external_auth_as_the_documentation_sets_it() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        // ingress-nginx's "External OAUTH Authentication" example, for oauth2-proxy.
+        let (s, d) = read(&[
+            (&n("auth-url"), "https://$host/oauth2/auth"),
+            (
+                &n("auth-signin"),
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+            (
+                &n("auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.external_auth.expect("external auth");
+        assert_eq!(a.url, Template::parse("https://$host/oauth2/auth").unwrap());
+        assert!(a.url.has_vars());
+        assert_eq!(a.method, None);
+        assert_eq!(
+            a.signin,
+            Some(Template::parse("https://$host/oauth2/start?rd=$escaped_request_uri").unwrap())
+        );
+        assert_eq!(
+            a.response_headers,
+            [
+                HeaderName::from_static("x-auth-request-user"),
+                HeaderName::from_static("x-auth-request-email")
+            ]
+        );
+        assert!(!a.always_set_cookie);
+
+        // "External Basic Authentication": a plain URL, and the other keys.
+        let (s, d) = read(&[
+            (
+                &n("auth-url"),
+                "http://auth.example.com:8080/basic-auth/user/passwd",
+            ),
+            ("portico.dev/auth-method", "POST"),
+            (&n("auth-signin"), "https://login.example.com/start"),
+            (&n("auth-signin-redirect-param"), "return_to"),
+            (&n("auth-request-redirect"), "https://app.example.com/home"),
+            (&n("auth-always-set-cookie"), "true"),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.external_auth.expect("external auth");
+        assert_eq!(a.method, Some(Method::POST));
+        assert_eq!(
+            a.signin,
+            Some(signin_url("https://login.example.com/start", Some("return_to")).unwrap())
+        );
+        assert_eq!(
+            a.request_redirect,
+            Some(HeaderValue::from_static("https://app.example.com/home"))
+        );
+        assert!(a.always_set_cookie);
+
+        // Malformed: the paths are refused, naming the key.
+        for (pairs, key) in [
+            (vec![(n("auth-url"), "ftp://auth/x")], "auth-url"),
+            (vec![(n("auth-url"), "http:///x")], "auth-url"),
+            (vec![(n("auth-url"), "http://a..b/x")], "auth-url"),
+            (vec![(n("auth-url"), "http://auth/x\"y")], "auth-url"),
+            (vec![(n("auth-url"), "http://$hostname/x")], "auth-url"),
+            (
+                vec![(n("auth-url"), "http://a/x"), (n("auth-method"), "get")],
+                "auth-method",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-signin"), "https://l/$nope"),
+                ],
+                "auth-signin",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-signin-redirect-param"), "r$d"),
+                ],
+                "auth-signin-redirect-param",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-request-redirect"), "$uri"),
+                ],
+                "auth-request-redirect",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-response-headers"), "X-A;B"),
+                ],
+                "auth-response-headers",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-always-set-cookie"), "yes"),
+                ],
+                "auth-always-set-cookie",
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (s, d) = read(&pairs);
+            assert!(s.external_auth.is_none(), "{key}");
+            assert_eq!(s.refused.len(), 1, "{key}: {:?}", s.refused);
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{key}");
+            assert!(d[0].message.contains(&n(key)), "{key}: {}", d[0].message);
+        }
+        // A modifier alone does nothing, and says so.
+        let (s, d) = read(&[(&n("auth-signin"), "https://l/start")]);
+        assert!(s.external_auth.is_none() && s.refused.is_empty());
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert!(d[0].message.contains("without auth-url"));
     }
 }

@@ -697,7 +697,7 @@ impl Proxy {
         let dial = if ask.tls {
             // nginx's defaults for the auth location: SNI on, the certificate unchecked.
             Dial::Tls {
-                tls: UpstreamTls::unverified(),
+                tls: UpstreamTls::unverified_sni(),
                 alpn: Alpn::Http11,
                 name: rustls::pki_types::ServerName::try_from(ask.host.clone()).ok(),
             }
