@@ -474,6 +474,31 @@ mod tests {
                 allow: vec![net("10.0.0.0/8")],
             })
         );
+        // `auth-url` last in the access phase, before the body-size check.
+        let mut ext = ann.clone();
+        ext.security.external_auth = Some(Arc::new(proxy_core::pipeline::ExternalAuth {
+            url: proxy_core::pipeline::Template::parse("http://auth/check").unwrap(),
+            method: None,
+            signin: None,
+            request_redirect: None,
+            response_headers: vec![],
+            always_set_cookie: false,
+        }));
+        let p = route_policy(&ext, &defaults, false, "/", None);
+        assert!(
+            matches!(
+                &p.request[..],
+                [
+                    RequestFilter::AppRoot(_),
+                    RequestFilter::SourceRanges(_),
+                    RequestFilter::BasicAuth(_),
+                    RequestFilter::ExternalAuth(_),
+                    RequestFilter::BodyLimit(_)
+                ]
+            ),
+            "{:?}",
+            p.request
+        );
         // `satisfy: any`: one filter for both.
         let mut any = ann.clone();
         any.security.satisfy_any = true;

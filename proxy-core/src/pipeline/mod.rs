@@ -147,7 +147,8 @@ pub struct RequestCtx<'a> {
 /// One step before the pick. The compiler puts them in nginx's phase order: a refused
 /// route's `return 503` first; the location's rewrite-phase `return`s (`app-root`, the
 /// CORS preflight, then `permanent-`/`temporal-redirect`); the HTTPS redirect of its Lua
-/// rewrite phase; then the access phase (source ranges, then basic auth).
+/// rewrite phase; then the access phase (source ranges, basic auth, then external auth,
+/// whose exchange `http::forward` makes once the filters are done).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
