@@ -481,3 +481,85 @@ async fn auth_url_asks_the_service_and_follows_its_answer() {
     assert_eq!(a.status, 200);
     assert_eq!(log.lock().unwrap().len(), asked);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_auth_guards_every_ingress_but_those_that_opt_out() {
+    let web = Backend::start("web").await;
+    let log: Log = Arc::default();
+    let (plain, _) = auth_service(log.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&ingress_yaml("guarded", "guarded.example.com", "/", "web"));
+    // cert-manager's solver path is in the default no-auth-locations.
+    text.push_str(&ingress_yaml(
+        "acme",
+        "guarded.example.com",
+        "/.well-known/acme-challenge",
+        "web",
+    ));
+    text.push_str(&annotated(
+        "public",
+        "public.example.com",
+        &[("enable-global-auth", "false".to_owned())],
+    ));
+    // An Ingress's own auth-url replaces the global one.
+    text.push_str(&annotated(
+        "own",
+        "own.example.com",
+        &[("auth-url", format!("http://{plain}/own"))],
+    ));
+    text.push_str(&format!(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  \
+         global-auth-url: \"http://{plain}/global\"\n  \
+         global-auth-response-headers: \"X-Auth-Request-User\"\n  \
+         global-auth-signin: \"https://login.example.com/start\"\n"
+    ));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &["--configmap", "default/portico"]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "public.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let addr = ctl.http;
+    assert!(
+        log.lock().unwrap().is_empty(),
+        "the opted-out Ingress asked nobody"
+    );
+
+    let a = send(addr, "GET", "guarded.example.com", "/x", &[], "").await;
+    assert_eq!(a.status, 302, "{}", a.body);
+    assert_eq!(
+        a.header("location"),
+        Some("https://login.example.com/start?rd=http://guarded.example.com%2Fx")
+    );
+    assert_eq!(last(&log).target, "/global");
+    let a = send(
+        addr,
+        "GET",
+        "guarded.example.com",
+        "/x",
+        &[("Cookie", "session=good")],
+        "",
+    )
+    .await;
+    assert_eq!((a.status, a.body.as_str()), (200, "web /x"));
+    assert_eq!(a.header("echo-x-auth-request-user"), Some("alice"));
+
+    let asked = log.lock().unwrap().len();
+    let a = send(
+        addr,
+        "GET",
+        "guarded.example.com",
+        "/.well-known/acme-challenge/token",
+        &[],
+        "",
+    )
+    .await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send(addr, "GET", "public.example.com", "/", &[], "").await;
+    assert_eq!(a.status, 200);
+    assert_eq!(log.lock().unwrap().len(), asked);
+
+    let a = send(addr, "GET", "own.example.com", "/", &[], "").await;
+    assert_eq!(a.status, 401);
+    assert_eq!(last(&log).target, "/own");
+}

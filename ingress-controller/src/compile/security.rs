@@ -107,10 +107,11 @@ const GUARDS: &[(&str, Asks)] = &[
 ];
 
 /// The ConfigMap's settings that restrict access on every path and that Portico does not
-/// implement (yet): each, when it asks for protection, refuses every path (but those of
-/// Ingresses that opt out with `enable-global-auth: "false"`, for `global-auth-url`).
+/// implement (yet): each, when it asks for protection, refuses every path.
 pub const GLOBAL_GUARDS: &[(&str, Asks)] = &[
-    ("global-auth-url", Asks::Unless(&[""])),
+    // Headers the auth service may need: not sent, so not served.
+    ("global-auth-proxy-set-headers", Asks::Unless(&[""])),
+    ("global-auth-snippet", Asks::Unless(&[""])),
     (
         "enable-modsecurity",
         Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
@@ -327,12 +328,12 @@ impl Reader<'_> {
         })
     }
 
-    /// `auth-url` and the keys that modify it, validated as ingress-nginx's `authreq`
-    /// parser does; any of them malformed refuses the paths.
+    /// `auth-url` and the keys that modify it; any of them malformed refuses the paths.
     fn external_auth(&mut self) -> Option<Arc<ExternalAuth>> {
-        let Some((url_full, url)) = lookup(self.annotations, AUTH_URL) else {
+        let annotations = self.annotations;
+        if lookup(annotations, AUTH_URL).is_none() {
             for name in AUTH_URL_MODIFIERS {
-                if let Some((full, _)) = lookup(self.annotations, name) {
+                if let Some((full, _)) = lookup(annotations, name) {
                     self.diags.push(Diagnostic::warning(
                         Kind::Ingress,
                         self.key,
@@ -343,96 +344,16 @@ impl Reader<'_> {
                 }
             }
             return None;
-        };
-        let mut ok = true;
-        let url = match parse_auth_url(url) {
-            Ok(t) => Some(t),
-            Err(why) => {
-                self.refuse(url_full, &why);
-                None
-            }
-        };
-        let method = match lookup(self.annotations, AUTH_METHOD) {
-            None => None,
-            Some((full, v)) => match parse_auth_method(v) {
-                Ok(m) => Some(m),
-                Err(why) => {
-                    self.refuse(full, &why);
-                    ok = false;
-                    None
-                }
-            },
-        };
-        let param = match lookup(self.annotations, AUTH_SIGNIN_REDIRECT_PARAM) {
-            None => None,
-            Some((full, v)) => match url_chars(v) {
-                Ok(()) => Some(v),
-                Err(why) => {
-                    self.refuse(full, &why);
-                    ok = false;
-                    None
-                }
-            },
-        };
-        let signin = match lookup(self.annotations, AUTH_SIGNIN) {
-            None => None,
-            Some((_, "")) => None,
-            Some((full, v)) => match url_with_variables(v)
-                .and_then(|()| signin_url(v, param).map_err(|e| e.to_string()))
-            {
-                Ok(t) => Some(t),
-                Err(why) => {
-                    self.refuse(full, &why);
-                    ok = false;
-                    None
-                }
-            },
-        };
-        let request_redirect = match lookup(self.annotations, AUTH_REQUEST_REDIRECT) {
-            None => None,
-            Some((_, "")) => None,
-            Some((full, v)) => match url_chars(v).and_then(|()| {
-                HeaderValue::from_str(v).map_err(|_| format!("{v:?} cannot be a header value"))
-            }) {
-                Ok(h) => Some(h),
-                Err(why) => {
-                    self.refuse(full, &why);
-                    ok = false;
-                    None
-                }
-            },
-        };
-        let response_headers = match lookup(self.annotations, AUTH_RESPONSE_HEADERS) {
-            None => Vec::new(),
-            Some((full, v)) => match parse_header_list(v) {
-                Ok(list) => list,
-                Err(why) => {
-                    self.refuse(full, &why);
-                    ok = false;
-                    Vec::new()
-                }
-            },
-        };
-        let always_set_cookie = match lookup(self.annotations, AUTH_ALWAYS_SET_COOKIE) {
-            None => false,
-            Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
-                Ok(b) => b,
-                Err(expected) => {
-                    self.refuse(full, &format!("{v:?} is not {expected}"));
-                    ok = false;
-                    false
-                }
-            },
-        };
-        let url = url.filter(|_| ok)?;
-        Some(Arc::new(ExternalAuth {
-            url,
-            method,
-            signin,
-            request_redirect,
-            response_headers,
-            always_set_cookie,
-        }))
+        }
+        let mut refusals = Vec::new();
+        let auth = external_auth_from(
+            |name| lookup(annotations, name),
+            |full, why| refusals.push((full.to_owned(), why.to_owned())),
+        );
+        for (full, why) in refusals {
+            self.refuse(&full, &why);
+        }
+        auth
     }
 
     fn guards(&mut self) {
@@ -533,6 +454,117 @@ pub fn parse_source_ranges(v: &str) -> Result<Vec<IpNet>, String> {
     }
     Ok(out)
 }
+
+/// `auth-url` and the keys that modify it, validated as ingress-nginx's `authreq`
+/// parser does, from `get` (a key's full name and value); each malformed key is passed
+/// to `refuse` with the reason, and then there is no auth to use.
+pub fn external_auth_from<'a>(
+    get: impl Fn(&str) -> Option<(&'a str, &'a str)>,
+    mut refuse: impl FnMut(&str, &str),
+) -> Option<Arc<ExternalAuth>> {
+    let (url_full, url) = get(AUTH_URL)?;
+    let mut ok = true;
+    let url = match parse_auth_url(url) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            refuse(url_full, &why);
+            None
+        }
+    };
+    let method = match get(AUTH_METHOD) {
+        None => None,
+        Some((full, v)) => match parse_auth_method(v) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let param = match get(AUTH_SIGNIN_REDIRECT_PARAM) {
+        None => None,
+        Some((full, v)) => match url_chars(v) {
+            Ok(()) => Some(v),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let signin = match get(AUTH_SIGNIN) {
+        None => None,
+        Some((_, "")) => None,
+        Some((full, v)) => match url_with_variables(v)
+            .and_then(|()| signin_url(v, param).map_err(|e| e.to_string()))
+        {
+            Ok(t) => Some(t),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let request_redirect = match get(AUTH_REQUEST_REDIRECT) {
+        None => None,
+        Some((_, "")) => None,
+        Some((full, v)) => match url_chars(v).and_then(|()| {
+            HeaderValue::from_str(v).map_err(|_| format!("{v:?} cannot be a header value"))
+        }) {
+            Ok(h) => Some(h),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let response_headers = match get(AUTH_RESPONSE_HEADERS) {
+        None => Vec::new(),
+        Some((full, v)) => match parse_header_list(v) {
+            Ok(list) => list,
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                Vec::new()
+            }
+        },
+    };
+    let always_set_cookie = match get(AUTH_ALWAYS_SET_COOKIE) {
+        None => false,
+        Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
+            Ok(b) => b,
+            Err(expected) => {
+                refuse(full, &format!("{v:?} is not {expected}"));
+                ok = false;
+                false
+            }
+        },
+    };
+    let url = url.filter(|_| ok)?;
+    Some(Arc::new(ExternalAuth {
+        url,
+        method,
+        signin,
+        request_redirect,
+        response_headers,
+        always_set_cookie,
+    }))
+}
+
+/// The ConfigMap's `global-auth-*` keys, ingress-nginx's names for the annotations of
+/// [`external_auth_from`] with `global-` in front.
+pub const GLOBAL_AUTH_KEYS: &[&str] = &[
+    "global-auth-url",
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-request-redirect",
+    "global-auth-response-headers",
+    "global-auth-always-set-cookie",
+];
 
 /// ingress-nginx's `URLIsValidRegex`: letters, digits and `-._~/:,?&=`.
 fn url_chars(v: &str) -> Result<(), String> {
@@ -886,10 +918,10 @@ mod tests {
         assert!(is_security_key("auth-url") && is_security_key("whitelist-source-range"));
         assert!(is_security_key("auth-method") && is_security_key("auth-signin"));
         assert_eq!(
-            global_refusal("global-auth-url", "http://auth.example/check").as_deref(),
-            Some("global-auth-url is not implemented by Portico")
+            global_refusal("global-auth-snippet", "return 200;").as_deref(),
+            Some("global-auth-snippet is not implemented by Portico")
         );
-        assert_eq!(global_refusal("global-auth-url", ""), None);
+        assert_eq!(global_refusal("global-auth-url", "http://a/b"), None);
         assert_eq!(global_refusal("enable-modsecurity", "false"), None);
         assert!(global_refusal("enable-modsecurity", "true").is_some());
         assert_eq!(global_refusal("proxy-body-size", "1m"), None);
