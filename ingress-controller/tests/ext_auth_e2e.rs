@@ -43,8 +43,8 @@ impl Seen {
 type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// The service's answer: by the `session` cookie, `good` 200 (naming the user),
-/// `anon` 200 (naming none), `forbidden` 403, `broken` 500; otherwise 401 with a
-/// challenge. Every answer sets a cookie.
+/// `anon` 202 (naming none, setting no cookie), `forbidden` 403, `broken` 500; otherwise 401 with a
+/// challenge. The others set a cookie.
 async fn answer(
     req: http::Request<hyper::body::Incoming>,
     log: Log,
@@ -81,7 +81,7 @@ async fn answer(
             .header("x-auth-request-email", "alice@example.com")
             .header("set-cookie", "refreshed=1; Path=/")
     } else if cookie.contains("session=anon") {
-        b.status(202).header("set-cookie", "refreshed=1; Path=/")
+        b.status(202)
     } else if cookie.contains("session=forbidden") {
         b.status(403).header("set-cookie", "tried=1")
     } else if cookie.contains("session=broken") {
@@ -562,4 +562,63 @@ async fn global_auth_guards_every_ingress_but_those_that_opt_out() {
     let a = send(addr, "GET", "own.example.com", "/", &[], "").await;
     assert_eq!(a.status, 401);
     assert_eq!(last(&log).target, "/own");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_are_cached_per_key_for_the_listed_codes() {
+    let web = Backend::start("web").await;
+    let log: Log = Arc::default();
+    let (plain, _) = auth_service(log.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    text.push_str(&annotated(
+        "cached",
+        "cached.example.com",
+        &[
+            ("auth-url", format!("http://{plain}/check")),
+            ("auth-cache-key", "$cookie_session".to_owned()),
+            ("auth-cache-duration", "202 403 1m".to_owned()),
+            ("auth-response-headers", "X-Auth-Request-User".to_owned()),
+        ],
+    ));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let addr = ctl.http;
+    let asked = || log.lock().unwrap().len();
+    let get = |cookie: &'static str| async move {
+        send(
+            addr,
+            "GET",
+            "cached.example.com",
+            "/",
+            &[("Cookie", cookie)],
+            "",
+        )
+        .await
+    };
+    let deadline = tokio::time::Instant::now() + FOLLOW;
+    while get("session=none").await.status != 401 {
+        assert!(tokio::time::Instant::now() < deadline, "never routed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // 202 is listed: kept, so asked once however often.
+    let n = asked();
+    for _ in 0..3 {
+        let a = get("session=anon").await;
+        assert_eq!((a.status, a.body.as_str()), (200, "web /"));
+    }
+    assert_eq!(asked(), n + 1);
+    // Another key is asked for itself.
+    assert_eq!(get("session=good").await.status, 200);
+    assert_eq!(asked(), n + 2);
+    // 403 is listed, but an answer that sets a cookie is never kept, as nginx's cache.
+    assert_eq!(get("session=forbidden").await.status, 403);
+    assert_eq!(get("session=forbidden").await.status, 403);
+    assert_eq!(asked(), n + 4);
+    // 401 is not listed.
+    assert_eq!(get("session=none").await.status, 401);
+    assert_eq!(get("session=none").await.status, 401);
+    assert_eq!(asked(), n + 6);
 }

@@ -1441,7 +1441,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
                 "default/h",
             ),
-            ("nginx.ingress.kubernetes.io/auth-cache-key", "$remote_user"),
+            ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
             ("nginx.ingress.kubernetes.io/relative-redirects", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
@@ -1495,7 +1495,7 @@ mod tests {
         );
         assert_eq!(
             d[1].message,
-            "annotations nginx.ingress.kubernetes.io/auth-cache-key, \
+            "annotations nginx.ingress.kubernetes.io/auth-keepalive, \
              nginx.ingress.kubernetes.io/relative-redirects are not supported by Portico, ignored"
         );
         assert_eq!(

@@ -219,6 +219,14 @@ pub fn route_policy(
         _ => None,
     });
     if let Some(auth) = external_auth {
+        // nginx keeps cached answers per location: the rule path joins the scope.
+        let auth = match &auth.cache {
+            Some(c) => {
+                let scope = format!("{} {path}", c.scope);
+                super::security::with_cache_scope(auth.clone(), &scope)
+            }
+            None => auth,
+        };
         request.push(RequestFilter::ExternalAuth(auth));
     }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
@@ -293,8 +301,11 @@ pub fn error_pages(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Optio
 /// and the global auth's `no-auth-locations` differ between them, and only when the
 /// annotations leave the cookie's to the rule path or the global auth is in force.
 pub fn shared_across_paths(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> bool {
+    let cached = |a: &ExternalAuth| a.cache.is_some();
     ann.affinity.as_ref().is_none_or(|a| a.path.is_some())
         && (defaults.global_auth == GlobalAuth::Off || defaults.no_auth_locations.is_empty())
+        && !ann.security.external_auth.as_deref().is_some_and(cached)
+        && !matches!(&defaults.global_auth, GlobalAuth::On(a) if cached(a))
 }
 
 #[cfg(test)]
@@ -511,6 +522,7 @@ mod tests {
             request_redirect: None,
             response_headers: vec![],
             always_set_cookie: false,
+            cache: None,
         }));
         let p = route_policy(&ext, &defaults, false, "/", None);
         assert!(
@@ -589,6 +601,7 @@ mod tests {
             request_redirect: None,
             response_headers: vec![],
             always_set_cookie: false,
+            cache: None,
         });
         let defaults = PolicyDefaults {
             global_auth: GlobalAuth::On(global.clone()),

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use proxy_core::pipeline::{
-    signin_url, Credentials, DigestCredentials, ExternalAuth, Htdigest, Htpasswd, Template,
+    parse_cache_duration, signin_url, AuthCache, Credentials, DigestCredentials, ExternalAuth,
+    Htdigest, Htpasswd, Template,
 };
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
@@ -42,6 +43,8 @@ const AUTH_SIGNIN_REDIRECT_PARAM: &str = "auth-signin-redirect-param";
 const AUTH_REQUEST_REDIRECT: &str = "auth-request-redirect";
 const AUTH_RESPONSE_HEADERS: &str = "auth-response-headers";
 const AUTH_ALWAYS_SET_COOKIE: &str = "auth-always-set-cookie";
+const AUTH_CACHE_KEY: &str = "auth-cache-key";
+const AUTH_CACHE_DURATION: &str = "auth-cache-duration";
 /// The keys that modify `auth-url` and mean nothing without it.
 const AUTH_URL_MODIFIERS: &[&str] = &[
     AUTH_METHOD,
@@ -50,6 +53,8 @@ const AUTH_URL_MODIFIERS: &[&str] = &[
     AUTH_REQUEST_REDIRECT,
     AUTH_RESPONSE_HEADERS,
     AUTH_ALWAYS_SET_COOKIE,
+    AUTH_CACHE_KEY,
+    AUTH_CACHE_DURATION,
 ];
 
 /// The security keys Portico reads here.
@@ -70,6 +75,8 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_REQUEST_REDIRECT,
     AUTH_RESPONSE_HEADERS,
     AUTH_ALWAYS_SET_COOKIE,
+    AUTH_CACHE_KEY,
+    AUTH_CACHE_DURATION,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -353,7 +360,8 @@ impl Reader<'_> {
         for (full, why) in refusals {
             self.refuse(&full, &why);
         }
-        auth
+        // Cached answers belong to the Ingress (and, in the policy, the rule path).
+        auth.map(|a| with_cache_scope(a, &self.key.to_string()))
     }
 
     fn guards(&mut self) {
@@ -543,6 +551,42 @@ pub fn external_auth_from<'a>(
             }
         },
     };
+    // `auth-cache-duration` means something only beside `auth-cache-key`.
+    let cache = match get(AUTH_CACHE_KEY) {
+        None | Some((_, "")) => None,
+        Some((full, key)) => {
+            let key = if key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_${}".contains(&b))
+            {
+                Template::parse(key).map_err(|e| e.to_string())
+            } else {
+                Err(format!(
+                    "{key:?} holds characters a cache key may not (letters, digits, -, _, $, {{ and }})"
+                ))
+            };
+            let valid = match get(AUTH_CACHE_DURATION) {
+                None => parse_cache_duration(""),
+                Some((dfull, d)) => parse_cache_duration(d).inspect_err(|why| {
+                    refuse(dfull, why);
+                    ok = false;
+                }),
+            };
+            match (key, valid) {
+                (Ok(key), Ok(valid)) => Some(AuthCache {
+                    key,
+                    scope: "".into(),
+                    valid,
+                }),
+                (Err(why), _) => {
+                    refuse(full, &why);
+                    ok = false;
+                    None
+                }
+                (_, Err(_)) => None,
+            }
+        }
+    };
     let url = url.filter(|_| ok)?;
     Some(Arc::new(ExternalAuth {
         url,
@@ -551,7 +595,20 @@ pub fn external_auth_from<'a>(
         request_redirect,
         response_headers,
         always_set_cookie,
+        cache,
     }))
+}
+
+/// `auth` with its cache (if any) scoped to `scope`.
+pub fn with_cache_scope(auth: Arc<ExternalAuth>, scope: &str) -> Arc<ExternalAuth> {
+    if auth.cache.is_none() {
+        return auth;
+    }
+    let mut a = (*auth).clone();
+    if let Some(c) = &mut a.cache {
+        c.scope = scope.into();
+    }
+    Arc::new(a)
 }
 
 /// The ConfigMap's `global-auth-*` keys, ingress-nginx's names for the annotations of
@@ -564,6 +621,8 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-request-redirect",
     "global-auth-response-headers",
     "global-auth-always-set-cookie",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
 ];
 
 /// ingress-nginx's `URLIsValidRegex`: letters, digits and `-._~/:,?&=`.
@@ -933,7 +992,7 @@ mod tests {
         let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
         assert!(!s.global_auth && d.is_empty());
         assert!(SecurityAnnotations::default().global_auth);
-        assert!(!is_security_key("auth-cache-key"));
+        assert!(!is_security_key("auth-keepalive"));
     }
 
     #[test]
@@ -1114,6 +1173,31 @@ mod tests {
             assert_eq!(s.refused.len(), 1, "{key}: {:?}", s.refused);
             assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{key}");
             assert!(d[0].message.contains(&n(key)), "{key}: {}", d[0].message);
+        }
+        // The cache, scoped to the Ingress; its duration refused when malformed.
+        let (s, d) = read(&[
+            (&n("auth-url"), "http://a/x"),
+            (&n("auth-cache-key"), "$remote_user$http_authorization"),
+            (&n("auth-cache-duration"), "200 202 401 5m"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = s.external_auth.unwrap().cache.clone().expect("cache");
+        assert_eq!(&*c.scope, "default/web");
+        assert_eq!(c.valid, parse_cache_duration("").unwrap());
+        for (key, value) in [
+            ("auth-cache-duration", "5m 200"),
+            ("auth-cache-key", "$a b"),
+        ] {
+            let mut pairs = vec![
+                (n("auth-url"), "http://a/x"),
+                (n("auth-cache-key"), "$remote_user"),
+            ];
+            pairs.retain(|(k, _)| *k != n(key));
+            pairs.push((n(key), value));
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (s, d) = read(&pairs);
+            assert!(s.external_auth.is_none(), "{key}");
+            assert!(d[0].message.contains(&n(key)), "{}", d[0].message);
         }
         // A modifier alone does nothing, and says so.
         let (s, d) = read(&[(&n("auth-signin"), "https://l/start")]);

@@ -451,7 +451,9 @@ fn global_auth(
         ));
     });
     match auth {
-        Some(auth) if refusals.is_empty() => GlobalAuth::On(auth),
+        Some(auth) if refusals.is_empty() => {
+            GlobalAuth::On(super::security::with_cache_scope(auth, "(global)"))
+        }
         _ => GlobalAuth::Broken(refusals.join("; ").into()),
     }
 }

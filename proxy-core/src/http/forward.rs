@@ -693,6 +693,21 @@ impl Proxy {
             forwarded_for: &forwarded_for,
             server_port: conn.info.local.port(),
         };
+        // ingress-nginx's cache key: the server, the location and the expanded key.
+        let cache_key = auth
+            .cache
+            .as_ref()
+            .map(|c| format!("{}\0{}\0{}", c.scope, log.host, c.key.expand(&vars)));
+        if let Some((status, headers)) = cache_key
+            .as_deref()
+            .and_then(|k| self.auth_decisions.get(k))
+        {
+            tracing::debug!(
+                status = status.as_u16(),
+                "external auth answered from the cache"
+            );
+            return Ok(auth.judge(status, &headers, &vars));
+        }
         let ask = auth.request(parts, &vars)?;
         let dial = if ask.tls {
             // nginx's defaults for the auth location: SNI on, the certificate unchecked.
@@ -723,6 +738,12 @@ impl Proxy {
         };
         let status = resp.status();
         tracing::debug!(service = %ask.target, status = status.as_u16(), "external auth answered");
+        if let (Some(cache), Some(key)) = (&auth.cache, cache_key) {
+            if let Some(ttl) = cache.ttl(status, resp.headers()) {
+                self.auth_decisions
+                    .put(key, status, resp.headers().clone(), ttl);
+            }
+        }
         let verdict = auth.judge(status, resp.headers(), &vars);
         if let Verdict::Deny(r) = &verdict {
             if r.status() == StatusCode::INTERNAL_SERVER_ERROR {

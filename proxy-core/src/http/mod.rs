@@ -259,6 +259,8 @@ pub struct Proxy {
     builder_h2: auto::Builder<TokioExecutor>,
     shutdown: Shutdown,
     limits: Arc<limits::ConnLimits>,
+    /// `auth-cache-key`: kept answers of authentication services.
+    auth_decisions: crate::pipeline::AuthDecisions,
 }
 
 impl Proxy {
@@ -292,6 +294,7 @@ impl Proxy {
             builder_h2,
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
+            auth_decisions: Default::default(),
             opts,
         })
     }

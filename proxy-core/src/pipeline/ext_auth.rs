@@ -9,9 +9,11 @@
 //! exchange with the service happens in `http::forward` once the synchronous filters
 //! are done, so routes without it pay nothing for the await.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -39,6 +41,168 @@ pub struct ExternalAuth {
     /// `auth-always-set-cookie`: the service's `Set-Cookie` goes on every answer, not
     /// only on the success codes nginx's `add_header` covers.
     pub always_set_cookie: bool,
+    /// `auth-cache-key` with `auth-cache-duration`: answers kept and reused per key.
+    pub cache: Option<AuthCache>,
+}
+
+/// `auth-cache-key` and `auth-cache-duration`: the service's answers are kept, per
+/// route host, `scope` and expanded key, for as long as their status's entry says (as
+/// nginx's `proxy_cache_valid`), and reused instead of asking again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthCache {
+    pub key: Template,
+    /// The Ingress and rule path (ingress-nginx keys on the server and the location).
+    pub scope: Arc<str>,
+    pub valid: Vec<CacheValid>,
+}
+
+/// One `proxy_cache_valid`: these codes (`None`: any) are kept this long.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheValid {
+    pub codes: Option<Vec<u16>>,
+    pub ttl: Duration,
+}
+
+impl AuthCache {
+    /// How long an answer is kept: the first entry naming its status, unless the answer
+    /// forbids it (`Set-Cookie`, `Cache-Control: no-store`, `no-cache`, `private`) or
+    /// says how long itself (`max-age`), as nginx's cache decides.
+    pub fn ttl(&self, status: StatusCode, headers: &HeaderMap) -> Option<Duration> {
+        if headers.contains_key(header::SET_COOKIE) {
+            return None;
+        }
+        let code = status.as_u16();
+        let mut ttl = self.valid.iter().find_map(|v| match &v.codes {
+            None => Some(v.ttl),
+            Some(codes) => codes.contains(&code).then_some(v.ttl),
+        })?;
+        for value in headers.get_all(header::CACHE_CONTROL) {
+            let Ok(text) = value.to_str() else { continue };
+            for d in text.split(',').map(|d| d.trim().to_ascii_lowercase()) {
+                if matches!(d.as_str(), "no-store" | "no-cache" | "private") {
+                    return None;
+                }
+                if let Some(secs) = d.strip_prefix("max-age=").and_then(|n| n.parse().ok()) {
+                    ttl = Duration::from_secs(secs);
+                }
+            }
+        }
+        (!ttl.is_zero()).then_some(ttl)
+    }
+}
+
+/// ingress-nginx's `auth-cache-duration`: comma-separated entries, each status codes
+/// then durations (`200 202 401 5m`, `1h 30m` adding up); no code means 200, 301 and
+/// 302, `any` every code, as nginx's `proxy_cache_valid`. Empty: `200 202 401 5m`.
+pub fn parse_cache_duration(v: &str) -> Result<Vec<CacheValid>, String> {
+    let mut out = Vec::new();
+    let items: Vec<&str> = v
+        .split(',')
+        .map(str::trim)
+        .filter(|i| !i.is_empty())
+        .collect();
+    let items = if items.is_empty() {
+        vec!["200 202 401 5m"]
+    } else {
+        items
+    };
+    for item in items {
+        let mut codes = Vec::new();
+        let mut any = false;
+        let mut ttl = Duration::ZERO;
+        let mut seen_time = false;
+        for el in item.split(' ').filter(|e| !e.is_empty()) {
+            if el.len() == 3 && el.bytes().all(|b| b.is_ascii_digit()) {
+                if seen_time {
+                    return Err(format!("{item:?}: a status code after a duration"));
+                }
+                codes.push(
+                    el.parse()
+                        .map_err(|_| format!("{item:?}: bad code {el:?}"))?,
+                );
+            } else if el == "any" {
+                any = true;
+            } else if let Some(d) = duration(el) {
+                seen_time = true;
+                ttl += d;
+            } else {
+                return Err(format!(
+                    "{item:?}: {el:?} is neither a status code nor a duration such as 5m"
+                ));
+            }
+        }
+        if !seen_time {
+            return Err(format!("{item:?} has no duration"));
+        }
+        let codes = if any {
+            None
+        } else if codes.is_empty() {
+            Some(vec![200, 301, 302])
+        } else {
+            Some(codes)
+        };
+        out.push(CacheValid { codes, ttl });
+    }
+    Ok(out)
+}
+
+/// nginx's time units: `ms`, `s`, `m`, `h`, `d`, `w`, `M` (30 days), `y` (365 days).
+fn duration(el: &str) -> Option<Duration> {
+    let split = el.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = el.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        "d" => secs(86_400),
+        "w" => secs(7 * 86_400),
+        "M" => secs(30 * 86_400),
+        "y" => secs(365 * 86_400),
+        _ => None,
+    }
+}
+
+/// Kept answers of authentication services, shared by every route (each keys its own).
+#[derive(Default)]
+pub(crate) struct AuthDecisions(std::sync::Mutex<HashMap<String, Kept>>);
+
+struct Kept {
+    until: Instant,
+    status: StatusCode,
+    headers: HeaderMap,
+}
+
+/// Answers kept at most; past it, expired ones go, then all.
+const MAX_KEPT: usize = 10_000;
+
+impl AuthDecisions {
+    pub(crate) fn get(&self, key: &str) -> Option<(StatusCode, HeaderMap)> {
+        let map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = map.get(key)?;
+        (kept.until > Instant::now()).then(|| (kept.status, kept.headers.clone()))
+    }
+
+    pub(crate) fn put(&self, key: String, status: StatusCode, headers: HeaderMap, ttl: Duration) {
+        let now = Instant::now();
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() >= MAX_KEPT {
+            map.retain(|_, k| k.until > now);
+            if map.len() >= MAX_KEPT {
+                map.clear();
+            }
+        }
+        map.insert(
+            key,
+            Kept {
+                until: now + ttl,
+                status,
+                headers,
+            },
+        );
+    }
 }
 
 impl ExternalAuth {
@@ -645,6 +809,7 @@ mod tests {
             request_redirect: None,
             response_headers: vec![],
             always_set_cookie: false,
+            cache: None,
         }
     }
 
@@ -847,5 +1012,47 @@ mod tests {
         assert_eq!(remote_user(&h).as_deref(), Some("alice"));
         h.insert("authorization", HeaderValue::from_static("Bearer x"));
         assert_eq!(remote_user(&h), None);
+    }
+
+    #[test]
+    fn cache_durations_as_proxy_cache_valid_reads_them() {
+        let v = parse_cache_duration("200 202 401 5m").unwrap();
+        assert_eq!(
+            v,
+            [CacheValid {
+                codes: Some(vec![200, 202, 401]),
+                ttl: Duration::from_secs(300)
+            }]
+        );
+        assert_eq!(parse_cache_duration("").unwrap(), v, "the default");
+        let v = parse_cache_duration("200 1h 30m, any 10s").unwrap();
+        assert_eq!(v[0].ttl, Duration::from_secs(5400));
+        assert_eq!(v[1].codes, None);
+        assert_eq!(
+            parse_cache_duration("5m").unwrap()[0].codes,
+            Some(vec![200, 301, 302])
+        );
+        for bad in ["200", "5m 200", "200 5x", "200 five"] {
+            assert!(parse_cache_duration(bad).is_err(), "{bad}");
+        }
+        let cache = AuthCache {
+            key: Template::parse("$http_authorization").unwrap(),
+            scope: "ns/web /".into(),
+            valid: parse_cache_duration("200 202 401 5m").unwrap(),
+        };
+        let none = HeaderMap::new();
+        assert_eq!(
+            cache.ttl(StatusCode::OK, &none),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(cache.ttl(StatusCode::FORBIDDEN, &none), None);
+        let mut h = HeaderMap::new();
+        h.insert("cache-control", HeaderValue::from_static("max-age=7"));
+        assert_eq!(cache.ttl(StatusCode::OK, &h), Some(Duration::from_secs(7)));
+        h.insert("cache-control", HeaderValue::from_static("private"));
+        assert_eq!(cache.ttl(StatusCode::OK, &h), None);
+        let mut h = HeaderMap::new();
+        h.insert("set-cookie", HeaderValue::from_static("a=1"));
+        assert_eq!(cache.ttl(StatusCode::OK, &h), None);
     }
 }

@@ -45,8 +45,10 @@ pub use client::ClientAddressPolicy;
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
+pub(crate) use ext_auth::AuthDecisions;
 pub use ext_auth::{
-    signin_url, AuthCookies, AuthRequest, ExternalAuth, Template, TemplateError, Vars, Verdict,
+    parse_cache_duration, signin_url, AuthCache, AuthCookies, AuthRequest, CacheValid,
+    ExternalAuth, Template, TemplateError, Vars, Verdict,
 };
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
