@@ -125,7 +125,7 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
     let cases: Vec<Case> = vec![
         (
             "ext-auth",
-            vec![(n("auth-url"), "http://auth.example.com/check")],
+            vec![(n("auth-url"), "ftp://auth.example.com/check")],
             "auth-url",
         ),
         (
@@ -609,7 +609,7 @@ async fn cors_preflights_are_answered_and_answers_carry_the_fields() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unimplemented_global_auth_url_refuses_all_but_the_ingresses_that_opt_out() {
+async fn a_broken_global_auth_url_refuses_all_but_the_ingresses_that_opt_out() {
     let web = Backend::start("web").await;
     let dir = tempfile::tempdir().unwrap();
     let mut text = INGRESS_CLASS_YAML.to_owned();
@@ -621,7 +621,7 @@ async fn an_unimplemented_global_auth_url_refuses_all_but_the_ingresses_that_opt
         &[("nginx.ingress.kubernetes.io/enable-global-auth", "false")],
     ));
     text.push_str(
-        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  global-auth-url: \"http://auth.example.com/check\"\n",
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  global-auth-url: \"ftp://auth.example.com/check\"\n",
     );
     std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
     let mut ctl = Controller::start(dir.path(), &["--configmap", "default/portico"]);

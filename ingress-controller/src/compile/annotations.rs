@@ -1455,8 +1455,11 @@ mod tests {
             ("nginx.ingress.kubernetes.io/stream-snippet", "x"),
             ("nginx.ingress.kubernetes.io/modsecurity-snippet", "x"),
             ("nginx.ingress.kubernetes.io/configuration-snippet", "x"),
-            ("nginx.ingress.kubernetes.io/auth-url", "http://auth"),
-            ("nginx.ingress.kubernetes.io/auth-method", "GET"),
+            (
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "default/h",
+            ),
+            ("nginx.ingress.kubernetes.io/auth-keepalive", "10"),
             ("nginx.ingress.kubernetes.io/relative-redirects", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-range",
@@ -1487,17 +1490,17 @@ mod tests {
                     Severity::Warning,
                     "metadata.annotations"
                 ),
-                // Security keys fail closed instead: auth-url is not implemented, and
-                // the auth-snippet's authentication cannot be honoured.
-                (
-                    DiagnosticReason::SecurityRefused,
-                    Severity::Error,
-                    "metadata.annotations[\"nginx.ingress.kubernetes.io/auth-url\"]"
-                ),
+                // Security keys fail closed instead: the auth-snippet's authentication
+                // cannot be honoured, and auth-proxy-set-headers is not implemented.
                 (
                     DiagnosticReason::SecurityRefused,
                     Severity::Error,
                     "metadata.annotations[\"portico.dev/auth-snippet\"]"
+                ),
+                (
+                    DiagnosticReason::SecurityRefused,
+                    Severity::Error,
+                    "metadata.annotations[\"nginx.ingress.kubernetes.io/auth-proxy-set-headers\"]"
                 ),
             ]
         );
@@ -1510,7 +1513,7 @@ mod tests {
         );
         assert_eq!(
             d[1].message,
-            "annotations nginx.ingress.kubernetes.io/auth-method, \
+            "annotations nginx.ingress.kubernetes.io/auth-keepalive, \
              nginx.ingress.kubernetes.io/relative-redirects are not supported by Portico, ignored"
         );
         assert_eq!(

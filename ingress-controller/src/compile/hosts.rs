@@ -365,7 +365,7 @@ fn build_host(
         };
         claims.insert(claim, &f.source);
         claimed.insert(claim, rules.len());
-        let policy = if p.rewrite.is_none() && policy::shared_across_paths(&f.ann) {
+        let policy = if p.rewrite.is_none() && policy::shared_across_paths(&f.ann, defaults) {
             shared
                 .entry(Arc::as_ptr(f))
                 .or_insert_with(|| {

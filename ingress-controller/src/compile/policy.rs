@@ -6,9 +6,9 @@ use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, LimitRate, Rate, RateLimit, Refuse,
-    RequestFilter, Rewrite, RoutePolicy, SatisfyAny, SourceRanges, SslRedirect, UpstreamHeaders,
-    UrlRedirect, UserAuth,
+    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, ExternalAuth, LimitRate, Rate,
+    RateLimit, Refuse, RequestFilter, Rewrite, RoutePolicy, SatisfyAny, SourceRanges, SslRedirect,
+    UpstreamHeaders, UrlRedirect, UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
@@ -27,6 +27,16 @@ impl Default for GlobalRanges {
     fn default() -> Self {
         GlobalRanges::Ranges(Vec::new())
     }
+}
+
+/// The ConfigMap's `global-auth-url` and its companions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum GlobalAuth {
+    #[default]
+    Off,
+    On(Arc<ExternalAuth>),
+    /// A key could not be read: every path it would guard is refused, with this reason.
+    Broken(Arc<str>),
 }
 
 /// What a path gets when its Ingress's annotations say nothing: the global settings,
@@ -56,9 +66,6 @@ pub struct PolicyDefaults {
     pub deny_source_range: GlobalRanges,
     /// ConfigMap security settings Portico does not implement: every path is refused.
     pub refused: Option<Arc<str>>,
-    /// `global-auth-url`, not implemented: every path of an Ingress that does not set
-    /// `enable-global-auth: "false"` is refused.
-    pub global_auth_refused: Option<Arc<str>>,
     /// `limit-rate` and `limit-rate-after`, in KiB.
     pub limit_rate: u64,
     pub limit_rate_after: u64,
@@ -66,6 +73,11 @@ pub struct PolicyDefaults {
     pub limit_req_status: StatusCode,
     /// `limit-conn-status-code`.
     pub limit_conn_status: StatusCode,
+    /// `global-auth-url`: for every path of an Ingress without `auth-url` that does not
+    /// set `enable-global-auth: "false"`, but those under `no_auth_locations`.
+    pub global_auth: GlobalAuth,
+    /// `no-auth-locations`: path prefixes the global auth leaves alone.
+    pub no_auth_locations: Vec<String>,
 }
 
 impl Default for PolicyDefaults {
@@ -83,11 +95,12 @@ impl Default for PolicyDefaults {
             allow_source_range: GlobalRanges::default(),
             deny_source_range: GlobalRanges::default(),
             refused: None,
-            global_auth_refused: None,
             limit_rate: 0,
             limit_rate_after: 0,
             limit_req_status: StatusCode::SERVICE_UNAVAILABLE,
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
+            global_auth: GlobalAuth::Off,
+            no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }
 }
@@ -112,14 +125,22 @@ pub fn route_policy(
     let ranges = source_ranges(ann, defaults);
     // A security setting that cannot be honoured: the path answers 503 and does nothing
     // else, as ingress-nginx's denied location.
-    let global_auth = defaults
-        .global_auth_refused
-        .as_ref()
-        .filter(|_| ann.security.global_auth);
+    // ingress-nginx's `shouldApplyGlobalAuth` and `no-auth-locations` (by prefix).
+    let global_auth = Some(&defaults.global_auth).filter(|_| {
+        ann.security.global_auth
+            && ann.security.external_auth.is_none()
+            && !defaults
+                .no_auth_locations
+                .iter()
+                .any(|l| path.starts_with(l.as_str()))
+    });
     let refused = match &ranges {
         Err(why) => Some(why.clone()),
         Ok(_) if !ann.security.refused.is_empty() => Some(ann.security.refused.join("; ").into()),
-        Ok(_) => defaults.refused.clone().or_else(|| global_auth.cloned()),
+        Ok(_) => defaults.refused.clone().or_else(|| match global_auth {
+            Some(GlobalAuth::Broken(why)) => Some(why.clone()),
+            _ => None,
+        }),
     };
     if let Some(why) = refused {
         return RoutePolicy {
@@ -218,6 +239,23 @@ pub fn route_policy(
             }));
         }
     }
+    // nginx's `auth_request` runs after `allow`/`deny` and `auth_basic` in the access
+    // phase. With `satisfy: any` it is still required (stricter than nginx).
+    let external_auth = ann.security.external_auth.clone().or(match global_auth {
+        Some(GlobalAuth::On(auth)) => Some(auth.clone()),
+        _ => None,
+    });
+    if let Some(auth) = external_auth {
+        // nginx keeps cached answers per location: the rule path joins the scope.
+        let auth = match &auth.cache {
+            Some(c) => {
+                let scope = format!("{} {path}", c.scope);
+                super::security::with_cache_scope(auth.clone(), &scope)
+            }
+            None => auth,
+        };
+        request.push(RequestFilter::ExternalAuth(auth));
+    }
     if let Some(limit) = ann.body_size.unwrap_or(defaults.body_size) {
         request.push(RequestFilter::BodyLimit(BodyLimit(limit)));
     }
@@ -298,9 +336,14 @@ pub fn error_pages(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Optio
 }
 
 /// Whether paths of one Ingress can share one policy: only the affinity cookie's path
-/// differs between them, and only when the annotations leave it to the rule path.
-pub fn shared_across_paths(ann: &IngressAnnotations) -> bool {
+/// and the global auth's `no-auth-locations` differ between them, and only when the
+/// annotations leave the cookie's to the rule path or the global auth is in force.
+pub fn shared_across_paths(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> bool {
+    let cached = |a: &ExternalAuth| a.cache.is_some();
     ann.affinity.as_ref().is_none_or(|a| a.path.is_some())
+        && (defaults.global_auth == GlobalAuth::Off || defaults.no_auth_locations.is_empty())
+        && !ann.security.external_auth.as_deref().is_some_and(cached)
+        && !matches!(&defaults.global_auth, GlobalAuth::On(a) if cached(a))
 }
 
 #[cfg(test)]
@@ -343,7 +386,7 @@ mod tests {
         assert_eq!(p.timeouts.send, Duration::from_secs(60));
         assert!(p.request.is_empty());
         assert_eq!(p.affinity.unwrap().path.as_deref(), Some("/app"));
-        assert!(!shared_across_paths(&ann));
+        assert!(!shared_across_paths(&ann, &defaults));
         let forced = IngressAnnotations {
             force_ssl_redirect: true,
             ..IngressAnnotations::default()
@@ -550,6 +593,32 @@ mod tests {
                 allow: vec![net("10.0.0.0/8")],
             })
         );
+        // `auth-url` last in the access phase, before the body-size check.
+        let mut ext = ann.clone();
+        ext.security.external_auth = Some(Arc::new(proxy_core::pipeline::ExternalAuth {
+            url: proxy_core::pipeline::Template::parse("http://auth/check").unwrap(),
+            method: None,
+            signin: None,
+            request_redirect: None,
+            response_headers: vec![],
+            always_set_cookie: false,
+            cache: None,
+        }));
+        let p = route_policy(&ext, &defaults, false, "/", None);
+        assert!(
+            matches!(
+                &p.request[..],
+                [
+                    RequestFilter::AppRoot(_),
+                    RequestFilter::SourceRanges(_),
+                    RequestFilter::BasicAuth(_),
+                    RequestFilter::ExternalAuth(_),
+                    RequestFilter::BodyLimit(_)
+                ]
+            ),
+            "{:?}",
+            p.request
+        );
         // `satisfy: any`: one filter for both.
         let mut any = ann.clone();
         any.security.satisfy_any = true;
@@ -600,5 +669,70 @@ mod tests {
             .request
             .iter()
             .any(|f| matches!(f, RequestFilter::Refuse(_))));
+    }
+
+    #[test]
+    fn global_auth_guards_paths_without_their_own_but_the_opted_out_and_the_exempt() {
+        use super::super::security::SecurityAnnotations;
+        let global = Arc::new(ExternalAuth {
+            url: proxy_core::pipeline::Template::parse("http://global/check").unwrap(),
+            method: None,
+            signin: None,
+            request_redirect: None,
+            response_headers: vec![],
+            always_set_cookie: false,
+            cache: None,
+        });
+        let defaults = PolicyDefaults {
+            global_auth: GlobalAuth::On(global.clone()),
+            ..PolicyDefaults::default()
+        };
+        let auth_of = |ann: &IngressAnnotations, d: &PolicyDefaults, path: &str| {
+            route_policy(ann, d, false, path, None)
+                .request
+                .iter()
+                .find_map(|f| match f {
+                    RequestFilter::ExternalAuth(a) => Some(a.clone()),
+                    _ => None,
+                })
+        };
+        let plain = IngressAnnotations::default();
+        assert_eq!(auth_of(&plain, &defaults, "/app"), Some(global.clone()));
+        assert_eq!(
+            auth_of(&plain, &defaults, "/.well-known/acme-challenge/x"),
+            None,
+            "no-auth-locations"
+        );
+        assert!(!shared_across_paths(&plain, &defaults));
+        let opted_out = IngressAnnotations {
+            security: SecurityAnnotations {
+                global_auth: false,
+                ..SecurityAnnotations::default()
+            },
+            ..IngressAnnotations::default()
+        };
+        assert_eq!(auth_of(&opted_out, &defaults, "/app"), None);
+        // An Ingress's own auth-url wins.
+        let own = Arc::new(ExternalAuth {
+            url: proxy_core::pipeline::Template::parse("http://own/check").unwrap(),
+            ..(*global).clone()
+        });
+        let with_own = IngressAnnotations {
+            security: SecurityAnnotations {
+                external_auth: Some(own.clone()),
+                ..SecurityAnnotations::default()
+            },
+            ..IngressAnnotations::default()
+        };
+        assert_eq!(auth_of(&with_own, &defaults, "/app"), Some(own));
+        // Broken: refused, but not where it would not apply.
+        let broken = PolicyDefaults {
+            global_auth: GlobalAuth::Broken("ConfigMap x key global-auth-url: bad".into()),
+            ..PolicyDefaults::default()
+        };
+        let p = route_policy(&plain, &broken, false, "/", None);
+        assert!(matches!(&p.request[..], [RequestFilter::Refuse(_)]));
+        let p = route_policy(&opted_out, &broken, false, "/", None);
+        assert!(!matches!(&p.request[..], [RequestFilter::Refuse(_)]));
     }
 }

@@ -11,8 +11,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
-use proxy_core::pipeline::{Credentials, DigestCredentials, Htdigest, Htpasswd};
+use proxy_core::pipeline::{
+    parse_cache_duration, signin_url, AuthCache, Credentials, DigestCredentials, ExternalAuth,
+    Htdigest, Htpasswd, Template,
+};
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
@@ -41,6 +45,26 @@ const LIMIT_ALLOWLIST: &str = "limit-allowlist";
 const LIMIT_WHITELIST: &str = "limit-whitelist";
 /// `limit-burst-multiplier` when unset or unreadable, as in ingress-nginx.
 const DEFAULT_BURST_MULTIPLIER: u32 = 5;
+const AUTH_URL: &str = "auth-url";
+const AUTH_METHOD: &str = "auth-method";
+const AUTH_SIGNIN: &str = "auth-signin";
+const AUTH_SIGNIN_REDIRECT_PARAM: &str = "auth-signin-redirect-param";
+const AUTH_REQUEST_REDIRECT: &str = "auth-request-redirect";
+const AUTH_RESPONSE_HEADERS: &str = "auth-response-headers";
+const AUTH_ALWAYS_SET_COOKIE: &str = "auth-always-set-cookie";
+const AUTH_CACHE_KEY: &str = "auth-cache-key";
+const AUTH_CACHE_DURATION: &str = "auth-cache-duration";
+/// The keys that modify `auth-url` and mean nothing without it.
+const AUTH_URL_MODIFIERS: &[&str] = &[
+    AUTH_METHOD,
+    AUTH_SIGNIN,
+    AUTH_SIGNIN_REDIRECT_PARAM,
+    AUTH_REQUEST_REDIRECT,
+    AUTH_RESPONSE_HEADERS,
+    AUTH_ALWAYS_SET_COOKIE,
+    AUTH_CACHE_KEY,
+    AUTH_CACHE_DURATION,
+];
 
 /// The security keys Portico reads here.
 const IMPLEMENTED: &[&str] = &[
@@ -59,6 +83,15 @@ const IMPLEMENTED: &[&str] = &[
     LIMIT_BURST_MULTIPLIER,
     LIMIT_ALLOWLIST,
     LIMIT_WHITELIST,
+    AUTH_URL,
+    AUTH_METHOD,
+    AUTH_SIGNIN,
+    AUTH_SIGNIN_REDIRECT_PARAM,
+    AUTH_REQUEST_REDIRECT,
+    AUTH_RESPONSE_HEADERS,
+    AUTH_ALWAYS_SET_COOKIE,
+    AUTH_CACHE_KEY,
+    AUTH_CACHE_DURATION,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -75,8 +108,9 @@ pub enum Asks {
 /// modify one of these (`auth-method`, ...) are not listed:
 /// alone they ask for nothing, and beside one of these the paths are refused anyway.
 const GUARDS: &[(&str, Asks)] = &[
-    ("auth-url", Asks::Always),
     ("auth-snippet", Asks::Always),
+    // Headers the auth service may need to grant access: not sent, so not served.
+    ("auth-proxy-set-headers", Asks::Always),
     ("auth-tls-secret", Asks::Always),
     ("auth-tls-verify-client", Asks::Unless(&["off"])),
     ("auth-tls-match-cn", Asks::Always),
@@ -92,10 +126,11 @@ const GUARDS: &[(&str, Asks)] = &[
 ];
 
 /// The ConfigMap's settings that restrict access on every path and that Portico does not
-/// implement (yet): each, when it asks for protection, refuses every path (but those of
-/// Ingresses that opt out with `enable-global-auth: "false"`, for `global-auth-url`).
+/// implement (yet): each, when it asks for protection, refuses every path.
 pub const GLOBAL_GUARDS: &[(&str, Asks)] = &[
-    ("global-auth-url", Asks::Unless(&[""])),
+    // Headers the auth service may need: not sent, so not served.
+    ("global-auth-proxy-set-headers", Asks::Unless(&[""])),
+    ("global-auth-snippet", Asks::Unless(&[""])),
     (
         "enable-modsecurity",
         Asks::Unless(&["false", "False", "FALSE", "f", "F", "0"]),
@@ -169,6 +204,8 @@ pub struct SecurityAnnotations {
     pub satisfy_any: bool,
     /// `limit-rps`, `limit-rpm`, `limit-connections`; `None` when none is set above 0.
     pub limits: Option<LimitAnnotations>,
+    /// `auth-url` and its companions.
+    pub external_auth: Option<Arc<ExternalAuth>>,
 }
 
 /// The rate and connection limits of one Ingress, before they are shared among replicas.
@@ -195,6 +232,7 @@ impl Default for SecurityAnnotations {
             global_auth: true,
             satisfy_any: false,
             limits: None,
+            external_auth: None,
         }
     }
 }
@@ -399,6 +437,35 @@ impl Reader<'_> {
         })
     }
 
+    /// `auth-url` and the keys that modify it; any of them malformed refuses the paths.
+    fn external_auth(&mut self) -> Option<Arc<ExternalAuth>> {
+        let annotations = self.annotations;
+        if lookup(annotations, AUTH_URL).is_none() {
+            for name in AUTH_URL_MODIFIERS {
+                if let Some((full, _)) = lookup(annotations, name) {
+                    self.diags.push(Diagnostic::warning(
+                        Kind::Ingress,
+                        self.key,
+                        format!("metadata.annotations[{full:?}]"),
+                        DiagnosticReason::InvalidAnnotation,
+                        format!("annotation {full} has no effect without auth-url"),
+                    ));
+                }
+            }
+            return None;
+        }
+        let mut refusals = Vec::new();
+        let auth = external_auth_from(
+            |name| lookup(annotations, name),
+            |full, why| refusals.push((full.to_owned(), why.to_owned())),
+        );
+        for (full, why) in refusals {
+            self.refuse(&full, &why);
+        }
+        // Cached answers belong to the Ingress (and, in the policy, the rule path).
+        auth.map(|a| with_cache_scope(a, &self.key.to_string()))
+    }
+
     fn guards(&mut self) {
         for (name, asks) in GUARDS {
             let Some((full, value)) = lookup(self.annotations, name) else {
@@ -439,6 +506,7 @@ pub fn parse(
     r.out.deny = r.ranges(&[DENYLIST]);
     r.out.basic_auth = r.basic_auth();
     r.out.limits = r.limits();
+    r.out.external_auth = r.external_auth();
     if let Some((full, v)) = lookup(annotations, SATISFY) {
         match v.trim() {
             "any" => r.out.satisfy_any = true,
@@ -493,6 +561,251 @@ pub fn parse_source_ranges(v: &str) -> Result<Vec<IpNet>, String> {
         };
         if !out.contains(&net) {
             out.push(net);
+        }
+    }
+    Ok(out)
+}
+
+/// `auth-url` and the keys that modify it, validated as ingress-nginx's `authreq`
+/// parser does, from `get` (a key's full name and value); each malformed key is passed
+/// to `refuse` with the reason, and then there is no auth to use.
+pub fn external_auth_from<'a>(
+    get: impl Fn(&str) -> Option<(&'a str, &'a str)>,
+    mut refuse: impl FnMut(&str, &str),
+) -> Option<Arc<ExternalAuth>> {
+    let (url_full, url) = get(AUTH_URL)?;
+    let mut ok = true;
+    let url = match parse_auth_url(url) {
+        Ok(t) => Some(t),
+        Err(why) => {
+            refuse(url_full, &why);
+            None
+        }
+    };
+    let method = match get(AUTH_METHOD) {
+        None => None,
+        Some((full, v)) => match parse_auth_method(v) {
+            Ok(m) => Some(m),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let param = match get(AUTH_SIGNIN_REDIRECT_PARAM) {
+        None => None,
+        Some((full, v)) => match url_chars(v) {
+            Ok(()) => Some(v),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let signin = match get(AUTH_SIGNIN) {
+        None => None,
+        Some((_, "")) => None,
+        Some((full, v)) => match url_with_variables(v)
+            .and_then(|()| signin_url(v, param).map_err(|e| e.to_string()))
+        {
+            Ok(t) => Some(t),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let request_redirect = match get(AUTH_REQUEST_REDIRECT) {
+        None => None,
+        Some((_, "")) => None,
+        Some((full, v)) => match url_chars(v).and_then(|()| {
+            HeaderValue::from_str(v).map_err(|_| format!("{v:?} cannot be a header value"))
+        }) {
+            Ok(h) => Some(h),
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                None
+            }
+        },
+    };
+    let response_headers = match get(AUTH_RESPONSE_HEADERS) {
+        None => Vec::new(),
+        Some((full, v)) => match parse_header_list(v) {
+            Ok(list) => list,
+            Err(why) => {
+                refuse(full, &why);
+                ok = false;
+                Vec::new()
+            }
+        },
+    };
+    let always_set_cookie = match get(AUTH_ALWAYS_SET_COOKIE) {
+        None => false,
+        Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
+            Ok(b) => b,
+            Err(expected) => {
+                refuse(full, &format!("{v:?} is not {expected}"));
+                ok = false;
+                false
+            }
+        },
+    };
+    // `auth-cache-duration` means something only beside `auth-cache-key`.
+    let cache = match get(AUTH_CACHE_KEY) {
+        None | Some((_, "")) => None,
+        Some((full, key)) => {
+            let key = if key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_${}".contains(&b))
+            {
+                Template::parse(key).map_err(|e| e.to_string())
+            } else {
+                Err(format!(
+                    "{key:?} holds characters a cache key may not (letters, digits, -, _, $, {{ and }})"
+                ))
+            };
+            let valid = match get(AUTH_CACHE_DURATION) {
+                None => parse_cache_duration(""),
+                Some((dfull, d)) => parse_cache_duration(d).inspect_err(|why| {
+                    refuse(dfull, why);
+                    ok = false;
+                }),
+            };
+            match (key, valid) {
+                (Ok(key), Ok(valid)) => Some(AuthCache {
+                    key,
+                    scope: "".into(),
+                    valid,
+                }),
+                (Err(why), _) => {
+                    refuse(full, &why);
+                    ok = false;
+                    None
+                }
+                (_, Err(_)) => None,
+            }
+        }
+    };
+    let url = url.filter(|_| ok)?;
+    Some(Arc::new(ExternalAuth {
+        url,
+        method,
+        signin,
+        request_redirect,
+        response_headers,
+        always_set_cookie,
+        cache,
+    }))
+}
+
+/// `auth` with its cache (if any) scoped to `scope`.
+pub fn with_cache_scope(auth: Arc<ExternalAuth>, scope: &str) -> Arc<ExternalAuth> {
+    if auth.cache.is_none() {
+        return auth;
+    }
+    let mut a = (*auth).clone();
+    if let Some(c) = &mut a.cache {
+        c.scope = scope.into();
+    }
+    Arc::new(a)
+}
+
+/// The ConfigMap's `global-auth-*` keys, ingress-nginx's names for the annotations of
+/// [`external_auth_from`] with `global-` in front.
+pub const GLOBAL_AUTH_KEYS: &[&str] = &[
+    "global-auth-url",
+    "global-auth-method",
+    "global-auth-signin",
+    "global-auth-signin-redirect-param",
+    "global-auth-request-redirect",
+    "global-auth-response-headers",
+    "global-auth-always-set-cookie",
+    "global-auth-cache-key",
+    "global-auth-cache-duration",
+];
+
+/// ingress-nginx's `URLIsValidRegex`: letters, digits and `-._~/:,?&=`.
+fn url_chars(v: &str) -> Result<(), String> {
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&=".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} holds characters a URL here may not (letters, digits and -._~/:,?&= only)"
+        ))
+    }
+}
+
+/// ingress-nginx's `URLWithNginxVariableRegex`: [`url_chars`] plus spaces and `$`.
+fn url_with_variables(v: &str) -> Result<(), String> {
+    let ok = v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"-._~/:,?&= $".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{v:?} holds characters a URL here may not (letters, digits, $ and -._~/:,?&= only)"
+        ))
+    }
+}
+
+/// `auth-url`: an `http` or `https` URL with a host, as ingress-nginx's `StringToURL`
+/// checks it, whose variables Portico can fill in. A host without variables is checked
+/// now; one with them, per request.
+fn parse_auth_url(v: &str) -> Result<Template, String> {
+    url_with_variables(v)?;
+    let lower = v.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| format!("{v:?} is not an http:// or https:// URL"))?;
+    let host = &rest[..rest.find(['/', '?']).unwrap_or(rest.len())];
+    if host.is_empty() {
+        return Err(format!("{v:?} has no host"));
+    }
+    if host.contains("..") {
+        return Err(format!("{v:?} has an invalid host"));
+    }
+    if !host.contains('$') && host.parse::<http::uri::Authority>().is_err() {
+        return Err(format!("{v:?} has an invalid host"));
+    }
+    Template::parse(v).map_err(|e| e.to_string())
+}
+
+/// `auth-method`: one of the methods ingress-nginx accepts, as written.
+fn parse_auth_method(v: &str) -> Result<Method, String> {
+    const METHODS: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "CONNECT", "OPTIONS", "TRACE",
+    ];
+    if !METHODS.contains(&v) {
+        return Err(format!(
+            "{v:?} is not an HTTP method (expected one of {})",
+            METHODS.join(", ")
+        ));
+    }
+    Method::from_bytes(v.as_bytes()).map_err(|_| format!("{v:?} is not an HTTP method"))
+}
+
+/// `auth-response-headers`: comma-separated names of letters, digits, `-` and `_`.
+fn parse_header_list(v: &str) -> Result<Vec<HeaderName>, String> {
+    let mut out = Vec::new();
+    for item in v.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let valid = item
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let name = valid
+            .then(|| HeaderName::from_bytes(item.as_bytes()).ok())
+            .flatten()
+            .ok_or_else(|| format!("{item:?} is not a header name (letters, digits, - and _)"))?;
+        if !out.contains(&name) {
+            out.push(name);
         }
     }
     Ok(out)
@@ -741,8 +1054,8 @@ mod tests {
     fn unimplemented_guards_refuse_unless_they_ask_for_nothing() {
         for (key, value) in [
             (
-                "nginx.ingress.kubernetes.io/auth-url",
-                "http://auth.example/check",
+                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
+                "default/auth-headers",
             ),
             ("portico.dev/auth-tls-secret", "default/ca"),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
@@ -765,11 +1078,12 @@ mod tests {
             assert!(s.refused.is_empty() && d.is_empty(), "{key}: {d:?}");
         }
         assert!(is_security_key("auth-url") && is_security_key("whitelist-source-range"));
+        assert!(is_security_key("auth-method") && is_security_key("auth-signin"));
         assert_eq!(
-            global_refusal("global-auth-url", "http://auth.example/check").as_deref(),
-            Some("global-auth-url is not implemented by Portico")
+            global_refusal("global-auth-snippet", "return 200;").as_deref(),
+            Some("global-auth-snippet is not implemented by Portico")
         );
-        assert_eq!(global_refusal("global-auth-url", ""), None);
+        assert_eq!(global_refusal("global-auth-url", "http://a/b"), None);
         assert_eq!(global_refusal("enable-modsecurity", "false"), None);
         assert!(global_refusal("enable-modsecurity", "true").is_some());
         assert_eq!(global_refusal("proxy-body-size", "1m"), None);
@@ -781,7 +1095,7 @@ mod tests {
         let (s, d) = read(&[("nginx.ingress.kubernetes.io/enable-global-auth", "false")]);
         assert!(!s.global_auth && d.is_empty());
         assert!(SecurityAnnotations::default().global_auth);
-        assert!(!is_security_key("auth-method"));
+        assert!(!is_security_key("auth-keepalive"));
     }
 
     #[test]
@@ -911,5 +1225,149 @@ mod tests {
         let (s, d) = read(&[(&n("auth-secret"), "basic-auth")]);
         assert!(s.basic_auth.is_none() && s.refused.is_empty());
         assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+    }
+
+    #[test]
+    fn external_auth_as_the_documentation_sets_it() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        // ingress-nginx's "External OAUTH Authentication" example, for oauth2-proxy.
+        let (s, d) = read(&[
+            (&n("auth-url"), "https://$host/oauth2/auth"),
+            (
+                &n("auth-signin"),
+                "https://$host/oauth2/start?rd=$escaped_request_uri",
+            ),
+            (
+                &n("auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.external_auth.expect("external auth");
+        assert_eq!(a.url, Template::parse("https://$host/oauth2/auth").unwrap());
+        assert!(a.url.has_vars());
+        assert_eq!(a.method, None);
+        assert_eq!(
+            a.signin,
+            Some(Template::parse("https://$host/oauth2/start?rd=$escaped_request_uri").unwrap())
+        );
+        assert_eq!(
+            a.response_headers,
+            [
+                HeaderName::from_static("x-auth-request-user"),
+                HeaderName::from_static("x-auth-request-email")
+            ]
+        );
+        assert!(!a.always_set_cookie);
+
+        // "External Basic Authentication": a plain URL, and the other keys.
+        let (s, d) = read(&[
+            (
+                &n("auth-url"),
+                "http://auth.example.com:8080/basic-auth/user/passwd",
+            ),
+            ("portico.dev/auth-method", "POST"),
+            (&n("auth-signin"), "https://login.example.com/start"),
+            (&n("auth-signin-redirect-param"), "return_to"),
+            (&n("auth-request-redirect"), "https://app.example.com/home"),
+            (&n("auth-always-set-cookie"), "true"),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.external_auth.expect("external auth");
+        assert_eq!(a.method, Some(Method::POST));
+        assert_eq!(
+            a.signin,
+            Some(signin_url("https://login.example.com/start", Some("return_to")).unwrap())
+        );
+        assert_eq!(
+            a.request_redirect,
+            Some(HeaderValue::from_static("https://app.example.com/home"))
+        );
+        assert!(a.always_set_cookie);
+
+        // Malformed: the paths are refused, naming the key.
+        for (pairs, key) in [
+            (vec![(n("auth-url"), "ftp://auth/x")], "auth-url"),
+            (vec![(n("auth-url"), "http:///x")], "auth-url"),
+            (vec![(n("auth-url"), "http://a..b/x")], "auth-url"),
+            (vec![(n("auth-url"), "http://auth/x\"y")], "auth-url"),
+            (vec![(n("auth-url"), "http://$hostname/x")], "auth-url"),
+            (
+                vec![(n("auth-url"), "http://a/x"), (n("auth-method"), "get")],
+                "auth-method",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-signin"), "https://l/$nope"),
+                ],
+                "auth-signin",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-signin-redirect-param"), "r$d"),
+                ],
+                "auth-signin-redirect-param",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-request-redirect"), "$uri"),
+                ],
+                "auth-request-redirect",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-response-headers"), "X-A;B"),
+                ],
+                "auth-response-headers",
+            ),
+            (
+                vec![
+                    (n("auth-url"), "http://a/x"),
+                    (n("auth-always-set-cookie"), "yes"),
+                ],
+                "auth-always-set-cookie",
+            ),
+        ] {
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (s, d) = read(&pairs);
+            assert!(s.external_auth.is_none(), "{key}");
+            assert_eq!(s.refused.len(), 1, "{key}: {:?}", s.refused);
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{key}");
+            assert!(d[0].message.contains(&n(key)), "{key}: {}", d[0].message);
+        }
+        // The cache, scoped to the Ingress; its duration refused when malformed.
+        let (s, d) = read(&[
+            (&n("auth-url"), "http://a/x"),
+            (&n("auth-cache-key"), "$remote_user$http_authorization"),
+            (&n("auth-cache-duration"), "200 202 401 5m"),
+        ]);
+        assert!(d.is_empty(), "{d:?}");
+        let c = s.external_auth.unwrap().cache.clone().expect("cache");
+        assert_eq!(&*c.scope, "default/web");
+        assert_eq!(c.valid, parse_cache_duration("").unwrap());
+        for (key, value) in [
+            ("auth-cache-duration", "5m 200"),
+            ("auth-cache-key", "$a b"),
+        ] {
+            let mut pairs = vec![
+                (n("auth-url"), "http://a/x"),
+                (n("auth-cache-key"), "$remote_user"),
+            ];
+            pairs.retain(|(k, _)| *k != n(key));
+            pairs.push((n(key), value));
+            let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            let (s, d) = read(&pairs);
+            assert!(s.external_auth.is_none(), "{key}");
+            assert!(d[0].message.contains(&n(key)), "{}", d[0].message);
+        }
+        // A modifier alone does nothing, and says so.
+        let (s, d) = read(&[(&n("auth-signin"), "https://l/start")]);
+        assert!(s.external_auth.is_none() && s.refused.is_empty());
+        assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+        assert!(d[0].message.contains("without auth-url"));
     }
 }

@@ -21,8 +21,11 @@ use super::annotations::{
     parse_seconds, parse_size, parse_timeout,
 };
 use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::policy::GlobalAuth;
 use super::policy::{GlobalRanges, PolicyDefaults};
-use super::security::{global_refusal, parse_source_ranges, GLOBAL_GUARDS};
+use super::security::{
+    external_auth_from, global_refusal, parse_source_ranges, GLOBAL_AUTH_KEYS, GLOBAL_GUARDS,
+};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// Name of the Secret holding the key that affinity cookies are keyed with, so that every
@@ -108,9 +111,11 @@ pub struct GlobalSettings {
     /// Security settings Portico does not implement that are set (`enable-modsecurity`,
     /// ...): why every path is refused; empty when none is.
     pub refused: Vec<String>,
-    /// `global-auth-url`, which Portico does not implement: why every path of an
-    /// Ingress that does not opt out (`enable-global-auth: "false"`) is refused.
-    pub global_auth_refused: Option<String>,
+    /// `global-auth-url` and its companions.
+    pub global_auth: GlobalAuth,
+    /// `no-auth-locations` (`/.well-known/acme-challenge`): comma-separated path
+    /// prefixes the global auth leaves alone.
+    pub no_auth_locations: Vec<String>,
     /// `ssl-protocols` (`TLSv1.2 TLSv1.3`) and `ssl-ciphers` (every AEAD suite): what
     /// the HTTPS listener offers.
     pub tls: tls::TlsPolicy,
@@ -161,7 +166,8 @@ impl Default for GlobalSettings {
             limit_rate: 0,
             limit_rate_after: 0,
             refused: Vec::new(),
-            global_auth_refused: None,
+            global_auth: GlobalAuth::Off,
+            no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }
 }
@@ -179,6 +185,7 @@ const DENYLIST_SOURCE_RANGE: &str = "denylist-source-range";
 /// The TLS policy: read item by item, a refused one costing only itself.
 const SSL_PROTOCOLS: &str = "ssl-protocols";
 const SSL_CIPHERS: &str = "ssl-ciphers";
+const NO_AUTH_LOCATIONS: &str = "no-auth-locations";
 
 impl GlobalSettings {
     /// What an Ingress path gets when its annotations say nothing.
@@ -201,13 +208,14 @@ impl GlobalSettings {
             allow_source_range: self.whitelist_source_range.clone(),
             deny_source_range: self.denylist_source_range.clone(),
             refused: (!self.refused.is_empty()).then(|| self.refused.join("; ").into()),
-            global_auth_refused: self.global_auth_refused.as_deref().map(Into::into),
             limit_rate: self.limit_rate,
             limit_rate_after: self.limit_rate_after,
             limit_req_status: http::StatusCode::from_u16(self.limit_req_status_code)
                 .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
             limit_conn_status: http::StatusCode::from_u16(self.limit_conn_status_code)
                 .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+            global_auth: self.global_auth.clone(),
+            no_auth_locations: self.no_auth_locations.clone(),
         }
     }
 
@@ -343,6 +351,19 @@ pub fn parse_settings(
             }
             continue;
         }
+        if GLOBAL_AUTH_KEYS.contains(&name.as_str()) {
+            // Read together once the loop is done.
+            continue;
+        }
+        if name == NO_AUTH_LOCATIONS {
+            s.no_auth_locations = v
+                .split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(str::to_owned)
+                .collect();
+            continue;
+        }
         if GLOBAL_GUARDS.iter().any(|(k, _)| k == name) {
             if let Some(why) = global_refusal(name, v) {
                 diags.push(Diagnostic::error(
@@ -352,12 +373,7 @@ pub fn parse_settings(
                     DiagnosticReason::SecurityRefused,
                     format!("key {name}: {why}; every path answers 503 rather than be served without it"),
                 ));
-                let why = format!("ConfigMap {key} key {name}: {why}");
-                if name == "global-auth-url" {
-                    s.global_auth_refused = Some(why);
-                } else {
-                    s.refused.push(why);
-                }
+                s.refused.push(format!("ConfigMap {key} key {name}: {why}"));
             }
             continue;
         }
@@ -421,7 +437,44 @@ pub fn parse_settings(
             )),
         }
     }
+    s.global_auth = global_auth(key, data, diags);
     s
+}
+
+/// `global-auth-url` and its companions, read as the annotations are; a malformed key
+/// refuses every path the global auth would guard.
+fn global_auth(
+    key: &ObjectKey,
+    data: Option<&BTreeMap<String, String>>,
+    diags: &mut Vec<Diagnostic>,
+) -> GlobalAuth {
+    let Some(data) = data else {
+        return GlobalAuth::Off;
+    };
+    let get = |name: &str| {
+        data.get_key_value(&format!("global-{name}"))
+            .map(|(k, v)| (k.as_str(), v.trim()))
+    };
+    if get("auth-url").is_none_or(|(_, v)| v.is_empty()) {
+        return GlobalAuth::Off;
+    }
+    let mut refusals = Vec::new();
+    let auth = external_auth_from(get, |full, why| {
+        refusals.push(format!("ConfigMap {key} key {full}: {why}"));
+        diags.push(Diagnostic::error(
+            Kind::ConfigMap,
+            key,
+            format!("data[{full:?}]"),
+            DiagnosticReason::SecurityRefused,
+            format!("key {full}: {why}; every path the global auth guards answers 503 rather than be served without it"),
+        ));
+    });
+    match auth {
+        Some(auth) if refusals.is_empty() => {
+            GlobalAuth::On(super::security::with_cache_scope(auth, "(global)"))
+        }
+        _ => GlobalAuth::Broken(refusals.join("; ").into()),
+    }
 }
 
 /// A list setting some of whose entries were dropped: which, and that the rest apply.

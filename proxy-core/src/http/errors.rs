@@ -98,6 +98,10 @@ pub enum ProxyError {
     /// The route's security settings could not be honoured, so it is not served.
     #[error("route refused: {0}")]
     Refused(std::sync::Arc<str>),
+    /// The external authentication service could not be asked, or gave an answer that
+    /// is neither 2xx, 401 nor 403: 500, as nginx's `auth_request` answers then.
+    #[error("external auth: {0}")]
+    ExternalAuth(String),
 }
 
 impl From<BufferError> for ProxyError {
@@ -141,7 +145,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Buffering(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Buffering(_) | ProxyError::ExternalAuth(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -161,7 +167,8 @@ impl ProxyError {
             | ProxyError::SendTimeout { .. }
             | ProxyError::Upstream { .. }
             | ProxyError::UpstreamTls { .. }
-            | ProxyError::UnexpectedUpgrade { .. } => Blame::Upstream,
+            | ProxyError::UnexpectedUpgrade { .. }
+            | ProxyError::ExternalAuth(_) => Blame::Upstream,
             ProxyError::BadRequest(_)
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::BodyTooLarge { .. }

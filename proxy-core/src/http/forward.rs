@@ -25,7 +25,10 @@ use crate::balance::{Choice, CookieAffinity, Target};
 use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
-use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
+use crate::pipeline::{
+    Affinitized, AuthCookies, Canary, ErrorPages, ExternalAuth, Flow, RequestCtx, RoutePolicy,
+    SetHeaders, Vars, Verdict,
+};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -56,6 +59,8 @@ struct AccessLog {
     answer_headers: Option<SetHeaders>,
     /// The request's place under `limit-connections`, given back with the log line.
     conn_slot: Option<crate::pipeline::ConnSlot>,
+    /// The external auth service's cookies, for the answer.
+    auth_cookies: Option<AuthCookies>,
 }
 
 impl AccessLog {
@@ -86,6 +91,7 @@ impl AccessLog {
             respond_with: None,
             answer_headers: None,
             conn_slot: None,
+            auth_cookies: None,
         })
     }
 
@@ -182,6 +188,7 @@ impl Proxy {
             limiter: &self.rate_limits,
             replicas: config.replicas,
             conn_slot: None,
+            external_auth: None,
         };
         let flow = policy.request_filters(&mut ctx, &parts);
         // Counted until the answer's body is done, whoever answers.
@@ -190,12 +197,37 @@ impl Proxy {
         let rewritten = ctx.rewritten.take();
         let strip_authorization = ctx.strip_authorization;
         let answer_headers = std::mem::take(&mut ctx.answer_headers);
+        let external_auth = ctx.external_auth.take();
         // Whatever answers (a filter, the pod, an error), as nginx's `more_set_headers`.
         if !answer_headers.is_empty() {
             log.answer_headers = Some(SetHeaders(answer_headers));
         }
         if let Flow::Answer(resp) = flow? {
             return Ok(*resp);
+        }
+        if let Some(auth) = external_auth {
+            // Boxed: only routes with external auth carry the exchange's state.
+            let verdict =
+                Box::pin(self.ask_external_auth(config, &auth, policy, &parts, conn, client, log))
+                    .await?;
+            match verdict {
+                Verdict::Deny(resp) => return Ok(*resp),
+                Verdict::Allow { headers, cookies } => {
+                    for (name, value) in headers {
+                        match value {
+                            Some(v) => {
+                                parts.headers.insert(name, v);
+                            }
+                            None => {
+                                parts.headers.remove(name);
+                            }
+                        }
+                    }
+                    if !cookies.cookies.is_empty() {
+                        log.auth_cookies = Some(cookies);
+                    }
+                }
+            }
         }
         if let Some(target) = rewritten {
             rewrite(&mut parts, &target)?;
@@ -634,6 +666,109 @@ impl Proxy {
         }
     }
 
+    /// Phase 2, last, on a route with `auth-url`: asks the authentication service about
+    /// the request (its head only) on a connection of its own, within the route's
+    /// connect and read timeouts. A service that cannot be reached is a 500.
+    #[allow(clippy::too_many_arguments)]
+    async fn ask_external_auth(
+        &self,
+        config: &Config,
+        auth: &ExternalAuth,
+        policy: &RoutePolicy,
+        parts: &Parts,
+        conn: &Conn,
+        client: Client,
+        log: &mut AccessLog,
+    ) -> Result<Verdict, ProxyError> {
+        let settings = &config.settings.client;
+        // ingress-nginx's `$full_x_forwarded_for` with both settings on, else the client.
+        let forwarded_for = if settings.use_forwarded_headers && settings.compute_full_forwarded_for
+        {
+            match errors::joined(&parts.headers, &headers::X_FORWARDED_FOR) {
+                Some(prior) => format!("{prior}, {}", conn.peer),
+                None => conn.peer.to_string(),
+            }
+        } else {
+            client.addr.to_string()
+        };
+        let request_uri = log.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let vars = Vars {
+            scheme: conn.info.scheme,
+            host: &log.host,
+            headers: &parts.headers,
+            request_uri,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            method: &parts.method,
+            client: client.addr,
+            forwarded_for: &forwarded_for,
+            server_port: conn.info.local.port(),
+        };
+        // ingress-nginx's cache key: the server, the location and the expanded key.
+        let cache_key = auth
+            .cache
+            .as_ref()
+            .map(|c| format!("{}\0{}\0{}", c.scope, log.host, c.key.expand(&vars)));
+        if let Some((status, headers)) = cache_key
+            .as_deref()
+            .and_then(|k| self.auth_decisions.get(k))
+        {
+            tracing::debug!(
+                status = status.as_u16(),
+                "external auth answered from the cache"
+            );
+            return Ok(auth.judge(status, &headers, &vars));
+        }
+        let ask = auth.request(parts, &vars)?;
+        let dial = if ask.tls {
+            // nginx's defaults for the auth location: SNI on, the certificate unchecked.
+            Dial::Tls {
+                tls: UpstreamTls::unverified_sni(),
+                alpn: Alpn::Http11,
+                name: rustls::pki_types::ServerName::try_from(ask.host.clone()).ok(),
+            }
+        } else {
+            Dial::Http1
+        };
+        let mut req = Request::new(Either::Right(Either::Right(Empty::new())));
+        *req.method_mut() = ask.method;
+        *req.uri_mut() = ask.uri;
+        *req.headers_mut() = ask.headers;
+        let sent = self
+            .pool
+            .send(&ask.target, &dial, policy.timeouts, req, || {})
+            .await;
+        let resp = match sent {
+            Ok(sent) => sent.resp,
+            Err(e) => {
+                return Err(ProxyError::ExternalAuth(format!(
+                    "asking {} failed: {}",
+                    ask.target, e.error
+                )))
+            }
+        };
+        let status = resp.status();
+        tracing::debug!(service = %ask.target, status = status.as_u16(), "external auth answered");
+        if let (Some(cache), Some(key)) = (&auth.cache, cache_key) {
+            if let Some(ttl) = cache.ttl(status, resp.headers()) {
+                self.auth_decisions
+                    .put(key, status, resp.headers().clone(), ttl);
+            }
+        }
+        let verdict = auth.judge(status, resp.headers(), &vars);
+        if let Verdict::Deny(r) = &verdict {
+            if r.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                log.error = Some(format!(
+                    "external auth: {} answered {}",
+                    ask.target,
+                    status.as_u16()
+                ));
+                log.blame = Some(Blame::Upstream);
+            }
+        }
+        Ok(verdict)
+    }
+
     /// Phase 3, first, on a route with a canary: which backend the request goes to, and
     /// that backend's cookie affinity. A session's own backend keeps it (the main's
     /// first); otherwise the canary's rule decides.
@@ -697,6 +832,9 @@ impl Proxy {
         }
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
+        }
+        if let Some(cookies) = log.auth_cookies.take() {
+            cookies.apply(resp.status(), resp.headers_mut());
         }
         log.status = resp.status();
         resp.body_mut().on_done(log);

@@ -55,6 +55,7 @@ pub use body::{BodyEnd, ClientBodyError, ProxyBody};
 pub use errors::{Blame, ProxyError};
 pub(crate) use h1::messages_of as h1_messages;
 pub use h1::H1BodyError;
+pub(crate) use headers::strip_hop_by_hop;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
@@ -260,6 +261,8 @@ pub struct Proxy {
     limits: Arc<limits::ConnLimits>,
     /// `limit-rps`, `limit-rpm`, `limit-connections` state.
     rate_limits: Arc<crate::pipeline::Limiter>,
+    /// `auth-cache-key`: kept answers of authentication services.
+    auth_decisions: crate::pipeline::AuthDecisions,
 }
 
 impl Proxy {
@@ -297,6 +300,7 @@ impl Proxy {
             builder_h2,
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
+            auth_decisions: Default::default(),
             opts,
         })
     }

@@ -86,28 +86,39 @@ impl UpstreamTls {
     pub fn unverified() -> Arc<UpstreamTls> {
         static UNVERIFIED: OnceLock<Arc<UpstreamTls>> = OnceLock::new();
         UNVERIFIED
-            .get_or_init(|| {
-                let provider = Arc::new(rustls::crypto::ring::default_provider());
-                let config = ClientConfig::builder_with_provider(provider.clone())
-                    .with_safe_default_protocol_versions()
-                    .map(|b| {
-                        b.dangerous()
-                            .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-                            .with_no_client_auth()
-                    });
-                let config = match config {
-                    Ok(c) => c,
-                    // The ring provider supports the default versions; kept total anyway.
-                    Err(_) => ClientConfig::builder()
-                        .dangerous()
-                        .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
-                            rustls::crypto::ring::default_provider(),
-                        ))))
-                        .with_no_client_auth(),
-                };
-                Arc::new(UpstreamTls::new("unverified", config, None, false, false))
-            })
+            .get_or_init(|| Arc::new(Self::unverified_with("unverified", false)))
             .clone()
+    }
+
+    /// [`UpstreamTls::unverified`] with SNI: what ingress-nginx's external auth
+    /// location uses (`proxy_ssl_server_name on`, nothing verified).
+    pub fn unverified_sni() -> Arc<UpstreamTls> {
+        static UNVERIFIED_SNI: OnceLock<Arc<UpstreamTls>> = OnceLock::new();
+        UNVERIFIED_SNI
+            .get_or_init(|| Arc::new(Self::unverified_with("unverified-sni", true)))
+            .clone()
+    }
+
+    fn unverified_with(id: &str, sni: bool) -> UpstreamTls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map(|b| {
+                b.dangerous()
+                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+                    .with_no_client_auth()
+            });
+        let config = match config {
+            Ok(c) => c,
+            // The ring provider supports the default versions; kept total anyway.
+            Err(_) => ClientConfig::builder()
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
+                    rustls::crypto::ring::default_provider(),
+                ))))
+                .with_no_client_auth(),
+        };
+        UpstreamTls::new(id, config, None, sni, false)
     }
 
     pub fn id(&self) -> &str {

@@ -55,6 +55,7 @@ mod tests {
             limiter: &super::super::redirect::tests::EMPTY_LIMITER,
             replicas: 1,
             conn_slot: None,
+            external_auth: None,
         };
         let head = |len: &str| {
             Request::post("/")

@@ -25,6 +25,7 @@ pub mod client;
 mod cors;
 mod digest_auth;
 pub(crate) mod errors;
+mod ext_auth;
 mod hsts;
 mod rate_limit;
 mod redirect;
@@ -45,6 +46,11 @@ pub use client::ClientAddressPolicy;
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
+pub(crate) use ext_auth::AuthDecisions;
+pub use ext_auth::{
+    parse_cache_duration, signin_url, AuthCache, AuthCookies, AuthRequest, CacheValid,
+    ExternalAuth, Template, TemplateError, Vars, Verdict,
+};
 pub use hsts::Hsts;
 pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
@@ -155,13 +161,16 @@ pub struct RequestCtx<'a> {
     /// Set by [`RateLimit`]: the request counts against `limit-connections` until this is
     /// dropped, with the answer's body.
     pub conn_slot: Option<ConnSlot>,
+    /// Ask this authentication service once the filters are done ([`ExternalAuth`]).
+    pub external_auth: Option<Arc<ExternalAuth>>,
 }
 
 /// One step before the pick. The compiler puts them in nginx's phase order: a refused
 /// route's `return 503` first; the location's rewrite-phase `return`s (`app-root`, the
 /// CORS preflight, then `permanent-`/`temporal-redirect`); the HTTPS redirect of its Lua
 /// rewrite phase; nginx's preaccess phase (rate and connection limits); then the access
-/// phase (source ranges, then basic auth).
+/// phase (source ranges, basic auth, then external auth, whose exchange `http::forward`
+/// makes once the filters are done).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
@@ -179,6 +188,9 @@ pub enum RequestFilter {
     DigestAuth(DigestAuth),
     /// `satisfy: any` with both source ranges and basic auth.
     SatisfyAny(Box<SatisfyAny>),
+    /// `auth-url`: last in the access phase, as nginx's `auth_request` runs after
+    /// `allow`/`deny` and `auth_basic`.
+    ExternalAuth(Arc<ExternalAuth>),
     BodyLimit(BodyLimit),
 }
 
@@ -196,6 +208,7 @@ impl RequestFilter {
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::ExternalAuth(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
             RequestFilter::RateLimit(f) => f.on_request(ctx, parts),
         }

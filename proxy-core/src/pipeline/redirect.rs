@@ -130,6 +130,7 @@ pub(super) mod tests {
             limiter: &EMPTY_LIMITER,
             replicas: 1,
             conn_slot: None,
+            external_auth: None,
         }
     }
 

@@ -622,7 +622,7 @@ data:
 }
 
 #[test]
-fn unimplemented_global_security_settings_fail_closed() {
+fn global_auth_is_read_and_a_broken_one_fails_closed() {
     let store = store_from_yaml(
         r#"
 apiVersion: v1
@@ -630,23 +630,50 @@ kind: ConfigMap
 metadata: {namespace: portico, name: portico}
 data:
   global-auth-url: "http://auth.example.com/check"
+  global-auth-method: "POST"
+  global-auth-response-headers: "X-User"
+  no-auth-locations: "/public, /health"
   enable-modsecurity: "false"
 "#,
     );
     let c = compile(&store, &opts());
-    assert_eq!(
-        c.settings.global_auth_refused.as_deref(),
-        Some("ConfigMap portico/portico key global-auth-url: global-auth-url is not implemented by Portico")
-    );
+    let GlobalAuth::On(auth) = &c.settings.global_auth else {
+        panic!("{:?}", c.settings.global_auth);
+    };
+    assert_eq!(auth.method, Some(http::Method::POST));
+    assert_eq!(auth.response_headers.len(), 1);
+    assert_eq!(c.settings.no_auth_locations, ["/public", "/health"]);
     assert!(
         c.settings.refused.is_empty(),
         "modsecurity off asks for nothing"
+    );
+    assert!(said_about(&c, Kind::ConfigMap).is_empty());
+    assert_eq!(
+        GlobalSettings::default().no_auth_locations,
+        ["/.well-known/acme-challenge"]
+    );
+
+    let store = store_from_yaml(
+        r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {namespace: portico, name: portico}
+data:
+  global-auth-url: "http://auth.example.com/check"
+  global-auth-method: "get"
+"#,
+    );
+    let c = compile(&store, &opts());
+    assert!(
+        matches!(&c.settings.global_auth, GlobalAuth::Broken(why) if why.contains("global-auth-method")),
+        "{:?}",
+        c.settings.global_auth
     );
     assert_eq!(
         said_about(&c, Kind::ConfigMap),
         vec![(
             key(),
-            "data[\"global-auth-url\"]".to_owned(),
+            "data[\"global-auth-method\"]".to_owned(),
             DiagnosticReason::SecurityRefused,
             Severity::Error
         )]
