@@ -877,7 +877,7 @@ fn route<'c>(
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
     let route = config
         .routes
-        .lookup(host, &path)
+        .lookup_with(host, &path, Some(parts))
         .or(config.default_backend.as_ref())
         .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;
