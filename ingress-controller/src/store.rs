@@ -299,10 +299,14 @@ impl Store {
             SharedObject::Endpoints(o) => drop(Arc::make_mut(&mut self.endpoints).insert(key, o)),
             SharedObject::Secret(o) => drop(Arc::make_mut(&mut self.secrets).insert(key, o)),
             SharedObject::ConfigMap(o) => drop(Arc::make_mut(&mut self.config_maps).insert(key, o)),
-            SharedObject::GatewayClass(o) => drop(Arc::make_mut(&mut self.gateway_classes).insert(key, o)),
+            SharedObject::GatewayClass(o) => {
+                drop(Arc::make_mut(&mut self.gateway_classes).insert(key, o))
+            }
             SharedObject::Gateway(o) => drop(Arc::make_mut(&mut self.gateways).insert(key, o)),
             SharedObject::HTTPRoute(o) => drop(Arc::make_mut(&mut self.http_routes).insert(key, o)),
-            SharedObject::ReferenceGrant(o) => drop(Arc::make_mut(&mut self.reference_grants).insert(key, o)),
+            SharedObject::ReferenceGrant(o) => {
+                drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
+            }
         }
     }
 

@@ -98,6 +98,9 @@ pub enum ProxyError {
     /// The route's security settings could not be honoured, so it is not served.
     #[error("route refused: {0}")]
     Refused(std::sync::Arc<str>),
+    /// A Gateway API rule none of whose backends could be resolved: the spec asks for 500.
+    #[error("no valid backend: {0}")]
+    NoValidBackend(std::sync::Arc<str>),
 }
 
 impl From<BufferError> for ProxyError {
@@ -141,7 +144,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Buffering(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ProxyError::Buffering(_) | ProxyError::NoValidBackend(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
         }
     }
 
@@ -154,7 +159,8 @@ impl ProxyError {
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_)
             | ProxyError::UpstreamTlsUnusable(_)
-            | ProxyError::Refused(_) => Blame::Config,
+            | ProxyError::Refused(_)
+            | ProxyError::NoValidBackend(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

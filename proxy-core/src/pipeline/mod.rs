@@ -46,7 +46,7 @@ pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
-pub use refuse::Refuse;
+pub use refuse::{NoValidBackend, Refuse};
 pub use rewrite::{Rewrite, RewriteError};
 pub use satisfy_any::{SatisfyAny, UserAuth};
 pub use set_headers::SetHeaders;
@@ -146,6 +146,8 @@ pub struct RequestCtx<'a> {
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
     Refuse(Refuse),
+    /// A Gateway API rule with no valid backend: every request gets 500.
+    NoValidBackend(NoValidBackend),
     /// `from-to-www-redirect`, on the host the Ingress does not name.
     WwwRedirect(WwwRedirect),
     AppRoot(AppRoot),
@@ -165,6 +167,7 @@ impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
             RequestFilter::Refuse(f) => f.on_request(ctx, parts),
+            RequestFilter::NoValidBackend(f) => f.on_request(ctx, parts),
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),
             RequestFilter::BasicAuth(f) => f.on_request(ctx, parts),

@@ -12,8 +12,8 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess};
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use super::{legacy, validate};
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.

@@ -194,7 +194,9 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
             })
         }
         "HTTPRoute" => {
-            let refs = value.pointer("/spec/parentRefs").and_then(Value::as_array)?;
+            let refs = value
+                .pointer("/spec/parentRefs")
+                .and_then(Value::as_array)?;
             refs.iter().enumerate().find_map(|(i, r)| {
                 absent(r.get("name")).then(|| format!("spec.parentRefs[{i}].name: Required value"))
             })
