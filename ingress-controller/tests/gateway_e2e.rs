@@ -1,0 +1,217 @@
+//! Gateway API through the binary over a manifest folder: a GatewayClass of ours, a
+//! Gateway with an HTTP listener, HTTPRoutes in the shapes of the upstream conformance
+//! suite's manifests (matching, path match order, method, query, missing backend), and an
+//! Ingress on the same listener, checked with HTTP requests to real backends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+
+const FOLLOW: Duration = Duration::from_secs(20);
+const NS: &str = "gateway-conformance-infra";
+
+/// A Service `name` in [`NS`] on port 8080 whose EndpointSlice points at `backend`.
+fn service(name: &str, backend: SocketAddr) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: http, port: {port}}}]
+",
+        ip = backend.ip(),
+        port = backend.port()
+    )
+}
+
+const GATEWAY: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces: {from: Same}
+";
+
+const ROUTES: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [matching.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /}
+    - headers: [{name: version, value: one}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches:
+    - path: {type: PathPrefix, value: /v2}
+    - headers: [{name: version, value: two}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: conditions, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: http}]
+  hostnames: [conditions.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /exact}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{method: POST}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /missing}}]
+    backendRefs: [{name: no-such-service, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: catch-all, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - backendRefs: [{name: infra-backend-v3, port: 8080}]
+";
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{uri}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let backend = resp
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let _ = resp.into_body().collect().await;
+    (status, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproutes_and_an_ingress_share_the_listener() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let v3 = Backend::start("v3").await;
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(&service("infra-backend-v2", v2.addr));
+    text.push_str(&service("infra-backend-v3", v3.addr));
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), ROUTES).unwrap();
+    let mut ingress = INGRESS_CLASS_YAML.to_owned();
+    ingress.push_str(&app_yaml("web", "ingress.example.com", "/", &[web.addr]));
+    std::fs::write(dir.path().join("ingress.yaml"), ingress).unwrap();
+
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "matching.example.com", "/", FOLLOW, |s, _| {
+        s == 200
+    })
+    .await;
+    let http = ctl.http;
+    let got =
+        |method: &'static str,
+         host: &'static str,
+         uri: &'static str,
+         h: &'static [(&'static str, &'static str)]| { send(http, method, host, uri, h) };
+
+    // httproute-matching: the longer prefix and the header match beat `/`.
+    let m = "matching.example.com";
+    assert_eq!(got("GET", m, "/", &[]).await, (200, "v1".into()));
+    assert_eq!(got("GET", m, "/example", &[]).await, (200, "v1".into()));
+    assert_eq!(
+        got("GET", m, "/", &[("version", "one")]).await,
+        (200, "v1".into())
+    );
+    assert_eq!(got("GET", m, "/v2", &[]).await, (200, "v2".into()));
+    assert_eq!(got("GET", m, "/v2/example", &[]).await, (200, "v2".into()));
+    assert_eq!(
+        got("GET", m, "/", &[("version", "two")]).await,
+        (200, "v2".into())
+    );
+    assert_eq!(got("GET", m, "/v2example", &[]).await, (200, "v1".into()));
+
+    // Exact path, method and query matches; a rule whose backend is missing answers 500.
+    let c = "conditions.example.com";
+    assert_eq!(got("GET", c, "/exact", &[]).await, (200, "v1".into()));
+    assert_eq!(got("POST", c, "/exact/not", &[]).await, (200, "v2".into()));
+    assert_eq!(
+        got("GET", c, "/?animal=whale", &[]).await,
+        (200, "v3".into())
+    );
+    assert_eq!(got("GET", c, "/missing/x", &[]).await.0, 500);
+    // Nothing of the host's route matches: the route without hostnames does.
+    assert_eq!(got("GET", c, "/other", &[]).await, (200, "v3".into()));
+
+    // A route without hostnames catches the other hosts; the Ingress keeps its own.
+    assert_eq!(
+        got("GET", "other.test", "/x", &[]).await,
+        (200, "v3".into())
+    );
+    let ing = "ingress.example.com";
+    assert_eq!(got("GET", ing, "/x", &[]).await, (200, "web".into()));
+    assert_eq!(
+        got("POST", ing, "/", &[("version", "two")]).await,
+        (200, "web".into())
+    );
+
+    // An edit is followed: the catch-all route goes, and its hosts with it.
+    write_atomic(
+        dir.path(),
+        "routes.yaml",
+        ROUTES.split("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: catch-all")
+            .next()
+            .unwrap(),
+    );
+    wait_for(http, "other.test", "/x", FOLLOW, |s, _| s == 404).await;
+    assert_eq!(got("GET", c, "/other", &[]).await.0, 404);
+    assert_eq!(got("GET", ing, "/x", &[]).await, (200, "web".into()));
+    assert_eq!(got("GET", m, "/v2", &[]).await, (200, "v2".into()));
+}
