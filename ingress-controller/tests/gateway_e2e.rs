@@ -215,3 +215,81 @@ async fn httproutes_and_an_ingress_share_the_listener() {
     assert_eq!(got("GET", ing, "/x", &[]).await, (200, "web".into()));
     assert_eq!(got("GET", m, "/v2", &[]).await, (200, "v2".into()));
 }
+
+const MODIFIERS: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: header-modifier, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [headers.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /set}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /add}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        add: [{name: X-Header-Add, value: add-appends-values}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /remove}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        remove: [X-Header-Remove]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /response}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Backend]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_modifiers_edit_requests_and_answers() {
+    let v1 = Backend::start("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(MODIFIERS);
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let h = "headers.example.com";
+    wait_for(ctl.http, h, "/set", FOLLOW, |s, _| s == 200).await;
+    let values = |headers: &hyper::HeaderMap, name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (_, got, _) =
+        fetch_with(ctl.http, h, "/set", &[("X-Header-Set", "some-other-value")]).await;
+    assert_eq!(values(&got, "echo-x-header-set"), ["set-overwrites-values"]);
+    let (_, got, _) = fetch_with(ctl.http, h, "/add", &[("X-Header-Add", "some-value")]).await;
+    assert_eq!(
+        values(&got, "echo-x-header-add"),
+        ["some-value", "add-appends-values"]
+    );
+    let (_, got, _) = fetch_with(ctl.http, h, "/remove", &[("X-Header-Remove", "gone")]).await;
+    assert!(values(&got, "echo-x-header-remove").is_empty());
+    assert_eq!(values(&got, "x-backend"), ["v1"]);
+    // Without the filter, the same header reaches the backend.
+    let (_, got, _) = fetch_with(ctl.http, h, "/set", &[("X-Header-Remove", "kept")]).await;
+    assert_eq!(values(&got, "echo-x-header-remove"), ["kept"]);
+
+    let (status, got, _) = fetch_with(ctl.http, h, "/response", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(values(&got, "x-header-set"), ["set-overwrites-values"]);
+    assert_eq!(values(&got, "x-header-add"), ["add-appends-values"]);
+    assert!(values(&got, "x-backend").is_empty());
+}

@@ -18,7 +18,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proxy_core::config::{Backend, BackendId};
-use proxy_core::pipeline::{Canary, CanaryRule, NoValidBackend, RequestFilter};
+use proxy_core::pipeline::{Canary, CanaryRule, HeaderEdits, NoValidBackend, RequestFilter};
 use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
 
 use super::annotations::IngressAnnotations;
@@ -26,7 +26,10 @@ use super::backends;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
-use crate::gateway_api::{Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteMatch, Listener, GROUP};
+use crate::gateway_api::{
+    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
+    HeaderValuePair, Listener, GROUP,
+};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// `spec.controllerName` of the GatewayClasses that are ours.
@@ -120,18 +123,7 @@ pub(super) fn compile_gateway(
                 &mut backends,
                 diags,
             );
-            for filter in &rule.filters {
-                diags.push(Diagnostic::warning(
-                    Kind::HTTPRoute,
-                    key,
-                    format!("{field}.filters"),
-                    DiagnosticReason::GatewayUnsupported,
-                    format!(
-                        "filter type {:?} is not supported yet; ignored",
-                        filter.type_
-                    ),
-                ));
-            }
+            let target = with_filters(key, &field, &rule.filters, target, diags);
             let default_matches = [HTTPRouteMatch::default()];
             let matches = rule.matches.as_deref().unwrap_or(&default_matches);
             for (j, m) in matches.iter().enumerate() {
@@ -440,6 +432,108 @@ fn rule_target(
         policy: Arc::new(policy),
         source: source.clone(),
     }
+}
+
+/// `target` with the rule's filters in its policy. A filter Portico does not support
+/// yet is left out with a warning.
+fn with_filters(
+    key: &ObjectKey,
+    field: &str,
+    filters: &[HTTPRouteFilter],
+    mut target: RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    if filters.is_empty() {
+        return target;
+    }
+    let policy = Arc::make_mut(&mut target.policy);
+    for (f, filter) in filters.iter().enumerate() {
+        let field = format!("{field}.filters[{f}]");
+        match filter.type_.as_str() {
+            "RequestHeaderModifier" => {
+                let edits = header_edits(
+                    key,
+                    &format!("{field}.requestHeaderModifier"),
+                    filter.request_header_modifier.as_ref(),
+                    diags,
+                );
+                policy.upstream_headers.edits = Some(Arc::new(edits));
+            }
+            "ResponseHeaderModifier" => {
+                let edits = header_edits(
+                    key,
+                    &format!("{field}.responseHeaderModifier"),
+                    filter.response_header_modifier.as_ref(),
+                    diags,
+                );
+                policy.response_edits = Some(Arc::new(edits));
+            }
+            other => diags.push(Diagnostic::warning(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.type"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("filter type {other:?} is not supported yet; ignored"),
+            )),
+        }
+    }
+    target
+}
+
+/// A header modifier's edits; fields that are not valid headers are left out.
+fn header_edits(
+    key: &ObjectKey,
+    field: &str,
+    modifier: Option<&HeaderModifier>,
+    diags: &mut Vec<Diagnostic>,
+) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let Some(m) = modifier else {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            field,
+            DiagnosticReason::GatewayUnsupported,
+            "the filter's settings are missing; filter does nothing",
+        ));
+        return edits;
+    };
+    let mut pairs =
+        |list: &[HeaderValuePair], what: &str, out: &mut Vec<(HeaderName, HeaderValue)>| {
+            for (i, pair) in list.iter().enumerate() {
+                match (
+                    HeaderName::from_bytes(pair.name.as_bytes()),
+                    HeaderValue::from_str(&pair.value),
+                ) {
+                    (Ok(n), Ok(v)) => out.push((n, v)),
+                    _ => diags.push(Diagnostic::error(
+                        Kind::HTTPRoute,
+                        key,
+                        format!("{field}.{what}[{i}]"),
+                        DiagnosticReason::GatewayUnsupported,
+                        format!(
+                            "{:?}: {:?} is not a valid header; ignored",
+                            pair.name, pair.value
+                        ),
+                    )),
+                }
+            }
+        };
+    pairs(&m.set, "set", &mut edits.set);
+    pairs(&m.add, "add", &mut edits.add);
+    for (i, name) in m.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => edits.remove.push(n),
+            Err(_) => diags.push(Diagnostic::error(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.remove[{i}]"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("{name:?} is not a valid header name; ignored"),
+            )),
+        }
+    }
+    edits
 }
 
 /// The backend a backendRef names, when it can be used.

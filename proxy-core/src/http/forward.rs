@@ -25,7 +25,9 @@ use crate::balance::{Choice, CookieAffinity, Target};
 use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
-use crate::pipeline::{Affinitized, Canary, ErrorPages, Flow, RequestCtx, RoutePolicy, SetHeaders};
+use crate::pipeline::{
+    Affinitized, Canary, ErrorPages, Flow, HeaderEdits, RequestCtx, RoutePolicy, SetHeaders,
+};
 use crate::routes::{self, RouteTarget};
 
 /// What the access log says of one request, filled in as it goes through the phases and
@@ -52,6 +54,8 @@ struct AccessLog {
     blame: Option<Blame>,
     /// The route's `custom-headers`, set on its answer whatever it is.
     respond_with: Option<Arc<SetHeaders>>,
+    /// The route's response header edits (Gateway API), likewise.
+    respond_edits: Option<Arc<HeaderEdits>>,
     /// Fields the request filters set on the answer (CORS).
     answer_headers: Option<SetHeaders>,
 }
@@ -82,6 +86,7 @@ impl AccessLog {
             error: None,
             blame: None,
             respond_with: None,
+            respond_edits: None,
             answer_headers: None,
         })
     }
@@ -161,6 +166,7 @@ impl Proxy {
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
         }
+        log.respond_edits.clone_from(&policy.response_edits);
 
         // 2. Request filters.
         let mut ctx = RequestCtx {
@@ -686,6 +692,9 @@ impl Proxy {
         }
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
+        }
+        if let Some(edits) = log.respond_edits.take() {
+            edits.apply(headers);
         }
         log.status = resp.status();
         resp.body_mut().on_done(log);

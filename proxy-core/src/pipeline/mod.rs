@@ -49,7 +49,7 @@ pub use redirect::SslRedirect;
 pub use refuse::{NoValidBackend, Refuse};
 pub use rewrite::{Rewrite, RewriteError};
 pub use satisfy_any::{SatisfyAny, UserAuth};
-pub use set_headers::SetHeaders;
+pub use set_headers::{HeaderEdits, SetHeaders};
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
@@ -100,6 +100,8 @@ pub struct RoutePolicy {
     /// of the fields set on every answer of the route (looked up per request, so a
     /// ConfigMap edit needs no new policy).
     pub response_headers: Option<Arc<str>>,
+    /// A Gateway API ResponseHeaderModifier: edits to every answer of the route.
+    pub response_edits: Option<Arc<HeaderEdits>>,
 }
 
 /// A request filter's verdict.
