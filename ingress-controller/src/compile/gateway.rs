@@ -12,6 +12,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
+use std::fmt;
 use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
@@ -42,7 +43,113 @@ pub(super) struct GatewayRoutes {
     pub hosts: Vec<Arc<HostRoutes>>,
     /// The Services the rules route to.
     pub backends: Vec<Backend>,
+    pub status: GatewayApiStatus,
 }
+
+/// One status condition, as the Gateway API writes it (`type`, `status`, `reason`,
+/// `message`, `observedGeneration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub observed_generation: Option<i64>,
+}
+
+impl Condition {
+    fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+        observed_generation: Option<i64>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+            observed_generation,
+        }
+    }
+}
+
+/// `Accepted=True (Accepted, generation 3)`.
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.status { "True" } else { "False" };
+        write!(f, "{}={status} ({}", self.type_, self.reason)?;
+        if let Some(g) = self.observed_generation {
+            write!(f, ", generation {g}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// `status.listeners[]` of a Gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub attached_routes: u32,
+    pub conditions: Vec<Condition>,
+}
+
+/// `status.parents[]` of a route: one per parentRef to a Gateway of ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentStatus {
+    pub gateway: ObjectKey,
+    pub section_name: Option<String>,
+    pub conditions: Vec<Condition>,
+}
+
+/// The status Portico computes for one Gateway API object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub conditions: Vec<Condition>,
+    pub listeners: Vec<ListenerStatus>,
+    pub parents: Vec<ParentStatus>,
+}
+
+/// One line: the object's conditions, each listener's and each parent's.
+impl fmt::Display for ObjectStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |c: &[Condition]| {
+            c.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.conditions.is_empty() {
+            parts.push(list(&self.conditions));
+        }
+        for l in &self.listeners {
+            parts.push(format!(
+                "listener {:?}: attachedRoutes {}, {}",
+                l.name,
+                l.attached_routes,
+                list(&l.conditions)
+            ));
+        }
+        for p in &self.parents {
+            let section = p
+                .section_name
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            parts.push(format!(
+                "parent {}{section}: {}",
+                p.gateway,
+                list(&p.conditions)
+            ));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// The status of every GatewayClass, Gateway and HTTPRoute of ours.
+pub type GatewayApiStatus = BTreeMap<(Kind, ObjectKey), ObjectStatus>;
 
 /// One HTTP listener of one of our Gateways.
 struct OurListener<'a> {
@@ -77,21 +184,55 @@ pub(super) fn compile_gateway(
     defaults: &PolicyDefaults,
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayRoutes {
-    let ours: Vec<&str> = store
-        .gateway_classes
-        .iter()
-        .filter(|(_, c)| c.spec.controller_name == GATEWAY_CONTROLLER)
-        .map(|(k, _)| k.name.as_str())
-        .collect();
+    let mut status = GatewayApiStatus::new();
+    let mut ours: Vec<&str> = Vec::new();
+    for (key, class) in store.gateway_classes.iter() {
+        if class.spec.controller_name != GATEWAY_CONTROLLER {
+            continue;
+        }
+        ours.push(key.name.as_str());
+        let generation = class.metadata.generation;
+        status
+            .entry((Kind::GatewayClass, key.clone()))
+            .or_default()
+            .conditions = vec![Condition::new("Accepted", true, "Accepted", "", generation)];
+    }
     let mut listeners: BTreeMap<&ObjectKey, Vec<OurListener<'_>>> = BTreeMap::new();
     for (key, gw) in store.gateways.iter() {
         if !ours.contains(&gw.spec.gateway_class_name.as_str()) {
             continue;
         }
-        listeners.insert(key, gateway_listeners(key, gw, diags));
+        let generation = gw.metadata.generation;
+        let (served, listener_status) = gateway_listeners(key, gw, generation, diags);
+        let programmed = if served.is_empty() {
+            Condition::new(
+                "Programmed",
+                false,
+                "Invalid",
+                "no listener can be served",
+                generation,
+            )
+        } else {
+            Condition::new("Programmed", true, "Programmed", "", generation)
+        };
+        status.insert(
+            (Kind::Gateway, key.clone()),
+            ObjectStatus {
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", "", generation),
+                    programmed,
+                ],
+                listeners: listener_status,
+                parents: Vec::new(),
+            },
+        );
+        listeners.insert(key, served);
     }
     if listeners.is_empty() {
-        return GatewayRoutes::default();
+        return GatewayRoutes {
+            status,
+            ..GatewayRoutes::default()
+        };
     }
 
     let mut routes: Vec<(&ObjectKey, &Arc<HTTPRoute>)> = store.http_routes.iter().collect();
@@ -104,9 +245,20 @@ pub(super) fn compile_gateway(
     let mut backends: HashMap<BackendId, Backend> = HashMap::new();
     let mut rules: Vec<(Precedence, MatchRule)> = Vec::new();
     for (key, route) in routes {
-        let Some(hosts) = attach(store, key, route, &listeners, diags) else {
+        let (hosts, parents) = attach(store, key, route, &listeners, diags);
+        if parents.is_empty() {
             continue;
-        };
+        }
+        for p in &parents {
+            if let Some(gw) = status.get_mut(&(Kind::Gateway, p.gateway.clone())) {
+                for l in gw.listeners.iter_mut() {
+                    if p.listeners.contains(&l.name) {
+                        l.attached_routes += 1;
+                    }
+                }
+            }
+        }
+        let mut unresolved: Option<(&'static str, String)> = None;
         let source: Arc<str> = format!("HTTPRoute {key}").into();
         let default_rules = [Default::default()];
         let route_rules = route.spec.rules.as_deref().unwrap_or(&default_rules);
@@ -121,6 +273,7 @@ pub(super) fn compile_gateway(
                 &source,
                 defaults,
                 &mut backends,
+                &mut unresolved,
                 diags,
             );
             let target = with_filters(key, &field, &rule.filters, target, diags);
@@ -144,6 +297,37 @@ pub(super) fn compile_gateway(
                 }
             }
         }
+        let generation = route.metadata.generation;
+        let resolved = match &unresolved {
+            None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Some((reason, message)) => {
+                Condition::new("ResolvedRefs", false, reason, message.clone(), generation)
+            }
+        };
+        let parents = parents
+            .into_iter()
+            .map(|p| ParentStatus {
+                conditions: vec![
+                    Condition::new(
+                        "Accepted",
+                        p.reason == "Accepted",
+                        p.reason,
+                        p.message,
+                        generation,
+                    ),
+                    resolved.clone(),
+                ],
+                gateway: p.gateway,
+                section_name: p.section_name,
+            })
+            .collect();
+        status.insert(
+            (Kind::HTTPRoute, key.clone()),
+            ObjectStatus {
+                parents,
+                ..ObjectStatus::default()
+            },
+        );
     }
     rules.sort_by(|a, b| a.0.cmp(&b.0));
     let mut by_host: BTreeMap<HostMatch, Vec<MatchRule>> = BTreeMap::new();
@@ -156,6 +340,7 @@ pub(super) fn compile_gateway(
             .map(|(host, rules)| HostRoutes::with_matches(host, rules))
             .collect(),
         backends: backends.into_values().collect(),
+        status,
     }
 }
 
@@ -163,9 +348,18 @@ pub(super) fn compile_gateway(
 fn gateway_listeners<'a>(
     key: &'a ObjectKey,
     gw: &'a Gateway,
+    generation: Option<i64>,
     diags: &mut Vec<Diagnostic>,
-) -> Vec<OurListener<'a>> {
+) -> (Vec<OurListener<'a>>, Vec<ListenerStatus>) {
     let mut out = Vec::new();
+    let mut status = Vec::new();
+    let refused = |reason: &'static str, message: &str| {
+        vec![
+            Condition::new("Accepted", false, reason, message, generation),
+            Condition::new("Programmed", false, "Invalid", message, generation),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+        ]
+    };
     for (i, listener) in gw.spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
         if listener.protocol != "HTTP" {
@@ -179,6 +373,14 @@ fn gateway_listeners<'a>(
                     listener.name, listener.protocol
                 ),
             ));
+            status.push(ListenerStatus {
+                name: listener.name.clone(),
+                attached_routes: 0,
+                conditions: refused(
+                    "UnsupportedProtocol",
+                    "only HTTP listeners are served so far",
+                ),
+            });
             continue;
         }
         let hostname = listener
@@ -198,35 +400,60 @@ fn gateway_listeners<'a>(
                         listener.name
                     ),
                 ));
+                status.push(ListenerStatus {
+                    name: listener.name.clone(),
+                    attached_routes: 0,
+                    conditions: refused("Invalid", "the hostname is not a DNS name or *. wildcard"),
+                });
                 continue;
             }
         }
+        status.push(ListenerStatus {
+            name: listener.name.clone(),
+            attached_routes: 0,
+            conditions: vec![
+                Condition::new("Accepted", true, "Accepted", "", generation),
+                Condition::new("Programmed", true, "Programmed", "", generation),
+                Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            ],
+        });
         out.push(OurListener {
             gateway: key,
             listener,
             hostname,
         });
     }
-    out
+    (out, status)
 }
 
-/// The hosts a route serves through the listeners its parentRefs attach it to, or
-/// `None` (with a diagnostic) when no listener accepts it.
+/// A parentRef of a route to a Gateway of ours, as judged.
+struct Attached {
+    gateway: ObjectKey,
+    section_name: Option<String>,
+    /// The listeners that accepted the route.
+    listeners: Vec<String>,
+    /// Accepted, or why not (the spec's reason).
+    reason: &'static str,
+    message: String,
+}
+
+/// The hosts a route serves through the listeners its parentRefs attach it to, and how
+/// each parentRef to a Gateway of ours fared (a refused one also gets a diagnostic).
 fn attach(
     store: &Store,
     key: &ObjectKey,
     route: &HTTPRoute,
     listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<Vec<HostMatch>> {
+) -> (Vec<HostMatch>, Vec<Attached>) {
     let mut hosts: Vec<HostMatch> = Vec::new();
+    let mut parents = Vec::new();
     let route_hostnames: Vec<String> = route
         .spec
         .hostnames
         .iter()
         .map(|h| h.to_ascii_lowercase())
         .collect();
-    let mut named_ours = false;
     for (i, parent) in route.spec.parent_refs.iter().enumerate() {
         let field = format!("spec.parentRefs[{i}]");
         let group = parent.group.as_deref().unwrap_or(GROUP);
@@ -240,9 +467,11 @@ fn attach(
         let Some(gw_listeners) = listeners.get(&gw_key) else {
             continue;
         };
-        named_ours = true;
-        let mut why = "no listener of the Gateway matches its sectionName or port";
-        let mut attached = false;
+        let mut why = (
+            "NoMatchingParent",
+            "no listener of the Gateway matches its sectionName or port",
+        );
+        let mut accepted_by = Vec::new();
         for l in gw_listeners {
             if parent
                 .section_name
@@ -255,15 +484,21 @@ fn attach(
                 continue;
             }
             if !allowed(store, key, l) {
-                why = "no listener of the Gateway allows routes of its namespace and kind (NotAllowedByListeners)";
+                why = (
+                    "NotAllowedByListeners",
+                    "no listener of the Gateway allows routes of its namespace and kind",
+                );
                 continue;
             }
             let common = intersect(l.hostname.as_deref(), &route_hostnames);
             if common.is_empty() {
-                why = "no hostname in common with a listener of the Gateway (NoMatchingListenerHostname)";
+                why = (
+                    "NoMatchingListenerHostname",
+                    "no hostname in common with a listener of the Gateway",
+                );
                 continue;
             }
-            attached = true;
+            accepted_by.push(l.listener.name.clone());
             for h in common {
                 let host = match h {
                     None => HostMatch::Any,
@@ -287,17 +522,28 @@ fn attach(
             }
             tracing::debug!(route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
         }
-        if !attached {
+        let (reason, message) = if accepted_by.is_empty() {
+            let message = format!("Gateway {gw_key}: {} ({}); not attached", why.1, why.0);
             diags.push(Diagnostic::error(
                 Kind::HTTPRoute,
                 key,
                 field,
                 DiagnosticReason::RouteNotAccepted,
-                format!("Gateway {gw_key}: {why}; not attached"),
+                message.clone(),
             ));
-        }
+            (why.0, message)
+        } else {
+            ("Accepted", String::new())
+        };
+        parents.push(Attached {
+            gateway: gw_key,
+            section_name: parent.section_name.clone(),
+            listeners: accepted_by,
+            reason,
+            message,
+        });
     }
-    (named_ours && !hosts.is_empty()).then_some(hosts)
+    (hosts, parents)
 }
 
 /// Whether the listener takes HTTPRoutes from the route's namespace.
@@ -374,6 +620,7 @@ fn rule_target(
     source: &Arc<str>,
     defaults: &PolicyDefaults,
     backends: &mut HashMap<BackendId, Backend>,
+    unresolved: &mut Option<(&'static str, String)>,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTarget {
     let mut policy = policy::route_policy(
@@ -389,11 +636,15 @@ fn rule_target(
     let mut valid: Vec<(BackendId, i32)> = Vec::new();
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
-        if let Some(id) = backend_ref(store, index, key, &field, r, backends, diags) {
-            let weight = r.weight.unwrap_or(1);
-            if weight > 0 {
-                valid.push((id, weight));
+        match backend_ref(store, index, key, &field, r, backends, diags) {
+            Ok(id) => {
+                let weight = r.weight.unwrap_or(1);
+                if weight > 0 {
+                    valid.push((id, weight));
+                }
             }
+            // The first problem names the route's ResolvedRefs condition.
+            Err(problem) => drop(unresolved.get_or_insert(problem)),
         }
     }
     let backend = match valid.as_slice() {
@@ -545,62 +796,62 @@ fn backend_ref(
     r: &HTTPBackendRef,
     backends: &mut HashMap<BackendId, Backend>,
     diags: &mut Vec<Diagnostic>,
-) -> Option<BackendId> {
-    let bad = |diags: &mut Vec<Diagnostic>, suffix: &str, message: String| {
+) -> Result<BackendId, (&'static str, String)> {
+    // Said as a diagnostic, and returned with the spec's reason for the route's status.
+    let bad = |diags: &mut Vec<Diagnostic>, suffix: &str, reason: &'static str, message: String| {
+        let message = format!("{message} ({reason}); backend ignored");
         diags.push(Diagnostic::error(
             Kind::HTTPRoute,
             key,
             format!("{field}{suffix}"),
             DiagnosticReason::BackendRefInvalid,
-            message,
+            message.clone(),
         ));
+        Err((reason, message))
     };
     let group = r.group.as_deref().unwrap_or("");
     let kind = r.kind.as_deref().unwrap_or("Service");
     if !group.is_empty() || kind != "Service" {
-        bad(
+        return bad(
             diags,
             ".kind",
-            format!("backend kind {kind:?} of group {group:?} is not supported, only Services (InvalidKind); backend ignored"),
+            "InvalidKind",
+            format!("backend kind {kind:?} of group {group:?} is not supported, only Services"),
         );
-        return None;
     }
     let Some(port) = r.port else {
-        bad(
+        return bad(
             diags,
             ".port",
-            "a Service backend needs a port; backend ignored".to_owned(),
+            "BackendNotFound",
+            "a Service backend needs a port".to_owned(),
         );
-        return None;
     };
     let namespace = r.namespace.as_deref().unwrap_or(&key.namespace);
     if namespace != key.namespace && !granted(store, &key.namespace, namespace, &r.name) {
-        bad(
+        return bad(
             diags,
             ".namespace",
+            "RefNotPermitted",
             format!(
-                "no ReferenceGrant in namespace {namespace:?} lets HTTPRoutes of {:?} reach Service {:?} (RefNotPermitted); backend ignored",
+                "no ReferenceGrant in namespace {namespace:?} lets HTTPRoutes of {:?} reach Service {:?}",
                 key.namespace, r.name
             ),
         );
-        return None;
     }
     let (backend, problem) =
         backends::resolve_number(store, index, namespace, &r.name, port, diags);
     if let Some((_, message)) = problem {
-        bad(
+        return bad(
             diags,
             "",
-            format!(
-                "{} (BackendNotFound); backend ignored",
-                message.trim_end_matches("; requests get 503")
-            ),
+            "BackendNotFound",
+            message.trim_end_matches("; requests get 503").to_owned(),
         );
-        return None;
     }
     let id = backend.id.clone();
     backends.entry(id.clone()).or_insert(backend);
-    Some(id)
+    Ok(id)
 }
 
 /// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer
@@ -1020,6 +1271,71 @@ spec:
                 "spec.rules[1].backendRefs[0].namespace",
                 "spec.rules[3].backendRefs[0]"
             ]
+        );
+    }
+
+    #[test]
+    fn status_conditions_with_observed_generation() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: infra, generation: 4}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {name: web, port: 80, protocol: HTTP}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: infra, generation: 2}
+spec:
+  parentRefs: [{name: mixed, sectionName: web}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: app, generation: 7}
+spec:
+  parentRefs: [{name: mixed, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, kind: Pod, port: 8080}]}]
+"#,
+        );
+        let of = |kind, ns: &str, name: &str| {
+            c.gateway_status
+                .get(&(kind, crate::store::ObjectKey::new(ns, name)))
+                .map(|s| s.to_string())
+        };
+        assert_eq!(
+            of(Kind::GatewayClass, "", "portico").as_deref(),
+            Some("Accepted=True (Accepted)")
+        );
+        assert_eq!(of(Kind::GatewayClass, "", "other"), None);
+        assert_eq!(
+            of(Kind::Gateway, "infra", "mixed").as_deref(),
+            Some(
+                "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
+                 listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
+                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4); \
+                 listener \"tcp\": attachedRoutes 0, Accepted=False (UnsupportedProtocol, generation 4), \
+                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4)"
+            )
+        );
+        assert_eq!(
+            of(Kind::HTTPRoute, "infra", "ok").as_deref(),
+            Some(
+                "parent infra/mixed/web: Accepted=True (Accepted, generation 2), \
+                 ResolvedRefs=True (ResolvedRefs, generation 2)"
+            )
+        );
+        assert_eq!(
+            of(Kind::HTTPRoute, "app", "refused").as_deref(),
+            Some(
+                "parent infra/mixed: Accepted=False (NotAllowedByListeners, generation 7), \
+                 ResolvedRefs=False (InvalidKind, generation 7)"
+            )
         );
     }
 }

@@ -57,7 +57,9 @@ pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use candidate::{check_candidate, Verdict};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
-pub use gateway::GATEWAY_CONTROLLER;
+pub use gateway::{
+    Condition, GatewayApiStatus, ListenerStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER,
+};
 pub use policy::PolicyDefaults;
 pub use settings::{
     decode_key, encode_key, GlobalSettings, AFFINITY_KEY_FIELD, AFFINITY_KEY_LEN,
@@ -129,6 +131,8 @@ pub struct Compiled {
     pub settings: GlobalSettings,
     /// From the [`AFFINITY_KEY_SECRET`] Secret; `None` when it is missing or malformed.
     pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
+    /// The status conditions of the Gateway API objects of ours.
+    pub gateway_status: GatewayApiStatus,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -320,6 +324,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     let (credentials, digest_credentials) =
         security::credentials(store, &update.fragments, &mut diags);
     let gateway = gateway::compile_gateway(store, &defaults, &mut diags);
+    let gateway_status = gateway.status;
     let mut backends = cache.backends.backends();
     for backend in gateway.backends {
         backends
@@ -385,6 +390,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         owned_ingresses,
         settings,
         affinity_key,
+        gateway_status,
     }
 }
 
