@@ -69,6 +69,15 @@ resource!(
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct GatewayClass {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -88,6 +97,15 @@ pub struct GatewayClassSpec {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct Gateway {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -154,6 +172,15 @@ pub struct RouteGroupKind {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct HTTPRoute {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]
@@ -301,6 +328,15 @@ pub struct HTTPBackendRef {
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct ReferenceGrant {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub metadata: ObjectMeta,
     #[serde(default)]

@@ -92,6 +92,11 @@ spec:
     backendRefs: [{name: infra-backend-v3, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /missing}}]
     backendRefs: [{name: no-such-service, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: infra-backend-v2, port: 8080, weight: 1}
+    - {name: infra-backend-v3, port: 8080, weight: 0}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -189,6 +194,30 @@ async fn httproutes_and_an_ingress_share_the_listener() {
     assert_eq!(got("GET", c, "/missing/x", &[]).await.0, 500);
     // Nothing of the host's route matches: the route without hostnames does.
     assert_eq!(got("GET", c, "/other", &[]).await, (200, "v3".into()));
+
+    // Weights: both weighted backends get requests, the weight-0 one none.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let (status, backend) = got("GET", c, "/split", &[]).await;
+        assert_eq!(status, 200);
+        seen.insert(backend);
+    }
+    assert_eq!(seen, ["v1".to_owned(), "v2".to_owned()].into());
+
+    // The status, over a folder, is logged: the missing backend names the route's
+    // ResolvedRefs condition.
+    ctl.wait_log("the route status", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("gateway-conformance-infra/conditions")
+                && l.contains("parent gateway-conformance-infra/same-namespace/http: Accepted=True (Accepted)")
+                && l.contains("ResolvedRefs=False (BackendNotFound)")
+        })
+    })
+    .await;
+
+    // The Gateway API manifests are taken without a word about their fields.
+    let logs = ctl.logs();
+    assert!(!logs.contains("unknown field"), "{logs}");
 
     // A route without hostnames catches the other hosts; the Ingress keeps its own.
     assert_eq!(

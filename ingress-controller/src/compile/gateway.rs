@@ -665,14 +665,18 @@ fn rule_target(
                     "more than two weighted backends are not supported yet; only the first two are used",
                 ));
             }
+            // The canary draws from at least 100: scale both weights up to keep the
+            // ratio exact.
+            let total = i64::from(*main_weight) + i64::from(*other_weight);
+            let scale = (100 + total - 1) / total;
             policy.canary = Some(Canary {
                 backend: other.clone(),
                 affinity: None,
                 rule: Arc::new(CanaryRule {
                     header: None,
                     cookie: None,
-                    weight: i64::from(*other_weight),
-                    weight_total: i64::from(*main_weight) + i64::from(*other_weight),
+                    weight: i64::from(*other_weight) * scale,
+                    weight_total: total * scale,
                 }),
             });
             main.clone()
