@@ -279,6 +279,17 @@ spec:
         add: [{name: X-Header-Add, value: add-appends-values}]
         remove: [X-Backend]
     backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /scheme}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https}
+  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        statusCode: 301
+        hostname: example.org
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -321,4 +332,18 @@ async fn header_modifiers_edit_requests_and_answers() {
     assert_eq!(values(&got, "x-header-set"), ["set-overwrites-values"]);
     assert_eq!(values(&got, "x-header-add"), ["add-appends-values"]);
     assert!(values(&got, "x-backend").is_empty());
+
+    // RequestRedirect, without backends: the redirect answers, not a 500.
+    let (status, got, _) = fetch_with(ctl.http, h, "/scheme/x?q=1", &[]).await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        values(&got, "location"),
+        ["https://headers.example.com/scheme/x?q=1"]
+    );
+    let (status, got, _) = fetch_with(ctl.http, h, "/original-prefix/lemon", &[]).await;
+    assert_eq!(status, 301);
+    assert_eq!(
+        values(&got, "location"),
+        ["http://example.org/replacement-prefix/lemon"]
+    );
 }

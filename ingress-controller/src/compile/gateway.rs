@@ -17,9 +17,13 @@ use std::sync::Arc;
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
+use http::StatusCode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proxy_core::config::{Backend, BackendId};
-use proxy_core::pipeline::{Canary, CanaryRule, HeaderEdits, NoValidBackend, RequestFilter};
+use proxy_core::http::Scheme;
+use proxy_core::pipeline::{
+    Canary, CanaryRule, GatewayRedirect, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+};
 use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
 
 use super::annotations::IngressAnnotations;
@@ -29,7 +33,7 @@ use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
     Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
-    HeaderValuePair, Listener, GROUP,
+    HeaderValuePair, Listener, RequestRedirect, GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -276,7 +280,40 @@ pub(super) fn compile_gateway(
                 &mut unresolved,
                 diags,
             );
-            let target = with_filters(key, &field, &rule.filters, target, diags);
+            // Redirects name the listener's port when they keep the scheme: the first
+            // listener's.
+            let listener_port = parents
+                .iter()
+                .flat_map(|p| &p.ports)
+                .next()
+                .and_then(|p| u16::try_from(*p).ok())
+                .unwrap_or(80);
+            let prefix = match rule.matches.as_deref() {
+                Some([only]) => only
+                    .path
+                    .as_ref()
+                    .filter(|p| p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
+                    .map(|p| {
+                        p.value
+                            .as_deref()
+                            .unwrap_or("/")
+                            .trim_end_matches('/')
+                            .to_owned()
+                    }),
+                None => Some(String::new()),
+                _ => None,
+            };
+            let target = with_filters(
+                key,
+                &field,
+                &rule.filters,
+                Redirects {
+                    listener_port,
+                    prefix,
+                },
+                target,
+                diags,
+            );
             let default_matches = [HTTPRouteMatch::default()];
             let matches = rule.matches.as_deref().unwrap_or(&default_matches);
             for (j, m) in matches.iter().enumerate() {
@@ -432,6 +469,8 @@ struct Attached {
     section_name: Option<String>,
     /// The listeners that accepted the route.
     listeners: Vec<String>,
+    /// Their ports.
+    ports: Vec<i32>,
     /// Accepted, or why not (the spec's reason).
     reason: &'static str,
     message: String,
@@ -472,6 +511,7 @@ fn attach(
             "no listener of the Gateway matches its sectionName or port",
         );
         let mut accepted_by = Vec::new();
+        let mut ports = Vec::new();
         for l in gw_listeners {
             if parent
                 .section_name
@@ -499,6 +539,7 @@ fn attach(
                 continue;
             }
             accepted_by.push(l.listener.name.clone());
+            ports.push(l.listener.port);
             for h in common {
                 let host = match h {
                     None => HostMatch::Any,
@@ -539,6 +580,7 @@ fn attach(
             gateway: gw_key,
             section_name: parent.section_name.clone(),
             listeners: accepted_by,
+            ports,
             reason,
             message,
         });
@@ -695,6 +737,7 @@ fn with_filters(
     key: &ObjectKey,
     field: &str,
     filters: &[HTTPRouteFilter],
+    redirects: Redirects,
     mut target: RouteTarget,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTarget {
@@ -723,6 +766,19 @@ fn with_filters(
                 );
                 policy.response_edits = Some(Arc::new(edits));
             }
+            "RequestRedirect" => {
+                let field = format!("{field}.requestRedirect");
+                if let Some(r) = redirect(
+                    key,
+                    &field,
+                    filter.request_redirect.as_ref(),
+                    &redirects,
+                    diags,
+                ) {
+                    // Before the 500 of a rule without backends: a redirect answers.
+                    policy.request.insert(0, RequestFilter::GatewayRedirect(r));
+                }
+            }
             other => diags.push(Diagnostic::warning(
                 Kind::HTTPRoute,
                 key,
@@ -733,6 +789,92 @@ fn with_filters(
         }
     }
     target
+}
+
+/// What a rule's redirect needs to know of where the rule is attached and what it matches.
+struct Redirects {
+    listener_port: u16,
+    /// The rule's only path match, when it is a prefix (`ReplacePrefixMatch` needs it):
+    /// without a trailing slash.
+    prefix: Option<String>,
+}
+
+/// A RequestRedirect filter, or `None` (with a diagnostic) when it cannot be served.
+fn redirect(
+    key: &ObjectKey,
+    field: &str,
+    r: Option<&RequestRedirect>,
+    redirects: &Redirects,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<GatewayRedirect> {
+    let mut bad = |suffix: &str, message: String| {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            format!("{field}{suffix}"),
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; filter ignored"),
+        ));
+        None
+    };
+    let Some(r) = r else {
+        return bad("", "the filter's settings are missing".to_owned());
+    };
+    let code = r.status_code.unwrap_or(302);
+    let code = match code {
+        301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(code as u16).ok()?,
+        other => {
+            return bad(
+                ".statusCode",
+                format!("status code {other} is not a redirect code"),
+            )
+        }
+    };
+    let scheme = match r.scheme.as_deref() {
+        None => None,
+        Some("http") => Some(Scheme::Http),
+        Some("https") => Some(Scheme::Https),
+        Some(other) => return bad(".scheme", format!("scheme {other:?} is not http or https")),
+    };
+    let port = match r.port {
+        None => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => return bad(".port", format!("port {p} is not a port number")),
+        },
+    };
+    let path = match &r.path {
+        None => None,
+        Some(p) => match (
+            p.type_.as_str(),
+            &p.replace_full_path,
+            &p.replace_prefix_match,
+        ) {
+            ("ReplaceFullPath", Some(full), _) => Some(RedirectPath::Full(full.clone())),
+            ("ReplacePrefixMatch", _, Some(replacement)) => match &redirects.prefix {
+                Some(matched) => Some(RedirectPath::Prefix {
+                    matched: matched.clone(),
+                    replacement: replacement.clone(),
+                }),
+                None => {
+                    return bad(
+                        ".path",
+                        "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
+                            .to_owned(),
+                    )
+                }
+            },
+            (other, _, _) => return bad(".path", format!("path modifier {other:?} is incomplete")),
+        },
+    };
+    Some(GatewayRedirect {
+        code,
+        scheme,
+        hostname: r.hostname.clone(),
+        port,
+        listener_port: redirects.listener_port,
+        path,
+    })
 }
 
 /// A header modifier's edits; fields that are not valid headers are left out.

@@ -25,6 +25,7 @@ pub mod client;
 mod cors;
 mod digest_auth;
 pub(crate) mod errors;
+mod gateway_redirect;
 mod hsts;
 mod redirect;
 mod refuse;
@@ -44,6 +45,7 @@ pub use client::ClientAddressPolicy;
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
+pub use gateway_redirect::{GatewayRedirect, RedirectPath};
 pub use hsts::Hsts;
 pub use redirect::SslRedirect;
 pub use refuse::{NoValidBackend, Refuse};
@@ -155,6 +157,8 @@ pub enum RequestFilter {
     AppRoot(AppRoot),
     Cors(Box<Cors>),
     UrlRedirect(UrlRedirect),
+    /// Gateway API RequestRedirect.
+    GatewayRedirect(GatewayRedirect),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     SourceRanges(SourceRanges),
@@ -178,6 +182,7 @@ impl RequestFilter {
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::GatewayRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::BodyLimit(f) => f.on_request(ctx, parts),
