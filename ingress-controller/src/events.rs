@@ -159,6 +159,8 @@ fn api_version_kind(kind: Kind) -> (&'static str, &'static str) {
         Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
         Kind::EndpointSlice => "discovery.k8s.io/v1",
         Kind::Service | Kind::Endpoints | Kind::Secret | Kind::ConfigMap => "v1",
+        Kind::GatewayClass | Kind::Gateway | Kind::HTTPRoute => "gateway.networking.k8s.io/v1",
+        Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
     };
     (api_version, kind.as_str())
 }
@@ -177,6 +179,10 @@ fn identity(store: &Store, kind: Kind, key: &ObjectKey) -> (Option<String>, Opti
         Kind::Endpoints => of(store.endpoints.get(key)),
         Kind::Secret => of(store.secrets.get(key)),
         Kind::ConfigMap => of(store.config_maps.get(key)),
+        Kind::GatewayClass => of(store.gateway_classes.get(key)),
+        Kind::Gateway => of(store.gateways.get(key)),
+        Kind::HTTPRoute => of(store.http_routes.get(key)),
+        Kind::ReferenceGrant => of(store.reference_grants.get(key)),
     }
 }
 

@@ -9,6 +9,7 @@ pub mod compile;
 pub mod dns;
 pub mod events;
 pub mod exposition;
+pub mod gateway_api;
 pub mod https;
 pub mod leader;
 pub mod metrics;

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 use proxy_core::config::ConfigHandle;
 
 use crate::admin::Readiness;
-use crate::compile::{compile_with, CompileCache, CompileOptions, Compiled, Diagnostic, Severity};
+use crate::compile::{
+    compile_with, CompileCache, CompileOptions, Compiled, Diagnostic, GatewayApiStatus, Severity,
+};
 use crate::metrics::Metrics;
 use crate::store::{SharedStore, Store};
 
@@ -53,6 +55,8 @@ pub struct Publisher {
     readiness: Arc<Readiness>,
     hooks: Vec<Box<dyn PublishHook>>,
     seen: HashSet<Diagnostic>,
+    /// The Gateway API status of the last publish, to log only what changed.
+    gateway_status: GatewayApiStatus,
     cache: CompileCache,
 }
 
@@ -72,6 +76,7 @@ impl Publisher {
             readiness,
             hooks: Vec::new(),
             seen: HashSet::new(),
+            gateway_status: GatewayApiStatus::new(),
             cache: CompileCache::default(),
         }
     }
@@ -108,6 +113,7 @@ impl Publisher {
         let took = start.elapsed();
 
         let new = self.diagnostics(&compiled.diagnostics);
+        self.log_gateway_status(&compiled.gateway_status);
         self.metrics.set_diagnostics(
             "compile",
             compiled
@@ -142,6 +148,17 @@ impl Publisher {
         drop(tokio::task::spawn_blocking(move || {
             drop((previous, compiled, store));
         }));
+    }
+
+    /// Log the Gateway API status of each object whose status changed (the manifest
+    /// folder has no API server to write it to).
+    fn log_gateway_status(&mut self, current: &GatewayApiStatus) {
+        for ((kind, key), status) in current {
+            if self.gateway_status.get(&(*kind, key.clone())) != Some(status) {
+                tracing::info!(kind = kind.as_str(), object = %key, "status: {status}");
+            }
+        }
+        self.gateway_status.clone_from(current);
     }
 
     /// Log diagnostics that appeared or went away since the last publish; return the new.

@@ -10,6 +10,8 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use tokio::sync::watch;
 
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+
 /// `namespace/name` of an object (namespace empty for cluster-scoped kinds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ObjectKey {
@@ -53,6 +55,10 @@ pub enum Object {
     Endpoints(Endpoints),
     Secret(Secret),
     ConfigMap(ConfigMap),
+    GatewayClass(GatewayClass),
+    Gateway(Gateway),
+    HTTPRoute(HTTPRoute),
+    ReferenceGrant(ReferenceGrant),
 }
 
 /// The kinds Portico reads.
@@ -65,6 +71,10 @@ pub enum Kind {
     Endpoints,
     Secret,
     ConfigMap,
+    GatewayClass,
+    Gateway,
+    HTTPRoute,
+    ReferenceGrant,
 }
 
 impl Kind {
@@ -78,6 +88,10 @@ impl Kind {
             Kind::Endpoints => "Endpoints",
             Kind::Secret => "Secret",
             Kind::ConfigMap => "ConfigMap",
+            Kind::GatewayClass => "GatewayClass",
+            Kind::Gateway => "Gateway",
+            Kind::HTTPRoute => "HTTPRoute",
+            Kind::ReferenceGrant => "ReferenceGrant",
         }
     }
 }
@@ -98,6 +112,10 @@ impl Object {
             Object::Endpoints(_) => Kind::Endpoints,
             Object::Secret(_) => Kind::Secret,
             Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::GatewayClass(_) => Kind::GatewayClass,
+            Object::Gateway(_) => Kind::Gateway,
+            Object::HTTPRoute(_) => Kind::HTTPRoute,
+            Object::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -110,6 +128,10 @@ impl Object {
             Object::Endpoints(o) => ObjectKey::of(o),
             Object::Secret(o) => ObjectKey::of(o),
             Object::ConfigMap(o) => ObjectKey::of(o),
+            Object::GatewayClass(o) => ObjectKey::of(o),
+            Object::Gateway(o) => ObjectKey::of(o),
+            Object::HTTPRoute(o) => ObjectKey::of(o),
+            Object::ReferenceGrant(o) => ObjectKey::of(o),
         }
     }
 }
@@ -125,6 +147,10 @@ pub enum SharedObject {
     Endpoints(Arc<Endpoints>),
     Secret(Arc<Secret>),
     ConfigMap(Arc<ConfigMap>),
+    GatewayClass(Arc<GatewayClass>),
+    Gateway(Arc<Gateway>),
+    HTTPRoute(Arc<HTTPRoute>),
+    ReferenceGrant(Arc<ReferenceGrant>),
 }
 
 impl From<Object> for SharedObject {
@@ -137,6 +163,10 @@ impl From<Object> for SharedObject {
             Object::Endpoints(o) => SharedObject::Endpoints(Arc::new(o)),
             Object::Secret(o) => SharedObject::Secret(Arc::new(o)),
             Object::ConfigMap(o) => SharedObject::ConfigMap(Arc::new(o)),
+            Object::GatewayClass(o) => SharedObject::GatewayClass(Arc::new(o)),
+            Object::Gateway(o) => SharedObject::Gateway(Arc::new(o)),
+            Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
+            Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
         }
     }
 }
@@ -151,6 +181,10 @@ impl SharedObject {
             SharedObject::Endpoints(_) => Kind::Endpoints,
             SharedObject::Secret(_) => Kind::Secret,
             SharedObject::ConfigMap(_) => Kind::ConfigMap,
+            SharedObject::GatewayClass(_) => Kind::GatewayClass,
+            SharedObject::Gateway(_) => Kind::Gateway,
+            SharedObject::HTTPRoute(_) => Kind::HTTPRoute,
+            SharedObject::ReferenceGrant(_) => Kind::ReferenceGrant,
         }
     }
 
@@ -164,6 +198,10 @@ impl SharedObject {
             SharedObject::Endpoints(o) => Object::Endpoints((**o).clone()),
             SharedObject::Secret(o) => Object::Secret((**o).clone()),
             SharedObject::ConfigMap(o) => Object::ConfigMap((**o).clone()),
+            SharedObject::GatewayClass(o) => Object::GatewayClass((**o).clone()),
+            SharedObject::Gateway(o) => Object::Gateway((**o).clone()),
+            SharedObject::HTTPRoute(o) => Object::HTTPRoute((**o).clone()),
+            SharedObject::ReferenceGrant(o) => Object::ReferenceGrant((**o).clone()),
         }
     }
 
@@ -177,6 +215,10 @@ impl SharedObject {
             (SharedObject::Endpoints(a), SharedObject::Endpoints(b)) => Arc::ptr_eq(a, b),
             (SharedObject::Secret(a), SharedObject::Secret(b)) => Arc::ptr_eq(a, b),
             (SharedObject::ConfigMap(a), SharedObject::ConfigMap(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::GatewayClass(a), SharedObject::GatewayClass(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::Gateway(a), SharedObject::Gateway(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::HTTPRoute(a), SharedObject::HTTPRoute(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::ReferenceGrant(a), SharedObject::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -196,6 +238,10 @@ pub struct Store {
     pub secrets: Arc<BTreeMap<ObjectKey, Arc<Secret>>>,
     /// Only the one named by `--configmap` (and, from a folder, any in it).
     pub config_maps: Arc<BTreeMap<ObjectKey, Arc<ConfigMap>>>,
+    pub gateway_classes: Arc<BTreeMap<ObjectKey, Arc<GatewayClass>>>,
+    pub gateways: Arc<BTreeMap<ObjectKey, Arc<Gateway>>>,
+    pub http_routes: Arc<BTreeMap<ObjectKey, Arc<HTTPRoute>>>,
+    pub reference_grants: Arc<BTreeMap<ObjectKey, Arc<ReferenceGrant>>>,
 }
 
 impl Store {
@@ -224,6 +270,18 @@ impl Store {
             Object::ConfigMap(o) => {
                 Arc::make_mut(&mut self.config_maps).insert(key, Arc::new(o));
             }
+            Object::GatewayClass(o) => {
+                Arc::make_mut(&mut self.gateway_classes).insert(key, Arc::new(o));
+            }
+            Object::Gateway(o) => {
+                Arc::make_mut(&mut self.gateways).insert(key, Arc::new(o));
+            }
+            Object::HTTPRoute(o) => {
+                Arc::make_mut(&mut self.http_routes).insert(key, Arc::new(o));
+            }
+            Object::ReferenceGrant(o) => {
+                Arc::make_mut(&mut self.reference_grants).insert(key, Arc::new(o));
+            }
         }
     }
 
@@ -241,6 +299,14 @@ impl Store {
             SharedObject::Endpoints(o) => drop(Arc::make_mut(&mut self.endpoints).insert(key, o)),
             SharedObject::Secret(o) => drop(Arc::make_mut(&mut self.secrets).insert(key, o)),
             SharedObject::ConfigMap(o) => drop(Arc::make_mut(&mut self.config_maps).insert(key, o)),
+            SharedObject::GatewayClass(o) => {
+                drop(Arc::make_mut(&mut self.gateway_classes).insert(key, o))
+            }
+            SharedObject::Gateway(o) => drop(Arc::make_mut(&mut self.gateways).insert(key, o)),
+            SharedObject::HTTPRoute(o) => drop(Arc::make_mut(&mut self.http_routes).insert(key, o)),
+            SharedObject::ReferenceGrant(o) => {
+                drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
+            }
         }
     }
 
@@ -254,6 +320,10 @@ impl Store {
             Kind::Endpoints => drop(Arc::make_mut(&mut self.endpoints).remove(key)),
             Kind::Secret => drop(Arc::make_mut(&mut self.secrets).remove(key)),
             Kind::ConfigMap => drop(Arc::make_mut(&mut self.config_maps).remove(key)),
+            Kind::GatewayClass => drop(Arc::make_mut(&mut self.gateway_classes).remove(key)),
+            Kind::Gateway => drop(Arc::make_mut(&mut self.gateways).remove(key)),
+            Kind::HTTPRoute => drop(Arc::make_mut(&mut self.http_routes).remove(key)),
+            Kind::ReferenceGrant => drop(Arc::make_mut(&mut self.reference_grants).remove(key)),
         }
     }
 
@@ -272,6 +342,10 @@ impl Store {
             Kind::Endpoints => keep_only(&mut self.endpoints, keep),
             Kind::Secret => keep_only(&mut self.secrets, keep),
             Kind::ConfigMap => keep_only(&mut self.config_maps, keep),
+            Kind::GatewayClass => keep_only(&mut self.gateway_classes, keep),
+            Kind::Gateway => keep_only(&mut self.gateways, keep),
+            Kind::HTTPRoute => keep_only(&mut self.http_routes, keep),
+            Kind::ReferenceGrant => keep_only(&mut self.reference_grants, keep),
         }
     }
 
@@ -285,6 +359,10 @@ impl Store {
             Kind::Endpoints => self.endpoints = Arc::default(),
             Kind::Secret => self.secrets = Arc::default(),
             Kind::ConfigMap => self.config_maps = Arc::default(),
+            Kind::GatewayClass => self.gateway_classes = Arc::default(),
+            Kind::Gateway => self.gateways = Arc::default(),
+            Kind::HTTPRoute => self.http_routes = Arc::default(),
+            Kind::ReferenceGrant => self.reference_grants = Arc::default(),
         }
     }
 }

@@ -328,3 +328,72 @@ async fn watch_namespace_limits_namespaced_kinds() {
         .iter()
         .any(|r| r.path == "/apis/networking.k8s.io/v1/namespaces/other/ingresses"));
 }
+
+/// With the Gateway API CRDs installed, their kinds are listed and watched, and readiness
+/// waits for them; without, they are not asked for.
+#[tokio::test]
+async fn gateway_api_kinds_are_watched_when_installed() {
+    let api = ApiServer::start().await;
+    seed(&api);
+    let route = |host: &str| {
+        json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"namespace": "default", "name": "web"},
+            "spec": {"parentRefs": [{"name": "gw"}], "hostnames": [host]}
+        })
+    };
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+        "metadata": {"name": "portico"},
+        "spec": {"controllerName": "portico.dev/gateway-controller"}
+    }));
+    api.apply(route("a.example.com"));
+
+    // Not installed: nothing of the group is listed, and the source is ready without it.
+    let plain = start(&api, KubeSourceOptions::default()).await;
+    let mut ready = plain.ready.clone();
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        .await
+        .expect("ready")
+        .unwrap();
+    assert!(plain.store.snapshot().http_routes.is_empty());
+    assert!(!api
+        .requests()
+        .iter()
+        .any(|r| r.path.contains("/httproutes")));
+    drop(plain);
+
+    api.install_gateway_api();
+    let run = start(&api, KubeSourceOptions::default()).await;
+    let mut ready = run.ready.clone();
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        .await
+        .expect("ready")
+        .unwrap();
+    let s = run.store.snapshot();
+    assert!(s
+        .gateway_classes
+        .contains_key(&ObjectKey::new("", "portico")));
+    let hostnames = |s: &Store| {
+        s.http_routes
+            .get(&ObjectKey::new("default", "web"))
+            .map(|r| r.spec.hostnames.clone())
+    };
+    assert_eq!(hostnames(&s), Some(vec!["a.example.com".to_owned()]));
+    // Changes follow through the watch.
+    api.apply(route("b.example.com"));
+    until(&run.store, "the edited route", |s| {
+        hostnames(s) == Some(vec!["b.example.com".to_owned()])
+    })
+    .await;
+    api.delete(
+        "gateway.networking.k8s.io/v1",
+        "HTTPRoute",
+        "default",
+        "web",
+    );
+    until(&run.store, "the route deleted", |s| {
+        s.http_routes.is_empty()
+    })
+    .await;
+}

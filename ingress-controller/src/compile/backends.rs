@@ -770,3 +770,33 @@ fn external_name(
         None => (NO_ENDPOINTS, Some(port_missing(svc_key, service, port))),
     }
 }
+
+/// A Service port named by number, resolved on its own (Gateway API `backendRefs`, which
+/// the Ingress reference cache does not track): the backend, and why it has no
+/// endpoints when it has none. Ingress paths naming the same Service port get the same
+/// backend id, so both share one backend.
+pub(super) fn resolve_number(
+    store: &Store,
+    index: &EndpointIndex<'_>,
+    namespace: &str,
+    service: &str,
+    port: i32,
+    diags: &mut Vec<Diagnostic>,
+) -> (Backend, Option<(DiagnosticReason, String)>) {
+    let resolved = Resolved::new(
+        store,
+        index,
+        RefSlot {
+            namespace,
+            service,
+            port: PortRef::Number(port),
+        },
+    );
+    diags.extend(resolved.diags);
+    let backend = Backend {
+        id: resolved.id,
+        kind: resolved.kind,
+        protocol: resolved.protocol,
+    };
+    (backend, resolved.problem.map(|p| (p.reason, p.message)))
+}

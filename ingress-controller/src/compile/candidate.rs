@@ -171,6 +171,10 @@ fn neighbourhood(
         endpoints: Arc::default(),
         secrets: Arc::new(secrets),
         config_maps: store.config_maps.clone(),
+        gateway_classes: store.gateway_classes.clone(),
+        gateways: store.gateways.clone(),
+        http_routes: store.http_routes.clone(),
+        reference_grants: store.reference_grants.clone(),
     }
 }
 

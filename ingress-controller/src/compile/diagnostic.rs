@@ -123,6 +123,15 @@ pub enum DiagnosticReason {
     /// A Secret that an annotation names cannot be used as asked (missing, or without
     /// the key it needs).
     AuthSecretInvalid,
+    /// A Gateway API object Portico cannot serve as written (a listener protocol, match
+    /// or filter type not supported yet, an invalid field).
+    GatewayUnsupported,
+    /// An HTTPRoute parent reference that no listener of the Gateway accepts (namespace
+    /// or kind not allowed, no hostname in common, no such section or port).
+    RouteNotAccepted,
+    /// A Gateway API backend reference that cannot be used (wrong kind, no port, a
+    /// missing Service, a namespace no ReferenceGrant opens).
+    BackendRefInvalid,
 }
 
 impl DiagnosticReason {
@@ -174,6 +183,9 @@ impl DiagnosticReason {
             ServerAliasConflict => "server_alias_conflict",
             SecurityRefused => "security_refused",
             AuthSecretInvalid => "auth_secret_invalid",
+            GatewayUnsupported => "gateway_unsupported",
+            RouteNotAccepted => "route_not_accepted",
+            BackendRefInvalid => "backend_ref_invalid",
         }
     }
 }

@@ -28,6 +28,7 @@ mod certs;
 mod class;
 mod diagnostic;
 pub mod endpoints;
+mod gateway;
 mod headers;
 mod hosts;
 mod l4;
@@ -56,6 +57,9 @@ pub use annotations::{IngressAnnotations, NGINX_PREFIX, OWN_PREFIX};
 pub use candidate::{check_candidate, Verdict};
 pub use class::{DEFAULT_CLASS_ANNOTATION, LEGACY_CLASS_ANNOTATION};
 pub use diagnostic::{Diagnostic, DiagnosticReason, Severity};
+pub use gateway::{
+    Condition, GatewayApiStatus, ListenerStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER,
+};
 pub use policy::PolicyDefaults;
 pub use settings::{
     decode_key, encode_key, GlobalSettings, AFFINITY_KEY_FIELD, AFFINITY_KEY_LEN,
@@ -132,6 +136,8 @@ pub struct Compiled {
     pub settings: GlobalSettings,
     /// From the [`AFFINITY_KEY_SECRET`] Secret; `None` when it is missing or malformed.
     pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
+    /// The status conditions of the Gateway API objects of ours.
+    pub gateway_status: GatewayApiStatus,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -337,12 +343,27 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let (credentials, digest_credentials) =
         security::credentials(store, &update.fragments, &mut diags);
+    let gateway = gateway::compile_gateway(store, &defaults, &mut diags);
+    let gateway_status = gateway.status;
+    let mut backends = cache.backends.backends();
+    for backend in gateway.backends {
+        backends
+            .entry(backend.id.clone())
+            .or_insert_with(|| Arc::new(backend));
+    }
     let config = Config {
         generation: opts.generation,
-        routes: RouteTable::from_hosts(cache.routes.tables().chain(alias_hosts).chain(www_hosts)),
+        routes: RouteTable::from_hosts(
+            cache
+                .routes
+                .tables()
+                .chain(alias_hosts)
+                .chain(www_hosts)
+                .chain(gateway.hosts),
+        ),
         default_backend,
         default_service,
-        backends: cache.backends.backends(),
+        backends,
         l4,
         settings: ProxySettings {
             proxy_set_headers: headers::proxy_set_headers(
@@ -390,6 +411,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         owned_ingresses,
         settings,
         affinity_key,
+        gateway_status,
     }
 }
 

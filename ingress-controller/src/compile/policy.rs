@@ -176,6 +176,7 @@ pub fn route_policy(
             .as_deref()
             .and_then(|v| HeaderValue::from_str(v).ok()),
         forwarded_prefix,
+        edits: None,
     };
     // Recorded here, applied once the filters are done: the HTTPS redirect keeps the
     // request's own URI, as ingress-nginx's does.
@@ -286,6 +287,7 @@ pub fn route_policy(
             .filter(|_| ann.canary.is_none())
             .map(|k| k.to_string().into()),
         limit_rate: limit_rate(ann, defaults),
+        response_edits: None,
     }
 }
 
@@ -454,6 +456,7 @@ mod tests {
             UpstreamHeaders {
                 host: Some(HeaderValue::from_static("internal.myservice.com")),
                 forwarded_prefix: None,
+                edits: None,
             }
         );
         let rewrite = Rewrite::new("/something(/|$)(.*)", "/$2").unwrap();

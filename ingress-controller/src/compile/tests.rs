@@ -24,7 +24,8 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             continue;
         }
         let kind = value["kind"].as_str().unwrap().to_owned();
-        if kind != "IngressClass" && value["metadata"].get("namespace").is_none() {
+        let cluster_scoped = kind == "IngressClass" || kind == "GatewayClass";
+        if !cluster_scoped && value["metadata"].get("namespace").is_none() {
             value["metadata"]["namespace"] = "default".into();
         }
         let obj = match kind.as_str() {
@@ -35,6 +36,10 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "Endpoints" => Object::Endpoints(serde_yaml_ng::from_value(value).unwrap()),
             "Secret" => Object::Secret(serde_yaml_ng::from_value(value).unwrap()),
             "ConfigMap" => Object::ConfigMap(serde_yaml_ng::from_value(value).unwrap()),
+            "GatewayClass" => Object::GatewayClass(serde_yaml_ng::from_value(value).unwrap()),
+            "Gateway" => Object::Gateway(serde_yaml_ng::from_value(value).unwrap()),
+            "HTTPRoute" => Object::HTTPRoute(serde_yaml_ng::from_value(value).unwrap()),
+            "ReferenceGrant" => Object::ReferenceGrant(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),
         };
         store.apply(obj);

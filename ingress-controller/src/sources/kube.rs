@@ -35,6 +35,7 @@ use tokio::sync::watch;
 use crate::affinity_key;
 use crate::compile::{Compiled, AFFINITY_KEY_SECRET};
 use crate::events::{self, EventPublisher};
+use crate::gateway_api::{self, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::leader::{self, LeaderOptions};
 use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
@@ -253,7 +254,11 @@ pub async fn run(
         .affinity_key_namespace
         .as_deref()
         .map(|ns| ObjectKey::new(ns, AFFINITY_KEY_SECRET));
+    let gateway_api = gateway_api_served(&client).await;
     let mut expected: Vec<&'static str> = KINDS.iter().map(|k| watch_name(*k)).collect();
+    if gateway_api {
+        expected.extend(GATEWAY_KINDS.iter().map(|k| watch_name(*k)));
+    }
     expected.push(CONFIGMAPS_WATCH);
     if opts.configmap.is_some() {
         expected.push(CONFIGMAP_WATCH);
@@ -388,6 +393,94 @@ pub async fn run(
         ),
         configmap,
         affinity,
+        gateway_watches(&client, ns, gateway_api, &store, &synced),
+    );
+}
+
+/// The Gateway API kinds, watched when the API server serves them.
+pub const GATEWAY_KINDS: [Kind; 4] = [
+    Kind::GatewayClass,
+    Kind::Gateway,
+    Kind::HTTPRoute,
+    Kind::ReferenceGrant,
+];
+
+/// Whether the API server serves the Gateway API kinds Portico reads (their CRDs are
+/// installed). Asked once at start: CRDs installed later take a restart.
+async fn gateway_api_served(client: &Client) -> bool {
+    let served = |version: &'static str, plural: &'static str| async move {
+        let group = format!("{}/{version}", gateway_api::GROUP);
+        match client.list_api_group_resources(&group).await {
+            Ok(list) => list.resources.iter().any(|r| r.name == plural),
+            Err(error) => {
+                tracing::debug!(group, %error, "API group not served");
+                false
+            }
+        }
+    };
+    let v1 = served("v1", "httproutes").await
+        && served("v1", "gateways").await
+        && served("v1", "gatewayclasses").await;
+    let grants = served("v1beta1", "referencegrants").await;
+    if v1 && grants {
+        tracing::info!("watching the Gateway API kinds");
+    } else {
+        tracing::info!(
+            "the Gateway API CRDs (gateway.networking.k8s.io v1 and v1beta1) are not installed; Gateway API kinds are not watched"
+        );
+    }
+    v1 && grants
+}
+
+async fn gateway_watches(
+    client: &Client,
+    ns: Option<&str>,
+    enabled: bool,
+    store: &SharedStore,
+    synced: &Synced,
+) {
+    if !enabled {
+        return;
+    }
+    let w = |kind| Watch {
+        name: watch_name(kind),
+        kind,
+        scope: Scope::Kind,
+    };
+    let plain = watcher::Config::default();
+    futures::join!(
+        watch_kind(
+            Api::<GatewayClass>::all(client.clone()),
+            plain.clone(),
+            w(Kind::GatewayClass),
+            Object::GatewayClass,
+            store,
+            synced,
+        ),
+        watch_kind(
+            api::<Gateway>(client, ns),
+            plain.clone(),
+            w(Kind::Gateway),
+            Object::Gateway,
+            store,
+            synced,
+        ),
+        watch_kind(
+            api::<HTTPRoute>(client, ns),
+            plain.clone(),
+            w(Kind::HTTPRoute),
+            Object::HTTPRoute,
+            store,
+            synced,
+        ),
+        watch_kind(
+            api::<ReferenceGrant>(client, ns),
+            plain,
+            w(Kind::ReferenceGrant),
+            Object::ReferenceGrant,
+            store,
+            synced,
+        ),
     );
 }
 

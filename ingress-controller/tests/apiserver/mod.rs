@@ -114,6 +114,34 @@ const RESOURCES: &[ResDef] = &[
         namespaced: true,
     },
     ResDef {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "gatewayclasses",
+        kind: "GatewayClass",
+        namespaced: false,
+    },
+    ResDef {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "gateways",
+        kind: "Gateway",
+        namespaced: true,
+    },
+    ResDef {
+        group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "httproutes",
+        kind: "HTTPRoute",
+        namespaced: true,
+    },
+    ResDef {
+        group: "gateway.networking.k8s.io",
+        version: "v1beta1",
+        plural: "referencegrants",
+        kind: "ReferenceGrant",
+        namespaced: true,
+    },
+    ResDef {
         group: "admissionregistration.k8s.io",
         version: "v1",
         plural: "validatingwebhookconfigurations",
@@ -177,6 +205,9 @@ struct State {
     fail_path: Option<String>,
     /// Set by `stop`: the aborted server task may still run briefly, so requests check it.
     stopped: bool,
+    /// Whether the Gateway API CRDs count as installed: their group versions are in
+    /// discovery (their objects are served either way).
+    gateway_api: bool,
 }
 
 impl State {
@@ -484,6 +515,30 @@ fn parse_path(path: &str) -> Option<Target> {
     })
 }
 
+/// `GET /apis/GROUP/VERSION`: the APIResourceList of a served group version (only the
+/// Gateway API's, once installed: Portico asks discovery for nothing else).
+fn discovery(s: &State, path: &str) -> Option<Value> {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let ["apis", group, version] = segs.as_slice() else {
+        return None;
+    };
+    if *group != "gateway.networking.k8s.io" || !s.gateway_api {
+        return None;
+    }
+    let resources: Vec<Value> = RESOURCES
+        .iter()
+        .filter(|r| r.group == *group && r.version == *version)
+        .map(|r| {
+            json!({"name": r.plural, "singularName": "", "namespaced": r.namespaced,
+                   "kind": r.kind, "verbs": ["get", "list", "watch"]})
+        })
+        .collect();
+    (!resources.is_empty()).then(|| {
+        json!({"kind": "APIResourceList", "apiVersion": "v1",
+               "groupVersion": format!("{group}/{version}"), "resources": resources})
+    })
+}
+
 /// The content type of a server-side apply patch.
 pub const APPLY_PATCH: &str = "application/apply-patch+yaml";
 
@@ -709,6 +764,11 @@ impl ApiServer {
         self.lock().fail_method = method.map(str::to_owned);
     }
 
+    /// Serve discovery of the Gateway API group versions, as once their CRDs are installed.
+    pub fn install_gateway_api(&self) {
+        self.lock().gateway_api = true;
+    }
+
     /// Answer every request for exactly this path with 500 (None to stop).
     pub fn fail_path(&self, path: Option<&str>) {
         self.lock().fail_path = path.map(str::to_owned);
@@ -783,6 +843,9 @@ async fn handle(
             "InternalError",
             "injected failure",
         )));
+    }
+    if let Some(list) = discovery(&s, &path) {
+        return Ok(json_response(StatusCode::OK, &list));
     }
     let Some(t) = parse_path(&path) else {
         return Ok(error_response(status(

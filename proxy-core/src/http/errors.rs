@@ -102,6 +102,9 @@ pub enum ProxyError {
     /// is neither 2xx, 401 nor 403: 500, as nginx's `auth_request` answers then.
     #[error("external auth: {0}")]
     ExternalAuth(String),
+    /// A Gateway API rule none of whose backends could be resolved: the spec asks for 500.
+    #[error("no valid backend: {0}")]
+    NoValidBackend(std::sync::Arc<str>),
 }
 
 impl From<BufferError> for ProxyError {
@@ -145,9 +148,9 @@ impl ProxyError {
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            ProxyError::Buffering(_) | ProxyError::ExternalAuth(_) => {
-                StatusCode::INTERNAL_SERVER_ERROR
-            }
+            ProxyError::Buffering(_)
+            | ProxyError::ExternalAuth(_)
+            | ProxyError::NoValidBackend(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -160,7 +163,8 @@ impl ProxyError {
             | ProxyError::DefaultBackendDown(_)
             | ProxyError::NoErrorBackend(_)
             | ProxyError::UpstreamTlsUnusable(_)
-            | ProxyError::Refused(_) => Blame::Config,
+            | ProxyError::Refused(_)
+            | ProxyError::NoValidBackend(_) => Blame::Config,
             ProxyError::Connect { .. }
             | ProxyError::ConnectTimeout { .. }
             | ProxyError::ResponseTimeout { .. }

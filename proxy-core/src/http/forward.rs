@@ -26,8 +26,8 @@ use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Ti
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
 use crate::pipeline::{
-    Affinitized, AuthCookies, Canary, ErrorPages, ExternalAuth, Flow, RequestCtx, RoutePolicy,
-    SetHeaders, Vars, Verdict,
+    Affinitized, AuthCookies, Canary, ErrorPages, ExternalAuth, Flow, HeaderEdits, RequestCtx,
+    RoutePolicy, SetHeaders, Vars, Verdict,
 };
 use crate::routes::{self, RouteTarget};
 
@@ -55,6 +55,8 @@ struct AccessLog {
     blame: Option<Blame>,
     /// The route's `custom-headers`, set on its answer whatever it is.
     respond_with: Option<Arc<SetHeaders>>,
+    /// The route's response header edits (Gateway API), likewise.
+    respond_edits: Option<Arc<HeaderEdits>>,
     /// Fields the request filters set on the answer (CORS).
     answer_headers: Option<SetHeaders>,
     /// The request's place under `limit-connections`, given back with the log line.
@@ -89,6 +91,7 @@ impl AccessLog {
             error: None,
             blame: None,
             respond_with: None,
+            respond_edits: None,
             answer_headers: None,
             conn_slot: None,
             auth_cookies: None,
@@ -170,6 +173,7 @@ impl Proxy {
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
         }
+        log.respond_edits.clone_from(&policy.response_edits);
 
         // 2. Request filters.
         let mut ctx = RequestCtx {
@@ -833,6 +837,9 @@ impl Proxy {
         if let Some(set) = log.respond_with.take() {
             set.apply(headers);
         }
+        if let Some(edits) = log.respond_edits.take() {
+            edits.apply(headers);
+        }
         if let Some(cookies) = log.auth_cookies.take() {
             cookies.apply(resp.status(), resp.headers_mut());
         }
@@ -1026,7 +1033,7 @@ fn route<'c>(
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
     let route = config
         .routes
-        .lookup(host, &path)
+        .lookup_with(host, &path, Some(parts))
         .or(config.default_backend.as_ref())
         .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;

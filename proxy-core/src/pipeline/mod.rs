@@ -26,6 +26,7 @@ mod cors;
 mod digest_auth;
 pub(crate) mod errors;
 mod ext_auth;
+mod gateway_redirect;
 mod hsts;
 mod rate_limit;
 mod redirect;
@@ -51,13 +52,14 @@ pub use ext_auth::{
     parse_cache_duration, signin_url, AuthCache, AuthCookies, AuthRequest, CacheValid,
     ExternalAuth, Template, TemplateError, Vars, Verdict,
 };
+pub use gateway_redirect::{GatewayRedirect, RedirectPath};
 pub use hsts::Hsts;
 pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
-pub use refuse::Refuse;
+pub use refuse::{NoValidBackend, Refuse};
 pub use rewrite::{Rewrite, RewriteError};
 pub use satisfy_any::{SatisfyAny, UserAuth};
-pub use set_headers::SetHeaders;
+pub use set_headers::{HeaderEdits, SetHeaders};
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
@@ -110,6 +112,8 @@ pub struct RoutePolicy {
     pub response_headers: Option<Arc<str>>,
     /// `limit-rate` and `limit-rate-after`: the pace of the pods' answers.
     pub limit_rate: Option<LimitRate>,
+    /// A Gateway API ResponseHeaderModifier: edits to every answer of the route.
+    pub response_edits: Option<Arc<HeaderEdits>>,
 }
 
 /// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first
@@ -175,11 +179,15 @@ pub struct RequestCtx<'a> {
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
     Refuse(Refuse),
+    /// A Gateway API rule with no valid backend: every request gets 500.
+    NoValidBackend(NoValidBackend),
     /// `from-to-www-redirect`, on the host the Ingress does not name.
     WwwRedirect(WwwRedirect),
     AppRoot(AppRoot),
     Cors(Box<Cors>),
     UrlRedirect(UrlRedirect),
+    /// Gateway API RequestRedirect.
+    GatewayRedirect(GatewayRedirect),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     RateLimit(Box<RateLimit>),
@@ -198,6 +206,7 @@ impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
             RequestFilter::Refuse(f) => f.on_request(ctx, parts),
+            RequestFilter::NoValidBackend(f) => f.on_request(ctx, parts),
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),
             RequestFilter::BasicAuth(f) => f.on_request(ctx, parts),
@@ -206,6 +215,7 @@ impl RequestFilter {
             RequestFilter::WwwRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::GatewayRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::ExternalAuth(f) => f.on_request(ctx, parts),

@@ -24,6 +24,21 @@ impl Refuse {
     }
 }
 
+/// A Gateway API rule whose backend references are all invalid: every request gets 500,
+/// as the spec requires. Names the route and why, for the access log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NoValidBackend(pub Arc<str>);
+
+impl NoValidBackend {
+    pub(super) fn on_request(
+        &self,
+        _ctx: &mut RequestCtx<'_>,
+        _parts: &Parts,
+    ) -> Result<Flow, ProxyError> {
+        Err(ProxyError::NoValidBackend(self.0.clone()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::redirect::tests::{ctx, head};

@@ -22,9 +22,55 @@ impl SetHeaders {
     }
 }
 
+/// Gateway API's RequestHeaderModifier and ResponseHeaderModifier: fields set (replacing
+/// any of the name), added (beside any of the name), and removed, in that order.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HeaderEdits {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.set {
+            headers.insert(name.clone(), value.clone());
+        }
+        for (name, value) in &self.add {
+            headers.append(name.clone(), value.clone());
+        }
+        for name in &self.remove {
+            headers.remove(name);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edits_set_add_and_remove() {
+        let name = HeaderName::from_static;
+        let value = HeaderValue::from_static;
+        let edits = HeaderEdits {
+            set: vec![(name("x-set"), value("one"))],
+            add: vec![(name("x-add"), value("two"))],
+            remove: vec![name("x-gone")],
+        };
+        let mut h = HeaderMap::new();
+        h.append("x-set", value("old"));
+        h.append("x-set", value("older"));
+        h.append("x-add", value("kept"));
+        h.append("x-gone", value("bye"));
+        edits.apply(&mut h);
+        assert_eq!(h.get_all("x-set").iter().collect::<Vec<_>>(), vec!["one"]);
+        assert_eq!(
+            h.get_all("x-add").iter().collect::<Vec<_>>(),
+            vec!["kept", "two"]
+        );
+        assert!(!h.contains_key("x-gone"));
+    }
 
     #[test]
     fn fields_replace_what_was_there() {

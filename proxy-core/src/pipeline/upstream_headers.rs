@@ -3,7 +3,11 @@
 //! `proxy_set_header Host`) and `x-forwarded-prefix` (an `X-Forwarded-Prefix` header).
 //! `X-Forwarded-Host` still names the host the client asked for.
 
+use std::sync::Arc;
+
 use http::header::{HeaderMap, HeaderName, HeaderValue, HOST};
+
+use super::HeaderEdits;
 
 static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 
@@ -13,6 +17,8 @@ pub struct UpstreamHeaders {
     pub host: Option<HeaderValue>,
     /// `x-forwarded-prefix`: sets `X-Forwarded-Prefix`, replacing the client's.
     pub forwarded_prefix: Option<HeaderValue>,
+    /// A Gateway API RequestHeaderModifier, applied last.
+    pub edits: Option<Arc<HeaderEdits>>,
 }
 
 impl UpstreamHeaders {
@@ -23,6 +29,9 @@ impl UpstreamHeaders {
         }
         if let Some(prefix) = &self.forwarded_prefix {
             headers.insert(X_FORWARDED_PREFIX.clone(), prefix.clone());
+        }
+        if let Some(edits) = &self.edits {
+            edits.apply(headers);
         }
     }
 }
@@ -44,6 +53,7 @@ mod tests {
         let shaping = UpstreamHeaders {
             host: Some(HeaderValue::from_static("internal.myservice.com")),
             forwarded_prefix: Some(HeaderValue::from_static("/path")),
+            edits: None,
         };
         shaping.apply(&mut headers);
         assert_eq!(headers[HOST], "internal.myservice.com");

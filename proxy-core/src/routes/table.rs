@@ -23,7 +23,7 @@ use http::request::Parts;
 use std::collections::hash_map::Entry;
 
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
-use super::{HostMatch, PathType, RegexRule, RouteRule, RouteTarget};
+use super::{HostMatch, MatchRule, PathType, RegexRule, RouteRule, RouteTarget};
 use crate::host::{wildcard_parent, HostName, HostPattern};
 
 /// The compiled table. Cloning is cheap (it shares the compiled maps).
@@ -52,6 +52,9 @@ pub struct HostRoutes {
     /// A host in regex mode: its rules in the order they are tried, the first match
     /// winning. Empty for other hosts, which then pay nothing for it.
     regex: Vec<RegexRule>,
+    /// Rules with method, header or query conditions (Gateway API), in the order they
+    /// are tried, before the path rules. Empty for hosts without any.
+    matches: Vec<MatchRule>,
 }
 
 impl HostRoutes {
@@ -83,6 +86,7 @@ impl HostRoutes {
                             rules: Vec::new(),
                             paths: PathTable::default(),
                             regex: Vec::new(),
+                            matches: Vec::new(),
                         });
                         hosts.len() - 1
                     }
@@ -108,6 +112,21 @@ impl HostRoutes {
             rules: Vec::new(),
             paths: PathTable::default(),
             regex: rules,
+            matches: Vec::new(),
+        })
+    }
+
+    /// A host's match rules (Gateway API), tried in this order, the first match winning.
+    /// All must name `host`.
+    pub fn with_matches(host: HostMatch, mut rules: Vec<MatchRule>) -> Arc<HostRoutes> {
+        rules.retain(|r| r.host == host);
+        rules.shrink_to_fit();
+        Arc::new(HostRoutes {
+            host,
+            rules: Vec::new(),
+            paths: PathTable::default(),
+            regex: Vec::new(),
+            matches: rules,
         })
     }
 
@@ -128,6 +147,14 @@ impl HostRoutes {
                 .regex
                 .iter()
                 .map(|r| RegexRule {
+                    host: host.clone(),
+                    ..r.clone()
+                })
+                .collect(),
+            matches: self
+                .matches
+                .iter()
+                .map(|r| MatchRule {
                     host: host.clone(),
                     ..r.clone()
                 })
@@ -163,7 +190,17 @@ impl HostRoutes {
         }
     }
 
-    fn lookup(&self, path: &SplitPath<'_>) -> Option<&RouteTarget> {
+    /// The match rules, in the order they are tried.
+    pub fn match_rules(&self) -> &[MatchRule] {
+        &self.matches
+    }
+
+    fn lookup(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
+        if !self.matches.is_empty() {
+            if let Some(rule) = self.matches.iter().find(|r| r.is_match(path.full, parts)) {
+                return Some(&rule.target);
+            }
+        }
         if !self.regex.is_empty() {
             if let Some(rule) = self.regex.iter().find(|r| r.path.is_match(path.full)) {
                 return Some(&rule.target);
@@ -366,12 +403,23 @@ impl RouteTable {
     /// catch-all server, which only sees hosts no rule names, so there a request for a
     /// named host whose paths do not match gets the default backend instead.
     pub fn lookup(&self, host: &str, path: &str) -> Option<&RouteTarget> {
+        self.lookup_with(host, path, None)
+    }
+
+    /// [`RouteTable::lookup`], with the request head that match rules with method, header
+    /// or query conditions look at (without it, those rules never match).
+    pub fn lookup_with(
+        &self,
+        host: &str,
+        path: &str,
+        parts: Option<&Parts>,
+    ) -> Option<&RouteTarget> {
         let path = SplitPath::new(path);
         let inner = &*self.inner;
         (!host.is_empty())
-            .then(|| inner.lookup_host(host, &path))
+            .then(|| inner.lookup_host(host, &path, parts))
             .flatten()
-            .or_else(|| inner.any_host.as_ref()?.lookup(&path))
+            .or_else(|| inner.any_host.as_ref()?.lookup(&path, parts))
     }
 
     /// Normalizes the request's host and path and looks them up. A request without a
@@ -380,7 +428,7 @@ impl RouteTable {
     pub fn lookup_request(&self, parts: &Parts) -> Result<Option<&RouteTarget>, PathError> {
         let path = normalize_path(parts.uri.path())?;
         let host = request_host(parts);
-        Ok(self.lookup(host.as_deref().unwrap_or(""), &path))
+        Ok(self.lookup_with(host.as_deref().unwrap_or(""), &path, Some(parts)))
     }
 
     /// The host tables, sorted by host.
@@ -417,8 +465,17 @@ impl RouteTable {
 }
 
 impl Inner {
-    fn lookup_host(&self, host: &str, path: &SplitPath<'_>) -> Option<&RouteTarget> {
-        if let Some(target) = self.exact_hosts.get(host).and_then(|p| p.lookup(path)) {
+    fn lookup_host(
+        &self,
+        host: &str,
+        path: &SplitPath<'_>,
+        parts: Option<&Parts>,
+    ) -> Option<&RouteTarget> {
+        if let Some(target) = self
+            .exact_hosts
+            .get(host)
+            .and_then(|p| p.lookup(path, parts))
+        {
             return Some(target);
         }
         // `*.foo.com` covers exactly one non-empty label in front of `foo.com`.
@@ -427,14 +484,14 @@ impl Inner {
         }
         self.wildcard_hosts
             .get(wildcard_parent(host)?)?
-            .lookup(path)
+            .lookup(path, parts)
     }
 }
 
 impl HostRoutes {
     /// Rules of both kinds.
     fn len(&self) -> usize {
-        self.rules.len() + self.regex.len()
+        self.rules.len() + self.regex.len() + self.matches.len()
     }
 }
 
@@ -442,14 +499,24 @@ impl HostRoutes {
 fn merge(earlier: &Arc<HostRoutes>, later: &Arc<HostRoutes>) -> Arc<HostRoutes> {
     let rules = earlier.rules.iter().chain(&later.rules).cloned();
     let regex: Vec<RegexRule> = earlier.regex.iter().chain(&later.regex).cloned().collect();
-    match HostRoutes::group_owned(rules).pop() {
-        Some(mut merged) => {
-            merged.regex = regex;
-            Arc::new(merged)
-        }
-        None if regex.is_empty() => earlier.clone(),
-        None => HostRoutes::with_regex(earlier.host.clone(), regex),
-    }
+    let matches: Vec<MatchRule> = earlier
+        .matches
+        .iter()
+        .chain(&later.matches)
+        .cloned()
+        .collect();
+    let mut merged = HostRoutes::group_owned(rules)
+        .pop()
+        .unwrap_or_else(|| HostRoutes {
+            host: earlier.host.clone(),
+            rules: Vec::new(),
+            paths: PathTable::default(),
+            regex: Vec::new(),
+            matches: Vec::new(),
+        });
+    merged.regex = regex;
+    merged.matches = matches;
+    Arc::new(merged)
 }
 
 /// Brings a rule's path to the form lookup compares with (hosts are normal by type).

@@ -201,6 +201,10 @@ fn same(a: &SharedObject, b: &mut Object) -> bool {
         (SharedObject::Endpoints(a), Object::Endpoints(b)) => eq!(a, b),
         (SharedObject::Secret(a), Object::Secret(b)) => eq!(a, b),
         (SharedObject::ConfigMap(a), Object::ConfigMap(b)) => eq!(a, b),
+        (SharedObject::GatewayClass(a), Object::GatewayClass(b)) => eq!(a, b),
+        (SharedObject::Gateway(a), Object::Gateway(b)) => eq!(a, b),
+        (SharedObject::HTTPRoute(a), Object::HTTPRoute(b)) => eq!(a, b),
+        (SharedObject::ReferenceGrant(a), Object::ReferenceGrant(b)) => eq!(a, b),
         _ => false,
     }
 }
@@ -214,6 +218,10 @@ fn created(obj: &SharedObject) -> Option<Time> {
         SharedObject::Endpoints(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Secret(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::ConfigMap(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::GatewayClass(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::Gateway(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::HTTPRoute(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::ReferenceGrant(o) => o.metadata.creation_timestamp.clone(),
     }
 }
 
@@ -229,6 +237,10 @@ fn set_created(obj: &mut Object, first_seen: Time) {
         Object::Endpoints(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::ConfigMap(o) => &mut o.metadata,
+        Object::GatewayClass(o) => &mut o.metadata,
+        Object::Gateway(o) => &mut o.metadata,
+        Object::HTTPRoute(o) => &mut o.metadata,
+        Object::ReferenceGrant(o) => &mut o.metadata,
     };
     if meta.creation_timestamp.is_none() {
         meta.creation_timestamp = Some(first_seen);

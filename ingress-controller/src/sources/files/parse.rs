@@ -13,6 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{legacy, validate};
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.
@@ -247,6 +248,8 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Endpoints" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" => "gateway.networking.k8s.io/v1",
+        "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
         _ => return Ok(other_kind(api_version, kind, &value)),
     };
     let legacy = kind == "Ingress" && legacy::VERSIONS.contains(&api_version);
@@ -270,7 +273,7 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         .unwrap_or("default");
     // As the API server names objects in its messages; cluster-scoped kinds have no
     // namespace.
-    let full = if kind == "IngressClass" {
+    let full = if kind == "IngressClass" || kind == "GatewayClass" {
         name.clone()
     } else {
         format!("{namespace}/{name}")
@@ -309,6 +312,19 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         )),
         "ConfigMap" => {
             Object::ConfigMap(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        "GatewayClass" => {
+            let mut o: GatewayClass =
+                typed_as(&value, &full, kind, &mut warnings).map_err(typed)?;
+            o.metadata.namespace = None;
+            Object::GatewayClass(o)
+        }
+        "Gateway" => Object::Gateway(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?),
+        "HTTPRoute" => {
+            Object::HTTPRoute(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        "ReferenceGrant" => {
+            Object::ReferenceGrant(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
         }
         _ => return Ok(Found::default()),
     };
@@ -384,7 +400,10 @@ fn default_namespace(mut obj: Object) -> Object {
         Object::Endpoints(o) => &mut o.metadata,
         Object::Secret(o) => &mut o.metadata,
         Object::ConfigMap(o) => &mut o.metadata,
-        Object::IngressClass(_) => return obj,
+        Object::Gateway(o) => &mut o.metadata,
+        Object::HTTPRoute(o) => &mut o.metadata,
+        Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::IngressClass(_) | Object::GatewayClass(_) => return obj,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some("default".to_owned());
@@ -494,6 +513,10 @@ impl<'de> de::Visitor<'de> for ObjectVisitor<'_> {
             Some("EndpointSlice") => drop(EndpointSlice::deserialize(d)?),
             Some("Secret") => drop(Secret::deserialize(d)?),
             Some("ConfigMap") => drop(ConfigMap::deserialize(d)?),
+            Some("GatewayClass") => drop(GatewayClass::deserialize(d)?),
+            Some("Gateway") => drop(Gateway::deserialize(d)?),
+            Some("HTTPRoute") => drop(HTTPRoute::deserialize(d)?),
+            Some("ReferenceGrant") => drop(ReferenceGrant::deserialize(d)?),
             _ => drop(IgnoredAny::deserialize(d)?),
         }
         Err(de::Error::custom(self.0.message))

@@ -176,6 +176,31 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
         "EndpointSlice" => {
             absent(value.get("addressType")).then(|| "addressType: Required value".to_owned())
         }
+        "GatewayClass" => absent(value.pointer("/spec/controllerName"))
+            .then(|| "spec.controllerName: Required value".to_owned()),
+        "Gateway" => {
+            if absent(value.pointer("/spec/gatewayClassName")) {
+                return Some("spec.gatewayClassName: Required value".to_owned());
+            }
+            let listeners = value.pointer("/spec/listeners").and_then(Value::as_array);
+            let Some(listeners) = listeners else {
+                return Some("spec.listeners: Required value".to_owned());
+            };
+            listeners.iter().enumerate().find_map(|(i, l)| {
+                ["name", "port", "protocol"].into_iter().find_map(|field| {
+                    absent(l.get(field))
+                        .then(|| format!("spec.listeners[{i}].{field}: Required value"))
+                })
+            })
+        }
+        "HTTPRoute" => {
+            let refs = value
+                .pointer("/spec/parentRefs")
+                .and_then(Value::as_array)?;
+            refs.iter().enumerate().find_map(|(i, r)| {
+                absent(r.get("name")).then(|| format!("spec.parentRefs[{i}].name: Required value"))
+            })
+        }
         _ => None,
     }
 }

@@ -1,0 +1,1487 @@
+//! Gateway API -> route table: the Gateways of our GatewayClasses, their HTTP listeners,
+//! and the HTTPRoutes attached to them, compiled into match rules of the same route table
+//! the Ingresses fill.
+//!
+//! Choices worth knowing:
+//! - Every HTTP listener is served on Portico's HTTP listener (`--http-addr`), whatever
+//!   its `port`: the port only selects listeners for a parentRef's `port`.
+//! - A host's HTTPRoute matches are tried before its Ingress paths, in the spec's
+//!   precedence order (see [`Precedence`]).
+//! - Recomputed whole on every compile: it reads only the store, so the incremental
+//!   compile still equals one from nothing.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::sync::Arc;
+
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use http::StatusCode;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use proxy_core::config::{Backend, BackendId};
+use proxy_core::http::Scheme;
+use proxy_core::pipeline::{
+    Canary, CanaryRule, GatewayRedirect, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+};
+use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
+
+use super::annotations::IngressAnnotations;
+use super::backends;
+use super::diagnostic::{Diagnostic, DiagnosticReason};
+use super::endpoints::EndpointIndex;
+use super::policy::{self, PolicyDefaults};
+use crate::gateway_api::{
+    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
+    HeaderValuePair, Listener, RequestRedirect, GROUP,
+};
+use crate::store::{Kind, ObjectKey, Store};
+
+/// `spec.controllerName` of the GatewayClasses that are ours.
+pub const GATEWAY_CONTROLLER: &str = "portico.dev/gateway-controller";
+
+/// What the Gateway API objects add to a compile.
+#[derive(Default)]
+pub(super) struct GatewayRoutes {
+    /// One table per host, its rules in precedence order.
+    pub hosts: Vec<Arc<HostRoutes>>,
+    /// The Services the rules route to.
+    pub backends: Vec<Backend>,
+    pub status: GatewayApiStatus,
+}
+
+/// One status condition, as the Gateway API writes it (`type`, `status`, `reason`,
+/// `message`, `observedGeneration`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Condition {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub observed_generation: Option<i64>,
+}
+
+impl Condition {
+    fn new(
+        type_: &'static str,
+        status: bool,
+        reason: &'static str,
+        message: impl Into<String>,
+        observed_generation: Option<i64>,
+    ) -> Self {
+        Self {
+            type_,
+            status,
+            reason,
+            message: message.into(),
+            observed_generation,
+        }
+    }
+}
+
+/// `Accepted=True (Accepted, generation 3)`.
+impl fmt::Display for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let status = if self.status { "True" } else { "False" };
+        write!(f, "{}={status} ({}", self.type_, self.reason)?;
+        if let Some(g) = self.observed_generation {
+            write!(f, ", generation {g}")?;
+        }
+        f.write_str(")")
+    }
+}
+
+/// `status.listeners[]` of a Gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenerStatus {
+    pub name: String,
+    pub attached_routes: u32,
+    pub conditions: Vec<Condition>,
+}
+
+/// `status.parents[]` of a route: one per parentRef to a Gateway of ours.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParentStatus {
+    pub gateway: ObjectKey,
+    pub section_name: Option<String>,
+    pub conditions: Vec<Condition>,
+}
+
+/// The status Portico computes for one Gateway API object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObjectStatus {
+    pub conditions: Vec<Condition>,
+    pub listeners: Vec<ListenerStatus>,
+    pub parents: Vec<ParentStatus>,
+}
+
+/// One line: the object's conditions, each listener's and each parent's.
+impl fmt::Display for ObjectStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let list = |c: &[Condition]| {
+            c.iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut parts = Vec::new();
+        if !self.conditions.is_empty() {
+            parts.push(list(&self.conditions));
+        }
+        for l in &self.listeners {
+            parts.push(format!(
+                "listener {:?}: attachedRoutes {}, {}",
+                l.name,
+                l.attached_routes,
+                list(&l.conditions)
+            ));
+        }
+        for p in &self.parents {
+            let section = p
+                .section_name
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            parts.push(format!(
+                "parent {}{section}: {}",
+                p.gateway,
+                list(&p.conditions)
+            ));
+        }
+        f.write_str(&parts.join("; "))
+    }
+}
+
+/// The status of every GatewayClass, Gateway and HTTPRoute of ours.
+pub type GatewayApiStatus = BTreeMap<(Kind, ObjectKey), ObjectStatus>;
+
+/// One HTTP listener of one of our Gateways.
+struct OurListener<'a> {
+    gateway: &'a ObjectKey,
+    listener: &'a Listener,
+    /// Lower-cased; `None` matches every host.
+    hostname: Option<String>,
+}
+
+/// The Gateway API's order between match rules: the first in this order that matches a
+/// request wins. Derived `Ord` compares the fields in order.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Precedence {
+    /// 0: Exact, 1: PathPrefix.
+    path_kind: u8,
+    /// Longest path first.
+    path_len: Reverse<usize>,
+    /// A method match first.
+    no_method: bool,
+    headers: Reverse<usize>,
+    query: Reverse<usize>,
+    /// Then the oldest route, then by namespace/name, then rule and match order.
+    created: Option<Time>,
+    route: ObjectKey,
+    rule: usize,
+    matched: usize,
+}
+
+/// Compiles the Gateway API objects of the store.
+pub(super) fn compile_gateway(
+    store: &Store,
+    defaults: &PolicyDefaults,
+    diags: &mut Vec<Diagnostic>,
+) -> GatewayRoutes {
+    let mut status = GatewayApiStatus::new();
+    let mut ours: Vec<&str> = Vec::new();
+    for (key, class) in store.gateway_classes.iter() {
+        if class.spec.controller_name != GATEWAY_CONTROLLER {
+            continue;
+        }
+        ours.push(key.name.as_str());
+        let generation = class.metadata.generation;
+        status
+            .entry((Kind::GatewayClass, key.clone()))
+            .or_default()
+            .conditions = vec![Condition::new("Accepted", true, "Accepted", "", generation)];
+    }
+    let mut listeners: BTreeMap<&ObjectKey, Vec<OurListener<'_>>> = BTreeMap::new();
+    for (key, gw) in store.gateways.iter() {
+        if !ours.contains(&gw.spec.gateway_class_name.as_str()) {
+            continue;
+        }
+        let generation = gw.metadata.generation;
+        let (served, listener_status) = gateway_listeners(key, gw, generation, diags);
+        let programmed = if served.is_empty() {
+            Condition::new(
+                "Programmed",
+                false,
+                "Invalid",
+                "no listener can be served",
+                generation,
+            )
+        } else {
+            Condition::new("Programmed", true, "Programmed", "", generation)
+        };
+        status.insert(
+            (Kind::Gateway, key.clone()),
+            ObjectStatus {
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", "", generation),
+                    programmed,
+                ],
+                listeners: listener_status,
+                parents: Vec::new(),
+            },
+        );
+        listeners.insert(key, served);
+    }
+    if listeners.is_empty() {
+        return GatewayRoutes {
+            status,
+            ..GatewayRoutes::default()
+        };
+    }
+
+    let mut routes: Vec<(&ObjectKey, &Arc<HTTPRoute>)> = store.http_routes.iter().collect();
+    routes.sort_by(|(ka, a), (kb, b)| {
+        let ta = a.metadata.creation_timestamp.as_ref();
+        let tb = b.metadata.creation_timestamp.as_ref();
+        ta.cmp(&tb).then(ka.cmp(kb))
+    });
+    let index = EndpointIndex::new(store);
+    let mut backends: HashMap<BackendId, Backend> = HashMap::new();
+    let mut rules: Vec<(Precedence, MatchRule)> = Vec::new();
+    for (key, route) in routes {
+        let (hosts, parents) = attach(store, key, route, &listeners, diags);
+        if parents.is_empty() {
+            continue;
+        }
+        for p in &parents {
+            if let Some(gw) = status.get_mut(&(Kind::Gateway, p.gateway.clone())) {
+                for l in gw.listeners.iter_mut() {
+                    if p.listeners.contains(&l.name) {
+                        l.attached_routes += 1;
+                    }
+                }
+            }
+        }
+        let mut unresolved: Option<(&'static str, String)> = None;
+        let source: Arc<str> = format!("HTTPRoute {key}").into();
+        let default_rules = [Default::default()];
+        let route_rules = route.spec.rules.as_deref().unwrap_or(&default_rules);
+        for (i, rule) in route_rules.iter().enumerate() {
+            let field = format!("spec.rules[{i}]");
+            let target = rule_target(
+                store,
+                &index,
+                key,
+                &field,
+                &rule.backend_refs,
+                &source,
+                defaults,
+                &mut backends,
+                &mut unresolved,
+                diags,
+            );
+            // Redirects name the listener's port when they keep the scheme: the first
+            // listener's.
+            let listener_port = parents
+                .iter()
+                .flat_map(|p| &p.ports)
+                .next()
+                .and_then(|p| u16::try_from(*p).ok())
+                .unwrap_or(80);
+            let prefix = match rule.matches.as_deref() {
+                Some([only]) => only
+                    .path
+                    .as_ref()
+                    .filter(|p| p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
+                    .map(|p| {
+                        p.value
+                            .as_deref()
+                            .unwrap_or("/")
+                            .trim_end_matches('/')
+                            .to_owned()
+                    }),
+                None => Some(String::new()),
+                _ => None,
+            };
+            let target = with_filters(
+                key,
+                &field,
+                &rule.filters,
+                Redirects {
+                    listener_port,
+                    prefix,
+                },
+                target,
+                diags,
+            );
+            let default_matches = [HTTPRouteMatch::default()];
+            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
+            for (j, m) in matches.iter().enumerate() {
+                let field = format!("{field}.matches[{j}]");
+                let Some((precedence, template)) =
+                    match_rule(key, route, i, j, m, &field, &target, diags)
+                else {
+                    continue;
+                };
+                for host in &hosts {
+                    rules.push((
+                        precedence.clone(),
+                        MatchRule {
+                            host: host.clone(),
+                            ..template.clone()
+                        },
+                    ));
+                }
+            }
+        }
+        let generation = route.metadata.generation;
+        let resolved = match &unresolved {
+            None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Some((reason, message)) => {
+                Condition::new("ResolvedRefs", false, reason, message.clone(), generation)
+            }
+        };
+        let parents = parents
+            .into_iter()
+            .map(|p| ParentStatus {
+                conditions: vec![
+                    Condition::new(
+                        "Accepted",
+                        p.reason == "Accepted",
+                        p.reason,
+                        p.message,
+                        generation,
+                    ),
+                    resolved.clone(),
+                ],
+                gateway: p.gateway,
+                section_name: p.section_name,
+            })
+            .collect();
+        status.insert(
+            (Kind::HTTPRoute, key.clone()),
+            ObjectStatus {
+                parents,
+                ..ObjectStatus::default()
+            },
+        );
+    }
+    rules.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut by_host: BTreeMap<HostMatch, Vec<MatchRule>> = BTreeMap::new();
+    for (_, rule) in rules {
+        by_host.entry(rule.host.clone()).or_default().push(rule);
+    }
+    GatewayRoutes {
+        hosts: by_host
+            .into_iter()
+            .map(|(host, rules)| HostRoutes::with_matches(host, rules))
+            .collect(),
+        backends: backends.into_values().collect(),
+        status,
+    }
+}
+
+/// The listeners of a Gateway of ours that Portico serves.
+fn gateway_listeners<'a>(
+    key: &'a ObjectKey,
+    gw: &'a Gateway,
+    generation: Option<i64>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<OurListener<'a>>, Vec<ListenerStatus>) {
+    let mut out = Vec::new();
+    let mut status = Vec::new();
+    let refused = |reason: &'static str, message: &str| {
+        vec![
+            Condition::new("Accepted", false, reason, message, generation),
+            Condition::new("Programmed", false, "Invalid", message, generation),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+        ]
+    };
+    for (i, listener) in gw.spec.listeners.iter().enumerate() {
+        let field = format!("spec.listeners[{i}]");
+        if listener.protocol != "HTTP" {
+            diags.push(Diagnostic::warning(
+                Kind::Gateway,
+                key,
+                format!("{field}.protocol"),
+                DiagnosticReason::GatewayUnsupported,
+                format!(
+                    "listener {:?}: protocol {:?} is not supported yet, only HTTP; listener ignored",
+                    listener.name, listener.protocol
+                ),
+            ));
+            status.push(ListenerStatus {
+                name: listener.name.clone(),
+                attached_routes: 0,
+                conditions: refused(
+                    "UnsupportedProtocol",
+                    "only HTTP listeners are served so far",
+                ),
+            });
+            continue;
+        }
+        let hostname = listener
+            .hostname
+            .as_deref()
+            .filter(|h| !h.is_empty())
+            .map(str::to_ascii_lowercase);
+        if let Some(h) = &hostname {
+            if HostPattern::parse(h).is_err() {
+                diags.push(Diagnostic::error(
+                    Kind::Gateway,
+                    key,
+                    format!("{field}.hostname"),
+                    DiagnosticReason::InvalidHost,
+                    format!(
+                        "listener {:?}: hostname {h:?} is not a DNS name or *. wildcard; listener ignored",
+                        listener.name
+                    ),
+                ));
+                status.push(ListenerStatus {
+                    name: listener.name.clone(),
+                    attached_routes: 0,
+                    conditions: refused("Invalid", "the hostname is not a DNS name or *. wildcard"),
+                });
+                continue;
+            }
+        }
+        status.push(ListenerStatus {
+            name: listener.name.clone(),
+            attached_routes: 0,
+            conditions: vec![
+                Condition::new("Accepted", true, "Accepted", "", generation),
+                Condition::new("Programmed", true, "Programmed", "", generation),
+                Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            ],
+        });
+        out.push(OurListener {
+            gateway: key,
+            listener,
+            hostname,
+        });
+    }
+    (out, status)
+}
+
+/// A parentRef of a route to a Gateway of ours, as judged.
+struct Attached {
+    gateway: ObjectKey,
+    section_name: Option<String>,
+    /// The listeners that accepted the route.
+    listeners: Vec<String>,
+    /// Their ports.
+    ports: Vec<i32>,
+    /// Accepted, or why not (the spec's reason).
+    reason: &'static str,
+    message: String,
+}
+
+/// The hosts a route serves through the listeners its parentRefs attach it to, and how
+/// each parentRef to a Gateway of ours fared (a refused one also gets a diagnostic).
+fn attach(
+    store: &Store,
+    key: &ObjectKey,
+    route: &HTTPRoute,
+    listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<HostMatch>, Vec<Attached>) {
+    let mut hosts: Vec<HostMatch> = Vec::new();
+    let mut parents = Vec::new();
+    let route_hostnames: Vec<String> = route
+        .spec
+        .hostnames
+        .iter()
+        .map(|h| h.to_ascii_lowercase())
+        .collect();
+    for (i, parent) in route.spec.parent_refs.iter().enumerate() {
+        let field = format!("spec.parentRefs[{i}]");
+        let group = parent.group.as_deref().unwrap_or(GROUP);
+        let kind = parent.kind.as_deref().unwrap_or("Gateway");
+        if group != GROUP || kind != "Gateway" {
+            // Another kind of parent (a Service, for mesh): not ours to judge.
+            continue;
+        }
+        let namespace = parent.namespace.as_deref().unwrap_or(&key.namespace);
+        let gw_key = ObjectKey::new(namespace, &parent.name);
+        let Some(gw_listeners) = listeners.get(&gw_key) else {
+            continue;
+        };
+        let mut why = (
+            "NoMatchingParent",
+            "no listener of the Gateway matches its sectionName or port",
+        );
+        let mut accepted_by = Vec::new();
+        let mut ports = Vec::new();
+        for l in gw_listeners {
+            if parent
+                .section_name
+                .as_deref()
+                .is_some_and(|s| s != l.listener.name)
+            {
+                continue;
+            }
+            if parent.port.is_some_and(|p| p != l.listener.port) {
+                continue;
+            }
+            if !allowed(store, key, l) {
+                why = (
+                    "NotAllowedByListeners",
+                    "no listener of the Gateway allows routes of its namespace and kind",
+                );
+                continue;
+            }
+            let common = intersect(l.hostname.as_deref(), &route_hostnames);
+            if common.is_empty() {
+                why = (
+                    "NoMatchingListenerHostname",
+                    "no hostname in common with a listener of the Gateway",
+                );
+                continue;
+            }
+            accepted_by.push(l.listener.name.clone());
+            ports.push(l.listener.port);
+            for h in common {
+                let host = match h {
+                    None => HostMatch::Any,
+                    Some(h) => match HostMatch::parse(Some(&h)) {
+                        Ok(host) => host,
+                        Err(e) => {
+                            diags.push(Diagnostic::error(
+                                Kind::HTTPRoute,
+                                key,
+                                "spec.hostnames",
+                                DiagnosticReason::InvalidHost,
+                                format!("hostname {h:?}: {e}; ignored"),
+                            ));
+                            continue;
+                        }
+                    },
+                };
+                if !hosts.contains(&host) {
+                    hosts.push(host);
+                }
+            }
+            tracing::debug!(route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
+        }
+        let (reason, message) = if accepted_by.is_empty() {
+            let message = format!("Gateway {gw_key}: {} ({}); not attached", why.1, why.0);
+            diags.push(Diagnostic::error(
+                Kind::HTTPRoute,
+                key,
+                field,
+                DiagnosticReason::RouteNotAccepted,
+                message.clone(),
+            ));
+            (why.0, message)
+        } else {
+            ("Accepted", String::new())
+        };
+        parents.push(Attached {
+            gateway: gw_key,
+            section_name: parent.section_name.clone(),
+            listeners: accepted_by,
+            ports,
+            reason,
+            message,
+        });
+    }
+    (hosts, parents)
+}
+
+/// Whether the listener takes HTTPRoutes from the route's namespace.
+fn allowed(_store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
+    let allowed = l.listener.allowed_routes.as_ref();
+    if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
+        let http_route = kinds
+            .iter()
+            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP);
+        if !http_route {
+            return false;
+        }
+    }
+    let from = allowed
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref())
+        .unwrap_or("Same");
+    match from {
+        "All" => true,
+        "Same" => route.namespace == l.gateway.namespace,
+        // Namespaces are not watched yet, so no namespace is known to match a selector.
+        _ => false,
+    }
+}
+
+/// The hostnames a route serves through a listener: the spec's intersection. `None`
+/// stands for every host (neither side names one). Empty: nothing in common.
+fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
+    match (listener, route.is_empty()) {
+        (None, true) => vec![None],
+        (None, false) => route.iter().cloned().map(Some).collect(),
+        (Some(l), true) => vec![Some(l.to_owned())],
+        (Some(l), false) => route
+            .iter()
+            .filter_map(|r| intersect_one(l, r))
+            .map(Some)
+            .collect(),
+    }
+}
+
+/// The more specific of two hostnames when one covers the other; a `*.` wildcard covers
+/// every name below its suffix.
+fn intersect_one(listener: &str, route: &str) -> Option<String> {
+    let below = |name: &str, suffix: &str| {
+        name.len() > suffix.len() + 1
+            && name.ends_with(suffix)
+            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
+    };
+    match (listener.strip_prefix("*."), route.strip_prefix("*.")) {
+        (None, None) => (listener == route).then(|| route.to_owned()),
+        (Some(ls), None) => below(route, ls).then(|| route.to_owned()),
+        (None, Some(rs)) => below(listener, rs).then(|| listener.to_owned()),
+        (Some(ls), Some(rs)) => {
+            if ls == rs || below(rs, ls) {
+                Some(route.to_owned())
+            } else if below(ls, rs) {
+                Some(listener.to_owned())
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Where a rule's requests go: its valid backends (two weighted ones split by the
+/// canary weight), or a target answering 500 when it has none.
+#[allow(clippy::too_many_arguments)]
+fn rule_target(
+    store: &Store,
+    index: &EndpointIndex<'_>,
+    key: &ObjectKey,
+    field: &str,
+    refs: &[HTTPBackendRef],
+    source: &Arc<str>,
+    defaults: &PolicyDefaults,
+    backends: &mut HashMap<BackendId, Backend>,
+    unresolved: &mut Option<(&'static str, String)>,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    let mut policy = policy::route_policy(
+        &IngressAnnotations {
+            ssl_redirect: Some(false),
+            ..IngressAnnotations::default()
+        },
+        defaults,
+        false,
+        "/",
+        None,
+    );
+    let mut valid: Vec<(BackendId, i32)> = Vec::new();
+    for (k, r) in refs.iter().enumerate() {
+        let field = format!("{field}.backendRefs[{k}]");
+        match backend_ref(store, index, key, &field, r, backends, diags) {
+            Ok(id) => {
+                let weight = r.weight.unwrap_or(1);
+                if weight > 0 {
+                    valid.push((id, weight));
+                }
+            }
+            // The first problem names the route's ResolvedRefs condition.
+            Err(problem) => drop(unresolved.get_or_insert(problem)),
+        }
+    }
+    let backend = match valid.as_slice() {
+        [] => {
+            policy.request = vec![RequestFilter::NoValidBackend(NoValidBackend(
+                format!("{source} {field}: no valid backendRefs").into(),
+            ))];
+            BackendId::new(&key.namespace, &key.name, "")
+        }
+        [(only, _)] => only.clone(),
+        [(main, main_weight), (other, other_weight), rest @ ..] => {
+            if !rest.is_empty() {
+                diags.push(Diagnostic::warning(
+                    Kind::HTTPRoute,
+                    key,
+                    format!("{field}.backendRefs"),
+                    DiagnosticReason::GatewayUnsupported,
+                    "more than two weighted backends are not supported yet; only the first two are used",
+                ));
+            }
+            // The canary draws from at least 100: scale both weights up to keep the
+            // ratio exact.
+            let total = i64::from(*main_weight) + i64::from(*other_weight);
+            let scale = (100 + total - 1) / total;
+            policy.canary = Some(Canary {
+                backend: other.clone(),
+                affinity: None,
+                rule: Arc::new(CanaryRule {
+                    header: None,
+                    cookie: None,
+                    weight: i64::from(*other_weight) * scale,
+                    weight_total: total * scale,
+                }),
+            });
+            main.clone()
+        }
+    };
+    RouteTarget {
+        backend,
+        policy: Arc::new(policy),
+        source: source.clone(),
+    }
+}
+
+/// `target` with the rule's filters in its policy. A filter Portico does not support
+/// yet is left out with a warning.
+fn with_filters(
+    key: &ObjectKey,
+    field: &str,
+    filters: &[HTTPRouteFilter],
+    redirects: Redirects,
+    mut target: RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    if filters.is_empty() {
+        return target;
+    }
+    let policy = Arc::make_mut(&mut target.policy);
+    for (f, filter) in filters.iter().enumerate() {
+        let field = format!("{field}.filters[{f}]");
+        match filter.type_.as_str() {
+            "RequestHeaderModifier" => {
+                let edits = header_edits(
+                    key,
+                    &format!("{field}.requestHeaderModifier"),
+                    filter.request_header_modifier.as_ref(),
+                    diags,
+                );
+                policy.upstream_headers.edits = Some(Arc::new(edits));
+            }
+            "ResponseHeaderModifier" => {
+                let edits = header_edits(
+                    key,
+                    &format!("{field}.responseHeaderModifier"),
+                    filter.response_header_modifier.as_ref(),
+                    diags,
+                );
+                policy.response_edits = Some(Arc::new(edits));
+            }
+            "RequestRedirect" => {
+                let field = format!("{field}.requestRedirect");
+                if let Some(r) = redirect(
+                    key,
+                    &field,
+                    filter.request_redirect.as_ref(),
+                    &redirects,
+                    diags,
+                ) {
+                    // Before the 500 of a rule without backends: a redirect answers.
+                    policy.request.insert(0, RequestFilter::GatewayRedirect(r));
+                }
+            }
+            other => diags.push(Diagnostic::warning(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.type"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("filter type {other:?} is not supported yet; ignored"),
+            )),
+        }
+    }
+    target
+}
+
+/// What a rule's redirect needs to know of where the rule is attached and what it matches.
+struct Redirects {
+    listener_port: u16,
+    /// The rule's only path match, when it is a prefix (`ReplacePrefixMatch` needs it):
+    /// without a trailing slash.
+    prefix: Option<String>,
+}
+
+/// A RequestRedirect filter, or `None` (with a diagnostic) when it cannot be served.
+fn redirect(
+    key: &ObjectKey,
+    field: &str,
+    r: Option<&RequestRedirect>,
+    redirects: &Redirects,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<GatewayRedirect> {
+    let mut bad = |suffix: &str, message: String| {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            format!("{field}{suffix}"),
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; filter ignored"),
+        ));
+        None
+    };
+    let Some(r) = r else {
+        return bad("", "the filter's settings are missing".to_owned());
+    };
+    let code = r.status_code.unwrap_or(302);
+    let code = match code {
+        301 | 302 | 303 | 307 | 308 => StatusCode::from_u16(code as u16).ok()?,
+        other => {
+            return bad(
+                ".statusCode",
+                format!("status code {other} is not a redirect code"),
+            )
+        }
+    };
+    let scheme = match r.scheme.as_deref() {
+        None => None,
+        Some("http") => Some(Scheme::Http),
+        Some("https") => Some(Scheme::Https),
+        Some(other) => return bad(".scheme", format!("scheme {other:?} is not http or https")),
+    };
+    let port = match r.port {
+        None => None,
+        Some(p) => match u16::try_from(p) {
+            Ok(p) if p > 0 => Some(p),
+            _ => return bad(".port", format!("port {p} is not a port number")),
+        },
+    };
+    let path = match &r.path {
+        None => None,
+        Some(p) => match (
+            p.type_.as_str(),
+            &p.replace_full_path,
+            &p.replace_prefix_match,
+        ) {
+            ("ReplaceFullPath", Some(full), _) => Some(RedirectPath::Full(full.clone())),
+            ("ReplacePrefixMatch", _, Some(replacement)) => match &redirects.prefix {
+                Some(matched) => Some(RedirectPath::Prefix {
+                    matched: matched.clone(),
+                    replacement: replacement.clone(),
+                }),
+                None => {
+                    return bad(
+                        ".path",
+                        "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
+                            .to_owned(),
+                    )
+                }
+            },
+            (other, _, _) => return bad(".path", format!("path modifier {other:?} is incomplete")),
+        },
+    };
+    Some(GatewayRedirect {
+        code,
+        scheme,
+        hostname: r.hostname.clone(),
+        port,
+        listener_port: redirects.listener_port,
+        path,
+    })
+}
+
+/// A header modifier's edits; fields that are not valid headers are left out.
+fn header_edits(
+    key: &ObjectKey,
+    field: &str,
+    modifier: Option<&HeaderModifier>,
+    diags: &mut Vec<Diagnostic>,
+) -> HeaderEdits {
+    let mut edits = HeaderEdits::default();
+    let Some(m) = modifier else {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            field,
+            DiagnosticReason::GatewayUnsupported,
+            "the filter's settings are missing; filter does nothing",
+        ));
+        return edits;
+    };
+    let mut pairs =
+        |list: &[HeaderValuePair], what: &str, out: &mut Vec<(HeaderName, HeaderValue)>| {
+            for (i, pair) in list.iter().enumerate() {
+                match (
+                    HeaderName::from_bytes(pair.name.as_bytes()),
+                    HeaderValue::from_str(&pair.value),
+                ) {
+                    (Ok(n), Ok(v)) => out.push((n, v)),
+                    _ => diags.push(Diagnostic::error(
+                        Kind::HTTPRoute,
+                        key,
+                        format!("{field}.{what}[{i}]"),
+                        DiagnosticReason::GatewayUnsupported,
+                        format!(
+                            "{:?}: {:?} is not a valid header; ignored",
+                            pair.name, pair.value
+                        ),
+                    )),
+                }
+            }
+        };
+    pairs(&m.set, "set", &mut edits.set);
+    pairs(&m.add, "add", &mut edits.add);
+    for (i, name) in m.remove.iter().enumerate() {
+        match HeaderName::from_bytes(name.as_bytes()) {
+            Ok(n) => edits.remove.push(n),
+            Err(_) => diags.push(Diagnostic::error(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.remove[{i}]"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("{name:?} is not a valid header name; ignored"),
+            )),
+        }
+    }
+    edits
+}
+
+/// The backend a backendRef names, when it can be used.
+fn backend_ref(
+    store: &Store,
+    index: &EndpointIndex<'_>,
+    key: &ObjectKey,
+    field: &str,
+    r: &HTTPBackendRef,
+    backends: &mut HashMap<BackendId, Backend>,
+    diags: &mut Vec<Diagnostic>,
+) -> Result<BackendId, (&'static str, String)> {
+    // Said as a diagnostic, and returned with the spec's reason for the route's status.
+    let bad = |diags: &mut Vec<Diagnostic>, suffix: &str, reason: &'static str, message: String| {
+        let message = format!("{message} ({reason}); backend ignored");
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            format!("{field}{suffix}"),
+            DiagnosticReason::BackendRefInvalid,
+            message.clone(),
+        ));
+        Err((reason, message))
+    };
+    let group = r.group.as_deref().unwrap_or("");
+    let kind = r.kind.as_deref().unwrap_or("Service");
+    if !group.is_empty() || kind != "Service" {
+        return bad(
+            diags,
+            ".kind",
+            "InvalidKind",
+            format!("backend kind {kind:?} of group {group:?} is not supported, only Services"),
+        );
+    }
+    let Some(port) = r.port else {
+        return bad(
+            diags,
+            ".port",
+            "BackendNotFound",
+            "a Service backend needs a port".to_owned(),
+        );
+    };
+    let namespace = r.namespace.as_deref().unwrap_or(&key.namespace);
+    if namespace != key.namespace && !granted(store, &key.namespace, namespace, &r.name) {
+        return bad(
+            diags,
+            ".namespace",
+            "RefNotPermitted",
+            format!(
+                "no ReferenceGrant in namespace {namespace:?} lets HTTPRoutes of {:?} reach Service {:?}",
+                key.namespace, r.name
+            ),
+        );
+    }
+    let (backend, problem) =
+        backends::resolve_number(store, index, namespace, &r.name, port, diags);
+    if let Some((_, message)) = problem {
+        return bad(
+            diags,
+            "",
+            "BackendNotFound",
+            message.trim_end_matches("; requests get 503").to_owned(),
+        );
+    }
+    let id = backend.id.clone();
+    backends.entry(id.clone()).or_insert(backend);
+    Ok(id)
+}
+
+/// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer
+/// to Service `service`.
+fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+    store
+        .reference_grants
+        .iter()
+        .filter(|(k, _)| k.namespace == to_namespace)
+        .any(|(_, g)| {
+            g.spec
+                .from
+                .iter()
+                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_namespace)
+                && g.spec.to.iter().any(|t| {
+                    t.group.is_empty()
+                        && t.kind == "Service"
+                        && t.name.as_deref().is_none_or(|n| n == service)
+                })
+        })
+}
+
+/// One match of a rule as a match rule (its host filled in later) and its precedence;
+/// `None`, with a diagnostic, for a match Portico cannot serve.
+#[allow(clippy::too_many_arguments)]
+fn match_rule(
+    key: &ObjectKey,
+    route: &HTTPRoute,
+    rule: usize,
+    matched: usize,
+    m: &HTTPRouteMatch,
+    field: &str,
+    target: &RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(Precedence, MatchRule)> {
+    let mut unsupported = |suffix: &str, message: String| {
+        diags.push(Diagnostic::warning(
+            Kind::HTTPRoute,
+            key,
+            format!("{field}{suffix}"),
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; match ignored"),
+        ));
+        None
+    };
+    let path_type = m
+        .path
+        .as_ref()
+        .and_then(|p| p.type_.as_deref())
+        .unwrap_or("PathPrefix");
+    let value = m
+        .path
+        .as_ref()
+        .and_then(|p| p.value.as_deref())
+        .unwrap_or("/");
+    if !value.starts_with('/') {
+        return unsupported(".path.value", format!("path {value:?} is not absolute"));
+    }
+    let (path, path_kind) = match path_type {
+        "Exact" => (PathMatch::Exact(value.to_owned()), 0),
+        "PathPrefix" => (PathMatch::prefix(value), 1),
+        other => {
+            return unsupported(
+                ".path.type",
+                format!("path type {other:?} is not supported yet"),
+            )
+        }
+    };
+    let mut headers = Vec::new();
+    for (h, header) in m.headers.iter().enumerate() {
+        if header.type_.as_deref().unwrap_or("Exact") != "Exact" {
+            return unsupported(
+                &format!(".headers[{h}].type"),
+                format!("header match type {:?} is not supported yet", header.type_),
+            );
+        }
+        let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(header.name.as_bytes()),
+            HeaderValue::from_str(&header.value),
+        ) else {
+            return unsupported(
+                &format!(".headers[{h}]"),
+                format!(
+                    "header {:?}: {:?} is not a valid header",
+                    header.name, header.value
+                ),
+            );
+        };
+        // The first match of a name counts; later ones are ignored, as the spec says.
+        if !headers.iter().any(|(n, _)| *n == name) {
+            headers.push((name, value));
+        }
+    }
+    let mut query: Vec<(String, String)> = Vec::new();
+    for (q, param) in m.query_params.iter().enumerate() {
+        if param.type_.as_deref().unwrap_or("Exact") != "Exact" {
+            return unsupported(
+                &format!(".queryParams[{q}].type"),
+                format!("query match type {:?} is not supported yet", param.type_),
+            );
+        }
+        if !query.iter().any(|(n, _)| *n == param.name) {
+            query.push((param.name.clone(), param.value.clone()));
+        }
+    }
+    let method = match m.method.as_deref() {
+        None => None,
+        Some(method) => match Method::from_bytes(method.as_bytes()) {
+            Ok(method) => Some(method),
+            Err(_) => return unsupported(".method", format!("method {method:?} is not valid")),
+        },
+    };
+    let precedence = Precedence {
+        path_kind,
+        path_len: Reverse(value.len()),
+        no_method: method.is_none(),
+        headers: Reverse(headers.len()),
+        query: Reverse(query.len()),
+        created: route.metadata.creation_timestamp.clone(),
+        route: key.clone(),
+        rule,
+        matched,
+    };
+    Some((
+        precedence,
+        MatchRule {
+            host: HostMatch::Any,
+            path,
+            method,
+            headers,
+            query,
+            target: target.clone(),
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostname_intersection_follows_the_spec() {
+        let s = |v: &[&str]| v.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let got = |l: Option<&str>, r: &[&str]| intersect(l, &s(r));
+        assert_eq!(got(None, &[]), vec![None]);
+        assert_eq!(
+            got(Some("a.example.com"), &[]),
+            vec![Some("a.example.com".into())]
+        );
+        assert_eq!(
+            got(None, &["a.example.com"]),
+            vec![Some("a.example.com".into())]
+        );
+        assert_eq!(
+            got(
+                Some("*.example.com"),
+                &["a.example.com", "b.other.org", "x.y.example.com"]
+            ),
+            vec![Some("a.example.com".into()), Some("x.y.example.com".into())]
+        );
+        assert_eq!(
+            got(Some("very.specific.com"), &["*.specific.com"]),
+            vec![Some("very.specific.com".into())]
+        );
+        assert_eq!(
+            got(Some("*.example.com"), &["example.com"]),
+            Vec::<Option<String>>::new()
+        );
+        assert_eq!(
+            got(Some("*.example.com"), &["*.a.example.com"]),
+            vec![Some("*.a.example.com".into())]
+        );
+        assert_eq!(got(Some("a.com"), &["b.com"]), Vec::<Option<String>>::new());
+    }
+}
+
+#[cfg(test)]
+mod compile_tests {
+    use super::super::tests::store_from_yaml;
+    use super::super::{compile, CompileOptions, Compiled};
+    use crate::store::Kind;
+    use proxy_core::pipeline::RequestFilter;
+
+    const BASE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/other}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {name: same, port: 80, protocol: HTTP}
+  - name: all
+    port: 8080
+    protocol: HTTP
+    hostname: "*.example.com"
+    allowedRoutes: {namespaces: {from: All}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs, namespace: infra}
+spec:
+  gatewayClassName: other
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+
+    fn services(ns: &str, names: &[&str]) -> String {
+        names
+            .iter()
+            .map(|n| {
+                format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {n}, namespace: {ns}}}\nspec: {{ports: [{{port: 8080}}]}}\n"
+                )
+            })
+            .collect()
+    }
+
+    fn compiled(extra: &str) -> Compiled {
+        let text = format!(
+            "{BASE}{}{}{extra}",
+            services("infra", &["v1", "v2", "v3", "v4", "v5"]),
+            services("app", &["a1", "a2"])
+        );
+        compile(&store_from_yaml(&text), &CompileOptions::default())
+    }
+
+    fn route(
+        c: &Compiled,
+        method: &str,
+        host: &str,
+        uri: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<String> {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        let parts = b.body(()).unwrap().into_parts().0;
+        let path = uri.split('?').next().unwrap();
+        let t = c.config.routes.lookup_with(host, path, Some(&parts))?;
+        if t.policy
+            .request
+            .iter()
+            .any(|f| matches!(f, RequestFilter::NoValidBackend(_)))
+        {
+            return Some("500".into());
+        }
+        Some(t.backend.service.to_string())
+    }
+
+    fn get(c: &Compiled, host: &str, uri: &str) -> Option<String> {
+        route(c, "GET", host, uri, &[])
+    }
+
+    /// The spec's order between rules: Exact path, longest prefix, method, most
+    /// headers, most query parameters; then the oldest route.
+    #[test]
+    fn matches_follow_the_spec_precedence() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /v2}}, {headers: [{name: version, value: two}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{path: {type: Exact, value: /v2/exact}}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches:
+    - path: {type: PathPrefix, value: /v2}
+      method: POST
+    backendRefs: [{name: v4, port: 8080}]
+  - matches:
+    - path: {type: PathPrefix, value: /v2}
+      headers: [{name: version, value: two}, {name: color, value: red}]
+    - queryParams: [{name: animal, value: whale}]
+    backendRefs: [{name: v5, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: newer, namespace: infra, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /v2}}]
+    backendRefs: [{name: v3, port: 8080}]
+"#,
+        );
+        assert_eq!(get(&c, "any.test", "/").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "any.test", "/v2/x").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "any.test", "/v2x").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "any.test", "/v2/exact").as_deref(), Some("v3"));
+        assert_eq!(
+            route(&c, "POST", "any.test", "/v2", &[]).as_deref(),
+            Some("v4")
+        );
+        assert_eq!(
+            route(&c, "GET", "a", "/x", &[("version", "two")]).as_deref(),
+            Some("v2")
+        );
+        let both = [("version", "two"), ("color", "red")];
+        assert_eq!(route(&c, "GET", "a", "/v2", &both).as_deref(), Some("v5"));
+        assert_eq!(route(&c, "POST", "a", "/v2", &both).as_deref(), Some("v4"));
+        assert_eq!(get(&c, "a", "/?animal=whale").as_deref(), Some("v5"));
+        assert_eq!(get(&c, "a", "/?animal=dolphin").as_deref(), Some("v1"));
+        let said: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| matches!(d.kind, Kind::HTTPRoute | Kind::Gateway))
+            .collect();
+        assert!(said.is_empty(), "{said:?}");
+    }
+
+    #[test]
+    fn listeners_admit_namespaces_and_intersect_hostnames() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wide, namespace: app}
+spec:
+  parentRefs: [{name: gw, namespace: infra}]
+  hostnames: [foo.example.com, bar.other.org]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: same-only, namespace: app}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: same}]
+  rules: [{backendRefs: [{name: a2, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: other-class, namespace: infra}
+spec:
+  parentRefs: [{name: theirs}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "foo.example.com", "/").as_deref(), Some("a1"));
+        // Not in the listener's hostname.
+        assert_eq!(get(&c, "bar.other.org", "/"), None);
+        // From another namespace than the Gateway's: the `same` listener refuses it.
+        assert_eq!(get(&c, "other.test", "/"), None);
+        let refused: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| (d.object.to_string(), d.field.clone()))
+            .collect();
+        assert_eq!(
+            refused,
+            vec![("app/same-only".to_owned(), "spec.parentRefs[0]".to_owned())]
+        );
+    }
+
+    #[test]
+    fn cross_namespace_backends_need_a_reference_grant() {
+        let route = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grant.test]
+  rules:
+  - matches: [{path: {value: /a1}}]
+    backendRefs: [{name: a1, namespace: app, port: 8080}]
+  - matches: [{path: {value: /a2}}]
+    backendRefs: [{name: a2, namespace: app, port: 8080}]
+  - matches: [{path: {value: /none}}]
+  - matches: [{path: {value: /missing}}]
+    backendRefs: [{name: nope, port: 8080}]
+"#;
+        let c = compiled(route);
+        assert_eq!(get(&c, "grant.test", "/a1").as_deref(), Some("500"));
+        assert_eq!(get(&c, "grant.test", "/none").as_deref(), Some("500"));
+        assert_eq!(get(&c, "grant.test", "/missing").as_deref(), Some("500"));
+        let grant = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service, name: a1}]
+"#;
+        let c = compiled(&format!("{route}{grant}"));
+        assert_eq!(get(&c, "grant.test", "/a1").as_deref(), Some("a1"));
+        assert_eq!(get(&c, "grant.test", "/a2").as_deref(), Some("500"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.rules[1].backendRefs[0].namespace",
+                "spec.rules[3].backendRefs[0]"
+            ]
+        );
+    }
+
+    #[test]
+    fn status_conditions_with_observed_generation() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mixed, namespace: infra, generation: 4}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {name: web, port: 80, protocol: HTTP}
+  - {name: tcp, port: 9000, protocol: TCP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: infra, generation: 2}
+spec:
+  parentRefs: [{name: mixed, sectionName: web}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: app, generation: 7}
+spec:
+  parentRefs: [{name: mixed, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, kind: Pod, port: 8080}]}]
+"#,
+        );
+        let of = |kind, ns: &str, name: &str| {
+            c.gateway_status
+                .get(&(kind, crate::store::ObjectKey::new(ns, name)))
+                .map(|s| s.to_string())
+        };
+        assert_eq!(
+            of(Kind::GatewayClass, "", "portico").as_deref(),
+            Some("Accepted=True (Accepted)")
+        );
+        assert_eq!(of(Kind::GatewayClass, "", "other"), None);
+        assert_eq!(
+            of(Kind::Gateway, "infra", "mixed").as_deref(),
+            Some(
+                "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
+                 listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
+                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4); \
+                 listener \"tcp\": attachedRoutes 0, Accepted=False (UnsupportedProtocol, generation 4), \
+                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4)"
+            )
+        );
+        assert_eq!(
+            of(Kind::HTTPRoute, "infra", "ok").as_deref(),
+            Some(
+                "parent infra/mixed/web: Accepted=True (Accepted, generation 2), \
+                 ResolvedRefs=True (ResolvedRefs, generation 2)"
+            )
+        );
+        assert_eq!(
+            of(Kind::HTTPRoute, "app", "refused").as_deref(),
+            Some(
+                "parent infra/mixed: Accepted=False (NotAllowedByListeners, generation 7), \
+                 ResolvedRefs=False (InvalidKind, generation 7)"
+            )
+        );
+    }
+}

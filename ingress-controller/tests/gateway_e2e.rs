@@ -1,0 +1,349 @@
+//! Gateway API through the binary over a manifest folder: a GatewayClass of ours, a
+//! Gateway with an HTTP listener, HTTPRoutes in the shapes of the upstream conformance
+//! suite's manifests (matching, path match order, method, query, missing backend), and an
+//! Ingress on the same listener, checked with HTTP requests to real backends.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Full};
+use hyper::Request;
+
+const FOLLOW: Duration = Duration::from_secs(20);
+const NS: &str = "gateway-conformance-infra";
+
+/// A Service `name` in [`NS`] on port 8080 whose EndpointSlice points at `backend`.
+fn service(name: &str, backend: SocketAddr) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: http, port: {port}}}]
+",
+        ip = backend.ip(),
+        port = backend.port()
+    )
+}
+
+const GATEWAY: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    allowedRoutes:
+      namespaces: {from: Same}
+";
+
+const ROUTES: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [matching.example.com]
+  rules:
+  - matches:
+    - path: {type: PathPrefix, value: /}
+    - headers: [{name: version, value: one}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches:
+    - path: {type: PathPrefix, value: /v2}
+    - headers: [{name: version, value: two}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: conditions, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace, sectionName: http}]
+  hostnames: [conditions.example.com]
+  rules:
+  - matches: [{path: {type: Exact, value: /exact}}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{method: POST}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{queryParams: [{name: animal, value: whale}]}]
+    backendRefs: [{name: infra-backend-v3, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /missing}}]
+    backendRefs: [{name: no-such-service, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /split}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: infra-backend-v2, port: 8080, weight: 1}
+    - {name: infra-backend-v3, port: 8080, weight: 0}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: catch-all, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  rules:
+  - backendRefs: [{name: infra-backend-v3, port: 8080}]
+";
+
+async fn send(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{uri}"))
+        .header("host", host);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::new())).unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
+        .await
+        .expect("timed out")
+        .expect("request failed");
+    let status = resp.status().as_u16();
+    let backend = resp
+        .headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let _ = resp.into_body().collect().await;
+    (status, backend)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproutes_and_an_ingress_share_the_listener() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let v3 = Backend::start("v3").await;
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(&service("infra-backend-v2", v2.addr));
+    text.push_str(&service("infra-backend-v3", v3.addr));
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), ROUTES).unwrap();
+    let mut ingress = INGRESS_CLASS_YAML.to_owned();
+    ingress.push_str(&app_yaml("web", "ingress.example.com", "/", &[web.addr]));
+    std::fs::write(dir.path().join("ingress.yaml"), ingress).unwrap();
+
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "matching.example.com", "/", FOLLOW, |s, _| {
+        s == 200
+    })
+    .await;
+    let http = ctl.http;
+    let got =
+        |method: &'static str,
+         host: &'static str,
+         uri: &'static str,
+         h: &'static [(&'static str, &'static str)]| { send(http, method, host, uri, h) };
+
+    // httproute-matching: the longer prefix and the header match beat `/`.
+    let m = "matching.example.com";
+    assert_eq!(got("GET", m, "/", &[]).await, (200, "v1".into()));
+    assert_eq!(got("GET", m, "/example", &[]).await, (200, "v1".into()));
+    assert_eq!(
+        got("GET", m, "/", &[("version", "one")]).await,
+        (200, "v1".into())
+    );
+    assert_eq!(got("GET", m, "/v2", &[]).await, (200, "v2".into()));
+    assert_eq!(got("GET", m, "/v2/example", &[]).await, (200, "v2".into()));
+    assert_eq!(
+        got("GET", m, "/", &[("version", "two")]).await,
+        (200, "v2".into())
+    );
+    assert_eq!(got("GET", m, "/v2example", &[]).await, (200, "v1".into()));
+
+    // Exact path, method and query matches; a rule whose backend is missing answers 500.
+    let c = "conditions.example.com";
+    assert_eq!(got("GET", c, "/exact", &[]).await, (200, "v1".into()));
+    assert_eq!(got("POST", c, "/exact/not", &[]).await, (200, "v2".into()));
+    assert_eq!(
+        got("GET", c, "/?animal=whale", &[]).await,
+        (200, "v3".into())
+    );
+    assert_eq!(got("GET", c, "/missing/x", &[]).await.0, 500);
+    // Nothing of the host's route matches: the route without hostnames does.
+    assert_eq!(got("GET", c, "/other", &[]).await, (200, "v3".into()));
+
+    // Weights: both weighted backends get requests, the weight-0 one none.
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let (status, backend) = got("GET", c, "/split", &[]).await;
+        assert_eq!(status, 200);
+        seen.insert(backend);
+    }
+    assert_eq!(seen, ["v1".to_owned(), "v2".to_owned()].into());
+
+    // The status, over a folder, is logged: the missing backend names the route's
+    // ResolvedRefs condition.
+    ctl.wait_log("the route status", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("gateway-conformance-infra/conditions")
+                && l.contains("parent gateway-conformance-infra/same-namespace/http: Accepted=True (Accepted)")
+                && l.contains("ResolvedRefs=False (BackendNotFound)")
+        })
+    })
+    .await;
+
+    // The Gateway API manifests are taken without a word about their fields.
+    let logs = ctl.logs();
+    assert!(!logs.contains("unknown field"), "{logs}");
+
+    // A route without hostnames catches the other hosts; the Ingress keeps its own.
+    assert_eq!(
+        got("GET", "other.test", "/x", &[]).await,
+        (200, "v3".into())
+    );
+    let ing = "ingress.example.com";
+    assert_eq!(got("GET", ing, "/x", &[]).await, (200, "web".into()));
+    assert_eq!(
+        got("POST", ing, "/", &[("version", "two")]).await,
+        (200, "web".into())
+    );
+
+    // An edit is followed: the catch-all route goes, and its hosts with it.
+    write_atomic(
+        dir.path(),
+        "routes.yaml",
+        ROUTES.split("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: catch-all")
+            .next()
+            .unwrap(),
+    );
+    wait_for(http, "other.test", "/x", FOLLOW, |s, _| s == 404).await;
+    assert_eq!(got("GET", c, "/other", &[]).await.0, 404);
+    assert_eq!(got("GET", ing, "/x", &[]).await, (200, "web".into()));
+    assert_eq!(got("GET", m, "/v2", &[]).await, (200, "v2".into()));
+}
+
+const MODIFIERS: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: header-modifier, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [headers.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /set}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /add}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        add: [{name: X-Header-Add, value: add-appends-values}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /remove}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        remove: [X-Header-Remove]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /response}}]
+    filters:
+    - type: ResponseHeaderModifier
+      responseHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+        add: [{name: X-Header-Add, value: add-appends-values}]
+        remove: [X-Backend]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /scheme}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {scheme: https}
+  - matches: [{path: {type: PathPrefix, value: /original-prefix}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        statusCode: 301
+        hostname: example.org
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_modifiers_edit_requests_and_answers() {
+    let v1 = Backend::start("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(MODIFIERS);
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let h = "headers.example.com";
+    wait_for(ctl.http, h, "/set", FOLLOW, |s, _| s == 200).await;
+    let values = |headers: &hyper::HeaderMap, name: &str| -> Vec<String> {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    };
+
+    let (_, got, _) =
+        fetch_with(ctl.http, h, "/set", &[("X-Header-Set", "some-other-value")]).await;
+    assert_eq!(values(&got, "echo-x-header-set"), ["set-overwrites-values"]);
+    let (_, got, _) = fetch_with(ctl.http, h, "/add", &[("X-Header-Add", "some-value")]).await;
+    assert_eq!(
+        values(&got, "echo-x-header-add"),
+        ["some-value", "add-appends-values"]
+    );
+    let (_, got, _) = fetch_with(ctl.http, h, "/remove", &[("X-Header-Remove", "gone")]).await;
+    assert!(values(&got, "echo-x-header-remove").is_empty());
+    assert_eq!(values(&got, "x-backend"), ["v1"]);
+    // Without the filter, the same header reaches the backend.
+    let (_, got, _) = fetch_with(ctl.http, h, "/set", &[("X-Header-Remove", "kept")]).await;
+    assert_eq!(values(&got, "echo-x-header-remove"), ["kept"]);
+
+    let (status, got, _) = fetch_with(ctl.http, h, "/response", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(values(&got, "x-header-set"), ["set-overwrites-values"]);
+    assert_eq!(values(&got, "x-header-add"), ["add-appends-values"]);
+    assert!(values(&got, "x-backend").is_empty());
+
+    // RequestRedirect, without backends: the redirect answers, not a 500.
+    let (status, got, _) = fetch_with(ctl.http, h, "/scheme/x?q=1", &[]).await;
+    assert_eq!(status, 302);
+    assert_eq!(
+        values(&got, "location"),
+        ["https://headers.example.com/scheme/x?q=1"]
+    );
+    let (status, got, _) = fetch_with(ctl.http, h, "/original-prefix/lemon", &[]).await;
+    assert_eq!(status, 301);
+    assert_eq!(
+        values(&got, "location"),
+        ["http://example.org/replacement-prefix/lemon"]
+    );
+}

@@ -1,0 +1,156 @@
+//! Rules that match more than a host and a path (Gateway API HTTPRoute matches): a path
+//! match plus optional method, header and query-parameter conditions, all of which must
+//! hold.
+//!
+//! A host's match rules are kept in the order they are tried, the compiler having sorted
+//! them by the Gateway API precedence; the first that matches wins, before the host's
+//! plain path rules. Hosts without any (every Ingress-only host) keep an empty list and
+//! pay one length check per lookup.
+
+use http::header::{HeaderName, HeaderValue};
+use http::request::Parts;
+use http::Method;
+
+use super::{HostMatch, RouteTarget};
+
+/// How a [`MatchRule`] matches the path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The normalized request path equals this one.
+    Exact(String),
+    /// Element-wise prefix, as Ingress `Prefix`: `/foo` matches `/foo`, `/foo/` and
+    /// `/foo/bar`, not `/foobar`. Stored without a trailing slash; `/` is empty.
+    Prefix(String),
+}
+
+impl PathMatch {
+    /// A prefix match of `path` (a trailing slash is ignored).
+    pub fn prefix(path: &str) -> Self {
+        PathMatch::Prefix(path.strip_suffix('/').unwrap_or(path).to_owned())
+    }
+
+    fn is_match(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Exact(p) => p == path,
+            PathMatch::Prefix(p) => match path.strip_prefix(p.as_str()) {
+                Some(rest) => rest.is_empty() || rest.starts_with('/') || p.is_empty(),
+                None => false,
+            },
+        }
+    }
+}
+
+/// One match alternative of a rule, with where it goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MatchRule {
+    pub host: HostMatch,
+    pub path: PathMatch,
+    pub method: Option<Method>,
+    /// Each header must be present with exactly this value (names are case-insensitive
+    /// by type; values compare byte for byte).
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Each query parameter must be present with exactly this value; names compare
+    /// exactly. Of a repeated parameter, the first is taken.
+    pub query: Vec<(String, String)>,
+    pub target: RouteTarget,
+}
+
+impl MatchRule {
+    /// Whether the request (its normalized path, without query, and its head) matches.
+    pub fn is_match(&self, path: &str, parts: Option<&Parts>) -> bool {
+        if !self.path.is_match(path) {
+            return false;
+        }
+        let conditional =
+            self.method.is_some() || !self.headers.is_empty() || !self.query.is_empty();
+        if !conditional {
+            return true;
+        }
+        let Some(parts) = parts else {
+            return false;
+        };
+        if self.method.as_ref().is_some_and(|m| *m != parts.method) {
+            return false;
+        }
+        let headers_match = self.headers.iter().all(|(name, value)| {
+            // A repeated header is matched on its first value, as the spec allows.
+            parts.headers.get(name) == Some(value)
+        });
+        headers_match
+            && self
+                .query
+                .iter()
+                .all(|(name, value)| query_param(parts.uri.query(), name) == Some(value))
+    }
+}
+
+/// The first value of query parameter `name`, percent-decoding neither side: the spec
+/// compares the values as sent.
+fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::BackendId;
+
+    fn rule(path: PathMatch) -> MatchRule {
+        MatchRule {
+            host: HostMatch::Any,
+            path,
+            method: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+            target: RouteTarget {
+                backend: BackendId::new("default", "svc", "80"),
+                policy: Default::default(),
+                source: "default/route".into(),
+            },
+        }
+    }
+
+    fn parts(method: &str, uri: &str, headers: &[(&str, &str)]) -> Parts {
+        let mut b = http::Request::builder().method(method).uri(uri);
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn prefix_matches_element_wise() {
+        let r = rule(PathMatch::prefix("/foo/"));
+        assert!(r.is_match("/foo", None));
+        assert!(r.is_match("/foo/bar", None));
+        assert!(!r.is_match("/foobar", None));
+        let root = rule(PathMatch::prefix("/"));
+        assert!(root.is_match("/anything", None));
+        let exact = rule(PathMatch::Exact("/foo".into()));
+        assert!(exact.is_match("/foo", None));
+        assert!(!exact.is_match("/foo/", None));
+    }
+
+    #[test]
+    fn every_condition_must_hold() {
+        let mut r = rule(PathMatch::prefix("/"));
+        r.method = Some(Method::POST);
+        r.headers = vec![(
+            HeaderName::from_static("version"),
+            HeaderValue::from_static("two"),
+        )];
+        r.query = vec![("animal".into(), "whale".into())];
+        let ok = parts("POST", "/x?animal=whale&b=1", &[("Version", "two")]);
+        assert!(r.is_match("/x", Some(&ok)));
+        assert!(!r.is_match("/x", None));
+        let get = parts("GET", "/x?animal=whale", &[("version", "two")]);
+        assert!(!r.is_match("/x", Some(&get)));
+        let other_value = parts("POST", "/x?animal=whale", &[("version", "Two")]);
+        assert!(!r.is_match("/x", Some(&other_value)));
+        let no_query = parts("POST", "/x?animals=whale", &[("version", "two")]);
+        assert!(!r.is_match("/x", Some(&no_query)));
+    }
+}
