@@ -792,10 +792,11 @@ async fn connect_other(
     let stream = match tokio::time::timeout(timeouts.connect, handshake).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
+            // Names the setting (and so the Secret) the pod was checked against.
             return Err(ProxyError::UpstreamTls {
                 target: target.clone(),
-                reason: e.to_string(),
-            })
+                reason: format!("{e} (proxy-ssl {})", tls.id()),
+            });
         }
         Err(_) => {
             return Err(ProxyError::ConnectTimeout {
