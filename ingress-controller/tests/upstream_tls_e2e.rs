@@ -258,9 +258,11 @@ async fn https_pods_with_and_without_verification() {
     let (code, _) = body_of(&c, "wrong-ca.example.com").await;
     assert_eq!(code, 502);
     // The request's log line names the Secret the pod was checked against.
-    c.wait_log("the failed verification", std::time::Duration::from_secs(10), |l| {
-        l.contains("TLS to") && l.contains("secret=default/other-ca")
-    })
+    c.wait_log(
+        "the failed verification",
+        std::time::Duration::from_secs(10),
+        |l| l.contains("TLS to") && l.contains("secret=default/other-ca"),
+    )
     .await;
     // A missing Secret: the paths are refused, never sent unverified.
     let (code, _) = body_of(&c, "missing.example.com").await;
