@@ -11,26 +11,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 const FOLLOW: Duration = Duration::from_secs(20);
-
-/// One answer, as read off the wire: status, header fields (names lower-cased), body.
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Answer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
 
 /// `method path` for `host` from a socket bound to `source`, with `headers`, on a
 /// connection of its own (`Connection: close`).
@@ -46,38 +29,11 @@ async fn request_from(
     socket
         .bind(SocketAddr::new(IpAddr::V4(source), 0))
         .expect("bind the client's source address");
-    let mut stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
+    let stream = tokio::time::timeout(Duration::from_secs(10), socket.connect(addr))
         .await
         .expect("connect timed out")
         .expect("connect");
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
-    }
-    head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).await.expect("write");
-    let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
-        .await
-        .expect("read timed out")
-        .expect("read");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Answer {
-        status,
-        headers,
-        body: body.to_owned(),
-    }
+    exchange(stream, method, host, path, headers, "").await
 }
 
 async fn get_from(source: Ipv4Addr, addr: SocketAddr, host: &str, path: &str) -> Answer {
