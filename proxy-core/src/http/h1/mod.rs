@@ -27,7 +27,7 @@ use bytes::{Buf, Bytes};
 use http::{Method, Request, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 use self::head::{Head, HeadError};
 pub(crate) use self::wire::Wire;
@@ -134,7 +134,10 @@ where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let mut first = true;
-    let mut deadline = Instant::now() + wire.limits.header_timeout;
+    // One timer for the connection's life, moved rather than made anew: pushing a
+    // deadline later is an atomic store, while a new timer costs a registration and a
+    // removal in the runtime's wheel for every request.
+    let mut timer = pin!(sleep_until(Instant::now() + wire.limits.header_timeout));
     loop {
         if wire.ready.is_some() && wire.lock().buf.is_empty() {
             let waited = poll_fn(|cx| {
@@ -145,15 +148,19 @@ where
                 let (Some(ready), Some(io)) = (wire.ready, state.io.as_ref()) else {
                     return Poll::Ready(false);
                 };
-                ready(io, cx).map(|r| r.is_ok())
-            });
-            match tokio::time::timeout_at(deadline, waited).await {
-                Ok(true) => {}
-                _ => return None,
+                if let Poll::Ready(r) = ready(io, cx) {
+                    return Poll::Ready(r.is_ok());
+                }
+                drop(state);
+                timer.as_mut().poll(cx).map(|()| false)
+            })
+            .await;
+            if !waited {
+                return None;
             }
         }
         // Boxed, as the exchange is: an idle connection has no head to read.
-        let head = Box::pin(read_head(&wire, first, deadline, stop)).await;
+        let head = Box::pin(read_head(&wire, first, timer.as_mut(), stop)).await;
         let head = match head {
             ReadHead::Head(head) => head,
             ReadHead::Closed => return None,
@@ -182,7 +189,7 @@ where
             close(&wire).await;
             return None;
         };
-        deadline = Instant::now() + keep_alive;
+        timer.as_mut().reset(Instant::now() + keep_alive);
         let mut state = wire.lock();
         if state.buf.is_empty() {
             // Idle connections hold no buffer.
@@ -198,22 +205,24 @@ enum ReadHead {
     Error(HeadError),
 }
 
-/// Reads one request head. The first byte is waited for until `deadline`; from then on
-/// the head must be complete within the header timeout (for a new connection, within the
-/// same deadline, counted from the accept).
+/// Reads one request head. The first byte is waited for until the timer's deadline; from
+/// then on the head must be complete within the header timeout (for a new connection,
+/// within the same deadline, counted from the accept).
 async fn read_head<IO>(
     wire: &Wire<IO>,
     first: bool,
-    deadline: Instant,
+    mut timer: Pin<&mut Sleep>,
     stop: &mut Stop<'_>,
 ) -> ReadHead
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let limits = &wire.limits;
-    let mut timer = pin!(sleep_until(deadline));
     let mut scanned = 0;
     let mut started = false;
+    // The header timer is set only for a head that does not arrive whole at once: most
+    // do, and then the timer is not touched.
+    let mut header_timer_set = first;
     poll_fn(|cx| {
         let mut state = wire.lock();
         loop {
@@ -229,9 +238,6 @@ where
             }
             if !state.buf.is_empty() && !started {
                 started = true;
-                if !first {
-                    timer.as_mut().reset(Instant::now() + limits.header_timeout);
-                }
             }
             if first && state.buf.first() == Some(&b'P') {
                 let n = state.buf.len().min(H2_PREFACE.len());
@@ -261,6 +267,10 @@ where
             }
         }
         drop(state);
+        if started && !header_timer_set {
+            header_timer_set = true;
+            timer.as_mut().reset(Instant::now() + limits.header_timeout);
+        }
         // A connection with no request in flight closes at once when asked to stop.
         if (!started && stop.poll(cx).is_ready()) || timer.as_mut().poll(cx).is_ready() {
             return Poll::Ready(ReadHead::Closed);
