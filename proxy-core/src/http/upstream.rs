@@ -9,9 +9,12 @@
 //! follows each published configuration ([`Runtime::apply`]): endpoints that leave every
 //! backend have their idle connections closed then, never on the request path.
 
+use std::future::{poll_fn, Future};
 use std::io;
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
@@ -28,6 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
+use tokio::time::Sleep;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
@@ -48,6 +52,10 @@ struct Idle {
     sender: SendRequest<UpstreamBody>,
     link: Arc<Link>,
     last_used: Instant,
+    /// The wait for a response head on this connection, kept with it: moving a deadline
+    /// later is an atomic store, while a new timer per request costs a registration and
+    /// a removal in the runtime's timer wheel.
+    timer: Pin<Box<Sleep>>,
 }
 
 /// One upstream connection as the requests on it see it: the write-stall timeout its
@@ -224,7 +232,7 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, pool: &EndpointPool) -> Option<(SendRequest<UpstreamBody>, Arc<Link>)> {
+    fn checkout(&self, pool: &EndpointPool) -> Option<Checkout> {
         let mut list = pool.idle();
         let now = Instant::now();
         let mut i = list.len();
@@ -236,7 +244,7 @@ impl Pool {
             } else if conn.sender.is_ready() {
                 let conn = list.swap_remove(i);
                 if now.duration_since(conn.last_used) < self.opts.idle_timeout {
-                    return Some((conn.sender, conn.link));
+                    return Some((conn.sender, conn.link, conn.timer));
                 }
             }
         }
@@ -246,7 +254,7 @@ impl Pool {
     /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
     /// has to wait for the body to finish. Busy connections are kept whatever their
     /// number (they are in use anyway); idle ones beyond the limit are closed.
-    fn put(&self, pool: &EndpointPool, sender: SendRequest<UpstreamBody>, link: Arc<Link>) {
+    fn put(&self, pool: &EndpointPool, (sender, link, timer): Checkout) {
         let mut list = pool.idle();
         let max = self.opts.max_idle_per_endpoint;
         if list.len() >= max {
@@ -268,6 +276,7 @@ impl Pool {
             sender,
             link,
             last_used: Instant::now(),
+            timer,
         });
     }
 
@@ -295,14 +304,22 @@ impl Pool {
         let mut stale_retry = true;
         loop {
             let checked_out = pool.as_deref().and_then(|p| self.checkout(p));
-            let (mut sender, link, fresh) = match checked_out {
-                Some((sender, link)) => (sender, link, false),
+            let (mut sender, link, mut timer, fresh) = match checked_out {
+                Some((sender, link, mut timer)) => {
+                    timer
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + timeouts.read);
+                    (sender, link, timer, false)
+                }
                 None => {
                     let slow = on_slow_connect.take();
                     // Boxed: most requests reuse a connection, and every request's
                     // future would otherwise carry (and move) the connect's state.
                     match Box::pin(connect_http1(target, timeouts, slow)).await {
-                        Ok((sender, link)) => (sender, link, true),
+                        Ok((sender, link)) => {
+                            let timer = Box::pin(tokio::time::sleep(timeouts.read));
+                            (sender, link, timer, true)
+                        }
                         Err(error) => {
                             return Err(SendError {
                                 error,
@@ -317,11 +334,11 @@ impl Pool {
             // A reused connection may have been closed by the upstream just as we sent.
             // A bodiless idempotent request can then be replayed on a new connection.
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
-            let sent = tokio::time::timeout(timeouts.read, sender.try_send_request(req)).await;
+            let sent = within(timer.as_mut(), sender.try_send_request(req)).await;
             match judge(sent, fresh, replay, &mut stale_retry, target, timeouts)? {
                 Attempt::Answered(resp) => {
                     if let Some(pool) = &pool {
-                        self.put(pool, sender, link.clone());
+                        self.put(pool, (sender, link.clone(), timer));
                     }
                     return Ok(Sent {
                         resp,
@@ -382,7 +399,9 @@ impl Pool {
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
             let (sent, stream) = match sender {
                 Sender::H1(mut h1) => {
-                    let sent = tokio::time::timeout(timeouts.read, h1.try_send_request(req)).await;
+                    let sent = tokio::time::timeout(timeouts.read, h1.try_send_request(req))
+                        .await
+                        .map_err(|_| TimedOut);
                     if let (Ok(Ok(_)), Some(p)) = (&sent, &pool) {
                         self.put_other(p, dial, Sender::H1(h1), link.clone());
                     }
@@ -391,7 +410,9 @@ impl Pool {
                 Sender::H2(mut h2) => {
                     let stream = Stream::open(&link);
                     let req = for_h2(req, dial);
-                    let sent = tokio::time::timeout(timeouts.read, h2.try_send_request(req)).await;
+                    let sent = tokio::time::timeout(timeouts.read, h2.try_send_request(req))
+                        .await
+                        .map_err(|_| TimedOut);
                     (sent, Some(stream))
                 }
             };
@@ -483,8 +504,26 @@ enum Attempt {
 
 type Tried = Result<
     Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>>,
-    tokio::time::error::Elapsed,
+    TimedOut,
 >;
+
+/// A pooled HTTP/1.1 connection as taken out: its sender, link and response timer.
+type Checkout = (SendRequest<UpstreamBody>, Arc<Link>, Pin<Box<Sleep>>);
+
+/// The response head did not come before the read timeout.
+struct TimedOut;
+
+/// `fut`'s output, or [`TimedOut`] once `timer` fires.
+async fn within<F: Future>(mut timer: Pin<&mut Sleep>, fut: F) -> Result<F::Output, TimedOut> {
+    let mut fut = pin!(fut);
+    poll_fn(|cx| {
+        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
+            return Poll::Ready(Ok(out));
+        }
+        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
+    })
+    .await
+}
 
 /// One try's outcome, the same for every kind of connection: a pooled connection that
 /// closed before it took the request hands it back (tried again on another), a reused
