@@ -149,8 +149,9 @@ pub struct Config {
     pub credentials: Credentials,
     /// Digest auth: the htdigest user lists routes name, as `credentials`.
     pub digest_credentials: DigestCredentials,
-    /// Backends referenced by routes, by id.
-    pub backends: HashMap<BackendId, Arc<Backend>>,
+    /// Backends referenced by routes, by id. Looked up on every request, hence foldhash
+    /// rather than SipHash (the ids are the cluster's own names, not a client's input).
+    pub backends: foldhash::HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
     /// Settings that apply to every request, from the controller's global settings.

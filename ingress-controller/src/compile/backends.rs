@@ -2,7 +2,7 @@
 //! ExternalName.
 
 use std::cell::OnceCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Weak};
@@ -453,7 +453,7 @@ impl BackendTable {
     }
 
     /// The backends, keyed by id.
-    pub fn backends(&self) -> HashMap<BackendId, Arc<Backend>> {
+    pub fn backends(&self) -> foldhash::HashMap<BackendId, Arc<Backend>> {
         self.states
             .values()
             .filter_map(|s| Some((s.resolved.id.clone(), s.built.clone()?)))

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use http::request::Parts;
 
-use crate::host::normalize_request_host;
+use crate::host::{normalize_request_host, plain_request_host};
 
 /// Why a request path cannot be routed. The HTTP server answers these with 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -51,6 +51,9 @@ pub fn request_host(parts: &Parts) -> Option<Cow<'_, str>> {
     let value = values.next()?;
     if values.next().is_some() {
         return None;
+    }
+    if let Some(host) = plain_request_host(value.as_bytes()) {
+        return Some(Cow::Borrowed(host));
     }
     let value = value.to_str().ok()?;
     normalize_request_host(strip_port(value)?)
