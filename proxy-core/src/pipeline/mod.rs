@@ -72,7 +72,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::balance::CookieAffinity;
+use crate::balance::{Balance, CookieAffinity, NextUpstream};
 use crate::config::{BackendProtocol, Timeouts};
 use crate::http::{ProxyBody, ProxyError, Scheme};
 
@@ -92,6 +92,14 @@ pub struct RoutePolicy {
     pub upstream_tls: Option<Arc<str>>,
     /// Cookie session affinity: the route's requests stick to an endpoint.
     pub affinity: Option<CookieAffinity>,
+    /// How an endpoint is picked without affinity (`load-balance`, `upstream-hash-by`),
+    /// on the route's own backend (a canary's is round robin).
+    pub balance: Balance,
+    /// `proxy-next-upstream` and its companions, when the Ingress or the ConfigMap sets
+    /// them. `None`: a request goes to another endpoint only when nothing reached the
+    /// first (a failed connect), up to 3 tries, so that routes without the setting keep
+    /// no copy of their requests.
+    pub next_upstream: Option<NextUpstream>,
     /// Run in order before an endpoint is picked; the first that answers ends the request.
     pub request: Vec<RequestFilter>,
     /// Read request bodies whole before taking a pod connection
