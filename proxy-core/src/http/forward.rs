@@ -1,5 +1,5 @@
 //! One request through the phases of [`crate::pipeline`]: route, request filters, pick,
-//! send (with one retry after a failed connect), response head, log.
+//! send (passed on to other endpoints as `proxy-next-upstream` allows), response head, log.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -664,7 +664,16 @@ impl Proxy {
             ewma,
         } = to;
         let limits = next_upstream.copied().unwrap_or_default();
-        let started = Instant::now();
+        // Read only when there is a time limit to keep.
+        let started = limits.timeout.map(|_| Instant::now());
+        // Whether another try is allowed after `tries`.
+        let more = |tries: u32| {
+            limits.may_try(tries + 1)
+                && limits
+                    .timeout
+                    .zip(started)
+                    .is_none_or(|(t, s)| s.elapsed() < t)
+        };
         let mut tries = 1u32;
         // The endpoints already tried: allocated on the first retry only.
         let mut tried: Vec<Target> = Vec::new();
@@ -680,8 +689,6 @@ impl Proxy {
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
             let sent = Box::pin(self.pool.send(&choice.target, dial, timeouts, req, slow));
-            let more =
-                limits.may_try(tries + 1) && limits.timeout.is_none_or(|t| started.elapsed() < t);
             let (error, again) = match sent.await {
                 Ok(sent) => {
                     let elapsed = sent_at.elapsed();
@@ -693,7 +700,7 @@ impl Proxy {
                         self.registry.observe(&backend.id, &choice.target, elapsed);
                     }
                     let status = sent.resp.status();
-                    let pass_on = more && next_upstream.is_some_and(|n| n.on_status(status));
+                    let pass_on = next_upstream.is_some_and(|n| n.on_status(status)) && more(tries);
                     let (true, Some(copy)) = (pass_on, copy) else {
                         return Ok((sent, choice));
                     };
@@ -725,7 +732,7 @@ impl Proxy {
                         ProxyError::ConnectTimeout { .. } => Condition::Timeout,
                         _ => Condition::Error,
                     };
-                    if !(more && limits.on(cond)) {
+                    if !(limits.on(cond) && more(tries)) {
                         return Err(error);
                     }
                     (error, back)
@@ -747,7 +754,7 @@ impl Proxy {
                         _ => None,
                     };
                     match (cond, copy) {
-                        (Some(c), Some(copy)) if more && limits.on(c) => (error, copy),
+                        (Some(c), Some(copy)) if limits.on(c) && more(tries) => (error, copy),
                         _ => return Err(error),
                     }
                 }

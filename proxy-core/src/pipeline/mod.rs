@@ -7,8 +7,9 @@
 //!    redirect, a refusal) or let it through;
 //! 3. **pick**: the backend (the route's, or its [`Canary`]'s), then an endpoint of it,
 //!    under that backend's cookie affinity if any;
-//! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
-//!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
+//! 4. **send**: on a pooled or new upstream connection, passed on to other endpoints
+//!    after a failed connect, or as the route's [`NextUpstream`] allows, bounded by the
+//!    route's [`Timeouts`];
 //! 5. **response head**: an intercepted error answered by a default backend
 //!    ([`ErrorPages`]), the affinity cookie, `Strict-Transport-Security` over HTTPS
 //!    ([`Hsts`]) and `Server` on every answer;
