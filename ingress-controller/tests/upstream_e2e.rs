@@ -385,3 +385,90 @@ async fn disable_proxy_intercept_errors_lets_the_pods_answer_through() {
         "{body}"
     );
 }
+
+/// An endpoint that reads a request and closes the connection without an answer,
+/// counting the requests it swallowed.
+async fn closer(last: u8) -> (SocketAddr, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = TcpListener::bind(format!("127.0.0.{last}:0"))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = hits.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                if let Ok(n) = stream.read(&mut buf).await {
+                    if n > 0 {
+                        counter.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                // Dropped: the proxy sees the connection end before any answer.
+            });
+        }
+    });
+    (addr, hits, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_after_sending_are_passed_on_only_when_asked() {
+    let (broken, swallowed, task) = closer(71).await;
+    let slow = Backend::start_at("slow", "127.0.0.72:0", Duration::from_secs(3)).await;
+    let good = Backend::start_on("good", 73).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("broken", &[broken, good.addr]));
+    text.push_str(&service_yaml("slow", &[slow.addr, good.addr]));
+    text.push_str(&annotated(
+        "asked",
+        "asked.example.com",
+        "broken",
+        &[(
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            "error timeout",
+        )],
+    ));
+    text.push_str(&ingress_yaml("plain", "plain.example.com", "/", "broken"));
+    text.push_str(&annotated(
+        "timeout",
+        "timeout.example.com",
+        "slow",
+        &[
+            ("nginx.ingress.kubernetes.io/proxy-next-upstream", "timeout"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "1"),
+        ],
+    ));
+    write_atomic(dir.path(), "app.yaml", &text);
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "asked.example.com", "/", FOLLOW, |s, _| s == 200).await;
+
+    // `error`: a pod that took the request and closed is passed over.
+    let before = swallowed.load(Ordering::SeqCst);
+    for _ in 0..6 {
+        let (status, headers, _) = fetch_with(ctl.http, "asked.example.com", "/", &[]).await;
+        assert_eq!((status, backend_of(&headers).as_str()), (200, "good"));
+    }
+    assert!(
+        swallowed.load(Ordering::SeqCst) > before,
+        "the broken pod was never tried"
+    );
+    // Without the setting, that request is not sent again: the client gets 502.
+    let mut codes = Vec::new();
+    for _ in 0..6 {
+        codes.push(fetch_with(ctl.http, "plain.example.com", "/", &[]).await.0);
+    }
+    assert!(codes.contains(&502) && codes.contains(&200), "{codes:?}");
+    // `timeout`: a pod that does not answer within proxy-read-timeout is passed over.
+    for _ in 0..3 {
+        let (status, headers, _) = fetch_with(ctl.http, "timeout.example.com", "/", &[]).await;
+        assert_eq!((status, backend_of(&headers).as_str()), (200, "good"));
+    }
+    task.abort();
+}

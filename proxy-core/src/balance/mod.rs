@@ -851,7 +851,13 @@ mod tests {
         let first = b.pick(&reg, None).unwrap();
         reg.connect_failed(&b.b.id, &first.target);
         let retry = reg
-            .pick_retry(&b.b, b.aff.as_ref(), None, &[first.target.clone()], &first)
+            .pick_retry(
+                &b.b,
+                b.aff.as_ref(),
+                None,
+                std::slice::from_ref(&first.target),
+                &first,
+            )
             .unwrap();
         assert_ne!(retry.target, first.target);
         let cookie = retry.set_cookie.clone().unwrap();
@@ -859,7 +865,13 @@ mod tests {
         let single = backend(1, None);
         let only = single.pick(&reg, None).unwrap();
         assert_eq!(
-            reg.pick_retry(&single.b, None, None, &[only.target.clone()], &only),
+            reg.pick_retry(
+                &single.b,
+                None,
+                None,
+                std::slice::from_ref(&only.target),
+                &only
+            ),
             None
         );
     }
@@ -984,7 +996,13 @@ mod tests {
         applied(&reg, &[&b.b]);
         let first = b.pick(&reg, None).unwrap();
         let second = reg
-            .pick_retry(&b.b, None, None, &[first.target.clone()], &first)
+            .pick_retry(
+                &b.b,
+                None,
+                None,
+                std::slice::from_ref(&first.target),
+                &first,
+            )
             .unwrap();
         let tried = [first.target.clone(), second.target.clone()];
         let third = reg.pick_retry(&b.b, None, None, &tried, &second).unwrap();

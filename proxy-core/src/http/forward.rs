@@ -1235,7 +1235,7 @@ mod tests {
             "10.0.0.1:80, 10.0.0.2:80"
         );
         assert_eq!(
-            Tried(&[Some(a.clone()), Some(b)], &[a.clone()]).to_string(),
+            Tried(&[Some(a.clone()), Some(b)], std::slice::from_ref(&a)).to_string(),
             "10.0.0.1:80, 10.0.0.2:80, 10.0.0.1:80"
         );
         assert_eq!(Tried(&[Some(a), None], &[]).to_string(), "10.0.0.1:80");
