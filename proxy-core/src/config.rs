@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::balance::{AffinityKey, Target};
+use crate::balance::{AffinityKey, RingKey, Target};
 use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
@@ -152,6 +152,9 @@ pub struct Config {
     /// Backends referenced by routes, by id. Looked up on every request, hence foldhash
     /// rather than SipHash (the ids are the cluster's own names, not a client's input).
     pub backends: foldhash::HashMap<BackendId, Arc<Backend>>,
+    /// The consistent-hash rings routes with `upstream-hash-by` look endpoints up on,
+    /// built when the configuration is published (sorted, each once).
+    pub hash_rings: Vec<RingKey>,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
     /// Settings that apply to every request, from the controller's global settings.

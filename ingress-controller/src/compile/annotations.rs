@@ -17,6 +17,10 @@ use tls::TlsVersion;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::security::{self, SecurityAnnotations};
+use super::upstream::{
+    parse_hash_by, parse_load_balance, parse_next_timeout, parse_next_upstream, parse_subset_size,
+    parse_tries, LoadBalance, UpstreamAnnotations,
+};
 use crate::store::{Kind, ObjectKey};
 
 /// Portico's own annotation prefix; it wins over the ingress-nginx name for the same key.
@@ -82,6 +86,15 @@ const CORS_ALLOW_HEADERS: &str = "cors-allow-headers";
 const CORS_EXPOSE_HEADERS: &str = "cors-expose-headers";
 const CORS_ALLOW_CREDENTIALS: &str = "cors-allow-credentials";
 const CORS_MAX_AGE: &str = "cors-max-age";
+const SERVICE_UPSTREAM: &str = "service-upstream";
+const LOAD_BALANCE: &str = "load-balance";
+const UPSTREAM_HASH_BY: &str = "upstream-hash-by";
+const UPSTREAM_HASH_BY_SUBSET: &str = "upstream-hash-by-subset";
+const UPSTREAM_HASH_BY_SUBSET_SIZE: &str = "upstream-hash-by-subset-size";
+const PROXY_NEXT_UPSTREAM: &str = "proxy-next-upstream";
+const PROXY_NEXT_UPSTREAM_TRIES: &str = "proxy-next-upstream-tries";
+const PROXY_NEXT_UPSTREAM_TIMEOUT: &str = "proxy-next-upstream-timeout";
+const DISABLE_PROXY_INTERCEPT_ERRORS: &str = "disable-proxy-intercept-errors";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -148,6 +161,15 @@ const KNOWN: &[&str] = &[
     CORS_EXPOSE_HEADERS,
     CORS_ALLOW_CREDENTIALS,
     CORS_MAX_AGE,
+    SERVICE_UPSTREAM,
+    LOAD_BALANCE,
+    UPSTREAM_HASH_BY,
+    UPSTREAM_HASH_BY_SUBSET,
+    UPSTREAM_HASH_BY_SUBSET_SIZE,
+    PROXY_NEXT_UPSTREAM,
+    PROXY_NEXT_UPSTREAM_TRIES,
+    PROXY_NEXT_UPSTREAM_TIMEOUT,
+    DISABLE_PROXY_INTERCEPT_ERRORS,
 ];
 
 /// The keys that shape CORS, meaningless without `enable-cors: "true"`.
@@ -298,6 +320,9 @@ pub struct IngressAnnotations {
     pub cors: Option<Cors>,
     /// Source ranges, basic auth, and the security keys that refuse the paths.
     pub security: SecurityAnnotations,
+    /// `service-upstream`, `load-balance`, `upstream-hash-by*`, `proxy-next-upstream*`,
+    /// `disable-proxy-intercept-errors`.
+    pub upstream: UpstreamAnnotations,
 }
 
 /// `proxy-ssl-*`, in force only beside `proxy-ssl-secret`, as in ingress-nginx (whose
@@ -695,6 +720,47 @@ impl<'a> Reader<'a> {
         })
     }
 
+    /// `service-upstream`, `load-balance`, `upstream-hash-by*`, `proxy-next-upstream*`
+    /// and `disable-proxy-intercept-errors`, as ingress-nginx's parsers read them.
+    fn upstream(&mut self) -> UpstreamAnnotations {
+        let mut u = UpstreamAnnotations {
+            service_upstream: self.get(SERVICE_UPSTREAM, parse_bool).unwrap_or(false),
+            load_balance: self.get(LOAD_BALANCE, parse_load_balance),
+            hash_by: self.get(UPSTREAM_HASH_BY, parse_hash_by),
+            hash_by_subset: self
+                .get(UPSTREAM_HASH_BY_SUBSET, parse_bool)
+                .unwrap_or(false),
+            hash_by_subset_size: self.get(UPSTREAM_HASH_BY_SUBSET_SIZE, parse_subset_size),
+            next_upstream: self.get(PROXY_NEXT_UPSTREAM, parse_next_upstream),
+            next_upstream_tries: self.get(PROXY_NEXT_UPSTREAM_TRIES, parse_tries),
+            next_upstream_timeout: self.get(PROXY_NEXT_UPSTREAM_TIMEOUT, parse_next_timeout),
+            disable_intercept: self.get(DISABLE_PROXY_INTERCEPT_ERRORS, parse_bool),
+        };
+        if u.hash_by.is_none() {
+            for key in [UPSTREAM_HASH_BY_SUBSET, UPSTREAM_HASH_BY_SUBSET_SIZE] {
+                self.warn(key, |full| {
+                    format!("annotation {full} has no effect without upstream-hash-by")
+                });
+            }
+            u.hash_by_subset = false;
+            u.hash_by_subset_size = None;
+            if matches!(
+                u.load_balance,
+                Some(LoadBalance::Chash | LoadBalance::ChashSubset)
+            ) {
+                self.warn(LOAD_BALANCE, |full| {
+                    format!("annotation {full} asks for consistent hashing without upstream-hash-by; round robin is used")
+                });
+            }
+        }
+        if u.load_balance == Some(LoadBalance::Sticky) && !self.present(AFFINITY) {
+            self.warn(LOAD_BALANCE, |full| {
+                format!("annotation {full} asks for sticky sessions without affinity: cookie; round robin is used")
+            });
+        }
+        u
+    }
+
     /// The raw value of `name`, if set.
     fn raw(&self, name: &str) -> Option<&'a str> {
         let i = KNOWN.iter().position(|k| *k == name)?;
@@ -833,6 +899,7 @@ pub fn parse(
         out.proxy_ssl = Some(r.proxy_ssl());
     }
     out.cors = r.cors();
+    out.upstream = r.upstream();
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {

@@ -57,6 +57,7 @@ struct RefKey {
     namespace: Box<str>,
     service: Box<str>,
     port: OwnedPort,
+    cluster_ip: bool,
 }
 
 #[derive(PartialEq, Eq)]
@@ -72,10 +73,19 @@ struct RefSlot<'a> {
     namespace: &'a str,
     service: &'a str,
     port: PortRef<'a>,
+    /// `service-upstream`: the Service's cluster IP instead of its endpoints.
+    cluster_ip: bool,
 }
 
 // RefKey and RefSlot hash alike, so the cache is probed with a borrowed slot.
-fn hash_ref<H: Hasher>(namespace: &str, service: &str, port: PortRef<'_>, h: &mut H) {
+fn hash_ref<H: Hasher>(
+    namespace: &str,
+    service: &str,
+    port: PortRef<'_>,
+    cluster_ip: bool,
+    h: &mut H,
+) {
+    cluster_ip.hash(h);
     namespace.hash(h);
     service.hash(h);
     match port {
@@ -101,6 +111,7 @@ impl RefKey {
                 OwnedPort::Name(name) => PortRef::Name(name),
                 OwnedPort::First => PortRef::First,
             },
+            cluster_ip: self.cluster_ip,
         }
     }
 }
@@ -113,7 +124,7 @@ impl Hash for RefKey {
 
 impl Hash for RefSlot<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        hash_ref(self.namespace, self.service, self.port, h);
+        hash_ref(self.namespace, self.service, self.port, self.cluster_ip, h);
     }
 }
 
@@ -133,7 +144,23 @@ impl From<RefSlot<'_>> for RefKey {
                 PortRef::Name(name) => OwnedPort::Name(name.into()),
                 PortRef::First => OwnedPort::First,
             },
+            cluster_ip: slot.cluster_ip,
         }
+    }
+}
+
+/// The id of the backend a reference names. `service-upstream` makes a backend of its
+/// own, since the same Service port without it reaches the endpoints.
+pub(super) fn backend_id(
+    namespace: &str,
+    service: &str,
+    port: &PortRef<'_>,
+    cluster_ip: bool,
+) -> BackendId {
+    if cluster_ip {
+        BackendId::new(namespace, service, &format!("{port} (service-upstream)"))
+    } else {
+        BackendId::new(namespace, service, &port.to_string())
     }
 }
 
@@ -177,6 +204,7 @@ impl BackendRef {
                     namespace: &f.key.namespace,
                     service: &id.service,
                     port: PortRef::First,
+                    cluster_ip: false,
                 });
             }
         };
@@ -185,6 +213,7 @@ impl BackendRef {
             namespace: &f.key.namespace,
             service,
             port,
+            cluster_ip: f.ann.upstream.service_upstream,
         })
     }
 
@@ -212,7 +241,29 @@ impl Resolved {
     fn new(store: &Store, index: &EndpointIndex<'_>, slot: RefSlot<'_>) -> Self {
         let svc_key = ObjectKey::new(slot.namespace, slot.service);
         let mut diags = Vec::new();
-        let (kind, problem) = resolve_service(store, index, &svc_key, &slot.port, &mut diags);
+        let cluster = slot
+            .cluster_ip
+            .then(|| cluster_endpoint(store, &svc_key, &slot.port))
+            .flatten();
+        if slot.cluster_ip && cluster.is_none() && store.services.contains_key(&svc_key) {
+            diags.push(Diagnostic::warning(
+                Kind::Service,
+                &svc_key,
+                "spec.clusterIP",
+                DiagnosticReason::InvalidService,
+                format!(
+                    "service-upstream: Service {svc_key} has no cluster IP and port {} to send to (headless, ExternalName, or no such port); its endpoints are used, as in ingress-nginx",
+                    slot.port
+                ),
+            ));
+        }
+        let (kind, problem) = match cluster {
+            Some(addr) => (
+                BackendKind::Endpoints(vec![proxy_core::config::Endpoint::ready(addr)]),
+                None,
+            ),
+            None => resolve_service(store, index, &svc_key, &slot.port, &mut diags),
+        };
         let protocol = store
             .services
             .get(&svc_key)
@@ -227,7 +278,7 @@ impl Resolved {
             None => kind,
         };
         Self {
-            id: BackendId::new(slot.namespace, slot.service, &slot.port.to_string()),
+            id: backend_id(slot.namespace, slot.service, &slot.port, slot.cluster_ip),
             service: store.services.get(&svc_key).cloned(),
             slices: index
                 .slices_of(&svc_key)
@@ -405,6 +456,7 @@ impl BackendTable {
             namespace: &k.namespace,
             service: &k.name,
             port: PortRef::First,
+            cluster_ip: false,
         });
         if self.pinned.as_ref().map(RefKey::slot) != slot {
             if let Some(state) = self.pinned.take().and_then(|k| self.states.get_mut(&k)) {
@@ -666,6 +718,28 @@ fn elsewhere(store: &Store, svc_key: &ObjectKey) -> String {
 
 const NO_ENDPOINTS: BackendKind = BackendKind::Endpoints(Vec::new());
 
+/// `service-upstream`: the Service's cluster IP and port (a port name looked up among
+/// the Service's ports, a number taken as written), as ingress-nginx's
+/// `getServiceClusterEndpoint`. `None` for a Service without one (missing, headless,
+/// `ExternalName`): its endpoints are used instead, as ingress-nginx falls back to them.
+fn cluster_endpoint(
+    store: &Store,
+    svc_key: &ObjectKey,
+    port: &PortRef<'_>,
+) -> Option<std::net::SocketAddr> {
+    let service = store.services.get(svc_key)?;
+    let spec = service.spec.as_ref()?;
+    if spec.type_.as_deref() == Some("ExternalName") {
+        return None;
+    }
+    let ip: std::net::IpAddr = spec.cluster_ip.as_deref()?.parse().ok()?;
+    let port = match port {
+        PortRef::Number(n) => *n,
+        PortRef::Name(_) | PortRef::First => find_port(service, port)?.port,
+    };
+    Some(std::net::SocketAddr::new(ip, u16::try_from(port).ok()?))
+}
+
 fn resolve_service(
     store: &Store,
     index: &EndpointIndex<'_>,
@@ -790,6 +864,7 @@ pub(super) fn resolve_number(
             namespace,
             service,
             port: PortRef::Number(port),
+            cluster_ip: false,
         },
     );
     diags.extend(resolved.diags);

@@ -12,14 +12,13 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use proxy_core::config::BackendId;
 use proxy_core::pipeline::{Canary, Rewrite, RoutePolicy};
 use proxy_core::routes::{
     HostMatch, HostRoutes, PathRegex, PathType, RegexRule, RouteRule, RouteTarget,
 };
 
 use super::annotations::{self, IngressAnnotations};
-use super::backends::{reference, BackendRef, RefField};
+use super::backends::{backend_id, reference, BackendRef, RefField};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::policy::{self, PolicyDefaults};
 use super::syntax;
@@ -386,7 +385,12 @@ fn build_host(
             path: p.path.clone(),
             path_type: p.path_type,
             target: RouteTarget {
-                backend: BackendId::new(&f.key.namespace, service, &port.to_string()),
+                backend: backend_id(
+                    &f.key.namespace,
+                    service,
+                    &port,
+                    f.ann.upstream.service_upstream,
+                ),
                 policy,
                 source: f.source.clone(),
             },
@@ -459,7 +463,12 @@ fn add_canary(
     };
     let backend = f.backend_at(p.field)?;
     let (service, port) = reference(&f.key, backend, &BackendField(p.field), diags)?;
-    let id = BackendId::new(&f.key.namespace, service, &port.to_string());
+    let id = backend_id(
+        &f.key.namespace,
+        service,
+        &port,
+        f.ann.upstream.service_upstream,
+    );
     let rule = rules.get_mut(at)?;
     if let Some(first) = &rule.target.policy.canary {
         diags.push(Diagnostic::error(

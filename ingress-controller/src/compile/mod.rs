@@ -36,6 +36,7 @@ mod policy;
 mod security;
 mod settings;
 mod syntax;
+mod upstream;
 mod upstream_tls;
 mod www;
 
@@ -49,7 +50,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
-use proxy_core::balance::AffinityKey;
+use proxy_core::balance::{AffinityKey, Balance, RingKey};
 use proxy_core::config::{Config, ProxySettings};
 use proxy_core::routes::{HostMatch, PathType, RouteTable, RouteTarget};
 
@@ -351,16 +352,28 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             .entry(backend.id.clone())
             .or_insert_with(|| Arc::new(backend));
     }
+    let routes = RouteTable::from_hosts(
+        cache
+            .routes
+            .tables()
+            .chain(alias_hosts)
+            .chain(www_hosts)
+            .chain(gateway.hosts),
+    );
+    // Only a compile with some `upstream-hash-by` walks the routes for their rings.
+    let hash_rings = if update
+        .fragments
+        .iter()
+        .any(|f| f.ann.upstream.hash_by.is_some())
+    {
+        hash_rings(&routes, default_backend.as_ref())
+    } else {
+        Vec::new()
+    };
     let config = Config {
         generation: opts.generation,
-        routes: RouteTable::from_hosts(
-            cache
-                .routes
-                .tables()
-                .chain(alias_hosts)
-                .chain(www_hosts)
-                .chain(gateway.hosts),
-        ),
+        routes,
+        hash_rings,
         default_backend,
         default_service,
         backends,
@@ -413,6 +426,29 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         affinity_key,
         gateway_status,
     }
+}
+
+/// The rings the routes that hash (`upstream-hash-by`) look their endpoints up on: one
+/// per backend and subset size, sorted.
+fn hash_rings(routes: &RouteTable, default: Option<&RouteTarget>) -> Vec<RingKey> {
+    let targets = routes
+        .rules()
+        .into_iter()
+        .map(|r| &r.target)
+        .chain(routes.regex_rules().into_iter().map(|r| &r.target))
+        .chain(default);
+    let mut rings: Vec<RingKey> = targets
+        .filter_map(|t| match &t.policy.balance {
+            Balance::Hash(by) => Some(RingKey {
+                backend: t.backend.clone(),
+                subset: by.subset.unwrap_or(0),
+            }),
+            _ => None,
+        })
+        .collect();
+    rings.sort_unstable();
+    rings.dedup();
+    rings
 }
 
 /// `spec.rules[i].http.paths[j]`.

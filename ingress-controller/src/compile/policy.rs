@@ -13,6 +13,7 @@ use proxy_core::pipeline::{
 
 use super::annotations::IngressAnnotations;
 use super::security::Ranges;
+use super::upstream::{self, UpstreamDefaults};
 
 /// A ConfigMap source range list (`whitelist-source-range`, `denylist-source-range`).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct PolicyDefaults {
     pub global_auth: GlobalAuth,
     /// `no-auth-locations`: path prefixes the global auth leaves alone.
     pub no_auth_locations: Vec<String>,
+    /// `load-balance`, `proxy-next-upstream*`, `disable-proxy-intercept-errors`.
+    pub upstream: UpstreamDefaults,
 }
 
 impl Default for PolicyDefaults {
@@ -101,6 +104,7 @@ impl Default for PolicyDefaults {
             limit_conn_status: StatusCode::SERVICE_UNAVAILABLE,
             global_auth: GlobalAuth::Off,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
+            upstream: UpstreamDefaults::default(),
         }
     }
 }
@@ -276,6 +280,8 @@ pub fn route_policy(
         protocol: ann.backend_protocol,
         upstream_tls: ann.proxy_ssl.as_ref().map(|p| p.key().into()),
         affinity,
+        balance: upstream::balance(&ann.upstream, &defaults.upstream),
+        next_upstream: upstream::next_upstream(&ann.upstream, &defaults.upstream),
         request,
         buffer_body,
         canary: None,
@@ -331,10 +337,18 @@ pub fn error_pages(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Optio
     if codes.is_empty() && ann.default_backend.is_none() {
         return None;
     }
-    Some(ErrorPages::new(
-        codes.iter().copied(),
-        ann.default_backend.clone(),
-    ))
+    let mut pages = ErrorPages::new(codes.iter().copied(), ann.default_backend.clone());
+    // ingress-nginx writes the location's `proxy_intercept_errors` only beside its own
+    // `custom-http-errors`; a location without them inherits the server's, which only
+    // the ConfigMap's key turns off.
+    pages.pass_upstream = match ann.custom_http_errors {
+        Some(_) => ann
+            .upstream
+            .disable_intercept
+            .unwrap_or(defaults.upstream.disable_intercept),
+        None => defaults.upstream.disable_intercept,
+    };
+    Some(pages)
 }
 
 /// Whether paths of one Ingress can share one policy: only the affinity cookie's path

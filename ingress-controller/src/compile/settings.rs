@@ -26,6 +26,9 @@ use super::policy::{GlobalRanges, PolicyDefaults};
 use super::security::{
     external_auth_from, global_refusal, parse_source_ranges, GLOBAL_AUTH_KEYS, GLOBAL_GUARDS,
 };
+use super::upstream::{
+    parse_load_balance, parse_next_timeout, parse_next_upstream, parse_tries, UpstreamDefaults,
+};
 use crate::store::{Kind, ObjectKey, Store};
 
 /// Name of the Secret holding the key that affinity cookies are keyed with, so that every
@@ -128,6 +131,9 @@ pub struct GlobalSettings {
     pub limit_rate: u64,
     /// `limit-rate-after` (0): KiB sent before `limit-rate` applies.
     pub limit_rate_after: u64,
+    /// `load-balance`, `proxy-next-upstream` (`-tries`, `-timeout`),
+    /// `retry-non-idempotent`, `disable-proxy-intercept-errors`.
+    pub upstream: UpstreamDefaults,
 }
 
 impl Default for GlobalSettings {
@@ -165,6 +171,7 @@ impl Default for GlobalSettings {
             limit_conn_status_code: 503,
             limit_rate: 0,
             limit_rate_after: 0,
+            upstream: UpstreamDefaults::default(),
             refused: Vec::new(),
             global_auth: GlobalAuth::Off,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
@@ -216,6 +223,7 @@ impl GlobalSettings {
                 .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
             global_auth: self.global_auth.clone(),
             no_auth_locations: self.no_auth_locations.clone(),
+            upstream: self.upstream.clone(),
         }
     }
 
@@ -540,6 +548,24 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "limit-req-status-code" => parse_error_code(v).map(|c| s.limit_req_status_code = c),
         "limit-conn-status-code" => parse_error_code(v).map(|c| s.limit_conn_status_code = c),
         "proxy-set-headers" => parse_configmap_ref(v).map(|k| s.proxy_set_headers = Some(k)),
+        "load-balance" => parse_load_balance(v).map(|l| s.upstream.load_balance = l),
+        "proxy-next-upstream" => parse_next_upstream(v).map(|w| {
+            s.upstream.next_upstream = w;
+            s.upstream.next_upstream_set = true;
+        }),
+        "proxy-next-upstream-tries" => parse_tries(v).map(|n| {
+            s.upstream.next_upstream_tries = n;
+            s.upstream.next_upstream_set = true;
+        }),
+        "proxy-next-upstream-timeout" => parse_next_timeout(v).map(|n| {
+            s.upstream.next_upstream_timeout = n;
+            s.upstream.next_upstream_set = true;
+        }),
+        "retry-non-idempotent" => parse_bool(v).map(|b| {
+            s.upstream.retry_non_idempotent = b;
+            s.upstream.next_upstream_set |= b;
+        }),
+        "disable-proxy-intercept-errors" => parse_bool(v).map(|b| s.upstream.disable_intercept = b),
         _ => return None,
     };
     Some(r)

@@ -2249,3 +2249,165 @@ spec:
     };
     assert_eq!(compile(&store, &missing).config.replicas, 1);
 }
+
+const UPSTREAM_YAML: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: app}
+spec:
+  clusterIP: 10.96.0.10
+  selector: {app: app}
+  ports: [{name: http, port: 80, targetPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: headless}
+spec:
+  clusterIP: None
+  ports: [{name: http, port: 80}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: app}
+subsets:
+- addresses: [{ip: 10.0.0.1}, {ip: 10.0.0.2}]
+  ports: [{name: http, port: 8080}]
+---
+apiVersion: v1
+kind: Endpoints
+metadata: {name: headless}
+subsets:
+- addresses: [{ip: 10.0.1.1}]
+  ports: [{name: http, port: 80}]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: hashed
+  annotations:
+    nginx.ingress.kubernetes.io/upstream-hash-by: "$request_uri"
+    nginx.ingress.kubernetes.io/proxy-next-upstream: "error http_502 non_idempotent"
+    portico.dev/proxy-next-upstream-tries: "2"
+    nginx.ingress.kubernetes.io/custom-http-errors: "503"
+    nginx.ingress.kubernetes.io/disable-proxy-intercept-errors: "true"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: hashed.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: direct
+  annotations:
+    nginx.ingress.kubernetes.io/service-upstream: "true"
+    nginx.ingress.kubernetes.io/load-balance: ewma
+  creationTimestamp: "2024-01-01T00:00:00Z"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: direct.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {name: http}}}}
+      - {path: /headless, pathType: Prefix, backend: {service: {name: headless, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: odd
+  annotations:
+    nginx.ingress.kubernetes.io/upstream-hash-by: "$request_uri/x"
+    nginx.ingress.kubernetes.io/upstream-hash-by-subset: "true"
+    nginx.ingress.kubernetes.io/load-balance: chash
+    nginx.ingress.kubernetes.io/proxy-next-upstream: "error, timeout"
+    nginx.ingress.kubernetes.io/proxy-next-upstream-tries: "-1"
+spec:
+  ingressClassName: portico
+  rules:
+  - host: odd.example.com
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: portico}
+spec: {controller: portico.dev/ingress-controller}
+"#;
+
+#[test]
+fn upstream_selection_annotations_reach_the_routes() {
+    use proxy_core::balance::{Balance, Condition, RingKey};
+    let store = store_from_yaml(UPSTREAM_YAML);
+    let c = compile(&store, &CompileOptions::default());
+    let target = |host: &str, path: &str| {
+        c.config
+            .routes
+            .rules()
+            .into_iter()
+            .find(|r| r.host.to_string() == host && r.path == path)
+            .map(|r| r.target.clone())
+            .expect("route")
+    };
+    let hashed = target("hashed.example.com", "/");
+    assert!(matches!(&hashed.policy.balance, Balance::Hash(by) if by.subset.is_none()));
+    let next = hashed.policy.next_upstream.expect("proxy-next-upstream");
+    assert!(next.on(Condition::Error) && next.on_status(http::StatusCode::BAD_GATEWAY));
+    assert!(!next.on(Condition::Timeout) && next.non_idempotent);
+    assert_eq!(next.tries, 2);
+    assert!(hashed.policy.errors.as_ref().unwrap().pass_upstream);
+    assert_eq!(
+        c.config.hash_rings,
+        vec![RingKey {
+            backend: hashed.backend.clone(),
+            subset: 0
+        }]
+    );
+
+    // service-upstream: one endpoint, the cluster IP on the Service port, in a backend
+    // of its own; a headless Service keeps its endpoints.
+    let direct = target("direct.example.com", "/");
+    assert_eq!(direct.policy.balance, Balance::Ewma);
+    assert_eq!(direct.policy.next_upstream, None);
+    assert_ne!(direct.backend, hashed.backend);
+    assert_eq!(
+        endpoints_of(&c, &direct.backend),
+        vec![Endpoint::ready("10.96.0.10:80".parse().unwrap())]
+    );
+    assert_eq!(endpoints_of(&c, &hashed.backend).len(), 2);
+    let headless = target("direct.example.com", "/headless");
+    assert_eq!(
+        endpoints_of(&c, &headless.backend),
+        vec![Endpoint::ready("10.0.1.1:80".parse().unwrap())]
+    );
+    assert!(diags_on(&c, Kind::Service, "default", "headless")
+        .iter()
+        .any(|(f, r)| *r == DiagnosticReason::InvalidService && f == "spec.clusterIP"));
+
+    // Values ingress-nginx would refuse are reported and leave the defaults.
+    let odd = target("odd.example.com", "/");
+    assert_eq!(odd.policy.balance, Balance::RoundRobin);
+    assert_eq!(odd.policy.next_upstream, None);
+    let odd_diags = diags_on(&c, Kind::Ingress, "default", "odd");
+    for key in [
+        "upstream-hash-by\"",
+        "upstream-hash-by-subset\"",
+        "load-balance",
+        "proxy-next-upstream\"",
+        "proxy-next-upstream-tries",
+    ] {
+        assert!(
+            odd_diags.iter().any(|(m, _)| m.contains(key)),
+            "{key}: {odd_diags:?}"
+        );
+    }
+    // None of the keys is reported as unsupported any more.
+    assert!(!c
+        .diagnostics
+        .iter()
+        .any(|d| d.reason == DiagnosticReason::UnsupportedAnnotation));
+}

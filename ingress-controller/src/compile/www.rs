@@ -9,12 +9,11 @@
 use std::sync::Arc;
 
 use foldhash::{HashSet, HashSetExt};
-use proxy_core::config::BackendId;
 use proxy_core::pipeline::{RequestFilter, RoutePolicy, WwwRedirect};
 use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, PathType, RouteRule, RouteTarget};
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
-use super::backends::reference;
+use super::backends::{backend_id, reference};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::hosts::{Fragment, RouteCache};
 use super::policy::PolicyDefaults;
@@ -99,7 +98,12 @@ pub(super) fn redirect_hosts(
                 path: "/".to_owned(),
                 path_type: PathType::Prefix,
                 target: RouteTarget {
-                    backend: BackendId::new(&f.key.namespace, service, &port.to_string()),
+                    backend: backend_id(
+                        &f.key.namespace,
+                        service,
+                        &port,
+                        f.ann.upstream.service_upstream,
+                    ),
                     policy: Arc::new(policy),
                     source: f.source.clone(),
                 },

@@ -5,8 +5,13 @@
 //! to each published configuration once, when it is published.
 
 mod affinity;
+mod ewma;
+mod hash;
+mod next_upstream;
 
 pub use affinity::{AffinityKey, AffinityMode, CookieAffinity, CookieValue, SameSite};
+pub use hash::{HashBy, HashKey, HashKeyError, KeyVars, Ring, RingKey, POINTS_PER_NODE};
+pub use next_upstream::{Condition, NextUpstream, UnknownCondition};
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -38,6 +43,18 @@ impl std::fmt::Display for Target {
             Target::Name { host, port } => write!(f, "{host}:{port}"),
         }
     }
+}
+
+/// How a route picks among its backend's ready endpoints when no cookie affinity
+/// decides (`load-balance`, `upstream-hash-by`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    /// Peak EWMA of response times, the lower of two random picks.
+    Ewma,
+    /// Consistent hashing of a request key.
+    Hash(Arc<HashBy>),
 }
 
 /// The backend has no endpoint that may take a request.
@@ -92,12 +109,18 @@ struct BackendState {
     /// Endpoints in `ejections`, read without the lock on every pick.
     ejected: AtomicUsize,
     ejections: Mutex<FastMap<SocketAddr, Ejection>>,
+    /// EWMA scores, for routes with `load-balance: ewma` (empty for every other).
+    ewma: Mutex<FastMap<SocketAddr, ewma::Score>>,
 }
 
 impl BackendState {
     fn ejections(&self) -> MutexGuard<'_, FastMap<SocketAddr, Ejection>> {
         // The map holds plain data; a panic elsewhere cannot leave it half-written.
         self.ejections.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn scores(&self) -> MutexGuard<'_, FastMap<SocketAddr, ewma::Score>> {
+        self.ewma.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn any_ejected(&self) -> bool {
@@ -121,6 +144,8 @@ pub struct Registry {
     key: AffinityKey,
     ejection: EjectionPolicy,
     states: ArcSwap<States>,
+    /// Consistent-hash rings, for the backends routes hash to ([`Config::hash_rings`]).
+    rings: ArcSwap<FastMap<RingKey, Arc<Ring>>>,
 }
 
 impl Runtime for Registry {
@@ -137,6 +162,12 @@ impl Runtime for Registry {
                             .retain(|addr, _| backend.targets().any(|t| t == Target::Addr(*addr)));
                         state.ejected.store(ejections.len(), Ordering::Relaxed);
                     }
+                    let mut scores = state.scores();
+                    if !scores.is_empty() {
+                        scores
+                            .retain(|addr, _| backend.targets().any(|t| t == Target::Addr(*addr)));
+                    }
+                    drop(scores);
                     state.clone()
                 }
                 None => Arc::default(),
@@ -144,6 +175,7 @@ impl Runtime for Registry {
             states.insert(id.clone(), state);
         }
         self.states.store(Arc::new(states));
+        self.apply_rings(next);
     }
 }
 
@@ -153,7 +185,119 @@ impl Registry {
             key,
             ejection,
             states: ArcSwap::default(),
+            rings: ArcSwap::default(),
         }
+    }
+
+    /// Builds the rings `next` asks for, keeping those whose endpoints did not change.
+    fn apply_rings(&self, next: &Config) {
+        if next.hash_rings.is_empty() && self.rings.load().is_empty() {
+            return;
+        }
+        let current = self.rings.load();
+        let mut rings = FastMap::default();
+        for key in &next.hash_rings {
+            let Some(backend) = next.backends.get(&key.backend) else {
+                continue;
+            };
+            let BackendKind::Endpoints(eps) = &backend.kind else {
+                continue;
+            };
+            let mut members: Vec<SocketAddr> = eps
+                .iter()
+                .filter(|e| e.ready && !e.terminating)
+                .map(|e| e.addr)
+                .collect();
+            members.sort_unstable();
+            members.dedup();
+            let ring = match current.get(key) {
+                Some(ring) if ring.same_members(&members) => ring.clone(),
+                _ => Arc::new(Ring::new(members, key.subset)),
+            };
+            rings.insert(key.clone(), ring);
+        }
+        self.rings.store(Arc::new(rings));
+    }
+
+    /// Picks for a route that balances other than round robin (and has no cookie
+    /// affinity): `key` is the request's `upstream-hash-by` key for [`Balance::Hash`].
+    pub fn pick_balanced(
+        &self,
+        backend: &Backend,
+        balance: &Balance,
+        key: &[u8],
+    ) -> Result<Choice, NoReadyEndpoint> {
+        let BackendKind::Endpoints(eps) = &backend.kind else {
+            return self.pick(backend, None, None, None);
+        };
+        let ready: Vec<SocketAddr> = eps
+            .iter()
+            .filter(|e| e.ready && !e.terminating)
+            .map(|e| e.addr)
+            .collect();
+        if ready.is_empty() {
+            return Err(NoReadyEndpoint(backend.id.clone()));
+        }
+        let state = self.state(&backend.id);
+        let healthy = self.healthy(&state, &ready);
+        match balance {
+            Balance::RoundRobin => Ok(plain(healthy[state.next(healthy.len())])),
+            Balance::Ewma => {
+                if healthy.len() == 1 {
+                    return Ok(plain(healthy[0]));
+                }
+                let scores = state.scores();
+                let now = Instant::now();
+                let addr = ewma::pick(
+                    &healthy,
+                    |a| scores.get(&a).map(|s| s.at(now)),
+                    ewma::draw_two,
+                );
+                Ok(plain(addr))
+            }
+            Balance::Hash(by) => {
+                let ring_key = RingKey {
+                    backend: backend.id.clone(),
+                    subset: by.subset.unwrap_or(0),
+                };
+                let rings = self.rings.load();
+                let transient;
+                let ring = match rings.get(&ring_key) {
+                    Some(ring) => &**ring,
+                    // A request on a configuration the registry has not seen.
+                    None => {
+                        transient = Ring::new(ready.clone(), ring_key.subset);
+                        &transient
+                    }
+                };
+                // The key's home, or the next node on the ring while it is ejected
+                // (or not ready, for a ring older than the endpoints).
+                let found = ring.walk(key).find_map(|node| {
+                    let ok: Vec<SocketAddr> = node
+                        .iter()
+                        .copied()
+                        .filter(|a| healthy.contains(a))
+                        .collect();
+                    match ok.len() {
+                        0 => None,
+                        1 => Some(ok[0]),
+                        n => Some(ok[rand::random_range(0..n)]),
+                    }
+                });
+                Ok(plain(found.unwrap_or(healthy[0])))
+            }
+        }
+    }
+
+    /// Folds a response time into `target`'s EWMA score.
+    pub fn observe(&self, backend: &BackendId, target: &Target, rtt: Duration) {
+        let Target::Addr(addr) = target else { return };
+        let Some(state) = self.states.load().get(backend).cloned() else {
+            return;
+        };
+        let mut scores = state.scores();
+        let prior = scores.get(addr).copied();
+        scores.insert(*addr, ewma::Score::observe(prior, rtt, Instant::now()));
     }
 
     /// The key used when the configuration carries none.
@@ -303,22 +447,22 @@ impl Registry {
         eps.iter().any(|e| key.tag(e.addr) == tag)
     }
 
-    /// After a connect failure on `failed`, picks another endpoint for the same request.
-    /// `None` when there is no other.
+    /// After a failed try, picks another endpoint for the same request, none of those in
+    /// `tried`. `None` when there is no other.
     pub fn pick_retry(
         &self,
         backend: &Backend,
         affinity: Option<&CookieAffinity>,
         key: Option<&AffinityKey>,
-        failed: &Target,
+        tried: &[Target],
         first: &Choice,
     ) -> Option<Choice> {
-        let (BackendKind::Endpoints(eps), Target::Addr(failed)) = (&backend.kind, failed) else {
+        let BackendKind::Endpoints(eps) = &backend.kind else {
             return None;
         };
         let ready: Vec<SocketAddr> = eps
             .iter()
-            .filter(|e| e.ready && !e.terminating && e.addr != *failed)
+            .filter(|e| e.ready && !e.terminating && !tried.contains(&Target::Addr(e.addr)))
             .map(|e| e.addr)
             .collect();
         if ready.is_empty() {
@@ -707,7 +851,13 @@ mod tests {
         let first = b.pick(&reg, None).unwrap();
         reg.connect_failed(&b.b.id, &first.target);
         let retry = reg
-            .pick_retry(&b.b, b.aff.as_ref(), None, &first.target, &first)
+            .pick_retry(
+                &b.b,
+                b.aff.as_ref(),
+                None,
+                std::slice::from_ref(&first.target),
+                &first,
+            )
             .unwrap();
         assert_ne!(retry.target, first.target);
         let cookie = retry.set_cookie.clone().unwrap();
@@ -715,7 +865,13 @@ mod tests {
         let single = backend(1, None);
         let only = single.pick(&reg, None).unwrap();
         assert_eq!(
-            reg.pick_retry(&single.b, None, None, &only.target, &only),
+            reg.pick_retry(
+                &single.b,
+                None,
+                None,
+                std::slice::from_ref(&only.target),
+                &only
+            ),
             None
         );
     }
@@ -763,5 +919,95 @@ mod tests {
         }
         reg.connect_succeeded(&b.b.id, &slow);
         assert!((0..4).any(|_| b.pick(&reg, None).unwrap().target == slow));
+    }
+
+    #[test]
+    fn ewma_prefers_the_faster_of_a_slow_fast_pair() {
+        let reg = registry();
+        let b = backend(2, None);
+        applied(&reg, &[&b.b]);
+        let slow = Target::Addr("10.0.0.1:80".parse().unwrap());
+        let fast = Target::Addr("10.0.0.2:80".parse().unwrap());
+        reg.observe(&b.b.id, &slow, Duration::from_millis(200));
+        reg.observe(&b.b.id, &fast, Duration::from_millis(5));
+        for _ in 0..50 {
+            let c = reg.pick_balanced(&b.b, &Balance::Ewma, b"").unwrap();
+            assert_eq!(c.target, fast);
+        }
+        // Of three, the slow one is never taken: it loses every draw it is in.
+        let three = backend(3, None);
+        applied(&reg, &[&three.b]);
+        reg.observe(&three.b.id, &slow, Duration::from_millis(200));
+        reg.observe(&three.b.id, &fast, Duration::from_millis(5));
+        let third = Target::Addr("10.0.0.3:80".parse().unwrap());
+        reg.observe(&three.b.id, &third, Duration::from_millis(5));
+        assert!((0..100).all(|_| reg
+            .pick_balanced(&three.b, &Balance::Ewma, b"")
+            .unwrap()
+            .target
+            != slow));
+    }
+
+    #[test]
+    fn hashing_pins_a_key_and_walks_past_an_ejected_endpoint() {
+        let reg = registry();
+        let b = backend(5, None);
+        let by = Balance::Hash(Arc::new(HashBy {
+            key: HashKey::parse("$request_uri").unwrap(),
+            subset: None,
+        }));
+        let config = Config {
+            backends: [(b.b.id.clone(), Arc::new(b.b.clone()))]
+                .into_iter()
+                .collect(),
+            hash_rings: vec![RingKey {
+                backend: b.b.id.clone(),
+                subset: 0,
+            }],
+            ..Config::default()
+        };
+        reg.apply(&config);
+        assert_eq!(reg.rings.load().len(), 1);
+        let home = reg.pick_balanced(&b.b, &by, b"/cart").unwrap().target;
+        for _ in 0..20 {
+            assert_eq!(reg.pick_balanced(&b.b, &by, b"/cart").unwrap().target, home);
+        }
+        // Another key lands elsewhere for some key.
+        assert!((0..50).any(|i| {
+            let key = format!("/item/{i}");
+            reg.pick_balanced(&b.b, &by, key.as_bytes()).unwrap().target != home
+        }));
+        reg.connect_failed(&b.b.id, &home);
+        let moved = reg.pick_balanced(&b.b, &by, b"/cart").unwrap().target;
+        assert_ne!(moved, home);
+        reg.connect_succeeded(&b.b.id, &home);
+        assert_eq!(reg.pick_balanced(&b.b, &by, b"/cart").unwrap().target, home);
+        // The same endpoints on the next publish keep the same ring.
+        let before = reg.rings.load().values().next().cloned().unwrap();
+        reg.apply(&config);
+        let after = reg.rings.load().values().next().cloned().unwrap();
+        assert!(Arc::ptr_eq(&before, &after));
+    }
+
+    #[test]
+    fn retries_avoid_every_endpoint_already_tried() {
+        let reg = registry();
+        let b = backend(3, None);
+        applied(&reg, &[&b.b]);
+        let first = b.pick(&reg, None).unwrap();
+        let second = reg
+            .pick_retry(
+                &b.b,
+                None,
+                None,
+                std::slice::from_ref(&first.target),
+                &first,
+            )
+            .unwrap();
+        let tried = [first.target.clone(), second.target.clone()];
+        let third = reg.pick_retry(&b.b, None, None, &tried, &second).unwrap();
+        assert!(!tried.contains(&third.target));
+        let all = [tried[0].clone(), tried[1].clone(), third.target];
+        assert_eq!(reg.pick_retry(&b.b, None, None, &all, &first), None);
     }
 }

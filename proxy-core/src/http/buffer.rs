@@ -80,6 +80,19 @@ impl BufferedBody {
     pub fn len(&self) -> u64 {
         self.left
     }
+
+    /// A second copy of a body held wholly in memory and not yet read from (the chunks
+    /// are shared, not copied); `None` for one spilled to a file.
+    pub fn try_clone(&self) -> Option<Self> {
+        if self.file.is_some() {
+            return None;
+        }
+        Some(Self {
+            memory: self.memory.clone(),
+            file: None,
+            left: self.left,
+        })
+    }
 }
 
 impl Body for BufferedBody {

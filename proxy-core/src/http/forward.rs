@@ -1,5 +1,5 @@
 //! One request through the phases of [`crate::pipeline`]: route, request filters, pick,
-//! send (with one retry after a failed connect), response head, log.
+//! send (passed on to other endpoints as `proxy-next-upstream` allows), response head, log.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -18,10 +18,10 @@ use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
-use super::upstream::{Dial, SendError, Sent, UpstreamBody};
+use super::upstream::{resendable, Dial, SendError, Sent, UpstreamBody};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use super::{grpc, upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
-use crate::balance::{Choice, CookieAffinity, Target};
+use crate::balance::{Balance, Choice, Condition, CookieAffinity, KeyVars, NextUpstream, Target};
 use crate::config::{Backend, BackendId, BackendKind, BackendProtocol, Config, Timeouts};
 use crate::pipeline::client::Client;
 use crate::pipeline::errors::{self, ErrorInfo};
@@ -46,8 +46,10 @@ struct AccessLog {
     uri: http::Uri,
     status: StatusCode,
     backend: Option<BackendId>,
-    /// The endpoints tried, in order (a failed connect is retried once).
+    /// The endpoints tried, in order: the first two here, any further in `tried_more`
+    /// (only `proxy-next-upstream-tries` above 2 gets there, so it allocates then alone).
     tried: [Option<Target>; 2],
+    tried_more: Vec<Target>,
     upstream_status: Option<StatusCode>,
     /// From sending upstream to its response head.
     upstream_time: Option<Duration>,
@@ -86,6 +88,7 @@ impl AccessLog {
             status: StatusCode::OK,
             backend: None,
             tried: [None, None],
+            tried_more: Vec::new(),
             upstream_status: None,
             upstream_time: None,
             error: None,
@@ -99,8 +102,11 @@ impl AccessLog {
     }
 
     fn tried(&mut self, target: &Target) {
-        let slot = if self.tried[0].is_none() { 0 } else { 1 };
-        self.tried[slot] = Some(target.clone());
+        match &self.tried {
+            [None, _] => self.tried[0] = Some(target.clone()),
+            [Some(_), None] => self.tried[1] = Some(target.clone()),
+            _ => self.tried_more.push(target.clone()),
+        }
     }
 
     fn failed(&mut self, e: &ProxyError) {
@@ -266,6 +272,8 @@ impl Proxy {
         // nginx's `error_page` takes the upstream's answers (`proxy_intercept_errors`) and
         // its own for the upstream (502, 503, 504); a client's fault is answered as it is.
         let status = match &result {
+            // `disable-proxy-intercept-errors`: the pod's answer stands.
+            Ok(_) if pages.pass_upstream => return result,
             Ok(resp) => resp.status(),
             Err(e) if matches!(e.blame(), Blame::Upstream | Blame::Config) => e.status(),
             Err(_) => return result,
@@ -339,7 +347,30 @@ impl Proxy {
         let key = config.affinity_key.as_ref();
         // With no ready endpoint: the route's own default backend, as is.
         let mut stand_in = None;
-        let choice = match self.registry.pick(backend, affinity, key, cookie) {
+        let picked = match (&policy.balance, affinity) {
+            (Balance::RoundRobin, _) | (_, Some(_)) => {
+                self.registry.pick(backend, affinity, key, cookie)
+            }
+            // The route's balancing is for its own backend; a canary's is round robin.
+            (balance, None) if backend.id == route.backend => {
+                let hash_key = match balance {
+                    Balance::Hash(by) => by.key.expand(&KeyVars {
+                        parts: &parts,
+                        request_uri: log.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                        host: &log.host,
+                        client: ex.client.addr,
+                        scheme: match conn.info.scheme {
+                            Scheme::Http => "http",
+                            Scheme::Https => "https",
+                        },
+                    }),
+                    _ => Vec::new(),
+                };
+                self.registry.pick_balanced(backend, balance, &hash_key)
+            }
+            _ => self.registry.pick(backend, affinity, key, cookie),
+        };
+        let choice = match picked {
             Ok(choice) => choice,
             Err(none) => {
                 let own = policy
@@ -374,6 +405,10 @@ impl Proxy {
             }
         };
 
+        // Response times feed the route's own backend's scores, not a stand-in's.
+        let ewma = matches!(policy.balance, Balance::Ewma)
+            && stand_in.is_none()
+            && backend.id == route.backend;
         let client_upgrade = if upgrade.is_some() {
             match parts.extensions.remove::<ClientUpgrade>() {
                 Some(h1) => Some(upgrade::ClientSide::H1(h1)),
@@ -449,6 +484,8 @@ impl Proxy {
                     affinity,
                     timeouts,
                     dial: &dial,
+                    next_upstream: policy.next_upstream.as_ref(),
+                    ewma,
                 },
                 choice,
                 req,
@@ -581,6 +618,8 @@ impl Proxy {
             affinity: None,
             timeouts,
             dial: &Dial::Http1,
+            next_upstream: None,
+            ewma: false,
         };
         let (sent, choice) = self.send(config, to, choice, req, log).await?;
         let Sent {
@@ -603,8 +642,11 @@ impl Proxy {
         Ok(resp)
     }
 
-    /// Phase 4: sends on the picked endpoint; when the connect fails (nothing was sent),
-    /// ejects that endpoint and tries another, once.
+    /// Phase 4: sends on the picked endpoint, and passes the request on to another
+    /// endpoint (never one already tried) as `proxy-next-upstream` allows: after a failed
+    /// connect (nothing was sent) under `error`/`timeout`; after a failure or an `http_*`
+    /// answer once sent, only when the route sets the policy, the method allows it
+    /// (`non_idempotent`) and the body is held whole (none, or buffered in memory).
     async fn send(
         &self,
         config: &Config,
@@ -618,55 +660,121 @@ impl Proxy {
             affinity,
             timeouts,
             dial,
+            next_upstream,
+            ewma,
         } = to;
-        let mut retried = false;
+        let limits = next_upstream.copied().unwrap_or_default();
+        // Read only when there is a time limit to keep.
+        let started = limits.timeout.map(|_| Instant::now());
+        // Whether another try is allowed after `tries`.
+        let more = |tries: u32| {
+            limits.may_try(tries + 1)
+                && limits
+                    .timeout
+                    .zip(started)
+                    .is_none_or(|(t, s)| s.elapsed() < t)
+        };
+        let mut tries = 1u32;
+        // The endpoints already tried: allocated on the first retry only.
+        let mut tried: Vec<Target> = Vec::new();
         loop {
             log.tried(&choice.target);
+            // A copy to send again, kept only on routes that ask for resending.
+            let copy = match next_upstream {
+                Some(n) if n.resends() && n.method_allows(req.method()) => resendable(&req),
+                _ => None,
+            };
             let sent_at = Instant::now();
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
             let sent = Box::pin(self.pool.send(&choice.target, dial, timeouts, req, slow));
-            match sent.await {
+            let (error, again) = match sent.await {
                 Ok(sent) => {
-                    log.upstream_time = Some(sent_at.elapsed());
+                    let elapsed = sent_at.elapsed();
+                    log.upstream_time = Some(elapsed);
                     if sent.fresh {
                         self.registry.connect_succeeded(&backend.id, &choice.target);
                     }
-                    return Ok((sent, choice));
+                    if ewma {
+                        self.registry.observe(&backend.id, &choice.target, elapsed);
+                    }
+                    let status = sent.resp.status();
+                    let pass_on = next_upstream.is_some_and(|n| n.on_status(status)) && more(tries);
+                    let (true, Some(copy)) = (pass_on, copy) else {
+                        return Ok((sent, choice));
+                    };
+                    tried.push(choice.target.clone());
+                    let key = config.affinity_key.as_ref();
+                    let Some(next) = self
+                        .registry
+                        .pick_retry(backend, affinity, key, &tried, &choice)
+                    else {
+                        // Nowhere else to go: this answer is the client's.
+                        return Ok((sent, choice));
+                    };
+                    tracing::debug!(backend = %backend.id, answered = %choice.target,
+                        status = status.as_u16(), next = %next.target,
+                        "passing the request to another endpoint");
+                    // The answer is dropped, and its connection with it.
+                    drop(sent);
+                    choice = next;
+                    req = copy;
+                    tries += 1;
+                    continue;
                 }
                 Err(SendError {
                     error,
                     request: Some(back),
                 }) if error.retry_safe() => {
                     self.registry.connect_failed(&backend.id, &choice.target);
-                    let next = if retried {
-                        None
-                    } else {
-                        self.registry.pick_retry(
-                            backend,
-                            affinity,
-                            config.affinity_key.as_ref(),
-                            &choice.target,
-                            &choice,
-                        )
+                    let cond = match error {
+                        ProxyError::ConnectTimeout { .. } => Condition::Timeout,
+                        _ => Condition::Error,
                     };
-                    let Some(next) = next else {
+                    if !(limits.on(cond) && more(tries)) {
                         return Err(error);
-                    };
-                    tracing::debug!(backend = %backend.id, failed = %choice.target, next = %next.target,
-                        error = %error, "retrying on another endpoint");
-                    choice = next;
-                    req = back;
-                    retried = true;
+                    }
+                    (error, back)
                 }
                 Err(SendError { error, .. }) => {
                     if !matches!(error.blame(), Blame::Client) {
                         log.upstream_time = Some(sent_at.elapsed());
                     }
-                    return Err(error);
+                    let cond = match &error {
+                        ProxyError::ResponseTimeout { .. }
+                        | ProxyError::SendTimeout { .. }
+                        | ProxyError::ConnectTimeout { .. } => Some(Condition::Timeout),
+                        ProxyError::Upstream { source, .. } if source.is_parse() => {
+                            Some(Condition::InvalidHeader)
+                        }
+                        ProxyError::Upstream { .. }
+                        | ProxyError::UpstreamTls { .. }
+                        | ProxyError::Connect { .. } => Some(Condition::Error),
+                        _ => None,
+                    };
+                    match (cond, copy) {
+                        (Some(c), Some(copy)) if limits.on(c) && more(tries) => (error, copy),
+                        _ => return Err(error),
+                    }
                 }
-            }
+            };
+            tried.push(choice.target.clone());
+            let next = self.registry.pick_retry(
+                backend,
+                affinity,
+                config.affinity_key.as_ref(),
+                &tried,
+                &choice,
+            );
+            let Some(next) = next else {
+                return Err(error);
+            };
+            tracing::debug!(backend = %backend.id, failed = %choice.target,
+                next = %next.target, error = %error, "passing the request to another endpoint");
+            choice = next;
+            req = again;
+            tries += 1;
         }
     }
 
@@ -869,7 +977,7 @@ impl OnDone for AccessLog {
             }
         }
         let total = log.start.elapsed();
-        let tried = Tried(&log.tried);
+        let tried = Tried(&log.tried, &log.tried_more);
         let fields = (
             Dash(log.backend.as_ref()),
             Dash(log.upstream_status.map(|s| s.as_u16())),
@@ -913,7 +1021,11 @@ impl OnDone for AccessLog {
                 path: log.uri.path(),
                 status: log.status,
                 backend: log.backend.as_ref(),
-                endpoint: log.tried[1].as_ref().or(log.tried[0].as_ref()),
+                endpoint: log
+                    .tried_more
+                    .last()
+                    .or(log.tried[1].as_ref())
+                    .or(log.tried[0].as_ref()),
                 upstream_latency: log.upstream_time,
                 total_latency: total,
                 bytes_sent: bytes,
@@ -948,6 +1060,10 @@ struct Destination<'a> {
     affinity: Option<&'a CookieAffinity>,
     timeouts: Timeouts,
     dial: &'a Dial,
+    /// The route's `proxy-next-upstream`, if it sets one.
+    next_upstream: Option<&'a NextUpstream>,
+    /// Response times feed the backend's EWMA scores.
+    ewma: bool,
 }
 
 /// How the route's protocol reaches the pod for this request. A WebSocket upgrade
@@ -1087,14 +1203,17 @@ impl<T: fmt::Display> fmt::Display for Dash<T> {
 }
 
 /// The endpoints tried, `a, b` as nginx's `$upstream_addr`.
-struct Tried<'a>(&'a [Option<Target>; 2]);
+struct Tried<'a>(&'a [Option<Target>; 2], &'a [Target]);
 
 impl fmt::Display for Tried<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             [None, _] => f.write_str("-"),
             [Some(a), None] => a.fmt(f),
-            [Some(a), Some(b)] => write!(f, "{a}, {b}"),
+            [Some(a), Some(b)] => {
+                write!(f, "{a}, {b}")?;
+                self.1.iter().try_for_each(|t| write!(f, ", {t}"))
+            }
         }
     }
 }
@@ -1112,10 +1231,14 @@ mod tests {
         let a = Target::Addr("10.0.0.1:80".parse().unwrap());
         let b = Target::Addr("10.0.0.2:80".parse().unwrap());
         assert_eq!(
-            Tried(&[Some(a.clone()), Some(b)]).to_string(),
+            Tried(&[Some(a.clone()), Some(b.clone())], &[]).to_string(),
             "10.0.0.1:80, 10.0.0.2:80"
         );
-        assert_eq!(Tried(&[Some(a), None]).to_string(), "10.0.0.1:80");
-        assert_eq!(Tried(&[None, None]).to_string(), "-");
+        assert_eq!(
+            Tried(&[Some(a.clone()), Some(b)], std::slice::from_ref(&a)).to_string(),
+            "10.0.0.1:80, 10.0.0.2:80, 10.0.0.1:80"
+        );
+        assert_eq!(Tried(&[Some(a), None], &[]).to_string(), "10.0.0.1:80");
+        assert_eq!(Tried(&[None, None], &[]).to_string(), "-");
     }
 }

@@ -11,8 +11,9 @@
 //!   refused or broke the exchange; `504` connect or response timeout; `400` a path that
 //!   cannot be normalized or a request with both `Content-Length` and
 //!   `Transfer-Encoding` (the connection is then closed); `431` oversized heads (hyper).
-//! - A refused connect sent nothing, so the request is retried once on another ready
-//!   endpoint and the refusing endpoint is ejected for a doubling backoff. A bodiless
+//! - A refused connect sent nothing, so the request goes on to another ready endpoint
+//!   (up to the route's `proxy-next-upstream` tries, 3 by default) and the refusing
+//!   endpoint is ejected for a doubling backoff. A bodiless
 //!   idempotent request whose reused upstream connection died is replayed once.
 //! - Upstream requests keep `Host`, drop hop-by-hop headers, append the client to
 //!   `X-Forwarded-For` and set `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.

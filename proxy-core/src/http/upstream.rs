@@ -857,6 +857,28 @@ async fn connect_other(
     Ok((sender, link))
 }
 
+/// A copy of `req` to send to another endpoint once `req` has been sent: its body must
+/// be held whole (none, or buffered in memory; a streamed body is gone once sent, and a
+/// spilled one shares its file). `None` when it cannot be copied, or is an upgrade.
+pub(crate) fn resendable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+    if req.headers().contains_key(http::header::UPGRADE) {
+        return None;
+    }
+    if req.body().is_end_stream() {
+        return Some(req.clone_head());
+    }
+    let Either::Right(Either::Left(buffered)) = req.body() else {
+        return None;
+    };
+    let body = buffered.try_clone()?;
+    let mut copy = Request::new(Either::Right(Either::Left(Box::new(body))));
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    Some(copy)
+}
+
 fn replayable(req: &Request<UpstreamBody>) -> bool {
     matches!(
         *req.method(),

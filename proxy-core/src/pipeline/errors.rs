@@ -40,6 +40,10 @@ pub struct ErrorPages {
     /// its backend has no ready endpoint. `None`: the global default backend serves the
     /// error pages, and a backend without endpoints answers 503.
     pub backend: Option<BackendId>,
+    /// `disable-proxy-intercept-errors`: the pods' own answers pass as they are; only
+    /// the answers Portico makes for them (502, 503, 504) get an error page, as nginx's
+    /// `error_page` without `proxy_intercept_errors`.
+    pub pass_upstream: bool,
 }
 
 impl ErrorPages {
@@ -51,6 +55,7 @@ impl ErrorPages {
         Self {
             codes: codes.into(),
             backend,
+            pass_upstream: false,
         }
     }
 

@@ -7,8 +7,9 @@
 //!    redirect, a refusal) or let it through;
 //! 3. **pick**: the backend (the route's, or its [`Canary`]'s), then an endpoint of it,
 //!    under that backend's cookie affinity if any;
-//! 4. **send**: on a pooled or new upstream connection, with one retry on another endpoint
-//!    when the connect failed (nothing was sent), bounded by the route's [`Timeouts`];
+//! 4. **send**: on a pooled or new upstream connection, passed on to other endpoints
+//!    after a failed connect, or as the route's [`NextUpstream`] allows, bounded by the
+//!    route's [`Timeouts`];
 //! 5. **response head**: an intercepted error answered by a default backend
 //!    ([`ErrorPages`]), the affinity cookie, `Strict-Transport-Security` over HTTPS
 //!    ([`Hsts`]) and `Server` on every answer;
@@ -72,7 +73,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{Response, StatusCode};
 
-use crate::balance::CookieAffinity;
+use crate::balance::{Balance, CookieAffinity, NextUpstream};
 use crate::config::{BackendProtocol, Timeouts};
 use crate::http::{ProxyBody, ProxyError, Scheme};
 
@@ -92,6 +93,14 @@ pub struct RoutePolicy {
     pub upstream_tls: Option<Arc<str>>,
     /// Cookie session affinity: the route's requests stick to an endpoint.
     pub affinity: Option<CookieAffinity>,
+    /// How an endpoint is picked without affinity (`load-balance`, `upstream-hash-by`),
+    /// on the route's own backend (a canary's is round robin).
+    pub balance: Balance,
+    /// `proxy-next-upstream` and its companions, when the Ingress or the ConfigMap sets
+    /// them. `None`: a request goes to another endpoint only when nothing reached the
+    /// first (a failed connect), up to 3 tries, so that routes without the setting keep
+    /// no copy of their requests.
+    pub next_upstream: Option<NextUpstream>,
     /// Run in order before an endpoint is picked; the first that answers ends the request.
     pub request: Vec<RequestFilter>,
     /// Read request bodies whole before taking a pod connection

@@ -705,3 +705,72 @@ fn limit_status_codes_default_to_503() {
         assert_eq!(said[0].1, DiagnosticReason::InvalidSetting);
     }
 }
+
+#[test]
+fn upstream_selection_keys_as_ingress_nginx_reads_them() {
+    use crate::compile::annotations::IngressAnnotations;
+    use crate::compile::policy::error_pages;
+    use crate::compile::upstream::{LoadBalance, UpstreamAnnotations};
+    use proxy_core::balance::Condition;
+
+    let (s, said) = parse(&[]);
+    assert_eq!(s.upstream.load_balance, LoadBalance::RoundRobin);
+    assert!(!s.upstream.next_upstream_set && said.is_empty());
+
+    let (s, said) = parse(&[
+        ("load-balance", "ewma"),
+        ("proxy-next-upstream", "error http_503"),
+        ("proxy-next-upstream-tries", "5"),
+        ("retry-non-idempotent", "true"),
+        ("disable-proxy-intercept-errors", "true"),
+    ]);
+    assert!(said.is_empty(), "{said:?}");
+    assert_eq!(s.upstream.load_balance, LoadBalance::Ewma);
+    let defaults = s.policy_defaults();
+    let n =
+        super::super::upstream::next_upstream(&UpstreamAnnotations::default(), &defaults.upstream)
+            .expect("the ConfigMap turns it on");
+    assert!(n.on(Condition::Http503) && n.non_idempotent && n.tries == 5);
+
+    // A value ingress-nginx would refuse keeps the default, with an error.
+    let (s, said) = parse(&[
+        ("load-balance", "least_conn"),
+        ("proxy-next-upstream", "error,timeout"),
+        ("proxy-next-upstream-timeout", "5s"),
+    ]);
+    assert_eq!(s.upstream, UpstreamDefaults::default());
+    assert_eq!(said.len(), 3, "{said:?}");
+    assert!(said
+        .iter()
+        .all(|(_, r, sev)| *r == DiagnosticReason::InvalidSetting && *sev == Severity::Error));
+
+    // disable-proxy-intercept-errors: the annotation counts only beside the Ingress's own
+    // custom-http-errors; otherwise the ConfigMap's key decides.
+    let (global_off, _) = parse(&[("custom-http-errors", "503")]);
+    let (global_on, _) = parse(&[
+        ("custom-http-errors", "503"),
+        ("disable-proxy-intercept-errors", "true"),
+    ]);
+    let ann = |codes: Option<Vec<u16>>, disable: Option<bool>| IngressAnnotations {
+        custom_http_errors: codes,
+        upstream: UpstreamAnnotations {
+            disable_intercept: disable,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let pass = |a: &IngressAnnotations, g: &GlobalSettings| {
+        error_pages(a, &g.policy_defaults()).map(|p| p.pass_upstream)
+    };
+    assert_eq!(pass(&ann(None, Some(true)), &global_off), Some(false));
+    assert_eq!(
+        pass(&ann(Some(vec![404]), Some(true)), &global_off),
+        Some(true)
+    );
+    assert_eq!(pass(&ann(None, None), &global_on), Some(true));
+    assert_eq!(
+        pass(&ann(Some(vec![404]), Some(false)), &global_on),
+        Some(false)
+    );
+    assert_eq!(pass(&ann(Some(vec![404]), None), &global_on), Some(true));
+}
