@@ -153,6 +153,10 @@ pub struct Config {
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
+    /// `ssl-passthrough` (with `--enable-ssl-passthrough`): TLS connections whose SNI is
+    /// one of these hosts (lowercase, exact) go undecrypted to the backend's pods. Each
+    /// backend is in `backends`.
+    pub passthrough: HashMap<Arc<str>, BackendId>,
     /// Settings that apply to every request, from the controller's global settings.
     pub settings: ProxySettings,
     /// Key for affinity cookies, shared by every replica; `None` uses the proxy's own.

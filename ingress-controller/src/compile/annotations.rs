@@ -82,6 +82,7 @@ const CORS_ALLOW_HEADERS: &str = "cors-allow-headers";
 const CORS_EXPOSE_HEADERS: &str = "cors-expose-headers";
 const CORS_ALLOW_CREDENTIALS: &str = "cors-allow-credentials";
 const CORS_MAX_AGE: &str = "cors-max-age";
+const SSL_PASSTHROUGH: &str = "ssl-passthrough";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -148,6 +149,7 @@ const KNOWN: &[&str] = &[
     CORS_EXPOSE_HEADERS,
     CORS_ALLOW_CREDENTIALS,
     CORS_MAX_AGE,
+    SSL_PASSTHROUGH,
 ];
 
 /// The keys that shape CORS, meaningless without `enable-cors: "true"`.
@@ -298,6 +300,9 @@ pub struct IngressAnnotations {
     pub cors: Option<Cors>,
     /// Source ranges, basic auth, and the security keys that refuse the paths.
     pub security: SecurityAnnotations,
+    /// `ssl-passthrough`: TLS connections for the Ingress's hosts go undecrypted to the
+    /// backend of their `/` path (with `--enable-ssl-passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// `proxy-ssl-*`, in force only beside `proxy-ssl-secret`, as in ingress-nginx (whose
@@ -833,6 +838,7 @@ pub fn parse(
         out.proxy_ssl = Some(r.proxy_ssl());
     }
     out.cors = r.cors();
+    out.ssl_passthrough = r.get(SSL_PASSTHROUGH, parse_bool).unwrap_or(false);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {

@@ -32,6 +32,7 @@ mod gateway;
 mod headers;
 mod hosts;
 mod l4;
+mod passthrough;
 mod policy;
 mod security;
 mod settings;
@@ -97,6 +98,8 @@ pub struct CompileOptions {
     pub replica_service: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
+    /// `--enable-ssl-passthrough`: honour the `ssl-passthrough` annotation.
+    pub enable_ssl_passthrough: bool,
 }
 
 impl Default for CompileOptions {
@@ -114,6 +117,7 @@ impl Default for CompileOptions {
             explain_unowned: false,
             replica_service: None,
             generation: 0,
+            enable_ssl_passthrough: false,
         }
     }
 }
@@ -351,7 +355,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             .entry(backend.id.clone())
             .or_insert_with(|| Arc::new(backend));
     }
-    let config = Config {
+    let mut config = Config {
         generation: opts.generation,
         routes: RouteTable::from_hosts(
             cache
@@ -380,7 +384,14 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         digest_credentials,
         affinity_key: affinity_key.map(AffinityKey::new),
         replicas: replicas(store, opts.replica_service.as_ref()),
+        passthrough: Default::default(),
     };
+    config.passthrough = passthrough::passthrough_hosts(
+        &update.fragments,
+        &config.routes,
+        opts.enable_ssl_passthrough,
+        &mut diags,
+    );
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
