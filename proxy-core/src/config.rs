@@ -13,7 +13,9 @@ use crate::balance::{AffinityKey, Target};
 use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders};
+use crate::pipeline::{
+    AuthProxyHeaders, ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders,
+};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -149,6 +151,10 @@ pub struct Config {
     pub credentials: Credentials,
     /// Digest auth: the htdigest user lists routes name, as `credentials`.
     pub digest_credentials: DigestCredentials,
+    /// `auth-proxy-set-headers` (and the ConfigMap's `global-auth-proxy-set-headers`):
+    /// the fields of each ConfigMap external auth names, by `namespace/name`, validated.
+    /// An auth naming one that is not here refuses its requests (503).
+    pub auth_proxy_set_headers: HashMap<Arc<str>, Arc<AuthProxyHeaders>>,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

@@ -1497,15 +1497,16 @@ mod tests {
                     "metadata.annotations"
                 ),
                 // Security keys fail closed instead: the auth-snippet's authentication
-                // cannot be honoured, and auth-proxy-set-headers is not implemented.
+                // cannot be honoured. auth-proxy-set-headers does nothing without
+                // auth-url, and says so.
                 (
                     DiagnosticReason::SecurityRefused,
                     Severity::Error,
                     "metadata.annotations[\"portico.dev/auth-snippet\"]"
                 ),
                 (
-                    DiagnosticReason::SecurityRefused,
-                    Severity::Error,
+                    DiagnosticReason::InvalidAnnotation,
+                    Severity::Warning,
                     "metadata.annotations[\"nginx.ingress.kubernetes.io/auth-proxy-set-headers\"]"
                 ),
             ]

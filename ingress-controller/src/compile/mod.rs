@@ -382,6 +382,15 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags),
         credentials,
         digest_credentials,
+        auth_proxy_set_headers: security::auth_proxy_set_headers(
+            store,
+            &update.fragments,
+            match (&settings.global_auth, opts.configmap.as_ref()) {
+                (policy::GlobalAuth::On(auth), Some(key)) => Some((&**auth, key)),
+                _ => None,
+            },
+            &mut diags,
+        ),
         affinity_key: affinity_key.map(AffinityKey::new),
         replicas: replicas(store, opts.replica_service.as_ref()),
         passthrough: Default::default(),
