@@ -98,6 +98,9 @@ async fn tls_pod() -> TlsPod {
     TlsPod { addr, task }
 }
 
+/// A passthrough host whose Service does not exist: no endpoint to go to.
+const DOWN_HOST: &str = "down.example.com";
+
 fn passthrough_ingress(annotation: Option<&str>) -> String {
     let annotations = match annotation {
         Some(key) => format!("  annotations:\n    {key}: \"true\"\n"),
@@ -132,6 +135,12 @@ fn write_manifests(dir: &Path, pod: &TlsPod, web: &Backend, annotation: Option<&
     let mut text = INGRESS_CLASS_YAML.to_owned();
     text.push_str(&service_yaml("tlsapp", &[pod.addr]));
     text.push_str(&passthrough_ingress(annotation));
+    text.push_str(
+        &passthrough_ingress(annotation)
+            .replace("name: pass\n", "name: down\n")
+            .replace(PASS_HOST, DOWN_HOST)
+            .replace("name: tlsapp", "name: gone"),
+    );
     text.push_str(&service_yaml("web", &[web.addr]));
     text.push_str(&format!(
         "---
@@ -269,7 +278,7 @@ async fn passthrough_host_reaches_the_pod_with_its_own_certificate() {
         &web,
         Some("nginx.ingress.kubernetes.io/ssl-passthrough"),
     );
-    let mut ctl = Controller::start(dir.path(), &[]);
+    let mut ctl = Controller::start(dir.path(), &["--enable-ssl-passthrough"]);
     ctl.wait_ready().await;
     let https = ctl.https;
 
@@ -315,6 +324,29 @@ async fn passthrough_host_reaches_the_pod_with_its_own_certificate() {
         .unwrap_or_else(|| panic!("no passthrough series:\n{metrics}"));
     let count: f64 = forwarded.rsplit(' ').next().unwrap().parse().unwrap();
     assert!(count >= 3.0, "{forwarded}");
+
+    // A passthrough host without a ready endpoint: the connection is closed (there is
+    // no TLS to answer with), counted and logged.
+    assert!(body_for(https, DOWN_HOST, &[]).await.is_err());
+    let c = &ctl;
+    until(
+        c,
+        "the refused passthrough connection counted",
+        || async move {
+            let metrics = c.metrics().await;
+            metrics
+                .lines()
+                .any(|l| {
+                    l.starts_with("portico_ssl_passthrough_connections_total{")
+                        && l.contains("host=\"down.example.com\"")
+                        && l.contains("outcome=\"no_endpoint\"")
+                })
+                .then_some(())
+                .ok_or(metrics)
+        },
+    )
+    .await;
+    assert!(ctl.logs().contains("ssl-passthrough connection closed"));
 
     // The annotation taken away: new connections are terminated by Portico.
     write_manifests(dir.path(), &pod, &web, None);
