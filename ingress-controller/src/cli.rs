@@ -108,6 +108,13 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WATCH_INGRESS_WITHOUT_CLASS")]
     pub watch_ingress_without_class: bool,
 
+    /// Honour the ssl-passthrough annotation, as ingress-nginx's flag of the same name:
+    /// a TLS connection on --https-addr whose server name (SNI) is the host of such an
+    /// Ingress goes undecrypted to the backend of its "/" path; every other connection
+    /// is terminated here as before. Without it the annotation is reported and ignored.
+    #[arg(long, env = "PORTICO_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
+
     /// Answer DNS queries for Services on this address (UDP and TCP), as cluster DNS
     /// does: A/AAAA for SVC.NS.svc.ZONE (the clusterIP, or a headless Service's ready
     /// endpoints), HOSTNAME.SVC.NS.svc.ZONE, SRV _PORT._PROTO.SVC.NS.svc.ZONE for named
@@ -318,6 +325,7 @@ mod tests {
         assert!(!args.service_proxy);
         assert!(args.configmap.is_none());
         assert!(!args.watch_ingress_without_class);
+        assert!(!args.enable_ssl_passthrough);
         assert_eq!(args.dns_addr, None);
         assert_eq!(args.cluster_domain, "cluster.local");
     }

@@ -16,6 +16,7 @@ use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::compile::Compiled;
+use crate::passthrough::{self, PassthroughMetrics, Step};
 
 /// How long a client has to complete the TLS handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,6 +40,7 @@ struct FailureLabels {
 pub struct TlsMetrics {
     expiry: Family<CertLabels, Gauge>,
     handshake_failures: Family<FailureLabels, Counter>,
+    passthrough: PassthroughMetrics,
 }
 
 impl TlsMetrics {
@@ -53,6 +55,7 @@ impl TlsMetrics {
             "TLS handshakes that failed or timed out, by reason",
             self.handshake_failures.clone(),
         );
+        self.passthrough.register(registry);
     }
 
     fn certificates(&self, store: &tls::CertStore) {
@@ -151,6 +154,7 @@ impl Https {
     ) {
         let stop = async move { shutdown.triggered().await };
         let metrics = self.metrics.clone();
+        let prelude_metrics = self.metrics.clone();
         let prelude_proxy = proxy.clone();
         tls::serve_observed(
             listener,
@@ -176,11 +180,25 @@ impl Https {
             // Over the connection caps: closed before the handshake costs anything.
             move |tcp: TcpStream, remote: SocketAddr| {
                 let proxy = prelude_proxy.clone();
+                let metrics = prelude_metrics.clone();
                 async move {
                     let permit = proxy.admit(remote)?;
                     let (tcp, proxied) = proxy.proxy_protocol(tcp, remote).await?;
-                    let permit = proxy.admit_client(permit, proxied.unwrap_or(remote))?;
-                    Some((tcp, (proxied, permit)))
+                    let client = proxied.unwrap_or(remote);
+                    let permit = proxy.admit_client(permit, client)?;
+                    // ssl-passthrough hosts leave here, holding the permit meanwhile.
+                    match passthrough::step(
+                        &proxy,
+                        tcp,
+                        client,
+                        handshake_timeout,
+                        &metrics.passthrough,
+                    )
+                    .await
+                    {
+                        Step::Terminate(tcp) => Some((tcp, (proxied, permit))),
+                        Step::Done => None,
+                    }
                 }
             },
         )

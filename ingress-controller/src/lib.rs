@@ -13,6 +13,7 @@ pub mod gateway_api;
 pub mod https;
 pub mod leader;
 pub mod metrics;
+pub mod passthrough;
 pub mod process_metrics;
 pub mod publish;
 pub mod service_proxy;

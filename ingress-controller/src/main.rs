@@ -181,6 +181,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .and_then(|s| s.split_once('/'))
             .map(|(ns, name)| ObjectKey::new(ns, name)),
         generation: 0,
+        enable_ssl_passthrough: args.enable_ssl_passthrough,
     };
     let mut publisher = Publisher::new(
         store.clone(),

@@ -456,8 +456,13 @@ async fn global_auth_guards_every_ingress_but_those_that_opt_out() {
         "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: portico\ndata:\n  \
          global-auth-url: \"http://{plain}/global\"\n  \
          global-auth-response-headers: \"X-Auth-Request-User\"\n  \
-         global-auth-signin: \"https://login.example.com/start\"\n"
+         global-auth-signin: \"https://login.example.com/start\"\n  \
+         global-auth-proxy-set-headers: \"default/global-headers\"\n"
     ));
+    text.push_str(
+        "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: global-headers\ndata:\n  \
+         X-Global-Auth: \"from $host\"\n",
+    );
     std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
     let mut ctl = Controller::start(dir.path(), &["--configmap", "default/portico"]);
     ctl.wait_ready().await;
@@ -475,6 +480,11 @@ async fn global_auth_guards_every_ingress_but_those_that_opt_out() {
         Some("https://login.example.com/start?rd=http://guarded.example.com%2Fx")
     );
     assert_eq!(last(&log).target, "/global");
+    // global-auth-proxy-set-headers: the ConfigMap's fields, expanded.
+    assert_eq!(
+        last(&log).header("x-global-auth"),
+        Some("from guarded.example.com")
+    );
     let a = send(
         addr,
         "GET",
@@ -505,6 +515,113 @@ async fn global_auth_guards_every_ingress_but_those_that_opt_out() {
     let a = send(addr, "GET", "own.example.com", "/", &[], "").await;
     assert_eq!(a.status, 401);
     assert_eq!(last(&log).target, "/own");
+    assert_eq!(last(&log).header("x-global-auth"), None);
+}
+
+fn configmap(name: &str, data: &[(&str, &str)]) -> String {
+    let mut out =
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n");
+    for (k, v) in data {
+        out.push_str(&format!("  {k}: \"{v}\"\n"));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_proxy_set_headers_reach_the_service_or_refuse_the_paths() {
+    let web = Backend::start("web").await;
+    let log: Log = Arc::default();
+    let (plain, _) = auth_service(log.clone()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("web", &[web.addr]));
+    let url = format!("http://{plain}/check");
+    for (name, headers) in [
+        ("hdrs", "default/auth-headers"),
+        // A bare name: ingress-nginx finds no ConfigMap by it.
+        ("bare", "auth-headers"),
+        ("missing", "default/nope"),
+        ("bad", "default/bad-headers"),
+    ] {
+        text.push_str(&annotated(
+            name,
+            &format!("{name}.example.com"),
+            &[
+                ("auth-url", url.clone()),
+                ("auth-proxy-set-headers", headers.to_owned()),
+            ],
+        ));
+    }
+    text.push_str(&ingress_yaml("open", "open.example.com", "/", "web"));
+    std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        configmap("bad-headers", &[("Bad Header", "1")]),
+    )
+    .unwrap();
+    let headers = |custom: &str| {
+        configmap(
+            "auth-headers",
+            &[
+                ("My-Custom-Header", custom),
+                ("X-Client", "$remote_addr"),
+                ("X-Sent-From", "portico-test"),
+            ],
+        )
+    };
+    write_atomic(dir.path(), "headers.yaml", &headers("42"));
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "open.example.com", "/", FOLLOW, |s, _| s == 200).await;
+    let addr = ctl.http;
+    let good = [("Cookie", "session=good")];
+
+    let a = send(addr, "GET", "hdrs.example.com", "/x", &good, "").await;
+    assert_eq!((a.status, a.body.as_str()), (200, "web /x"));
+    let seen = last(&log);
+    assert_eq!(seen.header("my-custom-header"), Some("42"));
+    assert_eq!(seen.header("x-client"), Some("127.0.0.1"));
+    // The ConfigMap's field replaces Portico's own of the same name.
+    assert_eq!(seen.header("x-sent-from"), Some("portico-test"));
+
+    // Unusable: the paths answer 503 and the service is not asked.
+    let asked = log.lock().unwrap().len();
+    for host in ["bare", "missing", "bad"] {
+        let a = send(addr, "GET", &format!("{host}.example.com"), "/", &good, "").await;
+        assert_eq!(a.status, 503, "{host}: {}", a.body);
+    }
+    assert_eq!(log.lock().unwrap().len(), asked);
+    for (ingress, why) in [
+        ("default/bare", "namespace/name"),
+        ("default/missing", "does not exist"),
+        ("default/bad", "not a header name"),
+    ] {
+        assert!(
+            ctl.logs().lines().any(|l| l.contains(ingress)
+                && l.contains("auth-proxy-set-headers")
+                && l.contains(why)),
+            "no diagnostic for {ingress}:\n{}",
+            ctl.logs()
+        );
+    }
+
+    // An edit of the ConfigMap applies without the Ingress changing.
+    write_atomic(dir.path(), "headers.yaml", &headers("43"));
+    let deadline = std::time::Instant::now() + FOLLOW;
+    loop {
+        send(addr, "GET", "hdrs.example.com", "/", &good, "").await;
+        if last(&log).header("my-custom-header") == Some("43") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the edit never applied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // And its removal refuses the paths.
+    std::fs::remove_file(dir.path().join("headers.yaml")).unwrap();
+    wait_for(addr, "hdrs.example.com", "/", FOLLOW, |s, _| s == 503).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

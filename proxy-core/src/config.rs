@@ -13,7 +13,9 @@ use crate::balance::{AffinityKey, RingKey, Target};
 use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders};
+use crate::pipeline::{
+    AuthProxyHeaders, ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders,
+};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -155,8 +157,16 @@ pub struct Config {
     /// The consistent-hash rings routes with `upstream-hash-by` look endpoints up on,
     /// built when the configuration is published (sorted, each once).
     pub hash_rings: Vec<RingKey>,
+    /// `auth-proxy-set-headers` (and the ConfigMap's `global-auth-proxy-set-headers`):
+    /// the fields of each ConfigMap external auth names, by `namespace/name`, validated.
+    /// An auth naming one that is not here refuses its requests (503).
+    pub auth_proxy_set_headers: HashMap<Arc<str>, Arc<AuthProxyHeaders>>,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
+    /// `ssl-passthrough` (with `--enable-ssl-passthrough`): TLS connections whose SNI is
+    /// one of these hosts (lowercase, exact) go undecrypted to the backend's pods. Each
+    /// backend is in `backends`.
+    pub passthrough: HashMap<Arc<str>, BackendId>,
     /// Settings that apply to every request, from the controller's global settings.
     pub settings: ProxySettings,
     /// Key for affinity cookies, shared by every replica; `None` uses the proxy's own.

@@ -6,6 +6,7 @@
 //! [`CertResolver`] holds the current store and is swapped on each rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
 //! and [`serve`] runs the accept loop for a listener.
 
+mod client_hello;
 mod diagnostic;
 mod listener;
 mod policy;
@@ -16,6 +17,7 @@ mod serving;
 mod store;
 mod upstream;
 
+pub use client_hello::{peek_server_name, PeekError, ServerNameSniffer, Sniffed, MAX_PEEK};
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
 pub use listener::{serve, serve_observed, TlsConnection};
 pub use policy::{cipher_suite, server_config_with, AcceptorSource, SwappableAcceptor, TlsPolicy};

@@ -95,6 +95,7 @@ const PROXY_NEXT_UPSTREAM: &str = "proxy-next-upstream";
 const PROXY_NEXT_UPSTREAM_TRIES: &str = "proxy-next-upstream-tries";
 const PROXY_NEXT_UPSTREAM_TIMEOUT: &str = "proxy-next-upstream-timeout";
 const DISABLE_PROXY_INTERCEPT_ERRORS: &str = "disable-proxy-intercept-errors";
+const SSL_PASSTHROUGH: &str = "ssl-passthrough";
 
 /// The port a Service named without one is reached on: its first, as ingress-nginx
 /// takes the first port of a `default-backend` Service (and of
@@ -170,6 +171,7 @@ const KNOWN: &[&str] = &[
     PROXY_NEXT_UPSTREAM_TRIES,
     PROXY_NEXT_UPSTREAM_TIMEOUT,
     DISABLE_PROXY_INTERCEPT_ERRORS,
+    SSL_PASSTHROUGH,
 ];
 
 /// The keys that shape CORS, meaningless without `enable-cors: "true"`.
@@ -323,6 +325,9 @@ pub struct IngressAnnotations {
     /// `service-upstream`, `load-balance`, `upstream-hash-by*`, `proxy-next-upstream*`,
     /// `disable-proxy-intercept-errors`.
     pub upstream: UpstreamAnnotations,
+    /// `ssl-passthrough`: TLS connections for the Ingress's hosts go undecrypted to the
+    /// backend of their `/` path (with `--enable-ssl-passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// `proxy-ssl-*`, in force only beside `proxy-ssl-secret`, as in ingress-nginx (whose
@@ -900,6 +905,7 @@ pub fn parse(
     }
     out.cors = r.cors();
     out.upstream = r.upstream();
+    out.ssl_passthrough = r.get(SSL_PASSTHROUGH, parse_bool).unwrap_or(false);
     if r.get(AFFINITY, parse_affinity).is_some() {
         let mut a = CookieAffinity::default();
         if let Some(v) = r.get(AFFINITY_MODE, parse_mode) {
@@ -1558,15 +1564,16 @@ mod tests {
                     "metadata.annotations"
                 ),
                 // Security keys fail closed instead: the auth-snippet's authentication
-                // cannot be honoured, and auth-proxy-set-headers is not implemented.
+                // cannot be honoured. auth-proxy-set-headers does nothing without
+                // auth-url, and says so.
                 (
                     DiagnosticReason::SecurityRefused,
                     Severity::Error,
                     "metadata.annotations[\"portico.dev/auth-snippet\"]"
                 ),
                 (
-                    DiagnosticReason::SecurityRefused,
-                    Severity::Error,
+                    DiagnosticReason::InvalidAnnotation,
+                    Severity::Warning,
                     "metadata.annotations[\"nginx.ingress.kubernetes.io/auth-proxy-set-headers\"]"
                 ),
             ]

@@ -15,7 +15,7 @@ use crate::store::{Kind, ObjectKey, Store};
 
 /// Request fields `proxy-set-headers` may not set: they frame the request or belong to
 /// one hop, and Portico sets them itself.
-const RESERVED: [HeaderName; 9] = [
+pub(super) const RESERVED: [HeaderName; 9] = [
     header::HOST,
     header::CONTENT_LENGTH,
     header::TRANSFER_ENCODING,

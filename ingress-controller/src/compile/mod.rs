@@ -32,6 +32,7 @@ mod gateway;
 mod headers;
 mod hosts;
 mod l4;
+mod passthrough;
 mod policy;
 mod security;
 mod settings;
@@ -98,6 +99,8 @@ pub struct CompileOptions {
     pub replica_service: Option<ObjectKey>,
     /// Copied into [`Config::generation`].
     pub generation: u64,
+    /// `--enable-ssl-passthrough`: honour the `ssl-passthrough` annotation.
+    pub enable_ssl_passthrough: bool,
 }
 
 impl Default for CompileOptions {
@@ -115,6 +118,7 @@ impl Default for CompileOptions {
             explain_unowned: false,
             replica_service: None,
             generation: 0,
+            enable_ssl_passthrough: false,
         }
     }
 }
@@ -370,7 +374,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     } else {
         Vec::new()
     };
-    let config = Config {
+    let mut config = Config {
         generation: opts.generation,
         routes,
         hash_rings,
@@ -391,9 +395,25 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags),
         credentials,
         digest_credentials,
+        auth_proxy_set_headers: security::auth_proxy_set_headers(
+            store,
+            &update.fragments,
+            match (&settings.global_auth, opts.configmap.as_ref()) {
+                (policy::GlobalAuth::On(auth), Some(key)) => Some((&**auth, key)),
+                _ => None,
+            },
+            &mut diags,
+        ),
         affinity_key: affinity_key.map(AffinityKey::new),
         replicas: replicas(store, opts.replica_service.as_ref()),
+        passthrough: Default::default(),
     };
+    config.passthrough = passthrough::passthrough_hosts(
+        &update.fragments,
+        &config.routes,
+        opts.enable_ssl_passthrough,
+        &mut diags,
+    );
     let default_cert = opts.default_certificate.as_ref().and_then(|k| {
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });

@@ -620,6 +620,7 @@ mod tests {
             response_headers: vec![],
             always_set_cookie: false,
             cache: None,
+            proxy_set_headers: None,
         }));
         let p = route_policy(&ext, &defaults, false, "/", None);
         assert!(
@@ -699,6 +700,7 @@ mod tests {
             response_headers: vec![],
             always_set_cookie: false,
             cache: None,
+            proxy_set_headers: None,
         });
         let defaults = PolicyDefaults {
             global_auth: GlobalAuth::On(global.clone()),

@@ -14,8 +14,8 @@ use std::sync::Arc;
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
 use proxy_core::pipeline::{
-    parse_cache_duration, signin_url, AuthCache, Credentials, DigestCredentials, ExternalAuth,
-    Htdigest, Htpasswd, Template,
+    parse_cache_duration, signin_url, AuthCache, AuthProxyHeaders, Credentials, DigestCredentials,
+    ExternalAuth, Htdigest, Htpasswd, Template,
 };
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
@@ -54,6 +54,7 @@ const AUTH_RESPONSE_HEADERS: &str = "auth-response-headers";
 const AUTH_ALWAYS_SET_COOKIE: &str = "auth-always-set-cookie";
 const AUTH_CACHE_KEY: &str = "auth-cache-key";
 const AUTH_CACHE_DURATION: &str = "auth-cache-duration";
+const AUTH_PROXY_SET_HEADERS: &str = "auth-proxy-set-headers";
 /// The keys that modify `auth-url` and mean nothing without it.
 const AUTH_URL_MODIFIERS: &[&str] = &[
     AUTH_METHOD,
@@ -64,6 +65,7 @@ const AUTH_URL_MODIFIERS: &[&str] = &[
     AUTH_ALWAYS_SET_COOKIE,
     AUTH_CACHE_KEY,
     AUTH_CACHE_DURATION,
+    AUTH_PROXY_SET_HEADERS,
 ];
 
 /// The security keys Portico reads here.
@@ -92,6 +94,7 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_ALWAYS_SET_COOKIE,
     AUTH_CACHE_KEY,
     AUTH_CACHE_DURATION,
+    AUTH_PROXY_SET_HEADERS,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -109,8 +112,6 @@ pub enum Asks {
 /// alone they ask for nothing, and beside one of these the paths are refused anyway.
 const GUARDS: &[(&str, Asks)] = &[
     ("auth-snippet", Asks::Always),
-    // Headers the auth service may need to grant access: not sent, so not served.
-    ("auth-proxy-set-headers", Asks::Always),
     ("auth-tls-secret", Asks::Always),
     ("auth-tls-verify-client", Asks::Unless(&["off"])),
     ("auth-tls-match-cn", Asks::Always),
@@ -128,8 +129,6 @@ const GUARDS: &[(&str, Asks)] = &[
 /// The ConfigMap's settings that restrict access on every path and that Portico does not
 /// implement (yet): each, when it asks for protection, refuses every path.
 pub const GLOBAL_GUARDS: &[(&str, Asks)] = &[
-    // Headers the auth service may need: not sent, so not served.
-    ("global-auth-proxy-set-headers", Asks::Unless(&[""])),
     ("global-auth-snippet", Asks::Unless(&[""])),
     (
         "enable-modsecurity",
@@ -459,6 +458,18 @@ impl Reader<'_> {
             |name| lookup(annotations, name),
             |full, why| refusals.push((full.to_owned(), why.to_owned())),
         );
+        // As ingress-nginx without `allow-cross-namespace-resources` (its default).
+        let namespace = format!("{}/", self.key.namespace);
+        if let Some(key) = auth.as_ref().and_then(|a| a.proxy_set_headers.as_deref()) {
+            if !key.starts_with(&namespace) {
+                if let Some((full, _)) = lookup(annotations, AUTH_PROXY_SET_HEADERS) {
+                    refusals.push((
+                        full.to_owned(),
+                        format!("ConfigMap {key} is in another namespace than the Ingress; only its own namespace's are used"),
+                    ));
+                }
+            }
+        }
         for (full, why) in refusals {
             self.refuse(&full, &why);
         }
@@ -690,6 +701,19 @@ pub fn external_auth_from<'a>(
             }
         }
     };
+    // A ConfigMap as `namespace/name`: ingress-nginx looks the value up as a store key,
+    // so a bare name finds nothing there and the location is denied; so here.
+    let proxy_set_headers = match get(AUTH_PROXY_SET_HEADERS) {
+        None | Some((_, "")) => None,
+        Some((full, v)) => match super::annotations::parse_configmap_ref(v.trim()) {
+            Ok(k) => Some(Arc::from(k.to_string())),
+            Err(expected) => {
+                refuse(full, &format!("{v:?} is not {expected}"));
+                ok = false;
+                None
+            }
+        },
+    };
     let url = url.filter(|_| ok)?;
     Some(Arc::new(ExternalAuth {
         url,
@@ -699,6 +723,7 @@ pub fn external_auth_from<'a>(
         response_headers,
         always_set_cookie,
         cache,
+        proxy_set_headers,
     }))
 }
 
@@ -726,6 +751,7 @@ pub const GLOBAL_AUTH_KEYS: &[&str] = &[
     "global-auth-always-set-cookie",
     "global-auth-cache-key",
     "global-auth-cache-duration",
+    "global-auth-proxy-set-headers",
 ];
 
 /// ingress-nginx's `URLIsValidRegex`: letters, digits and `-._~/:,?&=`.
@@ -847,6 +873,113 @@ fn parse_realm(v: &str) -> Result<String, String> {
             "{v:?} is not a realm of visible ASCII characters and spaces without \" or \\"
         ))
     }
+}
+
+/// The `auth-proxy-set-headers` ConfigMaps that Ingresses of ours (canaries and refused
+/// ones aside) and the global auth (`global`, from the settings ConfigMap `settings_key`)
+/// name, by `namespace/name`, as ingress-nginx's parser accepts them: the ConfigMap
+/// exists and every field name is of letters, digits, `-` and `_`. Portico also needs
+/// each value to be a header value whose `$` variables it expands, and refuses the
+/// framing fields (`Host`, `Content-Length`, ...). A ConfigMap that fails is reported on
+/// each object naming it and left out, so their auth requests answer 503 (ingress-nginx
+/// denies the location).
+pub fn auth_proxy_set_headers(
+    store: &Store,
+    fragments: &[Arc<Fragment>],
+    global: Option<(&ExternalAuth, &ObjectKey)>,
+    diags: &mut Vec<Diagnostic>,
+) -> HashMap<Arc<str>, Arc<AuthProxyHeaders>> {
+    let mut out = HashMap::new();
+    let mut judged: HashMap<Arc<str>, Result<(), String>> = HashMap::new();
+    let mut judge = |key: &Arc<str>, out: &mut HashMap<Arc<str>, Arc<AuthProxyHeaders>>| {
+        judged
+            .entry(key.clone())
+            .or_insert_with(|| {
+                let headers = read_auth_headers(store, key)?;
+                out.insert(key.clone(), Arc::new(headers));
+                Ok(())
+            })
+            .clone()
+    };
+    for f in fragments {
+        if f.ann.canary.is_some() || !f.ann.security.refused.is_empty() {
+            continue;
+        }
+        let Some(key) = f
+            .ann
+            .security
+            .external_auth
+            .as_ref()
+            .and_then(|a| a.proxy_set_headers.as_ref())
+        else {
+            continue;
+        };
+        if let Err(why) = judge(key, &mut out) {
+            let full = lookup(
+                f.ingress
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .unwrap_or(&BTreeMap::new()),
+                AUTH_PROXY_SET_HEADERS,
+            )
+            .map(|(k, _)| k.to_owned())
+            .unwrap_or_else(|| AUTH_PROXY_SET_HEADERS.to_owned());
+            diags.push(Diagnostic::error(
+                Kind::Ingress,
+                &f.key,
+                format!("metadata.annotations[{full:?}]"),
+                DiagnosticReason::SecurityRefused,
+                format!("annotation {full}: ConfigMap {key}: {why}; the Ingress's paths answer 503 until it is fixed"),
+            ));
+        }
+    }
+    if let Some((auth, settings_key)) = global {
+        if let Some(key) = &auth.proxy_set_headers {
+            if let Err(why) = judge(key, &mut out) {
+                diags.push(Diagnostic::error(
+                    Kind::ConfigMap,
+                    settings_key,
+                    "data[\"global-auth-proxy-set-headers\"]",
+                    DiagnosticReason::SecurityRefused,
+                    format!("key global-auth-proxy-set-headers: ConfigMap {key}: {why}; every path the global auth guards answers 503 until it is fixed"),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// One `auth-proxy-set-headers` ConfigMap, judged whole.
+fn read_auth_headers(store: &Store, key: &str) -> Result<AuthProxyHeaders, String> {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    let cm = store
+        .config_maps
+        .get(&ObjectKey::new(ns, name))
+        .ok_or_else(|| "it does not exist".to_owned())?;
+    let mut out = Vec::new();
+    for (name, value) in cm.data.iter().flatten() {
+        // ingress-nginx's `^[a-zA-Z\d\-_]+$`.
+        let valid = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        let header = HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .filter(|_| valid)
+            .ok_or_else(|| format!("{name:?} is not a header name of letters, digits, - and _"))?;
+        if super::headers::RESERVED.contains(&header) {
+            return Err(format!(
+                "{name} frames the request or belongs to one hop; Portico sets it itself"
+            ));
+        }
+        // Control characters cannot be sent; `$` variables are expanded per request.
+        HeaderValue::from_str(value)
+            .map_err(|_| format!("header {name} has a value that cannot be a header value"))?;
+        let value = Template::parse(value).map_err(|e| format!("header {name}: {e}"))?;
+        out.push((header, value));
+    }
+    Ok(AuthProxyHeaders(out))
 }
 
 /// The user lists of the auth Secrets that Ingresses of ours name (canaries aside:
@@ -1053,10 +1186,6 @@ mod tests {
     #[test]
     fn unimplemented_guards_refuse_unless_they_ask_for_nothing() {
         for (key, value) in [
-            (
-                "nginx.ingress.kubernetes.io/auth-proxy-set-headers",
-                "default/auth-headers",
-            ),
             ("portico.dev/auth-tls-secret", "default/ca"),
             ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
             ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
@@ -1225,6 +1354,69 @@ mod tests {
         let (s, d) = read(&[(&n("auth-secret"), "basic-auth")]);
         assert!(s.basic_auth.is_none() && s.refused.is_empty());
         assert_eq!(d[0].reason, DiagnosticReason::InvalidAnnotation);
+    }
+
+    #[test]
+    fn auth_proxy_set_headers_names_a_configmap_of_the_ingress_namespace() {
+        let n = |k: &str| format!("{NGINX_PREFIX}{k}");
+        let url = (n("auth-url"), "http://auth/check");
+        let (s, d) = read(&[
+            (&url.0, url.1),
+            (&n("auth-proxy-set-headers"), "default/auth-headers"),
+        ]);
+        assert!(d.is_empty() && s.refused.is_empty(), "{d:?}");
+        let a = s.external_auth.expect("external auth");
+        assert_eq!(a.proxy_set_headers.as_deref(), Some("default/auth-headers"));
+        // A bare name (ingress-nginx finds no ConfigMap by it), another namespace, or
+        // garbage: the paths are refused.
+        for bad in ["auth-headers", "other/auth-headers", "default/Bad_Name"] {
+            let (s, d) = read(&[(&url.0, url.1), (&n("auth-proxy-set-headers"), bad)]);
+            assert_eq!(s.refused.len(), 1, "{bad}: {d:?}");
+            assert_eq!(d[0].reason, DiagnosticReason::SecurityRefused, "{bad}");
+            assert!(
+                d[0].field.contains("auth-proxy-set-headers"),
+                "{bad}: {}",
+                d[0].field
+            );
+        }
+    }
+
+    #[test]
+    fn auth_proxy_set_headers_configmaps_are_read_whole_or_not_at_all() {
+        let mut store = Store::default();
+        let cm = |name: &str, data: &[(&str, &str)]| {
+            let mut c = k8s_openapi::api::core::v1::ConfigMap::default();
+            c.metadata.namespace = Some("default".into());
+            c.metadata.name = Some(name.into());
+            c.data = Some(
+                data.iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            );
+            crate::store::Object::ConfigMap(c)
+        };
+        store.apply(cm(
+            "good",
+            &[("My-Custom-Header", "42"), ("X_Client", "$remote_addr")],
+        ));
+        store.apply(cm("spaced", &[("Bad Header", "1")]));
+        store.apply(cm("framing", &[("Content-Length", "1")]));
+        store.apply(cm("unknown-var", &[("X-Start", "t=${msec}")]));
+        store.apply(cm("newline", &[("X-A", "a\nb")]));
+        let h = read_auth_headers(&store, "default/good").unwrap();
+        assert_eq!(h.0.len(), 2);
+        assert_eq!(h.0[0].0, "my-custom-header");
+        assert_eq!(h.0[1].1, Template::parse("$remote_addr").unwrap());
+        for (key, why) in [
+            ("default/missing", "does not exist"),
+            ("default/spaced", "not a header name"),
+            ("default/framing", "Portico sets it itself"),
+            ("default/unknown-var", "$msec"),
+            ("default/newline", "cannot be a header value"),
+        ] {
+            let err = read_auth_headers(&store, key).unwrap_err();
+            assert!(err.contains(why), "{key}: {err}");
+        }
     }
 
     #[test]

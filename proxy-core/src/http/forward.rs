@@ -831,7 +831,16 @@ impl Proxy {
             );
             return Ok(auth.judge(status, &headers, &vars));
         }
-        let ask = auth.request(parts, &vars)?;
+        let extra = match &auth.proxy_set_headers {
+            None => None,
+            Some(key) => Some(config.auth_proxy_set_headers.get(key).ok_or_else(|| {
+                // Fail closed: the service may need those fields to judge the request.
+                ProxyError::Refused(
+                    format!("auth-proxy-set-headers ConfigMap {key} could not be used").into(),
+                )
+            })?),
+        };
+        let ask = auth.request(parts, &vars, extra.map(|e| &**e))?;
         let dial = if ask.tls {
             // nginx's defaults for the auth location: SNI on, the certificate unchecked.
             Dial::Tls {

@@ -45,6 +45,7 @@ pub mod h3;
 mod headers;
 mod idle_io;
 mod limits;
+mod passthrough;
 pub mod proxy_protocol;
 mod server;
 mod stall;
@@ -58,6 +59,7 @@ pub(crate) use h1::messages_of as h1_messages;
 pub use h1::H1BodyError;
 pub(crate) use headers::strip_hop_by_hop;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
+pub use passthrough::{Passed, PassthroughError};
 pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
 

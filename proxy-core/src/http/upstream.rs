@@ -655,7 +655,7 @@ fn classify(target: &Target, timeouts: Timeouts, error: hyper::Error) -> ProxyEr
 
 /// A TCP connection to `target`, within the connect timeout; `on_slow` is called when
 /// it takes long.
-async fn connect_tcp(
+pub(super) async fn connect_tcp(
     target: &Target,
     timeouts: Timeouts,
     on_slow: Option<impl FnOnce()>,

@@ -43,7 +43,21 @@ pub struct ExternalAuth {
     pub always_set_cookie: bool,
     /// `auth-cache-key` with `auth-cache-duration`: answers kept and reused per key.
     pub cache: Option<AuthCache>,
+    /// `auth-proxy-set-headers`: the `namespace/name` of the ConfigMap whose fields the
+    /// auth request carries, a key of [`Config::auth_proxy_set_headers`]. Read there
+    /// rather than held here, so an edit of the ConfigMap applies without the Ingress
+    /// changing; a key missing there could not be read, and the request answers 503.
+    ///
+    /// [`Config::auth_proxy_set_headers`]: crate::config::Config::auth_proxy_set_headers
+    pub proxy_set_headers: Option<Arc<str>>,
 }
+
+/// The fields an `auth-proxy-set-headers` ConfigMap sets on the auth request, in its
+/// key order, each value an nginx-variable template (as nginx's `proxy_set_header`
+/// expands them). One that expands to nothing is not sent, as nginx leaves out a
+/// `proxy_set_header` whose value is empty.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AuthProxyHeaders(pub Vec<(HeaderName, Template)>);
 
 /// `auth-cache-key` and `auth-cache-duration`: the service's answers are kept, per
 /// route host, `scope` and expanded key, for as long as their status's entry says (as
@@ -216,8 +230,14 @@ impl ExternalAuth {
     }
 
     /// Where the auth request goes and the request head it carries, for the request
-    /// `parts` (as routed) with variables from `vars`.
-    pub fn request(&self, parts: &Parts, vars: &Vars<'_>) -> Result<AuthRequest, ProxyError> {
+    /// `parts` (as routed) with variables from `vars`, plus the `auth-proxy-set-headers`
+    /// fields `extra`.
+    pub fn request(
+        &self,
+        parts: &Parts,
+        vars: &Vars<'_>,
+        extra: Option<&AuthProxyHeaders>,
+    ) -> Result<AuthRequest, ProxyError> {
         let url = self.url.expand(vars);
         let bad = |why: &str| ProxyError::ExternalAuth(format!("auth-url {url:?}: {why}"));
         let (tls, rest) = if let Some(rest) = strip_prefix_ci(&url, "https://") {
@@ -319,6 +339,11 @@ impl ExternalAuth {
                 HeaderName::from_static(X_AUTH_REQUEST_REDIRECT),
                 vars.request_uri,
             ),
+        }
+        // Last, as ingress-nginx's template writes them after its own fields: a field
+        // named in both is the ConfigMap's.
+        for (name, value) in extra.map(|e| e.0.as_slice()).unwrap_or_default() {
+            set(&mut headers, name.clone(), &value.expand(vars));
         }
         Ok(AuthRequest {
             target,
@@ -810,7 +835,42 @@ mod tests {
             response_headers: vec![],
             always_set_cookie: false,
             cache: None,
+            proxy_set_headers: None,
         }
+    }
+
+    #[test]
+    fn auth_proxy_set_headers_come_last_expanded_and_empty_ones_are_left_out() {
+        let p = parts(
+            "/api?x=1",
+            &[("host", "app.example.com"), ("x-drop", "client's")],
+        );
+        let v = vars(&p, "/api?x=1");
+        let extra = AuthProxyHeaders(vec![
+            (
+                HeaderName::from_static("my-custom-header"),
+                Template::literal("42"),
+            ),
+            (
+                HeaderName::from_static("x-client"),
+                Template::parse("ip=$remote_addr").unwrap(),
+            ),
+            // The ConfigMap's value replaces Portico's own.
+            (
+                HeaderName::from_static("x-sent-from"),
+                Template::literal("portico"),
+            ),
+            (HeaderName::from_static("x-drop"), Template::literal("")),
+        ]);
+        let r = auth("http://a/check")
+            .request(&p, &v, Some(&extra))
+            .unwrap();
+        let h = &r.headers;
+        assert_eq!(h["my-custom-header"], "42");
+        assert_eq!(h["x-client"], "ip=192.0.2.7");
+        assert_eq!(h.get_all("x-sent-from").iter().count(), 1);
+        assert_eq!(h["x-sent-from"], "portico");
+        assert!(h.get("x-drop").is_none());
     }
 
     #[test]
@@ -887,7 +947,7 @@ mod tests {
         );
         let v = vars(&p, "/api?x=1");
         let a = auth("http://auth.example:9000/check?src=$host");
-        let r = a.request(&p, &v).unwrap();
+        let r = a.request(&p, &v, None).unwrap();
         assert_eq!(
             r.target,
             Target::Name {
@@ -922,7 +982,7 @@ mod tests {
         let mut a = auth("https://10.0.0.9/auth");
         a.method = Some(Method::POST);
         a.request_redirect = Some(HeaderValue::from_static("https://app.example.com/home"));
-        let r = a.request(&p, &v).unwrap();
+        let r = a.request(&p, &v, None).unwrap();
         assert_eq!(r.target, Target::Addr("10.0.0.9:443".parse().unwrap()));
         assert!(r.tls);
         assert_eq!(r.method, Method::POST);
@@ -932,7 +992,7 @@ mod tests {
             r.headers["x-auth-request-redirect"],
             "https://app.example.com/home"
         );
-        assert!(auth("ftp://a/b").request(&p, &v).is_err());
+        assert!(auth("ftp://a/b").request(&p, &v, None).is_err());
     }
 
     #[test]
