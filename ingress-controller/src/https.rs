@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
-use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
+use tls::{AcceptorSource, CertResolver, SwappableAcceptor, TlsPolicy};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -106,6 +106,26 @@ impl Https {
         self.resolver.swap(compiled.cert_store.clone());
         let wanted = &compiled.settings.tls;
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        // Rebuilt on every publish, so a rotated CA Secret reaches new handshakes; the
+        // hosts' configurations follow the policy applied below.
+        let client_auth = tls::client_auth_hosts(&compiled.client_auth, |verifier| {
+            tls::server_config_for(self.resolver.clone(), wanted, Some(verifier))
+        });
+        match client_auth {
+            Ok(hosts) => {
+                if !hosts.is_empty() || self.acceptor.client_auth().is_some() {
+                    tracing::debug!(hosts = hosts.len(), "client certificate hosts swapped in");
+                }
+                self.acceptor.swap_client_auth(hosts);
+            }
+            Err(e) => {
+                // No way to ask for certificates: new handshakes of those hosts get
+                // none, and their routes refuse what has none (400 or 421).
+                tracing::error!(error = %e, "client certificate settings not applied");
+                self.acceptor
+                    .swap_client_auth(tls::ClientAuthHosts::default());
+            }
+        }
         if *policy != *wanted {
             match tls::server_config_with(self.resolver.clone(), wanted) {
                 Ok(config) => {
@@ -168,6 +188,7 @@ impl Https {
                         sni: conn.info.sni,
                         alpn_h2: conn.info.alpn_h2,
                         proxied,
+                        client_cert: conn.info.client_cert,
                     };
                     proxy.serve_connection(conn.stream, info).await
                 }

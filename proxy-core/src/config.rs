@@ -13,7 +13,9 @@ use crate::balance::{AffinityKey, Target};
 use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
-use crate::pipeline::{ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders};
+use crate::pipeline::{
+    ClientAddressPolicy, ClientAuthTable, Credentials, DigestCredentials, Hsts, SetHeaders,
+};
 use crate::routes::{RouteTable, RouteTarget};
 
 /// Where a backend's traffic goes.
@@ -149,6 +151,9 @@ pub struct Config {
     pub credentials: Credentials,
     /// Digest auth: the htdigest user lists routes name, as `credentials`.
     pub digest_credentials: DigestCredentials,
+    /// `auth-tls-*`: the client-certificate settings of each host whose CA could be
+    /// read. A route checking client certificates on a host missing here answers 503.
+    pub client_auth: ClientAuthTable,
     /// Backends referenced by routes, by id.
     pub backends: HashMap<BackendId, Arc<Backend>>,
     /// L4 Service forwarding (only served with the service proxy enabled).

@@ -138,6 +138,9 @@ pub struct Compiled {
     pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
     /// The status conditions of the Gateway API objects of ours.
     pub gateway_status: GatewayApiStatus,
+    /// `auth-tls-*`: the CA of each host that asks for client certificates, for the
+    /// HTTPS listener's handshakes.
+    pub client_auth: Vec<(proxy_core::host::HostPattern, Arc<tls::ClientAuth>)>,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -343,6 +346,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let (credentials, digest_credentials) =
         security::credentials(store, &update.fragments, &mut diags);
+    let (client_auth_hosts, client_auth) =
+        security::client_auth(store, &update.fragments, &mut diags);
     let gateway = gateway::compile_gateway(store, &defaults, &mut diags);
     let gateway_status = gateway.status;
     let mut backends = cache.backends.backends();
@@ -378,6 +383,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags),
         credentials,
         digest_credentials,
+        client_auth,
         affinity_key: affinity_key.map(AffinityKey::new),
         replicas: replicas(store, opts.replica_service.as_ref()),
     };
@@ -412,6 +418,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         settings,
         affinity_key,
         gateway_status,
+        client_auth: client_auth_hosts,
     }
 }
 
