@@ -138,7 +138,7 @@ async fn curl(addr: SocketAddr, dir: &Path, host: &str, path: &str, cert: Option
     tokio::task::spawn_blocking(move || {
         let mut cmd = Command::new("curl");
         cmd.current_dir(&dir)
-            .args(["-sk", "--max-time", "10", "-D", "-", "--resolve", &resolve]);
+            .args(["-Ssk", "--max-time", "10", "-D", "-", "--resolve", &resolve]);
         if let Some(c) = &cert {
             cmd.args(["--cert", &format!("{c}.crt"), "--key", &format!("{c}.key")]);
         }
@@ -151,10 +151,16 @@ async fn curl(addr: SocketAddr, dir: &Path, host: &str, path: &str, cert: Option
             .and_then(|l| l.split_whitespace().nth(1))
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
+        // On a failed exchange, what curl said instead.
+        let body = if status == 0 {
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        } else {
+            body.to_owned()
+        };
         Seen {
             status,
             headers: headers.to_owned(),
-            body: body.to_owned(),
+            body,
         }
     })
     .await

@@ -90,7 +90,8 @@ impl ClientAuth {
         }
         let hints = anchors
             .iter()
-            .map(|a| DistinguishedName::from(a.subject.as_ref().to_vec()))
+            // The anchor holds the Name without its outer SEQUENCE; the message needs it.
+            .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
         Ok(Self {
             mode,
