@@ -449,6 +449,106 @@ mod tests {
         assert_eq!(auth.judge(&server, None).verify, CertVerify::None);
     }
 
+    /// A CA signed by `issuer` (an intermediate).
+    fn sub_ca(
+        name: &str,
+        issuer: &(String, rcgen::Issuer<'static, rcgen::KeyPair>),
+    ) -> (
+        CertificateDer<'static>,
+        rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let der = params.signed_by(&key, &issuer.1).unwrap().der().clone();
+        (der, rcgen::Issuer::new(params, key))
+    }
+
+    #[test]
+    fn depth_counts_intermediates_as_openssl_does() {
+        let root = ca("Root");
+        let (one_der, one) = sub_ca("One", &root);
+        let one = (String::new(), one);
+        let (two_der, two) = sub_ca("Two", &one);
+        let two = (String::new(), two);
+        let server: Arc<str> = "a.test".into();
+        let chain = [leaf("client", &two), two_der, one_der];
+        let judge = |depth| {
+            ClientAuth::from_pem(VerifyClient::On, depth, root.0.as_bytes(), None)
+                .unwrap()
+                .judge(&server, Some(&chain))
+                .verify
+        };
+        assert_eq!(judge(2), CertVerify::Success);
+        assert_eq!(
+            judge(1),
+            CertVerify::Failed {
+                reason: "certificate chain too long".into(),
+                issuer_unknown: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_crl_revokes_and_must_cover_the_chain() {
+        let root = ca("Root");
+        let serial = |n: u64, issuer| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+            params.serial_number = Some(rcgen::SerialNumber::from(n));
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, "client");
+            params.signed_by(&key, issuer).unwrap().der().clone()
+        };
+        let crl = rcgen::CertificateRevocationListParams {
+            this_update: rcgen::date_time_ymd(2020, 1, 1),
+            next_update: rcgen::date_time_ymd(2100, 1, 1),
+            crl_number: rcgen::SerialNumber::from(1u64),
+            issuing_distribution_point: None,
+            revoked_certs: vec![rcgen::RevokedCertParams {
+                serial_number: rcgen::SerialNumber::from(42u64),
+                revocation_time: rcgen::date_time_ymd(2021, 1, 1),
+                reason_code: None,
+                invalidity_date: None,
+            }],
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&root.1)
+        .unwrap()
+        .pem()
+        .unwrap();
+        let auth =
+            ClientAuth::from_pem(VerifyClient::On, 1, root.0.as_bytes(), Some(crl.as_bytes()))
+                .unwrap();
+        let server: Arc<str> = "a.test".into();
+        let judge = |der| auth.judge(&server, Some(&[der])).verify;
+        assert_eq!(judge(serial(43, &root.1)), CertVerify::Success);
+        assert_eq!(
+            judge(serial(42, &root.1)),
+            CertVerify::Failed {
+                reason: "certificate revoked".into(),
+                issuer_unknown: false
+            }
+        );
+        // An intermediate no CRL covers: its certificates fail, as with OpenSSL's
+        // crl_check_all.
+        let (inter_der, inter) = sub_ca("Inter", &root);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        let under = params.signed_by(&key, &inter).unwrap().der().clone();
+        assert_eq!(
+            auth.judge(&server, Some(&[under, inter_der])).verify,
+            CertVerify::Failed {
+                reason: "unable to get certificate CRL".into(),
+                issuer_unknown: false
+            }
+        );
+    }
+
     #[test]
     fn bad_bundles_are_errors() {
         assert!(matches!(
