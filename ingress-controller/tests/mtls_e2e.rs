@@ -282,6 +282,13 @@ async fn client_certificates_per_host() {
         &[(&secret, "no-such-secret")],
     ));
     text.push_str(&ingress_yaml("plain", "plain.example.com", "/", "web"));
+    // Another Ingress on a host with client certificates, without annotations of its own.
+    text.push_str(&ingress_yaml(
+        "neighbour",
+        "on.example.com",
+        "/other",
+        "web",
+    ));
     std::fs::write(dir.path().join("apps.yaml"), text).unwrap();
     write_atomic(dir.path(), "ca.yaml", &ca_secret("ca", d, "ca.crt"));
     let mut ctl = Controller::start(dir.path(), &[]);
@@ -334,6 +341,21 @@ async fn client_certificates_per_host() {
         stranger.body.contains("The SSL certificate error"),
         "{stranger:?}"
     );
+
+    // The host's settings cover the other Ingress's paths too, as nginx's server.
+    assert_eq!(
+        curl(https, d, "on.example.com", "/other", None)
+            .await
+            .status,
+        400
+    );
+    let other = curl(https, d, "on.example.com", "/other", Some("client")).await;
+    assert_eq!(other.status, 200, "{other:?}");
+    assert_eq!(
+        other.header("echo-ssl-client-verify").as_deref(),
+        Some("SUCCESS")
+    );
+    assert!(other.header("echo-ssl-client-cert").is_some());
 
     // optional: no certificate passes (NONE), a bad one does not.
     let seen = curl(https, d, "optional.example.com", "/", None).await;

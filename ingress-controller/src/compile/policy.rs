@@ -296,6 +296,29 @@ pub fn route_policy(
     }
 }
 
+/// `policy` with the client-certificate checks first, for a path of a host whose
+/// client certificates another Ingress asked for. A refused policy, or one that checks
+/// already, is kept as it is.
+pub fn with_client_cert(policy: &Arc<RoutePolicy>) -> Arc<RoutePolicy> {
+    let done = policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::ClientCert(_) | RequestFilter::Refuse(_)));
+    if done {
+        return policy.clone();
+    }
+    let http_redirects = policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::SslRedirect(_)));
+    let mut p = RoutePolicy::clone(policy);
+    p.request.insert(
+        0,
+        RequestFilter::ClientCert(ClientCertAuth { http_redirects }),
+    );
+    Arc::new(p)
+}
+
 /// `limit-rate` over `limit-rate-after` (the Ingress's, else the ConfigMap's), in bytes.
 fn limit_rate(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Option<LimitRate> {
     let rate = ann.limit_rate.unwrap_or(defaults.limit_rate);
