@@ -282,10 +282,16 @@ async fn client_certificates_per_host() {
         &[(&secret, "no-such-secret")],
     ));
     text.push_str(&ingress_yaml("plain", "plain.example.com", "/", "web"));
-    // Another Ingress on a host with client certificates, without annotations of its own.
+    // Other Ingresses on hosts with client certificates, without annotations of their own.
     text.push_str(&ingress_yaml(
         "neighbour",
         "on.example.com",
+        "/other",
+        "web",
+    ));
+    text.push_str(&ingress_yaml(
+        "missing-neighbour",
+        "missing.example.com",
         "/other",
         "web",
     ));
@@ -423,6 +429,13 @@ async fn client_certificates_per_host() {
             .await
             .status,
         503
+    );
+    // Only that Ingress's: the host is left without client certificates, as nginx's.
+    assert_eq!(
+        curl(https, d, "missing.example.com", "/other", None)
+            .await
+            .status,
+        200
     );
     ctl.wait_log(
         "the missing Secret reported",

@@ -153,7 +153,10 @@ pub fn route_policy(
     let http_redirects = (ssl_redirect && covered) || ann.force_ssl_redirect;
     // nginx judges a client certificate when the request arrives, before any phase.
     if ann.security.client_tls.is_some() {
-        request.push(RequestFilter::ClientCert(ClientCertAuth { http_redirects }));
+        request.push(RequestFilter::ClientCert(ClientCertAuth {
+            http_redirects,
+            inherited: false,
+        }));
     }
     // nginx's phases: the location's rewrite-phase `return`s (app-root, the CORS
     // preflight, the fixed redirect), the Lua HTTPS redirect, then the access phase.
@@ -314,7 +317,10 @@ pub fn with_client_cert(policy: &Arc<RoutePolicy>) -> Arc<RoutePolicy> {
     let mut p = RoutePolicy::clone(policy);
     p.request.insert(
         0,
-        RequestFilter::ClientCert(ClientCertAuth { http_redirects }),
+        RequestFilter::ClientCert(ClientCertAuth {
+            http_redirects,
+            inherited: true,
+        }),
     );
     Arc::new(p)
 }

@@ -198,6 +198,11 @@ pub struct ClientCertAuth {
     /// The route redirects plain HTTP to HTTPS: such requests are left to that redirect,
     /// as nginx checks certificates on TLS connections only.
     pub http_redirects: bool,
+    /// The route's own Ingress did not ask for client certificates; another Ingress of
+    /// the host did. When that one's Secret is unusable, its own paths answer 503 and
+    /// this route is served without checks, as ingress-nginx then leaves the server
+    /// without `ssl_verify_client`.
+    pub inherited: bool,
 }
 
 impl ClientCertAuth {
@@ -207,6 +212,9 @@ impl ClientCertAuth {
         _parts: &Parts,
     ) -> Result<Flow, ProxyError> {
         let Some((server, policy)) = ctx.client_auth.get(ctx.host) else {
+            if self.inherited {
+                return Ok(Flow::Continue);
+            }
             return Err(ProxyError::Refused(
                 format!(
                     "client certificates for host {:?} could not be set up (see the Ingress's auth-tls-secret diagnostics)",
@@ -365,6 +373,7 @@ mod tests {
         x.sni = Some("a.test");
         let f = ClientCertAuth {
             http_redirects: false,
+            inherited: false,
         };
         let status = match f.on_request(&mut x, &head("/")) {
             Ok(Flow::Answer(r)) => Some(r.status()),
@@ -465,6 +474,15 @@ mod tests {
             run(&empty, Scheme::Https, None).0,
             Some(StatusCode::SERVICE_UNAVAILABLE)
         );
+        let mut x = ctx(Scheme::Https, "a.test", 443);
+        let inherited = ClientCertAuth {
+            http_redirects: false,
+            inherited: true,
+        };
+        assert!(matches!(
+            inherited.on_request(&mut x, &head("/")),
+            Ok(Flow::Continue)
+        ));
     }
 
     #[test]
