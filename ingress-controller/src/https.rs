@@ -11,7 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
-use tls::{AcceptorSource, CertResolver, SwappableAcceptor, TlsPolicy};
+use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
 
 use tokio::net::{TcpListener, TcpStream};
 
@@ -82,6 +82,8 @@ pub struct Https {
     acceptor: SwappableAcceptor,
     /// The policy `acceptor` was built for (`ssl-protocols`, `ssl-ciphers`).
     policy: std::sync::Mutex<TlsPolicy>,
+    /// The client-certificate hosts the acceptor's per-host configurations were built for.
+    client_auth: std::sync::Mutex<Vec<(tls::HostPattern, Arc<tls::ClientAuth>)>>,
     metrics: Arc<TlsMetrics>,
 }
 
@@ -95,6 +97,7 @@ impl Https {
             resolver,
             acceptor,
             policy: std::sync::Mutex::new(TlsPolicy::default()),
+            client_auth: std::sync::Mutex::new(Vec::new()),
             metrics,
         })
     }
@@ -106,26 +109,37 @@ impl Https {
         self.resolver.swap(compiled.cert_store.clone());
         let wanted = &compiled.settings.tls;
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
-        // Rebuilt on every publish, so a rotated CA Secret reaches new handshakes; the
-        // hosts' configurations follow the policy applied below.
-        let client_auth = tls::client_auth_hosts(&compiled.client_auth, |verifier| {
-            tls::server_config_for(self.resolver.clone(), wanted, Some(verifier))
-        });
-        match client_auth {
-            Ok(hosts) => {
-                if !hosts.is_empty() || self.acceptor.client_auth().is_some() {
-                    tracing::debug!(hosts = hosts.len(), "client certificate hosts swapped in");
+        // Rebuilt when a host's CA or settings (or the policy) changed, so a rotated
+        // Secret reaches new handshakes while an unrelated publish keeps the hosts'
+        // configurations (and their session resumption).
+        let mut applied = self.client_auth.lock().unwrap_or_else(|e| e.into_inner());
+        let same = *policy == *wanted
+            && applied.len() == compiled.client_auth.len()
+            && applied
+                .iter()
+                .zip(&compiled.client_auth)
+                .all(|((h1, a1), (h2, a2))| h1 == h2 && a1.same_as(a2));
+        if !same {
+            let client_auth = tls::client_auth_hosts(&compiled.client_auth, |verifier| {
+                tls::server_config_for(self.resolver.clone(), wanted, Some(verifier))
+            });
+            match client_auth {
+                Ok(hosts) => {
+                    tracing::info!(hosts = hosts.len(), "client certificate settings applied");
+                    self.acceptor.swap_client_auth(hosts);
+                    applied.clone_from(&compiled.client_auth);
                 }
-                self.acceptor.swap_client_auth(hosts);
-            }
-            Err(e) => {
-                // No way to ask for certificates: new handshakes of those hosts get
-                // none, and their routes refuse what has none (400 or 421).
-                tracing::error!(error = %e, "client certificate settings not applied");
-                self.acceptor
-                    .swap_client_auth(tls::ClientAuthHosts::default());
+                Err(e) => {
+                    // No way to ask for certificates: new handshakes of those hosts get
+                    // none, and their routes refuse what has none (400 or 421).
+                    tracing::error!(error = %e, "client certificate settings not applied");
+                    self.acceptor
+                        .swap_client_auth(tls::ClientAuthHosts::default());
+                    applied.clear();
+                }
             }
         }
+        drop(applied);
         if *policy != *wanted {
             match tls::server_config_with(self.resolver.clone(), wanted) {
                 Ok(config) => {

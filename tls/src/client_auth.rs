@@ -52,9 +52,16 @@ pub struct ClientAuth {
     /// The CA subjects the CertificateRequest names, as nginx's `ssl_client_certificate`.
     hints: Arc<[DistinguishedName]>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// What it was read from, to tell a rotation from a compile that changed nothing.
+    source: (Vec<u8>, Option<Vec<u8>>),
 }
 
 impl ClientAuth {
+    /// Whether `other` was read from the same bundle with the same settings.
+    pub fn same_as(&self, other: &ClientAuth) -> bool {
+        self.mode == other.mode && self.depth == other.depth && self.source == other.source
+    }
+
     /// Reads `ca.crt` (one or more PEM certificates) and `ca.crl` (PEM CRLs), if any.
     pub fn from_pem(
         mode: VerifyClient,
@@ -100,6 +107,7 @@ impl ClientAuth {
             crls,
             hints,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            source: (ca_pem.to_vec(), crl_pem.map(<[u8]>::to_vec)),
         })
     }
 
