@@ -385,6 +385,28 @@ async fn client_certificates_per_host() {
     // No pass-certificate-to-upstream: no certificate upstream.
     assert_eq!(seen.header("echo-ssl-client-cert"), None);
 
+    // What a client sends under these names never reaches the pods.
+    let forged = Command::new("curl")
+        .current_dir(d)
+        .args(["-sk", "-D", "-", "-o", "/dev/null", "--resolve"])
+        .arg(format!(
+            "optional.example.com:{}:{}",
+            https.port(),
+            https.ip()
+        ))
+        .args(["-H", "ssl-client-verify: SUCCESS"])
+        .args(["-H", "ssl-client-subject-dn: CN=admin"])
+        .args(["-H", "ssl-client-cert: forged"])
+        .arg(format!("https://optional.example.com:{}/", https.port()))
+        .output()
+        .unwrap();
+    let forged = String::from_utf8_lossy(&forged.stdout).to_ascii_lowercase();
+    assert!(forged.contains("echo-ssl-client-verify: none"), "{forged}");
+    assert!(
+        !forged.contains("cn=admin") && !forged.contains("forged"),
+        "{forged}"
+    );
+
     // optional_no_ca: another CA's certificate passes, marked FAILED.
     let seen = curl(https, d, "noca.example.com", "/", Some("stranger")).await;
     assert_eq!(seen.status, 200, "{seen:?}");
