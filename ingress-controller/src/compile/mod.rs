@@ -305,11 +305,13 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         opts.default_backend_service.as_ref(),
     );
     let default_backend = default_ref.as_ref().and_then(|r| {
-        // The default backend serves every host, so only force-ssl-redirect redirects.
-        let ann = IngressAnnotations {
+        // The default backend serves every host, so only force-ssl-redirect redirects,
+        // and no host's client certificates apply (nginx's default server has none).
+        let mut ann = IngressAnnotations {
             ssl_redirect: Some(false),
             ..r.fragment.ann.clone()
         };
+        ann.security.client_tls = None;
         Some(RouteTarget {
             backend: cache.backends.id_of(r)?,
             policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/", None)),
