@@ -85,6 +85,8 @@ pub struct Https {
     acceptor: SwappableAcceptor,
     /// The policy `acceptor` was built for (`ssl-protocols`, `ssl-ciphers`).
     policy: std::sync::Mutex<TlsPolicy>,
+    /// The client-certificate hosts the acceptor's per-host configurations were built for.
+    client_auth: std::sync::Mutex<Vec<(tls::HostPattern, Arc<tls::ClientAuth>)>>,
     metrics: Arc<TlsMetrics>,
 }
 
@@ -98,6 +100,7 @@ impl Https {
             resolver,
             acceptor,
             policy: std::sync::Mutex::new(TlsPolicy::default()),
+            client_auth: std::sync::Mutex::new(Vec::new()),
             metrics,
         })
     }
@@ -109,6 +112,37 @@ impl Https {
         self.resolver.swap(compiled.cert_store.clone());
         let wanted = &compiled.settings.tls;
         let mut policy = self.policy.lock().unwrap_or_else(|e| e.into_inner());
+        // Rebuilt when a host's CA or settings (or the policy) changed, so a rotated
+        // Secret reaches new handshakes while an unrelated publish keeps the hosts'
+        // configurations (and their session resumption).
+        let mut applied = self.client_auth.lock().unwrap_or_else(|e| e.into_inner());
+        let same = *policy == *wanted
+            && applied.len() == compiled.client_auth.len()
+            && applied
+                .iter()
+                .zip(&compiled.client_auth)
+                .all(|((h1, a1), (h2, a2))| h1 == h2 && a1.same_as(a2));
+        if !same {
+            let client_auth = tls::client_auth_hosts(&compiled.client_auth, |verifier| {
+                tls::server_config_for(self.resolver.clone(), wanted, Some(verifier))
+            });
+            match client_auth {
+                Ok(hosts) => {
+                    tracing::info!(hosts = hosts.len(), "client certificate settings applied");
+                    self.acceptor.swap_client_auth(hosts);
+                    applied.clone_from(&compiled.client_auth);
+                }
+                Err(e) => {
+                    // No way to ask for certificates: new handshakes of those hosts get
+                    // none, and their routes refuse what has none (400 or 421).
+                    tracing::error!(error = %e, "client certificate settings not applied");
+                    self.acceptor
+                        .swap_client_auth(tls::ClientAuthHosts::default());
+                    applied.clear();
+                }
+            }
+        }
+        drop(applied);
         if *policy != *wanted {
             match tls::server_config_with(self.resolver.clone(), wanted) {
                 Ok(config) => {
@@ -172,6 +206,7 @@ impl Https {
                         sni: conn.info.sni,
                         alpn_h2: conn.info.alpn_h2,
                         proxied,
+                        client_cert: conn.info.client_cert,
                     };
                     proxy.serve_connection(conn.stream, info).await
                 }

@@ -105,9 +105,12 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
             "whitelist-source-range",
         ),
         (
-            "verify",
-            vec![(n("auth-tls-verify-client"), "on")],
-            "auth-tls-verify-client",
+            "tls-page",
+            vec![
+                (n("auth-tls-secret"), "ca"),
+                (n("auth-tls-error-page"), "@named"),
+            ],
+            "auth-tls-error-page",
         ),
         (
             "no-secret",
@@ -163,7 +166,7 @@ async fn broken_or_unsupported_security_annotations_refuse_exactly_their_paths()
     }
     let metrics = ctl.metrics().await;
     assert!(
-        metrics.contains(r#"portico_diagnostics{reason="security_refused",kind="Ingress"} 7"#),
+        metrics.contains(r#"portico_diagnostics{reason="security_refused",kind="Ingress"} 6"#),
         "{metrics}"
     );
 }

@@ -14,7 +14,8 @@ use crate::http::upstream_tls::UpstreamTls;
 use crate::l4::L4Service;
 pub use crate::model::{BackendId, Endpoint};
 use crate::pipeline::{
-    AuthProxyHeaders, ClientAddressPolicy, Credentials, DigestCredentials, Hsts, SetHeaders,
+    AuthProxyHeaders, ClientAddressPolicy, ClientAuthTable, Credentials, DigestCredentials, Hsts,
+    SetHeaders,
 };
 use crate::routes::{RouteTable, RouteTarget};
 
@@ -161,6 +162,9 @@ pub struct Config {
     /// the fields of each ConfigMap external auth names, by `namespace/name`, validated.
     /// An auth naming one that is not here refuses its requests (503).
     pub auth_proxy_set_headers: HashMap<Arc<str>, Arc<AuthProxyHeaders>>,
+    /// `auth-tls-*`: the client-certificate settings of each host whose CA could be
+    /// read. A route checking client certificates on a host missing here answers 503.
+    pub client_auth: ClientAuthTable,
     /// L4 Service forwarding (only served with the service proxy enabled).
     pub l4: Vec<L4Service>,
     /// `ssl-passthrough` (with `--enable-ssl-passthrough`): TLS connections whose SNI is

@@ -618,6 +618,7 @@ async fn serve_connection_takes_any_stream_and_honours_its_scheme() {
         sni: Some("app.test".into()),
         alpn_h2,
         proxied: None,
+        client_cert: None,
     };
 
     // HTTP/1.1 over an in-memory stream standing in for TLS.

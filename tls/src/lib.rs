@@ -6,6 +6,7 @@
 //! [`CertResolver`] holds the current store and is swapped on each rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
 //! and [`serve`] runs the accept loop for a listener.
 
+mod client_auth;
 mod client_hello;
 mod diagnostic;
 mod listener;
@@ -17,14 +18,20 @@ mod serving;
 mod store;
 mod upstream;
 
+pub use client_auth::{
+    client_auth_hosts, ClientAuth, ClientAuthError, ClientAuthHosts, HostClientAuth,
+};
 pub use client_hello::{peek_server_name, PeekError, ServerNameSniffer, Sniffed, MAX_PEEK};
 pub use diagnostic::{CertDiagnostic, CertProblem, Severity};
 pub use listener::{serve, serve_observed, TlsConnection};
-pub use policy::{cipher_suite, server_config_with, AcceptorSource, SwappableAcceptor, TlsPolicy};
+pub use policy::{
+    cipher_suite, server_config_for, server_config_with, AcceptorSource, SwappableAcceptor,
+    TlsPolicy,
+};
 pub use resolver::CertResolver;
 pub use rustls::{CipherSuite, ServerConfig};
 pub use self_signed::{generate_self_signed, SelfSigned, SELF_SIGNED_CN};
-pub use server::{accept, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
+pub use server::{accept, accept_by_sni, server_config, TlsInfo, ALPN_H2, ALPN_HTTP11};
 pub use serving::{generate_serving_pair, ServingPair};
 pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 
 use crate::policy::AcceptorSource;
-use crate::server::{accept, TlsInfo};
+use crate::server::{accept, accept_by_sni, TlsInfo};
 use crate::TlsError;
 
 /// One accepted, handshaken connection.
@@ -90,6 +90,7 @@ pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
             }
         };
         // The configuration in force when the connection came; a later swap leaves it be.
+        let client_auth = acceptor.client_auth();
         let acceptor = acceptor.current();
         let handler = handler.clone();
         let on_failure = on_failure.clone();
@@ -106,7 +107,14 @@ pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
                     return;
                 }
             };
-            match accept(tcp, &acceptor, handshake_timeout).await {
+            // Only with hosts that ask for client certificates is the SNI read first.
+            let accepted = match &client_auth {
+                Some(hosts) => {
+                    accept_by_sni(tcp, acceptor.config(), hosts, handshake_timeout).await
+                }
+                None => accept(tcp, &acceptor, handshake_timeout).await,
+            };
+            match accepted {
                 Ok((stream, info)) => {
                     handler(TlsConnection {
                         stream,

@@ -5,10 +5,12 @@
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::server::ResolvesServerCert;
 use rustls::{CipherSuite, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::client_auth::ClientAuthHosts;
 use crate::TlsError;
 
 /// What the listener offers. Only TLS 1.2 and 1.3 exist here: rustls implements nothing
@@ -76,6 +78,16 @@ pub fn server_config_with(
     resolver: Arc<dyn ResolvesServerCert>,
     policy: &TlsPolicy,
 ) -> Result<Arc<ServerConfig>, TlsError> {
+    server_config_for(resolver, policy, None)
+}
+
+/// [`server_config_with`], asking clients for a certificate through `client_auth` when
+/// there is one (a host with `auth-tls-*`).
+pub fn server_config_for(
+    resolver: Arc<dyn ResolvesServerCert>,
+    policy: &TlsPolicy,
+    client_auth: Option<Arc<dyn ClientCertVerifier>>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut provider = rustls::crypto::ring::default_provider();
     if let Some(wanted) = &policy.tls12_suites {
         let mut kept = Vec::new();
@@ -104,10 +116,13 @@ pub fn server_config_with(
     if versions.is_empty() {
         versions = vec![&rustls::version::TLS13, &rustls::version::TLS12];
     }
-    let mut config = ServerConfig::builder_with_provider(Arc::new(provider))
-        .with_protocol_versions(&versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_protocol_versions(&versions)?;
+    let builder = match client_auth {
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
+        None => builder.with_no_client_auth(),
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = vec![crate::ALPN_H2.to_vec(), crate::ALPN_HTTP11.to_vec()];
     Ok(Arc::new(config))
 }
@@ -115,6 +130,12 @@ pub fn server_config_with(
 /// Where the accept loop takes its acceptor from, per connection.
 pub trait AcceptorSource: Clone + Send + Sync + 'static {
     fn current(&self) -> TlsAcceptor;
+
+    /// The hosts that ask for client certificates; `None` or empty: none does, and
+    /// handshakes skip reading the SNI first.
+    fn client_auth(&self) -> Option<Arc<ClientAuthHosts>> {
+        None
+    }
 }
 
 impl AcceptorSource for TlsAcceptor {
@@ -124,13 +145,17 @@ impl AcceptorSource for TlsAcceptor {
 }
 
 /// An acceptor whose configuration can be replaced: new handshakes take the new one,
-/// open connections keep theirs.
+/// open connections keep theirs. The hosts that ask for client certificates have
+/// configurations of their own, swapped the same way.
 #[derive(Clone)]
-pub struct SwappableAcceptor(Arc<ArcSwap<ServerConfig>>);
+pub struct SwappableAcceptor(Arc<ArcSwap<ServerConfig>>, Arc<ArcSwap<ClientAuthHosts>>);
 
 impl SwappableAcceptor {
     pub fn new(config: Arc<ServerConfig>) -> Self {
-        Self(Arc::new(ArcSwap::new(config)))
+        Self(
+            Arc::new(ArcSwap::new(config)),
+            Arc::new(ArcSwap::from_pointee(ClientAuthHosts::default())),
+        )
     }
 
     /// The configuration new handshakes get now.
@@ -141,11 +166,21 @@ impl SwappableAcceptor {
     pub fn swap(&self, config: Arc<ServerConfig>) {
         self.0.store(config);
     }
+
+    /// Replaces the hosts that ask for client certificates, for new handshakes.
+    pub fn swap_client_auth(&self, hosts: ClientAuthHosts) {
+        self.1.store(Arc::new(hosts));
+    }
 }
 
 impl AcceptorSource for SwappableAcceptor {
     fn current(&self) -> TlsAcceptor {
         TlsAcceptor::from(self.0.load_full())
+    }
+
+    fn client_auth(&self) -> Option<Arc<ClientAuthHosts>> {
+        let hosts = self.1.load_full();
+        (!hosts.is_empty()).then_some(hosts)
     }
 }
 

@@ -401,6 +401,23 @@ fn build_host(
             field: RefField::Path(p.field),
         });
     }
+    // Client certificates are a host's, as nginx's `ssl_verify_client` is a server's:
+    // once one Ingress of the host asks for them, every path of the host checks them.
+    let client_certs = candidates.iter().any(|(f, _)| {
+        f.ann.canary.is_none()
+            && f.ann.security.refused.is_empty()
+            && f.ann.security.client_tls.is_some()
+    });
+    if client_certs {
+        let mut checked: HashMap<*const RoutePolicy, Arc<RoutePolicy>> = HashMap::new();
+        for rule in &mut rules {
+            let policy = checked
+                .entry(Arc::as_ptr(&rule.target.policy))
+                .or_insert_with(|| policy::with_client_cert(&rule.target.policy))
+                .clone();
+            rule.target.policy = policy;
+        }
+    }
     for (f, p) in canaries {
         if let Some(winner) = add_canary(host, f, p, &claimed, &mut rules, &mut diags) {
             winners.push(winner);

@@ -143,6 +143,9 @@ pub struct Compiled {
     pub affinity_key: Option<[u8; AFFINITY_KEY_LEN]>,
     /// The status conditions of the Gateway API objects of ours.
     pub gateway_status: GatewayApiStatus,
+    /// `auth-tls-*`: the CA of each host that asks for client certificates, for the
+    /// HTTPS listener's handshakes.
+    pub client_auth: Vec<(proxy_core::host::HostPattern, Arc<tls::ClientAuth>)>,
 }
 
 /// What one compile learnt that the next may reuse: its output is still a function of
@@ -307,11 +310,13 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         opts.default_backend_service.as_ref(),
     );
     let default_backend = default_ref.as_ref().and_then(|r| {
-        // The default backend serves every host, so only force-ssl-redirect redirects.
-        let ann = IngressAnnotations {
+        // The default backend serves every host, so only force-ssl-redirect redirects,
+        // and no host's client certificates apply (nginx's default server has none).
+        let mut ann = IngressAnnotations {
             ssl_redirect: Some(false),
             ..r.fragment.ann.clone()
         };
+        ann.security.client_tls = None;
         Some(RouteTarget {
             backend: cache.backends.id_of(r)?,
             policy: Arc::new(policy::route_policy(&ann, &defaults, false, "/", None)),
@@ -348,6 +353,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let (credentials, digest_credentials) =
         security::credentials(store, &update.fragments, &mut diags);
+    let (client_auth_hosts, client_auth) =
+        security::client_auth(store, &update.fragments, &mut diags);
     let gateway = gateway::compile_gateway(store, &defaults, &mut diags);
     let gateway_status = gateway.status;
     let mut backends = cache.backends.backends();
@@ -404,6 +411,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             },
             &mut diags,
         ),
+        client_auth,
         affinity_key: affinity_key.map(AffinityKey::new),
         replicas: replicas(store, opts.replica_service.as_ref()),
         passthrough: Default::default(),
@@ -445,6 +453,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         settings,
         affinity_key,
         gateway_status,
+        client_auth: client_auth_hosts,
     }
 }
 

@@ -6,9 +6,9 @@ use http::{HeaderValue, StatusCode};
 use ipnet::IpNet;
 use proxy_core::config::Timeouts;
 use proxy_core::pipeline::{
-    AppRoot, BasicAuth, BodyLimit, DigestAuth, ErrorPages, ExternalAuth, LimitRate, Rate,
-    RateLimit, Refuse, RequestFilter, Rewrite, RoutePolicy, SatisfyAny, SourceRanges, SslRedirect,
-    UpstreamHeaders, UrlRedirect, UserAuth,
+    AppRoot, BasicAuth, BodyLimit, ClientCertAuth, DigestAuth, ErrorPages, ExternalAuth, LimitRate,
+    Rate, RateLimit, Refuse, RequestFilter, Rewrite, RoutePolicy, SatisfyAny, SourceRanges,
+    SslRedirect, UpstreamHeaders, UrlRedirect, UserAuth,
 };
 
 use super::annotations::IngressAnnotations;
@@ -153,6 +153,15 @@ pub fn route_policy(
             ..RoutePolicy::default()
         };
     }
+    let ssl_redirect = ann.ssl_redirect.unwrap_or(defaults.ssl_redirect);
+    let http_redirects = (ssl_redirect && covered) || ann.force_ssl_redirect;
+    // nginx judges a client certificate when the request arrives, before any phase.
+    if ann.security.client_tls.is_some() {
+        request.push(RequestFilter::ClientCert(ClientCertAuth {
+            http_redirects,
+            inherited: false,
+        }));
+    }
     // nginx's phases: the location's rewrite-phase `return`s (app-root, the CORS
     // preflight, the fixed redirect), the Lua HTTPS redirect, then the access phase.
     if let Some(root) = &ann.app_root {
@@ -187,8 +196,7 @@ pub fn route_policy(
     if let Some(rewrite) = rewrite {
         request.push(RequestFilter::Rewrite(rewrite));
     }
-    let ssl_redirect = ann.ssl_redirect.unwrap_or(defaults.ssl_redirect);
-    if (ssl_redirect && covered) || ann.force_ssl_redirect {
+    if http_redirects {
         request.push(RequestFilter::SslRedirect(SslRedirect {
             code: defaults.http_redirect_code,
             preserve_trailing_slash: ann
@@ -295,6 +303,32 @@ pub fn route_policy(
         limit_rate: limit_rate(ann, defaults),
         response_edits: None,
     }
+}
+
+/// `policy` with the client-certificate checks first, for a path of a host whose
+/// client certificates another Ingress asked for. A refused policy, or one that checks
+/// already, is kept as it is.
+pub fn with_client_cert(policy: &Arc<RoutePolicy>) -> Arc<RoutePolicy> {
+    let done = policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::ClientCert(_) | RequestFilter::Refuse(_)));
+    if done {
+        return policy.clone();
+    }
+    let http_redirects = policy
+        .request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::SslRedirect(_)));
+    let mut p = RoutePolicy::clone(policy);
+    p.request.insert(
+        0,
+        RequestFilter::ClientCert(ClientCertAuth {
+            http_redirects,
+            inherited: true,
+        }),
+    );
+    Arc::new(p)
 }
 
 /// `limit-rate` over `limit-rate-after` (the Ingress's, else the ConfigMap's), in bytes.

@@ -13,10 +13,13 @@ use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue, Method};
 use ipnet::IpNet;
+use proxy_core::host::HostPattern;
 use proxy_core::pipeline::{
-    parse_cache_duration, signin_url, AuthCache, AuthProxyHeaders, Credentials, DigestCredentials,
-    ExternalAuth, Htdigest, Htpasswd, Template,
+    parse_cache_duration, signin_url, AuthCache, AuthProxyHeaders, ClientAuthTable,
+    ClientCertPolicy, Credentials, DigestCredentials, ExternalAuth, Htdigest, Htpasswd, Template,
+    VerifyClient,
 };
+use proxy_core::routes::HostMatch;
 
 use super::annotations::{NGINX_PREFIX, OWN_PREFIX};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
@@ -55,6 +58,20 @@ const AUTH_ALWAYS_SET_COOKIE: &str = "auth-always-set-cookie";
 const AUTH_CACHE_KEY: &str = "auth-cache-key";
 const AUTH_CACHE_DURATION: &str = "auth-cache-duration";
 const AUTH_PROXY_SET_HEADERS: &str = "auth-proxy-set-headers";
+const AUTH_TLS_SECRET: &str = "auth-tls-secret";
+const AUTH_TLS_VERIFY_CLIENT: &str = "auth-tls-verify-client";
+const AUTH_TLS_VERIFY_DEPTH: &str = "auth-tls-verify-depth";
+const AUTH_TLS_ERROR_PAGE: &str = "auth-tls-error-page";
+const AUTH_TLS_PASS_CERT: &str = "auth-tls-pass-certificate-to-upstream";
+const AUTH_TLS_MATCH_CN: &str = "auth-tls-match-cn";
+/// The keys that modify `auth-tls-secret` and mean nothing without it.
+const AUTH_TLS_MODIFIERS: &[&str] = &[
+    AUTH_TLS_VERIFY_CLIENT,
+    AUTH_TLS_VERIFY_DEPTH,
+    AUTH_TLS_ERROR_PAGE,
+    AUTH_TLS_PASS_CERT,
+    AUTH_TLS_MATCH_CN,
+];
 /// The keys that modify `auth-url` and mean nothing without it.
 const AUTH_URL_MODIFIERS: &[&str] = &[
     AUTH_METHOD,
@@ -95,6 +112,12 @@ const IMPLEMENTED: &[&str] = &[
     AUTH_CACHE_KEY,
     AUTH_CACHE_DURATION,
     AUTH_PROXY_SET_HEADERS,
+    AUTH_TLS_SECRET,
+    AUTH_TLS_VERIFY_CLIENT,
+    AUTH_TLS_VERIFY_DEPTH,
+    AUTH_TLS_ERROR_PAGE,
+    AUTH_TLS_PASS_CERT,
+    AUTH_TLS_MATCH_CN,
 ];
 
 /// When a key Portico does not implement asks for protection.
@@ -112,9 +135,6 @@ pub enum Asks {
 /// alone they ask for nothing, and beside one of these the paths are refused anyway.
 const GUARDS: &[(&str, Asks)] = &[
     ("auth-snippet", Asks::Always),
-    ("auth-tls-secret", Asks::Always),
-    ("auth-tls-verify-client", Asks::Unless(&["off"])),
-    ("auth-tls-match-cn", Asks::Always),
     ("global-rate-limit", Asks::Always),
     (
         "enable-modsecurity",
@@ -205,6 +225,24 @@ pub struct SecurityAnnotations {
     pub limits: Option<LimitAnnotations>,
     /// `auth-url` and its companions.
     pub external_auth: Option<Arc<ExternalAuth>>,
+    /// `auth-tls-secret` and its companions.
+    pub client_tls: Option<ClientTlsAnnotations>,
+}
+
+/// Client certificates as the `auth-tls-*` annotations ask for them, validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientTlsAnnotations {
+    /// The Secret with `ca.crt` (and optionally `ca.crl`), in the Ingress's namespace.
+    pub secret: ObjectKey,
+    /// The full name of `auth-tls-secret`, for diagnostics.
+    pub field: String,
+    pub verify: VerifyClient,
+    /// `auth-tls-verify-depth` (1).
+    pub depth: u32,
+    pub error_page: Option<String>,
+    pub pass_cert: bool,
+    /// `auth-tls-match-cn`, a valid regex starting with `CN=`.
+    pub match_cn: Option<String>,
 }
 
 /// The rate and connection limits of one Ingress, before they are shared among replicas.
@@ -232,6 +270,7 @@ impl Default for SecurityAnnotations {
             satisfy_any: false,
             limits: None,
             external_auth: None,
+            client_tls: None,
         }
     }
 }
@@ -477,6 +516,102 @@ impl Reader<'_> {
         auth.map(|a| with_cache_scope(a, &self.key.to_string()))
     }
 
+    /// Warns about annotation `full` that is read but changes nothing.
+    fn warn(&mut self, full: &str, why: &str) {
+        self.diags.push(Diagnostic::warning(
+            Kind::Ingress,
+            self.key,
+            format!("metadata.annotations[{full:?}]"),
+            DiagnosticReason::InvalidAnnotation,
+            format!("annotation {full} {why}"),
+        ));
+    }
+
+    /// `auth-tls-*`, as ingress-nginx's `authtls` parser reads them: an unknown
+    /// `auth-tls-verify-client` is `on` and an unreadable or zero depth is 1 (both with a
+    /// warning, as they are no weaker); anything else malformed refuses the paths.
+    fn client_tls(&mut self) -> Option<ClientTlsAnnotations> {
+        let annotations = self.annotations;
+        let Some((secret_full, secret)) = lookup(annotations, AUTH_TLS_SECRET) else {
+            for name in AUTH_TLS_MODIFIERS {
+                if let Some((full, _)) = lookup(annotations, name) {
+                    self.warn(full, "has no effect without auth-tls-secret");
+                }
+            }
+            return None;
+        };
+        let secret = match parse_secret_ref(secret.trim(), &self.key.namespace) {
+            Ok(s) => s,
+            Err(why) => {
+                self.refuse(secret_full, &why);
+                return None;
+            }
+        };
+        let verify = match lookup(annotations, AUTH_TLS_VERIFY_CLIENT) {
+            None => VerifyClient::On,
+            Some((full, v)) => VerifyClient::parse(v).unwrap_or_else(|| {
+                self.warn(full, &format!("has invalid value {v:?} (expected on, off, optional or optional_no_ca); on applies, as in ingress-nginx"));
+                VerifyClient::On
+            }),
+        };
+        let depth = match lookup(annotations, AUTH_TLS_VERIFY_DEPTH) {
+            None => 1,
+            Some((full, v)) => match super::annotations::parse_int(v.trim()) {
+                Ok(0) => 1,
+                Ok(n) => match u32::try_from(n) {
+                    Ok(n) => n,
+                    Err(_) => {
+                        self.refuse(full, &format!("{v:?} is not a depth of 0 or more"));
+                        return None;
+                    }
+                },
+                Err(expected) => {
+                    self.warn(full, &format!("has invalid value {v:?} (expected {expected}); 1 applies, as in ingress-nginx"));
+                    1
+                }
+            },
+        };
+        let error_page = match lookup(annotations, AUTH_TLS_ERROR_PAGE) {
+            None => None,
+            Some((full, v)) => match parse_error_page(v) {
+                Ok(page) => page,
+                Err(why) => {
+                    self.refuse(full, &why);
+                    return None;
+                }
+            },
+        };
+        let pass_cert = match lookup(annotations, AUTH_TLS_PASS_CERT) {
+            None => false,
+            Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
+                Ok(b) => b,
+                Err(expected) => {
+                    self.refuse(full, &format!("{v:?} is not {expected}"));
+                    return None;
+                }
+            },
+        };
+        let match_cn = match lookup(annotations, AUTH_TLS_MATCH_CN) {
+            None => None,
+            Some((full, v)) => match parse_match_cn(v) {
+                Ok(cn) => cn,
+                Err(why) => {
+                    self.refuse(full, &why);
+                    return None;
+                }
+            },
+        };
+        Some(ClientTlsAnnotations {
+            secret,
+            field: secret_full.to_owned(),
+            verify,
+            depth,
+            error_page,
+            pass_cert,
+            match_cn,
+        })
+    }
+
     fn guards(&mut self) {
         for (name, asks) in GUARDS {
             let Some((full, value)) = lookup(self.annotations, name) else {
@@ -518,6 +653,7 @@ pub fn parse(
     r.out.basic_auth = r.basic_auth();
     r.out.limits = r.limits();
     r.out.external_auth = r.external_auth();
+    r.out.client_tls = r.client_tls();
     if let Some((full, v)) = lookup(annotations, SATISFY) {
         match v.trim() {
             "any" => r.out.satisfy_any = true,
@@ -860,6 +996,41 @@ fn parse_secret_ref(v: &str, namespace: &str) -> Result<ObjectKey, String> {
     Ok(ObjectKey::new(ns, name))
 }
 
+/// `auth-tls-error-page`, as ingress-nginx's check lets it through: a URL, a host and
+/// path, or a path. Empty is none. nginx's named locations (`@name`) cannot exist here.
+fn parse_error_page(v: &str) -> Result<Option<String>, String> {
+    static PAGE: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r"^(((https?://)?[A-Za-z0-9\-.]+(:\d+)?)?(/[A-Za-z0-9\-_.]+)*/?)$").ok()
+    });
+    let v = v.trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if v.starts_with('@') {
+        return Err(format!(
+            "{v:?} names an nginx location, which Portico does not have (expected a URL or path)"
+        ));
+    }
+    match PAGE.as_ref() {
+        Some(re) if re.is_match(v) => Ok(Some(v.to_owned())),
+        _ => Err(format!("{v:?} is not a URL or path")),
+    }
+}
+
+/// `auth-tls-match-cn`: `CN=` and a regex, matched whole against the subject DN as
+/// nginx's `!~` matches it (unanchored).
+fn parse_match_cn(v: &str) -> Result<Option<String>, String> {
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !v.starts_with("CN=") {
+        return Err(format!("{v:?} does not start with CN="));
+    }
+    regex::Regex::new(v)
+        .map_err(|e| format!("{v:?} is not a regular expression Portico can match: {e}"))?;
+    Ok(Some(v.to_owned()))
+}
+
 /// `auth-realm`: letters, digits, spaces and the punctuation a quoted realm can hold
 /// (no `"` or `\`), as ingress-nginx's character check lets through.
 fn parse_realm(v: &str) -> Result<String, String> {
@@ -1040,6 +1211,107 @@ pub fn credentials(
     (basic, digest)
 }
 
+/// The client-certificate settings of every host an Ingress asks them for: per host,
+/// as nginx's are per server, the oldest Ingress that sets `auth-tls-secret` for the
+/// host decides (ingress-nginx's order too). The CA is read from the Secret on every
+/// compile, so a rotated Secret applies to new handshakes without a restart. A host
+/// whose Secret cannot be used is left out: its client-certificate routes answer 503.
+pub fn client_auth(
+    store: &Store,
+    fragments: &[Arc<Fragment>],
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<(HostPattern, Arc<tls::ClientAuth>)>, ClientAuthTable) {
+    let mut hosts = Vec::new();
+    let mut table = ClientAuthTable::default();
+    let mut claimed: HashMap<HostPattern, Arc<str>> = HashMap::new();
+    let mut judged: HashMap<(ObjectKey, VerifyClient, u32), Result<Arc<tls::ClientAuth>, String>> =
+        HashMap::new();
+    for f in fragments {
+        if f.ann.canary.is_some() || !f.ann.security.refused.is_empty() {
+            continue;
+        }
+        let Some(c) = &f.ann.security.client_tls else {
+            continue;
+        };
+        let field = format!("metadata.annotations[{:?}]", c.field);
+        let mut verdict = None;
+        for host in &f.hosts {
+            let HostMatch::Host(host) = host else {
+                diags.push(Diagnostic::error(
+                    Kind::Ingress,
+                    &f.key,
+                    field.clone(),
+                    DiagnosticReason::SecurityRefused,
+                    format!("annotation {}: client certificates are chosen by the host the client names (SNI); the rules without a host answer 503", c.field),
+                ));
+                continue;
+            };
+            if let Some(owner) = claimed.get(host) {
+                if **owner != *f.source {
+                    diags.push(Diagnostic::warning(
+                        Kind::Ingress,
+                        &f.key,
+                        field.clone(),
+                        DiagnosticReason::InvalidAnnotation,
+                        format!("annotation {}: host {host} already has client certificates from the older Ingress {owner}, whose settings apply to it (as in ingress-nginx)", c.field),
+                    ));
+                }
+                continue;
+            }
+            claimed.insert(host.clone(), f.source.clone());
+            let auth = verdict.get_or_insert_with(|| {
+                judged
+                    .entry((c.secret.clone(), c.verify, c.depth))
+                    .or_insert_with(|| read_client_ca(store, c).map(Arc::new))
+                    .clone()
+            });
+            let auth = match auth {
+                Ok(a) => a.clone(),
+                Err(why) => {
+                    diags.push(Diagnostic::error(
+                        Kind::Ingress,
+                        &f.key,
+                        field.clone(),
+                        DiagnosticReason::AuthSecretInvalid,
+                        format!("annotation {}: {why}; the Ingress's paths on host {host} answer 503 until it is fixed", c.field),
+                    ));
+                    continue;
+                }
+            };
+            let policy = ClientCertPolicy {
+                source: f.source.clone(),
+                verify: c.verify,
+                error_page: c
+                    .error_page
+                    .as_deref()
+                    .and_then(|p| HeaderValue::from_str(p).ok()),
+                pass_cert: c.pass_cert,
+                // Validated when read.
+                match_cn: c
+                    .match_cn
+                    .as_deref()
+                    .and_then(|re| regex::Regex::new(re).ok()),
+            };
+            table.insert(host, Arc::new(policy));
+            hosts.push((host.clone(), auth));
+        }
+    }
+    (hosts, table)
+}
+
+/// The CA bundle (`ca.crt`) and CRL (`ca.crl`, optional) of `auth-tls-secret`.
+fn read_client_ca(store: &Store, c: &ClientTlsAnnotations) -> Result<tls::ClientAuth, String> {
+    let secret = store
+        .secrets
+        .get(&c.secret)
+        .ok_or_else(|| format!("Secret {} does not exist", c.secret))?;
+    let data = secret.data.as_ref();
+    let get = |k: &str| data.and_then(|d| d.get(k)).map(|v| v.0.as_slice());
+    let ca = get("ca.crt").ok_or_else(|| format!("Secret {} has no ca.crt", c.secret))?;
+    tls::ClientAuth::from_pem(c.verify, c.depth, ca, get("ca.crl"))
+        .map_err(|e| format!("Secret {}: {e}", c.secret))
+}
+
 /// One Secret's users, and what was wrong with some of its entries.
 enum Users {
     Basic(Htpasswd, Vec<String>),
@@ -1184,11 +1456,76 @@ mod tests {
     }
 
     #[test]
+    fn auth_tls_keys_read_under_both_prefixes_and_fail_closed() {
+        for prefix in ["nginx.ingress.kubernetes.io/", "portico.dev/"] {
+            let k = |n: &str| format!("{prefix}{n}");
+            let (s, d) = read(&[
+                (k("auth-tls-secret").as_str(), "default/ca"),
+                (k("auth-tls-verify-client").as_str(), "optional_no_ca"),
+                (k("auth-tls-verify-depth").as_str(), "2"),
+                (
+                    k("auth-tls-error-page").as_str(),
+                    "https://e.test/cert-error",
+                ),
+                (k("auth-tls-pass-certificate-to-upstream").as_str(), "true"),
+                (k("auth-tls-match-cn").as_str(), "CN=(alice|bob)"),
+            ]);
+            assert!(s.refused.is_empty() && d.is_empty(), "{d:?}");
+            let c = s.client_tls.expect("read");
+            assert_eq!(c.secret, ObjectKey::new("default", "ca"));
+            assert_eq!(c.verify, VerifyClient::OptionalNoCa);
+            assert_eq!(c.depth, 2);
+            assert_eq!(c.error_page.as_deref(), Some("https://e.test/cert-error"));
+            assert!(c.pass_cert);
+            assert_eq!(c.match_cn.as_deref(), Some("CN=(alice|bob)"));
+        }
+        // The defaults, and ingress-nginx's lenient readings (no weaker than the default).
+        let (s, d) = read(&[
+            ("nginx.ingress.kubernetes.io/auth-tls-secret", "ca"),
+            (
+                "nginx.ingress.kubernetes.io/auth-tls-verify-client",
+                "maybe",
+            ),
+            ("nginx.ingress.kubernetes.io/auth-tls-verify-depth", "deep"),
+        ]);
+        let c = s.client_tls.expect("read");
+        assert_eq!(
+            (c.verify, c.depth, c.pass_cert),
+            (VerifyClient::On, 1, false)
+        );
+        assert_eq!(d.len(), 2, "{d:?}");
+        assert!(s.refused.is_empty());
+        // Malformed values refuse the paths.
+        for (key, value) in [
+            ("auth-tls-secret", "other/ca"),
+            ("auth-tls-secret", "Bad_Name"),
+            ("auth-tls-verify-depth", "-1"),
+            ("auth-tls-error-page", "@named"),
+            ("auth-tls-error-page", "https://e.test/a b"),
+            ("auth-tls-pass-certificate-to-upstream", "yes please"),
+            ("auth-tls-match-cn", "O=client"),
+            ("auth-tls-match-cn", "CN=(unclosed"),
+        ] {
+            let full = format!("nginx.ingress.kubernetes.io/{key}");
+            let mut pairs = vec![("nginx.ingress.kubernetes.io/auth-tls-secret", "ca")];
+            if key == "auth-tls-secret" {
+                pairs.clear();
+            }
+            pairs.push((full.as_str(), value));
+            let (s, d) = read(&pairs);
+            assert_eq!(s.refused.len(), 1, "{key}: {value}");
+            assert!(s.client_tls.is_none(), "{key}: {value}");
+            assert!(d[0].message.contains(key), "{}", d[0].message);
+        }
+        // Alone, a companion key does nothing, and says so.
+        let (s, d) = read(&[("nginx.ingress.kubernetes.io/auth-tls-verify-client", "off")]);
+        assert!(s.refused.is_empty() && s.client_tls.is_none());
+        assert_eq!(d[0].severity, crate::compile::Severity::Warning);
+    }
+
+    #[test]
     fn unimplemented_guards_refuse_unless_they_ask_for_nothing() {
         for (key, value) in [
-            ("portico.dev/auth-tls-secret", "default/ca"),
-            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "on"),
-            ("nginx.ingress.kubernetes.io/auth-tls-match-cn", "CN=client"),
             ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/global-rate-limit", "5"),
             ("nginx.ingress.kubernetes.io/enable-modsecurity", "true"),
@@ -1199,7 +1536,6 @@ mod tests {
             assert!(d[0].message.contains(key), "{}", d[0].message);
         }
         for (key, value) in [
-            ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "off"),
             ("nginx.ingress.kubernetes.io/satisfy", "all"),
             ("nginx.ingress.kubernetes.io/enable-modsecurity", "false"),
         ] {

@@ -2411,3 +2411,119 @@ fn upstream_selection_annotations_reach_the_routes() {
         .iter()
         .any(|d| d.reason == DiagnosticReason::UnsupportedAnnotation));
 }
+
+#[test]
+fn client_certificates_belong_to_the_host_oldest_ingress_first() {
+    let ca = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()])
+        .unwrap()
+        .cert
+        .pem();
+    let ingress = |name: &str, ts: &str, host: Option<&str>, secret: &str, path: &str| {
+        let rule = match host {
+            Some(h) => format!("  - host: {h}\n    http:\n"),
+            None => "  - http:\n".to_owned(),
+        };
+        format!(
+            "---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: {name}
+  creationTimestamp: \"{ts}\"
+  annotations:
+    nginx.ingress.kubernetes.io/auth-tls-secret: {secret}
+    nginx.ingress.kubernetes.io/auth-tls-verify-client: optional
+spec:
+  ingressClassName: portico
+  rules:
+{rule}      paths:
+      - path: {path}
+        pathType: Prefix
+        backend: {{service: {{name: web, port: {{number: 80}}}}}}
+"
+        )
+    };
+    let mut text = String::from(
+        "apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: portico
+spec:
+  controller: portico.dev/ingress-controller
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: ca
+data:
+",
+    );
+    let ca64 = serde_json::to_value(ByteString(ca.into_bytes())).unwrap();
+    text.push_str(&format!("  ca.crt: {}\n", ca64.as_str().unwrap()));
+    text.push_str(&ingress(
+        "old",
+        "2020-01-01T00:00:00Z",
+        Some("a.test"),
+        "ca",
+        "/",
+    ));
+    text.push_str(&ingress(
+        "new",
+        "2021-01-01T00:00:00Z",
+        Some("a.test"),
+        "gone",
+        "/new",
+    ));
+    text.push_str(&ingress(
+        "broken",
+        "2021-01-01T00:00:00Z",
+        Some("b.test"),
+        "gone",
+        "/",
+    ));
+    text.push_str(&ingress(
+        "hostless",
+        "2021-01-01T00:00:00Z",
+        None,
+        "ca",
+        "/",
+    ));
+    let c = compile(&store_from_yaml(&text), &CompileOptions::default());
+    // The older Ingress's settings are the host's; the newer one is told so.
+    let (server, policy) = c.config.client_auth.get("a.test").expect("a.test");
+    assert_eq!((&**server, &*policy.source), ("a.test", "default/old"));
+    assert_eq!(policy.verify, proxy_core::pipeline::VerifyClient::Optional);
+    assert_eq!(c.client_auth.len(), 1, "{:?}", c.client_auth);
+    assert_eq!(c.client_auth[0].0, host("a.test"));
+    let reasons = |name| diags_on(&c, Kind::Ingress, "default", name);
+    assert!(
+        reasons("new").iter().any(
+            |(f, r)| *r == DiagnosticReason::InvalidAnnotation && f.contains("auth-tls-secret")
+        ),
+        "{:?}",
+        reasons("new")
+    );
+    // A missing Secret leaves its host out; a rule without a host cannot have them.
+    assert!(c.config.client_auth.get("b.test").is_none());
+    assert!(reasons("broken")
+        .iter()
+        .any(|(_, r)| *r == DiagnosticReason::AuthSecretInvalid));
+    assert!(reasons("hostless")
+        .iter()
+        .any(|(_, r)| *r == DiagnosticReason::SecurityRefused));
+    // Every path of a checked host runs the check first.
+    let first = |host: &str, path: &str| {
+        let (_, rules) = compile_rules(&store_from_yaml(&text));
+        rules
+            .iter()
+            .find(|r| r.host == exact(host) && r.path == path)
+            .map(|r| {
+                matches!(
+                    r.target.policy.request.first(),
+                    Some(RequestFilter::ClientCert(_))
+                )
+            })
+    };
+    assert_eq!(first("a.test", "/"), Some(true));
+    assert_eq!(first("a.test", "/new"), Some(true));
+}

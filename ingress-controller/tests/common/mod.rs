@@ -202,8 +202,8 @@ impl Drop for Controller {
 /// A tiny HTTP/1.1 backend: answers every request with `200` (the code a `/status/NNN`
 /// path names; a backend named `errors...` answers with its request's `X-Code`), the
 /// body `<name> <path>`, the header `x-backend: <name>`, the method as `echo-method`, and
-/// the `Host` and every `X-` header it was sent as `echo-<name>` (`echo-host`,
-/// `echo-x-real-ip`, `echo-x-code`, ...).
+/// the `Host`, every `X-` and `ssl-client-` header it was sent as `echo-<name>`
+/// (`echo-host`, `echo-x-real-ip`, `echo-x-code`, ...).
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -259,7 +259,10 @@ impl Backend {
                                 .header("x-backend", name.as_str())
                                 .header("echo-method", req.method().as_str());
                             for (h, v) in req.headers() {
-                                if h.as_str().starts_with("x-") || h == "host" {
+                                if h.as_str().starts_with("x-")
+                                    || h.as_str().starts_with("ssl-client-")
+                                    || h == "host"
+                                {
                                     resp = resp.header(format!("echo-{h}"), v);
                                 }
                             }

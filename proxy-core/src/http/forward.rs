@@ -199,8 +199,13 @@ impl Proxy {
             replicas: config.replicas,
             conn_slot: None,
             external_auth: None,
+            client_auth: &config.client_auth,
+            client_cert: info.client_cert.as_deref(),
+            sni: info.sni.as_deref(),
+            upstream_set: Vec::new(),
         };
         let flow = policy.request_filters(&mut ctx, &parts);
+        let upstream_set = std::mem::take(&mut ctx.upstream_set);
         // Counted until the answer's body is done, whoever answers.
         log.conn_slot = ctx.conn_slot.take();
         let body_limit = ctx.body_limit;
@@ -214,6 +219,16 @@ impl Proxy {
         }
         if let Flow::Answer(resp) = flow? {
             return Ok(*resp);
+        }
+        for (name, value) in upstream_set {
+            match value {
+                Some(v) => {
+                    parts.headers.insert(name, v);
+                }
+                None => {
+                    parts.headers.remove(name);
+                }
+            }
         }
         if let Some(auth) = external_auth {
             // Boxed: only routes with external auth carry the exchange's state.

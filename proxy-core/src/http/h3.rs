@@ -113,6 +113,9 @@ impl Proxy {
             sni,
             alpn_h2: false,
             proxied: None,
+            // QUIC connections are never asked for a certificate: routes that check
+            // them refuse these requests.
+            client_cert: None,
         };
         let client = Arc::new(Conn {
             http3: true,

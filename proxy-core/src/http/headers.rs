@@ -298,6 +298,7 @@ mod tests {
             sni: None,
             alpn_h2: false,
             proxied: None,
+            client_cert: None,
         })
     }
 

@@ -99,6 +99,8 @@ pub struct ConnInfo {
     /// The client a PROXY protocol header named, when the listener reads one and the
     /// peer sending it is trusted (see [`Proxy::proxy_protocol`]).
     pub proxied: Option<SocketAddr>,
+    /// The client certificate, when the handshake asked for one (`auth-tls-*`).
+    pub client_cert: Option<Arc<crate::pipeline::ClientCert>>,
 }
 
 /// A connection as its requests see it: what was accepted, plus the values every request

@@ -168,6 +168,7 @@ impl Proxy {
                 sni: None,
                 alpn_h2: false,
                 proxied,
+                client_cert: None,
             };
             if !self.config.load().settings.proxy_protocol {
                 // Set up here, so the task holds only what serving needs.

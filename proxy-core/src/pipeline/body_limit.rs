@@ -56,6 +56,10 @@ mod tests {
             replicas: 1,
             conn_slot: None,
             external_auth: None,
+            client_auth: &super::super::redirect::tests::EMPTY_CLIENT_AUTH,
+            client_cert: None,
+            sni: None,
+            upstream_set: Vec::new(),
         };
         let head = |len: &str| {
             Request::post("/")

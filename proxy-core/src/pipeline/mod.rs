@@ -23,6 +23,7 @@ mod basic_auth;
 mod body_limit;
 mod canary;
 pub mod client;
+mod client_cert;
 mod cors;
 mod digest_auth;
 pub(crate) mod errors;
@@ -45,6 +46,9 @@ pub use basic_auth::{BasicAuth, Credentials, Htpasswd, HtpasswdError};
 pub use body_limit::BodyLimit;
 pub use canary::{Affinitized, ByHeader, Canary, CanaryRule, HeaderJudge, HeaderPattern};
 pub use client::ClientAddressPolicy;
+pub use client_cert::{
+    ByHost, CertVerify, ClientAuthTable, ClientCert, ClientCertAuth, ClientCertPolicy, VerifyClient,
+};
 pub use cors::{Cors, CorsOrigins, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
@@ -176,6 +180,16 @@ pub struct RequestCtx<'a> {
     pub conn_slot: Option<ConnSlot>,
     /// Ask this authentication service once the filters are done ([`ExternalAuth`]).
     pub external_auth: Option<Arc<ExternalAuth>>,
+    /// The client-certificate settings of each host ([`ClientCertAuth`]).
+    pub client_auth: &'a ClientAuthTable,
+    /// The connection's client certificate as its handshake judged it; `None` when the
+    /// handshake asked for none (or the connection is not TLS).
+    pub client_cert: Option<&'a ClientCert>,
+    /// The TLS server name the client sent.
+    pub sni: Option<&'a str>,
+    /// Fields set (`Some`) or removed (`None`) on the upstream request once the filters
+    /// are done ([`ClientCertAuth`]).
+    pub upstream_set: Vec<(HeaderName, Option<HeaderValue>)>,
 }
 
 /// One step before the pick. The compiler puts them in nginx's phase order: a refused
@@ -188,6 +202,8 @@ pub struct RequestCtx<'a> {
 pub enum RequestFilter {
     /// A security setting that cannot be honoured: every request gets 503.
     Refuse(Refuse),
+    /// `auth-tls-*`: first, as nginx checks the certificate before any phase runs.
+    ClientCert(ClientCertAuth),
     /// A Gateway API rule with no valid backend: every request gets 500.
     NoValidBackend(NoValidBackend),
     /// `from-to-www-redirect`, on the host the Ingress does not name.
@@ -215,6 +231,7 @@ impl RequestFilter {
     fn on_request(&self, ctx: &mut RequestCtx<'_>, parts: &Parts) -> Result<Flow, ProxyError> {
         match self {
             RequestFilter::Refuse(f) => f.on_request(ctx, parts),
+            RequestFilter::ClientCert(f) => f.on_request(ctx, parts),
             RequestFilter::NoValidBackend(f) => f.on_request(ctx, parts),
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),

@@ -109,6 +109,10 @@ pub(super) mod tests {
         super::super::DigestCredentials,
     > = std::sync::LazyLock::new(Default::default);
 
+    /// No client-certificate settings, for filters that need none.
+    pub(crate) static EMPTY_CLIENT_AUTH: std::sync::LazyLock<super::super::ClientAuthTable> =
+        std::sync::LazyLock::new(Default::default);
+
     /// No limit state, for filters that need none.
     pub(crate) static EMPTY_LIMITER: std::sync::LazyLock<super::super::Limiter> =
         std::sync::LazyLock::new(Default::default);
@@ -131,6 +135,10 @@ pub(super) mod tests {
             replicas: 1,
             conn_slot: None,
             external_auth: None,
+            client_auth: &EMPTY_CLIENT_AUTH,
+            client_cert: None,
+            sni: None,
+            upstream_set: Vec::new(),
         }
     }
 
