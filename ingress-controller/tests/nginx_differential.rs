@@ -250,10 +250,7 @@ fn cases() -> Vec<Case> {
                 Ing::new("approot-rest", "approot2.test").path("/", "Prefix", "b"),
             ],
             reqs: vec![
-                req("approot2.test", "/").differs(
-                    "not yet matched: ingress-nginx's app-root is a server-level `if`, so it \
-                     answers / on the whole host",
-                ),
+                req("approot2.test", "/"),
                 req("approot2.test", "/app"),
                 req("approot2.test", "/x"),
             ],

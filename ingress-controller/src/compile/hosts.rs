@@ -13,7 +13,7 @@ use std::sync::Arc;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use proxy_core::config::BackendId;
-use proxy_core::pipeline::{Canary, Rewrite, RoutePolicy};
+use proxy_core::pipeline::{AppRoot, Canary, RequestFilter, Rewrite, RoutePolicy};
 use proxy_core::routes::{
     HostMatch, HostRoutes, PathRegex, PathType, RegexRule, RouteRule, RouteTarget,
 };
@@ -402,6 +402,7 @@ fn build_host(
             winners.push(winner);
         }
     }
+    host_app_root(&mut rules, &won);
     let table = if won.iter().any(|(_, p)| p.regex.is_some()) {
         let regex = regex_rules(host, rules, &won, &mut diags);
         Some(HostRoutes::with_regex(host.clone(), regex))
@@ -413,6 +414,49 @@ fn build_host(
         covered,
         diags,
         winners,
+    }
+}
+
+/// ingress-nginx writes `app-root` as a server-level `if ($uri = /) { return 302 ...; }`
+/// before the location of each path that has it, so it answers `/` on the whole host,
+/// whichever path `/` is routed to, ahead of anything a location does; of several, the
+/// first in its location order (longest path first, then the greater) wins. Every rule
+/// of the host gets that one as its first filter. `won[i]` is where `rules[i]` came from.
+fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)]) {
+    // ingress-nginx's location path: a plain Prefix path other than `/` gains a `/`.
+    let location = |p: &ParsedPath| {
+        if p.regex.is_none() && p.path_type == PathType::Prefix && !p.path.ends_with('/') {
+            format!("{}/", p.path)
+        } else {
+            p.path.clone()
+        }
+    };
+    let Some(root) = won
+        .iter()
+        .filter_map(|(f, p)| Some((location(p), f.ann.app_root.as_ref()?)))
+        .max_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)))
+        .map(|(_, root)| AppRoot(root.clone()))
+    else {
+        return;
+    };
+    // Paths that shared a policy keep sharing one.
+    let mut rewritten: HashMap<*const RoutePolicy, Arc<RoutePolicy>> = HashMap::new();
+    for rule in rules {
+        let policy = &rule.target.policy;
+        if policy.request.first() == Some(&RequestFilter::AppRoot(root.clone())) {
+            continue;
+        }
+        let updated = rewritten
+            .entry(Arc::as_ptr(policy))
+            .or_insert_with(|| {
+                let mut p = RoutePolicy::clone(policy);
+                p.request
+                    .retain(|f| !matches!(f, RequestFilter::AppRoot(_)));
+                p.request.insert(0, RequestFilter::AppRoot(root.clone()));
+                Arc::new(p)
+            })
+            .clone();
+        rule.target.policy = updated;
     }
 }
 

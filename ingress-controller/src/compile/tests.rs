@@ -1250,6 +1250,54 @@ fn regex_paths_follow_ingress_nginx_path_priority() {
 }
 
 #[test]
+fn app_root_answers_slash_on_the_whole_host() {
+    // ingress-nginx writes app-root as a server-level `if ($uri = /)`: it takes `/` on
+    // the host even when another Ingress routes `/`, and of two the longer path's wins.
+    let store = regex_store(&[
+        regex_ingress(
+            "app",
+            "foo.com",
+            &["nginx.ingress.kubernetes.io/app-root: /app/home"],
+            &[("/app", "Prefix", "app")],
+        ),
+        regex_ingress(
+            "short",
+            "foo.com",
+            &["nginx.ingress.kubernetes.io/app-root: /short"],
+            &[("/a", "Prefix", "short")],
+        ),
+        regex_ingress("rest", "foo.com", &[], &[("/", "Prefix", "rest")]),
+        regex_ingress("other", "bar.com", &[], &[("/", "Prefix", "rest")]),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    let app_roots = |host: &str, path: &str| -> Vec<String> {
+        let t = c.config.routes.lookup(host, path).unwrap();
+        t.policy
+            .request
+            .iter()
+            .filter_map(|f| match f {
+                RequestFilter::AppRoot(r) => Some(r.0.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(service_for(&c, "foo.com", "/").as_deref(), Some("rest"));
+    for path in ["/", "/x", "/app", "/a/b"] {
+        assert_eq!(app_roots("foo.com", path), ["/app/home"], "{path}");
+        let first = &c
+            .config
+            .routes
+            .lookup("foo.com", path)
+            .unwrap()
+            .policy
+            .request[0];
+        assert!(matches!(first, RequestFilter::AppRoot(_)), "{path}");
+    }
+    // Other hosts are untouched.
+    assert!(app_roots("bar.com", "/").is_empty());
+}
+
+#[test]
 fn regex_locations_go_longest_first_even_over_a_literal_match() {
     // ingress-nginx's warning example: `/foo/bar/bar` is caught by the longer regex.
     let store = regex_store(&[regex_ingress(
