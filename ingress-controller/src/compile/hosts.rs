@@ -52,6 +52,11 @@ pub(super) struct ParsedPath {
     regex: Option<PathRegex>,
     /// `rewrite-target`, for a regex path other than the target.
     rewrite: Option<Rewrite>,
+    /// A plain `Prefix` path `/p` whose Ingress's `rewrite-target` is `/p` itself:
+    /// ingress-nginx normalizes the location to `/p/`, which then differs from the
+    /// target, so it rewrites requests under `/p/` to the target and puts the host in
+    /// regex mode. The rewrite of that `/p/` location.
+    slash_rewrite: Option<Rewrite>,
 }
 
 impl Fragment {
@@ -147,6 +152,29 @@ impl Fragment {
                 } else {
                     (None, None)
                 };
+                let target = ann.rewrite_target.as_deref();
+                let normalized_away = regex.is_none()
+                    && ann.canary.is_none()
+                    && path_type == PathType::Prefix
+                    && path != "/"
+                    && !path.ends_with('/')
+                    && target == Some(path.as_str());
+                let slash_rewrite = match target.filter(|_| normalized_away) {
+                    Some(t) => match Rewrite::new(&format!("{path}/"), t) {
+                        Ok(rw) => Some(rw),
+                        Err(e) => {
+                            diags.push(Diagnostic::error(
+                                Kind::Ingress,
+                                key,
+                                format!("{field}.path"),
+                                DiagnosticReason::InvalidPathRegex,
+                                format!("path {path:?} equals rewrite-target, so ingress-nginx rewrites requests under \"{path}/\" as a regular expression, and Portico cannot match that one ({e}); path ignored"),
+                            ));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 paths.push(ParsedPath {
                     host,
                     path,
@@ -154,6 +182,7 @@ impl Fragment {
                     field,
                     regex,
                     rewrite,
+                    slash_rewrite,
                 });
             }
         }
@@ -403,7 +432,10 @@ fn build_host(
         }
     }
     host_app_root(&mut rules, &won);
-    let table = if won.iter().any(|(_, p)| p.regex.is_some()) {
+    let regex_mode = won
+        .iter()
+        .any(|(_, p)| p.regex.is_some() || p.slash_rewrite.is_some());
+    let table = if regex_mode {
         let regex = regex_rules(host, rules, &won, &mut diags);
         Some(HostRoutes::with_regex(host.clone(), regex))
     } else {
@@ -575,15 +607,17 @@ fn regex_rules(
         .filter(|(r, (_, p))| p.regex.is_none() && r.path_type == PathType::Exact)
         .map(|(r, _)| r.path.as_str())
         .collect();
-    // (location path, its regex when already compiled, index into `rules`).
-    let mut locations: Vec<(String, Option<PathRegex>, usize)> = Vec::new();
-    for (i, (rule, (_, p))) in rules.iter().zip(won).enumerate() {
+    // (location path, its regex when already compiled, index into `rules`, its own
+    // policy when it is not the rule's).
+    type Location = (String, Option<PathRegex>, usize, Option<Arc<RoutePolicy>>);
+    let mut locations: Vec<Location> = Vec::new();
+    for (i, (rule, (f, p))) in rules.iter().zip(won).enumerate() {
         if let Some(regex) = &p.regex {
-            locations.push((rule.path.clone(), Some(regex.clone()), i));
+            locations.push((rule.path.clone(), Some(regex.clone()), i, None));
             continue;
         }
         if rule.path == "/" || rule.path_type == PathType::Exact {
-            locations.push((rule.path.clone(), None, i));
+            locations.push((rule.path.clone(), None, i, None));
             continue;
         }
         let with_slash = if rule.path.ends_with('/') {
@@ -592,15 +626,22 @@ fn regex_rules(
             format!("{}/", rule.path)
         };
         let add_exact = with_slash != rule.path && !exact.contains(rule.path.as_str());
-        locations.push((with_slash, None, i));
+        let slash_policy = p.slash_rewrite.as_ref().map(|rw| {
+            Arc::new(policy::with_rewrite(
+                &rule.target.policy,
+                &f.ann,
+                rw.clone(),
+            ))
+        });
+        locations.push((with_slash, None, i, slash_policy));
         if add_exact {
-            locations.push((rule.path.clone(), None, i));
+            locations.push((rule.path.clone(), None, i, None));
         }
     }
     locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| b.0.cmp(&a.0)));
     let mut out = Vec::with_capacity(locations.len());
     let mut reported: HashSet<usize> = HashSet::new();
-    for (path, regex, i) in locations {
+    for (path, regex, i, own_policy) in locations {
         let regex = match regex {
             Some(r) => r,
             None => match PathRegex::new(&path) {
@@ -620,10 +661,14 @@ fn regex_rules(
                 }
             },
         };
+        let mut target = rules[i].target.clone();
+        if let Some(policy) = own_policy {
+            target.policy = policy;
+        }
         out.push(RegexRule {
             host: host.clone(),
             path: regex,
-            target: rules[i].target.clone(),
+            target,
         });
     }
     out

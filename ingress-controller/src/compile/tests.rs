@@ -1298,6 +1298,51 @@ fn app_root_answers_slash_on_the_whole_host() {
 }
 
 #[test]
+fn a_prefix_path_equal_to_its_rewrite_target_still_rewrites_under_it() {
+    // ingress-nginx normalizes the Prefix location `/keep` to `/keep/` (plus an Exact
+    // `/keep`), after which `/keep/` differs from the target: it is rewritten to `/keep`
+    // and the host goes to regex mode.
+    let store = regex_store(&[
+        regex_ingress(
+            "keep",
+            "keep.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /keep"],
+            &[("/keep", "Prefix", "keep")],
+        ),
+        regex_ingress("other", "keep.com", &[], &[("/other", "Exact", "other")]),
+        regex_ingress(
+            "slash",
+            "slash.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /keep/"],
+            &[("/keep/", "Prefix", "keep")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    let rewrites = |host: &str, path: &str| {
+        c.config.routes.lookup(host, path).map(|t| {
+            t.policy
+                .request
+                .iter()
+                .any(|f| matches!(f, RequestFilter::Rewrite(_)))
+        })
+    };
+    assert_eq!(rewrites("keep.com", "/keep/x"), Some(true));
+    assert_eq!(rewrites("keep.com", "/keep"), Some(false));
+    // Regex mode: case-insensitive prefixes, for the other Ingress's path too.
+    assert_eq!(
+        service_for(&c, "keep.com", "/KEEPX").as_deref(),
+        Some("keep")
+    );
+    assert_eq!(
+        service_for(&c, "keep.com", "/Other/x").as_deref(),
+        Some("other")
+    );
+    // A path that already ends in `/` is its own target: no rewrite, no regex mode.
+    assert_eq!(rewrites("slash.com", "/keep/x"), Some(false));
+    assert_eq!(service_for(&c, "slash.com", "/KEEP/x"), None);
+}
+
+#[test]
 fn regex_locations_go_longest_first_even_over_a_literal_match() {
     // ingress-nginx's warning example: `/foo/bar/bar` is caught by the longer regex.
     let store = regex_store(&[regex_ingress(
