@@ -65,8 +65,8 @@ const NORMALIZED: &str = "normalized paths: Portico routes on the normalized pat
 
 /// The Services the cases route to; each is one echo pod named after it.
 const SERVICES: &[&str] = &[
-    "a", "b", "c", "d", "main", "canary", "main2", "canary2", "rwmain", "rwcanary", "wmain",
-    "wcanary",
+    "a", "b", "c", "d", "main", "canary", "main2", "canary2", "main3", "canary3", "main4",
+    "canary4", "rwmain", "rwcanary", "wmain", "wcanary",
 ];
 
 fn cases() -> Vec<Case> {
@@ -158,6 +158,9 @@ fn cases() -> Vec<Case> {
                 req("plain.test", "/foobar"),
                 req("plain.test", "/FOO"),
                 req("plain.test", "/exact"),
+                req("plain.test", "/exact?x=1"),
+                req("PLAIN.TEST", "/foo/x"),
+                req("plain.test:8080", "/foo/x"),
                 req("plain.test", "/exact/"),
                 req("plain.test", "/exactly"),
                 req("plain.test", "/aaa/bb"),
@@ -259,6 +262,7 @@ fn cases() -> Vec<Case> {
             reqs: vec![
                 req("approot.test", "/"),
                 req("approot.test", "/?q=1"),
+                req("approot.test:8080", "/"),
                 req("approot.test", "/app1"),
                 req("approot.test", "/x/"),
             ],
@@ -269,6 +273,14 @@ fn cases() -> Vec<Case> {
                 Ing::new("tls", "tls.test")
                     .tls()
                     .path("/secure", "Prefix", "a"),
+                Ing::new("tlsrw", "tlsrw.test")
+                    .tls()
+                    .ann("rewrite-target", "/$1")
+                    .path("/api/(.*)", is, "b"),
+                Ing::new("force", "force.test")
+                    .ann("force-ssl-redirect", "true")
+                    .ann("preserve-trailing-slash", "true")
+                    .path("/", "Prefix", "a"),
                 Ing::new("nossl", "nossl.test")
                     .tls()
                     .ann("ssl-redirect", "false")
@@ -280,6 +292,9 @@ fn cases() -> Vec<Case> {
                 req("tls.test", "/secure/x/?y=1"),
                 req("tls.test", "/other"),
                 req("nossl.test", "/x?y=1"),
+                req("tlsrw.test", "/api/x/?y=1"),
+                req("force.test", "/x/"),
+                req("force.test", "/x/?q=1"),
             ],
         },
         Case {
@@ -317,6 +332,18 @@ fn cases() -> Vec<Case> {
                     .ann("canary-by-header-value", "v2")
                     .path("/", "Prefix", "canary2"),
                 Ing::new("same-service", "other.test").path("/", "Prefix", "main"),
+                Ing::new("main-pattern", "canary3.test").path("/", "Prefix", "main3"),
+                Ing::new("canary-pattern", "canary3.test")
+                    .ann("canary", "true")
+                    .ann("canary-by-header", "X-Pat")
+                    .ann("canary-by-header-pattern", "^v[0-9]+$")
+                    .path("/", "Prefix", "canary3"),
+                Ing::new("main-all", "canary4.test").path("/", "Prefix", "main4"),
+                Ing::new("canary-all", "canary4.test")
+                    .ann("canary", "true")
+                    .ann("canary-by-header", "X-Never")
+                    .ann("canary-weight", "100")
+                    .path("/", "Prefix", "canary4"),
                 Ing::new("rw-main", "canaryrw.test")
                     .ann("rewrite-target", "/$1")
                     .ann("upstream-vhost", "up.internal")
@@ -343,6 +370,12 @@ fn cases() -> Vec<Case> {
                 req("canary2.test", "/y").header("X-Version", "always"),
                 req("canary2.test", "/y"),
                 req("other.test", "/z"),
+                req("canary3.test", "/p").header("X-Pat", "v12"),
+                req("canary3.test", "/p").header("X-Pat", "V12"),
+                req("canary3.test", "/p").header("X-Pat", "xv1"),
+                req("canary3.test", "/p").header("X-Pat", "always"),
+                req("canary4.test", "/q"),
+                req("canary4.test", "/q").header("X-Never", "never"),
                 req("canaryrw.test", "/app/x?q=1"),
                 req("canaryrw.test", "/app/x?q=1").header("X-Canary", "always"),
                 req("other.test", "/z")
@@ -365,6 +398,25 @@ fn cases() -> Vec<Case> {
                     .path("/", "Prefix", "wcanary"),
             ],
             reqs: Vec::new(),
+        },
+        Case {
+            name: "wildcard hosts and rules without a host",
+            ings: vec![
+                Ing::new("wild", "*.wild.test").path("/", "Prefix", "b"),
+                Ing::new("hostless", "").path("/hostless", "Prefix", "c"),
+            ],
+            reqs: vec![
+                req("a.wild.test", "/x"),
+                req("a.b.wild.test", "/x"),
+                req("wild.test", "/x"),
+                req("unknown.test", "/hostless/x"),
+                req("noroot.test", "/hostless").differs(
+                    "rules without a host: Portico tries them for every host after its own \
+                     rules, as the Ingress API describes; ingress-nginx keeps them in its \
+                     catch-all server, which a named host's requests never reach (README, \
+                     Deliberate differences)",
+                ),
+            ],
         },
         Case {
             name: "no rule matches",

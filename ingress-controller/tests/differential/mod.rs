@@ -107,11 +107,15 @@ impl Ing {
                 self.host
             );
         }
-        let _ = write!(
-            out,
-            "  rules:\n  - host: {}\n    http:\n      paths:\n",
-            self.host
-        );
+        if self.host.is_empty() {
+            out.push_str("  rules:\n  - http:\n      paths:\n");
+        } else {
+            let _ = write!(
+                out,
+                "  rules:\n  - host: \"{}\"\n    http:\n      paths:\n",
+                self.host
+            );
+        }
         for p in &self.paths {
             let _ = write!(
                 out,
@@ -212,11 +216,9 @@ http {{
         render_canary_maps(&mut out, main, c);
     }
 
-    // The catch-all server: ingress-nginx's default backend answers 404.
-    let _ = write!(
-        out,
-        "\n    server {{\n        listen {listen} default_server;\n        location / {{ return 404; }}\n    }}\n"
-    );
+    // The catch-all server `_`: the rules without a host, and ingress-nginx's default
+    // backend (404) for the rest.
+    render_server(&mut out, ings, "", listen, &canaries);
 
     // from-to-www-redirect: a server of its own for the twin (nginx.tmpl's
     // RedirectServers, ngx_srv_redirect.lua: scheme, target host, server port, request
@@ -249,7 +251,7 @@ http {{
 
     // One server per host, in the order hosts first appear.
     let mut hosts: Vec<&'static str> = Vec::new();
-    for ing in ings.iter().filter(|i| !i.is_canary()) {
+    for ing in ings.iter().filter(|i| !i.is_canary() && !i.host.is_empty()) {
         if !hosts.contains(&ing.host) {
             hosts.push(ing.host);
         }
@@ -262,7 +264,8 @@ http {{
 }
 
 /// `map`s and `split_clients` taking balancer.lua's decision for the canary of `main`:
-/// header (`always`/`never`, or the exact `-value`), then cookie, then weight. nginx's
+/// header (`always`/`never`, or the exact `-value`, or a match of `-pattern`), then
+/// cookie, then weight. nginx's
 /// `map` strings ignore case, so anchored case-sensitive regexes stand for the exact
 /// comparisons Lua makes.
 fn render_canary_maps(out: &mut String, main: &str, c: &Canary) {
@@ -298,21 +301,31 @@ fn render_canary_maps(out: &mut String, main: &str, c: &Canary) {
         .ing
         .get("canary-by-header")
         .map(|h| h.to_ascii_lowercase().replace('-', "_"));
-    match (header, c.ing.get("canary-by-header-value")) {
-        (Some(h), Some(value)) => {
+    let (value, pattern) = (
+        c.ing.get("canary-by-header-value"),
+        c.ing.get("canary-by-header-pattern"),
+    );
+    match (header, value, pattern) {
+        (Some(h), Some(value), _) => {
             let _ = writeln!(
                 out,
                 "    map $http_{h} $canary_{main} {{ \"~^{}$\" {canary}; default {fallback}; }}",
                 regex_escape(value)
             );
         }
-        (Some(h), None) => {
+        (Some(h), None, Some(pattern)) => {
+            let _ = writeln!(
+                out,
+                "    map $http_{h} $canary_{main} {{ \"~{pattern}\" {canary}; default {fallback}; }}"
+            );
+        }
+        (Some(h), None, None) => {
             let _ = writeln!(
                 out,
                 "    map $http_{h} $canary_{main} {{ \"~^always$\" {canary}; \"~^never$\" {main_up}; default {fallback}; }}"
             );
         }
-        (None, _) => {
+        (None, _, _) => {
             let _ = writeln!(
                 out,
                 "    map $request_id $canary_{main} {{ default {fallback}; }}"
@@ -368,9 +381,18 @@ fn render_server(
     let enforce_regex = locs.iter().any(|l| l.needs_rewrite() || l.use_regex());
     let tls = ings.iter().any(|i| i.host == host && i.tls);
 
+    // template.go's buildServerName: a wildcard takes exactly one more label.
+    let (default, name) = match host.strip_prefix("*.") {
+        _ if host.is_empty() => (" default_server", "_".to_owned()),
+        Some(rest) => (
+            "",
+            format!(r"~^(?<subdomain>[\w-]+)\.{}$", rest.replace('.', r"\.")),
+        ),
+        None => ("", host.to_owned()),
+    };
     let _ = write!(
         out,
-        "\n    server {{\n        listen {listen};\n        server_name \"{host}\";\n"
+        "\n    server {{\n        listen {listen}{default};\n        server_name \"{name}\";\n"
     );
     for loc in &locs {
         // nginx.tmpl writes app-root as a server-level `if` before its location.
@@ -455,14 +477,14 @@ fn render_location(
     }
     // lua_ingress.lua's redirect_to_https, run after the rewrite module's directives but
     // before the `rewrite ... break` of the location could stop them: 308 to
-    // `https://HOST` + the request URI without a trailing `/`.
-    if tls && ing.get("ssl-redirect") != Some("false") {
-        out.push_str(
-            "            set $https_uri $request_uri;
-            if ($https_uri ~ \"^(.*)/$\") { set $https_uri $1; }
-            return 308 https://$host$https_uri;
-",
-        );
+    // `https://HOST` + the request URI, without a trailing `/` unless
+    // `preserve-trailing-slash`; `force-ssl-redirect` needs no certificate.
+    if ing.flag("force-ssl-redirect") || (tls && ing.get("ssl-redirect") != Some("false")) {
+        out.push_str("            set $https_uri $request_uri;\n");
+        if !ing.flag("preserve-trailing-slash") {
+            out.push_str("            if ($https_uri ~ \"^(.*)/$\") { set $https_uri $1; }\n");
+        }
+        out.push_str("            return 308 https://$host$https_uri;\n");
     }
     match ing.get("upstream-vhost") {
         Some(vhost) => {
