@@ -117,7 +117,13 @@ fn cases() -> Vec<Case> {
                     .path("/l/long/.*", is, "d"),
                 Ing::new("regex-b", "regex.test")
                     .path("/foo/bar/bar", "Prefix", "b")
-                    .path("/exact", "Exact", "c"),
+                    .path("/exact", "Exact", "c")
+                    .path("/dot.path", "Prefix", "d"),
+                Ing::new("regex-anchored", "regex.test")
+                    .ann("use-regex", "true")
+                    .path("/end$", "Exact", "d")
+                    .path("/(opt)?group(.*)", is, "b")
+                    .ann("rewrite-target", "/x$1y$2"),
             ],
             reqs: vec![
                 req("regex.test", "/foo/bar/bar"),
@@ -134,6 +140,11 @@ fn cases() -> Vec<Case> {
                 req("regex.test", "/l/long/x"),
                 req("regex.test", "/l/LONG/"),
                 req("regex.test", "/nothing"),
+                req("regex.test", "/dotxpath/y"),
+                req("regex.test", "/end"),
+                req("regex.test", "/end/"),
+                req("regex.test", "/group/z"),
+                req("regex.test", "/optgroup/z?k=v"),
                 req("regex.test", "/foo/bar/%41BC").differs(NORMALIZED),
             ],
         },
@@ -163,6 +174,8 @@ fn cases() -> Vec<Case> {
                 req("plain.test:8080", "/foo/x"),
                 req("plain.test", "/exact/"),
                 req("plain.test", "/exactly"),
+                req("plain.test", "/EXACT"),
+                req("plain.test", "/foo?a=%2F&b"),
                 req("plain.test", "/aaa/bb"),
                 req("plain.test", "/aaa/bbb"),
                 req("plain.test", "/aaa/bb/c"),
@@ -277,6 +290,10 @@ fn cases() -> Vec<Case> {
                     .tls()
                     .ann("rewrite-target", "/$1")
                     .path("/api/(.*)", is, "b"),
+                Ing::new("tlsperm", "tlsperm.test")
+                    .tls()
+                    .ann("permanent-redirect", "https://elsewhere.test/p")
+                    .path("/", "Prefix", "a"),
                 Ing::new("force", "force.test")
                     .ann("force-ssl-redirect", "true")
                     .ann("preserve-trailing-slash", "true")
@@ -294,27 +311,39 @@ fn cases() -> Vec<Case> {
                 req("nossl.test", "/x?y=1"),
                 req("tlsrw.test", "/api/x/?y=1"),
                 req("force.test", "/x/"),
+                req("tlsperm.test", "/x/"),
                 req("force.test", "/x/?q=1"),
             ],
         },
         Case {
             name: "from-to-www-redirect",
-            ings: vec![Ing::new("fromto", "fromto.test")
-                .ann("from-to-www-redirect", "true")
-                .path("/", "Prefix", "a")],
+            ings: vec![
+                Ing::new("fromto", "fromto.test")
+                    .ann("from-to-www-redirect", "true")
+                    .path("/", "Prefix", "a"),
+                Ing::new("fromto-www", "www.fromto2.test")
+                    .ann("from-to-www-redirect", "true")
+                    .path("/", "Prefix", "b"),
+            ],
             reqs: vec![
                 req("fromto.test", "/x"),
                 req("www.fromto.test", "/"),
                 req("www.fromto.test", "/path/"),
                 req("www.fromto.test", "/x/?a=1"),
+                req("fromto2.test", "/y/"),
+                req("www.fromto2.test", "/y/"),
             ],
         },
         Case {
             name: "upstream-vhost",
             ings: vec![Ing::new("vhost", "vhost.test")
                 .ann("upstream-vhost", "internal.svc")
+                .ann("x-forwarded-prefix", "/unused")
                 .path("/", "Prefix", "a")],
-            reqs: vec![req("vhost.test", "/x?q=1")],
+            reqs: vec![
+                req("vhost.test", "/x?q=1"),
+                req("vhost.test", "/x").header("X-Forwarded-Prefix", "/client"),
+            ],
         },
         Case {
             name: "canary by header and cookie",
@@ -552,6 +581,10 @@ async fn portico_answers_as_ingress_nginx_renders_the_same_ingresses() {
     let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let conf = render_nginx(&ings, &services, listen, ndir.path());
     let conf_path = ndir.path().join("nginx.conf");
+    // To read the rendered configuration after a run.
+    if let Some(keep) = std::env::var_os("PORTICO_TEST_KEEP_NGINX_CONF") {
+        let _ = std::fs::write(keep, &conf);
+    }
     std::fs::write(&conf_path, &conf).expect("write nginx.conf");
     let nginx = Nginx::start(&nginx_bin, &conf_path, ndir.path(), listen).await;
 
