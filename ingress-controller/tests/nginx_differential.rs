@@ -260,11 +260,17 @@ fn cases() -> Vec<Case> {
                     .ann("app-root", "/app/home")
                     .path("/app", "Prefix", "a"),
                 Ing::new("approot-rest", "approot2.test").path("/", "Prefix", "b"),
+                Ing::new("approot-only", "approot3.test")
+                    .ann("app-root", "/app/home")
+                    .path("/app", "Prefix", "a"),
             ],
             reqs: vec![
                 req("approot2.test", "/"),
                 req("approot2.test", "/app"),
                 req("approot2.test", "/x"),
+                req("approot3.test", "/"),
+                req("approot3.test", "/?x=1"),
+                req("approot3.test", "/x"),
             ],
         },
         Case {

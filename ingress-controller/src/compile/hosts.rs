@@ -431,14 +431,32 @@ fn build_host(
             winners.push(winner);
         }
     }
-    host_app_root(&mut rules, &won);
+    // The rule whose app-root the host takes: its route answers `/` when no rule of the
+    // host matches it, as the server-level `if` does in ingress-nginx.
+    let app_root = host_app_root(&mut rules, &won).map(|i| rules[i].target.clone());
     let regex_mode = won
         .iter()
         .any(|(_, p)| p.regex.is_some() || p.slash_rewrite.is_some());
     let table = if regex_mode {
-        let regex = regex_rules(host, rules, &won, &mut diags);
+        let mut regex = regex_rules(host, rules, &won, &mut diags);
+        // Last: only `/` that no location took.
+        if let (Some(target), Ok(path)) = (app_root, PathRegex::new("/$")) {
+            regex.push(RegexRule {
+                host: host.clone(),
+                path,
+                target,
+            });
+        }
         Some(HostRoutes::with_regex(host.clone(), regex))
     } else {
+        if let Some(target) = app_root.filter(|_| !rules.iter().any(|r| r.path == "/")) {
+            rules.push(RouteRule {
+                host: host.clone(),
+                path: "/".to_owned(),
+                path_type: PathType::Exact,
+                target,
+            });
+        }
         HostRoutes::group(rules).pop()
     };
     HostEntry {
@@ -454,7 +472,8 @@ fn build_host(
 /// whichever path `/` is routed to, ahead of anything a location does; of several, the
 /// first in its location order (longest path first, then the greater) wins. Every rule
 /// of the host gets that one as its first filter. `won[i]` is where `rules[i]` came from.
-fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)]) {
+/// Returns the index of the rule whose app-root it is.
+fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)]) -> Option<usize> {
     // ingress-nginx's location path: a plain Prefix path other than `/` gains a `/`.
     let location = |p: &ParsedPath| {
         if p.regex.is_none() && p.path_type == PathType::Prefix && !p.path.ends_with('/') {
@@ -463,14 +482,12 @@ fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)])
             p.path.clone()
         }
     };
-    let Some(root) = won
+    let (at, root) = won
         .iter()
-        .filter_map(|(f, p)| Some((location(p), f.ann.app_root.as_ref()?)))
-        .max_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)))
-        .map(|(_, root)| AppRoot(root.clone()))
-    else {
-        return;
-    };
+        .enumerate()
+        .filter_map(|(i, (f, p))| Some((i, location(p), f.ann.app_root.as_ref()?)))
+        .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.1.cmp(&b.1)))
+        .map(|(i, _, root)| (i, AppRoot(root.clone())))?;
     // Paths that shared a policy keep sharing one.
     let mut rewritten: HashMap<*const RoutePolicy, Arc<RoutePolicy>> = HashMap::new();
     for rule in rules {
@@ -490,6 +507,7 @@ fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)])
             .clone();
         rule.target.policy = updated;
     }
+    Some(at)
 }
 
 /// Makes canary path `p` of Ingress `f` the canary of the rule that claimed the same

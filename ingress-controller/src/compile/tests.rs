@@ -1295,6 +1295,32 @@ fn app_root_answers_slash_on_the_whole_host() {
     }
     // Other hosts are untouched.
     assert!(app_roots("bar.com", "/").is_empty());
+
+    // A host none of whose paths matches `/` still answers it with the app-root, plain
+    // or in regex mode; other paths stay unmatched.
+    for regex in [
+        &[][..],
+        &["nginx.ingress.kubernetes.io/use-regex: \"true\""][..],
+    ] {
+        let store = regex_store(&[regex_ingress(
+            "app",
+            "foo.com",
+            &[
+                &["nginx.ingress.kubernetes.io/app-root: /app/home"][..],
+                regex,
+            ]
+            .concat(),
+            &[("/app", "Prefix", "app")],
+        )]);
+        let c = compile(&store, &CompileOptions::default());
+        let t = c.config.routes.lookup("foo.com", "/").unwrap();
+        assert!(matches!(&t.policy.request[0], RequestFilter::AppRoot(r) if r.0 == "/app/home"));
+        assert!(
+            c.config.routes.lookup("foo.com", "/x").is_none(),
+            "{regex:?}"
+        );
+        assert!(c.config.routes.lookup("foo.com", "/app").is_some());
+    }
 }
 
 #[test]
