@@ -242,6 +242,22 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
+            name: "rewrite-target / on a Prefix path",
+            ings: vec![Ing::new("slashrw", "slashrw.test")
+                .ann("rewrite-target", "/")
+                .path("/foo", "Prefix", "a")
+                .path("/bar/", "Exact", "b")],
+            reqs: vec![
+                req("slashrw.test", "/foo"),
+                req("slashrw.test", "/foo/bar?x=1"),
+                req("slashrw.test", "/foox"),
+                req("slashrw.test", "/FOO/"),
+                req("slashrw.test", "/bar/"),
+                req("slashrw.test", "/bar/x"),
+                req("slashrw.test", "/"),
+            ],
+        },
+        Case {
             name: "rewrite-target equal to the path",
             ings: vec![Ing::new("keep", "keep.test")
                 .ann("rewrite-target", "/keep")

@@ -9,7 +9,7 @@
 //! plain nginx directives that take the same decisions. It is test code only: Portico
 //! itself never renders nginx configuration.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -334,6 +334,7 @@ fn render_canary_maps(out: &mut String, main: &str, c: &Canary) {
     }
 }
 
+/// `s` as a literal in a PCRE pattern.
 fn regex_escape(s: &str) -> String {
     s.chars()
         .flat_map(|c| {
@@ -343,6 +344,8 @@ fn regex_escape(s: &str) -> String {
         .collect()
 }
 
+/// The `server` of `host` (`""`: the catch-all `_`), with the locations ingress-nginx
+/// lays out for its paths.
 fn render_server(
     out: &mut String,
     ings: &[Ing],
@@ -353,11 +356,11 @@ fn render_server(
     // The locations of every Ingress for the host, the first claim of a path winning,
     // and the root location of the default backend unless a rule has `/`.
     let mut locs: Vec<Loc> = Vec::new();
-    let mut seen: HashMap<(&str, bool), ()> = HashMap::new();
+    let mut seen: HashSet<(&str, bool)> = HashSet::new();
     for ing in ings.iter().filter(|i| !i.is_canary() && i.host == host) {
         for p in &ing.paths {
             let exact = p.path_type == "Exact";
-            if seen.insert((p.path, exact), ()).is_none() {
+            if seen.insert((p.path, exact)) {
                 locs.push(Loc {
                     path: p.path.to_owned(),
                     exact,
@@ -373,8 +376,7 @@ fn render_server(
             from: None,
         });
     }
-    let locs = update_server_locations(locs);
-    let mut locs = locs;
+    let mut locs = update_server_locations(locs);
     // controller.go: by path, greater first, then (stable) longer first.
     locs.sort_by(|a, b| b.path.cmp(&a.path));
     locs.sort_by_key(|l| std::cmp::Reverse(l.path.len()));
