@@ -2,8 +2,8 @@
 //! over a manifest folder) and by a real nginx configured as ingress-nginx renders them
 //! (`differential::render_nginx`), both in front of the same echo pods. Every request goes
 //! to both, redirects not followed, and the answers must agree on the status, the
-//! `Location` of a redirect, the pod that answered and the path, query, `Host` and
-//! `X-Forwarded-Prefix` it received. A canary weight is compared statistically.
+//! `Location` of a redirect, the pod that answered and the method, path, query, `Host`
+//! and `X-Forwarded-Prefix` it received. A canary weight is compared statistically.
 //!
 //! Where Portico deliberately differs from ingress-nginx (README, "Deliberate differences
 //! from ingress-nginx"), the request says so and why, and the difference must show.
@@ -23,6 +23,7 @@ use differential::{find_nginx, render_nginx, Ing, Nginx};
 /// One request: Host, target (path and query), extra header fields, and, where Portico
 /// deliberately differs from ingress-nginx, why.
 struct Req {
+    method: &'static str,
     host: &'static str,
     target: &'static str,
     headers: Vec<(&'static str, &'static str)>,
@@ -31,6 +32,7 @@ struct Req {
 
 fn req(host: &'static str, target: &'static str) -> Req {
     Req {
+        method: "GET",
         host,
         target,
         headers: Vec::new(),
@@ -39,6 +41,12 @@ fn req(host: &'static str, target: &'static str) -> Req {
 }
 
 impl Req {
+    /// Sent with another method (a `POST` carries a small form body).
+    fn method(mut self, method: &'static str) -> Req {
+        self.method = method;
+        self
+    }
+
     fn header(mut self, name: &'static str, value: &'static str) -> Req {
         self.headers.push((name, value));
         self
@@ -89,6 +97,8 @@ fn cases() -> Vec<Case> {
                 req("rewrite.test", "/something"),
                 req("rewrite.test", "/something/"),
                 req("rewrite.test", "/something/new"),
+                req("rewrite.test", "/something/new?a=b").method("POST"),
+                req("rewrite.test", "/something/new").method("HEAD"),
                 req("rewrite.test", "/something/new/deeper?x=1&y=2"),
                 req("rewrite.test", "/SOMETHING/Abc"),
                 req("rewrite.test", "/somethingelse"),
@@ -242,6 +252,8 @@ fn cases() -> Vec<Case> {
             reqs: vec![
                 req("perm.test", "/"),
                 req("perm.test", "/a/b?c=d"),
+                req("perm.test", "/a").method("POST"),
+                req("perm.test", "/a").method("HEAD"),
                 req("perm308.test", "/x"),
                 req("permbad.test", "/x"),
                 req("temp.test", "/anything?q=1"),
@@ -336,6 +348,7 @@ fn cases() -> Vec<Case> {
             reqs: vec![
                 req("tls.test", "/secure"),
                 req("tls.test", "/secure/"),
+                req("tls.test", "/secure/x").method("POST"),
                 req("tls.test", "/secure/x/?y=1"),
                 req("tls.test", "/other"),
                 req("nossl.test", "/x?y=1"),
@@ -500,19 +513,21 @@ struct Seen {
     uri: String,
     host: String,
     forwarded_prefix: String,
+    method: String,
 }
 
-const FIELDS: [&str; 6] = [
+const FIELDS: [&str; 7] = [
     "status",
     "location",
     "backend",
     "uri",
     "host",
     "x-fwd-prefix",
+    "method",
 ];
 
 impl Seen {
-    fn fields(&self) -> [String; 6] {
+    fn fields(&self) -> [String; 7] {
         [
             self.status.to_string(),
             self.location.clone(),
@@ -520,6 +535,7 @@ impl Seen {
             self.uri.clone(),
             self.host.clone(),
             self.forwarded_prefix.clone(),
+            self.method.clone(),
         ]
     }
 }
@@ -530,7 +546,8 @@ async fn send(addr: SocketAddr, r: &Req) -> Seen {
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-    let a = exchange(stream, "GET", r.host, r.target, &r.headers, "").await;
+    let body = if r.method == "POST" { "x=1" } else { "" };
+    let a = exchange(stream, r.method, r.host, r.target, &r.headers, body).await;
     let backend = a.header("x-backend").unwrap_or("").to_owned();
     let uri = if backend.is_empty() {
         String::new()
@@ -552,11 +569,17 @@ async fn send(addr: SocketAddr, r: &Req) -> Seen {
         uri,
         host: a.header("echo-host").unwrap_or("").to_owned(),
         forwarded_prefix: a.header("echo-x-forwarded-prefix").unwrap_or("").to_owned(),
+        method: a.header("echo-method").unwrap_or("").to_owned(),
     }
 }
 
 fn describe(r: &Req) -> String {
-    let mut s = format!("{}{}", r.host, r.target);
+    let mut s = match r.method {
+        "GET" => String::new(),
+        m => format!("{m} "),
+    };
+    s.push_str(r.host);
+    s.push_str(r.target);
     for (k, v) in &r.headers {
         s.push_str(&format!(" [{k}: {v}]"));
     }
