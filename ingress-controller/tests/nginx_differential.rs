@@ -15,14 +15,16 @@ mod differential;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use differential::{find_nginx, render_nginx, Ing, Nginx};
+use differential::{find_nginx, render_nginx, Ing, Listen, Nginx};
 
 /// One request: Host, target (path and query), extra header fields, and, where Portico
 /// deliberately differs from ingress-nginx, why.
 struct Req {
+    https: bool,
     method: &'static str,
     host: &'static str,
     target: &'static str,
@@ -32,6 +34,7 @@ struct Req {
 
 fn req(host: &'static str, target: &'static str) -> Req {
     Req {
+        https: false,
         method: "GET",
         host,
         target,
@@ -41,6 +44,12 @@ fn req(host: &'static str, target: &'static str) -> Req {
 }
 
 impl Req {
+    /// Sent over HTTPS (SNI: the host).
+    fn https(mut self) -> Req {
+        self.https = true;
+        self
+    }
+
     /// Sent with another method (a `POST` carries a small form body).
     fn method(mut self, method: &'static str) -> Req {
         self.method = method;
@@ -99,6 +108,7 @@ fn cases() -> Vec<Case> {
                 req("rewrite.test", "/something/new"),
                 req("rewrite.test", "/something/new?a=b").method("POST"),
                 req("rewrite.test", "/something/new").method("HEAD"),
+                req("rewrite.test", "/something/new?q=1").https(),
                 req("rewrite.test", "/something/new/deeper?x=1&y=2"),
                 req("rewrite.test", "/SOMETHING/Abc"),
                 req("rewrite.test", "/somethingelse"),
@@ -254,6 +264,7 @@ fn cases() -> Vec<Case> {
                 req("perm.test", "/a/b?c=d"),
                 req("perm.test", "/a").method("POST"),
                 req("perm.test", "/a").method("HEAD"),
+                req("perm.test", "/a").https(),
                 req("perm308.test", "/x"),
                 req("permbad.test", "/x"),
                 req("temp.test", "/anything?q=1"),
@@ -318,6 +329,8 @@ fn cases() -> Vec<Case> {
                 req("approot.test", "/"),
                 req("approot.test", "/?q=1"),
                 req("approot.test:8080", "/"),
+                req("approot.test", "/").https(),
+                req("approot.test", "/x").https(),
                 req("approot.test", "/app1"),
                 req("approot.test", "/x/"),
             ],
@@ -351,6 +364,10 @@ fn cases() -> Vec<Case> {
                 req("tls.test", "/secure/x").method("POST"),
                 req("tls.test", "/secure/x/?y=1"),
                 req("tls.test", "/other"),
+                req("tls.test", "/secure/x?y=1").https(),
+                req("tls.test", "/secure/x").method("POST").https(),
+                req("force.test", "/x/").https(),
+                req("nossl.test", "/x").https(),
                 req("nossl.test", "/x?y=1"),
                 req("tlsrw.test", "/api/x/?y=1"),
                 req("force.test", "/x/"),
@@ -375,6 +392,8 @@ fn cases() -> Vec<Case> {
                 req("www.fromto.test", "/x/?a=1"),
                 req("fromto2.test", "/y/"),
                 req("www.fromto2.test", "/y/"),
+                req("www.fromto.test", "/x/?a=1").https(),
+                req("fromto.test", "/x").https(),
             ],
         },
         Case {
@@ -436,6 +455,9 @@ fn cases() -> Vec<Case> {
                     .header("X-Canary", "maybe")
                     .header("Cookie", "canary_cookie=always"),
                 req("canary.test", "/x").header("Cookie", "canary_cookie=never"),
+                req("canary.test", "/x")
+                    .header("X-Canary", "always")
+                    .https(),
                 req("canary.test", "/x").header("Cookie", "canary_cookie=sometimes"),
                 req("canary2.test", "/y").header("X-Version", "v2"),
                 req("canary2.test", "/y").header("X-Version", "V2"),
@@ -499,7 +521,11 @@ fn cases() -> Vec<Case> {
         Case {
             name: "no rule matches",
             ings: Vec::new(),
-            reqs: vec![req("unknown.test", "/"), req("unknown.test", "/x?y=z")],
+            reqs: vec![
+                req("unknown.test", "/"),
+                req("unknown.test", "/x?y=z"),
+                req("unknown.test", "/").https(),
+            ],
         },
     ]
 }
@@ -542,12 +568,30 @@ impl Seen {
 
 /// Sends `r` to `addr` on a connection of its own; a redirect's `Location` has the
 /// side's own port (`:port`) replaced by `:PORT`, as each names the port it listens on.
-async fn send(addr: SocketAddr, r: &Req) -> Seen {
+async fn send(side: &Side, r: &Req) -> Seen {
+    let addr = if r.https { side.https } else { side.http };
     let stream = tokio::net::TcpStream::connect(addr)
         .await
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     let body = if r.method == "POST" { "x=1" } else { "" };
-    let a = exchange(stream, r.method, r.host, r.target, &r.headers, body).await;
+    let a = if r.https {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+            .with_no_client_auth();
+        let sni = r.host.split(':').next().unwrap_or_default().to_owned();
+        let name = rustls::pki_types::ServerName::try_from(sni).expect("SNI");
+        let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+            .connect(name, stream)
+            .await
+            .unwrap_or_else(|e| panic!("TLS to {addr}: {e}"));
+        exchange(tls, r.method, r.host, r.target, &r.headers, body).await
+    } else {
+        exchange(stream, r.method, r.host, r.target, &r.headers, body).await
+    };
     let backend = a.header("x-backend").unwrap_or("").to_owned();
     let uri = if backend.is_empty() {
         String::new()
@@ -561,10 +605,7 @@ async fn send(addr: SocketAddr, r: &Req) -> Seen {
     };
     Seen {
         status: a.status,
-        location: a
-            .header("location")
-            .unwrap_or("")
-            .replace(&format!(":{}", addr.port()), ":PORT"),
+        location: own_port(a.header("location").unwrap_or(""), &side.ports),
         backend,
         uri,
         host: a.header("echo-host").unwrap_or("").to_owned(),
@@ -573,11 +614,37 @@ async fn send(addr: SocketAddr, r: &Req) -> Seen {
     }
 }
 
+/// Where one side listens, and the ports it names as its own in redirects.
+struct Side {
+    http: SocketAddr,
+    https: SocketAddr,
+    ports: Vec<u16>,
+}
+
+/// `location` with a port of `ports` (`:port` before the path or at the end) written
+/// `:PORT`: each side names the port it listens on.
+fn own_port(location: &str, ports: &[u16]) -> String {
+    let mut out = location.to_owned();
+    for port in ports {
+        let named = format!(":{port}");
+        out = out
+            .replace(&format!("{named}/"), ":PORT/")
+            .replace(&format!("{named}?"), ":PORT?");
+        if let Some(head) = out.strip_suffix(named.as_str()) {
+            out = format!("{head}:PORT");
+        }
+    }
+    out
+}
+
 fn describe(r: &Req) -> String {
     let mut s = match r.method {
         "GET" => String::new(),
         m => format!("{m} "),
     };
+    if r.https {
+        s.push_str("https://");
+    }
     s.push_str(r.host);
     s.push_str(r.target);
     for (k, v) in &r.headers {
@@ -637,23 +704,41 @@ async fn portico_answers_as_ingress_nginx_renders_the_same_ingresses() {
 
     // nginx: the configuration ingress-nginx would render for the same objects.
     let ndir = tempfile::tempdir().expect("tempdir");
-    let listen: SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let conf = render_nginx(&ings, &services, listen, ndir.path());
+    let listen = Listen {
+        http: ([127, 0, 0, 1], free_port()).into(),
+        https: ([127, 0, 0, 1], free_port()).into(),
+        cert: ndir.path().join("tls.crt"),
+        key: ndir.path().join("tls.key"),
+    };
+    std::fs::write(&listen.cert, cert.cert.pem()).expect("write certificate");
+    std::fs::write(&listen.key, cert.signing_key.serialize_pem()).expect("write key");
+    let conf = render_nginx(&ings, &services, &listen, ndir.path());
     let conf_path = ndir.path().join("nginx.conf");
     // To read the rendered configuration after a run.
     if let Some(keep) = std::env::var_os("PORTICO_TEST_KEEP_NGINX_CONF") {
         let _ = std::fs::write(keep, &conf);
     }
     std::fs::write(&conf_path, &conf).expect("write nginx.conf");
-    let nginx = Nginx::start(&nginx_bin, &conf_path, ndir.path(), listen).await;
+    let nginx = Nginx::start(&nginx_bin, &conf_path, ndir.path(), listen.http).await;
+    let nginx_side = Side {
+        http: listen.http,
+        https: listen.https,
+        ports: vec![listen.http.port(), listen.https.port()],
+    };
+    // Portico names `--https-redirect-port`, 443 here as in a cluster, for its HTTPS port.
+    let portico_side = Side {
+        http: ctl.http,
+        https: ctl.https,
+        ports: vec![ctl.http.port(), ctl.https.port(), 443],
+    };
 
     // Every request to both sides.
     let mut table = Vec::new();
     let (mut compared, mut expected) = (0, 0);
     for case in cases() {
         for r in &case.reqs {
-            let want = send(listen, r).await;
-            let got = send(ctl.http, r).await;
+            let want = send(&nginx_side, r).await;
+            let got = send(&portico_side, r).await;
             compared += 1;
             let rows: Vec<(usize, String, String)> = want
                 .fields()
@@ -697,10 +782,10 @@ async fn portico_answers_as_ingress_nginx_renders_the_same_ingresses() {
     for &(host, main, canary, want) in WEIGHTED {
         let probe = req(host, "/w");
         let mut shares = Vec::new();
-        for addr in [listen, ctl.http] {
+        for side in [&nginx_side, &portico_side] {
             let mut hits = 0usize;
             for _ in 0..N {
-                let seen = send(addr, &probe).await;
+                let seen = send(side, &probe).await;
                 match seen.backend.as_str() {
                     b if b == canary => hits += 1,
                     b if b == main => {}

@@ -159,12 +159,21 @@ struct Canary<'a> {
     service: &'static str,
 }
 
+/// Where the rendered nginx listens: plain HTTP, and HTTPS with one certificate for
+/// every server (ingress-nginx's servers all listen on both).
+pub struct Listen {
+    pub http: SocketAddr,
+    pub https: SocketAddr,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
 /// Renders the `nginx.conf` ingress-nginx would run for `ings`, listening on `listen`,
 /// with `services` (Service name -> pod address), temporary files under `dir`.
 pub fn render_nginx(
     ings: &[Ing],
     services: &BTreeMap<&'static str, SocketAddr>,
-    listen: SocketAddr,
+    listen: &Listen,
     dir: &Path,
 ) -> String {
     let d = dir.display();
@@ -188,8 +197,12 @@ http {{
     proxy_http_version 1.1;
     proxy_redirect off;
     server_tokens off;
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
 
-"
+",
+        cert = listen.cert.display(),
+        key = listen.key.display(),
     );
     for (name, addr) in services {
         let _ = writeln!(out, "    upstream up_{name} {{ server {addr}; }}");
@@ -238,14 +251,17 @@ http {{
             out,
             "
     server {{
-        listen {listen};
+        listen {http};
+        listen {https} ssl;
         server_name \"{twin}\";
         set $redirect_uri $request_uri;
         if ($redirect_uri ~ \"^(.*)/$\") {{ set $redirect_uri $1; }}
         return 308 $scheme://{to}:$server_port$redirect_uri;
     }}
 ",
-            to = ing.host
+            to = ing.host,
+            http = listen.http,
+            https = listen.https,
         );
     }
 
@@ -350,7 +366,7 @@ fn render_server(
     out: &mut String,
     ings: &[Ing],
     host: &str,
-    listen: SocketAddr,
+    listen: &Listen,
     canaries: &BTreeMap<&'static str, Canary>,
 ) {
     // The locations of every Ingress for the host, the first claim of a path winning,
@@ -394,7 +410,8 @@ fn render_server(
     };
     let _ = write!(
         out,
-        "\n    server {{\n        listen {listen}{default};\n        server_name \"{name}\";\n"
+        "\n    server {{\n        listen {}{default};\n        listen {} ssl{default};\n        server_name \"{name}\";\n",
+        listen.http, listen.https
     );
     for loc in &locs {
         // nginx.tmpl writes app-root as a server-level `if` before its location.
@@ -486,7 +503,7 @@ fn render_location(
         if !ing.flag("preserve-trailing-slash") {
             out.push_str("            if ($https_uri ~ \"^(.*)/$\") { set $https_uri $1; }\n");
         }
-        out.push_str("            return 308 https://$host$https_uri;\n");
+        out.push_str("            if ($scheme = http) { return 308 https://$host$https_uri; }\n");
     }
     match ing.get("upstream-vhost") {
         Some(vhost) => {
