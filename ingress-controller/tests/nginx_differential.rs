@@ -222,6 +222,14 @@ fn cases() -> Vec<Case> {
                      before matching locations (README, Deliberate differences)",
                 ),
                 req("plain.test", "/foo/a%20b"),
+                req("plain.test", "/foo?"),
+                req("plain.test", "/foo;jsessionid=1"),
+                req("plain.test", "/foo/%2e%2e/exact").differs(NORMALIZED),
+                req("other.test", "http://plain.test/foo/x").differs(
+                    "an absolute-form target: both route by its host, and Portico sends the pod \
+                     that host as Host, where ingress-nginx passes the client's Host field on \
+                     (README, Deliberate differences)",
+                ),
                 req("same.test", "/same"),
                 req("same.test", "/same/"),
                 req("same.test", "/same/x"),
@@ -642,11 +650,16 @@ fn describe(r: &Req) -> String {
         "GET" => String::new(),
         m => format!("{m} "),
     };
-    if r.https {
-        s.push_str("https://");
+    if r.target.starts_with('/') {
+        if r.https {
+            s.push_str("https://");
+        }
+        s.push_str(r.host);
+        s.push_str(r.target);
+    } else {
+        // An absolute-form target: the Host field says something else.
+        s.push_str(&format!("{} [Host: {}]", r.target, r.host));
     }
-    s.push_str(r.host);
-    s.push_str(r.target);
     for (k, v) in &r.headers {
         s.push_str(&format!(" [{k}: {v}]"));
     }
@@ -762,7 +775,15 @@ async fn portico_answers_as_ingress_nginx_renders_the_same_ingresses() {
                 }
                 (Some(why), false) => {
                     expected += 1;
-                    println!("expected difference, {}: {why}", describe(r));
+                    let fields: Vec<String> = rows
+                        .iter()
+                        .map(|(i, w, g)| format!("{} nginx {w:?}, Portico {g:?}", FIELDS[*i]))
+                        .collect();
+                    println!(
+                        "expected difference, {} ({}): {why}",
+                        describe(r),
+                        fields.join("; ")
+                    );
                 }
                 (Some(why), true) => table.push(format!(
                     "| {} | {} | (all) | {:?} | {:?} | expected to differ: {why} |",
