@@ -349,6 +349,8 @@ fn cases() -> Vec<Case> {
                 Ing::new("tls", "tls.test")
                     .tls()
                     .path("/secure", "Prefix", "a"),
+                // TLS is the host's: this Ingress names none, its paths redirect too.
+                Ing::new("tls-other", "tls.test").path("/plain", "Prefix", "b"),
                 Ing::new("tlsrw", "tlsrw.test")
                     .tls()
                     .ann("rewrite-target", "/$1")
@@ -372,6 +374,7 @@ fn cases() -> Vec<Case> {
                 req("tls.test", "/secure/x").method("POST"),
                 req("tls.test", "/secure/x/?y=1"),
                 req("tls.test", "/other"),
+                req("tls.test", "/plain/x/"),
                 req("tls.test", "/secure/x?y=1").https(),
                 req("tls.test", "/secure/x").method("POST").https(),
                 req("force.test", "/x/").https(),
