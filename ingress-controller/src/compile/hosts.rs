@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use proxy_core::pipeline::{Canary, Rewrite, RoutePolicy};
+use proxy_core::pipeline::{AppRoot, Canary, RequestFilter, Rewrite, RoutePolicy};
 use proxy_core::routes::{
     HostMatch, HostRoutes, PathRegex, PathType, RegexRule, RouteRule, RouteTarget,
 };
@@ -51,6 +51,11 @@ pub(super) struct ParsedPath {
     regex: Option<PathRegex>,
     /// `rewrite-target`, for a regex path other than the target.
     rewrite: Option<Rewrite>,
+    /// A plain `Prefix` path `/p` whose Ingress's `rewrite-target` is `/p` itself:
+    /// ingress-nginx normalizes the location to `/p/`, which then differs from the
+    /// target, so it rewrites requests under `/p/` to the target and puts the host in
+    /// regex mode. The rewrite of that `/p/` location.
+    slash_rewrite: Option<Rewrite>,
 }
 
 impl Fragment {
@@ -146,6 +151,29 @@ impl Fragment {
                 } else {
                     (None, None)
                 };
+                let target = ann.rewrite_target.as_deref();
+                let normalized_away = regex.is_none()
+                    && ann.canary.is_none()
+                    && path_type == PathType::Prefix
+                    && path != "/"
+                    && !path.ends_with('/')
+                    && target == Some(path.as_str());
+                let slash_rewrite = match target.filter(|_| normalized_away) {
+                    Some(t) => match Rewrite::new(&format!("{path}/"), t) {
+                        Ok(rw) => Some(rw),
+                        Err(e) => {
+                            diags.push(Diagnostic::error(
+                                Kind::Ingress,
+                                key,
+                                format!("{field}.path"),
+                                DiagnosticReason::InvalidPathRegex,
+                                format!("path {path:?} equals rewrite-target, so ingress-nginx rewrites requests under \"{path}/\" as a regular expression, and Portico cannot match that one ({e}); path ignored"),
+                            ));
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 paths.push(ParsedPath {
                     host,
                     path,
@@ -153,6 +181,7 @@ impl Fragment {
                     field,
                     regex,
                     rewrite,
+                    slash_rewrite,
                 });
             }
         }
@@ -423,10 +452,32 @@ fn build_host(
             winners.push(winner);
         }
     }
-    let table = if won.iter().any(|(_, p)| p.regex.is_some()) {
-        let regex = regex_rules(host, rules, &won, &mut diags);
+    // The rule whose app-root the host takes: its route answers `/` when no rule of the
+    // host matches it, as the server-level `if` does in ingress-nginx.
+    let app_root = host_app_root(&mut rules, &won).map(|i| rules[i].target.clone());
+    let regex_mode = won
+        .iter()
+        .any(|(_, p)| p.regex.is_some() || p.slash_rewrite.is_some());
+    let table = if regex_mode {
+        let mut regex = regex_rules(host, rules, &won, &mut diags);
+        // Last: only `/` that no location took.
+        if let (Some(target), Ok(path)) = (app_root, PathRegex::new("/$")) {
+            regex.push(RegexRule {
+                host: host.clone(),
+                path,
+                target,
+            });
+        }
         Some(HostRoutes::with_regex(host.clone(), regex))
     } else {
+        if let Some(target) = app_root.filter(|_| !rules.iter().any(|r| r.path == "/")) {
+            rules.push(RouteRule {
+                host: host.clone(),
+                path: "/".to_owned(),
+                path_type: PathType::Exact,
+                target,
+            });
+        }
         HostRoutes::group(rules).pop()
     };
     HostEntry {
@@ -435,6 +486,49 @@ fn build_host(
         diags,
         winners,
     }
+}
+
+/// ingress-nginx writes `app-root` as a server-level `if ($uri = /) { return 302 ...; }`
+/// before the location of each path that has it, so it answers `/` on the whole host,
+/// whichever path `/` is routed to, ahead of anything a location does; of several, the
+/// first in its location order (longest path first, then the greater) wins. Every rule
+/// of the host gets that one as its first filter. `won[i]` is where `rules[i]` came from.
+/// Returns the index of the rule whose app-root it is.
+fn host_app_root(rules: &mut [RouteRule], won: &[(&Arc<Fragment>, &ParsedPath)]) -> Option<usize> {
+    // ingress-nginx's location path: a plain Prefix path other than `/` gains a `/`.
+    let location = |p: &ParsedPath| {
+        if p.regex.is_none() && p.path_type == PathType::Prefix && !p.path.ends_with('/') {
+            format!("{}/", p.path)
+        } else {
+            p.path.clone()
+        }
+    };
+    let (at, root) = won
+        .iter()
+        .enumerate()
+        .filter_map(|(i, (f, p))| Some((i, location(p), f.ann.app_root.as_ref()?)))
+        .max_by(|a, b| a.1.len().cmp(&b.1.len()).then_with(|| a.1.cmp(&b.1)))
+        .map(|(i, _, root)| (i, AppRoot(root.clone())))?;
+    // Paths that shared a policy keep sharing one.
+    let mut rewritten: HashMap<*const RoutePolicy, Arc<RoutePolicy>> = HashMap::new();
+    for rule in rules {
+        let policy = &rule.target.policy;
+        if policy.request.first() == Some(&RequestFilter::AppRoot(root.clone())) {
+            continue;
+        }
+        let updated = rewritten
+            .entry(Arc::as_ptr(policy))
+            .or_insert_with(|| {
+                let mut p = RoutePolicy::clone(policy);
+                p.request
+                    .retain(|f| !matches!(f, RequestFilter::AppRoot(_)));
+                p.request.insert(0, RequestFilter::AppRoot(root.clone()));
+                Arc::new(p)
+            })
+            .clone();
+        rule.target.policy = updated;
+    }
+    Some(at)
 }
 
 /// Makes canary path `p` of Ingress `f` the canary of the rule that claimed the same
@@ -557,15 +651,17 @@ fn regex_rules(
         .filter(|(r, (_, p))| p.regex.is_none() && r.path_type == PathType::Exact)
         .map(|(r, _)| r.path.as_str())
         .collect();
-    // (location path, its regex when already compiled, index into `rules`).
-    let mut locations: Vec<(String, Option<PathRegex>, usize)> = Vec::new();
-    for (i, (rule, (_, p))) in rules.iter().zip(won).enumerate() {
+    // (location path, its regex when already compiled, index into `rules`, its own
+    // policy when it is not the rule's).
+    type Location = (String, Option<PathRegex>, usize, Option<Arc<RoutePolicy>>);
+    let mut locations: Vec<Location> = Vec::new();
+    for (i, (rule, (f, p))) in rules.iter().zip(won).enumerate() {
         if let Some(regex) = &p.regex {
-            locations.push((rule.path.clone(), Some(regex.clone()), i));
+            locations.push((rule.path.clone(), Some(regex.clone()), i, None));
             continue;
         }
         if rule.path == "/" || rule.path_type == PathType::Exact {
-            locations.push((rule.path.clone(), None, i));
+            locations.push((rule.path.clone(), None, i, None));
             continue;
         }
         let with_slash = if rule.path.ends_with('/') {
@@ -574,15 +670,22 @@ fn regex_rules(
             format!("{}/", rule.path)
         };
         let add_exact = with_slash != rule.path && !exact.contains(rule.path.as_str());
-        locations.push((with_slash, None, i));
+        let slash_policy = p.slash_rewrite.as_ref().map(|rw| {
+            Arc::new(policy::with_rewrite(
+                &rule.target.policy,
+                &f.ann,
+                rw.clone(),
+            ))
+        });
+        locations.push((with_slash, None, i, slash_policy));
         if add_exact {
-            locations.push((rule.path.clone(), None, i));
+            locations.push((rule.path.clone(), None, i, None));
         }
     }
     locations.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| b.0.cmp(&a.0)));
     let mut out = Vec::with_capacity(locations.len());
     let mut reported: HashSet<usize> = HashSet::new();
-    for (path, regex, i) in locations {
+    for (path, regex, i, own_policy) in locations {
         let regex = match regex {
             Some(r) => r,
             None => match PathRegex::new(&path) {
@@ -602,10 +705,14 @@ fn regex_rules(
                 }
             },
         };
+        let mut target = rules[i].target.clone();
+        if let Some(policy) = own_policy {
+            target.policy = policy;
+        }
         out.push(RegexRule {
             host: host.clone(),
             path: regex,
-            target: rules[i].target.clone(),
+            target,
         });
     }
     out

@@ -385,6 +385,41 @@ pub fn error_pages(ann: &IngressAnnotations, defaults: &PolicyDefaults) -> Optio
     Some(pages)
 }
 
+/// `policy`, made by [`route_policy`] without a rewrite, with `rewrite` where
+/// [`route_policy`] puts one (after the rewrite-phase returns, before the HTTPS redirect)
+/// and the `X-Forwarded-Prefix` that comes with it. For a location that only ingress-nginx's
+/// path normalization makes a rewrite of, after canaries and the host's app-root were
+/// added to `policy`. A refused route stays refused.
+pub fn with_rewrite(
+    policy: &RoutePolicy,
+    ann: &IngressAnnotations,
+    rewrite: Rewrite,
+) -> RoutePolicy {
+    let mut p = policy.clone();
+    if p.request
+        .iter()
+        .any(|f| matches!(f, RequestFilter::Refuse(_)))
+    {
+        return p;
+    }
+    let at = p
+        .request
+        .iter()
+        .position(|f| {
+            !matches!(
+                f,
+                RequestFilter::AppRoot(_) | RequestFilter::Cors(_) | RequestFilter::UrlRedirect(_)
+            )
+        })
+        .unwrap_or(p.request.len());
+    p.request.insert(at, RequestFilter::Rewrite(rewrite));
+    p.upstream_headers.forwarded_prefix = ann
+        .x_forwarded_prefix
+        .as_deref()
+        .and_then(|v| HeaderValue::from_str(v).ok());
+    p
+}
+
 /// Whether paths of one Ingress can share one policy: only the affinity cookie's path
 /// and the global auth's `no-auth-locations` differ between them, and only when the
 /// annotations leave the cookie's to the rule path or the global auth is in force.
@@ -403,6 +438,24 @@ mod tests {
     use proxy_core::balance::CookieAffinity;
 
     use super::*;
+
+    #[test]
+    fn a_rewrite_added_later_lands_where_route_policy_puts_it() {
+        let defaults = PolicyDefaults::default();
+        let ann = IngressAnnotations {
+            app_root: Some("/app".into()),
+            x_forwarded_prefix: Some("/prefix".into()),
+            upstream_vhost: Some("internal".into()),
+            ..IngressAnnotations::default()
+        };
+        let rewrite = Rewrite::new("/keep/", "/keep").unwrap();
+        for covered in [false, true] {
+            let plain = route_policy(&ann, &defaults, covered, "/keep", None);
+            let direct = route_policy(&ann, &defaults, covered, "/keep", Some(rewrite.clone()));
+            assert_ne!(plain, direct);
+            assert_eq!(with_rewrite(&plain, &ann, rewrite.clone()), direct);
+        }
+    }
 
     #[test]
     fn annotations_override_defaults_and_redirect_follows_tls() {

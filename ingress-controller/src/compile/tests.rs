@@ -1250,6 +1250,125 @@ fn regex_paths_follow_ingress_nginx_path_priority() {
 }
 
 #[test]
+fn app_root_answers_slash_on_the_whole_host() {
+    // ingress-nginx writes app-root as a server-level `if ($uri = /)`: it takes `/` on
+    // the host even when another Ingress routes `/`, and of two the longer path's wins.
+    let store = regex_store(&[
+        regex_ingress(
+            "app",
+            "foo.com",
+            &["nginx.ingress.kubernetes.io/app-root: /app/home"],
+            &[("/app", "Prefix", "app")],
+        ),
+        regex_ingress(
+            "short",
+            "foo.com",
+            &["nginx.ingress.kubernetes.io/app-root: /short"],
+            &[("/a", "Prefix", "short")],
+        ),
+        regex_ingress("rest", "foo.com", &[], &[("/", "Prefix", "rest")]),
+        regex_ingress("other", "bar.com", &[], &[("/", "Prefix", "rest")]),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    let app_roots = |host: &str, path: &str| -> Vec<String> {
+        let t = c.config.routes.lookup(host, path).unwrap();
+        t.policy
+            .request
+            .iter()
+            .filter_map(|f| match f {
+                RequestFilter::AppRoot(r) => Some(r.0.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(service_for(&c, "foo.com", "/").as_deref(), Some("rest"));
+    for path in ["/", "/x", "/app", "/a/b"] {
+        assert_eq!(app_roots("foo.com", path), ["/app/home"], "{path}");
+        let first = &c
+            .config
+            .routes
+            .lookup("foo.com", path)
+            .unwrap()
+            .policy
+            .request[0];
+        assert!(matches!(first, RequestFilter::AppRoot(_)), "{path}");
+    }
+    // Other hosts are untouched.
+    assert!(app_roots("bar.com", "/").is_empty());
+
+    // A host none of whose paths matches `/` still answers it with the app-root, plain
+    // or in regex mode; other paths stay unmatched.
+    for regex in [
+        &[][..],
+        &["nginx.ingress.kubernetes.io/use-regex: \"true\""][..],
+    ] {
+        let store = regex_store(&[regex_ingress(
+            "app",
+            "foo.com",
+            &[
+                &["nginx.ingress.kubernetes.io/app-root: /app/home"][..],
+                regex,
+            ]
+            .concat(),
+            &[("/app", "Prefix", "app")],
+        )]);
+        let c = compile(&store, &CompileOptions::default());
+        let t = c.config.routes.lookup("foo.com", "/").unwrap();
+        assert!(matches!(&t.policy.request[0], RequestFilter::AppRoot(r) if r.0 == "/app/home"));
+        assert!(
+            c.config.routes.lookup("foo.com", "/x").is_none(),
+            "{regex:?}"
+        );
+        assert!(c.config.routes.lookup("foo.com", "/app").is_some());
+    }
+}
+
+#[test]
+fn a_prefix_path_equal_to_its_rewrite_target_still_rewrites_under_it() {
+    // ingress-nginx normalizes the Prefix location `/keep` to `/keep/` (plus an Exact
+    // `/keep`), after which `/keep/` differs from the target: it is rewritten to `/keep`
+    // and the host goes to regex mode.
+    let store = regex_store(&[
+        regex_ingress(
+            "keep",
+            "keep.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /keep"],
+            &[("/keep", "Prefix", "keep")],
+        ),
+        regex_ingress("other", "keep.com", &[], &[("/other", "Exact", "other")]),
+        regex_ingress(
+            "slash",
+            "slash.com",
+            &["nginx.ingress.kubernetes.io/rewrite-target: /keep/"],
+            &[("/keep/", "Prefix", "keep")],
+        ),
+    ]);
+    let c = compile(&store, &CompileOptions::default());
+    let rewrites = |host: &str, path: &str| {
+        c.config.routes.lookup(host, path).map(|t| {
+            t.policy
+                .request
+                .iter()
+                .any(|f| matches!(f, RequestFilter::Rewrite(_)))
+        })
+    };
+    assert_eq!(rewrites("keep.com", "/keep/x"), Some(true));
+    assert_eq!(rewrites("keep.com", "/keep"), Some(false));
+    // Regex mode: case-insensitive prefixes, for the other Ingress's path too.
+    assert_eq!(
+        service_for(&c, "keep.com", "/KEEPX").as_deref(),
+        Some("keep")
+    );
+    assert_eq!(
+        service_for(&c, "keep.com", "/Other/x").as_deref(),
+        Some("other")
+    );
+    // A path that already ends in `/` is its own target: no rewrite, no regex mode.
+    assert_eq!(rewrites("slash.com", "/keep/x"), Some(false));
+    assert_eq!(service_for(&c, "slash.com", "/KEEP/x"), None);
+}
+
+#[test]
 fn regex_locations_go_longest_first_even_over_a_literal_match() {
     // ingress-nginx's warning example: `/foo/bar/bar` is caught by the longer regex.
     let store = regex_store(&[regex_ingress(
