@@ -295,11 +295,10 @@ impl Proxy {
         // A client that stops reading its answers is cut off, freeing the pod's
         // connection too.
         let io = WriteIdle::new(io, WriteTimeout::Fixed(send_timeout));
-        let timers = (keep_alive, send_timeout);
         // HTTP/2 state is boxed so that the HTTP/1 connections, the many idle ones
         // included, do not carry room for it.
         let start = if info.alpn_h2 {
-            Start::H2(Box::new((io, info)))
+            Start::H2(Box::new((io, info, (keep_alive, send_timeout))))
         } else {
             let limits = h1::Limits {
                 header_timeout: self.opts.header_read_timeout,
@@ -311,9 +310,11 @@ impl Proxy {
         };
         let proxy = self.clone();
         async move {
-            let _held = (guard, extra_guard, permit);
+            // Held by the task as it was captured, for as long as it runs: moved into a
+            // local they would take room twice in every connection's task.
+            let _ = (&guard, &extra_guard, &permit);
             let mut stop = pin!(stop_signal(&proxy.shutdown, extra.as_ref()));
-            let (io, info) = match start {
+            let (io, info, timers) = match start {
                 Start::H2(h2) => *h2,
                 Start::H1(wire) => {
                     let (h2c, stopped) = {
@@ -323,6 +324,12 @@ impl Proxy {
                     };
                     match h2c {
                         Some((io, info)) if !stopped => {
+                            // Read now rather than kept from the accept: an HTTP/1 task
+                            // carries no room for them.
+                            let timers = {
+                                let config = proxy.config.load();
+                                (config.settings.keep_alive, config.settings.send_timeout)
+                            };
                             let conn = Arc::new(Conn::h2(info));
                             return Box::pin(proxy.serve_h2(io, &conn, timers, stop)).await;
                         }
@@ -399,7 +406,7 @@ fn tcp_ready(io: &WriteIdle<TcpStream>, cx: &mut Context<'_>) -> Poll<std::io::R
 /// How a connection starts being served.
 enum Start<IO> {
     H1(Arc<h1::Wire<WriteIdle<IO>>>),
-    H2(Box<(WriteIdle<IO>, ConnInfo)>),
+    H2(Box<(WriteIdle<IO>, ConnInfo, (Duration, Duration))>),
 }
 
 async fn stop_signal(own: &Shutdown, extra: Option<&Shutdown>) {
