@@ -292,6 +292,19 @@ struct Reader<'a> {
 }
 
 impl Reader<'_> {
+    /// Annotation `name` as `parse` reads it, `Ok(None)` when absent. A value it cannot
+    /// read refuses the paths: `Err`, and the caller reads no further.
+    fn parsed<T>(
+        &mut self,
+        name: &str,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Result<Option<T>, ()> {
+        match lookup(self.annotations, name) {
+            None => Ok(None),
+            Some((full, v)) => parse(v).map(Some).map_err(|why| self.refuse(full, &why)),
+        }
+    }
+
     /// Refuses the Ingress's paths because of annotation `full`.
     fn refuse(&mut self, full: &str, why: &str) {
         self.diags.push(Diagnostic::error(
@@ -383,16 +396,10 @@ impl Reader<'_> {
                 return None;
             }
         };
-        let realm = match lookup(self.annotations, AUTH_REALM) {
-            None => String::new(),
-            Some((full, v)) => match parse_realm(v) {
-                Ok(r) => r,
-                Err(why) => {
-                    self.refuse(full, &why);
-                    return None;
-                }
-            },
-        };
+        let realm = self
+            .parsed(AUTH_REALM, parse_realm)
+            .ok()?
+            .unwrap_or_default();
         Some(BasicAuthAnnotations {
             digest,
             secret,
@@ -571,36 +578,20 @@ impl Reader<'_> {
                 }
             },
         };
-        let error_page = match lookup(annotations, AUTH_TLS_ERROR_PAGE) {
-            None => None,
-            Some((full, v)) => match parse_error_page(v) {
-                Ok(page) => page,
-                Err(why) => {
-                    self.refuse(full, &why);
-                    return None;
-                }
-            },
-        };
-        let pass_cert = match lookup(annotations, AUTH_TLS_PASS_CERT) {
-            None => false,
-            Some((full, v)) => match super::annotations::parse_bool(v.trim()) {
-                Ok(b) => b,
-                Err(expected) => {
-                    self.refuse(full, &format!("{v:?} is not {expected}"));
-                    return None;
-                }
-            },
-        };
-        let match_cn = match lookup(annotations, AUTH_TLS_MATCH_CN) {
-            None => None,
-            Some((full, v)) => match parse_match_cn(v) {
-                Ok(cn) => cn,
-                Err(why) => {
-                    self.refuse(full, &why);
-                    return None;
-                }
-            },
-        };
+        let error_page = self
+            .parsed(AUTH_TLS_ERROR_PAGE, parse_error_page)
+            .ok()?
+            .flatten();
+        let pass_cert = self
+            .parsed(AUTH_TLS_PASS_CERT, |v| {
+                super::annotations::parse_bool(v.trim()).map_err(|e| format!("{v:?} is not {e}"))
+            })
+            .ok()?
+            .unwrap_or(false);
+        let match_cn = self
+            .parsed(AUTH_TLS_MATCH_CN, parse_match_cn)
+            .ok()?
+            .flatten();
         Some(ClientTlsAnnotations {
             secret,
             field: secret_full.to_owned(),
