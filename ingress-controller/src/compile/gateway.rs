@@ -22,18 +22,21 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proxy_core::config::{Backend, BackendId};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
-    Canary, CanaryRule, GatewayRedirect, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+    Canary, CanaryRule, GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath,
+    RequestFilter,
 };
 use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
+use tls::{CertSource, ParsedCert};
 
 use super::annotations::IngressAnnotations;
 use super::backends;
+use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
     Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
-    HeaderValuePair, Listener, RequestRedirect, GROUP,
+    HeaderValuePair, Listener, PathModifier, RequestRedirect, GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -47,6 +50,8 @@ pub(super) struct GatewayRoutes {
     pub hosts: Vec<Arc<HostRoutes>>,
     /// The Services the rules route to.
     pub backends: Vec<Backend>,
+    /// The certificates of HTTPS listeners, for the SNI store.
+    pub certs: Vec<CertSource>,
     pub status: GatewayApiStatus,
 }
 
@@ -104,6 +109,8 @@ pub struct ListenerStatus {
 pub struct ParentStatus {
     pub gateway: ObjectKey,
     pub section_name: Option<String>,
+    /// The parentRef's `port`, when it names one.
+    pub port: Option<i32>,
     pub conditions: Vec<Condition>,
 }
 
@@ -186,8 +193,11 @@ struct Precedence {
 pub(super) fn compile_gateway(
     store: &Store,
     defaults: &PolicyDefaults,
+    secrets: Secrets<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayRoutes {
+    let Secrets { previous, used } = secrets;
+    let mut certs = Vec::new();
     let mut status = GatewayApiStatus::new();
     let mut ours: Vec<&str> = Vec::new();
     for (key, class) in store.gateway_classes.iter() {
@@ -207,7 +217,15 @@ pub(super) fn compile_gateway(
             continue;
         }
         let generation = gw.metadata.generation;
-        let (served, listener_status) = gateway_listeners(key, gw, generation, diags);
+        let (served, listener_status) = gateway_listeners(
+            store,
+            key,
+            gw,
+            generation,
+            (previous, &mut *used),
+            &mut certs,
+            diags,
+        );
         let programmed = if served.is_empty() {
             Condition::new(
                 "Programmed",
@@ -235,6 +253,7 @@ pub(super) fn compile_gateway(
     if listeners.is_empty() {
         return GatewayRoutes {
             status,
+            certs,
             ..GatewayRoutes::default()
         };
     }
@@ -356,6 +375,7 @@ pub(super) fn compile_gateway(
                 ],
                 gateway: p.gateway,
                 section_name: p.section_name,
+                port: p.port,
             })
             .collect();
         status.insert(
@@ -377,17 +397,29 @@ pub(super) fn compile_gateway(
             .map(|(host, rules)| HostRoutes::with_matches(host, rules))
             .collect(),
         backends: backends.into_values().collect(),
+        certs,
         status,
     }
 }
 
-/// The listeners of a Gateway of ours that Portico serves.
+/// The TLS Secrets checked by the previous compile, and those of this one.
+pub(super) struct Secrets<'a> {
+    pub previous: &'a SecretCache,
+    pub used: &'a mut SecretCache,
+}
+
+/// The listeners of a Gateway of ours that Portico serves; the certificates of its
+/// HTTPS listeners go to `certs`.
 fn gateway_listeners<'a>(
+    store: &Store,
     key: &'a ObjectKey,
     gw: &'a Gateway,
     generation: Option<i64>,
+    secrets: (&SecretCache, &mut SecretCache),
+    certs: &mut Vec<CertSource>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<OurListener<'a>>, Vec<ListenerStatus>) {
+    let (previous, used) = secrets;
     let mut out = Vec::new();
     let mut status = Vec::new();
     let refused = |reason: &'static str, message: &str| {
@@ -395,18 +427,21 @@ fn gateway_listeners<'a>(
             Condition::new("Accepted", false, reason, message, generation),
             Condition::new("Programmed", false, "Invalid", message, generation),
             Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Condition::new("Conflicted", false, "NoConflicts", "", generation),
         ]
     };
+    // Port, protocol and hostname of the listeners served so far.
+    let mut seen: Vec<(i32, &str, Option<String>)> = Vec::new();
     for (i, listener) in gw.spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
-        if listener.protocol != "HTTP" {
+        if listener.protocol != "HTTP" && listener.protocol != "HTTPS" {
             diags.push(Diagnostic::warning(
                 Kind::Gateway,
                 key,
                 format!("{field}.protocol"),
                 DiagnosticReason::GatewayUnsupported,
                 format!(
-                    "listener {:?}: protocol {:?} is not supported yet, only HTTP; listener ignored",
+                    "listener {:?}: protocol {:?} is not supported yet, only HTTP and HTTPS; listener ignored",
                     listener.name, listener.protocol
                 ),
             ));
@@ -415,7 +450,7 @@ fn gateway_listeners<'a>(
                 attached_routes: 0,
                 conditions: refused(
                     "UnsupportedProtocol",
-                    "only HTTP listeners are served so far",
+                    "only HTTP and HTTPS listeners are served so far",
                 ),
             });
             continue;
@@ -445,14 +480,84 @@ fn gateway_listeners<'a>(
                 continue;
             }
         }
+        // Two listeners on one port must agree on the protocol and differ by hostname:
+        // the later of two that do not is not served.
+        let clash = seen
+            .iter()
+            .filter(|(port, _, _)| *port == listener.port)
+            .find_map(|(_, protocol, host)| {
+                if *protocol != listener.protocol {
+                    Some("ProtocolConflict")
+                } else if *host == hostname {
+                    Some("HostnameConflict")
+                } else {
+                    None
+                }
+            });
+        if let Some(reason) = clash {
+            let message = format!(
+                "another listener on port {} has the same hostname or another protocol",
+                listener.port
+            );
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                field,
+                DiagnosticReason::GatewayUnsupported,
+                format!(
+                    "listener {:?}: {message} ({reason}); listener ignored",
+                    listener.name
+                ),
+            ));
+            status.push(ListenerStatus {
+                name: listener.name.clone(),
+                attached_routes: 0,
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", "", generation),
+                    Condition::new("Programmed", false, "Invalid", message.clone(), generation),
+                    Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+                    Condition::new("Conflicted", true, reason, message, generation),
+                ],
+            });
+            continue;
+        }
+        seen.push((listener.port, listener.protocol.as_str(), hostname.clone()));
+        let mut conditions = vec![
+            Condition::new("Accepted", true, "Accepted", "", generation),
+            Condition::new("Programmed", true, "Programmed", "", generation),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Condition::new("Conflicted", false, "NoConflicts", "", generation),
+        ];
+        if listener.protocol == "HTTPS" {
+            let field = format!("{field}.tls");
+            let hosts: Vec<HostPattern> = hostname
+                .as_deref()
+                .and_then(|h| HostPattern::parse(h).ok())
+                .into_iter()
+                .collect();
+            let found = listener_certs(store, key, listener, &field, (previous, &mut *used), diags);
+            match found {
+                Ok(found) => certs.extend(found.into_iter().map(|(name, cert)| CertSource {
+                    name,
+                    hosts: hosts.clone(),
+                    cert: Ok(cert),
+                })),
+                Err((reason, message)) => {
+                    // Still accepted and its routes attached, as an Ingress with a broken
+                    // Secret: its hosts are served with the default certificate.
+                    conditions = vec![
+                        Condition::new("Accepted", true, "Accepted", "", generation),
+                        Condition::new("Programmed", false, "Invalid", message.clone(), generation),
+                        Condition::new("ResolvedRefs", false, reason, message, generation),
+                        Condition::new("Conflicted", false, "NoConflicts", "", generation),
+                    ];
+                }
+            }
+        }
         status.push(ListenerStatus {
             name: listener.name.clone(),
             attached_routes: 0,
-            conditions: vec![
-                Condition::new("Accepted", true, "Accepted", "", generation),
-                Condition::new("Programmed", true, "Programmed", "", generation),
-                Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
-            ],
+            conditions,
         });
         out.push(OurListener {
             gateway: key,
@@ -463,10 +568,110 @@ fn gateway_listeners<'a>(
     (out, status)
 }
 
+/// The key pairs an HTTPS listener's `tls.certificateRefs` name (`namespace/name` and the
+/// pair), or the spec's reason and a message when one cannot be used: each problem is
+/// also a diagnostic.
+fn listener_certs(
+    store: &Store,
+    key: &ObjectKey,
+    listener: &Listener,
+    field: &str,
+    secrets: (&SecretCache, &mut SecretCache),
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Vec<(String, ParsedCert)>, (&'static str, String)> {
+    let (previous, used) = secrets;
+    let mut problem: Option<(&'static str, String)> = None;
+    let mut bad =
+        |diags: &mut Vec<Diagnostic>, suffix: String, reason: &'static str, message: String| {
+            let message = format!("listener {:?}: {message} ({reason})", listener.name);
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                format!("{field}{suffix}"),
+                DiagnosticReason::CertificateRefInvalid,
+                format!("{message}; its hosts get the default certificate"),
+            ));
+            problem.get_or_insert((reason, message));
+        };
+    let tls = listener.tls.as_ref();
+    if tls
+        .and_then(|t| t.mode.as_deref())
+        .is_some_and(|m| m != "Terminate")
+    {
+        bad(
+            diags,
+            ".mode".into(),
+            "InvalidCertificateRef",
+            "an HTTPS listener terminates TLS; only mode Terminate is served".into(),
+        );
+    }
+    let refs = tls.map(|t| t.certificate_refs.as_slice()).unwrap_or(&[]);
+    if refs.is_empty() {
+        bad(
+            diags,
+            ".certificateRefs".into(),
+            "InvalidCertificateRef",
+            "an HTTPS listener needs a certificateRef".into(),
+        );
+    }
+    let mut found = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let suffix = format!(".certificateRefs[{i}]");
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        if !group.is_empty() || kind != "Secret" {
+            bad(
+                diags,
+                suffix,
+                "InvalidCertificateRef",
+                format!("kind {kind:?} of group {group:?} is not supported, only Secrets"),
+            );
+            continue;
+        }
+        let namespace = r.namespace.as_deref().unwrap_or(&key.namespace);
+        if namespace != key.namespace
+            && !granted_to(
+                store,
+                "Gateway",
+                &key.namespace,
+                namespace,
+                "Secret",
+                &r.name,
+            )
+        {
+            bad(
+                diags,
+                format!("{suffix}.namespace"),
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in namespace {namespace:?} lets Gateways of {:?} use Secret {:?}",
+                    key.namespace, r.name
+                ),
+            );
+            continue;
+        }
+        let secret = ObjectKey::new(namespace, &r.name);
+        match &*previous.load(store, &secret, used) {
+            Ok((parsed, _)) => found.push((secret.to_string(), parsed.clone())),
+            Err((_, message)) => bad(
+                diags,
+                suffix,
+                "InvalidCertificateRef",
+                format!("Secret {secret}: {message}"),
+            ),
+        }
+    }
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(found),
+    }
+}
+
 /// A parentRef of a route to a Gateway of ours, as judged.
 struct Attached {
     gateway: ObjectKey,
     section_name: Option<String>,
+    port: Option<i32>,
     /// The listeners that accepted the route.
     listeners: Vec<String>,
     /// Their ports.
@@ -579,6 +784,7 @@ fn attach(
         parents.push(Attached {
             gateway: gw_key,
             section_name: parent.section_name.clone(),
+            port: parent.port,
             listeners: accepted_by,
             ports,
             reason,
@@ -779,6 +985,40 @@ fn with_filters(
                     policy.request.insert(0, RequestFilter::GatewayRedirect(r));
                 }
             }
+            "URLRewrite" => {
+                let field = format!("{field}.urlRewrite");
+                let Some(r) = filter.url_rewrite.as_ref() else {
+                    diags.push(Diagnostic::error(
+                        Kind::HTTPRoute,
+                        key,
+                        field,
+                        DiagnosticReason::GatewayUnsupported,
+                        "the filter's settings are missing; filter ignored",
+                    ));
+                    continue;
+                };
+                if let Some(host) = &r.hostname {
+                    match rewrite_host(host) {
+                        Some(v) => policy.upstream_headers.host = Some(v),
+                        None => diags.push(Diagnostic::error(
+                            Kind::HTTPRoute,
+                            key,
+                            format!("{field}.hostname"),
+                            DiagnosticReason::GatewayUnsupported,
+                            format!("hostname {host:?} is not a DNS name; not rewritten"),
+                        )),
+                    }
+                }
+                if let Some(p) = &r.path {
+                    if let Some(path) =
+                        path_modifier(key, &format!("{field}.path"), p, &redirects, diags)
+                    {
+                        policy
+                            .request
+                            .push(RequestFilter::GatewayRewrite(GatewayRewrite { path }));
+                    }
+                }
+            }
             other => diags.push(Diagnostic::warning(
                 Kind::HTTPRoute,
                 key,
@@ -845,27 +1085,13 @@ fn redirect(
     };
     let path = match &r.path {
         None => None,
-        Some(p) => match (
-            p.type_.as_str(),
-            &p.replace_full_path,
-            &p.replace_prefix_match,
-        ) {
-            ("ReplaceFullPath", Some(full), _) => Some(RedirectPath::Full(full.clone())),
-            ("ReplacePrefixMatch", _, Some(replacement)) => match &redirects.prefix {
-                Some(matched) => Some(RedirectPath::Prefix {
-                    matched: matched.clone(),
-                    replacement: replacement.clone(),
-                }),
-                None => {
-                    return bad(
-                        ".path",
-                        "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
-                            .to_owned(),
-                    )
-                }
-            },
-            (other, _, _) => return bad(".path", format!("path modifier {other:?} is incomplete")),
-        },
+        Some(p) => Some(path_modifier(
+            key,
+            &format!("{field}.path"),
+            p,
+            redirects,
+            diags,
+        )?),
     };
     Some(GatewayRedirect {
         code,
@@ -875,6 +1101,69 @@ fn redirect(
         listener_port: redirects.listener_port,
         path,
     })
+}
+
+/// A redirect's or rewrite's path modifier, or `None` (with a diagnostic) when it cannot
+/// be served.
+fn path_modifier(
+    key: &ObjectKey,
+    field: &str,
+    p: &PathModifier,
+    redirects: &Redirects,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RedirectPath> {
+    let mut bad = |message: String| {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            field,
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; filter ignored"),
+        ));
+        None
+    };
+    let valid = |v: &str| v.is_empty() || (v.starts_with('/') && v.parse::<http::Uri>().is_ok());
+    match (
+        p.type_.as_str(),
+        &p.replace_full_path,
+        &p.replace_prefix_match,
+    ) {
+        ("ReplaceFullPath", Some(full), _) if valid(full) && !full.contains('?') => {
+            Some(RedirectPath::Full(if full.is_empty() {
+                "/".to_owned()
+            } else {
+                full.clone()
+            }))
+        }
+        ("ReplacePrefixMatch", _, Some(replacement))
+            if valid(replacement) && !replacement.contains('?') =>
+        {
+            match &redirects.prefix {
+                Some(matched) => Some(RedirectPath::Prefix {
+                    matched: matched.clone(),
+                    replacement: replacement.clone(),
+                }),
+                None => bad(
+                    "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
+                        .to_owned(),
+                ),
+            }
+        }
+        ("ReplaceFullPath" | "ReplacePrefixMatch", Some(v), _)
+        | ("ReplacePrefixMatch", _, Some(v)) => bad(format!(
+            "path {v:?} is not an absolute path without a query"
+        )),
+        (other, _, _) => bad(format!("path modifier {other:?} is incomplete")),
+    }
+}
+
+/// A URLRewrite hostname as the upstream `Host`: a DNS name, no wildcard.
+fn rewrite_host(host: &str) -> Option<HeaderValue> {
+    let lower = host.to_ascii_lowercase();
+    if lower.starts_with('*') || HostPattern::parse(&lower).is_err() {
+        return None;
+    }
+    HeaderValue::from_str(&lower).ok()
 }
 
 /// A header modifier's edits; fields that are not valid headers are left out.
@@ -1003,6 +1292,26 @@ fn backend_ref(
 /// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer
 /// to Service `service`.
 fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+    granted_to(
+        store,
+        "HTTPRoute",
+        from_namespace,
+        to_namespace,
+        "Service",
+        service,
+    )
+}
+
+/// Whether a ReferenceGrant in `to_namespace` lets objects of kind `from_kind` (of the
+/// Gateway API group) in `from_namespace` refer to the core object `to_kind` `name`.
+fn granted_to(
+    store: &Store,
+    from_kind: &str,
+    from_namespace: &str,
+    to_namespace: &str,
+    to_kind: &str,
+    name: &str,
+) -> bool {
     store
         .reference_grants
         .iter()
@@ -1011,11 +1320,11 @@ fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &st
             g.spec
                 .from
                 .iter()
-                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_namespace)
+                .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_namespace)
                 && g.spec.to.iter().any(|t| {
                     t.group.is_empty()
-                        && t.kind == "Service"
-                        && t.name.as_deref().is_none_or(|n| n == service)
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == name)
                 })
         })
 }
@@ -1464,9 +1773,11 @@ spec:
             Some(
                 "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
                  listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
-                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4); \
+                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
+                 Conflicted=False (NoConflicts, generation 4); \
                  listener \"tcp\": attachedRoutes 0, Accepted=False (UnsupportedProtocol, generation 4), \
-                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4)"
+                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
+                 Conflicted=False (NoConflicts, generation 4)"
             )
         );
         assert_eq!(
@@ -1483,5 +1794,225 @@ spec:
                  ResolvedRefs=False (InvalidKind, generation 7)"
             )
         );
+    }
+
+    #[test]
+    fn url_rewrite_sets_the_path_and_the_upstream_host() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [rw.test]
+  rules:
+  - matches: [{path: {value: /prefix/}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: One.Example.org
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /one/}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /exact}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /bad}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: "*.example.org", path: {type: ReplaceFullPath, replaceFullPath: "x?y"}}
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        let t = c
+            .config
+            .routes
+            .lookup_with("rw.test", "/prefix/a", None)
+            .unwrap();
+        assert_eq!(
+            t.policy.upstream_headers.host.as_ref().unwrap(),
+            "one.example.org"
+        );
+        assert!(t.policy.request.iter().any(|f| matches!(
+            f,
+            RequestFilter::GatewayRewrite(proxy_core::pipeline::GatewayRewrite {
+                path: proxy_core::pipeline::RedirectPath::Prefix { matched, replacement }
+            }) if matched == "/prefix" && replacement == "/one/"
+        )));
+        let bad = c
+            .config
+            .routes
+            .lookup_with("rw.test", "/bad", None)
+            .unwrap();
+        assert!(bad.policy.upstream_headers.host.is_none());
+        assert!(!bad
+            .policy
+            .request
+            .iter()
+            .any(|f| matches!(f, RequestFilter::GatewayRewrite(_))));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.rules[1].filters[0].urlRewrite.path",
+                "spec.rules[2].filters[0].urlRewrite.hostname",
+                "spec.rules[2].filters[0].urlRewrite.path",
+            ]
+        );
+    }
+
+    /// A `kubernetes.io/tls` Secret with a generated certificate for `host`.
+    fn tls_secret(ns: &str, name: &str, host: &str) -> String {
+        let (cert, key) = super::super::tests::generated(host);
+        let b64 = |v: &str| {
+            serde_json::to_value(k8s_openapi::ByteString(v.as_bytes().to_vec()))
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+            b64(&cert),
+            b64(&key)
+        )
+    }
+
+    const HTTPS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: infra, generation: 3}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: ok
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: missing
+    port: 443
+    protocol: HTTPS
+    hostname: missing.example.com
+    tls: {certificateRefs: [{kind: Secret, group: "", name: nope}]}
+  - name: cross
+    port: 443
+    protocol: HTTPS
+    hostname: cross.example.com
+    tls: {certificateRefs: [{name: app-cert, namespace: app}]}
+  - name: no-refs
+    port: 443
+    protocol: HTTPS
+    hostname: none.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: secure, sectionName: ok}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#;
+
+    #[test]
+    fn https_listeners_take_certificates_from_secrets() {
+        let secrets = format!(
+            "{}{}",
+            tls_secret("infra", "cert", "secure.example.com"),
+            tls_secret("app", "app-cert", "cross.example.com")
+        );
+        let c = compiled(&format!("{HTTPS}{secrets}"));
+        let certs: Vec<_> = c
+            .certs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            certs,
+            vec![("infra/cert", vec!["secure.example.com".to_owned()])]
+        );
+        assert!(c.cert_store.resolve(Some("secure.example.com")).is_some());
+        assert_eq!(get(&c, "secure.example.com", "/").as_deref(), Some("v1"));
+        let listener = |name: &str| {
+            c.gateway_status[&(
+                Kind::Gateway,
+                crate::store::ObjectKey::new("infra", "secure"),
+            )]
+                .listeners
+                .iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .conditions
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        assert_eq!(
+            listener("ok"),
+            "Accepted=True (Accepted, generation 3), Programmed=True (Programmed, generation 3), \
+             ResolvedRefs=True (ResolvedRefs, generation 3), Conflicted=False (NoConflicts, generation 3)"
+        );
+        let refs = |name: &str| {
+            let all = listener(name);
+            let from = &all[all.find("ResolvedRefs").unwrap()..];
+            from[..from.find(')').unwrap() + 1].to_owned()
+        };
+        assert_eq!(
+            refs("missing"),
+            "ResolvedRefs=False (InvalidCertificateRef, generation 3)"
+        );
+        assert_eq!(
+            refs("cross"),
+            "ResolvedRefs=False (RefNotPermitted, generation 3)"
+        );
+        assert_eq!(
+            refs("no-refs"),
+            "ResolvedRefs=False (InvalidCertificateRef, generation 3)"
+        );
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::Gateway)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.listeners[1].tls.certificateRefs[0]",
+                "spec.listeners[2].tls.certificateRefs[0].namespace",
+                "spec.listeners[3].tls.certificateRefs",
+            ]
+        );
+
+        // A ReferenceGrant for Gateways of infra opens the Secret of app.
+        let grant = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"#;
+        let c = compiled(&format!("{HTTPS}{secrets}{grant}"));
+        assert!(c.certs.iter().any(|c| c.name == "app/app-cert"
+            && c.hosts
+                .iter()
+                .map(|h| h.to_string())
+                .eq(["cross.example.com"])));
     }
 }

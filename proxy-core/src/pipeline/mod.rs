@@ -29,6 +29,7 @@ mod digest_auth;
 pub(crate) mod errors;
 mod ext_auth;
 mod gateway_redirect;
+mod gateway_rewrite;
 mod hsts;
 mod rate_limit;
 mod redirect;
@@ -58,6 +59,7 @@ pub use ext_auth::{
     CacheValid, ExternalAuth, Template, TemplateError, Vars, Verdict,
 };
 pub use gateway_redirect::{GatewayRedirect, RedirectPath};
+pub use gateway_rewrite::GatewayRewrite;
 pub use hsts::Hsts;
 pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
@@ -213,6 +215,8 @@ pub enum RequestFilter {
     UrlRedirect(UrlRedirect),
     /// Gateway API RequestRedirect.
     GatewayRedirect(GatewayRedirect),
+    /// Gateway API URLRewrite's path.
+    GatewayRewrite(GatewayRewrite),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     RateLimit(Box<RateLimit>),
@@ -242,6 +246,7 @@ impl RequestFilter {
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::GatewayRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::GatewayRewrite(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::ExternalAuth(f) => f.on_request(ctx, parts),
