@@ -170,6 +170,7 @@ impl ApiReporter {
     /// Never blocks; the writes happen in the background, from the leader only.
     pub fn after_compile(&self, compiled: &Compiled) {
         self.status.set_owned(&compiled.owned_ingresses);
+        self.status.set_gateway_status(&compiled.gateway_status);
         self.events.publish_diagnostics(&compiled.diagnostics);
     }
 
