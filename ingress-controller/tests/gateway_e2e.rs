@@ -97,6 +97,11 @@ spec:
     - {name: infra-backend-v1, port: 8080, weight: 1}
     - {name: infra-backend-v2, port: 8080, weight: 1}
     - {name: infra-backend-v3, port: 8080, weight: 0}
+  - matches: [{path: {type: PathPrefix, value: /three}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: infra-backend-v2, port: 8080, weight: 1}
+    - {name: infra-backend-v3, port: 8080, weight: 2}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -203,6 +208,19 @@ async fn httproutes_and_an_ingress_share_the_listener() {
         seen.insert(backend);
     }
     assert_eq!(seen, ["v1".to_owned(), "v2".to_owned()].into());
+    // More than two: each gets its share.
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..200 {
+        let (status, backend) = got("GET", c, "/three", &[]).await;
+        assert_eq!(status, 200);
+        *counts.entry(backend).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // v3 has half the weight: well above either other one in 200 draws.
+    assert!(
+        counts["v3"] > counts["v1"] && counts["v3"] > counts["v2"],
+        "{counts:?}"
+    );
 
     // The status, over a folder, is logged: the missing backend names the route's
     // ResolvedRefs condition.

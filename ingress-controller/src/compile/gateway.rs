@@ -22,8 +22,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use proxy_core::config::{Backend, BackendId};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
-    Canary, CanaryRule, GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath,
-    RequestFilter,
+    GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+    WeightedBackends,
 };
 use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
 use tls::{CertSource, ParsedCert};
@@ -903,31 +903,15 @@ fn rule_target(
             BackendId::new(&key.namespace, &key.name, "")
         }
         [(only, _)] => only.clone(),
-        [(main, main_weight), (other, other_weight), rest @ ..] => {
-            if !rest.is_empty() {
-                diags.push(Diagnostic::warning(
-                    Kind::HTTPRoute,
-                    key,
-                    format!("{field}.backendRefs"),
-                    DiagnosticReason::GatewayUnsupported,
-                    "more than two weighted backends are not supported yet; only the first two are used",
-                ));
-            }
-            // The canary draws from at least 100: scale both weights up to keep the
-            // ratio exact.
-            let total = i64::from(*main_weight) + i64::from(*other_weight);
-            let scale = (100 + total - 1) / total;
-            policy.canary = Some(Canary {
-                backend: other.clone(),
-                affinity: None,
-                rule: Arc::new(CanaryRule {
-                    header: None,
-                    cookie: None,
-                    weight: i64::from(*other_weight) * scale,
-                    weight_total: total * scale,
-                }),
-            });
-            main.clone()
+        [(first, _), ..] => {
+            let first = first.clone();
+            policy.weighted = WeightedBackends::new(
+                valid
+                    .into_iter()
+                    .map(|(id, w)| (id, u32::try_from(w).unwrap_or(0))),
+            )
+            .map(Arc::new);
+            first
         }
     };
     RouteTarget {
@@ -1794,6 +1778,35 @@ spec:
                  ResolvedRefs=False (InvalidKind, generation 7)"
             )
         );
+    }
+
+    #[test]
+    fn weighted_backends_share_a_rule() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [w.test]
+  rules:
+  - backendRefs:
+    - {name: v1, port: 8080, weight: 1}
+    - {name: v2, port: 8080, weight: 0}
+    - {name: v3, port: 8080, weight: 2}
+    - {name: v4, port: 8080}
+"#,
+        );
+        let t = c.config.routes.lookup_with("w.test", "/", None).unwrap();
+        let w = t.policy.weighted.as_ref().expect("weighted backends");
+        assert_eq!(w.total(), 4);
+        let picks: Vec<String> = (1..=4).map(|n| w.pick(|_| n).service.to_string()).collect();
+        assert_eq!(picks, ["v1", "v3", "v3", "v4"]);
+        for p in &picks {
+            assert!(c.config.backends.keys().any(|id| &*id.service == p), "{p}");
+        }
     }
 
     #[test]

@@ -40,6 +40,7 @@ mod set_headers;
 mod source_range;
 mod upstream_headers;
 mod url_redirect;
+mod weighted;
 mod www_redirect;
 
 pub use app_root::AppRoot;
@@ -70,6 +71,7 @@ pub use set_headers::{HeaderEdits, SetHeaders};
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
+pub use weighted::WeightedBackends;
 pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
@@ -129,6 +131,9 @@ pub struct RoutePolicy {
     pub limit_rate: Option<LimitRate>,
     /// A Gateway API ResponseHeaderModifier: edits to every answer of the route.
     pub response_edits: Option<Arc<HeaderEdits>>,
+    /// A Gateway API rule's weighted backendRefs: each request goes to one of them
+    /// instead of the route's backend (which is the first of them).
+    pub weighted: Option<Arc<WeightedBackends>>,
 }
 
 /// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first
