@@ -97,6 +97,8 @@ spec:
     - {name: infra-backend-v1, port: 8080, weight: 1}
     - {name: infra-backend-v2, port: 8080, weight: 1}
     - {name: infra-backend-v3, port: 8080, weight: 0}
+  - matches: [{path: {type: RegularExpression, value: '/re/[0-9]+'}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /three}}]
     backendRefs:
     - {name: infra-backend-v1, port: 8080, weight: 1}
@@ -197,6 +199,9 @@ async fn httproutes_and_an_ingress_share_the_listener() {
         (200, "v3".into())
     );
     assert_eq!(got("GET", c, "/missing/x", &[]).await.0, 500);
+    // A regular expression matches the whole path.
+    assert_eq!(got("GET", c, "/re/42", &[]).await, (200, "v2".into()));
+    assert_eq!(got("GET", c, "/re/42/x", &[]).await, (200, "v3".into()));
     // Nothing of the host's route matches: the route without hostnames does.
     assert_eq!(got("GET", c, "/other", &[]).await, (200, "v3".into()));
 

@@ -25,7 +25,9 @@ use proxy_core::pipeline::{
     GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
     WeightedBackends,
 };
-use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
+use proxy_core::routes::{
+    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget,
+};
 use tls::{CertSource, ParsedCert};
 
 use super::annotations::IngressAnnotations;
@@ -174,9 +176,10 @@ struct OurListener<'a> {
 /// request wins. Derived `Ord` compares the fields in order.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Precedence {
-    /// 0: Exact, 1: PathPrefix.
+    /// 0: Exact, 1: RegularExpression (its order is the implementation's choice; a
+    /// regex before any prefix lets one win over a `/` catch-all), 2: PathPrefix.
     path_kind: u8,
-    /// Longest path first.
+    /// Longest path (or pattern) first.
     path_len: Reverse<usize>,
     /// A method match first.
     no_method: bool,
@@ -1351,7 +1354,14 @@ fn match_rule(
     }
     let (path, path_kind) = match path_type {
         "Exact" => (PathMatch::Exact(value.to_owned()), 0),
-        "PathPrefix" => (PathMatch::prefix(value), 1),
+        // Between the two, as most implementations order them; see `Precedence`.
+        "RegularExpression" => match FullMatch::new(value) {
+            Ok(r) => (PathMatch::Regex(r), 1),
+            Err(e) => {
+                return unsupported(".path.value", format!("regular expression {value:?}: {e}"))
+            }
+        },
+        "PathPrefix" => (PathMatch::prefix(value), 2),
         other => {
             return unsupported(
                 ".path.type",
@@ -1778,6 +1788,41 @@ spec:
                  ResolvedRefs=False (InvalidKind, generation 7)"
             )
         );
+    }
+
+    #[test]
+    fn regular_expression_paths_match_whole_paths_before_prefixes() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [re.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: RegularExpression, value: "/v[0-9]+/.*"}}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{path: {type: Exact, value: /v1/exact}}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{path: {type: RegularExpression, value: "/(?=look)"}}]
+    backendRefs: [{name: v4, port: 8080}]
+"#,
+        );
+        assert_eq!(get(&c, "re.test", "/v1/users").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "re.test", "/v1/exact").as_deref(), Some("v3"));
+        assert_eq!(get(&c, "re.test", "/x/v1/users").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "re.test", "/V1/users").as_deref(), Some("v1"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["spec.rules[3].matches[0].path.value"]);
     }
 
     #[test]

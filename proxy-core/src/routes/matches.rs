@@ -10,8 +10,10 @@
 use http::header::{HeaderName, HeaderValue};
 use http::request::Parts;
 use http::Method;
+use regex::bytes::{Regex, RegexBuilder};
 
-use super::{HostMatch, RouteTarget};
+use super::regex_path::{COMPILED_SIZE_LIMIT, MAX_PATTERN_LEN, NEST_LIMIT};
+use super::{HostMatch, RegexPathError, RouteTarget};
 
 /// How a [`MatchRule`] matches the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,62 @@ pub enum PathMatch {
     /// Element-wise prefix, as Ingress `Prefix`: `/foo` matches `/foo`, `/foo/` and
     /// `/foo/bar`, not `/foobar`. Stored without a trailing slash; `/` is empty.
     Prefix(String),
+    /// `RegularExpression`: the whole path matches the pattern.
+    Regex(FullMatch),
+}
+
+/// A pattern that must match the whole normalized path, case-sensitively, as Gateway
+/// API paths compare (the spec leaves the dialect and anchoring to the
+/// implementation). The engine is linear-time and its limits those of Ingress regex
+/// paths ([`compile_pattern`](super::compile_pattern)).
+#[derive(Clone, Debug)]
+pub struct FullMatch {
+    pattern: Box<str>,
+    regex: Regex,
+}
+
+impl PartialEq for FullMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for FullMatch {}
+
+impl FullMatch {
+    pub fn new(pattern: &str) -> Result<Self, RegexPathError> {
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(RegexPathError::TooLong);
+        }
+        let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .unicode(false)
+            .size_limit(COMPILED_SIZE_LIMIT)
+            .dfa_size_limit(COMPILED_SIZE_LIMIT)
+            .nest_limit(NEST_LIMIT)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => RegexPathError::TooBig,
+                other => RegexPathError::Syntax(
+                    other
+                        .to_string()
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid pattern")
+                        .trim()
+                        .trim_start_matches("error: ")
+                        .to_owned(),
+                ),
+            })?;
+        Ok(Self {
+            pattern: pattern.into(),
+            regex,
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
 }
 
 impl PathMatch {
@@ -36,6 +94,7 @@ impl PathMatch {
                 Some(rest) => rest.is_empty() || rest.starts_with('/') || p.is_empty(),
                 None => false,
             },
+            PathMatch::Regex(r) => r.regex.is_match(path.as_bytes()),
         }
     }
 }
@@ -132,6 +191,27 @@ mod tests {
         let exact = rule(PathMatch::Exact("/foo".into()));
         assert!(exact.is_match("/foo", None));
         assert!(!exact.is_match("/foo/", None));
+    }
+
+    #[test]
+    fn regular_expressions_match_the_whole_path_case_sensitively() {
+        let r = rule(PathMatch::Regex(FullMatch::new("/v[0-9]+/.*").unwrap()));
+        assert!(r.is_match("/v2/users", None));
+        assert!(!r.is_match("/api/v2/users", None));
+        assert!(!r.is_match("/V2/users", None));
+        // The alternation stays inside the anchors.
+        let alt = rule(PathMatch::Regex(FullMatch::new("/a|/b").unwrap()));
+        assert!(alt.is_match("/b", None));
+        assert!(!alt.is_match("/b/c", None));
+        assert!(!alt.is_match("/x/a", None));
+        assert!(matches!(
+            FullMatch::new("/(?=x)"),
+            Err(RegexPathError::Syntax(_))
+        ));
+        assert!(matches!(
+            FullMatch::new(&"a".repeat(MAX_PATTERN_LEN + 1)),
+            Err(RegexPathError::TooLong)
+        ));
     }
 
     #[test]
