@@ -99,6 +99,10 @@ spec:
     - {name: infra-backend-v3, port: 8080, weight: 0}
   - matches: [{path: {type: RegularExpression, value: '/re/[0-9]+'}}]
     backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /partial}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+    - {name: no-such-service, port: 8080}
   - matches: [{path: {type: PathPrefix, value: /three}}]
     backendRefs:
     - {name: infra-backend-v1, port: 8080, weight: 1}
@@ -213,6 +217,15 @@ async fn httproutes_and_an_ingress_share_the_listener() {
         seen.insert(backend);
     }
     assert_eq!(seen, ["v1".to_owned(), "v2".to_owned()].into());
+    // An invalid backend beside a valid one: its share answers 500.
+    let mut partial = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        partial.insert(got("GET", c, "/partial", &[]).await);
+    }
+    assert_eq!(
+        partial,
+        [(200, "v1".to_owned()), (500, String::new())].into()
+    );
     // More than two: each gets its share.
     let mut counts = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..200 {

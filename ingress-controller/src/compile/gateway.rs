@@ -884,34 +884,35 @@ fn rule_target(
         "/",
         None,
     );
-    let mut valid: Vec<(BackendId, i32)> = Vec::new();
+    // Each reference with its weight; `None` for an invalid one, whose share of the
+    // requests gets 500, as the spec requires.
+    let mut shares: Vec<(Option<BackendId>, u32)> = Vec::new();
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
+        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
         match backend_ref(store, index, key, &field, r, backends, diags) {
-            Ok(id) => {
-                let weight = r.weight.unwrap_or(1);
-                if weight > 0 {
-                    valid.push((id, weight));
-                }
+            Ok(id) => shares.push((Some(id), weight)),
+            Err(problem) => {
+                // The first problem names the route's ResolvedRefs condition.
+                unresolved.get_or_insert(problem);
+                shares.push((None, weight));
             }
-            // The first problem names the route's ResolvedRefs condition.
-            Err(problem) => drop(unresolved.get_or_insert(problem)),
         }
     }
-    let backend = match valid.as_slice() {
-        [] => {
+    shares.retain(|(_, w)| *w > 0);
+    let first_valid = shares.iter().find_map(|(id, _)| id.clone());
+    let backend = match (first_valid, shares.as_slice()) {
+        (None, _) => {
             policy.request = vec![RequestFilter::NoValidBackend(NoValidBackend(
                 format!("{source} {field}: no valid backendRefs").into(),
             ))];
             BackendId::new(&key.namespace, &key.name, "")
         }
-        [(only, _)] => only.clone(),
-        [(first, _), ..] => {
-            let first = first.clone();
+        (Some(only), [_]) => only,
+        (Some(first), _) => {
             policy.weighted = WeightedBackends::new(
-                valid
-                    .into_iter()
-                    .map(|(id, w)| (id, u32::try_from(w).unwrap_or(0))),
+                shares,
+                format!("{source} {field}: an invalid backendRef's share").into(),
             )
             .map(Arc::new);
             first
@@ -1840,16 +1841,23 @@ spec:
   - backendRefs:
     - {name: v1, port: 8080, weight: 1}
     - {name: v2, port: 8080, weight: 0}
+    - {name: missing, port: 8080, weight: 1}
     - {name: v3, port: 8080, weight: 2}
     - {name: v4, port: 8080}
 "#,
         );
         let t = c.config.routes.lookup_with("w.test", "/", None).unwrap();
         let w = t.policy.weighted.as_ref().expect("weighted backends");
-        assert_eq!(w.total(), 4);
-        let picks: Vec<String> = (1..=4).map(|n| w.pick(|_| n).service.to_string()).collect();
-        assert_eq!(picks, ["v1", "v3", "v3", "v4"]);
-        for p in &picks {
+        assert_eq!(w.total(), 5);
+        let picks: Vec<String> = (1..=5)
+            .map(|n| {
+                w.pick(|_| n)
+                    .map_or("500".into(), |b| b.service.to_string())
+            })
+            .collect();
+        // The missing Service's share answers 500.
+        assert_eq!(picks, ["v1", "500", "v3", "v3", "v4"]);
+        for p in picks.iter().filter(|p| *p != "500") {
             assert!(c.config.backends.keys().any(|id| &*id.service == p), "{p}");
         }
     }
