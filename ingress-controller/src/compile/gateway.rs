@@ -1007,13 +1007,32 @@ fn with_filters(
                     }
                 }
             }
-            other => diags.push(Diagnostic::warning(
+            // Leaving out a copy of the traffic changes nothing the client sees.
+            "RequestMirror" => diags.push(Diagnostic::warning(
                 Kind::HTTPRoute,
                 key,
                 format!("{field}.type"),
                 DiagnosticReason::GatewayUnsupported,
-                format!("filter type {other:?} is not supported yet; ignored"),
+                "filter type \"RequestMirror\" is not supported yet; ignored",
             )),
+            // Any other (an ExtensionRef, an authentication or CORS filter) may guard
+            // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
+            other => {
+                diags.push(Diagnostic::error(
+                    Kind::HTTPRoute,
+                    key,
+                    format!("{field}.type"),
+                    DiagnosticReason::GatewayUnsupported,
+                    format!("filter type {other:?} is not supported; the rule answers 500"),
+                ));
+                policy.request.insert(
+                    0,
+                    RequestFilter::NoValidBackend(NoValidBackend(
+                        format!("HTTPRoute {key} {field}: filter type {other:?} is not supported")
+                            .into(),
+                    )),
+                );
+            }
         }
     }
     target
@@ -1480,6 +1499,7 @@ mod tests {
 
 #[cfg(test)]
 mod compile_tests {
+    use super::super::diagnostic::Severity;
     use super::super::tests::store_from_yaml;
     use super::super::{compile, CompileOptions, Compiled};
     use crate::store::Kind;
@@ -1824,6 +1844,43 @@ spec:
             .map(|d| d.field.as_str())
             .collect();
         assert_eq!(fields, vec!["spec.rules[3].matches[0].path.value"]);
+    }
+
+    #[test]
+    fn unsupported_filters_fail_closed_but_a_mirror_is_left_out() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [f.test]
+  rules:
+  - matches: [{path: {value: /ext}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /mirror}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: v2, port: 8080}}}]
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        assert_eq!(get(&c, "f.test", "/ext").as_deref(), Some("500"));
+        assert_eq!(get(&c, "f.test", "/mirror").as_deref(), Some("v1"));
+        let said: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| (d.field.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            said,
+            vec![
+                ("spec.rules[0].filters[0].type", Severity::Error),
+                ("spec.rules[1].filters[0].type", Severity::Warning)
+            ]
+        );
     }
 
     #[test]
