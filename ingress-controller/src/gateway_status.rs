@@ -332,12 +332,7 @@ fn gateway_status(
                 .into_iter()
                 .flatten()
                 .find(|c| c.get("name").and_then(Value::as_str) == Some(&l.name));
-            let accepted = l
-                .conditions
-                .iter()
-                .any(|c| c.type_ == "Accepted" && c.status);
-            // The kinds a listener takes: HTTPRoute, unless it takes nothing.
-            let kinds = if accepted {
+            let kinds = if l.takes_http_routes {
                 json!([{ "group": GROUP, "kind": "HTTPRoute" }])
             } else {
                 json!([])

@@ -38,7 +38,7 @@ use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
     Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
-    HeaderValuePair, Listener, PathModifier, RequestRedirect, GROUP,
+    HeaderValuePair, Listener, PathModifier, RequestRedirect, RouteGroupKind, GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -102,6 +102,9 @@ impl fmt::Display for Condition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerStatus {
     pub name: String,
+    /// Whether it takes HTTPRoutes (its `supportedKinds`): no when it is not served or
+    /// its `allowedRoutes.kinds` leaves them out.
+    pub takes_http_routes: bool,
     pub attached_routes: u32,
     pub conditions: Vec<Condition>,
 }
@@ -450,6 +453,7 @@ fn gateway_listeners<'a>(
             ));
             status.push(ListenerStatus {
                 name: listener.name.clone(),
+                takes_http_routes: false,
                 attached_routes: 0,
                 conditions: refused(
                     "UnsupportedProtocol",
@@ -477,6 +481,7 @@ fn gateway_listeners<'a>(
                 ));
                 status.push(ListenerStatus {
                     name: listener.name.clone(),
+                    takes_http_routes: false,
                     attached_routes: 0,
                     conditions: refused("Invalid", "the hostname is not a DNS name or *. wildcard"),
                 });
@@ -514,6 +519,7 @@ fn gateway_listeners<'a>(
             ));
             status.push(ListenerStatus {
                 name: listener.name.clone(),
+                takes_http_routes: false,
                 attached_routes: 0,
                 conditions: vec![
                     Condition::new("Accepted", true, "Accepted", "", generation),
@@ -557,8 +563,46 @@ fn gateway_listeners<'a>(
                 }
             }
         }
+        // `allowedRoutes.kinds`: HTTPRoute is the only kind served; another listed kind
+        // is the spec's InvalidRouteKinds.
+        let kinds = listener
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.kinds.as_ref());
+        let is_http_route = |k: &RouteGroupKind| {
+            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP
+        };
+        let takes_http_routes = kinds.is_none_or(|k| k.iter().any(is_http_route));
+        if let Some(other) = kinds.and_then(|k| k.iter().find(|k| !is_http_route(k))) {
+            let message = format!(
+                "route kind {:?} of group {:?} is not supported, only HTTPRoute",
+                other.kind,
+                other.group.as_deref().unwrap_or(GROUP)
+            );
+            diags.push(Diagnostic::warning(
+                Kind::Gateway,
+                key,
+                format!("{field}.allowedRoutes.kinds"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("listener {:?}: {message}", listener.name),
+            ));
+            // A certificate problem, said first, stays the condition's reason.
+            if let Some(c) = conditions
+                .iter_mut()
+                .find(|c| c.type_ == "ResolvedRefs" && c.status)
+            {
+                *c = Condition::new(
+                    "ResolvedRefs",
+                    false,
+                    "InvalidRouteKinds",
+                    message,
+                    generation,
+                );
+            }
+        }
         status.push(ListenerStatus {
             name: listener.name.clone(),
+            takes_http_routes,
             attached_routes: 0,
             conditions,
         });
@@ -1879,6 +1923,59 @@ spec:
             vec![
                 ("spec.rules[0].filters[0].type", Severity::Error),
                 ("spec.rules[1].filters[0].type", Severity::Warning)
+            ]
+        );
+    }
+
+    #[test]
+    fn listener_route_kinds_other_than_httproute_are_invalid() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: kinds, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: grpc-only
+    port: 80
+    protocol: HTTP
+    hostname: a.example.com
+    allowedRoutes: {kinds: [{kind: GRPCRoute}]}
+  - name: mixed
+    port: 80
+    protocol: HTTP
+    hostname: b.example.com
+    allowedRoutes: {kinds: [{kind: HTTPRoute}, {group: example.com, kind: HTTPRoute}]}
+  - {name: plain, port: 80, protocol: HTTP, hostname: c.example.com}
+"#,
+        );
+        let gw = &c.gateway_status[&(
+            Kind::Gateway,
+            crate::store::ObjectKey::new("infra", "kinds"),
+        )];
+        let summary: Vec<(bool, String)> = gw
+            .listeners
+            .iter()
+            .map(|l| {
+                let refs = l
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "ResolvedRefs")
+                    .unwrap();
+                (
+                    l.takes_http_routes,
+                    format!("{}/{}", refs.status, refs.reason),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (false, "false/InvalidRouteKinds".to_owned()),
+                (true, "false/InvalidRouteKinds".to_owned()),
+                (true, "true/ResolvedRefs".to_owned()),
             ]
         );
     }
