@@ -313,35 +313,41 @@ pub(super) fn compile_gateway(
                 .next()
                 .and_then(|p| u16::try_from(*p).ok())
                 .unwrap_or(80);
-            let prefix = match rule.matches.as_deref() {
-                Some([only]) => only
-                    .path
-                    .as_ref()
-                    .filter(|p| p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
-                    .map(|p| {
+            let default_matches = [HTTPRouteMatch::default()];
+            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
+            // The filters, once per distinct matched prefix (ReplacePrefixMatch replaces
+            // the prefix the request matched): usually one target for the whole rule.
+            let mut targets: Vec<(Option<String>, RouteTarget)> = Vec::new();
+            for (j, m) in matches.iter().enumerate() {
+                let prefix = match &m.path {
+                    None => Some(String::new()),
+                    Some(p) if p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix" => Some(
                         p.value
                             .as_deref()
                             .unwrap_or("/")
                             .trim_end_matches('/')
-                            .to_owned()
-                    }),
-                None => Some(String::new()),
-                _ => None,
-            };
-            let target = with_filters(
-                key,
-                &field,
-                &rule.filters,
-                Redirects {
-                    listener_port,
-                    prefix,
-                },
-                target,
-                diags,
-            );
-            let default_matches = [HTTPRouteMatch::default()];
-            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
-            for (j, m) in matches.iter().enumerate() {
+                            .to_owned(),
+                    ),
+                    Some(_) => None,
+                };
+                let target = match targets.iter().find(|(p, _)| *p == prefix) {
+                    Some((_, t)) => t.clone(),
+                    None => {
+                        let t = with_filters(
+                            key,
+                            &field,
+                            &rule.filters,
+                            Redirects {
+                                listener_port,
+                                prefix: prefix.clone(),
+                            },
+                            target.clone(),
+                            diags,
+                        );
+                        targets.push((prefix, t.clone()));
+                        t
+                    }
+                };
                 let field = format!("{field}.matches[{j}]");
                 let Some((precedence, template)) =
                     match_rule(key, route, i, j, m, &field, &target, diags)
@@ -1194,10 +1200,7 @@ fn path_modifier(
                     matched: matched.clone(),
                     replacement: replacement.clone(),
                 }),
-                None => bad(
-                    "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
-                        .to_owned(),
-                ),
+                None => bad("ReplacePrefixMatch needs a PathPrefix match".to_owned()),
             }
         }
         ("ReplaceFullPath" | "ReplacePrefixMatch", Some(v), _)
@@ -2045,8 +2048,39 @@ spec:
     - type: URLRewrite
       urlRewrite: {hostname: "*.example.org", path: {type: ReplaceFullPath, replaceFullPath: "x?y"}}
     backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /one}}, {path: {value: /two/}}, {headers: [{name: x, value: y}]}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    backendRefs: [{name: v1, port: 8080}]
 "#,
         );
+        // Each match of a rule replaces the prefix it matched.
+        let matched = |path: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri(path);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            let parts = b.body(()).unwrap().into_parts().0;
+            let t = c
+                .config
+                .routes
+                .lookup_with("rw.test", path, Some(&parts))
+                .unwrap();
+            t.policy
+                .request
+                .iter()
+                .find_map(|f| match f {
+                    RequestFilter::GatewayRewrite(proxy_core::pipeline::GatewayRewrite {
+                        path: proxy_core::pipeline::RedirectPath::Prefix { matched, .. },
+                    }) => Some(matched.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(matched("/one/a", &[]), "/one");
+        assert_eq!(matched("/two/a", &[]), "/two");
+        assert_eq!(matched("/zzz", &[("x", "y")]), "");
         let t = c
             .config
             .routes
