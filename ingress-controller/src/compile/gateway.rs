@@ -1984,6 +1984,37 @@ spec:
     }
 
     #[test]
+    fn wildcard_hostnames_match_any_number_of_labels() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: all}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nearer, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: all}]
+  hostnames: ["*.b.example.com"]
+  rules: [{matches: [{path: {value: /only}}], backendRefs: [{name: v2, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "a.example.com", "/").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "x.a.example.com", "/").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "x.y.z.example.com", "/").as_deref(), Some("v1"));
+        // The nearest wildcard first; what it does not match falls to the wider one.
+        assert_eq!(get(&c, "a.b.example.com", "/only").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "x.a.b.example.com", "/only").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "a.b.example.com", "/else").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "example.com", "/"), None);
+    }
+
+    #[test]
     fn weighted_backends_share_a_rule() {
         let c = compiled(
             r#"
