@@ -269,10 +269,38 @@ fn rv_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> S
 
 /// Whether every field of `want` is already in `current` as it is.
 fn covers(current: Option<&Value>, want: &Value) -> bool {
-    let (Some(Value::Object(current)), Value::Object(want)) = (current, want) else {
-        return false;
+    current.is_some_and(|c| same(c, want))
+}
+
+/// `current` shows `want`: an object's fields as wanted (others ignored); a list of
+/// conditions (a map keyed by `type` in the CRDs) holding each wanted condition, as
+/// other writers may add their own types; a list of listener statuses (keyed by `name`)
+/// with exactly the wanted names; any other list (atomic in the CRDs) equal.
+fn same(current: &Value, want: &Value) -> bool {
+    let keyed = |list: &[Value], key: &str, other: &str| {
+        !list.is_empty()
+            && list
+                .iter()
+                .all(|v| v.get(key).is_some_and(Value::is_string) && v.get(other).is_some())
     };
-    want.iter().all(|(k, v)| current.get(k) == Some(v))
+    let find = |list: &[Value], key: &str, wanted: &Value| -> bool {
+        let id = wanted.get(key);
+        list.iter()
+            .find(|c| c.get(key) == id)
+            .is_some_and(|c| same(c, wanted))
+    };
+    match (current, want) {
+        (Value::Object(c), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| c.get(k).is_some_and(|cv| same(cv, v))),
+        (Value::Array(c), Value::Array(w)) if keyed(w, "type", "lastTransitionTime") => {
+            w.iter().all(|wi| find(c, "type", wi))
+        }
+        (Value::Array(c), Value::Array(w)) if keyed(w, "name", "attachedRoutes") => {
+            c.len() == w.len() && w.iter().all(|wi| find(c, "name", wi))
+        }
+        _ => current == want,
+    }
 }
 
 fn is_ours(parent: &Value) -> bool {
@@ -479,5 +507,34 @@ mod tests {
             Some(&json!({"parents": got.clone(), "x": 1})),
             &json!({"parents": got})
         ));
+    }
+
+    #[test]
+    fn other_writers_conditions_do_not_make_a_difference() {
+        let ours = json!({"type": "Accepted", "status": "True", "reason": "Accepted",
+            "message": "", "lastTransitionTime": "t"});
+        let theirs = json!({"type": "example.com/Policy", "status": "True", "reason": "Ok",
+            "message": "", "lastTransitionTime": "t"});
+        let listener = |conditions: Value| {
+            json!({"name": "http", "attachedRoutes": 1,
+            "supportedKinds": [], "conditions": conditions})
+        };
+        let want = json!({"conditions": [ours], "listeners": [listener(json!([ours]))]});
+        let current = json!({"conditions": [theirs, ours],
+            "listeners": [listener(json!([ours, theirs]))]});
+        assert!(covers(Some(&current), &want));
+        // A changed condition, a listener gone or added, another address: different.
+        let changed = json!({"conditions": [{"type": "Accepted", "status": "False",
+            "reason": "Accepted", "message": "", "lastTransitionTime": "t"}],
+            "listeners": [listener(json!([ours]))]});
+        assert!(!covers(Some(&changed), &want));
+        let extra = json!({"conditions": [ours],
+            "listeners": [listener(json!([ours])), {"name": "old", "attachedRoutes": 0}]});
+        assert!(!covers(Some(&extra), &want));
+        let with_addr = json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.1"}]});
+        let two = json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.1"},
+            {"type": "IPAddress", "value": "10.0.0.2"}]});
+        assert!(!covers(Some(&two), &with_addr));
+        assert!(!covers(None, &want));
     }
 }
