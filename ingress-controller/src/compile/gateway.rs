@@ -26,7 +26,7 @@ use proxy_core::pipeline::{
     WeightedBackends,
 };
 use proxy_core::routes::{
-    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget,
+    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget, ValueMatch,
 };
 use tls::{CertSource, ParsedCert};
 
@@ -1436,41 +1436,49 @@ fn match_rule(
             )
         }
     };
-    let mut headers = Vec::new();
+    // A value match of a header or query parameter (`RegularExpression`: the whole
+    // value, as paths).
+    let value_match = |type_: Option<&str>, value: &str| -> Result<ValueMatch, String> {
+        match type_.unwrap_or("Exact") {
+            "Exact" => Ok(ValueMatch::Exact(value.into())),
+            "RegularExpression" => FullMatch::new(value)
+                .map(ValueMatch::Regex)
+                .map_err(|e| format!("regular expression {value:?}: {e}")),
+            other => Err(format!("match type {other:?} is not supported")),
+        }
+    };
+    let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::new();
     for (h, header) in m.headers.iter().enumerate() {
-        if header.type_.as_deref().unwrap_or("Exact") != "Exact" {
+        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
             return unsupported(
-                &format!(".headers[{h}].type"),
-                format!("header match type {:?} is not supported yet", header.type_),
+                &format!(".headers[{h}].name"),
+                format!("{:?} is not a valid header name", header.name),
+            );
+        };
+        let exact = header.type_.as_deref().unwrap_or("Exact") == "Exact";
+        if exact && HeaderValue::from_str(&header.value).is_err() {
+            return unsupported(
+                &format!(".headers[{h}].value"),
+                format!("{:?} is not a valid header value", header.value),
             );
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_str(&header.value),
-        ) else {
-            return unsupported(
-                &format!(".headers[{h}]"),
-                format!(
-                    "header {:?}: {:?} is not a valid header",
-                    header.name, header.value
-                ),
-            );
+        let value = match value_match(header.type_.as_deref(), &header.value) {
+            Ok(v) => v,
+            Err(message) => return unsupported(&format!(".headers[{h}]"), message),
         };
         // The first match of a name counts; later ones are ignored, as the spec says.
         if !headers.iter().any(|(n, _)| *n == name) {
             headers.push((name, value));
         }
     }
-    let mut query: Vec<(String, String)> = Vec::new();
+    let mut query: Vec<(String, ValueMatch)> = Vec::new();
     for (q, param) in m.query_params.iter().enumerate() {
-        if param.type_.as_deref().unwrap_or("Exact") != "Exact" {
-            return unsupported(
-                &format!(".queryParams[{q}].type"),
-                format!("query match type {:?} is not supported yet", param.type_),
-            );
-        }
+        let value = match value_match(param.type_.as_deref(), &param.value) {
+            Ok(v) => v,
+            Err(message) => return unsupported(&format!(".queryParams[{q}]"), message),
+        };
         if !query.iter().any(|(n, _)| *n == param.name) {
-            query.push((param.name.clone(), param.value.clone()));
+            query.push((param.name.clone(), value));
         }
     }
     let method = match m.method.as_deref() {
@@ -2012,6 +2020,46 @@ spec:
         assert_eq!(get(&c, "x.a.b.example.com", "/only").as_deref(), Some("v2"));
         assert_eq!(get(&c, "a.b.example.com", "/else").as_deref(), Some("v1"));
         assert_eq!(get(&c, "example.com", "/"), None);
+    }
+
+    #[test]
+    fn regular_expression_header_and_query_matches() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [hq.test]
+  rules:
+  - backendRefs: [{name: v1, port: 8080}]
+  - matches: [{headers: [{type: RegularExpression, name: version, value: "v[0-9]+"}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{queryParams: [{type: RegularExpression, name: id, value: "[a-f]+"}]}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{headers: [{type: RegularExpression, name: bad, value: "(?=x)"}]}]
+    backendRefs: [{name: v4, port: 8080}]
+"#,
+        );
+        assert_eq!(
+            route(&c, "GET", "hq.test", "/", &[("version", "v42")]).as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            route(&c, "GET", "hq.test", "/", &[("version", "v42x")]).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(get(&c, "hq.test", "/?id=cafe").as_deref(), Some("v3"));
+        assert_eq!(get(&c, "hq.test", "/?id=coffee").as_deref(), Some("v1"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["spec.rules[3].matches[0].headers[0]"]);
     }
 
     #[test]

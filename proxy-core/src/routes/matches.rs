@@ -7,7 +7,7 @@
 //! plain path rules. Hosts without any (every Ingress-only host) keep an empty list and
 //! pay one length check per lookup.
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::request::Parts;
 use http::Method;
 use regex::bytes::{Regex, RegexBuilder};
@@ -79,6 +79,29 @@ impl FullMatch {
     pub fn pattern(&self) -> &str {
         &self.pattern
     }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+/// How a header or query-parameter value is matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueMatch {
+    /// Byte for byte.
+    Exact(Box<str>),
+    /// `RegularExpression`: the whole value matches.
+    Regex(FullMatch),
+}
+
+impl ValueMatch {
+    fn is_match(&self, value: &[u8]) -> bool {
+        match self {
+            ValueMatch::Exact(v) => v.as_bytes() == value,
+            ValueMatch::Regex(r) => r.is_match(value),
+        }
+    }
 }
 
 impl PathMatch {
@@ -105,12 +128,12 @@ pub struct MatchRule {
     pub host: HostMatch,
     pub path: PathMatch,
     pub method: Option<Method>,
-    /// Each header must be present with exactly this value (names are case-insensitive
-    /// by type; values compare byte for byte).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Each query parameter must be present with exactly this value; names compare
+    /// Each header must be present with a matching value (names are case-insensitive
+    /// by type).
+    pub headers: Vec<(HeaderName, ValueMatch)>,
+    /// Each query parameter must be present with a matching value; names compare
     /// exactly. Of a repeated parameter, the first is taken.
-    pub query: Vec<(String, String)>,
+    pub query: Vec<(String, ValueMatch)>,
     pub target: RouteTarget,
 }
 
@@ -131,15 +154,17 @@ impl MatchRule {
         if self.method.as_ref().is_some_and(|m| *m != parts.method) {
             return false;
         }
-        let headers_match = self.headers.iter().all(|(name, value)| {
+        let headers_match = self.headers.iter().all(|(name, m)| {
             // A repeated header is matched on its first value, as the spec allows.
-            parts.headers.get(name) == Some(value)
+            parts
+                .headers
+                .get(name)
+                .is_some_and(|v| m.is_match(v.as_bytes()))
         });
         headers_match
-            && self
-                .query
-                .iter()
-                .all(|(name, value)| query_param(parts.uri.query(), name) == Some(value))
+            && self.query.iter().all(|(name, m)| {
+                query_param(parts.uri.query(), name).is_some_and(|v| m.is_match(v.as_bytes()))
+            })
     }
 }
 
@@ -215,14 +240,33 @@ mod tests {
     }
 
     #[test]
+    fn header_and_query_values_match_whole_regular_expressions() {
+        let mut r = rule(PathMatch::prefix("/"));
+        r.headers = vec![(
+            HeaderName::from_static("version"),
+            ValueMatch::Regex(FullMatch::new("v[0-9]+").unwrap()),
+        )];
+        r.query = vec![(
+            "animal".into(),
+            ValueMatch::Regex(FullMatch::new("wh.*").unwrap()),
+        )];
+        let ok = parts("GET", "/x?animal=whale", &[("version", "v12")]);
+        assert!(r.is_match("/x", Some(&ok)));
+        let partial = parts("GET", "/x?animal=whale", &[("version", "v12-beta")]);
+        assert!(!r.is_match("/x", Some(&partial)));
+        let other = parts("GET", "/x?animal=dolphin", &[("version", "v1")]);
+        assert!(!r.is_match("/x", Some(&other)));
+    }
+
+    #[test]
     fn every_condition_must_hold() {
         let mut r = rule(PathMatch::prefix("/"));
         r.method = Some(Method::POST);
         r.headers = vec![(
             HeaderName::from_static("version"),
-            HeaderValue::from_static("two"),
+            ValueMatch::Exact("two".into()),
         )];
-        r.query = vec![("animal".into(), "whale".into())];
+        r.query = vec![("animal".into(), ValueMatch::Exact("whale".into()))];
         let ok = parts("POST", "/x?animal=whale&b=1", &[("Version", "two")]);
         assert!(r.is_match("/x", Some(&ok)));
         assert!(!r.is_match("/x", None));
