@@ -18,7 +18,7 @@ use std::sync::Arc;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use http::StatusCode;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use proxy_core::config::{Backend, BackendId};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
@@ -848,7 +848,7 @@ fn attach(
 }
 
 /// Whether the listener takes HTTPRoutes from the route's namespace.
-fn allowed(_store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
+fn allowed(store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
     let allowed = l.listener.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
         let http_route = kinds
@@ -865,9 +865,42 @@ fn allowed(_store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
     match from {
         "All" => true,
         "Same" => route.namespace == l.gateway.namespace,
-        // Namespaces are not watched yet, so no namespace is known to match a selector.
+        "Selector" => {
+            let selector = allowed
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref());
+            let labels = store
+                .namespaces
+                .get(&ObjectKey::new("", &route.namespace))
+                .and_then(|n| n.metadata.labels.as_ref());
+            // No selector, or a namespace not (yet) seen: nothing is known to match.
+            selector.is_some_and(|s| selects(s, labels))
+        }
         _ => false,
     }
+}
+
+/// Whether a label selector selects an object with these labels (`matchLabels` and
+/// every `matchExpressions` requirement; an empty selector selects everything).
+fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let get = |k: &str| labels.and_then(|l| l.get(k));
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| get(k) == Some(v));
+    by_label
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or(&[]);
+            match e.operator.as_str() {
+                "In" => get(&e.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => get(&e.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => get(&e.key).is_some(),
+                "DoesNotExist" => get(&e.key).is_none(),
+                // An operator the API server would refuse: selects nothing.
+                _ => false,
+            }
+        })
 }
 
 /// The hostnames a route serves through a listener: the spec's intersection. `None`
@@ -2060,6 +2093,62 @@ spec:
             .map(|d| d.field.as_str())
             .collect();
         assert_eq!(fields, vec!["spec.rules[3].matches[0].headers[0]"]);
+    }
+
+    #[test]
+    fn listeners_admit_namespaces_by_selector() {
+        let c = compiled(
+            r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {gateway-conformance: web}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: sel.example.com
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {gateway-conformance: backend}
+          matchExpressions: [{key: gateway-conformance, operator: NotIn, values: [web]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: app}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: other}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  hostnames: [sel.example.com]
+  rules: [{matches: [{path: {value: /other}}], backendRefs: [{name: a1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "sel.example.com", "/").as_deref(), Some("a1"));
+        let status = |ns: &str, name: &str| {
+            c.gateway_status[&(Kind::HTTPRoute, crate::store::ObjectKey::new(ns, name))].parents[0]
+                .conditions[0]
+                .reason
+        };
+        assert_eq!(status("app", "ok"), "Accepted");
+        assert_eq!(status("other", "refused"), "NotAllowedByListeners");
     }
 
     #[test]
