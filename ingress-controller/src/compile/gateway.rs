@@ -232,24 +232,22 @@ pub(super) fn compile_gateway(
             &mut certs,
             diags,
         );
-        let programmed = if served.is_empty() {
-            Condition::new(
-                "Programmed",
-                false,
-                "Invalid",
-                "no listener can be served",
-                generation,
+        let (accepted, programmed) = if served.is_empty() {
+            let message = "no listener can be served";
+            (
+                Condition::new("Accepted", false, "ListenersNotValid", message, generation),
+                Condition::new("Programmed", false, "Invalid", message, generation),
             )
         } else {
-            Condition::new("Programmed", true, "Programmed", "", generation)
+            (
+                Condition::new("Accepted", true, "Accepted", "", generation),
+                Condition::new("Programmed", true, "Programmed", "", generation),
+            )
         };
         status.insert(
             (Kind::Gateway, key.clone()),
             ObjectStatus {
-                conditions: vec![
-                    Condition::new("Accepted", true, "Accepted", "", generation),
-                    programmed,
-                ],
+                conditions: vec![accepted, programmed],
                 listeners: listener_status,
                 parents: Vec::new(),
             },
@@ -1993,12 +1991,38 @@ spec:
     hostname: b.example.com
     allowedRoutes: {kinds: [{kind: HTTPRoute}, {group: example.com, kind: HTTPRoute}]}
   - {name: plain, port: 80, protocol: HTTP, hostname: c.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp-only, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: tcp, port: 9000, protocol: TCP}]
 "#,
         );
         let gw = &c.gateway_status[&(
             Kind::Gateway,
             crate::store::ObjectKey::new("infra", "kinds"),
         )];
+        let conditions = |name: &str| {
+            c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", name))]
+                .conditions
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            conditions("kinds"),
+            ["Accepted=True (Accepted)", "Programmed=True (Programmed)"]
+        );
+        // Only a TCP listener: not accepted.
+        assert_eq!(
+            conditions("tcp-only"),
+            [
+                "Accepted=False (ListenersNotValid)",
+                "Programmed=False (Invalid)"
+            ]
+        );
         let summary: Vec<(bool, String)> = gw
             .listeners
             .iter()
