@@ -349,6 +349,12 @@ spec:
     - type: URLRewrite
       urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
     backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {request: 500ms}
+    backendRefs: [{name: slow, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /patient}}]
+    timeouts: {request: 10s, backendRequest: 5s}
+    backendRefs: [{name: slow, port: 8080}]
   - matches: [{path: {type: PathPrefix, value: /host}}]
     filters:
     - type: URLRewrite
@@ -362,9 +368,11 @@ spec:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_modifiers_edit_requests_and_answers() {
     let v1 = Backend::start("v1").await;
+    let slow = Backend::start_slow("slow", Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let mut text = GATEWAY.to_owned();
     text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(&service("slow", slow.addr));
     text.push_str(MODIFIERS);
     std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
     let mut ctl = Controller::start(dir.path(), &[]);
@@ -435,6 +443,17 @@ async fn header_modifiers_edit_requests_and_answers() {
     assert_eq!((status, body.as_str()), (200, "v1 /host/x"));
     assert_eq!(values(&got, "echo-host"), ["one.example.org"]);
     assert_eq!(values(&got, "echo-x-header-set"), ["set-overwrites-values"]);
+    // timeouts: an answer later than the rule's request timeout is a 504.
+    let started = std::time::Instant::now();
+    let (status, _, _) = fetch_with(ctl.http, r, "/slow", &[]).await;
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _, body) = fetch_with(ctl.http, r, "/patient", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "slow /patient"));
     // Without a rewrite, the client's host goes through.
     let (_, got, _) = fetch_with(ctl.http, h, "/set", &[]).await;
     assert_eq!(values(&got, "echo-host"), ["headers.example.com"]);

@@ -14,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
@@ -37,8 +38,9 @@ use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
-    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
-    HeaderValuePair, Listener, PathModifier, RequestRedirect, RouteGroupKind, GROUP,
+    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
+    HeaderModifier, HeaderValuePair, Listener, PathModifier, RequestRedirect, RouteGroupKind,
+    GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -303,6 +305,7 @@ pub(super) fn compile_gateway(
                 &mut unresolved,
                 diags,
             );
+            let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
             // Redirects name the listener's port when they keep the scheme: the first
             // listener's.
             let listener_port = parents
@@ -1006,6 +1009,79 @@ fn rule_target(
     }
 }
 
+/// `target` with the rule's `timeouts`: the shorter of `request` and `backendRequest`
+/// bounds the connect to a pod and the wait for its answer's head (then each wait
+/// between reads of its body), so an answer later than that is a 504. `0s` is no bound
+/// of its own (the defaults stay).
+fn with_timeouts(
+    key: &ObjectKey,
+    field: &str,
+    timeouts: Option<&HTTPRouteTimeouts>,
+    mut target: RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    let Some(t) = timeouts else {
+        return target;
+    };
+    let mut bound: Option<Duration> = None;
+    for (name, value) in [
+        ("request", &t.request),
+        ("backendRequest", &t.backend_request),
+    ] {
+        let Some(value) = value else {
+            continue;
+        };
+        match parse_duration(value) {
+            Some(d) if d.is_zero() => {}
+            Some(d) => bound = Some(bound.map_or(d, |b| b.min(d))),
+            None => diags.push(Diagnostic::error(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.timeouts.{name}"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("{value:?} is not a duration such as 10s, 500ms or 1m30s; ignored"),
+            )),
+        }
+    }
+    if let Some(d) = bound {
+        let policy = Arc::make_mut(&mut target.policy);
+        policy.timeouts.read = d;
+        policy.timeouts.connect = policy.timeouts.connect.min(d);
+    }
+    target
+}
+
+/// A Gateway API duration: one to four numbers of up to five digits, each followed by
+/// `h`, `m`, `s` or `ms`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(n), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(n * 3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(n * 60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(n), 1)
+        } else {
+            return None;
+        };
+        total += unit;
+        rest = &rest[len..];
+        parts += 1;
+    }
+    (parts > 0 && parts <= 4).then_some(total)
+}
+
 /// `target` with the rule's filters in its policy. A filter Portico does not support
 /// yet is left out with a warning.
 fn with_filters(
@@ -1546,6 +1622,18 @@ fn match_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_durations() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("1h2m3s4ms"), Some(Duration::from_millis(3_723_004)));
+        assert_eq!(d("0s"), Some(Duration::ZERO));
+        for bad in ["", "10", "1.5s", "s", "123456s", "1d", "1s1s1s1s1s", "-1s"] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hostname_intersection_follows_the_spec() {
