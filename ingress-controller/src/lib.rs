@@ -10,6 +10,7 @@ pub mod dns;
 pub mod events;
 pub mod exposition;
 pub mod gateway_api;
+pub mod gateway_status;
 pub mod https;
 pub mod leader;
 pub mod metrics;

@@ -31,6 +31,8 @@ use tokio::sync::watch;
 
 use proxy_core::host::HostName;
 
+use crate::compile::GatewayApiStatus;
+use crate::gateway_status::{self, GatewayStatusHandle};
 use crate::sources::kube::FIELD_MANAGER;
 use crate::store::{ObjectKey, SharedStore};
 
@@ -207,13 +209,21 @@ pub fn service_addresses(svc: &Service) -> Vec<LbAddress> {
     normalize(addrs)
 }
 
-/// The publish loop tells the writer which Ingresses the latest compile owns.
+/// The publish loop tells the writer which Ingresses the latest compile owns, and the
+/// Gateway API writer the status it worked out.
 #[derive(Clone)]
 pub struct StatusHandle {
     owned: Arc<watch::Sender<Option<BTreeSet<ObjectKey>>>>,
+    gateway: GatewayStatusHandle,
 }
 
 impl StatusHandle {
+    /// Record the Gateway API status of the latest compile (`Compiled::gateway_status`).
+    /// Cheap; never blocks on the API.
+    pub fn set_gateway_status(&self, status: &GatewayApiStatus) {
+        self.gateway.set(status);
+    }
+
     /// Record the Ingresses that are ours (`Compiled::owned_ingresses`). Cheap; never
     /// blocks on the API.
     pub fn set_owned(&self, owned: &[ObjectKey]) {
@@ -234,8 +244,10 @@ impl StatusHandle {
 const SETTLE: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(5);
 
-/// Start the status writer. It acts only while `leader` is true, and only after the first
-/// [`StatusHandle::set_owned`].
+/// Start the status writers: Ingress status (only with a publish source), and Gateway
+/// API status (with the same addresses, if any). They act only while `leader` is true,
+/// and only after the first [`StatusHandle::set_owned`] or
+/// [`StatusHandle::set_gateway_status`].
 pub fn spawn(
     client: Client,
     store: SharedStore,
@@ -257,6 +269,17 @@ pub fn spawn(
         }
         PublishSource::Service(key) => (Some(watch_publish_service(client.clone(), key)), None),
     };
+    // Gateways get the same addresses; none without a publish source.
+    let gateway_addresses = match &addresses {
+        Some(rx) => rx.clone(),
+        None => watch::channel(Vec::new()).1,
+    };
+    let gateway = gateway_status::spawn(
+        client.clone(),
+        store.clone(),
+        gateway_addresses,
+        leader.clone(),
+    );
     if let Some(addresses) = addresses {
         let writer = Writer {
             client,
@@ -268,6 +291,7 @@ pub fn spawn(
     }
     StatusHandle {
         owned: Arc::new(owned_tx),
+        gateway,
     }
 }
 

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
@@ -59,6 +59,7 @@ pub enum Object {
     Gateway(Gateway),
     HTTPRoute(HTTPRoute),
     ReferenceGrant(ReferenceGrant),
+    Namespace(Namespace),
 }
 
 /// The kinds Portico reads.
@@ -75,6 +76,7 @@ pub enum Kind {
     Gateway,
     HTTPRoute,
     ReferenceGrant,
+    Namespace,
 }
 
 impl Kind {
@@ -92,6 +94,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HTTPRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::Namespace => "Namespace",
         }
     }
 }
@@ -116,6 +119,7 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::HTTPRoute(_) => Kind::HTTPRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -132,6 +136,7 @@ impl Object {
             Object::Gateway(o) => ObjectKey::of(o),
             Object::HTTPRoute(o) => ObjectKey::of(o),
             Object::ReferenceGrant(o) => ObjectKey::of(o),
+            Object::Namespace(o) => ObjectKey::of(o),
         }
     }
 }
@@ -151,6 +156,7 @@ pub enum SharedObject {
     Gateway(Arc<Gateway>),
     HTTPRoute(Arc<HTTPRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    Namespace(Arc<Namespace>),
 }
 
 impl From<Object> for SharedObject {
@@ -167,6 +173,7 @@ impl From<Object> for SharedObject {
             Object::Gateway(o) => SharedObject::Gateway(Arc::new(o)),
             Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
             Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
+            Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
         }
     }
 }
@@ -185,6 +192,7 @@ impl SharedObject {
             SharedObject::Gateway(_) => Kind::Gateway,
             SharedObject::HTTPRoute(_) => Kind::HTTPRoute,
             SharedObject::ReferenceGrant(_) => Kind::ReferenceGrant,
+            SharedObject::Namespace(_) => Kind::Namespace,
         }
     }
 
@@ -202,6 +210,7 @@ impl SharedObject {
             SharedObject::Gateway(o) => Object::Gateway((**o).clone()),
             SharedObject::HTTPRoute(o) => Object::HTTPRoute((**o).clone()),
             SharedObject::ReferenceGrant(o) => Object::ReferenceGrant((**o).clone()),
+            SharedObject::Namespace(o) => Object::Namespace((**o).clone()),
         }
     }
 
@@ -219,6 +228,7 @@ impl SharedObject {
             (SharedObject::Gateway(a), SharedObject::Gateway(b)) => Arc::ptr_eq(a, b),
             (SharedObject::HTTPRoute(a), SharedObject::HTTPRoute(b)) => Arc::ptr_eq(a, b),
             (SharedObject::ReferenceGrant(a), SharedObject::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::Namespace(a), SharedObject::Namespace(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
     }
@@ -242,6 +252,9 @@ pub struct Store {
     pub gateways: Arc<BTreeMap<ObjectKey, Arc<Gateway>>>,
     pub http_routes: Arc<BTreeMap<ObjectKey, Arc<HTTPRoute>>>,
     pub reference_grants: Arc<BTreeMap<ObjectKey, Arc<ReferenceGrant>>>,
+    /// Read for Gateway listeners' `allowedRoutes.namespaces.selector`, with the
+    /// Gateway API kinds.
+    pub namespaces: Arc<BTreeMap<ObjectKey, Arc<Namespace>>>,
 }
 
 impl Store {
@@ -282,6 +295,9 @@ impl Store {
             Object::ReferenceGrant(o) => {
                 Arc::make_mut(&mut self.reference_grants).insert(key, Arc::new(o));
             }
+            Object::Namespace(o) => {
+                Arc::make_mut(&mut self.namespaces).insert(key, Arc::new(o));
+            }
         }
     }
 
@@ -307,6 +323,7 @@ impl Store {
             SharedObject::ReferenceGrant(o) => {
                 drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
             }
+            SharedObject::Namespace(o) => drop(Arc::make_mut(&mut self.namespaces).insert(key, o)),
         }
     }
 
@@ -324,6 +341,7 @@ impl Store {
             Kind::Gateway => drop(Arc::make_mut(&mut self.gateways).remove(key)),
             Kind::HTTPRoute => drop(Arc::make_mut(&mut self.http_routes).remove(key)),
             Kind::ReferenceGrant => drop(Arc::make_mut(&mut self.reference_grants).remove(key)),
+            Kind::Namespace => drop(Arc::make_mut(&mut self.namespaces).remove(key)),
         }
     }
 
@@ -346,6 +364,7 @@ impl Store {
             Kind::Gateway => keep_only(&mut self.gateways, keep),
             Kind::HTTPRoute => keep_only(&mut self.http_routes, keep),
             Kind::ReferenceGrant => keep_only(&mut self.reference_grants, keep),
+            Kind::Namespace => keep_only(&mut self.namespaces, keep),
         }
     }
 
@@ -363,6 +382,7 @@ impl Store {
             Kind::Gateway => self.gateways = Arc::default(),
             Kind::HTTPRoute => self.http_routes = Arc::default(),
             Kind::ReferenceGrant => self.reference_grants = Arc::default(),
+            Kind::Namespace => self.namespaces = Arc::default(),
         }
     }
 }

@@ -97,6 +97,17 @@ spec:
     - {name: infra-backend-v1, port: 8080, weight: 1}
     - {name: infra-backend-v2, port: 8080, weight: 1}
     - {name: infra-backend-v3, port: 8080, weight: 0}
+  - matches: [{path: {type: RegularExpression, value: '/re/[0-9]+'}}]
+    backendRefs: [{name: infra-backend-v2, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /partial}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080}
+    - {name: no-such-service, port: 8080}
+  - matches: [{path: {type: PathPrefix, value: /three}}]
+    backendRefs:
+    - {name: infra-backend-v1, port: 8080, weight: 1}
+    - {name: infra-backend-v2, port: 8080, weight: 1}
+    - {name: infra-backend-v3, port: 8080, weight: 2}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -192,6 +203,9 @@ async fn httproutes_and_an_ingress_share_the_listener() {
         (200, "v3".into())
     );
     assert_eq!(got("GET", c, "/missing/x", &[]).await.0, 500);
+    // A regular expression matches the whole path.
+    assert_eq!(got("GET", c, "/re/42", &[]).await, (200, "v2".into()));
+    assert_eq!(got("GET", c, "/re/42/x", &[]).await, (200, "v3".into()));
     // Nothing of the host's route matches: the route without hostnames does.
     assert_eq!(got("GET", c, "/other", &[]).await, (200, "v3".into()));
 
@@ -203,6 +217,28 @@ async fn httproutes_and_an_ingress_share_the_listener() {
         seen.insert(backend);
     }
     assert_eq!(seen, ["v1".to_owned(), "v2".to_owned()].into());
+    // An invalid backend beside a valid one: its share answers 500.
+    let mut partial = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        partial.insert(got("GET", c, "/partial", &[]).await);
+    }
+    assert_eq!(
+        partial,
+        [(200, "v1".to_owned()), (500, String::new())].into()
+    );
+    // More than two: each gets its share.
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for _ in 0..200 {
+        let (status, backend) = got("GET", c, "/three", &[]).await;
+        assert_eq!(status, 200);
+        *counts.entry(backend).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    // v3 has half the weight: well above either other one in 200 draws.
+    assert!(
+        counts["v3"] > counts["v1"] && counts["v3"] > counts["v2"],
+        "{counts:?}"
+    );
 
     // The status, over a folder, is logged: the missing backend names the route's
     // ResolvedRefs condition.
@@ -290,14 +326,53 @@ spec:
         statusCode: 301
         hostname: example.org
         path: {type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: rewrite-path, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [rewrite.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /prefix/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /strip-prefix}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /full/one}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplaceFullPath, replaceFullPath: /one}}
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /slow}}]
+    timeouts: {request: 500ms}
+    backendRefs: [{name: slow, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /patient}}]
+    timeouts: {request: 10s, backendRequest: 5s}
+    backendRefs: [{name: slow, port: 8080}]
+  - matches: [{path: {type: PathPrefix, value: /host}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: one.example.org}
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set: [{name: X-Header-Set, value: set-overwrites-values}]
+    backendRefs: [{name: infra-backend-v1, port: 8080}]
 ";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_modifiers_edit_requests_and_answers() {
     let v1 = Backend::start("v1").await;
+    let slow = Backend::start_slow("slow", Duration::from_secs(2)).await;
     let dir = tempfile::tempdir().unwrap();
     let mut text = GATEWAY.to_owned();
     text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str(&service("slow", slow.addr));
     text.push_str(MODIFIERS);
     std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
     let mut ctl = Controller::start(dir.path(), &[]);
@@ -346,4 +421,174 @@ async fn header_modifiers_edit_requests_and_answers() {
         values(&got, "location"),
         ["http://example.org/replacement-prefix/lemon"]
     );
+
+    // URLRewrite (httproute-rewrite-path, httproute-rewrite-host): the backend gets the
+    // new path, the query kept, and the new Host.
+    let r = "rewrite.example.com";
+    for (asked, sent) in [
+        ("/prefix/one/two", "/one/two"),
+        ("/prefix/one", "/one"),
+        ("/strip-prefix/three", "/three"),
+        ("/strip-prefix", "/"),
+        ("/strip-prefix/", "/"),
+        ("/full/one/two", "/one"),
+        ("/full/one/two?a=b", "/one"),
+    ] {
+        let (status, _, body) = fetch_with(ctl.http, r, asked, &[]).await;
+        assert_eq!((status, body), (200, format!("v1 {sent}")), "{asked}");
+    }
+    let (_, got, _) = fetch_with(ctl.http, r, "/full/one/two?a=b", &[]).await;
+    assert_eq!(values(&got, "echo-query"), ["a=b"]);
+    let (status, got, body) = fetch_with(ctl.http, r, "/host/x", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "v1 /host/x"));
+    assert_eq!(values(&got, "echo-host"), ["one.example.org"]);
+    assert_eq!(values(&got, "echo-x-header-set"), ["set-overwrites-values"]);
+    // timeouts: an answer later than the rule's request timeout is a 504.
+    let started = std::time::Instant::now();
+    let (status, _, _) = fetch_with(ctl.http, r, "/slow", &[]).await;
+    assert_eq!(status, 504);
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    let (status, _, body) = fetch_with(ctl.http, r, "/patient", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "slow /patient"));
+    // Without a rewrite, the client's host goes through.
+    let (_, got, _) = fetch_with(ctl.http, h, "/set", &[]).await;
+    assert_eq!(values(&got, "echo-host"), ["headers.example.com"]);
+}
+
+/// `openssl req -x509` for `host` into `dir` (`host.crt`, `host.key`): the PEM pair.
+fn openssl_cert(dir: &std::path::Path, host: &str) -> (Vec<u8>, Vec<u8>) {
+    let (crt, key) = (
+        dir.join(format!("{host}.crt")),
+        dir.join(format!("{host}.key")),
+    );
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "30",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt)
+        .args(["-subj", &format!("/CN={host}")])
+        .args(["-addext", &format!("subjectAltName=DNS:{host}")])
+        .output()
+        .expect("openssl runs");
+    assert!(out.status.success(), "{out:?}");
+    (std::fs::read(crt).unwrap(), std::fs::read(key).unwrap())
+}
+
+/// `curl --resolve HOST:PORT:IP --cacert HOST.crt https://HOST:PORT/PATH`, verifying the
+/// served certificate against the one made for `host`: the status (0 when the exchange
+/// failed) and the body (or what curl said).
+async fn curl_https(
+    addr: SocketAddr,
+    dir: &std::path::Path,
+    host: &str,
+    path: &str,
+) -> (u16, String) {
+    let url = format!("https://{host}:{}{path}", addr.port());
+    let resolve = format!("{host}:{}:{}", addr.port(), addr.ip());
+    let ca = dir.join(format!("{host}.crt"));
+    tokio::task::spawn_blocking(move || {
+        let out = std::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-w",
+                "\n%{http_code}",
+                "--resolve",
+                &resolve,
+            ])
+            .arg("--cacert")
+            .arg(&ca)
+            .arg(&url)
+            .output()
+            .expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
+        let status = code.trim().parse().unwrap_or(0);
+        if status == 0 {
+            (0, String::from_utf8_lossy(&out.stderr).into_owned())
+        } else {
+            (status, body.to_owned())
+        }
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_listeners_terminate_tls_with_the_gateways_certificate() {
+    let v1 = Backend::start("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let host = "secure.example.com";
+    let (cert, key) = openssl_cert(certs.path(), host);
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str("---\n");
+    text.push_str(&secret_yaml("secure-cert", &cert, &key).replace(
+        "  name: secure-cert\n",
+        &format!("  name: secure-cert\n  namespace: {NS}\n"),
+    ));
+    text.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: secure, namespace: {NS}}}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: {host}
+    tls:
+      mode: Terminate
+      certificateRefs: [{{kind: Secret, name: secure-cert}}]
+  - name: broken
+    port: 443
+    protocol: HTTPS
+    hostname: broken.example.com
+    tls:
+      certificateRefs: [{{name: no-such-secret}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: secure, namespace: {NS}}}
+spec:
+  parentRefs: [{{name: secure}}]
+  rules: [{{backendRefs: [{{name: infra-backend-v1, port: 8080}}]}}]
+"
+    ));
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let deadline = std::time::Instant::now() + FOLLOW;
+    let mut got = curl_https(ctl.https, certs.path(), host, "/hello").await;
+    while got.0 != 200 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        got = curl_https(ctl.https, certs.path(), host, "/hello").await;
+    }
+    // curl checked the certificate against the Gateway's: no -k.
+    assert_eq!(got, (200, "v1 /hello".to_owned()), "{}", ctl.logs());
+
+    // The listener whose Secret is missing: reported, and its host gets the default
+    // (self-signed) certificate, which curl refuses.
+    ctl.wait_log("the listener status", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("listener \"broken\"")
+                && l.contains("ResolvedRefs=False (InvalidCertificateRef)")
+        })
+    })
+    .await;
+    let other = tempfile::tempdir().unwrap();
+    openssl_cert(other.path(), "broken.example.com");
+    let (status, said) = curl_https(ctl.https, other.path(), "broken.example.com", "/").await;
+    assert_eq!(status, 0, "{said}");
 }

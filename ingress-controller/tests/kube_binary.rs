@@ -321,3 +321,62 @@ async fn a_burst_of_endpoint_changes_causes_few_reloads() {
     eprintln!("1000 EndpointSlice changes -> {n} config reloads");
     assert!((1..=25).contains(&n), "{n} reloads for 1000 changes");
 }
+
+/// With the Gateway API served, the binary routes an HTTPRoute and its leader writes the
+/// Gateway API status through the status subresources, the Gateway with the
+/// `--publish-address` addresses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_routes_and_status_from_the_binary() {
+    let a = Backend::start("backend-a").await;
+    let api = ApiServer::start().await;
+    api.install_gateway_api();
+    seed(&api, a.addr);
+    let gw = "gateway.networking.k8s.io/v1";
+    api.apply(json!({"apiVersion": gw, "kind": "GatewayClass",
+        "metadata": {"name": "portico", "generation": 1},
+        "spec": {"controllerName": "portico.dev/gateway-controller"}}));
+    api.apply(json!({"apiVersion": gw, "kind": "Gateway",
+        "metadata": {"namespace": "default", "name": "gw", "generation": 1},
+        "spec": {"gatewayClassName": "portico",
+                 "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}));
+    api.apply(json!({"apiVersion": gw, "kind": "HTTPRoute",
+        "metadata": {"namespace": "default", "name": "route", "generation": 3},
+        "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["gw.example.com"],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}));
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = start(&api, &dir, &["--publish-address", "203.0.113.10"]);
+    c.wait_ready().await;
+    wait_backend(&c, "gw.example.com", "backend-a").await;
+
+    let path = "/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status";
+    let patch = eventually(&c, "Gateway status patch", || async {
+        api.requests().into_iter().find(|r| r.path == path)
+    })
+    .await;
+    assert_eq!(patch.content_type, apiserver::APPLY_PATCH);
+    assert!(
+        patch.query.contains("fieldManager=portico"),
+        "{}",
+        patch.query
+    );
+    assert_eq!(
+        patch.json()["status"]["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.10"}])
+    );
+    assert_eq!(patch.json()["status"]["listeners"][0]["attachedRoutes"], 1);
+    let route_path =
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/route/status";
+    let route = eventually(&c, "HTTPRoute status written", || async {
+        let stored = api.get(gw, "HTTPRoute", "default", "route")?;
+        let parent = stored["status"]["parents"].get(0)?.clone();
+        (parent["controllerName"] == "portico.dev/gateway-controller").then_some(parent)
+    })
+    .await;
+    assert_eq!(route["conditions"][0]["type"], "Accepted");
+    assert_eq!(route["conditions"][0]["status"], "True");
+    assert_eq!(route["conditions"][0]["observedGeneration"], 3);
+    assert!(api
+        .requests()
+        .iter()
+        .any(|r| r.path == route_path && r.method == "PATCH"));
+}

@@ -380,6 +380,16 @@ async fn gateway_api_kinds_are_watched_when_installed() {
             .map(|r| r.spec.hostnames.clone())
     };
     assert_eq!(hostnames(&s), Some(vec!["a.example.com".to_owned()]));
+    // Namespaces come with the Gateway API kinds, for listeners' namespace selectors.
+    api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
+        "metadata": {"name": "team", "labels": {"shared-gateway": "yes"}}}));
+    until(&run.store, "the namespace", |s| {
+        s.namespaces
+            .get(&ObjectKey::new("", "team"))
+            .and_then(|n| n.metadata.labels.clone())
+            .is_some_and(|l| l.get("shared-gateway").map(String::as_str) == Some("yes"))
+    })
+    .await;
     // Changes follow through the watch.
     api.apply(route("b.example.com"));
     until(&run.store, "the edited route", |s| {

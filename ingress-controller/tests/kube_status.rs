@@ -452,3 +452,206 @@ async fn each_new_diagnostic_becomes_one_event() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(event_posts(&env.api).len(), 3);
 }
+
+/// GatewayClass, Gateway and HTTPRoute status, worked out by a compile of the store and
+/// applied by the writer through each kind's status subresource.
+#[tokio::test]
+async fn gateway_api_status_is_applied_through_the_status_subresources() {
+    use ingress_controller::compile::{compile, CompileOptions};
+    use ingress_controller::gateway_status;
+
+    let api = ApiServer::start().await;
+    api.install_gateway_api();
+    let gw = "gateway.networking.k8s.io/v1";
+    api.apply(json!({"apiVersion": gw, "kind": "GatewayClass",
+        "metadata": {"name": "portico", "generation": 1},
+        "spec": {"controllerName": "portico.dev/gateway-controller"}}));
+    api.apply(json!({"apiVersion": gw, "kind": "Gateway",
+        "metadata": {"namespace": "default", "name": "gw", "generation": 2},
+        "spec": {"gatewayClassName": "portico", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"},
+            {"name": "udp", "port": 53, "protocol": "UDP"}]}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "web"},
+        "spec": {"clusterIP": "10.96.0.9", "ports": [{"port": 8080}]}}));
+    api.apply(json!({"apiVersion": gw, "kind": "HTTPRoute",
+        "metadata": {"namespace": "default", "name": "web", "generation": 5},
+        "spec": {"parentRefs": [{"name": "gw", "sectionName": "http"}],
+                 "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}}));
+    // Another controller's entry, which the atomic list must keep.
+    let theirs = json!({"parentRef": {"name": "mesh", "kind": "Service", "group": ""},
+        "controllerName": "example.com/mesh",
+        "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+            "message": "", "lastTransitionTime": "2024-01-01T00:00:00Z"}]});
+    api.apply_status(
+        gw,
+        "HTTPRoute",
+        "default",
+        "web",
+        json!({"parents": [theirs]}),
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = source::client(Some(&api.write_kubeconfig(dir.path())))
+        .await
+        .unwrap();
+    let store = SharedStore::new();
+    let (ready_tx, mut ready) = watch::channel(false);
+    let source_task = tokio::spawn(source::run(
+        client.clone(),
+        store.clone(),
+        KubeSourceOptions::default(),
+        ready_tx,
+    ));
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    let compiled = compile(&store.snapshot(), &CompileOptions::default());
+
+    let (leader_tx, leader_rx) = watch::channel(false);
+    let (_addrs_tx, addrs_rx) =
+        watch::channel(vec![LbAddress::Ip("203.0.113.10".parse().unwrap())]);
+    let handle = gateway_status::spawn(client.clone(), store.clone(), addrs_rx, leader_rx);
+    handle.set(&compiled.gateway_status);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(status_writes(&api).is_empty(), "a follower wrote status");
+
+    leader_tx.send_replace(true);
+    let writes = eventually("three status writes", || {
+        let w = status_writes(&api);
+        (w.len() >= 3).then_some(w)
+    })
+    .await;
+    let at = |path: &str| {
+        writes
+            .iter()
+            .find(|w| w.path == path)
+            .unwrap_or_else(|| panic!("no write to {path}: {writes:?}"))
+    };
+    let class = at("/apis/gateway.networking.k8s.io/v1/gatewayclasses/portico/status");
+    let gateway = at("/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status");
+    let route = at("/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web/status");
+    for w in [class, gateway, route] {
+        assert_eq!(w.method, "PATCH");
+        assert_eq!(w.content_type, apiserver::APPLY_PATCH);
+        let query: Vec<&str> = w.query.split('&').collect();
+        assert!(query.contains(&"fieldManager=portico"), "{}", w.query);
+        assert!(query.contains(&"force=true"), "{}", w.query);
+    }
+    // Conditions without their lastTransitionTime, which is the time of the write.
+    let strip = |mut v: Value| {
+        if let Some(list) = v.as_array_mut() {
+            for c in list {
+                assert!(c["lastTransitionTime"].is_string(), "{c}");
+                c.as_object_mut().unwrap().remove("lastTransitionTime");
+            }
+        }
+        v
+    };
+    let class = class.json();
+    assert_eq!(class["kind"], "GatewayClass");
+    assert_eq!(class["metadata"], json!({"name": "portico"}));
+    assert_eq!(
+        strip(class["status"]["conditions"].clone()),
+        json!([{"type": "Accepted", "status": "True", "reason": "Accepted", "message": "",
+                "observedGeneration": 1}])
+    );
+
+    let gateway = gateway.json();
+    assert_eq!(
+        gateway["metadata"],
+        json!({"name": "gw", "namespace": "default"})
+    );
+    let st = &gateway["status"];
+    assert_eq!(
+        st["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.10"}])
+    );
+    assert_eq!(
+        strip(st["conditions"].clone()),
+        json!([
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 2},
+            {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "observedGeneration": 2},
+        ])
+    );
+    let http = &st["listeners"][0];
+    assert_eq!(http["name"], "http");
+    assert_eq!(http["attachedRoutes"], 1);
+    assert_eq!(
+        http["supportedKinds"],
+        json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+    );
+    let types: Vec<(&str, &str, &str)> = http["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            assert_eq!(c["observedGeneration"], 2);
+            (
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        types,
+        [
+            ("Accepted", "True", "Accepted"),
+            ("Programmed", "True", "Programmed"),
+            ("ResolvedRefs", "True", "ResolvedRefs"),
+            ("Conflicted", "False", "NoConflicts"),
+        ]
+    );
+    let udp = &st["listeners"][1];
+    assert_eq!(udp["supportedKinds"], json!([]));
+    assert_eq!(udp["conditions"][0]["reason"], "UnsupportedProtocol");
+
+    let route = route.json();
+    // The atomic list is written over the version it was read from.
+    assert!(route["metadata"]["resourceVersion"].is_string(), "{route}");
+    let parents = route["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 2, "{route}");
+    assert_eq!(parents[0], theirs);
+    assert_eq!(
+        parents[1]["parentRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+               "namespace": "default", "name": "gw", "sectionName": "http"})
+    );
+    assert_eq!(
+        parents[1]["controllerName"],
+        "portico.dev/gateway-controller"
+    );
+    assert_eq!(
+        strip(parents[1]["conditions"].clone()),
+        json!([
+            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 5},
+            {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "observedGeneration": 5},
+        ])
+    );
+    let stored = api.get(gw, "HTTPRoute", "default", "web").unwrap();
+    assert_eq!(
+        stored["status"]["parents"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    // Once the store shows what was written, the same status is not written again.
+    eventually("the written status read back", || {
+        let s = store.snapshot();
+        s.http_routes
+            .get(&ObjectKey::new("default", "web"))
+            .and_then(|r| r.status.clone())
+            .filter(|st| st["parents"].as_array().map(Vec::len) == Some(2))
+            .map(drop)
+    })
+    .await;
+    handle.set(&compile(&store.snapshot(), &CompileOptions::default()).gateway_status);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        status_writes(&api).len(),
+        3,
+        "status rewritten without a change"
+    );
+    source_task.abort();
+}

@@ -44,7 +44,7 @@ impl TlsHosts {
 
 /// A Secret's key pair, parsed by the tls crate (the only parse it gets: the certificate
 /// store is built from it), or why it cannot be used.
-type Loaded = Result<(ParsedCert, Option<String>), (DiagnosticReason, String)>;
+pub(super) type Loaded = Result<(ParsedCert, Option<String>), (DiagnosticReason, String)>;
 
 /// Secrets already parsed by an earlier compile. Parsing a key pair loads the private key
 /// (an RSA parse costs about a millisecond), and a thousand TLS Secrets are read on every
@@ -59,7 +59,7 @@ pub struct SecretCache {
 
 impl SecretCache {
     /// The check of `key`'s Secret as the store holds it now.
-    fn load(&self, store: &Store, key: &ObjectKey, used: &mut Self) -> Arc<Loaded> {
+    pub(super) fn load(&self, store: &Store, key: &ObjectKey, used: &mut Self) -> Arc<Loaded> {
         let Some(secret) = store.secrets.get(key) else {
             return Arc::new(Err((
                 DiagnosticReason::SecretNotFound,

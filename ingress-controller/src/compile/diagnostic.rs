@@ -132,6 +132,9 @@ pub enum DiagnosticReason {
     /// A Gateway API backend reference that cannot be used (wrong kind, no port, a
     /// missing Service, a namespace no ReferenceGrant opens).
     BackendRefInvalid,
+    /// A Gateway HTTPS listener's certificate reference that cannot be used (wrong
+    /// kind, a missing or broken Secret, a namespace no ReferenceGrant opens).
+    CertificateRefInvalid,
     /// `ssl-passthrough` that cannot take effect (no `--enable-ssl-passthrough`, a
     /// wildcard or host-less rule, no `/` path): the host's TLS is terminated as usual.
     SslPassthroughNotApplied,
@@ -189,6 +192,7 @@ impl DiagnosticReason {
             GatewayUnsupported => "gateway_unsupported",
             RouteNotAccepted => "route_not_accepted",
             BackendRefInvalid => "backend_ref_invalid",
+            CertificateRefInvalid => "certificate_ref_invalid",
             SslPassthroughNotApplied => "ssl_passthrough_not_applied",
         }
     }

@@ -14,26 +14,33 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use http::StatusCode;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use proxy_core::config::{Backend, BackendId};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
-    Canary, CanaryRule, GatewayRedirect, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+    GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
+    WeightedBackends,
 };
-use proxy_core::routes::{HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget};
+use proxy_core::routes::{
+    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget, ValueMatch,
+};
+use tls::{CertSource, ParsedCert};
 
 use super::annotations::IngressAnnotations;
 use super::backends;
+use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
-    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HeaderModifier,
-    HeaderValuePair, Listener, RequestRedirect, GROUP,
+    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
+    HeaderModifier, HeaderValuePair, Listener, PathModifier, RequestRedirect, RouteGroupKind,
+    GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -47,6 +54,8 @@ pub(super) struct GatewayRoutes {
     pub hosts: Vec<Arc<HostRoutes>>,
     /// The Services the rules route to.
     pub backends: Vec<Backend>,
+    /// The certificates of HTTPS listeners, for the SNI store.
+    pub certs: Vec<CertSource>,
     pub status: GatewayApiStatus,
 }
 
@@ -95,6 +104,9 @@ impl fmt::Display for Condition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerStatus {
     pub name: String,
+    /// Whether it takes HTTPRoutes (its `supportedKinds`): no when it is not served or
+    /// its `allowedRoutes.kinds` leaves them out.
+    pub takes_http_routes: bool,
     pub attached_routes: u32,
     pub conditions: Vec<Condition>,
 }
@@ -104,6 +116,8 @@ pub struct ListenerStatus {
 pub struct ParentStatus {
     pub gateway: ObjectKey,
     pub section_name: Option<String>,
+    /// The parentRef's `port`, when it names one.
+    pub port: Option<i32>,
     pub conditions: Vec<Condition>,
 }
 
@@ -167,9 +181,10 @@ struct OurListener<'a> {
 /// request wins. Derived `Ord` compares the fields in order.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Precedence {
-    /// 0: Exact, 1: PathPrefix.
+    /// 0: Exact, 1: RegularExpression (its order is the implementation's choice; a
+    /// regex before any prefix lets one win over a `/` catch-all), 2: PathPrefix.
     path_kind: u8,
-    /// Longest path first.
+    /// Longest path (or pattern) first.
     path_len: Reverse<usize>,
     /// A method match first.
     no_method: bool,
@@ -186,8 +201,11 @@ struct Precedence {
 pub(super) fn compile_gateway(
     store: &Store,
     defaults: &PolicyDefaults,
+    secrets: Secrets<'_>,
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayRoutes {
+    let Secrets { previous, used } = secrets;
+    let mut certs = Vec::new();
     let mut status = GatewayApiStatus::new();
     let mut ours: Vec<&str> = Vec::new();
     for (key, class) in store.gateway_classes.iter() {
@@ -207,25 +225,31 @@ pub(super) fn compile_gateway(
             continue;
         }
         let generation = gw.metadata.generation;
-        let (served, listener_status) = gateway_listeners(key, gw, generation, diags);
-        let programmed = if served.is_empty() {
-            Condition::new(
-                "Programmed",
-                false,
-                "Invalid",
-                "no listener can be served",
-                generation,
+        let (served, listener_status) = gateway_listeners(
+            store,
+            key,
+            gw,
+            generation,
+            (previous, &mut *used),
+            &mut certs,
+            diags,
+        );
+        let (accepted, programmed) = if served.is_empty() {
+            let message = "no listener can be served";
+            (
+                Condition::new("Accepted", false, "ListenersNotValid", message, generation),
+                Condition::new("Programmed", false, "Invalid", message, generation),
             )
         } else {
-            Condition::new("Programmed", true, "Programmed", "", generation)
+            (
+                Condition::new("Accepted", true, "Accepted", "", generation),
+                Condition::new("Programmed", true, "Programmed", "", generation),
+            )
         };
         status.insert(
             (Kind::Gateway, key.clone()),
             ObjectStatus {
-                conditions: vec![
-                    Condition::new("Accepted", true, "Accepted", "", generation),
-                    programmed,
-                ],
+                conditions: vec![accepted, programmed],
                 listeners: listener_status,
                 parents: Vec::new(),
             },
@@ -235,6 +259,7 @@ pub(super) fn compile_gateway(
     if listeners.is_empty() {
         return GatewayRoutes {
             status,
+            certs,
             ..GatewayRoutes::default()
         };
     }
@@ -280,6 +305,7 @@ pub(super) fn compile_gateway(
                 &mut unresolved,
                 diags,
             );
+            let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
             // Redirects name the listener's port when they keep the scheme: the first
             // listener's.
             let listener_port = parents
@@ -288,35 +314,41 @@ pub(super) fn compile_gateway(
                 .next()
                 .and_then(|p| u16::try_from(*p).ok())
                 .unwrap_or(80);
-            let prefix = match rule.matches.as_deref() {
-                Some([only]) => only
-                    .path
-                    .as_ref()
-                    .filter(|p| p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix")
-                    .map(|p| {
+            let default_matches = [HTTPRouteMatch::default()];
+            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
+            // The filters, once per distinct matched prefix (ReplacePrefixMatch replaces
+            // the prefix the request matched): usually one target for the whole rule.
+            let mut targets: Vec<(Option<String>, RouteTarget)> = Vec::new();
+            for (j, m) in matches.iter().enumerate() {
+                let prefix = match &m.path {
+                    None => Some(String::new()),
+                    Some(p) if p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix" => Some(
                         p.value
                             .as_deref()
                             .unwrap_or("/")
                             .trim_end_matches('/')
-                            .to_owned()
-                    }),
-                None => Some(String::new()),
-                _ => None,
-            };
-            let target = with_filters(
-                key,
-                &field,
-                &rule.filters,
-                Redirects {
-                    listener_port,
-                    prefix,
-                },
-                target,
-                diags,
-            );
-            let default_matches = [HTTPRouteMatch::default()];
-            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
-            for (j, m) in matches.iter().enumerate() {
+                            .to_owned(),
+                    ),
+                    Some(_) => None,
+                };
+                let target = match targets.iter().find(|(p, _)| *p == prefix) {
+                    Some((_, t)) => t.clone(),
+                    None => {
+                        let t = with_filters(
+                            key,
+                            &field,
+                            &rule.filters,
+                            Redirects {
+                                listener_port,
+                                prefix: prefix.clone(),
+                            },
+                            target.clone(),
+                            diags,
+                        );
+                        targets.push((prefix, t.clone()));
+                        t
+                    }
+                };
                 let field = format!("{field}.matches[{j}]");
                 let Some((precedence, template)) =
                     match_rule(key, route, i, j, m, &field, &target, diags)
@@ -356,6 +388,7 @@ pub(super) fn compile_gateway(
                 ],
                 gateway: p.gateway,
                 section_name: p.section_name,
+                port: p.port,
             })
             .collect();
         status.insert(
@@ -377,17 +410,29 @@ pub(super) fn compile_gateway(
             .map(|(host, rules)| HostRoutes::with_matches(host, rules))
             .collect(),
         backends: backends.into_values().collect(),
+        certs,
         status,
     }
 }
 
-/// The listeners of a Gateway of ours that Portico serves.
+/// The TLS Secrets checked by the previous compile, and those of this one.
+pub(super) struct Secrets<'a> {
+    pub previous: &'a SecretCache,
+    pub used: &'a mut SecretCache,
+}
+
+/// The listeners of a Gateway of ours that Portico serves; the certificates of its
+/// HTTPS listeners go to `certs`.
 fn gateway_listeners<'a>(
+    store: &Store,
     key: &'a ObjectKey,
     gw: &'a Gateway,
     generation: Option<i64>,
+    secrets: (&SecretCache, &mut SecretCache),
+    certs: &mut Vec<CertSource>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<OurListener<'a>>, Vec<ListenerStatus>) {
+    let (previous, used) = secrets;
     let mut out = Vec::new();
     let mut status = Vec::new();
     let refused = |reason: &'static str, message: &str| {
@@ -395,27 +440,31 @@ fn gateway_listeners<'a>(
             Condition::new("Accepted", false, reason, message, generation),
             Condition::new("Programmed", false, "Invalid", message, generation),
             Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Condition::new("Conflicted", false, "NoConflicts", "", generation),
         ]
     };
+    // Port, protocol and hostname of the listeners served so far.
+    let mut seen: Vec<(i32, &str, Option<String>)> = Vec::new();
     for (i, listener) in gw.spec.listeners.iter().enumerate() {
         let field = format!("spec.listeners[{i}]");
-        if listener.protocol != "HTTP" {
+        if listener.protocol != "HTTP" && listener.protocol != "HTTPS" {
             diags.push(Diagnostic::warning(
                 Kind::Gateway,
                 key,
                 format!("{field}.protocol"),
                 DiagnosticReason::GatewayUnsupported,
                 format!(
-                    "listener {:?}: protocol {:?} is not supported yet, only HTTP; listener ignored",
+                    "listener {:?}: protocol {:?} is not supported yet, only HTTP and HTTPS; listener ignored",
                     listener.name, listener.protocol
                 ),
             ));
             status.push(ListenerStatus {
                 name: listener.name.clone(),
+                takes_http_routes: false,
                 attached_routes: 0,
                 conditions: refused(
                     "UnsupportedProtocol",
-                    "only HTTP listeners are served so far",
+                    "only HTTP and HTTPS listeners are served so far",
                 ),
             });
             continue;
@@ -439,20 +488,130 @@ fn gateway_listeners<'a>(
                 ));
                 status.push(ListenerStatus {
                     name: listener.name.clone(),
+                    takes_http_routes: false,
                     attached_routes: 0,
                     conditions: refused("Invalid", "the hostname is not a DNS name or *. wildcard"),
                 });
                 continue;
             }
         }
+        // Two listeners on one port must agree on the protocol and differ by hostname:
+        // the later of two that do not is not served.
+        let clash = seen
+            .iter()
+            .filter(|(port, _, _)| *port == listener.port)
+            .find_map(|(_, protocol, host)| {
+                if *protocol != listener.protocol {
+                    Some("ProtocolConflict")
+                } else if *host == hostname {
+                    Some("HostnameConflict")
+                } else {
+                    None
+                }
+            });
+        if let Some(reason) = clash {
+            let message = format!(
+                "another listener on port {} has the same hostname or another protocol",
+                listener.port
+            );
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                field,
+                DiagnosticReason::GatewayUnsupported,
+                format!(
+                    "listener {:?}: {message} ({reason}); listener ignored",
+                    listener.name
+                ),
+            ));
+            status.push(ListenerStatus {
+                name: listener.name.clone(),
+                takes_http_routes: false,
+                attached_routes: 0,
+                conditions: vec![
+                    Condition::new("Accepted", true, "Accepted", "", generation),
+                    Condition::new("Programmed", false, "Invalid", message.clone(), generation),
+                    Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+                    Condition::new("Conflicted", true, reason, message, generation),
+                ],
+            });
+            continue;
+        }
+        seen.push((listener.port, listener.protocol.as_str(), hostname.clone()));
+        let mut conditions = vec![
+            Condition::new("Accepted", true, "Accepted", "", generation),
+            Condition::new("Programmed", true, "Programmed", "", generation),
+            Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+            Condition::new("Conflicted", false, "NoConflicts", "", generation),
+        ];
+        if listener.protocol == "HTTPS" {
+            let field = format!("{field}.tls");
+            let hosts: Vec<HostPattern> = hostname
+                .as_deref()
+                .and_then(|h| HostPattern::parse(h).ok())
+                .into_iter()
+                .collect();
+            let found = listener_certs(store, key, listener, &field, (previous, &mut *used), diags);
+            match found {
+                Ok(found) => certs.extend(found.into_iter().map(|(name, cert)| CertSource {
+                    name,
+                    hosts: hosts.clone(),
+                    cert: Ok(cert),
+                })),
+                Err((reason, message)) => {
+                    // Still accepted and its routes attached, as an Ingress with a broken
+                    // Secret: its hosts are served with the default certificate.
+                    conditions = vec![
+                        Condition::new("Accepted", true, "Accepted", "", generation),
+                        Condition::new("Programmed", false, "Invalid", message.clone(), generation),
+                        Condition::new("ResolvedRefs", false, reason, message, generation),
+                        Condition::new("Conflicted", false, "NoConflicts", "", generation),
+                    ];
+                }
+            }
+        }
+        // `allowedRoutes.kinds`: HTTPRoute is the only kind served; another listed kind
+        // is the spec's InvalidRouteKinds.
+        let kinds = listener
+            .allowed_routes
+            .as_ref()
+            .and_then(|a| a.kinds.as_ref());
+        let is_http_route = |k: &RouteGroupKind| {
+            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP
+        };
+        let takes_http_routes = kinds.is_none_or(|k| k.iter().any(is_http_route));
+        if let Some(other) = kinds.and_then(|k| k.iter().find(|k| !is_http_route(k))) {
+            let message = format!(
+                "route kind {:?} of group {:?} is not supported, only HTTPRoute",
+                other.kind,
+                other.group.as_deref().unwrap_or(GROUP)
+            );
+            diags.push(Diagnostic::warning(
+                Kind::Gateway,
+                key,
+                format!("{field}.allowedRoutes.kinds"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("listener {:?}: {message}", listener.name),
+            ));
+            // A certificate problem, said first, stays the condition's reason.
+            if let Some(c) = conditions
+                .iter_mut()
+                .find(|c| c.type_ == "ResolvedRefs" && c.status)
+            {
+                *c = Condition::new(
+                    "ResolvedRefs",
+                    false,
+                    "InvalidRouteKinds",
+                    message,
+                    generation,
+                );
+            }
+        }
         status.push(ListenerStatus {
             name: listener.name.clone(),
+            takes_http_routes,
             attached_routes: 0,
-            conditions: vec![
-                Condition::new("Accepted", true, "Accepted", "", generation),
-                Condition::new("Programmed", true, "Programmed", "", generation),
-                Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
-            ],
+            conditions,
         });
         out.push(OurListener {
             gateway: key,
@@ -463,10 +622,110 @@ fn gateway_listeners<'a>(
     (out, status)
 }
 
+/// The key pairs an HTTPS listener's `tls.certificateRefs` name (`namespace/name` and the
+/// pair), or the spec's reason and a message when one cannot be used: each problem is
+/// also a diagnostic.
+fn listener_certs(
+    store: &Store,
+    key: &ObjectKey,
+    listener: &Listener,
+    field: &str,
+    secrets: (&SecretCache, &mut SecretCache),
+    diags: &mut Vec<Diagnostic>,
+) -> Result<Vec<(String, ParsedCert)>, (&'static str, String)> {
+    let (previous, used) = secrets;
+    let mut problem: Option<(&'static str, String)> = None;
+    let mut bad =
+        |diags: &mut Vec<Diagnostic>, suffix: String, reason: &'static str, message: String| {
+            let message = format!("listener {:?}: {message} ({reason})", listener.name);
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                format!("{field}{suffix}"),
+                DiagnosticReason::CertificateRefInvalid,
+                format!("{message}; its hosts get the default certificate"),
+            ));
+            problem.get_or_insert((reason, message));
+        };
+    let tls = listener.tls.as_ref();
+    if tls
+        .and_then(|t| t.mode.as_deref())
+        .is_some_and(|m| m != "Terminate")
+    {
+        bad(
+            diags,
+            ".mode".into(),
+            "InvalidCertificateRef",
+            "an HTTPS listener terminates TLS; only mode Terminate is served".into(),
+        );
+    }
+    let refs = tls.map(|t| t.certificate_refs.as_slice()).unwrap_or(&[]);
+    if refs.is_empty() {
+        bad(
+            diags,
+            ".certificateRefs".into(),
+            "InvalidCertificateRef",
+            "an HTTPS listener needs a certificateRef".into(),
+        );
+    }
+    let mut found = Vec::new();
+    for (i, r) in refs.iter().enumerate() {
+        let suffix = format!(".certificateRefs[{i}]");
+        let group = r.group.as_deref().unwrap_or("");
+        let kind = r.kind.as_deref().unwrap_or("Secret");
+        if !group.is_empty() || kind != "Secret" {
+            bad(
+                diags,
+                suffix,
+                "InvalidCertificateRef",
+                format!("kind {kind:?} of group {group:?} is not supported, only Secrets"),
+            );
+            continue;
+        }
+        let namespace = r.namespace.as_deref().unwrap_or(&key.namespace);
+        if namespace != key.namespace
+            && !granted_to(
+                store,
+                "Gateway",
+                &key.namespace,
+                namespace,
+                "Secret",
+                &r.name,
+            )
+        {
+            bad(
+                diags,
+                format!("{suffix}.namespace"),
+                "RefNotPermitted",
+                format!(
+                    "no ReferenceGrant in namespace {namespace:?} lets Gateways of {:?} use Secret {:?}",
+                    key.namespace, r.name
+                ),
+            );
+            continue;
+        }
+        let secret = ObjectKey::new(namespace, &r.name);
+        match &*previous.load(store, &secret, used) {
+            Ok((parsed, _)) => found.push((secret.to_string(), parsed.clone())),
+            Err((_, message)) => bad(
+                diags,
+                suffix,
+                "InvalidCertificateRef",
+                format!("Secret {secret}: {message}"),
+            ),
+        }
+    }
+    match problem {
+        Some(p) => Err(p),
+        None => Ok(found),
+    }
+}
+
 /// A parentRef of a route to a Gateway of ours, as judged.
 struct Attached {
     gateway: ObjectKey,
     section_name: Option<String>,
+    port: Option<i32>,
     /// The listeners that accepted the route.
     listeners: Vec<String>,
     /// Their ports.
@@ -579,6 +838,7 @@ fn attach(
         parents.push(Attached {
             gateway: gw_key,
             section_name: parent.section_name.clone(),
+            port: parent.port,
             listeners: accepted_by,
             ports,
             reason,
@@ -589,7 +849,7 @@ fn attach(
 }
 
 /// Whether the listener takes HTTPRoutes from the route's namespace.
-fn allowed(_store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
+fn allowed(store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
     let allowed = l.listener.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
         let http_route = kinds
@@ -606,9 +866,42 @@ fn allowed(_store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
     match from {
         "All" => true,
         "Same" => route.namespace == l.gateway.namespace,
-        // Namespaces are not watched yet, so no namespace is known to match a selector.
+        "Selector" => {
+            let selector = allowed
+                .and_then(|a| a.namespaces.as_ref())
+                .and_then(|n| n.selector.as_ref());
+            let labels = store
+                .namespaces
+                .get(&ObjectKey::new("", &route.namespace))
+                .and_then(|n| n.metadata.labels.as_ref());
+            // No selector, or a namespace not (yet) seen: nothing is known to match.
+            selector.is_some_and(|s| selects(s, labels))
+        }
         _ => false,
     }
+}
+
+/// Whether a label selector selects an object with these labels (`matchLabels` and
+/// every `matchExpressions` requirement; an empty selector selects everything).
+fn selects(selector: &LabelSelector, labels: Option<&BTreeMap<String, String>>) -> bool {
+    let get = |k: &str| labels.and_then(|l| l.get(k));
+    let by_label = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| get(k) == Some(v));
+    by_label
+        && selector.match_expressions.iter().flatten().all(|e| {
+            let values = e.values.as_deref().unwrap_or(&[]);
+            match e.operator.as_str() {
+                "In" => get(&e.key).is_some_and(|v| values.contains(v)),
+                "NotIn" => get(&e.key).is_none_or(|v| !values.contains(v)),
+                "Exists" => get(&e.key).is_some(),
+                "DoesNotExist" => get(&e.key).is_none(),
+                // An operator the API server would refuse: selects nothing.
+                _ => false,
+            }
+        })
 }
 
 /// The hostnames a route serves through a listener: the spec's intersection. `None`
@@ -675,53 +968,38 @@ fn rule_target(
         "/",
         None,
     );
-    let mut valid: Vec<(BackendId, i32)> = Vec::new();
+    // Each reference with its weight; `None` for an invalid one, whose share of the
+    // requests gets 500, as the spec requires.
+    let mut shares: Vec<(Option<BackendId>, u32)> = Vec::new();
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
+        let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
         match backend_ref(store, index, key, &field, r, backends, diags) {
-            Ok(id) => {
-                let weight = r.weight.unwrap_or(1);
-                if weight > 0 {
-                    valid.push((id, weight));
-                }
+            Ok(id) => shares.push((Some(id), weight)),
+            Err(problem) => {
+                // The first problem names the route's ResolvedRefs condition.
+                unresolved.get_or_insert(problem);
+                shares.push((None, weight));
             }
-            // The first problem names the route's ResolvedRefs condition.
-            Err(problem) => drop(unresolved.get_or_insert(problem)),
         }
     }
-    let backend = match valid.as_slice() {
-        [] => {
+    shares.retain(|(_, w)| *w > 0);
+    let first_valid = shares.iter().find_map(|(id, _)| id.clone());
+    let backend = match (first_valid, shares.as_slice()) {
+        (None, _) => {
             policy.request = vec![RequestFilter::NoValidBackend(NoValidBackend(
                 format!("{source} {field}: no valid backendRefs").into(),
             ))];
             BackendId::new(&key.namespace, &key.name, "")
         }
-        [(only, _)] => only.clone(),
-        [(main, main_weight), (other, other_weight), rest @ ..] => {
-            if !rest.is_empty() {
-                diags.push(Diagnostic::warning(
-                    Kind::HTTPRoute,
-                    key,
-                    format!("{field}.backendRefs"),
-                    DiagnosticReason::GatewayUnsupported,
-                    "more than two weighted backends are not supported yet; only the first two are used",
-                ));
-            }
-            // The canary draws from at least 100: scale both weights up to keep the
-            // ratio exact.
-            let total = i64::from(*main_weight) + i64::from(*other_weight);
-            let scale = (100 + total - 1) / total;
-            policy.canary = Some(Canary {
-                backend: other.clone(),
-                affinity: None,
-                rule: Arc::new(CanaryRule {
-                    header: None,
-                    cookie: None,
-                    weight: i64::from(*other_weight) * scale,
-                    weight_total: total * scale,
-                }),
-            });
-            main.clone()
+        (Some(only), [_]) => only,
+        (Some(first), _) => {
+            policy.weighted = WeightedBackends::new(
+                shares,
+                format!("{source} {field}: an invalid backendRef's share").into(),
+            )
+            .map(Arc::new);
+            first
         }
     };
     RouteTarget {
@@ -729,6 +1007,79 @@ fn rule_target(
         policy: Arc::new(policy),
         source: source.clone(),
     }
+}
+
+/// `target` with the rule's `timeouts`: the shorter of `request` and `backendRequest`
+/// bounds the connect to a pod and the wait for its answer's head (then each wait
+/// between reads of its body), so an answer later than that is a 504. `0s` is no bound
+/// of its own (the defaults stay).
+fn with_timeouts(
+    key: &ObjectKey,
+    field: &str,
+    timeouts: Option<&HTTPRouteTimeouts>,
+    mut target: RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    let Some(t) = timeouts else {
+        return target;
+    };
+    let mut bound: Option<Duration> = None;
+    for (name, value) in [
+        ("request", &t.request),
+        ("backendRequest", &t.backend_request),
+    ] {
+        let Some(value) = value else {
+            continue;
+        };
+        match parse_duration(value) {
+            Some(d) if d.is_zero() => {}
+            Some(d) => bound = Some(bound.map_or(d, |b| b.min(d))),
+            None => diags.push(Diagnostic::error(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.timeouts.{name}"),
+                DiagnosticReason::GatewayUnsupported,
+                format!("{value:?} is not a duration such as 10s, 500ms or 1m30s; ignored"),
+            )),
+        }
+    }
+    if let Some(d) = bound {
+        let policy = Arc::make_mut(&mut target.policy);
+        policy.timeouts.read = d;
+        policy.timeouts.connect = policy.timeouts.connect.min(d);
+    }
+    target
+}
+
+/// A Gateway API duration: one to four numbers of up to five digits, each followed by
+/// `h`, `m`, `s` or `ms`.
+fn parse_duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let n: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (Duration::from_millis(n), 2)
+        } else if rest.starts_with('h') {
+            (Duration::from_secs(n * 3600), 1)
+        } else if rest.starts_with('m') {
+            (Duration::from_secs(n * 60), 1)
+        } else if rest.starts_with('s') {
+            (Duration::from_secs(n), 1)
+        } else {
+            return None;
+        };
+        total += unit;
+        rest = &rest[len..];
+        parts += 1;
+    }
+    (parts > 0 && parts <= 4).then_some(total)
 }
 
 /// `target` with the rule's filters in its policy. A filter Portico does not support
@@ -779,13 +1130,66 @@ fn with_filters(
                     policy.request.insert(0, RequestFilter::GatewayRedirect(r));
                 }
             }
-            other => diags.push(Diagnostic::warning(
+            "URLRewrite" => {
+                let field = format!("{field}.urlRewrite");
+                let Some(r) = filter.url_rewrite.as_ref() else {
+                    diags.push(Diagnostic::error(
+                        Kind::HTTPRoute,
+                        key,
+                        field,
+                        DiagnosticReason::GatewayUnsupported,
+                        "the filter's settings are missing; filter ignored",
+                    ));
+                    continue;
+                };
+                if let Some(host) = &r.hostname {
+                    match rewrite_host(host) {
+                        Some(v) => policy.upstream_headers.host = Some(v),
+                        None => diags.push(Diagnostic::error(
+                            Kind::HTTPRoute,
+                            key,
+                            format!("{field}.hostname"),
+                            DiagnosticReason::GatewayUnsupported,
+                            format!("hostname {host:?} is not a DNS name; not rewritten"),
+                        )),
+                    }
+                }
+                if let Some(p) = &r.path {
+                    if let Some(path) =
+                        path_modifier(key, &format!("{field}.path"), p, &redirects, diags)
+                    {
+                        policy
+                            .request
+                            .push(RequestFilter::GatewayRewrite(GatewayRewrite { path }));
+                    }
+                }
+            }
+            // Leaving out a copy of the traffic changes nothing the client sees.
+            "RequestMirror" => diags.push(Diagnostic::warning(
                 Kind::HTTPRoute,
                 key,
                 format!("{field}.type"),
                 DiagnosticReason::GatewayUnsupported,
-                format!("filter type {other:?} is not supported yet; ignored"),
+                "filter type \"RequestMirror\" is not supported yet; ignored",
             )),
+            // Any other (an ExtensionRef, an authentication or CORS filter) may guard
+            // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
+            other => {
+                diags.push(Diagnostic::error(
+                    Kind::HTTPRoute,
+                    key,
+                    format!("{field}.type"),
+                    DiagnosticReason::GatewayUnsupported,
+                    format!("filter type {other:?} is not supported; the rule answers 500"),
+                ));
+                policy.request.insert(
+                    0,
+                    RequestFilter::NoValidBackend(NoValidBackend(
+                        format!("HTTPRoute {key} {field}: filter type {other:?} is not supported")
+                            .into(),
+                    )),
+                );
+            }
         }
     }
     target
@@ -845,27 +1249,13 @@ fn redirect(
     };
     let path = match &r.path {
         None => None,
-        Some(p) => match (
-            p.type_.as_str(),
-            &p.replace_full_path,
-            &p.replace_prefix_match,
-        ) {
-            ("ReplaceFullPath", Some(full), _) => Some(RedirectPath::Full(full.clone())),
-            ("ReplacePrefixMatch", _, Some(replacement)) => match &redirects.prefix {
-                Some(matched) => Some(RedirectPath::Prefix {
-                    matched: matched.clone(),
-                    replacement: replacement.clone(),
-                }),
-                None => {
-                    return bad(
-                        ".path",
-                        "ReplacePrefixMatch needs the rule to have a single PathPrefix match"
-                            .to_owned(),
-                    )
-                }
-            },
-            (other, _, _) => return bad(".path", format!("path modifier {other:?} is incomplete")),
-        },
+        Some(p) => Some(path_modifier(
+            key,
+            &format!("{field}.path"),
+            p,
+            redirects,
+            diags,
+        )?),
     };
     Some(GatewayRedirect {
         code,
@@ -875,6 +1265,66 @@ fn redirect(
         listener_port: redirects.listener_port,
         path,
     })
+}
+
+/// A redirect's or rewrite's path modifier, or `None` (with a diagnostic) when it cannot
+/// be served.
+fn path_modifier(
+    key: &ObjectKey,
+    field: &str,
+    p: &PathModifier,
+    redirects: &Redirects,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<RedirectPath> {
+    let mut bad = |message: String| {
+        diags.push(Diagnostic::error(
+            Kind::HTTPRoute,
+            key,
+            field,
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; filter ignored"),
+        ));
+        None
+    };
+    let valid = |v: &str| v.is_empty() || (v.starts_with('/') && v.parse::<http::Uri>().is_ok());
+    match (
+        p.type_.as_str(),
+        &p.replace_full_path,
+        &p.replace_prefix_match,
+    ) {
+        ("ReplaceFullPath", Some(full), _) if valid(full) && !full.contains('?') => {
+            Some(RedirectPath::Full(if full.is_empty() {
+                "/".to_owned()
+            } else {
+                full.clone()
+            }))
+        }
+        ("ReplacePrefixMatch", _, Some(replacement))
+            if valid(replacement) && !replacement.contains('?') =>
+        {
+            match &redirects.prefix {
+                Some(matched) => Some(RedirectPath::Prefix {
+                    matched: matched.clone(),
+                    replacement: replacement.clone(),
+                }),
+                None => bad("ReplacePrefixMatch needs a PathPrefix match".to_owned()),
+            }
+        }
+        ("ReplaceFullPath" | "ReplacePrefixMatch", Some(v), _)
+        | ("ReplacePrefixMatch", _, Some(v)) => bad(format!(
+            "path {v:?} is not an absolute path without a query"
+        )),
+        (other, _, _) => bad(format!("path modifier {other:?} is incomplete")),
+    }
+}
+
+/// A URLRewrite hostname as the upstream `Host`: a DNS name, no wildcard.
+fn rewrite_host(host: &str) -> Option<HeaderValue> {
+    let lower = host.to_ascii_lowercase();
+    if lower.starts_with('*') || HostPattern::parse(&lower).is_err() {
+        return None;
+    }
+    HeaderValue::from_str(&lower).ok()
 }
 
 /// A header modifier's edits; fields that are not valid headers are left out.
@@ -1003,6 +1453,26 @@ fn backend_ref(
 /// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer
 /// to Service `service`.
 fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
+    granted_to(
+        store,
+        "HTTPRoute",
+        from_namespace,
+        to_namespace,
+        "Service",
+        service,
+    )
+}
+
+/// Whether a ReferenceGrant in `to_namespace` lets objects of kind `from_kind` (of the
+/// Gateway API group) in `from_namespace` refer to the core object `to_kind` `name`.
+fn granted_to(
+    store: &Store,
+    from_kind: &str,
+    from_namespace: &str,
+    to_namespace: &str,
+    to_kind: &str,
+    name: &str,
+) -> bool {
     store
         .reference_grants
         .iter()
@@ -1011,11 +1481,11 @@ fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &st
             g.spec
                 .from
                 .iter()
-                .any(|f| f.group == GROUP && f.kind == "HTTPRoute" && f.namespace == from_namespace)
+                .any(|f| f.group == GROUP && f.kind == from_kind && f.namespace == from_namespace)
                 && g.spec.to.iter().any(|t| {
                     t.group.is_empty()
-                        && t.kind == "Service"
-                        && t.name.as_deref().is_none_or(|n| n == service)
+                        && t.kind == to_kind
+                        && t.name.as_deref().is_none_or(|n| n == name)
                 })
         })
 }
@@ -1058,7 +1528,14 @@ fn match_rule(
     }
     let (path, path_kind) = match path_type {
         "Exact" => (PathMatch::Exact(value.to_owned()), 0),
-        "PathPrefix" => (PathMatch::prefix(value), 1),
+        // Between the two, as most implementations order them; see `Precedence`.
+        "RegularExpression" => match FullMatch::new(value) {
+            Ok(r) => (PathMatch::Regex(r), 1),
+            Err(e) => {
+                return unsupported(".path.value", format!("regular expression {value:?}: {e}"))
+            }
+        },
+        "PathPrefix" => (PathMatch::prefix(value), 2),
         other => {
             return unsupported(
                 ".path.type",
@@ -1066,41 +1543,49 @@ fn match_rule(
             )
         }
     };
-    let mut headers = Vec::new();
+    // A value match of a header or query parameter (`RegularExpression`: the whole
+    // value, as paths).
+    let value_match = |type_: Option<&str>, value: &str| -> Result<ValueMatch, String> {
+        match type_.unwrap_or("Exact") {
+            "Exact" => Ok(ValueMatch::Exact(value.into())),
+            "RegularExpression" => FullMatch::new(value)
+                .map(ValueMatch::Regex)
+                .map_err(|e| format!("regular expression {value:?}: {e}")),
+            other => Err(format!("match type {other:?} is not supported")),
+        }
+    };
+    let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::new();
     for (h, header) in m.headers.iter().enumerate() {
-        if header.type_.as_deref().unwrap_or("Exact") != "Exact" {
+        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
             return unsupported(
-                &format!(".headers[{h}].type"),
-                format!("header match type {:?} is not supported yet", header.type_),
+                &format!(".headers[{h}].name"),
+                format!("{:?} is not a valid header name", header.name),
+            );
+        };
+        let exact = header.type_.as_deref().unwrap_or("Exact") == "Exact";
+        if exact && HeaderValue::from_str(&header.value).is_err() {
+            return unsupported(
+                &format!(".headers[{h}].value"),
+                format!("{:?} is not a valid header value", header.value),
             );
         }
-        let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(header.name.as_bytes()),
-            HeaderValue::from_str(&header.value),
-        ) else {
-            return unsupported(
-                &format!(".headers[{h}]"),
-                format!(
-                    "header {:?}: {:?} is not a valid header",
-                    header.name, header.value
-                ),
-            );
+        let value = match value_match(header.type_.as_deref(), &header.value) {
+            Ok(v) => v,
+            Err(message) => return unsupported(&format!(".headers[{h}]"), message),
         };
         // The first match of a name counts; later ones are ignored, as the spec says.
         if !headers.iter().any(|(n, _)| *n == name) {
             headers.push((name, value));
         }
     }
-    let mut query: Vec<(String, String)> = Vec::new();
+    let mut query: Vec<(String, ValueMatch)> = Vec::new();
     for (q, param) in m.query_params.iter().enumerate() {
-        if param.type_.as_deref().unwrap_or("Exact") != "Exact" {
-            return unsupported(
-                &format!(".queryParams[{q}].type"),
-                format!("query match type {:?} is not supported yet", param.type_),
-            );
-        }
+        let value = match value_match(param.type_.as_deref(), &param.value) {
+            Ok(v) => v,
+            Err(message) => return unsupported(&format!(".queryParams[{q}]"), message),
+        };
         if !query.iter().any(|(n, _)| *n == param.name) {
-            query.push((param.name.clone(), param.value.clone()));
+            query.push((param.name.clone(), value));
         }
     }
     let method = match m.method.as_deref() {
@@ -1137,6 +1622,18 @@ fn match_rule(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gateway_durations() {
+        let d = |s| parse_duration(s);
+        assert_eq!(d("10s"), Some(Duration::from_secs(10)));
+        assert_eq!(d("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(d("1h2m3s4ms"), Some(Duration::from_millis(3_723_004)));
+        assert_eq!(d("0s"), Some(Duration::ZERO));
+        for bad in ["", "10", "1.5s", "s", "123456s", "1d", "1s1s1s1s1s", "-1s"] {
+            assert_eq!(d(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hostname_intersection_follows_the_spec() {
@@ -1176,6 +1673,7 @@ mod tests {
 
 #[cfg(test)]
 mod compile_tests {
+    use super::super::diagnostic::Severity;
     use super::super::tests::store_from_yaml;
     use super::super::{compile, CompileOptions, Compiled};
     use crate::store::Kind;
@@ -1464,9 +1962,11 @@ spec:
             Some(
                 "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
                  listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
-                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4); \
+                 Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
+                 Conflicted=False (NoConflicts, generation 4); \
                  listener \"tcp\": attachedRoutes 0, Accepted=False (UnsupportedProtocol, generation 4), \
-                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4)"
+                 Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
+                 Conflicted=False (NoConflicts, generation 4)"
             )
         );
         assert_eq!(
@@ -1483,5 +1983,570 @@ spec:
                  ResolvedRefs=False (InvalidKind, generation 7)"
             )
         );
+    }
+
+    #[test]
+    fn regular_expression_paths_match_whole_paths_before_prefixes() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [re.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: RegularExpression, value: "/v[0-9]+/.*"}}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{path: {type: Exact, value: /v1/exact}}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{path: {type: RegularExpression, value: "/(?=look)"}}]
+    backendRefs: [{name: v4, port: 8080}]
+"#,
+        );
+        assert_eq!(get(&c, "re.test", "/v1/users").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "re.test", "/v1/exact").as_deref(), Some("v3"));
+        assert_eq!(get(&c, "re.test", "/x/v1/users").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "re.test", "/V1/users").as_deref(), Some("v1"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["spec.rules[3].matches[0].path.value"]);
+    }
+
+    #[test]
+    fn unsupported_filters_fail_closed_but_a_mirror_is_left_out() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [f.test]
+  rules:
+  - matches: [{path: {value: /ext}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /mirror}}]
+    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: v2, port: 8080}}}]
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        assert_eq!(get(&c, "f.test", "/ext").as_deref(), Some("500"));
+        assert_eq!(get(&c, "f.test", "/mirror").as_deref(), Some("v1"));
+        let said: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| (d.field.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            said,
+            vec![
+                ("spec.rules[0].filters[0].type", Severity::Error),
+                ("spec.rules[1].filters[0].type", Severity::Warning)
+            ]
+        );
+    }
+
+    #[test]
+    fn listener_route_kinds_other_than_httproute_are_invalid() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: kinds, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: grpc-only
+    port: 80
+    protocol: HTTP
+    hostname: a.example.com
+    allowedRoutes: {kinds: [{kind: GRPCRoute}]}
+  - name: mixed
+    port: 80
+    protocol: HTTP
+    hostname: b.example.com
+    allowedRoutes: {kinds: [{kind: HTTPRoute}, {group: example.com, kind: HTTPRoute}]}
+  - {name: plain, port: 80, protocol: HTTP, hostname: c.example.com}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: tcp-only, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: tcp, port: 9000, protocol: TCP}]
+"#,
+        );
+        let gw = &c.gateway_status[&(
+            Kind::Gateway,
+            crate::store::ObjectKey::new("infra", "kinds"),
+        )];
+        let conditions = |name: &str| {
+            c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", name))]
+                .conditions
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            conditions("kinds"),
+            ["Accepted=True (Accepted)", "Programmed=True (Programmed)"]
+        );
+        // Only a TCP listener: not accepted.
+        assert_eq!(
+            conditions("tcp-only"),
+            [
+                "Accepted=False (ListenersNotValid)",
+                "Programmed=False (Invalid)"
+            ]
+        );
+        let summary: Vec<(bool, String)> = gw
+            .listeners
+            .iter()
+            .map(|l| {
+                let refs = l
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == "ResolvedRefs")
+                    .unwrap();
+                (
+                    l.takes_http_routes,
+                    format!("{}/{}", refs.status, refs.reason),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (false, "false/InvalidRouteKinds".to_owned()),
+                (true, "false/InvalidRouteKinds".to_owned()),
+                (true, "true/ResolvedRefs".to_owned()),
+            ]
+        );
+    }
+
+    #[test]
+    fn wildcard_hostnames_match_any_number_of_labels() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wild, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: all}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: nearer, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: all}]
+  hostnames: ["*.b.example.com"]
+  rules: [{matches: [{path: {value: /only}}], backendRefs: [{name: v2, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "a.example.com", "/").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "x.a.example.com", "/").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "x.y.z.example.com", "/").as_deref(), Some("v1"));
+        // The nearest wildcard first; what it does not match falls to the wider one.
+        assert_eq!(get(&c, "a.b.example.com", "/only").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "x.a.b.example.com", "/only").as_deref(), Some("v2"));
+        assert_eq!(get(&c, "a.b.example.com", "/else").as_deref(), Some("v1"));
+        assert_eq!(get(&c, "example.com", "/"), None);
+    }
+
+    #[test]
+    fn regular_expression_header_and_query_matches() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [hq.test]
+  rules:
+  - backendRefs: [{name: v1, port: 8080}]
+  - matches: [{headers: [{type: RegularExpression, name: version, value: "v[0-9]+"}]}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{queryParams: [{type: RegularExpression, name: id, value: "[a-f]+"}]}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{headers: [{type: RegularExpression, name: bad, value: "(?=x)"}]}]
+    backendRefs: [{name: v4, port: 8080}]
+"#,
+        );
+        assert_eq!(
+            route(&c, "GET", "hq.test", "/", &[("version", "v42")]).as_deref(),
+            Some("v2")
+        );
+        assert_eq!(
+            route(&c, "GET", "hq.test", "/", &[("version", "v42x")]).as_deref(),
+            Some("v1")
+        );
+        assert_eq!(get(&c, "hq.test", "/?id=cafe").as_deref(), Some("v3"));
+        assert_eq!(get(&c, "hq.test", "/?id=coffee").as_deref(), Some("v1"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["spec.rules[3].matches[0].headers[0]"]);
+    }
+
+    #[test]
+    fn listeners_admit_namespaces_by_selector() {
+        let c = compiled(
+            r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app, labels: {gateway-conformance: backend}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {gateway-conformance: web}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: sel.example.com
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {gateway-conformance: backend}
+          matchExpressions: [{key: gateway-conformance, operator: NotIn, values: [web]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: app}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: refused, namespace: other}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  hostnames: [sel.example.com]
+  rules: [{matches: [{path: {value: /other}}], backendRefs: [{name: a1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "sel.example.com", "/").as_deref(), Some("a1"));
+        let status = |ns: &str, name: &str| {
+            c.gateway_status[&(Kind::HTTPRoute, crate::store::ObjectKey::new(ns, name))].parents[0]
+                .conditions[0]
+                .reason
+        };
+        assert_eq!(status("app", "ok"), "Accepted");
+        assert_eq!(status("other", "refused"), "NotAllowedByListeners");
+    }
+
+    #[test]
+    fn weighted_backends_share_a_rule() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [w.test]
+  rules:
+  - backendRefs:
+    - {name: v1, port: 8080, weight: 1}
+    - {name: v2, port: 8080, weight: 0}
+    - {name: missing, port: 8080, weight: 1}
+    - {name: v3, port: 8080, weight: 2}
+    - {name: v4, port: 8080}
+"#,
+        );
+        let t = c.config.routes.lookup_with("w.test", "/", None).unwrap();
+        let w = t.policy.weighted.as_ref().expect("weighted backends");
+        assert_eq!(w.total(), 5);
+        let picks: Vec<String> = (1..=5)
+            .map(|n| {
+                w.pick(|_| n)
+                    .map_or("500".into(), |b| b.service.to_string())
+            })
+            .collect();
+        // The missing Service's share answers 500.
+        assert_eq!(picks, ["v1", "500", "v3", "v3", "v4"]);
+        for p in picks.iter().filter(|p| *p != "500") {
+            assert!(c.config.backends.keys().any(|id| &*id.service == p), "{p}");
+        }
+    }
+
+    #[test]
+    fn url_rewrite_sets_the_path_and_the_upstream_host() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [rw.test]
+  rules:
+  - matches: [{path: {value: /prefix/}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite:
+        hostname: One.Example.org
+        path: {type: ReplacePrefixMatch, replacePrefixMatch: /one/}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {type: Exact, value: /exact}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /x}}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /bad}}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {hostname: "*.example.org", path: {type: ReplaceFullPath, replaceFullPath: "x?y"}}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /one}}, {path: {value: /two/}}, {headers: [{name: x, value: y}]}]
+    filters:
+    - type: URLRewrite
+      urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /new}}
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        // Each match of a rule replaces the prefix it matched.
+        let matched = |path: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder().uri(path);
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            let parts = b.body(()).unwrap().into_parts().0;
+            let t = c
+                .config
+                .routes
+                .lookup_with("rw.test", path, Some(&parts))
+                .unwrap();
+            t.policy
+                .request
+                .iter()
+                .find_map(|f| match f {
+                    RequestFilter::GatewayRewrite(proxy_core::pipeline::GatewayRewrite {
+                        path: proxy_core::pipeline::RedirectPath::Prefix { matched, .. },
+                    }) => Some(matched.clone()),
+                    _ => None,
+                })
+                .unwrap()
+        };
+        assert_eq!(matched("/one/a", &[]), "/one");
+        assert_eq!(matched("/two/a", &[]), "/two");
+        assert_eq!(matched("/zzz", &[("x", "y")]), "");
+        let t = c
+            .config
+            .routes
+            .lookup_with("rw.test", "/prefix/a", None)
+            .unwrap();
+        assert_eq!(
+            t.policy.upstream_headers.host.as_ref().unwrap(),
+            "one.example.org"
+        );
+        assert!(t.policy.request.iter().any(|f| matches!(
+            f,
+            RequestFilter::GatewayRewrite(proxy_core::pipeline::GatewayRewrite {
+                path: proxy_core::pipeline::RedirectPath::Prefix { matched, replacement }
+            }) if matched == "/prefix" && replacement == "/one/"
+        )));
+        let bad = c
+            .config
+            .routes
+            .lookup_with("rw.test", "/bad", None)
+            .unwrap();
+        assert!(bad.policy.upstream_headers.host.is_none());
+        assert!(!bad
+            .policy
+            .request
+            .iter()
+            .any(|f| matches!(f, RequestFilter::GatewayRewrite(_))));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.rules[1].filters[0].urlRewrite.path",
+                "spec.rules[2].filters[0].urlRewrite.hostname",
+                "spec.rules[2].filters[0].urlRewrite.path",
+            ]
+        );
+    }
+
+    /// A `kubernetes.io/tls` Secret with a generated certificate for `host`.
+    fn tls_secret(ns: &str, name: &str, host: &str) -> String {
+        let (cert, key) = super::super::tests::generated(host);
+        let b64 = |v: &str| {
+            serde_json::to_value(k8s_openapi::ByteString(v.as_bytes().to_vec()))
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        format!(
+            "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {ns}}}\ntype: kubernetes.io/tls\ndata: {{tls.crt: {}, tls.key: {}}}\n",
+            b64(&cert),
+            b64(&key)
+        )
+    }
+
+    const HTTPS: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: secure, namespace: infra, generation: 3}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: ok
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: missing
+    port: 443
+    protocol: HTTPS
+    hostname: missing.example.com
+    tls: {certificateRefs: [{kind: Secret, group: "", name: nope}]}
+  - name: cross
+    port: 443
+    protocol: HTTPS
+    hostname: cross.example.com
+    tls: {certificateRefs: [{name: app-cert, namespace: app}]}
+  - name: no-refs
+    port: 443
+    protocol: HTTPS
+    hostname: none.example.com
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: secure, sectionName: ok}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#;
+
+    #[test]
+    fn https_listeners_take_certificates_from_secrets() {
+        let secrets = format!(
+            "{}{}",
+            tls_secret("infra", "cert", "secure.example.com"),
+            tls_secret("app", "app-cert", "cross.example.com")
+        );
+        let c = compiled(&format!("{HTTPS}{secrets}"));
+        let certs: Vec<_> = c
+            .certs
+            .iter()
+            .map(|c| {
+                (
+                    c.name.as_str(),
+                    c.hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            certs,
+            vec![("infra/cert", vec!["secure.example.com".to_owned()])]
+        );
+        assert!(c.cert_store.resolve(Some("secure.example.com")).is_some());
+        assert_eq!(get(&c, "secure.example.com", "/").as_deref(), Some("v1"));
+        let listener = |name: &str| {
+            c.gateway_status[&(
+                Kind::Gateway,
+                crate::store::ObjectKey::new("infra", "secure"),
+            )]
+                .listeners
+                .iter()
+                .find(|l| l.name == name)
+                .unwrap()
+                .conditions
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        assert_eq!(
+            listener("ok"),
+            "Accepted=True (Accepted, generation 3), Programmed=True (Programmed, generation 3), \
+             ResolvedRefs=True (ResolvedRefs, generation 3), Conflicted=False (NoConflicts, generation 3)"
+        );
+        let refs = |name: &str| {
+            let all = listener(name);
+            let from = &all[all.find("ResolvedRefs").unwrap()..];
+            from[..from.find(')').unwrap() + 1].to_owned()
+        };
+        assert_eq!(
+            refs("missing"),
+            "ResolvedRefs=False (InvalidCertificateRef, generation 3)"
+        );
+        assert_eq!(
+            refs("cross"),
+            "ResolvedRefs=False (RefNotPermitted, generation 3)"
+        );
+        assert_eq!(
+            refs("no-refs"),
+            "ResolvedRefs=False (InvalidCertificateRef, generation 3)"
+        );
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::Gateway)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.listeners[1].tls.certificateRefs[0]",
+                "spec.listeners[2].tls.certificateRefs[0].namespace",
+                "spec.listeners[3].tls.certificateRefs",
+            ]
+        );
+
+        // A ReferenceGrant for Gateways of infra opens the Secret of app.
+        let grant = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: infra}]
+  to: [{group: "", kind: Secret}]
+"#;
+        let c = compiled(&format!("{HTTPS}{secrets}{grant}"));
+        assert!(c.certs.iter().any(|c| c.name == "app/app-cert"
+            && c.hosts
+                .iter()
+                .map(|h| h.to_string())
+                .eq(["cross.example.com"])));
     }
 }

@@ -355,7 +355,18 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         security::credentials(store, &update.fragments, &mut diags);
     let (client_auth_hosts, client_auth) =
         security::client_auth(store, &update.fragments, &mut diags);
-    let gateway = gateway::compile_gateway(store, &defaults, &mut diags);
+    let gateway = gateway::compile_gateway(
+        store,
+        &defaults,
+        gateway::Secrets {
+            previous: &previous_secrets,
+            used: &mut cache.secrets,
+        },
+        &mut diags,
+    );
+    // After the Ingresses' certificates: on a host both claim, the Ingress's is kept.
+    let mut all_certs = tls.certs;
+    all_certs.extend(gateway.certs);
     let gateway_status = gateway.status;
     let mut backends = cache.backends.backends();
     for backend in gateway.backends {
@@ -426,7 +437,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         certs::default_cert(store, k, &previous_secrets, &mut cache.secrets, &mut diags)
     });
     let cert_store = Arc::new(certs::cert_store(
-        &tls.certs,
+        &all_certs,
         default_cert.as_ref(),
         &mut diags,
     ));
@@ -445,7 +456,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
 
     Compiled {
         config,
-        certs: tls.certs,
+        certs: all_certs,
         default_cert,
         cert_store,
         diagnostics: diags,

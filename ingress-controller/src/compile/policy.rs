@@ -302,6 +302,7 @@ pub fn route_policy(
             .map(|k| k.to_string().into()),
         limit_rate: limit_rate(ann, defaults),
         response_edits: None,
+        weighted: None,
     }
 }
 

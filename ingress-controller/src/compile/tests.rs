@@ -24,7 +24,8 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             continue;
         }
         let kind = value["kind"].as_str().unwrap().to_owned();
-        let cluster_scoped = kind == "IngressClass" || kind == "GatewayClass";
+        let cluster_scoped =
+            kind == "IngressClass" || kind == "GatewayClass" || kind == "Namespace";
         if !cluster_scoped && value["metadata"].get("namespace").is_none() {
             value["metadata"]["namespace"] = "default".into();
         }
@@ -40,6 +41,7 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "Gateway" => Object::Gateway(serde_yaml_ng::from_value(value).unwrap()),
             "HTTPRoute" => Object::HTTPRoute(serde_yaml_ng::from_value(value).unwrap()),
             "ReferenceGrant" => Object::ReferenceGrant(serde_yaml_ng::from_value(value).unwrap()),
+            "Namespace" => Object::Namespace(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),
         };
         store.apply(obj);

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::api::Api;
@@ -170,6 +170,7 @@ impl ApiReporter {
     /// Never blocks; the writes happen in the background, from the leader only.
     pub fn after_compile(&self, compiled: &Compiled) {
         self.status.set_owned(&compiled.owned_ingresses);
+        self.status.set_gateway_status(&compiled.gateway_status);
         self.events.publish_diagnostics(&compiled.diagnostics);
     }
 
@@ -397,12 +398,14 @@ pub async fn run(
     );
 }
 
-/// The Gateway API kinds, watched when the API server serves them.
-pub const GATEWAY_KINDS: [Kind; 4] = [
+/// The Gateway API kinds, watched when the API server serves them, and the Namespaces
+/// (for listeners' `allowedRoutes.namespaces.selector`).
+pub const GATEWAY_KINDS: [Kind; 5] = [
     Kind::GatewayClass,
     Kind::Gateway,
     Kind::HTTPRoute,
     Kind::ReferenceGrant,
+    Kind::Namespace,
 ];
 
 /// Whether the API server serves the Gateway API kinds Portico reads (their CRDs are
@@ -475,9 +478,19 @@ async fn gateway_watches(
         ),
         watch_kind(
             api::<ReferenceGrant>(client, ns),
-            plain,
+            plain.clone(),
             w(Kind::ReferenceGrant),
             Object::ReferenceGrant,
+            store,
+            synced,
+        ),
+        // Cluster-wide, whatever --watch-namespace says: a selector names namespaces by
+        // their labels.
+        watch_kind(
+            Api::<Namespace>::all(client.clone()),
+            plain,
+            w(Kind::Namespace),
+            Object::Namespace,
             store,
             synced,
         ),

@@ -142,6 +142,13 @@ const RESOURCES: &[ResDef] = &[
         namespaced: true,
     },
     ResDef {
+        group: "",
+        version: "v1",
+        plural: "namespaces",
+        kind: "Namespace",
+        namespaced: false,
+    },
+    ResDef {
         group: "admissionregistration.k8s.io",
         version: "v1",
         plural: "validatingwebhookconfigurations",

@@ -322,9 +322,15 @@ impl Proxy {
         // HTTP/2 and HTTP/3 answers carry no connection-specific fields.
         let client_h2 = matches!(parts.version, Version::HTTP_2 | Version::HTTP_3);
         // 3. Pick: the backend (the route's, or its canary's), then an endpoint.
-        let (backend_id, affinity) = match &policy.canary {
-            None => (&route.backend, policy.affinity.as_ref()),
-            Some(canary) => self.canary_or_main(config, &route.backend, policy, canary, &parts),
+        let (backend_id, affinity) = match (&policy.weighted, &policy.canary) {
+            (Some(w), _) => match w.pick(|n| rand::random_range(1..=n)) {
+                Some(id) => (id, policy.affinity.as_ref()),
+                None => return Err(ProxyError::NoValidBackend(w.invalid().clone())),
+            },
+            (None, None) => (&route.backend, policy.affinity.as_ref()),
+            (None, Some(canary)) => {
+                self.canary_or_main(config, &route.backend, policy, canary, &parts)
+            }
         };
         let mut affinity = affinity;
         let mut backend = config

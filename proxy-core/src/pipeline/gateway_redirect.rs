@@ -61,15 +61,7 @@ impl GatewayRedirect {
             Some(RedirectPath::Prefix {
                 matched,
                 replacement,
-            }) => {
-                let rest = request_path.get(matched.len()..).unwrap_or("");
-                let joined = format!("{}{rest}", replacement.trim_end_matches('/'));
-                if joined.is_empty() {
-                    "/".to_owned()
-                } else {
-                    joined
-                }
-            }
+            }) => replace_prefix(request_path, matched, replacement),
         };
         let mut location = format!("{name}://{host}");
         if port != default_port {
@@ -86,6 +78,21 @@ impl GatewayRedirect {
         *resp.status_mut() = self.code;
         resp.headers_mut().insert(header::LOCATION, location);
         Ok(Flow::Answer(Box::new(resp)))
+    }
+}
+
+/// The spec's `ReplacePrefixMatch`: `matched` (the rule's prefix without its trailing
+/// slash) at the start of `path` becomes `replacement`, element-wise, so that neither a
+/// trailing slash of the replacement nor an empty remainder doubles or loses a `/`:
+/// `/foo/bar` with `/foo` -> `/xyz/` is `/xyz/bar`, `/foo/` -> `` is `/`.
+pub(crate) fn replace_prefix(path: &str, matched: &str, replacement: &str) -> String {
+    // The route matched `matched` element-wise, so the rest is empty or starts with `/`.
+    let rest = path.get(matched.len()..).unwrap_or("");
+    let joined = format!("{}{rest}", replacement.trim_end_matches('/'));
+    if joined.is_empty() {
+        "/".to_owned()
+    } else {
+        joined
     }
 }
 

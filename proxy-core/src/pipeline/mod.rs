@@ -29,6 +29,7 @@ mod digest_auth;
 pub(crate) mod errors;
 mod ext_auth;
 mod gateway_redirect;
+mod gateway_rewrite;
 mod hsts;
 mod rate_limit;
 mod redirect;
@@ -39,6 +40,7 @@ mod set_headers;
 mod source_range;
 mod upstream_headers;
 mod url_redirect;
+mod weighted;
 mod www_redirect;
 
 pub use app_root::AppRoot;
@@ -58,6 +60,7 @@ pub use ext_auth::{
     CacheValid, ExternalAuth, Template, TemplateError, Vars, Verdict,
 };
 pub use gateway_redirect::{GatewayRedirect, RedirectPath};
+pub use gateway_rewrite::GatewayRewrite;
 pub use hsts::Hsts;
 pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
@@ -68,6 +71,7 @@ pub use set_headers::{HeaderEdits, SetHeaders};
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
+pub use weighted::WeightedBackends;
 pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
@@ -127,6 +131,9 @@ pub struct RoutePolicy {
     pub limit_rate: Option<LimitRate>,
     /// A Gateway API ResponseHeaderModifier: edits to every answer of the route.
     pub response_edits: Option<Arc<HeaderEdits>>,
+    /// A Gateway API rule's weighted backendRefs: each request goes to one of them
+    /// instead of the route's backend (which is the first of them).
+    pub weighted: Option<Arc<WeightedBackends>>,
 }
 
 /// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first
@@ -213,6 +220,8 @@ pub enum RequestFilter {
     UrlRedirect(UrlRedirect),
     /// Gateway API RequestRedirect.
     GatewayRedirect(GatewayRedirect),
+    /// Gateway API URLRewrite's path.
+    GatewayRewrite(GatewayRewrite),
     Rewrite(Rewrite),
     SslRedirect(SslRedirect),
     RateLimit(Box<RateLimit>),
@@ -242,6 +251,7 @@ impl RequestFilter {
             RequestFilter::AppRoot(f) => f.on_request(ctx, parts),
             RequestFilter::UrlRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::GatewayRedirect(f) => f.on_request(ctx, parts),
+            RequestFilter::GatewayRewrite(f) => f.on_request(ctx, parts),
             RequestFilter::Rewrite(f) => f.on_request(ctx, parts),
             RequestFilter::SslRedirect(f) => f.on_request(ctx, parts),
             RequestFilter::ExternalAuth(f) => f.on_request(ctx, parts),

@@ -7,11 +7,13 @@
 //! plain path rules. Hosts without any (every Ingress-only host) keep an empty list and
 //! pay one length check per lookup.
 
-use http::header::{HeaderName, HeaderValue};
+use http::header::HeaderName;
 use http::request::Parts;
 use http::Method;
+use regex::bytes::{Regex, RegexBuilder};
 
-use super::{HostMatch, RouteTarget};
+use super::regex_path::{COMPILED_SIZE_LIMIT, MAX_PATTERN_LEN, NEST_LIMIT};
+use super::{HostMatch, RegexPathError, RouteTarget};
 
 /// How a [`MatchRule`] matches the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,6 +23,85 @@ pub enum PathMatch {
     /// Element-wise prefix, as Ingress `Prefix`: `/foo` matches `/foo`, `/foo/` and
     /// `/foo/bar`, not `/foobar`. Stored without a trailing slash; `/` is empty.
     Prefix(String),
+    /// `RegularExpression`: the whole path matches the pattern.
+    Regex(FullMatch),
+}
+
+/// A pattern that must match the whole normalized path, case-sensitively, as Gateway
+/// API paths compare (the spec leaves the dialect and anchoring to the
+/// implementation). The engine is linear-time and its limits those of Ingress regex
+/// paths ([`compile_pattern`](super::compile_pattern)).
+#[derive(Clone, Debug)]
+pub struct FullMatch {
+    pattern: Box<str>,
+    regex: Regex,
+}
+
+impl PartialEq for FullMatch {
+    fn eq(&self, other: &Self) -> bool {
+        self.pattern == other.pattern
+    }
+}
+
+impl Eq for FullMatch {}
+
+impl FullMatch {
+    pub fn new(pattern: &str) -> Result<Self, RegexPathError> {
+        if pattern.len() > MAX_PATTERN_LEN {
+            return Err(RegexPathError::TooLong);
+        }
+        let regex = RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .unicode(false)
+            .size_limit(COMPILED_SIZE_LIMIT)
+            .dfa_size_limit(COMPILED_SIZE_LIMIT)
+            .nest_limit(NEST_LIMIT)
+            .build()
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(_) => RegexPathError::TooBig,
+                other => RegexPathError::Syntax(
+                    other
+                        .to_string()
+                        .lines()
+                        .rev()
+                        .find(|l| !l.trim().is_empty())
+                        .unwrap_or("invalid pattern")
+                        .trim()
+                        .trim_start_matches("error: ")
+                        .to_owned(),
+                ),
+            })?;
+        Ok(Self {
+            pattern: pattern.into(),
+            regex,
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether the whole of `value` matches.
+    pub fn is_match(&self, value: &[u8]) -> bool {
+        self.regex.is_match(value)
+    }
+}
+
+/// How a header or query-parameter value is matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ValueMatch {
+    /// Byte for byte.
+    Exact(Box<str>),
+    /// `RegularExpression`: the whole value matches.
+    Regex(FullMatch),
+}
+
+impl ValueMatch {
+    fn is_match(&self, value: &[u8]) -> bool {
+        match self {
+            ValueMatch::Exact(v) => v.as_bytes() == value,
+            ValueMatch::Regex(r) => r.is_match(value),
+        }
+    }
 }
 
 impl PathMatch {
@@ -36,6 +117,7 @@ impl PathMatch {
                 Some(rest) => rest.is_empty() || rest.starts_with('/') || p.is_empty(),
                 None => false,
             },
+            PathMatch::Regex(r) => r.regex.is_match(path.as_bytes()),
         }
     }
 }
@@ -46,12 +128,12 @@ pub struct MatchRule {
     pub host: HostMatch,
     pub path: PathMatch,
     pub method: Option<Method>,
-    /// Each header must be present with exactly this value (names are case-insensitive
-    /// by type; values compare byte for byte).
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-    /// Each query parameter must be present with exactly this value; names compare
+    /// Each header must be present with a matching value (names are case-insensitive
+    /// by type).
+    pub headers: Vec<(HeaderName, ValueMatch)>,
+    /// Each query parameter must be present with a matching value; names compare
     /// exactly. Of a repeated parameter, the first is taken.
-    pub query: Vec<(String, String)>,
+    pub query: Vec<(String, ValueMatch)>,
     pub target: RouteTarget,
 }
 
@@ -72,15 +154,17 @@ impl MatchRule {
         if self.method.as_ref().is_some_and(|m| *m != parts.method) {
             return false;
         }
-        let headers_match = self.headers.iter().all(|(name, value)| {
+        let headers_match = self.headers.iter().all(|(name, m)| {
             // A repeated header is matched on its first value, as the spec allows.
-            parts.headers.get(name) == Some(value)
+            parts
+                .headers
+                .get(name)
+                .is_some_and(|v| m.is_match(v.as_bytes()))
         });
         headers_match
-            && self
-                .query
-                .iter()
-                .all(|(name, value)| query_param(parts.uri.query(), name) == Some(value))
+            && self.query.iter().all(|(name, m)| {
+                query_param(parts.uri.query(), name).is_some_and(|v| m.is_match(v.as_bytes()))
+            })
     }
 }
 
@@ -135,14 +219,54 @@ mod tests {
     }
 
     #[test]
+    fn regular_expressions_match_the_whole_path_case_sensitively() {
+        let r = rule(PathMatch::Regex(FullMatch::new("/v[0-9]+/.*").unwrap()));
+        assert!(r.is_match("/v2/users", None));
+        assert!(!r.is_match("/api/v2/users", None));
+        assert!(!r.is_match("/V2/users", None));
+        // The alternation stays inside the anchors.
+        let alt = rule(PathMatch::Regex(FullMatch::new("/a|/b").unwrap()));
+        assert!(alt.is_match("/b", None));
+        assert!(!alt.is_match("/b/c", None));
+        assert!(!alt.is_match("/x/a", None));
+        assert!(matches!(
+            FullMatch::new("/(?=x)"),
+            Err(RegexPathError::Syntax(_))
+        ));
+        assert!(matches!(
+            FullMatch::new(&"a".repeat(MAX_PATTERN_LEN + 1)),
+            Err(RegexPathError::TooLong)
+        ));
+    }
+
+    #[test]
+    fn header_and_query_values_match_whole_regular_expressions() {
+        let mut r = rule(PathMatch::prefix("/"));
+        r.headers = vec![(
+            HeaderName::from_static("version"),
+            ValueMatch::Regex(FullMatch::new("v[0-9]+").unwrap()),
+        )];
+        r.query = vec![(
+            "animal".into(),
+            ValueMatch::Regex(FullMatch::new("wh.*").unwrap()),
+        )];
+        let ok = parts("GET", "/x?animal=whale", &[("version", "v12")]);
+        assert!(r.is_match("/x", Some(&ok)));
+        let partial = parts("GET", "/x?animal=whale", &[("version", "v12-beta")]);
+        assert!(!r.is_match("/x", Some(&partial)));
+        let other = parts("GET", "/x?animal=dolphin", &[("version", "v1")]);
+        assert!(!r.is_match("/x", Some(&other)));
+    }
+
+    #[test]
     fn every_condition_must_hold() {
         let mut r = rule(PathMatch::prefix("/"));
         r.method = Some(Method::POST);
         r.headers = vec![(
             HeaderName::from_static("version"),
-            HeaderValue::from_static("two"),
+            ValueMatch::Exact("two".into()),
         )];
-        r.query = vec![("animal".into(), "whale".into())];
+        r.query = vec![("animal".into(), ValueMatch::Exact("whale".into()))];
         let ok = parts("POST", "/x?animal=whale&b=1", &[("Version", "two")]);
         assert!(r.is_match("/x", Some(&ok)));
         assert!(!r.is_match("/x", None));

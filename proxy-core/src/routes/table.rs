@@ -38,6 +38,9 @@ struct Inner {
     /// Keyed by the suffix after `*.`.
     wildcard_hosts: HashMap<HostName, Arc<HostRoutes>>,
     any_host: Option<Arc<HostRoutes>>,
+    /// Some wildcard host has match rules (Gateway API): those cover any number of
+    /// labels, where an Ingress wildcard covers one.
+    deep_wildcards: bool,
     len: usize,
 }
 
@@ -196,10 +199,8 @@ impl HostRoutes {
     }
 
     fn lookup(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
-        if !self.matches.is_empty() {
-            if let Some(rule) = self.matches.iter().find(|r| r.is_match(path.full, parts)) {
-                return Some(&rule.target);
-            }
+        if let Some(target) = self.lookup_matches(path, parts) {
+            return Some(target);
         }
         if !self.regex.is_empty() {
             if let Some(rule) = self.regex.iter().find(|r| r.path.is_match(path.full)) {
@@ -208,6 +209,14 @@ impl HostRoutes {
         }
         let index = self.paths.lookup(path)?;
         self.rules.get(index).map(|rule| &rule.target)
+    }
+
+    /// The first match rule that takes the request.
+    fn lookup_matches(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
+        self.matches
+            .iter()
+            .find(|r| r.is_match(path.full, parts))
+            .map(|r| &r.target)
     }
 }
 
@@ -378,6 +387,7 @@ impl RouteTable {
                 }
             }
         }
+        inner.deep_wildcards = inner.wildcard_hosts.values().any(|h| !h.matches.is_empty());
         inner.len = inner.exact_hosts.values().map(|h| h.len()).sum::<usize>()
             + inner
                 .wildcard_hosts
@@ -482,9 +492,31 @@ impl Inner {
         if self.wildcard_hosts.is_empty() {
             return None;
         }
-        self.wildcard_hosts
-            .get(wildcard_parent(host)?)?
-            .lookup(path, parts)
+        let parent = wildcard_parent(host)?;
+        if let Some(target) = self
+            .wildcard_hosts
+            .get(parent)
+            .and_then(|h| h.lookup(path, parts))
+        {
+            return Some(target);
+        }
+        // A Gateway API wildcard is a suffix match: `*.foo.com` also takes `a.b.foo.com`,
+        // through its HTTPRoute match rules only; the nearest wildcard first.
+        if !self.deep_wildcards {
+            return None;
+        }
+        let mut rest = parent;
+        while let Some(up) = wildcard_parent(rest) {
+            if let Some(target) = self
+                .wildcard_hosts
+                .get(up)
+                .and_then(|h| h.lookup_matches(path, parts))
+            {
+                return Some(target);
+            }
+            rest = up;
+        }
+        None
     }
 }
 

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::ByteString;
@@ -246,7 +246,7 @@ struct Found {
 fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, String> {
     let want = match kind {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" | "Endpoints" | "Secret" | "ConfigMap" => "v1",
+        "Service" | "Endpoints" | "Secret" | "ConfigMap" | "Namespace" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "GatewayClass" | "Gateway" | "HTTPRoute" => "gateway.networking.k8s.io/v1",
         "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
@@ -326,6 +326,11 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         "ReferenceGrant" => {
             Object::ReferenceGrant(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
         }
+        "Namespace" => {
+            let mut o: Namespace = typed_as(&value, &full, kind, &mut warnings).map_err(typed)?;
+            o.metadata.namespace = None;
+            Object::Namespace(o)
+        }
         _ => return Ok(Found::default()),
     };
     Ok(Found {
@@ -403,7 +408,7 @@ fn default_namespace(mut obj: Object) -> Object {
         Object::Gateway(o) => &mut o.metadata,
         Object::HTTPRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
-        Object::IngressClass(_) | Object::GatewayClass(_) => return obj,
+        Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_) => return obj,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
         meta.namespace = Some("default".to_owned());
@@ -517,6 +522,7 @@ impl<'de> de::Visitor<'de> for ObjectVisitor<'_> {
             Some("Gateway") => drop(Gateway::deserialize(d)?),
             Some("HTTPRoute") => drop(HTTPRoute::deserialize(d)?),
             Some("ReferenceGrant") => drop(ReferenceGrant::deserialize(d)?),
+            Some("Namespace") => drop(Namespace::deserialize(d)?),
             _ => drop(IgnoredAny::deserialize(d)?),
         }
         Err(de::Error::custom(self.0.message))

@@ -1,0 +1,540 @@
+//! Writes the Gateway API status the compiler works out (GatewayClass, Gateway with its
+//! listeners and addresses, HTTPRoute parents) to the API server, from the elected leader
+//! only, through each kind's `status` subresource by server-side apply as field manager
+//! `portico`, and only when the object's current status differs.
+//!
+//! - Every condition carries `observedGeneration`; `lastTransitionTime` is kept from the
+//!   current condition of the same type while its status stays, so an unchanged status
+//!   compares equal and is not written again.
+//! - A Gateway's `status.addresses` are the addresses Ingress status publishes
+//!   (`--publish-service` / `--publish-address`); without them the list is left out.
+//! - `HTTPRoute.status.parents` is an atomic list (`x-kubernetes-list-type: atomic` in
+//!   the CRDs): an apply takes it whole. Portico therefore writes the entries of other
+//!   controllers back as it read them, beside its own, and puts the route's
+//!   `resourceVersion` in the apply, so the server refuses the write (409) when another
+//!   controller changed the list meanwhile; the next round reads it again.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Map, Value};
+use tokio::sync::watch;
+
+use crate::compile::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER};
+use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, GROUP};
+use crate::sources::kube::FIELD_MANAGER;
+use crate::status::LbAddress;
+use crate::store::{Kind, ObjectKey, SharedStore, Store};
+
+/// How long the writer waits for a burst of changes to settle, and how often it retries
+/// after a failed write.
+const SETTLE: Duration = Duration::from_millis(200);
+const RETRY: Duration = Duration::from_secs(5);
+
+/// The publish loop hands the writer each compile's Gateway API status.
+#[derive(Clone)]
+pub struct GatewayStatusHandle {
+    status: Arc<watch::Sender<Option<Arc<GatewayApiStatus>>>>,
+}
+
+impl GatewayStatusHandle {
+    /// Record the latest status. Cheap; never blocks on the API.
+    pub fn set(&self, status: &GatewayApiStatus) {
+        self.status.send_if_modified(|cur| {
+            if cur.as_deref() == Some(status) {
+                false
+            } else {
+                *cur = Some(Arc::new(status.clone()));
+                true
+            }
+        });
+    }
+}
+
+/// Start the writer. It acts only while `leader` is true, and only after the first
+/// [`GatewayStatusHandle::set`].
+pub fn spawn(
+    client: Client,
+    store: SharedStore,
+    addresses: watch::Receiver<Vec<LbAddress>>,
+    leader: watch::Receiver<bool>,
+) -> GatewayStatusHandle {
+    let (tx, rx) = watch::channel(None);
+    let writer = Writer {
+        client,
+        store,
+        written: HashMap::new(),
+    };
+    tokio::spawn(writer.run(rx, addresses, leader));
+    GatewayStatusHandle {
+        status: Arc::new(tx),
+    }
+}
+
+struct Writer {
+    client: Client,
+    store: SharedStore,
+    /// What we last wrote per object, and its resourceVersion before that write: until
+    /// the store shows a newer version, the write is assumed to be in flight.
+    written: HashMap<(Kind, ObjectKey), (Value, String)>,
+}
+
+impl Writer {
+    async fn run(
+        mut self,
+        mut status: watch::Receiver<Option<Arc<GatewayApiStatus>>>,
+        mut addresses: watch::Receiver<Vec<LbAddress>>,
+        mut leader: watch::Receiver<bool>,
+    ) {
+        let mut revision = self.store.subscribe();
+        let mut retry = false;
+        // Fixed addresses (or none) may have no sender left: the last value stands.
+        let mut addresses_open = true;
+        loop {
+            let wait = async {
+                if retry {
+                    tokio::time::sleep(RETRY).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            };
+            tokio::select! {
+                r = status.changed() => if r.is_err() { return },
+                r = addresses.changed(), if addresses_open => addresses_open = r.is_ok(),
+                r = leader.changed() => if r.is_err() { return },
+                r = revision.changed() => if r.is_err() { return },
+                () = wait => {}
+            }
+            tokio::time::sleep(SETTLE).await;
+            revision.mark_unchanged();
+            let is_leader = *leader.borrow_and_update();
+            let current = status.borrow_and_update().clone();
+            let addrs = addresses.borrow_and_update().clone();
+            if !is_leader {
+                self.written.clear();
+                retry = false;
+                continue;
+            }
+            let Some(current) = current else {
+                continue;
+            };
+            retry = !self.sync(&current, &addrs).await;
+        }
+    }
+
+    /// Bring every object in line; false if some write failed.
+    async fn sync(&mut self, status: &GatewayApiStatus, addrs: &[LbAddress]) -> bool {
+        let store = self.store.snapshot();
+        let now = now();
+        let mut ok = true;
+        for (kind, key, want, rv) in wanted(&store, status, addrs, &now) {
+            let id = (kind, key);
+            if self
+                .written
+                .get(&id)
+                .is_some_and(|(w, before)| *w == want && *before == rv)
+            {
+                continue;
+            }
+            let (kind, key) = &id;
+            match self.patch(*kind, key, &want, &rv).await {
+                Ok(()) => {
+                    tracing::info!(kind = kind.as_str(), object = %key, "status written");
+                    self.written.insert(id, (want, rv));
+                }
+                Err(error) => {
+                    tracing::warn!(kind = kind.as_str(), object = %key, %error, "writing status");
+                    ok = false;
+                }
+            }
+        }
+        ok
+    }
+
+    async fn patch(
+        &self,
+        kind: Kind,
+        key: &ObjectKey,
+        status: &Value,
+        rv: &str,
+    ) -> Result<(), kube::Error> {
+        let mut metadata = json!({ "name": key.name });
+        if !key.namespace.is_empty() {
+            metadata["namespace"] = json!(key.namespace);
+        }
+        // The atomic parents list: written only over the version it was read from.
+        if kind == Kind::HTTPRoute && !rv.is_empty() {
+            metadata["resourceVersion"] = json!(rv);
+        }
+        let body = json!({
+            "apiVersion": format!("{GROUP}/v1"),
+            "kind": kind.as_str(),
+            "metadata": metadata,
+            "status": status,
+        });
+        // Forced: these fields are ours to publish even when another manager (an
+        // earlier controller, `kubectl`) last wrote them.
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let patch = Patch::Apply(&body);
+        match kind {
+            Kind::GatewayClass => {
+                let api: Api<GatewayClass> = Api::all(self.client.clone());
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            Kind::Gateway => {
+                let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            _ => {
+                let api: Api<HTTPRoute> = Api::namespaced(self.client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+        }
+    }
+}
+
+fn now() -> Value {
+    serde_json::to_value(Time(Timestamp::now())).unwrap_or(Value::Null)
+}
+
+/// The status to apply to each object whose current status differs from what Portico
+/// works out: `(kind, object, status, resourceVersion)`. Routes that no longer attach to
+/// a Gateway of ours but still show our entries get them taken out.
+pub fn wanted(
+    store: &Store,
+    status: &GatewayApiStatus,
+    addrs: &[LbAddress],
+    now: &Value,
+) -> Vec<(Kind, ObjectKey, Value, String)> {
+    let mut out = Vec::new();
+    let mut push = |kind: Kind, key: &ObjectKey, current: Option<&Value>, want: Value, rv| {
+        if !covers(current, &want) {
+            out.push((kind, key.clone(), want, rv));
+        }
+    };
+    for ((kind, key), st) in status {
+        match kind {
+            Kind::GatewayClass => {
+                let Some(obj) = store.gateway_classes.get(key) else {
+                    continue;
+                };
+                let current = obj.status.as_ref();
+                let want = json!({ "conditions": conditions(&st.conditions, current, now) });
+                push(*kind, key, current, want, rv_of(&obj.metadata));
+            }
+            Kind::Gateway => {
+                let Some(obj) = store.gateways.get(key) else {
+                    continue;
+                };
+                let current = obj.status.as_ref();
+                let want = gateway_status(st, current, addrs, now);
+                push(*kind, key, current, want, rv_of(&obj.metadata));
+            }
+            Kind::HTTPRoute => {
+                let Some(obj) = store.http_routes.get(key) else {
+                    continue;
+                };
+                let current = obj.status.as_ref();
+                let want = json!({ "parents": parents(key, &st.parents, current, now) });
+                push(*kind, key, current, want, rv_of(&obj.metadata));
+            }
+            _ => {}
+        }
+    }
+    for (key, route) in store.http_routes.iter() {
+        if status.contains_key(&(Kind::HTTPRoute, key.clone())) {
+            continue;
+        }
+        let current = route.status.as_ref();
+        let shown = current
+            .and_then(|s| s.get("parents"))
+            .and_then(Value::as_array)
+            .is_some_and(|list| list.iter().any(is_ours));
+        if shown {
+            let want = json!({ "parents": parents(key, &[], current, now) });
+            push(Kind::HTTPRoute, key, current, want, rv_of(&route.metadata));
+        }
+    }
+    out
+}
+
+fn rv_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.resource_version.clone().unwrap_or_default()
+}
+
+/// Whether every field of `want` is already in `current` as it is.
+fn covers(current: Option<&Value>, want: &Value) -> bool {
+    current.is_some_and(|c| same(c, want))
+}
+
+/// `current` shows `want`: an object's fields as wanted (others ignored); a list of
+/// conditions (a map keyed by `type` in the CRDs) holding each wanted condition, as
+/// other writers may add their own types; a list of listener statuses (keyed by `name`)
+/// with exactly the wanted names; any other list (atomic in the CRDs) equal.
+fn same(current: &Value, want: &Value) -> bool {
+    let keyed = |list: &[Value], key: &str, other: &str| {
+        !list.is_empty()
+            && list
+                .iter()
+                .all(|v| v.get(key).is_some_and(Value::is_string) && v.get(other).is_some())
+    };
+    let find = |list: &[Value], key: &str, wanted: &Value| -> bool {
+        let id = wanted.get(key);
+        list.iter()
+            .find(|c| c.get(key) == id)
+            .is_some_and(|c| same(c, wanted))
+    };
+    match (current, want) {
+        (Value::Object(c), Value::Object(w)) => w
+            .iter()
+            .all(|(k, v)| c.get(k).is_some_and(|cv| same(cv, v))),
+        (Value::Array(c), Value::Array(w)) if keyed(w, "type", "lastTransitionTime") => {
+            w.iter().all(|wi| find(c, "type", wi))
+        }
+        (Value::Array(c), Value::Array(w)) if keyed(w, "name", "attachedRoutes") => {
+            c.len() == w.len() && w.iter().all(|wi| find(c, "name", wi))
+        }
+        _ => current == want,
+    }
+}
+
+fn is_ours(parent: &Value) -> bool {
+    parent.get("controllerName").and_then(Value::as_str) == Some(GATEWAY_CONTROLLER)
+}
+
+/// Conditions as the API writes them; `current` is the object's (or listener's, or
+/// parent's) current status holding `conditions`.
+fn conditions(list: &[Condition], current: Option<&Value>, now: &Value) -> Value {
+    let before = current
+        .and_then(|c| c.get("conditions"))
+        .and_then(Value::as_array);
+    Value::Array(
+        list.iter()
+            .map(|c| {
+                let status = if c.status { "True" } else { "False" };
+                // Kept while the condition's status stays.
+                let since = before
+                    .into_iter()
+                    .flatten()
+                    .find(|b| {
+                        b.get("type").and_then(Value::as_str) == Some(c.type_)
+                            && b.get("status").and_then(Value::as_str) == Some(status)
+                    })
+                    .and_then(|b| b.get("lastTransitionTime"))
+                    .cloned()
+                    .unwrap_or_else(|| now.clone());
+                let mut m = Map::new();
+                m.insert("type".into(), json!(c.type_));
+                m.insert("status".into(), json!(status));
+                m.insert("reason".into(), json!(c.reason));
+                m.insert("message".into(), json!(c.message));
+                if let Some(g) = c.observed_generation {
+                    m.insert("observedGeneration".into(), json!(g));
+                }
+                m.insert("lastTransitionTime".into(), since);
+                Value::Object(m)
+            })
+            .collect(),
+    )
+}
+
+fn gateway_status(
+    st: &ObjectStatus,
+    current: Option<&Value>,
+    addrs: &[LbAddress],
+    now: &Value,
+) -> Value {
+    let current_listeners = current
+        .and_then(|c| c.get("listeners"))
+        .and_then(Value::as_array);
+    let listeners: Vec<Value> = st
+        .listeners
+        .iter()
+        .map(|l| {
+            let before = current_listeners
+                .into_iter()
+                .flatten()
+                .find(|c| c.get("name").and_then(Value::as_str) == Some(&l.name));
+            let kinds = if l.takes_http_routes {
+                json!([{ "group": GROUP, "kind": "HTTPRoute" }])
+            } else {
+                json!([])
+            };
+            json!({
+                "name": l.name,
+                "supportedKinds": kinds,
+                "attachedRoutes": l.attached_routes,
+                "conditions": conditions(&l.conditions, before, now),
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "conditions": conditions(&st.conditions, current, now),
+        "listeners": listeners,
+    });
+    if !addrs.is_empty() {
+        out["addresses"] = Value::Array(
+            addrs
+                .iter()
+                .map(|a| match a {
+                    LbAddress::Ip(ip) => json!({ "type": "IPAddress", "value": ip.to_string() }),
+                    LbAddress::Hostname(h) => json!({ "type": "Hostname", "value": h }),
+                })
+                .collect(),
+        );
+    }
+    out
+}
+
+/// `status.parents` of a route: the entries of other controllers as they are, then ours.
+fn parents(
+    route: &ObjectKey,
+    ours: &[ParentStatus],
+    current: Option<&Value>,
+    now: &Value,
+) -> Value {
+    let before: Vec<&Value> = current
+        .and_then(|c| c.get("parents"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .collect();
+    let mut list: Vec<Value> = before
+        .iter()
+        .filter(|p| !is_ours(p))
+        .map(|p| (*p).clone())
+        .collect();
+    for p in ours {
+        let mut parent_ref = json!({
+            "group": GROUP,
+            "kind": "Gateway",
+            "namespace": p.gateway.namespace,
+            "name": p.gateway.name,
+        });
+        if let Some(s) = &p.section_name {
+            parent_ref["sectionName"] = json!(s);
+        }
+        if let Some(port) = p.port {
+            parent_ref["port"] = json!(port);
+        }
+        let previous = before
+            .iter()
+            .find(|b| is_ours(b) && same_ref(b.get("parentRef"), &parent_ref, route))
+            .copied();
+        list.push(json!({
+            "parentRef": parent_ref,
+            "controllerName": GATEWAY_CONTROLLER,
+            "conditions": conditions(&p.conditions, previous, now),
+        }));
+    }
+    Value::Array(list)
+}
+
+/// Whether a parentRef read back (with the server's defaults, or without them) names the
+/// same parent as one Portico writes.
+fn same_ref(read: Option<&Value>, ours: &Value, route: &ObjectKey) -> bool {
+    let Some(read) = read else {
+        return false;
+    };
+    let field = |v: &Value, k: &str, default: Value| v.get(k).cloned().unwrap_or(default);
+    let defaults = [
+        ("group", json!(GROUP)),
+        ("kind", json!("Gateway")),
+        ("namespace", json!(route.namespace)),
+        ("name", Value::Null),
+        ("sectionName", Value::Null),
+        ("port", Value::Null),
+    ];
+    defaults
+        .into_iter()
+        .all(|(k, d)| field(read, k, d.clone()) == field(ours, k, d))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conditions_keep_their_transition_time_while_the_status_stays() {
+        let c = |status| Condition {
+            type_: "Accepted",
+            status,
+            reason: "Accepted",
+            message: String::new(),
+            observed_generation: Some(2),
+        };
+        let now = json!("2030-01-01T00:00:00Z");
+        let current = json!({"conditions": [{"type": "Accepted", "status": "True",
+            "lastTransitionTime": "2020-01-01T00:00:00Z"}]});
+        let kept = conditions(&[c(true)], Some(&current), &now);
+        assert_eq!(kept[0]["lastTransitionTime"], "2020-01-01T00:00:00Z");
+        assert_eq!(kept[0]["observedGeneration"], 2);
+        let changed = conditions(&[c(false)], Some(&current), &now);
+        assert_eq!(changed[0]["lastTransitionTime"], now);
+        assert_eq!(changed[0]["status"], "False");
+    }
+
+    #[test]
+    fn parents_keep_other_controllers_entries() {
+        let route = ObjectKey::new("app", "r");
+        let theirs = json!({"parentRef": {"name": "gw"}, "controllerName": "example.com/other",
+            "conditions": []});
+        let stale = json!({"parentRef": {"name": "old"}, "controllerName": GATEWAY_CONTROLLER,
+            "conditions": []});
+        let current = json!({"parents": [theirs, stale]});
+        let ours = ParentStatus {
+            gateway: ObjectKey::new("infra", "gw"),
+            section_name: Some("http".into()),
+            port: None,
+            conditions: Vec::new(),
+        };
+        let got = parents(&route, &[ours], Some(&current), &json!("t"));
+        assert_eq!(
+            got,
+            json!([theirs, {
+                "parentRef": {"group": GROUP, "kind": "Gateway", "namespace": "infra",
+                              "name": "gw", "sectionName": "http"},
+                "controllerName": GATEWAY_CONTROLLER,
+                "conditions": [],
+            }])
+        );
+        assert!(covers(
+            Some(&json!({"parents": got.clone(), "x": 1})),
+            &json!({"parents": got})
+        ));
+    }
+
+    #[test]
+    fn other_writers_conditions_do_not_make_a_difference() {
+        let ours = json!({"type": "Accepted", "status": "True", "reason": "Accepted",
+            "message": "", "lastTransitionTime": "t"});
+        let theirs = json!({"type": "example.com/Policy", "status": "True", "reason": "Ok",
+            "message": "", "lastTransitionTime": "t"});
+        let listener = |conditions: Value| {
+            json!({"name": "http", "attachedRoutes": 1,
+            "supportedKinds": [], "conditions": conditions})
+        };
+        let want = json!({"conditions": [ours], "listeners": [listener(json!([ours]))]});
+        let current = json!({"conditions": [theirs, ours],
+            "listeners": [listener(json!([ours, theirs]))]});
+        assert!(covers(Some(&current), &want));
+        // A changed condition, a listener gone or added, another address: different.
+        let changed = json!({"conditions": [{"type": "Accepted", "status": "False",
+            "reason": "Accepted", "message": "", "lastTransitionTime": "t"}],
+            "listeners": [listener(json!([ours]))]});
+        assert!(!covers(Some(&changed), &want));
+        let extra = json!({"conditions": [ours],
+            "listeners": [listener(json!([ours])), {"name": "old", "attachedRoutes": 0}]});
+        assert!(!covers(Some(&extra), &want));
+        let with_addr = json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.1"}]});
+        let two = json!({"addresses": [{"type": "IPAddress", "value": "10.0.0.1"},
+            {"type": "IPAddress", "value": "10.0.0.2"}]});
+        assert!(!covers(Some(&two), &with_addr));
+        assert!(!covers(None, &want));
+    }
+}
