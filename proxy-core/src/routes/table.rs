@@ -199,8 +199,10 @@ impl HostRoutes {
     }
 
     fn lookup(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
-        if let Some(target) = self.lookup_matches(path, parts) {
-            return Some(target);
+        if !self.matches.is_empty() {
+            if let Some(target) = self.lookup_matches(path, parts) {
+                return Some(target);
+            }
         }
         if !self.regex.is_empty() {
             if let Some(rule) = self.regex.iter().find(|r| r.path.is_match(path.full)) {
