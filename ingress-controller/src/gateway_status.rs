@@ -16,7 +16,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -28,13 +27,8 @@ use tokio::sync::watch;
 use crate::compile::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER};
 use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, GROUP};
 use crate::sources::kube::FIELD_MANAGER;
-use crate::status::LbAddress;
+use crate::status::{drive, LbAddress, StatusSync};
 use crate::store::{Kind, ObjectKey, SharedStore, Store};
-
-/// How long the writer waits for a burst of changes to settle, and how often it retries
-/// after a failed write.
-const SETTLE: Duration = Duration::from_millis(200);
-const RETRY: Duration = Duration::from_secs(5);
 
 /// The publish loop hands the writer each compile's Gateway API status.
 #[derive(Clone)]
@@ -70,7 +64,7 @@ pub fn spawn(
         store,
         written: HashMap::new(),
     };
-    tokio::spawn(writer.run(rx, addresses, leader));
+    tokio::spawn(drive(writer, rx, addresses, leader));
     GatewayStatusHandle {
         status: Arc::new(tx),
     }
@@ -84,51 +78,25 @@ struct Writer {
     written: HashMap<(Kind, ObjectKey), (Value, String)>,
 }
 
-impl Writer {
-    async fn run(
-        mut self,
-        mut status: watch::Receiver<Option<Arc<GatewayApiStatus>>>,
-        mut addresses: watch::Receiver<Vec<LbAddress>>,
-        mut leader: watch::Receiver<bool>,
-    ) {
-        let mut revision = self.store.subscribe();
-        let mut retry = false;
-        // Fixed addresses (or none) may have no sender left: the last value stands.
-        let mut addresses_open = true;
-        loop {
-            let wait = async {
-                if retry {
-                    tokio::time::sleep(RETRY).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                r = status.changed() => if r.is_err() { return },
-                r = addresses.changed(), if addresses_open => addresses_open = r.is_ok(),
-                r = leader.changed() => if r.is_err() { return },
-                r = revision.changed() => if r.is_err() { return },
-                () = wait => {}
-            }
-            tokio::time::sleep(SETTLE).await;
-            revision.mark_unchanged();
-            let is_leader = *leader.borrow_and_update();
-            let current = status.borrow_and_update().clone();
-            let addrs = addresses.borrow_and_update().clone();
-            if !is_leader {
-                self.written.clear();
-                retry = false;
-                continue;
-            }
-            let Some(current) = current else {
-                continue;
-            };
-            retry = !self.sync(&current, &addrs).await;
-        }
+impl StatusSync for Writer {
+    type Input = Arc<GatewayApiStatus>;
+
+    fn store(&self) -> &SharedStore {
+        &self.store
     }
 
+    fn forget(&mut self) {
+        self.written.clear();
+    }
+
+    async fn sync(&mut self, status: &Arc<GatewayApiStatus>, addrs: &[LbAddress]) -> bool {
+        self.write_objects(status, addrs).await
+    }
+}
+
+impl Writer {
     /// Bring every object in line; false if some write failed.
-    async fn sync(&mut self, status: &GatewayApiStatus, addrs: &[LbAddress]) -> bool {
+    async fn write_objects(&mut self, status: &GatewayApiStatus, addrs: &[LbAddress]) -> bool {
         let store = self.store.snapshot();
         let now = now();
         let mut ok = true;

@@ -244,6 +244,71 @@ impl StatusHandle {
 const SETTLE: Duration = Duration::from_millis(200);
 const RETRY: Duration = Duration::from_secs(5);
 
+/// One status writer: what it brings in line each time its input, the addresses, the
+/// leadership or the store change.
+pub(crate) trait StatusSync {
+    type Input: Clone;
+
+    fn store(&self) -> &SharedStore;
+
+    /// Leadership was lost: what was written is no longer known to be current.
+    fn forget(&mut self);
+
+    /// Bring every object in line; false if some write failed (tried again after
+    /// [`RETRY`]).
+    fn sync(
+        &mut self,
+        input: &Self::Input,
+        addrs: &[LbAddress],
+    ) -> impl std::future::Future<Output = bool> + Send;
+}
+
+/// Runs a status writer: after each burst of changes settles, the leader brings the
+/// objects in line; a failed write is retried. Fixed addresses (or none) may have no
+/// sender left: the last value stands.
+pub(crate) async fn drive<W: StatusSync>(
+    mut writer: W,
+    mut input: watch::Receiver<Option<W::Input>>,
+    mut addresses: watch::Receiver<Vec<LbAddress>>,
+    mut leader: watch::Receiver<bool>,
+) {
+    let mut revision = writer.store().subscribe();
+    let mut retry = false;
+    let mut addresses_open = true;
+    loop {
+        let wait = async {
+            if retry {
+                tokio::time::sleep(RETRY).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            r = input.changed() => if r.is_err() { return },
+            r = addresses.changed(), if addresses_open => addresses_open = r.is_ok(),
+            r = leader.changed() => if r.is_err() { return },
+            r = revision.changed() => if r.is_err() { return },
+            () = wait => {}
+        }
+        tokio::time::sleep(SETTLE).await;
+        // Mark everything seen before deciding, so an unchanged input does not wake the
+        // loop again.
+        revision.mark_unchanged();
+        let is_leader = *leader.borrow_and_update();
+        let current = input.borrow_and_update().clone();
+        let addrs = addresses.borrow_and_update().clone();
+        if !is_leader {
+            writer.forget();
+            retry = false;
+            continue;
+        }
+        let Some(current) = current else {
+            continue;
+        };
+        retry = !writer.sync(&current, &addrs).await;
+    }
+}
+
 /// Start the status writers: Ingress status (only with a publish source), and Gateway
 /// API status (with the same addresses, if any). They act only while `leader` is true,
 /// and only after the first [`StatusHandle::set_owned`] or
@@ -287,7 +352,7 @@ pub fn spawn(
             written: HashMap::new(),
             _fixed: fixed,
         };
-        tokio::spawn(writer.run(owned_rx, addresses, leader));
+        tokio::spawn(drive(writer, owned_rx, addresses, leader));
     }
     StatusHandle {
         owned: Arc::new(owned_tx),
@@ -331,54 +396,26 @@ struct Writer {
     _fixed: Option<watch::Sender<Vec<LbAddress>>>,
 }
 
-impl Writer {
-    async fn run(
-        mut self,
-        mut owned: watch::Receiver<Option<BTreeSet<ObjectKey>>>,
-        mut addresses: watch::Receiver<Vec<LbAddress>>,
-        mut leader: watch::Receiver<bool>,
-    ) {
-        let mut revision = self.store.subscribe();
-        let mut retry = false;
-        loop {
-            let wait = async {
-                if retry {
-                    tokio::time::sleep(RETRY).await;
-                } else {
-                    std::future::pending::<()>().await;
-                }
-            };
-            tokio::select! {
-                r = owned.changed() => if r.is_err() { return },
-                r = addresses.changed() => if r.is_err() { return },
-                r = leader.changed() => if r.is_err() { return },
-                r = revision.changed() => if r.is_err() { return },
-                () = wait => {}
-            }
-            tokio::time::sleep(SETTLE).await;
-            // Mark everything seen before deciding, so an unchanged input does not wake the
-            // loop again.
-            revision.mark_unchanged();
-            let is_leader = *leader.borrow_and_update();
-            let owned = owned.borrow_and_update().clone();
-            let addrs = addresses.borrow_and_update().clone();
-            if !is_leader {
-                self.written.clear();
-                retry = false;
-                continue;
-            }
-            let Some(owned) = owned else {
-                continue;
-            };
-            if addrs.is_empty() {
-                continue;
-            }
-            retry = !self.sync(&owned, &addrs).await;
-        }
+impl StatusSync for Writer {
+    type Input = BTreeSet<ObjectKey>;
+
+    fn store(&self) -> &SharedStore {
+        &self.store
     }
 
-    /// Bring every Ingress in line; false if some write failed.
+    fn forget(&mut self) {
+        self.written.clear();
+    }
+
     async fn sync(&mut self, owned: &BTreeSet<ObjectKey>, addrs: &[LbAddress]) -> bool {
+        // With no address yet there is nothing to publish.
+        addrs.is_empty() || self.write_ingresses(owned, addrs).await
+    }
+}
+
+impl Writer {
+    /// Bring every Ingress in line; false if some write failed.
+    async fn write_ingresses(&mut self, owned: &BTreeSet<ObjectKey>, addrs: &[LbAddress]) -> bool {
         let ingresses = self.store.snapshot().ingresses;
         self.written.retain(|k, _| ingresses.contains_key(k));
         let mut ok = true;
