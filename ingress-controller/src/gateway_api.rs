@@ -1,5 +1,5 @@
-//! Gateway API objects (`gateway.networking.k8s.io`): GatewayClass, Gateway and HTTPRoute
-//! at `v1`, ReferenceGrant at `v1beta1`, as far as Portico reads them.
+//! Gateway API objects (`gateway.networking.k8s.io`): GatewayClass, Gateway, HTTPRoute and
+//! GRPCRoute at `v1`, ReferenceGrant at `v1beta1`, as far as Portico reads them.
 //!
 //! Hand-written rather than generated: the fields Portico acts on are typed, with the
 //! spec's defaults applied where they are read; every other field is kept as it came
@@ -58,6 +58,12 @@ resource!(
     HTTPRoute,
     "v1",
     "httproutes",
+    k8s_openapi::NamespaceResourceScope
+);
+resource!(
+    GRPCRoute,
+    "v1",
+    "grpcroutes",
     k8s_openapi::NamespaceResourceScope
 );
 resource!(
@@ -388,9 +394,10 @@ pub struct HeaderValuePair {
     pub value: String,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+/// A route's backendRef; `F` is the route kind's filter type.
+#[derive(Clone, Debug, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct HTTPBackendRef {
+pub struct BackendRef<F> {
     /// Default `""` (core).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
@@ -407,8 +414,132 @@ pub struct HTTPBackendRef {
     /// Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// Run only for the requests sent to this backend.
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<F>,
     #[serde(flatten)]
     pub rest: Rest,
+}
+
+impl<F> Default for BackendRef<F> {
+    fn default() -> Self {
+        Self {
+            group: None,
+            kind: None,
+            name: String::new(),
+            namespace: None,
+            port: None,
+            weight: None,
+            filters: Vec::new(),
+            rest: Rest::new(),
+        }
+    }
+}
+
+pub type HTTPBackendRef = BackendRef<HTTPRouteFilter>;
+pub type GRPCBackendRef = BackendRef<GRPCRouteFilter>;
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct GRPCRoute {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: GRPCRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub parent_refs: Vec<ParentReference>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hostnames: Vec<String>,
+    /// None: no rule, so no request is routed (unlike HTTPRoute, the spec gives no
+    /// default rule).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<GRPCRouteRule>,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteRule {
+    /// Named in status and diagnostics only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// None: every gRPC request.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<GRPCRouteMatch>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<GRPCRouteFilter>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_refs: Vec<GRPCBackendRef>,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct GRPCRouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<GRPCMethodMatch>,
+    /// `Exact` (the default) or `RegularExpression`, as HTTPRoute's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<NameValueMatch>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct GRPCMethodMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub type_: Option<String>,
+    /// Empty or absent: any service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    /// Empty or absent: any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+}
+
+/// `RequestHeaderModifier`, `ResponseHeaderModifier`, `RequestMirror` or `ExtensionRef`
+/// (the last two kept as they came).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GRPCRouteFilter {
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_header_modifier: Option<HeaderModifier>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_header_modifier: Option<HeaderModifier>,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+/// The filters both route kinds share are compiled by HTTPRoute's code; a GRPCRoute's
+/// is read as the HTTPRoute filter of the same type.
+impl From<&GRPCRouteFilter> for HTTPRouteFilter {
+    fn from(f: &GRPCRouteFilter) -> Self {
+        HTTPRouteFilter {
+            type_: f.type_.clone(),
+            request_header_modifier: f.request_header_modifier.clone(),
+            response_header_modifier: f.response_header_modifier.clone(),
+            request_redirect: None,
+            url_rewrite: None,
+            rest: f.rest.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]

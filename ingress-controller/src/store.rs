@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use tokio::sync::watch;
 
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 
 /// `namespace/name` of an object (namespace empty for cluster-scoped kinds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -58,6 +58,7 @@ pub enum Object {
     GatewayClass(GatewayClass),
     Gateway(Gateway),
     HTTPRoute(HTTPRoute),
+    GRPCRoute(GRPCRoute),
     ReferenceGrant(ReferenceGrant),
     Namespace(Namespace),
 }
@@ -75,6 +76,7 @@ pub enum Kind {
     GatewayClass,
     Gateway,
     HTTPRoute,
+    GRPCRoute,
     ReferenceGrant,
     Namespace,
 }
@@ -93,6 +95,7 @@ impl Kind {
             Kind::GatewayClass => "GatewayClass",
             Kind::Gateway => "Gateway",
             Kind::HTTPRoute => "HTTPRoute",
+            Kind::GRPCRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
             Kind::Namespace => "Namespace",
         }
@@ -118,6 +121,7 @@ impl Object {
             Object::GatewayClass(_) => Kind::GatewayClass,
             Object::Gateway(_) => Kind::Gateway,
             Object::HTTPRoute(_) => Kind::HTTPRoute,
+            Object::GRPCRoute(_) => Kind::GRPCRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
             Object::Namespace(_) => Kind::Namespace,
         }
@@ -135,6 +139,7 @@ impl Object {
             Object::GatewayClass(o) => ObjectKey::of(o),
             Object::Gateway(o) => ObjectKey::of(o),
             Object::HTTPRoute(o) => ObjectKey::of(o),
+            Object::GRPCRoute(o) => ObjectKey::of(o),
             Object::ReferenceGrant(o) => ObjectKey::of(o),
             Object::Namespace(o) => ObjectKey::of(o),
         }
@@ -155,6 +160,7 @@ pub enum SharedObject {
     GatewayClass(Arc<GatewayClass>),
     Gateway(Arc<Gateway>),
     HTTPRoute(Arc<HTTPRoute>),
+    GRPCRoute(Arc<GRPCRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
     Namespace(Arc<Namespace>),
 }
@@ -172,6 +178,7 @@ impl From<Object> for SharedObject {
             Object::GatewayClass(o) => SharedObject::GatewayClass(Arc::new(o)),
             Object::Gateway(o) => SharedObject::Gateway(Arc::new(o)),
             Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
+            Object::GRPCRoute(o) => SharedObject::GRPCRoute(Arc::new(o)),
             Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
             Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
         }
@@ -191,6 +198,7 @@ impl SharedObject {
             SharedObject::GatewayClass(_) => Kind::GatewayClass,
             SharedObject::Gateway(_) => Kind::Gateway,
             SharedObject::HTTPRoute(_) => Kind::HTTPRoute,
+            SharedObject::GRPCRoute(_) => Kind::GRPCRoute,
             SharedObject::ReferenceGrant(_) => Kind::ReferenceGrant,
             SharedObject::Namespace(_) => Kind::Namespace,
         }
@@ -209,6 +217,7 @@ impl SharedObject {
             SharedObject::GatewayClass(o) => Object::GatewayClass((**o).clone()),
             SharedObject::Gateway(o) => Object::Gateway((**o).clone()),
             SharedObject::HTTPRoute(o) => Object::HTTPRoute((**o).clone()),
+            SharedObject::GRPCRoute(o) => Object::GRPCRoute((**o).clone()),
             SharedObject::ReferenceGrant(o) => Object::ReferenceGrant((**o).clone()),
             SharedObject::Namespace(o) => Object::Namespace((**o).clone()),
         }
@@ -227,6 +236,7 @@ impl SharedObject {
             (SharedObject::GatewayClass(a), SharedObject::GatewayClass(b)) => Arc::ptr_eq(a, b),
             (SharedObject::Gateway(a), SharedObject::Gateway(b)) => Arc::ptr_eq(a, b),
             (SharedObject::HTTPRoute(a), SharedObject::HTTPRoute(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::GRPCRoute(a), SharedObject::GRPCRoute(b)) => Arc::ptr_eq(a, b),
             (SharedObject::ReferenceGrant(a), SharedObject::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
             (SharedObject::Namespace(a), SharedObject::Namespace(b)) => Arc::ptr_eq(a, b),
             _ => false,
@@ -251,6 +261,7 @@ pub struct Store {
     pub gateway_classes: Arc<BTreeMap<ObjectKey, Arc<GatewayClass>>>,
     pub gateways: Arc<BTreeMap<ObjectKey, Arc<Gateway>>>,
     pub http_routes: Arc<BTreeMap<ObjectKey, Arc<HTTPRoute>>>,
+    pub grpc_routes: Arc<BTreeMap<ObjectKey, Arc<GRPCRoute>>>,
     pub reference_grants: Arc<BTreeMap<ObjectKey, Arc<ReferenceGrant>>>,
     /// Read for Gateway listeners' `allowedRoutes.namespaces.selector`, with the
     /// Gateway API kinds.
@@ -292,6 +303,9 @@ impl Store {
             Object::HTTPRoute(o) => {
                 Arc::make_mut(&mut self.http_routes).insert(key, Arc::new(o));
             }
+            Object::GRPCRoute(o) => {
+                Arc::make_mut(&mut self.grpc_routes).insert(key, Arc::new(o));
+            }
             Object::ReferenceGrant(o) => {
                 Arc::make_mut(&mut self.reference_grants).insert(key, Arc::new(o));
             }
@@ -320,6 +334,7 @@ impl Store {
             }
             SharedObject::Gateway(o) => drop(Arc::make_mut(&mut self.gateways).insert(key, o)),
             SharedObject::HTTPRoute(o) => drop(Arc::make_mut(&mut self.http_routes).insert(key, o)),
+            SharedObject::GRPCRoute(o) => drop(Arc::make_mut(&mut self.grpc_routes).insert(key, o)),
             SharedObject::ReferenceGrant(o) => {
                 drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
             }
@@ -340,6 +355,7 @@ impl Store {
             Kind::GatewayClass => drop(Arc::make_mut(&mut self.gateway_classes).remove(key)),
             Kind::Gateway => drop(Arc::make_mut(&mut self.gateways).remove(key)),
             Kind::HTTPRoute => drop(Arc::make_mut(&mut self.http_routes).remove(key)),
+            Kind::GRPCRoute => drop(Arc::make_mut(&mut self.grpc_routes).remove(key)),
             Kind::ReferenceGrant => drop(Arc::make_mut(&mut self.reference_grants).remove(key)),
             Kind::Namespace => drop(Arc::make_mut(&mut self.namespaces).remove(key)),
         }
@@ -363,6 +379,7 @@ impl Store {
             Kind::GatewayClass => keep_only(&mut self.gateway_classes, keep),
             Kind::Gateway => keep_only(&mut self.gateways, keep),
             Kind::HTTPRoute => keep_only(&mut self.http_routes, keep),
+            Kind::GRPCRoute => keep_only(&mut self.grpc_routes, keep),
             Kind::ReferenceGrant => keep_only(&mut self.reference_grants, keep),
             Kind::Namespace => keep_only(&mut self.namespaces, keep),
         }
@@ -381,6 +398,7 @@ impl Store {
             Kind::GatewayClass => self.gateway_classes = Arc::default(),
             Kind::Gateway => self.gateways = Arc::default(),
             Kind::HTTPRoute => self.http_routes = Arc::default(),
+            Kind::GRPCRoute => self.grpc_routes = Arc::default(),
             Kind::ReferenceGrant => self.reference_grants = Arc::default(),
             Kind::Namespace => self.namespaces = Arc::default(),
         }

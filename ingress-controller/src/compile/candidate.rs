@@ -174,6 +174,7 @@ fn neighbourhood(
         gateway_classes: store.gateway_classes.clone(),
         gateways: store.gateways.clone(),
         http_routes: store.http_routes.clone(),
+        grpc_routes: store.grpc_routes.clone(),
         reference_grants: store.reference_grants.clone(),
         namespaces: store.namespaces.clone(),
     }

@@ -40,6 +40,7 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "GatewayClass" => Object::GatewayClass(serde_yaml_ng::from_value(value).unwrap()),
             "Gateway" => Object::Gateway(serde_yaml_ng::from_value(value).unwrap()),
             "HTTPRoute" => Object::HTTPRoute(serde_yaml_ng::from_value(value).unwrap()),
+            "GRPCRoute" => Object::GRPCRoute(serde_yaml_ng::from_value(value).unwrap()),
             "ReferenceGrant" => Object::ReferenceGrant(serde_yaml_ng::from_value(value).unwrap()),
             "Namespace" => Object::Namespace(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),

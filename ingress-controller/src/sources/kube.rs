@@ -35,7 +35,7 @@ use tokio::sync::watch;
 use crate::affinity_key;
 use crate::compile::{Compiled, AFFINITY_KEY_SECRET};
 use crate::events::{self, EventPublisher};
-use crate::gateway_api::{self, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{self, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::leader::{self, LeaderOptions};
 use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
@@ -257,8 +257,11 @@ pub async fn run(
         .map(|ns| ObjectKey::new(ns, AFFINITY_KEY_SECRET));
     let gateway_api = gateway_api_served(&client).await;
     let mut expected: Vec<&'static str> = KINDS.iter().map(|k| watch_name(*k)).collect();
-    if gateway_api {
+    if gateway_api.served {
         expected.extend(GATEWAY_KINDS.iter().map(|k| watch_name(*k)));
+        if gateway_api.grpc_routes {
+            expected.push(watch_name(Kind::GRPCRoute));
+        }
     }
     expected.push(CONFIGMAPS_WATCH);
     if opts.configmap.is_some() {
@@ -408,9 +411,18 @@ pub const GATEWAY_KINDS: [Kind; 5] = [
     Kind::Namespace,
 ];
 
+/// Which Gateway API kinds the API server serves.
+#[derive(Clone, Copy)]
+struct GatewayApiServed {
+    /// GatewayClass, Gateway, HTTPRoute and ReferenceGrant.
+    served: bool,
+    /// GRPCRoute too: its CRD may be left out of an install that has the others.
+    grpc_routes: bool,
+}
+
 /// Whether the API server serves the Gateway API kinds Portico reads (their CRDs are
 /// installed). Asked once at start: CRDs installed later take a restart.
-async fn gateway_api_served(client: &Client) -> bool {
+async fn gateway_api_served(client: &Client) -> GatewayApiServed {
     let served = |version: &'static str, plural: &'static str| async move {
         let group = format!("{}/{version}", gateway_api::GROUP);
         match client.list_api_group_resources(&group).await {
@@ -425,24 +437,31 @@ async fn gateway_api_served(client: &Client) -> bool {
         && served("v1", "gateways").await
         && served("v1", "gatewayclasses").await;
     let grants = served("v1beta1", "referencegrants").await;
+    let grpc_routes = v1 && grants && served("v1", "grpcroutes").await;
     if v1 && grants {
-        tracing::info!("watching the Gateway API kinds");
+        tracing::info!(grpc_routes, "watching the Gateway API kinds");
     } else {
         tracing::info!(
             "the Gateway API CRDs (gateway.networking.k8s.io v1 and v1beta1) are not installed; Gateway API kinds are not watched"
         );
     }
-    v1 && grants
+    if v1 && grants && !grpc_routes {
+        tracing::info!("the GRPCRoute CRD (gateway.networking.k8s.io v1) is not installed; GRPCRoutes are not watched");
+    }
+    GatewayApiServed {
+        served: v1 && grants,
+        grpc_routes,
+    }
 }
 
 async fn gateway_watches(
     client: &Client,
     ns: Option<&str>,
-    enabled: bool,
+    enabled: GatewayApiServed,
     store: &SharedStore,
     synced: &Synced,
 ) {
-    if !enabled {
+    if !enabled.served {
         return;
     }
     let w = |kind| Watch {
@@ -476,6 +495,19 @@ async fn gateway_watches(
             store,
             synced,
         ),
+        async {
+            if enabled.grpc_routes {
+                watch_kind(
+                    api::<GRPCRoute>(client, ns),
+                    plain.clone(),
+                    w(Kind::GRPCRoute),
+                    Object::GRPCRoute,
+                    store,
+                    synced,
+                )
+                .await;
+            }
+        },
         watch_kind(
             api::<ReferenceGrant>(client, ns),
             plain.clone(),
@@ -488,7 +520,7 @@ async fn gateway_watches(
         // their labels.
         watch_kind(
             Api::<Namespace>::all(client.clone()),
-            plain,
+            plain.clone(),
             w(Kind::Namespace),
             Object::Namespace,
             store,

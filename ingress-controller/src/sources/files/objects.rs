@@ -204,6 +204,7 @@ fn same(a: &SharedObject, b: &mut Object) -> bool {
         (SharedObject::GatewayClass(a), Object::GatewayClass(b)) => eq!(a, b),
         (SharedObject::Gateway(a), Object::Gateway(b)) => eq!(a, b),
         (SharedObject::HTTPRoute(a), Object::HTTPRoute(b)) => eq!(a, b),
+        (SharedObject::GRPCRoute(a), Object::GRPCRoute(b)) => eq!(a, b),
         (SharedObject::ReferenceGrant(a), Object::ReferenceGrant(b)) => eq!(a, b),
         (SharedObject::Namespace(a), Object::Namespace(b)) => eq!(a, b),
         _ => false,
@@ -222,6 +223,7 @@ fn created(obj: &SharedObject) -> Option<Time> {
         SharedObject::GatewayClass(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Gateway(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::HTTPRoute(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::GRPCRoute(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::ReferenceGrant(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Namespace(o) => o.metadata.creation_timestamp.clone(),
     }
@@ -242,6 +244,7 @@ fn set_created(obj: &mut Object, first_seen: Time) {
         Object::GatewayClass(o) => &mut o.metadata,
         Object::Gateway(o) => &mut o.metadata,
         Object::HTTPRoute(o) => &mut o.metadata,
+        Object::GRPCRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
         Object::Namespace(o) => &mut o.metadata,
     };

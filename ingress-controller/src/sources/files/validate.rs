@@ -193,7 +193,7 @@ pub(super) fn required(kind: &str, value: &Value) -> Option<String> {
                 })
             })
         }
-        "HTTPRoute" => {
+        "HTTPRoute" | "GRPCRoute" => {
             let refs = value
                 .pointer("/spec/parentRefs")
                 .and_then(Value::as_array)?;
