@@ -102,7 +102,8 @@ pub enum ProxyError {
     /// is neither 2xx, 401 nor 403: 500, as nginx's `auth_request` answers then.
     #[error("external auth: {0}")]
     ExternalAuth(String),
-    /// A Gateway API rule none of whose backends could be resolved: the spec asks for 500.
+    /// A Gateway API rule none of whose backends could be resolved: the spec asks for 500
+    /// (a gRPC call gets UNAVAILABLE, as GRPCRoute's spec asks).
     #[error("no valid backend: {0}")]
     NoValidBackend(std::sync::Arc<str>),
 }

@@ -70,6 +70,9 @@ pub fn code_for(e: &ProxyError) -> Code {
         | ProxyError::SendTimeout { .. }
         | ProxyError::ClientBodyTimeout { .. } => Code::DeadlineExceeded,
         ProxyError::BodyTooLarge { .. } => Code::ResourceExhausted,
+        // A Gateway API rule (or share) without a usable backend: GRPCRoute's spec asks
+        // for UNAVAILABLE where an HTTP client gets 500.
+        ProxyError::NoValidBackend(_) => Code::Unavailable,
         _ => match e.status() {
             StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED => Code::Unimplemented,
             StatusCode::UNAUTHORIZED => Code::Unauthenticated,
@@ -156,6 +159,9 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert_eq!(code_for(&late), Code::DeadlineExceeded);
+        let no_backend = ProxyError::NoValidBackend("GRPCRoute ns/r spec.rules[0]".into());
+        assert_eq!(no_backend.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(code_for(&no_backend), Code::Unavailable);
         let resp = answer(&late);
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["grpc-status"], "4");
