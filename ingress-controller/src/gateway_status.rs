@@ -1,5 +1,5 @@
 //! Writes the Gateway API status the compiler works out (GatewayClass, Gateway with its
-//! listeners and addresses, HTTPRoute parents) to the API server, from the elected leader
+//! listeners and addresses, HTTPRoute and GRPCRoute parents) to the API server, from the elected leader
 //! only, through each kind's `status` subresource by server-side apply as field manager
 //! `portico`, and only when the object's current status differs.
 //!
@@ -8,7 +8,7 @@
 //!   compares equal and is not written again.
 //! - A Gateway's `status.addresses` are the addresses Ingress status publishes
 //!   (`--publish-service` / `--publish-address`); without them the list is left out.
-//! - `HTTPRoute.status.parents` is an atomic list (`x-kubernetes-list-type: atomic` in
+//! - A route's `status.parents` (HTTPRoute's and GRPCRoute's) is an atomic list (`x-kubernetes-list-type: atomic` in
 //!   the CRDs): an apply takes it whole. Portico therefore writes the entries of other
 //!   controllers back as it read them, beside its own, and puts the route's
 //!   `resourceVersion` in the apply, so the server refuses the write (409) when another
@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::compile::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER};
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, GROUP};
+use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, GROUP};
 use crate::sources::kube::FIELD_MANAGER;
 use crate::status::{drive, LbAddress, StatusSync};
 use crate::store::{Kind, ObjectKey, SharedStore, Store};
@@ -136,7 +136,7 @@ impl Writer {
             metadata["namespace"] = json!(key.namespace);
         }
         // The atomic parents list: written only over the version it was read from.
-        if kind == Kind::HTTPRoute && !rv.is_empty() {
+        if matches!(kind, Kind::HTTPRoute | Kind::GRPCRoute) && !rv.is_empty() {
             metadata["resourceVersion"] = json!(rv);
         }
         let body = json!({
@@ -156,6 +156,10 @@ impl Writer {
             }
             Kind::Gateway => {
                 let api: Api<Gateway> = Api::namespaced(self.client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            Kind::GRPCRoute => {
+                let api: Api<GRPCRoute> = Api::namespaced(self.client.clone(), &key.namespace);
                 api.patch_status(&key.name, &params, &patch).await.map(drop)
             }
             _ => {
@@ -203,32 +207,58 @@ pub fn wanted(
                 let want = gateway_status(st, current, addrs, now);
                 push(*kind, key, current, want, rv_of(&obj.metadata));
             }
-            Kind::HTTPRoute => {
-                let Some(obj) = store.http_routes.get(key) else {
+            Kind::HTTPRoute | Kind::GRPCRoute => {
+                let Some((current, meta)) = route_of(store, *kind, key) else {
                     continue;
                 };
-                let current = obj.status.as_ref();
                 let want = json!({ "parents": parents(key, &st.parents, current, now) });
-                push(*kind, key, current, want, rv_of(&obj.metadata));
+                push(*kind, key, current, want, rv_of(meta));
             }
             _ => {}
         }
     }
-    for (key, route) in store.http_routes.iter() {
-        if status.contains_key(&(Kind::HTTPRoute, key.clone())) {
+    let routes = (store.http_routes.iter())
+        .map(|(k, r)| (Kind::HTTPRoute, k, r.status.as_ref(), &r.metadata))
+        .chain(
+            (store.grpc_routes.iter())
+                .map(|(k, r)| (Kind::GRPCRoute, k, r.status.as_ref(), &r.metadata)),
+        );
+    for (kind, key, current, meta) in routes {
+        if status.contains_key(&(kind, key.clone())) {
             continue;
         }
-        let current = route.status.as_ref();
         let shown = current
             .and_then(|s| s.get("parents"))
             .and_then(Value::as_array)
             .is_some_and(|list| list.iter().any(is_ours));
         if shown {
             let want = json!({ "parents": parents(key, &[], current, now) });
-            push(Kind::HTTPRoute, key, current, want, rv_of(&route.metadata));
+            push(kind, key, current, want, rv_of(meta));
         }
     }
     out
+}
+
+/// A route's current status and metadata, for either route kind.
+fn route_of<'a>(
+    store: &'a Store,
+    kind: Kind,
+    key: &ObjectKey,
+) -> Option<(
+    Option<&'a Value>,
+    &'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+)> {
+    match kind {
+        Kind::HTTPRoute => store
+            .http_routes
+            .get(key)
+            .map(|r| (r.status.as_ref(), &r.metadata)),
+        Kind::GRPCRoute => store
+            .grpc_routes
+            .get(key)
+            .map(|r| (r.status.as_ref(), &r.metadata)),
+        _ => None,
+    }
 }
 
 fn rv_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -328,11 +358,11 @@ fn gateway_status(
                 .into_iter()
                 .flatten()
                 .find(|c| c.get("name").and_then(Value::as_str) == Some(&l.name));
-            let kinds = if l.takes_http_routes {
-                json!([{ "group": GROUP, "kind": "HTTPRoute" }])
-            } else {
-                json!([])
-            };
+            let kinds: Vec<Value> = l
+                .supported_kinds
+                .iter()
+                .map(|k| json!({ "group": GROUP, "kind": k }))
+                .collect();
             json!({
                 "name": l.name,
                 "supportedKinds": kinds,

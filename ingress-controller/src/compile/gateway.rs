@@ -1,12 +1,14 @@
 //! Gateway API -> route table: the Gateways of our GatewayClasses, their HTTP listeners,
-//! and the HTTPRoutes attached to them, compiled into match rules of the same route table
-//! the Ingresses fill.
+//! and the HTTPRoutes and GRPCRoutes attached to them, compiled into match rules of the
+//! same route table the Ingresses fill.
 //!
 //! Choices worth knowing:
 //! - Every HTTP listener is served on Portico's HTTP listener (`--http-addr`), whatever
 //!   its `port`: the port only selects listeners for a parentRef's `port`.
-//! - A host's HTTPRoute matches are tried before its Ingress paths, in the spec's
-//!   precedence order (see [`Precedence`]).
+//! - A host's GRPCRoute matches are tried first, then its HTTPRoute matches, each kind
+//!   in its spec's precedence order (see [`Precedence`]), then its Ingress paths. A
+//!   GRPCRoute match only takes gRPC calls (a POST with a `application/grpc` content
+//!   type), so HTTP and gRPC share a host, as Gateway API 1.6 allows.
 //! - Recomputed whole on every compile: it reads only the store, so the incremental
 //!   compile still equals one from nothing.
 
@@ -20,7 +22,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use http::StatusCode;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
-use proxy_core::config::{Backend, BackendId};
+use proxy_core::config::{Backend, BackendId, BackendProtocol};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
     GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
@@ -38,9 +40,9 @@ use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
-    Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
-    HeaderModifier, HeaderValuePair, Listener, PathModifier, RequestRedirect, RouteGroupKind,
-    GROUP,
+    BackendRef, GRPCRoute, GRPCRouteMatch, Gateway, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch,
+    HTTPRouteTimeouts, HeaderModifier, HeaderValuePair, Listener, NameValueMatch, ParentReference,
+    PathModifier, RequestRedirect, RouteGroupKind, GROUP,
 };
 use crate::store::{Kind, ObjectKey, Store};
 
@@ -104,9 +106,9 @@ impl fmt::Display for Condition {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerStatus {
     pub name: String,
-    /// Whether it takes HTTPRoutes (its `supportedKinds`): no when it is not served or
-    /// its `allowedRoutes.kinds` leaves them out.
-    pub takes_http_routes: bool,
+    /// The route kinds it takes (its `supportedKinds`): none when it is not served;
+    /// those of [`ROUTE_KINDS`] its `allowedRoutes.kinds` lists, when set.
+    pub supported_kinds: Vec<&'static str>,
     pub attached_routes: u32,
     pub conditions: Vec<Condition>,
 }
@@ -166,7 +168,7 @@ impl fmt::Display for ObjectStatus {
     }
 }
 
-/// The status of every GatewayClass, Gateway and HTTPRoute of ours.
+/// The status of every GatewayClass, Gateway, HTTPRoute and GRPCRoute of ours.
 pub type GatewayApiStatus = BTreeMap<(Kind, ObjectKey), ObjectStatus>;
 
 /// One HTTP listener of one of our Gateways.
@@ -177,10 +179,39 @@ struct OurListener<'a> {
     hostname: Option<String>,
 }
 
-/// The Gateway API's order between match rules: the first in this order that matches a
+/// The route kinds an HTTP or HTTPS listener takes.
+pub const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+/// The order between the match rules of a host: GRPCRoute rules first (they take only
+/// gRPC calls, so they shadow no HTTP request), then HTTPRoute rules, each in its spec's
+/// order. Derived `Ord` compares the variant first.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Precedence {
+    Grpc(GrpcPrecedence),
+    Http(HttpPrecedence),
+}
+
+/// GRPCRoute's order between matches, as the spec lists it: the most characters in the
+/// service, then in the method, then the most header matches; then the oldest route,
+/// then by namespace/name, then rule and match order. (Hosts are apart already.)
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct GrpcPrecedence {
+    /// 0: an `Exact` method match, 1: `RegularExpression` (the spec leaves it open; an
+    /// exact name is the narrower), 2: no method match.
+    method_kind: u8,
+    service_len: Reverse<usize>,
+    method_len: Reverse<usize>,
+    headers: Reverse<usize>,
+    created: Option<Time>,
+    route: ObjectKey,
+    rule: usize,
+    matched: usize,
+}
+
+/// HTTPRoute's order between match rules: the first in this order that matches a
 /// request wins. Derived `Ord` compares the fields in order.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Precedence {
+struct HttpPrecedence {
     /// 0: Exact, 1: RegularExpression (its order is the implementation's choice; a
     /// regex before any prefix lets one win over a `/` catch-all), 2: PathPrefix.
     path_kind: u8,
@@ -264,17 +295,36 @@ pub(super) fn compile_gateway(
         };
     }
 
-    let mut routes: Vec<(&ObjectKey, &Arc<HTTPRoute>)> = store.http_routes.iter().collect();
-    routes.sort_by(|(ka, a), (kb, b)| {
-        let ta = a.metadata.creation_timestamp.as_ref();
-        let tb = b.metadata.creation_timestamp.as_ref();
-        ta.cmp(&tb).then(ka.cmp(kb))
-    });
+    // Both route kinds, oldest first: the order only decides the log's and the
+    // diagnostics' order; precedence between rules is sorted below.
+    let mut routes: Vec<(Option<&Time>, &ObjectKey, Kind, AnyRoute<'_>)> = Vec::new();
+    for (key, route) in store.http_routes.iter() {
+        let created = route.metadata.creation_timestamp.as_ref();
+        routes.push((created, key, Kind::HTTPRoute, AnyRoute::Http(route)));
+    }
+    for (key, route) in store.grpc_routes.iter() {
+        let created = route.metadata.creation_timestamp.as_ref();
+        routes.push((created, key, Kind::GRPCRoute, AnyRoute::Grpc(route)));
+    }
+    routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     let index = EndpointIndex::new(store);
     let mut backends: HashMap<BackendId, Backend> = HashMap::new();
     let mut rules: Vec<(Precedence, MatchRule)> = Vec::new();
-    for (key, route) in routes {
-        let (hosts, parents) = attach(store, key, route, &listeners, diags);
+    for (_, key, kind, route) in routes {
+        let (parent_refs, hostnames, generation) = match route {
+            AnyRoute::Http(r) => (
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                r.metadata.generation,
+            ),
+            AnyRoute::Grpc(r) => (
+                &r.spec.parent_refs,
+                &r.spec.hostnames,
+                r.metadata.generation,
+            ),
+        };
+        let this = RouteKey { kind, key };
+        let (hosts, parents) = attach(store, this, parent_refs, hostnames, &listeners, diags);
         if parents.is_empty() {
             continue;
         }
@@ -287,87 +337,22 @@ pub(super) fn compile_gateway(
                 }
             }
         }
-        let mut unresolved: Option<(&'static str, String)> = None;
-        let source: Arc<str> = format!("HTTPRoute {key}").into();
-        let default_rules = [Default::default()];
-        let route_rules = route.spec.rules.as_deref().unwrap_or(&default_rules);
-        for (i, rule) in route_rules.iter().enumerate() {
-            let field = format!("spec.rules[{i}]");
-            let target = rule_target(
-                store,
-                &index,
-                key,
-                &field,
-                &rule.backend_refs,
-                &source,
-                defaults,
-                &mut backends,
-                &mut unresolved,
-                diags,
-            );
-            let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
-            // Redirects name the listener's port when they keep the scheme: the first
-            // listener's.
-            let listener_port = parents
-                .iter()
-                .flat_map(|p| &p.ports)
-                .next()
-                .and_then(|p| u16::try_from(*p).ok())
-                .unwrap_or(80);
-            let default_matches = [HTTPRouteMatch::default()];
-            let matches = rule.matches.as_deref().unwrap_or(&default_matches);
-            // The filters, once per distinct matched prefix (ReplacePrefixMatch replaces
-            // the prefix the request matched): usually one target for the whole rule.
-            let mut targets: Vec<(Option<String>, RouteTarget)> = Vec::new();
-            for (j, m) in matches.iter().enumerate() {
-                let prefix = match &m.path {
-                    None => Some(String::new()),
-                    Some(p) if p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix" => Some(
-                        p.value
-                            .as_deref()
-                            .unwrap_or("/")
-                            .trim_end_matches('/')
-                            .to_owned(),
-                    ),
-                    Some(_) => None,
-                };
-                let target = match targets.iter().find(|(p, _)| *p == prefix) {
-                    Some((_, t)) => t.clone(),
-                    None => {
-                        let t = with_filters(
-                            key,
-                            &field,
-                            &rule.filters,
-                            Redirects {
-                                listener_port,
-                                prefix: prefix.clone(),
-                            },
-                            target.clone(),
-                            diags,
-                        );
-                        targets.push((prefix, t.clone()));
-                        t
-                    }
-                };
-                let field = format!("{field}.matches[{j}]");
-                let Some((precedence, template)) =
-                    match_rule(key, route, i, j, m, &field, &target, diags)
-                else {
-                    continue;
-                };
-                for host in &hosts {
-                    rules.push((
-                        precedence.clone(),
-                        MatchRule {
-                            host: host.clone(),
-                            ..template.clone()
-                        },
-                    ));
-                }
-            }
+        let mut ctx = RuleCtx {
+            store,
+            index: &index,
+            route: this,
+            source: format!("{kind} {key}").into(),
+            defaults,
+            hosts: &hosts,
+            backends: &mut backends,
+            unresolved: None,
+            rules: &mut rules,
+        };
+        match route {
+            AnyRoute::Http(r) => http_route_rules(&mut ctx, r, &parents, diags),
+            AnyRoute::Grpc(r) => grpc_route_rules(&mut ctx, r, diags),
         }
-        let generation = route.metadata.generation;
-        let resolved = match &unresolved {
+        let resolved = match &ctx.unresolved {
             None => Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
             Some((reason, message)) => {
                 Condition::new("ResolvedRefs", false, reason, message.clone(), generation)
@@ -392,7 +377,7 @@ pub(super) fn compile_gateway(
             })
             .collect();
         status.insert(
-            (Kind::HTTPRoute, key.clone()),
+            (kind, key.clone()),
             ObjectStatus {
                 parents,
                 ..ObjectStatus::default()
@@ -413,6 +398,345 @@ pub(super) fn compile_gateway(
         certs,
         status,
     }
+}
+
+/// A route of either kind, as the store holds it.
+#[derive(Clone, Copy)]
+enum AnyRoute<'a> {
+    Http(&'a HTTPRoute),
+    Grpc(&'a GRPCRoute),
+}
+
+/// Which route: its kind and `namespace/name`, for diagnostics and ReferenceGrants.
+#[derive(Clone, Copy)]
+struct RouteKey<'a> {
+    kind: Kind,
+    key: &'a ObjectKey,
+}
+
+/// `GRPCRoute infra/r`.
+impl fmt::Display for RouteKey<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.key)
+    }
+}
+
+/// What compiling one attached route's rules reads and fills.
+struct RuleCtx<'a> {
+    store: &'a Store,
+    index: &'a EndpointIndex<'a>,
+    route: RouteKey<'a>,
+    /// `HTTPRoute ns/name`, naming the route in the access log.
+    source: Arc<str>,
+    defaults: &'a PolicyDefaults,
+    /// The hosts the route serves through the listeners that took it.
+    hosts: &'a [HostMatch],
+    backends: &'a mut HashMap<BackendId, Backend>,
+    /// The first unusable backendRef's reason and message (ResolvedRefs=False).
+    unresolved: Option<(&'static str, String)>,
+    rules: &'a mut Vec<(Precedence, MatchRule)>,
+}
+
+impl RuleCtx<'_> {
+    /// One match rule per host of the route.
+    fn push(&mut self, precedence: Precedence, template: MatchRule) {
+        for host in self.hosts {
+            self.rules.push((
+                precedence.clone(),
+                MatchRule {
+                    host: host.clone(),
+                    ..template.clone()
+                },
+            ));
+        }
+    }
+}
+
+/// `target` with a rule's filters, then those of its only backendRef (which every
+/// request of the rule goes to; with several, `rule_target` fails such a share closed).
+fn rule_filters(
+    route: RouteKey<'_>,
+    field: &str,
+    filters: &[HTTPRouteFilter],
+    backend_filters: &[HTTPRouteFilter],
+    redirects: Redirects,
+    target: RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> RouteTarget {
+    let backend_redirects = Redirects {
+        listener_port: redirects.listener_port,
+        prefix: redirects.prefix.clone(),
+    };
+    let target = with_filters(route, field, filters, redirects, target, diags);
+    with_filters(
+        route,
+        &format!("{field}.backendRefs[0]"),
+        backend_filters,
+        backend_redirects,
+        target,
+        diags,
+    )
+}
+
+/// The filters of a rule's backendRef when it is the only one.
+fn only_backend_filters<F>(refs: &[BackendRef<F>]) -> &[F] {
+    match refs {
+        [only] => &only.filters,
+        _ => &[],
+    }
+}
+
+/// An HTTPRoute's rules, into `ctx.rules`.
+fn http_route_rules(
+    ctx: &mut RuleCtx<'_>,
+    route: &HTTPRoute,
+    parents: &[Attached],
+    diags: &mut Vec<Diagnostic>,
+) {
+    let key = ctx.route.key;
+    let default_rules = [Default::default()];
+    let route_rules = route.spec.rules.as_deref().unwrap_or(&default_rules);
+    for (i, rule) in route_rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let target = rule_target(ctx, &field, &rule.backend_refs, None, diags);
+        let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
+        // Redirects name the listener's port when they keep the scheme: the first
+        // listener's.
+        let listener_port = parents
+            .iter()
+            .flat_map(|p| &p.ports)
+            .next()
+            .and_then(|p| u16::try_from(*p).ok())
+            .unwrap_or(80);
+        let default_matches = [HTTPRouteMatch::default()];
+        let matches = rule.matches.as_deref().unwrap_or(&default_matches);
+        // The filters, once per distinct matched prefix (ReplacePrefixMatch replaces
+        // the prefix the request matched): usually one target for the whole rule.
+        let mut targets: Vec<(Option<String>, RouteTarget)> = Vec::new();
+        for (j, m) in matches.iter().enumerate() {
+            let prefix = match &m.path {
+                None => Some(String::new()),
+                Some(p) if p.type_.as_deref().unwrap_or("PathPrefix") == "PathPrefix" => Some(
+                    p.value
+                        .as_deref()
+                        .unwrap_or("/")
+                        .trim_end_matches('/')
+                        .to_owned(),
+                ),
+                Some(_) => None,
+            };
+            let target = match targets.iter().find(|(p, _)| *p == prefix) {
+                Some((_, t)) => t.clone(),
+                None => {
+                    let t = rule_filters(
+                        ctx.route,
+                        &field,
+                        &rule.filters,
+                        only_backend_filters(&rule.backend_refs),
+                        Redirects {
+                            listener_port,
+                            prefix: prefix.clone(),
+                        },
+                        target.clone(),
+                        diags,
+                    );
+                    targets.push((prefix, t.clone()));
+                    t
+                }
+            };
+            let field = format!("{field}.matches[{j}]");
+            if let Some((precedence, template)) =
+                match_rule(key, route, i, j, m, &field, &target, diags)
+            {
+                ctx.push(Precedence::Http(precedence), template);
+            }
+        }
+    }
+}
+
+/// A GRPCRoute's rules, into `ctx.rules`: each match a POST of a gRPC call to
+/// `/<service>/<method>`, sent to the pods over h2c (as Ingress `backend-protocol: GRPC`).
+fn grpc_route_rules(ctx: &mut RuleCtx<'_>, route: &GRPCRoute, diags: &mut Vec<Diagnostic>) {
+    let key = ctx.route.key;
+    for (i, rule) in route.spec.rules.iter().enumerate() {
+        let field = format!("spec.rules[{i}]");
+        let target = rule_target(
+            ctx,
+            &field,
+            &rule.backend_refs,
+            Some(BackendProtocol::Grpc),
+            diags,
+        );
+        let filters: Vec<HTTPRouteFilter> = rule.filters.iter().map(Into::into).collect();
+        let backend_filters: Vec<HTTPRouteFilter> = only_backend_filters(&rule.backend_refs)
+            .iter()
+            .map(Into::into)
+            .collect();
+        // No redirect or rewrite reaches here: those filter types are HTTPRoute's.
+        let redirects = Redirects {
+            listener_port: 80,
+            prefix: None,
+        };
+        let target = rule_filters(
+            ctx.route,
+            &field,
+            &filters,
+            &backend_filters,
+            redirects,
+            target,
+            diags,
+        );
+        // No matches: every gRPC call.
+        let default_matches = [GRPCRouteMatch::default()];
+        let matches = if rule.matches.is_empty() {
+            &default_matches[..]
+        } else {
+            &rule.matches[..]
+        };
+        for (j, m) in matches.iter().enumerate() {
+            let field = format!("{field}.matches[{j}]");
+            let at = MatchAt {
+                route,
+                key,
+                rule: i,
+                matched: j,
+            };
+            if let Some((precedence, template)) = grpc_match_rule(at, m, &field, &target, diags) {
+                ctx.push(Precedence::Grpc(precedence), template);
+            }
+        }
+    }
+}
+
+/// Where a GRPCRoute match is: its route and its rule's and its own index.
+struct MatchAt<'a> {
+    route: &'a GRPCRoute,
+    key: &'a ObjectKey,
+    rule: usize,
+    matched: usize,
+}
+
+/// `Content-Type` of a gRPC call: `application/grpc`, alone or with a `+format` or
+/// parameters (as proxy-core's `grpc::is_grpc` recognises one).
+const GRPC_CONTENT_TYPE: &str = "(?i)application/grpc([+;].*)?";
+
+/// One GRPCRoute match as a match rule (its host filled in later) and its precedence;
+/// `None`, with a diagnostic, for a match Portico cannot serve.
+fn grpc_match_rule(
+    at: MatchAt<'_>,
+    m: &GRPCRouteMatch,
+    field: &str,
+    target: &RouteTarget,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(GrpcPrecedence, MatchRule)> {
+    let mut unsupported = |suffix: &str, message: String| {
+        diags.push(Diagnostic::warning(
+            Kind::GRPCRoute,
+            at.key,
+            format!("{field}{suffix}"),
+            DiagnosticReason::GatewayUnsupported,
+            format!("{message}; match ignored"),
+        ));
+        None
+    };
+    let (path, method_kind, service_len, method_len) = match &m.method {
+        None => (PathMatch::prefix("/"), 2, 0, 0),
+        Some(mm) => {
+            let service = mm.service.as_deref().filter(|s| !s.is_empty());
+            let method = mm.method.as_deref().filter(|s| !s.is_empty());
+            if service.is_none() && method.is_none() {
+                return unsupported(
+                    ".method",
+                    "a method match names a service, a method or both".to_owned(),
+                );
+            }
+            let lens = (service.map_or(0, str::len), method.map_or(0, str::len));
+            match mm.type_.as_deref().unwrap_or("Exact") {
+                "Exact" => {
+                    for (name, value) in [("service", service), ("method", method)] {
+                        if let Some(v) = value.filter(|v| v.contains('/')) {
+                            return unsupported(
+                                &format!(".method.{name}"),
+                                format!("{v:?} contains '/', which an exact {name} may not"),
+                            );
+                        }
+                    }
+                    let path = match (service, method) {
+                        (Some(s), Some(m)) => Ok(PathMatch::Exact(format!("/{s}/{m}"))),
+                        (Some(s), None) => FullMatch::new(&format!("/{}/[^/]+", regex::escape(s)))
+                            .map(PathMatch::Regex),
+                        (None, m) => FullMatch::new(&format!(
+                            "/[^/]+/{}",
+                            regex::escape(m.unwrap_or_default())
+                        ))
+                        .map(PathMatch::Regex),
+                    };
+                    match path {
+                        Ok(p) => (p, 0, lens.0, lens.1),
+                        Err(e) => return unsupported(".method", format!("{e}")),
+                    }
+                }
+                "RegularExpression" => {
+                    // Each pattern matches the whole service or method name.
+                    let mut parts = Vec::new();
+                    for (name, value) in [("service", service), ("method", method)] {
+                        match value {
+                            None => parts.push("[^/]+".to_owned()),
+                            Some(v) => match FullMatch::new(v) {
+                                Ok(_) => parts.push(format!("(?:{v})")),
+                                Err(e) => {
+                                    return unsupported(
+                                        &format!(".method.{name}"),
+                                        format!("regular expression {v:?}: {e}"),
+                                    )
+                                }
+                            },
+                        }
+                    }
+                    match FullMatch::new(&format!("/{}/{}", parts[0], parts[1])) {
+                        Ok(r) => (PathMatch::Regex(r), 1, lens.0, lens.1),
+                        Err(e) => return unsupported(".method", format!("{e}")),
+                    }
+                }
+                other => {
+                    return unsupported(
+                        ".method.type",
+                        format!("method match type {other:?} is not supported"),
+                    )
+                }
+            }
+        }
+    };
+    let mut headers = match header_matches(&m.headers) {
+        Ok(h) => h,
+        Err((suffix, message)) => return unsupported(&suffix, message),
+    };
+    let precedence = GrpcPrecedence {
+        method_kind,
+        service_len: Reverse(service_len),
+        method_len: Reverse(method_len),
+        headers: Reverse(headers.len()),
+        created: at.route.metadata.creation_timestamp.clone(),
+        route: at.key.clone(),
+        rule: at.rule,
+        matched: at.matched,
+    };
+    // Only gRPC calls: HTTP requests on the same host go on to its HTTPRoutes and
+    // Ingress paths.
+    if let Ok(grpc) = FullMatch::new(GRPC_CONTENT_TYPE) {
+        headers.push((http::header::CONTENT_TYPE, ValueMatch::Regex(grpc)));
+    }
+    Some((
+        precedence,
+        MatchRule {
+            host: HostMatch::Any,
+            path,
+            method: Some(Method::POST),
+            headers,
+            query: Vec::new(),
+            target: target.clone(),
+        },
+    ))
 }
 
 /// The TLS Secrets checked by the previous compile, and those of this one.
@@ -460,7 +784,7 @@ fn gateway_listeners<'a>(
             ));
             status.push(ListenerStatus {
                 name: listener.name.clone(),
-                takes_http_routes: false,
+                supported_kinds: Vec::new(),
                 attached_routes: 0,
                 conditions: refused(
                     "UnsupportedProtocol",
@@ -488,7 +812,7 @@ fn gateway_listeners<'a>(
                 ));
                 status.push(ListenerStatus {
                     name: listener.name.clone(),
-                    takes_http_routes: false,
+                    supported_kinds: Vec::new(),
                     attached_routes: 0,
                     conditions: refused("Invalid", "the hostname is not a DNS name or *. wildcard"),
                 });
@@ -526,7 +850,7 @@ fn gateway_listeners<'a>(
             ));
             status.push(ListenerStatus {
                 name: listener.name.clone(),
-                takes_http_routes: false,
+                supported_kinds: Vec::new(),
                 attached_routes: 0,
                 conditions: vec![
                     Condition::new("Accepted", true, "Accepted", "", generation),
@@ -570,19 +894,20 @@ fn gateway_listeners<'a>(
                 }
             }
         }
-        // `allowedRoutes.kinds`: HTTPRoute is the only kind served; another listed kind
+        // `allowedRoutes.kinds`: HTTPRoute and GRPCRoute are served; another listed kind
         // is the spec's InvalidRouteKinds.
         let kinds = listener
             .allowed_routes
             .as_ref()
             .and_then(|a| a.kinds.as_ref());
-        let is_http_route = |k: &RouteGroupKind| {
-            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP
-        };
-        let takes_http_routes = kinds.is_none_or(|k| k.iter().any(is_http_route));
-        if let Some(other) = kinds.and_then(|k| k.iter().find(|k| !is_http_route(k))) {
+        let ours = |k: &RouteGroupKind| ROUTE_KINDS.iter().any(|r| is_kind(k, r));
+        let supported_kinds: Vec<&'static str> = ROUTE_KINDS
+            .into_iter()
+            .filter(|r| kinds.is_none_or(|k| k.iter().any(|k| is_kind(k, r))))
+            .collect();
+        if let Some(other) = kinds.and_then(|k| k.iter().find(|k| !ours(k))) {
             let message = format!(
-                "route kind {:?} of group {:?} is not supported, only HTTPRoute",
+                "route kind {:?} of group {:?} is not supported, only HTTPRoute and GRPCRoute",
                 other.kind,
                 other.group.as_deref().unwrap_or(GROUP)
             );
@@ -609,7 +934,7 @@ fn gateway_listeners<'a>(
         }
         status.push(ListenerStatus {
             name: listener.name.clone(),
-            takes_http_routes,
+            supported_kinds,
             attached_routes: 0,
             conditions,
         });
@@ -739,20 +1064,17 @@ struct Attached {
 /// each parentRef to a Gateway of ours fared (a refused one also gets a diagnostic).
 fn attach(
     store: &Store,
-    key: &ObjectKey,
-    route: &HTTPRoute,
+    route: RouteKey<'_>,
+    parent_refs: &[ParentReference],
+    hostnames: &[String],
     listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<HostMatch>, Vec<Attached>) {
+    let key = route.key;
     let mut hosts: Vec<HostMatch> = Vec::new();
     let mut parents = Vec::new();
-    let route_hostnames: Vec<String> = route
-        .spec
-        .hostnames
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
-    for (i, parent) in route.spec.parent_refs.iter().enumerate() {
+    let route_hostnames: Vec<String> = hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
+    for (i, parent) in parent_refs.iter().enumerate() {
         let field = format!("spec.parentRefs[{i}]");
         let group = parent.group.as_deref().unwrap_or(GROUP);
         let kind = parent.kind.as_deref().unwrap_or("Gateway");
@@ -782,7 +1104,7 @@ fn attach(
             if parent.port.is_some_and(|p| p != l.listener.port) {
                 continue;
             }
-            if !allowed(store, key, l) {
+            if !allowed(store, route, l) {
                 why = (
                     "NotAllowedByListeners",
                     "no listener of the Gateway allows routes of its namespace and kind",
@@ -806,7 +1128,7 @@ fn attach(
                         Ok(host) => host,
                         Err(e) => {
                             diags.push(Diagnostic::error(
-                                Kind::HTTPRoute,
+                                route.kind,
                                 key,
                                 "spec.hostnames",
                                 DiagnosticReason::InvalidHost,
@@ -820,12 +1142,12 @@ fn attach(
                     hosts.push(host);
                 }
             }
-            tracing::debug!(route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
+            tracing::debug!(kind = route.kind.as_str(), route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
         }
         let (reason, message) = if accepted_by.is_empty() {
             let message = format!("Gateway {gw_key}: {} ({}); not attached", why.1, why.0);
             diags.push(Diagnostic::error(
-                Kind::HTTPRoute,
+                route.kind,
                 key,
                 field,
                 DiagnosticReason::RouteNotAccepted,
@@ -848,17 +1170,15 @@ fn attach(
     (hosts, parents)
 }
 
-/// Whether the listener takes HTTPRoutes from the route's namespace.
-fn allowed(store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
+/// Whether the listener takes routes of this kind from the route's namespace.
+fn allowed(store: &Store, route: RouteKey<'_>, l: &OurListener<'_>) -> bool {
     let allowed = l.listener.allowed_routes.as_ref();
     if let Some(kinds) = allowed.and_then(|a| a.kinds.as_ref()) {
-        let http_route = kinds
-            .iter()
-            .any(|k| k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(GROUP) == GROUP);
-        if !http_route {
+        if !kinds.iter().any(|k| is_kind(k, route.kind.as_str())) {
             return false;
         }
     }
+    let route = route.key;
     let from = allowed
         .and_then(|a| a.namespaces.as_ref())
         .and_then(|n| n.from.as_deref())
@@ -879,6 +1199,11 @@ fn allowed(store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether `k` names the route kind `kind` of the Gateway API group.
+fn is_kind(k: &RouteGroupKind, kind: &str) -> bool {
+    k.kind == kind && k.group.as_deref().unwrap_or(GROUP) == GROUP
 }
 
 /// Whether a label selector selects an object with these labels (`matchLabels` and
@@ -943,27 +1268,26 @@ fn intersect_one(listener: &str, route: &str) -> Option<String> {
     }
 }
 
-/// Where a rule's requests go: its valid backends (two weighted ones split by the
-/// canary weight), or a target answering 500 when it has none.
-#[allow(clippy::too_many_arguments)]
-fn rule_target(
-    store: &Store,
-    index: &EndpointIndex<'_>,
-    key: &ObjectKey,
+/// Where a rule's requests go: its valid backends (weighted ones drawn in proportion),
+/// or a target answering 500 (UNAVAILABLE to a gRPC call) when it has none. `protocol`:
+/// how the pods are spoken to (gRPC for a GRPCRoute); `None` leaves it to the Service
+/// port's `appProtocol`.
+fn rule_target<F>(
+    ctx: &mut RuleCtx<'_>,
     field: &str,
-    refs: &[HTTPBackendRef],
-    source: &Arc<str>,
-    defaults: &PolicyDefaults,
-    backends: &mut HashMap<BackendId, Backend>,
-    unresolved: &mut Option<(&'static str, String)>,
+    refs: &[BackendRef<F>],
+    protocol: Option<BackendProtocol>,
     diags: &mut Vec<Diagnostic>,
 ) -> RouteTarget {
+    let key = ctx.route.key;
+    let source = &ctx.source;
     let mut policy = policy::route_policy(
         &IngressAnnotations {
             ssl_redirect: Some(false),
+            backend_protocol: protocol,
             ..IngressAnnotations::default()
         },
-        defaults,
+        ctx.defaults,
         false,
         "/",
         None,
@@ -974,11 +1298,34 @@ fn rule_target(
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
         let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-        match backend_ref(store, index, key, &field, r, backends, diags) {
+        // The filters of a rule's only backendRef run as the rule's (see
+        // `backend_filters`); with several, a request's filters would depend on the
+        // draw, which is not served: that share fails closed rather than unfiltered.
+        if refs.len() > 1 && !r.filters.is_empty() {
+            diags.push(Diagnostic::error(
+                ctx.route.kind,
+                key,
+                format!("{field}.filters"),
+                DiagnosticReason::GatewayUnsupported,
+                "filters on one of several backendRefs are not supported; its share of the \
+                 requests answers 500 (UNAVAILABLE to gRPC calls)",
+            ));
+            shares.push((None, weight));
+            continue;
+        }
+        match backend_ref(
+            ctx.store,
+            ctx.index,
+            ctx.route,
+            &field,
+            r,
+            ctx.backends,
+            diags,
+        ) {
             Ok(id) => shares.push((Some(id), weight)),
             Err(problem) => {
                 // The first problem names the route's ResolvedRefs condition.
-                unresolved.get_or_insert(problem);
+                ctx.unresolved.get_or_insert(problem);
                 shares.push((None, weight));
             }
         }
@@ -1085,7 +1432,7 @@ fn parse_duration(text: &str) -> Option<Duration> {
 /// `target` with the rule's filters in its policy. A filter Portico does not support
 /// yet is left out with a warning.
 fn with_filters(
-    key: &ObjectKey,
+    route: RouteKey<'_>,
     field: &str,
     filters: &[HTTPRouteFilter],
     redirects: Redirects,
@@ -1095,29 +1442,31 @@ fn with_filters(
     if filters.is_empty() {
         return target;
     }
+    let key = route.key;
     let policy = Arc::make_mut(&mut target.policy);
     for (f, filter) in filters.iter().enumerate() {
         let field = format!("{field}.filters[{f}]");
         match filter.type_.as_str() {
             "RequestHeaderModifier" => {
                 let edits = header_edits(
-                    key,
+                    route,
                     &format!("{field}.requestHeaderModifier"),
                     filter.request_header_modifier.as_ref(),
                     diags,
                 );
-                policy.upstream_headers.edits = Some(Arc::new(edits));
+                merge_edits(&mut policy.upstream_headers.edits, edits);
             }
             "ResponseHeaderModifier" => {
                 let edits = header_edits(
-                    key,
+                    route,
                     &format!("{field}.responseHeaderModifier"),
                     filter.response_header_modifier.as_ref(),
                     diags,
                 );
-                policy.response_edits = Some(Arc::new(edits));
+                merge_edits(&mut policy.response_edits, edits);
             }
-            "RequestRedirect" => {
+            // HTTPRoute's only: for a GRPCRoute they fall to the unsupported types below.
+            "RequestRedirect" if route.kind == Kind::HTTPRoute => {
                 let field = format!("{field}.requestRedirect");
                 if let Some(r) = redirect(
                     key,
@@ -1130,11 +1479,11 @@ fn with_filters(
                     policy.request.insert(0, RequestFilter::GatewayRedirect(r));
                 }
             }
-            "URLRewrite" => {
+            "URLRewrite" if route.kind == Kind::HTTPRoute => {
                 let field = format!("{field}.urlRewrite");
                 let Some(r) = filter.url_rewrite.as_ref() else {
                     diags.push(Diagnostic::error(
-                        Kind::HTTPRoute,
+                        route.kind,
                         key,
                         field,
                         DiagnosticReason::GatewayUnsupported,
@@ -1146,7 +1495,7 @@ fn with_filters(
                     match rewrite_host(host) {
                         Some(v) => policy.upstream_headers.host = Some(v),
                         None => diags.push(Diagnostic::error(
-                            Kind::HTTPRoute,
+                            route.kind,
                             key,
                             format!("{field}.hostname"),
                             DiagnosticReason::GatewayUnsupported,
@@ -1166,7 +1515,7 @@ fn with_filters(
             }
             // Leaving out a copy of the traffic changes nothing the client sees.
             "RequestMirror" => diags.push(Diagnostic::warning(
-                Kind::HTTPRoute,
+                route.kind,
                 key,
                 format!("{field}.type"),
                 DiagnosticReason::GatewayUnsupported,
@@ -1176,23 +1525,35 @@ fn with_filters(
             // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
             other => {
                 diags.push(Diagnostic::error(
-                    Kind::HTTPRoute,
+                    route.kind,
                     key,
                     format!("{field}.type"),
                     DiagnosticReason::GatewayUnsupported,
-                    format!("filter type {other:?} is not supported; the rule answers 500"),
+                    format!("filter type {other:?} is not supported; the rule answers 500 (UNAVAILABLE to gRPC calls)"),
                 ));
                 policy.request.insert(
                     0,
                     RequestFilter::NoValidBackend(NoValidBackend(
-                        format!("HTTPRoute {key} {field}: filter type {other:?} is not supported")
-                            .into(),
+                        format!("{route} {field}: filter type {other:?} is not supported").into(),
                     )),
                 );
             }
         }
     }
     target
+}
+
+/// Adds a header modifier's edits to those already set (a rule's, then its backendRef's).
+fn merge_edits(slot: &mut Option<Arc<HeaderEdits>>, edits: HeaderEdits) {
+    match slot {
+        None => *slot = Some(Arc::new(edits)),
+        Some(have) => {
+            let have = Arc::make_mut(have);
+            have.set.extend(edits.set);
+            have.add.extend(edits.add);
+            have.remove.extend(edits.remove);
+        }
+    }
 }
 
 /// What a rule's redirect needs to know of where the rule is attached and what it matches.
@@ -1329,15 +1690,16 @@ fn rewrite_host(host: &str) -> Option<HeaderValue> {
 
 /// A header modifier's edits; fields that are not valid headers are left out.
 fn header_edits(
-    key: &ObjectKey,
+    route: RouteKey<'_>,
     field: &str,
     modifier: Option<&HeaderModifier>,
     diags: &mut Vec<Diagnostic>,
 ) -> HeaderEdits {
+    let key = route.key;
     let mut edits = HeaderEdits::default();
     let Some(m) = modifier else {
         diags.push(Diagnostic::error(
-            Kind::HTTPRoute,
+            route.kind,
             key,
             field,
             DiagnosticReason::GatewayUnsupported,
@@ -1354,7 +1716,7 @@ fn header_edits(
                 ) {
                     (Ok(n), Ok(v)) => out.push((n, v)),
                     _ => diags.push(Diagnostic::error(
-                        Kind::HTTPRoute,
+                        route.kind,
                         key,
                         format!("{field}.{what}[{i}]"),
                         DiagnosticReason::GatewayUnsupported,
@@ -1372,7 +1734,7 @@ fn header_edits(
         match HeaderName::from_bytes(name.as_bytes()) {
             Ok(n) => edits.remove.push(n),
             Err(_) => diags.push(Diagnostic::error(
-                Kind::HTTPRoute,
+                route.kind,
                 key,
                 format!("{field}.remove[{i}]"),
                 DiagnosticReason::GatewayUnsupported,
@@ -1384,20 +1746,21 @@ fn header_edits(
 }
 
 /// The backend a backendRef names, when it can be used.
-fn backend_ref(
+fn backend_ref<F>(
     store: &Store,
     index: &EndpointIndex<'_>,
-    key: &ObjectKey,
+    route: RouteKey<'_>,
     field: &str,
-    r: &HTTPBackendRef,
+    r: &BackendRef<F>,
     backends: &mut HashMap<BackendId, Backend>,
     diags: &mut Vec<Diagnostic>,
 ) -> Result<BackendId, (&'static str, String)> {
+    let key = route.key;
     // Said as a diagnostic, and returned with the spec's reason for the route's status.
     let bad = |diags: &mut Vec<Diagnostic>, suffix: &str, reason: &'static str, message: String| {
         let message = format!("{message} ({reason}); backend ignored");
         diags.push(Diagnostic::error(
-            Kind::HTTPRoute,
+            route.kind,
             key,
             format!("{field}{suffix}"),
             DiagnosticReason::BackendRefInvalid,
@@ -1424,14 +1787,23 @@ fn backend_ref(
         );
     };
     let namespace = r.namespace.as_deref().unwrap_or(&key.namespace);
-    if namespace != key.namespace && !granted(store, &key.namespace, namespace, &r.name) {
+    if namespace != key.namespace
+        && !granted_to(
+            store,
+            route.kind.as_str(),
+            &key.namespace,
+            namespace,
+            "Service",
+            &r.name,
+        )
+    {
         return bad(
             diags,
             ".namespace",
             "RefNotPermitted",
             format!(
-                "no ReferenceGrant in namespace {namespace:?} lets HTTPRoutes of {:?} reach Service {:?}",
-                key.namespace, r.name
+                "no ReferenceGrant in namespace {namespace:?} lets {}s of {:?} reach Service {:?}",
+                route.kind, key.namespace, r.name
             ),
         );
     }
@@ -1448,19 +1820,6 @@ fn backend_ref(
     let id = backend.id.clone();
     backends.entry(id.clone()).or_insert(backend);
     Ok(id)
-}
-
-/// Whether a ReferenceGrant in `to_namespace` lets HTTPRoutes of `from_namespace` refer
-/// to Service `service`.
-fn granted(store: &Store, from_namespace: &str, to_namespace: &str, service: &str) -> bool {
-    granted_to(
-        store,
-        "HTTPRoute",
-        from_namespace,
-        to_namespace,
-        "Service",
-        service,
-    )
 }
 
 /// Whether a ReferenceGrant in `to_namespace` lets objects of kind `from_kind` (of the
@@ -1490,6 +1849,48 @@ fn granted_to(
         })
 }
 
+/// A value match of a header or query parameter (`RegularExpression`: the whole value,
+/// as paths).
+fn value_match(type_: Option<&str>, value: &str) -> Result<ValueMatch, String> {
+    match type_.unwrap_or("Exact") {
+        "Exact" => Ok(ValueMatch::Exact(value.into())),
+        "RegularExpression" => FullMatch::new(value)
+            .map(ValueMatch::Regex)
+            .map_err(|e| format!("regular expression {value:?}: {e}")),
+        other => Err(format!("match type {other:?} is not supported")),
+    }
+}
+
+/// A match's header conditions (HTTPRoute's and GRPCRoute's alike), or the field suffix
+/// (`.headers[1].name`) and what is wrong with it.
+fn header_matches(
+    list: &[NameValueMatch],
+) -> Result<Vec<(HeaderName, ValueMatch)>, (String, String)> {
+    let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::new();
+    for (h, header) in list.iter().enumerate() {
+        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
+            return Err((
+                format!(".headers[{h}].name"),
+                format!("{:?} is not a valid header name", header.name),
+            ));
+        };
+        let exact = header.type_.as_deref().unwrap_or("Exact") == "Exact";
+        if exact && HeaderValue::from_str(&header.value).is_err() {
+            return Err((
+                format!(".headers[{h}].value"),
+                format!("{:?} is not a valid header value", header.value),
+            ));
+        }
+        let value = value_match(header.type_.as_deref(), &header.value)
+            .map_err(|message| (format!(".headers[{h}]"), message))?;
+        // The first match of a name counts; later ones are ignored, as the spec says.
+        if !headers.iter().any(|(n, _)| *n == name) {
+            headers.push((name, value));
+        }
+    }
+    Ok(headers)
+}
+
 /// One match of a rule as a match rule (its host filled in later) and its precedence;
 /// `None`, with a diagnostic, for a match Portico cannot serve.
 #[allow(clippy::too_many_arguments)]
@@ -1502,7 +1903,7 @@ fn match_rule(
     field: &str,
     target: &RouteTarget,
     diags: &mut Vec<Diagnostic>,
-) -> Option<(Precedence, MatchRule)> {
+) -> Option<(HttpPrecedence, MatchRule)> {
     let mut unsupported = |suffix: &str, message: String| {
         diags.push(Diagnostic::warning(
             Kind::HTTPRoute,
@@ -1543,41 +1944,10 @@ fn match_rule(
             )
         }
     };
-    // A value match of a header or query parameter (`RegularExpression`: the whole
-    // value, as paths).
-    let value_match = |type_: Option<&str>, value: &str| -> Result<ValueMatch, String> {
-        match type_.unwrap_or("Exact") {
-            "Exact" => Ok(ValueMatch::Exact(value.into())),
-            "RegularExpression" => FullMatch::new(value)
-                .map(ValueMatch::Regex)
-                .map_err(|e| format!("regular expression {value:?}: {e}")),
-            other => Err(format!("match type {other:?} is not supported")),
-        }
+    let headers = match header_matches(&m.headers) {
+        Ok(h) => h,
+        Err((suffix, message)) => return unsupported(&suffix, message),
     };
-    let mut headers: Vec<(HeaderName, ValueMatch)> = Vec::new();
-    for (h, header) in m.headers.iter().enumerate() {
-        let Ok(name) = HeaderName::from_bytes(header.name.as_bytes()) else {
-            return unsupported(
-                &format!(".headers[{h}].name"),
-                format!("{:?} is not a valid header name", header.name),
-            );
-        };
-        let exact = header.type_.as_deref().unwrap_or("Exact") == "Exact";
-        if exact && HeaderValue::from_str(&header.value).is_err() {
-            return unsupported(
-                &format!(".headers[{h}].value"),
-                format!("{:?} is not a valid header value", header.value),
-            );
-        }
-        let value = match value_match(header.type_.as_deref(), &header.value) {
-            Ok(v) => v,
-            Err(message) => return unsupported(&format!(".headers[{h}]"), message),
-        };
-        // The first match of a name counts; later ones are ignored, as the spec says.
-        if !headers.iter().any(|(n, _)| *n == name) {
-            headers.push((name, value));
-        }
-    }
     let mut query: Vec<(String, ValueMatch)> = Vec::new();
     for (q, param) in m.query_params.iter().enumerate() {
         let value = match value_match(param.type_.as_deref(), &param.value) {
@@ -1595,7 +1965,7 @@ fn match_rule(
             Err(_) => return unsupported(".method", format!("method {method:?} is not valid")),
         },
     };
-    let precedence = Precedence {
+    let precedence = HttpPrecedence {
         path_kind,
         path_len: Reverse(value.len()),
         no_method: method.is_none(),
@@ -2111,7 +2481,7 @@ spec:
                 "Programmed=False (Invalid)"
             ]
         );
-        let summary: Vec<(bool, String)> = gw
+        let summary: Vec<(Vec<&str>, String)> = gw
             .listeners
             .iter()
             .map(|l| {
@@ -2121,7 +2491,7 @@ spec:
                     .find(|c| c.type_ == "ResolvedRefs")
                     .unwrap();
                 (
-                    l.takes_http_routes,
+                    l.supported_kinds.clone(),
                     format!("{}/{}", refs.status, refs.reason),
                 )
             })
@@ -2129,9 +2499,12 @@ spec:
         assert_eq!(
             summary,
             vec![
-                (false, "false/InvalidRouteKinds".to_owned()),
-                (true, "false/InvalidRouteKinds".to_owned()),
-                (true, "true/ResolvedRefs".to_owned()),
+                (vec!["GRPCRoute"], "true/ResolvedRefs".to_owned()),
+                (vec!["HTTPRoute"], "false/InvalidRouteKinds".to_owned()),
+                (
+                    vec!["HTTPRoute", "GRPCRoute"],
+                    "true/ResolvedRefs".to_owned()
+                ),
             ]
         );
     }
@@ -2548,5 +2921,396 @@ spec:
                 .iter()
                 .map(|h| h.to_string())
                 .eq(["cross.example.com"])));
+    }
+
+    /// A gRPC call (a POST with a gRPC content type) to `path`, with more headers.
+    fn call(c: &Compiled, host: &str, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let mut all = vec![("content-type", "application/grpc")];
+        all.extend_from_slice(headers);
+        route(c, "POST", host, path, &all)
+    }
+
+    fn route_status(c: &Compiled, kind: Kind, ns: &str, name: &str) -> Vec<String> {
+        c.gateway_status[&(kind, crate::store::ObjectKey::new(ns, name))]
+            .parents
+            .iter()
+            .flat_map(|p| p.conditions.iter().map(|c| c.to_string()))
+            .collect()
+    }
+
+    /// GRPCRoute's order: exact before regular expression, then the longest service,
+    /// then the longest method, then the most header matches, then the oldest route.
+    #[test]
+    fn grpc_method_matches_follow_the_spec_precedence() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: g, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Unary}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{method: {service: echo.Echo}}]
+    backendRefs: [{name: v2, port: 8080}]
+  - matches: [{method: {method: Other}}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{method: {type: RegularExpression, service: "echo[.].*", method: "Stream.*"}}]
+    backendRefs: [{name: v4, port: 8080}]
+  - matches: [{headers: [{name: version, value: two}]}, {headers: [{name: a, value: b}, {name: c, value: d}]}]
+    backendRefs: [{name: v5, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: newer, namespace: infra, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  hostnames: [grpc.test]
+  rules:
+  - matches: [{method: {service: echo.Echo, method: Unary}}]
+    backendRefs: [{name: v3, port: 8080}]
+  - matches: [{method: {service: echo.Echo, method: Unary}, headers: [{name: version, value: two}]}]
+    backendRefs: [{name: v4, port: 8080}]
+"#,
+        );
+        let at = |path: &str| call(&c, "grpc.test", path, &[]);
+        // Service and method beat the service alone; the older of two equal matches wins.
+        assert_eq!(at("/echo.Echo/Unary").as_deref(), Some("v1"));
+        // ... unless the newer has more header matches.
+        assert_eq!(
+            call(&c, "grpc.test", "/echo.Echo/Unary", &[("version", "two")]).as_deref(),
+            Some("v4")
+        );
+        assert_eq!(at("/echo.Echo/Bidi").as_deref(), Some("v2"));
+        // An exact service beats a regular expression.
+        assert_eq!(at("/echo.Echo/StreamOut").as_deref(), Some("v2"));
+        assert_eq!(at("/echo.Other/StreamOut").as_deref(), Some("v4"));
+        assert_eq!(at("/echoXOther/StreamOut"), None);
+        // The method alone: any service.
+        assert_eq!(at("/x.Y/Other").as_deref(), Some("v3"));
+        assert_eq!(at("/x.Y/Other/more"), None);
+        assert_eq!(
+            call(&c, "grpc.test", "/x.Y/Z", &[("version", "two")]).as_deref(),
+            Some("v5")
+        );
+        assert_eq!(
+            call(&c, "grpc.test", "/x.Y/Z", &[("a", "b"), ("c", "d")]).as_deref(),
+            Some("v5")
+        );
+        assert_eq!(at("/x.Y/Z"), None);
+        // Only gRPC calls: a GET, or a POST of another content type, is not one.
+        assert_eq!(
+            route(
+                &c,
+                "GET",
+                "grpc.test",
+                "/echo.Echo/Unary",
+                &[("content-type", "application/grpc")]
+            ),
+            None
+        );
+        assert_eq!(
+            route(
+                &c,
+                "POST",
+                "grpc.test",
+                "/echo.Echo/Unary",
+                &[("content-type", "application/json")]
+            ),
+            None
+        );
+        assert_eq!(
+            route(
+                &c,
+                "POST",
+                "grpc.test",
+                "/echo.Echo/Unary",
+                &[("content-type", "application/grpc+proto")]
+            )
+            .as_deref(),
+            Some("v1")
+        );
+        // Pods are spoken to over h2c.
+        let parts = http::Request::builder()
+            .method("POST")
+            .uri("/echo.Echo/Unary")
+            .header("content-type", "application/grpc")
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        let t = c
+            .config
+            .routes
+            .lookup_with("grpc.test", "/echo.Echo/Unary", Some(&parts))
+            .unwrap();
+        assert_eq!(
+            t.policy.protocol,
+            Some(proxy_core::config::BackendProtocol::Grpc)
+        );
+        assert_eq!(&*t.source, "GRPCRoute infra/g");
+        assert_eq!(
+            route_status(&c, Kind::GRPCRoute, "infra", "g"),
+            [
+                "Accepted=True (Accepted)",
+                "ResolvedRefs=True (ResolvedRefs)"
+            ]
+        );
+    }
+
+    #[test]
+    fn grpc_routes_share_hosts_and_listeners_with_http_routes() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: infra, creationTimestamp: "2025-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  hostnames: [mix.test]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  parentRefs: [{name: gw, sectionName: same}]
+  hostnames: [mix.test]
+  rules: [{backendRefs: [{name: v2, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "mix.test", "/").as_deref(), Some("v1"));
+        assert_eq!(call(&c, "mix.test", "/a.B/C", &[]).as_deref(), Some("v2"));
+        assert_eq!(
+            route(
+                &c,
+                "POST",
+                "mix.test",
+                "/a.B/C",
+                &[("content-type", "text/plain")]
+            )
+            .as_deref(),
+            Some("v1")
+        );
+        for (kind, name) in [(Kind::HTTPRoute, "web"), (Kind::GRPCRoute, "rpc")] {
+            assert_eq!(
+                route_status(&c, kind, "infra", name),
+                [
+                    "Accepted=True (Accepted)",
+                    "ResolvedRefs=True (ResolvedRefs)"
+                ],
+                "{name}"
+            );
+        }
+        let gw = &c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "gw"))];
+        let same = gw.listeners.iter().find(|l| l.name == "same").unwrap();
+        assert_eq!(same.attached_routes, 2);
+        assert_eq!(same.supported_kinds, ["HTTPRoute", "GRPCRoute"]);
+    }
+
+    #[test]
+    fn grpc_routes_attach_by_kind_hostname_and_namespace() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: http-only, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: only.example.com
+    allowedRoutes: {kinds: [{kind: HTTPRoute}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: refused, namespace: infra}
+spec:
+  parentRefs: [{name: http-only}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: elsewhere, namespace: infra}
+spec:
+  parentRefs: [{name: gw, sectionName: all}]
+  hostnames: [grpc.example.org]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: wild, namespace: app}
+spec:
+  parentRefs: [{name: gw, namespace: infra, sectionName: all}]
+  hostnames: [grpc.example.org, "*.api.example.com"]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(
+            route_status(&c, Kind::GRPCRoute, "infra", "refused")[0],
+            "Accepted=False (NotAllowedByListeners)"
+        );
+        assert_eq!(
+            route_status(&c, Kind::GRPCRoute, "infra", "elsewhere")[0],
+            "Accepted=False (NoMatchingListenerHostname)"
+        );
+        assert_eq!(call(&c, "only.example.com", "/a.B/C", &[]), None);
+        // The listener's `*.example.com` and the route's names intersect.
+        assert_eq!(
+            call(&c, "x.api.example.com", "/a.B/C", &[]).as_deref(),
+            Some("a1")
+        );
+        assert_eq!(call(&c, "grpc.example.org", "/a.B/C", &[]), None);
+        let gw = &c.gateway_status[&(
+            Kind::Gateway,
+            crate::store::ObjectKey::new("infra", "http-only"),
+        )];
+        assert_eq!(gw.listeners[0].supported_kinds, ["HTTPRoute"]);
+        assert_eq!(gw.listeners[0].attached_routes, 0);
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::GRPCRoute)
+            .map(|d| (d.object.to_string(), d.field.as_str()))
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                ("infra/elsewhere".to_owned(), "spec.parentRefs[0]"),
+                ("infra/refused".to_owned(), "spec.parentRefs[0]"),
+            ]
+        );
+    }
+
+    #[test]
+    fn grpc_backend_refs_filters_and_bad_matches() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: grpc-only, namespace: app}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: GRPCRoute, namespace: infra}]
+  to: [{group: "", kind: Service, name: a1}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [b.test]
+  rules:
+  - matches: [{method: {service: s.Missing}}]
+    backendRefs: [{name: nope, port: 8080}]
+  - matches: [{method: {service: s.Cross}}]
+    backendRefs: [{name: a1, namespace: app, port: 8080}]
+  - matches: [{method: {service: s.Closed}}]
+    backendRefs: [{name: a2, namespace: app, port: 8080}]
+  - matches: [{method: {service: s.Split}}]
+    backendRefs:
+    - {name: v1, port: 8080, weight: 3}
+    - {name: v2, port: 8080, weight: 1}
+    - name: v3
+      port: 8080
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-b, value: "3"}]}}]
+  - matches: [{method: {service: s.Edit}}]
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-rule, value: "1"}]}
+    backendRefs:
+    - name: v1
+      port: 8080
+      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {add: [{name: x-backend, value: "1"}]}}]
+  - matches: [{method: {service: s.Ext}}]
+    filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{method: {service: s.Redirect}}]
+    filters: [{type: RequestRedirect}]
+    backendRefs: [{name: v1, port: 8080}]
+  - matches:
+    - method: {type: Exact}
+    - method: {service: a/b, method: M}
+    - method: {type: RegularExpression, service: "(?=x)"}
+    - method: {type: Prefix, service: s}
+    - {method: {service: s.Ok}, headers: [{name: "bad name", value: x}]}
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        let at = |service: &str| call(&c, "b.test", &format!("/{service}/M"), &[]);
+        assert_eq!(at("s.Missing").as_deref(), Some("500"));
+        assert_eq!(at("s.Cross").as_deref(), Some("a1"));
+        assert_eq!(at("s.Closed").as_deref(), Some("500"));
+        assert_eq!(at("s.Ext").as_deref(), Some("500"));
+        assert_eq!(at("s.Redirect").as_deref(), Some("500"));
+        assert_eq!(at("s.Ok"), None);
+        let target = |service: &str| {
+            let path = format!("/{service}/M");
+            let parts = http::Request::builder()
+                .method("POST")
+                .uri(&path)
+                .header("content-type", "application/grpc")
+                .body(())
+                .unwrap()
+                .into_parts()
+                .0;
+            c.config
+                .routes
+                .lookup_with("b.test", &path, Some(&parts))
+                .unwrap()
+                .clone()
+        };
+        // The filtered one of several backends fails closed: its share answers an error.
+        let split = target("s.Split");
+        let w = split.policy.weighted.as_ref().expect("weighted");
+        assert_eq!(w.total(), 5);
+        let picks: Vec<String> = (1..=5)
+            .map(|n| {
+                w.pick(|_| n)
+                    .map_or("500".into(), |b| b.service.to_string())
+            })
+            .collect();
+        assert_eq!(picks, ["v1", "v1", "v1", "v2", "500"]);
+        // The only backend's filters run after the rule's.
+        let edit = target("s.Edit");
+        let edits = edit.policy.upstream_headers.edits.as_ref().expect("edits");
+        assert_eq!(edits.set.len(), 1);
+        assert_eq!(edits.add.len(), 1);
+        assert_eq!(edits.add[0].0.as_str(), "x-backend");
+        assert_eq!(
+            route_status(&c, Kind::GRPCRoute, "infra", "r"),
+            [
+                "Accepted=True (Accepted)",
+                "ResolvedRefs=False (BackendNotFound)"
+            ]
+        );
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::GRPCRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(
+            fields,
+            [
+                "spec.rules[0].backendRefs[0]",
+                "spec.rules[2].backendRefs[0].namespace",
+                "spec.rules[3].backendRefs[2].filters",
+                "spec.rules[5].filters[0].type",
+                "spec.rules[6].filters[0].type",
+                "spec.rules[7].matches[0].method",
+                "spec.rules[7].matches[1].method.service",
+                "spec.rules[7].matches[2].method.service",
+                "spec.rules[7].matches[3].method.type",
+                "spec.rules[7].matches[4].headers[0].name",
+            ]
+        );
     }
 }
