@@ -1,0 +1,431 @@
+//! GRPCRoute through the real binary over a manifest folder: a GatewayClass of ours, a
+//! Gateway with an HTTP listener, GRPCRoutes in the shapes of the upstream conformance
+//! suite's manifests (exact method, service only, headers, weights, hostnames, a
+//! missing backend), an HTTPRoute sharing a host, with tonic clients (h2c by prior
+//! knowledge, the host as `:authority`) and tonic servers behind Portico.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes};
+use http::uri::PathAndQuery;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::server::{Grpc, UnaryService};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Request, Response, Status};
+
+use common::*;
+
+const FOLLOW: Duration = Duration::from_secs(20);
+const NS: &str = "gateway-conformance-infra";
+
+/// Messages are raw bytes: the framing, statuses and trailers are tonic's own.
+#[derive(Clone, Copy, Default)]
+struct Raw;
+
+impl Codec for Raw {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = Raw;
+    type Decoder = Raw;
+    fn encoder(&mut self) -> Raw {
+        Raw
+    }
+    fn decoder(&mut self) -> Raw {
+        Raw
+    }
+}
+
+impl Encoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for Raw {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
+
+type BoxFut<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Answers every unary call with `NAME PATH x-added=VALUE`: which pod, which method it
+/// was asked for, and the header a RequestHeaderModifier adds.
+#[derive(Clone)]
+struct Echo {
+    name: &'static str,
+    path: String,
+    added: Option<String>,
+}
+
+impl UnaryService<Bytes> for Echo {
+    type Response = Bytes;
+    type Future = BoxFut<Result<Response<Bytes>, Status>>;
+    fn call(&mut self, _req: Request<Bytes>) -> Self::Future {
+        let answer = format!("{} {} x-added={:?}", self.name, self.path, self.added);
+        Box::pin(async move { Ok(Response::new(Bytes::from(answer))) })
+    }
+}
+
+/// A tonic gRPC server on h2c that answers any method.
+async fn grpc_backend(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let svc =
+                    hyper::service::service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                        let echo = Echo {
+                            name,
+                            path: req.uri().path().to_owned(),
+                            added: req
+                                .headers()
+                                .get("x-added")
+                                .and_then(|v| v.to_str().ok())
+                                .map(str::to_owned),
+                        };
+                        async move {
+                            Ok::<_, std::convert::Infallible>(Grpc::new(Raw).unary(echo, req).await)
+                        }
+                    });
+                let h2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+                let _ = h2.serve_connection(TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    addr
+}
+
+/// A Service `name` in [`NS`] on port 8080 whose EndpointSlice points at `backend`.
+fn service(name: &str, backend: SocketAddr) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  ports: [{{name: grpc, port: 8080}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: {NS}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: grpc, port: {port}}}]
+",
+        ip = backend.ip(),
+        port = backend.port()
+    )
+}
+
+const GATEWAY: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: same-namespace, namespace: gateway-conformance-infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: \"*.example.com\"
+    allowedRoutes:
+      namespaces: {from: Same}
+";
+
+const ROUTES: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: exact-matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [exact.example.com, exact.example.org]
+  rules:
+  - matches:
+    - method: {service: gateway_api_conformance.echo_basic.grpcecho.GrpcEcho, method: Echo}
+    backendRefs: [{name: grpc-infra-backend-v1, port: 8080}]
+  - matches:
+    - method: {service: gateway_api_conformance.echo_basic.grpcecho.GrpcEcho, method: EchoTwo}
+    backendRefs: [{name: grpc-infra-backend-v2, port: 8080}]
+  - name: service-only
+    matches:
+    - method: {service: other.Service}
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier: {set: [{name: x-added, value: by-rule}]}
+    backendRefs: [{name: grpc-infra-backend-v3, port: 8080}]
+  - matches:
+    - method: {type: RegularExpression, service: 'regex\\.[A-Z][a-z]+', method: 'Get.*'}
+    backendRefs: [{name: grpc-infra-backend-v2, port: 8080}]
+  - matches:
+    - method: {service: missing.Backend}
+    backendRefs: [{name: no-such-service, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: grpc-header-matching, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [headers.example.com]
+  rules:
+  - matches:
+    - headers: [{name: version, value: one}]
+    backendRefs: [{name: grpc-infra-backend-v1, port: 8080}]
+  - matches:
+    - headers: [{name: version, value: two}]
+    backendRefs: [{name: grpc-infra-backend-v2, port: 8080}]
+  - matches:
+    - headers: [{name: version, value: two}, {name: color, value: orange}]
+    backendRefs: [{name: grpc-infra-backend-v1, port: 8080}]
+  - matches:
+    - headers: [{type: RegularExpression, name: color, value: 'red|yellow'}]
+    backendRefs: [{name: grpc-infra-backend-v3, port: 8080}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: weighted-backends, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [weights.example.com]
+  rules:
+  - backendRefs:
+    - {name: grpc-infra-backend-v1, port: 8080, weight: 70}
+    - {name: grpc-infra-backend-v2, port: 8080, weight: 30}
+    - {name: grpc-infra-backend-v3, port: 8080, weight: 0}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: gateway-conformance-infra}
+spec:
+  parentRefs: [{name: same-namespace}]
+  hostnames: [exact.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /web}}]
+    backendRefs: [{name: web, port: 8080}]
+";
+
+const ECHO: &str = "gateway_api_conformance.echo_basic.grpcecho.GrpcEcho";
+
+/// A client of Portico's plain port speaking h2c, with `host` as the `:authority`.
+async fn client(portico: SocketAddr, host: &str) -> tonic::client::Grpc<Channel> {
+    let channel = Endpoint::from_shared(format!("http://{portico}"))
+        .unwrap()
+        .origin(format!("http://{host}").parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    tonic::client::Grpc::new(channel)
+}
+
+/// One unary call of `/service/method`: the answer, or the status code.
+async fn unary(
+    portico: SocketAddr,
+    host: &str,
+    path: &str,
+    metadata: &[(&'static str, &'static str)],
+) -> Result<String, Code> {
+    let mut c = client(portico, host).await;
+    c.ready().await.unwrap();
+    let mut req = Request::new(Bytes::from_static(b"hello"));
+    for (k, v) in metadata {
+        req.metadata_mut().insert(*k, v.parse().unwrap());
+    }
+    let path = PathAndQuery::try_from(path.to_owned()).unwrap();
+    match tokio::time::timeout(Duration::from_secs(30), c.unary(req, path, Raw)).await {
+        Ok(Ok(resp)) => Ok(String::from_utf8_lossy(resp.get_ref()).into_owned()),
+        Ok(Err(status)) => Err(status.code()),
+        Err(_) => panic!("call timed out"),
+    }
+}
+
+/// The pod that answered (`v1`, ...), or the status code.
+async fn pod(
+    portico: SocketAddr,
+    host: &str,
+    path: &str,
+    metadata: &[(&'static str, &'static str)],
+) -> Result<String, Code> {
+    unary(portico, host, path, metadata)
+        .await
+        .map(|answer| answer.split(' ').next().unwrap_or("").to_owned())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcroutes_route_calls_by_method_header_weight_and_host() {
+    let v1 = grpc_backend("v1").await;
+    let v2 = grpc_backend("v2").await;
+    let v3 = grpc_backend("v3").await;
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("grpc-infra-backend-v1", v1));
+    text.push_str(&service("grpc-infra-backend-v2", v2));
+    text.push_str(&service("grpc-infra-backend-v3", v3));
+    text.push_str(&service("web", web.addr));
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    std::fs::write(dir.path().join("routes.yaml"), ROUTES).unwrap();
+
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    let p = ctl.http;
+    let echo = |method: &str| format!("/{ECHO}/{method}");
+    // Wait for the routes to be served.
+    let deadline = tokio::time::Instant::now() + FOLLOW;
+    while pod(p, "exact.example.com", &echo("Echo"), &[]).await != Ok("v1".into()) {
+        assert!(tokio::time::Instant::now() < deadline, "{}", ctl.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // grpcroute-exact-method-matching: each method its backend; another method of the
+    // service matches nothing, which a gRPC client is told as UNIMPLEMENTED.
+    let e = "exact.example.com";
+    assert_eq!(pod(p, e, &echo("Echo"), &[]).await, Ok("v1".into()));
+    assert_eq!(pod(p, e, &echo("EchoTwo"), &[]).await, Ok("v2".into()));
+    assert_eq!(
+        pod(p, e, &echo("EchoThree"), &[]).await,
+        Err(Code::Unimplemented)
+    );
+    // The method reaches the pod as it was called.
+    assert_eq!(
+        unary(p, e, &echo("EchoTwo"), &[]).await,
+        Ok(format!("v2 /{ECHO}/EchoTwo x-added=None"))
+    );
+    // A service alone takes each of its methods, with the rule's filter.
+    assert_eq!(
+        unary(p, e, "/other.Service/Anything", &[]).await,
+        Ok("v3 /other.Service/Anything x-added=Some(\"by-rule\")".into())
+    );
+    // Regular expressions match the whole service and method names.
+    assert_eq!(pod(p, e, "/regex.Users/GetOne", &[]).await, Ok("v2".into()));
+    assert_eq!(
+        pod(p, e, "/regex.users/GetOne", &[]).await,
+        Err(Code::Unimplemented)
+    );
+    assert_eq!(
+        pod(p, e, "/regex.Users/ListAll", &[]).await,
+        Err(Code::Unimplemented)
+    );
+    // A rule without a usable backend: UNAVAILABLE, as GRPCRoute's spec asks.
+    assert_eq!(
+        pod(p, e, "/missing.Backend/Call", &[]).await,
+        Err(Code::Unavailable)
+    );
+
+    // grpcroute-header-matching: the most header matches first; regex values.
+    let h = "headers.example.com";
+    let m = echo("Echo");
+    assert_eq!(pod(p, h, &m, &[("version", "one")]).await, Ok("v1".into()));
+    assert_eq!(pod(p, h, &m, &[("version", "two")]).await, Ok("v2".into()));
+    assert_eq!(
+        pod(p, h, &m, &[("version", "two"), ("color", "orange")]).await,
+        Ok("v1".into())
+    );
+    assert_eq!(
+        pod(p, h, &m, &[("version", "two"), ("color", "blue")]).await,
+        Ok("v2".into())
+    );
+    assert_eq!(pod(p, h, &m, &[("color", "yellow")]).await, Ok("v3".into()));
+    assert_eq!(
+        pod(p, h, &m, &[("color", "orange")]).await,
+        Err(Code::Unimplemented)
+    );
+    assert_eq!(
+        pod(p, h, &m, &[("some-other-header", "one")]).await,
+        Err(Code::Unimplemented)
+    );
+
+    // grpcroute-weight: 70/30, the weight-0 backend none.
+    let mut counts = BTreeMap::<String, u32>::new();
+    let mut c = client(p, "weights.example.com").await;
+    for _ in 0..200 {
+        c.ready().await.unwrap();
+        let req = Request::new(Bytes::from_static(b"w"));
+        let resp = c
+            .unary(req, PathAndQuery::from_static("/w.W/Call"), Raw)
+            .await
+            .expect("weighted call");
+        let answer = String::from_utf8_lossy(resp.get_ref()).into_owned();
+        let name = answer.split(' ').next().unwrap_or("").to_owned();
+        *counts.entry(name).or_default() += 1;
+    }
+    assert!(!counts.contains_key("v3"), "{counts:?}");
+    let (a, b) = (counts["v1"], counts["v2"]);
+    assert_eq!(a + b, 200);
+    // 140 expected of v1; far outside binomial noise either way would be a bug.
+    assert!((110..=170).contains(&a), "{counts:?}");
+
+    // Hostnames via `:authority`: the listener's `*.example.com` leaves out the route's
+    // `exact.example.org`, and a host no route names has no GRPCRoute.
+    assert_eq!(
+        pod(p, "exact.example.org", &echo("Echo"), &[]).await,
+        Err(Code::Unimplemented)
+    );
+    assert_eq!(
+        pod(p, "nothing.example.com", &echo("Echo"), &[]).await,
+        Err(Code::Unimplemented)
+    );
+    assert_eq!(
+        pod(p, "headers.example.com", &echo("EchoTwo"), &[]).await,
+        Err(Code::Unimplemented)
+    );
+
+    // The HTTPRoute on the same host takes the HTTP requests, even a POST under its
+    // prefix; a gRPC call there is still the GRPCRoute's to take (none does).
+    let (status, _) = get(p, e, "/other.Service/Anything").await.unwrap();
+    assert_eq!(status, 404);
+    assert_eq!(
+        pod(p, e, "/web/Call", &[]).await,
+        Err(Code::Internal),
+        "a gRPC call under the HTTPRoute's prefix goes to its HTTP/1.1 pod"
+    );
+    let (status, body) = get(p, e, "/web").await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("web"), "{body}");
+
+    // The status, over a folder, is logged: the missing backend names ResolvedRefs.
+    ctl.wait_log("the GRPCRoute status", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("GRPCRoute")
+                && l.contains("gateway-conformance-infra/exact-matching")
+                && l.contains(
+                    "parent gateway-conformance-infra/same-namespace: Accepted=True (Accepted)",
+                )
+                && l.contains("ResolvedRefs=False (BackendNotFound)")
+        })
+    })
+    .await;
+    ctl.wait_log("the listener's attached routes", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains("gateway-conformance-infra/same-namespace")
+                && l.contains("http")
+                && l.contains("attachedRoutes 4")
+        })
+    })
+    .await;
+    let logs = ctl.logs();
+    assert!(!logs.contains("unknown field"), "{logs}");
+}
