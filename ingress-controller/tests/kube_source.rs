@@ -348,6 +348,12 @@ async fn gateway_api_kinds_are_watched_when_installed() {
         "spec": {"controllerName": "portico.dev/gateway-controller"}
     }));
     api.apply(route("a.example.com"));
+    api.apply(json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+        "metadata": {"namespace": "default", "name": "rpc"},
+        "spec": {"parentRefs": [{"name": "gw"}],
+                 "rules": [{"matches": [{"method": {"service": "echo.Echo"}}]}]}
+    }));
 
     // Not installed: nothing of the group is listed, and the source is ready without it.
     let plain = start(&api, KubeSourceOptions::default()).await;
@@ -380,6 +386,13 @@ async fn gateway_api_kinds_are_watched_when_installed() {
             .map(|r| r.spec.hostnames.clone())
     };
     assert_eq!(hostnames(&s), Some(vec!["a.example.com".to_owned()]));
+    let rpc = s.grpc_routes.get(&ObjectKey::new("default", "rpc"));
+    let service = rpc
+        .and_then(|r| r.spec.rules.first())
+        .and_then(|r| r.matches.first())
+        .and_then(|m| m.method.as_ref())
+        .and_then(|m| m.service.clone());
+    assert_eq!(service.as_deref(), Some("echo.Echo"));
     // Namespaces come with the Gateway API kinds, for listeners' namespace selectors.
     api.apply(json!({"apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": "team", "labels": {"shared-gateway": "yes"}}}));

@@ -453,7 +453,7 @@ async fn each_new_diagnostic_becomes_one_event() {
     assert_eq!(event_posts(&env.api).len(), 3);
 }
 
-/// GatewayClass, Gateway and HTTPRoute status, worked out by a compile of the store and
+/// GatewayClass, Gateway, HTTPRoute and GRPCRoute status, worked out by a compile of the store and
 /// applied by the writer through each kind's status subresource.
 #[tokio::test]
 async fn gateway_api_status_is_applied_through_the_status_subresources() {
@@ -478,6 +478,10 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
         "metadata": {"namespace": "default", "name": "web", "generation": 5},
         "spec": {"parentRefs": [{"name": "gw", "sectionName": "http"}],
                  "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]}}));
+    api.apply(json!({"apiVersion": gw, "kind": "GRPCRoute",
+        "metadata": {"namespace": "default", "name": "rpc", "generation": 7},
+        "spec": {"parentRefs": [{"name": "gw"}],
+                 "rules": [{"backendRefs": [{"name": "missing", "port": 8080}]}]}}));
     // Another controller's entry, which the atomic list must keep.
     let theirs = json!({"parentRef": {"name": "mesh", "kind": "Service", "group": ""},
         "controllerName": "example.com/mesh",
@@ -518,9 +522,9 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     assert!(status_writes(&api).is_empty(), "a follower wrote status");
 
     leader_tx.send_replace(true);
-    let writes = eventually("three status writes", || {
+    let writes = eventually("four status writes", || {
         let w = status_writes(&api);
-        (w.len() >= 3).then_some(w)
+        (w.len() >= 4).then_some(w)
     })
     .await;
     let at = |path: &str| {
@@ -532,7 +536,8 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     let class = at("/apis/gateway.networking.k8s.io/v1/gatewayclasses/portico/status");
     let gateway = at("/apis/gateway.networking.k8s.io/v1/namespaces/default/gateways/gw/status");
     let route = at("/apis/gateway.networking.k8s.io/v1/namespaces/default/httproutes/web/status");
-    for w in [class, gateway, route] {
+    let rpc = at("/apis/gateway.networking.k8s.io/v1/namespaces/default/grpcroutes/rpc/status");
+    for w in [class, gateway, route, rpc] {
         assert_eq!(w.method, "PATCH");
         assert_eq!(w.content_type, apiserver::APPLY_PATCH);
         let query: Vec<&str> = w.query.split('&').collect();
@@ -577,10 +582,11 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     );
     let http = &st["listeners"][0];
     assert_eq!(http["name"], "http");
-    assert_eq!(http["attachedRoutes"], 1);
+    assert_eq!(http["attachedRoutes"], 2);
     assert_eq!(
         http["supportedKinds"],
-        json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}])
+        json!([{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+               {"group": "gateway.networking.k8s.io", "kind": "GRPCRoute"}])
     );
     let types: Vec<(&str, &str, &str)> = http["conditions"]
         .as_array()
@@ -630,6 +636,22 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
             {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "observedGeneration": 5},
         ])
     );
+    let rpc = rpc.json();
+    assert_eq!(rpc["kind"], "GRPCRoute");
+    assert!(rpc["metadata"]["resourceVersion"].is_string(), "{rpc}");
+    let parents = rpc["status"]["parents"].as_array().unwrap();
+    assert_eq!(parents.len(), 1, "{rpc}");
+    assert_eq!(
+        parents[0]["parentRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+               "namespace": "default", "name": "gw"})
+    );
+    let conditions = strip(parents[0]["conditions"].clone());
+    assert_eq!(conditions[0]["reason"], "Accepted");
+    assert_eq!(conditions[1]["type"], "ResolvedRefs");
+    assert_eq!(conditions[1]["status"], "False");
+    assert_eq!(conditions[1]["reason"], "BackendNotFound");
+    assert_eq!(conditions[1]["observedGeneration"], 7);
     let stored = api.get(gw, "HTTPRoute", "default", "web").unwrap();
     assert_eq!(
         stored["status"]["parents"].as_array().map(Vec::len),
@@ -648,9 +670,20 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     .await;
     handle.set(&compile(&store.snapshot(), &CompileOptions::default()).gateway_status);
     tokio::time::sleep(Duration::from_secs(1)).await;
+    eventually("the GRPCRoute status read back", || {
+        let s = store.snapshot();
+        s.grpc_routes
+            .get(&ObjectKey::new("default", "rpc"))
+            .and_then(|r| r.status.clone())
+            .filter(|st| st["parents"].as_array().map(Vec::len) == Some(1))
+            .map(drop)
+    })
+    .await;
+    handle.set(&compile(&store.snapshot(), &CompileOptions::default()).gateway_status);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         status_writes(&api).len(),
-        3,
+        4,
         "status rewritten without a change"
     );
     source_task.abort();
