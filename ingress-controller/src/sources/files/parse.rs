@@ -982,4 +982,69 @@ spec:
         let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, KUBIA_V1BETA1).unwrap();
         assert_eq!(parsed.warnings.len(), 1, "{:?}", parsed.warnings);
     }
+
+    #[test]
+    fn grpcroutes_are_typed_checked_and_misspellings_named() {
+        let text = "\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: rpc, namespace: app}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [grpc.example.com]
+  rules:
+  - name: echo
+    matches:
+    - method: {type: Exact, service: echo.Echo, method: Unary}
+      headers: [{name: version, value: two}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x, value: y}]}}]
+    backendRefs:
+    - name: echo
+      port: 50051
+      weight: 2
+      filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: F, name: f}}]
+    sessionPersistence: {sessionName: s}
+  - matches: [{method: {servce: typo.Service}}]
+";
+        let parsed = parse_file(Path::new("m.yaml"), Format::Yaml, text).unwrap();
+        let Object::GRPCRoute(route) = &parsed.objects[0] else {
+            panic!("not a GRPCRoute");
+        };
+        let rule = &route.spec.rules[0];
+        assert_eq!(rule.name.as_deref(), Some("echo"));
+        let method = rule.matches[0].method.as_ref().unwrap();
+        assert_eq!(method.service.as_deref(), Some("echo.Echo"));
+        assert_eq!(method.method.as_deref(), Some("Unary"));
+        assert_eq!(rule.matches[0].headers[0].value, "two");
+        assert_eq!(rule.filters[0].type_, "RequestHeaderModifier");
+        assert_eq!(rule.backend_refs[0].weight, Some(2));
+        assert_eq!(rule.backend_refs[0].filters[0].type_, "ExtensionRef");
+        // Fields Portico does not act on are kept; a misspelt one is named.
+        let said: Vec<String> = parsed.warnings.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            said,
+            ["m.yaml:1: GRPCRoute app/rpc: unknown field \"spec.rules[1].matches[0].method.servce\"; ignored"]
+        );
+
+        let nameless = text.replace(
+            "parentRefs: [{name: gw}]",
+            "parentRefs: [{sectionName: http}]",
+        );
+        let e = yaml(&nameless).unwrap_err();
+        assert!(
+            e.message
+                .contains("GRPCRoute app/rpc: spec.parentRefs[0].name: Required value"),
+            "{e}"
+        );
+        let old = text.replace(
+            "gateway.networking.k8s.io/v1",
+            "gateway.networking.k8s.io/v1alpha2",
+        );
+        let e = yaml(&old).unwrap_err();
+        assert!(
+            e.message
+                .contains("apiVersion gateway.networking.k8s.io/v1alpha2 is not served"),
+            "{e}"
+        );
+    }
 }
