@@ -126,8 +126,9 @@ pub enum DiagnosticReason {
     /// A Gateway API object Portico cannot serve as written (a listener protocol, match
     /// or filter type not supported yet, an invalid field).
     GatewayUnsupported,
-    /// An HTTPRoute parent reference that no listener of the Gateway accepts (namespace
-    /// or kind not allowed, no hostname in common, no such section or port).
+    /// An HTTPRoute or GRPCRoute parent reference that no listener of the Gateway
+    /// accepts (namespace or kind not allowed, no hostname in common, no such section or
+    /// port).
     RouteNotAccepted,
     /// A Gateway API backend reference that cannot be used (wrong kind, no port, a
     /// missing Service, a namespace no ReferenceGrant opens).
