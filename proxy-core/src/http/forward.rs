@@ -59,6 +59,9 @@ struct AccessLog {
     respond_with: Option<Arc<SetHeaders>>,
     /// The route's response header edits (Gateway API), likewise.
     respond_edits: Option<Arc<HeaderEdits>>,
+    /// The response header edits of the weighted backend the request went to (a Gateway
+    /// API backendRef's own filter), after the route's.
+    backend_respond_edits: Option<Arc<HeaderEdits>>,
     /// Fields the request filters set on the answer (CORS).
     answer_headers: Option<SetHeaders>,
     /// The request's place under `limit-connections`, given back with the log line.
@@ -95,6 +98,7 @@ impl AccessLog {
             blame: None,
             respond_with: None,
             respond_edits: None,
+            backend_respond_edits: None,
             answer_headers: None,
             conn_slot: None,
             auth_cookies: None,
@@ -322,9 +326,14 @@ impl Proxy {
         // HTTP/2 and HTTP/3 answers carry no connection-specific fields.
         let client_h2 = matches!(parts.version, Version::HTTP_2 | Version::HTTP_3);
         // 3. Pick: the backend (the route's, or its canary's), then an endpoint.
+        // A weighted backend's own filters (a Gateway API backendRef's), if any.
+        let mut backend_filters = None;
         let (backend_id, affinity) = match (&policy.weighted, &policy.canary) {
-            (Some(w), _) => match w.pick(|n| rand::random_range(1..=n)) {
-                Some(id) => (id, policy.affinity.as_ref()),
+            (Some(w), _) => match w.pick_filtered(|n| rand::random_range(1..=n)) {
+                Some((id, filters)) => {
+                    backend_filters = filters;
+                    (id, policy.affinity.as_ref())
+                }
                 None => return Err(ProxyError::NoValidBackend(w.invalid().clone())),
             },
             (None, None) => (&route.backend, policy.affinity.as_ref()),
@@ -479,6 +488,12 @@ impl Proxy {
             global.apply(&mut parts.headers);
         }
         policy.upstream_headers.apply(&mut parts.headers);
+        if let Some(f) = backend_filters {
+            if let Some(edits) = &f.request {
+                edits.apply(&mut parts.headers);
+            }
+            log.backend_respond_edits.clone_from(&f.response);
+        }
         if let Some(request_id) = stand_in {
             ErrorInfo {
                 code: StatusCode::SERVICE_UNAVAILABLE,
@@ -976,6 +991,9 @@ impl Proxy {
             set.apply(headers);
         }
         if let Some(edits) = log.respond_edits.take() {
+            edits.apply(headers);
+        }
+        if let Some(edits) = log.backend_respond_edits.take() {
             edits.apply(headers);
         }
         if let Some(cookies) = log.auth_cookies.take() {

@@ -71,7 +71,7 @@ pub use set_headers::{HeaderEdits, SetHeaders};
 pub use source_range::SourceRanges;
 pub use upstream_headers::UpstreamHeaders;
 pub use url_redirect::UrlRedirect;
-pub use weighted::WeightedBackends;
+pub use weighted::{BackendFilters, WeightedBackends};
 pub use www_redirect::WwwRedirect;
 
 use std::net::{IpAddr, SocketAddr};
