@@ -527,6 +527,12 @@ pub struct GRPCRouteFilter {
     pub rest: Rest,
 }
 
+impl From<GRPCRouteFilter> for HTTPRouteFilter {
+    fn from(f: GRPCRouteFilter) -> Self {
+        (&f).into()
+    }
+}
+
 /// The filters both route kinds share are compiled by HTTPRoute's code; a GRPCRoute's
 /// is read as the HTTPRoute filter of the same type.
 impl From<&GRPCRouteFilter> for HTTPRouteFilter {

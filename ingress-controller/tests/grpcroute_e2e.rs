@@ -213,8 +213,18 @@ spec:
   hostnames: [weights.example.com]
   rules:
   - backendRefs:
-    - {name: grpc-infra-backend-v1, port: 8080, weight: 70}
-    - {name: grpc-infra-backend-v2, port: 8080, weight: 30}
+    - name: grpc-infra-backend-v1
+      port: 8080
+      weight: 70
+      filters:
+      - type: ResponseHeaderModifier
+        responseHeaderModifier: {add: [{name: x-from, value: v1-filter}]}
+    - name: grpc-infra-backend-v2
+      port: 8080
+      weight: 30
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: x-added, value: v2-only}]}
     - {name: grpc-infra-backend-v3, port: 8080, weight: 0}
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -358,7 +368,8 @@ async fn grpcroutes_route_calls_by_method_header_weight_and_host() {
         Err(Code::Unimplemented)
     );
 
-    // grpcroute-weight: 70/30, the weight-0 backend none.
+    // grpcroute-weight: 70/30, the weight-0 backend none; each backendRef's own
+    // filters only on the calls drawn to it.
     let mut counts = BTreeMap::<String, u32>::new();
     let mut c = client(p, "weights.example.com").await;
     for _ in 0..200 {
@@ -368,8 +379,24 @@ async fn grpcroutes_route_calls_by_method_header_weight_and_host() {
             .unary(req, PathAndQuery::from_static("/w.W/Call"), Raw)
             .await
             .expect("weighted call");
+        let from = resp
+            .metadata()
+            .get("x-from")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         let answer = String::from_utf8_lossy(resp.get_ref()).into_owned();
         let name = answer.split(' ').next().unwrap_or("").to_owned();
+        match name.as_str() {
+            "v1" => {
+                assert_eq!(answer, "v1 /w.W/Call x-added=None");
+                assert_eq!(from.as_deref(), Some("v1-filter"));
+            }
+            "v2" => {
+                assert_eq!(answer, "v2 /w.W/Call x-added=Some(\"v2-only\")");
+                assert_eq!(from, None);
+            }
+            other => panic!("answered by {other:?}: {answer}"),
+        }
         *counts.entry(name).or_default() += 1;
     }
     assert!(!counts.contains_key("v3"), "{counts:?}");

@@ -25,8 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use proxy_core::config::{Backend, BackendId, BackendProtocol};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
-    GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath, RequestFilter,
-    WeightedBackends,
+    BackendFilters, GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath,
+    RequestFilter, WeightedBackends,
 };
 use proxy_core::routes::{
     FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget, ValueMatch,
@@ -453,7 +453,7 @@ impl RuleCtx<'_> {
 }
 
 /// `target` with a rule's filters, then those of its only backendRef (which every
-/// request of the rule goes to; with several, `rule_target` fails such a share closed).
+/// request of the rule goes to; with several, `rule_target` gives each its own).
 fn rule_filters(
     route: RouteKey<'_>,
     field: &str,
@@ -1272,7 +1272,7 @@ fn intersect_one(listener: &str, route: &str) -> Option<String> {
 /// or a target answering 500 (UNAVAILABLE to a gRPC call) when it has none. `protocol`:
 /// how the pods are spoken to (gRPC for a GRPCRoute); `None` leaves it to the Service
 /// port's `appProtocol`.
-fn rule_target<F>(
+fn rule_target<F: Clone + Into<HTTPRouteFilter>>(
     ctx: &mut RuleCtx<'_>,
     field: &str,
     refs: &[BackendRef<F>],
@@ -1292,27 +1292,24 @@ fn rule_target<F>(
         "/",
         None,
     );
-    // Each reference with its weight; `None` for an invalid one, whose share of the
-    // requests gets 500, as the spec requires.
-    let mut shares: Vec<(Option<BackendId>, u32)> = Vec::new();
+    // Each reference with its weight and its own filters; `None` for an invalid one,
+    // whose share of the requests gets 500, as the spec requires.
+    let mut shares: Vec<(Option<BackendId>, u32, Option<Arc<BackendFilters>>)> = Vec::new();
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
         let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
-        // The filters of a rule's only backendRef run as the rule's (see
-        // `backend_filters`); with several, a request's filters would depend on the
-        // draw, which is not served: that share fails closed rather than unfiltered.
-        if refs.len() > 1 && !r.filters.is_empty() {
-            diags.push(Diagnostic::error(
-                ctx.route.kind,
-                key,
-                format!("{field}.filters"),
-                DiagnosticReason::GatewayUnsupported,
-                "filters on one of several backendRefs are not supported; its share of the \
-                 requests answers 500 (UNAVAILABLE to gRPC calls)",
-            ));
-            shares.push((None, weight));
-            continue;
-        }
+        // The filters of a rule's only backendRef run as the rule's (`rule_filters`);
+        // with several, each goes with its backend's draw.
+        let own = match (refs.len(), r.filters.is_empty()) {
+            (1, _) | (_, true) => None,
+            _ => match backend_filters(ctx.route, &field, &r.filters, diags) {
+                Some(f) => Some(Arc::new(f)),
+                None => {
+                    shares.push((None, weight, None));
+                    continue;
+                }
+            },
+        };
         match backend_ref(
             ctx.store,
             ctx.index,
@@ -1322,16 +1319,16 @@ fn rule_target<F>(
             ctx.backends,
             diags,
         ) {
-            Ok(id) => shares.push((Some(id), weight)),
+            Ok(id) => shares.push((Some(id), weight, own)),
             Err(problem) => {
                 // The first problem names the route's ResolvedRefs condition.
                 ctx.unresolved.get_or_insert(problem);
-                shares.push((None, weight));
+                shares.push((None, weight, None));
             }
         }
     }
-    shares.retain(|(_, w)| *w > 0);
-    let first_valid = shares.iter().find_map(|(id, _)| id.clone());
+    shares.retain(|(_, w, _)| *w > 0);
+    let first_valid = shares.iter().find_map(|(id, _, _)| id.clone());
     let backend = match (first_valid, shares.as_slice()) {
         (None, _) => {
             policy.request = vec![RequestFilter::NoValidBackend(NoValidBackend(
@@ -1339,9 +1336,9 @@ fn rule_target<F>(
             ))];
             BackendId::new(&key.namespace, &key.name, "")
         }
-        (Some(only), [_]) => only,
+        (Some(only), [(_, _, None)]) => only,
         (Some(first), _) => {
-            policy.weighted = WeightedBackends::new(
+            policy.weighted = WeightedBackends::with_filters(
                 shares,
                 format!("{source} {field}: an invalid backendRef's share").into(),
             )
@@ -1354,6 +1351,62 @@ fn rule_target<F>(
         policy: Arc::new(policy),
         source: source.clone(),
     }
+}
+
+/// The own filters of one of several backendRefs of a rule: header modifiers, which run
+/// only for the requests drawn to it. `None` (each problem reported) when one cannot be
+/// served there, so that its share fails closed rather than going out unfiltered.
+fn backend_filters<F: Clone + Into<HTTPRouteFilter>>(
+    route: RouteKey<'_>,
+    field: &str,
+    filters: &[F],
+    diags: &mut Vec<Diagnostic>,
+) -> Option<BackendFilters> {
+    let mut out = BackendFilters::default();
+    let mut closed = false;
+    for (f, filter) in filters.iter().enumerate() {
+        let filter: HTTPRouteFilter = filter.clone().into();
+        let field = format!("{field}.filters[{f}]");
+        match filter.type_.as_str() {
+            "RequestHeaderModifier" => {
+                let field = format!("{field}.requestHeaderModifier");
+                let modifier = filter.request_header_modifier.as_ref();
+                merge_edits(
+                    &mut out.request,
+                    header_edits(route, &field, modifier, diags),
+                );
+            }
+            "ResponseHeaderModifier" => {
+                let field = format!("{field}.responseHeaderModifier");
+                let modifier = filter.response_header_modifier.as_ref();
+                merge_edits(
+                    &mut out.response,
+                    header_edits(route, &field, modifier, diags),
+                );
+            }
+            "RequestMirror" => diags.push(Diagnostic::warning(
+                route.kind,
+                route.key,
+                format!("{field}.type"),
+                DiagnosticReason::GatewayUnsupported,
+                "filter type \"RequestMirror\" is not supported yet; ignored",
+            )),
+            other => {
+                diags.push(Diagnostic::error(
+                    route.kind,
+                    route.key,
+                    format!("{field}.type"),
+                    DiagnosticReason::GatewayUnsupported,
+                    format!(
+                        "filter type {other:?} is not supported on one of several backendRefs; \
+                         its share of the requests answers 500 (UNAVAILABLE to gRPC calls)"
+                    ),
+                ));
+                closed = true;
+            }
+        }
+    }
+    (!closed).then_some(out)
 }
 
 /// `target` with the rule's `timeouts`: the shorter of `request` and `backendRequest`
@@ -3217,10 +3270,14 @@ spec:
   - matches: [{method: {service: s.Split}}]
     backendRefs:
     - {name: v1, port: 8080, weight: 3}
-    - {name: v2, port: 8080, weight: 1}
+    - name: v2
+      port: 8080
+      filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Auth, name: a}}]
     - name: v3
       port: 8080
-      filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-b, value: "3"}]}}]
+      filters:
+      - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-b, value: "3"}]}}
+      - {type: ResponseHeaderModifier, responseHeaderModifier: {remove: [x-secret]}}
   - matches: [{method: {service: s.Edit}}]
     filters:
     - type: RequestHeaderModifier
@@ -3267,7 +3324,8 @@ spec:
                 .unwrap()
                 .clone()
         };
-        // The filtered one of several backends fails closed: its share answers an error.
+        // One of several backends runs its own header filters; one whose filter cannot
+        // be served fails closed: its share answers an error.
         let split = target("s.Split");
         let w = split.policy.weighted.as_ref().expect("weighted");
         assert_eq!(w.total(), 5);
@@ -3277,7 +3335,14 @@ spec:
                     .map_or("500".into(), |b| b.service.to_string())
             })
             .collect();
-        assert_eq!(picks, ["v1", "v1", "v1", "v2", "500"]);
+        assert_eq!(picks, ["v1", "v1", "v1", "500", "v3"]);
+        assert_eq!(w.pick_filtered(|_| 1).unwrap().1, None);
+        let own = w.pick_filtered(|_| 5).unwrap().1.expect("v3's filters");
+        let request = own.request.as_ref().expect("request edits");
+        assert_eq!(request.set[0].0.as_str(), "x-b");
+        let response = own.response.as_ref().expect("response edits");
+        assert_eq!(response.remove[0].as_str(), "x-secret");
+        assert!(split.policy.upstream_headers.edits.is_none());
         // The only backend's filters run after the rule's.
         let edit = target("s.Edit");
         let edits = edit.policy.upstream_headers.edits.as_ref().expect("edits");
@@ -3302,7 +3367,7 @@ spec:
             [
                 "spec.rules[0].backendRefs[0]",
                 "spec.rules[2].backendRefs[0].namespace",
-                "spec.rules[3].backendRefs[2].filters",
+                "spec.rules[3].backendRefs[1].filters[0].type",
                 "spec.rules[5].filters[0].type",
                 "spec.rules[6].filters[0].type",
                 "spec.rules[7].matches[0].method",
