@@ -456,3 +456,98 @@ async fn grpcroutes_route_calls_by_method_header_weight_and_host() {
     let logs = ctl.logs();
     assert!(!logs.contains("unknown field"), "{logs}");
 }
+
+/// An HTTPS listener takes GRPCRoutes too: the client negotiates `h2` by ALPN on
+/// Portico's HTTPS port, with the listener's certificate, and the call reaches the pod
+/// over h2c.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_listener_serves_grpcroutes_over_tls() {
+    let v1 = grpc_backend("v1").await;
+    let host = "secure.example.com";
+    let cert = rcgen::generate_simple_self_signed(vec![host.into()]).unwrap();
+    let pem = cert.cert.pem();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("grpc-infra-backend-v1", v1));
+    text.push_str("---\n");
+    text.push_str(
+        &secret_yaml(
+            "secure-cert",
+            pem.as_bytes(),
+            cert.signing_key.serialize_pem().as_bytes(),
+        )
+        .replace(
+            "  name: secure-cert\n",
+            &format!("  name: secure-cert\n  namespace: {NS}\n"),
+        ),
+    );
+    text.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: secure, namespace: {NS}}}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: {host}
+    tls: {{certificateRefs: [{{name: secure-cert}}]}}
+    allowedRoutes: {{kinds: [{{kind: GRPCRoute}}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: secure, namespace: {NS}}}
+spec:
+  parentRefs: [{{name: secure, sectionName: https}}]
+  rules:
+  - matches: [{{method: {{service: secure.Echo}}}}]
+    backendRefs: [{{name: grpc-infra-backend-v1, port: 8080}}]
+"
+    ));
+    std::fs::write(dir.path().join("secure.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(&pem))
+        .domain_name(host);
+    let call = || async {
+        let channel = Endpoint::from_shared(format!("https://{}", ctl.https))
+            .unwrap()
+            .origin(format!("https://{host}").parse().unwrap())
+            .tls_config(tls.clone())
+            .unwrap()
+            .connect()
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut c = tonic::client::Grpc::new(channel);
+        c.ready().await.map_err(|e| format!("ready: {e}"))?;
+        let req = Request::new(Bytes::from_static(b"hi"));
+        c.unary(req, PathAndQuery::from_static("/secure.Echo/Call"), Raw)
+            .await
+            .map(|r| String::from_utf8_lossy(r.get_ref()).into_owned())
+            .map_err(|s| format!("status: {:?}", s.code()))
+    };
+    let deadline = tokio::time::Instant::now() + FOLLOW;
+    let mut got = call().await;
+    while got.is_err() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        got = call().await;
+    }
+    assert_eq!(
+        got,
+        Ok("v1 /secure.Echo/Call x-added=None".to_owned()),
+        "{}",
+        ctl.logs()
+    );
+    ctl.wait_log("the listener's GRPCRoute", FOLLOW, |logs| {
+        logs.lines().any(|l| {
+            l.contains(&format!("{NS}/secure"))
+                && l.contains("Gateway")
+                && l.contains("attachedRoutes 1")
+        })
+    })
+    .await;
+}
