@@ -535,4 +535,28 @@ mod tests {
         assert!(!covers(Some(&two), &with_addr));
         assert!(!covers(None, &want));
     }
+
+    #[test]
+    fn a_grpcroute_no_longer_attached_loses_only_our_entry() {
+        let theirs = json!({"parentRef": {"name": "gw"}, "controllerName": "example.com/other",
+            "conditions": []});
+        let ours = json!({"parentRef": {"name": "gw"}, "controllerName": GATEWAY_CONTROLLER,
+            "conditions": []});
+        let mut store = Store::default();
+        let mut route = GRPCRoute {
+            status: Some(json!({"parents": [theirs, ours]})),
+            ..GRPCRoute::default()
+        };
+        route.metadata.namespace = Some("app".into());
+        route.metadata.name = Some("rpc".into());
+        route.metadata.resource_version = Some("7".into());
+        store.apply(crate::store::Object::GRPCRoute(route));
+        let out = wanted(&store, &GatewayApiStatus::new(), &[], &json!("t"));
+        assert_eq!(out.len(), 1, "{out:?}");
+        let (kind, key, want, rv) = &out[0];
+        assert_eq!(*kind, Kind::GRPCRoute);
+        assert_eq!(*key, ObjectKey::new("app", "rpc"));
+        assert_eq!(*want, json!({"parents": [theirs]}));
+        assert_eq!(rv, "7");
+    }
 }
