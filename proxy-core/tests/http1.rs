@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use proxy_core::http::ProxyOptions;
 use proxy_core::pipeline::{BodyLimit, RequestFilter};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -161,4 +162,121 @@ async fn an_idle_keep_alive_connection_closes_after_the_keep_alive_timeout() {
     let mut buf = [0u8; 64];
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
     assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+}
+
+/// A proxy whose idle connections park after 50 ms.
+async fn parking(keep_alive: Duration) -> (TestBackend, TestProxy) {
+    let b = TestBackend::start("one").await;
+    let mut cfg = config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    cfg.settings.keep_alive = keep_alive;
+    let opts = ProxyOptions {
+        park_idle_after: Some(Duration::from_millis(50)),
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(cfg, opts).await;
+    (b, px)
+}
+
+async fn get_on(s: &mut TcpStream) {
+    s.write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    read_until(s, &mut got, "one").await;
+}
+
+async fn parked_count(px: &TestProxy, want: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while px.proxy.parked_connections() != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "parked connections: {} (want {want})",
+            px.proxy.parked_connections()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_idle_connection_parks_and_serves_its_next_requests() {
+    let (b, px) = parking(Duration::from_secs(60)).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    get_on(&mut s).await;
+    parked_count(&px, 1).await;
+    // Woken by its socket: served in a task again, on the same connection.
+    get_on(&mut s).await;
+    assert_eq!(px.proxy.parked_connections(), 0);
+    // Parks again, and again comes back.
+    parked_count(&px, 1).await;
+    get_on(&mut s).await;
+    get_on(&mut s).await;
+    assert_eq!(b.hits(), 4);
+    drop(s);
+    // A parked connection whose client leaves is woken by the close and let go.
+    let mut t = TcpStream::connect(px.addr).await.unwrap();
+    get_on(&mut t).await;
+    parked_count(&px, 1).await;
+    drop(t);
+    parked_count(&px, 0).await;
+}
+
+#[tokio::test]
+async fn a_parked_connection_closes_at_its_keep_alive_deadline() {
+    let (_b, px) = parking(Duration::from_millis(400)).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    get_on(&mut s).await;
+    let idle = std::time::Instant::now();
+    parked_count(&px, 1).await;
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0))), "{closed:?}");
+    let waited = idle.elapsed();
+    assert!(
+        waited >= Duration::from_millis(350) && waited < Duration::from_secs(2),
+        "closed after {waited:?}"
+    );
+    assert_eq!(px.proxy.parked_connections(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_closes_parked_connections_and_drains() {
+    let (_b, px) = parking(Duration::from_secs(60)).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    get_on(&mut s).await;
+    parked_count(&px, 1).await;
+    let drained = px.shutdown.drain(Duration::from_secs(5)).await;
+    assert!(drained, "drain waited on a parked connection");
+    let mut buf = [0u8; 64];
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+}
+
+#[tokio::test]
+async fn a_parked_connection_keeps_its_place_under_the_connection_cap() {
+    let b = TestBackend::start("one").await;
+    let cfg = config(
+        vec![rule("app.test", "one")],
+        vec![backend("one", &[b.addr])],
+    );
+    let opts = ProxyOptions {
+        park_idle_after: Some(Duration::from_millis(50)),
+        max_connections: 1,
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(cfg, opts).await;
+    let mut s = TcpStream::connect(px.addr).await.unwrap();
+    get_on(&mut s).await;
+    parked_count(&px, 1).await;
+    // Over the cap while the first is parked: closed without an answer.
+    let mut t = TcpStream::connect(px.addr).await.unwrap();
+    let _ = t
+        .write_all(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let mut buf = [0u8; 64];
+    let refused = tokio::time::timeout(Duration::from_secs(5), t.read(&mut buf)).await;
+    assert!(matches!(refused, Ok(Ok(0)) | Ok(Err(_))), "{refused:?}");
+    get_on(&mut s).await;
 }

@@ -211,7 +211,14 @@ pub struct ProxyOptions {
     pub allow_trace: bool,
     /// `Alt-Svc` on answers over TCP HTTPS, advertising HTTP/3 when it is served.
     pub alt_svc: Option<HeaderValue>,
+    /// How long an idle HTTP/1 keep-alive connection over plain TCP keeps its task
+    /// before it parks without one (see `h1::park`); `None` never parks.
+    pub park_idle_after: Option<Duration>,
 }
+
+/// An idle connection parks after this long: long enough that a client sending its
+/// requests back to back never parks, short enough that idle clients cost little.
+pub const PARK_IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for ProxyOptions {
     fn default() -> Self {
@@ -230,6 +237,7 @@ impl Default for ProxyOptions {
             max_connections_per_client: None,
             allow_trace: false,
             alt_svc: None,
+            park_idle_after: Some(PARK_IDLE_AFTER),
         }
     }
 }
@@ -241,6 +249,7 @@ impl std::fmt::Debug for ProxyOptions {
             .field("max_header_bytes", &self.max_header_bytes)
             .field("max_headers", &self.max_headers)
             .field("keep_alive", &self.keep_alive)
+            .field("park_idle_after", &self.park_idle_after)
             .field("http_port", &self.http_port)
             .field("https_port", &self.https_port)
             .field("ejection", &self.ejection)
@@ -268,6 +277,8 @@ pub struct Proxy {
     rate_limits: Arc<crate::pipeline::Limiter>,
     /// `auth-cache-key`: kept answers of authentication services.
     auth_decisions: crate::pipeline::AuthDecisions,
+    /// Idle HTTP/1 connections parked without a task; started by the first.
+    lot: std::sync::OnceLock<Arc<h1::park::Lot>>,
 }
 
 impl Proxy {
@@ -306,6 +317,7 @@ impl Proxy {
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
             auth_decisions: Default::default(),
+            lot: std::sync::OnceLock::new(),
             opts,
         })
     }

@@ -20,6 +20,7 @@ use tokio::sync::{watch, Notify};
 use super::activity::{Activity, IdleWatch};
 use super::body::ClientBody;
 use super::h1;
+use super::h1::park::{Lot, Parkable, Parked};
 use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::stall::StallWatch;
@@ -317,13 +318,21 @@ impl Proxy {
             let (io, info, timers) = match start {
                 Start::H2(h2) => *h2,
                 Start::H1(wire) => {
-                    let (h2c, stopped) = {
+                    // A listener with a stop of its own is rare: its connections stay in
+                    // their tasks, where that stop is watched.
+                    let park_after = proxy.opts.park_idle_after.filter(|_| extra.is_none());
+                    let (served, stopped) = {
                         let mut signal = h1::Stop::new(stop.as_mut());
-                        let h2c = h1::serve(&proxy, wire, &mut signal).await;
-                        (h2c, signal.fired())
+                        let begin = h1::Begin::New { park_after };
+                        let served = h1::serve(&proxy, wire, &mut signal, begin).await;
+                        (served, signal.fired())
                     };
-                    match h2c {
-                        Some((io, info)) if !stopped => {
+                    match served {
+                        h1::Served::Idle(wire, deadline) => {
+                            proxy.park(wire, guard, permit, deadline);
+                            return;
+                        }
+                        h1::Served::H2(io, info) if !stopped => {
                             // Read now rather than kept from the accept: an HTTP/1 task
                             // carries no room for them.
                             let timers = {
@@ -395,6 +404,71 @@ impl Proxy {
         if let Err(e) = result {
             tracing::debug!(remote = %conn.info.remote, error = %e, "client connection ended with an error");
         }
+    }
+}
+
+impl Proxy {
+    /// Idle HTTP/1 connections parked without a task right now.
+    pub fn parked_connections(&self) -> usize {
+        self.lot.get().map_or(0, |lot| lot.len())
+    }
+
+    /// Parks an idle HTTP/1 connection without a task (see [`h1::park`]).
+    fn park<IO>(
+        self: &Arc<Self>,
+        wire: Arc<h1::Wire<WriteIdle<IO>>>,
+        guard: ShutdownGuard,
+        permit: Option<ConnPermit>,
+        deadline: tokio::time::Instant,
+    ) where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let lot = self
+            .lot
+            .get_or_init(|| Lot::start(self, self.shutdown.clone()));
+        lot.park(wire, guard, permit, deadline);
+    }
+}
+
+impl<IO> Parkable for h1::Wire<WriteIdle<IO>>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    fn unpark(&self) -> Option<Box<Parked>> {
+        self.lock().parked.take()
+    }
+
+    fn resume(self: Arc<Self>, proxy: Arc<Proxy>, parked: Box<Parked>) {
+        tokio::spawn(serve_resumed(proxy, self, parked));
+    }
+
+    fn close(&self) {
+        drop(self.lock().io.take());
+    }
+}
+
+/// Serves a parked connection whose socket became readable, in a task of its own again.
+async fn serve_resumed<IO>(
+    proxy: Arc<Proxy>,
+    wire: Arc<h1::Wire<WriteIdle<IO>>>,
+    parked: Box<Parked>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (guard, permit, deadline) = parked.into_held();
+    // Held, as by the task that parked it.
+    let _ = (&guard, &permit);
+    let mut stop = pin!(proxy.shutdown.triggered());
+    let served = {
+        let mut signal = h1::Stop::new(stop.as_mut());
+        let begin = h1::Begin::Resumed {
+            deadline,
+            park_after: proxy.opts.park_idle_after,
+        };
+        h1::serve(&proxy, wire, &mut signal, begin).await
+    };
+    if let h1::Served::Idle(wire, deadline) = served {
+        proxy.park(wire, guard, permit, deadline);
     }
 }
 

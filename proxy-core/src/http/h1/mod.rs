@@ -11,6 +11,7 @@
 //! HTTP/2 prior knowledge (h2c) is recognised by its preface and handed back.
 
 mod head;
+pub(crate) mod park;
 mod wire;
 mod write;
 
@@ -129,49 +130,86 @@ pub(crate) async fn serve<IO>(
     proxy: &Arc<Proxy>,
     wire: Arc<Wire<IO>>,
     stop: &mut Stop<'_>,
-) -> Option<(Rewind<IO>, ConnInfo)>
+    begin: Begin,
+) -> Served<IO>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let mut first = true;
+    let (mut first, start_deadline, park_after) = match begin {
+        Begin::New { park_after } => (
+            true,
+            Instant::now() + wire.limits.header_timeout,
+            park_after,
+        ),
+        Begin::Resumed {
+            deadline,
+            park_after,
+        } => (false, deadline, park_after),
+    };
+    // Only sockets whose readiness can be waited on without a read can park.
+    let park_after = park_after.filter(|_| wire.ready.is_some());
     // One timer for the connection's life, moved rather than made anew: pushing a
     // deadline later is an atomic store, while a new timer costs a registration and a
     // removal in the runtime's wheel for every request.
-    let mut timer = pin!(sleep_until(Instant::now() + wire.limits.header_timeout));
+    let mut timer = pin!(sleep_until(start_deadline));
+    // While waiting for the next request with parking on, the timer is set to when the
+    // connection parks, and this is its keep-alive deadline.
+    let mut idle_deadline: Option<Instant> = None;
     loop {
         if wire.ready.is_some() && wire.lock().buf.is_empty() {
             let waited = poll_fn(|cx| {
                 if stop.poll(cx).is_ready() {
-                    return Poll::Ready(false);
+                    return Poll::Ready(Waited::Closed);
                 }
                 let state = wire.lock();
                 let (Some(ready), Some(io)) = (wire.ready, state.io.as_ref()) else {
-                    return Poll::Ready(false);
+                    return Poll::Ready(Waited::Closed);
                 };
                 if let Poll::Ready(r) = ready(io, cx) {
-                    return Poll::Ready(r.is_ok());
+                    return Poll::Ready(if r.is_ok() {
+                        Waited::Readable
+                    } else {
+                        Waited::Closed
+                    });
                 }
                 drop(state);
-                timer.as_mut().poll(cx).map(|()| false)
+                timer.as_mut().poll(cx).map(|()| Waited::Timer)
             })
             .await;
-            if !waited {
-                return None;
+            match waited {
+                Waited::Readable => {}
+                Waited::Closed => return Served::Done,
+                Waited::Timer => {
+                    return match idle_deadline {
+                        Some(deadline) if Instant::now() < deadline => Served::Idle(wire, deadline),
+                        _ => Served::Done,
+                    }
+                }
             }
         }
         // Boxed, as the exchange is: an idle connection has no head to read.
-        let head = Box::pin(read_head(&wire, first, timer.as_mut(), stop)).await;
+        let head = Box::pin(read_head(
+            &wire,
+            first,
+            timer.as_mut(),
+            idle_deadline.take(),
+            stop,
+        ))
+        .await;
         let head = match head {
             ReadHead::Head(head) => head,
-            ReadHead::Closed => return None,
+            ReadHead::Closed => return Served::Done,
             ReadHead::H2 => {
                 let info = wire.conn.info.clone();
-                return take(&wire).map(|(io, read)| (Rewind::new(io, read), info));
+                return match take(&wire) {
+                    Some((io, read)) => Served::H2(Rewind::new(io, read), info),
+                    None => Served::Done,
+                };
             }
             ReadHead::Error(e) => {
                 tracing::debug!(remote = %wire.conn.info.remote, error = %e, "bad request head");
                 Box::pin(refuse(&wire, e)).await;
-                return None;
+                return Served::Done;
             }
         };
         first = false;
@@ -181,21 +219,57 @@ where
             Next::KeepAlive if !stop.fired => {}
             Next::KeepAlive | Next::Close => {
                 close(&wire).await;
-                return None;
+                return Served::Done;
             }
-            Next::Gone => return None,
+            Next::Gone => return Served::Done,
         }
         let Some(keep_alive) = wire.limits.keep_alive else {
             close(&wire).await;
-            return None;
+            return Served::Done;
         };
-        timer.as_mut().reset(Instant::now() + keep_alive);
+        let now = Instant::now();
+        match park_after {
+            Some(after) if after < keep_alive => {
+                idle_deadline = Some(now + keep_alive);
+                timer.as_mut().reset(now + after);
+            }
+            _ => timer.as_mut().reset(now + keep_alive),
+        }
         let mut state = wire.lock();
         if state.buf.is_empty() {
             // Idle connections hold no buffer.
             state.buf = Default::default();
         }
     }
+}
+
+/// How a connection starts being served by [`serve`].
+#[derive(Clone, Copy)]
+pub(crate) enum Begin {
+    /// A new connection. `park_after`: how long it waits for a next request before it
+    /// parks (see [`park`]); `None` keeps it in its task.
+    New { park_after: Option<Duration> },
+    /// A parked connection whose socket became readable, with its keep-alive deadline.
+    Resumed {
+        deadline: Instant,
+        park_after: Option<Duration>,
+    },
+}
+
+/// How [`serve`] left a connection.
+pub(crate) enum Served<IO> {
+    /// Closed, or to be dropped.
+    Done,
+    /// The client spoke HTTP/2: the socket with what was read of it.
+    H2(Rewind<IO>, ConnInfo),
+    /// Idle for the park time: park it until its keep-alive deadline.
+    Idle(Arc<Wire<IO>>, Instant),
+}
+
+enum Waited {
+    Readable,
+    Closed,
+    Timer,
 }
 
 enum ReadHead {
@@ -212,6 +286,7 @@ async fn read_head<IO>(
     wire: &Wire<IO>,
     first: bool,
     mut timer: Pin<&mut Sleep>,
+    mut idle_deadline: Option<Instant>,
     stop: &mut Stop<'_>,
 ) -> ReadHead
 where
@@ -272,8 +347,21 @@ where
             timer.as_mut().reset(Instant::now() + limits.header_timeout);
         }
         // A connection with no request in flight closes at once when asked to stop.
-        if (!started && stop.poll(cx).is_ready()) || timer.as_mut().poll(cx).is_ready() {
+        if !started && stop.poll(cx).is_ready() {
             return Poll::Ready(ReadHead::Closed);
+        }
+        if timer.as_mut().poll(cx).is_ready() {
+            // Readiness without a byte (rare), with the timer set to the park time: wait
+            // for the first byte until the keep-alive deadline instead.
+            match idle_deadline.take() {
+                Some(deadline) if !started && Instant::now() < deadline => {
+                    timer.as_mut().reset(deadline);
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(ReadHead::Closed);
+                    }
+                }
+                _ => return Poll::Ready(ReadHead::Closed),
+            }
         }
         Poll::Pending
     })
@@ -548,6 +636,7 @@ pub(crate) fn messages_of(chunks: &[&[u8]]) -> Vec<Result<(String, Vec<u8>), Str
         generation: 0,
         cont: Continue::No,
         broken: false,
+        parked: None,
     };
     let mut out = Vec::new();
     let mut chunks = chunks.iter();

@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::head::Framing;
+use super::park::{Lot, ParkSlot, Parked};
 use super::{Limits, ReadReady};
 use crate::http::Conn;
 
@@ -60,6 +61,8 @@ pub(crate) struct State<IO> {
     pub cont: Continue,
     /// The body could not be followed: the connection cannot be reused.
     pub broken: bool,
+    /// What its task held, while the connection is parked without one.
+    pub parked: Option<Box<Parked>>,
 }
 
 /// `100 Continue` for a client that waits for it before sending its body.
@@ -112,12 +115,31 @@ impl<IO> Wire<IO> {
                 generation: 0,
                 cont: Continue::No,
                 broken: false,
+                parked: None,
             }),
         })
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State<IO>> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<IO> ParkSlot for Wire<IO> {
+    fn set_parked(&self, parked: Box<Parked>) {
+        self.lock().parked = Some(parked);
+    }
+
+    fn lot(&self) -> Option<Arc<Lot>> {
+        self.lock().parked.as_ref().map(|p| p.lot().clone())
+    }
+
+    fn poll_ready(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let state = self.lock();
+        match (self.ready, state.io.as_ref()) {
+            (Some(ready), Some(io)) => ready(io, cx).map(|_| ()),
+            _ => Poll::Ready(()),
+        }
     }
 }
 
@@ -436,6 +458,7 @@ mod tests {
             generation: 0,
             cont: Continue::No,
             broken: false,
+            parked: None,
         };
         let mut out = Vec::new();
         loop {
