@@ -4,7 +4,9 @@
 //!
 //! Choices worth knowing:
 //! - Every HTTP listener is served on Portico's HTTP listener (`--http-addr`), whatever
-//!   its `port`: the port only selects listeners for a parentRef's `port`.
+//!   its `port`: the port only selects listeners for a parentRef's `port`. Each match
+//!   rule carries the scope of the listener it came through (`listener_scope`), so it
+//!   answers only on its protocol's listener and for the hosts its listener isolates.
 //! - A host's HTTPRoute matches are tried before its Ingress paths, in the spec's
 //!   precedence order (see [`Precedence`]).
 //! - Recomputed whole on every compile: it reads only the store, so the incremental
@@ -27,7 +29,8 @@ use proxy_core::pipeline::{
     WeightedBackends,
 };
 use proxy_core::routes::{
-    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget, ValueMatch,
+    FullMatch, HostMatch, HostPattern, HostRoutes, ListenerScope, MatchRule, PathMatch,
+    RouteTarget, ValueMatch,
 };
 use tls::{CertSource, ParsedCert};
 
@@ -36,6 +39,7 @@ use super::backends;
 use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
+use super::listener_scope::{listener_scopes, ListenerHost};
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
     Gateway, HTTPBackendRef, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch, HTTPRouteTimeouts,
@@ -175,6 +179,8 @@ struct OurListener<'a> {
     listener: &'a Listener,
     /// Lower-cased; `None` matches every host.
     hostname: Option<String>,
+    /// The requests its routes answer (set once the Gateway's listeners are known).
+    scope: ListenerScope,
 }
 
 /// The Gateway API's order between match rules: the first in this order that matches a
@@ -254,7 +260,7 @@ pub(super) fn compile_gateway(
                 parents: Vec::new(),
             },
         );
-        listeners.insert(key, served);
+        listeners.insert(key, with_scopes(served));
     }
     if listeners.is_empty() {
         return GatewayRoutes {
@@ -355,11 +361,12 @@ pub(super) fn compile_gateway(
                 else {
                     continue;
                 };
-                for host in &hosts {
+                for (host, scope) in &hosts {
                     rules.push((
                         precedence.clone(),
                         MatchRule {
                             host: host.clone(),
+                            listeners: scope.clone(),
                             ..template.clone()
                         },
                     ));
@@ -617,9 +624,26 @@ fn gateway_listeners<'a>(
             gateway: key,
             listener,
             hostname,
+            scope: ListenerScope::default(),
         });
     }
     (out, status)
+}
+
+/// The listeners with the scope of each: which requests their routes answer.
+fn with_scopes(mut served: Vec<OurListener<'_>>) -> Vec<OurListener<'_>> {
+    let hosts: Vec<ListenerHost<'_>> = served
+        .iter()
+        .map(|l| ListenerHost {
+            protocol: &l.listener.protocol,
+            hostname: l.hostname.as_deref(),
+        })
+        .collect();
+    let scopes = listener_scopes(&hosts);
+    for (l, scope) in served.iter_mut().zip(scopes) {
+        l.scope = scope;
+    }
+    served
 }
 
 /// The key pairs an HTTPS listener's `tls.certificateRefs` name (`namespace/name` and the
@@ -735,16 +759,17 @@ struct Attached {
     message: String,
 }
 
-/// The hosts a route serves through the listeners its parentRefs attach it to, and how
-/// each parentRef to a Gateway of ours fared (a refused one also gets a diagnostic).
+/// The hosts a route serves through the listeners its parentRefs attach it to, each
+/// with the scope of the listener it came through, and how each parentRef to a Gateway
+/// of ours fared (a refused one also gets a diagnostic).
 fn attach(
     store: &Store,
     key: &ObjectKey,
     route: &HTTPRoute,
     listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
     diags: &mut Vec<Diagnostic>,
-) -> (Vec<HostMatch>, Vec<Attached>) {
-    let mut hosts: Vec<HostMatch> = Vec::new();
+) -> (Vec<(HostMatch, ListenerScope)>, Vec<Attached>) {
+    let mut hosts: Vec<(HostMatch, ListenerScope)> = Vec::new();
     let mut parents = Vec::new();
     let route_hostnames: Vec<String> = route
         .spec
@@ -816,8 +841,9 @@ fn attach(
                         }
                     },
                 };
-                if !hosts.contains(&host) {
-                    hosts.push(host);
+                let scoped = (host, l.scope.clone());
+                if !hosts.contains(&scoped) {
+                    hosts.push(scoped);
                 }
             }
             tracing::debug!(route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
@@ -1384,7 +1410,7 @@ fn header_edits(
 }
 
 /// The backend a backendRef names, when it can be used.
-fn backend_ref(
+pub(super) fn backend_ref(
     store: &Store,
     index: &EndpointIndex<'_>,
     key: &ObjectKey,
@@ -1614,6 +1640,7 @@ fn match_rule(
             method,
             headers,
             query,
+            listeners: ListenerScope::default(),
             target: target.clone(),
         },
     ))
@@ -2479,7 +2506,18 @@ spec:
             vec![("infra/cert", vec!["secure.example.com".to_owned()])]
         );
         assert!(c.cert_store.resolve(Some("secure.example.com")).is_some());
-        assert_eq!(get(&c, "secure.example.com", "/").as_deref(), Some("v1"));
+        // Attached to an HTTPS listener only: answers on Portico's HTTPS listener only.
+        assert_eq!(get(&c, "secure.example.com", "/"), None);
+        let https = c.config.routes.lookup_on(
+            proxy_core::http::Scheme::Https,
+            "secure.example.com",
+            "/",
+            None,
+        );
+        assert_eq!(
+            https.map(|t| t.backend.service.to_string()).as_deref(),
+            Some("v1")
+        );
         let listener = |name: &str| {
             c.gateway_status[&(
                 Kind::Gateway,

@@ -32,6 +32,7 @@ mod gateway;
 mod headers;
 mod hosts;
 mod l4;
+mod listener_scope;
 mod passthrough;
 mod policy;
 mod security;

@@ -174,7 +174,7 @@ impl Proxy {
         // 1. Route.
         upgrade::h2_websocket(&mut parts)?;
         one_authority(&mut parts, self.opts.allow_trace)?;
-        let route = route(config, &mut parts, &log.host)?;
+        let route = route(config, &mut parts, info.scheme, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
@@ -1173,13 +1173,14 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
+    scheme: Scheme,
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
     let route = config
         .routes
-        .lookup_with(host, &path, Some(parts))
+        .lookup_on(scheme, host, &path, Some(parts))
         .or(config.default_backend.as_ref())
         .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;
