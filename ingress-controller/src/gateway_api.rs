@@ -328,8 +328,33 @@ pub struct HTTPRouteFilter {
     pub request_redirect: Option<RequestRedirect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
     #[serde(flatten)]
     pub rest: Rest,
+}
+
+/// `RequestMirror`: a copy of the requests goes to `backendRef` (a
+/// BackendObjectReference: an [`HTTPBackendRef`] without weight), for `percent` or
+/// `fraction` of them (neither: all).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    #[serde(default)]
+    pub backend_ref: HTTPBackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Fraction {
+    #[serde(default)]
+    pub numerator: i32,
+    /// Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
 }
 
 /// `URLRewrite`: the host and path the backend gets.

@@ -39,6 +39,7 @@ use super::backends;
 use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
+use super::gateway_mirror::rule_mirrors;
 use super::listener_scope::{listener_scopes, ListenerHost};
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
@@ -311,7 +312,19 @@ pub(super) fn compile_gateway(
                 &mut unresolved,
                 diags,
             );
-            let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
+            let mut target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
+            if let Some(mirrors) = rule_mirrors(
+                store,
+                &index,
+                key,
+                &field,
+                &rule.filters,
+                &mut backends,
+                &mut unresolved,
+                diags,
+            ) {
+                Arc::make_mut(&mut target.policy).mirrors = Some(mirrors);
+            }
             // Redirects name the listener's port when they keep the scheme: the first
             // listener's.
             let listener_port = parents
@@ -1190,14 +1203,8 @@ fn with_filters(
                     }
                 }
             }
-            // Leaving out a copy of the traffic changes nothing the client sees.
-            "RequestMirror" => diags.push(Diagnostic::warning(
-                Kind::HTTPRoute,
-                key,
-                format!("{field}.type"),
-                DiagnosticReason::GatewayUnsupported,
-                "filter type \"RequestMirror\" is not supported yet; ignored",
-            )),
+            // Compiled with the rule's backends (`gateway_mirror`).
+            "RequestMirror" => {}
             // Any other (an ExtensionRef, an authentication or CORS filter) may guard
             // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
             other => {
@@ -2048,7 +2055,7 @@ spec:
     }
 
     #[test]
-    fn unsupported_filters_fail_closed_but_a_mirror_is_left_out() {
+    fn unsupported_filters_fail_closed_and_a_mirror_keeps_the_rule() {
         let c = compiled(
             r#"
 ---
@@ -2077,11 +2084,10 @@ spec:
             .collect();
         assert_eq!(
             said,
-            vec![
-                ("spec.rules[0].filters[0].type", Severity::Error),
-                ("spec.rules[1].filters[0].type", Severity::Warning)
-            ]
+            vec![("spec.rules[0].filters[0].type", Severity::Error)]
         );
+        let mirrored = c.config.routes.lookup_with("f.test", "/mirror", None);
+        assert!(mirrored.is_some_and(|t| t.policy.mirrors.is_some()));
     }
 
     #[test]

@@ -29,6 +29,7 @@ mod class;
 mod diagnostic;
 pub mod endpoints;
 mod gateway;
+mod gateway_mirror;
 mod headers;
 mod hosts;
 mod l4;

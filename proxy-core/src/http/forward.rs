@@ -453,7 +453,7 @@ impl Proxy {
         let protocol = policy.protocol.or(backend.protocol).unwrap_or_default();
         let dial = dial(
             config,
-            policy,
+            policy.upstream_tls.as_ref(),
             protocol,
             conn.info.scheme,
             upgrade.is_some(),
@@ -467,6 +467,8 @@ impl Proxy {
             }
         }
         let te_trailers = grpc && headers::asks_trailers(&parts.headers);
+        // Upgrades and gRPC streams are not mirrored: their bodies are the exchange.
+        let mirrorable = upgrade.is_none() && !grpc;
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
         if te_trailers && matches!(dial, Dial::H2c | Dial::Tls { alpn: Alpn::H2, .. }) {
             // gRPC servers may insist on it; HTTP/2 allows this one `TE` value.
@@ -493,6 +495,18 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        }
+        if let (Some(mirrors), true) = (&policy.mirrors, mirrorable) {
+            // The request as the backend gets it, every filter applied.
+            self.mirror(
+                config,
+                mirrors,
+                &parts,
+                &body,
+                conn.info.scheme,
+                &log.host,
+                timeouts,
+            );
         }
         let req = Request::from_parts(parts, body);
 
@@ -1098,16 +1112,16 @@ struct Destination<'a> {
 
 /// How the route's protocol reaches the pod for this request. A WebSocket upgrade
 /// offers only HTTP/1.1 over TLS, since HTTP/2 to pods does not carry it.
-fn dial(
+pub(super) fn dial(
     config: &Config,
-    policy: &RoutePolicy,
+    upstream_tls: Option<&Arc<str>>,
     protocol: BackendProtocol,
     scheme: super::Scheme,
     upgrade: bool,
     host: &str,
 ) -> Result<Dial, ProxyError> {
     let tls = |alpn: Alpn| {
-        let tls = match &policy.upstream_tls {
+        let tls = match upstream_tls {
             None => UpstreamTls::unverified(),
             Some(key) => config
                 .upstream_tls

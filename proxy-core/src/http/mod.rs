@@ -45,6 +45,7 @@ pub mod h3;
 mod headers;
 mod idle_io;
 mod limits;
+mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
 mod server;
@@ -268,6 +269,8 @@ pub struct Proxy {
     rate_limits: Arc<crate::pipeline::Limiter>,
     /// `auth-cache-key`: kept answers of authentication services.
     auth_decisions: crate::pipeline::AuthDecisions,
+    /// Room for mirrored requests in flight (Gateway API RequestMirror).
+    mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
@@ -306,6 +309,7 @@ impl Proxy {
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
             auth_decisions: Default::default(),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(mirror::MAX_IN_FLIGHT)),
             opts,
         })
     }
