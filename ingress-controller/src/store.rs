@@ -10,7 +10,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use tokio::sync::watch;
 
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{BackendTLSPolicy, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 
 /// `namespace/name` of an object (namespace empty for cluster-scoped kinds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -59,6 +59,7 @@ pub enum Object {
     Gateway(Gateway),
     HTTPRoute(HTTPRoute),
     ReferenceGrant(ReferenceGrant),
+    BackendTLSPolicy(BackendTLSPolicy),
     Namespace(Namespace),
 }
 
@@ -76,6 +77,7 @@ pub enum Kind {
     Gateway,
     HTTPRoute,
     ReferenceGrant,
+    BackendTLSPolicy,
     Namespace,
 }
 
@@ -94,6 +96,7 @@ impl Kind {
             Kind::Gateway => "Gateway",
             Kind::HTTPRoute => "HTTPRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
             Kind::Namespace => "Namespace",
         }
     }
@@ -119,6 +122,7 @@ impl Object {
             Object::Gateway(_) => Kind::Gateway,
             Object::HTTPRoute(_) => Kind::HTTPRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
             Object::Namespace(_) => Kind::Namespace,
         }
     }
@@ -136,6 +140,7 @@ impl Object {
             Object::Gateway(o) => ObjectKey::of(o),
             Object::HTTPRoute(o) => ObjectKey::of(o),
             Object::ReferenceGrant(o) => ObjectKey::of(o),
+            Object::BackendTLSPolicy(o) => ObjectKey::of(o),
             Object::Namespace(o) => ObjectKey::of(o),
         }
     }
@@ -156,6 +161,7 @@ pub enum SharedObject {
     Gateway(Arc<Gateway>),
     HTTPRoute(Arc<HTTPRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    BackendTLSPolicy(Arc<BackendTLSPolicy>),
     Namespace(Arc<Namespace>),
 }
 
@@ -173,6 +179,7 @@ impl From<Object> for SharedObject {
             Object::Gateway(o) => SharedObject::Gateway(Arc::new(o)),
             Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
             Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
+            Object::BackendTLSPolicy(o) => SharedObject::BackendTLSPolicy(Arc::new(o)),
             Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
         }
     }
@@ -192,6 +199,7 @@ impl SharedObject {
             SharedObject::Gateway(_) => Kind::Gateway,
             SharedObject::HTTPRoute(_) => Kind::HTTPRoute,
             SharedObject::ReferenceGrant(_) => Kind::ReferenceGrant,
+            SharedObject::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
             SharedObject::Namespace(_) => Kind::Namespace,
         }
     }
@@ -210,6 +218,7 @@ impl SharedObject {
             SharedObject::Gateway(o) => Object::Gateway((**o).clone()),
             SharedObject::HTTPRoute(o) => Object::HTTPRoute((**o).clone()),
             SharedObject::ReferenceGrant(o) => Object::ReferenceGrant((**o).clone()),
+            SharedObject::BackendTLSPolicy(o) => Object::BackendTLSPolicy((**o).clone()),
             SharedObject::Namespace(o) => Object::Namespace((**o).clone()),
         }
     }
@@ -228,6 +237,9 @@ impl SharedObject {
             (SharedObject::Gateway(a), SharedObject::Gateway(b)) => Arc::ptr_eq(a, b),
             (SharedObject::HTTPRoute(a), SharedObject::HTTPRoute(b)) => Arc::ptr_eq(a, b),
             (SharedObject::ReferenceGrant(a), SharedObject::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::BackendTLSPolicy(a), SharedObject::BackendTLSPolicy(b)) => {
+                Arc::ptr_eq(a, b)
+            }
             (SharedObject::Namespace(a), SharedObject::Namespace(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -252,6 +264,7 @@ pub struct Store {
     pub gateways: Arc<BTreeMap<ObjectKey, Arc<Gateway>>>,
     pub http_routes: Arc<BTreeMap<ObjectKey, Arc<HTTPRoute>>>,
     pub reference_grants: Arc<BTreeMap<ObjectKey, Arc<ReferenceGrant>>>,
+    pub backend_tls_policies: Arc<BTreeMap<ObjectKey, Arc<BackendTLSPolicy>>>,
     /// Read for Gateway listeners' `allowedRoutes.namespaces.selector`, with the
     /// Gateway API kinds.
     pub namespaces: Arc<BTreeMap<ObjectKey, Arc<Namespace>>>,
@@ -295,6 +308,9 @@ impl Store {
             Object::ReferenceGrant(o) => {
                 Arc::make_mut(&mut self.reference_grants).insert(key, Arc::new(o));
             }
+            Object::BackendTLSPolicy(o) => {
+                Arc::make_mut(&mut self.backend_tls_policies).insert(key, Arc::new(o));
+            }
             Object::Namespace(o) => {
                 Arc::make_mut(&mut self.namespaces).insert(key, Arc::new(o));
             }
@@ -323,6 +339,9 @@ impl Store {
             SharedObject::ReferenceGrant(o) => {
                 drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
             }
+            SharedObject::BackendTLSPolicy(o) => {
+                drop(Arc::make_mut(&mut self.backend_tls_policies).insert(key, o))
+            }
             SharedObject::Namespace(o) => drop(Arc::make_mut(&mut self.namespaces).insert(key, o)),
         }
     }
@@ -341,6 +360,9 @@ impl Store {
             Kind::Gateway => drop(Arc::make_mut(&mut self.gateways).remove(key)),
             Kind::HTTPRoute => drop(Arc::make_mut(&mut self.http_routes).remove(key)),
             Kind::ReferenceGrant => drop(Arc::make_mut(&mut self.reference_grants).remove(key)),
+            Kind::BackendTLSPolicy => {
+                drop(Arc::make_mut(&mut self.backend_tls_policies).remove(key))
+            }
             Kind::Namespace => drop(Arc::make_mut(&mut self.namespaces).remove(key)),
         }
     }
@@ -364,6 +386,7 @@ impl Store {
             Kind::Gateway => keep_only(&mut self.gateways, keep),
             Kind::HTTPRoute => keep_only(&mut self.http_routes, keep),
             Kind::ReferenceGrant => keep_only(&mut self.reference_grants, keep),
+            Kind::BackendTLSPolicy => keep_only(&mut self.backend_tls_policies, keep),
             Kind::Namespace => keep_only(&mut self.namespaces, keep),
         }
     }
@@ -382,6 +405,7 @@ impl Store {
             Kind::Gateway => self.gateways = Arc::default(),
             Kind::HTTPRoute => self.http_routes = Arc::default(),
             Kind::ReferenceGrant => self.reference_grants = Arc::default(),
+            Kind::BackendTLSPolicy => self.backend_tls_policies = Arc::default(),
             Kind::Namespace => self.namespaces = Arc::default(),
         }
     }

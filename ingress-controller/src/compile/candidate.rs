@@ -175,6 +175,7 @@ fn neighbourhood(
         gateways: store.gateways.clone(),
         http_routes: store.http_routes.clone(),
         reference_grants: store.reference_grants.clone(),
+        backend_tls_policies: store.backend_tls_policies.clone(),
         namespaces: store.namespaces.clone(),
     }
 }

@@ -76,7 +76,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(
+    pub(super) fn new(
         type_: &'static str,
         status: bool,
         reason: &'static str,

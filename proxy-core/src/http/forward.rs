@@ -453,6 +453,7 @@ impl Proxy {
         let protocol = policy.protocol.or(backend.protocol).unwrap_or_default();
         let dial = dial(
             config,
+            &backend.id,
             policy.upstream_tls.as_ref(),
             protocol,
             conn.info.scheme,
@@ -1114,14 +1115,20 @@ struct Destination<'a> {
 /// offers only HTTP/1.1 over TLS, since HTTP/2 to pods does not carry it.
 pub(super) fn dial(
     config: &Config,
+    backend: &BackendId,
     upstream_tls: Option<&Arc<str>>,
     protocol: BackendProtocol,
     scheme: super::Scheme,
     upgrade: bool,
     host: &str,
 ) -> Result<Dial, ProxyError> {
+    // A BackendTLSPolicy's backend: TLS with its setting, whatever the route asks.
+    let required = match config.backend_tls.is_empty() {
+        true => None,
+        false => config.backend_tls.get(backend),
+    };
     let tls = |alpn: Alpn| {
-        let tls = match upstream_tls {
+        let tls = match required.or(upstream_tls) {
             None => UpstreamTls::unverified(),
             Some(key) => config
                 .upstream_tls
@@ -1133,6 +1140,12 @@ pub(super) fn dial(
         Ok(Dial::Tls { tls, alpn, name })
     };
     let either = if upgrade { Alpn::Http11 } else { Alpn::Either };
+    if required.is_some() {
+        return match protocol {
+            BackendProtocol::Grpc | BackendProtocol::Grpcs | BackendProtocol::H2c => tls(Alpn::H2),
+            _ => tls(either),
+        };
+    }
     match protocol {
         BackendProtocol::Http => Ok(Dial::Http1),
         BackendProtocol::AutoHttp if scheme == super::Scheme::Http => Ok(Dial::Http1),

@@ -68,7 +68,7 @@ impl Proxy {
                 }
             };
             let protocol = backend.protocol.unwrap_or_default();
-            let dial = match dial(config, None, protocol, scheme, false, host) {
+            let dial = match dial(config, id, None, protocol, scheme, false, host) {
                 Ok(dial) => dial,
                 Err(error) => {
                     tracing::debug!(mirror = %id, %error, "mirror backend unusable; not mirrored");

@@ -205,6 +205,7 @@ fn same(a: &SharedObject, b: &mut Object) -> bool {
         (SharedObject::Gateway(a), Object::Gateway(b)) => eq!(a, b),
         (SharedObject::HTTPRoute(a), Object::HTTPRoute(b)) => eq!(a, b),
         (SharedObject::ReferenceGrant(a), Object::ReferenceGrant(b)) => eq!(a, b),
+        (SharedObject::BackendTLSPolicy(a), Object::BackendTLSPolicy(b)) => eq!(a, b),
         (SharedObject::Namespace(a), Object::Namespace(b)) => eq!(a, b),
         _ => false,
     }
@@ -223,6 +224,7 @@ fn created(obj: &SharedObject) -> Option<Time> {
         SharedObject::Gateway(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::HTTPRoute(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::ReferenceGrant(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::BackendTLSPolicy(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Namespace(o) => o.metadata.creation_timestamp.clone(),
     }
 }
@@ -243,6 +245,7 @@ fn set_created(obj: &mut Object, first_seen: Time) {
         Object::Gateway(o) => &mut o.metadata,
         Object::HTTPRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::BackendTLSPolicy(o) => &mut o.metadata,
         Object::Namespace(o) => &mut o.metadata,
     };
     if meta.creation_timestamp.is_none() {

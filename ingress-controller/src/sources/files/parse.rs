@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{legacy, validate};
-use crate::gateway_api::{Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{BackendTLSPolicy, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.
@@ -248,7 +248,9 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Endpoints" | "Secret" | "ConfigMap" | "Namespace" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
-        "GatewayClass" | "Gateway" | "HTTPRoute" => "gateway.networking.k8s.io/v1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "BackendTLSPolicy" => {
+            "gateway.networking.k8s.io/v1"
+        }
         "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
         _ => return Ok(other_kind(api_version, kind, &value)),
     };
@@ -322,6 +324,9 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         "Gateway" => Object::Gateway(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?),
         "HTTPRoute" => {
             Object::HTTPRoute(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        "BackendTLSPolicy" => {
+            Object::BackendTLSPolicy(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
         }
         "ReferenceGrant" => {
             Object::ReferenceGrant(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
@@ -408,6 +413,7 @@ fn default_namespace(mut obj: Object) -> Object {
         Object::Gateway(o) => &mut o.metadata,
         Object::HTTPRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::BackendTLSPolicy(o) => &mut o.metadata,
         Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_) => return obj,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
@@ -522,6 +528,7 @@ impl<'de> de::Visitor<'de> for ObjectVisitor<'_> {
             Some("Gateway") => drop(Gateway::deserialize(d)?),
             Some("HTTPRoute") => drop(HTTPRoute::deserialize(d)?),
             Some("ReferenceGrant") => drop(ReferenceGrant::deserialize(d)?),
+            Some("BackendTLSPolicy") => drop(BackendTLSPolicy::deserialize(d)?),
             Some("Namespace") => drop(Namespace::deserialize(d)?),
             _ => drop(IgnoredAny::deserialize(d)?),
         }
