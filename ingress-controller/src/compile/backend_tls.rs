@@ -45,8 +45,11 @@ struct Judged {
     tls: (Arc<str>, Option<Arc<UpstreamTls>>),
     accepted: Condition,
     resolved: Condition,
-    /// `(service, sectionName)` of each targetRef to a Service.
+    /// `(service, sectionName)` of each targetRef to a Service it applies to (a
+    /// conflict lost takes one out).
     targets: Vec<(String, Option<String>)>,
+    /// The Services it names, for its ancestors whatever it applies to.
+    services: Vec<String>,
 }
 
 /// The policies of the store applied to `backends` (the compile's backend ids); their
@@ -184,7 +187,7 @@ fn ancestors(store: &Store, status: &GatewayApiStatus, j: &Judged) -> BTreeSet<O
                 r.kind.as_deref().unwrap_or("Service") == "Service"
                     && r.group.as_deref().unwrap_or("").is_empty()
                     && r.namespace.as_deref().unwrap_or(&key.namespace) == j.key.namespace
-                    && j.targets.iter().any(|(service, _)| *service == r.name)
+                    && j.services.contains(&r.name)
             })
         });
         if !uses {
@@ -238,12 +241,14 @@ fn judge(
     let accepted_ok = Condition::new("Accepted", true, "Accepted", "", generation);
     let resolved_ok = Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation);
     let id: Arc<str> = format!("BackendTLSPolicy {key}").into();
+    let services: Vec<String> = targets.iter().map(|(s, _)| s.clone()).collect();
     let refused = |accepted: Condition, resolved: Condition, targets| Judged {
         key: key.clone(),
         tls: (id.clone(), None),
         accepted,
         resolved,
         targets,
+        services: services.clone(),
     };
     let invalid =
         |message: String| Condition::new("Accepted", false, "Invalid", message, generation);
@@ -373,5 +378,187 @@ fn judge(
         accepted: accepted_ok,
         resolved: resolved_ok,
         targets,
+        services,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proxy_core::config::BackendId;
+
+    use super::super::tests::store_from_yaml;
+    use super::super::{compile, CompileOptions, Compiled};
+    use crate::store::{Kind, ObjectKey};
+
+    fn ca_pem() -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().pem()
+    }
+
+    fn compiled(policies: &str) -> Compiled {
+        let ca: String = ca_pem().lines().map(|l| format!("    {l}\n")).collect();
+        let yaml = format!(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portico}}
+spec: {{controllerName: portico.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: gw, namespace: app}}
+spec:
+  gatewayClassName: portico
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: secure, namespace: app}}
+spec: {{ports: [{{name: https, port: 443}}, {{name: admin, port: 8443}}]}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: plain, namespace: app}}
+spec: {{ports: [{{port: 80}}]}}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: ca, namespace: app}}
+data:
+  ca.crt: |
+{ca}---
+apiVersion: v1
+kind: ConfigMap
+metadata: {{name: no-ca, namespace: app}}
+data: {{other: x}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: app}}
+spec:
+  parentRefs: [{{name: gw}}]
+  rules:
+  - matches: [{{path: {{value: /s}}}}]
+    backendRefs: [{{name: secure, port: 443}}]
+  - matches: [{{path: {{value: /a}}}}]
+    backendRefs: [{{name: secure, port: 8443}}]
+  - matches: [{{path: {{value: /p}}}}]
+    backendRefs: [{{name: plain, port: 80}}]
+{policies}"#
+        );
+        compile(&store_from_yaml(&yaml), &CompileOptions::default())
+    }
+
+    fn policy(name: &str, target: &str, ca: &str, created: &str) -> String {
+        format!(
+            r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {{name: {name}, namespace: app, creationTimestamp: "{created}"}}
+spec:
+  targetRefs: [{{group: "", kind: Service, {target}}}]
+  validation:
+    caCertificateRefs: [{{group: "", kind: ConfigMap, name: {ca}}}]
+    hostname: secure.app.internal
+"#
+        )
+    }
+
+    fn conditions(c: &Compiled, name: &str) -> String {
+        let st = &c.gateway_status[&(Kind::BackendTLSPolicy, ObjectKey::new("app", name))];
+        st.to_string()
+    }
+
+    fn id(port: &str) -> BackendId {
+        BackendId::new("app", "secure", port)
+    }
+
+    #[test]
+    fn a_policy_claims_its_service_with_a_usable_setting() {
+        let c = compiled(&policy("p", "name: secure", "ca", "2024-01-01T00:00:00Z"));
+        let key = c.config.backend_tls.get(&id("443")).expect("claimed");
+        assert_eq!(c.config.backend_tls.get(&id("8443")), Some(key));
+        let tls = c.config.upstream_tls.get(key).expect("usable");
+        assert!(tls.verify && tls.sni);
+        assert!(!c
+            .config
+            .backend_tls
+            .contains_key(&BackendId::new("app", "plain", "80")));
+        assert_eq!(
+            conditions(&c, "p"),
+            "parent app/gw: Accepted=True (Accepted), ResolvedRefs=True (ResolvedRefs)"
+        );
+    }
+
+    #[test]
+    fn a_bad_ca_reference_fails_closed() {
+        let c = compiled(&format!(
+            "{}{}",
+            policy(
+                "missing",
+                "name: secure, sectionName: https",
+                "nope",
+                "2024-01-01T00:00:00Z"
+            ),
+            policy(
+                "no-key",
+                "name: secure, sectionName: admin",
+                "no-ca",
+                "2024-01-01T00:00:00Z"
+            ),
+        ));
+        for port in ["443", "8443"] {
+            let key = c.config.backend_tls.get(&id(port)).expect("claimed");
+            assert!(!c.config.upstream_tls.contains_key(key), "{port}");
+        }
+        for name in ["missing", "no-key"] {
+            let said = conditions(&c, name);
+            assert!(
+                said.contains("Accepted=False (NoValidCACertificate)")
+                    && said.contains("ResolvedRefs=False (InvalidCACertificateRef)"),
+                "{said}"
+            );
+        }
+        assert!(c
+            .diagnostics
+            .iter()
+            .any(|d| d.kind == Kind::BackendTLSPolicy
+                && d.field == "spec.validation.caCertificateRefs[0]"));
+    }
+
+    #[test]
+    fn the_older_policy_wins_and_a_port_beats_the_service() {
+        let c = compiled(&format!(
+            "{}{}{}",
+            policy("newer", "name: secure", "nope", "2024-02-01T00:00:00Z"),
+            policy("older", "name: secure", "ca", "2024-01-01T00:00:00Z"),
+            policy(
+                "admin",
+                "name: secure, sectionName: admin",
+                "nope",
+                "2024-03-01T00:00:00Z"
+            ),
+        ));
+        assert!(conditions(&c, "newer").contains("Accepted=False (Conflicted)"));
+        assert!(conditions(&c, "older").contains("Accepted=True"));
+        let https = c.config.backend_tls.get(&id("443")).unwrap();
+        assert!(https.contains("app/older"));
+        let admin = c.config.backend_tls.get(&id("8443")).unwrap();
+        assert!(admin.contains("app/admin"));
+        assert!(!c.config.upstream_tls.contains_key(admin));
+    }
+
+    #[test]
+    fn unsupported_validation_is_refused() {
+        let well_known = policy("system", "name: secure", "ca", "2024-01-01T00:00:00Z").replace(
+            "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]\n",
+            "    wellKnownCACertificates: System\n",
+        );
+        let c = compiled(&well_known);
+        assert!(conditions(&c, "system").contains("Accepted=False (Invalid)"));
+        let key = c.config.backend_tls.get(&id("443")).unwrap();
+        assert!(!c.config.upstream_tls.contains_key(key));
     }
 }

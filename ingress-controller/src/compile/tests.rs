@@ -41,6 +41,9 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "Gateway" => Object::Gateway(serde_yaml_ng::from_value(value).unwrap()),
             "HTTPRoute" => Object::HTTPRoute(serde_yaml_ng::from_value(value).unwrap()),
             "ReferenceGrant" => Object::ReferenceGrant(serde_yaml_ng::from_value(value).unwrap()),
+            "BackendTLSPolicy" => {
+                Object::BackendTLSPolicy(serde_yaml_ng::from_value(value).unwrap())
+            }
             "Namespace" => Object::Namespace(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),
         };
