@@ -214,6 +214,23 @@ fn judge(
 ) -> Judged {
     let generation = p.metadata.generation;
     let v = &p.spec.validation;
+    let mut targets = Vec::new();
+    for (i, t) in p.spec.target_refs.iter().enumerate() {
+        if !t.group.is_empty() || t.kind != "Service" {
+            diags.push(Diagnostic::warning(
+                Kind::BackendTLSPolicy,
+                key,
+                format!("spec.targetRefs[{i}]"),
+                DiagnosticReason::InvalidUpstreamTls,
+                format!(
+                    "target kind {:?} of group {:?} is not supported, only Services; ignored",
+                    t.kind, t.group
+                ),
+            ));
+            continue;
+        }
+        targets.push((t.name.clone(), t.section_name.clone()));
+    }
     let mut bad = |field: &str, message: String| {
         diags.push(Diagnostic::error(
             Kind::BackendTLSPolicy,
@@ -224,20 +241,6 @@ fn judge(
         ));
         message
     };
-    let mut targets = Vec::new();
-    for (i, t) in p.spec.target_refs.iter().enumerate() {
-        if !t.group.is_empty() || t.kind != "Service" {
-            bad(
-                &format!("spec.targetRefs[{i}]"),
-                format!(
-                    "target kind {:?} of group {:?} is not supported, only Services",
-                    t.kind, t.group
-                ),
-            );
-            continue;
-        }
-        targets.push((t.name.clone(), t.section_name.clone()));
-    }
     let accepted_ok = Condition::new("Accepted", true, "Accepted", "", generation);
     let resolved_ok = Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation);
     let id: Arc<str> = format!("BackendTLSPolicy {key}").into();

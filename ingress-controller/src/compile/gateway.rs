@@ -960,7 +960,7 @@ fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
 
 /// The more specific of two hostnames when one covers the other; a `*.` wildcard covers
 /// every name below its suffix.
-fn intersect_one(listener: &str, route: &str) -> Option<String> {
+pub(super) fn intersect_one(listener: &str, route: &str) -> Option<String> {
     let below = |name: &str, suffix: &str| {
         name.len() > suffix.len() + 1
             && name.ends_with(suffix)

@@ -13,6 +13,8 @@ use std::sync::Arc;
 
 use proxy_core::routes::{HostPattern, ListenerScope};
 
+use super::gateway::intersect_one;
+
 /// One served listener: its protocol (`HTTP` or `HTTPS`) and its lower-cased hostname.
 pub(super) struct ListenerHost<'a> {
     pub protocol: &'a str,
@@ -46,20 +48,9 @@ fn more_specific(name: &str, than: Option<&str>) -> bool {
     let Some(than) = than else {
         return true;
     };
-    if name == than {
-        return false;
-    }
-    let below = |name: &str, suffix: &str| {
-        name.len() > suffix.len() + 1
-            && name.ends_with(suffix)
-            && name.as_bytes()[name.len() - suffix.len() - 1] == b'.'
-    };
-    match (than.strip_prefix("*."), name.strip_prefix("*.")) {
-        // An exact name covers only itself.
-        (None, _) => false,
-        (Some(suffix), None) => below(name, suffix),
-        (Some(suffix), Some(inner)) => below(inner, suffix),
-    }
+    // The spec's hostname intersection is the narrower of two names when one covers
+    // the other.
+    name != than && intersect_one(than, name).as_deref() == Some(name)
 }
 
 #[cfg(test)]
