@@ -438,6 +438,9 @@ pub struct HTTPBackendRef {
     /// Default 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<i32>,
+    /// Filters for the requests sent to this backend (only `RequestMirror` is read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<HTTPRouteFilter>,
     #[serde(flatten)]
     pub rest: Rest,
 }

@@ -318,7 +318,7 @@ pub(super) fn compile_gateway(
                 &index,
                 key,
                 &field,
-                &rule.filters,
+                (&rule.filters, &rule.backend_refs),
                 &mut backends,
                 &mut unresolved,
                 diags,

@@ -5,6 +5,11 @@
 //! reported, sets the route's `ResolvedRefs` to False with the spec's reason, and is
 //! left out: the rule's own traffic is unaffected. The sending is proxy-core's
 //! (`pipeline::mirror`).
+//!
+//! A `RequestMirror` among a backendRef's own `filters` mirrors the requests sent to
+//! that backend: on a rule with that one backendRef, all of the rule's requests, as a
+//! rule's filter does. On a rule with several, Portico does not support it (the copy
+//! would depend on the weighted pick): it is reported and left out.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,28 +20,49 @@ use proxy_core::pipeline::{Fraction, Mirrors, RequestMirror};
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::gateway::backend_ref;
-use crate::gateway_api::{self, HTTPRouteFilter};
+use crate::gateway_api::{self, HTTPBackendRef, HTTPRouteFilter};
 use crate::store::{Kind, ObjectKey, Store};
 
-/// The mirrors of a rule's `filters` (`field` names the rule); `None` when it has none
-/// that can be used.
+/// The mirrors of a rule's `filters` and of its backendRefs' (`field` names the rule);
+/// `None` when it has none that can be used.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn rule_mirrors(
     store: &Store,
     index: &EndpointIndex<'_>,
     key: &ObjectKey,
     field: &str,
-    filters: &[HTTPRouteFilter],
+    (filters, refs): (&[HTTPRouteFilter], &[HTTPBackendRef]),
     backends: &mut HashMap<BackendId, Backend>,
     unresolved: &mut Option<(&'static str, String)>,
     diags: &mut Vec<Diagnostic>,
 ) -> Option<Arc<Mirrors>> {
     let mut mirrors = Vec::new();
-    for (f, filter) in filters.iter().enumerate() {
+    let of_rule = filters
+        .iter()
+        .enumerate()
+        .map(|(f, filter)| (format!("{field}.filters[{f}]"), filter));
+    let mut of_refs = Vec::new();
+    for (k, r) in refs.iter().enumerate() {
+        for (f, filter) in r.filters.iter().enumerate() {
+            let at = format!("{field}.backendRefs[{k}].filters[{f}]");
+            if refs.len() == 1 {
+                of_refs.push((at, filter));
+            } else if filter.type_ == "RequestMirror" {
+                diags.push(Diagnostic::warning(
+                    Kind::HTTPRoute,
+                    key,
+                    at,
+                    DiagnosticReason::GatewayUnsupported,
+                    "a backendRef's RequestMirror is supported only on a rule with one backendRef; no request is mirrored",
+                ));
+            }
+        }
+    }
+    for (at, filter) in of_rule.chain(of_refs) {
         if filter.type_ != "RequestMirror" {
             continue;
         }
-        let field = format!("{field}.filters[{f}].requestMirror");
+        let field = format!("{at}.requestMirror");
         let Some(m) = &filter.request_mirror else {
             diags.push(Diagnostic::error(
                 Kind::HTTPRoute,
@@ -273,6 +299,36 @@ spec:
         ] {
             assert!(said.contains(&field), "{field} in {said:?}");
         }
+    }
+
+    #[test]
+    fn a_backend_refs_mirror_serves_a_rule_with_that_one_backend() {
+        let c = compiled(
+            r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [m.test]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /one}}]
+    backendRefs:
+    - name: main
+      port: 8080
+      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}}}]
+  - matches: [{path: {type: PathPrefix, value: /two}}]
+    backendRefs:
+    - name: main
+      port: 8080
+      filters: [{type: RequestMirror, requestMirror: {backendRef: {name: shadow, port: 8080}}}]
+    - {name: shadow, port: 8080}
+"#,
+        );
+        assert_eq!(mirrors(&c, "/one"), [("shadow".to_owned(), Fraction::ALL)]);
+        assert!(mirrors(&c, "/two").is_empty());
+        assert!(c.diagnostics.iter().any(|d| d.severity == Severity::Warning
+            && d.field == "spec.rules[1].backendRefs[0].filters[0]"));
     }
 
     #[test]
