@@ -87,6 +87,91 @@ mod tests {
         assert!(both.admits(Scheme::Https, ""));
     }
 
+    /// In the table: a scoped match rule answers only its listener and hosts, and
+    /// what it does not answer falls through to the host's Ingress paths.
+    #[test]
+    fn the_table_checks_scopes_before_falling_through() {
+        use crate::model::BackendId;
+        use crate::routes::{
+            HostMatch, HostRoutes, MatchRule, PathMatch, PathType, RouteRule, RouteTable,
+            RouteTarget,
+        };
+        let target = |service: &str| RouteTarget {
+            backend: BackendId::new("ns", service, "80"),
+            policy: Default::default(),
+            source: "test".into(),
+        };
+        let wide = HostMatch::parse(Some("*.example.com")).unwrap();
+        let rule = |scope: ListenerScope, service: &str| MatchRule {
+            host: wide.clone(),
+            path: PathMatch::prefix("/"),
+            method: None,
+            headers: Vec::new(),
+            query: Vec::new(),
+            listeners: scope,
+            target: target(service),
+        };
+        let table = RouteTable::from_hosts(vec![
+            HostRoutes::with_matches(
+                wide.clone(),
+                vec![
+                    rule(scope(false, true, &[]), "https-only"),
+                    rule(
+                        scope(true, false, &["*.foo.example.com", "y.example.com"]),
+                        "http-wide",
+                    ),
+                ],
+            ),
+            HostRoutes::group(vec![RouteRule {
+                host: wide.clone(),
+                path: "/".into(),
+                path_type: PathType::Prefix,
+                target: target("ingress"),
+            }])
+            .remove(0),
+        ]);
+        let got = |scheme, host| {
+            table
+                .lookup_on(scheme, host, "/x", None)
+                .map(|t| t.backend.service.to_string())
+        };
+        assert_eq!(
+            got(Scheme::Https, "a.example.com").as_deref(),
+            Some("https-only")
+        );
+        assert_eq!(
+            got(Scheme::Http, "a.example.com").as_deref(),
+            Some("http-wide")
+        );
+        // Yielded to a more specific listener: the host's Ingress path takes it ...
+        assert_eq!(
+            got(Scheme::Http, "y.example.com").as_deref(),
+            Some("ingress")
+        );
+        // ... and where no Ingress wildcard reaches (two labels down), nothing does.
+        assert_eq!(got(Scheme::Http, "b.foo.example.com"), None);
+        assert_eq!(
+            got(Scheme::Http, "foo.example.com").as_deref(),
+            Some("http-wide")
+        );
+        let ingress_host = "b.example.com";
+        let without_rules = RouteTable::from_hosts(vec![HostRoutes::group(vec![RouteRule {
+            host: wide.clone(),
+            path: "/".into(),
+            path_type: PathType::Prefix,
+            target: target("ingress"),
+        }])
+        .remove(0)]);
+        for scheme in [Scheme::Http, Scheme::Https] {
+            assert_eq!(
+                without_rules
+                    .lookup_on(scheme, ingress_host, "/", None)
+                    .map(|t| &*t.backend.service),
+                Some("ingress")
+            );
+        }
+    }
+
     #[test]
     fn a_scope_yields_hosts_of_more_specific_listeners() {
         let wide = scope(true, false, &["*.foo.example.com", "abc.foo.example.com"]);
