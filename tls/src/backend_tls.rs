@@ -3,7 +3,7 @@
 //! the policy lists `subjectAltNames`, one of those instead (the hostname then only
 //! goes out as SNI).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -13,27 +13,42 @@ use rustls_pki_types::pem::PemObject;
 
 use crate::UpstreamTlsError;
 
-/// The client configuration for a policy's `ca.crt` PEM bundle and its `subjectAltNames`
+/// The CA certificates a pod's certificate must chain to.
+#[derive(Clone, Copy, Debug)]
+pub enum BackendCa<'a> {
+    /// A PEM bundle (a ConfigMap's `ca.crt`).
+    Pem(&'a [u8]),
+    /// The system's (`wellKnownCACertificates: System`), loaded once per process.
+    System,
+}
+
+/// The client configuration for a policy's CA certificates and its `subjectAltNames`
 /// of type Hostname (empty: the name verified is the one dialled, the policy's
 /// hostname). ALPN is left to the caller.
 pub fn backend_tls_config(
-    ca_pem: &[u8],
+    ca: BackendCa<'_>,
     san_hostnames: &[String],
 ) -> Result<ClientConfig, UpstreamTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
-    if cas.is_empty() {
-        return Err(UpstreamTlsError::NoCa);
-    }
-    let mut roots = RootCertStore::empty();
-    for ca in cas {
-        roots
-            .add(ca)
-            .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
-    }
-    let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+    let roots = match ca {
+        BackendCa::System => system_roots()?,
+        BackendCa::Pem(pem) => {
+            let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
+            if cas.is_empty() {
+                return Err(UpstreamTlsError::NoCa);
+            }
+            let mut roots = RootCertStore::empty();
+            for ca in cas {
+                roots
+                    .add(ca)
+                    .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
+            }
+            Arc::new(roots)
+        }
+    };
+    let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
     let verifier: Arc<dyn ServerCertVerifier> = if san_hostnames.is_empty() {
@@ -109,4 +124,26 @@ impl ServerCertVerifier for AnyOf {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// The system's CA certificates, read on first use and kept: a restart picks up changes.
+fn system_roots() -> Result<Arc<RootCertStore>, UpstreamTlsError> {
+    static ROOTS: OnceLock<Result<Arc<RootCertStore>, String>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let found = rustls_native_certs::load_native_certs();
+            for error in &found.errors {
+                tracing::warn!(%error, "reading the system's CA certificates");
+            }
+            let mut roots = RootCertStore::empty();
+            let (added, ignored) = roots.add_parsable_certificates(found.certs);
+            tracing::debug!(added, ignored, "system CA certificates loaded");
+            if added == 0 {
+                Err("no system CA certificate could be loaded".to_owned())
+            } else {
+                Ok(Arc::new(roots))
+            }
+        })
+        .clone()
+        .map_err(UpstreamTlsError::Ca)
 }

@@ -4,11 +4,12 @@
 //! applies to every backend of the compile that is that Service (port): the routes of
 //! HTTPRoutes and their mirrors, and Ingress paths to it too, since the policy speaks
 //! for the Service. The pod's certificate must chain to the CA certificates of the
-//! `caCertificateRefs` (ConfigMaps, key `ca.crt`) and carry `hostname`, which also goes
-//! out as SNI; with `subjectAltNames` (type Hostname), one of those instead. A policy
-//! that cannot be honoured (a bad CA reference, `wellKnownCACertificates`, which
-//! Portico does not support, a URI subjectAltName) still claims its backends, whose
-//! requests then fail (503) rather than go out in plaintext or unverified.
+//! `caCertificateRefs` (ConfigMaps, key `ca.crt`), or the system's with
+//! `wellKnownCACertificates: System`, and carry `hostname`, which also goes out as SNI;
+//! with `subjectAltNames` (type Hostname), one of those instead. A policy that cannot
+//! be honoured (a bad CA reference, another set of well-known CAs, a URI
+//! subjectAltName) still claims its backends, whose requests then fail (503) rather
+//! than go out in plaintext or unverified.
 //!
 //! Of two policies for the same Service and sectionName, the older (then by
 //! namespace/name) wins and the other is not Accepted (`Conflicted`); one naming the
@@ -21,6 +22,7 @@ use std::sync::Arc;
 use proxy_core::config::BackendId;
 use proxy_core::http::upstream_tls::UpstreamTls;
 use proxy_core::routes::HostPattern;
+use tls::BackendCa;
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::gateway::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus};
@@ -262,13 +264,24 @@ fn judge(
         );
         return refused(invalid(m), resolved_ok, targets);
     }
-    if let Some(known) = &v.well_known_ca_certificates {
-        let m = bad(
-            "spec.validation.wellKnownCACertificates",
-            format!("wellKnownCACertificates {known:?} is not supported; use caCertificateRefs"),
-        );
-        return refused(invalid(m), resolved_ok, targets);
-    }
+    let system = match v.well_known_ca_certificates.as_deref() {
+        None | Some("") => false,
+        Some("System") if v.ca_certificate_refs.is_empty() => true,
+        Some("System") => {
+            let m = bad(
+                "spec.validation",
+                "only one of caCertificateRefs and wellKnownCACertificates may be set".into(),
+            );
+            return refused(invalid(m), resolved_ok, targets);
+        }
+        Some(other) => {
+            let m = bad(
+                "spec.validation.wellKnownCACertificates",
+                format!("wellKnownCACertificates {other:?} is not supported, only System"),
+            );
+            return refused(invalid(m), resolved_ok, targets);
+        }
+    };
     let mut sans = Vec::new();
     for (i, san) in v.subject_alt_names.iter().enumerate() {
         match (san.type_.as_str(), &san.hostname) {
@@ -284,7 +297,7 @@ fn judge(
             }
         }
     }
-    if v.ca_certificate_refs.is_empty() {
+    if v.ca_certificate_refs.is_empty() && !system {
         let m = bad(
             "spec.validation.caCertificateRefs",
             "no caCertificateRefs".into(),
@@ -325,7 +338,7 @@ fn judge(
             })
             .and_then(|ca| {
                 // Each bundle is checked on its own, so the message names the bad one.
-                tls::backend_tls_config(&ca, &[])
+                tls::backend_tls_config(BackendCa::Pem(&ca), &[])
                     .map(|_| ca)
                     .map_err(|_| "ca.crt holds no usable PEM certificate")
             });
@@ -356,7 +369,12 @@ fn judge(
         // Fails closed even when some references are good: one named is unusable.
         return refused(accepted, resolved, targets);
     }
-    let config = match tls::backend_tls_config(&pem, &sans) {
+    let ca = if system {
+        BackendCa::System
+    } else {
+        BackendCa::Pem(&pem)
+    };
+    let config = match tls::backend_tls_config(ca, &sans) {
         Ok(c) => c,
         Err(e) => {
             let m = bad("spec.validation", e.to_string());
@@ -366,7 +384,7 @@ fn judge(
     // The contents are part of the identity: connections made with an older CA are
     // not reused once it changes.
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (&pem, &v.hostname, &sans).hash(&mut h);
+    (&pem, system, &v.hostname, &sans).hash(&mut h);
     let id: Arc<str> = format!("{id} content={:016x}", h.finish()).into();
     let tls = UpstreamTls::new(
         id.clone(),
@@ -553,15 +571,39 @@ spec:
         assert!(!c.config.upstream_tls.contains_key(admin));
     }
 
+    fn well_known(value: &str) -> String {
+        policy("system", "name: secure", "ca", "2024-01-01T00:00:00Z").replace(
+            "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]\n",
+            &format!("    wellKnownCACertificates: {value}\n"),
+        )
+    }
+
     #[test]
     fn unsupported_validation_is_refused() {
-        let well_known = policy("system", "name: secure", "ca", "2024-01-01T00:00:00Z").replace(
-            "    caCertificateRefs: [{group: \"\", kind: ConfigMap, name: ca}]\n",
-            "    wellKnownCACertificates: System\n",
-        );
-        let c = compiled(&well_known);
+        let c = compiled(&well_known("example.com/private"));
         assert!(conditions(&c, "system").contains("Accepted=False (Invalid)"));
         let key = c.config.backend_tls.get(&id("443")).unwrap();
         assert!(!c.config.upstream_tls.contains_key(key));
+        let uri = policy("uri", "name: secure", "ca", "2024-01-01T00:00:00Z")
+            + "    subjectAltNames: [{type: URI, uri: \"spiffe://cluster/ns/app/sa/secure\"}]\n";
+        let c = compiled(&uri);
+        assert!(conditions(&c, "uri").contains("Accepted=False (Invalid)"));
+        let key = c.config.backend_tls.get(&id("443")).unwrap();
+        assert!(!c.config.upstream_tls.contains_key(key));
+    }
+
+    /// The system's CAs: usable where the machine has some, else refused (never
+    /// unverified).
+    #[test]
+    fn system_ca_certificates() {
+        let c = compiled(&well_known("System"));
+        let said = conditions(&c, "system");
+        let key = c.config.backend_tls.get(&id("443")).unwrap();
+        if said.contains("Accepted=True") {
+            assert!(c.config.upstream_tls.get(key).is_some_and(|t| t.verify));
+        } else {
+            assert!(said.contains("Accepted=False (Invalid)"), "{said}");
+            assert!(!c.config.upstream_tls.contains_key(key));
+        }
     }
 }
