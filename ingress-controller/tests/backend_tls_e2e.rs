@@ -21,9 +21,9 @@ use common::*;
 const NS: &str = "gateway-conformance-infra";
 const FOLLOW: Duration = Duration::from_secs(20);
 
-/// A CA (its PEM) and a pod serving TLS with a certificate it issued for `names`; the
-/// pod answers with the SNI it got.
-async fn tls_pod(names: &[&str]) -> (String, SocketAddr) {
+/// A CA (its PEM) and a pod serving TLS with a certificate it issued for `names` and
+/// the URI `uri`; the pod answers with the SNI it got.
+async fn tls_pod(names: &[&str], uri: &str) -> (String, SocketAddr) {
     let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     params
@@ -32,8 +32,10 @@ async fn tls_pod(names: &[&str]) -> (String, SocketAddr) {
     let ca_key = KeyPair::generate().unwrap();
     let ca_cert = params.self_signed(&ca_key).unwrap();
     let issuer = rcgen::Issuer::new(params, ca_key);
-    let leaf =
+    let mut leaf =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+    leaf.subject_alt_names
+        .push(rcgen::SanType::URI(uri.try_into().unwrap()));
     let key = KeyPair::generate().unwrap();
     let cert = leaf.signed_by(&key, &issuer).unwrap();
     let mut config = rustls::ServerConfig::builder()
@@ -116,7 +118,8 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backend_tls_policies_verify_the_pods_certificate() {
-    let (ca_pem, pod) = tls_pod(&["backend.example.internal"]).await;
+    let spiffe = "spiffe://cluster.local/ns/infra/sa/backend";
+    let (ca_pem, pod) = tls_pod(&["backend.example.internal"], spiffe).await;
     let dir = tempfile::tempdir().unwrap();
     let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
     let mut text = format!(
@@ -148,7 +151,14 @@ spec:
   rules:
 "
     );
-    let names = ["verified", "wrong-name", "bad-ca", "san"];
+    let names = [
+        "verified",
+        "wrong-name",
+        "bad-ca",
+        "san",
+        "uri",
+        "wrong-uri",
+    ];
     for name in names {
         text.push_str(&format!(
             "  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]\n    backendRefs: [{{name: {name}, port: 443}}]\n"
@@ -185,6 +195,18 @@ spec:
         "sni.example.internal",
         "    subjectAltNames: [{type: Hostname, hostname: backend.example.internal}]\n",
     ));
+    for (name, uri) in [
+        ("uri", spiffe),
+        ("wrong-uri", "spiffe://cluster.local/ns/x/sa/y"),
+    ] {
+        text.push_str(&policy(
+            name,
+            name,
+            "backend-ca",
+            "sni.example.internal",
+            &format!("    subjectAltNames: [{{type: URI, uri: \"{uri}\"}}]\n"),
+        ));
+    }
     std::fs::write(dir.path().join("all.yaml"), text).unwrap();
     let mut ctl = Controller::start(dir.path(), &[]);
     ctl.wait_ready().await;
@@ -208,6 +230,14 @@ spec:
         "{}",
         ctl.logs()
     );
+    // A URI subjectAltName (a SPIFFE id) the certificate carries, and one it does not.
+    let got = get(ctl.http, host, "/uri").await.unwrap();
+    assert_eq!(
+        got,
+        (200, "tls sni=sni.example.internal path=/uri".to_owned())
+    );
+    let (status, body) = get(ctl.http, host, "/wrong-uri").await.unwrap();
+    assert!(status >= 500, "{status} {body}");
     // The pod's certificate does not carry the hostname: refused, never served.
     let (status, body) = get(ctl.http, host, "/wrong-name").await.unwrap();
     assert!(status >= 500, "{status} {body}");

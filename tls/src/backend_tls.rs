@@ -1,15 +1,17 @@
 //! Client configurations for Gateway API BackendTLSPolicy: the pod's certificate must
 //! chain to the policy's CA certificates and carry the policy's `hostname`, or, when
 //! the policy lists `subjectAltNames`, one of those instead (the hostname then only
-//! goes out as SNI).
+//! goes out as SNI): a DNS name, or a URI (a SPIFFE id) compared exactly.
 
 use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, ServerName, TrustAnchor, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use rustls_pki_types::pem::PemObject;
+use x509_parser::extensions::GeneralName;
 
 use crate::UpstreamTlsError;
 
@@ -22,12 +24,19 @@ pub enum BackendCa<'a> {
     System,
 }
 
+/// A `subjectAltNames` entry the pod's certificate may carry instead of the hostname.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum SubjectAltName {
+    Hostname(String),
+    Uri(String),
+}
+
 /// The client configuration for a policy's CA certificates and its `subjectAltNames`
-/// of type Hostname (empty: the name verified is the one dialled, the policy's
-/// hostname). ALPN is left to the caller.
+/// (empty: the name verified is the one dialled, the policy's hostname). ALPN is left
+/// to the caller.
 pub fn backend_tls_config(
     ca: BackendCa<'_>,
-    san_hostnames: &[String],
+    sans: &[SubjectAltName],
 ) -> Result<ClientConfig, UpstreamTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match ca {
@@ -48,22 +57,30 @@ pub fn backend_tls_config(
             Arc::new(roots)
         }
     };
+    let anchors = roots.roots.clone();
     let webpki = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
         .build()
         .map_err(|e| UpstreamTlsError::Ca(e.to_string()))?;
-    let verifier: Arc<dyn ServerCertVerifier> = if san_hostnames.is_empty() {
+    let verifier: Arc<dyn ServerCertVerifier> = if sans.is_empty() {
         webpki
     } else {
-        let names = san_hostnames
-            .iter()
-            .map(|n| {
-                ServerName::try_from(n.clone())
-                    .map_err(|_| UpstreamTlsError::Ca(format!("{n:?} is not a DNS name")))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut names = Vec::new();
+        let mut uris = Vec::new();
+        for san in sans {
+            match san {
+                SubjectAltName::Hostname(n) => names.push(
+                    ServerName::try_from(n.clone())
+                        .map_err(|_| UpstreamTlsError::Ca(format!("{n:?} is not a DNS name")))?,
+                ),
+                SubjectAltName::Uri(u) => uris.push(u.clone()),
+            }
+        }
         Arc::new(AnyOf {
             inner: webpki,
             names,
+            uris,
+            anchors,
+            algorithms: provider.signature_verification_algorithms,
         })
     };
     Ok(ClientConfig::builder_with_provider(provider)
@@ -73,12 +90,57 @@ pub fn backend_tls_config(
         .with_no_client_auth())
 }
 
-/// webpki's verification against each of `names` in turn, instead of the name dialled:
-/// the certificate is accepted when it chains to a trusted CA and carries one of them.
+/// webpki's verification against each of `names` in turn, instead of the name dialled,
+/// then (for `uris`) the chain alone and the certificate's URI subjectAltNames: the
+/// certificate is accepted when it chains to a trusted CA and carries one of them.
 #[derive(Debug)]
 struct AnyOf {
     inner: Arc<WebPkiServerVerifier>,
     names: Vec<ServerName<'static>>,
+    uris: Vec<String>,
+    anchors: Vec<TrustAnchor<'static>>,
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl AnyOf {
+    /// The chain to a trusted CA for server authentication, no name checked; then one
+    /// of `uris` among the certificate's URI subjectAltNames.
+    fn verify_uri(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let cert = webpki::EndEntityCert::try_from(end_entity)
+            .map_err(|e| rustls::Error::General(format!("pod certificate: {e}")))?;
+        cert.verify_for_usage(
+            self.algorithms.all,
+            &self.anchors,
+            intermediates,
+            now,
+            webpki::KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| rustls::Error::General(format!("pod certificate: {e}")))?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+            .map_err(|e| rustls::Error::General(format!("pod certificate: {e}")))?;
+        let carried = match parsed.subject_alternative_name() {
+            Ok(Some(ext)) => ext
+                .value
+                .general_names
+                .iter()
+                .any(|n| matches!(n, GeneralName::URI(u) if self.uris.iter().any(|w| w == u))),
+            _ => false,
+        };
+        if carried {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::General(
+                "pod certificate carries none of the subjectAltNames".into(),
+            ))
+        }
+    }
 }
 
 impl ServerCertVerifier for AnyOf {
@@ -99,6 +161,9 @@ impl ServerCertVerifier for AnyOf {
                 Ok(v) => return Ok(v),
                 Err(e) => last = e,
             }
+        }
+        if !self.uris.is_empty() {
+            return self.verify_uri(end_entity, intermediates, now);
         }
         Err(last)
     }

@@ -19,7 +19,7 @@ mod serving;
 mod store;
 mod upstream;
 
-pub use backend_tls::{backend_tls_config, BackendCa};
+pub use backend_tls::{backend_tls_config, BackendCa, SubjectAltName};
 pub use client_auth::{
     client_auth_hosts, ClientAuth, ClientAuthError, ClientAuthHosts, HostClientAuth,
 };

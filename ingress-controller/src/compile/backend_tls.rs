@@ -7,7 +7,7 @@
 //! `caCertificateRefs` (ConfigMaps, key `ca.crt`), or the system's with
 //! `wellKnownCACertificates: System`, and carry `hostname`, which also goes out as SNI;
 //! with `subjectAltNames` (type Hostname), one of those instead. A policy that cannot
-//! be honoured (a bad CA reference, another set of well-known CAs, a URI
+//! be honoured (a bad CA reference, another set of well-known CAs, a malformed
 //! subjectAltName) still claims its backends, whose requests then fail (503) rather
 //! than go out in plaintext or unverified.
 //!
@@ -22,7 +22,7 @@ use std::sync::Arc;
 use proxy_core::config::BackendId;
 use proxy_core::http::upstream_tls::UpstreamTls;
 use proxy_core::routes::HostPattern;
-use tls::BackendCa;
+use tls::{BackendCa, SubjectAltName};
 
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::gateway::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus};
@@ -284,14 +284,24 @@ fn judge(
     };
     let mut sans = Vec::new();
     for (i, san) in v.subject_alt_names.iter().enumerate() {
-        match (san.type_.as_str(), &san.hostname) {
-            ("Hostname", Some(h)) if HostPattern::parse(h).is_ok() => {
-                sans.push(h.to_ascii_lowercase())
+        match (san.type_.as_str(), &san.hostname, &san.uri) {
+            ("Hostname", Some(h), _) if HostPattern::parse(h).is_ok() => {
+                sans.push(SubjectAltName::Hostname(h.to_ascii_lowercase()))
+            }
+            // The API asks for a scheme and a scheme-specific part.
+            ("URI", _, Some(u))
+                if u.split_once(':')
+                    .is_some_and(|(s, r)| !s.is_empty() && !r.is_empty()) =>
+            {
+                sans.push(SubjectAltName::Uri(u.clone()))
             }
             _ => {
                 let m = bad(
                     &format!("spec.validation.subjectAltNames[{i}]"),
-                    format!("subjectAltName of type {:?} is not supported, only Hostname with a DNS name", san.type_),
+                    format!(
+                        "subjectAltName of type {:?} needs a DNS name (Hostname) or an absolute URI (URI)",
+                        san.type_
+                    ),
                 );
                 return refused(invalid(m), resolved_ok, targets);
             }
@@ -584,12 +594,16 @@ spec:
         assert!(conditions(&c, "system").contains("Accepted=False (Invalid)"));
         let key = c.config.backend_tls.get(&id("443")).unwrap();
         assert!(!c.config.upstream_tls.contains_key(key));
-        let uri = policy("uri", "name: secure", "ca", "2024-01-01T00:00:00Z")
-            + "    subjectAltNames: [{type: URI, uri: \"spiffe://cluster/ns/app/sa/secure\"}]\n";
-        let c = compiled(&uri);
+        let uri = |value: &str| {
+            policy("uri", "name: secure", "ca", "2024-01-01T00:00:00Z")
+                + &format!("    subjectAltNames: [{{type: URI, uri: \"{value}\"}}]\n")
+        };
+        let c = compiled(&uri("no-scheme"));
         assert!(conditions(&c, "uri").contains("Accepted=False (Invalid)"));
         let key = c.config.backend_tls.get(&id("443")).unwrap();
         assert!(!c.config.upstream_tls.contains_key(key));
+        let c = compiled(&uri("spiffe://cluster/ns/app/sa/secure"));
+        assert!(conditions(&c, "uri").contains("Accepted=True"));
     }
 
     /// The system's CAs: usable where the machine has some, else refused (never
