@@ -180,9 +180,11 @@ fn ancestors(store: &Store, status: &GatewayApiStatus, j: &Judged) -> BTreeSet<O
             continue;
         };
         let uses = route.spec.rules.iter().flatten().any(|rule| {
+            let own_filters = rule.backend_refs.iter().flat_map(|r| &r.filters);
             let mirrors = rule
                 .filters
                 .iter()
+                .chain(own_filters)
                 .filter_map(|f| f.request_mirror.as_ref())
                 .map(|m| &m.backend_ref);
             rule.backend_refs.iter().chain(mirrors).any(|r| {
