@@ -159,9 +159,11 @@ fn api_version_kind(kind: Kind) -> (&'static str, &'static str) {
         Kind::Ingress | Kind::IngressClass => "networking.k8s.io/v1",
         Kind::EndpointSlice => "discovery.k8s.io/v1",
         Kind::Service | Kind::Endpoints | Kind::Secret | Kind::ConfigMap | Kind::Namespace => "v1",
-        Kind::GatewayClass | Kind::Gateway | Kind::HTTPRoute | Kind::GRPCRoute => {
-            "gateway.networking.k8s.io/v1"
-        }
+        Kind::GatewayClass
+        | Kind::Gateway
+        | Kind::HTTPRoute
+        | Kind::GRPCRoute
+        | Kind::BackendTLSPolicy => "gateway.networking.k8s.io/v1",
         Kind::ReferenceGrant => "gateway.networking.k8s.io/v1beta1",
     };
     (api_version, kind.as_str())
@@ -186,6 +188,7 @@ fn identity(store: &Store, kind: Kind, key: &ObjectKey) -> (Option<String>, Opti
         Kind::HTTPRoute => of(store.http_routes.get(key)),
         Kind::GRPCRoute => of(store.grpc_routes.get(key)),
         Kind::ReferenceGrant => of(store.reference_grants.get(key)),
+        Kind::BackendTLSPolicy => of(store.backend_tls_policies.get(key)),
         Kind::Namespace => of(store.namespaces.get(key)),
     }
 }

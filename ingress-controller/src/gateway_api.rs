@@ -72,6 +72,12 @@ resource!(
     "referencegrants",
     k8s_openapi::NamespaceResourceScope
 );
+resource!(
+    BackendTLSPolicy,
+    "v1",
+    "backendtlspolicies",
+    k8s_openapi::NamespaceResourceScope
+);
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct GatewayClass {
@@ -334,8 +340,33 @@ pub struct HTTPRouteFilter {
     pub request_redirect: Option<RequestRedirect>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url_rewrite: Option<UrlRewrite>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_mirror: Option<RequestMirror>,
     #[serde(flatten)]
     pub rest: Rest,
+}
+
+/// `RequestMirror`: a copy of the requests goes to `backendRef` (a
+/// BackendObjectReference: an [`HTTPBackendRef`] without weight), for `percent` or
+/// `fraction` of them (neither: all).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestMirror {
+    #[serde(default)]
+    pub backend_ref: HTTPBackendRef,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percent: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<Fraction>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct Fraction {
+    #[serde(default)]
+    pub numerator: i32,
+    /// Default 100.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub denominator: Option<i32>,
 }
 
 /// `URLRewrite`: the host and path the backend gets.
@@ -543,6 +574,8 @@ impl From<&GRPCRouteFilter> for HTTPRouteFilter {
             response_header_modifier: f.response_header_modifier.clone(),
             request_redirect: None,
             url_rewrite: None,
+            // GRPCRoute mirrors are not served; the filter is reported by its type.
+            request_mirror: None,
             rest: f.rest.clone(),
         }
     }
@@ -591,4 +624,86 @@ pub struct ReferenceGrantTo {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+}
+
+/// `BackendTLSPolicy` (`v1`): how Portico connects to a Service's pods over TLS.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct BackendTLSPolicy {
+    /// Kept as written, so that a manifest's own fields are not taken for unknown ones.
+    #[serde(
+        default,
+        rename = "apiVersion",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: BackendTLSPolicySpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicySpec {
+    #[serde(default)]
+    pub target_refs: Vec<PolicyTargetRef>,
+    #[serde(default)]
+    pub validation: BackendTLSPolicyValidation,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+/// A `LocalPolicyTargetReferenceWithSectionName`.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PolicyTargetRef {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendTLSPolicyValidation {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certificate_refs: Vec<LocalObjectRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub well_known_ca_certificates: Option<String>,
+    #[serde(default)]
+    pub hostname: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub subject_alt_names: Vec<SubjectAltName>,
+    #[serde(flatten)]
+    pub rest: Rest,
+}
+
+/// A `LocalObjectReference` (group, kind, name; the referrer's namespace).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct LocalObjectRef {
+    #[serde(default)]
+    pub group: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+pub struct SubjectAltName {
+    /// `Hostname` or `URI`.
+    #[serde(default, rename = "type")]
+    pub type_: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
 }

@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use tokio::sync::watch;
 
 use crate::compile::{Condition, GatewayApiStatus, ObjectStatus, ParentStatus, GATEWAY_CONTROLLER};
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, GROUP};
+use crate::gateway_api::{BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, GROUP};
 use crate::sources::kube::FIELD_MANAGER;
 use crate::status::{drive, LbAddress, StatusSync};
 use crate::store::{Kind, ObjectKey, SharedStore, Store};
@@ -136,7 +136,11 @@ impl Writer {
             metadata["namespace"] = json!(key.namespace);
         }
         // The atomic parents list: written only over the version it was read from.
-        if matches!(kind, Kind::HTTPRoute | Kind::GRPCRoute) && !rv.is_empty() {
+        if matches!(
+            kind,
+            Kind::HTTPRoute | Kind::GRPCRoute | Kind::BackendTLSPolicy
+        ) && !rv.is_empty()
+        {
             metadata["resourceVersion"] = json!(rv);
         }
         let body = json!({
@@ -160,6 +164,11 @@ impl Writer {
             }
             Kind::GRPCRoute => {
                 let api: Api<GRPCRoute> = Api::namespaced(self.client.clone(), &key.namespace);
+                api.patch_status(&key.name, &params, &patch).await.map(drop)
+            }
+            Kind::BackendTLSPolicy => {
+                let api: Api<BackendTLSPolicy> =
+                    Api::namespaced(self.client.clone(), &key.namespace);
                 api.patch_status(&key.name, &params, &patch).await.map(drop)
             }
             _ => {
@@ -213,6 +222,14 @@ pub fn wanted(
                 };
                 let want = json!({ "parents": parents(key, &st.parents, current, now) });
                 push(*kind, key, current, want, rv_of(meta));
+            }
+            Kind::BackendTLSPolicy => {
+                let Some(obj) = store.backend_tls_policies.get(key) else {
+                    continue;
+                };
+                let current = obj.status.as_ref();
+                let want = json!({ "ancestors": ancestors(key, &st.parents, current, now) });
+                push(*kind, key, current, want, rv_of(&obj.metadata));
             }
             _ => {}
         }
@@ -433,6 +450,38 @@ fn parents(
     Value::Array(list)
 }
 
+/// A policy's `status.ancestors` (a Gateway API PolicyStatus): the same entries as a
+/// route's `status.parents`, with `ancestorRef` for `parentRef`, written the same way.
+fn ancestors(
+    policy: &ObjectKey,
+    ours: &[ParentStatus],
+    current: Option<&Value>,
+    now: &Value,
+) -> Value {
+    let rename = |list: Option<&Value>, from: &str, to: &str| -> Value {
+        let renamed = list
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|entry| match entry {
+                Value::Object(m) => Value::Object(
+                    m.iter()
+                        .map(|(k, v)| {
+                            (if k == from { to.to_owned() } else { k.clone() }, v.clone())
+                        })
+                        .collect(),
+                ),
+                other => other.clone(),
+            })
+            .collect();
+        Value::Array(renamed)
+    };
+    let as_parents = current
+        .map(|c| json!({ "parents": rename(c.get("ancestors"), "ancestorRef", "parentRef") }));
+    let list = parents(policy, ours, as_parents.as_ref(), now);
+    rename(Some(&list), "parentRef", "ancestorRef")
+}
+
 /// Whether a parentRef read back (with the server's defaults, or without them) names the
 /// same parent as one Portico writes.
 fn same_ref(read: Option<&Value>, ours: &Value, route: &ObjectKey) -> bool {
@@ -505,6 +554,39 @@ mod tests {
             Some(&json!({"parents": got.clone(), "x": 1})),
             &json!({"parents": got})
         ));
+    }
+
+    #[test]
+    fn policy_ancestors_are_written_as_route_parents_are() {
+        let policy = ObjectKey::new("app", "tls");
+        let theirs = json!({"ancestorRef": {"name": "gw"}, "controllerName": "example.com/other",
+            "conditions": []});
+        let previous = json!({"ancestorRef": {"group": GROUP, "kind": "Gateway",
+            "namespace": "infra", "name": "gw"}, "controllerName": GATEWAY_CONTROLLER,
+            "conditions": [{"type": "Accepted", "status": "True", "lastTransitionTime": "then"}]});
+        let current = json!({"ancestors": [theirs, previous]});
+        let ours = ParentStatus {
+            gateway: ObjectKey::new("infra", "gw"),
+            section_name: None,
+            port: None,
+            conditions: vec![Condition {
+                type_: "Accepted",
+                status: true,
+                reason: "Accepted",
+                message: String::new(),
+                observed_generation: None,
+            }],
+        };
+        let got = ancestors(&policy, &[ours], Some(&current), &json!("now"));
+        assert_eq!(got[0], theirs);
+        assert_eq!(
+            got[1]["ancestorRef"],
+            json!({"group": GROUP, "kind": "Gateway", "namespace": "infra", "name": "gw"})
+        );
+        assert_eq!(got[1]["controllerName"], GATEWAY_CONTROLLER);
+        // The condition kept its transition time: the entry was recognised as ours.
+        assert_eq!(got[1]["conditions"][0]["lastTransitionTime"], "then");
+        assert!(got[1].get("parentRef").is_none());
     }
 
     #[test]

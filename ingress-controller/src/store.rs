@@ -10,7 +10,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::ResourceExt;
 use tokio::sync::watch;
 
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant,
+};
 
 /// `namespace/name` of an object (namespace empty for cluster-scoped kinds).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -60,6 +62,7 @@ pub enum Object {
     HTTPRoute(HTTPRoute),
     GRPCRoute(GRPCRoute),
     ReferenceGrant(ReferenceGrant),
+    BackendTLSPolicy(BackendTLSPolicy),
     Namespace(Namespace),
 }
 
@@ -78,6 +81,7 @@ pub enum Kind {
     HTTPRoute,
     GRPCRoute,
     ReferenceGrant,
+    BackendTLSPolicy,
     Namespace,
 }
 
@@ -97,6 +101,7 @@ impl Kind {
             Kind::HTTPRoute => "HTTPRoute",
             Kind::GRPCRoute => "GRPCRoute",
             Kind::ReferenceGrant => "ReferenceGrant",
+            Kind::BackendTLSPolicy => "BackendTLSPolicy",
             Kind::Namespace => "Namespace",
         }
     }
@@ -123,6 +128,7 @@ impl Object {
             Object::HTTPRoute(_) => Kind::HTTPRoute,
             Object::GRPCRoute(_) => Kind::GRPCRoute,
             Object::ReferenceGrant(_) => Kind::ReferenceGrant,
+            Object::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
             Object::Namespace(_) => Kind::Namespace,
         }
     }
@@ -141,6 +147,7 @@ impl Object {
             Object::HTTPRoute(o) => ObjectKey::of(o),
             Object::GRPCRoute(o) => ObjectKey::of(o),
             Object::ReferenceGrant(o) => ObjectKey::of(o),
+            Object::BackendTLSPolicy(o) => ObjectKey::of(o),
             Object::Namespace(o) => ObjectKey::of(o),
         }
     }
@@ -162,6 +169,7 @@ pub enum SharedObject {
     HTTPRoute(Arc<HTTPRoute>),
     GRPCRoute(Arc<GRPCRoute>),
     ReferenceGrant(Arc<ReferenceGrant>),
+    BackendTLSPolicy(Arc<BackendTLSPolicy>),
     Namespace(Arc<Namespace>),
 }
 
@@ -180,6 +188,7 @@ impl From<Object> for SharedObject {
             Object::HTTPRoute(o) => SharedObject::HTTPRoute(Arc::new(o)),
             Object::GRPCRoute(o) => SharedObject::GRPCRoute(Arc::new(o)),
             Object::ReferenceGrant(o) => SharedObject::ReferenceGrant(Arc::new(o)),
+            Object::BackendTLSPolicy(o) => SharedObject::BackendTLSPolicy(Arc::new(o)),
             Object::Namespace(o) => SharedObject::Namespace(Arc::new(o)),
         }
     }
@@ -200,6 +209,7 @@ impl SharedObject {
             SharedObject::HTTPRoute(_) => Kind::HTTPRoute,
             SharedObject::GRPCRoute(_) => Kind::GRPCRoute,
             SharedObject::ReferenceGrant(_) => Kind::ReferenceGrant,
+            SharedObject::BackendTLSPolicy(_) => Kind::BackendTLSPolicy,
             SharedObject::Namespace(_) => Kind::Namespace,
         }
     }
@@ -219,6 +229,7 @@ impl SharedObject {
             SharedObject::HTTPRoute(o) => Object::HTTPRoute((**o).clone()),
             SharedObject::GRPCRoute(o) => Object::GRPCRoute((**o).clone()),
             SharedObject::ReferenceGrant(o) => Object::ReferenceGrant((**o).clone()),
+            SharedObject::BackendTLSPolicy(o) => Object::BackendTLSPolicy((**o).clone()),
             SharedObject::Namespace(o) => Object::Namespace((**o).clone()),
         }
     }
@@ -238,6 +249,9 @@ impl SharedObject {
             (SharedObject::HTTPRoute(a), SharedObject::HTTPRoute(b)) => Arc::ptr_eq(a, b),
             (SharedObject::GRPCRoute(a), SharedObject::GRPCRoute(b)) => Arc::ptr_eq(a, b),
             (SharedObject::ReferenceGrant(a), SharedObject::ReferenceGrant(b)) => Arc::ptr_eq(a, b),
+            (SharedObject::BackendTLSPolicy(a), SharedObject::BackendTLSPolicy(b)) => {
+                Arc::ptr_eq(a, b)
+            }
             (SharedObject::Namespace(a), SharedObject::Namespace(b)) => Arc::ptr_eq(a, b),
             _ => false,
         }
@@ -263,6 +277,7 @@ pub struct Store {
     pub http_routes: Arc<BTreeMap<ObjectKey, Arc<HTTPRoute>>>,
     pub grpc_routes: Arc<BTreeMap<ObjectKey, Arc<GRPCRoute>>>,
     pub reference_grants: Arc<BTreeMap<ObjectKey, Arc<ReferenceGrant>>>,
+    pub backend_tls_policies: Arc<BTreeMap<ObjectKey, Arc<BackendTLSPolicy>>>,
     /// Read for Gateway listeners' `allowedRoutes.namespaces.selector`, with the
     /// Gateway API kinds.
     pub namespaces: Arc<BTreeMap<ObjectKey, Arc<Namespace>>>,
@@ -309,6 +324,9 @@ impl Store {
             Object::ReferenceGrant(o) => {
                 Arc::make_mut(&mut self.reference_grants).insert(key, Arc::new(o));
             }
+            Object::BackendTLSPolicy(o) => {
+                Arc::make_mut(&mut self.backend_tls_policies).insert(key, Arc::new(o));
+            }
             Object::Namespace(o) => {
                 Arc::make_mut(&mut self.namespaces).insert(key, Arc::new(o));
             }
@@ -338,6 +356,9 @@ impl Store {
             SharedObject::ReferenceGrant(o) => {
                 drop(Arc::make_mut(&mut self.reference_grants).insert(key, o))
             }
+            SharedObject::BackendTLSPolicy(o) => {
+                drop(Arc::make_mut(&mut self.backend_tls_policies).insert(key, o))
+            }
             SharedObject::Namespace(o) => drop(Arc::make_mut(&mut self.namespaces).insert(key, o)),
         }
     }
@@ -357,6 +378,9 @@ impl Store {
             Kind::HTTPRoute => drop(Arc::make_mut(&mut self.http_routes).remove(key)),
             Kind::GRPCRoute => drop(Arc::make_mut(&mut self.grpc_routes).remove(key)),
             Kind::ReferenceGrant => drop(Arc::make_mut(&mut self.reference_grants).remove(key)),
+            Kind::BackendTLSPolicy => {
+                drop(Arc::make_mut(&mut self.backend_tls_policies).remove(key))
+            }
             Kind::Namespace => drop(Arc::make_mut(&mut self.namespaces).remove(key)),
         }
     }
@@ -381,6 +405,7 @@ impl Store {
             Kind::HTTPRoute => keep_only(&mut self.http_routes, keep),
             Kind::GRPCRoute => keep_only(&mut self.grpc_routes, keep),
             Kind::ReferenceGrant => keep_only(&mut self.reference_grants, keep),
+            Kind::BackendTLSPolicy => keep_only(&mut self.backend_tls_policies, keep),
             Kind::Namespace => keep_only(&mut self.namespaces, keep),
         }
     }
@@ -400,6 +425,7 @@ impl Store {
             Kind::HTTPRoute => self.http_routes = Arc::default(),
             Kind::GRPCRoute => self.grpc_routes = Arc::default(),
             Kind::ReferenceGrant => self.reference_grants = Arc::default(),
+            Kind::BackendTLSPolicy => self.backend_tls_policies = Arc::default(),
             Kind::Namespace => self.namespaces = Arc::default(),
         }
     }

@@ -592,3 +592,92 @@ spec:
     let (status, said) = curl_https(ctl.https, other.path(), "broken.example.com", "/").await;
     assert_eq!(status, 0, "{said}");
 }
+
+/// Listener scoping: a route answers only on Portico's listener for the protocol of the
+/// listeners it attached to, and a host reaches only the routes of the most specific
+/// listener of the Gateway that matches it (the conformance test
+/// `GatewayHTTPListenerIsolation`, with an HTTPS listener beside it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_answer_only_on_their_listeners() {
+    let v1 = Backend::start("v1").await;
+    let dir = tempfile::tempdir().unwrap();
+    let certs = tempfile::tempdir().unwrap();
+    let secure = "secure.example.com";
+    let (cert, key) = openssl_cert(certs.path(), secure);
+    let mut text = GATEWAY.to_owned();
+    text.push_str(&service("infra-backend-v1", v1.addr));
+    text.push_str("---\n");
+    text.push_str(&secret_yaml("secure-cert", &cert, &key).replace(
+        "  name: secure-cert\n",
+        &format!("  name: secure-cert\n  namespace: {NS}\n"),
+    ));
+    let listeners = [
+        ("empty", "HTTP", None),
+        ("wide", "HTTP", Some("*.example.com")),
+        ("foo", "HTTP", Some("*.foo.example.com")),
+        ("abc", "HTTP", Some("abc.foo.example.com")),
+        ("secure", "HTTPS", Some(secure)),
+    ];
+    text.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: iso, namespace: {NS}}}
+spec:
+  gatewayClassName: portico
+  listeners:
+"
+    ));
+    for (name, protocol, hostname) in listeners {
+        let port = if protocol == "HTTPS" { 443 } else { 80 };
+        text.push_str(&format!(
+            "  - name: {name}\n    port: {port}\n    protocol: {protocol}\n"
+        ));
+        if let Some(h) = hostname {
+            text.push_str(&format!("    hostname: \"{h}\"\n"));
+        }
+        if protocol == "HTTPS" {
+            text.push_str("    tls: {certificateRefs: [{name: secure-cert}]}\n");
+        }
+    }
+    for (name, _, _) in listeners {
+        text.push_str(&format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: {NS}}}
+spec:
+  parentRefs: [{{name: iso, sectionName: {name}}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
+"
+        ));
+    }
+    std::fs::write(dir.path().join("gateway.yaml"), text).unwrap();
+    let mut ctl = Controller::start(dir.path(), &[]);
+    ctl.wait_ready().await;
+    wait_for(ctl.http, "bar.com", "/empty", FOLLOW, |s, _| s == 200).await;
+
+    let cases = [
+        ("bar.com", "empty"),
+        ("bar.example.com", "wide"),
+        ("bar.foo.example.com", "foo"),
+        ("x.y.foo.example.com", "foo"),
+        ("abc.foo.example.com", "abc"),
+        // Over plain HTTP, the HTTPS listener's host belongs to `*.example.com`.
+        (secure, "wide"),
+    ];
+    for (host, own) in cases {
+        for (path, _, _) in listeners {
+            let want = if path == own { 200 } else { 404 };
+            let (status, _) = send(ctl.http, "GET", host, &format!("/{path}"), &[]).await;
+            assert_eq!(status, want, "http://{host}/{path}\n{}", ctl.logs());
+        }
+    }
+    // Over HTTPS, only the HTTPS listener's route answers.
+    let got = curl_https(ctl.https, certs.path(), secure, "/secure").await;
+    assert_eq!(got, (200, "v1 /secure".to_owned()), "{}", ctl.logs());
+    let (status, _) = curl_https(ctl.https, certs.path(), secure, "/wide").await;
+    assert_eq!(status, 404);
+}

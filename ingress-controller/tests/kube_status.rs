@@ -688,3 +688,98 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     );
     source_task.abort();
 }
+
+#[tokio::test]
+async fn backend_tls_policy_status_is_applied_as_ancestors() {
+    use ingress_controller::compile::{compile, CompileOptions};
+    use ingress_controller::gateway_status;
+
+    let api = ApiServer::start().await;
+    api.install_gateway_api();
+    let gw = "gateway.networking.k8s.io/v1";
+    api.apply(json!({"apiVersion": gw, "kind": "GatewayClass",
+        "metadata": {"name": "portico", "generation": 1},
+        "spec": {"controllerName": "portico.dev/gateway-controller"}}));
+    api.apply(json!({"apiVersion": gw, "kind": "Gateway",
+        "metadata": {"namespace": "default", "name": "gw", "generation": 1},
+        "spec": {"gatewayClassName": "portico", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"}]}}));
+    api.apply(json!({"apiVersion": "v1", "kind": "Service",
+        "metadata": {"namespace": "default", "name": "secure"},
+        "spec": {"clusterIP": "10.96.0.9", "ports": [{"name": "https", "port": 443}]}}));
+    api.apply(json!({"apiVersion": gw, "kind": "HTTPRoute",
+        "metadata": {"namespace": "default", "name": "web", "generation": 1},
+        "spec": {"parentRefs": [{"name": "gw"}],
+                 "rules": [{"backendRefs": [{"name": "secure", "port": 443}]}]}}));
+    api.apply(json!({"apiVersion": gw, "kind": "BackendTLSPolicy",
+        "metadata": {"namespace": "default", "name": "tls", "generation": 4},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "secure"}],
+                 "validation": {"hostname": "secure.internal",
+                    "caCertificateRefs": [{"group": "", "kind": "ConfigMap", "name": "missing"}]}}}));
+
+    let dir = tempfile::tempdir().unwrap();
+    let client = source::client(Some(&api.write_kubeconfig(dir.path())))
+        .await
+        .unwrap();
+    let store = SharedStore::new();
+    let (ready_tx, mut ready) = watch::channel(false);
+    let source_task = tokio::spawn(source::run(
+        client.clone(),
+        store.clone(),
+        KubeSourceOptions::default(),
+        ready_tx,
+    ));
+    tokio::time::timeout(DEADLINE, ready.wait_for(|r| *r))
+        .await
+        .unwrap()
+        .unwrap();
+    // The watch brought the policy in.
+    assert!(!store.snapshot().backend_tls_policies.is_empty());
+    let compiled = compile(&store.snapshot(), &CompileOptions::default());
+
+    let (_leader_tx, leader_rx) = watch::channel(true);
+    let (_addrs_tx, addrs_rx) = watch::channel(Vec::new());
+    let handle = gateway_status::spawn(client.clone(), store.clone(), addrs_rx, leader_rx);
+    handle.set(&compiled.gateway_status);
+    let path =
+        "/apis/gateway.networking.k8s.io/v1/namespaces/default/backendtlspolicies/tls/status";
+    let write = eventually("the policy's status write", || {
+        status_writes(&api).into_iter().find(|w| w.path == path)
+    })
+    .await;
+    assert_eq!(write.method, "PATCH");
+    let body = write.json();
+    assert_eq!(body["kind"], "BackendTLSPolicy");
+    let ancestors = body["status"]["ancestors"].as_array().unwrap();
+    assert_eq!(ancestors.len(), 1, "{body}");
+    assert_eq!(
+        ancestors[0]["ancestorRef"],
+        json!({"group": "gateway.networking.k8s.io", "kind": "Gateway",
+               "namespace": "default", "name": "gw"})
+    );
+    assert_eq!(
+        ancestors[0]["controllerName"],
+        "portico.dev/gateway-controller"
+    );
+    let conditions: Vec<(&str, &str, &str, i64)> = ancestors[0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["type"].as_str().unwrap(),
+                c["status"].as_str().unwrap(),
+                c["reason"].as_str().unwrap(),
+                c["observedGeneration"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        conditions,
+        [
+            ("Accepted", "False", "NoValidCACertificate", 4),
+            ("ResolvedRefs", "False", "InvalidCACertificateRef", 4),
+        ]
+    );
+    source_task.abort();
+}

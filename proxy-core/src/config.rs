@@ -147,6 +147,12 @@ pub struct Config {
     /// TLS to pods as routes ask for it (`proxy-ssl-*`), by the key the routes name.
     /// A key missing here is a setting that could not be made: its routes answer 503.
     pub upstream_tls: HashMap<Arc<str>, Arc<UpstreamTls>>,
+    /// Backends whose pods must be reached over TLS (Gateway API BackendTLSPolicy), with
+    /// the key in `upstream_tls` of the setting: it applies to every route and mirror to
+    /// the backend, whatever the route asks. A key missing from `upstream_tls` is a
+    /// policy that could not be made: requests to the backend fail (never in
+    /// plaintext). Empty for most configurations, which then pay one check.
+    pub backend_tls: HashMap<BackendId, Arc<str>>,
     /// Basic auth: the user lists routes name (by the Secret they came from),
     /// validated. A route naming one that is not here refuses its requests.
     pub credentials: Credentials,

@@ -6,6 +6,7 @@
 //! [`CertResolver`] holds the current store and is swapped on each rebuild; [`server_config`] wraps the resolver for rustls; [`accept`] runs one handshake
 //! and [`serve`] runs the accept loop for a listener.
 
+mod backend_tls;
 mod client_auth;
 mod client_hello;
 mod diagnostic;
@@ -18,6 +19,7 @@ mod serving;
 mod store;
 mod upstream;
 
+pub use backend_tls::{backend_tls_config, BackendCa, SubjectAltName};
 pub use client_auth::{
     client_auth_hosts, ClientAuth, ClientAuthError, ClientAuthHosts, HostClientAuth,
 };

@@ -176,6 +176,7 @@ fn neighbourhood(
         http_routes: store.http_routes.clone(),
         grpc_routes: store.grpc_routes.clone(),
         reference_grants: store.reference_grants.clone(),
+        backend_tls_policies: store.backend_tls_policies.clone(),
         namespaces: store.namespaces.clone(),
     }
 }

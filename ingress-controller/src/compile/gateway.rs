@@ -4,7 +4,9 @@
 //!
 //! Choices worth knowing:
 //! - Every HTTP listener is served on Portico's HTTP listener (`--http-addr`), whatever
-//!   its `port`: the port only selects listeners for a parentRef's `port`.
+//!   its `port`: the port only selects listeners for a parentRef's `port`. Each match
+//!   rule carries the scope of the listener it came through (`listener_scope`), so it
+//!   answers only on its protocol's listener and for the hosts its listener isolates.
 //! - A host's GRPCRoute matches are tried first, then its HTTPRoute matches, each kind
 //!   in its spec's precedence order (see [`Precedence`]), then its Ingress paths. A
 //!   GRPCRoute match only takes gRPC calls (a POST with a `application/grpc` content
@@ -29,7 +31,8 @@ use proxy_core::pipeline::{
     RequestFilter, WeightedBackends,
 };
 use proxy_core::routes::{
-    FullMatch, HostMatch, HostPattern, HostRoutes, MatchRule, PathMatch, RouteTarget, ValueMatch,
+    FullMatch, HostMatch, HostPattern, HostRoutes, ListenerScope, MatchRule, PathMatch,
+    RouteTarget, ValueMatch,
 };
 use tls::{CertSource, ParsedCert};
 
@@ -38,6 +41,8 @@ use super::backends;
 use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
+use super::gateway_mirror::rule_mirrors;
+use super::listener_scope::{listener_scopes, ListenerHost};
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
     BackendRef, GRPCRoute, GRPCRouteMatch, Gateway, HTTPRoute, HTTPRouteFilter, HTTPRouteMatch,
@@ -73,7 +78,7 @@ pub struct Condition {
 }
 
 impl Condition {
-    fn new(
+    pub(super) fn new(
         type_: &'static str,
         status: bool,
         reason: &'static str,
@@ -177,6 +182,8 @@ struct OurListener<'a> {
     listener: &'a Listener,
     /// Lower-cased; `None` matches every host.
     hostname: Option<String>,
+    /// The requests its routes answer (set once the Gateway's listeners are known).
+    scope: ListenerScope,
 }
 
 /// The route kinds an HTTP or HTTPS listener takes.
@@ -285,7 +292,7 @@ pub(super) fn compile_gateway(
                 parents: Vec::new(),
             },
         );
-        listeners.insert(key, served);
+        listeners.insert(key, with_scopes(served));
     }
     if listeners.is_empty() {
         return GatewayRoutes {
@@ -409,9 +416,9 @@ enum AnyRoute<'a> {
 
 /// Which route: its kind and `namespace/name`, for diagnostics and ReferenceGrants.
 #[derive(Clone, Copy)]
-struct RouteKey<'a> {
-    kind: Kind,
-    key: &'a ObjectKey,
+pub(super) struct RouteKey<'a> {
+    pub kind: Kind,
+    pub key: &'a ObjectKey,
 }
 
 /// `GRPCRoute infra/r`.
@@ -429,8 +436,9 @@ struct RuleCtx<'a> {
     /// `HTTPRoute ns/name`, naming the route in the access log.
     source: Arc<str>,
     defaults: &'a PolicyDefaults,
-    /// The hosts the route serves through the listeners that took it.
-    hosts: &'a [HostMatch],
+    /// The hosts the route serves through the listeners that took it, each with the
+    /// scope of its listener.
+    hosts: &'a [(HostMatch, ListenerScope)],
     backends: &'a mut HashMap<BackendId, Backend>,
     /// The first unusable backendRef's reason and message (ResolvedRefs=False).
     unresolved: Option<(&'static str, String)>,
@@ -440,11 +448,12 @@ struct RuleCtx<'a> {
 impl RuleCtx<'_> {
     /// One match rule per host of the route.
     fn push(&mut self, precedence: Precedence, template: MatchRule) {
-        for host in self.hosts {
+        for (host, scope) in self.hosts {
             self.rules.push((
                 precedence.clone(),
                 MatchRule {
                     host: host.clone(),
+                    listeners: scope.clone(),
                     ..template.clone()
                 },
             ));
@@ -499,7 +508,19 @@ fn http_route_rules(
     for (i, rule) in route_rules.iter().enumerate() {
         let field = format!("spec.rules[{i}]");
         let target = rule_target(ctx, &field, &rule.backend_refs, None, diags);
-        let target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
+        let mut target = with_timeouts(key, &field, rule.timeouts.as_ref(), target, diags);
+        if let Some(mirrors) = rule_mirrors(
+            ctx.store,
+            ctx.index,
+            key,
+            &field,
+            (&rule.filters, &rule.backend_refs),
+            ctx.backends,
+            &mut ctx.unresolved,
+            diags,
+        ) {
+            Arc::make_mut(&mut target.policy).mirrors = Some(mirrors);
+        }
         // Redirects name the listener's port when they keep the scheme: the first
         // listener's.
         let listener_port = parents
@@ -735,6 +756,7 @@ fn grpc_match_rule(
             headers,
             query: Vec::new(),
             target: target.clone(),
+            listeners: ListenerScope::default(),
         },
     ))
 }
@@ -942,9 +964,26 @@ fn gateway_listeners<'a>(
             gateway: key,
             listener,
             hostname,
+            scope: ListenerScope::default(),
         });
     }
     (out, status)
+}
+
+/// The listeners with the scope of each: which requests their routes answer.
+fn with_scopes(mut served: Vec<OurListener<'_>>) -> Vec<OurListener<'_>> {
+    let hosts: Vec<ListenerHost<'_>> = served
+        .iter()
+        .map(|l| ListenerHost {
+            protocol: &l.listener.protocol,
+            hostname: l.hostname.as_deref(),
+        })
+        .collect();
+    let scopes = listener_scopes(&hosts);
+    for (l, scope) in served.iter_mut().zip(scopes) {
+        l.scope = scope;
+    }
+    served
 }
 
 /// The key pairs an HTTPS listener's `tls.certificateRefs` name (`namespace/name` and the
@@ -1060,8 +1099,9 @@ struct Attached {
     message: String,
 }
 
-/// The hosts a route serves through the listeners its parentRefs attach it to, and how
-/// each parentRef to a Gateway of ours fared (a refused one also gets a diagnostic).
+/// The hosts a route serves through the listeners its parentRefs attach it to, each
+/// with the scope of the listener it came through, and how each parentRef to a Gateway
+/// of ours fared (a refused one also gets a diagnostic).
 fn attach(
     store: &Store,
     route: RouteKey<'_>,
@@ -1069,9 +1109,9 @@ fn attach(
     hostnames: &[String],
     listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
     diags: &mut Vec<Diagnostic>,
-) -> (Vec<HostMatch>, Vec<Attached>) {
+) -> (Vec<(HostMatch, ListenerScope)>, Vec<Attached>) {
     let key = route.key;
-    let mut hosts: Vec<HostMatch> = Vec::new();
+    let mut hosts: Vec<(HostMatch, ListenerScope)> = Vec::new();
     let mut parents = Vec::new();
     let route_hostnames: Vec<String> = hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
     for (i, parent) in parent_refs.iter().enumerate() {
@@ -1138,8 +1178,9 @@ fn attach(
                         }
                     },
                 };
-                if !hosts.contains(&host) {
-                    hosts.push(host);
+                let scoped = (host, l.scope.clone());
+                if !hosts.contains(&scoped) {
+                    hosts.push(scoped);
                 }
             }
             tracing::debug!(kind = route.kind.as_str(), route = %key, gateway = %l.gateway, listener = %l.listener.name, "route attached");
@@ -1246,7 +1287,7 @@ fn intersect(listener: Option<&str>, route: &[String]) -> Vec<Option<String>> {
 
 /// The more specific of two hostnames when one covers the other; a `*.` wildcard covers
 /// every name below its suffix.
-fn intersect_one(listener: &str, route: &str) -> Option<String> {
+pub(super) fn intersect_one(listener: &str, route: &str) -> Option<String> {
     let below = |name: &str, suffix: &str| {
         name.len() > suffix.len() + 1
             && name.ends_with(suffix)
@@ -1566,13 +1607,15 @@ fn with_filters(
                     }
                 }
             }
+            // Compiled with the rule's backends (`gateway_mirror`), for HTTPRoutes.
+            "RequestMirror" if route.kind == Kind::HTTPRoute => {}
             // Leaving out a copy of the traffic changes nothing the client sees.
             "RequestMirror" => diags.push(Diagnostic::warning(
                 route.kind,
                 key,
                 format!("{field}.type"),
                 DiagnosticReason::GatewayUnsupported,
-                "filter type \"RequestMirror\" is not supported yet; ignored",
+                "filter type \"RequestMirror\" is not supported on this route kind; ignored",
             )),
             // Any other (an ExtensionRef, an authentication or CORS filter) may guard
             // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
@@ -1799,7 +1842,7 @@ fn header_edits(
 }
 
 /// The backend a backendRef names, when it can be used.
-fn backend_ref<F>(
+pub(super) fn backend_ref<F>(
     store: &Store,
     index: &EndpointIndex<'_>,
     route: RouteKey<'_>,
@@ -2037,6 +2080,7 @@ fn match_rule(
             method,
             headers,
             query,
+            listeners: ListenerScope::default(),
             target: target.clone(),
         },
     ))
@@ -2444,7 +2488,7 @@ spec:
     }
 
     #[test]
-    fn unsupported_filters_fail_closed_but_a_mirror_is_left_out() {
+    fn unsupported_filters_fail_closed_and_a_mirror_keeps_the_rule() {
         let c = compiled(
             r#"
 ---
@@ -2473,11 +2517,10 @@ spec:
             .collect();
         assert_eq!(
             said,
-            vec![
-                ("spec.rules[0].filters[0].type", Severity::Error),
-                ("spec.rules[1].filters[0].type", Severity::Warning)
-            ]
+            vec![("spec.rules[0].filters[0].type", Severity::Error)]
         );
+        let mirrored = c.config.routes.lookup_with("f.test", "/mirror", None);
+        assert!(mirrored.is_some_and(|t| t.policy.mirrors.is_some()));
     }
 
     #[test]
@@ -2905,7 +2948,18 @@ spec:
             vec![("infra/cert", vec!["secure.example.com".to_owned()])]
         );
         assert!(c.cert_store.resolve(Some("secure.example.com")).is_some());
-        assert_eq!(get(&c, "secure.example.com", "/").as_deref(), Some("v1"));
+        // Attached to an HTTPS listener only: answers on Portico's HTTPS listener only.
+        assert_eq!(get(&c, "secure.example.com", "/"), None);
+        let https = c.config.routes.lookup_on(
+            proxy_core::http::Scheme::Https,
+            "secure.example.com",
+            "/",
+            None,
+        );
+        assert_eq!(
+            https.map(|t| t.backend.service.to_string()).as_deref(),
+            Some("v1")
+        );
         let listener = |name: &str| {
             c.gateway_status[&(
                 Kind::Gateway,

@@ -22,6 +22,7 @@
 
 mod aliases;
 mod annotations;
+mod backend_tls;
 mod backends;
 mod candidate;
 mod certs;
@@ -29,9 +30,11 @@ mod class;
 mod diagnostic;
 pub mod endpoints;
 mod gateway;
+mod gateway_mirror;
 mod headers;
 mod hosts;
 mod l4;
+mod listener_scope;
 mod passthrough;
 mod policy;
 mod security;
@@ -367,13 +370,15 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     // After the Ingresses' certificates: on a host both claim, the Ingress's is kept.
     let mut all_certs = tls.certs;
     all_certs.extend(gateway.certs);
-    let gateway_status = gateway.status;
+    let mut gateway_status = gateway.status;
     let mut backends = cache.backends.backends();
     for backend in gateway.backends {
         backends
             .entry(backend.id.clone())
             .or_insert_with(|| Arc::new(backend));
     }
+    let backend_tls =
+        backend_tls::backend_tls(store, backends.keys(), &mut gateway_status, &mut diags);
     let routes = RouteTable::from_hosts(
         cache
             .routes
@@ -410,7 +415,11 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             ..settings.proxy_settings()
         },
         response_headers: headers::custom_headers(store, &update.fragments, &settings, &mut diags),
-        upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags),
+        upstream_tls: upstream_tls::upstream_tls(store, &update.fragments, &mut diags)
+            .into_iter()
+            .chain(backend_tls.settings)
+            .collect(),
+        backend_tls: backend_tls.backends,
         credentials,
         digest_credentials,
         auth_proxy_set_headers: security::auth_proxy_set_headers(

@@ -303,6 +303,7 @@ pub fn route_policy(
         limit_rate: limit_rate(ann, defaults),
         response_edits: None,
         weighted: None,
+        mirrors: None,
     }
 }
 

@@ -42,6 +42,9 @@ pub(super) fn store_from_yaml(text: &str) -> Store {
             "HTTPRoute" => Object::HTTPRoute(serde_yaml_ng::from_value(value).unwrap()),
             "GRPCRoute" => Object::GRPCRoute(serde_yaml_ng::from_value(value).unwrap()),
             "ReferenceGrant" => Object::ReferenceGrant(serde_yaml_ng::from_value(value).unwrap()),
+            "BackendTLSPolicy" => {
+                Object::BackendTLSPolicy(serde_yaml_ng::from_value(value).unwrap())
+            }
             "Namespace" => Object::Namespace(serde_yaml_ng::from_value(value).unwrap()),
             other => panic!("fixture has unexpected kind {other}"),
         };

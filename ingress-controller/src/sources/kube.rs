@@ -35,7 +35,9 @@ use tokio::sync::watch;
 use crate::affinity_key;
 use crate::compile::{Compiled, AFFINITY_KEY_SECRET};
 use crate::events::{self, EventPublisher};
-use crate::gateway_api::{self, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{
+    self, BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant,
+};
 use crate::leader::{self, LeaderOptions};
 use crate::status::{self, PublishSource, StatusHandle};
 use crate::store::{Kind, Object, ObjectKey, SharedStore};
@@ -256,12 +258,16 @@ pub async fn run(
         .as_deref()
         .map(|ns| ObjectKey::new(ns, AFFINITY_KEY_SECRET));
     let gateway_api = gateway_api_served(&client).await;
+    let backend_tls = gateway_api.served && backend_tls_served(&client).await;
     let mut expected: Vec<&'static str> = KINDS.iter().map(|k| watch_name(*k)).collect();
     if gateway_api.served {
         expected.extend(GATEWAY_KINDS.iter().map(|k| watch_name(*k)));
         if gateway_api.grpc_routes {
             expected.push(watch_name(Kind::GRPCRoute));
         }
+    }
+    if backend_tls {
+        expected.push(watch_name(Kind::BackendTLSPolicy));
     }
     expected.push(CONFIGMAPS_WATCH);
     if opts.configmap.is_some() {
@@ -398,7 +404,57 @@ pub async fn run(
         configmap,
         affinity,
         gateway_watches(&client, ns, gateway_api, &store, &synced),
+        backend_tls_watch(&client, ns, backend_tls, &store, &synced),
     );
+}
+
+/// Whether the API server serves BackendTLSPolicy (`v1`): its CRD came later than the
+/// other Gateway API kinds and may be missing where they are installed.
+async fn backend_tls_served(client: &Client) -> bool {
+    let group = format!("{}/v1", gateway_api::GROUP);
+    let served = match client.list_api_group_resources(&group).await {
+        Ok(list) => list
+            .resources
+            .iter()
+            .any(|r| r.name == "backendtlspolicies"),
+        Err(error) => {
+            tracing::debug!(group, %error, "API group not served");
+            false
+        }
+    };
+    if served {
+        tracing::info!("watching BackendTLSPolicies");
+    } else {
+        tracing::info!(
+            "the BackendTLSPolicy CRD (gateway.networking.k8s.io v1) is not installed; BackendTLSPolicies are not watched"
+        );
+    }
+    served
+}
+
+async fn backend_tls_watch(
+    client: &Client,
+    ns: Option<&str>,
+    enabled: bool,
+    store: &SharedStore,
+    synced: &Synced,
+) {
+    if !enabled {
+        return;
+    }
+    watch_kind(
+        api::<BackendTLSPolicy>(client, ns),
+        watcher::Config::default(),
+        Watch {
+            name: watch_name(Kind::BackendTLSPolicy),
+            kind: Kind::BackendTLSPolicy,
+            scope: Scope::Kind,
+        },
+        Object::BackendTLSPolicy,
+        store,
+        synced,
+    )
+    .await;
 }
 
 /// The Gateway API kinds, watched when the API server serves them, and the Namespaces

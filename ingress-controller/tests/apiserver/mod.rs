@@ -143,6 +143,13 @@ const RESOURCES: &[ResDef] = &[
     },
     ResDef {
         group: "gateway.networking.k8s.io",
+        version: "v1",
+        plural: "backendtlspolicies",
+        kind: "BackendTLSPolicy",
+        namespaced: true,
+    },
+    ResDef {
+        group: "gateway.networking.k8s.io",
         version: "v1beta1",
         plural: "referencegrants",
         kind: "ReferenceGrant",

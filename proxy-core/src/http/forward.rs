@@ -178,7 +178,7 @@ impl Proxy {
         // 1. Route.
         upgrade::h2_websocket(&mut parts)?;
         one_authority(&mut parts, self.opts.allow_trace)?;
-        let route = route(config, &mut parts, &log.host)?;
+        let route = route(config, &mut parts, info.scheme, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
@@ -462,7 +462,8 @@ impl Proxy {
         let protocol = policy.protocol.or(backend.protocol).unwrap_or_default();
         let dial = dial(
             config,
-            policy,
+            &backend.id,
+            policy.upstream_tls.as_ref(),
             protocol,
             conn.info.scheme,
             upgrade.is_some(),
@@ -476,6 +477,8 @@ impl Proxy {
             }
         }
         let te_trailers = grpc && headers::asks_trailers(&parts.headers);
+        // Upgrades and gRPC streams are not mirrored: their bodies are the exchange.
+        let mirrorable = upgrade.is_none() && !grpc;
         headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
         if te_trailers && matches!(dial, Dial::H2c | Dial::Tls { alpn: Alpn::H2, .. }) {
             // gRPC servers may insist on it; HTTP/2 allows this one `TE` value.
@@ -508,6 +511,18 @@ impl Proxy {
             parts
                 .headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(whole.len()));
+        }
+        if let (Some(mirrors), true) = (&policy.mirrors, mirrorable) {
+            // The request as the backend gets it, every filter applied.
+            self.mirror(
+                config,
+                mirrors,
+                &parts,
+                &body,
+                conn.info.scheme,
+                &log.host,
+                timeouts,
+            );
         }
         let req = Request::from_parts(parts, body);
 
@@ -1116,16 +1131,22 @@ struct Destination<'a> {
 
 /// How the route's protocol reaches the pod for this request. A WebSocket upgrade
 /// offers only HTTP/1.1 over TLS, since HTTP/2 to pods does not carry it.
-fn dial(
+pub(super) fn dial(
     config: &Config,
-    policy: &RoutePolicy,
+    backend: &BackendId,
+    upstream_tls: Option<&Arc<str>>,
     protocol: BackendProtocol,
     scheme: super::Scheme,
     upgrade: bool,
     host: &str,
 ) -> Result<Dial, ProxyError> {
+    // A BackendTLSPolicy's backend: TLS with its setting, whatever the route asks.
+    let required = match config.backend_tls.is_empty() {
+        true => None,
+        false => config.backend_tls.get(backend),
+    };
     let tls = |alpn: Alpn| {
-        let tls = match &policy.upstream_tls {
+        let tls = match required.or(upstream_tls) {
             None => UpstreamTls::unverified(),
             Some(key) => config
                 .upstream_tls
@@ -1137,6 +1158,12 @@ fn dial(
         Ok(Dial::Tls { tls, alpn, name })
     };
     let either = if upgrade { Alpn::Http11 } else { Alpn::Either };
+    if required.is_some() {
+        return match protocol {
+            BackendProtocol::Grpc | BackendProtocol::Grpcs | BackendProtocol::H2c => tls(Alpn::H2),
+            _ => tls(either),
+        };
+    }
     match protocol {
         BackendProtocol::Http => Ok(Dial::Http1),
         BackendProtocol::AutoHttp if scheme == super::Scheme::Http => Ok(Dial::Http1),
@@ -1191,13 +1218,14 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
+    scheme: Scheme,
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
     let route = config
         .routes
-        .lookup_with(host, &path, Some(parts))
+        .lookup_on(scheme, host, &path, Some(parts))
         .or(config.default_backend.as_ref())
         .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;

@@ -45,6 +45,7 @@ pub mod h3;
 mod headers;
 mod idle_io;
 mod limits;
+mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
 mod server;
@@ -279,6 +280,8 @@ pub struct Proxy {
     auth_decisions: crate::pipeline::AuthDecisions,
     /// Idle HTTP/1 connections parked without a task; started by the first.
     lot: std::sync::OnceLock<Arc<h1::park::Lot>>,
+    /// Room for mirrored requests in flight (Gateway API RequestMirror).
+    mirror_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Proxy {
@@ -318,6 +321,7 @@ impl Proxy {
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
             auth_decisions: Default::default(),
             lot: std::sync::OnceLock::new(),
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(mirror::MAX_IN_FLIGHT)),
             opts,
         })
     }

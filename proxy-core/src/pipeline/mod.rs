@@ -31,6 +31,7 @@ mod ext_auth;
 mod gateway_redirect;
 mod gateway_rewrite;
 mod hsts;
+mod mirror;
 mod rate_limit;
 mod redirect;
 mod refuse;
@@ -62,6 +63,7 @@ pub use ext_auth::{
 pub use gateway_redirect::{GatewayRedirect, RedirectPath};
 pub use gateway_rewrite::GatewayRewrite;
 pub use hsts::Hsts;
+pub use mirror::{Fraction, Mirrors, RequestMirror};
 pub use rate_limit::{per_replica, ConnSlot, Limiter, Rate, RateLimit, ZONE_CLIENTS};
 pub use redirect::SslRedirect;
 pub use refuse::{NoValidBackend, Refuse};
@@ -134,6 +136,8 @@ pub struct RoutePolicy {
     /// A Gateway API rule's weighted backendRefs: each request goes to one of them
     /// instead of the route's backend (which is the first of them).
     pub weighted: Option<Arc<WeightedBackends>>,
+    /// Gateway API RequestMirror filters: backends that get a copy of the requests.
+    pub mirrors: Option<Arc<Mirrors>>,
 }
 
 /// nginx's `limit_rate`: a response body goes out at `rate` bytes a second once its first

@@ -13,7 +13,7 @@ use http::Method;
 use regex::bytes::{Regex, RegexBuilder};
 
 use super::regex_path::{COMPILED_SIZE_LIMIT, MAX_PATTERN_LEN, NEST_LIMIT};
-use super::{HostMatch, RegexPathError, RouteTarget};
+use super::{HostMatch, ListenerScope, RegexPathError, RouteTarget};
 
 /// How a [`MatchRule`] matches the path.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +134,8 @@ pub struct MatchRule {
     /// Each query parameter must be present with a matching value; names compare
     /// exactly. Of a repeated parameter, the first is taken.
     pub query: Vec<(String, ValueMatch)>,
+    /// The listeners the rule answers on (checked by the table, before the match).
+    pub listeners: ListenerScope,
     pub target: RouteTarget,
 }
 
@@ -189,6 +191,7 @@ mod tests {
             method: None,
             headers: Vec::new(),
             query: Vec::new(),
+            listeners: ListenerScope::default(),
             target: RouteTarget {
                 backend: BackendId::new("default", "svc", "80"),
                 policy: Default::default(),

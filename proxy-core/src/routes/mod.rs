@@ -11,11 +11,13 @@ pub use crate::host::{HostError, HostName, HostPattern};
 use crate::model::BackendId;
 use crate::pipeline::RoutePolicy;
 
+mod listener;
 mod matches;
 mod normalize;
 mod regex_path;
 mod table;
 
+pub use listener::ListenerScope;
 pub use matches::{FullMatch, MatchRule, PathMatch, ValueMatch};
 pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 pub use regex_path::{compile_pattern, PathRegex, RegexPathError, RegexRule, MAX_PATTERN_LEN};

@@ -25,6 +25,7 @@ use std::collections::hash_map::Entry;
 use super::normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 use super::{HostMatch, MatchRule, PathType, RegexRule, RouteRule, RouteTarget};
 use crate::host::{wildcard_parent, HostName, HostPattern};
+use crate::http::Scheme;
 
 /// The compiled table. Cloning is cheap (it shares the compiled maps).
 #[derive(Clone, Default)]
@@ -198,9 +199,9 @@ impl HostRoutes {
         &self.matches
     }
 
-    fn lookup(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
+    fn lookup(&self, path: &SplitPath<'_>, req: &Req<'_>) -> Option<&RouteTarget> {
         if !self.matches.is_empty() {
-            if let Some(target) = self.lookup_matches(path, parts) {
+            if let Some(target) = self.lookup_matches(path, req) {
                 return Some(target);
             }
         }
@@ -213,13 +214,21 @@ impl HostRoutes {
         self.rules.get(index).map(|rule| &rule.target)
     }
 
-    /// The first match rule that takes the request.
-    fn lookup_matches(&self, path: &SplitPath<'_>, parts: Option<&Parts>) -> Option<&RouteTarget> {
+    /// The first match rule that takes the request on its listener.
+    fn lookup_matches(&self, path: &SplitPath<'_>, req: &Req<'_>) -> Option<&RouteTarget> {
         self.matches
             .iter()
-            .find(|r| r.is_match(path.full, parts))
+            .find(|r| r.listeners.admits(req.scheme, req.host) && r.is_match(path.full, req.parts))
             .map(|r| &r.target)
     }
+}
+
+/// What a lookup knows of the request besides its path.
+struct Req<'a> {
+    scheme: Scheme,
+    /// Normalized; `""` for none.
+    host: &'a str,
+    parts: Option<&'a Parts>,
 }
 
 #[derive(Clone, Default)]
@@ -419,19 +428,38 @@ impl RouteTable {
     }
 
     /// [`RouteTable::lookup`], with the request head that match rules with method, header
-    /// or query conditions look at (without it, those rules never match).
+    /// or query conditions look at (without it, those rules never match), as for a
+    /// request on the HTTP listener.
     pub fn lookup_with(
         &self,
         host: &str,
         path: &str,
         parts: Option<&Parts>,
     ) -> Option<&RouteTarget> {
+        self.lookup_on(Scheme::Http, host, path, parts)
+    }
+
+    /// [`RouteTable::lookup_with`] for a request that arrived on Portico's listener for
+    /// `scheme`: Gateway API rules answer only on the listeners their routes attached
+    /// to (see [`ListenerScope`](super::ListenerScope)); Ingress rules on both.
+    pub fn lookup_on(
+        &self,
+        scheme: Scheme,
+        host: &str,
+        path: &str,
+        parts: Option<&Parts>,
+    ) -> Option<&RouteTarget> {
         let path = SplitPath::new(path);
+        let req = Req {
+            scheme,
+            host,
+            parts,
+        };
         let inner = &*self.inner;
         (!host.is_empty())
-            .then(|| inner.lookup_host(host, &path, parts))
+            .then(|| inner.lookup_host(&path, &req))
             .flatten()
-            .or_else(|| inner.any_host.as_ref()?.lookup(&path, parts))
+            .or_else(|| inner.any_host.as_ref()?.lookup(&path, &req))
     }
 
     /// Normalizes the request's host and path and looks them up. A request without a
@@ -477,17 +505,9 @@ impl RouteTable {
 }
 
 impl Inner {
-    fn lookup_host(
-        &self,
-        host: &str,
-        path: &SplitPath<'_>,
-        parts: Option<&Parts>,
-    ) -> Option<&RouteTarget> {
-        if let Some(target) = self
-            .exact_hosts
-            .get(host)
-            .and_then(|p| p.lookup(path, parts))
-        {
+    fn lookup_host(&self, path: &SplitPath<'_>, req: &Req<'_>) -> Option<&RouteTarget> {
+        let host = req.host;
+        if let Some(target) = self.exact_hosts.get(host).and_then(|p| p.lookup(path, req)) {
             return Some(target);
         }
         // `*.foo.com` covers exactly one non-empty label in front of `foo.com`.
@@ -498,7 +518,7 @@ impl Inner {
         if let Some(target) = self
             .wildcard_hosts
             .get(parent)
-            .and_then(|h| h.lookup(path, parts))
+            .and_then(|h| h.lookup(path, req))
         {
             return Some(target);
         }
@@ -512,7 +532,7 @@ impl Inner {
             if let Some(target) = self
                 .wildcard_hosts
                 .get(up)
-                .and_then(|h| h.lookup_matches(path, parts))
+                .and_then(|h| h.lookup_matches(path, req))
             {
                 return Some(target);
             }

@@ -206,6 +206,7 @@ fn same(a: &SharedObject, b: &mut Object) -> bool {
         (SharedObject::HTTPRoute(a), Object::HTTPRoute(b)) => eq!(a, b),
         (SharedObject::GRPCRoute(a), Object::GRPCRoute(b)) => eq!(a, b),
         (SharedObject::ReferenceGrant(a), Object::ReferenceGrant(b)) => eq!(a, b),
+        (SharedObject::BackendTLSPolicy(a), Object::BackendTLSPolicy(b)) => eq!(a, b),
         (SharedObject::Namespace(a), Object::Namespace(b)) => eq!(a, b),
         _ => false,
     }
@@ -225,6 +226,7 @@ fn created(obj: &SharedObject) -> Option<Time> {
         SharedObject::HTTPRoute(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::GRPCRoute(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::ReferenceGrant(o) => o.metadata.creation_timestamp.clone(),
+        SharedObject::BackendTLSPolicy(o) => o.metadata.creation_timestamp.clone(),
         SharedObject::Namespace(o) => o.metadata.creation_timestamp.clone(),
     }
 }
@@ -246,6 +248,7 @@ fn set_created(obj: &mut Object, first_seen: Time) {
         Object::HTTPRoute(o) => &mut o.metadata,
         Object::GRPCRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::BackendTLSPolicy(o) => &mut o.metadata,
         Object::Namespace(o) => &mut o.metadata,
     };
     if meta.creation_timestamp.is_none() {

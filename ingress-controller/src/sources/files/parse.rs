@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{legacy, validate};
-use crate::gateway_api::{GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant};
+use crate::gateway_api::{
+    BackendTLSPolicy, GRPCRoute, Gateway, GatewayClass, HTTPRoute, ReferenceGrant,
+};
 use crate::store::Object;
 
 /// Why a manifest file was rejected. The file's last good objects stay in force.
@@ -248,7 +250,9 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Endpoints" | "Secret" | "ConfigMap" | "Namespace" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
-        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => "gateway.networking.k8s.io/v1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" | "BackendTLSPolicy" => {
+            "gateway.networking.k8s.io/v1"
+        }
         "ReferenceGrant" => "gateway.networking.k8s.io/v1beta1",
         _ => return Ok(other_kind(api_version, kind, &value)),
     };
@@ -325,6 +329,9 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         }
         "GRPCRoute" => {
             Object::GRPCRoute(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
+        }
+        "BackendTLSPolicy" => {
+            Object::BackendTLSPolicy(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
         }
         "ReferenceGrant" => {
             Object::ReferenceGrant(typed_as(&value, &full, kind, &mut warnings).map_err(typed)?)
@@ -412,6 +419,7 @@ fn default_namespace(mut obj: Object) -> Object {
         Object::HTTPRoute(o) => &mut o.metadata,
         Object::GRPCRoute(o) => &mut o.metadata,
         Object::ReferenceGrant(o) => &mut o.metadata,
+        Object::BackendTLSPolicy(o) => &mut o.metadata,
         Object::IngressClass(_) | Object::GatewayClass(_) | Object::Namespace(_) => return obj,
     };
     if meta.namespace.as_deref().unwrap_or("").is_empty() {
@@ -527,6 +535,7 @@ impl<'de> de::Visitor<'de> for ObjectVisitor<'_> {
             Some("HTTPRoute") => drop(HTTPRoute::deserialize(d)?),
             Some("GRPCRoute") => drop(GRPCRoute::deserialize(d)?),
             Some("ReferenceGrant") => drop(ReferenceGrant::deserialize(d)?),
+            Some("BackendTLSPolicy") => drop(BackendTLSPolicy::deserialize(d)?),
             Some("Namespace") => drop(Namespace::deserialize(d)?),
             _ => drop(IgnoredAny::deserialize(d)?),
         }

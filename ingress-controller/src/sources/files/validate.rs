@@ -30,6 +30,7 @@ const KNOWN_KINDS: &[&str] = &[
     "SubjectAccessReview",
     "TokenReview",
     "VolumeAttributesClass",
+    "BackendTLSPolicy",
     "Binding",
     "CertificateSigningRequest",
     "ClusterRole",
