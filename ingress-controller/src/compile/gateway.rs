@@ -241,8 +241,26 @@ pub(super) fn compile_gateway(
                 Condition::new("Programmed", false, "Invalid", message, generation),
             )
         } else {
+            // Accepted, but saying that some listeners are not (as the spec's reason
+            // ListenersNotValid allows with status True).
+            let invalid = listener_status.iter().any(|l| {
+                l.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Accepted" && !c.status)
+            });
+            let accepted = if invalid {
+                Condition::new(
+                    "Accepted",
+                    true,
+                    "ListenersNotValid",
+                    "some listeners cannot be served",
+                    generation,
+                )
+            } else {
+                Condition::new("Accepted", true, "Accepted", "", generation)
+            };
             (
-                Condition::new("Accepted", true, "Accepted", "", generation),
+                accepted,
                 Condition::new("Programmed", true, "Programmed", "", generation),
             )
         };
@@ -1960,7 +1978,7 @@ spec:
         assert_eq!(
             of(Kind::Gateway, "infra", "mixed").as_deref(),
             Some(
-                "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
+                "Accepted=True (ListenersNotValid, generation 4), Programmed=True (Programmed, generation 4); \
                  listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
                  Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
                  Conflicted=False (NoConflicts, generation 4); \
