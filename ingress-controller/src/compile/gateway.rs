@@ -888,16 +888,27 @@ fn allowed(store: &Store, route: &ObjectKey, l: &OurListener<'_>) -> bool {
             let selector = allowed
                 .and_then(|a| a.namespaces.as_ref())
                 .and_then(|n| n.selector.as_ref());
+            // The API server labels every Namespace `kubernetes.io/metadata.name` (1.22+),
+            // so selectors rely on it; a Namespace written in a folder lacks it.
             let labels = store
                 .namespaces
                 .get(&ObjectKey::new("", &route.namespace))
-                .and_then(|n| n.metadata.labels.as_ref());
+                .map(|n| {
+                    let mut labels = n.metadata.labels.clone().unwrap_or_default();
+                    labels
+                        .entry(NAMESPACE_NAME_LABEL.to_owned())
+                        .or_insert_with(|| route.namespace.clone());
+                    labels
+                });
             // No selector, or a namespace not (yet) seen: nothing is known to match.
-            selector.is_some_and(|s| selects(s, labels))
+            selector.is_some_and(|s| selects(s, labels.as_ref()))
         }
         _ => false,
     }
 }
+
+/// The label the API server puts on every Namespace, with its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Whether a label selector selects an object with these labels (`matchLabels` and
 /// every `matchExpressions` requirement; an empty selector selects everything).
@@ -2279,6 +2290,44 @@ spec:
         };
         assert_eq!(status("app", "ok"), "Accepted");
         assert_eq!(status("other", "refused"), "NotAllowedByListeners");
+    }
+
+    #[test]
+    fn selectors_see_the_namespace_name_label_the_api_server_sets() {
+        let c = compiled(
+            r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: sel.example.com
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {kubernetes.io/metadata.name: app}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: app}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "sel.example.com", "/").as_deref(), Some("a1"));
+        let gw = &c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "sel"))];
+        assert_eq!(gw.listeners[0].attached_routes, 1);
     }
 
     #[test]
