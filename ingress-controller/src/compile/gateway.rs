@@ -225,6 +225,47 @@ pub(super) fn compile_gateway(
             continue;
         }
         let generation = gw.metadata.generation;
+        // Portico reads no parameters resource, so a Gateway that names one cannot be set
+        // up as asked: rejected, as the spec says (Accepted=False, InvalidParameters).
+        if let Some(params) = gw
+            .spec
+            .rest
+            .get("infrastructure")
+            .and_then(|i| i.get("parametersRef"))
+        {
+            let text = |f: &str| params.get(f).and_then(|v| v.as_str()).unwrap_or_default();
+            let message = format!(
+                "Portico takes no parameters: {} {:?} of group {:?} cannot be used; Gateway not served",
+                text("kind"),
+                text("name"),
+                text("group")
+            );
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                "spec.infrastructure.parametersRef",
+                DiagnosticReason::GatewayUnsupported,
+                message.clone(),
+            ));
+            status.insert(
+                (Kind::Gateway, key.clone()),
+                ObjectStatus {
+                    conditions: vec![
+                        Condition::new(
+                            "Accepted",
+                            false,
+                            "InvalidParameters",
+                            message.clone(),
+                            generation,
+                        ),
+                        Condition::new("Programmed", false, "Invalid", message, generation),
+                    ],
+                    listeners: Vec::new(),
+                    parents: Vec::new(),
+                },
+            );
+            continue;
+        }
         let (served, listener_status) = gateway_listeners(
             store,
             key,
@@ -2328,6 +2369,43 @@ spec:
         assert_eq!(get(&c, "sel.example.com", "/").as_deref(), Some("a1"));
         let gw = &c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "sel"))];
         assert_eq!(gw.listeners[0].attached_routes, 1);
+    }
+
+    #[test]
+    fn a_gateway_asking_for_parameters_is_rejected() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: params, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: params.example.com}]
+  infrastructure:
+    parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: params}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "params.example.com", "/"), None);
+        let st = &c.gateway_status[&(
+            Kind::Gateway,
+            crate::store::ObjectKey::new("infra", "params"),
+        )];
+        assert_eq!(
+            st.conditions[0].to_string(),
+            "Accepted=False (InvalidParameters)"
+        );
+        assert!(c
+            .diagnostics
+            .iter()
+            .any(|d| d.field == "spec.infrastructure.parametersRef"));
     }
 
     #[test]
