@@ -166,19 +166,7 @@ test_fn!(hostname_intersection, |c| {
 
 test_fn!(listener_hostname_matching, |c| {
     let gw = "httproute-listener-hostname-matching";
-    c.accepted_sections(gw, &[Some("listener-1")], &["backend-v1"])
-        .await?;
-    c.resolved("backend-v1", gw).await?;
-    c.accepted_sections(gw, &[Some("listener-2")], &["backend-v2"])
-        .await?;
-    c.resolved("backend-v2", gw).await?;
-    c.accepted_sections(
-        gw,
-        &[Some("listener-3"), Some("listener-4")],
-        &["backend-v3"],
-    )
-    .await?;
-    c.resolved("backend-v3", gw).await?;
+    accepted_and_resolved(c, gw, &["backend-v1", "backend-v2", "backend-v3"]).await?;
     c.expect_all(&[
         get("/").host("bar.com").to(V1),
         get("/").host("foo.bar.com").to(V2),
@@ -194,15 +182,7 @@ test_fn!(listener_hostname_matching, |c| {
 
 test_fn!(listener_port_matching, |c| {
     let gw = "httproute-listener-port-matching";
-    c.accepted_sections(gw, &[Some("listener-1")], &["backend-v1"])
-        .await?;
-    c.resolved("backend-v1", gw).await?;
-    c.accepted_sections(gw, &[Some("listener-2")], &["backend-v2"])
-        .await?;
-    c.resolved("backend-v2", gw).await?;
-    c.accepted_sections(gw, &[Some("listener-4")], &["backend-v3"])
-        .await?;
-    c.resolved("backend-v3", gw).await?;
+    accepted_and_resolved(c, gw, &["backend-v1", "backend-v2", "backend-v3"]).await?;
     // Upstream sends each request to the Gateway's port named in the Host; every
     // port here is Portico's one HTTP listener, and the Host carries the port.
     c.expect_all(&[
@@ -893,7 +873,28 @@ test_fn!(backend_protocol_h2c, |c| {
 
 test_fn!(service_types, |c| {
     accepted_and_resolved(c, SAME_NS, &["service-types"]).await?;
-    c.expect(&get("/").to(V1)).await
+    // As upstream's set-up: the selector-less Services' EndpointSlices get the
+    // addresses of infra-backend-v1's pods (one slice per pod here, as each echo pod
+    // listens on a port of its own).
+    let pods = c.slices_of(super::exchange::INFRA_NS, V1);
+    for svc in ["manual-endpointslices", "headless-manual-endpointslices"] {
+        for (i, slice) in pods.iter().enumerate() {
+            let mut slice = slice.clone();
+            let name = match i {
+                0 => format!("{svc}-ip4"),
+                _ => format!("{svc}-ip4-{i}"),
+            };
+            slice["metadata"]["name"] = name.into();
+            slice["metadata"]["labels"]["kubernetes.io/service-name"] = svc.into();
+            c.apply(&slice)?;
+        }
+    }
+    c.expect_all(&[
+        get("/manual-endpointslices").to(V1),
+        get("/headless-manual-endpointslices").to(V1),
+        get("/headless").to(V1),
+    ])
+    .await
 });
 
 test_fn!(https_listener, |c| {
@@ -1257,6 +1258,22 @@ const fn case(
     }
 }
 
+/// Why the tests that need a listener of their own per Gateway or per port fail: the
+/// deliberate difference of one HTTP listener for every Gateway and port.
+const SHARED_PORT: &str = "every HTTP listener is served on Portico's one HTTP port, \
+    whatever its `port`: a request does not say which listener port it came to, so a \
+    route attached to the port-8080 or port-8090 listener also answers on port 80's, and \
+    the port-80 route answers for foo.com:8080";
+const SHARED_GATEWAYS: &str = "all Gateways share Portico's listeners: two Gateways' \
+    routes for the same host and path are one route table, where upstream gives each \
+    Gateway its own address (GET / reaches the same-namespace Gateway's route through \
+    the all-namespaces one)";
+const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the listener's port, \
+    but a request to the port-8080 Gateway arrives on the same HTTP listener as port 80's \
+    and gets no port in Location";
+const BACKEND_FILTERS: &str = "filters on backendRefs (HTTPRouteBackendRequestHeaderModification) \
+    are not applied: the request reaches the backend unmodified";
+
 const MIRROR: Plan = Plan::Skip("feature not supported: RequestMirror (reported and left out)");
 
 pub const CASES: &[Case] = &[
@@ -1266,7 +1283,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteHeaderMatching", &["httproute-header-matching.yaml"], CORE, Plan::Run(header_matching)),
     case("HTTPRouteHostnameIntersection", &["httproute-hostname-intersection.yaml"], CORE, Plan::Run(hostname_intersection)),
     case("HTTPRouteListenerHostnameMatching", &["httproute-listener-hostname-matching.yaml"], CORE, Plan::Run(listener_hostname_matching)),
-    case("HTTPRouteListenerPortMatching", &["httproute-listener-port-matching.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteParentRefPort"], Plan::Run(listener_port_matching)),
+    case("HTTPRouteListenerPortMatching", &["httproute-listener-port-matching.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteParentRefPort"], Plan::ExpectFail(listener_port_matching, SHARED_PORT)),
     case("HTTPRouteMatchingAcrossRoutes", &["httproute-matching-across-routes.yaml"], CORE, Plan::Run(matching_across_routes)),
     case("HTTPRouteMatching", &["httproute-matching.yaml"], CORE, Plan::Run(matching)),
     case("HTTPRouteMethodMatching", &["httproute-method-matching.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteMethodMatching"], Plan::Run(method_matching)),
@@ -1282,7 +1299,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteInvalidReferenceGrant", &["httproute-invalid-reference-grant.yaml"], CORE_GRANT, Plan::Run(invalid_reference_grant)),
     case("HTTPRoutePartiallyInvalidViaInvalidReferenceGrant", &["httproute-partially-invalid-via-invalid-reference-grant.yaml"], CORE_GRANT, Plan::Run(partially_invalid_reference_grant)),
     case("HTTPRouteReferenceGrant", &["httproute-reference-grant.yaml"], CORE_GRANT, Plan::Run(reference_grant)),
-    case("HTTPRouteMultipleGateways", &["httproute-multiple-gateways.yaml"], CORE, Plan::Run(multiple_gateways)),
+    case("HTTPRouteMultipleGateways", &["httproute-multiple-gateways.yaml"], CORE, Plan::ExpectFail(multiple_gateways, SHARED_GATEWAYS)),
     case("HTTPRouteNamedRule", &["httproute-named-rule.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteNamedRouteRule"], Plan::Run(named_rule)),
     case("HTTPRouteNoBackendRefs", &["httproute-omitted-backendrefs.yaml"], CORE, Plan::Run(omitted_backendrefs)),
     case("HTTPRoute303Redirect", &["httproute-303-redirect.yaml"], &["Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode"], Plan::Run(redirect_303)),
@@ -1292,7 +1309,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteRedirectPath", &["httproute-redirect-path.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePathRedirect"], Plan::Run(redirect_path)),
     case("HTTPRouteRedirectPort", &["httproute-redirect-port.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect"], Plan::Run(redirect_port)),
     case("HTTPRouteRedirectScheme", &["httproute-redirect-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteSchemeRedirect"], Plan::Run(redirect_scheme)),
-    case("HTTPRouteRedirectPortAndScheme", &["httproute-redirect-port-and-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect", "GatewayPort8080"], Plan::Run(redirect_port_and_scheme)),
+    case("HTTPRouteRedirectPortAndScheme", &["httproute-redirect-port-and-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect", "GatewayPort8080"], Plan::ExpectFail(redirect_port_and_scheme, SHARED_REDIRECT_PORT)),
     case("HTTPRouteRequestHeaderModifier", &["httproute-request-header-modifier.yaml"], CORE, Plan::Run(request_header_modifier)),
     case("HTTPRouteResponseHeaderModifier", &["httproute-response-header-modifier.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteResponseHeaderModification"], Plan::Run(response_header_modifier)),
     case("HTTPRouteRewriteHost", &["httproute-rewrite-host.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteHostRewrite"], Plan::Run(rewrite_host)),
@@ -1315,9 +1332,11 @@ pub const CASES: &[Case] = &[
     case("GatewaySecretReferenceGrantAllInNamespace", &["gateway-secret-reference-grant-all-in-namespace.yaml"], &["Gateway", "ReferenceGrant"], Plan::Run(gateway_secret_reference_grant_all)),
     case("GatewaySecretReferenceGrantSpecific", &["gateway-secret-reference-grant-specific.yaml"], &["Gateway", "ReferenceGrant"], Plan::Run(gateway_secret_reference_grant_specific)),
     case("GatewayListenerUnsupportedProtocol", &["gateway-invalid-listeners-unsupported-protocol.yaml"], &["Gateway"], Plan::Run(gateway_unsupported_protocol)),
-    case("HTTPRouteBackendRequestHeaderModifier", &["httproute-request-header-modifier-backend.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendRequestHeaderModification"], Plan::Run(request_header_modifier)),
+    case("HTTPRouteBackendRequestHeaderModifier", &["httproute-request-header-modifier-backend.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendRequestHeaderModification"], Plan::ExpectFail(request_header_modifier, BACKEND_FILTERS)),
     case("GatewayInvalidParametersRef", &["gateway-invalid-parameters-ref.yaml"], &["Gateway"], Plan::Run(gateway_invalid_parameters_ref)),
     case("GatewayModifyListeners", &["gateway-modify-listeners.yaml"], &["Gateway"], Plan::Run(gateway_modify_listeners)),
+    case("HTTPRouteRequestHeaderModifierBackendWeights", &["httproute-request-header-modifier-backend-weights.yaml"], &["Gateway", "HTTPRouteBackendRequestHeaderModification", "HTTPRoute"], Plan::Skip("feature not supported: filters on backendRefs (HTTPRouteBackendRequestHeaderModification)")),
+    case("HTTPRouteBackendProtocolWebSocket", &["httproute-backend-protocol-websocket.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolWebSocket"], Plan::Skip("not run here: the echo backend does not answer WebSocket yet (Portico proxies upgrades; ingress-controller/tests/websocket_h2_e2e.rs covers them)")),
     case("HTTPRouteRequestMirror", &["httproute-request-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"], MIRROR),
     case("HTTPRouteRequestMultipleMirrors", &["httproute-request-multiple-mirrors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors"], MIRROR),
     case("HTTPRouteRequestPercentageMirror", &["httproute-request-percentage-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestPercentageMirror"], MIRROR),
