@@ -3,10 +3,12 @@
 //! `../shared/gateway-api/conformance` beside the repository (or
 //! `$PORTICO_GATEWAY_API_DIR`); one test by name: `PORTICO_GATEWAY_TEST=HTTPRouteMatching`.
 //!
-//! Run with `--nocapture` to see the per-test report; it is printed either way on failure.
+//! Each result is printed as it comes (to stderr, so `--nocapture` is not needed); with
+//! `PORTICO_GATEWAY_REPORT=FILE` the run also writes an upstream-style ConformanceReport.
 
 use conformance::gateway::{
-    gateway_api_dir, grpc_tests, http_tests, run, statistics, DIR_ENV, GATEWAY_API_VERSION,
+    gateway_api_dir, grpc_tests, http_tests, line, report, run, statistics, DIR_ENV,
+    GATEWAY_API_VERSION, REPORT_ENV,
 };
 use conformance::harness::binary_path;
 use conformance::suite::notice;
@@ -33,26 +35,28 @@ async fn gateway_api_conformance_over_a_manifest_folder() {
     results.extend(run(&root, "GATEWAY-GRPC", grpc_tests::CASES).await);
 
     for profile in ["GATEWAY-HTTP", "GATEWAY-GRPC"] {
-        let of: Vec<_> = results
-            .iter()
-            .filter(|r| r.profile == profile)
-            .map(|r| conformance::gateway::Result_ {
-                case: r.case,
-                profile: r.profile,
-                outcome: r.outcome.clone(),
-                seconds: r.seconds,
-            })
-            .collect();
-        let (core, ext) = statistics(&of);
+        let (core, ext) = statistics(&results, profile);
         notice(&format!(
             "{profile}: core passed {} failed {} skipped {}; extended passed {} failed {} skipped {}",
             core.passed, core.failed, core.skipped, ext.passed, ext.failed, ext.skipped
         ));
     }
+    if let Some(path) = std::env::var_os(REPORT_ENV) {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let date = i64::try_from(secs)
+            .ok()
+            .and_then(|s| k8s_openapi::jiff::Timestamp::new(s, 0).ok())
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        std::fs::write(&path, report(&results, &date)).expect("writing the report");
+        notice(&format!("report written to {}", path.to_string_lossy()));
+    }
     let problems: Vec<String> = results
         .iter()
         .filter(|r| r.outcome.is_problem())
-        .map(conformance::gateway::line)
+        .map(line)
         .collect();
     assert!(
         problems.is_empty(),

@@ -579,16 +579,19 @@ test_fn!(redirect_scheme, |c| {
 });
 
 test_fn!(redirect_port_and_scheme, |c| {
-    let infra = |r: &str| r.to_owned();
-    let gw80 = "same-namespace";
-    let gw8080 = "same-namespace-with-http-listener-on-8080";
-    let gw443 = "same-namespace-with-https-listener";
-    let r80 = infra("http-route-for-listener-on-port-80");
-    let r8080 = infra("http-route-for-listener-on-port-8080");
-    let r443 = infra("http-route-for-listener-on-port-443");
-    accepted_and_resolved(c, gw80, &[&r80]).await?;
-    accepted_and_resolved(c, gw8080, &[&r8080]).await?;
-    accepted_and_resolved(c, gw443, &[&r443]).await?;
+    for (gw, route) in [
+        (SAME_NS, "http-route-for-listener-on-port-80"),
+        (
+            "same-namespace-with-http-listener-on-8080",
+            "http-route-for-listener-on-port-8080",
+        ),
+        (
+            "same-namespace-with-https-listener",
+            "http-route-for-listener-on-port-443",
+        ),
+    ] {
+        accepted_and_resolved(c, gw, &[route]).await?;
+    }
     let (org, http_, https) = (Some("example.org"), Some("http"), Some("https"));
     // Upstream sends each group to its own Gateway's address and port; here the HTTP
     // listener stands for ports 80 and 8080 alike.

@@ -102,7 +102,7 @@ impl Outcome {
 }
 
 /// One line of the report.
-pub struct Result_ {
+pub struct TestResult {
     pub case: Case,
     pub profile: &'static str,
     pub outcome: Outcome,
@@ -111,7 +111,7 @@ pub struct Result_ {
 
 /// Run `cases` of `profile` (one at a time: each starts its own controller), printing
 /// each result as it comes.
-pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Result_> {
+pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<TestResult> {
     let filter = std::env::var(FILTER_ENV).unwrap_or_default();
     let mut out = Vec::new();
     for case in cases
@@ -130,7 +130,7 @@ pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Resu
                 Err(e) => Outcome::ExpectedFail(format!("{why}\n      measured: {e}")),
             },
         };
-        let result = Result_ {
+        let result = TestResult {
             case: *case,
             profile,
             outcome,
@@ -152,7 +152,7 @@ async fn run_one(root: &Path, case: &Case, f: TestFn) -> Result<(), String> {
 }
 
 /// `PASS  HTTPRouteSimpleSameNamespace  (core, 1.2s)` and the reason, if any.
-pub fn line(r: &Result_) -> String {
+pub fn line(r: &TestResult) -> String {
     let level = if r.case.is_core() { "core" } else { "extended" };
     let mut s = format!(
         "[{}] {:<26} {:<58} ({level}, {:.1}s)",
@@ -182,10 +182,10 @@ pub struct Stats {
     pub skipped: usize,
 }
 
-/// Statistics of the core and the extended tests of `results`.
-pub fn statistics(results: &[Result_]) -> (Stats, Stats) {
+/// Statistics of the core and the extended tests of `profile` in `results`.
+pub fn statistics(results: &[TestResult], profile: &str) -> (Stats, Stats) {
     let (mut core, mut ext) = (Stats::default(), Stats::default());
-    for r in results {
+    for r in results.iter().filter(|r| r.profile == profile) {
         let s = if r.case.is_core() {
             &mut core
         } else {
@@ -198,4 +198,162 @@ pub fn statistics(results: &[Result_]) -> (Stats, Stats) {
         }
     }
     (core, ext)
+}
+
+/// Where to write the report in the upstream `ConformanceReport` format, when set.
+pub const REPORT_ENV: &str = "PORTICO_GATEWAY_REPORT";
+
+/// The results as an upstream `ConformanceReport` (YAML): per profile, the core and
+/// extended results and statistics, the extended features some passing test needs
+/// (supported) and the others (unsupported), and the failed and skipped tests by name.
+pub fn report(results: &[TestResult], date: &str) -> String {
+    use serde_json::{json, Value};
+    let mut profiles = Vec::new();
+    for profile in ["GATEWAY-HTTP", "GATEWAY-GRPC"] {
+        let of: Vec<&TestResult> = results.iter().filter(|r| r.profile == profile).collect();
+        let (core, ext) = statistics(results, profile);
+        let names = |core_part: bool, f: fn(&Outcome) -> bool| -> Vec<&str> {
+            of.iter()
+                .filter(|r| r.case.is_core() == core_part && f(&r.outcome))
+                .map(|r| r.case.name)
+                .collect()
+        };
+        let failed = |o: &Outcome| matches!(o, Outcome::Fail(_) | Outcome::ExpectedFail(_));
+        let skipped = |o: &Outcome| matches!(o, Outcome::Skip(_));
+        let extended: std::collections::BTreeSet<&str> = of
+            .iter()
+            .flat_map(|r| r.case.features.iter().copied())
+            .filter(|f| !CORE_FEATURES.contains(f))
+            .collect();
+        // Supported: some test that needs the feature passes (the failing ones are
+        // listed with their reasons); a feature only skipped or failing is not.
+        let exercised = |f: &&str| {
+            of.iter().any(|r| {
+                matches!(r.outcome, Outcome::Pass | Outcome::UnexpectedPass(_))
+                    && r.case.features.contains(f)
+            })
+        };
+        let supported: Vec<&str> = extended.iter().copied().filter(exercised).collect();
+        let unsupported: Vec<&str> = extended.iter().copied().filter(|f| !exercised(f)).collect();
+        let part = |stats: Stats, core_part: bool| -> Value {
+            let result = if stats.failed > 0 {
+                "failure"
+            } else if stats.skipped > 0 || stats.passed == 0 {
+                "partial"
+            } else {
+                "success"
+            };
+            let mut v = json!({
+                "result": result,
+                "statistics": {"Passed": stats.passed, "Failed": stats.failed, "Skipped": stats.skipped},
+            });
+            let (f, s) = (names(core_part, failed), names(core_part, skipped));
+            if !f.is_empty() {
+                v["failedTests"] = json!(f);
+            }
+            if !s.is_empty() {
+                v["skippedTests"] = json!(s);
+            }
+            v
+        };
+        let mut extended_part = part(ext, false);
+        extended_part["supportedFeatures"] = json!(supported);
+        extended_part["unsupportedFeatures"] = json!(unsupported);
+        profiles.push(json!({
+            "name": profile,
+            "core": part(core, true),
+            "extended": extended_part,
+        }));
+    }
+    let doc = json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "ConformanceReport",
+        "date": date,
+        "gatewayAPIChannel": "standard",
+        "gatewayAPIVersion": GATEWAY_API_VERSION,
+        "implementation": {
+            "organization": "portico",
+            "project": "portico",
+            "version": env!("CARGO_PKG_VERSION"),
+            "contact": [],
+        },
+        "mode": "default",
+        "profiles": profiles,
+    });
+    serde_yaml_ng::to_string(&doc).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn never(_: &mut Ctx) -> TestFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn result(
+        name: &'static str,
+        features: &'static [&'static str],
+        outcome: Outcome,
+    ) -> TestResult {
+        TestResult {
+            case: Case {
+                name,
+                manifests: &[],
+                features,
+                plan: Plan::Run(never),
+            },
+            profile: "GATEWAY-HTTP",
+            outcome,
+            seconds: 0.0,
+        }
+    }
+
+    #[test]
+    fn the_report_counts_core_and_extended_apart() {
+        let results = [
+            result("A", &["Gateway", "HTTPRoute"], Outcome::Pass),
+            result(
+                "B",
+                &["Gateway", "HTTPRoute"],
+                Outcome::ExpectedFail("why".into()),
+            ),
+            result(
+                "C",
+                &["HTTPRoute", "HTTPRouteMethodMatching"],
+                Outcome::Pass,
+            ),
+            result(
+                "D",
+                &["HTTPRoute", "HTTPRouteRequestMirror"],
+                Outcome::Skip("no".into()),
+            ),
+        ];
+        let (core, ext) = statistics(&results, "GATEWAY-HTTP");
+        assert_eq!((core.passed, core.failed, core.skipped), (1, 1, 0));
+        assert_eq!((ext.passed, ext.failed, ext.skipped), (1, 0, 1));
+        let yaml = report(&results, "2026-01-01T00:00:00Z");
+        let doc: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        let http = &doc["profiles"][0];
+        assert_eq!(http["core"]["result"], "failure");
+        assert_eq!(http["core"]["failedTests"][0], "B");
+        assert_eq!(http["extended"]["result"], "partial");
+        assert_eq!(
+            http["extended"]["supportedFeatures"][0],
+            "HTTPRouteMethodMatching"
+        );
+        assert_eq!(
+            http["extended"]["unsupportedFeatures"][0],
+            "HTTPRouteRequestMirror"
+        );
+        assert_eq!(http["extended"]["skippedTests"][0], "D");
+    }
+
+    #[test]
+    fn a_listed_failure_that_passes_is_a_problem() {
+        assert!(Outcome::UnexpectedPass("x").is_problem());
+        assert!(Outcome::Fail("x".into()).is_problem());
+        assert!(!Outcome::ExpectedFail("x".into()).is_problem());
+        assert!(!Outcome::Skip("x".into()).is_problem());
+    }
 }
