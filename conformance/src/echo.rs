@@ -285,3 +285,21 @@ pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
     (secs.is_finite() && (0.0..=300.0).contains(&secs))
         .then(|| std::time::Duration::from_secs_f64(secs))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_of_one_unit() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_go_duration("1h"), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration("10m"), None);
+        assert_eq!(query_value("a=1&delay=1s", "delay"), Some("1s"));
+        assert_eq!(query_value("a=1", "delay"), None);
+    }
+}
