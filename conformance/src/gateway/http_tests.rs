@@ -602,9 +602,7 @@ test_fn!(redirect_port_and_scheme, |c| {
         get("/scheme-https-and-port-nil").redirect(302, to(https, org, None, None)),
         get("/scheme-https-and-port-443").redirect(302, to(https, org, None, None)),
         get("/scheme-https-and-port-8443").redirect(302, to(https, org, Some("8443"), None)),
-    ])
-    .await?;
-    c.expect_all(&[
+        // Port 8080's Gateway.
         get("/scheme-nil-and-port-nil")
             .host("example.org:8080")
             .redirect(302, to(http_, org, Some("8080"), None)),
@@ -614,9 +612,7 @@ test_fn!(redirect_port_and_scheme, |c| {
         get("/scheme-https-and-port-nil")
             .host("example.org:8080")
             .redirect(302, to(https, org, None, None)),
-    ])
-    .await?;
-    c.expect_all(&[
+        // The HTTPS Gateway.
         get("/scheme-nil-and-port-nil")
             .https()
             .host("example.org")
@@ -1271,9 +1267,10 @@ const SHARED_GATEWAYS: &str = "all Gateways share Portico's listeners: two Gatew
     routes for the same host and path are one route table, where upstream gives each \
     Gateway its own address (GET / reaches the same-namespace Gateway's route through \
     the all-namespaces one)";
-const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the listener's port, \
-    but a request to the port-8080 Gateway arrives on the same HTTP listener as port 80's \
-    and gets no port in Location";
+const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched route's \
+    listener port, and all Gateways share one route table: a request to the port-8080 \
+    Gateway gets the port-80 route (no port in Location), and an HTTPS request to the \
+    port-443 Gateway gets it too, keeping its scheme: https://example.org:80/";
 const BACKEND_FILTERS: &str = "filters on backendRefs (HTTPRouteBackendRequestHeaderModification) \
     are not applied: the request reaches the backend unmodified";
 

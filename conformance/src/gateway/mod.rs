@@ -25,6 +25,9 @@ use world::Ctx;
 pub const GATEWAY_API_VERSION: &str = "v1.6.1";
 /// Environment variable naming the upstream `conformance` folder.
 pub const DIR_ENV: &str = "PORTICO_GATEWAY_API_DIR";
+/// Environment variable that, when set, prints a failing test's checks that held and
+/// the controller's log.
+pub const LOG_ENV: &str = "PORTICO_GATEWAY_LOG";
 /// Environment variable keeping only the tests whose name contains it.
 pub const FILTER_ENV: &str = "PORTICO_GATEWAY_TEST";
 
@@ -145,7 +148,9 @@ pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Test
 async fn run_one(root: &Path, case: &Case, f: TestFn) -> Result<(), String> {
     let mut ctx = Ctx::start(root, case.manifests).await?;
     let result = f(&mut ctx).await;
-    if result.is_err() && std::env::var_os("PORTICO_GATEWAY_LOG").is_some() {
+    // What held before the failure, and what the binary said, on request.
+    if result.is_err() && std::env::var_os(LOG_ENV).is_some() {
+        crate::suite::notice(&ctx.notes.join("\n"));
         crate::suite::notice(&ctx.controller.log());
     }
     result
