@@ -39,6 +39,9 @@ pub struct Ctx {
     _pods: Vec<EchoServer>,
     /// The EndpointSlices written for the Deployments' pods.
     slices: Vec<Value>,
+    /// HTTPS answers must come with the certificate of the base Gateways' Secret, as
+    /// upstream verifies it (compared whole: its `*.org` name is one webpki refuses).
+    https_cert: Vec<u8>,
     /// Progress lines, for the report of a failing test.
     pub notes: Vec<String>,
 }
@@ -73,7 +76,8 @@ impl Ctx {
             "metadata": {"name": CLASS},
             "spec": {"controllerName": CONTROLLER},
         }));
-        docs.extend(suite_secrets()?);
+        let (secrets, https_cert) = suite_secrets()?;
+        docs.extend(secrets);
         let (pods, slices) = backends(&docs).await?;
         docs.extend(slices.iter().cloned());
 
@@ -93,6 +97,7 @@ impl Ctx {
             dir,
             _pods: pods,
             slices,
+            https_cert,
             notes: Vec::new(),
         })
     }
@@ -372,10 +377,9 @@ impl Ctx {
         let deadline = Instant::now() + limit;
         let mut streak = 0;
         loop {
-            let result = match send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure).await
-            {
+            let result = match self.send(ex).await {
                 Ok(got) => ex.check(&got),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e),
             };
             match result {
                 Ok(()) => {
@@ -396,6 +400,17 @@ impl Ctx {
         }
     }
 
+    /// Send one request; over HTTPS, the certificate must be the suite's.
+    async fn send(&self, ex: &Exchange) -> Result<crate::client::Captured, String> {
+        let got = send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure)
+            .await
+            .map_err(|e| e.to_string())?;
+        if ex.scheme == "https" && got.peer_cert.as_deref() != Some(self.https_cert.as_slice()) {
+            return Err("the HTTPS listener served another certificate than the Gateway's".into());
+        }
+        Ok(got)
+    }
+
     /// Send `ex` `n` times; each backend's share of the answers must be within
     /// `tolerance` of its weight (upstream `TestWeightedDistribution`).
     pub async fn weights(
@@ -407,9 +422,7 @@ impl Ctx {
     ) -> Check {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..n {
-            let got = send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure)
-                .await
-                .map_err(|e| e.to_string())?;
+            let got = self.send(ex).await?;
             ex.check(&got)?;
             let pod = got.echo().map_err(|e| e.to_string())?.pod;
             let backend = want
@@ -484,8 +497,9 @@ pub fn holds(
 }
 
 /// The Secrets the upstream suite creates at set-up that HTTP tests use: self-signed
-/// certificates for the names it gives them.
-fn suite_secrets() -> Result<Vec<Value>, String> {
+/// certificates for the names it gives them; and the certificate (DER) the base HTTPS
+/// Gateway serves.
+fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>), String> {
     let specs: [(&str, &str, &[&str]); 2] = [
         ("gateway-conformance-web-backend", "certificate", &["*"]),
         (
@@ -495,11 +509,15 @@ fn suite_secrets() -> Result<Vec<Value>, String> {
         ),
     ];
     let mut out = Vec::new();
+    let mut https_cert = Vec::new();
     for (ns, name, hosts) in specs {
         let cert = SelfSigned::generate(hosts).map_err(|e| e.to_string())?;
         out.push(serde_json::to_value(cert.to_secret(ns, name)).map_err(|e| e.to_string())?);
+        if name == "tls-validity-checks-certificate" {
+            https_cert = cert.cert_der.clone();
+        }
     }
-    Ok(out)
+    Ok((out, https_cert))
 }
 
 /// A fresh loopback address per pod, in a range of its own (the process id spreads
