@@ -1269,8 +1269,7 @@ const SHARED_GATEWAYS: &str = "all Gateways share Portico's listeners: two Gatew
     the all-namespaces one)";
 const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched route's \
     listener port, and all Gateways share one route table: a request to the port-8080 \
-    Gateway gets the port-80 route (no port in Location), and an HTTPS request to the \
-    port-443 Gateway gets it too, keeping its scheme: https://example.org:80/";
+    Gateway gets the port-80 Gateway's route, and no port in Location";
 const BACKEND_FILTERS: &str = "filters on backendRefs (HTTPRouteBackendRequestHeaderModification) \
     are not applied: the request reaches the backend unmodified";
 
