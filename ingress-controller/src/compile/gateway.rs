@@ -1043,6 +1043,18 @@ fn rule_target(
     let mut shares: Vec<(Option<BackendId>, u32)> = Vec::new();
     for (k, r) in refs.iter().enumerate() {
         let field = format!("{field}.backendRefs[{k}]");
+        // Not applied yet; said rather than left out without a word.
+        let filters = r.rest.get("filters").and_then(|f| f.as_array());
+        if filters.is_some_and(|f| !f.is_empty()) {
+            diags.push(Diagnostic::warning(
+                Kind::HTTPRoute,
+                key,
+                format!("{field}.filters"),
+                DiagnosticReason::GatewayUnsupported,
+                "filters on a backendRef are not supported yet and are left out; \
+                 filters on the rule apply to all its backends",
+            ));
+        }
         let weight = u32::try_from(r.weight.unwrap_or(1)).unwrap_or(0);
         match backend_ref(store, index, key, &field, r, backends, diags) {
             Ok(id) => shares.push((Some(id), weight)),
@@ -2406,6 +2418,36 @@ spec:
             .diagnostics
             .iter()
             .any(|d| d.field == "spec.infrastructure.parametersRef"));
+    }
+
+    #[test]
+    fn backend_ref_filters_are_reported() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [f.test]
+  rules:
+  - backendRefs:
+    - name: v1
+      port: 8080
+      filters:
+      - type: RequestHeaderModifier
+        requestHeaderModifier: {set: [{name: x, value: y}]}
+"#,
+        );
+        assert_eq!(get(&c, "f.test", "/").as_deref(), Some("v1"));
+        let fields: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(fields, vec!["spec.rules[0].backendRefs[0].filters"]);
     }
 
     #[test]
