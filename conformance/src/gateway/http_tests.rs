@@ -1271,7 +1271,7 @@ const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched 
     listener port, and all Gateways share one route table: a request to the port-8080 \
     Gateway gets the port-80 Gateway's route, and no port in Location";
 const BACKEND_FILTERS: &str = "filters on backendRefs (HTTPRouteBackendRequestHeaderModification) \
-    are not applied: the request reaches the backend unmodified";
+    are not applied (only reported): the request reaches the backend unmodified";
 
 const MIRROR: Plan = Plan::Skip("feature not supported: RequestMirror (reported and left out)");
 
