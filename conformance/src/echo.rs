@@ -225,10 +225,31 @@ async fn answer(
         body_len,
         tls,
     };
+    // As the Gateway API's echo-basic: `?delay=1s` answers late, for timeout tests.
+    if let Some(delay) = parts.uri.query().and_then(|q| query_value(q, "delay")) {
+        if let Some(d) = parse_go_duration(delay) {
+            tokio::time::sleep(d).await;
+        }
+    }
     let body = serde_json::to_vec_pretty(&echo).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = StatusCode::OK;
     let h = response.headers_mut();
+    // As echo-basic: `X-Echo-Set-Header: name:value,name2:value2` become response
+    // headers, so a test can check what a response filter does to them.
+    for list in parts.headers.get_all("x-echo-set-header") {
+        for pair in String::from_utf8_lossy(list.as_bytes()).split(',') {
+            let Some((name, value)) = pair.split_once(':') else {
+                continue;
+            };
+            if let (Ok(n), Ok(v)) = (
+                http::HeaderName::from_bytes(name.trim().as_bytes()),
+                http::HeaderValue::from_str(value.trim()),
+            ) {
+                h.append(n, v);
+            }
+        }
+    }
     h.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -238,4 +259,47 @@ async fn answer(
         http::HeaderValue::from_static("portico-echo"),
     );
     Ok(response)
+}
+
+/// The value of `key` in a query string, undecoded.
+fn query_value<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
+}
+
+/// A Go duration of one unit (`500ms`, `2s`, `1m`); `None` for anything else.
+pub fn parse_go_duration(text: &str) -> Option<std::time::Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.')?;
+    let (number, unit) = text.split_at(split);
+    let n: f64 = number.parse().ok()?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return None,
+    };
+    // Bounded, so a bad query cannot park a backend task for ever.
+    (secs.is_finite() && (0.0..=300.0).contains(&secs))
+        .then(|| std::time::Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_durations_of_one_unit() {
+        use std::time::Duration;
+        assert_eq!(parse_go_duration("1s"), Some(Duration::from_secs(1)));
+        assert_eq!(parse_go_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_go_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_go_duration("1h"), None);
+        assert_eq!(parse_go_duration("s"), None);
+        assert_eq!(parse_go_duration("10m"), None);
+        assert_eq!(query_value("a=1&delay=1s", "delay"), Some("1s"));
+        assert_eq!(query_value("a=1", "delay"), None);
+    }
 }

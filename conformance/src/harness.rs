@@ -211,6 +211,11 @@ impl Controller {
         lines[start..].join("\n")
     }
 
+    /// Everything the controller has logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -6,6 +6,7 @@ pub mod certs;
 pub mod client;
 pub mod cluster;
 pub mod echo;
+pub mod gateway;
 pub mod gherkin_run;
 pub mod harness;
 pub mod manifests;

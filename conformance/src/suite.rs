@@ -28,6 +28,21 @@ pub fn upstream_features_dir() -> PathBuf {
     beside(&root)
 }
 
+/// `relative` to the repository root, or to the main checkout's when only that exists
+/// (a linked git worktree shares the main checkout's neighbours).
+pub fn beside_repository(relative: &str) -> PathBuf {
+    let root = workspace_root();
+    let beside = |repo: &Path| repo.join(relative);
+    if !beside(&root).exists() {
+        if let Some(main) = main_checkout(&root) {
+            if beside(&main).exists() {
+                return beside(&main);
+            }
+        }
+    }
+    beside(&root)
+}
+
 /// The main checkout of a linked worktree, whose `.git` file reads
 /// `gitdir: <main>/.git/worktrees/<name>`.
 fn main_checkout(root: &Path) -> Option<PathBuf> {

@@ -576,7 +576,9 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
     assert_eq!(
         strip(st["conditions"].clone()),
         json!([
-            {"type": "Accepted", "status": "True", "reason": "Accepted", "message": "", "observedGeneration": 2},
+            // The UDP listener is not served.
+            {"type": "Accepted", "status": "True", "reason": "ListenersNotValid",
+             "message": "some listeners cannot be served", "observedGeneration": 2},
             {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "observedGeneration": 2},
         ])
     );

@@ -263,6 +263,47 @@ pub(super) fn compile_gateway(
             continue;
         }
         let generation = gw.metadata.generation;
+        // Portico reads no parameters resource, so a Gateway that names one cannot be set
+        // up as asked: rejected, as the spec says (Accepted=False, InvalidParameters).
+        if let Some(params) = gw
+            .spec
+            .rest
+            .get("infrastructure")
+            .and_then(|i| i.get("parametersRef"))
+        {
+            let text = |f: &str| params.get(f).and_then(|v| v.as_str()).unwrap_or_default();
+            let message = format!(
+                "Portico takes no parameters: {} {:?} of group {:?} cannot be used; Gateway not served",
+                text("kind"),
+                text("name"),
+                text("group")
+            );
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                "spec.infrastructure.parametersRef",
+                DiagnosticReason::GatewayUnsupported,
+                message.clone(),
+            ));
+            status.insert(
+                (Kind::Gateway, key.clone()),
+                ObjectStatus {
+                    conditions: vec![
+                        Condition::new(
+                            "Accepted",
+                            false,
+                            "InvalidParameters",
+                            message.clone(),
+                            generation,
+                        ),
+                        Condition::new("Programmed", false, "Invalid", message, generation),
+                    ],
+                    listeners: Vec::new(),
+                    parents: Vec::new(),
+                },
+            );
+            continue;
+        }
         let (served, listener_status) = gateway_listeners(
             store,
             key,
@@ -279,8 +320,26 @@ pub(super) fn compile_gateway(
                 Condition::new("Programmed", false, "Invalid", message, generation),
             )
         } else {
+            // Accepted, but saying that some listeners are not (as the spec's reason
+            // ListenersNotValid allows with status True).
+            let invalid = listener_status.iter().any(|l| {
+                l.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Accepted" && !c.status)
+            });
+            let accepted = if invalid {
+                Condition::new(
+                    "Accepted",
+                    true,
+                    "ListenersNotValid",
+                    "some listeners cannot be served",
+                    generation,
+                )
+            } else {
+                Condition::new("Accepted", true, "Accepted", "", generation)
+            };
             (
-                Condition::new("Accepted", true, "Accepted", "", generation),
+                accepted,
                 Condition::new("Programmed", true, "Programmed", "", generation),
             )
         };
@@ -1231,12 +1290,20 @@ fn allowed(store: &Store, route: RouteKey<'_>, l: &OurListener<'_>) -> bool {
             let selector = allowed
                 .and_then(|a| a.namespaces.as_ref())
                 .and_then(|n| n.selector.as_ref());
+            // The API server labels every Namespace `kubernetes.io/metadata.name` (1.22+),
+            // so selectors rely on it; a Namespace written in a folder lacks it.
             let labels = store
                 .namespaces
                 .get(&ObjectKey::new("", &route.namespace))
-                .and_then(|n| n.metadata.labels.as_ref());
+                .map(|n| {
+                    let mut labels = n.metadata.labels.clone().unwrap_or_default();
+                    labels
+                        .entry(NAMESPACE_NAME_LABEL.to_owned())
+                        .or_insert_with(|| route.namespace.clone());
+                    labels
+                });
             // No selector, or a namespace not (yet) seen: nothing is known to match.
-            selector.is_some_and(|s| selects(s, labels))
+            selector.is_some_and(|s| selects(s, labels.as_ref()))
         }
         _ => false,
     }
@@ -1246,6 +1313,9 @@ fn allowed(store: &Store, route: RouteKey<'_>, l: &OurListener<'_>) -> bool {
 fn is_kind(k: &RouteGroupKind, kind: &str) -> bool {
     k.kind == kind && k.group.as_deref().unwrap_or(GROUP) == GROUP
 }
+
+/// The label the API server puts on every Namespace, with its name.
+const NAMESPACE_NAME_LABEL: &str = "kubernetes.io/metadata.name";
 
 /// Whether a label selector selects an object with these labels (`matchLabels` and
 /// every `matchExpressions` requirement; an empty selector selects everything).
@@ -2427,7 +2497,7 @@ spec:
         assert_eq!(
             of(Kind::Gateway, "infra", "mixed").as_deref(),
             Some(
-                "Accepted=True (Accepted, generation 4), Programmed=True (Programmed, generation 4); \
+                "Accepted=True (ListenersNotValid, generation 4), Programmed=True (Programmed, generation 4); \
                  listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
                  Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
                  Conflicted=False (NoConflicts, generation 4); \
@@ -2730,6 +2800,81 @@ spec:
         };
         assert_eq!(status("app", "ok"), "Accepted");
         assert_eq!(status("other", "refused"), "NotAllowedByListeners");
+    }
+
+    #[test]
+    fn selectors_see_the_namespace_name_label_the_api_server_sets() {
+        let c = compiled(
+            r#"
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: app}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: sel, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - name: http
+    port: 80
+    protocol: HTTP
+    hostname: sel.example.com
+    allowedRoutes:
+      namespaces:
+        from: Selector
+        selector:
+          matchLabels: {kubernetes.io/metadata.name: app}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: ok, namespace: app}
+spec:
+  parentRefs: [{name: sel, namespace: infra}]
+  rules: [{backendRefs: [{name: a1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "sel.example.com", "/").as_deref(), Some("a1"));
+        let gw = &c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "sel"))];
+        assert_eq!(gw.listeners[0].attached_routes, 1);
+    }
+
+    #[test]
+    fn a_gateway_asking_for_parameters_is_rejected() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: params, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: params.example.com}]
+  infrastructure:
+    parametersRef: {group: invalid.io, kind: InvalidParameters, name: invalid}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: params}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#,
+        );
+        assert_eq!(get(&c, "params.example.com", "/"), None);
+        let st = &c.gateway_status[&(
+            Kind::Gateway,
+            crate::store::ObjectKey::new("infra", "params"),
+        )];
+        assert_eq!(
+            st.conditions[0].to_string(),
+            "Accepted=False (InvalidParameters)"
+        );
+        assert!(c
+            .diagnostics
+            .iter()
+            .any(|d| d.field == "spec.infrastructure.parametersRef"));
     }
 
     #[test]

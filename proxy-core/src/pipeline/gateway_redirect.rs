@@ -47,7 +47,14 @@ impl GatewayRedirect {
             (Some(port), _) => port,
             (None, Some(Scheme::Http)) => 80,
             (None, Some(Scheme::Https)) => 443,
-            (None, None) => self.listener_port,
+            // The listener's port; but 80 and 443 are the ports the cluster maps onto
+            // the HTTP and HTTPS listeners, and one route table serves both: a request
+            // that came over the other one came on the other well-known port.
+            (None, None) => match (self.listener_port, ctx.scheme) {
+                (80, Scheme::Https) => 443,
+                (443, Scheme::Http) => 80,
+                (port, _) => port,
+            },
         };
         let (name, default_port) = match scheme {
             Scheme::Http => ("http", 80),
@@ -156,6 +163,36 @@ mod tests {
         assert_eq!(
             location(&listener, Scheme::Http, "/").1,
             "http://a.test:8080/"
+        );
+    }
+
+    #[test]
+    fn a_well_known_listener_port_follows_the_scheme_the_request_came_with() {
+        // A route of a port-80 listener reached over HTTPS, and the reverse.
+        assert_eq!(
+            location(&filter(), Scheme::Https, "/x").1,
+            "https://a.test/x"
+        );
+        let https_listener = GatewayRedirect {
+            listener_port: 443,
+            ..filter()
+        };
+        assert_eq!(
+            location(&https_listener, Scheme::Http, "/x").1,
+            "http://a.test/x"
+        );
+        assert_eq!(
+            location(&https_listener, Scheme::Https, "/x").1,
+            "https://a.test/x"
+        );
+        // Other listener ports are kept, whatever the scheme.
+        let listener = GatewayRedirect {
+            listener_port: 8080,
+            ..filter()
+        };
+        assert_eq!(
+            location(&listener, Scheme::Https, "/").1,
+            "https://a.test:8080/"
         );
     }
 

@@ -257,7 +257,10 @@ fn object(api_version: &str, kind: &str, mut value: Value) -> Result<Found, Stri
         _ => return Ok(other_kind(api_version, kind, &value)),
     };
     let legacy = kind == "Ingress" && legacy::VERSIONS.contains(&api_version);
-    if api_version != want && !legacy {
+    // ReferenceGrant is `v1` since Gateway API v1.5 (the upstream manifests use it),
+    // and the same object as `v1beta1`, which the CRDs still serve.
+    let grant_v1 = kind == "ReferenceGrant" && api_version == "gateway.networking.k8s.io/v1";
+    if api_version != want && !legacy && !grant_v1 {
         return Err(format!(
             "{kind}: apiVersion {api_version} is not served; use {want}"
         ));
@@ -689,6 +692,25 @@ spec:
         };
         let rule = &ing.spec.as_ref().unwrap().rules.as_ref().unwrap()[0];
         assert_eq!(rule.host.as_deref(), Some("kubia.example.com"));
+    }
+
+    #[test]
+    fn reference_grants_parse_in_v1_and_v1beta1() {
+        for version in ["v1", "v1beta1"] {
+            let text = format!(
+                "apiVersion: gateway.networking.k8s.io/{version}\n\
+                 kind: ReferenceGrant\n\
+                 metadata: {{name: g, namespace: web}}\n\
+                 spec:\n  from: [{{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}}]\n  \
+                 to: [{{group: \"\", kind: Service}}]\n"
+            );
+            let objs = yaml(&text).unwrap();
+            assert_eq!(keys(&objs), ["ReferenceGrant web/g"], "{version}");
+        }
+        assert!(yaml(
+            "apiVersion: gateway.networking.k8s.io/v2\nkind: ReferenceGrant\nmetadata: {name: g}\n"
+        )
+        .is_err());
     }
 
     #[test]

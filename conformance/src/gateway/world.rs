@@ -1,0 +1,697 @@
+//! One upstream test's world: the base manifests and the test's own, written into a
+//! manifest folder with Portico's GatewayClass, the TLS Secrets the upstream suite
+//! creates at set-up, and an echo backend per pod of each Deployment (with the
+//! EndpointSlices a cluster would publish for them); the real binary running over it;
+//! and the checks the upstream tests make, against its answers and its logged status.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::exchange::{Exchange, INFRA_NS};
+use super::status::{from_log, ObjectStatus, Statuses};
+use crate::certs::SelfSigned;
+use crate::client::{send, TlsTrust};
+use crate::echo::{EchoServer, Identity};
+use crate::harness::Controller;
+use crate::manifests::parse_documents;
+
+/// The GatewayClass the upstream manifests' `{GATEWAY_CLASS_NAME}` becomes.
+pub const CLASS: &str = "portico";
+/// Portico's Gateway API controller name.
+pub const CONTROLLER: &str = "portico.dev/gateway-controller";
+/// How long a status or an answer may take to become what the test expects. The
+/// folder is complete before the binary starts, so this only absorbs a loaded machine.
+pub const CONSISTENCY_TIMEOUT: Duration = Duration::from_secs(8);
+/// Consecutive right answers needed, as the upstream suite's default.
+pub const REQUIRED_SUCCESSES: usize = 3;
+
+pub type Check = Result<(), String>;
+
+/// A running test world; backends and controller stop when it is dropped.
+pub struct Ctx {
+    pub controller: Controller,
+    dir: tempfile::TempDir,
+    _pods: Vec<EchoServer>,
+    /// The EndpointSlices written for the Deployments' pods.
+    slices: Vec<Value>,
+    /// HTTPS answers must come with the certificate of the base Gateways' Secret, as
+    /// upstream verifies it (compared whole: its `*.org` name is one webpki refuses).
+    https_cert: Vec<u8>,
+    /// Progress lines, for the report of a failing test.
+    pub notes: Vec<String>,
+}
+
+/// `name` in the infra namespace, unless it names its namespace (`ns/name`).
+pub fn key(name: &str) -> String {
+    if name.contains('/') {
+        name.to_owned()
+    } else {
+        format!("{INFRA_NS}/{name}")
+    }
+}
+
+impl Ctx {
+    /// Write the folder for `test_files` (below `root`'s `tests/`, beside `base/`),
+    /// start the backends and the binary.
+    pub async fn start(root: &Path, test_files: &[&str]) -> Result<Self, String> {
+        let mut texts = vec![root.join("base/manifests.yaml")];
+        texts.extend(test_files.iter().map(|f| root.join("tests").join(f)));
+        let mut docs = Vec::new();
+        for path in &texts {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?
+                .replace("{GATEWAY_CLASS_NAME}", CLASS)
+                .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER);
+            let parsed = parse_documents(path, &text).map_err(|e| e.to_string())?;
+            docs.extend(parsed.into_iter().map(|d| d.value));
+        }
+        docs.push(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1",
+            "kind": "GatewayClass",
+            "metadata": {"name": CLASS},
+            "spec": {"controllerName": CONTROLLER},
+        }));
+        let (secrets, https_cert) = suite_secrets()?;
+        docs.extend(secrets);
+        let (pods, slices) = backends(&docs).await?;
+        docs.extend(slices.iter().cloned());
+
+        let dir = tempfile::tempdir().map_err(|e| format!("creating the folder: {e}"))?;
+        for (i, doc) in docs.iter().enumerate() {
+            write_doc(dir.path(), i, doc)?;
+        }
+        let args = vec![
+            "--manifests".to_owned(),
+            dir.path().display().to_string(),
+            "--log-format".to_owned(),
+            "json".to_owned(),
+        ];
+        let controller = Controller::start(&args).await.map_err(|e| e.to_string())?;
+        Ok(Self {
+            controller,
+            dir,
+            _pods: pods,
+            slices,
+            https_cert,
+            notes: Vec::new(),
+        })
+    }
+
+    /// Replace (or add) one object of the folder, as `kubectl apply` of an edit would.
+    pub fn apply(&self, doc: &Value) -> Check {
+        let text = serde_yaml_ng::to_string(doc).map_err(|e| e.to_string())?;
+        let suffix = format!("{}.yaml", doc_name(doc));
+        // The object's own file, so that no second definition of it appears.
+        let existing = std::fs::read_dir(self.dir.path())
+            .map_err(|e| e.to_string())?
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .find(|n| n.ends_with(&suffix) && !n.starts_with('.'));
+        let name = existing.unwrap_or_else(|| format!("zz-{suffix}"));
+        // Written aside and renamed, so the watcher never reads half a file.
+        let staged = self.dir.path().join(format!(".{name}"));
+        std::fs::write(&staged, text).map_err(|e| e.to_string())?;
+        std::fs::rename(&staged, self.dir.path().join(name)).map_err(|e| e.to_string())
+    }
+
+    /// The EndpointSlices written for a Service's pods.
+    pub fn slices_of(&self, namespace: &str, service: &str) -> Vec<Value> {
+        self.slices
+            .iter()
+            .filter(|s| {
+                str_at(s, "/metadata/namespace") == namespace
+                    && str_at(s, "/metadata/labels/kubernetes.io~1service-name") == service
+            })
+            .cloned()
+            .collect()
+    }
+
+    /// The object the folder holds for `kind` and `ns/name`, for edits.
+    pub fn object(&self, kind: &str, object: &str) -> Result<Value, String> {
+        for doc in read_folder(self.dir.path())? {
+            let (k, o) = (
+                doc.get("kind").and_then(Value::as_str).unwrap_or_default(),
+                format!(
+                    "{}/{}",
+                    doc.pointer("/metadata/namespace")
+                        .and_then(Value::as_str)
+                        .unwrap_or("default"),
+                    doc.pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                ),
+            );
+            if k == kind && o == key(object) {
+                return Ok(doc);
+            }
+        }
+        Err(format!("no {kind} {object} in the folder"))
+    }
+
+    /// Remove an object's file(s) from the folder.
+    pub fn delete(&self, kind: &str, object: &str) -> Check {
+        let wanted = doc_file_stem(kind, &key(object));
+        let entries = std::fs::read_dir(self.dir.path()).map_err(|e| e.to_string())?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.ends_with(&format!("{wanted}.yaml")) {
+                std::fs::remove_file(entry.path()).map_err(|e| e.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn statuses(&self) -> Statuses {
+        from_log(&self.controller.log())
+    }
+
+    /// Wait until `f` holds of the logged status.
+    pub async fn wait_status(&mut self, what: &str, f: impl Fn(&Statuses) -> Check) -> Check {
+        let deadline = Instant::now() + CONSISTENCY_TIMEOUT;
+        loop {
+            let result = f(&self.statuses());
+            match result {
+                Ok(()) => {
+                    self.notes.push(format!("ok: {what}"));
+                    return Ok(());
+                }
+                Err(e) if Instant::now() > deadline => return Err(format!("{what}: {e}")),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// The upstream `GatewayAndHTTPRoutesMustBeAccepted`: every listener of the Gateway
+    /// Accepted, Programmed and ResolvedRefs, and each route with a parent entry of
+    /// ours for the Gateway that is Accepted (upstream compares neither the entry's
+    /// sectionName nor the number of entries).
+    pub async fn accepted(&mut self, gateway: &str, routes: &[&str]) -> Check {
+        let gw = key(gateway);
+        self.wait_status(
+            &format!("Gateway {gw} and routes {routes:?} accepted"),
+            |all| {
+                let st = object(all, "Gateway", &gw)?;
+                if st.listeners.is_empty() {
+                    return Err("the Gateway has no listener status".into());
+                }
+                for l in &st.listeners {
+                    for t in ["Accepted", "Programmed", "ResolvedRefs"] {
+                        holds(&l.conditions, t, true, None)
+                            .map_err(|e| format!("listener {}: {e}", l.name))?;
+                    }
+                }
+                for route in routes {
+                    let r = object(all, "HTTPRoute", &key(route))?;
+                    let accepted = r.parents.iter().any(|p| {
+                        p.gateway == gw
+                            && holds(&p.conditions, "Accepted", true, Some("Accepted")).is_ok()
+                    });
+                    if !accepted {
+                        return Err(format!(
+                            "route {route} has no Accepted parent entry for {gw}: {r:?}"
+                        ));
+                    }
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// The route's parent entry for the Gateway (and section) has the condition.
+    pub async fn route_condition(
+        &mut self,
+        route: &str,
+        gateway: &str,
+        section: Option<&str>,
+        type_: &str,
+        status: bool,
+        reason: Option<&str>,
+    ) -> Check {
+        let (r, gw) = (key(route), key(gateway));
+        self.wait_status(
+            &format!("HTTPRoute {r} parent {gw}: {type_}={status} ({reason:?})"),
+            |all| {
+                let st = object(all, "HTTPRoute", &r)?;
+                // As upstream: any entry for the Gateway, unless a section is named.
+                let entries: Vec<_> = st
+                    .parents
+                    .iter()
+                    .filter(|p| {
+                        p.gateway == gw && (section.is_none() || p.section.as_deref() == section)
+                    })
+                    .collect();
+                if entries.is_empty() {
+                    return Err(format!("no parent entry for {gw} {section:?}: {st:?}"));
+                }
+                let mut last = Ok(());
+                for p in entries {
+                    last = holds(&p.conditions, type_, status, reason);
+                    if last.is_ok() {
+                        break;
+                    }
+                }
+                last
+            },
+        )
+        .await
+    }
+
+    /// The upstream `HTTPRouteMustHaveResolvedRefsConditionsTrue`.
+    pub async fn resolved(&mut self, route: &str, gateway: &str) -> Check {
+        self.route_condition(
+            route,
+            gateway,
+            None,
+            "ResolvedRefs",
+            true,
+            Some("ResolvedRefs"),
+        )
+        .await
+    }
+
+    /// The route has no parent entry that is Accepted (upstream
+    /// `HTTPRouteMustHaveNoAcceptedParents`).
+    pub async fn no_accepted_parents(&mut self, route: &str) -> Check {
+        let r = key(route);
+        self.wait_status(&format!("HTTPRoute {r} has no accepted parent"), |all| {
+            let Some(st) = all.get(&("HTTPRoute".to_owned(), r.clone())) else {
+                return Ok(());
+            };
+            for p in &st.parents {
+                if holds(&p.conditions, "Accepted", true, None).is_ok() {
+                    return Err(format!("parent {} is Accepted", p.gateway));
+                }
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// No listener of the Gateway counts an attached route (upstream
+    /// `GatewayMustHaveZeroRoutes`).
+    pub async fn zero_routes(&mut self, gateway: &str) -> Check {
+        let gw = key(gateway);
+        self.wait_status(&format!("Gateway {gw} has no attached routes"), |all| {
+            let st = object(all, "Gateway", &gw)?;
+            match st.listeners.iter().find(|l| l.attached_routes != 0) {
+                Some(l) => Err(format!(
+                    "listener {} has {} attached routes",
+                    l.name, l.attached_routes
+                )),
+                None => Ok(()),
+            }
+        })
+        .await
+    }
+
+    /// A listener's attached routes and conditions.
+    pub async fn listener(
+        &mut self,
+        gateway: &str,
+        name: &str,
+        attached: Option<u32>,
+        conditions: &[(&str, bool, Option<&str>)],
+    ) -> Check {
+        let gw = key(gateway);
+        self.wait_status(
+            &format!("Gateway {gw} listener {name}: attachedRoutes {attached:?}, {conditions:?}"),
+            |all| {
+                let st = object(all, "Gateway", &gw)?;
+                let l = st
+                    .listener(name)
+                    .ok_or_else(|| format!("no listener {name} in {st:?}"))?;
+                if let Some(n) = attached {
+                    if l.attached_routes != n {
+                        return Err(format!(
+                            "attachedRoutes {}, expected {n}",
+                            l.attached_routes
+                        ));
+                    }
+                }
+                for (t, s, r) in conditions {
+                    holds(&l.conditions, t, *s, *r)?;
+                }
+                Ok(())
+            },
+        )
+        .await
+    }
+
+    /// A condition of the Gateway itself.
+    pub async fn gateway_condition(
+        &mut self,
+        gateway: &str,
+        type_: &str,
+        status: bool,
+        reason: Option<&str>,
+    ) -> Check {
+        let gw = key(gateway);
+        self.wait_status(
+            &format!("Gateway {gw}: {type_}={status} ({reason:?})"),
+            |all| {
+                holds(
+                    &object(all, "Gateway", &gw)?.conditions,
+                    type_,
+                    status,
+                    reason,
+                )
+            },
+        )
+        .await
+    }
+
+    /// Send the request until it gets the expected answer [`REQUIRED_SUCCESSES`] times
+    /// in a row (the upstream "eventually consistent" rule), within the timeout.
+    pub async fn expect(&mut self, ex: &Exchange) -> Check {
+        self.expect_within(ex, CONSISTENCY_TIMEOUT).await
+    }
+
+    /// [`Ctx::expect`] with its own time limit.
+    pub async fn expect_within(&mut self, ex: &Exchange, limit: Duration) -> Check {
+        let deadline = Instant::now() + limit;
+        let mut streak = 0;
+        loop {
+            let result = match self.send(ex).await {
+                Ok(got) => ex.check(&got),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(()) => {
+                    streak += 1;
+                    if streak >= REQUIRED_SUCCESSES {
+                        self.notes.push(format!("ok: {}", ex.describe()));
+                        return Ok(());
+                    }
+                }
+                Err(e) => {
+                    streak = 0;
+                    if Instant::now() > deadline {
+                        return Err(format!("{}: {e}", ex.describe()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    /// Send one request; over HTTPS, the certificate must be the suite's.
+    async fn send(&self, ex: &Exchange) -> Result<crate::client::Captured, String> {
+        let got = send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure)
+            .await
+            .map_err(|e| e.to_string())?;
+        if ex.scheme == "https" && got.peer_cert.as_deref() != Some(self.https_cert.as_slice()) {
+            return Err("the HTTPS listener served another certificate than the Gateway's".into());
+        }
+        Ok(got)
+    }
+
+    /// Send `ex` `n` times; each backend's share of the answers must be within
+    /// `tolerance` of its weight (upstream `TestWeightedDistribution`).
+    pub async fn weights(
+        &mut self,
+        ex: &Exchange,
+        n: usize,
+        want: &[(&str, f64)],
+        tolerance: f64,
+    ) -> Check {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..n {
+            let got = self.send(ex).await?;
+            ex.check(&got)?;
+            let pod = got.echo().map_err(|e| e.to_string())?.pod;
+            let backend = want
+                .iter()
+                .find(|(b, _)| pod.starts_with(b))
+                .map(|(b, _)| (*b).to_owned())
+                .unwrap_or(pod);
+            *counts.entry(backend).or_default() += 1;
+        }
+        let share = |b: &str| counts.get(b).copied().unwrap_or(0) as f64 / n as f64;
+        for (backend, weight) in want {
+            let got = share(backend);
+            if (got - weight).abs() > tolerance || (*weight == 0.0 && got > 0.0) {
+                return Err(format!(
+                    "{backend} got {:.3} of {n} requests, expected {weight} ± {tolerance}: {counts:?}",
+                    got
+                ));
+            }
+        }
+        self.notes.push(format!("ok: weights {counts:?}"));
+        Ok(())
+    }
+
+    /// Every exchange; all failures reported together.
+    pub async fn expect_all(&mut self, exchanges: &[Exchange]) -> Check {
+        let mut failures = Vec::new();
+        // The folder does not change while they run: once one has failed for the full
+        // time, the configuration is what it is, and the others need not wait as long.
+        let mut limit = CONSISTENCY_TIMEOUT;
+        for ex in exchanges {
+            if let Err(e) = self.expect_within(ex, limit).await {
+                failures.push(e);
+                limit = Duration::from_secs(1);
+            }
+        }
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("\n      "))
+        }
+    }
+}
+
+/// The status of `kind` `object`, or why there is none.
+pub fn object<'a>(all: &'a Statuses, kind: &str, object: &str) -> Result<&'a ObjectStatus, String> {
+    all.get(&(kind.to_owned(), object.to_owned()))
+        .ok_or_else(|| format!("no status logged for {kind} {object}"))
+}
+
+/// `conditions` has `type_` with `status` (and `reason`, when given).
+pub fn holds(
+    conditions: &[super::status::Cond],
+    type_: &str,
+    status: bool,
+    reason: Option<&str>,
+) -> Check {
+    let c = conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .ok_or_else(|| format!("no {type_} condition among {conditions:?}"))?;
+    if c.status != status || reason.is_some_and(|r| r != c.reason) {
+        let s = |b: bool| if b { "True" } else { "False" };
+        return Err(format!(
+            "{type_}={} ({}), expected {}{}",
+            s(c.status),
+            c.reason,
+            s(status),
+            reason.map(|r| format!(" ({r})")).unwrap_or_default()
+        ));
+    }
+    Ok(())
+}
+
+/// The Secrets the upstream suite creates at set-up that HTTP tests use: self-signed
+/// certificates for the names it gives them; and the certificate (DER) the base HTTPS
+/// Gateway serves.
+fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>), String> {
+    let specs: [(&str, &str, &[&str]); 2] = [
+        ("gateway-conformance-web-backend", "certificate", &["*"]),
+        (
+            INFRA_NS,
+            "tls-validity-checks-certificate",
+            &["*", "*.org", "*.wildcard.org"],
+        ),
+    ];
+    let mut out = Vec::new();
+    let mut https_cert = Vec::new();
+    for (ns, name, hosts) in specs {
+        let cert = SelfSigned::generate(hosts).map_err(|e| e.to_string())?;
+        out.push(serde_json::to_value(cert.to_secret(ns, name)).map_err(|e| e.to_string())?);
+        if name == "tls-validity-checks-certificate" {
+            https_cert = cert.cert_der.clone();
+        }
+    }
+    Ok((out, https_cert))
+}
+
+/// A fresh loopback address per pod, in a range of its own (the process id spreads
+/// concurrent test processes apart).
+fn pod_ip() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed) + (std::process::id() % 32) * 2048;
+        let (b, c, d) = (200 + ((n >> 16) % 50) as u8, (n >> 8) as u8, n as u8);
+        if d != 0 && d != 255 {
+            return IpAddr::V4(Ipv4Addr::new(127, b, c, d));
+        }
+    }
+}
+
+fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
+    v.pointer(pointer)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+}
+
+/// An echo listener per pod and target port of every Deployment a Service selects,
+/// and an EndpointSlice per Service and pod, as the EndpointSlice controller would
+/// publish them (ready, with the Service's port names and the pod's ports).
+async fn backends(docs: &[Value]) -> Result<(Vec<EchoServer>, Vec<Value>), String> {
+    let deployments: Vec<&Value> = docs
+        .iter()
+        .filter(|d| str_at(d, "/kind") == "Deployment")
+        .collect();
+    // (namespace, deployment) -> its pods' names and addresses.
+    let mut pods: BTreeMap<(String, String), Vec<(String, IpAddr)>> = BTreeMap::new();
+    // (pod address, target port) -> the echo listener's address.
+    let mut listeners: BTreeMap<(IpAddr, u16), SocketAddr> = BTreeMap::new();
+    let mut servers = Vec::new();
+    let mut slices = Vec::new();
+    for svc in docs.iter().filter(|d| str_at(d, "/kind") == "Service") {
+        let ns = str_at(svc, "/metadata/namespace").to_owned();
+        let name = str_at(svc, "/metadata/name").to_owned();
+        let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object) else {
+            continue;
+        };
+        let Some(deploy) = deployments.iter().find(|d| {
+            str_at(d, "/metadata/namespace") == ns
+                && d.pointer("/spec/template/metadata/labels")
+                    .and_then(Value::as_object)
+                    .is_some_and(|labels| {
+                        !selector.is_empty()
+                            && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+        }) else {
+            continue;
+        };
+        let deploy_name = str_at(deploy, "/metadata/name").to_owned();
+        let replicas = deploy
+            .pointer("/spec/replicas")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .min(8);
+        let entry = pods
+            .entry((ns.clone(), deploy_name.clone()))
+            .or_insert_with(|| {
+                let hash = format!("{:x}", rand::random::<u32>() % 0xfffff);
+                (0..replicas)
+                    .map(|i| (format!("{deploy_name}-{hash}-{i}"), pod_ip()))
+                    .collect()
+            });
+        let ports = svc
+            .pointer("/spec/ports")
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default();
+        for (pod, ip) in entry.clone() {
+            let mut slice_ports = Vec::new();
+            for port in &ports {
+                let target = match port.get("targetPort") {
+                    Some(Value::Number(n)) => n.as_u64(),
+                    // A named port: the pod's container port of that name.
+                    Some(Value::String(s)) => container_port(deploy, s),
+                    _ => port.get("port").and_then(Value::as_u64),
+                };
+                let Some(target) = target.and_then(|t| u16::try_from(t).ok()) else {
+                    continue;
+                };
+                let addr = match listeners.get(&(ip, target)) {
+                    Some(a) => *a,
+                    None => {
+                        let server = EchoServer::start(
+                            SocketAddr::new(ip, 0),
+                            Identity::new(&ns, &deploy_name, &pod),
+                            None,
+                        )
+                        .await
+                        .map_err(|e| e.to_string())?;
+                        let a = server.addr();
+                        listeners.insert((ip, target), a);
+                        servers.push(server);
+                        a
+                    }
+                };
+                let mut p = json!({"port": addr.port(), "protocol": "TCP"});
+                if let Some(n) = port.get("name") {
+                    p["name"] = n.clone();
+                }
+                if let Some(a) = port.get("appProtocol") {
+                    p["appProtocol"] = a.clone();
+                }
+                slice_ports.push(p);
+            }
+            slices.push(json!({
+                "apiVersion": "discovery.k8s.io/v1",
+                "kind": "EndpointSlice",
+                "metadata": {
+                    "name": format!("{name}-{pod}"),
+                    "namespace": ns,
+                    "labels": {"kubernetes.io/service-name": name},
+                },
+                "addressType": "IPv4",
+                "ports": slice_ports,
+                "endpoints": [{
+                    "addresses": [ip.to_string()],
+                    "conditions": {"ready": true},
+                    "targetRef": {"kind": "Pod", "name": pod, "namespace": ns},
+                }],
+            }));
+        }
+    }
+    Ok((servers, slices))
+}
+
+fn container_port(deploy: &Value, name: &str) -> Option<u64> {
+    deploy
+        .pointer("/spec/template/spec/containers")?
+        .as_array()?
+        .iter()
+        .flat_map(|c| {
+            c.get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+        })
+        .find(|p| p.get("name").and_then(Value::as_str) == Some(name))?
+        .get("containerPort")?
+        .as_u64()
+}
+
+fn doc_file_stem(kind: &str, object: &str) -> String {
+    format!(
+        "{}--{}",
+        kind.to_ascii_lowercase(),
+        object.replace('/', "--")
+    )
+}
+
+fn doc_name(doc: &Value) -> String {
+    let ns = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("default");
+    doc_file_stem(
+        str_at(doc, "/kind"),
+        &format!("{ns}/{}", str_at(doc, "/metadata/name")),
+    )
+}
+
+/// One file per object, so an object the test makes invalid on purpose does not take
+/// the others of its file down with it.
+fn write_doc(dir: &Path, index: usize, doc: &Value) -> Check {
+    let text = serde_yaml_ng::to_string(doc).map_err(|e| e.to_string())?;
+    let path = dir.join(format!("{index:03}-{}.yaml", doc_name(doc)));
+    std::fs::write(&path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+fn read_folder(dir: &Path) -> Result<Vec<Value>, String> {
+    crate::manifests::read_dir(dir)
+        .map(|docs| docs.into_iter().map(|d| d.value).collect())
+        .map_err(|e| e.to_string())
+}
