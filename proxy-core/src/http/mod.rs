@@ -65,7 +65,7 @@ pub use server::{Shutdown, ShutdownGuard};
 pub use upstream::PoolOptions;
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{HeaderValue, Method, StatusCode};
@@ -132,7 +132,7 @@ impl Conn {
 
     pub fn new(info: ConnInfo) -> Self {
         let peer = info.proxied.unwrap_or(info.remote).ip();
-        let local_port = HeaderValue::from(info.local.port());
+        let local_port = port_header(info.local.port());
         Self {
             peer_ip: headers::header_of(peer),
             peer,
@@ -142,6 +142,20 @@ impl Conn {
             http3: false,
         }
     }
+}
+
+/// `port` as a header value, shared by every connection to the same local port rather
+/// than made (and allocated) for each.
+fn port_header(port: u16) -> HeaderValue {
+    // A proxy listens on a few ports; beyond these, a value is made per connection.
+    static PORTS: [OnceLock<(u16, HeaderValue)>; 4] = [const { OnceLock::new() }; 4];
+    for slot in &PORTS {
+        let (p, value) = slot.get_or_init(|| (port, HeaderValue::from(port)));
+        if *p == port {
+            return value.clone();
+        }
+    }
+    HeaderValue::from(port)
 }
 
 /// One answered request, for metrics, once its response is done.

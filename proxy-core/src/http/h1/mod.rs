@@ -36,7 +36,7 @@ use self::wire::{Continue, Decoder};
 use self::write::Asked;
 use super::body::ClientBody;
 use super::errors::ProxyError;
-use super::{ConnInfo, Proxy, ProxyBody};
+use super::{ConnInfo, Proxy, ProxyBody, ProxyOptions};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -109,12 +109,10 @@ impl<'a> Stop<'a> {
     }
 }
 
-/// The limits one connection is served under.
+/// The limits one connection is served under that may differ between connections (the
+/// rest are the proxy's options): the keep-alive time in force when it was accepted.
 pub(crate) struct Limits {
-    pub header_timeout: Duration,
     pub keep_alive: Option<Duration>,
-    pub max_head: usize,
-    pub max_headers: usize,
 }
 
 /// How one exchange left the connection.
@@ -138,7 +136,7 @@ where
     let (mut first, start_deadline, park_after) = match begin {
         Begin::New { park_after } => (
             true,
-            Instant::now() + wire.limits.header_timeout,
+            Instant::now() + proxy.opts.header_read_timeout,
             park_after,
         ),
         Begin::Resumed {
@@ -190,6 +188,7 @@ where
         // Boxed, as the exchange is: an idle connection has no head to read.
         let head = Box::pin(read_head(
             &wire,
+            &proxy.opts,
             first,
             timer.as_mut(),
             idle_deadline.take(),
@@ -284,6 +283,7 @@ enum ReadHead {
 /// within the same deadline, counted from the accept).
 async fn read_head<IO>(
     wire: &Wire<IO>,
+    opts: &ProxyOptions,
     first: bool,
     mut timer: Pin<&mut Sleep>,
     mut idle_deadline: Option<Instant>,
@@ -292,7 +292,6 @@ async fn read_head<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let limits = &wire.limits;
     let mut scanned = 0;
     let mut started = false;
     // The header timer is set only for a head that does not arrive whole at once: most
@@ -325,16 +324,16 @@ where
             }
             if let Some(end) = head::head_end_from(&state.buf, scanned) {
                 let bytes = state.buf.split_to(end).freeze();
-                return Poll::Ready(match head::parse(bytes, limits.max_headers) {
+                return Poll::Ready(match head::parse(bytes, opts.max_headers) {
                     Ok(head) => ReadHead::Head(Box::new(head)),
                     Err(e) => ReadHead::Error(e),
                 });
             }
             scanned = state.buf.len();
-            if state.buf.len() >= limits.max_head {
+            if state.buf.len() >= opts.max_header_bytes {
                 return Poll::Ready(ReadHead::Error(HeadError::TooLarge));
             }
-            let want = (limits.max_head - state.buf.len()).min(HEAD_READ);
+            let want = (opts.max_header_bytes - state.buf.len()).min(HEAD_READ);
             match state.poll_fill(cx, want) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(ReadHead::Closed),
                 Poll::Ready(Ok(_)) => {}
@@ -344,7 +343,9 @@ where
         drop(state);
         if started && !header_timer_set {
             header_timer_set = true;
-            timer.as_mut().reset(Instant::now() + limits.header_timeout);
+            timer
+                .as_mut()
+                .reset(Instant::now() + opts.header_read_timeout);
         }
         // A connection with no request in flight closes at once when asked to stop.
         if !started && stop.poll(cx).is_ready() {
@@ -391,7 +392,7 @@ where
     let is_head = parts.method == Method::HEAD;
     let body = {
         let mut state = wire.lock();
-        state.generation += 1;
+        state.generation = state.generation.wrapping_add(1);
         state.body = if refused.is_some() {
             Decoder::Done
         } else {
@@ -507,7 +508,7 @@ where
         let mut state = wire.lock();
         let finished = state.body == Decoder::Done && !state.broken;
         // A body still held somewhere reads nothing more from this connection.
-        state.generation += 1;
+        state.generation = state.generation.wrapping_add(1);
         finished
     };
     if finished {

@@ -57,7 +57,7 @@ pub(crate) struct State<IO> {
     pub buf: BytesMut,
     pub body: Decoder,
     /// Which request the body being read belongs to; older bodies read nothing.
-    pub generation: u64,
+    pub generation: u32,
     pub cont: Continue,
     /// The body could not be followed: the connection cannot be reused.
     pub broken: bool,
@@ -70,8 +70,9 @@ pub(crate) struct State<IO> {
 pub(crate) enum Continue {
     /// Not asked for, sent already, or too late (the response has begun).
     No,
-    /// Asked for: sent before the body's first read. Counts what was written of it.
-    Due(usize),
+    /// Asked for: sent before the body's first read. Counts what was written of it
+    /// (a few bytes: narrow, as every connection holds one).
+    Due(u8),
 }
 
 /// Where the body of the current request is.
@@ -192,6 +193,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> State<IO> {
                 }
             }
             if let Continue::Due(written) = self.cont {
+                let written = usize::from(written);
                 let rest = [io::IoSlice::new(&CONTINUE[written..])];
                 match self.poll_write(cx, &rest) {
                     Poll::Ready(Ok(n)) => {
@@ -199,7 +201,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> State<IO> {
                         self.cont = if written >= CONTINUE.len() {
                             Continue::No
                         } else {
-                            Continue::Due(written)
+                            // Below CONTINUE's length here, so it fits.
+                            Continue::Due(u8::try_from(written).unwrap_or(u8::MAX))
                         };
                         if n == 0 {
                             self.broken = true;
@@ -354,7 +357,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, &'static str> {
 pub(crate) trait BodySource: Send + Sync {
     fn poll_body(
         &self,
-        generation: u64,
+        generation: u32,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, H1BodyError>>>;
 }
@@ -362,7 +365,7 @@ pub(crate) trait BodySource: Send + Sync {
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Wire<IO> {
     fn poll_body(
         &self,
-        generation: u64,
+        generation: u32,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Bytes, H1BodyError>>> {
         let mut state = self.lock();
@@ -376,13 +379,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> BodySource for Wire<IO> {
 /// An HTTP/1 request body.
 pub struct H1Body {
     source: Arc<dyn BodySource>,
-    generation: u64,
+    generation: u32,
     hint: SizeHint,
     ended: bool,
 }
 
 impl H1Body {
-    pub(crate) fn new(source: Arc<dyn BodySource>, generation: u64, framing: Framing) -> Self {
+    pub(crate) fn new(source: Arc<dyn BodySource>, generation: u32, framing: Framing) -> Self {
         let hint = match framing {
             Framing::Length(n) => SizeHint::with_exact(n),
             Framing::Chunked => SizeHint::default(),
