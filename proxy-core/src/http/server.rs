@@ -193,12 +193,13 @@ impl Proxy {
                 let Some((stream, proxied)) = proxy.proxy_protocol(stream, remote).await else {
                     return;
                 };
-                let Some(_permit) = proxy.admit_client(permit, proxied.unwrap_or(remote)) else {
+                let Some(permit) = proxy.admit_client(permit, proxied.unwrap_or(remote)) else {
                     return;
                 };
                 let info = plain(proxied);
+                // The permit goes with the connection, which may outlive this task parked.
                 proxy
-                    .serve(stream, info, Some(&shutdown), Some(tcp_ready), None)
+                    .serve(stream, info, Some(&shutdown), Some(tcp_ready), Some(permit))
                     .await
             });
         }
