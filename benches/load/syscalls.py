@@ -1,0 +1,97 @@
+#!/usr/bin/env python3
+"""System calls per proxied request: Portico against nginx and HAProxy, same routes.
+
+Each proxy is started over the bench's generated routes (bench.py's `http` variant:
+keep-alive, small answers), warmed up, then `strace -c` is attached to all its
+processes and threads while wrk sends keep-alive load. The counts are divided by the
+requests wrk completed. strace slows every syscall down, so the request rate under it
+means nothing; the calls each request takes do not change with it.
+
+    python3 benches/load/syscalls.py --portico target/release/ingress-controller
+"""
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.dirname(HERE))
+import bench  # noqa: E402
+import gen  # noqa: E402
+
+
+def count(name, a, work):
+    """(requests, {syscall: calls}) for one proxy under strace."""
+    p = bench.Proxy(name, a, work)
+    p.start()
+    try:
+        bench.run_wrk(a, work, 2)
+        pids = sorted(bench.tree_pids(p.proc.pid))
+        tasks = []
+        for pid in pids:
+            try:
+                tasks += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                pass
+        out = os.path.join(work, f"strace-{name}.txt")
+        cmd = ["strace", "-c", "-o", out] + [x for t in tasks for x in ("-p", str(t))]
+        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(1)
+        r = bench.run_wrk(a, work, a.duration)
+        tracer.send_signal(signal.SIGINT)
+        tracer.wait(timeout=30)
+    finally:
+        p.stop()
+    calls = {}
+    with open(out) as f:
+        for line in f:
+            # % time, seconds, usecs/call, calls, [errors], syscall
+            m = re.match(r"\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:\d+\s+)?(\w+)\s*$", line)
+            if m and m.group(2) != "total":
+                calls[m.group(2)] = calls.get(m.group(2), 0) + int(m.group(1))
+    return r["requests"], calls
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--portico", required=True)
+    ap.add_argument("--duration", type=int, default=5, help="seconds of traced load")
+    ap.add_argument("--connections", type=int, default=16)
+    ap.add_argument("--work", default="/tmp/portico-bench-syscalls")
+    ap.add_argument("--proxies", default="portico,nginx,haproxy")
+    a = ap.parse_args()
+    # bench.py's defaults for everything the shared helpers read.
+    a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 100, 4, 1, 0
+    a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
+    work = os.path.abspath(a.work)
+    shutil.rmtree(work, ignore_errors=True)
+    gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
+                                    backend_port=a.backend_port, http_port=a.http_port,
+                                    https_port=a.https_port))
+    backend = bench.start_backend(a, work, 13)
+    try:
+        rows = {name: count(name, a, work) for name in a.proxies.split(",")}
+    finally:
+        backend.terminate()
+        backend.wait()
+    names = sorted({s for _, calls in rows.values() for s in calls},
+                   key=lambda s: -max(c.get(s, 0) / max(n, 1) for n, c in rows.values()))
+    print("system calls per request (strace -c, keep-alive, %d connections)" % a.connections)
+    print("  %-16s" % "" + "".join("%10s" % n for n in rows))
+    for s in names:
+        per = [c.get(s, 0) / max(n, 1) for n, c in rows.values()]
+        if max(per) >= 0.01:
+            print("  %-16s" % s + "".join("%10.2f" % v for v in per))
+    totals = [sum(c.values()) / max(n, 1) for n, c in rows.values()]
+    print("  %-16s" % "total" + "".join("%10.2f" % v for v in totals))
+    print("  %-16s" % "requests" + "".join("%10d" % n for n, _ in rows.values()))
+
+
+if __name__ == "__main__":
+    main()
