@@ -78,27 +78,7 @@ async fn tls_pod(names: &[&str], uri: &str) -> (String, SocketAddr) {
 }
 
 fn service(name: &str, pod: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: https, port: 443}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
-ports: [{{name: https, port: {port}}}]
-",
-        ip = pod.ip(),
-        port = pod.port()
-    )
+    namespaced_service_yaml(NS, name, ("https", 443), pod)
 }
 
 fn policy(name: &str, service: &str, ca: &str, hostname: &str, extra: &str) -> String {

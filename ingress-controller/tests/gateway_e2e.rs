@@ -18,27 +18,7 @@ const NS: &str = "gateway-conformance-infra";
 
 /// A Service `name` in [`NS`] on port 8080 whose EndpointSlice points at `backend`.
 fn service(name: &str, backend: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
-ports: [{{name: http, port: {port}}}]
-",
-        ip = backend.ip(),
-        port = backend.port()
-    )
+    namespaced_service_yaml(NS, name, ("http", 8080), backend)
 }
 
 const GATEWAY: &str = "---

@@ -122,27 +122,7 @@ impl Drop for Recorder {
 }
 
 fn service(name: &str, backend: SocketAddr) -> String {
-    format!(
-        "---
-apiVersion: v1
-kind: Service
-metadata: {{name: {name}, namespace: {NS}}}
-spec:
-  ports: [{{name: http, port: 8080}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: {name}
-  namespace: {NS}
-  labels: {{kubernetes.io/service-name: {name}}}
-addressType: IPv4
-endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
-ports: [{{name: http, port: {port}}}]
-",
-        ip = backend.ip(),
-        port = backend.port()
-    )
+    namespaced_service_yaml(NS, name, ("http", 8080), backend)
 }
 
 /// A rule on `path` to `infra-backend-v1` that mirrors to `mirror` (with `extra` in

@@ -425,6 +425,38 @@ ports:
     out
 }
 
+/// A Service `namespace`/`name` with one port (`port_name`, `port`) and an EndpointSlice
+/// pointing it at `backend`, for the Gateway API tests (whose backendRefs name the
+/// Service's own port).
+pub fn namespaced_service_yaml(
+    namespace: &str,
+    name: &str,
+    (port_name, port): (&str, u16),
+    backend: SocketAddr,
+) -> String {
+    format!(
+        "---
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}, namespace: {namespace}}}
+spec:
+  ports: [{{name: {port_name}, port: {port}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: {name}
+  namespace: {namespace}
+  labels: {{kubernetes.io/service-name: {name}}}
+addressType: IPv4
+endpoints: [{{addresses: [\"{ip}\"], conditions: {{ready: true}}}}]
+ports: [{{name: {port_name}, port: {pod_port}}}]
+",
+        ip = backend.ip(),
+        pod_port = backend.port()
+    )
+}
+
 /// An Ingress of class `portico` routing `host` `path` (Prefix) to Service `service`:80.
 pub fn ingress_yaml(name: &str, host: &str, path: &str, service: &str) -> String {
     format!(
