@@ -84,10 +84,16 @@ pub enum EchoError {
     },
 }
 
+/// The requests an echo listener has answered, as `path?query`, in arrival order (what
+/// the Gateway API's echo-basic writes to its log, `Echoing back request made to PATH
+/// to client`).
+pub type Received = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A running echo listener; aborted when dropped.
 pub struct EchoServer {
     addr: SocketAddr,
     identity: Identity,
+    received: Received,
     task: JoinHandle<()>,
 }
 
@@ -116,10 +122,18 @@ impl EchoServer {
         })?;
         let shared = Arc::new(identity.clone());
         let acceptor = tls.map(TlsAcceptor::from);
-        let task = tokio::spawn(accept_loop(listener, local, shared, acceptor));
+        let received = Received::default();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            local,
+            shared,
+            acceptor,
+            received.clone(),
+        ));
         Ok(Self {
             addr: local,
             identity,
+            received,
             task,
         })
     }
@@ -130,6 +144,11 @@ impl EchoServer {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The requests answered so far, as `path?query`.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -144,6 +163,7 @@ async fn accept_loop(
     local: SocketAddr,
     identity: Arc<Identity>,
     acceptor: Option<TlsAcceptor>,
+    received: Received,
 ) {
     loop {
         let (stream, _peer) = match listener.accept().await {
@@ -157,11 +177,14 @@ async fn accept_loop(
         };
         let identity = identity.clone();
         let acceptor = acceptor.clone();
+        let received = received.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             match acceptor {
                 None => {
-                    let svc = service_fn(move |req| answer(req, identity.clone(), local, None));
+                    let svc = service_fn(move |req| {
+                        answer(req, identity.clone(), local, None, received.clone())
+                    });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -174,7 +197,13 @@ async fn accept_loop(
                         sni: tls.get_ref().1.server_name().map(str::to_owned),
                     };
                     let svc = service_fn(move |req| {
-                        answer(req, identity.clone(), local, Some(info.clone()))
+                        answer(
+                            req,
+                            identity.clone(),
+                            local,
+                            Some(info.clone()),
+                            received.clone(),
+                        )
                     });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
@@ -190,8 +219,13 @@ async fn answer(
     identity: Arc<Identity>,
     local: SocketAddr,
     tls: Option<TlsInfo>,
+    received: Received,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
+    if let Ok(mut log) = received.lock() {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        log.push(path.to_owned());
+    }
     // Drain the body so the client is never left blocked on a full window.
     let body_len = match body.collect().await {
         Ok(collected) => collected.to_bytes().len(),
