@@ -138,6 +138,30 @@ impl EchoServer {
         })
     }
 
+    /// Listen on `addr` and answer as echo-basic's gRPC echo service of `identity`
+    /// (h2c; see [`crate::grpc_echo`]).
+    pub async fn start_grpc(addr: SocketAddr, identity: Identity) -> Result<Self, EchoError> {
+        let bind_error = |source| EchoError::Bind {
+            identity: identity.pod.clone(),
+            addr,
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let received = Received::default();
+        let task = tokio::spawn(crate::grpc_echo::serve(
+            listener,
+            Arc::new(identity.clone()),
+            received.clone(),
+        ));
+        Ok(Self {
+            addr: local,
+            identity,
+            received,
+            task,
+        })
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }

@@ -725,9 +725,12 @@ async fn backends(
                             SocketAddr::new(ip, 0),
                             Identity::new(&ns, &deploy_name, &pod),
                         );
-                        let server = EchoServer::start(at, who, tls_of(deploy, serving))
-                            .await
-                            .map_err(|e| e.to_string())?;
+                        let server = if is_grpc_echo(deploy) {
+                            EchoServer::start_grpc(at, who).await
+                        } else {
+                            EchoServer::start(at, who, tls_of(deploy, serving)).await
+                        }
+                        .map_err(|e| e.to_string())?;
                         let a = server.addr();
                         listeners.insert((ip, target), a);
                         servers.push(server);
@@ -762,6 +765,17 @@ async fn backends(
         }
     }
     Ok((servers, slices))
+}
+
+/// Whether the pods run echo-basic as its gRPC echo service (`GRPC_ECHO_SERVER` set).
+fn is_grpc_echo(deploy: &Value) -> bool {
+    deploy
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.get("env").and_then(Value::as_array).into_iter().flatten())
+        .any(|e| e.get("name").and_then(Value::as_str) == Some("GRPC_ECHO_SERVER"))
 }
 
 fn container_port(deploy: &Value, name: &str) -> Option<u64> {
