@@ -245,6 +245,9 @@ async fn answer(
     tls: Option<TlsInfo>,
     received: Received,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if is_websocket_upgrade(&req) {
+        return Ok(websocket(req, received));
+    }
     let (parts, body) = req.into_parts();
     if let Ok(mut log) = received.lock() {
         let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -317,6 +320,62 @@ async fn answer(
         http::HeaderValue::from_static("portico-echo"),
     );
     Ok(response)
+}
+
+fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && req.headers().contains_key(http::header::SEC_WEBSOCKET_KEY)
+}
+
+/// As echo-basic: accept the WebSocket upgrade (HTTP/1.1) and send every text and
+/// binary message back as it came.
+fn websocket(mut req: Request<Incoming>, received: Received) -> Response<Full<Bytes>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+    if let Ok(mut log) = received.lock() {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        log.push(path.to_owned());
+    }
+    let accept = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        h.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
 }
 
 /// The value of `key` in a query string, undecoded.

@@ -1314,6 +1314,60 @@ test_fn!(backend_tls_policy_observed_generation_bump, |c| {
         .await
 });
 
+/// Upstream's WebSocket check: dial `ws://GATEWAY/ws`, send a text and a binary
+/// message, and get each back as sent.
+async fn websocket_echo(c: &Ctx) -> Check {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let proxy = c.controller.proxy.http;
+    let tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let url = format!("ws://{proxy}/ws");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .map_err(|e| format!("dialing {url}: {e}"))?;
+    for msg in [
+        Message::text("Websocket Support!"),
+        Message::binary(vec![1u8, 2, 3, 4, 5, 6, 7]),
+    ] {
+        ws.send(msg.clone())
+            .await
+            .map_err(|e| format!("sending: {e}"))?;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .map_err(|_| "no reply within 5s".to_owned())?
+            .ok_or("the connection closed")?
+            .map_err(|e| format!("receiving: {e}"))?;
+        if got != msg {
+            return Err(format!("sent {msg:?}, got back {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+test_fn!(backend_protocol_websocket, |c| {
+    c.accepted(SAME_NS, &["backend-protocol-ws"]).await?;
+    // Upstream `AwaitConvergence`: the required successes in a row, in the time.
+    let deadline = std::time::Instant::now() + super::world::CONSISTENCY_TIMEOUT;
+    let mut streak = 0;
+    loop {
+        match websocket_echo(c).await {
+            Ok(()) => {
+                streak += 1;
+                if streak >= super::world::REQUIRED_SUCCESSES {
+                    return Ok(());
+                }
+            }
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => {
+                streak = 0;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+});
+
 /// Labels conditions of `all` that do not carry `generation`.
 fn stale(conds: &[super::status::Cond], generation: i64, at: &str, out: &mut Vec<String>) {
     for c in conds {
@@ -1728,7 +1782,7 @@ pub const CASES: &[Case] = &[
     case("GatewayInvalidParametersRef", &["gateway-invalid-parameters-ref.yaml"], &["Gateway"], Plan::Run(gateway_invalid_parameters_ref)),
     case("GatewayModifyListeners", &["gateway-modify-listeners.yaml"], &["Gateway"], Plan::Run(gateway_modify_listeners)),
     case("HTTPRouteRequestHeaderModifierBackendWeights", &["httproute-request-header-modifier-backend-weights.yaml"], &["Gateway", "HTTPRouteBackendRequestHeaderModification", "HTTPRoute"], Plan::Run(request_header_modifier_backend_weights)),
-    case("HTTPRouteBackendProtocolWebSocket", &["httproute-backend-protocol-websocket.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolWebSocket"], Plan::Skip("not run here: the echo backend does not answer WebSocket yet (Portico proxies upgrades; ingress-controller/tests/websocket_h2_e2e.rs covers them)")),
+    case("HTTPRouteBackendProtocolWebSocket", &["httproute-backend-protocol-websocket.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolWebSocket"], Plan::Run(backend_protocol_websocket)),
     case("HTTPRouteRequestMirror", &["httproute-request-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"], Plan::Run(request_mirror)),
     case("HTTPRouteRequestMultipleMirrors", &["httproute-request-multiple-mirrors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors"], Plan::Run(request_multiple_mirrors)),
     case("HTTPRouteRequestPercentageMirror", &["httproute-request-percentage-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestPercentageMirror"], Plan::Run(request_percentage_mirror)),
