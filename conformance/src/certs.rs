@@ -111,3 +111,51 @@ pub fn server_config(
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
+
+/// A certificate authority that issues serving certificates, as the upstream suite's
+/// `MustCreateCACertConfigMap` and `MustCreateCASignedCertSecret` make them.
+pub struct TestCa {
+    /// The CA certificate, PEM (a ConfigMap's `ca.crt`).
+    pub cert_pem: String,
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+}
+
+impl TestCa {
+    pub fn generate(name: &str) -> Result<Self, CertError> {
+        let fail = |source| CertError::Generate {
+            hosts: vec![name.to_owned()],
+            source,
+        };
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let cert = params.self_signed(&key).map_err(fail)?;
+        Ok(Self {
+            cert_pem: cert.pem(),
+            issuer: rcgen::Issuer::new(params, key),
+        })
+    }
+
+    /// A serving certificate for `names`: DNS names, and URIs for those with a scheme
+    /// (`spiffe://...`). PEM certificate and key.
+    pub fn issue(&self, names: &[&str]) -> Result<(String, String), CertError> {
+        let fail = |source| CertError::Generate {
+            hosts: names.iter().map(|n| (*n).to_owned()).collect(),
+            source,
+        };
+        let (uris, dns): (Vec<&str>, Vec<&str>) = names.iter().partition(|n| n.contains("://"));
+        let mut params =
+            rcgen::CertificateParams::new(dns.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+                .map_err(fail)?;
+        for uri in uris {
+            let uri = uri.try_into().map_err(fail)?;
+            params.subject_alt_names.push(rcgen::SanType::URI(uri));
+        }
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(fail)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}

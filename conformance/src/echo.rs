@@ -84,10 +84,16 @@ pub enum EchoError {
     },
 }
 
+/// The requests an echo listener has answered, as `path?query`, in arrival order (what
+/// the Gateway API's echo-basic writes to its log, `Echoing back request made to PATH
+/// to client`).
+pub type Received = Arc<std::sync::Mutex<Vec<String>>>;
+
 /// A running echo listener; aborted when dropped.
 pub struct EchoServer {
     addr: SocketAddr,
     identity: Identity,
+    received: Received,
     task: JoinHandle<()>,
 }
 
@@ -116,10 +122,42 @@ impl EchoServer {
         })?;
         let shared = Arc::new(identity.clone());
         let acceptor = tls.map(TlsAcceptor::from);
-        let task = tokio::spawn(accept_loop(listener, local, shared, acceptor));
+        let received = Received::default();
+        let task = tokio::spawn(accept_loop(
+            listener,
+            local,
+            shared,
+            acceptor,
+            received.clone(),
+        ));
         Ok(Self {
             addr: local,
             identity,
+            received,
+            task,
+        })
+    }
+
+    /// Listen on `addr` and answer as echo-basic's gRPC echo service of `identity`
+    /// (h2c; see [`crate::grpc_echo`]).
+    pub async fn start_grpc(addr: SocketAddr, identity: Identity) -> Result<Self, EchoError> {
+        let bind_error = |source| EchoError::Bind {
+            identity: identity.pod.clone(),
+            addr,
+            source,
+        };
+        let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+        let local = listener.local_addr().map_err(bind_error)?;
+        let received = Received::default();
+        let task = tokio::spawn(crate::grpc_echo::serve(
+            listener,
+            Arc::new(identity.clone()),
+            received.clone(),
+        ));
+        Ok(Self {
+            addr: local,
+            identity,
+            received,
             task,
         })
     }
@@ -130,6 +168,11 @@ impl EchoServer {
 
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// The requests answered so far, as `path?query`.
+    pub fn received(&self) -> Vec<String> {
+        self.received.lock().map(|r| r.clone()).unwrap_or_default()
     }
 }
 
@@ -144,6 +187,7 @@ async fn accept_loop(
     local: SocketAddr,
     identity: Arc<Identity>,
     acceptor: Option<TlsAcceptor>,
+    received: Received,
 ) {
     loop {
         let (stream, _peer) = match listener.accept().await {
@@ -157,11 +201,14 @@ async fn accept_loop(
         };
         let identity = identity.clone();
         let acceptor = acceptor.clone();
+        let received = received.clone();
         tokio::spawn(async move {
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             match acceptor {
                 None => {
-                    let svc = service_fn(move |req| answer(req, identity.clone(), local, None));
+                    let svc = service_fn(move |req| {
+                        answer(req, identity.clone(), local, None, received.clone())
+                    });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                         .await;
@@ -174,7 +221,13 @@ async fn accept_loop(
                         sni: tls.get_ref().1.server_name().map(str::to_owned),
                     };
                     let svc = service_fn(move |req| {
-                        answer(req, identity.clone(), local, Some(info.clone()))
+                        answer(
+                            req,
+                            identity.clone(),
+                            local,
+                            Some(info.clone()),
+                            received.clone(),
+                        )
                     });
                     let _ = builder
                         .serve_connection_with_upgrades(TokioIo::new(tls), svc)
@@ -190,8 +243,16 @@ async fn answer(
     identity: Arc<Identity>,
     local: SocketAddr,
     tls: Option<TlsInfo>,
+    received: Received,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if is_websocket_upgrade(&req) {
+        return Ok(websocket(req, received));
+    }
     let (parts, body) = req.into_parts();
+    if let Ok(mut log) = received.lock() {
+        let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        log.push(path.to_owned());
+    }
     // Drain the body so the client is never left blocked on a full window.
     let body_len = match body.collect().await {
         Ok(collected) => collected.to_bytes().len(),
@@ -259,6 +320,62 @@ async fn answer(
         http::HeaderValue::from_static("portico-echo"),
     );
     Ok(response)
+}
+
+fn is_websocket_upgrade(req: &Request<Incoming>) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+        && req.headers().contains_key(http::header::SEC_WEBSOCKET_KEY)
+}
+
+/// As echo-basic: accept the WebSocket upgrade (HTTP/1.1) and send every text and
+/// binary message back as it came.
+fn websocket(mut req: Request<Incoming>, received: Received) -> Response<Full<Bytes>> {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{handshake::derive_accept_key, protocol::Role};
+    if let Ok(mut log) = received.lock() {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        log.push(path.to_owned());
+    }
+    let accept = req
+        .headers()
+        .get(http::header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()))
+        .unwrap_or_default();
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else {
+            return;
+        };
+        let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            None,
+        )
+        .await;
+        while let Some(Ok(msg)) = ws.next().await {
+            if (msg.is_text() || msg.is_binary()) && ws.send(msg).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = response.headers_mut();
+    h.insert(
+        http::header::UPGRADE,
+        http::HeaderValue::from_static("websocket"),
+    );
+    h.insert(
+        http::header::CONNECTION,
+        http::HeaderValue::from_static("Upgrade"),
+    );
+    if let Ok(v) = http::HeaderValue::from_str(&accept) {
+        h.insert(http::header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    response
 }
 
 /// The value of `key` in a query string, undecoded.

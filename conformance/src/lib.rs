@@ -8,6 +8,7 @@ pub mod cluster;
 pub mod echo;
 pub mod gateway;
 pub mod gherkin_run;
+pub mod grpc_echo;
 pub mod harness;
 pub mod manifests;
 pub mod suite;

@@ -29,6 +29,8 @@ pub struct Received {
     /// `None` means "the request's own headers".
     pub headers: Option<Vec<(String, String)>>,
     pub absent: Vec<String>,
+    /// The SNI name the backend got over TLS (a BackendTLSPolicy's hostname).
+    pub sni: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -128,6 +130,11 @@ impl Exchange {
         self.received.headers = Some(Vec::new());
         self
     }
+    pub fn got_sni(mut self, name: &str) -> Self {
+        self.received.sni = Some(name.to_owned());
+        self
+    }
+
     pub fn got_method(mut self, method: &str) -> Self {
         self.received.method = Some(method.to_owned());
         self
@@ -252,6 +259,15 @@ impl Exchange {
                 return Err(format!(
                     "backend got header {name}: {:?}, expected none",
                     echo.header(name)
+                ));
+            }
+        }
+        if let Some(want) = &self.received.sni {
+            let got = echo.tls.as_ref().and_then(|t| t.sni.as_deref());
+            if got != Some(want.as_str()) {
+                return Err(format!(
+                    "backend got SNI {got:?} (TLS: {}), expected {want:?}",
+                    echo.tls.is_some()
                 ));
             }
         }

@@ -920,6 +920,454 @@ test_fn!(weight, |c| {
         .await
 });
 
+// Both Gateways of the test, each with listeners for no hostname, `*.example.com`,
+// `*.foo.example.com` and `abc.foo.example.com` and a route attached to each: a
+// request answers only from the route of the most specific listener its host matches.
+test_fn!(http_listener_isolation, |c| {
+    let cases = |_: ()| {
+        let ok = |host: &str, path: &str| get(path).host(host).to(V1);
+        let none = |host: &str, path: &str| get(path).host(host).status(404);
+        vec![
+            ok("bar.com", "/empty-hostname"),
+            none("bar.com", "/wildcard-example-com"),
+            none("bar.com", "/wildcard-foo-example-com"),
+            none("bar.com", "/abc-foo-example-com"),
+            none("bar.example.com", "/empty-hostname"),
+            ok("bar.example.com", "/wildcard-example-com"),
+            none("bar.example.com", "/wildcard-foo-example-com"),
+            none("bar.example.com", "/abc-foo-example-com"),
+            none("bar.foo.example.com", "/empty-hostname"),
+            none("bar.foo.example.com", "/wildcard-example-com"),
+            ok("bar.foo.example.com", "/wildcard-foo-example-com"),
+            none("bar.foo.example.com", "/abc-foo-example-com"),
+            none("abc.foo.example.com", "/empty-hostname"),
+            none("abc.foo.example.com", "/wildcard-example-com"),
+            none("abc.foo.example.com", "/wildcard-foo-example-com"),
+            ok("abc.foo.example.com", "/abc-foo-example-com"),
+        ]
+    };
+    for (gw, suffix) in [
+        ("http-listener-isolation", ""),
+        (
+            "http-listener-isolation-with-hostname-intersection",
+            "-with-hostname-intersection",
+        ),
+    ] {
+        let routes: Vec<String> = [
+            "empty-hostname",
+            "wildcard-example-com",
+            "wildcard-foo-example-com",
+            "abc-foo-example-com",
+        ]
+        .iter()
+        .map(|r| format!("attaches-to-{r}{suffix}"))
+        .collect();
+        let routes: Vec<&str> = routes.iter().map(String::as_str).collect();
+        accepted_and_resolved(c, gw, &routes).await?;
+    }
+    // Both Gateways share Portico's listeners, and their routes answer the same way,
+    // so one pass covers what upstream asks of each Gateway's address.
+    c.expect_all(&cases(())).await
+});
+
+/// A path with upstream's request-id query parameter, so that the mirror's log can be
+/// searched for this very request.
+fn with_request_id(path: &str) -> String {
+    format!(
+        "{path}?gateway-api-conformance-request-id={:016x}",
+        rand::random::<u64>()
+    )
+}
+
+/// Upstream `ExpectMirroredRequest`: every mirror Deployment's pods answered the
+/// request (`path?query`) too, within the timeout.
+async fn mirrored(c: &mut Ctx, path: &str, mirrors: &[&str]) -> Check {
+    let deadline = std::time::Instant::now() + super::world::CONSISTENCY_TIMEOUT;
+    for m in mirrors {
+        loop {
+            if c.received_by(super::exchange::INFRA_NS, m)
+                .iter()
+                .any(|p| p == path)
+            {
+                c.notes.push(format!("ok: {path} mirrored to {m}"));
+                break;
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!("{path} was not mirrored to {m}"));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    Ok(())
+}
+
+/// The two upstream cases of the mirror tests: a plain mirror, and one with the rule's
+/// request header filter applied to what the main backend gets.
+async fn mirror_cases(c: &mut Ctx, route: &str, prefix: &str, mirrors: &[&str]) -> Check {
+    c.accepted(SAME_NS, &[route]).await?;
+    let plain = with_request_id(&format!("/{prefix}"));
+    c.expect(&get(&plain).to(V1)).await?;
+    mirrored(c, &plain, mirrors).await?;
+    let modified = with_request_id(&format!("/{prefix}-and-modify-headers"));
+    let modified = modified.replace(
+        "multi-mirror-and-modify-headers",
+        "multi-mirror-and-modify-request-headers",
+    );
+    c.expect(
+        &get(&modified)
+            .header("X-Header-Remove", "remove-val")
+            .header("X-Header-Add-Append", "append-val-1")
+            .no_headers()
+            .got_header("X-Header-Add", "header-val-1")
+            .got_header("X-Header-Add-Append", "append-val-1,header-val-2")
+            .got_header("X-Header-Set", "set-overwrites-values")
+            .got_absent("X-Header-Remove")
+            .to(V1),
+    )
+    .await?;
+    mirrored(c, &modified, mirrors).await
+}
+
+test_fn!(request_mirror, |c| {
+    mirror_cases(c, "request-mirror", "mirror", &[V2]).await
+});
+
+test_fn!(request_multiple_mirrors, |c| {
+    mirror_cases(c, "request-multiple-mirrors", "multi-mirror", &[V2, V3]).await
+});
+
+// Upstream's rule: of 500 requests, the mirror gets `percent`% within three standard
+// deviations of the binomial count, in one of five tries.
+test_fn!(request_percentage_mirror, |c| {
+    let route = "request-percentage-mirror";
+    accepted_and_resolved(c, SAME_NS, &[route]).await?;
+    let header_case = |path: &str| {
+        get(path)
+            .header("X-Header-Remove", "remove-val")
+            .header("X-Header-Add-Append", "append-val-1")
+            .no_headers()
+            .got_header("X-Header-Add", "header-val-1")
+            .got_header("X-Header-Add-Append", "append-val-1,header-val-2")
+            .got_header("X-Header-Set", "set-overwrites-values")
+            .got_absent("X-Header-Remove")
+            .to(V1)
+    };
+    const TOTAL: f64 = 500.0;
+    for (path, percent, modify) in [
+        ("/percent-mirror", 20.0, false),
+        ("/percent-mirror-fraction", 50.0, false),
+        ("/percent-mirror-and-modify-headers", 35.0, true),
+    ] {
+        let ex = |p: &str| {
+            if modify {
+                header_case(p)
+            } else {
+                get(p).to(V1)
+            }
+        };
+        c.expect(&ex(path)).await?;
+        let p: f64 = percent / 100.0;
+        let margin = 3.0 * (TOTAL * p * (1.0 - p)).sqrt();
+        let (min, max) = (TOTAL * p - margin, TOTAL * p + margin);
+        let mut last = String::new();
+        let mut held = false;
+        for _ in 0..5 {
+            let with_id = with_request_id(path);
+            let one = ex(&with_id);
+            for _ in 0..TOTAL as usize {
+                c.expect_once(&one).await?;
+            }
+            // Mirrors are sent aside from the answer: let the last ones land.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let got = c
+                .received_by(super::exchange::INFRA_NS, V2)
+                .iter()
+                .filter(|r| **r == with_id)
+                .count() as f64;
+            if (min..=max).contains(&got) {
+                c.notes
+                    .push(format!("ok: {path}: {got} of {TOTAL} mirrored"));
+                held = true;
+                break;
+            }
+            last = format!("{path}: {got} of {TOTAL} mirrored, expected {min:.1}..{max:.1}");
+        }
+        if !held {
+            return Err(last);
+        }
+    }
+    Ok(())
+});
+
+// Each backendRef's filter sets `Backend` to its own name: of 100 requests, every one
+// must reach a pod of the backend its header names.
+test_fn!(request_header_modifier_backend_weights, |c| {
+    let route = "request-header-modifier-backend-weights";
+    accepted_and_resolved(c, SAME_NS, &[route]).await?;
+    c.expect(&get("/")).await?;
+    for _ in 0..100 {
+        let echo = c.echo_once(&get("/")).await?;
+        let backend = echo.header("Backend");
+        if backend.len() != 1 {
+            return Err(format!("expected one Backend header, got {backend:?}"));
+        }
+        if !echo.pod.starts_with(&backend[0]) {
+            return Err(format!(
+                "answered by pod {}, but the Backend header says {}",
+                echo.pod, backend[0]
+            ));
+        }
+    }
+    Ok(())
+});
+
+/// A request the upstream `MakeRequestAndExpectFailure` expects to fail: any error
+/// status (upstream takes anything but a 200, five times in a row).
+fn fails(path: &str) -> super::exchange::Exchange {
+    get(path)
+        .host("abc.example.com")
+        .statuses(&(400..600).collect::<Vec<u16>>())
+}
+
+const POLICY_ACCEPTED: (&str, bool, &str) = ("Accepted", true, "Accepted");
+const POLICY_RESOLVED: (&str, bool, &str) = ("ResolvedRefs", true, "ResolvedRefs");
+const POLICY_NO_VALID_CA: (&str, bool, &str) = ("Accepted", false, "NoValidCACertificate");
+const POLICY_INVALID_CA_REF: (&str, bool, &str) =
+    ("ResolvedRefs", false, "InvalidCACertificateRef");
+
+async fn policy_has(c: &mut Ctx, policy: &str, gw: &str, conds: &[(&str, bool, &str)]) -> Check {
+    for (t, st, r) in conds {
+        c.policy_condition(policy, gw, t, *st, Some(r)).await?;
+    }
+    Ok(())
+}
+
+test_fn!(backend_tls_policy, |c| {
+    // Re-encrypt: HTTPS in at the listener, TLS out to the backend with the
+    // policy's hostname as SNI.
+    let https_gw = "same-namespace-with-https-listener";
+    c.accepted(https_gw, &["backendtlspolicy-reencrypt"])
+        .await?;
+    c.resolved("backendtlspolicy-reencrypt", https_gw).await?;
+    let ok = [POLICY_ACCEPTED, POLICY_RESOLVED];
+    policy_has(c, "normative-test", https_gw, &ok).await?;
+    c.expect(
+        &get("/backendtlspolicy")
+            .https()
+            .host("https-listener.org")
+            .got_sni("abc.example.com")
+            .to("tls-backend"),
+    )
+    .await?;
+
+    c.accepted(SAME_NS, &["backendtlspolicy"]).await?;
+    c.resolved("backendtlspolicy", SAME_NS).await?;
+    policy_has(c, "normative-test", SAME_NS, &ok).await?;
+    c.expect(
+        &get("/backendtlspolicy")
+            .host("abc.example.com")
+            .to("tls-backend"),
+    )
+    .await?;
+    // The backend's certificate is not for the policy's hostname.
+    policy_has(c, "host-mismatch", SAME_NS, &ok).await?;
+    c.expect(&fails("/backendtlspolicy-host-mismatch").host("abc.example.org"))
+        .await?;
+    // The backend's certificate is not from the policy's CA.
+    policy_has(c, "cert-mismatch", SAME_NS, &ok).await?;
+    c.expect(&fails("/backendtlspolicy-cert-mismatch")).await?;
+
+    // The CA ConfigMap followed as it comes, changes and goes.
+    let policy = "reconcile-test";
+    policy_has(c, policy, SAME_NS, &ok).await?;
+    let shared = c.object("ConfigMap", "tls-checks-ca-certificate")?;
+    let mut doc = c.object("BackendTLSPolicy", policy)?;
+    let own = "tls-checks-ca-certificate-reconcile-test";
+    doc["spec"]["validation"]["caCertificateRefs"] =
+        serde_json::json!([{"group": "", "kind": "ConfigMap", "name": own}]);
+    c.apply(&doc)?;
+    let invalid = [POLICY_NO_VALID_CA, POLICY_INVALID_CA_REF];
+    policy_has(c, policy, SAME_NS, &invalid).await?;
+    let mut map = shared.clone();
+    map["metadata"]["name"] = own.into();
+    c.apply(&map)?;
+    policy_has(c, policy, SAME_NS, &ok).await?;
+    map["data"]["ca.crt"] = "".into();
+    c.apply(&map)?;
+    policy_has(c, policy, SAME_NS, &invalid).await?;
+    map["data"]["ca.crt"] = shared["data"]["ca.crt"].clone();
+    c.apply(&map)?;
+    policy_has(c, policy, SAME_NS, &ok).await
+});
+
+test_fn!(backend_tls_policy_san, |c| {
+    let route = "backendtlspolicy-san-test";
+    c.accepted(SAME_NS, &[route]).await?;
+    c.resolved(route, SAME_NS).await?;
+    for (policy, good) in [
+        ("san-dns", true),
+        ("san-dns-mismatch", false),
+        ("san-uri", true),
+        ("san-uri-mismatch", false),
+        ("multiple-sans", true),
+        ("multiple-mismatch-sans", false),
+    ] {
+        c.policy_condition(policy, SAME_NS, "Accepted", true, Some("Accepted"))
+            .await?;
+        let path = format!("/backendtlspolicy-{policy}");
+        let ex = if good {
+            get(&path).host("abc.example.com").to("tls-backend")
+        } else {
+            fails(&path)
+        };
+        c.expect(&ex).await?;
+    }
+    Ok(())
+});
+
+test_fn!(backend_tls_policy_conflict_resolution, |c| {
+    let route = "backendtlspolicy-conflict-resolution";
+    c.accepted(SAME_NS, &[route]).await?;
+    c.resolved(route, SAME_NS).await?;
+    let conflicted = ("Accepted", false, "Conflicted");
+    for (first, second, path) in [
+        (
+            "conflicted-without-section-name-1",
+            Some("conflicted-without-section-name-2"),
+            "/backendtlspolicy-conflicted-without-section-name",
+        ),
+        (
+            "conflicted-with-section-name-1",
+            Some("conflicted-with-section-name-2"),
+            "/backendtlspolicy-conflicted-with-section-name",
+        ),
+        (
+            "not-conflicted-with-section-name",
+            Some("not-conflicted-without-section-name"),
+            "/backendtlspolicy-not-conflicted-with-section-name",
+        ),
+    ] {
+        policy_has(c, first, SAME_NS, &[POLICY_ACCEPTED]).await?;
+        if let Some(second) = second {
+            let want = if first.starts_with("not-") {
+                POLICY_ACCEPTED
+            } else {
+                conflicted
+            };
+            policy_has(c, second, SAME_NS, &[want]).await?;
+        }
+        c.expect(&get(path).host("abc.example.com")).await?;
+    }
+    c.expect(&get("/backendtlspolicy-not-conflicted-without-section-name").host("abc.example.com"))
+        .await
+});
+
+test_fn!(backend_tls_policy_invalid_ca_ref, |c| {
+    let route = "backendtlspolicy-invalid-ca-certificate-ref";
+    c.accepted(SAME_NS, &[route]).await?;
+    for policy in [
+        "nonexistent-ca-certificate-ref",
+        "malformed-ca-certificate-ref",
+    ] {
+        policy_has(
+            c,
+            policy,
+            SAME_NS,
+            &[POLICY_NO_VALID_CA, POLICY_INVALID_CA_REF],
+        )
+        .await?;
+        c.expect(
+            &get(&format!("/backendtlspolicy-{policy}"))
+                .host("abc.example.com")
+                .statuses(&[500, 502, 503]),
+        )
+        .await?;
+    }
+    Ok(())
+});
+
+test_fn!(backend_tls_policy_invalid_kind, |c| {
+    c.accepted(SAME_NS, &["backendtlspolicy-invalid-kind-test"])
+        .await?;
+    let invalid_kind = ("ResolvedRefs", false, "InvalidKind");
+    policy_has(
+        c,
+        "invalid-kind",
+        SAME_NS,
+        &[POLICY_NO_VALID_CA, invalid_kind],
+    )
+    .await?;
+    c.expect(
+        &get("/backendtlspolicy-invalid-kind")
+            .host("abc.example.com")
+            .statuses(&[500, 502, 503]),
+    )
+    .await
+});
+
+test_fn!(backend_tls_policy_observed_generation_bump, |c| {
+    bump(c, "BackendTLSPolicy", "observed-generation-bump", |doc| {
+        doc["spec"]["validation"]["hostname"] = "foo.example.com".into();
+    })
+    .await?;
+    c.policy_condition("observed-generation-bump", SAME_NS, "Accepted", true, None)
+        .await
+});
+
+/// Upstream's WebSocket check: dial `ws://GATEWAY/ws`, send a text and a binary
+/// message, and get each back as sent.
+async fn websocket_echo(c: &Ctx) -> Check {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let proxy = c.controller.proxy.http;
+    let tcp = tokio::net::TcpStream::connect(proxy)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let url = format!("ws://{proxy}/ws");
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp)
+        .await
+        .map_err(|e| format!("dialing {url}: {e}"))?;
+    for msg in [
+        Message::text("Websocket Support!"),
+        Message::binary(vec![1u8, 2, 3, 4, 5, 6, 7]),
+    ] {
+        ws.send(msg.clone())
+            .await
+            .map_err(|e| format!("sending: {e}"))?;
+        let got = tokio::time::timeout(std::time::Duration::from_secs(5), ws.next())
+            .await
+            .map_err(|_| "no reply within 5s".to_owned())?
+            .ok_or("the connection closed")?
+            .map_err(|e| format!("receiving: {e}"))?;
+        if got != msg {
+            return Err(format!("sent {msg:?}, got back {got:?}"));
+        }
+    }
+    Ok(())
+}
+
+test_fn!(backend_protocol_websocket, |c| {
+    c.accepted(SAME_NS, &["backend-protocol-ws"]).await?;
+    // Upstream `AwaitConvergence`: the required successes in a row, in the time.
+    let deadline = std::time::Instant::now() + super::world::CONSISTENCY_TIMEOUT;
+    let mut streak = 0;
+    loop {
+        match websocket_echo(c).await {
+            Ok(()) => {
+                streak += 1;
+                if streak >= super::world::REQUIRED_SUCCESSES {
+                    return Ok(());
+                }
+            }
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => {
+                streak = 0;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+});
+
 /// Labels conditions of `all` that do not carry `generation`.
 fn stale(conds: &[super::status::Cond], generation: i64, at: &str, out: &mut Vec<String>) {
     for c in conds {
@@ -1271,7 +1719,8 @@ const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched 
     listener port, and all Gateways share one route table: a request to the port-8080 \
     Gateway gets the port-80 Gateway's route, and no port in Location";
 
-const MIRROR: Plan = Plan::Skip("feature not supported: RequestMirror (reported and left out)");
+const NO_BACKEND_CLIENT_CERT: &str = "feature not supported: a Gateway's backend client \
+    certificate (spec.tls.backend.clientCertificateRef, GatewayBackendClientCertificate)";
 
 pub const CASES: &[Case] = &[
     case("HTTPRouteSimpleSameNamespace", &["httproute-simple-same-namespace.yaml"], CORE, Plan::Run(simple_same_namespace)),
@@ -1332,15 +1781,15 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteBackendRequestHeaderModifier", &["httproute-request-header-modifier-backend.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendRequestHeaderModification"], Plan::Run(request_header_modifier)),
     case("GatewayInvalidParametersRef", &["gateway-invalid-parameters-ref.yaml"], &["Gateway"], Plan::Run(gateway_invalid_parameters_ref)),
     case("GatewayModifyListeners", &["gateway-modify-listeners.yaml"], &["Gateway"], Plan::Run(gateway_modify_listeners)),
-    case("HTTPRouteRequestHeaderModifierBackendWeights", &["httproute-request-header-modifier-backend-weights.yaml"], &["Gateway", "HTTPRouteBackendRequestHeaderModification", "HTTPRoute"], Plan::Skip("feature not supported: filters on backendRefs (HTTPRouteBackendRequestHeaderModification)")),
-    case("HTTPRouteBackendProtocolWebSocket", &["httproute-backend-protocol-websocket.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolWebSocket"], Plan::Skip("not run here: the echo backend does not answer WebSocket yet (Portico proxies upgrades; ingress-controller/tests/websocket_h2_e2e.rs covers them)")),
-    case("HTTPRouteRequestMirror", &["httproute-request-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"], MIRROR),
-    case("HTTPRouteRequestMultipleMirrors", &["httproute-request-multiple-mirrors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors"], MIRROR),
-    case("HTTPRouteRequestPercentageMirror", &["httproute-request-percentage-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestPercentageMirror"], MIRROR),
+    case("HTTPRouteRequestHeaderModifierBackendWeights", &["httproute-request-header-modifier-backend-weights.yaml"], &["Gateway", "HTTPRouteBackendRequestHeaderModification", "HTTPRoute"], Plan::Run(request_header_modifier_backend_weights)),
+    case("HTTPRouteBackendProtocolWebSocket", &["httproute-backend-protocol-websocket.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteBackendProtocolWebSocket"], Plan::Run(backend_protocol_websocket)),
+    case("HTTPRouteRequestMirror", &["httproute-request-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"], Plan::Run(request_mirror)),
+    case("HTTPRouteRequestMultipleMirrors", &["httproute-request-multiple-mirrors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors"], Plan::Run(request_multiple_mirrors)),
+    case("HTTPRouteRequestPercentageMirror", &["httproute-request-percentage-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestPercentageMirror"], Plan::Run(request_percentage_mirror)),
     case("HTTPRouteCORS", &["httproute-cors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteCORS"], Plan::Skip("feature not supported: the CORS filter")),
     case("HTTPRouteRetry", &["httproute-retry.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRetry"], Plan::Skip("feature not supported: the retry field of a rule")),
     case("HTTPRouteDisallowedKind", &["httproute-disallowed-kind.yaml"], &["Gateway", "HTTPRoute", "TLSRoute"], Plan::Skip("feature not supported: TLSRoute")),
-    case("GatewayHTTPListenerIsolation", &["gateway-http-listener-isolation.yaml", "gateway-http-listener-isolation-with-hostname-intersection.yaml"], &["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"], Plan::Skip("feature not supported: listener isolation (routes of a Gateway's listeners share one host table)")),
+    case("GatewayHTTPListenerIsolation", &["gateway-http-listener-isolation.yaml", "gateway-http-listener-isolation-with-hostname-intersection.yaml"], &["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"], Plan::Run(http_listener_isolation)),
     case("HTTPRouteHTTPSListenerDetectMisdirectedRequests", &["httproute-https-listener-detect-misdirected-requests.yaml"], &["Gateway", "GatewayHTTPSListenerDetectMisdirectedRequests", "HTTPRoute"], Plan::Skip("feature not supported: 421 for a Host that differs from the SNI's listener")),
     case("GatewayInfrastructure", &["gateway-infrastructure.yaml"], &["Gateway", "GatewayInfrastructurePropagation"], Plan::Skip("feature not supported: spec.infrastructure (Portico provisions no resources per Gateway)")),
     case("GatewayStaticAddresses", &["gateway-static-addresses.yaml"], &["Gateway", "GatewayStaticAddresses"], Plan::Skip("feature not supported: spec.addresses")),
@@ -1349,6 +1798,12 @@ pub const CASES: &[Case] = &[
     case("GatewayFrontendClientCertificateValidationInsecureFallback", &["gateway-with-clientcertificate-validation-insecure-fallback.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
     case("GatewayFrontendInvalidDefaultClientCertificateValidation", &["gateway-invalid-default-frontend-client-certificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
     case("GatewayInvalidFrontendClientCertificateValidation", &["gateway-with-invalid-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "ReferenceGrant", "GatewayFrontendClientCertificateValidation"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
-    case("GatewayTLSBackendClientCertificate", &["gateway-tls-backend-client-certificate.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip("feature not supported: BackendTLSPolicy")),
-    case("GatewayInvalidTLSBackendConfiguration", &["gateway-invalid-tls-backend-configuration.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip("feature not supported: BackendTLSPolicy")),
+    case("GatewayTLSBackendClientCertificate", &["gateway-tls-backend-client-certificate.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip(NO_BACKEND_CLIENT_CERT)),
+    case("GatewayInvalidTLSBackendConfiguration", &["gateway-invalid-tls-backend-configuration.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip(NO_BACKEND_CLIENT_CERT)),
+    case("BackendTLSPolicy", &["backendtlspolicy.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy)),
+    case("BackendTLSPolicySANValidation", &["backendtlspolicy-san.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy", "BackendTLSPolicySANValidation"], Plan::Run(backend_tls_policy_san)),
+    case("BackendTLSPolicyConflictResolution", &["backendtlspolicy-conflict-resolution.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy_conflict_resolution)),
+    case("BackendTLSPolicyInvalidCACertificateRef", &["backendtlspolicy-invalid-ca-certificate-ref.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy_invalid_ca_ref)),
+    case("BackendTLSPolicyInvalidKind", &["backendtlspolicy-invalid-kind.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy_invalid_kind)),
+    case("BackendTLSPolicyObservedGenerationBump", &["backendtlspolicy-observed-generation-bump.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy_observed_generation_bump)),
 ];

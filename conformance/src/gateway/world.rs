@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use super::exchange::{Exchange, INFRA_NS};
 use super::status::{from_log, ObjectStatus, Statuses};
-use crate::certs::SelfSigned;
+use crate::certs::{SelfSigned, TestCa};
 use crate::client::{send, TlsTrust};
 use crate::echo::{EchoServer, Identity};
 use crate::harness::Controller;
@@ -36,7 +36,7 @@ pub type Check = Result<(), String>;
 pub struct Ctx {
     pub controller: Controller,
     dir: tempfile::TempDir,
-    _pods: Vec<EchoServer>,
+    pods: Vec<EchoServer>,
     /// The EndpointSlices written for the Deployments' pods.
     slices: Vec<Value>,
     /// HTTPS answers must come with the certificate of the base Gateways' Secret, as
@@ -76,9 +76,9 @@ impl Ctx {
             "metadata": {"name": CLASS},
             "spec": {"controllerName": CONTROLLER},
         }));
-        let (secrets, https_cert) = suite_secrets()?;
+        let (secrets, https_cert, serving) = suite_secrets()?;
         docs.extend(secrets);
-        let (pods, slices) = backends(&docs).await?;
+        let (pods, slices) = backends(&docs, &serving).await?;
         docs.extend(slices.iter().cloned());
 
         let dir = tempfile::tempdir().map_err(|e| format!("creating the folder: {e}"))?;
@@ -95,7 +95,7 @@ impl Ctx {
         Ok(Self {
             controller,
             dir,
-            _pods: pods,
+            pods,
             slices,
             https_cert,
             notes: Vec::new(),
@@ -117,6 +117,16 @@ impl Ctx {
         let staged = self.dir.path().join(format!(".{name}"));
         std::fs::write(&staged, text).map_err(|e| e.to_string())?;
         std::fs::rename(&staged, self.dir.path().join(name)).map_err(|e| e.to_string())
+    }
+
+    /// The requests (`path?query`) the pods of a Deployment have answered so far: what
+    /// upstream reads from their logs.
+    pub fn received_by(&self, namespace: &str, deployment: &str) -> Vec<String> {
+        self.pods
+            .iter()
+            .filter(|p| p.identity().namespace == namespace && p.identity().service == deployment)
+            .flat_map(|p| p.received())
+            .collect()
     }
 
     /// The EndpointSlices written for a Service's pods.
@@ -191,9 +201,14 @@ impl Ctx {
     /// ours for the Gateway that is Accepted (upstream compares neither the entry's
     /// sectionName nor the number of entries).
     pub async fn accepted(&mut self, gateway: &str, routes: &[&str]) -> Check {
+        self.accepted_kind(gateway, "HTTPRoute", routes).await
+    }
+
+    /// [`Ctx::accepted`] for routes of `kind` (upstream `GatewayAndRoutesMustBeAccepted`).
+    pub async fn accepted_kind(&mut self, gateway: &str, kind: &str, routes: &[&str]) -> Check {
         let gw = key(gateway);
         self.wait_status(
-            &format!("Gateway {gw} and routes {routes:?} accepted"),
+            &format!("Gateway {gw} and {kind}s {routes:?} accepted"),
             |all| {
                 let st = object(all, "Gateway", &gw)?;
                 if st.listeners.is_empty() {
@@ -206,7 +221,7 @@ impl Ctx {
                     }
                 }
                 for route in routes {
-                    let r = object(all, "HTTPRoute", &key(route))?;
+                    let r = object(all, kind, &key(route))?;
                     let accepted = r.parents.iter().any(|p| {
                         p.gateway == gw
                             && holds(&p.conditions, "Accepted", true, Some("Accepted")).is_ok()
@@ -233,11 +248,50 @@ impl Ctx {
         status: bool,
         reason: Option<&str>,
     ) -> Check {
+        self.parent_condition("HTTPRoute", route, gateway, section, type_, status, reason)
+            .await
+    }
+
+    /// The policy's ancestor entry for the Gateway has the condition (upstream
+    /// `BackendTLSPolicyMustHaveCondition`).
+    pub async fn policy_condition(
+        &mut self,
+        policy: &str,
+        gateway: &str,
+        type_: &str,
+        status: bool,
+        reason: Option<&str>,
+    ) -> Check {
+        self.parent_condition(
+            "BackendTLSPolicy",
+            policy,
+            gateway,
+            None,
+            type_,
+            status,
+            reason,
+        )
+        .await
+    }
+
+    /// The route's (or policy's) parent entry for the Gateway (and section) has the
+    /// condition.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn parent_condition(
+        &mut self,
+        kind: &str,
+        route: &str,
+        gateway: &str,
+        section: Option<&str>,
+        type_: &str,
+        status: bool,
+        reason: Option<&str>,
+    ) -> Check {
         let (r, gw) = (key(route), key(gateway));
         self.wait_status(
-            &format!("HTTPRoute {r} parent {gw}: {type_}={status} ({reason:?})"),
+            &format!("{kind} {r} parent {gw}: {type_}={status} ({reason:?})"),
             |all| {
-                let st = object(all, "HTTPRoute", &r)?;
+                let st = object(all, kind, &r)?;
                 // As upstream: any entry for the Gateway, unless a section is named.
                 let entries: Vec<_> = st
                     .parents
@@ -400,6 +454,22 @@ impl Ctx {
         }
     }
 
+    /// Send the request once; its answer must be the expected one (upstream's check with
+    /// one required success, as its percentage tests use).
+    pub async fn expect_once(&self, ex: &Exchange) -> Check {
+        let got = self.send(ex).await?;
+        ex.check(&got)
+            .map_err(|e| format!("{}: {e}", ex.describe()))
+    }
+
+    /// Send the request once, checked as [`Ctx::expect_once`]; what the backend echoed.
+    pub async fn echo_once(&self, ex: &Exchange) -> Result<crate::echo::Echo, String> {
+        let got = self.send(ex).await?;
+        ex.check(&got)
+            .map_err(|e| format!("{}: {e}", ex.describe()))?;
+        got.echo().map_err(|e| e.to_string())
+    }
+
     /// Send one request; over HTTPS, the certificate must be the suite's.
     async fn send(&self, ex: &Exchange) -> Result<crate::client::Captured, String> {
         let got = send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure)
@@ -496,10 +566,16 @@ pub fn holds(
     Ok(())
 }
 
-/// The Secrets the upstream suite creates at set-up that HTTP tests use: self-signed
-/// certificates for the names it gives them; and the certificate (DER) the base HTTPS
-/// Gateway serves.
-fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>), String> {
+/// Server configs of the TLS Secrets a pod may mount, by `(namespace, name)`.
+type Serving = BTreeMap<(String, String), std::sync::Arc<rustls::ServerConfig>>;
+
+/// The Secrets and ConfigMaps the upstream suite creates at set-up that these tests
+/// use: self-signed certificates for the names it gives them; the CA
+/// `tls-checks-ca-certificate` and the serving certificate it issued to the TLS
+/// backends (`tls-checks-certificate`), and the unrelated CA `mismatch-ca-certificate`;
+/// the certificate (DER) the base HTTPS Gateway serves; and the server configs of the
+/// Secrets the TLS backends mount.
+fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>, Serving), String> {
     let specs: [(&str, &str, &[&str]); 2] = [
         ("gateway-conformance-web-backend", "certificate", &["*"]),
         (
@@ -517,7 +593,45 @@ fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>), String> {
             https_cert = cert.cert_der.clone();
         }
     }
-    Ok((out, https_cert))
+    let ca_map = |name: &str, pem: &str| {
+        json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": INFRA_NS},
+            "data": {"ca.crt": pem},
+        })
+    };
+    let ca = TestCa::generate("tls-checks-ca").map_err(|e| e.to_string())?;
+    out.push(ca_map("tls-checks-ca-certificate", &ca.cert_pem));
+    let mismatch = TestCa::generate("mismatch-ca").map_err(|e| e.to_string())?;
+    out.push(ca_map("mismatch-ca-certificate", &mismatch.cert_pem));
+    let (cert, key) = ca
+        .issue(&[
+            "abc.example.com",
+            "spiffe://abc.example.com/test-identity",
+            "other.example.com",
+        ])
+        .map_err(|e| e.to_string())?;
+    let secret = crate::certs::tls_secret(INFRA_NS, "tls-checks-certificate", &cert, &key);
+    out.push(serde_json::to_value(secret).map_err(|e| e.to_string())?);
+    let mut serving = Serving::new();
+    serving.insert(
+        (INFRA_NS.to_owned(), "tls-checks-certificate".to_owned()),
+        crate::certs::server_config(&cert, &key).map_err(|e| e.to_string())?,
+    );
+    Ok((out, https_cert, serving))
+}
+
+/// The Secret a Deployment's pods mount, when one of [`Serving`] (echo-basic serves
+/// TLS with it).
+fn tls_of(deploy: &Value, serving: &Serving) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+    let ns = str_at(deploy, "/metadata/namespace");
+    deploy
+        .pointer("/spec/template/spec/volumes")?
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.pointer("/secret/secretName").and_then(Value::as_str))
+        .find_map(|name| serving.get(&(ns.to_owned(), name.to_owned())).cloned())
 }
 
 /// A fresh loopback address per pod, in a range of its own (the process id spreads
@@ -542,7 +656,10 @@ fn str_at<'a>(v: &'a Value, pointer: &str) -> &'a str {
 /// An echo listener per pod and target port of every Deployment a Service selects,
 /// and an EndpointSlice per Service and pod, as the EndpointSlice controller would
 /// publish them (ready, with the Service's port names and the pod's ports).
-async fn backends(docs: &[Value]) -> Result<(Vec<EchoServer>, Vec<Value>), String> {
+async fn backends(
+    docs: &[Value],
+    serving: &Serving,
+) -> Result<(Vec<EchoServer>, Vec<Value>), String> {
     let deployments: Vec<&Value> = docs
         .iter()
         .filter(|d| str_at(d, "/kind") == "Deployment")
@@ -604,12 +721,15 @@ async fn backends(docs: &[Value]) -> Result<(Vec<EchoServer>, Vec<Value>), Strin
                 let addr = match listeners.get(&(ip, target)) {
                     Some(a) => *a,
                     None => {
-                        let server = EchoServer::start(
+                        let (at, who) = (
                             SocketAddr::new(ip, 0),
                             Identity::new(&ns, &deploy_name, &pod),
-                            None,
-                        )
-                        .await
+                        );
+                        let server = if is_grpc_echo(deploy) {
+                            EchoServer::start_grpc(at, who).await
+                        } else {
+                            EchoServer::start(at, who, tls_of(deploy, serving)).await
+                        }
                         .map_err(|e| e.to_string())?;
                         let a = server.addr();
                         listeners.insert((ip, target), a);
@@ -645,6 +765,17 @@ async fn backends(docs: &[Value]) -> Result<(Vec<EchoServer>, Vec<Value>), Strin
         }
     }
     Ok((servers, slices))
+}
+
+/// Whether the pods run echo-basic as its gRPC echo service (`GRPC_ECHO_SERVER` set).
+fn is_grpc_echo(deploy: &Value) -> bool {
+    deploy
+        .pointer("/spec/template/spec/containers")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c.get("env").and_then(Value::as_array).into_iter().flatten())
+        .any(|e| e.get("name").and_then(Value::as_str) == Some("GRPC_ECHO_SERVER"))
 }
 
 fn container_port(deploy: &Value, name: &str) -> Option<u64> {
