@@ -73,8 +73,9 @@ struct Hosts {
     other: Arc<str>,
     /// Looked-up handles by label values: a request then costs one fast hash instead of
     /// formatting its labels and hashing them twice in the families. Dropped with this
-    /// config, so it never outgrows the label values the config allows.
-    handles: Mutex<foldhash::HashMap<HandleKey, Handles>>,
+    /// config, so it never outgrows the label values the config allows. Looked up by a
+    /// borrowed [`HandleRef`]: only a miss clones the label values into a key.
+    handles: Mutex<hashbrown::HashMap<HandleKey, Handles, foldhash::fast::RandomState>>,
 }
 
 impl Default for Hosts {
@@ -88,12 +89,75 @@ impl Default for Hosts {
     }
 }
 
-#[derive(Debug, Hash, PartialEq, Eq)]
+/// The `host` label is keyed by identity: it is one of [`Hosts`]' own labels, which
+/// live as long as the map. A label is never made twice for one config, and if it were,
+/// both keys would only find the same handles in the families.
+#[derive(Debug)]
 struct HandleKey {
     status: u16,
     host: Arc<str>,
     backend: Option<BackendId>,
     blame: Option<Blame>,
+}
+
+impl PartialEq for HandleKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.status == other.status
+            && self.blame == other.blame
+            && self.backend == other.backend
+            && Arc::ptr_eq(&self.host, &other.host)
+    }
+}
+
+impl Eq for HandleKey {}
+
+/// A [`HandleKey`] borrowed from a request's event: hashes as the key it stands for.
+struct HandleRef<'a> {
+    status: u16,
+    host: &'a Arc<str>,
+    backend: Option<&'a BackendId>,
+    blame: Option<Blame>,
+}
+
+impl From<&HandleRef<'_>> for HandleKey {
+    fn from(key: &HandleRef<'_>) -> Self {
+        Self {
+            status: key.status,
+            host: key.host.clone(),
+            backend: key.backend.cloned(),
+            blame: key.blame,
+        }
+    }
+}
+
+impl std::hash::Hash for HandleRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.status.hash(state);
+        std::ptr::hash(Arc::as_ptr(self.host), state);
+        self.backend.hash(state);
+        self.blame.hash(state);
+    }
+}
+
+impl std::hash::Hash for HandleKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        HandleRef {
+            status: self.status,
+            host: &self.host,
+            backend: self.backend.as_ref(),
+            blame: self.blame,
+        }
+        .hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<HandleKey> for HandleRef<'_> {
+    fn equivalent(&self, key: &HandleKey) -> bool {
+        self.status == key.status
+            && self.blame == key.blame
+            && self.backend == key.backend.as_ref()
+            && Arc::ptr_eq(self.host, &key.host)
+    }
 }
 
 #[derive(Debug)]
@@ -333,32 +397,31 @@ impl Metrics {
 
 impl Hosts {
     /// The `host` label for a request host.
-    fn label(&self, host: &str) -> Arc<str> {
+    fn label(&self, host: &str) -> &Arc<str> {
         // Request hosts arrive normalised already (`ResponseEvent::host`), or empty.
         if let Some(label) = self.exact.get(host) {
-            return label.clone();
+            return label;
         }
         wildcard_parent(host)
             .and_then(|parent| self.wildcard.get(parent))
             .unwrap_or(&self.other)
-            .clone()
     }
 }
 
 impl ProxyObserver for Metrics {
     fn on_response(&self, ev: &ResponseEvent<'_>) {
         let hosts = self.hosts.load();
-        let key = HandleKey {
+        let host = hosts.label(ev.host);
+        let key = HandleRef {
             status: ev.status.as_u16(),
-            host: hosts.label(ev.host),
-            backend: ev.backend.cloned(),
+            host,
+            backend: ev.backend,
             blame: ev.blame,
         };
         let mut handles = hosts.handles.lock().unwrap_or_else(|e| e.into_inner());
-        let handles = handles.entry(key).or_insert_with_key(|key| {
+        let handles = handles.entry_ref(&key).or_insert_with(|| {
             let backend = key
                 .backend
-                .as_ref()
                 .map_or_else(|| "none".to_owned(), ToString::to_string);
             let requests = self
                 .requests

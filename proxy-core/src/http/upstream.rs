@@ -15,7 +15,7 @@ use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -31,7 +31,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
-use tokio::time::Sleep;
+use tokio::time::{Instant, Sleep};
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
@@ -232,9 +232,8 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, pool: &EndpointPool) -> Option<Checkout> {
+    fn checkout(&self, pool: &EndpointPool, now: Instant) -> Option<Checkout> {
         let mut list = pool.idle();
-        let now = Instant::now();
         let mut i = list.len();
         while i > 0 {
             i -= 1;
@@ -303,12 +302,16 @@ impl Pool {
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         loop {
-            let checked_out = pool.as_deref().and_then(|p| self.checkout(p));
+            // One reading of the clock for the idle check and the response deadline (not
+            // borrowed, so the future does not carry it).
+            let now = Instant::now();
+            let checked_out = match pool.as_deref() {
+                Some(p) => self.checkout(p, now),
+                None => None,
+            };
             let (mut sender, link, mut timer, fresh) = match checked_out {
                 Some((sender, link, mut timer)) => {
-                    timer
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + timeouts.read);
+                    timer.as_mut().reset(now + timeouts.read);
                     (sender, link, timer, false)
                 }
                 None => {
