@@ -78,6 +78,10 @@ pub(crate) fn head_end_from(buf: &[u8], from: usize) -> Option<usize> {
 
 /// Parses the head at the start of `head` (exactly the bytes of one head, as
 /// [`head_end_from`] found them, plus any empty lines before it).
+/// How many fields a proxied request gains on its way upstream (`X-Forwarded-*`,
+/// `X-Real-IP`).
+const FORWARDING_ROOM: usize = 8;
+
 pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> {
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap;
@@ -122,7 +126,9 @@ pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> 
         _ => return Err(HeadError::Malformed("unsupported HTTP version")),
     };
 
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // With room for the forwarding headers the proxy adds (`headers::prepare_upstream`),
+    // so the map is not grown and rehashed midway through every request.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARDING_ROOM);
     let mut framing = FramingFields::default();
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
