@@ -255,6 +255,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             ..ProxyOptions::default()
         },
     );
+    // Weak: the proxy holds the metrics as its observer.
+    let counted = Arc::downgrade(&proxy);
+    metrics.count_parked_with(Box::new(move || {
+        counted.upgrade().map_or(0, |p| p.parked_connections())
+    }));
     let shutdown = proxy.shutdown();
     let http_listener = bind(args.http_addr, "--http-addr").await?;
     let https_listener = bind(args.https_addr, "--https-addr").await?;

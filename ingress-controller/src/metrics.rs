@@ -5,7 +5,7 @@
 //! backend of the config or `none`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -191,7 +191,13 @@ pub struct Metrics {
     l4: Arc<L4Metrics>,
     /// The HTTPS listener's families.
     tls: Arc<TlsMetrics>,
+    parked: Gauge,
+    /// Counts the parked connections when scraped; set once the proxy exists.
+    parked_source: OnceLock<ParkedSource>,
 }
+
+/// Reads how many idle client connections are parked right now.
+pub type ParkedSource = Box<dyn Fn() -> usize + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -253,6 +259,12 @@ impl Metrics {
             "Client connections closed unserved because a connection cap was reached",
             refused.clone(),
         );
+        let parked = Gauge::default();
+        registry.register(
+            "client_connections_parked",
+            "Idle keep-alive client connections waiting without a task of their own",
+            parked.clone(),
+        );
         let build_info = Family::<BuildLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
@@ -284,7 +296,14 @@ impl Metrics {
             refused,
             hosts: ArcSwap::default(),
             diagnostic_sources: Mutex::new(BTreeMap::new()),
+            parked,
+            parked_source: OnceLock::new(),
         }
+    }
+
+    /// Where `portico_client_connections_parked` is read from, once the proxy exists.
+    pub fn count_parked_with(&self, source: ParkedSource) {
+        let _ = self.parked_source.set(source);
     }
 
     /// The observer for the L4 Service dataplane.
@@ -299,6 +318,9 @@ impl Metrics {
     /// The metrics in `format`.
     pub fn encode(&self, format: Format) -> String {
         use prometheus_client::encoding::text;
+        if let Some(source) = self.parked_source.get() {
+            self.parked.set(i64::try_from(source()).unwrap_or(i64::MAX));
+        }
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = text::encode_registry(&mut out, &self.registry);

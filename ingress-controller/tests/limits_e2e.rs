@@ -164,6 +164,11 @@ async fn idle_keep_alive_connections_park_keep_their_slots_and_serve_again() {
     assert!(request_on(&mut second).await.starts_with("HTTP/1.1 200"));
     // Idle past the park time (1 s): both give up their tasks, not their slots.
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics.contains("portico_client_connections_parked 2\n"),
+        "{metrics}"
+    );
     let mut extra = TcpStream::connect(ctl.http).await.unwrap();
     let mut buf = [0u8; 16];
     let n = tokio::time::timeout(Duration::from_secs(5), extra.read(&mut buf))
