@@ -2292,6 +2292,15 @@ spec:
         Some(t.backend.service.to_string())
     }
 
+    /// The fields the diagnostics about objects of `kind` name.
+    fn fields_of(c: &Compiled, kind: Kind) -> Vec<&str> {
+        c.diagnostics
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| d.field.as_str())
+            .collect()
+    }
+
     fn get(c: &Compiled, host: &str, uri: &str) -> Option<String> {
         route(c, "GET", host, uri, &[])
     }
@@ -2440,12 +2449,7 @@ spec:
         let c = compiled(&format!("{route}{grant}"));
         assert_eq!(get(&c, "grant.test", "/a1").as_deref(), Some("a1"));
         assert_eq!(get(&c, "grant.test", "/a2").as_deref(), Some("500"));
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::HTTPRoute);
         assert_eq!(
             fields,
             vec![
@@ -2548,12 +2552,7 @@ spec:
         assert_eq!(get(&c, "re.test", "/v1/exact").as_deref(), Some("v3"));
         assert_eq!(get(&c, "re.test", "/x/v1/users").as_deref(), Some("v1"));
         assert_eq!(get(&c, "re.test", "/V1/users").as_deref(), Some("v1"));
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::HTTPRoute);
         assert_eq!(fields, vec!["spec.rules[3].matches[0].path.value"]);
     }
 
@@ -2737,12 +2736,7 @@ spec:
         );
         assert_eq!(get(&c, "hq.test", "/?id=cafe").as_deref(), Some("v3"));
         assert_eq!(get(&c, "hq.test", "/?id=coffee").as_deref(), Some("v1"));
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::HTTPRoute);
         assert_eq!(fields, vec!["spec.rules[3].matches[0].headers[0]"]);
     }
 
@@ -3001,12 +2995,7 @@ spec:
             .request
             .iter()
             .any(|f| matches!(f, RequestFilter::GatewayRewrite(_))));
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::HTTPRoute);
         assert_eq!(
             fields,
             vec![
@@ -3142,12 +3131,7 @@ spec:
             refs("no-refs"),
             "ResolvedRefs=False (InvalidCertificateRef, generation 3)"
         );
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::Gateway)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::Gateway);
         assert_eq!(
             fields,
             vec![
@@ -3555,12 +3539,7 @@ spec:
                 "ResolvedRefs=False (BackendNotFound)"
             ]
         );
-        let fields: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::GRPCRoute)
-            .map(|d| d.field.as_str())
-            .collect();
+        let fields = fields_of(&c, Kind::GRPCRoute);
         assert_eq!(
             fields,
             [
