@@ -42,6 +42,17 @@ def wait_port(port, deadline_s=60.0, proc=None):
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {deadline_s}s")
 
 
+def wait_port_free(port, deadline_s=15.0):
+    """A port still held by a draining old worker would fail the next start."""
+    end = time.time() + deadline_s
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                time.sleep(0.1)
+        except OSError:
+            return
+
+
 def http_status(port, host, path="/", timeout=2.0):
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
@@ -161,14 +172,7 @@ class Proxy:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.proc = None
-        # A port still held by a draining old worker would fail the next start.
-        end = time.time() + 15
-        while time.time() < end:
-            try:
-                with socket.create_connection(("127.0.0.1", self.a.http_port), timeout=0.2):
-                    time.sleep(0.1)
-            except OSError:
-                return
+        wait_port_free(self.a.http_port)
 
 
 def start_backend(a, work, body_bytes):

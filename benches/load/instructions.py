@@ -8,7 +8,12 @@ wrk, dumps the counters and divides by the requests wrk completed. User-space on
 kernel's share of each request (the socket syscalls) is not counted.
 
     python3 benches/load/instructions.py --portico target/release/ingress-controller
-    callgrind_annotate --inclusive=yes /tmp/portico-bench-cg/callgrind.out.* | head -60
+    python3 benches/load/instructions.py --portico target/release/ingress-controller \
+        --proxies portico,nginx,haproxy
+    callgrind_annotate --inclusive=yes /tmp/portico-bench-cg/callgrind.portico.* | head -60
+
+nginx (without its master process) and HAProxy (without master-worker) are counted the
+same way, on the same routes and backend, so the ratio is of like for like.
 """
 
 import argparse
@@ -34,6 +39,8 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds of measured load")
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--work", default="/tmp/portico-bench-cg")
+    ap.add_argument("--proxies", default="portico",
+                    help="comma-separated: portico, nginx, haproxy (each counted the same way)")
     a = ap.parse_args()
     # bench.py's defaults for everything the shared helpers read.
     a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 100, 4, 1, 0
@@ -45,14 +52,41 @@ def main():
                                     backend_port=a.backend_port, http_port=a.http_port,
                                     https_port=a.https_port))
     backend = bench.start_backend(a, work, 13)
+    counts = {}
+    try:
+        for name in a.proxies.split(","):
+            counts[name] = measure(a, work, name)
+    finally:
+        backend.terminate()
+        backend.wait()
+    if "portico" in counts:
+        for name, n in counts.items():
+            if name != "portico":
+                print(f"portico / {name}: {counts['portico'] / n:.2f}x")
+
+
+def proxy_cmd(a, work, name):
+    """The proxy's command line, one process, so callgrind sees every request."""
+    if name == "portico":
+        return [a.portico, "--manifests", os.path.join(work, "manifests"),
+                "--http-addr", f"127.0.0.1:{a.http_port}",
+                "--https-addr", f"127.0.0.1:{a.https_port}",
+                "--admin-addr", f"127.0.0.1:{a.admin_port}",
+                "--default-certificate", "bench/wildcard-tls", "--worker-threads", "1"]
+    if name == "nginx":
+        # No master: the one process serving is the one callgrind runs.
+        return ["nginx", "-c", os.path.join(work, "nginx.conf"),
+                "-g", "daemon off; master_process off;"]
+    if name == "haproxy":
+        # Without -W HAProxy serves from the process it was started as.
+        return ["haproxy", "-db", "-f", os.path.join(work, "haproxy.cfg")]
+    sys.exit(f"unknown proxy {name}")
+
+
+def measure(a, work, name):
     cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no",
-           f"--callgrind-out-file={work}/callgrind.out.%p",
-           a.portico, "--manifests", os.path.join(work, "manifests"),
-           "--http-addr", f"127.0.0.1:{a.http_port}",
-           "--https-addr", f"127.0.0.1:{a.https_port}",
-           "--admin-addr", f"127.0.0.1:{a.admin_port}",
-           "--default-certificate", "bench/wildcard-tls", "--worker-threads", "1"]
-    log = open(os.path.join(work, "portico.log"), "ab")
+           f"--callgrind-out-file={work}/callgrind.{name}.%p"] + proxy_cmd(a, work, name)
+    log = open(os.path.join(work, f"{name}.log"), "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
                             env=dict(os.environ, RUST_LOG="warn"))
     try:
@@ -69,16 +103,17 @@ def main():
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait()
-        backend.terminate()
-        backend.wait()
+        bench.wait_port_free(a.http_port)
     # The dump taken after the measured load is the newest numbered file.
-    dumps = sorted(glob.glob(f"{work}/callgrind.out.{proc.pid}.*"), key=os.path.getmtime)
+    dumps = sorted(glob.glob(f"{work}/callgrind.{name}.{proc.pid}.*"), key=os.path.getmtime)
     if not dumps or not r.get("requests"):
-        sys.exit(f"no callgrind dump or no requests (wrk: {r})")
+        sys.exit(f"{name}: no callgrind dump or no requests (wrk: {r})")
     with open(dumps[-1]) as f:
         total = next(int(m.group(1)) for line in f if (m := re.match(r"summary: (\d+)", line)))
-    print(f"requests {r['requests']} non-2xx {r['non2xx']} socket errors {r['socket_errors']}")
-    print(f"instructions per request: {total / r['requests']:,.0f}   (dump: {dumps[-1]})")
+    per = total / r["requests"]
+    print(f"{name}: requests {r['requests']} non-2xx {r['non2xx']} socket errors {r['socket_errors']}")
+    print(f"{name}: instructions per request: {per:,.0f}   (dump: {dumps[-1]})")
+    return per
 
 
 if __name__ == "__main__":
