@@ -784,17 +784,26 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
         opts,
     )
     .await;
-    // Six at once need six connections, all pooled while busy (each response head comes
-    // before its body); all six turn idle together once the bodies are done.
+    // Six at once need six connections; as their responses end, each goes back to the
+    // pool, and those beyond the limit are closed then.
     let burst: Vec<_> = (0..6)
         .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))
         .collect();
     for r in burst {
         assert_eq!(r.await.unwrap(), StatusCode::OK);
     }
-    assert_eq!(open.load(Ordering::SeqCst), 6);
-    // The next request reuses one and trims the idle surplus down to the limit.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while open.load(Ordering::SeqCst) > 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} upstream connections still open, limit 2",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The next request reuses a pooled one.
     assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    assert_eq!(open.load(Ordering::SeqCst), 2);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while open.load(Ordering::SeqCst) > 2 {
         assert!(

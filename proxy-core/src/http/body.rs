@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::activity::ActiveGuard;
 use super::h1::{H1Body, H1BodyError};
 use super::stall::Progress;
-use super::upstream::Stream;
+use super::upstream::{PodBody, Stream};
 
 /// Fires when a body has been waiting on its source for `timeout` since it last made
 /// progress. Costs nothing while data keeps coming: the timer is only armed when the
@@ -281,7 +281,7 @@ impl Throttle {
 
 enum Kind {
     Upstream {
-        body: Incoming,
+        body: PodBody,
         idle: IdleTimer,
         /// Its share of an HTTP/2 connection to the pod, given back when the body is done.
         _stream: Option<Stream>,
@@ -304,7 +304,7 @@ impl ProxyBody {
     }
 
     /// The upstream's body; each wait for more of it is bounded by `read_timeout`.
-    pub(crate) fn upstream(body: Incoming, read_timeout: Duration, stream: Option<Stream>) -> Self {
+    pub(crate) fn upstream(body: PodBody, read_timeout: Duration, stream: Option<Stream>) -> Self {
         Self {
             kind: Kind::Upstream {
                 body,
@@ -410,7 +410,7 @@ impl Body for ProxyBody {
                     }
                     Poll::Ready(Some(Err(e))) => {
                         this.end = Some(BodyEnd::UpstreamError);
-                        Poll::Ready(Some(Err(e.into())))
+                        Poll::Ready(Some(Err(e)))
                     }
                     Poll::Ready(None) => Poll::Ready(None),
                     Poll::Pending => {

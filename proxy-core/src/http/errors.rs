@@ -73,6 +73,11 @@ pub enum ProxyError {
         target: Target,
         source: hyper::Error,
     },
+    #[error("upstream {target} failed: {source}")]
+    UpstreamHttp1 {
+        target: Target,
+        source: super::h1::client::PodError,
+    },
     /// The TLS handshake with a pod failed: its certificate did not verify, or it
     /// speaks no TLS.
     #[error("TLS to {target} failed: {reason}")]
@@ -140,6 +145,7 @@ impl ProxyError {
             | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::Connect { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamHttp1 { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::UnexpectedUpgrade { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout { .. }
@@ -171,6 +177,7 @@ impl ProxyError {
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::SendTimeout { .. }
             | ProxyError::Upstream { .. }
+            | ProxyError::UpstreamHttp1 { .. }
             | ProxyError::UpstreamTls { .. }
             | ProxyError::UnexpectedUpgrade { .. }
             | ProxyError::ExternalAuth(_) => Blame::Upstream,

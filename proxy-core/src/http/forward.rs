@@ -16,6 +16,7 @@ use http_body_util::{Either, Empty};
 use super::body::{BodyEnd, ClientBody, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
+use super::h1::client::PodError;
 use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
 use super::upstream::{resendable, Dial, SendError, Sent, UpstreamBody};
@@ -564,7 +565,7 @@ impl Proxy {
             if matches!(client, upgrade::ClientSide::H2(_)) {
                 accepted_h2 = Some(upgrade::h2_accepted(resp.headers()));
             }
-            let upstream = hyper::upgrade::on(&mut resp);
+            let upstream = super::upstream::on_upgrade(&mut resp);
             upgrade::spawn_tunnel(
                 client,
                 upstream,
@@ -799,7 +800,12 @@ impl Proxy {
                         ProxyError::Upstream { source, .. } if source.is_parse() => {
                             Some(Condition::InvalidHeader)
                         }
+                        ProxyError::UpstreamHttp1 {
+                            source: PodError::Head(_) | PodError::HeadTooLarge,
+                            ..
+                        } => Some(Condition::InvalidHeader),
                         ProxyError::Upstream { .. }
+                        | ProxyError::UpstreamHttp1 { .. }
                         | ProxyError::UpstreamTls { .. }
                         | ProxyError::Connect { .. } => Some(Condition::Error),
                         _ => None,

@@ -9,20 +9,21 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::h1::ClientUpgrade;
 use super::idle_io::ReadIdle;
+use super::upstream::PodUpgrade;
 use super::{ProxyBody, ShutdownGuard};
 use crate::balance::Target;
+use hyper::upgrade::OnUpgrade;
 
 /// Waits for both halves of the upgrade and relays until either side closes. Runs on its
 /// own task: the connections it joins are no longer HTTP and need nothing from the config.
 pub(crate) fn spawn_tunnel(
     client: ClientSide,
-    upstream: OnUpgrade,
+    upstream: PodUpgrade,
     endpoint: Target,
     read_timeout: Duration,
     guard: ShutdownGuard,
@@ -31,7 +32,7 @@ pub(crate) fn spawn_tunnel(
         let _guard = guard;
         match client {
             ClientSide::H1(client) => {
-                let (client, upstream) = tokio::join!(client.connection(), upstream);
+                let (client, upstream) = tokio::join!(client.connection(), pod_io(upstream));
                 match (client, upstream) {
                     (Some(client), Ok(upstream)) => {
                         relay(client, upstream, &endpoint, read_timeout).await
@@ -45,12 +46,15 @@ pub(crate) fn spawn_tunnel(
                 }
             }
             ClientSide::H2(client) => {
-                let (client, upstream) = tokio::join!(client, upstream);
+                let (client, upstream) = tokio::join!(client, pod_io(upstream));
                 match (client, upstream) {
                     (Ok(client), Ok(upstream)) => {
                         relay(TokioIo::new(client), upstream, &endpoint, read_timeout).await
                     }
-                    (Err(e), _) | (_, Err(e)) => {
+                    (Err(e), _) => {
+                        tracing::debug!(%endpoint, error = %e, "upgrade did not complete")
+                    }
+                    (_, Err(e)) => {
                         tracing::debug!(%endpoint, error = %e, "upgrade did not complete")
                     }
                 }
@@ -59,16 +63,31 @@ pub(crate) fn spawn_tunnel(
     });
 }
 
+/// The pod's connection, whichever client switched it.
+trait PodIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PodIo for T {}
+
+async fn pod_io(upstream: PodUpgrade) -> Result<Box<dyn PodIo>, String> {
+    match upstream {
+        PodUpgrade::H1(Some(io)) => Ok(Box::new(io)),
+        PodUpgrade::H1(None) => Err("the pod connection was gone".to_owned()),
+        PodUpgrade::Hyper(on) => match on.await {
+            Ok(io) => Ok(Box::new(TokioIo::new(io))),
+            Err(e) => Err(e.to_string()),
+        },
+    }
+}
+
 async fn relay(
     mut client: impl AsyncRead + AsyncWrite + Unpin,
-    upstream: hyper::upgrade::Upgraded,
+    upstream: Box<dyn PodIo>,
     endpoint: &Target,
     read_timeout: Duration,
 ) {
     // A pod that sends nothing for the read timeout ends the tunnel, as nginx's
     // proxy_read_timeout ends an idle WebSocket; writes to it stall out at the
     // route's send timeout, as on every upstream connection.
-    let mut upstream = ReadIdle::new(TokioIo::new(upstream), read_timeout);
+    let mut upstream = ReadIdle::new(upstream, read_timeout);
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => {
             tracing::debug!(%endpoint, bytes_up = up, bytes_down = down, "tunnel closed")

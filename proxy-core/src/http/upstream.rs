@@ -9,9 +9,9 @@
 //! follows each published configuration ([`Runtime::apply`]): endpoints that leave every
 //! backend have their idle connections closed then, never on the request path.
 
-use std::future::{poll_fn, Future};
 use std::io;
-use std::pin::{pin, Pin};
+use std::os::fd::RawFd;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
@@ -31,11 +31,12 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio::task::AbortHandle;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
 use super::errors::ProxyError;
+use super::h1::client::{ExchangeError, Home, PodConn, ResponseBody, Upgraded};
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
@@ -46,18 +47,6 @@ use crate::config::{Config, Runtime, Timeouts};
 /// the request carrying this type moves through every layer of the send.
 pub(crate) type UpstreamBody = Either<RequestBody, Either<Box<BufferedBody>, Empty<Bytes>>>;
 
-/// A pooled connection: idle, or still relaying the response it was last used for (it
-/// becomes ready by itself once that body is done, with no task watching it).
-struct Idle {
-    sender: SendRequest<UpstreamBody>,
-    link: Arc<Link>,
-    last_used: Instant,
-    /// The wait for a response head on this connection, kept with it: moving a deadline
-    /// later is an atomic store, while a new timer per request costs a registration and
-    /// a removal in the runtime's timer wheel.
-    timer: Pin<Box<Sleep>>,
-}
-
 /// One upstream connection as the requests on it see it: the write-stall timeout its
 /// socket applies (each request sets its route's), and a way to close it from outside.
 pub(crate) struct Link {
@@ -65,6 +54,9 @@ pub(crate) struct Link {
     task: OnceLock<AbortHandle>,
     /// Requests in flight on it (HTTP/2, where they share it).
     streams: std::sync::atomic::AtomicUsize,
+    /// A plain HTTP/1.1 connection's socket (it has no task to abort): noted while the
+    /// connection lives and forgotten, under the lock, before the socket closes.
+    socket: Mutex<Option<RawFd>>,
 }
 
 /// One request's share of an HTTP/2 connection, given back when its response is done.
@@ -90,6 +82,35 @@ impl Link {
         if let Some(task) = self.task.get() {
             task.abort();
         }
+        let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = *socket {
+            // The socket is held by a response body that may not be polled again (an
+            // HTTP/2 stream with no window), so it is closed under its holder: its
+            // descriptor is pointed at a fresh unconnected socket, which releases the
+            // connection (the pod sees it end) while the holder's reads and writes fail
+            // from then on and its own close closes the stand-in.
+            // SAFETY: `fd` is the open socket of a live connection (it is forgotten
+            // under this lock before that socket is closed); `dup2` swaps what it refers
+            // to atomically, and the stand-in's own descriptor is closed right after.
+            unsafe {
+                let stand_in =
+                    libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+                if stand_in >= 0 {
+                    libc::dup2(stand_in, fd);
+                    libc::close(stand_in);
+                } else {
+                    libc::shutdown(fd, libc::SHUT_RDWR);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn note_socket(&self, fd: RawFd) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
+    }
+
+    pub(crate) fn forget_socket(&self) {
+        *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }
 
@@ -118,9 +139,59 @@ pub(crate) struct SendError {
     pub request: Option<Request<UpstreamBody>>,
 }
 
+/// A pod's response body: read by Portico's own HTTP/1.1 client, or by hyper's (HTTP/2,
+/// and HTTP/1.1 over TLS).
+pub(crate) enum PodBody {
+    H1(ResponseBody),
+    Hyper(Incoming),
+}
+
+impl http_body::Body for PodBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            PodBody::H1(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            PodBody::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            PodBody::H1(b) => b.is_end_stream(),
+            PodBody::Hyper(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            PodBody::H1(b) => b.size_hint(),
+            PodBody::Hyper(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The pod's side of a `101 Switching Protocols` answer, for the tunnel.
+pub(crate) enum PodUpgrade {
+    H1(Option<Upgraded>),
+    Hyper(hyper::upgrade::OnUpgrade),
+}
+
+/// Takes the pod's connection out of a `101` answer.
+pub(crate) fn on_upgrade(resp: &mut Response<PodBody>) -> PodUpgrade {
+    match resp.body_mut() {
+        PodBody::H1(b) => PodUpgrade::H1(b.upgraded()),
+        PodBody::Hyper(_) => PodUpgrade::Hyper(hyper::upgrade::on(resp)),
+    }
+}
+
 /// A response head from a pod, and what it came over.
 pub(crate) struct Sent {
-    pub resp: Response<Incoming>,
+    pub resp: Response<PodBody>,
     /// A new connection was made for it (the endpoint answers connects again).
     pub fresh: bool,
     pub link: Arc<Link>,
@@ -133,22 +204,48 @@ pub(crate) struct Sent {
 const SLOW_CONNECT: Duration = Duration::from_millis(500);
 
 #[derive(Default)]
-struct EndpointPool {
-    /// Plain HTTP/1.1, by far the most common: a list of its own, searched by nothing
-    /// but readiness.
-    idle: Mutex<Vec<Idle>>,
+pub(crate) struct EndpointPool {
+    /// Plain HTTP/1.1, by far the most common: idle connections only (one in use is
+    /// its response body's until that is read whole), the most recently used last.
+    /// Boxed: a connection is moved as a pointer between the pool, the exchange and
+    /// its response body.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<Vec<Box<PodConn>>>,
     /// Every other kind: HTTP/1.1 over TLS (idle, as above) and HTTP/2 (shared by the
     /// requests in flight on them), told apart by how they were dialled.
     other: Mutex<Vec<Other>>,
 }
 
 impl EndpointPool {
-    fn idle(&self) -> MutexGuard<'_, Vec<Idle>> {
+    #[allow(clippy::vec_box)]
+    fn idle(&self) -> MutexGuard<'_, Vec<Box<PodConn>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn other(&self) -> MutexGuard<'_, Vec<Other>> {
         self.other.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that can carry a request; the ones found
+    /// closed or pooled too long on the way are dropped.
+    fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
+        let mut list = self.idle();
+        while let Some(conn) = list.pop() {
+            if now.duration_since(conn.last_used) < idle_timeout && conn.is_reusable() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose response was read whole. Beyond `max` the one pooled
+    /// longest is closed.
+    pub(crate) fn put_h1(&self, conn: Box<PodConn>, max: usize) {
+        let mut list = self.idle();
+        if list.len() >= max.max(1) {
+            list.remove(0);
+        }
+        list.push(conn);
     }
 }
 
@@ -232,53 +329,6 @@ impl Pool {
         }
     }
 
-    fn checkout(&self, pool: &EndpointPool, now: Instant) -> Option<Checkout> {
-        let mut list = pool.idle();
-        let mut i = list.len();
-        while i > 0 {
-            i -= 1;
-            let conn = &list[i];
-            if conn.sender.is_closed() {
-                list.swap_remove(i);
-            } else if conn.sender.is_ready() {
-                let conn = list.swap_remove(i);
-                if now.duration_since(conn.last_used) < self.opts.idle_timeout {
-                    return Some((conn.sender, conn.link, conn.timer));
-                }
-            }
-        }
-        None
-    }
-
-    /// Keeps `sender` for reuse as soon as it is handed its request's response, so no task
-    /// has to wait for the body to finish. Busy connections are kept whatever their
-    /// number (they are in use anyway); idle ones beyond the limit are closed.
-    fn put(&self, pool: &EndpointPool, (sender, link, timer): Checkout) {
-        let mut list = pool.idle();
-        let max = self.opts.max_idle_per_endpoint;
-        if list.len() >= max {
-            list.retain(|c| !c.sender.is_closed());
-            // After a burst many connections turn idle at once: close the surplus, from
-            // the front of the list, where the longer-pooled ones mostly are.
-            let mut surplus = list
-                .iter()
-                .filter(|c| c.sender.is_ready())
-                .count()
-                .saturating_sub(max.saturating_sub(1));
-            list.retain(|c| {
-                let close = surplus > 0 && c.sender.is_ready();
-                surplus -= usize::from(close);
-                !close
-            });
-        }
-        list.push(Idle {
-            sender,
-            link,
-            last_used: Instant::now(),
-            timer,
-        });
-    }
-
     /// Sends `req` to `target` on a pooled or new connection, waiting at most the read
     /// timeout for the response head. `on_slow_connect` is called if connecting takes
     /// long. Returns whether a new connection was made, so the caller can clear an
@@ -302,27 +352,23 @@ impl Pool {
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         loop {
-            // One reading of the clock for the idle check and the response deadline (not
-            // borrowed, so the future does not carry it).
+            // One reading of the clock for the idle check and the response deadline.
             let now = Instant::now();
             let checked_out = match pool.as_deref() {
-                Some(p) => self.checkout(p, now),
+                Some(p) => p.checkout_h1(now, self.opts.idle_timeout),
                 None => None,
             };
-            let (mut sender, link, mut timer, fresh) = match checked_out {
-                Some((sender, link, mut timer)) => {
-                    timer.as_mut().reset(now + timeouts.read);
-                    (sender, link, timer, false)
+            let (conn, fresh) = match checked_out {
+                Some(mut conn) => {
+                    conn.timer.as_mut().reset(now + timeouts.read);
+                    (conn, false)
                 }
                 None => {
                     let slow = on_slow_connect.take();
                     // Boxed: most requests reuse a connection, and every request's
                     // future would otherwise carry (and move) the connect's state.
                     match Box::pin(connect_http1(target, timeouts, slow)).await {
-                        Ok((sender, link)) => {
-                            let timer = Box::pin(tokio::time::sleep(timeouts.read));
-                            (sender, link, timer, true)
-                        }
+                        Ok(conn) => (conn, true),
                         Err(error) => {
                             return Err(SendError {
                                 error,
@@ -332,27 +378,76 @@ impl Pool {
                     }
                 }
             };
+            let link = conn.link().clone();
             link.send_timeout
                 .store(millis(timeouts.send), Ordering::Relaxed);
             // A reused connection may have been closed by the upstream just as we sent.
             // A bodiless idempotent request can then be replayed on a new connection.
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
-            let sent = within(timer.as_mut(), sender.try_send_request(req)).await;
-            match judge(sent, fresh, replay, &mut stale_retry, target, timeouts)? {
-                Attempt::Answered(resp) => {
-                    if let Some(pool) = &pool {
-                        self.put(pool, (sender, link.clone(), timer));
-                    }
+            let home = pool.as_ref().map(|p| Home {
+                pool: p.clone(),
+                max_idle: self.opts.max_idle_per_endpoint,
+            });
+            match (conn.exchange(req, home).await, replay) {
+                (Ok(resp), _) => {
                     return Ok(Sent {
-                        resp,
+                        resp: resp.map(PodBody::H1),
                         fresh,
                         link,
                         stream: None,
-                    });
+                    })
                 }
-                Attempt::Again(back) => req = back,
+                (
+                    Err(ExchangeError::Pod {
+                        error,
+                        answered: false,
+                    }),
+                    Some(copy),
+                ) => {
+                    tracing::debug!(endpoint = %target, %error, "reused connection failed; replaying");
+                    stale_retry = false;
+                    req = copy;
+                }
+                (Err(e), _) => {
+                    return Err(SendError {
+                        error: exchange_error(target, timeouts, e),
+                        request: None,
+                    })
+                }
             }
         }
+    }
+}
+
+/// What a failed exchange on Portico's own HTTP/1.1 client is, to the caller.
+fn exchange_error(target: &Target, timeouts: Timeouts, e: ExchangeError) -> ProxyError {
+    match e {
+        ExchangeError::Body(e) => match e.downcast_ref::<RequestBodyError>() {
+            Some(body) => body_error(body),
+            None => ProxyError::BadRequest("request body could not be read"),
+        },
+        ExchangeError::ShortBody => ProxyError::BadRequest("request body shorter than stated"),
+        ExchangeError::SendStalled => ProxyError::SendTimeout {
+            target: target.clone(),
+            timeout: timeouts.send,
+        },
+        ExchangeError::TimedOut => ProxyError::ResponseTimeout {
+            target: target.clone(),
+            timeout: timeouts.read,
+        },
+        ExchangeError::Pod { error, .. } => ProxyError::UpstreamHttp1 {
+            target: target.clone(),
+            source: error,
+        },
+    }
+}
+
+/// The client's body failing on its way to a pod: the client's fault, or its timeout.
+fn body_error(body: &RequestBodyError) -> ProxyError {
+    match body {
+        RequestBodyError::Timeout(timeout) => ProxyError::ClientBodyTimeout { timeout: *timeout },
+        RequestBodyError::TooLarge(limit) => ProxyError::BodyTooLarge { limit: *limit },
+        RequestBodyError::Client(_) => ProxyError::BadRequest("request body could not be read"),
     }
 }
 
@@ -422,7 +517,7 @@ impl Pool {
             match judge(sent, fresh, replay, &mut stale_retry, target, timeouts)? {
                 Attempt::Answered(resp) => {
                     return Ok(Sent {
-                        resp,
+                        resp: resp.map(PodBody::Hyper),
                         fresh,
                         link,
                         stream,
@@ -510,23 +605,8 @@ type Tried = Result<
     TimedOut,
 >;
 
-/// A pooled HTTP/1.1 connection as taken out: its sender, link and response timer.
-type Checkout = (SendRequest<UpstreamBody>, Arc<Link>, Pin<Box<Sleep>>);
-
 /// The response head did not come before the read timeout.
 struct TimedOut;
-
-/// `fut`'s output, or [`TimedOut`] once `timer` fires.
-async fn within<F: Future>(mut timer: Pin<&mut Sleep>, fut: F) -> Result<F::Output, TimedOut> {
-    let mut fut = pin!(fut);
-    poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Ok(out));
-        }
-        timer.as_mut().poll(cx).map(|()| Err(TimedOut))
-    })
-    .await
-}
 
 /// One try's outcome, the same for every kind of connection: a pooled connection that
 /// closed before it took the request hands it back (tried again on another), a reused
@@ -630,15 +710,7 @@ fn classify(target: &Target, timeouts: Timeouts, error: hyper::Error) -> ProxyEr
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
     while let Some(e) = source {
         if let Some(body) = e.downcast_ref::<RequestBodyError>() {
-            return match body {
-                RequestBodyError::Timeout(timeout) => {
-                    ProxyError::ClientBodyTimeout { timeout: *timeout }
-                }
-                RequestBodyError::TooLarge(limit) => ProxyError::BodyTooLarge { limit: *limit },
-                RequestBodyError::Client(_) => {
-                    ProxyError::BadRequest("request body could not be read")
-                }
-            };
+            return body_error(body);
         }
         if let Some(io) = e.downcast_ref::<io::Error>() {
             if WriteStalled::is(io) {
@@ -718,12 +790,10 @@ async fn connect_http1(
     target: &Target,
     timeouts: Timeouts,
     on_slow: Option<impl FnOnce()>,
-) -> Result<(SendRequest<UpstreamBody>, Arc<Link>), ProxyError> {
+) -> Result<Box<PodConn>, ProxyError> {
     let stream = connect_tcp(target, timeouts, on_slow).await?;
     let (link, send_timeout) = Link::new(timeouts);
-    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout));
-    let sender = handshake_http1(target, &link, io).await?;
-    Ok((sender, link))
+    Ok(PodConn::new(stream, link, send_timeout, timeouts.read))
 }
 
 impl Link {
@@ -733,6 +803,7 @@ impl Link {
             send_timeout: send_timeout.clone(),
             task: OnceLock::new(),
             streams: Default::default(),
+            socket: Mutex::new(None),
         });
         (link, send_timeout)
     }

@@ -160,6 +160,129 @@ pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> 
     })
 }
 
+/// How a pod's response body is delimited (RFC 9112 §6.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// No body: a `HEAD` request's answer, 1xx, 204, 304, or a length of 0.
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the pod closes the connection.
+    UntilClose,
+}
+
+/// A parsed response head from a pod.
+pub(crate) struct ResponseHead {
+    pub parts: http::response::Parts,
+    pub framing: BodyFraming,
+    /// The connection may carry another request after this response.
+    pub keep_alive: bool,
+}
+
+/// Why a pod's response head is refused (answered 502, as nginx does).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ResponseHeadError {
+    #[error("invalid response head: {0}")]
+    Malformed(&'static str),
+    #[error("response head has too many fields")]
+    TooManyFields,
+}
+
+/// Response fields parsed on the stack; a head with more is refused.
+const RESPONSE_FIELDS: usize = 100;
+
+/// Parses the pod's response head at the start of `head` (exactly one head, as
+/// [`head_end_from`] found it), answering the request made with `method`. Framing is
+/// as strict as for requests: both `Content-Length` and `Transfer-Encoding`, or lengths
+/// that disagree, are refused rather than guessed at (nginx refuses them too).
+pub(crate) fn parse_response(
+    head: Bytes,
+    method: &Method,
+) -> Result<ResponseHead, ResponseHeadError> {
+    let mut storage =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; RESPONSE_FIELDS];
+    let mut resp = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, &head, &mut storage)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => ResponseHeadError::TooManyFields,
+            httparse::Error::Version => ResponseHeadError::Malformed("unsupported HTTP version"),
+            httparse::Error::HeaderName => ResponseHeadError::Malformed("invalid header name"),
+            httparse::Error::HeaderValue => ResponseHeadError::Malformed("invalid header value"),
+            httparse::Error::NewLine => ResponseHeadError::Malformed("invalid line ending"),
+            httparse::Error::Status | httparse::Error::Token => {
+                ResponseHeadError::Malformed("invalid status line")
+            }
+        })?;
+    if status.is_partial() {
+        return Err(ResponseHeadError::Malformed("incomplete response head"));
+    }
+    let code = resp
+        .code
+        .and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or(ResponseHeadError::Malformed("invalid status code"))?;
+    let version = match resp.version {
+        Some(0) => Version::HTTP_10,
+        Some(1) => Version::HTTP_11,
+        _ => return Err(ResponseHeadError::Malformed("unsupported HTTP version")),
+    };
+    let base = head.as_ptr() as usize;
+    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    let mut framing = FramingFields::default();
+    for h in resp.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| ResponseHeadError::Malformed("invalid header name"))?;
+        let at = h.value.as_ptr() as usize - base;
+        let value = HeaderValue::from_maybe_shared(head.slice(at..at + h.value.len()))
+            .map_err(|_| ResponseHeadError::Malformed("invalid header value"))?;
+        framing.see(&name, value.as_bytes());
+        headers.append(name, value);
+    }
+    let bodiless = *method == Method::HEAD
+        || code.is_informational()
+        || code == StatusCode::NO_CONTENT
+        || code == StatusCode::NOT_MODIFIED;
+    let body = if bodiless {
+        BodyFraming::None
+    } else if framing.transfer_encoding {
+        if framing.length.is_some() {
+            return Err(ResponseHeadError::Malformed(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if framing.chunked && !framing.bad_coding && version == Version::HTTP_11 {
+            BodyFraming::Chunked
+        } else {
+            // RFC 9112 §6.3: a final coding other than chunked runs to the close.
+            BodyFraming::UntilClose
+        }
+    } else {
+        match framing.length {
+            None => BodyFraming::UntilClose,
+            Some(Ok(0)) => BodyFraming::None,
+            Some(Ok(n)) => BodyFraming::Length(n),
+            Some(Err(())) => {
+                return Err(ResponseHeadError::Malformed(
+                    "invalid or conflicting Content-Length",
+                ))
+            }
+        }
+    };
+    let keep_alive = match version {
+        Version::HTTP_11 => !framing.close,
+        _ => framing.keep_alive && !framing.close,
+    } && body != BodyFraming::UntilClose;
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = code;
+    parts.version = version;
+    parts.headers = headers;
+    Ok(ResponseHead {
+        parts,
+        framing: body,
+        keep_alive,
+    })
+}
+
 /// What the head's fields say about delimiting and keeping the connection.
 #[derive(Default)]
 struct FramingFields {

@@ -10,6 +10,7 @@
 //! whatever the proxy left of the request body, so the next request starts clean.
 //! HTTP/2 prior knowledge (h2c) is recognised by its preface and handed back.
 
+pub(crate) mod client;
 mod head;
 pub(crate) mod park;
 mod wire;

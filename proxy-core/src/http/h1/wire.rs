@@ -242,75 +242,79 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> State<IO> {
 impl<IO> State<IO> {
     /// Decodes what `buf` holds.
     pub(crate) fn step(&mut self) -> Result<Step, &'static str> {
-        loop {
-            match self.body {
-                Decoder::Done => return Ok(Step::End),
-                Decoder::Length(rest) | Decoder::ChunkData(rest) => {
-                    if self.buf.is_empty() {
-                        return Ok(Step::NeedMore);
-                    }
-                    let n = usize::try_from(rest)
-                        .unwrap_or(usize::MAX)
-                        .min(self.buf.len());
-                    let data = self.buf.split_to(n).freeze();
-                    let rest = rest - n as u64;
-                    self.body = match (self.body, rest) {
-                        (Decoder::Length(_), 0) => Decoder::Done,
-                        (Decoder::Length(_), _) => Decoder::Length(rest),
-                        (_, 0) => Decoder::ChunkDataEnd,
-                        _ => Decoder::ChunkData(rest),
-                    };
-                    return Ok(Step::Data(data));
+        decode(&mut self.body, &mut self.buf)
+    }
+}
+
+/// The next piece of a body framed as `body` says, from what `buf` holds; shared by
+/// request bodies from clients and response bodies from pods.
+pub(crate) fn decode(body: &mut Decoder, buf: &mut BytesMut) -> Result<Step, &'static str> {
+    loop {
+        match *body {
+            Decoder::Done => return Ok(Step::End),
+            Decoder::Length(rest) | Decoder::ChunkData(rest) => {
+                if buf.is_empty() {
+                    return Ok(Step::NeedMore);
                 }
-                Decoder::ChunkSize => {
-                    let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
-                        if self.buf.len() > MAX_CHUNK_LINE {
-                            return Err("chunk size line too long");
-                        }
-                        return Ok(Step::NeedMore);
-                    };
-                    if nl > MAX_CHUNK_LINE {
+                let n = usize::try_from(rest).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(n).freeze();
+                let rest = rest - n as u64;
+                *body = match (*body, rest) {
+                    (Decoder::Length(_), 0) => Decoder::Done,
+                    (Decoder::Length(_), _) => Decoder::Length(rest),
+                    (_, 0) => Decoder::ChunkDataEnd,
+                    _ => Decoder::ChunkData(rest),
+                };
+                return Ok(Step::Data(data));
+            }
+            Decoder::ChunkSize => {
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    if buf.len() > MAX_CHUNK_LINE {
                         return Err("chunk size line too long");
                     }
-                    let size = chunk_size(&self.buf[..nl])?;
-                    self.buf.advance(nl + 1);
-                    self.body = if size == 0 {
-                        Decoder::Trailers(0)
-                    } else {
-                        Decoder::ChunkData(size)
-                    };
+                    return Ok(Step::NeedMore);
+                };
+                if nl > MAX_CHUNK_LINE {
+                    return Err("chunk size line too long");
                 }
-                Decoder::ChunkDataEnd => {
-                    if self.buf.len() < 2 {
-                        return Ok(Step::NeedMore);
-                    }
-                    if &self.buf[..2] != b"\r\n" {
-                        return Err("chunk data not followed by CRLF");
-                    }
-                    self.buf.advance(2);
-                    self.body = Decoder::ChunkSize;
+                let size = chunk_size(&buf[..nl])?;
+                buf.advance(nl + 1);
+                *body = if size == 0 {
+                    Decoder::Trailers(0)
+                } else {
+                    Decoder::ChunkData(size)
+                };
+            }
+            Decoder::ChunkDataEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::NeedMore);
                 }
-                Decoder::Trailers(seen) => {
-                    let Some(nl) = memchr::memchr(b'\n', &self.buf) else {
-                        if seen + self.buf.len() > MAX_TRAILERS {
-                            return Err("trailers too large");
-                        }
-                        return Ok(Step::NeedMore);
-                    };
-                    if nl == 0 || self.buf[nl - 1] != b'\r' {
-                        return Err("trailer line not ended by CRLF");
-                    }
-                    self.buf.advance(nl + 1);
-                    if nl == 1 {
-                        self.body = Decoder::Done;
-                        return Ok(Step::End);
-                    }
-                    if seen + nl + 1 > MAX_TRAILERS {
+                if &buf[..2] != b"\r\n" {
+                    return Err("chunk data not followed by CRLF");
+                }
+                buf.advance(2);
+                *body = Decoder::ChunkSize;
+            }
+            Decoder::Trailers(seen) => {
+                let Some(nl) = memchr::memchr(b'\n', buf) else {
+                    if seen + buf.len() > MAX_TRAILERS {
                         return Err("trailers too large");
                     }
-                    // Trailers are dropped: the upstream request is sent without them.
-                    self.body = Decoder::Trailers(seen + nl + 1);
+                    return Ok(Step::NeedMore);
+                };
+                if nl == 0 || buf[nl - 1] != b'\r' {
+                    return Err("trailer line not ended by CRLF");
                 }
+                buf.advance(nl + 1);
+                if nl == 1 {
+                    *body = Decoder::Done;
+                    return Ok(Step::End);
+                }
+                if seen + nl + 1 > MAX_TRAILERS {
+                    return Err("trailers too large");
+                }
+                // Trailers are dropped: Portico passes on no HTTP/1 trailers, either way.
+                *body = Decoder::Trailers(seen + nl + 1);
             }
         }
     }

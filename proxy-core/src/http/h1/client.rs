@@ -1,0 +1,711 @@
+//! Portico's HTTP/1.1 client towards pods over plain TCP: the request is written and
+//! the response read by the request's own future, and the response body reads itself
+//! off the socket wherever it is polled. No connection task, no channel between the two,
+//! and a connection goes back to its pool the moment its response has been read whole,
+//! which for a small answer is before the response head leaves this module.
+//!
+//! Framing is as strict as on the client side: a response with both `Content-Length`
+//! and `Transfer-Encoding`, or with lengths that disagree, is refused (502, as nginx
+//! refuses it), and a chunked body that breaks its own framing ends with an error.
+
+use std::fmt::Write as _;
+use std::future::{poll_fn, Future};
+use std::io::{self, IoSlice};
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::head::{self, BodyFraming, ResponseHeadError};
+use super::wire::{decode, Decoder, Step};
+use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
+use crate::http::upstream::{EndpointPool, Link, UpstreamBody};
+
+/// Most bytes one read asks for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Longest response head taken from a pod; a longer one is refused.
+const MAX_HEAD: usize = 64 * 1024;
+
+/// Why a pod's answer could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error("connection closed before a complete response")]
+    Closed,
+    #[error(transparent)]
+    Head(#[from] ResponseHeadError),
+    #[error("response head over {MAX_HEAD} bytes")]
+    HeadTooLarge,
+    #[error("malformed chunked body: {0}")]
+    Body(&'static str),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Why an exchange with a pod failed.
+pub(crate) enum ExchangeError {
+    /// The client's body broke off (its error, as the body reported it).
+    Body(Box<dyn std::error::Error + Send + Sync>),
+    /// The client's body ended before the length its head stated.
+    ShortBody,
+    /// The pod took nothing for the send timeout.
+    SendStalled,
+    /// No response head within the read timeout.
+    TimedOut,
+    /// The pod closed, broke the connection, or did not speak HTTP/1.1. `answered`: some
+    /// of a response had come (so the request was surely seen).
+    Pod { error: PodError, answered: bool },
+}
+
+/// Where a connection goes back to once its response is read whole.
+pub(crate) struct Home {
+    pub pool: Arc<EndpointPool>,
+    pub max_idle: usize,
+}
+
+/// Clears the link's note of the socket before the socket closes, so that
+/// [`Link::close`] never touches a descriptor number reused by another socket.
+struct SocketNote(Arc<Link>);
+
+impl Drop for SocketNote {
+    fn drop(&mut self) {
+        self.0.forget_socket();
+    }
+}
+
+/// One plain HTTP/1.1 connection to a pod. Boxed once when made and moved as a pointer
+/// between the pool, the exchange and the response body.
+pub(crate) struct PodConn {
+    // First, so that it is dropped before the socket.
+    note: SocketNote,
+    io: WriteIdle<TcpStream>,
+    /// Read and not yet consumed.
+    buf: BytesMut,
+    /// The request head (and chunk-size lines) being written.
+    out: Vec<u8>,
+    /// The wait for a response head, kept with the connection: moving a deadline later
+    /// costs an atomic store, where a timer per request costs a registration.
+    pub timer: Pin<Box<Sleep>>,
+    pub last_used: Instant,
+}
+
+impl PodConn {
+    pub fn new(
+        stream: TcpStream,
+        link: Arc<Link>,
+        send_timeout: Arc<AtomicU64>,
+        read_timeout: Duration,
+    ) -> Box<Self> {
+        link.note_socket(stream.as_raw_fd());
+        Box::new(Self {
+            note: SocketNote(link),
+            io: WriteIdle::new(stream, WriteTimeout::Shared(send_timeout)),
+            buf: BytesMut::new(),
+            out: Vec::new(),
+            timer: Box::pin(tokio::time::sleep(read_timeout)),
+            last_used: Instant::now(),
+        })
+    }
+
+    pub fn link(&self) -> &Arc<Link> {
+        &self.note.0
+    }
+
+    /// Whether an idle connection can carry another request: not if the pod closed it
+    /// or sent something unasked. Asks the readiness the runtime already tracks, so a
+    /// quiet connection costs no system call.
+    pub fn is_reusable(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.get_ref().poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => {
+                // Readable while idle: the end of the stream, or bytes nobody asked for;
+                // or readiness left from the last response's read, which this clears.
+                let mut probe = [0u8; 1];
+                matches!(self.io.get_ref().try_read(&mut probe),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Sends `req` and reads the response head. Small bodies that came whole with the
+    /// head are taken at once, and the connection goes `home` then.
+    pub async fn exchange(
+        mut self: Box<Self>,
+        req: Request<UpstreamBody>,
+        home: Option<Home>,
+    ) -> Result<Response<ResponseBody>, ExchangeError> {
+        let (parts, body) = req.into_parts();
+        let mut sending = Sending::new(body);
+        let asks_close = sending.encode_head(&parts, &mut self.out);
+        let method = parts.method;
+        drop(parts.headers);
+        let mut scanned = 0;
+        let mut answered = false;
+        let mut send_failed = None;
+        let head = poll_fn(|cx| {
+            let conn = &mut *self;
+            if !sending.done && send_failed.is_none() {
+                match sending.poll(conn, cx) {
+                    Poll::Ready(Err(ExchangeError::Pod { error, .. })) => {
+                        // The pod may have answered before it stopped reading (a 413,
+                        // say): its answer is still read.
+                        send_failed = Some(error);
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) | Poll::Pending => {}
+                }
+            }
+            loop {
+                if let Some(end) = head::head_end_from(&conn.buf, scanned) {
+                    scanned = 0;
+                    let bytes = conn.buf.split_to(end).freeze();
+                    match head::parse_response(bytes, &method) {
+                        Ok(h)
+                            if h.parts.status.is_informational()
+                                && h.parts.status != StatusCode::SWITCHING_PROTOCOLS =>
+                        {
+                            // 100 Continue, 103 Early Hints: the final answer follows.
+                            continue;
+                        }
+                        Ok(h) => return Poll::Ready(Ok(h)),
+                        Err(e) => {
+                            return Poll::Ready(Err(ExchangeError::Pod {
+                                error: e.into(),
+                                answered: true,
+                            }))
+                        }
+                    }
+                }
+                scanned = conn.buf.len();
+                if scanned > MAX_HEAD {
+                    return Poll::Ready(Err(ExchangeError::Pod {
+                        error: PodError::HeadTooLarge,
+                        answered: true,
+                    }));
+                }
+                match conn.poll_fill(cx) {
+                    Poll::Ready(Ok(0)) => {
+                        let error = send_failed.take().unwrap_or(PodError::Closed);
+                        return Poll::Ready(Err(ExchangeError::Pod {
+                            error,
+                            answered: answered || !conn.buf.is_empty(),
+                        }));
+                    }
+                    Poll::Ready(Ok(_)) => answered = true,
+                    Poll::Ready(Err(e)) => {
+                        let error = send_failed.take().unwrap_or(PodError::Io(e));
+                        return Poll::Ready(Err(ExchangeError::Pod {
+                            error,
+                            answered: answered || !conn.buf.is_empty(),
+                        }));
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            match conn.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(ExchangeError::TimedOut)),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await?;
+
+        let head::ResponseHead {
+            parts,
+            framing,
+            keep_alive,
+        } = head;
+        let reusable = keep_alive && !asks_close && send_failed.is_none();
+        let mut body = ResponseBody {
+            decoder: Decoder::Done,
+            until_close: false,
+            keep_alive: reusable,
+            sending: (!sending.done && send_failed.is_none()).then(|| Box::new(sending)),
+            ready: None,
+            home,
+            conn: Some(self),
+        };
+        if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+            // The connection is the tunnel's now (`ResponseBody::upgraded`).
+            body.keep_alive = false;
+            body.sending = None;
+            return Ok(Response::from_parts(parts, body));
+        }
+        match framing {
+            BodyFraming::None => body.finish(),
+            BodyFraming::Length(n) => {
+                body.decoder = Decoder::Length(n);
+                body.take_whole();
+            }
+            BodyFraming::Chunked => body.decoder = Decoder::ChunkSize,
+            BodyFraming::UntilClose => body.until_close = true,
+        }
+        Ok(Response::from_parts(parts, body))
+    }
+}
+
+/// The request going out: head, then body, framed by length or chunked.
+struct Sending {
+    body: UpstreamBody,
+    framing: Framing,
+    /// Bytes of the connection's `out` already written.
+    out_at: usize,
+    data: Bytes,
+    tail: &'static [u8],
+    /// Whether the body has been polled yet (its first piece rides with the head).
+    started: bool,
+    /// Everything was written.
+    done: bool,
+    body_done: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+}
+
+impl Sending {
+    fn new(body: UpstreamBody) -> Self {
+        Self {
+            body,
+            framing: Framing::Empty,
+            out_at: 0,
+            data: Bytes::new(),
+            tail: b"",
+            started: false,
+            done: false,
+            body_done: false,
+        }
+    }
+
+    /// Writes the request head into `out` and settles the body's framing: the length
+    /// the head states, else the body's own, else chunked. Returns whether the request
+    /// asks to close the connection after it.
+    fn encode_head(&mut self, parts: &http::request::Parts, out: &mut Vec<u8>) -> bool {
+        out.clear();
+        out.reserve(64 + parts.headers.len() * 48);
+        out.extend_from_slice(parts.method.as_str().as_bytes());
+        out.push(b' ');
+        let target = match parts.uri.path_and_query() {
+            Some(pq) => pq.as_str(),
+            None => "/",
+        };
+        out.extend_from_slice(target.as_bytes());
+        out.extend_from_slice(b" HTTP/1.1\r\n");
+        let mut length = None;
+        let mut close = false;
+        for (name, value) in &parts.headers {
+            match name.as_str() {
+                // This connection's framing is written below, from the body.
+                "transfer-encoding" => continue,
+                "content-length" => {
+                    let n = value
+                        .to_str()
+                        .ok()
+                        .and_then(|v| v.trim().parse::<u64>().ok());
+                    if length.is_some() || n.is_none() {
+                        continue;
+                    }
+                    length = n;
+                }
+                "connection" => {
+                    close |= value
+                        .as_bytes()
+                        .split(|b| *b == b',')
+                        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                }
+                _ => {}
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        self.framing = match length {
+            Some(n) => Framing::Length(n),
+            None if self.body.is_end_stream() => Framing::Empty,
+            None => match self.body.size_hint().exact() {
+                Some(n) => {
+                    let _ = write!(Text(out), "content-length: {n}\r\n");
+                    Framing::Length(n)
+                }
+                None => {
+                    out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                    Framing::Chunked
+                }
+            },
+        };
+        out.extend_from_slice(b"\r\n");
+        if self.framing == Framing::Empty {
+            self.body_done = true;
+        }
+        close
+    }
+
+    /// Queues `data` behind what `out` holds.
+    fn queue(&mut self, conn: &mut PodConn, data: Bytes) -> Result<(), ExchangeError> {
+        if self.out_at == conn.out.len() {
+            conn.out.clear();
+            self.out_at = 0;
+        }
+        match &mut self.framing {
+            Framing::Length(rest) => {
+                let n = data.len() as u64;
+                if n > *rest {
+                    // More than the head stated: the pod would read it as a request.
+                    return Err(ExchangeError::Body(
+                        "request body longer than its Content-Length".into(),
+                    ));
+                }
+                *rest -= n;
+                self.data = data;
+            }
+            Framing::Chunked => {
+                let _ = write!(Text(&mut conn.out), "{:x}\r\n", data.len());
+                self.data = data;
+                self.tail = b"\r\n";
+            }
+            Framing::Empty => {}
+        }
+        Ok(())
+    }
+
+    /// The body's next piece, queued; or its end.
+    fn poll_body(
+        &mut self,
+        conn: &mut PodConn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        loop {
+            match Pin::new(&mut self.body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    // Trailers are not sent: Portico passes on no HTTP/1 trailers.
+                    if let Ok(data) = frame.into_data() {
+                        if !data.is_empty() {
+                            return Poll::Ready(self.queue(conn, data));
+                        }
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Err(ExchangeError::Body(e))),
+                Poll::Ready(None) => {
+                    self.body_done = true;
+                    match self.framing {
+                        Framing::Length(rest) if rest > 0 => {
+                            return Poll::Ready(Err(ExchangeError::ShortBody))
+                        }
+                        Framing::Chunked => {
+                            if self.out_at == conn.out.len() {
+                                conn.out.clear();
+                                self.out_at = 0;
+                            }
+                            conn.out.extend_from_slice(b"0\r\n\r\n");
+                        }
+                        _ => {}
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn pending(&self, conn: &PodConn) -> bool {
+        self.out_at < conn.out.len() || !self.data.is_empty() || !self.tail.is_empty()
+    }
+
+    fn advance(&mut self, conn: &PodConn, mut n: usize) {
+        let out = (conn.out.len() - self.out_at).min(n);
+        self.out_at += out;
+        n -= out;
+        let data = self.data.len().min(n);
+        self.data.advance(data);
+        n -= data;
+        self.tail = &self.tail[n.min(self.tail.len())..];
+    }
+
+    /// Writes as much of the request as the socket and the body allow now.
+    fn poll(
+        &mut self,
+        conn: &mut PodConn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ExchangeError>> {
+        if !self.started {
+            self.started = true;
+            // A body ready now goes out with the head, in one write.
+            if !self.body_done {
+                if let Poll::Ready(Err(e)) = self.poll_body(conn, cx) {
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        loop {
+            while self.pending(conn) {
+                let bufs = [
+                    IoSlice::new(&conn.out[self.out_at..]),
+                    IoSlice::new(&self.data),
+                    IoSlice::new(self.tail),
+                ];
+                match Pin::new(&mut conn.io).poll_write_vectored(cx, &bufs) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err(ExchangeError::Pod {
+                            error: PodError::Io(io::ErrorKind::WriteZero.into()),
+                            answered: false,
+                        }))
+                    }
+                    Poll::Ready(Ok(n)) => self.advance(conn, n),
+                    Poll::Ready(Err(e)) if WriteStalled::is(&e) => {
+                        return Poll::Ready(Err(ExchangeError::SendStalled))
+                    }
+                    Poll::Ready(Err(e)) => {
+                        return Poll::Ready(Err(ExchangeError::Pod {
+                            error: PodError::Io(e),
+                            answered: false,
+                        }))
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            if self.body_done {
+                self.done = true;
+                return Poll::Ready(Ok(()));
+            }
+            match self.poll_body(conn, cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+/// `fmt::Write` into a byte buffer, for numbers in heads.
+struct Text<'a>(&'a mut Vec<u8>);
+
+impl std::fmt::Write for Text<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A pod's response body, read off its connection wherever it is polled. A request
+/// body still going out (a pod may answer before reading all of it) is written from
+/// here as well.
+pub(crate) struct ResponseBody {
+    /// `None` once the body is over (the connection gone home, or closed).
+    conn: Option<Box<PodConn>>,
+    decoder: Decoder,
+    until_close: bool,
+    /// The connection may carry another request once this body is read.
+    keep_alive: bool,
+    sending: Option<Box<Sending>>,
+    /// The whole body, when it came with the head.
+    ready: Option<Bytes>,
+    home: Option<Home>,
+}
+
+impl ResponseBody {
+    /// A length-framed body already read whole is taken now, and the connection sent
+    /// home before the response goes on.
+    fn take_whole(&mut self) {
+        let (Decoder::Length(n), Some(conn)) = (self.decoder, &mut self.conn) else {
+            return;
+        };
+        if (conn.buf.len() as u64) < n {
+            return;
+        }
+        // Below the buffer's length here, so it fits.
+        let n = usize::try_from(n).unwrap_or(usize::MAX);
+        self.ready = Some(conn.buf.split_to(n).freeze());
+        self.decoder = Decoder::Done;
+        self.finish();
+    }
+
+    /// The response is read whole: the connection goes home if it may carry another
+    /// request, else it is closed.
+    fn finish(&mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        if !(self.keep_alive && self.sending.is_none() && conn.buf.is_empty()) {
+            return;
+        }
+        if let Some(home) = self.home.take() {
+            conn.last_used = Instant::now();
+            home.pool.put_h1(conn, home.max_idle);
+        }
+    }
+
+    /// The connection of a `101 Switching Protocols` answer, for the tunnel, with what
+    /// the pod sent after the head.
+    pub fn upgraded(&mut self) -> Option<Upgraded> {
+        let conn = self.conn.take()?;
+        let PodConn { io, buf, .. } = *conn;
+        Some(Upgraded {
+            io,
+            early: buf.freeze(),
+        })
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = PodError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, PodError>>> {
+        let this = &mut *self;
+        if let Some(data) = this.ready.take() {
+            return Poll::Ready(Some(Ok(Frame::data(data))));
+        }
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Some(sending) = &mut this.sending {
+            match sending.poll(conn, cx) {
+                Poll::Ready(Ok(())) => this.sending = None,
+                Poll::Ready(Err(_)) => {
+                    // The pod stopped reading the request; its answer is still read,
+                    // and the connection is not reused.
+                    this.sending = None;
+                    this.keep_alive = false;
+                }
+                Poll::Pending => {}
+            }
+        }
+        loop {
+            if this.until_close {
+                if !conn.buf.is_empty() {
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+            } else {
+                match decode(&mut this.decoder, &mut conn.buf) {
+                    Ok(Step::Data(data)) => {
+                        if this.decoder == Decoder::Done {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    Ok(Step::End) => {
+                        this.finish();
+                        return Poll::Ready(None);
+                    }
+                    Ok(Step::NeedMore) => {}
+                    Err(why) => {
+                        this.conn = None;
+                        return Poll::Ready(Some(Err(PodError::Body(why))));
+                    }
+                }
+            }
+            match conn.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    this.conn = None;
+                    if this.until_close {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Err(PodError::Closed)));
+                }
+                Poll::Ready(Ok(_)) => {}
+                Poll::Ready(Err(e)) => {
+                    this.conn = None;
+                    return Poll::Ready(Some(Err(PodError::Io(e))));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ready.is_none()
+            && (self.conn.is_none() || (!self.until_close && self.decoder == Decoder::Done))
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let ready = self.ready.as_ref().map_or(0, |d| d.len() as u64);
+        match self.decoder {
+            Decoder::Length(n) => SizeHint::with_exact(n + ready),
+            Decoder::Done if !self.until_close || self.conn.is_none() => {
+                SizeHint::with_exact(ready)
+            }
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A pod connection after `101 Switching Protocols`: what the pod sent after the head
+/// is read first.
+pub(crate) struct Upgraded {
+    io: WriteIdle<TcpStream>,
+    early: Bytes,
+}
+
+impl AsyncRead for Upgraded {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.early.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Upgraded {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
