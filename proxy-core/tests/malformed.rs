@@ -150,3 +150,50 @@ async fn slow_or_silent_clients_are_cut_off() {
     }
     assert_eq!(b.hits(), 0);
 }
+
+#[tokio::test]
+async fn bytes_a_pod_sends_past_its_answer_never_answer_the_next_request() {
+    // Response splitting: a second answer smuggled behind the first. The connection
+    // it came on is not reused, so the next request gets its own answer.
+    let pod = silent_backend(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok\
+HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil",
+    )
+    .await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    for _ in 0..3 {
+        let reply = get(px.addr, "app.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "ok");
+    }
+}
+
+#[tokio::test]
+async fn ambiguous_or_broken_pod_answers_are_502() {
+    for (name, answer) in [
+        (
+            "both Content-Length and Transfer-Encoding",
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                [..],
+        ),
+        (
+            "lengths that disagree",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        ),
+        ("a status that is not one", b"HTTP/1.1 20x OK\r\n\r\n"),
+        ("not HTTP", b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
+    ] {
+        let pod = silent_backend(answer).await;
+        let px = TestProxy::start(config(
+            vec![rule("app.test", "pod")],
+            vec![backend("pod", &[pod])],
+        ))
+        .await;
+        let reply = get(px.addr, "app.test", "/").await;
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{name}");
+    }
+}

@@ -81,6 +81,15 @@ impl BufferedBody {
         self.left
     }
 
+    #[cfg(test)]
+    pub fn for_tests(data: &'static [u8]) -> Self {
+        Self {
+            memory: VecDeque::from([Bytes::from_static(data)]),
+            file: None,
+            left: data.len() as u64,
+        }
+    }
+
     /// A second copy of a body held wholly in memory and not yet read from (the chunks
     /// are shared, not copied); `None` for one spilled to a file.
     pub fn try_clone(&self) -> Option<Self> {

@@ -105,6 +105,16 @@ impl Link {
         }
     }
 
+    /// A link for the same connection, its send timeout shared, with no socket noted.
+    pub(crate) fn renewed(&self) -> Arc<Link> {
+        Arc::new(Link {
+            send_timeout: self.send_timeout.clone(),
+            task: OnceLock::new(),
+            streams: Default::default(),
+            socket: Mutex::new(None),
+        })
+    }
+
     pub(crate) fn note_socket(&self, fd: RawFd) {
         *self.socket.lock().unwrap_or_else(|e| e.into_inner()) = Some(fd);
     }
@@ -360,6 +370,7 @@ impl Pool {
             };
             let (conn, fresh) = match checked_out {
                 Some(mut conn) => {
+                    conn.attach();
                     conn.timer.as_mut().reset(now + timeouts.read);
                     (conn, false)
                 }
@@ -797,7 +808,7 @@ async fn connect_http1(
 }
 
 impl Link {
-    fn new(timeouts: Timeouts) -> (Arc<Link>, Arc<AtomicU64>) {
+    pub(crate) fn new(timeouts: Timeouts) -> (Arc<Link>, Arc<AtomicU64>) {
         let send_timeout = Arc::new(AtomicU64::new(millis(timeouts.send)));
         let link = Arc::new(Link {
             send_timeout: send_timeout.clone(),

@@ -120,6 +120,16 @@ impl PodConn {
         &self.note.0
     }
 
+    /// Makes a pooled connection its new request's: a link still held for an earlier
+    /// response (an HTTP/2 client's stall watch) is left behind, so that closing that
+    /// response's link can never close this request's connection.
+    pub fn attach(&mut self) {
+        if Arc::strong_count(&self.note.0) > 1 {
+            self.note.0 = self.note.0.renewed();
+        }
+        self.note.0.note_socket(self.io.get_ref().as_raw_fd());
+    }
+
     /// Whether an idle connection can carry another request: not if the pod closed it
     /// or sent something unasked. Asks the readiness the runtime already tracks, so a
     /// quiet connection costs no system call.
@@ -553,6 +563,8 @@ impl ResponseBody {
             return;
         }
         if let Some(home) = self.home.take() {
+            // Closing this response's link no longer reaches the connection.
+            conn.link().forget_socket();
             conn.last_used = Instant::now();
             home.pool.put_h1(conn, home.max_idle);
         }
@@ -707,5 +719,244 @@ impl AsyncWrite for Upgraded {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::{header, Method};
+    use http_body_util::{BodyExt, Either, Empty};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::config::Timeouts;
+    use crate::http::buffer::BufferedBody;
+
+    /// A pod that reads one request (head and, with `Content-Length`, body), hands it
+    /// to the test and answers `answer` (written in pieces, to split heads and bodies
+    /// across reads), then keeps the connection until the test ends.
+    async fn pod(
+        answer: Vec<&'static [u8]>,
+    ) -> (Box<PodConn>, tokio::sync::oneshot::Receiver<Vec<u8>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut got = Vec::new();
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.expect("read");
+                got.extend_from_slice(&buf[..n]);
+                if n == 0 || request_complete(&got) {
+                    break;
+                }
+            }
+            let _ = tx.send(got);
+            for piece in answer {
+                s.write_all(piece).await.expect("write");
+                s.flush().await.expect("flush");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            // Held open: a close is the test's to cause.
+            let _ = s.read(&mut buf).await;
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (link, send_timeout) = Link::new(Timeouts::default());
+        (
+            PodConn::new(stream, link, send_timeout, Duration::from_secs(5)),
+            rx,
+        )
+    }
+
+    fn request_complete(got: &[u8]) -> bool {
+        let Some(end) = head::head_end_from(got, 0) else {
+            return false;
+        };
+        let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+        if head.contains("transfer-encoding: chunked") {
+            return got.ends_with(b"0\r\n\r\n");
+        }
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length: "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        got.len() >= end + length
+    }
+
+    fn get(method: Method) -> Request<UpstreamBody> {
+        let mut req = Request::new(Either::Right(Either::Right(Empty::new())));
+        *req.method_mut() = method;
+        *req.uri_mut() = http::Uri::from_static("/x?y=1");
+        req.headers_mut()
+            .insert(header::HOST, http::HeaderValue::from_static("app.test"));
+        req
+    }
+
+    async fn body_of(resp: Response<ResponseBody>) -> Result<Vec<u8>, PodError> {
+        Ok(resp.into_body().collect().await?.to_bytes().to_vec())
+    }
+
+    async fn answer(conn: Box<PodConn>, method: Method) -> Response<ResponseBody> {
+        match conn.exchange(get(method), None).await {
+            Ok(resp) => resp,
+            Err(_) => panic!("no response"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_length_body_split_across_reads_is_read_whole() {
+        let (conn, sent) = pod(vec![
+            b"HTTP/1.1 200 OK\r\nContent-",
+            b"Length: 11\r\n\r\nhello",
+            b" world",
+        ])
+        .await;
+        let resp = answer(conn, Method::GET).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.body().size_hint().exact(), Some(11));
+        assert_eq!(body_of(resp).await.expect("body"), b"hello world");
+        let sent = sent.await.expect("request");
+        assert_eq!(
+            String::from_utf8_lossy(&sent),
+            "GET /x?y=1 HTTP/1.1\r\nhost: app.test\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_bodies_decode_and_trailers_are_dropped() {
+        let (conn, _) = pod(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel",
+            b"lo\r\n6;ext=1\r\n world\r\n0\r\nX-Trailer: 1\r\n\r\n",
+        ])
+        .await;
+        let resp = answer(conn, Method::GET).await;
+        assert_eq!(body_of(resp).await.expect("body"), b"hello world");
+    }
+
+    #[tokio::test]
+    async fn a_broken_chunk_ends_the_body_with_an_error() {
+        let (conn, _) = pod(vec![
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloXX3\r\n",
+        ])
+        .await;
+        let resp = answer(conn, Method::GET).await;
+        assert!(matches!(body_of(resp).await, Err(PodError::Body(_))));
+    }
+
+    #[tokio::test]
+    async fn ambiguous_response_framing_is_refused() {
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+                [..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"HTTP/2 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+        ] {
+            let (conn, _) = pod(vec![raw]).await;
+            let what = String::from_utf8_lossy(raw);
+            match conn.exchange(get(Method::GET), None).await {
+                Err(ExchangeError::Pod {
+                    error: PodError::Head(_),
+                    answered: true,
+                }) => {}
+                Err(_) => panic!("{what:?}: refused for another reason"),
+                Ok(_) => panic!("{what:?} was taken"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn interim_answers_are_skipped_and_the_final_one_read() {
+        let (conn, _) = pod(vec![
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+        ])
+        .await;
+        let resp = answer(conn, Method::GET).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(body_of(resp).await.expect("body"), b"ok");
+    }
+
+    #[tokio::test]
+    async fn head_and_304_answers_have_no_body_whatever_their_length_says() {
+        let (conn, _) = pod(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"]).await;
+        let resp = answer(conn, Method::HEAD).await;
+        assert!(resp.body().is_end_stream());
+        assert_eq!(resp.headers()["content-length"], "5");
+        let (conn, _) = pod(vec![
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+        ])
+        .await;
+        let resp = answer(conn, Method::GET).await;
+        assert_eq!(body_of(resp).await.expect("body"), b"");
+    }
+
+    #[tokio::test]
+    async fn a_body_without_length_runs_to_the_close() {
+        let (conn, _) = pod(vec![b"HTTP/1.0 200 OK\r\n\r\nuntil", b" close"]).await;
+        let mut resp = answer(conn, Method::GET).await;
+        let mut got = Vec::new();
+        // The pod holds the connection open: what came is read, and no end seen yet.
+        while got.len() < 11 {
+            let frame = resp
+                .body_mut()
+                .frame()
+                .await
+                .expect("a frame")
+                .expect("data");
+            got.extend_from_slice(&frame.into_data().expect("data"));
+        }
+        assert_eq!(got, b"until close");
+        assert!(!resp.body().is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn silence_times_out_and_a_close_before_the_head_answers_nothing() {
+        let (mut conn, _) = pod(vec![]).await;
+        conn.timer
+            .as_mut()
+            .reset(Instant::now() + Duration::from_millis(100));
+        assert!(matches!(
+            conn.exchange(get(Method::GET), None).await,
+            Err(ExchangeError::TimedOut)
+        ));
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let (link, send_timeout) = Link::new(Timeouts::default());
+        let conn = PodConn::new(stream, link, send_timeout, Duration::from_secs(5));
+        assert!(matches!(
+            conn.exchange(get(Method::GET), None).await,
+            Err(ExchangeError::Pod {
+                error: PodError::Closed,
+                answered: false
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_body_known_whole_goes_out_with_its_length_in_one_write() {
+        let (conn, sent) = pod(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"]).await;
+        let body = BufferedBody::for_tests(b"abc");
+        let mut req = Request::new(Either::Right(Either::Left(Box::new(body))));
+        *req.method_mut() = Method::POST;
+        if conn.exchange(req, None).await.is_err() {
+            panic!("no response");
+        }
+        let sent = sent.await.expect("request");
+        assert_eq!(
+            String::from_utf8_lossy(&sent),
+            "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"
+        );
     }
 }
