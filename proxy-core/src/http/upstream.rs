@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
 use super::errors::ProxyError;
-use super::h1::client::{ExchangeError, Home, PodConn, ResponseBody, Upgraded};
+use super::h1::client::{ExchangeError, Home, Outgoing, PodConn, ResponseBody, Upgraded};
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
@@ -348,7 +348,7 @@ impl Pool {
         target: &Target,
         dial: &Dial,
         timeouts: Timeouts,
-        mut req: Request<UpstreamBody>,
+        req: Request<UpstreamBody>,
         on_slow_connect: impl FnOnce(),
     ) -> Result<Sent, SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
@@ -361,6 +361,7 @@ impl Pool {
         }
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
+        let mut outgoing = Outgoing::Request(req);
         loop {
             // One reading of the clock for the idle check and the response deadline.
             let now = Instant::now();
@@ -381,10 +382,11 @@ impl Pool {
                     match Box::pin(connect_http1(target, timeouts, slow)).await {
                         Ok(conn) => (conn, true),
                         Err(error) => {
-                            return Err(SendError {
-                                error,
-                                request: Some(req),
-                            })
+                            let request = match outgoing {
+                                Outgoing::Request(req) => Some(req),
+                                Outgoing::Replay(r) => r.into_request(REPLAY_MAX_HEADERS),
+                            };
+                            return Err(SendError { error, request });
                         }
                     }
                 }
@@ -393,14 +395,17 @@ impl Pool {
             link.send_timeout
                 .store(millis(timeouts.send), Ordering::Relaxed);
             // A reused connection may have been closed by the upstream just as we sent.
-            // A bodiless idempotent request can then be replayed on a new connection.
-            let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
+            // A bodiless idempotent request is then sent again, as it was written, on a
+            // new connection.
+            let may_replay = !fresh
+                && stale_retry
+                && matches!(&outgoing, Outgoing::Request(req) if replayable(req));
             let home = pool.as_ref().map(|p| Home {
                 pool: p.clone(),
                 max_idle: self.opts.max_idle_per_endpoint,
             });
-            match (conn.exchange(req, home).await, replay) {
-                (Ok(resp), _) => {
+            match conn.exchange(outgoing, home).await {
+                Ok(resp) => {
                     return Ok(Sent {
                         resp: resp.map(PodBody::H1),
                         fresh,
@@ -408,18 +413,12 @@ impl Pool {
                         stream: None,
                     })
                 }
-                (
-                    Err(ExchangeError::Pod {
-                        error,
-                        answered: false,
-                    }),
-                    Some(copy),
-                ) => {
+                Err(ExchangeError::Unanswered { error, replay }) if may_replay => {
                     tracing::debug!(endpoint = %target, %error, "reused connection failed; replaying");
                     stale_retry = false;
-                    req = copy;
+                    outgoing = Outgoing::Replay(replay);
                 }
-                (Err(e), _) => {
+                Err(e) => {
                     return Err(SendError {
                         error: exchange_error(target, timeouts, e),
                         request: None,
@@ -429,6 +428,10 @@ impl Pool {
         }
     }
 }
+
+/// Fields a replayed request may carry when it is read back for another endpoint; it
+/// was written by this proxy, so this is a bound, not a limit clients meet.
+const REPLAY_MAX_HEADERS: usize = 1024;
 
 /// What a failed exchange on Portico's own HTTP/1.1 client is, to the caller.
 fn exchange_error(target: &Target, timeouts: Timeouts, e: ExchangeError) -> ProxyError {
@@ -446,10 +449,12 @@ fn exchange_error(target: &Target, timeouts: Timeouts, e: ExchangeError) -> Prox
             target: target.clone(),
             timeout: timeouts.read,
         },
-        ExchangeError::Pod { error, .. } => ProxyError::UpstreamHttp1 {
-            target: target.clone(),
-            source: error,
-        },
+        ExchangeError::Pod { error, .. } | ExchangeError::Unanswered { error, .. } => {
+            ProxyError::UpstreamHttp1 {
+                target: target.clone(),
+                source: error,
+            }
+        }
     }
 }
 

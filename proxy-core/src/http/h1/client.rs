@@ -21,6 +21,7 @@ use std::time::Duration;
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
@@ -32,6 +33,11 @@ use crate::http::upstream::{EndpointPool, Link, UpstreamBody};
 
 /// Most bytes one read asks for.
 const READ_SIZE: usize = 16 * 1024;
+
+/// What a read for a response head asks for: most heads, and small bodies with them,
+/// fit (nginx's `proxy_buffer_size` is as large), and an idle pooled connection holds
+/// no more.
+const HEAD_READ: usize = 4 * 1024;
 
 /// Longest response head taken from a pod; a longer one is refused.
 const MAX_HEAD: usize = 64 * 1024;
@@ -64,6 +70,38 @@ pub(crate) enum ExchangeError {
     /// The pod closed, broke the connection, or did not speak HTTP/1.1. `answered`: some
     /// of a response had come (so the request was surely seen).
     Pod { error: PodError, answered: bool },
+    /// A bodiless request got nothing back: the pod may have closed a reused connection
+    /// just as it was sent. `replay` is the request as it was written, to send again.
+    Unanswered { error: PodError, replay: Replay },
+}
+
+/// What an exchange sends: a request, or a bodiless one's bytes as an earlier exchange
+/// wrote them (a replay costs nothing until it is needed).
+// Not boxed: every request would pay an allocation for the rare replay's sake.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Outgoing {
+    Request(Request<UpstreamBody>),
+    Replay(Replay),
+}
+
+/// A bodiless request as written.
+pub(crate) struct Replay {
+    head: Vec<u8>,
+    method: http::Method,
+    close: bool,
+}
+
+impl Replay {
+    /// The request again, for another endpoint.
+    pub fn into_request(self, max_headers: usize) -> Option<Request<UpstreamBody>> {
+        let end = head::head_end_from(&self.head, 0)?;
+        let bytes = Bytes::from(self.head).slice(..end);
+        let parsed = head::parse(bytes, max_headers).ok()?;
+        Some(Request::from_parts(
+            parsed.parts,
+            Either::Right(Either::Right(Empty::new())),
+        ))
+    }
 }
 
 /// Where a connection goes back to once its response is read whole.
@@ -151,9 +189,11 @@ impl PodConn {
         }
     }
 
-    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(READ_SIZE);
+    /// Reads more into `buf`, asking for about `want` bytes: `Ok(0)` at the end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let want = want.clamp(1, READ_SIZE);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
     }
@@ -162,14 +202,23 @@ impl PodConn {
     /// head are taken at once, and the connection goes `home` then.
     pub async fn exchange(
         mut self: Box<Self>,
-        req: Request<UpstreamBody>,
+        outgoing: Outgoing,
         home: Option<Home>,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        let (parts, body) = req.into_parts();
-        let mut sending = Sending::new(body);
-        let asks_close = sending.encode_head(&parts, &mut self.out);
-        let method = parts.method;
-        drop(parts.headers);
+        let (mut sending, method, asks_close) = match outgoing {
+            Outgoing::Request(req) => {
+                let (parts, body) = req.into_parts();
+                let mut sending = Sending::new(body);
+                let asks_close = sending.encode_head(&parts, &mut self.out);
+                (sending, parts.method, asks_close)
+            }
+            Outgoing::Replay(replay) => {
+                self.out = replay.head;
+                let mut sending = Sending::new(Either::Right(Either::Right(Empty::new())));
+                sending.body_done = true;
+                (sending, replay.method, replay.close)
+            }
+        };
         let mut scanned = 0;
         let mut answered = false;
         let mut send_failed = None;
@@ -214,7 +263,7 @@ impl PodConn {
                         answered: true,
                     }));
                 }
-                match conn.poll_fill(cx) {
+                match conn.poll_fill(cx, HEAD_READ) {
                     Poll::Ready(Ok(0)) => {
                         let error = send_failed.take().unwrap_or(PodError::Closed);
                         return Poll::Ready(Err(ExchangeError::Pod {
@@ -238,7 +287,24 @@ impl PodConn {
                 Poll::Pending => Poll::Pending,
             }
         })
-        .await?;
+        .await;
+        let head = match head {
+            Ok(head) => head,
+            Err(ExchangeError::Pod {
+                error,
+                answered: false,
+            }) if sending.framing == Framing::Empty => {
+                return Err(ExchangeError::Unanswered {
+                    error,
+                    replay: Replay {
+                        head: std::mem::take(&mut self.out),
+                        method,
+                        close: asks_close,
+                    },
+                });
+            }
+            Err(e) => return Err(e),
+        };
 
         let head::ResponseHead {
             parts,
@@ -634,7 +700,13 @@ impl Body for ResponseBody {
                     }
                 }
             }
-            match conn.poll_fill(cx) {
+            let want = match this.decoder {
+                Decoder::Length(n) | Decoder::ChunkData(n) => {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }
+                _ => READ_SIZE,
+            };
+            match conn.poll_fill(cx, want) {
                 Poll::Ready(Ok(0)) => {
                     this.conn = None;
                     if this.until_close {
@@ -725,7 +797,7 @@ impl AsyncWrite for Upgraded {
 #[cfg(test)]
 mod tests {
     use http::{header, Method};
-    use http_body_util::{BodyExt, Either, Empty};
+    use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
@@ -800,7 +872,7 @@ mod tests {
     }
 
     async fn answer(conn: Box<PodConn>, method: Method) -> Response<ResponseBody> {
-        match conn.exchange(get(method), None).await {
+        match conn.exchange(Outgoing::Request(get(method)), None).await {
             Ok(resp) => resp,
             Err(_) => panic!("no response"),
         }
@@ -859,7 +931,10 @@ mod tests {
         ] {
             let (conn, _) = pod(vec![raw]).await;
             let what = String::from_utf8_lossy(raw);
-            match conn.exchange(get(Method::GET), None).await {
+            match conn
+                .exchange(Outgoing::Request(get(Method::GET)), None)
+                .await
+            {
                 Err(ExchangeError::Pod {
                     error: PodError::Head(_),
                     answered: true,
@@ -922,7 +997,8 @@ mod tests {
             .as_mut()
             .reset(Instant::now() + Duration::from_millis(100));
         assert!(matches!(
-            conn.exchange(get(Method::GET), None).await,
+            conn.exchange(Outgoing::Request(get(Method::GET)), None)
+                .await,
             Err(ExchangeError::TimedOut)
         ));
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -936,10 +1012,11 @@ mod tests {
         let (link, send_timeout) = Link::new(Timeouts::default());
         let conn = PodConn::new(stream, link, send_timeout, Duration::from_secs(5));
         assert!(matches!(
-            conn.exchange(get(Method::GET), None).await,
-            Err(ExchangeError::Pod {
+            conn.exchange(Outgoing::Request(get(Method::GET)), None)
+                .await,
+            Err(ExchangeError::Unanswered {
                 error: PodError::Closed,
-                answered: false
+                ..
             })
         ));
     }
@@ -950,7 +1027,7 @@ mod tests {
         let body = BufferedBody::for_tests(b"abc");
         let mut req = Request::new(Either::Right(Either::Left(Box::new(body))));
         *req.method_mut() = Method::POST;
-        if conn.exchange(req, None).await.is_err() {
+        if conn.exchange(Outgoing::Request(req), None).await.is_err() {
             panic!("no response");
         }
         let sent = sent.await.expect("request");
