@@ -184,7 +184,8 @@ const RESOURCES: &[ResDef] = &[
 /// Other versions a resource is served at, `(group, plural, version)`: the same objects,
 /// converted by their `apiVersion` alone (the versions' schemas are the same), as the
 /// Gateway API CRDs of v1.6 serve ReferenceGrant at `v1` besides its stored `v1beta1`.
-const ALSO_SERVED: &[(&str, &str, &str)] = &[("gateway.networking.k8s.io", "referencegrants", "v1")];
+const ALSO_SERVED: &[(&str, &str, &str)] =
+    &[("gateway.networking.k8s.io", "referencegrants", "v1")];
 
 impl ResDef {
     /// Whether `version` of this resource is served.
@@ -313,8 +314,7 @@ impl State {
             if w.api_version == stored {
                 w.tx.send(line.clone()).is_ok()
             } else {
-                w.tx
-                    .send(event_line(kind, &at_version(&obj, &w.api_version)))
+                w.tx.send(event_line(kind, &at_version(&obj, &w.api_version)))
                     .is_ok()
             }
         });
@@ -383,7 +383,11 @@ impl State {
             .as_object_mut()
             .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
         else {
-            return Err(status(StatusCode::BAD_REQUEST, "BadRequest", "not an object"));
+            return Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "not an object",
+            ));
         };
         if def.has_generation() {
             meta["generation"] = json!(generation);
@@ -986,7 +990,11 @@ async fn handle(
     let params = query_params(&query);
     let def = RESOURCES[t.res];
     // Objects only: indexing anything else as one would panic.
-    let body_json = || serde_json::from_slice::<Value>(&body).ok().filter(Value::is_object);
+    let body_json = || {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(Value::is_object)
+    };
     // Objects are answered in the version asked for.
     let answer = |code: StatusCode, o: &Value| json_response(code, &at_version(o, &t.api_version));
     let resp = match (&method, &t.name) {

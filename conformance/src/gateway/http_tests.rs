@@ -1480,7 +1480,7 @@ async fn class_generation(c: &mut Ctx, class: &str, generation: i64) -> Check {
         move |all| {
             let st = all
                 .get(&("GatewayClass".to_owned(), class.clone()))
-                .ok_or("no status logged")?;
+                .ok_or("no status")?;
             super::world::holds(&st.conditions, "Accepted", true, None)?;
             let g = st.condition("Accepted").and_then(|c| c.generation);
             if g == Some(generation) {
