@@ -3,7 +3,8 @@
 //! resourceVersion as newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`,
 //! `BOOKMARK`, `ERROR`), `410 Gone` for a watch that starts before the compacted revision,
 //! GET/POST/PUT with optimistic concurrency, PATCH (merge, and server-side apply checked
-//! for its field manager and approximated as a merge) of objects and their `status`
+//! for its field manager and approximated as a merge; a `resourceVersion` in either is a
+//! precondition) of objects and their `status`
 //! subresource, and field/label selectors. As for the Gateway API CRDs, a kind may be
 //! served at more than one version (ReferenceGrant at `v1beta1` and `v1`: one set of
 //! objects, each answer in the version asked for), and `metadata.generation` counts the
@@ -1140,6 +1141,22 @@ async fn handle(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         "apply patch: apiVersion and kind must be set and match the resource",
+                    ))
+                }
+                // A patch naming a resourceVersion applies only over that version, as a
+                // real server takes it (a precondition, for server-side apply too).
+                (&Method::PATCH, Some(obj))
+                    if body_json().is_some_and(|p| {
+                        str_at(&p, &["metadata", "resourceVersion"]).is_some_and(|rv| {
+                            !rv.is_empty()
+                                && Some(rv) != str_at(&obj, &["metadata", "resourceVersion"])
+                        })
+                    }) =>
+                {
+                    error_response(status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
                     ))
                 }
                 // Merge patches, and server-side apply approximated as a merge (the double
