@@ -1421,7 +1421,8 @@ async fn latest_conditions(c: &mut Ctx, kind: &str, object: &str, generation: i6
 }
 
 /// The folder has no API server to count generations: the test sets
-/// `metadata.generation` as the API server would, 1 and then 2 with the change.
+/// `metadata.generation` as the API server would, 1 and then 2 with the change. (An API
+/// server counts them itself, and an update's own value does not count there.)
 async fn bump(
     c: &mut Ctx,
     kind: &str,

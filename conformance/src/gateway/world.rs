@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::exchange::{Exchange, INFRA_NS};
-use super::status::{from_log, ObjectStatus, Statuses};
-use super::status::{from_objects, STATUS_KINDS};
+use super::status::{from_log, from_objects, ObjectStatus, Statuses, STATUS_KINDS};
 use crate::apiserver::ApiServer;
 use crate::certs::{SelfSigned, TestCa};
 use crate::client::{send, TlsTrust};
