@@ -1,6 +1,7 @@
 //! Portico conformance: an echo backend, a client, a harness that runs the real
 //! `ingress-controller` binary, and a Gherkin step runner for the scenarios.
 
+pub mod apiserver;
 pub mod backends;
 pub mod certs;
 pub mod client;

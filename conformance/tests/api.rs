@@ -2,10 +2,7 @@
 //! reading the Kubernetes API, played by the API-server double, which also receives the
 //! Ingress status the controller writes (`--publish-address`).
 
-#[path = "../../ingress-controller/tests/apiserver/mod.rs"]
-mod apiserver;
-
-use apiserver::ApiServer;
+use conformance::apiserver::ApiServer;
 use conformance::cluster::{object_ref, Cluster, ClusterError};
 use conformance::harness::Controller;
 use conformance::suite::{

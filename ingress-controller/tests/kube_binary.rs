@@ -4,6 +4,8 @@
 //! through the status subresource, and a burst of
 //! EndpointSlice changes costs a handful of reloads.
 
+// One copy of the double, owned by the conformance crate, which runs suites over it too.
+#[path = "../../conformance/src/apiserver.rs"]
 mod apiserver;
 mod common;
 

@@ -2,6 +2,8 @@
 //! double: each watched by name (ConfigMaps also all together), kept across the TLS Secrets' relists, and the key
 //! Secret created by the leader when missing, never overwritten.
 
+// One copy of the double, owned by the conformance crate, which runs suites over it too.
+#[path = "../../conformance/src/apiserver.rs"]
 mod apiserver;
 
 use std::time::Duration;

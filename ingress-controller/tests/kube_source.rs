@@ -1,6 +1,8 @@
 //! The Kubernetes source against the API-server double: lists, watches, relists after
 //! 410 Gone, dropped connections and a restarted server.
 
+// One copy of the double, owned by the conformance crate, which runs suites over it too.
+#[path = "../../conformance/src/apiserver.rs"]
 mod apiserver;
 
 use std::time::Duration;

@@ -1,5 +1,7 @@
 //! Leader election, Ingress status and Events against the API-server double.
 
+// One copy of the double, owned by the conformance crate, which runs suites over it too.
+#[path = "../../conformance/src/apiserver.rs"]
 mod apiserver;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! `--webhook-addr`, its certificates read back from the Secret it created, and
 //! AdmissionReviews POSTed over TLS verified against that CA.
 
+// One copy of the double, owned by the conformance crate, which runs suites over it too.
+#[path = "../../conformance/src/apiserver.rs"]
 mod apiserver;
 mod common;
 

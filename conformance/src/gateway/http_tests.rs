@@ -1421,7 +1421,8 @@ async fn latest_conditions(c: &mut Ctx, kind: &str, object: &str, generation: i6
 }
 
 /// The folder has no API server to count generations: the test sets
-/// `metadata.generation` as the API server would, 1 and then 2 with the change.
+/// `metadata.generation` as the API server would, 1 and then 2 with the change. (An API
+/// server counts them itself, and an update's own value does not count there.)
 async fn bump(
     c: &mut Ctx,
     kind: &str,
@@ -1480,7 +1481,7 @@ async fn class_generation(c: &mut Ctx, class: &str, generation: i64) -> Check {
         move |all| {
             let st = all
                 .get(&("GatewayClass".to_owned(), class.clone()))
-                .ok_or("no status logged")?;
+                .ok_or("no status")?;
             super::world::holds(&st.conditions, "Accepted", true, None)?;
             let g = st.condition("Accepted").and_then(|c| c.generation);
             if g == Some(generation) {
@@ -1713,8 +1714,10 @@ const SHARED_PORT: &str = "every HTTP listener is served on Portico's one HTTP p
     the port-80 route answers for foo.com:8080";
 const SHARED_GATEWAYS: &str = "all Gateways share Portico's listeners: two Gateways' \
     routes for the same host and path are one route table, where upstream gives each \
-    Gateway its own address (GET / reaches the same-namespace Gateway's route through \
-    the all-namespaces one)";
+    Gateway its own address (GET / reaches one Gateway's route through the other: the \
+    older route wins, the same-namespace one over a folder, which reads it first; over \
+    the API server both are created in the same second and the name decides, for the \
+    all-namespaces one)";
 const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched route's \
     listener port, and all Gateways share one route table: a request to the port-8080 \
     Gateway gets the port-80 Gateway's route, and no port in Location";

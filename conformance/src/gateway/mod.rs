@@ -1,12 +1,13 @@
 //! Runner for the Gateway API's upstream conformance tests (v1.6.1) against the real
-//! binary over a manifest folder.
+//! binary, over a manifest folder or over the API-server double ([`Mode`]).
 //!
 //! The upstream tests are Go code against a cluster; their manifests are data
 //! (`conformance/base/manifests.yaml` and `conformance/tests/*.yaml`), read from
 //! [`gateway_api_dir`]. Each test here names the upstream test (its `ShortName`), its
 //! manifests, the features it needs, and either what Portico must do (a check written
 //! from reading the Go test) or why it is skipped. Each test runs in a world of its own
-//! ([`world::Ctx`]): a fresh folder, fresh echo backends, a fresh controller.
+//! ([`world::Ctx`]): a fresh folder (or API server), fresh echo backends, a fresh
+//! controller.
 
 pub mod exchange;
 pub mod grpc_tests;
@@ -20,6 +21,7 @@ use std::pin::Pin;
 use std::time::Instant;
 
 use world::Ctx;
+pub use world::Mode;
 
 /// The upstream version whose tests these are.
 pub const GATEWAY_API_VERSION: &str = "v1.6.1";
@@ -108,13 +110,19 @@ impl Outcome {
 pub struct TestResult {
     pub case: Case,
     pub profile: &'static str,
+    pub mode: Mode,
     pub outcome: Outcome,
     pub seconds: f64,
 }
 
-/// Run `cases` of `profile` (one at a time: each starts its own controller), printing
-/// each result as it comes.
-pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<TestResult> {
+/// Run `cases` of `profile` in `mode` (one at a time: each starts its own controller),
+/// printing each result as it comes.
+pub async fn run(
+    root: &Path,
+    profile: &'static str,
+    cases: &[Case],
+    mode: Mode,
+) -> Vec<TestResult> {
     let filter = std::env::var(FILTER_ENV).unwrap_or_default();
     let mut out = Vec::new();
     for case in cases
@@ -124,11 +132,11 @@ pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Test
         let start = Instant::now();
         let outcome = match case.plan {
             Plan::Skip(why) => Outcome::Skip(why.to_owned()),
-            Plan::Run(f) => match run_one(root, case, f).await {
+            Plan::Run(f) => match run_one(root, case, f, mode).await {
                 Ok(()) => Outcome::Pass,
                 Err(e) => Outcome::Fail(e),
             },
-            Plan::ExpectFail(f, why) => match run_one(root, case, f).await {
+            Plan::ExpectFail(f, why) => match run_one(root, case, f, mode).await {
                 Ok(()) => Outcome::UnexpectedPass(why),
                 Err(e) => Outcome::ExpectedFail(format!("{why}\n      measured: {e}")),
             },
@@ -136,6 +144,7 @@ pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Test
         let result = TestResult {
             case: *case,
             profile,
+            mode,
             outcome,
             seconds: start.elapsed().as_secs_f64(),
         };
@@ -145,8 +154,8 @@ pub async fn run(root: &Path, profile: &'static str, cases: &[Case]) -> Vec<Test
     out
 }
 
-async fn run_one(root: &Path, case: &Case, f: TestFn) -> Result<(), String> {
-    let mut ctx = Ctx::start(root, case.manifests).await?;
+async fn run_one(root: &Path, case: &Case, f: TestFn, mode: Mode) -> Result<(), String> {
+    let mut ctx = Ctx::start(root, case.manifests, mode).await?;
     let result = f(&mut ctx).await;
     // What held before the failure, and what the binary said, on request.
     if result.is_err() && std::env::var_os(LOG_ENV).is_some() {
@@ -156,12 +165,14 @@ async fn run_one(root: &Path, case: &Case, f: TestFn) -> Result<(), String> {
     result
 }
 
-/// `PASS  HTTPRouteSimpleSameNamespace  (core, 1.2s)` and the reason, if any.
+/// `[GATEWAY-HTTP manifest-folder] PASS  HTTPRouteSimpleSameNamespace  (core, 1.2s)`
+/// and the reason, if any.
 pub fn line(r: &TestResult) -> String {
     let level = if r.case.is_core() { "core" } else { "extended" };
     let mut s = format!(
-        "[{}] {:<26} {:<58} ({level}, {:.1}s)",
+        "[{} {}] {:<26} {:<58} ({level}, {:.1}s)",
         r.profile,
+        r.mode.name(),
         r.outcome.label(),
         r.case.name,
         r.seconds
@@ -205,13 +216,32 @@ pub fn statistics(results: &[TestResult], profile: &str) -> (Stats, Stats) {
     (core, ext)
 }
 
-/// Where to write the report in the upstream `ConformanceReport` format, when set.
+/// Where to write the report in the upstream `ConformanceReport` format, when set (see
+/// [`report_path`]).
 pub const REPORT_ENV: &str = "PORTICO_GATEWAY_REPORT";
 
-/// The results as an upstream `ConformanceReport` (YAML): per profile, the core and
-/// extended results and statistics, the extended features some passing test needs
-/// (supported) and the others (unsupported), and the failed and skipped tests by name.
-pub fn report(results: &[TestResult], date: &str) -> String {
+/// The report of `mode` for `$PORTICO_GATEWAY_REPORT`: that file for the manifest
+/// folder, and beside it, named for its mode, for the API server (`report.yaml`,
+/// `report.api-server-double.yaml`).
+pub fn report_path(base: &Path, mode: Mode) -> PathBuf {
+    match mode {
+        Mode::Folder => base.to_path_buf(),
+        Mode::ApiDouble => {
+            let stem = base.file_stem().unwrap_or_default().to_string_lossy();
+            let name = match base.extension() {
+                Some(ext) => format!("{stem}.{}.{}", mode.name(), ext.to_string_lossy()),
+                None => format!("{stem}.{}", mode.name()),
+            };
+            base.with_file_name(name)
+        }
+    }
+}
+
+/// The results of one mode as an upstream `ConformanceReport` (YAML), its `mode` named:
+/// per profile, the core and extended results and statistics, the extended features
+/// some passing test needs (supported) and the others (unsupported), and the failed and
+/// skipped tests by name.
+pub fn report(results: &[TestResult], date: &str, mode: Mode) -> String {
     use serde_json::{json, Value};
     let mut profiles = Vec::new();
     for profile in ["GATEWAY-HTTP", "GATEWAY-GRPC"] {
@@ -282,7 +312,7 @@ pub fn report(results: &[TestResult], date: &str) -> String {
             "version": env!("CARGO_PKG_VERSION"),
             "contact": [],
         },
-        "mode": "default",
+        "mode": mode.name(),
         "profiles": profiles,
     });
     serde_yaml_ng::to_string(&doc).unwrap_or_default()
@@ -309,6 +339,7 @@ mod tests {
                 plan: Plan::Run(never),
             },
             profile: "GATEWAY-HTTP",
+            mode: Mode::Folder,
             outcome,
             seconds: 0.0,
         }
@@ -337,8 +368,9 @@ mod tests {
         let (core, ext) = statistics(&results, "GATEWAY-HTTP");
         assert_eq!((core.passed, core.failed, core.skipped), (1, 1, 0));
         assert_eq!((ext.passed, ext.failed, ext.skipped), (1, 0, 1));
-        let yaml = report(&results, "2026-01-01T00:00:00Z");
+        let yaml = report(&results, "2026-01-01T00:00:00Z", Mode::ApiDouble);
         let doc: serde_json::Value = serde_yaml_ng::from_str(&yaml).unwrap();
+        assert_eq!(doc["mode"], "api-server-double");
         let http = &doc["profiles"][0];
         assert_eq!(http["core"]["result"], "failure");
         assert_eq!(http["core"]["failedTests"][0], "B");
@@ -352,6 +384,20 @@ mod tests {
             "HTTPRouteRequestMirror"
         );
         assert_eq!(http["extended"]["skippedTests"][0], "D");
+    }
+
+    #[test]
+    fn each_mode_has_a_report_file_of_its_own() {
+        let base = Path::new("/tmp/report.yaml");
+        assert_eq!(report_path(base, Mode::Folder), base);
+        assert_eq!(
+            report_path(base, Mode::ApiDouble),
+            Path::new("/tmp/report.api-server-double.yaml")
+        );
+        assert_eq!(
+            report_path(Path::new("out"), Mode::ApiDouble),
+            Path::new("out.api-server-double")
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
-//! The Gateway API status Portico works out for a manifest folder, read back from its
-//! log: with no API server to write status to, the binary logs each object's status
-//! whenever it changes (`status: ...`, with `kind` and `object` fields), and the last
-//! such line of an object is its current status.
+//! The Gateway API status Portico works out, read back in either of two ways. Over a
+//! manifest folder, from its log: with no API server to write status to, the binary logs
+//! each object's status whenever it changes (`status: ...`, with `kind` and `object`
+//! fields), and the last such line of an object is its current status. Over an API
+//! server, from the objects' `status` as the binary applied it ([`from_objects`]).
 
 use std::collections::BTreeMap;
 
@@ -79,6 +80,120 @@ pub fn from_log(log: &str) -> Statuses {
         out.insert((kind.to_owned(), object.to_owned()), parse(text.trim()));
     }
     out
+}
+
+/// The kinds whose status Portico writes.
+pub const STATUS_KINDS: [&str; 5] = [
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+    "BackendTLSPolicy",
+];
+
+/// Every object's status as an API server holds it: the objects' conditions, a
+/// Gateway's listeners, and a route's `parents` (a policy's `ancestors`) written by
+/// `controller` (other controllers' entries are theirs). Objects with no `status` have
+/// none, as objects the log never named.
+pub fn from_objects<'a>(
+    objects: impl IntoIterator<Item = &'a Value>,
+    controller: &str,
+) -> Statuses {
+    let mut out = Statuses::new();
+    for obj in objects {
+        let text = |v: &Value, pointer: &str| {
+            v.pointer(pointer)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        };
+        let kind = text(obj, "/kind");
+        let Some(st) = obj.get("status").filter(|s| s.is_object()) else {
+            continue;
+        };
+        if !STATUS_KINDS.contains(&kind.as_str()) {
+            continue;
+        }
+        let (ns, name) = (
+            text(obj, "/metadata/namespace"),
+            text(obj, "/metadata/name"),
+        );
+        // As the log names them: `namespace/name`, or the name of a cluster-scoped one.
+        let object = if ns.is_empty() {
+            name
+        } else {
+            format!("{ns}/{name}")
+        };
+        let list = |v: &Value, field: &str| -> Vec<Value> {
+            v.get(field)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
+        let mut status = ObjectStatus {
+            conditions: api_conditions(st),
+            ..ObjectStatus::default()
+        };
+        for l in list(st, "listeners") {
+            status.listeners.push(ListenerStatus {
+                name: text(&l, "/name"),
+                attached_routes: l
+                    .get("attachedRoutes")
+                    .and_then(Value::as_u64)
+                    .and_then(|n| u32::try_from(n).ok())
+                    .unwrap_or(0),
+                conditions: api_conditions(&l),
+            });
+        }
+        let (entries, reference) = if kind == "BackendTLSPolicy" {
+            (list(st, "ancestors"), "ancestorRef")
+        } else {
+            (list(st, "parents"), "parentRef")
+        };
+        for p in entries {
+            if p.get("controllerName").and_then(Value::as_str) != Some(controller) {
+                continue;
+            }
+            let r = p.get(reference).cloned().unwrap_or_default();
+            // An unset namespace is the object's own.
+            let gw_ns = Some(text(&r, "/namespace"))
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| ns.clone());
+            status.parents.push(ParentStatus {
+                gateway: format!("{gw_ns}/{}", text(&r, "/name")),
+                section: r
+                    .get("sectionName")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned),
+                conditions: api_conditions(&p),
+            });
+        }
+        out.insert((kind, object), status);
+    }
+    out
+}
+
+/// The `conditions` of a status (or of a listener or parent entry of one).
+fn api_conditions(v: &Value) -> Vec<Cond> {
+    v.get("conditions")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| Cond {
+            type_: c
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            status: c.get("status").and_then(Value::as_str) == Some("True"),
+            reason: c
+                .get("reason")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            generation: c.get("observedGeneration").and_then(Value::as_i64),
+        })
+        .collect()
 }
 
 /// One status line, as the binary writes it: parts joined by `; `, each the object's
@@ -161,5 +276,49 @@ mod tests {
         assert_eq!(p.conditions[0].reason, "NotAllowedByListeners");
         assert_eq!(p.conditions[0].generation, Some(3));
         assert!(r.parent("infra/other", None).unwrap().conditions[0].status);
+    }
+
+    #[test]
+    fn reads_the_status_an_api_server_holds_keeping_our_parent_entries() {
+        let ours = "portico.dev/gateway-controller";
+        let objects = [
+            serde_json::json!({"kind": "Gateway", "metadata": {"namespace": "infra", "name": "gw"},
+                "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
+                    "observedGeneration": 2}],
+                  "listeners": [{"name": "http", "attachedRoutes": 2, "conditions": [
+                    {"type": "ResolvedRefs", "status": "False", "reason": "InvalidRouteKinds"}]}]}}),
+            serde_json::json!({"kind": "HTTPRoute", "metadata": {"namespace": "app", "name": "r"},
+                "status": {"parents": [
+                  {"parentRef": {"name": "gw", "namespace": "infra", "sectionName": "http"},
+                   "controllerName": ours,
+                   "conditions": [{"type": "Accepted", "status": "False",
+                     "reason": "NotAllowedByListeners", "observedGeneration": 3}]},
+                  {"parentRef": {"name": "gw", "namespace": "infra"},
+                   "controllerName": "example.com/other",
+                   "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]},
+                  {"parentRef": {"name": "local"}, "controllerName": ours, "conditions": []}]}}),
+            serde_json::json!({"kind": "BackendTLSPolicy", "metadata": {"namespace": "infra", "name": "p"},
+                "status": {"ancestors": [{"ancestorRef": {"name": "gw"}, "controllerName": ours,
+                  "conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}]}}),
+            serde_json::json!({"kind": "GatewayClass", "metadata": {"name": "portico"},
+                "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted"}]}}),
+            serde_json::json!({"kind": "HTTPRoute", "metadata": {"namespace": "app", "name": "new"}}),
+        ];
+        let all = from_objects(&objects, ours);
+        let gw = &all[&("Gateway".to_owned(), "infra/gw".to_owned())];
+        assert_eq!(gw.condition("Accepted").unwrap().generation, Some(2));
+        let l = gw.listener("http").unwrap();
+        assert_eq!(l.attached_routes, 2);
+        assert!(!l.conditions[0].status);
+        let r = &all[&("HTTPRoute".to_owned(), "app/r".to_owned())];
+        assert_eq!(r.parents.len(), 2, "{r:?}");
+        let p = r.parent("infra/gw", Some("http")).unwrap();
+        assert_eq!(p.conditions[0].reason, "NotAllowedByListeners");
+        assert_eq!(p.conditions[0].generation, Some(3));
+        assert!(r.parent("app/local", None).is_some());
+        let policy = &all[&("BackendTLSPolicy".to_owned(), "infra/p".to_owned())];
+        assert!(policy.parent("infra/gw", None).unwrap().conditions[0].status);
+        assert!(all.contains_key(&("GatewayClass".to_owned(), "portico".to_owned())));
+        assert!(!all.contains_key(&("HTTPRoute".to_owned(), "app/new".to_owned())));
     }
 }

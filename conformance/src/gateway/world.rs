@@ -1,8 +1,10 @@
-//! One upstream test's world: the base manifests and the test's own, written into a
-//! manifest folder with Portico's GatewayClass, the TLS Secrets the upstream suite
-//! creates at set-up, and an echo backend per pod of each Deployment (with the
-//! EndpointSlices a cluster would publish for them); the real binary running over it;
-//! and the checks the upstream tests make, against its answers and its logged status.
+//! One upstream test's world: the base manifests and the test's own, with Portico's
+//! GatewayClass, the TLS Secrets the upstream suite creates at set-up, and an echo
+//! backend per pod of each Deployment (with the EndpointSlices a cluster would publish
+//! for them), put where the [`Mode`] says: written into a manifest folder, or applied to
+//! the API-server double; the real binary running over them; and the checks the upstream
+//! tests make, against its answers and its status (logged over a folder, written to the
+//! objects over the API server).
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -13,7 +15,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::exchange::{Exchange, INFRA_NS};
-use super::status::{from_log, ObjectStatus, Statuses};
+use super::status::{from_log, from_objects, ObjectStatus, Statuses, STATUS_KINDS};
+use crate::apiserver::ApiServer;
 use crate::certs::{SelfSigned, TestCa};
 use crate::client::{send, TlsTrust};
 use crate::echo::{EchoServer, Identity};
@@ -32,10 +35,58 @@ pub const REQUIRED_SUCCESSES: usize = 3;
 
 pub type Check = Result<(), String>;
 
-/// A running test world; backends and controller stop when it is dropped.
+/// Where a test's objects go, and where their status is read from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A manifest folder the binary watches (`--manifests`); status from its log.
+    Folder,
+    /// The API-server double the binary lists and watches (`--kubeconfig`), as the
+    /// leader; status from the objects, as the binary applied it to the double.
+    ApiDouble,
+}
+
+impl Mode {
+    /// For reports: the ConformanceReport's `mode`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Folder => "manifest-folder",
+            Mode::ApiDouble => "api-server-double",
+        }
+    }
+
+    /// For the lines of a report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Mode::Folder => "over a manifest folder",
+            Mode::ApiDouble => "over the API-server double",
+        }
+    }
+}
+
+/// Where a world's objects are.
+enum Objects {
+    /// The folder the binary watches.
+    Folder(tempfile::TempDir),
+    /// The double the binary watches and writes status to; the folder holds the
+    /// kubeconfig.
+    Api {
+        api: ApiServer,
+        _kubeconfig: tempfile::TempDir,
+    },
+}
+
+/// What the binary's leader election and status need to know of its pod.
+const POD_ENV: [(&str, &str); 2] = [("POD_NAME", "portico-0"), ("POD_NAMESPACE", "portico")];
+/// The address Gateways get in their status over the API server (what an operator
+/// gives when there is no publish Service).
+const PUBLISH_ADDRESS: &str = "127.0.0.1";
+
+/// A running test world; backends and controller stop when it is dropped (the
+/// controller first, as fields drop in order).
 pub struct Ctx {
     pub controller: Controller,
-    dir: tempfile::TempDir,
+    pub mode: Mode,
+    objects: Objects,
     pods: Vec<EchoServer>,
     /// The EndpointSlices written for the Deployments' pods.
     slices: Vec<Value>,
@@ -56,9 +107,9 @@ pub fn key(name: &str) -> String {
 }
 
 impl Ctx {
-    /// Write the folder for `test_files` (below `root`'s `tests/`, beside `base/`),
-    /// start the backends and the binary.
-    pub async fn start(root: &Path, test_files: &[&str]) -> Result<Self, String> {
+    /// Put the objects of `test_files` (below `root`'s `tests/`, beside `base/`) where
+    /// `mode` says, start the backends and the binary.
+    pub async fn start(root: &Path, test_files: &[&str], mode: Mode) -> Result<Self, String> {
         let mut texts = vec![root.join("base/manifests.yaml")];
         texts.extend(test_files.iter().map(|f| root.join("tests").join(f)));
         let mut docs = Vec::new();
@@ -82,19 +133,50 @@ impl Ctx {
         docs.extend(slices.iter().cloned());
 
         let dir = tempfile::tempdir().map_err(|e| format!("creating the folder: {e}"))?;
-        for (i, doc) in docs.iter().enumerate() {
-            write_doc(dir.path(), i, doc)?;
-        }
-        let args = vec![
-            "--manifests".to_owned(),
-            dir.path().display().to_string(),
-            "--log-format".to_owned(),
-            "json".to_owned(),
-        ];
-        let controller = Controller::start(&args).await.map_err(|e| e.to_string())?;
+        let (objects, controller) = match mode {
+            Mode::Folder => {
+                for (i, doc) in docs.iter().enumerate() {
+                    write_doc(dir.path(), i, doc)?;
+                }
+                let args = vec![
+                    "--manifests".to_owned(),
+                    dir.path().display().to_string(),
+                    "--log-format".to_owned(),
+                    "json".to_owned(),
+                ];
+                let controller = Controller::start(&args).await.map_err(|e| e.to_string())?;
+                (Objects::Folder(dir), controller)
+            }
+            Mode::ApiDouble => {
+                let api = ApiServer::start().await;
+                // Served as once the CRDs are installed.
+                api.install_gateway_api();
+                for doc in docs {
+                    api.try_apply(doc)?;
+                }
+                let kubeconfig = api.write_kubeconfig(dir.path());
+                let args = vec![
+                    "--kubeconfig".to_owned(),
+                    kubeconfig.display().to_string(),
+                    "--publish-address".to_owned(),
+                    PUBLISH_ADDRESS.to_owned(),
+                    "--log-format".to_owned(),
+                    "json".to_owned(),
+                ];
+                let controller = Controller::start_with_env(&args, &POD_ENV)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let objects = Objects::Api {
+                    api,
+                    _kubeconfig: dir,
+                };
+                (objects, controller)
+            }
+        };
         Ok(Self {
             controller,
-            dir,
+            mode,
+            objects,
             pods,
             slices,
             https_cert,
@@ -102,21 +184,25 @@ impl Ctx {
         })
     }
 
-    /// Replace (or add) one object of the folder, as `kubectl apply` of an edit would.
+    /// Replace (or add) one object, as `kubectl apply` of an edit would.
     pub fn apply(&self, doc: &Value) -> Check {
+        let dir = match &self.objects {
+            Objects::Folder(dir) => dir.path(),
+            Objects::Api { api, .. } => return api.try_apply(doc.clone()).map(drop),
+        };
         let text = serde_yaml_ng::to_string(doc).map_err(|e| e.to_string())?;
         let suffix = format!("{}.yaml", doc_name(doc));
         // The object's own file, so that no second definition of it appears.
-        let existing = std::fs::read_dir(self.dir.path())
+        let existing = std::fs::read_dir(dir)
             .map_err(|e| e.to_string())?
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .find(|n| n.ends_with(&suffix) && !n.starts_with('.'));
         let name = existing.unwrap_or_else(|| format!("zz-{suffix}"));
         // Written aside and renamed, so the watcher never reads half a file.
-        let staged = self.dir.path().join(format!(".{name}"));
+        let staged = dir.join(format!(".{name}"));
         std::fs::write(&staged, text).map_err(|e| e.to_string())?;
-        std::fs::rename(&staged, self.dir.path().join(name)).map_err(|e| e.to_string())
+        std::fs::rename(&staged, dir.join(name)).map_err(|e| e.to_string())
     }
 
     /// The requests (`path?query`) the pods of a Deployment have answered so far: what
@@ -141,9 +227,19 @@ impl Ctx {
             .collect()
     }
 
-    /// The object the folder holds for `kind` and `ns/name`, for edits.
+    /// The object the folder (or the API server) holds for `kind` and `ns/name`, for
+    /// edits.
     pub fn object(&self, kind: &str, object: &str) -> Result<Value, String> {
-        for doc in read_folder(self.dir.path())? {
+        let dir = match &self.objects {
+            Objects::Folder(dir) => dir.path(),
+            Objects::Api { api, .. } => {
+                let (api_version, ns, name) = api_ref(api, kind, object)?;
+                return api
+                    .get(&api_version, kind, &ns, &name)
+                    .ok_or_else(|| format!("no {kind} {object} in the API server"));
+            }
+        };
+        for doc in read_folder(dir)? {
             let (k, o) = (
                 doc.get("kind").and_then(Value::as_str).unwrap_or_default(),
                 format!(
@@ -163,10 +259,18 @@ impl Ctx {
         Err(format!("no {kind} {object} in the folder"))
     }
 
-    /// Remove an object's file(s) from the folder.
+    /// Remove an object's file(s) from the folder (or the object from the API server).
     pub fn delete(&self, kind: &str, object: &str) -> Check {
+        let dir = match &self.objects {
+            Objects::Folder(dir) => dir.path(),
+            Objects::Api { api, .. } => {
+                let (api_version, ns, name) = api_ref(api, kind, object)?;
+                api.delete(&api_version, kind, &ns, &name);
+                return Ok(());
+            }
+        };
         let wanted = doc_file_stem(kind, &key(object));
-        let entries = std::fs::read_dir(self.dir.path()).map_err(|e| e.to_string())?;
+        let entries = std::fs::read_dir(dir).map_err(|e| e.to_string())?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if name.ends_with(&format!("{wanted}.yaml")) {
@@ -176,11 +280,23 @@ impl Ctx {
         Ok(())
     }
 
+    /// Every object's current status: the last the binary logged over a folder, the one
+    /// it applied to the objects over the API server.
     pub fn statuses(&self) -> Statuses {
-        from_log(&self.controller.log())
+        match &self.objects {
+            Objects::Folder(_) => from_log(&self.controller.log()),
+            Objects::Api { api, .. } => {
+                let objects: Vec<Value> = STATUS_KINDS
+                    .iter()
+                    .filter_map(|kind| Some(api.list(&api.served(kind)?.0, kind)))
+                    .flatten()
+                    .collect();
+                from_objects(&objects, CONTROLLER)
+            }
+        }
     }
 
-    /// Wait until `f` holds of the logged status.
+    /// Wait until `f` holds of the status.
     pub async fn wait_status(&mut self, what: &str, f: impl Fn(&Statuses) -> Check) -> Check {
         let deadline = Instant::now() + CONSISTENCY_TIMEOUT;
         loop {
@@ -536,10 +652,22 @@ impl Ctx {
     }
 }
 
+/// `apiVersion`, namespace and name in the API server of `kind` `object` (`ns/name`, or a
+/// name; a cluster-scoped kind's namespace is ignored, as the folder has it `default`).
+fn api_ref(api: &ApiServer, kind: &str, object: &str) -> Result<(String, String, String), String> {
+    let (api_version, namespaced) = api
+        .served(kind)
+        .ok_or_else(|| format!("the API server does not serve {kind}"))?;
+    let k = key(object);
+    let (ns, name) = k.split_once('/').unwrap_or(("", &k));
+    let ns = if namespaced { ns } else { "" };
+    Ok((api_version, ns.to_owned(), name.to_owned()))
+}
+
 /// The status of `kind` `object`, or why there is none.
 pub fn object<'a>(all: &'a Statuses, kind: &str, object: &str) -> Result<&'a ObjectStatus, String> {
     all.get(&(kind.to_owned(), object.to_owned()))
-        .ok_or_else(|| format!("no status logged for {kind} {object}"))
+        .ok_or_else(|| format!("no status for {kind} {object}"))
 }
 
 /// `conditions` has `type_` with `status` (and `reason`, when given).

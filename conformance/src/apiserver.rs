@@ -3,8 +3,12 @@
 //! resourceVersion as newline-delimited JSON events (`ADDED`, `MODIFIED`, `DELETED`,
 //! `BOOKMARK`, `ERROR`), `410 Gone` for a watch that starts before the compacted revision,
 //! GET/POST/PUT with optimistic concurrency, PATCH (merge, and server-side apply checked
-//! for its field manager and approximated as a merge) of objects and their `status`
-//! subresource, and field/label selectors. Tests add, change and delete objects, compact
+//! for its field manager and approximated as a merge; a `resourceVersion` in either is a
+//! precondition) of objects and their `status`
+//! subresource, and field/label selectors. As for the Gateway API CRDs, a kind may be
+//! served at more than one version (ReferenceGrant at `v1beta1` and `v1`: one set of
+//! objects, each answer in the version asked for), and `metadata.generation` counts the
+//! changes to the Gateway API objects' spec. Tests add, change and delete objects, compact
 //! the history, drop watch connections, stop and restart the server, and read back every
 //! request it received.
 #![allow(dead_code)]
@@ -156,6 +160,13 @@ const RESOURCES: &[ResDef] = &[
         namespaced: true,
     },
     ResDef {
+        group: "apps",
+        version: "v1",
+        plural: "deployments",
+        kind: "Deployment",
+        namespaced: true,
+    },
+    ResDef {
         group: "",
         version: "v1",
         plural: "namespaces",
@@ -171,10 +182,62 @@ const RESOURCES: &[ResDef] = &[
     },
 ];
 
+/// Other versions a resource is served at, `(group, plural, version)`: the same objects,
+/// converted by their `apiVersion` alone (the versions' schemas are the same), as the
+/// Gateway API CRDs of v1.6 serve ReferenceGrant at `v1` besides its stored `v1beta1`.
+const ALSO_SERVED: &[(&str, &str, &str)] =
+    &[("gateway.networking.k8s.io", "referencegrants", "v1")];
+
+impl ResDef {
+    /// Whether `version` of this resource is served.
+    fn serves(&self, version: &str) -> bool {
+        self.version == version
+            || ALSO_SERVED
+                .iter()
+                .any(|(g, p, v)| *g == self.group && *p == self.plural && *v == version)
+    }
+
+    /// The apiVersion for `version` of this resource.
+    fn api_version_at(&self, version: &str) -> String {
+        if self.group.is_empty() {
+            version.to_owned()
+        } else {
+            format!("{}/{version}", self.group)
+        }
+    }
+
+    /// Whether the API server counts `metadata.generation` for it: the Gateway API kinds
+    /// (custom resources with a status subresource, whose generation counts spec changes).
+    fn has_generation(&self) -> bool {
+        self.group == "gateway.networking.k8s.io"
+    }
+}
+
 fn res_by_kind(api_version: &str, kind: &str) -> Option<usize> {
+    let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     RESOURCES
         .iter()
-        .position(|r| r.api_version() == api_version && r.kind == kind)
+        .position(|r| r.group == group && r.kind == kind && r.serves(version))
+}
+
+/// `obj` as of another served version of its resource.
+fn at_version(obj: &Value, api_version: &str) -> Value {
+    let mut obj = obj.clone();
+    if obj.get("apiVersion").is_some() {
+        obj["apiVersion"] = json!(api_version);
+    }
+    obj
+}
+
+/// An object without its `metadata` and `status`: what a change of makes a new generation.
+fn spec_part(obj: &Value) -> Value {
+    let mut obj = obj.clone();
+    if let Some(m) = obj.as_object_mut() {
+        for k in ["apiVersion", "kind", "metadata", "status"] {
+            m.remove(k);
+        }
+    }
+    obj
 }
 
 /// A request as the double received it.
@@ -202,6 +265,8 @@ type Key = (usize, String, String);
 
 struct Subscriber {
     res: usize,
+    /// The apiVersion the watch asked for.
+    api_version: String,
     namespace: Option<String>,
     fields: Vec<Requirement>,
     labels: Vec<Requirement>,
@@ -242,11 +307,17 @@ impl State {
         let rv = self.rv;
         self.history.push((rv, res, kind, obj.clone()));
         let line = event_line(kind, &obj);
+        let stored = RESOURCES[res].api_version();
         self.watchers.retain(|w| {
             if w.res != res || !matches(w, &obj) {
                 return !w.tx.is_closed();
             }
-            w.tx.send(line.clone()).is_ok()
+            if w.api_version == stored {
+                w.tx.send(line.clone()).is_ok()
+            } else {
+                w.tx.send(event_line(kind, &at_version(&obj, &w.api_version)))
+                    .is_ok()
+            }
         });
     }
 
@@ -257,6 +328,14 @@ impl State {
         keep_rv_check: bool,
     ) -> Result<Value, (StatusCode, Value)> {
         let def = RESOURCES[res];
+        // Anything else would not index as an object below.
+        if !obj.is_object() || !obj.get("metadata").is_none_or(Value::is_object) {
+            return Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the object and its metadata must be JSON objects",
+            ));
+        }
         let ns = if def.namespaced {
             str_at(&obj, &["metadata", "namespace"])
                 .unwrap_or("default")
@@ -291,13 +370,29 @@ impl State {
             }
         }
         let rv = self.next_rv();
+        // A create may name its generation (a test's seed); after that the server counts.
+        let generation = match &existing {
+            Some(old) => {
+                let before = old["metadata"]["generation"].as_i64().unwrap_or(1);
+                before + i64::from(spec_part(old) != spec_part(&obj))
+            }
+            None => obj["metadata"]["generation"].as_i64().unwrap_or(1),
+        };
         obj["apiVersion"] = json!(def.api_version());
         obj["kind"] = json!(def.kind);
-        let meta = obj
+        let Some(meta) = obj
             .as_object_mut()
-            .expect("object")
-            .entry("metadata")
-            .or_insert_with(|| json!({}));
+            .map(|o| o.entry("metadata").or_insert_with(|| json!({})))
+        else {
+            return Err(status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "not an object",
+            ));
+        };
+        if def.has_generation() {
+            meta["generation"] = json!(generation);
+        }
         if def.namespaced {
             meta["namespace"] = json!(ns);
         }
@@ -506,6 +601,8 @@ struct Target {
     namespace: Option<String>,
     name: Option<String>,
     subresource: Option<String>,
+    /// The apiVersion asked for (answers carry it).
+    api_version: String,
 }
 
 fn parse_path(path: &str) -> Option<Target> {
@@ -527,12 +624,13 @@ fn parse_path(path: &str) -> Option<Target> {
     };
     let res = RESOURCES
         .iter()
-        .position(|r| r.group == group && r.version == version && r.plural == plural)?;
+        .position(|r| r.group == group && r.plural == plural && r.serves(version))?;
     Some(Target {
         res,
         namespace,
         name,
         subresource: sub,
+        api_version: RESOURCES[res].api_version_at(version),
     })
 }
 
@@ -548,7 +646,7 @@ fn discovery(s: &State, path: &str) -> Option<Value> {
     }
     let resources: Vec<Value> = RESOURCES
         .iter()
-        .filter(|r| r.group == *group && r.version == *version)
+        .filter(|r| r.group == *group && r.serves(version))
         .map(|r| {
             json!({"name": r.plural, "singularName": "", "namespaced": r.namespaced,
                    "kind": r.kind, "verbs": ["get", "list", "watch"]})
@@ -644,10 +742,16 @@ impl ApiServer {
     /// subresource's job; see [`ApiServer::apply_status`]). Returns it as stored, with its
     /// new resourceVersion.
     pub fn apply(&self, obj: Value) -> Value {
+        self.try_apply(obj).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`ApiServer::apply`], with an error for an object the double does not take (a kind
+    /// it does not serve, no name).
+    pub fn try_apply(&self, obj: Value) -> Result<Value, String> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
         let res = res_by_kind(&api_version, &kind)
-            .unwrap_or_else(|| panic!("the double does not serve {api_version} {kind}"));
+            .ok_or_else(|| format!("the double does not serve {api_version} {kind}"))?;
         let mut obj = obj;
         // A test's apply is unconditional, like `kubectl replace --force`.
         if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -655,7 +759,16 @@ impl ApiServer {
         }
         let mut s = self.lock();
         keep_status(&s, res, &mut obj);
-        s.put(res, obj, false).expect("apply object")
+        s.put(res, obj, false)
+            .map_err(|(code, st)| format!("applying {kind}: {code}: {}", st["message"]))
+    }
+
+    /// The apiVersion `kind` is stored at, and whether it is namespaced, if served.
+    pub fn served(&self, kind: &str) -> Option<(String, bool)> {
+        RESOURCES
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(|r| (r.api_version(), r.namespaced))
     }
 
     /// Replace the `status` of a stored object, as its owner would through the status
@@ -740,7 +853,7 @@ impl ApiServer {
                 return !w.tx.is_closed();
             }
             let def = RESOURCES[w.res];
-            let obj = json!({"apiVersion": def.api_version(), "kind": def.kind,
+            let obj = json!({"apiVersion": w.api_version, "kind": def.kind,
                              "metadata": {"resourceVersion": rv.to_string()}});
             w.tx.send(event_line("BOOKMARK", &obj)).is_ok()
         });
@@ -877,7 +990,14 @@ async fn handle(
     };
     let params = query_params(&query);
     let def = RESOURCES[t.res];
-    let body_json = || serde_json::from_slice::<Value>(&body).ok();
+    // Objects only: indexing anything else as one would panic.
+    let body_json = || {
+        serde_json::from_slice::<Value>(&body)
+            .ok()
+            .filter(Value::is_object)
+    };
+    // Objects are answered in the version asked for.
+    let answer = |code: StatusCode, o: &Value| json_response(code, &at_version(o, &t.api_version));
     let resp = match (&method, &t.name) {
         (&Method::GET, None)
             if matches!(params.get("watch").map(String::as_str), Some("true" | "1")) =>
@@ -915,13 +1035,14 @@ async fn handle(
                 .collect();
             json_response(
                 StatusCode::OK,
-                &json!({"apiVersion": def.api_version(), "kind": format!("{}List", def.kind),
+                &json!({"apiVersion": t.api_version, "kind": format!("{}List", def.kind),
                         "metadata": {"resourceVersion": s.rv.to_string()}, "items": items}),
             )
         }
         (&Method::POST, None) => match body_json() {
             Some(mut obj) => {
-                if def.namespaced {
+                // A metadata that is no object is refused by `put`.
+                if def.namespaced && obj.get("metadata").is_none_or(Value::is_object) {
                     obj["metadata"]["namespace"] =
                         json!(t.namespace.clone().unwrap_or_else(|| "default".into()));
                 }
@@ -940,7 +1061,7 @@ async fn handle(
                     ))
                 } else {
                     match s.put(t.res, obj, false) {
-                        Ok(o) => json_response(StatusCode::CREATED, &o),
+                        Ok(o) => answer(StatusCode::CREATED, &o),
                         Err(e) => error_response(e),
                     }
                 }
@@ -960,10 +1081,10 @@ async fn handle(
                     "NotFound",
                     &format!("{} \"{}\" not found", def.plural, name),
                 )),
-                (&Method::GET, Some(obj)) => json_response(StatusCode::OK, &obj),
+                (&Method::GET, Some(obj)) => answer(StatusCode::OK, &obj),
                 (&Method::DELETE, Some(_)) => {
                     let obj = s.remove(&key).unwrap_or(Value::Null);
-                    json_response(StatusCode::OK, &obj)
+                    answer(StatusCode::OK, &obj)
                 }
                 (&Method::PUT, Some(old)) => match body_json() {
                     Some(mut obj) => {
@@ -989,7 +1110,7 @@ async fn handle(
                         obj["metadata"]["namespace"] = json!(key.1);
                         obj["metadata"]["name"] = json!(key.2);
                         match s.put(t.res, obj, true) {
-                            Ok(o) => json_response(StatusCode::OK, &o),
+                            Ok(o) => answer(StatusCode::OK, &o),
                             Err(e) => error_response(e),
                         }
                     }
@@ -1012,7 +1133,7 @@ async fn handle(
                 (&Method::PATCH, Some(_))
                     if content_type == APPLY_PATCH
                         && body_json().is_none_or(|p| {
-                            str_at(&p, &["apiVersion"]) != Some(def.api_version().as_str())
+                            str_at(&p, &["apiVersion"]) != Some(t.api_version.as_str())
                                 || str_at(&p, &["kind"]) != Some(def.kind)
                         }) =>
                 {
@@ -1020,6 +1141,22 @@ async fn handle(
                         StatusCode::BAD_REQUEST,
                         "BadRequest",
                         "apply patch: apiVersion and kind must be set and match the resource",
+                    ))
+                }
+                // A patch naming a resourceVersion applies only over that version, as a
+                // real server takes it (a precondition, for server-side apply too).
+                (&Method::PATCH, Some(obj))
+                    if body_json().is_some_and(|p| {
+                        str_at(&p, &["metadata", "resourceVersion"]).is_some_and(|rv| {
+                            !rv.is_empty()
+                                && Some(rv) != str_at(&obj, &["metadata", "resourceVersion"])
+                        })
+                    }) =>
+                {
+                    error_response(status(
+                        StatusCode::CONFLICT,
+                        "Conflict",
+                        "the object has been modified; please apply your changes to the latest version and try again",
                     ))
                 }
                 // Merge patches, and server-side apply approximated as a merge (the double
@@ -1042,7 +1179,7 @@ async fn handle(
                             meta.remove("resourceVersion");
                         }
                         match s.put(t.res, obj, false) {
-                            Ok(o) => json_response(StatusCode::OK, &o),
+                            Ok(o) => answer(StatusCode::OK, &o),
                             Err(e) => error_response(e),
                         }
                     }
@@ -1086,6 +1223,7 @@ fn watch(s: &mut State, t: &Target, params: &BTreeMap<String, String>) -> Respon
                 .unwrap_or(""),
         ),
         bookmarks: params.get("allowWatchBookmarks").map(String::as_str) == Some("true"),
+        api_version: t.api_version.clone(),
         tx,
     };
     let from: u64 = params
@@ -1105,13 +1243,17 @@ fn watch(s: &mut State, t: &Target, params: &BTreeMap<String, String>) -> Respon
             // "Any" version: start with the current objects.
             for ((r, _, _), o) in &s.objects {
                 if *r == t.res && matches(&sub, o) {
-                    let _ = sub.tx.send(event_line("ADDED", o));
+                    let _ = sub
+                        .tx
+                        .send(event_line("ADDED", &at_version(o, &t.api_version)));
                 }
             }
         } else {
             for (rv, r, kind, o) in &s.history {
                 if *rv > from && *r == t.res && matches(&sub, o) {
-                    let _ = sub.tx.send(event_line(kind, o));
+                    let _ = sub
+                        .tx
+                        .send(event_line(kind, &at_version(o, &t.api_version)));
                 }
             }
         }
