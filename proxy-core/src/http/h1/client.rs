@@ -32,11 +32,11 @@ use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use crate::http::upstream::{EndpointPool, Link, UpstreamBody};
 
 /// Most bytes one read asks for.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = 64 * 1024;
 
-/// What a read for a response head asks for: most heads, and small bodies with them,
-/// fit (nginx's `proxy_buffer_size` is as large), and an idle pooled connection holds
-/// no more.
+/// The least a read for a response head asks for: most heads, and small bodies with
+/// them, fit (nginx's `proxy_buffer_size` is as large). A connection asks for as much
+/// as its last response took, so that a response of the same size comes in one read.
 const HEAD_READ: usize = 4 * 1024;
 
 /// Longest response head taken from a pod; a longer one is refused.
@@ -134,6 +134,10 @@ pub(crate) struct PodConn {
     /// costs an atomic store, where a timer per request costs a registration.
     pub timer: Pin<Box<Sleep>>,
     pub last_used: Instant,
+    /// What a read for the next response head asks for.
+    head_read: usize,
+    /// Bytes read for the response now on the connection.
+    read_now: usize,
 }
 
 impl PodConn {
@@ -151,6 +155,8 @@ impl PodConn {
             out: Vec::new(),
             timer: Box::pin(tokio::time::sleep(read_timeout)),
             last_used: Instant::now(),
+            head_read: HEAD_READ,
+            read_now: 0,
         })
     }
 
@@ -195,7 +201,11 @@ impl PodConn {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf)
+        let read = tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.buf);
+        if let Poll::Ready(Ok(n)) = read {
+            self.read_now += n;
+        }
+        read
     }
 
     /// Sends `req` and reads the response head. Small bodies that came whole with the
@@ -263,7 +273,7 @@ impl PodConn {
                         answered: true,
                     }));
                 }
-                match conn.poll_fill(cx, HEAD_READ) {
+                match conn.poll_fill(cx, conn.head_read) {
                     Poll::Ready(Ok(0)) => {
                         let error = send_failed.take().unwrap_or(PodError::Closed);
                         return Poll::Ready(Err(ExchangeError::Pod {
@@ -629,6 +639,12 @@ impl ResponseBody {
             return;
         }
         if let Some(home) = self.home.take() {
+            // The next response of this size comes in one read.
+            conn.head_read = conn
+                .read_now
+                .next_multiple_of(1024)
+                .clamp(HEAD_READ, READ_SIZE);
+            conn.read_now = 0;
             // Closing this response's link no longer reaches the connection.
             conn.link().forget_socket();
             conn.last_used = Instant::now();
@@ -704,7 +720,7 @@ impl Body for ResponseBody {
                 Decoder::Length(n) | Decoder::ChunkData(n) => {
                     usize::try_from(n).unwrap_or(usize::MAX)
                 }
-                _ => READ_SIZE,
+                _ => 16 * 1024,
             };
             match conn.poll_fill(cx, want) {
                 Poll::Ready(Ok(0)) => {
