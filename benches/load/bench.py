@@ -416,18 +416,21 @@ def main():
                     px = Proxy(name, a, work)
                     try:
                         px.start()
-                        if variant == "h2":
-                            run_h2load(a, work, a.warmup)
-                            r = run_h2load(a, work, a.duration)
-                        elif variant == "churn":
+                        if variant == "churn":
                             run_wrk(a, work, a.warmup)
                             r = run_churn(a, work, px)
                         else:
                             scheme = "https" if variant == "https" else "http"
-                            run_wrk(a, work, a.warmup, scheme)
+                            if variant == "h2":
+                                run_h2load(a, work, a.warmup)
+                            else:
+                                run_wrk(a, work, a.warmup, scheme)
                             cpu0 = cpu_seconds(px.proc.pid)
                             sys0 = cpu_seconds(px.proc.pid, (12,))
-                            r = run_wrk(a, work, a.duration, scheme)
+                            if variant == "h2":
+                                r = run_h2load(a, work, a.duration)
+                            else:
+                                r = run_wrk(a, work, a.duration, scheme)
                             # CPU spent per request: unlike req/s, barely moved by
                             # other work on the machine.
                             if r.get("requests"):

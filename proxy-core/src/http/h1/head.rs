@@ -361,15 +361,16 @@ struct FramingFields {
 
 impl FramingFields {
     fn see(&mut self, name: &HeaderName, value: &[u8]) {
-        // One match on the name's text: a length switch, where five comparisons of
-        // names cost five.
-        match name.as_str() {
-            "content-length" => self.see_length(value),
-            "transfer-encoding" => self.see_coding(value),
-            "connection" => self.see_connection(value),
-            "upgrade" => self.upgrade_header = true,
-            "expect" => self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue"),
-            _ => {}
+        if name == header::CONTENT_LENGTH {
+            self.see_length(value);
+        } else if name == header::TRANSFER_ENCODING {
+            self.see_coding(value);
+        } else if name == header::CONNECTION {
+            self.see_connection(value);
+        } else if name == header::UPGRADE {
+            self.upgrade_header = true;
+        } else if name == header::EXPECT {
+            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
         }
     }
 
