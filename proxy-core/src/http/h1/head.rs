@@ -3,6 +3,8 @@
 //! `Content-Length` and `Transfer-Encoding`, lengths that disagree, a coding other than
 //! `chunked`) is refused rather than guessed at.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
@@ -83,24 +85,29 @@ pub(crate) fn head_end_from(buf: &[u8], from: usize) -> Option<usize> {
 const FORWARDING_ROOM: usize = 8;
 
 pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> {
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    // Left uninitialised: httparse writes the slots it uses, and zeroing 64 of them
+    // cost more than parsing a short head.
+    let mut stack = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; STACK_HEADERS];
     let mut heap;
-    let storage: &mut [httparse::Header<'_>] = if max_headers <= STACK_HEADERS {
+    let storage: &mut [MaybeUninit<httparse::Header<'_>>] = if max_headers <= STACK_HEADERS {
         &mut stack[..max_headers]
     } else {
-        heap = vec![httparse::EMPTY_HEADER; max_headers];
+        heap = Vec::with_capacity(max_headers);
+        heap.resize_with(max_headers, MaybeUninit::uninit);
         &mut heap
     };
-    let mut req = httparse::Request::new(storage);
-    let status = req.parse(&head).map_err(|e| match e {
-        httparse::Error::TooManyHeaders => HeadError::TooLarge,
-        httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
-        httparse::Error::Token => HeadError::Malformed("invalid token"),
-        httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
-        httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
-        httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
-        httparse::Error::Status => HeadError::Malformed("invalid request line"),
-    })?;
+    let mut req = httparse::Request::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_request_with_uninit_headers(&mut req, &head, storage)
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => HeadError::TooLarge,
+            httparse::Error::Version => HeadError::Malformed("unsupported HTTP version"),
+            httparse::Error::Token => HeadError::Malformed("invalid token"),
+            httparse::Error::HeaderName => HeadError::Malformed("invalid header name"),
+            httparse::Error::HeaderValue => HeadError::Malformed("invalid header value"),
+            httparse::Error::NewLine => HeadError::Malformed("invalid line ending"),
+            httparse::Error::Status => HeadError::Malformed("invalid request line"),
+        })?;
     if status.is_partial() {
         return Err(HeadError::Malformed("incomplete request head"));
     }
