@@ -136,7 +136,7 @@ class Proxy:
                          "--https-addr", f"127.0.0.1:{a.https_port}",
                          "--admin-addr", f"127.0.0.1:{a.admin_port}",
                          "--default-certificate", "bench/wildcard-tls",
-                         "--worker-threads", "1"]
+                         "--worker-threads", str(getattr(a, "workers", 1))]
             env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         elif self.name == "nginx":
             cmd = pin + ["nginx", "-c", os.path.join(w, "nginx.conf"), "-g", "daemon off;"]
@@ -384,7 +384,11 @@ def main():
     ap.add_argument("--churn-rounds", type=int, default=1)
     ap.add_argument("--vhosts", type=int, default=100)
     ap.add_argument("--paths", type=int, default=4)
-    ap.add_argument("--proxy-cpu", type=int, default=0)
+    ap.add_argument("--proxy-cpu", default="0",
+                    help="CPU list for the proxy (taskset -c), e.g. 0 or 0,1")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="worker threads/processes each proxy runs (Portico --worker-threads, "
+                         "nginx worker_processes, HAProxy nbthread)")
     ap.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk and the backend")
     ap.add_argument("--http-port", type=int, default=18080)
     ap.add_argument("--https-port", type=int, default=18443)
@@ -402,7 +406,7 @@ def main():
         body = 16384 if variant == "body16k" else 13
         gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
                                         backend_port=a.backend_port, http_port=a.http_port,
-                                        https_port=a.https_port))
+                                        https_port=a.https_port, workers=a.workers))
         backend = start_backend(a, work, body)
         results = {p: [] for p in proxies}
         rounds = a.churn_rounds if variant == "churn" else a.rounds
@@ -412,7 +416,7 @@ def main():
                     if variant == "churn":  # each starts from the generated config
                         gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
                                                         backend_port=a.backend_port, http_port=a.http_port,
-                                                        https_port=a.https_port))
+                                                        https_port=a.https_port, workers=a.workers))
                     px = Proxy(name, a, work)
                     try:
                         px.start()

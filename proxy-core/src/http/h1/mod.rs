@@ -180,9 +180,17 @@ where
                 Waited::Closed => return Served::Done,
                 Waited::Timer => {
                     return match idle_deadline {
-                        Some(deadline) if Instant::now() < deadline => Served::Idle(wire, deadline),
+                        Some(deadline) if Instant::now() < deadline => {
+                            let mut state = wire.lock();
+                            if state.buf.is_empty() {
+                                // Parked connections hold no buffer.
+                                state.buf = Default::default();
+                            }
+                            drop(state);
+                            Served::Idle(wire, deadline)
+                        }
                         _ => Served::Done,
-                    }
+                    };
                 }
             }
         }
@@ -235,10 +243,13 @@ where
             }
             _ => timer.as_mut().reset(now + keep_alive),
         }
-        let mut state = wire.lock();
-        if state.buf.is_empty() {
-            // Idle connections hold no buffer.
-            state.buf = Default::default();
+        if park_after.is_none() {
+            let mut state = wire.lock();
+            if state.buf.is_empty() {
+                // Idle connections hold no buffer. One that parks gives its buffer up
+                // then: until it does, the next request reuses it.
+                state.buf = Default::default();
+            }
         }
     }
 }
