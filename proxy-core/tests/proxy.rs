@@ -804,13 +804,4 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     // The next request reuses a pooled one.
     assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
     assert_eq!(open.load(Ordering::SeqCst), 2);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while open.load(Ordering::SeqCst) > 2 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} upstream connections still open, limit 2",
-            open.load(Ordering::SeqCst)
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }

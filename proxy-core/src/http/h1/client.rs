@@ -22,12 +22,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::{Request, Response, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
 use super::head::{self, BodyFraming, ResponseHeadError};
 use super::wire::{decode, Decoder, Step};
+use super::Rewind;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use crate::http::upstream::{EndpointPool, Link, UpstreamBody};
 
@@ -657,10 +658,7 @@ impl ResponseBody {
     pub fn upgraded(&mut self) -> Option<Upgraded> {
         let conn = self.conn.take()?;
         let PodConn { io, buf, .. } = *conn;
-        Some(Upgraded {
-            io,
-            early: buf.freeze(),
-        })
+        Some(Rewind::new(io, buf.freeze()))
     }
 }
 
@@ -759,56 +757,7 @@ impl Body for ResponseBody {
 
 /// A pod connection after `101 Switching Protocols`: what the pod sent after the head
 /// is read first.
-pub(crate) struct Upgraded {
-    io: WriteIdle<TcpStream>,
-    early: Bytes,
-}
-
-impl AsyncRead for Upgraded {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.early.is_empty() {
-            let n = self.early.len().min(buf.remaining());
-            buf.put_slice(&self.early[..n]);
-            self.early.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Upgraded {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
+pub(crate) type Upgraded = Rewind<WriteIdle<TcpStream>>;
 
 #[cfg(test)]
 mod tests {
