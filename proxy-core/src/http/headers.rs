@@ -185,10 +185,15 @@ pub(crate) fn prepare_upstream(
         header_of(fwd.client.addr)
     };
     let trusted = fwd.client.forwarded;
+    // Clients rarely send forwarding fields of their own: without any `x-` field none
+    // of the lookups below is made (each hashes its name).
+    let any_x = headers.keys().any(|n| n.as_str().starts_with('x'));
     // What the client sent, kept under other names; one lookup each, and none of the
     // string work when (as usual) it sent neither.
-    let prior_xff = joined(headers, &X_FORWARDED_FOR);
-    let prior_xfh = headers.get(X_FORWARDED_HOST).cloned();
+    let prior_xff = any_x.then(|| joined(headers, &X_FORWARDED_FOR)).flatten();
+    let prior_xfh = any_x
+        .then(|| headers.get(X_FORWARDED_HOST).cloned())
+        .flatten();
     let xff = match &prior_xff {
         Some(prior) if trusted && fwd.policy.compute_full_forwarded_for => {
             HeaderValue::from_str(&format!("{prior}, {}", conn.peer)).ok()
@@ -203,7 +208,10 @@ pub(crate) fn prepare_upstream(
         headers.insert(X_FORWARDED_FOR, v);
     }
     headers.insert(X_REAL_IP, client_ip);
-    let proto = match headers.get(X_FORWARDED_PROTO).filter(|_| trusted) {
+    let prior_proto = (any_x && trusted)
+        .then(|| headers.get(X_FORWARDED_PROTO))
+        .flatten();
+    let proto = match prior_proto {
         Some(v) => v.clone(),
         None => {
             let own = HeaderValue::from_static(match conn.info.scheme {
@@ -236,7 +244,7 @@ pub(crate) fn prepare_upstream(
     if let Some(v) = prior_xfh {
         headers.insert(X_ORIGINAL_FORWARDED_HOST, v);
     }
-    if !trusted || !headers.contains_key(X_FORWARDED_PORT) {
+    if !trusted || !any_x || !headers.contains_key(X_FORWARDED_PORT) {
         headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
     }
 }
