@@ -671,6 +671,15 @@ fn json_response(code: StatusCode, v: &Value) -> Response<Body> {
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
 }
 
+/// 400 for a request body that is not a JSON object.
+fn not_json() -> Response<Body> {
+    error_response(status(
+        StatusCode::BAD_REQUEST,
+        "BadRequest",
+        "body is not JSON",
+    ))
+}
+
 fn error_response((code, v): (StatusCode, Value)) -> Response<Body> {
     json_response(code, &v)
 }
@@ -1066,11 +1075,7 @@ async fn handle(
                     }
                 }
             }
-            None => error_response(status(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "body is not JSON",
-            )),
+            None => not_json(),
         },
         (m, Some(name)) => {
             let key = (t.res, t.namespace.clone().unwrap_or_default(), name.clone());
@@ -1114,11 +1119,7 @@ async fn handle(
                             Err(e) => error_response(e),
                         }
                     }
-                    None => error_response(status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "body is not JSON",
-                    )),
+                    None => not_json(),
                 },
                 (&Method::PATCH, Some(_))
                     if content_type == APPLY_PATCH
@@ -1183,11 +1184,7 @@ async fn handle(
                             Err(e) => error_response(e),
                         }
                     }
-                    None => error_response(status(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        "body is not JSON",
-                    )),
+                    None => not_json(),
                 },
                 _ => error_response(status(
                     StatusCode::METHOD_NOT_ALLOWED,
