@@ -805,3 +805,48 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
     assert_eq!(open.load(Ordering::SeqCst), 2);
 }
+
+#[tokio::test]
+async fn a_pod_that_answers_before_reading_the_body_is_heard() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The pod refuses the upload from its head alone, then drains what comes and
+    // closes, as servers do: the client gets the refusal, not a 502.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut buf = vec![0u8; 16 * 1024];
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = s
+                    .write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\nconnection: close\r\n\r\nbig!")
+                    .await;
+                let drain = async { while matches!(s.read(&mut buf).await, Ok(n) if n > 0) {} };
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            });
+        }
+    });
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[addr])],
+    ))
+    .await;
+    let mut conn = Conn::open(px.addr).await;
+    let req = Request::post("/upload")
+        .header("host", "app.test")
+        .body(Full::new(Bytes::from(vec![b'x'; 256 * 1024])))
+        .unwrap();
+    let r = Reply::read(conn.send(req).await.unwrap()).await;
+    assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(r.text(), "big!");
+    // The pod's connection is not reused: the next request gets its own answer.
+    let again = get(px.addr, "app.test", "/").await;
+    assert_eq!(again.status, StatusCode::PAYLOAD_TOO_LARGE);
+}
