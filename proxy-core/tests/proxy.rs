@@ -850,3 +850,43 @@ async fn a_pod_that_answers_before_reading_the_body_is_heard() {
     let again = get(px.addr, "app.test", "/").await;
     assert_eq!(again.status, StatusCode::PAYLOAD_TOO_LARGE);
 }
+
+#[tokio::test]
+async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
+    use proxy_core::http::PoolOptions;
+    let (addr, open) = slow_counting_backend(Duration::from_millis(200)).await;
+    let opts = ProxyOptions {
+        pool: PoolOptions {
+            idle_timeout: Duration::from_millis(300),
+            ..PoolOptions::default()
+        },
+        ..ProxyOptions::default()
+    };
+    let px = TestProxy::start_with(
+        config(
+            vec![rule("app.test", "slow")],
+            vec![backend("slow", &[addr])],
+        ),
+        opts,
+    )
+    .await;
+    // Four at once leave four pooled connections.
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 4);
+    // One request at a time keeps reusing the most recent; the others, idle past the
+    // timeout, are closed as requests come.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while open.load(Ordering::SeqCst) > 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} upstream connections still open",
+            open.load(Ordering::SeqCst)
+        );
+        assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    }
+}

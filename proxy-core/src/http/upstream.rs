@@ -240,6 +240,15 @@ impl EndpointPool {
     /// closed or pooled too long on the way are dropped.
     fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
         let mut list = self.idle();
+        // The longest-pooled connection, which a busy pool never reaches from the other
+        // end, is closed once it has been idle too long: a checkout at a time, so the
+        // pool sheds what a lull left behind without a sweep of its own.
+        if list
+            .first()
+            .is_some_and(|c| now.duration_since(c.last_used) >= idle_timeout)
+        {
+            list.remove(0);
+        }
         while let Some(conn) = list.pop() {
             if now.duration_since(conn.last_used) < idle_timeout && conn.is_reusable() {
                 return Some(conn);
