@@ -47,7 +47,7 @@ pub(super) fn cors_filter(
         for (i, o) in c.allow_origins.iter().enumerate() {
             let at = format!(".allowOrigins[{i}]");
             if o == "*" {
-                bad(at, alone_message("origins"));
+                bad(at, alone_message("origin"));
                 continue;
             }
             match OriginPattern::gateway(o) {
@@ -251,6 +251,7 @@ maxAge: 0
         assert!(said[0].2.contains("\"ok.com\""), "{}", said[0].2);
         assert!(said[1].2.contains("scheme \"ftp\""), "{}", said[1].2);
         assert!(said[2].2.contains("port \"99999\""), "{}", said[2].2);
+        assert!(said[3].2.contains("other origins;"), "{}", said[3].2);
         assert_eq!(
             c.origins,
             CorsOrigins::List(vec![OriginPattern::gateway("https://ok.com").unwrap()])
