@@ -342,8 +342,29 @@ pub struct HTTPRouteFilter {
     pub url_rewrite: Option<UrlRewrite>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request_mirror: Option<RequestMirror>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors: Option<HTTPCORSFilter>,
     #[serde(flatten)]
     pub rest: Rest,
+}
+
+/// `CORS`: which cross-origin requests the answers allow (`HTTPCORSFilter`).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HTTPCORSFilter {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_origins: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_credentials: Option<bool>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_methods: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_headers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub expose_headers: Vec<String>,
+    /// Seconds; default 5.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<i32>,
 }
 
 /// `RequestMirror`: a copy of the requests goes to `backendRef` (a
@@ -576,6 +597,7 @@ impl From<&GRPCRouteFilter> for HTTPRouteFilter {
             url_rewrite: None,
             // GRPCRoute mirrors are not served; the filter is reported by its type.
             request_mirror: None,
+            cors: None,
             rest: f.rest.clone(),
         }
     }

@@ -386,11 +386,12 @@ async fn behind_a_load_balancer_each_client_has_a_cap_of_its_own() {
 #[tokio::test]
 async fn basic_auth_consumes_authorization_and_cors_fields_reach_the_answer() {
     use http::HeaderValue;
-    use proxy_core::pipeline::{BasicAuth, Cors, CorsOrigins, Htpasswd, OriginPattern};
+    use proxy_core::pipeline::{BasicAuth, Cors, CorsOrigins, CorsRules, Htpasswd, OriginPattern};
     let b = TestBackend::start("one").await;
     let guarded = with_policy(rule("guarded.test", "one"), |p| {
         p.request = vec![
             RequestFilter::Cors(Box::new(Cors {
+                rules: CorsRules::IngressNginx,
                 origins: CorsOrigins::List(vec![OriginPattern::new("https://app.test")]),
                 allow_methods: HeaderValue::from_static("GET"),
                 allow_headers: HeaderValue::from_static("Authorization"),

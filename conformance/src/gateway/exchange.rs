@@ -48,7 +48,15 @@ pub struct Exchange {
     pub namespace: String,
     pub received: Received,
     pub response_headers: Vec<(String, String)>,
+    /// Headers that must be one of several values (upstream `ValidHeaderValues`).
+    pub response_one_of: Vec<(String, Vec<String>)>,
+    /// Spaces do not count when response headers are compared (upstream
+    /// `IgnoreWhitespace`).
+    pub ignore_whitespace: bool,
     pub response_absent: Vec<String>,
+    /// A 200 or 204 must be the gateway's own answer, not the backend's (upstream: an
+    /// `ExpectedRequest` with an empty path, which only an answer without an echo meets).
+    pub own_answer: bool,
     pub redirect: Option<Redirect>,
 }
 
@@ -66,7 +74,10 @@ pub fn get(path: &str) -> Exchange {
         namespace: INFRA_NS.to_owned(),
         received: Received::default(),
         response_headers: Vec::new(),
+        response_one_of: Vec::new(),
+        ignore_whitespace: false,
         response_absent: Vec::new(),
+        own_answer: false,
         redirect: None,
     }
 }
@@ -148,6 +159,21 @@ impl Exchange {
             .push((name.to_owned(), value.to_owned()));
         self
     }
+    pub fn resp_one_of(mut self, name: &str, values: &[&str]) -> Self {
+        self.response_one_of.push((
+            name.to_owned(),
+            values.iter().map(|v| (*v).to_owned()).collect(),
+        ));
+        self
+    }
+    pub fn ignore_whitespace(mut self) -> Self {
+        self.ignore_whitespace = true;
+        self
+    }
+    pub fn own_answer(mut self) -> Self {
+        self.own_answer = true;
+        self
+    }
     pub fn resp_absent(mut self, name: &str) -> Self {
         self.response_absent.push(name.to_owned());
         self
@@ -197,7 +223,14 @@ impl Exchange {
                 body_excerpt(got)
             ));
         }
-        if status == 200 {
+        if self.own_answer && matches!(status, 200 | 204) {
+            if got.echo().is_ok() {
+                return Err(format!(
+                    "answered {status} by the backend, expected the gateway's own answer"
+                ));
+            }
+            self.check_response_headers(got)?;
+        } else if status == 200 {
             let echo = got.echo().map_err(|e| e.to_string())?;
             self.check_backend(&echo)?;
             self.check_response_headers(got)?;
@@ -281,20 +314,36 @@ impl Exchange {
     }
 
     fn check_response_headers(&self, got: &Captured) -> Result<(), String> {
-        for (name, value) in &self.response_headers {
+        let squeeze = |v: &str| {
+            if self.ignore_whitespace {
+                v.replace(' ', "")
+            } else {
+                v.to_owned()
+            }
+        };
+        let joined = |name: &str| -> Result<String, String> {
             let values: Vec<&str> = got
                 .headers
-                .get_all(name.as_str())
+                .get_all(name)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .collect();
             if values.is_empty() {
                 return Err(format!("response has no {name} header"));
             }
-            if values.join(",") != *value {
+            Ok(values.join(","))
+        };
+        for (name, value) in &self.response_headers {
+            let got = joined(name)?;
+            if squeeze(&got) != squeeze(value) {
+                return Err(format!("response has {name}: {got:?}, expected {value:?}"));
+            }
+        }
+        for (name, values) in &self.response_one_of {
+            let got = joined(name)?;
+            if !values.iter().any(|v| squeeze(v) == squeeze(&got)) {
                 return Err(format!(
-                    "response has {name}: {:?}, expected {value:?}",
-                    values.join(",")
+                    "response has {name}: {got:?}, expected one of {values:?}"
                 ));
             }
         }

@@ -5,7 +5,7 @@
 
 use http::Method;
 
-use super::exchange::{get, Redirect};
+use super::exchange::{get, Exchange, Redirect};
 use super::world::{Check, Ctx};
 use super::{Case, Plan, TestFuture};
 
@@ -1036,6 +1036,118 @@ test_fn!(request_multiple_mirrors, |c| {
     mirror_cases(c, "request-multiple-mirrors", "multi-mirror", &[V2, V3]).await
 });
 
+/// A CORS preflight: `OPTIONS` with `Origin` and `Access-Control-Request-Method`, which
+/// upstream expects the gateway itself to answer with 200 or 204.
+fn preflight(path: &str, origin: &str, method: &str) -> Exchange {
+    get(path)
+        .method(Method::OPTIONS)
+        .header("Origin", origin)
+        .header("access-control-request-method", method)
+        .statuses(&[200, 204])
+        .own_answer()
+}
+
+const ACAO: &str = "access-control-allow-origin";
+const ACAC: &str = "access-control-allow-credentials";
+const ACAM: &str = "access-control-allow-methods";
+const ACAH: &str = "access-control-allow-headers";
+const ACEH: &str = "access-control-expose-headers";
+const ASKED_HEADERS: (&str, &str) = ("access-control-request-headers", "x-header-1, x-header-2");
+const ALLOWED_HEADERS: &[&str] = &["x-header-1, x-header-2", "x-header-2, x-header-1"];
+
+test_fn!(cors, |c| {
+    let routes = [
+        "cors-multiple-origins-methods-headers",
+        "cors-wildcard-methods",
+        "cors-wildcard-origin",
+        "cors-wildcard-methods-headers",
+    ];
+    c.accepted(SAME_NS, &routes[..2]).await?;
+    for r in routes {
+        c.resolved(r, SAME_NS).await?;
+    }
+    // /cors-1: exact and `*.bar.com` origins, listed methods and headers, credentials.
+    let allowed = |origin: &str| {
+        preflight("/cors-1", origin, "GET")
+            .header(ASKED_HEADERS.0, ASKED_HEADERS.1)
+            .resp_one_of(ACAO, &[origin])
+            .resp_one_of(ACAM, &["GET, OPTIONS", "OPTIONS, GET"])
+            .resp_one_of(ACAH, ALLOWED_HEADERS)
+            .resp_one_of(ACEH, &["x-header-3, x-header-4", "x-header-4, x-header-3"])
+            .resp_one_of("access-control-max-age", &["3600"])
+            .resp_one_of(ACAC, &["true"])
+            .ignore_whitespace()
+    };
+    let simple = |origin: &str| {
+        get("/cors-1")
+            .header("Origin", origin)
+            .header("access-control-request-method", "GET")
+    };
+    let wildcard_origin = |origin: &str| {
+        preflight("/cors-wildcard-origin", origin, "PUT")
+            .resp_one_of(ACAO, &[origin, "*"])
+            .resp_one_of(ACAM, &["PUT"])
+            .resp_absent(ACAC)
+    };
+    let put_wildcard_origin = |origin: &str| {
+        get("/cors-wildcard-origin")
+            .method(Method::PUT)
+            .header("Origin", origin)
+            .resp_one_of(ACAO, &[origin, "*"])
+    };
+    let other = "https://other.foo.com";
+    c.expect_all(&[
+        allowed("https://www.foo.com"),
+        allowed("https://www.bar.com"),
+        allowed("https://xpto.www.bar.com"),
+        preflight("/cors-1", "https://foobar.com", "GET")
+            .statuses(&[200, 204, 403])
+            .resp_absent(ACAO),
+        simple("https://www.foo.com")
+            .header(ASKED_HEADERS.0, ASKED_HEADERS.1)
+            .resp_header(ACAO, "https://www.foo.com"),
+        simple("https://www.bar.com")
+            .header(ASKED_HEADERS.0, ASKED_HEADERS.1)
+            .resp_header(ACAO, "https://www.bar.com"),
+        simple("https://foobar.com").resp_absent(ACAO),
+        // /cors-2: `*` methods, no credentials.
+        preflight("/cors-2", "https://www.foo.com", "POST")
+            .resp_one_of(ACAM, &["POST", "*"])
+            .resp_header(ACAO, "https://www.foo.com")
+            .resp_absent(ACAC),
+        preflight("/cors-2", "https://www.foo.com", "POST").resp_absent(ACAC),
+        // `*` origins without credentials.
+        wildcard_origin("https://foobar.com"),
+        wildcard_origin("https://foobar.com:12345"),
+        put_wildcard_origin("https://foobar.com:12345"),
+        put_wildcard_origin("https://foobar.com").resp_absent(ACAC),
+        // `*` everything, with and without credentials.
+        preflight("/cors-wildcard-methods-headers", other, "PUT")
+            .header(ASKED_HEADERS.0, ASKED_HEADERS.1)
+            .resp_one_of(ACAO, &[other])
+            .resp_one_of(ACAM, &["PUT"])
+            .resp_one_of(ACAH, ALLOWED_HEADERS)
+            .resp_one_of(ACAC, &["true"])
+            .ignore_whitespace(),
+        preflight("/cors-wildcard-methods-headers-unauth", other, "PUT")
+            .header(ASKED_HEADERS.0, ASKED_HEADERS.1)
+            .resp_one_of(ACAO, &[other, "*"])
+            .resp_one_of(ACAM, &["PUT", "*"])
+            .resp_one_of(ACAH, &[ALLOWED_HEADERS[0], ALLOWED_HEADERS[1], "*"])
+            .resp_absent(ACAC)
+            .ignore_whitespace(),
+        get("/cors-wildcard-methods-headers")
+            .header("Origin", other)
+            .resp_one_of(ACAO, &[other])
+            .resp_one_of(ACAC, &["true"]),
+        get("/cors-wildcard-methods-headers-unauth")
+            .header("Origin", other)
+            .resp_one_of(ACAO, &[other, "*"])
+            .resp_absent(ACAC),
+    ])
+    .await
+});
+
 // Upstream's rule: of 500 requests, the mirror gets `percent`% within three standard
 // deviations of the binomial count, in one of five tries.
 test_fn!(request_percentage_mirror, |c| {
@@ -1789,7 +1901,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteRequestMirror", &["httproute-request-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror"], Plan::Run(request_mirror)),
     case("HTTPRouteRequestMultipleMirrors", &["httproute-request-multiple-mirrors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestMirror", "HTTPRouteRequestMultipleMirrors"], Plan::Run(request_multiple_mirrors)),
     case("HTTPRouteRequestPercentageMirror", &["httproute-request-percentage-mirror.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRequestPercentageMirror"], Plan::Run(request_percentage_mirror)),
-    case("HTTPRouteCORS", &["httproute-cors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteCORS"], Plan::Skip("feature not supported: the CORS filter")),
+    case("HTTPRouteCORS", &["httproute-cors.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteCORS"], Plan::Run(cors)),
     case("HTTPRouteRetry", &["httproute-retry.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRetry"], Plan::Skip("feature not supported: the retry field of a rule")),
     case("HTTPRouteDisallowedKind", &["httproute-disallowed-kind.yaml"], &["Gateway", "HTTPRoute", "TLSRoute"], Plan::Skip("feature not supported: TLSRoute")),
     case("GatewayHTTPListenerIsolation", &["gateway-http-listener-isolation.yaml", "gateway-http-listener-isolation-with-hostname-intersection.yaml"], &["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"], Plan::Run(http_listener_isolation)),

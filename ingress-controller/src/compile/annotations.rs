@@ -10,7 +10,7 @@ use proxy_core::balance::{AffinityMode, CookieAffinity, SameSite};
 use proxy_core::config::{BackendId, BackendProtocol};
 use proxy_core::host::HostName;
 use proxy_core::pipeline::{
-    ByHeader, CanaryRule, Cors, CorsOrigins, HeaderJudge, HeaderPattern, OriginPattern,
+    ByHeader, CanaryRule, Cors, CorsOrigins, CorsRules, HeaderJudge, HeaderPattern, OriginPattern,
 };
 use proxy_core::routes::{HostMatch, HostPattern};
 use tls::TlsVersion;
@@ -716,6 +716,7 @@ impl<'a> Reader<'a> {
             }),
         };
         Some(Cors {
+            rules: CorsRules::IngressNginx,
             origins,
             allow_methods,
             allow_headers,

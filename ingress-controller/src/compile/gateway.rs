@@ -41,6 +41,7 @@ use super::backends;
 use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
+use super::gateway_cors::cors_filter;
 use super::gateway_mirror::rule_mirrors;
 use super::listener_scope::{listener_scopes, ListenerHost};
 use super::policy::{self, PolicyDefaults};
@@ -1608,9 +1609,28 @@ fn with_filters(
     }
     let key = route.key;
     let policy = Arc::make_mut(&mut target.policy);
+    let mut cors = None;
     for (f, filter) in filters.iter().enumerate() {
         let field = format!("{field}.filters[{f}]");
         match filter.type_.as_str() {
+            "CORS" if route.kind == Kind::HTTPRoute => {
+                let field = format!("{field}.cors");
+                let problem = match (&filter.cors, cors.is_some()) {
+                    (None, _) => "the filter's settings are missing; filter ignored",
+                    (Some(_), true) => "a rule takes one CORS filter; this one is ignored",
+                    (Some(c), false) => {
+                        cors = Some(cors_filter(route, &field, c, diags));
+                        continue;
+                    }
+                };
+                diags.push(Diagnostic::error(
+                    route.kind,
+                    key,
+                    field,
+                    DiagnosticReason::GatewayUnsupported,
+                    problem,
+                ));
+            }
             "RequestHeaderModifier" => {
                 let edits = header_edits(
                     route,
@@ -1687,7 +1707,7 @@ fn with_filters(
                 DiagnosticReason::GatewayUnsupported,
                 "filter type \"RequestMirror\" is not supported on this route kind; ignored",
             )),
-            // Any other (an ExtensionRef, an authentication or CORS filter) may guard
+            // Any other (an ExtensionRef, an authentication filter) may guard
             // the route: fail closed, as the spec asks for an unresolved ExtensionRef.
             other => {
                 diags.push(Diagnostic::error(
@@ -1705,6 +1725,13 @@ fn with_filters(
                 );
             }
         }
+    }
+    // First: a preflight is answered before a redirect or a rule's 500, and the CORS
+    // fields reach whatever answers an actual request.
+    if let Some(cors) = cors {
+        policy
+            .request
+            .insert(0, RequestFilter::Cors(Box::new(cors)));
     }
     target
 }
@@ -2590,6 +2617,85 @@ spec:
         );
         let mirrored = c.config.routes.lookup_with("f.test", "/mirror", None);
         assert!(mirrored.is_some_and(|t| t.policy.mirrors.is_some()));
+    }
+
+    #[test]
+    fn a_cors_filter_runs_first_and_bad_settings_are_named() {
+        let c = compiled(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: gw}]
+  hostnames: [c.test]
+  rules:
+  - matches: [{path: {value: /cors}}]
+    filters:
+    - {type: RequestRedirect, requestRedirect: {hostname: elsewhere.test}}
+    - type: CORS
+      cors: {allowOrigins: ["https://*.foo.com", "foo.com"], allowMethods: [GET]}
+    backendRefs: [{name: v1, port: 8080}]
+  - matches: [{path: {value: /twice}}]
+    filters:
+    - {type: CORS, cors: {allowOrigins: ["*"]}}
+    - {type: CORS, cors: {allowOrigins: ["https://a.com"]}}
+    - {type: CORS}
+    backendRefs: [{name: v1, port: 8080}]
+"#,
+        );
+        let policy = |path: &str| {
+            c.config
+                .routes
+                .lookup_with("c.test", path, None)
+                .expect("route")
+                .policy
+                .clone()
+        };
+        let p = policy("/cors");
+        let RequestFilter::Cors(cors) = &p.request[0] else {
+            panic!("{:?}", p.request)
+        };
+        assert!(matches!(p.request[1], RequestFilter::GatewayRedirect(_)));
+        assert_eq!(cors.allow_methods, "GET");
+        let p = policy("/twice");
+        let cors: Vec<_> = p
+            .request
+            .iter()
+            .filter_map(|f| match f {
+                RequestFilter::Cors(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cors.len(), 1);
+        assert_eq!(cors[0].origins, proxy_core::pipeline::CorsOrigins::Any);
+        let said: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.kind == Kind::HTTPRoute)
+            .map(|d| (d.field.as_str(), d.severity))
+            .collect();
+        assert_eq!(
+            said,
+            vec![
+                (
+                    "spec.rules[0].filters[1].cors.allowOrigins[1]",
+                    Severity::Error
+                ),
+                ("spec.rules[1].filters[1].cors", Severity::Error),
+                ("spec.rules[1].filters[2].cors", Severity::Error),
+            ]
+        );
+        // The route stays accepted, as with other invalid filter settings.
+        let route =
+            &c.gateway_status[&(Kind::HTTPRoute, crate::store::ObjectKey::new("infra", "r"))];
+        let conditions: Vec<String> = route.parents[0]
+            .conditions
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert!(conditions[0].starts_with("Accepted=True"), "{conditions:?}");
     }
 
     #[test]

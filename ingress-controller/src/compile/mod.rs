@@ -30,6 +30,7 @@ mod class;
 mod diagnostic;
 pub mod endpoints;
 mod gateway;
+mod gateway_cors;
 mod gateway_mirror;
 mod headers;
 mod hosts;

@@ -52,7 +52,7 @@ pub use client::ClientAddressPolicy;
 pub use client_cert::{
     ByHost, CertVerify, ClientAuthTable, ClientCert, ClientCertAuth, ClientCertPolicy, VerifyClient,
 };
-pub use cors::{Cors, CorsOrigins, OriginPattern};
+pub use cors::{Cors, CorsOrigins, CorsRules, OriginError, OriginPattern};
 pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub(crate) use ext_auth::AuthDecisions;
