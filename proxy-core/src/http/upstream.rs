@@ -652,7 +652,11 @@ fn judge(
         Ok(Err(mut e)) => match (e.take_message(), replay) {
             // Closed (or told to go away) before it took the request: nothing was sent.
             (Some(back), _) if !fresh => Ok(Attempt::Again(from_h2(back))),
-            (None, Some(head)) if e.error().is_incomplete_message() || e.error().is_canceled() => {
+            (None, Some(head))
+                if e.error().is_incomplete_message()
+                    || e.error().is_canceled()
+                    || refused_by_goaway(e.error()) =>
+            {
                 tracing::debug!(endpoint = %target, error = %e.error(), "reused connection failed; replaying");
                 *stale_retry = false;
                 Ok(Attempt::Again(head))
@@ -670,6 +674,16 @@ fn judge(
             request: None,
         }),
     }
+}
+
+/// An HTTP/2 stream the pod refused by a graceful GOAWAY: above the last stream it
+/// took, so not processed (RFC 9113 §6.8), and safe to send again.
+fn refused_by_goaway(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<h2::Error>())
+        .is_some_and(|h2| {
+            h2.is_go_away() && h2.is_remote() && h2.reason() == Some(h2::Reason::NO_ERROR)
+        })
 }
 
 /// An HTTP/2 request names its target in `:scheme` and `:authority`; the `Host` field
