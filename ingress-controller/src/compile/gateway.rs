@@ -2286,6 +2286,15 @@ spec:
             .collect()
     }
 
+    /// The fields the compile step reported on objects of `kind`, with their severity.
+    fn fields_said(c: &Compiled, kind: Kind) -> Vec<(&str, Severity)> {
+        c.diagnostics
+            .iter()
+            .filter(|d| d.kind == kind)
+            .map(|d| (d.field.as_str(), d.severity))
+            .collect()
+    }
+
     fn compiled(extra: &str) -> Compiled {
         let text = format!(
             "{BASE}{}{}{extra}",
@@ -2605,12 +2614,7 @@ spec:
         );
         assert_eq!(get(&c, "f.test", "/ext").as_deref(), Some("500"));
         assert_eq!(get(&c, "f.test", "/mirror").as_deref(), Some("v1"));
-        let said: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| (d.field.as_str(), d.severity))
-            .collect();
+        let said = fields_said(&c, Kind::HTTPRoute);
         assert_eq!(
             said,
             vec![("spec.rules[0].filters[0].type", Severity::Error)]
@@ -2670,12 +2674,7 @@ spec:
             .collect();
         assert_eq!(cors.len(), 1);
         assert_eq!(cors[0].origins, proxy_core::pipeline::CorsOrigins::Any);
-        let said: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.kind == Kind::HTTPRoute)
-            .map(|d| (d.field.as_str(), d.severity))
-            .collect();
+        let said = fields_said(&c, Kind::HTTPRoute);
         assert_eq!(
             said,
             vec![
