@@ -122,6 +122,27 @@ def peak_rss_kib(root, field="VmHWM"):
     return total
 
 
+def portico_cmd(a, work):
+    """Portico over the generated manifest folder, on the bench's ports."""
+    return [a.portico, "--manifests", os.path.join(work, "manifests"),
+            "--http-addr", f"127.0.0.1:{a.http_port}",
+            "--https-addr", f"127.0.0.1:{a.https_port}",
+            "--admin-addr", f"127.0.0.1:{a.admin_port}",
+            "--default-certificate", "bench/wildcard-tls",
+            "--worker-threads", str(getattr(a, "workers", 1))]
+
+
+def prepare(a, work, vhosts=100):
+    """bench.py's defaults for what the shared helpers read, and the generated routes,
+    for the scripts that measure one thing with them (instructions, system calls)."""
+    a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = vhosts, 4, 1, 0
+    a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
+    shutil.rmtree(work, ignore_errors=True)
+    gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
+                                    backend_port=a.backend_port, http_port=a.http_port,
+                                    https_port=a.https_port))
+
+
 class Proxy:
     def __init__(self, name, a, work):
         self.name, self.a, self.work, self.proc = name, a, work, None
@@ -131,12 +152,7 @@ class Proxy:
         pin = ["taskset", "-c", str(a.proxy_cpu)]
         log = open(os.path.join(w, f"{self.name}.log"), "ab")
         if self.name == "portico":
-            cmd = pin + [a.portico, "--manifests", os.path.join(w, "manifests"),
-                         "--http-addr", f"127.0.0.1:{a.http_port}",
-                         "--https-addr", f"127.0.0.1:{a.https_port}",
-                         "--admin-addr", f"127.0.0.1:{a.admin_port}",
-                         "--default-certificate", "bench/wildcard-tls",
-                         "--worker-threads", str(getattr(a, "workers", 1))]
+            cmd = pin + portico_cmd(a, w)
             env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "warn"))
         elif self.name == "nginx":
             cmd = pin + ["nginx", "-c", os.path.join(w, "nginx.conf"), "-g", "daemon off;"]

@@ -20,7 +20,6 @@ import argparse
 import glob
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +29,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import bench  # noqa: E402
-import gen  # noqa: E402
 
 
 def main():
@@ -42,15 +40,8 @@ def main():
     ap.add_argument("--proxies", default="portico",
                     help="comma-separated: portico, nginx, haproxy (each counted the same way)")
     a = ap.parse_args()
-    # bench.py's defaults for everything the shared helpers read.
-    a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 100, 4, 1, 0
-    a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
-
     work = os.path.abspath(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
-                                    backend_port=a.backend_port, http_port=a.http_port,
-                                    https_port=a.https_port))
+    bench.prepare(a, work)
     backend = bench.start_backend(a, work, 13)
     counts = {}
     try:
@@ -68,11 +59,7 @@ def main():
 def proxy_cmd(a, work, name):
     """The proxy's command line, one process, so callgrind sees every request."""
     if name == "portico":
-        return [a.portico, "--manifests", os.path.join(work, "manifests"),
-                "--http-addr", f"127.0.0.1:{a.http_port}",
-                "--https-addr", f"127.0.0.1:{a.https_port}",
-                "--admin-addr", f"127.0.0.1:{a.admin_port}",
-                "--default-certificate", "bench/wildcard-tls", "--worker-threads", "1"]
+        return bench.portico_cmd(a, work)
     if name == "nginx":
         # No master: the one process serving is the one callgrind runs.
         return ["nginx", "-c", os.path.join(work, "nginx.conf"),

@@ -13,7 +13,6 @@ means nothing; the calls each request takes do not change with it.
 import argparse
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +22,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.dirname(HERE))
 import bench  # noqa: E402
-import gen  # noqa: E402
 
 
 def count(name, a, work):
@@ -66,14 +64,8 @@ def main():
     ap.add_argument("--work", default="/tmp/portico-bench-syscalls")
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
     a = ap.parse_args()
-    # bench.py's defaults for everything the shared helpers read.
-    a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = 100, 4, 1, 0
-    a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
     work = os.path.abspath(a.work)
-    shutil.rmtree(work, ignore_errors=True)
-    gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
-                                    backend_port=a.backend_port, http_port=a.http_port,
-                                    https_port=a.https_port))
+    bench.prepare(a, work)
     backend = bench.start_backend(a, work, 13)
     try:
         rows = {name: count(name, a, work) for name in a.proxies.split(",")}
