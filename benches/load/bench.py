@@ -129,7 +129,8 @@ def portico_cmd(a, work):
             "--https-addr", f"127.0.0.1:{a.https_port}",
             "--admin-addr", f"127.0.0.1:{a.admin_port}",
             "--default-certificate", "bench/wildcard-tls",
-            "--worker-threads", str(getattr(a, "workers", 1))]
+            "--worker-threads", str(getattr(a, "workers", 1)),
+            "--runtime", getattr(a, "runtime", "work-stealing")]
 
 
 def prepare(a, work, vhosts=100):
@@ -405,6 +406,8 @@ def main():
     ap.add_argument("--workers", type=int, default=1,
                     help="worker threads/processes each proxy runs (Portico --worker-threads, "
                          "nginx worker_processes, HAProxy nbthread)")
+    ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
+                    help="Portico's --runtime: how its worker threads share the work")
     ap.add_argument("--load-cpu", type=int, default=1, help="CPU for wrk and the backend")
     ap.add_argument("--http-port", type=int, default=18080)
     ap.add_argument("--https-port", type=int, default=18443)

@@ -241,6 +241,15 @@ pub struct Args {
     #[arg(long, env = "PORTICO_WORKER_THREADS", value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub worker_threads: Option<u16>,
 
+    /// How the worker threads share the work. `work-stealing`: one runtime whose threads
+    /// take each other's tasks, all accepting on one listener per address. `per-core`:
+    /// each thread runs a runtime of its own with its own listeners on the same
+    /// addresses (`SO_REUSEPORT`, the kernel spreading connections over them), and a
+    /// connection stays on the thread that accepted it; no task or wake-up crosses
+    /// threads. With one worker thread both are the same.
+    #[arg(long, env = "PORTICO_RUNTIME", value_enum, default_value_t = RuntimeModel::WorkStealing)]
+    pub runtime: RuntimeModel,
+
     /// Client connections served at once, HTTP and HTTPS together; more are closed at
     /// once, unserved, and counted in portico_connections_refused_total. Default: half of
     /// the open-file limit (raised to its hard limit at start) less a reserve, so that
@@ -267,6 +276,22 @@ pub struct Args {
 impl Args {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RuntimeModel {
+    WorkStealing,
+    PerCore,
+}
+
+impl Args {
+    /// Threads serving requests: `--worker-threads`, else one per CPU.
+    pub fn serving_threads(&self) -> usize {
+        match self.worker_threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
     }
 }
 
@@ -376,6 +401,26 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--worker-threads"), "{e}");
+    }
+
+    #[test]
+    fn runtime_model_defaults_to_work_stealing() {
+        let args = Args::try_parse_from(["ingress-controller"]).unwrap();
+        assert_eq!(args.runtime, RuntimeModel::WorkStealing);
+        let args = Args::try_parse_from([
+            "ingress-controller",
+            "--runtime",
+            "per-core",
+            "--worker-threads",
+            "3",
+        ])
+        .unwrap();
+        assert_eq!(args.runtime, RuntimeModel::PerCore);
+        assert_eq!(args.serving_threads(), 3);
+        let e = Args::try_parse_from(["ingress-controller", "--runtime", "fibers"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--runtime"), "{e}");
     }
 
     #[test]

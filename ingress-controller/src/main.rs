@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use http::HeaderValue;
 use ingress_controller::admin::{Admin, Readiness};
 use ingress_controller::admission::{self, certs, Webhook};
-use ingress_controller::cli::{self, Args, CONTROLLER_NAME};
+use ingress_controller::cli::{self, Args, RuntimeModel, CONTROLLER_NAME};
 use ingress_controller::compile::{CompileOptions, AFFINITY_KEY_SECRET};
 use ingress_controller::dns::DnsServer;
 use ingress_controller::https::{Https, HANDSHAKE_TIMEOUT};
@@ -33,33 +33,50 @@ static ALLOC: ingress_controller::alloc::MiMalloc = ingress_controller::alloc::M
 fn main() -> ExitCode {
     let args = Args::parse();
     cli::init_logging(args.log_format);
+    let threads = args.serving_threads();
+    let per_core = args.runtime == RuntimeModel::PerCore && threads > 1;
     // One worker means one thread: the single-threaded scheduler then does the same work
-    // without the multi-threaded one's cross-thread queues and wake-ups.
-    let mut builder = match args.worker_threads {
-        Some(1) => tokio::runtime::Builder::new_current_thread(),
-        Some(n) => {
-            let mut builder = tokio::runtime::Builder::new_multi_thread();
-            builder.worker_threads(usize::from(n));
-            builder
-        }
-        None => tokio::runtime::Builder::new_multi_thread(),
+    // without the multi-threaded one's cross-thread queues and wake-ups. Per core, the
+    // main thread's runtime is the first shard, and runs the controller besides.
+    let mut builder = if threads == 1 || per_core {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
     };
-    // Each worker has its own mimalloc heap: one going idle returns what it freed.
-    builder.on_thread_park(return_freed_memory_when_idle);
-    let runtime = match builder.enable_all().build() {
-        Ok(rt) => rt,
+    let runtimes = std::iter::once(&mut builder)
+        .map(build_runtime)
+        .chain(
+            (1..if per_core { threads } else { 1 })
+                .map(|_| build_runtime(&mut tokio::runtime::Builder::new_current_thread())),
+        )
+        .collect::<std::io::Result<Vec<_>>>();
+    let mut runtimes = match runtimes {
+        Ok(rts) => rts,
         Err(e) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    let runtime = runtimes.remove(0);
+    match runtime.block_on(run(args, runtimes)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "exiting");
             ExitCode::FAILURE
         }
     }
+}
+
+fn build_runtime(
+    builder: &mut tokio::runtime::Builder,
+) -> std::io::Result<tokio::runtime::Runtime> {
+    // Each worker has its own mimalloc heap: one going idle returns what it freed.
+    builder
+        .on_thread_park(return_freed_memory_when_idle)
+        .enable_all()
+        .build()
 }
 
 /// Has mimalloc hand the pages this thread freed back to the OS, at most twice a second
@@ -95,7 +112,9 @@ async fn return_freed_memory() {
     }
 }
 
-async fn run(args: Args) -> anyhow::Result<()> {
+/// Runs Portico on the current runtime; `shards` are the further single-threaded
+/// runtimes of the per-core model (none otherwise), each to serve listeners of its own.
+async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result<()> {
     tracing::info!(version = env!("CARGO_PKG_VERSION"), "starting Portico");
     if args.webhook_addr.is_some() && args.manifests.is_some() {
         anyhow::bail!(
@@ -261,8 +280,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
         counted.upgrade().map_or(0, |p| p.parked_connections())
     }));
     let shutdown = proxy.shutdown();
-    let http_listener = bind(args.http_addr, "--http-addr").await?;
-    let https_listener = bind(args.https_addr, "--https-addr").await?;
+    let shared = !shards.is_empty();
+    let http_listener = bind_listener(args.http_addr, "--http-addr", shared)?;
+    let https_listener = bind_listener(args.https_addr, "--https-addr", shared)?;
+    // Each shard's own, registered with its runtime; bound now so that a refused bind
+    // fails start-up.
+    let mut shard_listeners = Vec::with_capacity(shards.len());
+    for rt in &shards {
+        let _in_shard = rt.enter();
+        shard_listeners.push((
+            bind_listener(args.http_addr, "--http-addr", true)?,
+            bind_listener(args.https_addr, "--https-addr", true)?,
+        ));
+    }
     let quic = match http3_addr {
         Some(addr) => Some(
             proxy_core::http::h3::endpoint(addr, &https.server_config()).context("--http3-addr")?,
@@ -278,18 +308,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             return Ok(());
         }
     }
-    tokio::spawn({
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-        async move { proxy.serve_listener(http_listener, shutdown).await }
-    });
-    tokio::spawn({
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
-        async move {
-            https
-                .serve(https_listener, proxy, HANDSHAKE_TIMEOUT, shutdown)
-                .await
-        }
-    });
+    let serving = shards.len() + 1;
+    for (index, (rt, (http, tls))) in shards.into_iter().zip(shard_listeners).enumerate() {
+        let (proxy, https, shutdown) = (proxy.clone(), https.clone(), shutdown.clone());
+        let serve = serve_listeners(proxy, https, shutdown, http, tls);
+        std::thread::Builder::new()
+            .name(format!("portico-shard-{}", index + 1))
+            .spawn(move || {
+                proxy_core::http::shard::enter(index + 1);
+                rt.block_on(async move {
+                    tokio::spawn(return_freed_memory());
+                    serve.await;
+                    // Accepting has stopped; the connections still open are served
+                    // until the process exits after draining.
+                    std::future::pending::<()>().await
+                })
+            })
+            .context("starting a serving thread")?;
+    }
+    tokio::spawn(serve_listeners(
+        proxy.clone(),
+        https,
+        shutdown.clone(),
+        http_listener,
+        https_listener,
+    ));
     if let Some(quic) = quic {
         tokio::spawn({
             let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
@@ -297,7 +340,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         });
     }
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr,
-        http3 = http3_addr.map(|a| a.to_string()).unwrap_or_default(), "serving");
+        http3 = http3_addr.map(|a| a.to_string()).unwrap_or_default(),
+        runtime = ?args.runtime, threads = args.serving_threads(), listeners_per_address = serving,
+        "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
     stop.await;
@@ -392,6 +437,46 @@ async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListe
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("{flag} {addr}: cannot listen"))
+}
+
+/// A proxy listener. `shared`: with `SO_REUSEPORT`, one of several the per-core shards
+/// open on the same address.
+fn bind_listener(
+    addr: std::net::SocketAddr,
+    flag: &str,
+    shared: bool,
+) -> anyhow::Result<TcpListener> {
+    let listen = || {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As `TcpListener::bind` does: a restart may bind while old connections linger.
+        socket.set_reuseaddr(true)?;
+        socket.set_reuseport(shared)?;
+        socket.bind(addr)?;
+        socket.listen(1024)
+    };
+    listen().with_context(|| format!("{flag} {addr}: cannot listen"))
+}
+
+/// Accepts on one shard's HTTP and HTTPS listeners until shutdown.
+async fn serve_listeners(
+    proxy: Arc<Proxy>,
+    https: Arc<Https>,
+    shutdown: proxy_core::http::Shutdown,
+    http: TcpListener,
+    tls: TcpListener,
+) {
+    // Tasks of their own, so that a multi-threaded runtime accepts on both at once.
+    let plain = tokio::spawn({
+        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        async move { proxy.serve_listener(http, shutdown).await }
+    });
+    let secure =
+        tokio::spawn(async move { https.serve(tls, proxy, HANDSHAKE_TIMEOUT, shutdown).await });
+    let _ = tokio::join!(plain, secure);
 }
 
 /// SIGTERM (Kubernetes stopping the pod) or SIGINT (Ctrl-C).

@@ -124,6 +124,11 @@ impl Controller {
     }
 
     /// Everything the binary has logged so far.
+    /// The binary's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -49,6 +49,7 @@ mod mirror;
 mod passthrough;
 pub mod proxy_protocol;
 mod server;
+pub mod shard;
 mod stall;
 mod upgrade;
 mod upstream;
@@ -292,8 +293,9 @@ pub struct Proxy {
     rate_limits: Arc<crate::pipeline::Limiter>,
     /// `auth-cache-key`: kept answers of authentication services.
     auth_decisions: crate::pipeline::AuthDecisions,
-    /// Idle HTTP/1 connections parked without a task; started by the first.
-    lot: std::sync::OnceLock<Arc<h1::park::Lot>>,
+    /// Idle HTTP/1 connections parked without a task, a lot per [`shard`], each
+    /// started on its shard's runtime by the first connection it parks.
+    lots: std::sync::Mutex<Vec<Option<Arc<h1::park::Lot>>>>,
     /// Room for mirrored requests in flight (Gateway API RequestMirror).
     mirror_slots: Arc<tokio::sync::Semaphore>,
 }
@@ -334,7 +336,7 @@ impl Proxy {
             shutdown: Shutdown::new(),
             limits: limits::ConnLimits::new(opts.max_connections, opts.max_connections_per_client),
             auth_decisions: Default::default(),
-            lot: std::sync::OnceLock::new(),
+            lots: std::sync::Mutex::default(),
             mirror_slots: Arc::new(tokio::sync::Semaphore::new(mirror::MAX_IN_FLIGHT)),
             opts,
         })

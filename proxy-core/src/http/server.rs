@@ -23,6 +23,7 @@ use super::h1;
 use super::h1::park::{Lot, Parkable, Parked};
 use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
+use super::shard;
 use super::stall::StallWatch;
 use super::{Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
 
@@ -408,7 +409,7 @@ impl Proxy {
 impl Proxy {
     /// Idle HTTP/1 connections parked without a task right now.
     pub fn parked_connections(&self) -> usize {
-        self.lot.get().map_or(0, |lot| lot.len())
+        self.lots().iter().flatten().map(|lot| lot.len()).sum()
     }
 
     /// Parks an idle HTTP/1 connection without a task (see [`h1::park`]).
@@ -421,10 +422,19 @@ impl Proxy {
     ) where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let lot = self
-            .lot
-            .get_or_init(|| Lot::start(self, self.shutdown.clone()));
+        let lot = {
+            let mut lots = self.lots();
+            shard::slot(&mut lots, shard::current())
+                .get_or_insert_with(|| Lot::start(self, self.shutdown.clone()))
+                .clone()
+        };
         lot.park(wire, guard, permit, deadline);
+    }
+
+    fn lots(&self) -> std::sync::MutexGuard<'_, Vec<Option<Arc<Lot>>>> {
+        self.lots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

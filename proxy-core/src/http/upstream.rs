@@ -38,6 +38,7 @@ use super::buffer::BufferedBody;
 use super::errors::ProxyError;
 use super::h1::client::{ExchangeError, Home, Outgoing, PodConn, ResponseBody, Upgraded};
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
+use super::shard;
 use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts};
@@ -216,11 +217,11 @@ const SLOW_CONNECT: Duration = Duration::from_millis(500);
 #[derive(Default)]
 pub(crate) struct EndpointPool {
     /// Plain HTTP/1.1, by far the most common: idle connections only (one in use is
-    /// its response body's until that is read whole), the most recently used last.
-    /// Boxed: a connection is moved as a pointer between the pool, the exchange and
-    /// its response body.
+    /// its response body's until that is read whole), by [`shard`] of the runtime
+    /// whose reactor drives them, the most recently used last. Boxed: a connection is
+    /// moved as a pointer between the pool, the exchange and its response body.
     #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<PodConn>>>,
+    idle: Mutex<Vec<Vec<Box<PodConn>>>>,
     /// Every other kind: HTTP/1.1 over TLS (idle, as above) and HTTP/2 (shared by the
     /// requests in flight on them), told apart by how they were dialled.
     other: Mutex<Vec<Other>>,
@@ -228,7 +229,7 @@ pub(crate) struct EndpointPool {
 
 impl EndpointPool {
     #[allow(clippy::vec_box)]
-    fn idle(&self) -> MutexGuard<'_, Vec<Box<PodConn>>> {
+    fn idle(&self) -> MutexGuard<'_, Vec<Vec<Box<PodConn>>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -239,7 +240,8 @@ impl EndpointPool {
     /// The most recently used idle connection that can carry a request; the ones found
     /// closed or pooled too long on the way are dropped.
     fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
-        let mut list = self.idle();
+        let mut shards = self.idle();
+        let list = shard::slot(&mut shards, shard::current());
         // The longest-pooled connection, which a busy pool never reaches from the other
         // end, is closed once it has been idle too long: a checkout at a time, so the
         // pool sheds what a lull left behind without a sweep of its own.
@@ -260,7 +262,8 @@ impl EndpointPool {
     /// Keeps a connection whose response was read whole. Beyond `max` the one pooled
     /// longest is closed.
     pub(crate) fn put_h1(&self, conn: Box<PodConn>, max: usize) {
-        let mut list = self.idle();
+        let mut shards = self.idle();
+        let list = shard::slot(&mut shards, conn.shard);
         if list.len() >= max.max(1) {
             list.remove(0);
         }

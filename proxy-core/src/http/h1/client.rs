@@ -139,6 +139,8 @@ pub(crate) struct PodConn {
     head_read: usize,
     /// Bytes read for the response now on the connection.
     read_now: usize,
+    /// The shard whose runtime's reactor drives the socket: it is pooled there.
+    pub shard: usize,
 }
 
 impl PodConn {
@@ -158,6 +160,7 @@ impl PodConn {
             last_used: Instant::now(),
             head_read: HEAD_READ,
             read_now: 0,
+            shard: crate::http::shard::current(),
         })
     }
 

@@ -1,0 +1,204 @@
+//! End to end: the per-core runtime model (`--runtime per-core`). Each serving thread
+//! opens listeners of its own on the same addresses; the kernel spreads connections over
+//! them, and every thread serves the ones it accepted, over HTTP and HTTPS, until it
+//! drains with the rest of the process.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+mod common;
+
+use common::{
+    app_yaml, client, exchange, get, get_with, AnyCert, Backend, Controller, INGRESS_CLASS_YAML,
+};
+
+const THREADS: usize = 3;
+
+/// Listening sockets on `port` in this network namespace, from the kernel's own table.
+fn listening_sockets(port: u16) -> usize {
+    let want = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .flat_map(|t| t.lines().skip(1).map(str::to_owned).collect::<Vec<_>>())
+        .filter(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            // local_address is field 1, st field 3; 0A is LISTEN.
+            fields.len() > 3 && format!("{} ", fields[1]).ends_with(&want) && fields[3] == "0A"
+        })
+        .count()
+}
+
+/// Each serving thread of the process (`portico-shard-N`, and the main thread, which is
+/// shard 0), with the times it has gone to sleep waiting for work.
+fn shard_wakeups(pid: u32) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.flatten() {
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|v| v.trim().to_owned())
+        };
+        let name = field("Name:").unwrap_or_default();
+        let main = task.file_name().to_string_lossy() == pid.to_string();
+        if name.starts_with("portico-shard-") || main {
+            let switches = field("voluntary_ctxt_switches:")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            out.push((if main { "main".to_owned() } else { name }, switches));
+        }
+    }
+    out.sort();
+    out
+}
+
+fn tls_client() -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .expect("protocol versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert(provider)))
+        .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn over_tls(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned()).expect("name");
+    let tls = tls_client().connect(name, tcp).await.expect("handshake");
+    let answer = exchange(tls, "GET", host, path, &[], "").await;
+    (answer.status, answer.body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_threads_each_accept_and_serve_http_and_https() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "app.example.com", "/", &[backend.addr]),
+    )
+    .unwrap();
+    let threads = THREADS.to_string();
+    let mut ctl = Controller::start(
+        dir.path(),
+        &["--runtime", "per-core", "--worker-threads", &threads],
+    );
+    ctl.wait_ready().await;
+
+    // One listener per thread on each proxy address.
+    assert_eq!(
+        listening_sockets(ctl.http.port()),
+        THREADS,
+        "HTTP listeners"
+    );
+    assert_eq!(
+        listening_sockets(ctl.https.port()),
+        THREADS,
+        "HTTPS listeners"
+    );
+
+    let pid = ctl.pid();
+    let before = shard_wakeups(pid);
+    assert_eq!(before.len(), THREADS, "serving threads: {before:?}");
+    // One request per connection, one connection at a time: every connection wakes the
+    // thread whose listener the kernel gave it to.
+    for i in 0..90 {
+        let path = format!("/n{i}");
+        let (status, body) = if i % 3 == 0 {
+            over_tls(ctl.https, "app.example.com", &path).await
+        } else {
+            let tcp = TcpStream::connect(ctl.http).await.expect("connect");
+            let answer = exchange(tcp, "GET", "app.example.com", &path, &[], "").await;
+            (answer.status, answer.body)
+        };
+        assert_eq!(
+            (status, body),
+            (200, format!("app {path}")),
+            "{}",
+            ctl.logs()
+        );
+    }
+    // Keep-alive connections stay with their thread and reuse its pod connections.
+    let keep_alive = client();
+    for _ in 0..10 {
+        let (status, body) = get_with(&keep_alive, ctl.http, "app.example.com", "/again")
+            .await
+            .unwrap();
+        assert_eq!((status, body.as_str()), (200, "app /again"));
+    }
+    let after = shard_wakeups(pid);
+    for ((name, was), (_, now)) in before.iter().zip(&after) {
+        assert!(
+            now.saturating_sub(*was) >= 10,
+            "{name} woke {} times for 90 connections: it served none of them ({before:?} -> {after:?})",
+            now.saturating_sub(*was)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_sigterm_drains_every_threads_requests() {
+    let slow = Backend::start_slow("slow", Duration::from_secs(2)).await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "slow.example.com", "/", &[slow.addr]),
+    )
+    .unwrap();
+    let threads = THREADS.to_string();
+    let mut ctl = Controller::start(
+        dir.path(),
+        &[
+            "--runtime",
+            "per-core",
+            "--worker-threads",
+            &threads,
+            "--shutdown-grace",
+            "30",
+        ],
+    );
+    ctl.wait_ready().await;
+    // Enough connections that every thread holds some with high likelihood.
+    let http = ctl.http;
+    let in_flight: Vec<_> = (0..12)
+        .map(|i| {
+            tokio::spawn(async move { get(http, "slow.example.com", &format!("/d{i}")).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctl.signal("TERM");
+    // No thread accepts any more while they drain.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(ctl.http).await.is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still accepting after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (i, request) in in_flight.into_iter().enumerate() {
+        assert_eq!(
+            request.await.unwrap().unwrap(),
+            (200, format!("slow /d{i}")),
+            "{}",
+            ctl.logs()
+        );
+    }
+    let status = ctl.wait_exit(Duration::from_secs(30)).await;
+    assert!(status.success(), "{status}:\n{}", ctl.logs());
+}
