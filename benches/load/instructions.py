@@ -39,6 +39,9 @@ def main():
     ap.add_argument("--work", default="/tmp/portico-bench-cg")
     ap.add_argument("--proxies", default="portico",
                     help="comma-separated: portico, nginx, haproxy (each counted the same way)")
+    ap.add_argument("--workers", type=int, default=1, help="Portico's --worker-threads")
+    ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
+                    help="Portico's --runtime")
     a = ap.parse_args()
     work = os.path.abspath(a.work)
     bench.prepare(a, work)
