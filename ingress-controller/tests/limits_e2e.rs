@@ -127,44 +127,6 @@ async fn limit_rate_paces_the_answer() {
     assert!(took >= Duration::from_millis(1900), "answered in {took:?}");
 }
 
-/// Sends one keep-alive request on `s` and reads its whole answer (head and
-/// `Content-Length` body).
-async fn request_on(s: &mut TcpStream) -> String {
-    use tokio::io::AsyncWriteExt;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: app.example.com\r\n\r\n")
-        .await
-        .unwrap();
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    loop {
-        let text = String::from_utf8_lossy(&got).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length = head
-                .lines()
-                .find_map(|l| {
-                    l.to_ascii_lowercase()
-                        .strip_prefix("content-length:")
-                        .map(|v| v.trim().to_owned())
-                })
-                .and_then(|v| v.parse::<usize>().ok())
-                .expect("an answer with a content-length");
-            if body.len() >= length {
-                return text;
-            }
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-            .await
-            .expect("no answer on the kept connection")
-            .unwrap();
-        assert!(
-            n > 0,
-            "connection closed: {}",
-            String::from_utf8_lossy(&got)
-        );
-        got.extend_from_slice(&buf[..n]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_keep_alive_connections_park_keep_their_slots_and_serve_again() {
     let b = Backend::start("a").await;

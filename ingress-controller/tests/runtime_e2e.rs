@@ -13,7 +13,8 @@ use tokio_rustls::TlsConnector;
 mod common;
 
 use common::{
-    app_yaml, client, exchange, get, get_with, AnyCert, Backend, Controller, INGRESS_CLASS_YAML,
+    app_yaml, client, exchange, get, get_with, request_on, AnyCert, Backend, Controller,
+    INGRESS_CLASS_YAML,
 };
 
 const THREADS: usize = 3;
@@ -201,4 +202,46 @@ async fn per_core_sigterm_drains_every_threads_requests() {
     }
     let status = ctl.wait_exit(Duration::from_secs(30)).await;
     assert!(status.success(), "{status}:\n{}", ctl.logs());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_idle_connections_park_on_their_thread_and_serve_again() {
+    let backend = Backend::start("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "app.example.com", "/", &[backend.addr]),
+    )
+    .unwrap();
+    let threads = THREADS.to_string();
+    let mut ctl = Controller::start(
+        dir.path(),
+        &["--runtime", "per-core", "--worker-threads", &threads],
+    );
+    ctl.wait_ready().await;
+    let mut conns = Vec::new();
+    for _ in 0..9 {
+        let mut conn = TcpStream::connect(ctl.http).await.expect("connect");
+        assert!(request_on(&mut conn).await.starts_with("HTTP/1.1 200"));
+        conns.push(conn);
+    }
+    // Idle past the park time (1 s): each thread's lot takes its own.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let metrics = ctl.metrics().await;
+    assert!(
+        metrics.contains("portico_client_connections_parked 9\n"),
+        "{metrics}"
+    );
+    // Woken by their next requests, served again on the same connections.
+    for round in 0..2 {
+        for conn in &mut conns {
+            let answer = request_on(conn).await;
+            assert!(
+                answer.starts_with("HTTP/1.1 200"),
+                "round {round}: {answer}"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+    }
 }
