@@ -242,11 +242,10 @@ pub struct Args {
     pub worker_threads: Option<u16>,
 
     /// How the worker threads share the work. `work-stealing`: one runtime whose threads
-    /// take each other's tasks, all accepting on one listener per address. `per-core`:
-    /// each thread runs a runtime of its own with its own listeners on the same
-    /// addresses (`SO_REUSEPORT`, the kernel spreading connections over them), and a
-    /// connection stays on the thread that accepted it; no task or wake-up crosses
-    /// threads. With one worker thread both are the same.
+    /// take each other's tasks. `per-core`: each thread runs a runtime of its own, new
+    /// connections are dealt out to them in turn, and a connection stays on its thread:
+    /// past the hand-over, no task or wake-up crosses threads. With one worker thread
+    /// both are the same.
     #[arg(long, env = "PORTICO_RUNTIME", value_enum, default_value_t = RuntimeModel::WorkStealing)]
     pub runtime: RuntimeModel,
 

@@ -13,7 +13,7 @@ use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
 use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::compile::Compiled;
 use crate::passthrough::{self, PassthroughMetrics, Step};
@@ -178,10 +178,10 @@ impl Https {
         &self.resolver
     }
 
-    /// Accepts TLS connections on `listener` until `shutdown`, handing each to `proxy`.
+    /// Accepts TLS connections from `listener` until `shutdown`, handing each to `proxy`.
     pub async fn serve(
         &self,
-        listener: TcpListener,
+        listener: impl Into<proxy_core::http::shard::Incoming>,
         proxy: Arc<Proxy>,
         handshake_timeout: Duration,
         shutdown: Shutdown,

@@ -23,6 +23,7 @@ use ingress_controller::sources::{files, kube as kube_source};
 use ingress_controller::status::PublishSource;
 use ingress_controller::store::{ObjectKey, SharedStore};
 use proxy_core::config::ConfigHandle;
+use proxy_core::http::shard::Incoming;
 use proxy_core::http::{default_max_connections, raise_fd_limit, Proxy, ProxyOptions};
 
 // mimalloc (see `alloc`), without transparent huge pages (`no_thp`): a proxy this small
@@ -280,19 +281,11 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
         counted.upgrade().map_or(0, |p| p.parked_connections())
     }));
     let shutdown = proxy.shutdown();
-    let shared = !shards.is_empty();
-    let http_listener = bind_listener(args.http_addr, "--http-addr", shared)?;
-    let https_listener = bind_listener(args.https_addr, "--https-addr", shared)?;
-    // Each shard's own, registered with its runtime; bound now so that a refused bind
-    // fails start-up.
-    let mut shard_listeners = Vec::with_capacity(shards.len());
-    for rt in &shards {
-        let _in_shard = rt.enter();
-        shard_listeners.push((
-            bind_listener(args.http_addr, "--http-addr", true)?,
-            bind_listener(args.https_addr, "--https-addr", true)?,
-        ));
-    }
+    let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
+    // Per core, this thread accepts for every shard and deals the connections out.
+    let (http_listener, http_dealt) = Incoming::dealing(http_listener, shards.len() + 1);
+    let (https_listener, https_dealt) = Incoming::dealing(https_listener, shards.len() + 1);
     let quic = match http3_addr {
         Some(addr) => Some(
             proxy_core::http::h3::endpoint(addr, &https.server_config()).context("--http3-addr")?,
@@ -308,8 +301,8 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
             return Ok(());
         }
     }
-    let serving = shards.len() + 1;
-    for (index, (rt, (http, tls))) in shards.into_iter().zip(shard_listeners).enumerate() {
+    let dealt = http_dealt.into_iter().zip(https_dealt);
+    for (index, (rt, (http, tls))) in shards.into_iter().zip(dealt).enumerate() {
         let (proxy, https, shutdown) = (proxy.clone(), https.clone(), shutdown.clone());
         let serve = serve_listeners(proxy, https, shutdown, http, tls);
         std::thread::Builder::new()
@@ -341,7 +334,7 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
     }
     tracing::info!(http = %args.http_addr, https = %args.https_addr, admin = %args.admin_addr,
         http3 = http3_addr.map(|a| a.to_string()).unwrap_or_default(),
-        runtime = ?args.runtime, threads = args.serving_threads(), listeners_per_address = serving,
+        runtime = ?args.runtime, threads = args.serving_threads(),
         "serving");
 
     // 6. Graceful stop: not ready, stop accepting, let in-flight requests finish.
@@ -439,35 +432,13 @@ async fn bind(addr: std::net::SocketAddr, flag: &str) -> anyhow::Result<TcpListe
         .with_context(|| format!("{flag} {addr}: cannot listen"))
 }
 
-/// A proxy listener. `shared`: with `SO_REUSEPORT`, one of several the per-core shards
-/// open on the same address.
-fn bind_listener(
-    addr: std::net::SocketAddr,
-    flag: &str,
-    shared: bool,
-) -> anyhow::Result<TcpListener> {
-    let listen = || {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        // As `TcpListener::bind` does: a restart may bind while old connections linger.
-        socket.set_reuseaddr(true)?;
-        socket.set_reuseport(shared)?;
-        socket.bind(addr)?;
-        socket.listen(1024)
-    };
-    listen().with_context(|| format!("{flag} {addr}: cannot listen"))
-}
-
-/// Accepts on one shard's HTTP and HTTPS listeners until shutdown.
+/// Serves one shard's HTTP and HTTPS connections until shutdown.
 async fn serve_listeners(
     proxy: Arc<Proxy>,
     https: Arc<Https>,
     shutdown: proxy_core::http::Shutdown,
-    http: TcpListener,
-    tls: TcpListener,
+    http: Incoming,
+    tls: Incoming,
 ) {
     // Tasks of their own, so that a multi-threaded runtime accepts on both at once.
     let plain = tokio::spawn({

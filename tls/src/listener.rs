@@ -6,7 +6,8 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, TcpStream};
+use proxy_core::http::shard::Incoming;
+use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
 use crate::policy::AcceptorSource;
@@ -31,7 +32,7 @@ pub struct TlsConnection<X = ()> {
 /// (scanners and health probes make many) and dropped. `handler` runs in that task after
 /// a successful handshake.
 pub async fn serve<A, H, Fut>(
-    listener: TcpListener,
+    listener: impl Into<Incoming>,
     acceptor: A,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
@@ -58,7 +59,7 @@ pub async fn serve<A, H, Fut>(
 /// the connection (or returns `None` to close it at once), reads what a load balancer
 /// sends first (a PROXY protocol header), and hands back the stream and what it found.
 pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
-    listener: TcpListener,
+    listener: impl Into<Incoming>,
     acceptor: A,
     handshake_timeout: Duration,
     shutdown: impl Future<Output = ()>,
@@ -75,10 +76,11 @@ pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
     X: Send + 'static,
 {
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut incoming = listener.into();
     loop {
         let accepted = tokio::select! {
             _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            accepted = incoming.accept() => accepted,
         };
         let (tcp, remote) = match accepted {
             Ok(conn) => conn,

@@ -14,7 +14,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use super::activity::{Activity, IdleWatch};
@@ -139,12 +139,17 @@ impl Proxy {
 
     /// Accepts plain-HTTP connections until `shutdown` (or the proxy's own handle) is
     /// triggered. Connections already accepted keep being served until drained.
-    pub async fn serve_listener(self: &Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
+    pub async fn serve_listener(
+        self: &Arc<Self>,
+        incoming: impl Into<shard::Incoming>,
+        shutdown: Shutdown,
+    ) {
+        let mut incoming = incoming.into();
         loop {
             let accepted = tokio::select! {
                 _ = shutdown.triggered() => break,
                 _ = self.shutdown.triggered() => break,
-                accepted = listener.accept() => accepted,
+                accepted = incoming.accept() => accepted,
             };
             let (stream, remote) = match accepted {
                 Ok(conn) => conn,
