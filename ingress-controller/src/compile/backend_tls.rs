@@ -350,7 +350,7 @@ fn judge(
             })
             .and_then(|ca| {
                 // Each bundle is checked on its own, so the message names the bad one.
-                tls::backend_tls_config(BackendCa::Pem(&ca), &[])
+                tls::backend_tls_config(BackendCa::Pem(&ca), &[], None)
                     .map(|_| ca)
                     .map_err(|_| "ca.crt holds no usable PEM certificate")
             });
@@ -386,7 +386,7 @@ fn judge(
     } else {
         BackendCa::Pem(&pem)
     };
-    let config = match tls::backend_tls_config(ca, &sans) {
+    let config = match tls::backend_tls_config(ca, &sans, None) {
         Ok(c) => c,
         Err(e) => {
             let m = bad("spec.validation", e.to_string());
