@@ -421,6 +421,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             .chain(backend_tls.settings)
             .collect(),
         backend_tls: backend_tls.backends,
+        backend_client_certs: Default::default(),
+        gateway_sni: Vec::new(),
         credentials,
         digest_credentials,
         auth_proxy_set_headers: security::auth_proxy_set_headers(
