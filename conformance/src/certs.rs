@@ -158,4 +158,76 @@ impl TestCa {
         let cert = params.signed_by(&key, &self.issuer).map_err(fail)?;
         Ok((cert.pem(), key.serialize_pem()))
     }
+
+    /// A client certificate (`clientAuth` purpose, no names, subject `CN=default,
+    /// O=Acme Co`), as the upstream suite's `MustCreateCASignedClientCertSecret` makes
+    /// them. PEM certificate and key.
+    pub fn issue_client(&self) -> Result<(String, String), CertError> {
+        let fail = |source| CertError::Generate {
+            hosts: vec!["client".to_owned()],
+            source,
+        };
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "default");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Acme Co");
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = rcgen::KeyPair::generate().map_err(fail)?;
+        let cert = params.signed_by(&key, &self.issuer).map_err(fail)?;
+        Ok((cert.pem(), key.serialize_pem()))
+    }
+}
+
+/// [`server_config`] that, with `client_ca`, asks for a client certificate and checks
+/// one that comes against that CA (PEM), letting clients without one through: as
+/// echo-basic serves with `TLS_CLIENT_CACERTS` (Go's `VerifyClientCertIfGiven`).
+pub fn server_config_for_clients(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca: Option<&str>,
+) -> Result<Arc<rustls::ServerConfig>, CertError> {
+    let Some(ca) = client_ca else {
+        return server_config(cert_pem, key_pem);
+    };
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| CertError::Pem(e.to_string()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+        .map_err(|e| CertError::Pem(e.to_string()))?
+        .ok_or_else(|| CertError::Pem("no private key found".to_owned()))?;
+    let mut roots = RootCertStore::empty();
+    for der in rustls_pemfile::certs(&mut ca.as_bytes()) {
+        let der = der.map_err(|e| CertError::Pem(e.to_string()))?;
+        roots.add(der).map_err(|e| CertError::Pem(e.to_string()))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()
+    .map_err(|e| CertError::Pem(e.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A certificate as PEM, in Go's `pem.Encode` layout (64 characters a line).
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }

@@ -81,6 +81,65 @@ pub struct Request {
     pub path_and_query: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// The SNI name over TLS, when it is not the Host's host.
+    pub sni: Option<String>,
+    /// The client certificate offered when the server asks for one.
+    pub identity: Option<Arc<ClientIdentity>>,
+}
+
+/// A client certificate and key, offered as Go's `GetClientCertificate` hook does (only
+/// when the server asks), remembering whether it was asked for.
+#[derive(Debug)]
+pub struct ClientIdentity {
+    key: Arc<rustls::sign::CertifiedKey>,
+    asked: std::sync::atomic::AtomicBool,
+}
+
+impl ClientIdentity {
+    /// From PEM certificate (chain) and key, as a `kubernetes.io/tls` Secret holds them.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Arc<Self>, String> {
+        let chain: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .map_err(|e| e.to_string())?;
+        let key = rustls_pemfile::private_key(&mut key_pem.as_bytes())
+            .map_err(|e| e.to_string())?
+            .ok_or("no private key")?;
+        let signing =
+            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+        Ok(Arc::new(Self {
+            key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
+            asked: std::sync::atomic::AtomicBool::new(false),
+        }))
+    }
+
+    /// Whether a server has asked for it since [`Self::reset`].
+    pub fn was_asked(&self) -> bool {
+        self.asked.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub fn reset(&self) {
+        self.asked.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[derive(Debug)]
+struct OfferIdentity(Arc<ClientIdentity>);
+
+impl rustls::client::ResolvesClientCert for OfferIdentity {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0
+            .asked
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        Some(self.0.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 impl Request {
@@ -128,6 +187,8 @@ impl Request {
             path_and_query,
             headers: vec![("user-agent".to_owned(), USER_AGENT.to_owned())],
             body: Bytes::new(),
+            sni: None,
+            identity: None,
         }
     }
 
@@ -269,8 +330,11 @@ async fn exchange(
     }
 
     // SNI and verification use the host without its port, as any HTTPS client does.
-    let sni_host = strip_port(&host_header).to_owned();
-    let (config, verifying) = client_config(trust);
+    let sni_host = req
+        .sni
+        .clone()
+        .unwrap_or_else(|| strip_port(&host_header).to_owned());
+    let (config, verifying) = client_config(trust, req.identity.as_ref());
     let server_name = ServerName::try_from(sni_host.clone()).map_err(|e| ClientError::Url {
         url: host_header.clone(),
         reason: e.to_string(),
@@ -320,30 +384,28 @@ where
     Ok((parts.status, parts.version, parts.headers, body))
 }
 
-fn client_config(trust: &TlsTrust) -> (Arc<rustls::ClientConfig>, bool) {
+fn client_config(
+    trust: &TlsTrust,
+    identity: Option<&Arc<ClientIdentity>>,
+) -> (Arc<rustls::ClientConfig>, bool) {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| rustls::ClientConfig::builder());
-    match trust {
-        TlsTrust::Roots(roots) => (
-            Arc::new(
-                builder
-                    .with_root_certificates(roots.clone())
-                    .with_no_client_auth(),
-            ),
-            true,
-        ),
+    let (builder, verifying) = match trust {
+        TlsTrust::Roots(roots) => (builder.with_root_certificates(roots.clone()), true),
         TlsTrust::Insecure => (
-            Arc::new(
-                builder
-                    .dangerous()
-                    .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
-                    .with_no_client_auth(),
-            ),
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAny(provider))),
             false,
         ),
-    }
+    };
+    let config = match identity {
+        Some(id) => builder.with_client_cert_resolver(Arc::new(OfferIdentity(id.clone()))),
+        None => builder.with_no_client_auth(),
+    };
+    (Arc::new(config), verifying)
 }
 
 fn proto(version: Version) -> String {

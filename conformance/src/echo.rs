@@ -62,6 +62,10 @@ pub struct Echo {
 pub struct TlsInfo {
     /// The SNI name the client sent, if any.
     pub sni: Option<String>,
+    /// The client's certificates (PEM, leaf first), as echo-basic's
+    /// `peerCertificates`: only a server configured to ask for them gets any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peer_certificates: Vec<String>,
 }
 
 impl Echo {
@@ -217,8 +221,15 @@ async fn accept_loop(
                     let Ok(tls) = acceptor.accept(stream).await else {
                         return;
                     };
+                    let conn = tls.get_ref().1;
                     let info = TlsInfo {
-                        sni: tls.get_ref().1.server_name().map(str::to_owned),
+                        sni: conn.server_name().map(str::to_owned),
+                        peer_certificates: conn
+                            .peer_certificates()
+                            .unwrap_or_default()
+                            .iter()
+                            .map(|c| crate::certs::der_to_pem(c))
+                            .collect(),
                     };
                     let svc = service_fn(move |req| {
                         answer(

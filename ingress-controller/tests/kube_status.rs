@@ -582,6 +582,7 @@ async fn gateway_api_status_is_applied_through_the_status_subresources() {
             {"type": "Accepted", "status": "True", "reason": "ListenersNotValid",
              "message": "some listeners cannot be served", "observedGeneration": 2},
             {"type": "Programmed", "status": "True", "reason": "Programmed", "message": "", "observedGeneration": 2},
+            {"type": "ResolvedRefs", "status": "True", "reason": "ResolvedRefs", "message": "", "observedGeneration": 2},
         ])
     );
     let http = &st["listeners"][0];

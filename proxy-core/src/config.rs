@@ -153,6 +153,16 @@ pub struct Config {
     /// policy that could not be made: requests to the backend fail (never in
     /// plaintext). Empty for most configurations, which then pay one check.
     pub backend_tls: HashMap<BackendId, Arc<str>>,
+    /// Gateways' backend client certificates, by the key routes through them name
+    /// ([`RoutePolicy::backend_client_cert`](crate::pipeline::RoutePolicy)): for
+    /// `backend_tls` settings, the same setting presenting the certificate. A key
+    /// missing here is a certificate that could not be used: those routes' requests to
+    /// `backend_tls` backends fail.
+    pub backend_client_certs: HashMap<Arc<str>, crate::pipeline::BackendClientCert>,
+    /// The SNI scopes of Gateways' HTTPS listeners that have a hostname: a request no
+    /// route takes, on a connection one of them was made for, whose host none of
+    /// those takes, gets 421 rather than 404. Empty without Gateway HTTPS listeners.
+    pub gateway_sni: Vec<crate::routes::SniScope>,
     /// Basic auth: the user lists routes name (by the Secret they came from),
     /// validated. A route naming one that is not here refuses its requests.
     pub credentials: Credentials,

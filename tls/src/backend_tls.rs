@@ -32,11 +32,13 @@ pub enum SubjectAltName {
 }
 
 /// The client configuration for a policy's CA certificates and its `subjectAltNames`
-/// (empty: the name verified is the one dialled, the policy's hostname). ALPN is left
-/// to the caller.
+/// (empty: the name verified is the one dialled, the policy's hostname), presenting
+/// `client` (`tls.crt`, `tls.key`: a Gateway's backend client certificate) when the
+/// pod asks for one. ALPN is left to the caller.
 pub fn backend_tls_config(
     ca: BackendCa<'_>,
     sans: &[SubjectAltName],
+    client: Option<(&[u8], &[u8])>,
 ) -> Result<ClientConfig, UpstreamTlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let roots = match ca {
@@ -83,11 +85,17 @@ pub fn backend_tls_config(
             algorithms: provider.signature_verification_algorithms,
         })
     };
-    Ok(ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth())
+        .with_custom_certificate_verifier(verifier);
+    Ok(match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let (chain, key) = crate::upstream::client_key_pair(cert_pem, key_pem)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+    })
 }
 
 /// webpki's verification against each of `names` in turn, instead of the name dialled,

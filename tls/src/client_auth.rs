@@ -6,6 +6,11 @@
 //!
 //! Hosts are chosen by SNI before the handshake ([`ClientAuthHosts`]); hosts without
 //! client certificates get a configuration that sends no CertificateRequest at all.
+//!
+//! A Gateway's `tls.frontend` validation (`AllowValidOnly`) is stricter: the spec has
+//! the Gateway accept a connection only with a valid certificate, so such a host's
+//! handshake requires one and fails on one its CA refuses
+//! ([`ClientAuth::refusing_in_handshake`]), judged by the same checks.
 
 use std::sync::Arc;
 
@@ -52,6 +57,9 @@ pub struct ClientAuth {
     /// The CA subjects the CertificateRequest names, as nginx's `ssl_client_certificate`.
     hints: Arc<[DistinguishedName]>,
     algorithms: WebPkiSupportedAlgorithms,
+    /// The handshake requires a certificate and fails on one the CA refuses, instead
+    /// of leaving the verdict to the HTTP level.
+    refuse_in_handshake: bool,
     /// What it was read from, to tell a rotation from a compile that changed nothing.
     source: (Vec<u8>, Option<Vec<u8>>),
 }
@@ -59,7 +67,37 @@ pub struct ClientAuth {
 impl ClientAuth {
     /// Whether `other` was read from the same bundle with the same settings.
     pub fn same_as(&self, other: &ClientAuth) -> bool {
-        self.mode == other.mode && self.depth == other.depth && self.source == other.source
+        self.mode == other.mode
+            && self.depth == other.depth
+            && self.refuse_in_handshake == other.refuse_in_handshake
+            && self.source == other.source
+    }
+
+    /// The same CA, with handshakes that require a certificate and fail on one the CA
+    /// refuses (a Gateway's `AllowValidOnly`).
+    pub fn refusing_in_handshake(mut self) -> Self {
+        self.refuse_in_handshake = true;
+        self
+    }
+
+    /// Handshakes that no certificate can pass: for a host whose CA was asked for but
+    /// cannot be used, which must not be served without client verification.
+    pub fn refusing_all() -> Self {
+        Self {
+            mode: VerifyClient::On,
+            depth: 0,
+            anchors: Vec::new(),
+            crls: Vec::new(),
+            hints: Arc::from([]),
+            algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            refuse_in_handshake: true,
+            source: (Vec::new(), None),
+        }
+    }
+
+    /// Whether the handshake itself refuses what the CA refuses.
+    pub fn refuses_in_handshake(&self) -> bool {
+        self.refuse_in_handshake
     }
 
     /// Reads `ca.crt` (one or more PEM certificates) and `ca.crl` (PEM CRLs), if any.
@@ -107,6 +145,7 @@ impl ClientAuth {
             crls,
             hints,
             algorithms: rustls::crypto::ring::default_provider().signature_verification_algorithms,
+            refuse_in_handshake: false,
             source: (ca_pem.to_vec(), crl_pem.map(<[u8]>::to_vec)),
         })
     }
@@ -116,12 +155,10 @@ impl ClientAuth {
     }
 
     /// The verifier for the host's handshakes: asks for a certificate, accepts whatever
-    /// comes (proof of the key is still checked), leaving the verdict to [`Self::judge`].
-    pub fn verifier(&self) -> Arc<dyn ClientCertVerifier> {
-        Arc::new(AskForCertificate {
-            hints: self.hints.clone(),
-            algorithms: self.algorithms,
-        })
+    /// comes (proof of the key is still checked), leaving the verdict to [`Self::judge`];
+    /// or, [`Self::refusing_in_handshake`], requires one the CA accepts.
+    pub fn verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(AskForCertificate { auth: self.clone() })
     }
 
     /// The verdict on the chain a client sent (leaf first), for host `server`.
@@ -306,11 +343,11 @@ fn escaped_pem(der: &CertificateDer<'_>) -> String {
 }
 
 /// Asks for a certificate without requiring one, and accepts any: the verdict is made
-/// after the handshake, so that a bad certificate is answered at HTTP level.
+/// after the handshake, so that a bad certificate is answered at HTTP level. With
+/// [`ClientAuth::refusing_in_handshake`], requires one and refuses what the CA refuses.
 #[derive(Debug)]
 struct AskForCertificate {
-    hints: Arc<[DistinguishedName]>,
-    algorithms: WebPkiSupportedAlgorithms,
+    auth: Arc<ClientAuth>,
 }
 
 impl ClientCertVerifier for AskForCertificate {
@@ -319,19 +356,31 @@ impl ClientCertVerifier for AskForCertificate {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        false
+        self.auth.refuse_in_handshake
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        &self.hints
+        &self.auth.hints
     }
 
     fn verify_client_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
         _now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        if !self.auth.refuse_in_handshake {
+            return Ok(ClientCertVerified::assertion());
+        }
+        self.auth.verify(end_entity, intermediates).map_err(|e| {
+            let self_signed = {
+                let (subject, issuer) = distinguished_names(end_entity);
+                !subject.is_empty() && subject == issuer
+            };
+            let reason = openssl_reason(&e, self_signed);
+            tracing::info!(%reason, "client certificate refused in the handshake");
+            rustls::Error::InvalidCertificate(certificate_error(&e))
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 
@@ -342,7 +391,7 @@ impl ClientCertVerifier for AskForCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.auth.algorithms)
     }
 
     fn verify_tls13_signature(
@@ -351,11 +400,27 @@ impl ClientCertVerifier for AskForCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.auth.algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
+        self.auth.algorithms.supported_schemes()
+    }
+}
+
+/// The alert a refused certificate gets, the nearest rustls has to webpki's reason.
+fn certificate_error(e: &webpki::Error) -> rustls::CertificateError {
+    use rustls::CertificateError as C;
+    use webpki::Error as E;
+    match e {
+        E::UnknownIssuer => C::UnknownIssuer,
+        E::CertExpired { .. } => C::Expired,
+        E::CertNotValidYet { .. } => C::NotValidYet,
+        E::CertRevoked => C::Revoked,
+        E::UnknownRevocationStatus => C::UnknownRevocationStatus,
+        E::InvalidSignatureForPublicKey => C::BadSignature,
+        E::RequiredEkuNotFoundContext(_) => C::InvalidPurpose,
+        _ => C::ApplicationVerificationFailure,
     }
 }
 
@@ -555,6 +620,44 @@ mod tests {
                 issuer_unknown: false
             }
         );
+    }
+
+    #[test]
+    fn a_refusing_handshake_requires_a_certificate_its_ca_accepts() {
+        let good = ca("Good CA");
+        let other = ca("Other CA");
+        let now = UnixTime::now();
+        let asking = Arc::new(
+            ClientAuth::from_pem(VerifyClient::Optional, 1, good.0.as_bytes(), None).unwrap(),
+        );
+        let lax = asking.verifier();
+        assert!(lax.offer_client_auth() && !lax.client_auth_mandatory());
+        assert!(lax
+            .verify_client_cert(&leaf("client", &other), &[], now)
+            .is_ok());
+        let strict = Arc::new(
+            ClientAuth::from_pem(VerifyClient::On, 1, good.0.as_bytes(), None)
+                .unwrap()
+                .refusing_in_handshake(),
+        );
+        assert!(!strict.same_as(&asking));
+        let v = strict.verifier();
+        assert!(v.offer_client_auth() && v.client_auth_mandatory());
+        assert!(!v.root_hint_subjects().is_empty());
+        assert!(v
+            .verify_client_cert(&leaf("client", &good), &[], now)
+            .is_ok());
+        assert!(matches!(
+            v.verify_client_cert(&leaf("client", &other), &[], now),
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::UnknownIssuer
+            ))
+        ));
+        let none = Arc::new(ClientAuth::refusing_all()).verifier();
+        assert!(none.client_auth_mandatory());
+        assert!(none
+            .verify_client_cert(&leaf("client", &good), &[], now)
+            .is_err());
     }
 
     #[test]

@@ -38,7 +38,9 @@ pub use serving::{generate_serving_pair, ServingPair};
 pub use store::{CertStore, ParsedCert, ServedCert};
 pub use tokio_rustls::server::TlsStream;
 pub use tokio_rustls::TlsAcceptor;
-pub use upstream::{upstream_client_config, TlsVersion, UpstreamTlsError, UpstreamTlsSettings};
+pub use upstream::{
+    client_key_pair, upstream_client_config, TlsVersion, UpstreamTlsError, UpstreamTlsSettings,
+};
 
 use std::time::Duration;
 

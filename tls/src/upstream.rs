@@ -94,18 +94,40 @@ pub fn upstream_client_config(
     let config = match settings.client {
         None => builder.with_no_client_auth(),
         Some((cert_pem, key_pem)) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-                .collect::<Result<_, _>>()
-                .map_err(|_| UpstreamTlsError::NoClientCert)?;
-            if chain.is_empty() {
-                return Err(UpstreamTlsError::NoClientCert);
-            }
-            let key = PrivateKeyDer::from_pem_slice(key_pem)
-                .map_err(|e| UpstreamTlsError::ClientKey(e.to_string()))?;
+            let (chain, key) = client_key_pair(cert_pem, key_pem)?;
             builder.with_client_auth_cert(chain, key)?
         }
     };
     Ok(config)
+}
+
+/// The certificate chain (`tls.crt`) and private key (`tls.key`) Portico presents to
+/// pods that ask for a client certificate: `proxy-ssl-secret`'s, and a Gateway's
+/// `spec.tls.backend.clientCertificateRef`.
+pub fn client_key_pair(
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), UpstreamTlsError> {
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|_| UpstreamTlsError::NoClientCert)?;
+    if chain.is_empty() {
+        return Err(UpstreamTlsError::NoClientCert);
+    }
+    let key = PrivateKeyDer::from_pem_slice(key_pem)
+        .map_err(|e| UpstreamTlsError::ClientKey(e.to_string()))?;
+    // A key that is not the certificate's would only fail at the pod's handshake.
+    let signing = rustls::crypto::ring::default_provider()
+        .key_provider
+        .load_private_key(key.clone_key())
+        .map_err(|e| UpstreamTlsError::ClientKey(e.to_string()))?;
+    let checked = rustls::sign::CertifiedKey::new(chain.clone(), signing).keys_match();
+    if let Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::KeyMismatch)) = checked {
+        return Err(UpstreamTlsError::ClientKey(
+            "it is not the key of the certificate in tls.crt".into(),
+        ));
+    }
+    Ok((chain, key))
 }
 
 /// webpki's verification, then nginx's depth limit: the certificates the pod sent

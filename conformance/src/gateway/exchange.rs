@@ -4,7 +4,9 @@
 
 use http::Method;
 
-use crate::client::{Captured, Request};
+use std::sync::Arc;
+
+use crate::client::{Captured, ClientIdentity, Request};
 use crate::echo::Echo;
 
 /// The namespace most upstream backends live in.
@@ -31,6 +33,8 @@ pub struct Received {
     pub absent: Vec<String>,
     /// The SNI name the backend got over TLS (a BackendTLSPolicy's hostname).
     pub sni: Option<String>,
+    /// A client certificate (PEM) among those the backend got over TLS.
+    pub client_cert: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -58,6 +62,10 @@ pub struct Exchange {
     /// `ExpectedRequest` with an empty path, which only an answer without an echo meets).
     pub own_answer: bool,
     pub redirect: Option<Redirect>,
+    /// The SNI name sent over TLS, when not the Host's (upstream's `ServerName`).
+    pub sni: Option<String>,
+    /// The client certificate offered when Portico asks for one.
+    pub identity: Option<Arc<ClientIdentity>>,
 }
 
 /// `GET path`, expected to answer 200 from some backend in the infra namespace.
@@ -79,6 +87,8 @@ pub fn get(path: &str) -> Exchange {
         response_absent: Vec::new(),
         own_answer: false,
         redirect: None,
+        sni: None,
+        identity: None,
     }
 }
 
@@ -141,6 +151,21 @@ impl Exchange {
         self.received.headers = Some(Vec::new());
         self
     }
+    /// Sent with SNI `name` rather than the Host's host.
+    pub fn sni(mut self, name: &str) -> Self {
+        self.sni = Some(name.to_owned());
+        self
+    }
+    /// Offers this client certificate when asked for one.
+    pub fn identity(mut self, identity: &Arc<ClientIdentity>) -> Self {
+        self.identity = Some(identity.clone());
+        self
+    }
+    /// The backend got this client certificate (PEM) over TLS.
+    pub fn got_client_cert(mut self, pem: &str) -> Self {
+        self.received.client_cert = Some(pem.to_owned());
+        self
+    }
     pub fn got_sni(mut self, name: &str) -> Self {
         self.received.sni = Some(name.to_owned());
         self
@@ -199,6 +224,8 @@ impl Exchange {
     /// The request to send.
     pub fn request(&self) -> Request {
         let mut req = Request::new(self.method.clone(), self.scheme, &self.host, &self.path);
+        req.sni.clone_from(&self.sni);
+        req.identity.clone_from(&self.identity);
         for (n, v) in &self.headers {
             req = req.header(n, v);
         }
@@ -300,6 +327,28 @@ impl Exchange {
             if got != Some(want.as_str()) {
                 return Err(format!(
                     "backend got SNI {got:?} (TLS: {}), expected {want:?}",
+                    echo.tls.is_some()
+                ));
+            }
+        }
+        if let Some(want) = &self.received.client_cert {
+            // Compared as DER: PEM line endings differ between encoders.
+            let der = |pem: &str| -> Vec<Vec<u8>> {
+                rustls_pemfile::certs(&mut pem.as_bytes())
+                    .filter_map(Result::ok)
+                    .map(|c| c.as_ref().to_vec())
+                    .collect()
+            };
+            let got: Vec<Vec<u8>> = echo
+                .tls
+                .iter()
+                .flat_map(|t| &t.peer_certificates)
+                .flat_map(|p| der(p))
+                .collect();
+            if !der(want).iter().any(|w| got.contains(w)) {
+                return Err(format!(
+                    "backend did not get the client certificate expected ({} certificates, TLS: {})",
+                    got.len(),
                     echo.tls.is_some()
                 ));
             }

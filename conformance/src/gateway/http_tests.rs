@@ -1834,8 +1834,244 @@ const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched 
     listener port, and all Gateways share one route table: a request to the port-8080 \
     Gateway gets the port-80 Gateway's route, and no port in Location";
 
-const NO_BACKEND_CLIENT_CERT: &str = "feature not supported: a Gateway's backend client \
-    certificate (spec.tls.backend.clientCertificateRef, GatewayBackendClientCertificate)";
+test_fn!(https_listener_detect_misdirected_requests, |c| {
+    let gw = "same-namespace-with-https-listener";
+    let routes = [
+        "https-listener-detect-misdirected-requests-test-1",
+        "https-listener-detect-misdirected-requests-test-2",
+        "https-listener-detect-misdirected-requests-test-3",
+        "https-listener-detect-misdirected-requests-test-4",
+    ];
+    accepted_and_resolved(c, gw, &routes).await?;
+    // (SNI, Host, status, backend): a Host of another listener than the SNI's is
+    // misdirected; one of the SNI's listener that no route takes is not found.
+    let cases = [
+        ("example.org", "example.org", 200, "infra-backend-v1"),
+        ("example.org", "second-example.org", 421, ""),
+        ("example.org", "unknown-example.org", 404, ""),
+        (
+            "second-example.org",
+            "second-example.org",
+            200,
+            "infra-backend-v2",
+        ),
+        ("second-example.org", "example.org", 421, ""),
+        ("second-example.org", "unknown-example.org", 421, ""),
+        (
+            "third-example.wildcard.org",
+            "third-example.wildcard.org",
+            200,
+            "infra-backend-v3",
+        ),
+        (
+            "third-example.wildcard.org",
+            "fith-example.wildcard.org",
+            200,
+            "infra-backend-v3",
+        ),
+        (
+            "third-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            421,
+            "",
+        ),
+        ("third-example.wildcard.org", "second-example.org", 421, ""),
+        ("third-example.wildcard.org", "unknown-example.org", 421, ""),
+        (
+            "fourth-example.wildcard.org",
+            "fourth-example.wildcard.org",
+            200,
+            "infra-backend-v1",
+        ),
+        (
+            "fourth-example.wildcard.org",
+            "fith-example.wildcard.org",
+            421,
+            "",
+        ),
+        (
+            "unknown-example.org",
+            "example.org",
+            200,
+            "infra-backend-v1",
+        ),
+        ("unknown-example.org", "unknown-example.org", 404, ""),
+    ];
+    let exchanges: Vec<Exchange> = cases
+        .into_iter()
+        .map(|(sni, host, status, backend)| {
+            get("/detect-misdirected-requests")
+                .https()
+                .host(host)
+                .sni(sni)
+                .status(status)
+                .to(backend)
+        })
+        .collect();
+    c.expect_all(&exchanges).await
+});
+
+/// The client certificates the upstream suite issues for Gateways' frontend validation,
+/// signed by the default and the per-port CA.
+const DEFAULT_CLIENT: &str = "tls-validity-checks-client-certificate";
+const PER_PORT_CLIENT: &str = "tls-validity-checks-per-port-client-certificate";
+
+test_fn!(frontend_client_certificate_validation, |c| {
+    let gw = "client-validation-default";
+    let routes = [
+        "client-certificate-validation-https-test",
+        "client-certificate-validation-https-test-no-hostname",
+    ];
+    accepted_and_resolved(c, gw, &routes).await?;
+    let (default, per_port) = (c.identity(DEFAULT_CLIENT)?, c.identity(PER_PORT_CLIENT)?);
+    // The listener on port 443 takes the default configuration: only its CA's
+    // certificate gets through.
+    let first = get("/").https().host("example.org").to("infra-backend-v1");
+    c.expect_tls(&first.clone().identity(&default)).await?;
+    c.expect_failure(&first.identity(&per_port)).await?;
+    // The listener on port 8443 takes the perPort one.
+    let second = get("/")
+        .https()
+        .host("second-example.org")
+        .to("infra-backend-v2");
+    c.expect_tls(&second.clone().identity(&per_port)).await?;
+    c.expect_failure(&second.identity(&default)).await
+});
+
+test_fn!(frontend_client_certificate_insecure_fallback, |c| {
+    let gw = "client-validation-insecure-fallback";
+    let routes = [
+        "client-cert-validation-insecure-fallback-test",
+        "client-cert-validation-insecure-fallback-test-no-hostname",
+    ];
+    accepted_and_resolved(c, gw, &routes).await?;
+    c.gateway_condition(
+        gw,
+        "InsecureFrontendValidationMode",
+        true,
+        Some("ConfigurationChanged"),
+    )
+    .await?;
+    let (default, per_port) = (c.identity(DEFAULT_CLIENT)?, c.identity(PER_PORT_CLIENT)?);
+    // Asked for, and whatever comes (a certificate of its CA, of another, none) gets
+    // through.
+    for (host, backend, own, other) in [
+        ("example.org", "infra-backend-v1", &default, &per_port),
+        (
+            "second-example.org",
+            "infra-backend-v2",
+            &per_port,
+            &default,
+        ),
+    ] {
+        let ex = get("/").https().host(host).to(backend);
+        c.expect_tls(&ex.clone().identity(own)).await?;
+        c.expect_tls(&ex.clone().identity(other)).await?;
+        c.expect_tls(&ex).await?;
+    }
+    Ok(())
+});
+
+test_fn!(frontend_invalid_default_validation, |c| {
+    let gw = "invalid-default-client-validation-config";
+    // The HTTP listener is untouched by the validation (its perPort entry is for
+    // HTTPS listeners only).
+    let ok = [
+        ("ResolvedRefs", true, None),
+        ("Accepted", true, None),
+        ("Programmed", true, None),
+    ];
+    c.listener(gw, "http", None, &ok).await?;
+    c.expect(&get("/").host("example.org").to("infra-backend-v1"))
+        .await?;
+    // The HTTPS listener's CA does not exist: not served, and no request gets through.
+    let refused = [
+        ("ResolvedRefs", false, Some("InvalidCACertificateRef")),
+        ("Accepted", false, Some("NoValidCACertificate")),
+        ("Programmed", false, None),
+    ];
+    c.listener(gw, "https", None, &refused).await?;
+    c.expect_failure(&get("/").https().host("example.org"))
+        .await
+});
+
+test_fn!(invalid_frontend_validation, |c| {
+    let gw = "gateway-with-invalid-client-cert-validation";
+    let ok = [
+        ("ResolvedRefs", true, None),
+        ("Accepted", true, None),
+        ("Programmed", true, None),
+    ];
+    c.listener(gw, "https", None, &ok).await?;
+    for (listener, reason) in [
+        ("https-unresolved", "InvalidCACertificateRef"),
+        ("https-invalid-kind", "InvalidCACertificateKind"),
+        ("https-grant-missing", "RefNotPermitted"),
+    ] {
+        let refused = [
+            ("ResolvedRefs", false, Some(reason)),
+            ("Accepted", false, Some("NoValidCACertificate")),
+            ("Programmed", false, None),
+        ];
+        c.listener(gw, listener, None, &refused).await?;
+    }
+    Ok(())
+});
+
+test_fn!(tls_backend_client_certificate, |c| {
+    let gw = "gateway-tls-backend-client-certificate";
+    accepted_and_resolved(c, gw, &[gw]).await?;
+    c.policy_condition(
+        "gateway-tls-backend-client-certificate-test",
+        gw,
+        "Accepted",
+        true,
+        None,
+    )
+    .await?;
+    c.gateway_condition(gw, "ResolvedRefs", true, Some("ResolvedRefs"))
+        .await?;
+    // The backend checks client certificates against the suite's CA and echoes them.
+    let (cert, _) = c.tls_secret("tls-checks-client-certificate")?;
+    c.expect(
+        &get("/")
+            .host("abc.example.com")
+            .got_sni("abc.example.com")
+            .got_client_cert(&cert),
+    )
+    .await
+});
+
+test_fn!(invalid_tls_backend_configuration, |c| {
+    for (gw, reason) in [
+        (
+            "gateway-client-certificate-nonexistent-secret",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-unsupported-group",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-unsupported-kind",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-malformed-secret",
+            "InvalidClientCertificateRef",
+        ),
+        (
+            "gateway-client-certificate-missing-reference-grant",
+            "RefNotPermitted",
+        ),
+    ] {
+        c.gateway_condition(gw, "ResolvedRefs", false, Some(reason))
+            .await?;
+        c.gateway_condition(gw, "Accepted", true, Some("Accepted"))
+            .await?;
+    }
+    Ok(())
+});
 
 pub const CASES: &[Case] = &[
     case("HTTPRouteSimpleSameNamespace", &["httproute-simple-same-namespace.yaml"], CORE, Plan::Run(simple_same_namespace)),
@@ -1905,16 +2141,16 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteRetry", &["httproute-retry.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteRetry"], Plan::Skip("feature not supported: the retry field of a rule")),
     case("HTTPRouteDisallowedKind", &["httproute-disallowed-kind.yaml"], &["Gateway", "HTTPRoute", "TLSRoute"], Plan::Skip("feature not supported: TLSRoute")),
     case("GatewayHTTPListenerIsolation", &["gateway-http-listener-isolation.yaml", "gateway-http-listener-isolation-with-hostname-intersection.yaml"], &["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"], Plan::Run(http_listener_isolation)),
-    case("HTTPRouteHTTPSListenerDetectMisdirectedRequests", &["httproute-https-listener-detect-misdirected-requests.yaml"], &["Gateway", "GatewayHTTPSListenerDetectMisdirectedRequests", "HTTPRoute"], Plan::Skip("feature not supported: 421 for a Host that differs from the SNI's listener")),
+    case("HTTPRouteHTTPSListenerDetectMisdirectedRequests", &["httproute-https-listener-detect-misdirected-requests.yaml"], &["Gateway", "GatewayHTTPSListenerDetectMisdirectedRequests", "HTTPRoute"], Plan::Run(https_listener_detect_misdirected_requests)),
     case("GatewayInfrastructure", &["gateway-infrastructure.yaml"], &["Gateway", "GatewayInfrastructurePropagation"], Plan::Skip("feature not supported: spec.infrastructure (Portico provisions no resources per Gateway)")),
     case("GatewayStaticAddresses", &["gateway-static-addresses.yaml"], &["Gateway", "GatewayStaticAddresses"], Plan::Skip("feature not supported: spec.addresses")),
     case("GatewayOptionalAddressValue", &["gateway-optional-address-value.yaml"], &["Gateway", "GatewayAddressEmpty"], Plan::Skip("feature not supported: spec.addresses")),
-    case("GatewayFrontendClientCertificateValidation", &["gateway-with-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
-    case("GatewayFrontendClientCertificateValidationInsecureFallback", &["gateway-with-clientcertificate-validation-insecure-fallback.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
-    case("GatewayFrontendInvalidDefaultClientCertificateValidation", &["gateway-invalid-default-frontend-client-certificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
-    case("GatewayInvalidFrontendClientCertificateValidation", &["gateway-with-invalid-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "ReferenceGrant", "GatewayFrontendClientCertificateValidation"], Plan::Skip("feature not supported: tls.frontend client certificate validation")),
-    case("GatewayTLSBackendClientCertificate", &["gateway-tls-backend-client-certificate.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip(NO_BACKEND_CLIENT_CERT)),
-    case("GatewayInvalidTLSBackendConfiguration", &["gateway-invalid-tls-backend-configuration.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Skip(NO_BACKEND_CLIENT_CERT)),
+    case("GatewayFrontendClientCertificateValidation", &["gateway-with-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Run(frontend_client_certificate_validation)),
+    case("GatewayFrontendClientCertificateValidationInsecureFallback", &["gateway-with-clientcertificate-validation-insecure-fallback.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback"], Plan::Run(frontend_client_certificate_insecure_fallback)),
+    case("GatewayFrontendInvalidDefaultClientCertificateValidation", &["gateway-invalid-default-frontend-client-certificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Run(frontend_invalid_default_validation)),
+    case("GatewayInvalidFrontendClientCertificateValidation", &["gateway-with-invalid-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "ReferenceGrant", "GatewayFrontendClientCertificateValidation"], Plan::Run(invalid_frontend_validation)),
+    case("GatewayTLSBackendClientCertificate", &["gateway-tls-backend-client-certificate.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(tls_backend_client_certificate)),
+    case("GatewayInvalidTLSBackendConfiguration", &["gateway-invalid-tls-backend-configuration.yaml"], &["Gateway", "GatewayBackendClientCertificate", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(invalid_tls_backend_configuration)),
     case("BackendTLSPolicy", &["backendtlspolicy.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy)),
     case("BackendTLSPolicySANValidation", &["backendtlspolicy-san.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy", "BackendTLSPolicySANValidation"], Plan::Run(backend_tls_policy_san)),
     case("BackendTLSPolicyConflictResolution", &["backendtlspolicy-conflict-resolution.yaml"], &["Gateway", "HTTPRoute", "BackendTLSPolicy"], Plan::Run(backend_tls_policy_conflict_resolution)),

@@ -93,6 +93,9 @@ pub struct Ctx {
     /// HTTPS answers must come with the certificate of the base Gateways' Secret, as
     /// upstream verifies it (compared whole: its `*.org` name is one webpki refuses).
     https_cert: Vec<u8>,
+    /// The PEM certificate and key of each TLS Secret the suite made, by `ns/name`
+    /// (what upstream's `GetTLSSecret` reads).
+    tls_secrets: BTreeMap<String, (String, String)>,
     /// Progress lines, for the report of a failing test.
     pub notes: Vec<String>,
 }
@@ -130,6 +133,11 @@ impl Ctx {
         let (secrets, https_cert, serving) = suite_secrets()?;
         docs.extend(secrets);
         let (pods, slices) = backends(&docs, &serving).await?;
+        let tls_secrets = serving
+            .secrets
+            .iter()
+            .map(|((ns, name), pems)| (format!("{ns}/{name}"), pems.clone()))
+            .collect();
         docs.extend(slices.iter().cloned());
 
         let dir = tempfile::tempdir().map_err(|e| format!("creating the folder: {e}"))?;
@@ -180,8 +188,18 @@ impl Ctx {
             pods,
             slices,
             https_cert,
+            tls_secrets,
             notes: Vec::new(),
         })
+    }
+
+    /// The PEM certificate and key of a TLS Secret the suite made (`name` in the infra
+    /// namespace, or `ns/name`), as upstream's `GetTLSSecret`.
+    pub fn tls_secret(&self, name: &str) -> Result<(String, String), String> {
+        self.tls_secrets
+            .get(&key(name))
+            .cloned()
+            .ok_or_else(|| format!("the suite made no TLS Secret {name}"))
     }
 
     /// Replace (or add) one object, as `kubectl apply` of an edit would.
@@ -570,6 +588,58 @@ impl Ctx {
         }
     }
 
+    /// Upstream's `MakeTLSRequestAndExpectEventuallyConsistentResponse`: [`Ctx::expect`],
+    /// then, when the request offers a client certificate, the gateway must have asked
+    /// for it.
+    pub async fn expect_tls(&mut self, ex: &Exchange) -> Check {
+        if let Some(id) = &ex.identity {
+            id.reset();
+        }
+        self.expect(ex).await?;
+        match &ex.identity {
+            Some(id) if !id.was_asked() => Err(format!(
+                "{}: the client certificate was not asked for during the handshake",
+                ex.describe()
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Upstream's `MakeTLSRequestAndExpectFailureResponse`: one request, which must not
+    /// get an answer (the handshake or the exchange fails); when it offers a client
+    /// certificate, the gateway must have asked for it.
+    pub async fn expect_failure(&mut self, ex: &Exchange) -> Check {
+        if let Some(id) = &ex.identity {
+            id.reset();
+        }
+        if let Ok(got) = self.send(ex).await {
+            return Err(format!(
+                "{}: expected the request to fail, got status {}",
+                ex.describe(),
+                got.status
+            ));
+        }
+        if let Some(id) = &ex.identity {
+            if !id.was_asked() {
+                return Err(format!(
+                    "{}: the client certificate was not asked for during the handshake",
+                    ex.describe()
+                ));
+            }
+        }
+        self.notes.push(format!("ok: {} failed", ex.describe()));
+        Ok(())
+    }
+
+    /// A client identity from a TLS Secret the suite made.
+    pub fn identity(
+        &self,
+        secret: &str,
+    ) -> Result<std::sync::Arc<crate::client::ClientIdentity>, String> {
+        let (cert, key) = self.tls_secret(secret)?;
+        crate::client::ClientIdentity::from_pem(&cert, &key)
+    }
+
     /// Send the request once; its answer must be the expected one (upstream's check with
     /// one required success, as its percentage tests use).
     pub async fn expect_once(&self, ex: &Exchange) -> Check {
@@ -694,15 +764,24 @@ pub fn holds(
     Ok(())
 }
 
-/// Server configs of the TLS Secrets a pod may mount, by `(namespace, name)`.
-type Serving = BTreeMap<(String, String), std::sync::Arc<rustls::ServerConfig>>;
+/// What a pod may mount: the TLS Secrets (PEM certificate and key) and the CA
+/// ConfigMaps (PEM), by `(namespace, name)`.
+#[derive(Default)]
+struct Serving {
+    secrets: BTreeMap<(String, String), (String, String)>,
+    cas: BTreeMap<(String, String), String>,
+}
 
 /// The Secrets and ConfigMaps the upstream suite creates at set-up that these tests
 /// use: self-signed certificates for the names it gives them; the CA
-/// `tls-checks-ca-certificate` and the serving certificate it issued to the TLS
-/// backends (`tls-checks-certificate`), and the unrelated CA `mismatch-ca-certificate`;
-/// the certificate (DER) the base HTTPS Gateway serves; and the server configs of the
-/// Secrets the TLS backends mount.
+/// `tls-checks-ca-certificate`, the serving certificate it issued to the TLS backends
+/// (`tls-checks-certificate`) and the client certificate it issued
+/// (`tls-checks-client-certificate`), and the unrelated CA `mismatch-ca-certificate`;
+/// the CAs of client certificates for Gateways' frontend validation
+/// (`tls-validity-checks-ca-certificate`, `tls-validity-checks-per-port-ca-certificate`,
+/// each with a client certificate it issued, and `web-backend-cm` in the web backend
+/// namespace); the certificate (DER) the base HTTPS Gateway serves; and what the TLS
+/// backends mount.
 fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>, Serving), String> {
     let specs: [(&str, &str, &[&str]); 2] = [
         ("gateway-conformance-web-backend", "certificate", &["*"]),
@@ -729,8 +808,51 @@ fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>, Serving), String> {
             "data": {"ca.crt": pem},
         })
     };
+    let mut serving = Serving::default();
+    let web_backend = TestCa::generate("web-backend-ca").map_err(|e| e.to_string())?;
+    let mut web_map = ca_map("web-backend-cm", &web_backend.cert_pem);
+    web_map["metadata"]["namespace"] = json!("gateway-conformance-web-backend");
+    out.push(web_map);
+    for (ca_name, client_name) in [
+        (
+            "tls-validity-checks-ca-certificate",
+            "tls-validity-checks-client-certificate",
+        ),
+        (
+            "tls-validity-checks-per-port-ca-certificate",
+            "tls-validity-checks-per-port-client-certificate",
+        ),
+    ] {
+        let ca = TestCa::generate(ca_name).map_err(|e| e.to_string())?;
+        out.push(ca_map(ca_name, &ca.cert_pem));
+        let (cert, key) = ca.issue_client().map_err(|e| e.to_string())?;
+        let secret = crate::certs::tls_secret(INFRA_NS, client_name, &cert, &key);
+        out.push(serde_json::to_value(secret).map_err(|e| e.to_string())?);
+        serving
+            .secrets
+            .insert((INFRA_NS.to_owned(), client_name.to_owned()), (cert, key));
+    }
     let ca = TestCa::generate("tls-checks-ca").map_err(|e| e.to_string())?;
     out.push(ca_map("tls-checks-ca-certificate", &ca.cert_pem));
+    serving.cas.insert(
+        (INFRA_NS.to_owned(), "tls-checks-ca-certificate".to_owned()),
+        ca.cert_pem.clone(),
+    );
+    let (client_cert, client_key) = ca.issue_client().map_err(|e| e.to_string())?;
+    let secret = crate::certs::tls_secret(
+        INFRA_NS,
+        "tls-checks-client-certificate",
+        &client_cert,
+        &client_key,
+    );
+    out.push(serde_json::to_value(secret).map_err(|e| e.to_string())?);
+    serving.secrets.insert(
+        (
+            INFRA_NS.to_owned(),
+            "tls-checks-client-certificate".to_owned(),
+        ),
+        (client_cert, client_key),
+    );
     let mismatch = TestCa::generate("mismatch-ca").map_err(|e| e.to_string())?;
     out.push(ca_map("mismatch-ca-certificate", &mismatch.cert_pem));
     let (cert, key) = ca
@@ -742,24 +864,44 @@ fn suite_secrets() -> Result<(Vec<Value>, Vec<u8>, Serving), String> {
         .map_err(|e| e.to_string())?;
     let secret = crate::certs::tls_secret(INFRA_NS, "tls-checks-certificate", &cert, &key);
     out.push(serde_json::to_value(secret).map_err(|e| e.to_string())?);
-    let mut serving = Serving::new();
-    serving.insert(
+    serving.secrets.insert(
         (INFRA_NS.to_owned(), "tls-checks-certificate".to_owned()),
-        crate::certs::server_config(&cert, &key).map_err(|e| e.to_string())?,
+        (cert, key),
     );
     Ok((out, https_cert, serving))
 }
 
-/// The Secret a Deployment's pods mount, when one of [`Serving`] (echo-basic serves
-/// TLS with it).
-fn tls_of(deploy: &Value, serving: &Serving) -> Option<std::sync::Arc<rustls::ServerConfig>> {
+/// The server config of the Secret a Deployment's pods mount, when one of [`Serving`]
+/// (echo-basic serves TLS with it); with `TLS_CLIENT_CACERTS` set, checking client
+/// certificates against the CA ConfigMap they mount, as echo-basic then does.
+fn tls_of(
+    deploy: &Value,
+    serving: &Serving,
+) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, String> {
     let ns = str_at(deploy, "/metadata/namespace");
-    deploy
-        .pointer("/spec/template/spec/volumes")?
-        .as_array()?
+    let volumes = deploy
+        .pointer("/spec/template/spec/volumes")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let Some((cert, key)) = volumes
         .iter()
         .filter_map(|v| v.pointer("/secret/secretName").and_then(Value::as_str))
-        .find_map(|name| serving.get(&(ns.to_owned(), name.to_owned())).cloned())
+        .find_map(|name| serving.secrets.get(&(ns.to_owned(), name.to_owned())))
+    else {
+        return Ok(None);
+    };
+    let client_ca = if has_env(deploy, "TLS_CLIENT_CACERTS") {
+        volumes
+            .iter()
+            .filter_map(|v| v.pointer("/configMap/name").and_then(Value::as_str))
+            .find_map(|name| serving.cas.get(&(ns.to_owned(), name.to_owned())))
+    } else {
+        None
+    };
+    crate::certs::server_config_for_clients(cert, key, client_ca.map(String::as_str))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// A fresh loopback address per pod, in a range of its own (the process id spreads
@@ -856,7 +998,7 @@ async fn backends(
                         let server = if is_grpc_echo(deploy) {
                             EchoServer::start_grpc(at, who).await
                         } else {
-                            EchoServer::start(at, who, tls_of(deploy, serving)).await
+                            EchoServer::start(at, who, tls_of(deploy, serving)?).await
                         }
                         .map_err(|e| e.to_string())?;
                         let a = server.addr();
@@ -897,13 +1039,18 @@ async fn backends(
 
 /// Whether the pods run echo-basic as its gRPC echo service (`GRPC_ECHO_SERVER` set).
 fn is_grpc_echo(deploy: &Value) -> bool {
+    has_env(deploy, "GRPC_ECHO_SERVER")
+}
+
+/// Whether a container of the pods sets environment variable `name`.
+fn has_env(deploy: &Value, name: &str) -> bool {
     deploy
         .pointer("/spec/template/spec/containers")
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
         .flat_map(|c| c.get("env").and_then(Value::as_array).into_iter().flatten())
-        .any(|e| e.get("name").and_then(Value::as_str) == Some("GRPC_ECHO_SERVER"))
+        .any(|e| e.get("name").and_then(Value::as_str) == Some(name))
 }
 
 fn container_port(deploy: &Value, name: &str) -> Option<u64> {

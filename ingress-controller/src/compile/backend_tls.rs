@@ -14,6 +14,9 @@
 //! Of two policies for the same Service and sectionName, the older (then by
 //! namespace/name) wins and the other is not Accepted (`Conflicted`); one naming the
 //! port beats one for the whole Service on that port.
+//!
+//! A Gateway with a backend client certificate gets each setting again, presenting
+//! that certificate: its routes name it (`RoutePolicy::backend_client_cert`).
 
 use std::collections::{BTreeSet, HashMap};
 use std::hash::{Hash, Hasher};
@@ -21,6 +24,7 @@ use std::sync::Arc;
 
 use proxy_core::config::BackendId;
 use proxy_core::http::upstream_tls::UpstreamTls;
+use proxy_core::pipeline::BackendClientCert;
 use proxy_core::routes::HostPattern;
 use tls::{BackendCa, SubjectAltName};
 
@@ -38,13 +42,47 @@ pub(super) struct BackendTls {
     /// there when the policy cannot be honoured: requests fail).
     pub backends: HashMap<BackendId, Arc<str>>,
     pub settings: HashMap<Arc<str>, Arc<UpstreamTls>>,
+    /// Per Gateway backend client certificate (by the key its routes name), each
+    /// setting's key presenting it.
+    pub clients: HashMap<Arc<str>, BackendClientCert>,
+}
+
+/// What a policy's setting is made of, to make it again with a client certificate.
+struct Recipe {
+    pem: Vec<u8>,
+    system: bool,
+    sans: Vec<SubjectAltName>,
+    hostname: String,
+}
+
+impl Recipe {
+    /// The setting `id`, presenting `client` (`tls.crt`, `tls.key`) when the pod asks.
+    fn make(
+        &self,
+        id: Arc<str>,
+        client: Option<(&[u8], &[u8])>,
+    ) -> Result<UpstreamTls, tls::UpstreamTlsError> {
+        let ca = if self.system {
+            BackendCa::System
+        } else {
+            BackendCa::Pem(&self.pem)
+        };
+        let config = tls::backend_tls_config(ca, &self.sans, client)?;
+        Ok(UpstreamTls::new(
+            id,
+            config,
+            Some(&self.hostname.to_ascii_lowercase()),
+            true,
+            true,
+        ))
+    }
 }
 
 /// One judged policy.
 struct Judged {
     key: ObjectKey,
-    /// The setting's key, and the setting when it could be made.
-    tls: (Arc<str>, Option<Arc<UpstreamTls>>),
+    /// The setting's key, and the setting when it could be made (with its recipe).
+    tls: (Arc<str>, Option<(Arc<UpstreamTls>, Recipe)>),
     accepted: Condition,
     resolved: Condition,
     /// `(service, sectionName)` of each targetRef to a Service it applies to (a
@@ -60,6 +98,7 @@ struct Judged {
 pub(super) fn backend_tls<'a>(
     store: &Store,
     backends: impl Iterator<Item = &'a BackendId>,
+    clients: &[(Arc<str>, Vec<u8>, Vec<u8>)],
     status: &mut GatewayApiStatus,
     diags: &mut Vec<Diagnostic>,
 ) -> BackendTls {
@@ -130,8 +169,35 @@ pub(super) fn backend_tls<'a>(
             continue;
         };
         out.backends.insert(id.clone(), j.tls.0.clone());
-        if let Some(tls) = &j.tls.1 {
+        if let Some((tls, _)) = &j.tls.1 {
             out.settings.insert(j.tls.0.clone(), tls.clone());
+        }
+    }
+    // Each setting in use again, presenting each Gateway's client certificate.
+    for (client, cert, key) in clients {
+        let with = out.clients.entry(client.clone()).or_default();
+        for j in &judged {
+            let Some((_, recipe)) = &j.tls.1 else {
+                continue;
+            };
+            if !out.settings.contains_key(&j.tls.0) {
+                continue;
+            }
+            let id: Arc<str> = format!("{} with {client}", j.tls.0).into();
+            match recipe.make(id.clone(), Some((cert, key))) {
+                Ok(tls) => {
+                    out.settings.insert(id.clone(), Arc::new(tls));
+                    with.insert(j.tls.0.clone(), id);
+                }
+                // Left out: requests through that Gateway to its backends fail.
+                Err(e) => diags.push(Diagnostic::error(
+                    Kind::BackendTLSPolicy,
+                    &j.key,
+                    "spec.validation",
+                    DiagnosticReason::InvalidUpstreamTls,
+                    format!("cannot present {client} to its backends: {e}; those requests fail"),
+                )),
+            }
         }
     }
     for j in judged {
@@ -350,7 +416,7 @@ fn judge(
             })
             .and_then(|ca| {
                 // Each bundle is checked on its own, so the message names the bad one.
-                tls::backend_tls_config(BackendCa::Pem(&ca), &[])
+                tls::backend_tls_config(BackendCa::Pem(&ca), &[], None)
                     .map(|_| ca)
                     .map_err(|_| "ca.crt holds no usable PEM certificate")
             });
@@ -381,33 +447,27 @@ fn judge(
         // Fails closed even when some references are good: one named is unusable.
         return refused(accepted, resolved, targets);
     }
-    let ca = if system {
-        BackendCa::System
-    } else {
-        BackendCa::Pem(&pem)
-    };
-    let config = match tls::backend_tls_config(ca, &sans) {
-        Ok(c) => c,
-        Err(e) => {
-            let m = bad("spec.validation", e.to_string());
-            return refused(invalid(m), resolved_ok, targets);
-        }
-    };
     // The contents are part of the identity: connections made with an older CA are
     // not reused once it changes.
     let mut h = std::collections::hash_map::DefaultHasher::new();
     (&pem, system, &v.hostname, &sans).hash(&mut h);
     let id: Arc<str> = format!("{id} content={:016x}", h.finish()).into();
-    let tls = UpstreamTls::new(
-        id.clone(),
-        config,
-        Some(&v.hostname.to_ascii_lowercase()),
-        true,
-        true,
-    );
+    let recipe = Recipe {
+        pem,
+        system,
+        sans,
+        hostname: v.hostname.clone(),
+    };
+    let tls = match recipe.make(id.clone(), None) {
+        Ok(tls) => tls,
+        Err(e) => {
+            let m = bad("spec.validation", e.to_string());
+            return refused(invalid(m), resolved_ok, targets);
+        }
+    };
     Judged {
         key: key.clone(),
-        tls: (id, Some(Arc::new(tls))),
+        tls: (id, Some((Arc::new(tls), recipe))),
         accepted: accepted_ok,
         resolved: resolved_ok,
         targets,

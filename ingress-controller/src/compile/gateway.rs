@@ -27,12 +27,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use proxy_core::config::{Backend, BackendId, BackendProtocol};
 use proxy_core::http::Scheme;
 use proxy_core::pipeline::{
-    BackendFilters, GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend, RedirectPath,
-    RequestFilter, WeightedBackends,
+    BackendFilters, ClientCertAuth, GatewayRedirect, GatewayRewrite, HeaderEdits, NoValidBackend,
+    RedirectPath, RequestFilter, WeightedBackends,
 };
 use proxy_core::routes::{
     FullMatch, HostMatch, HostPattern, HostRoutes, ListenerScope, MatchRule, PathMatch,
-    RouteTarget, ValueMatch,
+    RouteTarget, SniScope, ValueMatch,
 };
 use tls::{CertSource, ParsedCert};
 
@@ -43,6 +43,7 @@ use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
 use super::gateway_cors::cors_filter;
 use super::gateway_mirror::rule_mirrors;
+use super::gateway_tls::{self, BackendClient, FrontendAuth, ListenerValidation};
 use super::listener_scope::{listener_scopes, ListenerHost};
 use super::policy::{self, PolicyDefaults};
 use crate::gateway_api::{
@@ -64,6 +65,14 @@ pub(super) struct GatewayRoutes {
     pub backends: Vec<Backend>,
     /// The certificates of HTTPS listeners, for the SNI store.
     pub certs: Vec<CertSource>,
+    /// The client certificate settings of HTTPS listeners (`tls.frontend`), by SNI host,
+    /// in order: the first for a host decides.
+    pub frontend: Vec<(HostPattern, Arc<FrontendAuth>)>,
+    /// The usable backend client certificates of Gateways: the key their routes name,
+    /// `tls.crt` and `tls.key`.
+    pub backend_clients: Vec<(Arc<str>, Vec<u8>, Vec<u8>)>,
+    /// The handshakes of HTTPS listeners with a hostname (see `Config::gateway_sni`).
+    pub sni: Vec<SniScope>,
     pub status: GatewayApiStatus,
 }
 
@@ -185,6 +194,66 @@ struct OurListener<'a> {
     hostname: Option<String>,
     /// The requests its routes answer (set once the Gateway's listeners are known).
     scope: ListenerScope,
+    /// What its routes' rules carry besides their scope.
+    extras: ListenerExtras,
+}
+
+/// What a listener adds to the rules of the routes it takes.
+#[derive(Clone, Debug, Default)]
+struct ListenerExtras {
+    /// Its client certificate validation: the rules check the request's connection.
+    frontend: Option<Arc<FrontendAuth>>,
+    /// Its Gateway's backend client certificate: the key the rules name.
+    backend_client: Option<Arc<str>>,
+    /// An HTTPS listener's handshakes: a request on a connection made for another
+    /// listener of its Gateway is misdirected (421).
+    sni: Option<SniScope>,
+}
+
+impl PartialEq for ListenerExtras {
+    fn eq(&self, other: &Self) -> bool {
+        let same = |a: &Option<Arc<FrontendAuth>>, b: &Option<Arc<FrontendAuth>>| match (a, b) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        same(&self.frontend, &other.frontend)
+            && self.backend_client == other.backend_client
+            && self.sni == other.sni
+    }
+}
+
+impl ListenerExtras {
+    /// `target` as a rule of this listener: the check that its connection was made for
+    /// this listener, then its client certificate check (before any filter, as for an
+    /// Ingress's), and its Gateway's backend client certificate.
+    fn apply(&self, target: &mut RouteTarget) {
+        if self.frontend.is_none() && self.backend_client.is_none() && self.sni.is_none() {
+            return;
+        }
+        let policy = Arc::make_mut(&mut target.policy);
+        if let Some(sni) = &self.sni {
+            policy
+                .request
+                .insert(0, RequestFilter::Misdirected(sni.clone()));
+        }
+        if let Some(f) = &self.frontend {
+            // After the misdirection check: a connection made for another listener
+            // was judged by that listener's CA, if any.
+            let at = usize::from(self.sni.is_some());
+            policy.request.insert(
+                at,
+                RequestFilter::ClientCert(ClientCertAuth {
+                    http_redirects: false,
+                    inherited: false,
+                    owner: Some(f.policy.source.clone()),
+                }),
+            );
+        }
+        if let Some(id) = &self.backend_client {
+            policy.backend_client_cert = Some(id.clone());
+        }
+    }
 }
 
 /// The route kinds an HTTP or HTTPS listener takes.
@@ -245,6 +314,9 @@ pub(super) fn compile_gateway(
 ) -> GatewayRoutes {
     let Secrets { previous, used } = secrets;
     let mut certs = Vec::new();
+    let mut frontend: Vec<(HostPattern, Arc<FrontendAuth>)> = Vec::new();
+    let mut backend_clients = Vec::new();
+    let mut sni = Vec::new();
     let mut status = GatewayApiStatus::new();
     let mut ours: Vec<&str> = Vec::new();
     for (key, class) in store.gateway_classes.iter() {
@@ -305,13 +377,14 @@ pub(super) fn compile_gateway(
             );
             continue;
         }
+        let backend_client = gateway_tls::backend_client(store, key, gw, diags);
         let (served, listener_status) = gateway_listeners(
             store,
             key,
             gw,
-            generation,
             (previous, &mut *used),
-            &mut certs,
+            (&mut certs, &mut frontend),
+            backend_client.id(),
             diags,
         );
         let (accepted, programmed) = if served.is_empty() {
@@ -344,20 +417,62 @@ pub(super) fn compile_gateway(
                 Condition::new("Programmed", true, "Programmed", "", generation),
             )
         };
+        // The Gateway's own references, then a summary of its listeners'.
+        let listeners_resolved = listener_status.iter().all(|l| {
+            l.conditions
+                .iter()
+                .all(|c| c.type_ != "ResolvedRefs" || c.status)
+        });
+        let resolved = match &backend_client {
+            BackendClient::Unusable {
+                reason, message, ..
+            } => Condition::new("ResolvedRefs", false, reason, message.clone(), generation),
+            _ if !listeners_resolved => Condition::new(
+                "ResolvedRefs",
+                false,
+                "ListenersNotResolved",
+                "some listeners have unresolved references",
+                generation,
+            ),
+            _ => Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
+        };
+        let mut conditions = vec![accepted, programmed, resolved];
+        if gateway_tls::insecure_fallback(gw) {
+            conditions.push(Condition::new(
+                "InsecureFrontendValidationMode",
+                true,
+                "ConfigurationChanged",
+                "tls.frontend lets clients without a valid certificate through (AllowInsecureFallback)",
+                generation,
+            ));
+        }
+        if let BackendClient::Usable { id, cert, key } = backend_client {
+            backend_clients.push((id, cert, key));
+        }
         status.insert(
             (Kind::Gateway, key.clone()),
             ObjectStatus {
-                conditions: vec![accepted, programmed],
+                conditions,
                 listeners: listener_status,
                 parents: Vec::new(),
             },
         );
-        listeners.insert(key, with_scopes(served));
+        let served = with_scopes(served);
+        sni.extend(
+            served
+                .iter()
+                .filter_map(|l| l.extras.sni.clone())
+                .filter(|s| s.hostname.is_some()),
+        );
+        listeners.insert(key, served);
     }
     if listeners.is_empty() {
         return GatewayRoutes {
             status,
             certs,
+            frontend,
+            backend_clients,
+            sni,
             ..GatewayRoutes::default()
         };
     }
@@ -394,6 +509,13 @@ pub(super) fn compile_gateway(
         let (hosts, parents) = attach(store, this, parent_refs, hostnames, &listeners, diags);
         if parents.is_empty() {
             continue;
+        }
+        // A route host of a listener that checks client certificates is checked by SNI
+        // too, beyond the listener's own names (a host left out answers 503).
+        for (host, _, extras) in &hosts {
+            if let (HostMatch::Host(h), Some(f)) = (host, &extras.frontend) {
+                frontend.push((h.clone(), f.clone()));
+            }
         }
         for p in &parents {
             if let Some(gw) = status.get_mut(&(Kind::Gateway, p.gateway.clone())) {
@@ -463,6 +585,9 @@ pub(super) fn compile_gateway(
             .collect(),
         backends: backends.into_values().collect(),
         certs,
+        frontend,
+        backend_clients,
+        sni,
         status,
     }
 }
@@ -497,8 +622,8 @@ struct RuleCtx<'a> {
     source: Arc<str>,
     defaults: &'a PolicyDefaults,
     /// The hosts the route serves through the listeners that took it, each with the
-    /// scope of its listener.
-    hosts: &'a [(HostMatch, ListenerScope)],
+    /// scope of its listener and what else the listener adds.
+    hosts: &'a [(HostMatch, ListenerScope, ListenerExtras)],
     backends: &'a mut HashMap<BackendId, Backend>,
     /// The first unusable backendRef's reason and message (ResolvedRefs=False).
     unresolved: Option<(&'static str, String)>,
@@ -508,12 +633,15 @@ struct RuleCtx<'a> {
 impl RuleCtx<'_> {
     /// One match rule per host of the route.
     fn push(&mut self, precedence: Precedence, template: MatchRule) {
-        for (host, scope) in self.hosts {
+        for (host, scope, extras) in self.hosts {
+            let mut target = template.target.clone();
+            extras.apply(&mut target);
             self.rules.push((
                 precedence.clone(),
                 MatchRule {
                     host: host.clone(),
                     listeners: scope.clone(),
+                    target,
                     ..template.clone()
                 },
             ));
@@ -833,12 +961,16 @@ fn gateway_listeners<'a>(
     store: &Store,
     key: &'a ObjectKey,
     gw: &'a Gateway,
-    generation: Option<i64>,
     secrets: (&SecretCache, &mut SecretCache),
-    certs: &mut Vec<CertSource>,
+    (certs, frontend): (
+        &mut Vec<CertSource>,
+        &mut Vec<(HostPattern, Arc<FrontendAuth>)>,
+    ),
+    backend_client: Option<&Arc<str>>,
     diags: &mut Vec<Diagnostic>,
 ) -> (Vec<OurListener<'a>>, Vec<ListenerStatus>) {
     let (previous, used) = secrets;
+    let generation = gw.metadata.generation;
     let mut out = Vec::new();
     let mut status = Vec::new();
     let refused = |reason: &'static str, message: &str| {
@@ -950,6 +1082,11 @@ fn gateway_listeners<'a>(
             Condition::new("ResolvedRefs", true, "ResolvedRefs", "", generation),
             Condition::new("Conflicted", false, "NoConflicts", "", generation),
         ];
+        let mut extras = ListenerExtras {
+            frontend: None,
+            backend_client: backend_client.cloned(),
+            sni: None,
+        };
         if listener.protocol == "HTTPS" {
             let field = format!("{field}.tls");
             let hosts: Vec<HostPattern> = hostname
@@ -958,6 +1095,70 @@ fn gateway_listeners<'a>(
                 .into_iter()
                 .collect();
             let found = listener_certs(store, key, listener, &field, (previous, &mut *used), diags);
+            let parsed: Vec<ParsedCert> = match &found {
+                Ok(found) => found.iter().map(|(_, c)| c.clone()).collect(),
+                Err(_) => Vec::new(),
+            };
+            let validation = gateway_tls::listener_validation(store, key, gw, listener, diags);
+            let sni_hosts = || gateway_tls::listener_hosts(hostname.as_deref(), &parsed);
+            match validation {
+                ListenerValidation::None => {}
+                ListenerValidation::Usable {
+                    frontend: f,
+                    problem,
+                } => {
+                    frontend.extend(sni_hosts().into_iter().map(|h| (h, f.clone())));
+                    extras.frontend = Some(f);
+                    if let Some((reason, message)) = problem {
+                        if let Some(c) = conditions.iter_mut().find(|c| c.type_ == "ResolvedRefs") {
+                            *c = Condition::new("ResolvedRefs", false, reason, message, generation);
+                        }
+                    }
+                }
+                ListenerValidation::Unusable {
+                    frontend: f,
+                    reason,
+                    message,
+                } => {
+                    // Not served, and its hosts' handshakes fail: never served without
+                    // the client verification asked for.
+                    frontend.extend(sni_hosts().into_iter().map(|h| (h, f.clone())));
+                    let resolved = match found {
+                        Err((cert_reason, cert_message)) => Condition::new(
+                            "ResolvedRefs",
+                            false,
+                            cert_reason,
+                            cert_message,
+                            generation,
+                        ),
+                        Ok(_) => Condition::new(
+                            "ResolvedRefs",
+                            false,
+                            reason,
+                            message.clone(),
+                            generation,
+                        ),
+                    };
+                    status.push(ListenerStatus {
+                        name: listener.name.clone(),
+                        supported_kinds: Vec::new(),
+                        attached_routes: 0,
+                        conditions: vec![
+                            Condition::new(
+                                "Accepted",
+                                false,
+                                "NoValidCACertificate",
+                                message.clone(),
+                                generation,
+                            ),
+                            Condition::new("Programmed", false, "Invalid", message, generation),
+                            resolved,
+                            Condition::new("Conflicted", false, "NoConflicts", "", generation),
+                        ],
+                    });
+                    continue;
+                }
+            }
             match found {
                 Ok(found) => certs.extend(found.into_iter().map(|(name, cert)| CertSource {
                     name,
@@ -1025,6 +1226,7 @@ fn gateway_listeners<'a>(
             listener,
             hostname,
             scope: ListenerScope::default(),
+            extras,
         });
     }
     (out, status)
@@ -1041,6 +1243,15 @@ fn with_scopes(mut served: Vec<OurListener<'_>>) -> Vec<OurListener<'_>> {
         .collect();
     let scopes = listener_scopes(&hosts);
     for (l, scope) in served.iter_mut().zip(scopes) {
+        if l.listener.protocol == "HTTPS" {
+            l.extras.sni = Some(SniScope {
+                hostname: l
+                    .hostname
+                    .as_deref()
+                    .and_then(|h| HostPattern::parse(h).ok()),
+                yields_to: scope.yields_to.clone(),
+            });
+        }
         l.scope = scope;
     }
     served
@@ -1169,9 +1380,12 @@ fn attach(
     hostnames: &[String],
     listeners: &BTreeMap<&ObjectKey, Vec<OurListener<'_>>>,
     diags: &mut Vec<Diagnostic>,
-) -> (Vec<(HostMatch, ListenerScope)>, Vec<Attached>) {
+) -> (
+    Vec<(HostMatch, ListenerScope, ListenerExtras)>,
+    Vec<Attached>,
+) {
     let key = route.key;
-    let mut hosts: Vec<(HostMatch, ListenerScope)> = Vec::new();
+    let mut hosts: Vec<(HostMatch, ListenerScope, ListenerExtras)> = Vec::new();
     let mut parents = Vec::new();
     let route_hostnames: Vec<String> = hostnames.iter().map(|h| h.to_ascii_lowercase()).collect();
     for (i, parent) in parent_refs.iter().enumerate() {
@@ -1238,7 +1452,7 @@ fn attach(
                         }
                     },
                 };
-                let scoped = (host, l.scope.clone());
+                let scoped = (host, l.scope.clone(), l.extras.clone());
                 if !hosts.contains(&scoped) {
                     hosts.push(scoped);
                 }
@@ -2017,7 +2231,7 @@ pub(super) fn backend_ref<F>(
 
 /// Whether a ReferenceGrant in `to_namespace` lets objects of kind `from_kind` (of the
 /// Gateway API group) in `from_namespace` refer to the core object `to_kind` `name`.
-fn granted_to(
+pub(super) fn granted_to(
     store: &Store,
     from_kind: &str,
     from_namespace: &str,
@@ -2537,7 +2751,8 @@ spec:
         assert_eq!(
             of(Kind::Gateway, "infra", "mixed").as_deref(),
             Some(
-                "Accepted=True (ListenersNotValid, generation 4), Programmed=True (Programmed, generation 4); \
+                "Accepted=True (ListenersNotValid, generation 4), Programmed=True (Programmed, generation 4), \
+                 ResolvedRefs=True (ResolvedRefs, generation 4); \
                  listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
                  Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
                  Conflicted=False (NoConflicts, generation 4); \
@@ -2741,14 +2956,20 @@ spec:
         };
         assert_eq!(
             conditions("kinds"),
-            ["Accepted=True (Accepted)", "Programmed=True (Programmed)"]
+            [
+                "Accepted=True (Accepted)",
+                "Programmed=True (Programmed)",
+                // The spec's summary of the listeners' ResolvedRefs.
+                "ResolvedRefs=False (ListenersNotResolved)"
+            ]
         );
         // Only a TCP listener: not accepted.
         assert_eq!(
             conditions("tcp-only"),
             [
                 "Accepted=False (ListenersNotValid)",
-                "Programmed=False (Invalid)"
+                "Programmed=False (Invalid)",
+                "ResolvedRefs=True (ResolvedRefs)"
             ]
         );
         let summary: Vec<(Vec<&str>, String)> = gw
@@ -3660,5 +3881,502 @@ spec:
                 "spec.rules[7].matches[4].headers[0].name",
             ]
         );
+    }
+
+    /// A CA certificate (PEM) as a ConfigMap's `ca.crt`, indented for a YAML block.
+    fn ca_config_map(ns: &str, name: &str) -> String {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {ns}}}\ndata:\n  ca.crt: |\n{indented}"
+        )
+    }
+
+    fn gateway_of<'a>(c: &'a Compiled, name: &str) -> &'a super::ObjectStatus {
+        &c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", name))]
+    }
+
+    /// A listener's conditions, `Type=Status (Reason)` each.
+    fn listener_says(c: &Compiled, gw: &str, name: &str) -> Vec<String> {
+        gateway_of(c, gw)
+            .listeners
+            .iter()
+            .find(|l| l.name == name)
+            .unwrap()
+            .conditions
+            .iter()
+            .map(|c| {
+                let s = if c.status { "True" } else { "False" };
+                format!("{}={s} ({})", c.type_, c.reason)
+            })
+            .collect()
+    }
+
+    const FRONTEND: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: mtls, namespace: infra}
+spec:
+  gatewayClassName: portico
+  tls:
+    frontend:
+      default:
+        validation:
+          caCertificateRefs: [{kind: ConfigMap, group: "", name: default-ca}]
+      perPort:
+      - port: 8443
+        tls:
+          validation:
+            caCertificateRefs: [{kind: ConfigMap, group: "", name: port-ca}]
+      - port: 7443
+        tls:
+          validation:
+            caCertificateRefs: [{kind: ConfigMap, group: "", name: nope}]
+      - port: 6443
+        tls:
+          validation:
+            caCertificateRefs: [{kind: Service, group: "", name: v1}]
+      - port: 5443
+        tls:
+          validation:
+            caCertificateRefs: [{kind: ConfigMap, group: "", name: app-ca, namespace: app}]
+      - port: 4443
+        tls:
+          validation:
+            caCertificateRefs:
+            - {kind: ConfigMap, group: "", name: default-ca}
+            - {kind: ConfigMap, group: "", name: nope}
+  listeners:
+  - {name: plain, port: 80, protocol: HTTP}
+  - name: default
+    port: 443
+    protocol: HTTPS
+    hostname: a.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: per-port
+    port: 8443
+    protocol: HTTPS
+    hostname: b.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: unresolved
+    port: 7443
+    protocol: HTTPS
+    hostname: c.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: invalid-kind
+    port: 6443
+    protocol: HTTPS
+    hostname: d.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: grant-missing
+    port: 5443
+    protocol: HTTPS
+    hostname: e.example.com
+    tls: {certificateRefs: [{name: cert}]}
+  - name: partly
+    port: 4443
+    protocol: HTTPS
+    hostname: f.example.com
+    tls: {certificateRefs: [{name: cert}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: mtls}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+"#;
+
+    fn frontend_compiled(mode: &str) -> Compiled {
+        let yaml = FRONTEND.replace(
+            "        validation:\n          caCertificateRefs: [{kind: ConfigMap, group: \"\", name: default-ca}]",
+            &format!("        validation:\n          mode: {mode}\n          caCertificateRefs: [{{kind: ConfigMap, group: \"\", name: default-ca}}]"),
+        );
+        compiled(&format!(
+            "{yaml}{}{}{}{}",
+            tls_secret("infra", "cert", "a.example.com"),
+            ca_config_map("infra", "default-ca"),
+            ca_config_map("infra", "port-ca"),
+            ca_config_map("app", "app-ca"),
+        ))
+    }
+
+    /// `tls.frontend`: the default validation or the listener port's, asked for by the
+    /// listener's hosts in the handshake and required there (AllowValidOnly), each
+    /// route of the listener checking its connection; unusable references set the
+    /// spec's reasons, and a listener with no usable CA is not served while its host's
+    /// handshakes fail.
+    #[test]
+    fn frontend_validation_is_asked_by_listener_host_and_fails_closed() {
+        let c = frontend_compiled("AllowValidOnly");
+        let ok = [
+            "Accepted=True (Accepted)",
+            "Programmed=True (Programmed)",
+            "ResolvedRefs=True (ResolvedRefs)",
+            "Conflicted=False (NoConflicts)",
+        ];
+        assert_eq!(listener_says(&c, "mtls", "default"), ok);
+        assert_eq!(listener_says(&c, "mtls", "per-port"), ok);
+        assert_eq!(listener_says(&c, "mtls", "plain"), ok);
+        for (listener, reason) in [
+            ("unresolved", "InvalidCACertificateRef"),
+            ("invalid-kind", "InvalidCACertificateKind"),
+            ("grant-missing", "RefNotPermitted"),
+        ] {
+            assert_eq!(
+                listener_says(&c, "mtls", listener),
+                [
+                    "Accepted=False (NoValidCACertificate)".to_owned(),
+                    "Programmed=False (Invalid)".to_owned(),
+                    format!("ResolvedRefs=False ({reason})"),
+                    "Conflicted=False (NoConflicts)".to_owned(),
+                ],
+                "{listener}"
+            );
+        }
+        // One of two references usable: served with it, the other reported.
+        assert_eq!(
+            listener_says(&c, "mtls", "partly"),
+            [
+                "Accepted=True (Accepted)",
+                "Programmed=True (Programmed)",
+                "ResolvedRefs=False (InvalidCACertificateRef)",
+                "Conflicted=False (NoConflicts)",
+            ]
+        );
+        let gw = gateway_of(&c, "mtls");
+        assert!(gw
+            .conditions
+            .iter()
+            .all(|c| c.type_ != "InsecureFrontendValidationMode"));
+        assert!(gw
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "ResolvedRefs" && !c.status && c.reason == "ListenersNotResolved"));
+        let mut fields: Vec<&str> = fields_of(&c, Kind::Gateway)
+            .into_iter()
+            .filter(|f| f.starts_with("spec.tls"))
+            .collect();
+        fields.dedup();
+        assert_eq!(
+            fields,
+            [
+                "spec.tls.frontend.perPort[1].tls.validation",
+                "spec.tls.frontend.perPort[1].tls.validation.caCertificateRefs[0]",
+                "spec.tls.frontend.perPort[2].tls.validation",
+                "spec.tls.frontend.perPort[2].tls.validation.caCertificateRefs[0]",
+                "spec.tls.frontend.perPort[3].tls.validation",
+                "spec.tls.frontend.perPort[3].tls.validation.caCertificateRefs[0]",
+                "spec.tls.frontend.perPort[4].tls.validation.caCertificateRefs[1]",
+            ]
+        );
+        // The handshakes of each listener's host: its own CA, refused there when
+        // invalid; none with a CA for the unusable listeners.
+        let by_host = |host: &str| {
+            c.client_auth
+                .iter()
+                .find(|(h, _)| h.to_string() == host)
+                .map(|(_, a)| a.clone())
+                .unwrap_or_else(|| panic!("no client certificates for {host}"))
+        };
+        for host in ["a.example.com", "b.example.com", "f.example.com"] {
+            assert!(by_host(host).refuses_in_handshake(), "{host}");
+        }
+        assert!(!by_host("a.example.com").same_as(&by_host("b.example.com")));
+        let nobody = tls::ClientAuth::refusing_all();
+        for host in ["c.example.com", "d.example.com", "e.example.com"] {
+            assert!(by_host(host).same_as(&nobody), "{host}");
+        }
+        assert!(c
+            .client_auth
+            .iter()
+            .all(|(h, _)| !h.to_string().contains("plain")));
+        // Each route of a validating listener checks its connection, under its
+        // listener's settings; the plain HTTP listener's does not.
+        let checks = |scheme, host: &str| {
+            let t = c.config.routes.lookup_on(scheme, host, "/", None).unwrap();
+            t.policy.request.iter().find_map(|f| match f {
+                RequestFilter::ClientCert(a) => Some(a.owner.clone()),
+                _ => None,
+            })
+        };
+        use proxy_core::http::Scheme;
+        let owner = checks(Scheme::Https, "b.example.com").flatten().unwrap();
+        assert_eq!(
+            &*owner,
+            "Gateway infra/mtls spec.tls.frontend.perPort[0].tls.validation"
+        );
+        let (_, policy) = c.config.client_auth.get("b.example.com").unwrap();
+        assert_eq!(policy.source, owner);
+        assert_eq!(policy.verify, proxy_core::pipeline::VerifyClient::On);
+        assert_eq!(checks(Scheme::Http, "b.example.com"), None);
+        // The unusable listeners take no route.
+        assert!(c
+            .config
+            .routes
+            .lookup_on(Scheme::Https, "c.example.com", "/", None)
+            .is_none());
+    }
+
+    #[test]
+    fn frontend_insecure_fallback_asks_without_refusing() {
+        let c = frontend_compiled("AllowInsecureFallback");
+        let gw = gateway_of(&c, "mtls");
+        let insecure = gw
+            .conditions
+            .iter()
+            .find(|c| c.type_ == "InsecureFrontendValidationMode")
+            .unwrap();
+        assert!(insecure.status);
+        assert_eq!(insecure.reason, "ConfigurationChanged");
+        let (_, auth) = c
+            .client_auth
+            .iter()
+            .find(|(h, _)| h.to_string() == "a.example.com")
+            .unwrap();
+        assert!(!auth.refuses_in_handshake());
+        assert_eq!(auth.mode(), proxy_core::pipeline::VerifyClient::Optional);
+        let (_, policy) = c.config.client_auth.get("a.example.com").unwrap();
+        assert_eq!(policy.verify, proxy_core::pipeline::VerifyClient::Off);
+        // The per-port listener's own mode stays AllowValidOnly.
+        let (_, per_port) = c
+            .client_auth
+            .iter()
+            .find(|(h, _)| h.to_string() == "b.example.com")
+            .unwrap();
+        assert!(per_port.refuses_in_handshake());
+    }
+
+    /// An Ingress asked first for a host's client certificates: a Gateway listener's
+    /// routes there answer 503 (their check names the listener's settings), and the
+    /// Gateway is told.
+    #[test]
+    fn frontend_validation_of_a_host_an_ingress_claimed_is_refused() {
+        let ca = ca_config_map("infra", "default-ca");
+        let c = compiled(&format!(
+            r#"{FRONTEND}{}{ca}
+---
+apiVersion: v1
+kind: Secret
+metadata: {{name: ingress-ca, namespace: infra}}
+data: {{ca.crt: {}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: portico}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  namespace: infra
+  annotations: {{nginx.ingress.kubernetes.io/auth-tls-secret: infra/ingress-ca}}
+spec:
+  ingressClassName: portico
+  rules:
+  - host: a.example.com
+    http: {{paths: [{{path: /ing, pathType: Prefix, backend: {{service: {{name: v2, port: {{number: 8080}}}}}}}}]}}
+"#,
+            tls_secret("infra", "cert", "a.example.com"),
+            {
+                let pem = ca.split("ca.crt: |\n").nth(1).unwrap();
+                let pem: String = pem.lines().map(|l| format!("{}\n", l.trim())).collect();
+                serde_json::to_value(k8s_openapi::ByteString(pem.into_bytes()))
+                    .unwrap()
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+        ));
+        let (_, policy) = c.config.client_auth.get("a.example.com").unwrap();
+        assert_eq!(&*policy.source, "infra/web");
+        assert!(c.diagnostics.iter().any(|d| d.kind == Kind::Gateway
+            && d.field == "spec.tls.frontend"
+            && d.message.contains("already checks client certificates")));
+    }
+
+    const BACKEND_CLIENT: &str = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: client, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: ok.example.com}]
+  tls:
+    backend:
+      clientCertificateRef: {group: "", kind: Secret, name: client-cert}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: broken, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: broken.example.com}]
+  tls:
+    backend:
+      clientCertificateRef: {name: nope}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: elsewhere, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: elsewhere.example.com}]
+  tls:
+    backend:
+      clientCertificateRef: {name: app-cert, namespace: app}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: wrong-kind, namespace: infra}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP, hostname: kind.example.com}]
+  tls:
+    backend:
+      clientCertificateRef: {group: "", kind: ConfigMap, name: client-cert}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r, namespace: infra}
+spec:
+  parentRefs: [{name: client}, {name: broken}, {name: gw, sectionName: same}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata: {name: p, namespace: infra}
+spec:
+  targetRefs: [{group: "", kind: Service, name: v1}]
+  validation:
+    caCertificateRefs: [{group: "", kind: ConfigMap, name: backend-ca}]
+    hostname: v1.example.com
+"#;
+
+    /// `tls.backend.clientCertificateRef`: the Gateway's routes name its certificate,
+    /// and each BackendTLSPolicy setting is made again presenting it; an unusable one
+    /// sets the Gateway's ResolvedRefs with the spec's reason, and its routes name a
+    /// certificate with no settings (their requests to TLS backends fail).
+    #[test]
+    fn backend_client_certificates_go_through_backend_tls_policies() {
+        let c = compiled(&format!(
+            "{BACKEND_CLIENT}{}{}{}",
+            tls_secret("infra", "client-cert", "client"),
+            tls_secret("app", "app-cert", "client"),
+            ca_config_map("infra", "backend-ca"),
+        ));
+        let resolved = |gw: &str| {
+            let c = gateway_of(&c, gw)
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "ResolvedRefs")
+                .unwrap();
+            (c.status, c.reason)
+        };
+        assert_eq!(resolved("client"), (true, "ResolvedRefs"));
+        assert_eq!(resolved("broken"), (false, "InvalidClientCertificateRef"));
+        assert_eq!(resolved("elsewhere"), (false, "RefNotPermitted"));
+        assert_eq!(
+            resolved("wrong-kind"),
+            (false, "InvalidClientCertificateRef")
+        );
+        assert_eq!(resolved("gw"), (true, "ResolvedRefs"));
+        for gw in ["broken", "elsewhere", "wrong-kind"] {
+            let accepted = gateway_of(&c, gw)
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Accepted")
+                .unwrap();
+            assert!(accepted.status, "{gw}");
+        }
+        assert_eq!(
+            fields_of(&c, Kind::Gateway),
+            vec!["spec.tls.backend.clientCertificateRef"; 3]
+        );
+        let client_of = |host: &str| {
+            c.config
+                .routes
+                .lookup_on(proxy_core::http::Scheme::Http, host, "/", None)
+                .unwrap()
+                .policy
+                .backend_client_cert
+                .clone()
+        };
+        let id = client_of("ok.example.com").unwrap();
+        assert!(id.starts_with("Gateway infra/client client certificate infra/client-cert"));
+        let policy_key = c.config.backend_tls.values().next().unwrap();
+        let with = &c.config.backend_client_certs[&id][policy_key];
+        assert!(c.config.upstream_tls.contains_key(with));
+        assert_ne!(with, policy_key);
+        // The broken one's routes name a certificate that has no settings.
+        let broken = client_of("broken.example.com").unwrap();
+        assert!(!c.config.backend_client_certs.contains_key(&broken));
+        // Through a Gateway without one: the policy's own setting.
+        assert_eq!(client_of("any.test"), None);
+    }
+
+    /// Each HTTPS rule checks that its connection was made for its listener (421
+    /// otherwise), and the listeners with a hostname are listed for requests no rule
+    /// takes; HTTP rules check nothing.
+    #[test]
+    fn https_rules_check_their_listeners_handshakes() {
+        let c = compiled(&format!(
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: multi, namespace: infra}}
+spec:
+  gatewayClassName: portico
+  listeners:
+  - {{name: any, port: 443, protocol: HTTPS, tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: wild, port: 443, protocol: HTTPS, hostname: "*.w.test", tls: {{certificateRefs: [{{name: cert}}]}}}}
+  - {{name: exact, port: 443, protocol: HTTPS, hostname: a.w.test, tls: {{certificateRefs: [{{name: cert}}]}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: infra}}
+spec:
+  parentRefs: [{{name: multi}}, {{name: gw, sectionName: same}}]
+  hostnames: [b.w.test]
+  rules: [{{backendRefs: [{{name: v1, port: 8080}}]}}]
+{}"#,
+            tls_secret("infra", "cert", "w.test")
+        ));
+        use proxy_core::http::Scheme;
+        let t = c
+            .config
+            .routes
+            .lookup_on(Scheme::Https, "b.w.test", "/", None)
+            .unwrap();
+        let RequestFilter::Misdirected(scope) = &t.policy.request[0] else {
+            panic!("{:?}", t.policy.request);
+        };
+        assert!(scope.admits("b.w.test"));
+        assert!(!scope.admits("a.w.test"), "the exact listener's");
+        assert!(!scope.admits("other.test"));
+        let http = c
+            .config
+            .routes
+            .lookup_on(Scheme::Http, "b.w.test", "/", None)
+            .unwrap();
+        assert!(!http
+            .policy
+            .request
+            .iter()
+            .any(|f| matches!(f, RequestFilter::Misdirected(_))));
+        let named: Vec<String> = c
+            .config
+            .gateway_sni
+            .iter()
+            .map(|s| s.hostname.as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(named, ["*.w.test", "a.w.test"]);
     }
 }

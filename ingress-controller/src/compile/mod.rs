@@ -32,6 +32,7 @@ pub mod endpoints;
 mod gateway;
 mod gateway_cors;
 mod gateway_mirror;
+mod gateway_tls;
 mod headers;
 mod hosts;
 mod l4;
@@ -357,7 +358,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
     };
     let (credentials, digest_credentials) =
         security::credentials(store, &update.fragments, &mut diags);
-    let (client_auth_hosts, client_auth) =
+    let (mut client_auth_hosts, mut client_auth) =
         security::client_auth(store, &update.fragments, &mut diags);
     let gateway = gateway::compile_gateway(
         store,
@@ -366,6 +367,13 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             previous: &previous_secrets,
             used: &mut cache.secrets,
         },
+        &mut diags,
+    );
+    // After the Ingresses' client certificate settings, as their certificates below.
+    gateway_tls::merge_frontend(
+        &gateway.frontend,
+        &mut client_auth_hosts,
+        &mut client_auth,
         &mut diags,
     );
     // After the Ingresses' certificates: on a host both claim, the Ingress's is kept.
@@ -378,8 +386,13 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             .entry(backend.id.clone())
             .or_insert_with(|| Arc::new(backend));
     }
-    let backend_tls =
-        backend_tls::backend_tls(store, backends.keys(), &mut gateway_status, &mut diags);
+    let backend_tls = backend_tls::backend_tls(
+        store,
+        backends.keys(),
+        &gateway.backend_clients,
+        &mut gateway_status,
+        &mut diags,
+    );
     let routes = RouteTable::from_hosts(
         cache
             .routes
@@ -421,6 +434,8 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             .chain(backend_tls.settings)
             .collect(),
         backend_tls: backend_tls.backends,
+        backend_client_certs: backend_tls.clients,
+        gateway_sni: gateway.sni,
         credentials,
         digest_credentials,
         auth_proxy_set_headers: security::auth_proxy_set_headers(

@@ -160,6 +160,7 @@ pub fn route_policy(
         request.push(RequestFilter::ClientCert(ClientCertAuth {
             http_redirects,
             inherited: false,
+            owner: None,
         }));
     }
     // nginx's phases: the location's rewrite-phase `return`s (app-root, the CORS
@@ -287,6 +288,7 @@ pub fn route_policy(
         timeouts,
         protocol: ann.backend_protocol,
         upstream_tls: ann.proxy_ssl.as_ref().map(|p| p.key().into()),
+        backend_client_cert: None,
         affinity,
         balance: upstream::balance(&ann.upstream, &defaults.upstream),
         next_upstream: upstream::next_upstream(&ann.upstream, &defaults.upstream),
@@ -328,6 +330,7 @@ pub fn with_client_cert(policy: &Arc<RoutePolicy>) -> Arc<RoutePolicy> {
         RequestFilter::ClientCert(ClientCertAuth {
             http_redirects,
             inherited: true,
+            owner: None,
         }),
     );
     Arc::new(p)

@@ -44,6 +44,10 @@ impl Blame {
 pub enum ProxyError {
     #[error("no route matches and there is no default backend")]
     NoRoute,
+    /// No route matches, and the connection was made for a Gateway HTTPS listener
+    /// whose hostname the request's host is not (see `Config::gateway_sni`).
+    #[error("the connection was made for another listener than the request's host")]
+    Misdirected,
     #[error("route points at backend {0}, which the config does not have")]
     UnknownBackend(BackendId),
     #[error(transparent)]
@@ -152,6 +156,7 @@ impl ProxyError {
             | ProxyError::ResponseTimeout { .. }
             | ProxyError::SendTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::BadRequest(_) | ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::ClientBodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
@@ -182,6 +187,7 @@ impl ProxyError {
             | ProxyError::UnexpectedUpgrade { .. }
             | ProxyError::ExternalAuth(_) => Blame::Upstream,
             ProxyError::BadRequest(_)
+            | ProxyError::Misdirected
             | ProxyError::MethodNotAllowed(_)
             | ProxyError::BodyTooLarge { .. }
             | ProxyError::ClientBodyTimeout { .. }

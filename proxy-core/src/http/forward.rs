@@ -179,7 +179,12 @@ impl Proxy {
         // 1. Route.
         upgrade::h2_websocket(&mut parts)?;
         one_authority(&mut parts, self.opts.allow_trace)?;
-        let route = route(config, &mut parts, info.scheme, &log.host)?;
+        let route = route(
+            config,
+            &mut parts,
+            (info.scheme, info.sni.as_deref()),
+            &log.host,
+        )?;
         let policy: &RoutePolicy = &route.policy;
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
@@ -464,7 +469,10 @@ impl Proxy {
         let dial = dial(
             config,
             &backend.id,
-            policy.upstream_tls.as_ref(),
+            (
+                policy.upstream_tls.as_ref(),
+                policy.backend_client_cert.as_ref(),
+            ),
             protocol,
             conn.info.scheme,
             upgrade.is_some(),
@@ -518,6 +526,7 @@ impl Proxy {
             self.mirror(
                 config,
                 mirrors,
+                policy.backend_client_cert.as_ref(),
                 &parts,
                 &body,
                 conn.info.scheme,
@@ -1140,7 +1149,7 @@ struct Destination<'a> {
 pub(super) fn dial(
     config: &Config,
     backend: &BackendId,
-    upstream_tls: Option<&Arc<str>>,
+    (upstream_tls, client_cert): (Option<&Arc<str>>, Option<&Arc<str>>),
     protocol: BackendProtocol,
     scheme: super::Scheme,
     upgrade: bool,
@@ -1150,6 +1159,18 @@ pub(super) fn dial(
     let required = match config.backend_tls.is_empty() {
         true => None,
         false => config.backend_tls.get(backend),
+    };
+    // Through a Gateway with a backend client certificate: the policy's setting that
+    // presents it, or none at all (503) when that could not be made.
+    let required = match (required, client_cert) {
+        (Some(key), Some(cert)) => Some(
+            config
+                .backend_client_certs
+                .get(cert)
+                .and_then(|with| with.get(key))
+                .ok_or_else(|| ProxyError::UpstreamTlsUnusable(key.clone()))?,
+        ),
+        (required, _) => required,
     };
     let tls = |alpn: Alpn| {
         let tls = match required.or(upstream_tls) {
@@ -1224,14 +1245,27 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
-    scheme: Scheme,
+    (scheme, sni): (Scheme, Option<&str>),
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
-    let route = config
-        .routes
-        .lookup_on(scheme, host, &path, Some(parts))
+    let found = config.routes.lookup_on(scheme, host, &path, Some(parts));
+    // Nothing for the host, on a connection made for a Gateway listener with a
+    // hostname that is not the host's: misdirected, not unknown.
+    if let (None, Some(sni), Scheme::Https) = (found, sni, scheme) {
+        if !config.gateway_sni.is_empty() {
+            let mut chosen = config
+                .gateway_sni
+                .iter()
+                .filter(|s| s.admits(sni))
+                .peekable();
+            if chosen.peek().is_some() && !chosen.any(|s| s.admits(host)) {
+                return Err(ProxyError::Misdirected);
+            }
+        }
+    }
+    let route = found
         .or(config.default_backend.as_ref())
         .or(config.default_service.as_ref())
         .ok_or(ProxyError::NoRoute)?;

@@ -27,6 +27,7 @@ impl Proxy {
         self: &Arc<Self>,
         config: &Config,
         mirrors: &Mirrors,
+        client_cert: Option<&Arc<str>>,
         parts: &Parts,
         body: &UpstreamBody,
         scheme: Scheme,
@@ -68,7 +69,15 @@ impl Proxy {
                 }
             };
             let protocol = backend.protocol.unwrap_or_default();
-            let dial = match dial(config, id, None, protocol, scheme, false, host) {
+            let dial = match dial(
+                config,
+                id,
+                (None, client_cert),
+                protocol,
+                scheme,
+                false,
+                host,
+            ) {
                 Ok(dial) => dial,
                 Err(error) => {
                     tracing::debug!(mirror = %id, %error, "mirror backend unusable; not mirrored");

@@ -167,6 +167,16 @@ impl<T> ByHost<T> {
             .map(|(k, v)| (k, v))
     }
 
+    /// The value configured for `host` itself (not one a request's host falls under).
+    pub fn get_configured(&self, host: &HostPattern) -> Option<&T> {
+        let map = if host.is_wildcard() {
+            &self.wildcard
+        } else {
+            &self.exact
+        };
+        map.get(host.key().as_str()).map(|(_, v)| v)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.exact.is_empty() && self.wildcard.is_empty()
     }
@@ -203,6 +213,10 @@ pub struct ClientCertAuth {
     /// this route is served without checks, as ingress-nginx then leaves the server
     /// without `ssl_verify_client`.
     pub inherited: bool,
+    /// Only the settings of this source ([`ClientCertPolicy::source`]) serve the route:
+    /// a Gateway listener's routes, whose host another Ingress or listener with other
+    /// settings claimed first, answer 503 rather than be served under those.
+    pub owner: Option<Arc<str>>,
 }
 
 impl ClientCertAuth {
@@ -217,12 +231,23 @@ impl ClientCertAuth {
             }
             return Err(ProxyError::Refused(
                 format!(
-                    "client certificates for host {:?} could not be set up (see the Ingress's auth-tls-secret diagnostics)",
+                    "client certificates for host {:?} could not be set up (see the Ingress's auth-tls-secret or the Gateway's tls.frontend diagnostics)",
                     ctx.host
                 )
                 .into(),
             ));
         };
+        if let Some(owner) = &self.owner {
+            if *owner != policy.source {
+                return Err(ProxyError::Refused(
+                    format!(
+                        "host {:?} checks client certificates with the settings of {}, not those of {owner}",
+                        ctx.host, policy.source
+                    )
+                    .into(),
+                ));
+            }
+        }
         let checks = policy.verify != VerifyClient::Off;
         let cert = if ctx.scheme == Scheme::Http {
             if self.http_redirects {
@@ -321,6 +346,19 @@ fn misdirected() -> Response<ProxyBody> {
     text(StatusCode::MISDIRECTED_REQUEST, "421 Misdirected Request")
 }
 
+/// 421, as for a client certificate judged for another host, when the connection's
+/// handshake (SNI) was not for the Gateway listener whose rule the request matched.
+/// Without SNI there is nothing to compare: served.
+pub(super) fn misdirected_unless(ctx: &RequestCtx<'_>, scope: &crate::routes::SniScope) -> Flow {
+    match ctx.sni {
+        Some(sni) if ctx.scheme == Scheme::Https && !scope.admits(sni) => {
+            tracing::info!(host = ctx.host, sni, client = %ctx.client, "request misdirected: its connection was made for another listener");
+            Flow::Answer(Box::new(misdirected()))
+        }
+        _ => Flow::Continue,
+    }
+}
+
 fn text(status: StatusCode, body: &str) -> Response<ProxyBody> {
     let mut resp = Response::new(ProxyBody::full(format!("{body}\n")));
     *resp.status_mut() = status;
@@ -374,6 +412,7 @@ mod tests {
         let f = ClientCertAuth {
             http_redirects: false,
             inherited: false,
+            owner: None,
         };
         let status = match f.on_request(&mut x, &head("/")) {
             Ok(Flow::Answer(r)) => Some(r.status()),
@@ -478,10 +517,30 @@ mod tests {
         let inherited = ClientCertAuth {
             http_redirects: false,
             inherited: true,
+            owner: None,
         };
         assert!(matches!(
             inherited.on_request(&mut x, &head("/")),
             Ok(Flow::Continue)
+        ));
+        // A Gateway listener's route is served only under its own settings.
+        let mut x = ctx(Scheme::Https, "a.test", 443);
+        x.client_auth = &t;
+        let good = cert("a.test", CertVerify::Success);
+        x.client_cert = Some(&good);
+        x.sni = Some("a.test");
+        let owned = |owner: &str| ClientCertAuth {
+            http_redirects: false,
+            inherited: false,
+            owner: Some(owner.into()),
+        };
+        assert!(matches!(
+            owned("default/web").on_request(&mut x, &head("/")),
+            Ok(Flow::Continue)
+        ));
+        assert!(matches!(
+            owned("Gateway default/gw").on_request(&mut x, &head("/")),
+            Err(ProxyError::Refused(_))
         ));
     }
 
@@ -500,6 +559,10 @@ mod tests {
             Some(("*.x.test", 1))
         );
         assert_eq!(t.get("x.test"), None);
+        assert_eq!(
+            t.get_configured(&HostPattern::parse("*.x.test").unwrap()),
+            Some(&1)
+        );
         assert_eq!(
             VerifyClient::parse("optional_no_ca"),
             Some(VerifyClient::OptionalNoCa)

@@ -87,6 +87,12 @@ use crate::balance::{Balance, CookieAffinity, NextUpstream};
 use crate::config::{BackendProtocol, Timeouts};
 use crate::http::{ProxyBody, ProxyError, Scheme};
 
+/// A Gateway's backend client certificate: for each BackendTLSPolicy setting (its key
+/// in [`Config::upstream_tls`](crate::config::Config)), the key of the same setting
+/// presenting the Gateway's certificate. A policy missing here could not be made with
+/// it: requests to its backends fail rather than go out without the certificate.
+pub type BackendClientCert = std::collections::HashMap<Arc<str>, Arc<str>>;
+
 /// What one route does with a request, compiled and validated from the object it came
 /// from (one Ingress path, later one HTTPRoute rule). Shared by the routes that ask for
 /// the same thing.
@@ -101,6 +107,12 @@ pub struct RoutePolicy {
     /// without a usable setting are refused by. `None` encrypts without verifying, as
     /// ingress-nginx does by default.
     pub upstream_tls: Option<Arc<str>>,
+    /// The client certificate of the Gateway the route came through
+    /// (`spec.tls.backend.clientCertificateRef`), for backends a BackendTLSPolicy has
+    /// reached over TLS: its key in
+    /// [`Config::backend_client_certs`](crate::config::Config). `None`: the policy's
+    /// own setting.
+    pub backend_client_cert: Option<Arc<str>>,
     /// Cookie session affinity: the route's requests stick to an endpoint.
     pub affinity: Option<CookieAffinity>,
     /// How an endpoint is picked without affinity (`load-balance`, `upstream-hash-by`),
@@ -215,6 +227,9 @@ pub enum RequestFilter {
     Refuse(Refuse),
     /// `auth-tls-*`: first, as nginx checks the certificate before any phase runs.
     ClientCert(ClientCertAuth),
+    /// A Gateway HTTPS listener's rule: a request on a connection made for another
+    /// listener gets 421 (first of all).
+    Misdirected(crate::routes::SniScope),
     /// A Gateway API rule with no valid backend: every request gets 500.
     NoValidBackend(NoValidBackend),
     /// `from-to-www-redirect`, on the host the Ingress does not name.
@@ -245,6 +260,7 @@ impl RequestFilter {
         match self {
             RequestFilter::Refuse(f) => f.on_request(ctx, parts),
             RequestFilter::ClientCert(f) => f.on_request(ctx, parts),
+            RequestFilter::Misdirected(scope) => Ok(client_cert::misdirected_unless(ctx, scope)),
             RequestFilter::NoValidBackend(f) => f.on_request(ctx, parts),
             RequestFilter::Cors(f) => f.on_request(ctx, parts),
             RequestFilter::SourceRanges(f) => f.on_request(ctx, parts),

@@ -37,6 +37,27 @@ impl Default for ListenerScope {
     }
 }
 
+/// The TLS handshakes (by SNI) that belong to one HTTPS listener of a Gateway: those
+/// for its hostname (without one, any host) less those a more specific HTTPS listener
+/// of the same Gateway takes. A request whose connection was made for another
+/// listener's name (HTTP/2 reuses a connection across names its certificate covers)
+/// is misdirected: 421, as the Gateway API asks, rather than served past that
+/// listener's TLS settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SniScope {
+    pub hostname: Option<HostPattern>,
+    pub yields_to: Arc<[HostPattern]>,
+}
+
+impl SniScope {
+    /// Whether a handshake (or a request) for the normalized `host` is this
+    /// listener's.
+    pub fn admits(&self, host: &str) -> bool {
+        self.hostname.as_ref().is_none_or(|h| covers(h, host))
+            && !self.yields_to.iter().any(|p| covers(p, host))
+    }
+}
+
 impl ListenerScope {
     /// Whether a request that arrived on `scheme` for the normalized `host` (`""` for
     /// none) is this rule's to answer.
@@ -75,6 +96,28 @@ mod tests {
                 .map(|h| HostPattern::parse(h).unwrap())
                 .collect(),
         }
+    }
+
+    /// The listener a handshake's SNI selects: its hostname (suffix match for a
+    /// wildcard), less the more specific listeners' hosts.
+    #[test]
+    fn an_sni_scope_takes_its_listeners_handshakes() {
+        let pattern = |h: &str| HostPattern::parse(h).unwrap();
+        let wildcard = SniScope {
+            hostname: Some(pattern("*.wildcard.org")),
+            yields_to: Arc::from([pattern("fourth.wildcard.org")]),
+        };
+        assert!(wildcard.admits("third.wildcard.org"));
+        assert!(wildcard.admits("a.b.wildcard.org"));
+        assert!(!wildcard.admits("fourth.wildcard.org"));
+        assert!(!wildcard.admits("wildcard.org"));
+        assert!(!wildcard.admits("example.org"));
+        let any = SniScope {
+            hostname: None,
+            yields_to: Arc::from([pattern("second.example.org")]),
+        };
+        assert!(any.admits("example.org"));
+        assert!(!any.admits("second.example.org"));
     }
 
     #[test]

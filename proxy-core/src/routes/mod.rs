@@ -17,7 +17,7 @@ mod normalize;
 mod regex_path;
 mod table;
 
-pub use listener::ListenerScope;
+pub use listener::{ListenerScope, SniScope};
 pub use matches::{FullMatch, MatchRule, PathMatch, ValueMatch};
 pub use normalize::{normalize_path, normalize_rule_path, request_host, PathError};
 pub use regex_path::{compile_pattern, PathRegex, RegexPathError, RegexRule, MAX_PATTERN_LEN};
