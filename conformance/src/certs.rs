@@ -97,19 +97,7 @@ pub fn server_config(
     cert_pem: &str,
     key_pem: &str,
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| CertError::Pem(e.to_string()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
-        .map_err(|e| CertError::Pem(e.to_string()))?
-        .ok_or_else(|| CertError::Pem("no private key found".to_owned()))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    server_config_for_clients(cert_pem, key_pem, None)
 }
 
 /// A certificate authority that issues serving certificates, as the upstream suite's
@@ -189,32 +177,34 @@ pub fn server_config_for_clients(
     key_pem: &str,
     client_ca: Option<&str>,
 ) -> Result<Arc<rustls::ServerConfig>, CertError> {
-    let Some(ca) = client_ca else {
-        return server_config(cert_pem, key_pem);
-    };
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_bytes())
         .collect::<Result<_, _>>()
         .map_err(|e| CertError::Pem(e.to_string()))?;
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_bytes())
         .map_err(|e| CertError::Pem(e.to_string()))?
         .ok_or_else(|| CertError::Pem("no private key found".to_owned()))?;
-    let mut roots = RootCertStore::empty();
-    for der in rustls_pemfile::certs(&mut ca.as_bytes()) {
-        let der = der.map_err(|e| CertError::Pem(e.to_string()))?;
-        roots.add(der).map_err(|e| CertError::Pem(e.to_string()))?;
-    }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider.clone(),
-    )
-    .allow_unauthenticated()
-    .build()
-    .map_err(|e| CertError::Pem(e.to_string()))?;
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_client_cert_verifier(verifier)
-        .with_single_cert(certs, key)?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = RootCertStore::empty();
+            for der in rustls_pemfile::certs(&mut ca.as_bytes()) {
+                let der = der.map_err(|e| CertError::Pem(e.to_string()))?;
+                roots.add(der).map_err(|e| CertError::Pem(e.to_string()))?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| CertError::Pem(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_single_cert(certs, key)?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -68,22 +68,32 @@ async fn over_tls(addr: SocketAddr, host: &str, path: &str) -> (u16, String) {
     (answer.status, answer.body)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn per_core_threads_each_serve_their_share_over_http_and_https() {
-    let backend = Backend::start("app").await;
+/// The binary per core with `THREADS` threads (and `extra` flags) over a folder that
+/// routes `host` to `backend`; the folder lives as long as the controller is used.
+async fn per_core(
+    backend: &Backend,
+    host: &str,
+    extra: &[&str],
+) -> (Controller, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
     std::fs::write(
         dir.path().join("app.yaml"),
-        app_yaml("app", "app.example.com", "/", &[backend.addr]),
+        app_yaml("app", host, "/", &[backend.addr]),
     )
     .unwrap();
     let threads = THREADS.to_string();
-    let mut ctl = Controller::start(
-        dir.path(),
-        &["--runtime", "per-core", "--worker-threads", &threads],
-    );
+    let mut args = vec!["--runtime", "per-core", "--worker-threads", &threads];
+    args.extend_from_slice(extra);
+    let mut ctl = Controller::start(dir.path(), &args);
     ctl.wait_ready().await;
+    (ctl, dir)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_core_threads_each_serve_their_share_over_http_and_https() {
+    let backend = Backend::start("app").await;
+    let (ctl, _dir) = per_core(&backend, "app.example.com", &[]).await;
 
     let pid = ctl.pid();
     let before = shard_wakeups(pid);
@@ -127,26 +137,7 @@ async fn per_core_threads_each_serve_their_share_over_http_and_https() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_core_sigterm_drains_every_threads_requests() {
     let slow = Backend::start_slow("slow", Duration::from_secs(2)).await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
-    std::fs::write(
-        dir.path().join("app.yaml"),
-        app_yaml("app", "slow.example.com", "/", &[slow.addr]),
-    )
-    .unwrap();
-    let threads = THREADS.to_string();
-    let mut ctl = Controller::start(
-        dir.path(),
-        &[
-            "--runtime",
-            "per-core",
-            "--worker-threads",
-            &threads,
-            "--shutdown-grace",
-            "30",
-        ],
-    );
-    ctl.wait_ready().await;
+    let (mut ctl, _dir) = per_core(&slow, "slow.example.com", &["--shutdown-grace", "30"]).await;
     // Enough connections that every thread holds some with high likelihood.
     let http = ctl.http;
     let in_flight: Vec<_> = (0..12)
@@ -157,14 +148,7 @@ async fn per_core_sigterm_drains_every_threads_requests() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     ctl.signal("TERM");
     // No thread accepts any more while they drain.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(ctl.http).await.is_ok() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "still accepting after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    ctl.wait_not_accepting(Duration::from_secs(10)).await;
     for (i, request) in in_flight.into_iter().enumerate() {
         assert_eq!(
             request.await.unwrap().unwrap(),
@@ -180,19 +164,7 @@ async fn per_core_sigterm_drains_every_threads_requests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_core_idle_connections_park_on_their_thread_and_serve_again() {
     let backend = Backend::start("app").await;
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
-    std::fs::write(
-        dir.path().join("app.yaml"),
-        app_yaml("app", "app.example.com", "/", &[backend.addr]),
-    )
-    .unwrap();
-    let threads = THREADS.to_string();
-    let mut ctl = Controller::start(
-        dir.path(),
-        &["--runtime", "per-core", "--worker-threads", &threads],
-    );
-    ctl.wait_ready().await;
+    let (ctl, _dir) = per_core(&backend, "app.example.com", &[]).await;
     let mut conns = Vec::new();
     for _ in 0..9 {
         let mut conn = TcpStream::connect(ctl.http).await.expect("connect");

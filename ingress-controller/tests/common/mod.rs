@@ -124,6 +124,18 @@ impl Controller {
     }
 
     /// Everything the binary has logged so far.
+    /// Waits until the HTTP listener refuses connections (the binary is draining).
+    pub async fn wait_not_accepting(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while tokio::net::TcpStream::connect(self.http).await.is_ok() {
+            assert!(
+                Instant::now() < deadline,
+                "still accepting after {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// The binary's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
