@@ -151,6 +151,9 @@ test_fn!(hostname_intersection, |c| {
     c.listener(gw, "listener-1", Some(2), &ok).await?;
     c.listener(gw, "listener-2", Some(1), &ok).await?;
     c.listener(gw, "listener-3", Some(1), &ok).await?;
+    for listener in ["listener-1", "listener-2", "listener-3"] {
+        c.supported_kinds(gw, listener, &["HTTPRoute"]).await?;
+    }
     let all = "httproute-hostname-intersection-all";
     accepted_and_resolved(c, all, &[all]).await?;
     c.expect_all(&[
@@ -1610,8 +1613,11 @@ test_fn!(gateway_with_attached_routes, |c| {
     let ok = [("Accepted", true, None), ("ResolvedRefs", true, None)];
     c.listener("gateway-with-one-attached-route", "http", Some(1), &ok)
         .await?;
+    c.supported_kinds("gateway-with-one-attached-route", "http", &["HTTPRoute"])
+        .await?;
     let two = "gateway-with-two-attached-routes";
     c.listener(two, "http", Some(2), &ok).await?;
+    c.supported_kinds(two, "http", &["HTTPRoute"]).await?;
     c.route_condition(
         "http-route-not-accepted",
         two,
@@ -1629,6 +1635,7 @@ test_fn!(gateway_with_attached_routes, |c| {
         &[("Programmed", false, None), ("ResolvedRefs", false, None)],
     )
     .await?;
+    c.supported_kinds(unresolved, "tls", &["HTTPRoute"]).await?;
     c.route_condition(
         "http-route-4",
         unresolved,
@@ -1644,18 +1651,29 @@ test_fn!(gateway_with_attached_routes_8080, |c| {
     let ok = [("Accepted", true, None), ("ResolvedRefs", true, None)];
     let gw = "gateway-with-two-listeners-and-one-attached-route";
     c.listener(gw, "http-unattached", Some(0), &ok).await?;
-    c.listener(gw, "http", Some(1), &ok).await
+    c.listener(gw, "http", Some(1), &ok).await?;
+    c.supported_kinds(gw, "http-unattached", &["HTTPRoute"])
+        .await?;
+    c.supported_kinds(gw, "http", &["HTTPRoute"]).await
 });
 
 test_fn!(gateway_invalid_route_kind, |c| {
     let bad = [("ResolvedRefs", false, Some("InvalidRouteKinds"))];
     c.listener("gateway-only-invalid-route-kind", "http", Some(0), &bad)
         .await?;
+    c.supported_kinds("gateway-only-invalid-route-kind", "http", &[])
+        .await?;
     c.listener(
         "gateway-supported-and-invalid-route-kind",
         "http",
         Some(0),
         &bad,
+    )
+    .await?;
+    c.supported_kinds(
+        "gateway-supported-and-invalid-route-kind",
+        "http",
+        &["HTTPRoute"],
     )
     .await
 });
@@ -1669,6 +1687,7 @@ test_fn!(gateway_invalid_tls_configuration, |c| {
         "gateway-certificate-malformed-secret",
     ] {
         c.listener(gw, "https", Some(0), &bad).await?;
+        c.supported_kinds(gw, "https", &["HTTPRoute"]).await?;
     }
     Ok(())
 });
@@ -1681,6 +1700,12 @@ test_fn!(gateway_secret_invalid_reference_grant, |c| {
         Some(0),
         &bad,
     )
+    .await?;
+    c.supported_kinds(
+        "gateway-secret-invalid-reference-grant",
+        "https",
+        &["HTTPRoute"],
+    )
     .await
 });
 
@@ -1691,6 +1716,12 @@ test_fn!(gateway_secret_missing_reference_grant, |c| {
         "https",
         Some(0),
         &bad,
+    )
+    .await?;
+    c.supported_kinds(
+        "gateway-secret-missing-reference-grant",
+        "https",
+        &["HTTPRoute"],
     )
     .await
 });
@@ -1706,6 +1737,12 @@ test_fn!(gateway_secret_reference_grant_all, |c| {
         Some(0),
         &ok,
     )
+    .await?;
+    c.supported_kinds(
+        "gateway-secret-reference-grant-all-in-namespace",
+        "https",
+        &["HTTPRoute"],
+    )
     .await
 });
 
@@ -1720,6 +1757,12 @@ test_fn!(gateway_secret_reference_grant_specific, |c| {
         Some(0),
         &ok,
     )
+    .await?;
+    c.supported_kinds(
+        "gateway-secret-reference-grant-specific",
+        "https",
+        &["HTTPRoute"],
+    )
     .await
 });
 
@@ -1729,6 +1772,7 @@ test_fn!(gateway_unsupported_protocol, |c| {
         .await?;
     let unsupported = [("Accepted", false, Some("UnsupportedProtocol"))];
     c.listener(only, "invalid", Some(0), &unsupported).await?;
+    c.supported_kinds(only, "invalid", &[]).await?;
     let mixed = "gateway-supported-and-unsupported-protocols";
     c.gateway_condition(mixed, "Accepted", true, Some("ListenersNotValid"))
         .await?;
@@ -1739,7 +1783,9 @@ test_fn!(gateway_unsupported_protocol, |c| {
         &[("Accepted", true, Some("Accepted"))],
     )
     .await?;
-    c.listener(mixed, "invalid", Some(0), &unsupported).await
+    c.supported_kinds(mixed, "http", &["HTTPRoute"]).await?;
+    c.listener(mixed, "invalid", Some(0), &unsupported).await?;
+    c.supported_kinds(mixed, "invalid", &[]).await
 });
 
 test_fn!(gateway_invalid_parameters_ref, |c| {
@@ -1752,9 +1798,9 @@ test_fn!(gateway_invalid_parameters_ref, |c| {
     .await
 });
 
-/// The Gateway's listeners are exactly `names`, each with `attached` routes, Accepted
-/// and ResolvedRefs (upstream `GatewayStatusMustHaveListeners`, less `supportedKinds`,
-/// which the folder's status log does not show).
+/// The Gateway's listeners are exactly `names`, each with `attached` routes, HTTPRoute
+/// among its `supportedKinds`, Accepted and ResolvedRefs (upstream
+/// `GatewayStatusMustHaveListeners`).
 async fn listeners_exactly(c: &mut Ctx, gateway: &str, names: &[&str], attached: u32) -> Check {
     let gw = super::world::key(gateway);
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
@@ -1771,6 +1817,12 @@ async fn listeners_exactly(c: &mut Ctx, gateway: &str, names: &[&str], attached:
                     return Err(format!(
                         "listener {} attachedRoutes {}",
                         l.name, l.attached_routes
+                    ));
+                }
+                if !l.supported_kinds.iter().any(|k| k == "HTTPRoute") {
+                    return Err(format!(
+                        "listener {} supportedKinds {:?}",
+                        l.name, l.supported_kinds
                     ));
                 }
                 super::world::holds(&l.conditions, "Accepted", true, None)?;

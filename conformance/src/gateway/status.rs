@@ -22,6 +22,8 @@ pub struct Cond {
 pub struct ListenerStatus {
     pub name: String,
     pub attached_routes: u32,
+    /// `supportedKinds`, each as `Kind` (the Gateway API group) or `group/Kind`.
+    pub supported_kinds: Vec<String>,
     pub conditions: Vec<Cond>,
 }
 
@@ -142,6 +144,18 @@ pub fn from_objects<'a>(
                     .and_then(Value::as_u64)
                     .and_then(|n| u32::try_from(n).ok())
                     .unwrap_or(0),
+                supported_kinds: list(&l, "supportedKinds")
+                    .iter()
+                    .map(|k| {
+                        let group = text(k, "/group");
+                        let kind = text(k, "/kind");
+                        if group.is_empty() || group == "gateway.networking.k8s.io" {
+                            kind
+                        } else {
+                            format!("{group}/{kind}")
+                        }
+                    })
+                    .collect(),
                 conditions: api_conditions(&l),
             });
         }
@@ -197,18 +211,23 @@ fn api_conditions(v: &Value) -> Vec<Cond> {
 }
 
 /// One status line, as the binary writes it: parts joined by `; `, each the object's
-/// conditions, `listener "NAME": attachedRoutes N, CONDITIONS` or
-/// `parent NS/NAME[/SECTION]: CONDITIONS`.
+/// conditions, `listener "NAME": attachedRoutes N, supportedKinds [KIND ...], CONDITIONS`
+/// or `parent NS/NAME[/SECTION]: CONDITIONS`.
 pub fn parse(text: &str) -> ObjectStatus {
     let mut status = ObjectStatus::default();
     for part in text.split("; ").filter(|p| !p.is_empty()) {
         if let Some(rest) = part.strip_prefix("listener \"") {
             let (name, rest) = rest.split_once("\": ").unwrap_or((rest, ""));
             let rest = rest.strip_prefix("attachedRoutes ").unwrap_or(rest);
-            let (count, conds) = rest.split_once(", ").unwrap_or((rest, ""));
+            let (count, rest) = rest.split_once(", ").unwrap_or((rest, ""));
+            let (kinds, conds) = match rest.strip_prefix("supportedKinds [") {
+                Some(rest) => rest.split_once("], ").unwrap_or((rest, "")),
+                None => ("", rest),
+            };
             status.listeners.push(ListenerStatus {
                 name: name.to_owned(),
                 attached_routes: count.trim().parse().unwrap_or(0),
+                supported_kinds: kinds.split_whitespace().map(str::to_owned).collect(),
                 conditions: conditions(conds),
             });
         } else if let Some(rest) = part.strip_prefix("parent ") {
@@ -258,7 +277,7 @@ mod tests {
         let log = concat!(
             r#"{"level":"INFO","message":"configuration published"}"#,
             "\n",
-            r#"{"level":"INFO","message":"status: Accepted=True (Accepted, generation 1), Programmed=True (Programmed); listener \"http\": attachedRoutes 2, Accepted=True (Accepted), ResolvedRefs=False (InvalidRouteKinds)","kind":"Gateway","object":"infra/gw"}"#,
+            r#"{"level":"INFO","message":"status: Accepted=True (Accepted, generation 1), Programmed=True (Programmed); listener \"http\": attachedRoutes 2, supportedKinds [HTTPRoute GRPCRoute], Accepted=True (Accepted), ResolvedRefs=False (InvalidRouteKinds)","kind":"Gateway","object":"infra/gw"}"#,
             "\n",
             r#"{"level":"INFO","message":"status: parent infra/gw/http: Accepted=False (NotAllowedByListeners, generation 3); parent infra/other: Accepted=True (Accepted)","kind":"HTTPRoute","object":"app/r"}"#,
             "\nnot json\n"
@@ -269,6 +288,7 @@ mod tests {
         assert!(gw.condition("Programmed").unwrap().status);
         let l = gw.listener("http").unwrap();
         assert_eq!(l.attached_routes, 2);
+        assert_eq!(l.supported_kinds, ["HTTPRoute", "GRPCRoute"]);
         assert_eq!(l.conditions[1].reason, "InvalidRouteKinds");
         assert!(!l.conditions[1].status);
         let r = &all[&("HTTPRoute".to_owned(), "app/r".to_owned())];
@@ -285,7 +305,10 @@ mod tests {
             serde_json::json!({"kind": "Gateway", "metadata": {"namespace": "infra", "name": "gw"},
                 "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
                     "observedGeneration": 2}],
-                  "listeners": [{"name": "http", "attachedRoutes": 2, "conditions": [
+                  "listeners": [{"name": "http", "attachedRoutes": 2,
+                    "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
+                      {"kind": "GRPCRoute"}, {"group": "example.com", "kind": "Other"}],
+                    "conditions": [
                     {"type": "ResolvedRefs", "status": "False", "reason": "InvalidRouteKinds"}]}]}}),
             serde_json::json!({"kind": "HTTPRoute", "metadata": {"namespace": "app", "name": "r"},
                 "status": {"parents": [
@@ -309,6 +332,10 @@ mod tests {
         assert_eq!(gw.condition("Accepted").unwrap().generation, Some(2));
         let l = gw.listener("http").unwrap();
         assert_eq!(l.attached_routes, 2);
+        assert_eq!(
+            l.supported_kinds,
+            ["HTTPRoute", "GRPCRoute", "example.com/Other"]
+        );
         assert!(!l.conditions[0].status);
         let r = &all[&("HTTPRoute".to_owned(), "app/r".to_owned())];
         assert_eq!(r.parents.len(), 2, "{r:?}");

@@ -531,6 +531,33 @@ impl Ctx {
         .await
     }
 
+    /// A listener's `supportedKinds`, as upstream compares them: none when `kinds` is
+    /// empty, else at least those.
+    pub async fn supported_kinds(&mut self, gateway: &str, name: &str, kinds: &[&str]) -> Check {
+        let gw = key(gateway);
+        self.wait_status(
+            &format!("Gateway {gw} listener {name}: supportedKinds {kinds:?}"),
+            |all| {
+                let st = object(all, "Gateway", &gw)?;
+                let l = st
+                    .listener(name)
+                    .ok_or_else(|| format!("no listener {name} in {st:?}"))?;
+                let missing = kinds
+                    .iter()
+                    .find(|k| !l.supported_kinds.iter().any(|s| s == *k));
+                match missing {
+                    _ if kinds.is_empty() && !l.supported_kinds.is_empty() => Err(format!(
+                        "supportedKinds {:?}, expected none",
+                        l.supported_kinds
+                    )),
+                    Some(k) => Err(format!("{k} not in supportedKinds {:?}", l.supported_kinds)),
+                    None => Ok(()),
+                }
+            },
+        )
+        .await
+    }
+
     /// A condition of the Gateway itself.
     pub async fn gateway_condition(
         &mut self,

@@ -161,9 +161,10 @@ impl fmt::Display for ObjectStatus {
         }
         for l in &self.listeners {
             parts.push(format!(
-                "listener {:?}: attachedRoutes {}, {}",
+                "listener {:?}: attachedRoutes {}, supportedKinds [{}], {}",
                 l.name,
                 l.attached_routes,
+                l.supported_kinds.join(" "),
                 list(&l.conditions)
             ));
         }
@@ -2753,10 +2754,12 @@ spec:
             Some(
                 "Accepted=True (ListenersNotValid, generation 4), Programmed=True (Programmed, generation 4), \
                  ResolvedRefs=True (ResolvedRefs, generation 4); \
-                 listener \"web\": attachedRoutes 1, Accepted=True (Accepted, generation 4), \
+                 listener \"web\": attachedRoutes 1, supportedKinds [HTTPRoute GRPCRoute], \
+                 Accepted=True (Accepted, generation 4), \
                  Programmed=True (Programmed, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
                  Conflicted=False (NoConflicts, generation 4); \
-                 listener \"tcp\": attachedRoutes 0, Accepted=False (UnsupportedProtocol, generation 4), \
+                 listener \"tcp\": attachedRoutes 0, supportedKinds [], \
+                 Accepted=False (UnsupportedProtocol, generation 4), \
                  Programmed=False (Invalid, generation 4), ResolvedRefs=True (ResolvedRefs, generation 4), \
                  Conflicted=False (NoConflicts, generation 4)"
             )
