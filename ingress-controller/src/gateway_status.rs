@@ -287,10 +287,23 @@ fn covers(current: Option<&Value>, want: &Value) -> bool {
     current.is_some_and(|c| same(c, want))
 }
 
+/// Condition types Portico writes. One of them that a status shows but Portico no
+/// longer wants (`InsecureFrontendValidationMode` once the mode is back to
+/// `AllowValidOnly`) is to be taken out by the next apply.
+const OUR_CONDITIONS: [&str; 6] = [
+    "Accepted",
+    "Programmed",
+    "ResolvedRefs",
+    "Conflicted",
+    "SupportedVersion",
+    "InsecureFrontendValidationMode",
+];
+
 /// `current` shows `want`: an object's fields as wanted (others ignored); a list of
-/// conditions (a map keyed by `type` in the CRDs) holding each wanted condition, as
-/// other writers may add their own types; a list of listener statuses (keyed by `name`)
-/// with exactly the wanted names; any other list (atomic in the CRDs) equal.
+/// conditions (a map keyed by `type` in the CRDs) holding each wanted condition and no
+/// other of Portico's types, as other writers may add their own types; a list of
+/// listener statuses (keyed by `name`) with exactly the wanted names; any other list
+/// (atomic in the CRDs) equal.
 fn same(current: &Value, want: &Value) -> bool {
     let keyed = |list: &[Value], key: &str, other: &str| {
         !list.is_empty()
@@ -309,7 +322,12 @@ fn same(current: &Value, want: &Value) -> bool {
             .iter()
             .all(|(k, v)| c.get(k).is_some_and(|cv| same(cv, v))),
         (Value::Array(c), Value::Array(w)) if keyed(w, "type", "lastTransitionTime") => {
-            w.iter().all(|wi| find(c, "type", wi))
+            let unwanted = |ci: &Value| {
+                let type_ = ci.get("type");
+                OUR_CONDITIONS.iter().any(|t| type_ == Some(&json!(t)))
+                    && !w.iter().any(|wi| wi.get("type") == type_)
+            };
+            w.iter().all(|wi| find(c, "type", wi)) && !c.iter().any(unwanted)
         }
         (Value::Array(c), Value::Array(w)) if keyed(w, "name", "attachedRoutes") => {
             c.len() == w.len() && w.iter().all(|wi| find(c, "name", wi))
@@ -616,6 +634,13 @@ mod tests {
             {"type": "IPAddress", "value": "10.0.0.2"}]});
         assert!(!covers(Some(&two), &with_addr));
         assert!(!covers(None, &want));
+        // One of Portico's own condition types no longer wanted: different, so that the
+        // next apply takes it out.
+        let insecure = json!({"type": "InsecureFrontendValidationMode", "status": "True",
+            "reason": "ConfigurationChanged", "message": "", "lastTransitionTime": "t"});
+        let stale = json!({"conditions": [ours, insecure],
+            "listeners": [listener(json!([ours]))]});
+        assert!(!covers(Some(&stale), &want));
     }
 
     #[test]
