@@ -138,6 +138,51 @@ pub struct ParentStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Address types a Gateway may ask for: the spec's core and extended ones.
+const ADDRESS_TYPES: [&str; 2] = ["IPAddress", "Hostname"];
+
+/// Checks a Gateway's `spec.addresses`. Portico serves every Gateway at its published
+/// addresses (`--publish-service` or `--publish-address`) and assigns none of its own:
+/// an address of a type it does not know refuses the Gateway (`UnsupportedAddress`, the
+/// message returned), and one of a known type is reported as not assigned.
+fn requested_addresses(
+    key: &ObjectKey,
+    gw: &Gateway,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<String> {
+    let list = gw.spec.rest.get("addresses")?.as_array()?;
+    for (i, addr) in list.iter().enumerate() {
+        let type_ = addr
+            .get("type")
+            .and_then(|t| t.as_str())
+            .unwrap_or("IPAddress");
+        let value = addr.get("value").and_then(|v| v.as_str()).unwrap_or("");
+        if !ADDRESS_TYPES.contains(&type_) {
+            let message = format!(
+                "address type {type_:?} is not supported, only IPAddress and Hostname; Gateway not served"
+            );
+            diags.push(Diagnostic::error(
+                Kind::Gateway,
+                key,
+                format!("spec.addresses[{i}].type"),
+                DiagnosticReason::GatewayUnsupported,
+                message.clone(),
+            ));
+            return Some(message);
+        }
+        diags.push(Diagnostic::warning(
+            Kind::Gateway,
+            key,
+            format!("spec.addresses[{i}]"),
+            DiagnosticReason::GatewayUnsupported,
+            format!(
+                "{type_} {value:?} is not assigned: Portico serves every Gateway at its published addresses (--publish-service or --publish-address)"
+            ),
+        ));
+    }
+    None
+}
+
 /// The status Portico computes for one Gateway API object.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectStatus {
@@ -367,6 +412,26 @@ pub(super) fn compile_gateway(
                             "Accepted",
                             false,
                             "InvalidParameters",
+                            message.clone(),
+                            generation,
+                        ),
+                        Condition::new("Programmed", false, "Invalid", message, generation),
+                    ],
+                    listeners: Vec::new(),
+                    parents: Vec::new(),
+                },
+            );
+            continue;
+        }
+        if let Some(message) = requested_addresses(key, gw, diags) {
+            status.insert(
+                (Kind::Gateway, key.clone()),
+                ObjectStatus {
+                    conditions: vec![
+                        Condition::new(
+                            "Accepted",
+                            false,
+                            "UnsupportedAddress",
                             message.clone(),
                             generation,
                         ),
@@ -3198,6 +3263,63 @@ spec:
             .diagnostics
             .iter()
             .any(|d| d.field == "spec.infrastructure.parametersRef"));
+    }
+
+    /// An address of a type Portico does not know refuses the Gateway; one of a known
+    /// type is served as the Gateway would be without it, and reported as not assigned.
+    #[test]
+    fn requested_addresses_are_refused_by_type_or_reported_unassigned() {
+        let gateway = |addresses: &str| {
+            compiled(&format!(
+                r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: addr, namespace: infra}}
+spec:
+  gatewayClassName: portico
+  addresses: {addresses}
+  listeners: [{{name: http, port: 80, protocol: HTTP, hostname: addr.example.com}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r, namespace: infra}}
+spec:
+  parentRefs: [{{name: addr}}]
+  rules: [{{backendRefs: [{{name: v1, port: 8080}}]}}]
+"#
+            ))
+        };
+        let accepted = |c: &Compiled| {
+            c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "addr"))]
+                .conditions[0]
+                .to_string()
+        };
+        let c = gateway(r#"[{type: test/fake-invalid-type, value: "x"}, {value: 10.0.0.9}]"#);
+        assert_eq!(get(&c, "addr.example.com", "/"), None);
+        assert!(
+            accepted(&c).starts_with("Accepted=False (UnsupportedAddress"),
+            "{}",
+            accepted(&c)
+        );
+        assert!(c
+            .diagnostics
+            .iter()
+            .any(|d| d.field == "spec.addresses[0].type"));
+        let c = gateway("[{value: 10.0.0.9}, {type: Hostname}]");
+        assert!(get(&c, "addr.example.com", "/").is_some());
+        assert!(
+            accepted(&c).starts_with("Accepted=True"),
+            "{}",
+            accepted(&c)
+        );
+        let unassigned: Vec<_> = c
+            .diagnostics
+            .iter()
+            .filter(|d| d.field.starts_with("spec.addresses["))
+            .map(|d| d.field.as_str())
+            .collect();
+        assert_eq!(unassigned, ["spec.addresses[0]", "spec.addresses[1]"]);
     }
 
     #[test]
