@@ -138,18 +138,43 @@ pub struct ParentStatus {
     pub conditions: Vec<Condition>,
 }
 
+/// Portico reads no parameters resource, so a Gateway that names one cannot be set up as
+/// asked: rejected, as the spec says (`InvalidParameters`, the message returned).
+fn parameters_ref(
+    key: &ObjectKey,
+    gw: &Gateway,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<(&'static str, String)> {
+    let params = gw.spec.rest.get("infrastructure")?.get("parametersRef")?;
+    let text = |f: &str| params.get(f).and_then(|v| v.as_str()).unwrap_or_default();
+    let message = format!(
+        "Portico takes no parameters: {} {:?} of group {:?} cannot be used; Gateway not served",
+        text("kind"),
+        text("name"),
+        text("group")
+    );
+    diags.push(Diagnostic::error(
+        Kind::Gateway,
+        key,
+        "spec.infrastructure.parametersRef",
+        DiagnosticReason::GatewayUnsupported,
+        message.clone(),
+    ));
+    Some(("InvalidParameters", message))
+}
+
 /// Address types a Gateway may ask for: the spec's core and extended ones.
 const ADDRESS_TYPES: [&str; 2] = ["IPAddress", "Hostname"];
 
 /// Checks a Gateway's `spec.addresses`. Portico serves every Gateway at its published
 /// addresses (`--publish-service` or `--publish-address`) and assigns none of its own:
-/// an address of a type it does not know refuses the Gateway (`UnsupportedAddress`, the
-/// message returned), and one of a known type is reported as not assigned.
+/// an address of a type it does not know refuses the Gateway (`UnsupportedAddress`, with
+/// the message), and one of a known type is reported as not assigned.
 fn requested_addresses(
     key: &ObjectKey,
     gw: &Gateway,
     diags: &mut Vec<Diagnostic>,
-) -> Option<String> {
+) -> Option<(&'static str, String)> {
     let list = gw.spec.rest.get("addresses")?.as_array()?;
     for (i, addr) in list.iter().enumerate() {
         let type_ = addr
@@ -168,7 +193,7 @@ fn requested_addresses(
                 DiagnosticReason::GatewayUnsupported,
                 message.clone(),
             ));
-            return Some(message);
+            return Some(("UnsupportedAddress", message));
         }
         diags.push(Diagnostic::warning(
             Kind::Gateway,
@@ -382,61 +407,19 @@ pub(super) fn compile_gateway(
             continue;
         }
         let generation = gw.metadata.generation;
-        // Portico reads no parameters resource, so a Gateway that names one cannot be set
-        // up as asked: rejected, as the spec says (Accepted=False, InvalidParameters).
-        if let Some(params) = gw
-            .spec
-            .rest
-            .get("infrastructure")
-            .and_then(|i| i.get("parametersRef"))
+        // A Gateway Portico cannot set up as asked: not served, Accepted=False with the
+        // spec's reason, Programmed=False.
+        if let Some((reason, message)) =
+            parameters_ref(key, gw, diags).or_else(|| requested_addresses(key, gw, diags))
         {
-            let text = |f: &str| params.get(f).and_then(|v| v.as_str()).unwrap_or_default();
-            let message = format!(
-                "Portico takes no parameters: {} {:?} of group {:?} cannot be used; Gateway not served",
-                text("kind"),
-                text("name"),
-                text("group")
-            );
-            diags.push(Diagnostic::error(
-                Kind::Gateway,
-                key,
-                "spec.infrastructure.parametersRef",
-                DiagnosticReason::GatewayUnsupported,
-                message.clone(),
-            ));
+            let conditions = vec![
+                Condition::new("Accepted", false, reason, message.clone(), generation),
+                Condition::new("Programmed", false, "Invalid", message, generation),
+            ];
             status.insert(
                 (Kind::Gateway, key.clone()),
                 ObjectStatus {
-                    conditions: vec![
-                        Condition::new(
-                            "Accepted",
-                            false,
-                            "InvalidParameters",
-                            message.clone(),
-                            generation,
-                        ),
-                        Condition::new("Programmed", false, "Invalid", message, generation),
-                    ],
-                    listeners: Vec::new(),
-                    parents: Vec::new(),
-                },
-            );
-            continue;
-        }
-        if let Some(message) = requested_addresses(key, gw, diags) {
-            status.insert(
-                (Kind::Gateway, key.clone()),
-                ObjectStatus {
-                    conditions: vec![
-                        Condition::new(
-                            "Accepted",
-                            false,
-                            "UnsupportedAddress",
-                            message.clone(),
-                            generation,
-                        ),
-                        Condition::new("Programmed", false, "Invalid", message, generation),
-                    ],
+                    conditions,
                     listeners: Vec::new(),
                     parents: Vec::new(),
                 },
