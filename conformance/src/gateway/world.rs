@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::exchange::{Exchange, INFRA_NS};
-use super::status::{from_log, from_objects, ObjectStatus, Statuses, STATUS_KINDS};
+use super::status::{from_log, from_objects, ListenerStatus, ObjectStatus, Statuses, STATUS_KINDS};
 use crate::apiserver::ApiServer;
 use crate::certs::{SelfSigned, TestCa};
 use crate::client::{send, TlsTrust};
@@ -498,6 +498,25 @@ impl Ctx {
         .await
     }
 
+    /// Waits until `check` holds for the Gateway's listener `name`.
+    async fn wait_listener(
+        &mut self,
+        gateway: &str,
+        name: &str,
+        what: &str,
+        check: impl Fn(&ListenerStatus) -> Check,
+    ) -> Check {
+        let gw = key(gateway);
+        self.wait_status(&format!("Gateway {gw} listener {name}: {what}"), |all| {
+            let st = object(all, "Gateway", &gw)?;
+            let l = st
+                .listener(name)
+                .ok_or_else(|| format!("no listener {name} in {st:?}"))?;
+            check(l)
+        })
+        .await
+    }
+
     /// A listener's attached routes and conditions.
     pub async fn listener(
         &mut self,
@@ -506,55 +525,38 @@ impl Ctx {
         attached: Option<u32>,
         conditions: &[(&str, bool, Option<&str>)],
     ) -> Check {
-        let gw = key(gateway);
-        self.wait_status(
-            &format!("Gateway {gw} listener {name}: attachedRoutes {attached:?}, {conditions:?}"),
-            |all| {
-                let st = object(all, "Gateway", &gw)?;
-                let l = st
-                    .listener(name)
-                    .ok_or_else(|| format!("no listener {name} in {st:?}"))?;
-                if let Some(n) = attached {
-                    if l.attached_routes != n {
-                        return Err(format!(
-                            "attachedRoutes {}, expected {n}",
-                            l.attached_routes
-                        ));
-                    }
+        let what = format!("attachedRoutes {attached:?}, {conditions:?}");
+        self.wait_listener(gateway, name, &what, |l| {
+            if let Some(n) = attached {
+                if l.attached_routes != n {
+                    return Err(format!(
+                        "attachedRoutes {}, expected {n}",
+                        l.attached_routes
+                    ));
                 }
-                for (t, s, r) in conditions {
-                    holds(&l.conditions, t, *s, *r)?;
-                }
-                Ok(())
-            },
-        )
+            }
+            for (t, s, r) in conditions {
+                holds(&l.conditions, t, *s, *r)?;
+            }
+            Ok(())
+        })
         .await
     }
 
     /// A listener's `supportedKinds`, as upstream compares them: none when `kinds` is
     /// empty, else at least those.
     pub async fn supported_kinds(&mut self, gateway: &str, name: &str, kinds: &[&str]) -> Check {
-        let gw = key(gateway);
-        self.wait_status(
-            &format!("Gateway {gw} listener {name}: supportedKinds {kinds:?}"),
-            |all| {
-                let st = object(all, "Gateway", &gw)?;
-                let l = st
-                    .listener(name)
-                    .ok_or_else(|| format!("no listener {name} in {st:?}"))?;
-                let missing = kinds
-                    .iter()
-                    .find(|k| !l.supported_kinds.iter().any(|s| s == *k));
-                match missing {
-                    _ if kinds.is_empty() && !l.supported_kinds.is_empty() => Err(format!(
-                        "supportedKinds {:?}, expected none",
-                        l.supported_kinds
-                    )),
-                    Some(k) => Err(format!("{k} not in supportedKinds {:?}", l.supported_kinds)),
-                    None => Ok(()),
-                }
-            },
-        )
+        let what = format!("supportedKinds {kinds:?}");
+        self.wait_listener(gateway, name, &what, |l| {
+            let have = &l.supported_kinds;
+            if kinds.is_empty() && !have.is_empty() {
+                return Err(format!("supportedKinds {have:?}, expected none"));
+            }
+            match kinds.iter().find(|k| !have.iter().any(|s| s == *k)) {
+                Some(k) => Err(format!("{k} not in supportedKinds {have:?}")),
+                None => Ok(()),
+            }
+        })
         .await
     }
 
