@@ -46,22 +46,18 @@ fn main() -> ExitCode {
         builder.worker_threads(threads);
         builder
     };
-    let runtimes = std::iter::once(&mut builder)
-        .map(build_runtime)
-        .chain(
-            (1..if per_core { threads } else { 1 })
-                .map(|_| build_runtime(&mut tokio::runtime::Builder::new_current_thread())),
-        )
+    // Per core, one more single-threaded runtime for each further thread.
+    let shards = (1..if per_core { threads } else { 1 })
+        .map(|_| build_runtime(&mut tokio::runtime::Builder::new_current_thread()))
         .collect::<std::io::Result<Vec<_>>>();
-    let mut runtimes = match runtimes {
-        Ok(rts) => rts,
-        Err(e) => {
+    let (runtime, shards) = match (build_runtime(&mut builder), shards) {
+        (Ok(runtime), Ok(shards)) => (runtime, shards),
+        (Err(e), _) | (_, Err(e)) => {
             tracing::error!(error = %e, "cannot start the async runtime");
             return ExitCode::FAILURE;
         }
     };
-    let runtime = runtimes.remove(0);
-    match runtime.block_on(run(args, runtimes)) {
+    match runtime.block_on(run(args, shards)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "exiting");
