@@ -150,6 +150,21 @@ pub struct Args {
     #[arg(long, env = "PORTICO_PUBLISH_ADDRESS", value_name = "IP")]
     pub publish_address: Option<String>,
 
+    /// Addresses (comma-separated IPs or CIDRs) Gateways get of their own, as a load
+    /// balancer per Gateway would give: each Gateway is served at the spec.addresses
+    /// it asks for in this pool, else at the next free one, and a connection to one of
+    /// them reaches that Gateway's routes alone. They must reach Portico's listeners
+    /// (bind --http-addr and --https-addr to 0.0.0.0, or to [::]). Without a pool, every
+    /// Gateway is served at the published addresses.
+    #[arg(
+        long,
+        env = "PORTICO_GATEWAY_ADDRESS_POOL",
+        value_name = "CIDRS",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub gateway_address_pool: Vec<ipnet::IpNet>,
+
     /// Also serve Services at L4 (TCP/UDP on clusterIP:port and NodePorts), like kube-proxy.
     #[arg(long, env = "PORTICO_SERVICE_PROXY")]
     pub service_proxy: bool,
@@ -301,6 +316,14 @@ pub enum LogFormat {
 }
 
 /// `NAMESPACE/NAME`, both non-empty.
+/// An IP network (`10.0.0.0/24`) or one address (`10.0.0.7`).
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an IP address nor a CIDR"))
+}
+
 pub fn parse_object_key(s: &str) -> Result<ObjectKey, String> {
     match s.split_once('/') {
         Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {

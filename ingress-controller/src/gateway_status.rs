@@ -6,8 +6,9 @@
 //! - Every condition carries `observedGeneration`; `lastTransitionTime` is kept from the
 //!   current condition of the same type while its status stays, so an unchanged status
 //!   compares equal and is not written again.
-//! - A Gateway's `status.addresses` are the addresses Ingress status publishes
-//!   (`--publish-service` / `--publish-address`); without them the list is left out.
+//! - A Gateway's `status.addresses` are its own (`--gateway-address-pool`), else the
+//!   addresses Ingress status publishes (`--publish-service` / `--publish-address`);
+//!   without any the list is left out.
 //! - A route's `status.parents` (HTTPRoute's and GRPCRoute's) is an atomic list (`x-kubernetes-list-type: atomic` in
 //!   the CRDs): an apply takes it whole. Portico therefore writes the entries of other
 //!   controllers back as it read them, beside its own, and puts the route's
@@ -410,6 +411,14 @@ fn gateway_status(
         "conditions": conditions(&st.conditions, current, now),
         "listeners": listeners,
     });
+    let own: Vec<LbAddress>;
+    let addrs = match &st.addresses {
+        Some(list) => {
+            own = list.iter().copied().map(LbAddress::Ip).collect();
+            &own
+        }
+        None => addrs,
+    };
     if !addrs.is_empty() {
         out["addresses"] = Value::Array(
             addrs

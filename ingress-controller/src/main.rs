@@ -198,6 +198,7 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
             .map(|(ns, name)| ObjectKey::new(ns, name)),
         generation: 0,
         enable_ssl_passthrough: args.enable_ssl_passthrough,
+        gateway_address_pool: args.gateway_address_pool.clone(),
     };
     let mut publisher = Publisher::new(
         store.clone(),

@@ -163,6 +163,10 @@ pub struct Config {
     /// route takes, on a connection one of them was made for, whose host none of
     /// those takes, gets 421 rather than 404. Empty without Gateway HTTPS listeners.
     pub gateway_sni: Vec<crate::routes::SniScope>,
+    /// The rules of Gateways served at addresses of their own, by local address: a
+    /// connection made to one of these is routed by its table alone (no Ingress, no
+    /// default backend, no other Gateway answers there). Usually empty.
+    pub routes_at: HashMap<std::net::IpAddr, RouteTable>,
     /// Basic auth: the user lists routes name (by the Secret they came from),
     /// validated. A route naming one that is not here refuses its requests.
     pub credentials: Credentials,

@@ -17,12 +17,14 @@
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use http::StatusCode;
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use proxy_core::config::{Backend, BackendId, BackendProtocol};
 use proxy_core::http::Scheme;
@@ -41,6 +43,7 @@ use super::backends;
 use super::certs::SecretCache;
 use super::diagnostic::{Diagnostic, DiagnosticReason};
 use super::endpoints::EndpointIndex;
+use super::gateway_addresses;
 use super::gateway_cors::cors_filter;
 use super::gateway_mirror::rule_mirrors;
 use super::gateway_tls::{self, BackendClient, FrontendAuth, ListenerValidation};
@@ -61,6 +64,8 @@ pub const GATEWAY_CONTROLLER: &str = "portico.dev/gateway-controller";
 pub(super) struct GatewayRoutes {
     /// One table per host, its rules in precedence order.
     pub hosts: Vec<Arc<HostRoutes>>,
+    /// The same for each address a Gateway has of its own.
+    pub at_addresses: Vec<(IpAddr, Vec<Arc<HostRoutes>>)>,
     /// The Services the rules route to.
     pub backends: Vec<Backend>,
     /// The certificates of HTTPS listeners, for the SNI store.
@@ -166,10 +171,9 @@ fn parameters_ref(
 /// Address types a Gateway may ask for: the spec's core and extended ones.
 const ADDRESS_TYPES: [&str; 2] = ["IPAddress", "Hostname"];
 
-/// Checks a Gateway's `spec.addresses`. Portico serves every Gateway at its published
-/// addresses (`--publish-service` or `--publish-address`) and assigns none of its own:
-/// an address of a type it does not know refuses the Gateway (`UnsupportedAddress`, with
-/// the message), and one of a known type is reported as not assigned.
+/// Checks the types of a Gateway's `spec.addresses`: one Portico does not know refuses
+/// the Gateway (`UnsupportedAddress`, with the message). Which addresses it is served at
+/// is `gateway_addresses`'s to say.
 fn requested_addresses(
     key: &ObjectKey,
     gw: &Gateway,
@@ -181,7 +185,6 @@ fn requested_addresses(
             .get("type")
             .and_then(|t| t.as_str())
             .unwrap_or("IPAddress");
-        let value = addr.get("value").and_then(|v| v.as_str()).unwrap_or("");
         if !ADDRESS_TYPES.contains(&type_) {
             let message = format!(
                 "address type {type_:?} is not supported, only IPAddress and Hostname; Gateway not served"
@@ -195,15 +198,6 @@ fn requested_addresses(
             ));
             return Some(("UnsupportedAddress", message));
         }
-        diags.push(Diagnostic::warning(
-            Kind::Gateway,
-            key,
-            format!("spec.addresses[{i}]"),
-            DiagnosticReason::GatewayUnsupported,
-            format!(
-                "{type_} {value:?} is not assigned: Portico serves every Gateway at its published addresses (--publish-service or --publish-address)"
-            ),
-        ));
     }
     None
 }
@@ -214,6 +208,9 @@ pub struct ObjectStatus {
     pub conditions: Vec<Condition>,
     pub listeners: Vec<ListenerStatus>,
     pub parents: Vec<ParentStatus>,
+    /// A Gateway's `status.addresses` when they are its own (none when it has no
+    /// usable one); `None`: the addresses Portico publishes.
+    pub addresses: Option<Vec<IpAddr>>,
 }
 
 /// One line: the object's conditions, each listener's and each parent's.
@@ -228,6 +225,10 @@ impl fmt::Display for ObjectStatus {
         let mut parts = Vec::new();
         if !self.conditions.is_empty() {
             parts.push(list(&self.conditions));
+        }
+        if let Some(addresses) = &self.addresses {
+            let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
+            parts.push(format!("addresses [{}]", addresses.join(" ")));
         }
         for l in &self.listeners {
             parts.push(format!(
@@ -279,6 +280,9 @@ struct ListenerExtras {
     /// An HTTPS listener's handshakes: a request on a connection made for another
     /// listener of its Gateway is misdirected (421).
     sni: Option<SniScope>,
+    /// Its Gateway's own addresses: the rules answer there and nowhere else. `None`:
+    /// at the published addresses, beside the Ingresses.
+    at: Option<Arc<[IpAddr]>>,
 }
 
 impl PartialEq for ListenerExtras {
@@ -291,6 +295,7 @@ impl PartialEq for ListenerExtras {
         same(&self.frontend, &other.frontend)
             && self.backend_client == other.backend_client
             && self.sni == other.sni
+            && self.at == other.at
     }
 }
 
@@ -381,6 +386,7 @@ pub(super) fn compile_gateway(
     store: &Store,
     defaults: &PolicyDefaults,
     secrets: Secrets<'_>,
+    address_pool: &[IpNet],
     diags: &mut Vec<Diagnostic>,
 ) -> GatewayRoutes {
     let Secrets { previous, used } = secrets;
@@ -401,7 +407,7 @@ pub(super) fn compile_gateway(
             .or_default()
             .conditions = vec![Condition::new("Accepted", true, "Accepted", "", generation)];
     }
-    let mut listeners: BTreeMap<&ObjectKey, Vec<OurListener<'_>>> = BTreeMap::new();
+    let mut candidates: Vec<(&ObjectKey, &Gateway)> = Vec::new();
     for (key, gw) in store.gateways.iter() {
         if !ours.contains(&gw.spec.gateway_class_name.as_str()) {
             continue;
@@ -420,12 +426,20 @@ pub(super) fn compile_gateway(
                 (Kind::Gateway, key.clone()),
                 ObjectStatus {
                     conditions,
-                    listeners: Vec::new(),
-                    parents: Vec::new(),
+                    ..ObjectStatus::default()
                 },
             );
             continue;
         }
+        candidates.push((key, gw));
+    }
+    let mut addresses = gateway_addresses::assign(&candidates, address_pool, diags);
+    let mut listeners: BTreeMap<&ObjectKey, Vec<OurListener<'_>>> = BTreeMap::new();
+    for (key, gw) in candidates {
+        let generation = gw.metadata.generation;
+        let served_at = addresses
+            .remove(key)
+            .unwrap_or(Ok(gateway_addresses::Served::Published));
         let backend_client = gateway_tls::backend_client(store, key, gw, diags);
         let (served, listener_status) = gateway_listeners(
             store,
@@ -436,7 +450,7 @@ pub(super) fn compile_gateway(
             backend_client.id(),
             diags,
         );
-        let (accepted, programmed) = if served.is_empty() {
+        let (accepted, mut programmed) = if served.is_empty() {
             let message = "no listener can be served";
             (
                 Condition::new("Accepted", false, "ListenersNotValid", message, generation),
@@ -466,6 +480,24 @@ pub(super) fn compile_gateway(
                 Condition::new("Programmed", true, "Programmed", "", generation),
             )
         };
+        let mut listener_status = listener_status;
+        // Without a usable address the Gateway is not served, its listeners neither.
+        if let (Err((reason, message)), true) = (&served_at, programmed.status) {
+            programmed = Condition::new("Programmed", false, reason, message.clone(), generation);
+            for c in listener_status
+                .iter_mut()
+                .flat_map(|l| l.conditions.iter_mut())
+                .filter(|c| c.type_ == "Programmed" && c.status)
+            {
+                *c = Condition::new(
+                    "Programmed",
+                    false,
+                    "Pending",
+                    "the Gateway has no usable address",
+                    generation,
+                );
+            }
+        }
         // The Gateway's own references, then a summary of its listeners'.
         let listeners_resolved = listener_status.iter().all(|l| {
             l.conditions
@@ -504,9 +536,22 @@ pub(super) fn compile_gateway(
                 conditions,
                 listeners: listener_status,
                 parents: Vec::new(),
+                addresses: match &served_at {
+                    Ok(gateway_addresses::Served::Published) => None,
+                    Ok(gateway_addresses::Served::Own(own)) => Some(own.to_vec()),
+                    Err(_) => Some(Vec::new()),
+                },
             },
         );
-        let served = with_scopes(served);
+        let at = match served_at {
+            Ok(gateway_addresses::Served::Published) => None,
+            Ok(gateway_addresses::Served::Own(own)) => Some(own),
+            Err(_) => continue,
+        };
+        let mut served = with_scopes(served);
+        for l in &mut served {
+            l.extras.at.clone_from(&at);
+        }
         sni.extend(
             served
                 .iter()
@@ -540,7 +585,7 @@ pub(super) fn compile_gateway(
     routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     let index = EndpointIndex::new(store);
     let mut backends: HashMap<BackendId, Backend> = HashMap::new();
-    let mut rules: Vec<(Precedence, MatchRule)> = Vec::new();
+    let mut rules: Vec<(Precedence, Option<Arc<[IpAddr]>>, MatchRule)> = Vec::new();
     for (_, key, kind, route) in routes {
         let (parent_refs, hostnames, generation) = match route {
             AnyRoute::Http(r) => (
@@ -624,14 +669,33 @@ pub(super) fn compile_gateway(
     }
     rules.sort_by(|a, b| a.0.cmp(&b.0));
     let mut by_host: BTreeMap<HostMatch, Vec<MatchRule>> = BTreeMap::new();
-    for (_, rule) in rules {
-        by_host.entry(rule.host.clone()).or_default().push(rule);
+    let mut by_address: BTreeMap<IpAddr, BTreeMap<HostMatch, Vec<MatchRule>>> = BTreeMap::new();
+    for (_, at, rule) in rules {
+        match at {
+            None => by_host.entry(rule.host.clone()).or_default().push(rule),
+            Some(at) => {
+                for ip in at.iter() {
+                    let hosts = by_address.entry(*ip).or_default();
+                    hosts
+                        .entry(rule.host.clone())
+                        .or_default()
+                        .push(rule.clone());
+                }
+            }
+        }
     }
-    GatewayRoutes {
-        hosts: by_host
+    let tables = |hosts: BTreeMap<HostMatch, Vec<MatchRule>>| -> Vec<Arc<HostRoutes>> {
+        hosts
             .into_iter()
             .map(|(host, rules)| HostRoutes::with_matches(host, rules))
+            .collect()
+    };
+    GatewayRoutes {
+        at_addresses: by_address
+            .into_iter()
+            .map(|(ip, hosts)| (ip, tables(hosts)))
             .collect(),
+        hosts: tables(by_host),
         backends: backends.into_values().collect(),
         certs,
         frontend,
@@ -676,7 +740,7 @@ struct RuleCtx<'a> {
     backends: &'a mut HashMap<BackendId, Backend>,
     /// The first unusable backendRef's reason and message (ResolvedRefs=False).
     unresolved: Option<(&'static str, String)>,
-    rules: &'a mut Vec<(Precedence, MatchRule)>,
+    rules: &'a mut Vec<(Precedence, Option<Arc<[IpAddr]>>, MatchRule)>,
 }
 
 impl RuleCtx<'_> {
@@ -687,6 +751,7 @@ impl RuleCtx<'_> {
             extras.apply(&mut target);
             self.rules.push((
                 precedence.clone(),
+                extras.at.clone(),
                 MatchRule {
                     host: host.clone(),
                     listeners: scope.clone(),
@@ -1135,6 +1200,7 @@ fn gateway_listeners<'a>(
             frontend: None,
             backend_client: backend_client.cloned(),
             sni: None,
+            at: None,
         };
         if listener.protocol == "HTTPS" {
             let field = format!("{field}.tls");
@@ -3248,10 +3314,11 @@ spec:
             .any(|d| d.field == "spec.infrastructure.parametersRef"));
     }
 
-    /// An address of a type Portico does not know refuses the Gateway; one of a known
-    /// type is served as the Gateway would be without it, and reported as not assigned.
+    /// An address of a type Portico does not know refuses the Gateway. Without
+    /// `--gateway-address-pool`, one asked for without a value is the published one, and
+    /// one asked for by value cannot be had: the Gateway is accepted but not served.
     #[test]
-    fn requested_addresses_are_refused_by_type_or_reported_unassigned() {
+    fn requested_addresses_are_refused_by_type_or_value() {
         let gateway = |addresses: &str| {
             compiled(&format!(
                 r#"
@@ -3273,36 +3340,114 @@ spec:
 "#
             ))
         };
-        let accepted = |c: &Compiled| {
+        let status = |c: &Compiled| {
             c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", "addr"))]
-                .conditions[0]
-                .to_string()
+                .clone()
         };
         let c = gateway(r#"[{type: test/fake-invalid-type, value: "x"}, {value: 10.0.0.9}]"#);
         assert_eq!(get(&c, "addr.example.com", "/"), None);
+        let accepted = status(&c).conditions[0].to_string();
         assert!(
-            accepted(&c).starts_with("Accepted=False (UnsupportedAddress"),
-            "{}",
-            accepted(&c)
+            accepted.starts_with("Accepted=False (UnsupportedAddress"),
+            "{accepted}"
         );
         assert!(c
             .diagnostics
             .iter()
             .any(|d| d.field == "spec.addresses[0].type"));
-        let c = gateway("[{value: 10.0.0.9}, {type: Hostname}]");
+
+        let c = gateway("[{type: IPAddress}, {type: Hostname}]");
         assert!(get(&c, "addr.example.com", "/").is_some());
+        assert_eq!(status(&c).addresses, None, "the published addresses");
+        assert!(status(&c).conditions[1]
+            .to_string()
+            .starts_with("Programmed=True"));
+
+        let c = gateway("[{type: IPAddress}, {value: 10.0.0.9}]");
+        assert_eq!(get(&c, "addr.example.com", "/"), None);
+        let st = status(&c);
         assert!(
-            accepted(&c).starts_with("Accepted=True"),
-            "{}",
-            accepted(&c)
+            st.conditions[0].to_string().starts_with("Accepted=True"),
+            "{st}"
         );
-        let unassigned: Vec<_> = c
-            .diagnostics
-            .iter()
-            .filter(|d| d.field.starts_with("spec.addresses["))
-            .map(|d| d.field.as_str())
-            .collect();
-        assert_eq!(unassigned, ["spec.addresses[0]", "spec.addresses[1]"]);
+        assert!(
+            st.conditions[1]
+                .to_string()
+                .starts_with("Programmed=False (AddressNotUsable"),
+            "{st}"
+        );
+        assert_eq!(st.addresses, Some(Vec::new()));
+        assert!(c.diagnostics.iter().any(|d| d.field == "spec.addresses[1]"));
+    }
+
+    /// With a pool, each Gateway is served at an address of its own, by its own table:
+    /// the shared one (the Ingresses' and the published addresses') has none of its
+    /// rules, and no other Gateway's rule answers at its address.
+    #[test]
+    fn gateways_with_addresses_of_their_own_have_their_own_tables() {
+        let text = format!(
+            "{BASE}{}{}",
+            services("infra", &["v1", "v2"]),
+            r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: one, namespace: infra, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  gatewayClassName: portico
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: two, namespace: infra, creationTimestamp: "2024-01-02T00:00:00Z"}
+spec:
+  gatewayClassName: portico
+  addresses: [{value: 127.0.1.9}]
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r1, namespace: infra}
+spec:
+  parentRefs: [{name: one}]
+  rules: [{backendRefs: [{name: v1, port: 8080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: r2, namespace: infra}
+spec:
+  parentRefs: [{name: two}]
+  rules: [{backendRefs: [{name: v2, port: 8080}]}]
+"#
+        );
+        let opts = CompileOptions {
+            gateway_address_pool: vec!["127.0.1.0/24".parse().unwrap()],
+            ..CompileOptions::default()
+        };
+        let c = compile(&store_from_yaml(&text), &opts);
+        let addresses = |name: &str| {
+            c.gateway_status[&(Kind::Gateway, crate::store::ObjectKey::new("infra", name))]
+                .addresses
+                .clone()
+                .unwrap_or_default()
+        };
+        let at = |name: &str| {
+            let [ip] = addresses(name)[..] else {
+                panic!("{name}: {:?}", addresses(name));
+            };
+            c.config.routes_at[&ip]
+                .lookup("any.example.com", "/")
+                .map(|t| t.backend.to_string())
+                .unwrap_or_default()
+        };
+        assert!(c.config.routes.lookup("any.example.com", "/").is_none());
+        assert_eq!(
+            addresses("two"),
+            ["127.0.1.9".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(at("one").contains("v1"), "{}", at("one"));
+        assert!(at("two").contains("v2"), "{}", at("two"));
+        assert_ne!(addresses("one"), addresses("two"));
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod class;
 mod diagnostic;
 pub mod endpoints;
 mod gateway;
+mod gateway_addresses;
 mod gateway_cors;
 mod gateway_mirror;
 mod gateway_tls;
@@ -106,6 +107,8 @@ pub struct CompileOptions {
     pub generation: u64,
     /// `--enable-ssl-passthrough`: honour the `ssl-passthrough` annotation.
     pub enable_ssl_passthrough: bool,
+    /// `--gateway-address-pool`: the addresses Gateways get of their own.
+    pub gateway_address_pool: Vec<ipnet::IpNet>,
 }
 
 impl Default for CompileOptions {
@@ -124,6 +127,7 @@ impl Default for CompileOptions {
             replica_service: None,
             generation: 0,
             enable_ssl_passthrough: false,
+            gateway_address_pool: Vec::new(),
         }
     }
 }
@@ -367,6 +371,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
             previous: &previous_secrets,
             used: &mut cache.secrets,
         },
+        &opts.gateway_address_pool,
         &mut diags,
     );
     // After the Ingresses' client certificate settings, as their certificates below.
@@ -436,6 +441,11 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         backend_tls: backend_tls.backends,
         backend_client_certs: backend_tls.clients,
         gateway_sni: gateway.sni,
+        routes_at: gateway
+            .at_addresses
+            .into_iter()
+            .map(|(ip, hosts)| (ip, RouteTable::from_hosts(hosts)))
+            .collect(),
         credentials,
         digest_credentials,
         auth_proxy_set_headers: security::auth_proxy_set_headers(

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,7 +182,7 @@ impl Proxy {
         let route = route(
             config,
             &mut parts,
-            (info.scheme, info.sni.as_deref()),
+            (info.scheme, info.sni.as_deref(), info.local),
             &log.host,
         )?;
         let policy: &RoutePolicy = &route.policy;
@@ -1245,12 +1245,19 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
-    (scheme, sni): (Scheme, Option<&str>),
+    (scheme, sni, local): (Scheme, Option<&str>, SocketAddr),
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("path cannot be normalized"))?;
-    let found = config.routes.lookup_on(scheme, host, &path, Some(parts));
+    // A Gateway's own address: its rules alone.
+    let own = match config.routes_at.is_empty() {
+        true => None,
+        false => config.routes_at.get(&local.ip().to_canonical()),
+    };
+    let found = own
+        .unwrap_or(&config.routes)
+        .lookup_on(scheme, host, &path, Some(parts));
     // Nothing for the host, on a connection made for a Gateway listener with a
     // hostname that is not the host's: misdirected, not unknown.
     if let (None, Some(sni), Scheme::Https) = (found, sni, scheme) {
@@ -1265,10 +1272,13 @@ fn route<'c>(
             }
         }
     }
-    let route = found
-        .or(config.default_backend.as_ref())
-        .or(config.default_service.as_ref())
-        .ok_or(ProxyError::NoRoute)?;
+    let route = match own {
+        Some(_) => found,
+        None => found
+            .or(config.default_backend.as_ref())
+            .or(config.default_service.as_ref()),
+    }
+    .ok_or(ProxyError::NoRoute)?;
     if let Cow::Owned(canonical) = &path {
         let uri = match parts.uri.query() {
             Some(q) => format!("{canonical}?{q}"),
