@@ -113,6 +113,15 @@ fn ephemeral_start() -> u32 {
         .unwrap_or(32_768)
 }
 
+/// `addr`'s port on every local address, or `addr` itself.
+fn bound(addr: SocketAddr, all_addresses: bool) -> SocketAddr {
+    if all_addresses {
+        SocketAddr::from(([0, 0, 0, 0], addr.port()))
+    } else {
+        addr
+    }
+}
+
 /// A running controller process; killed when dropped.
 pub struct Controller {
     child: Child,
@@ -133,6 +142,17 @@ impl Controller {
         args: &[String],
         envs: &[(&str, &str)],
     ) -> Result<Self, HarnessError> {
+        Self::start_bound(args, envs, false).await
+    }
+
+    /// [`Controller::start_with_env`], its proxy listeners bound to every local address
+    /// (`0.0.0.0`) when `all_addresses`, on the ports of [`Controller::proxy`]:
+    /// connections to other loopback addresses than 127.0.0.1 reach them too.
+    pub async fn start_bound(
+        args: &[String],
+        envs: &[(&str, &str)],
+        all_addresses: bool,
+    ) -> Result<Self, HarnessError> {
         let binary = binary_path()?;
         let proxy = ProxyAddrs {
             http: free_port()?,
@@ -146,9 +166,9 @@ impl Controller {
         let child = Command::new(&binary)
             .args(args)
             .arg("--http-addr")
-            .arg(proxy.http.to_string())
+            .arg(bound(proxy.http, all_addresses).to_string())
             .arg("--https-addr")
-            .arg(proxy.https.to_string())
+            .arg(bound(proxy.https, all_addresses).to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
             .env(

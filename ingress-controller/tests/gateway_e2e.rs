@@ -661,3 +661,143 @@ spec:
     let (status, _) = curl_https(ctl.https, certs.path(), secure, "/wide").await;
     assert_eq!(status, 404);
 }
+
+/// With `--gateway-address-pool`, each Gateway is served at an address of its own (the
+/// one it asks for, or the next free one), where only its routes answer; the Ingresses,
+/// the default backend and Gateways' routes stay apart from each other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_at_addresses_of_their_own_answer_only_there() {
+    let v1 = Backend::start("v1").await;
+    let v2 = Backend::start("v2").await;
+    let v3 = Backend::start("v3").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::new();
+    for (name, b) in [("v1", &v1), ("v2", &v2), ("v3", &v3)] {
+        text.push_str(&service(name, b.addr));
+    }
+    text.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portico}}
+spec: {{controllerName: portico.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: first, namespace: {NS}, creationTimestamp: \"2024-01-01T00:00:00Z\"}}
+spec:
+  gatewayClassName: portico
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: asks, namespace: {NS}, creationTimestamp: \"2024-01-02T00:00:00Z\"}}
+spec:
+  gatewayClassName: portico
+  addresses: [{{type: IPAddress, value: 127.0.1.50}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: outside, namespace: {NS}, creationTimestamp: \"2024-01-03T00:00:00Z\"}}
+spec:
+  gatewayClassName: portico
+  addresses: [{{type: IPAddress, value: 192.0.2.1}}]
+  listeners: [{{name: http, port: 80, protocol: HTTP}}]
+"
+    ));
+    for (gateway, backend) in [("first", "v1"), ("asks", "v3"), ("outside", "v1")] {
+        text.push_str(&format!(
+            "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {gateway}, namespace: {NS}}}
+spec:
+  parentRefs: [{{name: {gateway}}}]
+  rules: [{{backendRefs: [{{name: {backend}, port: 8080}}]}}]
+"
+        ));
+    }
+    text.push_str(&format!(
+        "---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {{name: portico}}
+spec: {{controller: portico.dev/ingress-controller}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: app, namespace: {NS}}}
+spec:
+  ingressClassName: portico
+  defaultBackend: {{service: {{name: v2, port: {{number: 8080}}}}}}
+  rules:
+  - host: app.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: v2, port: {{number: 8080}}}}}}}}
+"
+    ));
+    std::fs::write(dir.path().join("all.yaml"), text).unwrap();
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().display().to_string(),
+        "--gateway-address-pool",
+        "127.0.1.0/24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut ctl = Controller::start_bound(&args, &[], true);
+    ctl.wait_ready().await;
+    let at = |ip: [u8; 4]| SocketAddr::from((ip, ctl.http.port()));
+    wait_for(at([127, 0, 1, 1]), "x.example.com", "/", FOLLOW, |s, _| {
+        s == 200
+    })
+    .await;
+
+    let cases = [
+        // The published address: the Ingress, then its default backend; no Gateway.
+        ([127, 0, 0, 1], "app.example.com", 200, "v2"),
+        ([127, 0, 0, 1], "x.example.com", 200, "v2"),
+        // The oldest Gateway got the pool's first address; its route alone answers.
+        ([127, 0, 1, 1], "app.example.com", 200, "v1"),
+        ([127, 0, 1, 1], "x.example.com", 200, "v1"),
+        // The one it asked for.
+        ([127, 0, 1, 50], "app.example.com", 200, "v3"),
+        // A pool address no Gateway has is the published one.
+        ([127, 0, 1, 2], "x.example.com", 200, "v2"),
+    ];
+    for (ip, host, status, body) in cases {
+        let got = send(at(ip), "GET", host, "/", &[]).await;
+        assert_eq!(
+            got,
+            (status, body.to_owned()),
+            "{ip:?} {host}\n{}",
+            ctl.logs()
+        );
+    }
+    // An address outside the pool: accepted, not served, and said so.
+    let logs = ctl.logs();
+    let status_of = |gateway: &str| {
+        logs.lines()
+            .filter(|l| l.contains("status:") && l.contains("kind=\"Gateway\""))
+            .rfind(|l| l.contains(&format!("object={NS}/{gateway}")))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    assert!(
+        status_of("first").contains("addresses [127.0.1.1]"),
+        "{logs}"
+    );
+    assert!(
+        status_of("asks").contains("addresses [127.0.1.50]"),
+        "{logs}"
+    );
+    let outside = status_of("outside");
+    assert!(
+        outside.contains("Programmed=False (AddressNotUsable"),
+        "{outside}"
+    );
+    assert!(outside.contains("addresses []"), "{outside}");
+}

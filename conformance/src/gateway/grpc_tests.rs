@@ -97,7 +97,7 @@ impl Call {
 
     async fn send(&self, c: &Ctx) -> Result<Reply, String> {
         // An empty authority is the Gateway's address, as a client dialing it sends.
-        let proxy = c.controller.proxy.http;
+        let proxy = c.proxy().http;
         let authority = if self.authority.is_empty() {
             proxy.to_string()
         } else {

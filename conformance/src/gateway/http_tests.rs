@@ -6,7 +6,7 @@
 use http::Method;
 
 use super::exchange::{get, Exchange, Redirect};
-use super::world::{Check, Ctx};
+use super::world::{Check, Ctx, UNUSABLE_ADDRESS, USABLE_ADDRESS};
 use super::{Case, Plan, TestFuture};
 
 const APP_NS: &str = "gateway-conformance-app-backend";
@@ -450,21 +450,18 @@ test_fn!(reference_grant, |c| {
 
 test_fn!(multiple_gateways, |c| {
     let shared = "multiple-gateways-shared-route";
+    // Each Gateway at its own address: the requests go to the one last accepted.
     accepted_and_resolved(c, SAME_NS, &[shared, "same-namespace-dedicated-route"]).await?;
+    c.expect_all(&[get("/shared").to(V1), get("/").to(V2)])
+        .await?;
     accepted_and_resolved(
         c,
         "all-namespaces",
         &[shared, "all-namespaces-dedicated-route"],
     )
     .await?;
-    // Upstream sends these to each Gateway's own address; here both share one.
-    c.expect_all(&[
-        get("/shared").to(V1),
-        get("/").to(V2),
-        get("/shared").to(V1),
-        get("/").to(V3),
-    ])
-    .await
+    c.expect_all(&[get("/shared").to(V1), get("/").to(V3)])
+        .await
 });
 
 test_fn!(named_rule, |c| {
@@ -582,22 +579,9 @@ test_fn!(redirect_scheme, |c| {
 });
 
 test_fn!(redirect_port_and_scheme, |c| {
-    for (gw, route) in [
-        (SAME_NS, "http-route-for-listener-on-port-80"),
-        (
-            "same-namespace-with-http-listener-on-8080",
-            "http-route-for-listener-on-port-8080",
-        ),
-        (
-            "same-namespace-with-https-listener",
-            "http-route-for-listener-on-port-443",
-        ),
-    ] {
-        accepted_and_resolved(c, gw, &[route]).await?;
-    }
     let (org, http_, https) = (Some("example.org"), Some("http"), Some("https"));
-    // Upstream sends each group to its own Gateway's address and port; here the HTTP
-    // listener stands for ports 80 and 8080 alike.
+    // Each group goes to its own Gateway's address, as upstream's.
+    accepted_and_resolved(c, SAME_NS, &["http-route-for-listener-on-port-80"]).await?;
     c.expect_all(&[
         get("/scheme-nil-and-port-nil").redirect(302, to(http_, org, None, None)),
         get("/scheme-nil-and-port-80").redirect(302, to(http_, org, None, None)),
@@ -605,7 +589,15 @@ test_fn!(redirect_port_and_scheme, |c| {
         get("/scheme-https-and-port-nil").redirect(302, to(https, org, None, None)),
         get("/scheme-https-and-port-443").redirect(302, to(https, org, None, None)),
         get("/scheme-https-and-port-8443").redirect(302, to(https, org, Some("8443"), None)),
-        // Port 8080's Gateway.
+    ])
+    .await?;
+    accepted_and_resolved(
+        c,
+        "same-namespace-with-http-listener-on-8080",
+        &["http-route-for-listener-on-port-8080"],
+    )
+    .await?;
+    c.expect_all(&[
         get("/scheme-nil-and-port-nil")
             .host("example.org:8080")
             .redirect(302, to(http_, org, Some("8080"), None)),
@@ -615,7 +607,15 @@ test_fn!(redirect_port_and_scheme, |c| {
         get("/scheme-https-and-port-nil")
             .host("example.org:8080")
             .redirect(302, to(https, org, None, None)),
-        // The HTTPS Gateway.
+    ])
+    .await?;
+    accepted_and_resolved(
+        c,
+        "same-namespace-with-https-listener",
+        &["http-route-for-listener-on-port-443"],
+    )
+    .await?;
+    c.expect_all(&[
         get("/scheme-nil-and-port-nil")
             .https()
             .host("example.org")
@@ -1434,7 +1434,7 @@ test_fn!(backend_tls_policy_observed_generation_bump, |c| {
 async fn websocket_echo(c: &Ctx) -> Check {
     use futures::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::Message;
-    let proxy = c.controller.proxy.http;
+    let proxy = c.proxy().http;
     let tcp = tokio::net::TcpStream::connect(proxy)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
@@ -1788,6 +1788,62 @@ test_fn!(gateway_unsupported_protocol, |c| {
     c.supported_kinds(mixed, "invalid", &[]).await
 });
 
+// Upstream's `GatewayStaticAddresses`: an unknown address type refuses the Gateway;
+// without it, an address outside the pool leaves it Programmed=False; without that,
+// it is served at the address of the pool it asked for, and at that one only.
+test_fn!(gateway_static_addresses, |c| {
+    let gw = "gateway-static-addresses";
+    c.gateway_condition(gw, "Accepted", false, Some("UnsupportedAddress"))
+        .await?;
+    let drop_address = |c: &mut Ctx, value: &str, generation: i64| {
+        let mut doc = c.object("Gateway", gw)?;
+        if let Some(list) = doc["spec"]["addresses"].as_array_mut() {
+            list.retain(|a| a["value"] != value);
+        }
+        doc["metadata"]["generation"] = generation.into();
+        c.apply(&doc)
+    };
+    drop_address(c, "fake address teehee!", 2)?;
+    latest_conditions(c, "Gateway", gw, 2).await?;
+    c.gateway_condition(gw, "Accepted", true, Some("Accepted"))
+        .await?;
+    c.gateway_condition(gw, "Programmed", false, Some("AddressNotUsable"))
+        .await?;
+    drop_address(c, UNUSABLE_ADDRESS, 3)?;
+    latest_conditions(c, "Gateway", gw, 3).await?;
+    c.gateway_condition(gw, "Accepted", true, Some("Accepted"))
+        .await?;
+    c.gateway_condition(gw, "Programmed", true, Some("Programmed"))
+        .await?;
+    listeners_exactly(c, gw, &["http"], 0).await?;
+    let key = super::world::key(gw);
+    c.wait_status(&format!("Gateway {key} at {USABLE_ADDRESS} alone"), |all| {
+        let st = super::world::object(all, "Gateway", &key)?;
+        match &st.addresses[..] {
+            [one] if one == USABLE_ADDRESS => Ok(()),
+            other => Err(format!("status.addresses {other:?}")),
+        }
+    })
+    .await
+});
+
+// Upstream's `GatewayOptionalAddressValue`: an `IPAddress` entry without a value gets
+// an address.
+test_fn!(gateway_optional_address_value, |c| {
+    let gw = "gateway-without-address-value";
+    c.gateway_condition(gw, "Accepted", true, Some("Accepted"))
+        .await?;
+    let key = super::world::key(gw);
+    c.wait_status(&format!("Gateway {key} has an IP address"), |all| {
+        let st = super::world::object(all, "Gateway", &key)?;
+        match &st.addresses[..] {
+            [one] if one.parse::<std::net::IpAddr>().is_ok() => Ok(()),
+            other => Err(format!("status.addresses {other:?}")),
+        }
+    })
+    .await
+});
+
 test_fn!(gateway_invalid_parameters_ref, |c| {
     c.gateway_condition(
         "gateway-invalid-parameters-ref",
@@ -1876,15 +1932,6 @@ const SHARED_PORT: &str = "every HTTP listener is served on Portico's one HTTP p
     whatever its `port`: a request does not say which listener port it came to, so a \
     route attached to the port-8080 or port-8090 listener also answers on port 80's, and \
     the port-80 route answers for foo.com:8080";
-const SHARED_GATEWAYS: &str = "all Gateways share Portico's listeners: two Gateways' \
-    routes for the same host and path are one route table, where upstream gives each \
-    Gateway its own address (GET / reaches one Gateway's route through the other: the \
-    older route wins, the same-namespace one over a folder, which reads it first; over \
-    the API server both are created in the same second and the name decides, for the \
-    all-namespaces one)";
-const SHARED_REDIRECT_PORT: &str = "a redirect without a port takes the matched route's \
-    listener port, and all Gateways share one route table: a request to the port-8080 \
-    Gateway gets the port-80 Gateway's route, and no port in Location";
 
 test_fn!(https_listener_detect_misdirected_requests, |c| {
     let gw = "same-namespace-with-https-listener";
@@ -2034,6 +2081,7 @@ test_fn!(frontend_invalid_default_validation, |c| {
         ("Programmed", true, None),
     ];
     c.listener(gw, "http", None, &ok).await?;
+    c.go_to(gw)?;
     c.expect(&get("/").host("example.org").to("infra-backend-v1"))
         .await?;
     // The HTTPS listener's CA does not exist: not served, and no request gets through.
@@ -2148,7 +2196,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteInvalidReferenceGrant", &["httproute-invalid-reference-grant.yaml"], CORE_GRANT, Plan::Run(invalid_reference_grant)),
     case("HTTPRoutePartiallyInvalidViaInvalidReferenceGrant", &["httproute-partially-invalid-via-invalid-reference-grant.yaml"], CORE_GRANT, Plan::Run(partially_invalid_reference_grant)),
     case("HTTPRouteReferenceGrant", &["httproute-reference-grant.yaml"], CORE_GRANT, Plan::Run(reference_grant)),
-    case("HTTPRouteMultipleGateways", &["httproute-multiple-gateways.yaml"], CORE, Plan::ExpectFail(multiple_gateways, SHARED_GATEWAYS)),
+    case("HTTPRouteMultipleGateways", &["httproute-multiple-gateways.yaml"], CORE, Plan::Run(multiple_gateways)),
     case("HTTPRouteNamedRule", &["httproute-named-rule.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteNamedRouteRule"], Plan::Run(named_rule)),
     case("HTTPRouteNoBackendRefs", &["httproute-omitted-backendrefs.yaml"], CORE, Plan::Run(omitted_backendrefs)),
     case("HTTPRoute303Redirect", &["httproute-303-redirect.yaml"], &["Gateway", "HTTPRoute", "HTTPRoute303RedirectStatusCode"], Plan::Run(redirect_303)),
@@ -2158,7 +2206,7 @@ pub const CASES: &[Case] = &[
     case("HTTPRouteRedirectPath", &["httproute-redirect-path.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePathRedirect"], Plan::Run(redirect_path)),
     case("HTTPRouteRedirectPort", &["httproute-redirect-port.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect"], Plan::Run(redirect_port)),
     case("HTTPRouteRedirectScheme", &["httproute-redirect-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteSchemeRedirect"], Plan::Run(redirect_scheme)),
-    case("HTTPRouteRedirectPortAndScheme", &["httproute-redirect-port-and-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect", "GatewayPort8080"], Plan::ExpectFail(redirect_port_and_scheme, SHARED_REDIRECT_PORT)),
+    case("HTTPRouteRedirectPortAndScheme", &["httproute-redirect-port-and-scheme.yaml"], &["Gateway", "HTTPRoute", "HTTPRoutePortRedirect", "GatewayPort8080"], Plan::Run(redirect_port_and_scheme)),
     case("HTTPRouteRequestHeaderModifier", &["httproute-request-header-modifier.yaml"], CORE, Plan::Run(request_header_modifier)),
     case("HTTPRouteResponseHeaderModifier", &["httproute-response-header-modifier.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteResponseHeaderModification"], Plan::Run(response_header_modifier)),
     case("HTTPRouteRewriteHost", &["httproute-rewrite-host.yaml"], &["Gateway", "HTTPRoute", "HTTPRouteHostRewrite"], Plan::Run(rewrite_host)),
@@ -2195,8 +2243,8 @@ pub const CASES: &[Case] = &[
     case("GatewayHTTPListenerIsolation", &["gateway-http-listener-isolation.yaml", "gateway-http-listener-isolation-with-hostname-intersection.yaml"], &["Gateway", "GatewayHTTPListenerIsolation", "HTTPRoute"], Plan::Run(http_listener_isolation)),
     case("HTTPRouteHTTPSListenerDetectMisdirectedRequests", &["httproute-https-listener-detect-misdirected-requests.yaml"], &["Gateway", "GatewayHTTPSListenerDetectMisdirectedRequests", "HTTPRoute"], Plan::Run(https_listener_detect_misdirected_requests)),
     case("GatewayInfrastructure", &["gateway-infrastructure.yaml"], &["Gateway", "GatewayInfrastructurePropagation"], Plan::Skip("feature not supported: spec.infrastructure (Portico provisions no resources per Gateway)")),
-    case("GatewayStaticAddresses", &["gateway-static-addresses.yaml"], &["Gateway", "GatewayStaticAddresses"], Plan::Skip("feature not supported: spec.addresses are not assigned")),
-    case("GatewayOptionalAddressValue", &["gateway-optional-address-value.yaml"], &["Gateway", "GatewayAddressEmpty"], Plan::Skip("feature not supported: spec.addresses are not assigned")),
+    case("GatewayStaticAddresses", &["gateway-static-addresses.yaml"], &["Gateway", "GatewayStaticAddresses"], Plan::Run(gateway_static_addresses)),
+    case("GatewayOptionalAddressValue", &["gateway-optional-address-value.yaml"], &["Gateway", "GatewayAddressEmpty"], Plan::Run(gateway_optional_address_value)),
     case("GatewayFrontendClientCertificateValidation", &["gateway-with-clientcertificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Run(frontend_client_certificate_validation)),
     case("GatewayFrontendClientCertificateValidationInsecureFallback", &["gateway-with-clientcertificate-validation-insecure-fallback.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation", "GatewayFrontendClientCertificateValidationInsecureFallback"], Plan::Run(frontend_client_certificate_insecure_fallback)),
     case("GatewayFrontendInvalidDefaultClientCertificateValidation", &["gateway-invalid-default-frontend-client-certificate-validation.yaml"], &["Gateway", "HTTPRoute", "GatewayFrontendClientCertificateValidation"], Plan::Run(frontend_invalid_default_validation)),

@@ -42,6 +42,8 @@ pub struct ObjectStatus {
     pub conditions: Vec<Cond>,
     pub listeners: Vec<ListenerStatus>,
     pub parents: Vec<ParentStatus>,
+    /// A Gateway's `status.addresses` values.
+    pub addresses: Vec<String>,
 }
 
 impl ObjectStatus {
@@ -134,6 +136,10 @@ pub fn from_objects<'a>(
         };
         let mut status = ObjectStatus {
             conditions: api_conditions(st),
+            addresses: list(st, "addresses")
+                .iter()
+                .map(|a| text(a, "/value"))
+                .collect(),
             ..ObjectStatus::default()
         };
         for l in list(st, "listeners") {
@@ -211,8 +217,8 @@ fn api_conditions(v: &Value) -> Vec<Cond> {
 }
 
 /// One status line, as the binary writes it: parts joined by `; `, each the object's
-/// conditions, `listener "NAME": attachedRoutes N, supportedKinds [KIND ...], CONDITIONS`
-/// or `parent NS/NAME[/SECTION]: CONDITIONS`.
+/// conditions, `addresses [IP ...]`, `listener "NAME": attachedRoutes N, supportedKinds
+/// [KIND ...], CONDITIONS` or `parent NS/NAME[/SECTION]: CONDITIONS`.
 pub fn parse(text: &str) -> ObjectStatus {
     let mut status = ObjectStatus::default();
     for part in text.split("; ").filter(|p| !p.is_empty()) {
@@ -230,6 +236,9 @@ pub fn parse(text: &str) -> ObjectStatus {
                 supported_kinds: kinds.split_whitespace().map(str::to_owned).collect(),
                 conditions: conditions(conds),
             });
+        } else if let Some(rest) = part.strip_prefix("addresses [") {
+            let list = rest.trim_end_matches(']');
+            status.addresses = list.split_whitespace().map(str::to_owned).collect();
         } else if let Some(rest) = part.strip_prefix("parent ") {
             let (target, conds) = rest.split_once(": ").unwrap_or((rest, ""));
             let mut segments = target.splitn(3, '/');
@@ -277,7 +286,7 @@ mod tests {
         let log = concat!(
             r#"{"level":"INFO","message":"configuration published"}"#,
             "\n",
-            r#"{"level":"INFO","message":"status: Accepted=True (Accepted, generation 1), Programmed=True (Programmed); listener \"http\": attachedRoutes 2, supportedKinds [HTTPRoute GRPCRoute], Accepted=True (Accepted), ResolvedRefs=False (InvalidRouteKinds)","kind":"Gateway","object":"infra/gw"}"#,
+            r#"{"level":"INFO","message":"status: Accepted=True (Accepted, generation 1), Programmed=True (Programmed); addresses [127.0.1.1 127.0.1.2]; listener \"http\": attachedRoutes 2, supportedKinds [HTTPRoute GRPCRoute], Accepted=True (Accepted), ResolvedRefs=False (InvalidRouteKinds)","kind":"Gateway","object":"infra/gw"}"#,
             "\n",
             r#"{"level":"INFO","message":"status: parent infra/gw/http: Accepted=False (NotAllowedByListeners, generation 3); parent infra/other: Accepted=True (Accepted)","kind":"HTTPRoute","object":"app/r"}"#,
             "\nnot json\n"
@@ -286,6 +295,7 @@ mod tests {
         let gw = &all[&("Gateway".to_owned(), "infra/gw".to_owned())];
         assert_eq!(gw.condition("Accepted").unwrap().generation, Some(1));
         assert!(gw.condition("Programmed").unwrap().status);
+        assert_eq!(gw.addresses, ["127.0.1.1", "127.0.1.2"]);
         let l = gw.listener("http").unwrap();
         assert_eq!(l.attached_routes, 2);
         assert_eq!(l.supported_kinds, ["HTTPRoute", "GRPCRoute"]);
@@ -305,6 +315,7 @@ mod tests {
             serde_json::json!({"kind": "Gateway", "metadata": {"namespace": "infra", "name": "gw"},
                 "status": {"conditions": [{"type": "Accepted", "status": "True", "reason": "Accepted",
                     "observedGeneration": 2}],
+                  "addresses": [{"type": "IPAddress", "value": "127.0.1.3"}],
                   "listeners": [{"name": "http", "attachedRoutes": 2,
                     "supportedKinds": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"},
                       {"kind": "GRPCRoute"}, {"group": "example.com", "kind": "Other"}],
@@ -330,6 +341,7 @@ mod tests {
         let all = from_objects(&objects, ours);
         let gw = &all[&("Gateway".to_owned(), "infra/gw".to_owned())];
         assert_eq!(gw.condition("Accepted").unwrap().generation, Some(2));
+        assert_eq!(gw.addresses, ["127.0.1.3"]);
         let l = gw.listener("http").unwrap();
         assert_eq!(l.attached_routes, 2);
         assert_eq!(

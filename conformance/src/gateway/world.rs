@@ -18,7 +18,7 @@ use super::exchange::{Exchange, INFRA_NS};
 use super::status::{from_log, from_objects, ListenerStatus, ObjectStatus, Statuses, STATUS_KINDS};
 use crate::apiserver::ApiServer;
 use crate::certs::{SelfSigned, TestCa};
-use crate::client::{send, TlsTrust};
+use crate::client::{send, ProxyAddrs, TlsTrust};
 use crate::echo::{EchoServer, Identity};
 use crate::harness::Controller;
 use crate::manifests::parse_documents;
@@ -81,6 +81,16 @@ const POD_ENV: [(&str, &str); 2] = [("POD_NAME", "portico-0"), ("POD_NAMESPACE",
 /// gives when there is no publish Service).
 const PUBLISH_ADDRESS: &str = "127.0.0.1";
 
+/// The binary's `--gateway-address-pool`: every Gateway is served at an address of its
+/// own, as upstream's implementations give each its own load balancer.
+pub const ADDRESS_POOL: &str = "127.0.1.0/24";
+
+/// An address of the pool, and one outside it, for the tests' `PLACEHOLDER_USABLE_ADDRS`
+/// and `PLACEHOLDER_UNUSABLE_ADDRS` (upstream's `--usable-network-addresses` and
+/// `--unusable-network-addresses`).
+pub const USABLE_ADDRESS: &str = "127.0.1.200";
+pub const UNUSABLE_ADDRESS: &str = "192.0.2.1";
+
 /// A running test world; backends and controller stop when it is dropped (the
 /// controller first, as fields drop in order).
 pub struct Ctx {
@@ -98,6 +108,9 @@ pub struct Ctx {
     tls_secrets: BTreeMap<String, (String, String)>,
     /// Progress lines, for the report of a failing test.
     pub notes: Vec<String>,
+    /// Where requests go: the address of the Gateway last found accepted (upstream's
+    /// `gwAddr`), on the binary's ports.
+    pub at: Option<IpAddr>,
 }
 
 /// `name` in the infra namespace, unless it names its namespace (`ns/name`).
@@ -120,7 +133,9 @@ impl Ctx {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| format!("reading {}: {e}", path.display()))?
                 .replace("{GATEWAY_CLASS_NAME}", CLASS)
-                .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER);
+                .replace("{GATEWAY_CONTROLLER_NAME}", CONTROLLER)
+                .replace("PLACEHOLDER_USABLE_ADDRS", USABLE_ADDRESS)
+                .replace("PLACEHOLDER_UNUSABLE_ADDRS", UNUSABLE_ADDRESS);
             let parsed = parse_documents(path, &text).map_err(|e| e.to_string())?;
             docs.extend(parsed.into_iter().map(|d| d.value));
         }
@@ -149,10 +164,14 @@ impl Ctx {
                 let args = vec![
                     "--manifests".to_owned(),
                     dir.path().display().to_string(),
+                    "--gateway-address-pool".to_owned(),
+                    ADDRESS_POOL.to_owned(),
                     "--log-format".to_owned(),
                     "json".to_owned(),
                 ];
-                let controller = Controller::start(&args).await.map_err(|e| e.to_string())?;
+                let controller = Controller::start_bound(&args, &[], true)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 (Objects::Folder(dir), controller)
             }
             Mode::ApiDouble => {
@@ -168,10 +187,12 @@ impl Ctx {
                     kubeconfig.display().to_string(),
                     "--publish-address".to_owned(),
                     PUBLISH_ADDRESS.to_owned(),
+                    "--gateway-address-pool".to_owned(),
+                    ADDRESS_POOL.to_owned(),
                     "--log-format".to_owned(),
                     "json".to_owned(),
                 ];
-                let controller = Controller::start_with_env(&args, &POD_ENV)
+                let controller = Controller::start_bound(&args, &POD_ENV, true)
                     .await
                     .map_err(|e| e.to_string())?;
                 let objects = Objects::Api {
@@ -190,6 +211,7 @@ impl Ctx {
             https_cert,
             tls_secrets,
             notes: Vec::new(),
+            at: None,
         })
     }
 
@@ -348,6 +370,9 @@ impl Ctx {
                 if st.listeners.is_empty() {
                     return Err("the Gateway has no listener status".into());
                 }
+                if st.addresses.is_empty() {
+                    return Err("the Gateway has no address".into());
+                }
                 for l in &st.listeners {
                     for t in ["Accepted", "Programmed", "ResolvedRefs"] {
                         holds(&l.conditions, t, true, None)
@@ -369,7 +394,30 @@ impl Ctx {
                 Ok(())
             },
         )
-        .await
+        .await?;
+        self.go_to(gateway)
+    }
+
+    /// Send the requests that follow to the Gateway's (first) address.
+    pub fn go_to(&mut self, gateway: &str) -> Check {
+        let gw = key(gateway);
+        let all = self.statuses();
+        let first = object(&all, "Gateway", &gw)?.addresses.first().cloned();
+        let ip = first
+            .and_then(|a| a.parse::<IpAddr>().ok())
+            .ok_or_else(|| format!("Gateway {gw} has no IP address in its status"))?;
+        self.at = Some(ip);
+        Ok(())
+    }
+
+    /// Where requests go: the binary's ports at the current Gateway's address.
+    pub fn proxy(&self) -> ProxyAddrs {
+        let mut addrs = self.controller.proxy;
+        if let Some(ip) = self.at {
+            addrs.http.set_ip(ip);
+            addrs.https.set_ip(ip);
+        }
+        addrs
     }
 
     /// The route's parent entry for the Gateway (and section) has the condition.
@@ -687,7 +735,7 @@ impl Ctx {
 
     /// Send one request; over HTTPS, the certificate must be the suite's.
     async fn send(&self, ex: &Exchange) -> Result<crate::client::Captured, String> {
-        let got = send(self.controller.proxy, &ex.request(), &TlsTrust::Insecure)
+        let got = send(self.proxy(), &ex.request(), &TlsTrust::Insecure)
             .await
             .map_err(|e| e.to_string())?;
         if ex.scheme == "https" && got.peer_cert.as_deref() != Some(self.https_cert.as_slice()) {

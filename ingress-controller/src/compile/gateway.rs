@@ -585,7 +585,7 @@ pub(super) fn compile_gateway(
     routes.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
     let index = EndpointIndex::new(store);
     let mut backends: HashMap<BackendId, Backend> = HashMap::new();
-    let mut rules: Vec<(Precedence, Option<Arc<[IpAddr]>>, MatchRule)> = Vec::new();
+    let mut rules: Vec<PlacedRule> = Vec::new();
     for (_, key, kind, route) in routes {
         let (parent_refs, hostnames, generation) = match route {
             AnyRoute::Http(r) => (
@@ -726,6 +726,10 @@ impl fmt::Display for RouteKey<'_> {
     }
 }
 
+/// A match rule with its precedence and the Gateway addresses it answers at (`None`:
+/// the published ones).
+type PlacedRule = (Precedence, Option<Arc<[IpAddr]>>, MatchRule);
+
 /// What compiling one attached route's rules reads and fills.
 struct RuleCtx<'a> {
     store: &'a Store,
@@ -740,7 +744,7 @@ struct RuleCtx<'a> {
     backends: &'a mut HashMap<BackendId, Backend>,
     /// The first unusable backendRef's reason and message (ResolvedRefs=False).
     unresolved: Option<(&'static str, String)>,
-    rules: &'a mut Vec<(Precedence, Option<Arc<[IpAddr]>>, MatchRule)>,
+    rules: &'a mut Vec<PlacedRule>,
 }
 
 impl RuleCtx<'_> {

@@ -67,17 +67,28 @@ impl Controller {
 
     /// Start the binary on free ports with these flags and environment variables.
     pub fn start_with(args: &[String], env: &[(&str, &str)]) -> Controller {
+        Controller::start_bound(args, env, false)
+    }
+
+    /// [`Controller::start_with`], the proxy listeners bound to every local address
+    /// (`0.0.0.0`) on the ports of [`Controller::http`] and [`Controller::https`] when
+    /// `all_addresses`.
+    pub fn start_bound(args: &[String], env: &[(&str, &str)], all_addresses: bool) -> Controller {
         let http: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let https: SocketAddr = ([127, 0, 0, 1], free_port()).into();
+        let bound = |addr: SocketAddr| match all_addresses {
+            true => SocketAddr::from(([0, 0, 0, 0], addr.port())),
+            false => addr,
+        };
         let admin: SocketAddr = ([127, 0, 0, 1], free_port()).into();
         let logdir = tempfile::tempdir().expect("tempdir");
         let log = logdir.path().join("controller.log");
         let logfile = std::fs::File::create(&log).expect("log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_ingress-controller"));
         cmd.arg("--http-addr")
-            .arg(http.to_string())
+            .arg(bound(http).to_string())
             .arg("--https-addr")
-            .arg(https.to_string())
+            .arg(bound(https).to_string())
             .arg("--admin-addr")
             .arg(admin.to_string())
             .args(args)
