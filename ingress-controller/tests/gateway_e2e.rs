@@ -800,4 +800,13 @@ spec:
         "{outside}"
     );
     assert!(outside.contains("addresses []"), "{outside}");
+    // Its route is attached all the same, and answers nowhere: not at the published
+    // address, where `x.example.com` got the default backend above.
+    let route = logs
+        .lines()
+        .filter(|l| l.contains("kind=\"HTTPRoute\""))
+        .rfind(|l| l.contains(&format!("object={NS}/outside")))
+        .unwrap_or_default();
+    assert!(route.contains("Accepted=True"), "{route}");
+    assert!(outside.contains("attachedRoutes 1"), "{outside}");
 }

@@ -546,18 +546,21 @@ pub(super) fn compile_gateway(
         let at = match served_at {
             Ok(gateway_addresses::Served::Published) => None,
             Ok(gateway_addresses::Served::Own(own)) => Some(own),
-            Err(_) => continue,
+            // At no address: its routes attach, and are told so, but answer nowhere.
+            Err(_) => Some(Arc::from([])),
         };
         let mut served = with_scopes(served);
         for l in &mut served {
             l.extras.at.clone_from(&at);
         }
-        sni.extend(
-            served
-                .iter()
-                .filter_map(|l| l.extras.sni.clone())
-                .filter(|s| s.hostname.is_some()),
-        );
+        if at.as_deref().is_none_or(|a| !a.is_empty()) {
+            sni.extend(
+                served
+                    .iter()
+                    .filter_map(|l| l.extras.sni.clone())
+                    .filter(|s| s.hostname.is_some()),
+            );
+        }
         listeners.insert(key, served);
     }
     if listeners.is_empty() {
