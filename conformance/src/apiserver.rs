@@ -13,7 +13,7 @@
 //! request it received.
 #![allow(dead_code)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -294,6 +295,9 @@ struct State {
     /// Whether the Gateway API CRDs count as installed: their group versions are in
     /// discovery (their objects are served either way).
     gateway_api: bool,
+    /// The `status` schema of each installed CRD version, by (apiVersion, kind): a
+    /// status write that breaks it is refused (422), as an API server refuses it.
+    status_schemas: HashMap<(String, String), Arc<jsonschema::Validator>>,
 }
 
 impl State {
@@ -427,6 +431,55 @@ impl State {
         self.emit(key.0, "DELETED", obj.clone());
         Some(obj)
     }
+}
+
+/// The Gateway API standard CRDs, beside the repository (this file is also compiled
+/// into other crates' tests, each a folder below the workspace root).
+const GATEWAY_API_CRDS: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/gateway-api/config/crd/standard"
+);
+
+/// A Kubernetes structural schema as JSON Schema: the same keywords, less the
+/// `x-kubernetes-*` extensions.
+fn json_schema(schema: &Value) -> Value {
+    match schema {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(k, _)| !k.starts_with("x-kubernetes-"))
+                .map(|(k, v)| (k.clone(), json_schema(v)))
+                .collect(),
+        ),
+        Value::Array(list) => Value::Array(list.iter().map(json_schema).collect()),
+        other => other.clone(),
+    }
+}
+
+/// The status write's errors against the object's CRD schema, as an API server's 422.
+fn invalid_status(s: &State, obj: &Value) -> Option<(StatusCode, Value)> {
+    let key = (
+        obj["apiVersion"].as_str()?.to_owned(),
+        obj["kind"].as_str()?.to_owned(),
+    );
+    let validator = s.status_schemas.get(&key)?;
+    let written = obj.get("status").cloned().unwrap_or_else(|| json!({}));
+    let errors: Vec<String> = validator
+        .iter_errors(&written)
+        .map(|e| format!("status{}: Invalid value: {e}", e.instance_path()))
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
+    Some(status(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "Invalid",
+        &format!(
+            "{} {:?} is invalid: {}",
+            key.1,
+            obj["metadata"]["name"],
+            errors.join(", ")
+        ),
+    ))
 }
 
 /// Writes to an object never change its status: carry the stored one over.
@@ -907,9 +960,63 @@ impl ApiServer {
         self.lock().fail_method = method.map(str::to_owned);
     }
 
-    /// Serve discovery of the Gateway API group versions, as once their CRDs are installed.
+    /// Serve discovery of the Gateway API group versions, as once their CRDs are
+    /// installed, and hold status writes to the CRDs' schemas where the standard CRDs
+    /// are beside the repository (`../shared/gateway-api/config/crd/standard`).
     pub fn install_gateway_api(&self) {
         self.lock().gateway_api = true;
+        let crds = Path::new(GATEWAY_API_CRDS);
+        if crds.exists() {
+            if let Err(e) = self.check_status_with_crds(crds) {
+                panic!("reading the Gateway API CRDs: {e}");
+            }
+        } else {
+            eprintln!(
+                "status writes unchecked: no Gateway API CRDs at {}",
+                crds.display()
+            );
+        }
+    }
+
+    /// Check every status write to the custom resources that the CRDs in `dir` (YAML
+    /// files) define against its version's `status` schema. CEL rules are not run.
+    pub fn check_status_with_crds(&self, dir: &Path) -> Result<usize, String> {
+        let mut schemas = HashMap::new();
+        let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "yaml") {
+                continue;
+            }
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+                let Ok(crd) = Value::deserialize(doc) else {
+                    continue;
+                };
+                if crd["kind"] != "CustomResourceDefinition" {
+                    continue;
+                }
+                let group = crd["spec"]["group"].as_str().unwrap_or_default();
+                let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+                for version in crd["spec"]["versions"].as_array().into_iter().flatten() {
+                    let name = version["name"].as_str().unwrap_or_default();
+                    let Some(status) = version.pointer("/schema/openAPIV3Schema/properties/status")
+                    else {
+                        continue;
+                    };
+                    let validator = jsonschema::validator_for(&json_schema(status))
+                        .map_err(|e| format!("{}: {kind} {name}: {e}", path.display()))?;
+                    schemas.insert(
+                        (format!("{group}/{name}"), kind.to_owned()),
+                        Arc::new(validator),
+                    );
+                }
+            }
+        }
+        let n = schemas.len();
+        self.lock().status_schemas = schemas;
+        Ok(n)
     }
 
     /// Answer every request for exactly this path with 500 (None to stop).
@@ -1114,6 +1221,11 @@ async fn handle(
                         }
                         obj["metadata"]["namespace"] = json!(key.1);
                         obj["metadata"]["name"] = json!(key.2);
+                        if t.subresource.as_deref() == Some("status") {
+                            if let Some(refused) = invalid_status(&s, &obj) {
+                                return Ok(error_response(refused));
+                            }
+                        }
                         match s.put(t.res, obj, true) {
                             Ok(o) => answer(StatusCode::OK, &o),
                             Err(e) => error_response(e),
@@ -1168,6 +1280,9 @@ async fn handle(
                             // The status subresource changes status only.
                             if let Some(st) = patch.get("status") {
                                 merge_patch(&mut obj, &json!({"status": st}));
+                            }
+                            if let Some(refused) = invalid_status(&s, &obj) {
+                                return Ok(error_response(refused));
                             }
                         } else {
                             let mut p = patch.clone();
@@ -1263,4 +1378,71 @@ fn watch(s: &mut State, t: &Target, params: &BTreeMap<String, String>) -> Respon
         .header("content-type", "application/json")
         .body(BodyExt::boxed(StreamBody::new(stream)))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new()).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// The status line of a merge patch of `body` to the Gateway's status.
+    async fn patch_status(api: &ApiServer, body: &Value) -> String {
+        let body = body.to_string();
+        let mut tcp = tokio::net::TcpStream::connect(api.addr())
+            .await
+            .expect("connect");
+        let head = format!(
+            "PATCH /apis/gateway.networking.k8s.io/v1/namespaces/ns/gateways/gw/status HTTP/1.1\r\n\
+             host: api\r\ncontent-type: application/merge-patch+json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n",
+            body.len()
+        );
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        tcp.write_all(body.as_bytes()).await.expect("write");
+        let mut got = String::new();
+        tcp.read_to_string(&mut got).await.expect("read");
+        got.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// A status write that breaks the CRD's schema is refused, as a real API server
+    /// refuses it; a valid one is stored.
+    #[tokio::test]
+    async fn status_writes_are_held_to_the_crd_schema() {
+        let crds = Path::new(GATEWAY_API_CRDS);
+        if !crds.exists() {
+            println!("skipped: no Gateway API CRDs at {}", crds.display());
+            return;
+        }
+        let api = ApiServer::start().await;
+        api.install_gateway_api();
+        assert!(api.lock().status_schemas.len() >= 5);
+        api.apply(
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"namespace": "ns", "name": "gw"},
+            "spec": {"gatewayClassName": "portico",
+                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+        );
+        let condition = |status: &str, reason: &str| {
+            json!({"type": "Accepted", "status": status, "reason": reason, "message": "",
+                   "lastTransitionTime": "2026-01-01T00:00:00Z", "observedGeneration": 1})
+        };
+        // `Maybe` is no condition status, and a reason must not hold spaces.
+        for bad in [
+            condition("Maybe", "Accepted"),
+            condition("True", "Not a reason"),
+        ] {
+            let got = patch_status(&api, &json!({"status": {"conditions": [bad]}})).await;
+            assert!(got.contains(" 422 "), "{got}");
+        }
+        let stored = |api: &ApiServer| {
+            api.get("gateway.networking.k8s.io/v1", "Gateway", "ns", "gw")
+                .and_then(|o| o.get("status").cloned())
+        };
+        assert_eq!(stored(&api), None, "nothing refused was stored");
+        let good = json!({"status": {"conditions": [condition("True", "Accepted")],
+            "addresses": [{"type": "IPAddress", "value": "127.0.1.1"}]}});
+        let got = patch_status(&api, &good).await;
+        assert!(got.contains(" 200 "), "{got}");
+        assert_eq!(stored(&api), Some(good["status"].clone()));
+    }
 }
