@@ -1,8 +1,9 @@
 //! Against a real kube-apiserver (see `envtest`), with the unchanged `manifests/` applied
 //! and the controller authenticated as the ServiceAccount they create: lists and watches
 //! of every kind, routing to a pod address, Ingress status by server-side apply, the
-//! leader Lease, Events, and the admission webhook's Secret, caBundle and verdicts, each
-//! through the RBAC the manifests grant. Without a kube-apiserver these print
+//! leader Lease, Events, the admission webhook's Secret, caBundle and verdicts, and
+//! Gateway API status with the standard CRDs installed, each through the RBAC the
+//! manifests grant. Without a kube-apiserver these print
 //! `skipped: no kube-apiserver (set KUBEBUILDER_ASSETS)` and pass.
 //!
 //! Traffic goes to pod addresses (the API server refuses loopback endpoints), so each
@@ -296,4 +297,161 @@ async fn seed(server: &KubeApiServer, pod: SocketAddr) {
             "/",
         ))
         .await;
+}
+
+/// The Gateway API standard CRDs, beside the repository.
+fn gateway_api_crds() -> Option<Vec<PathBuf>> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../shared/gateway-api/config/crd/standard");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                // The CRDs only: not the ValidatingAdmissionPolicy beside them.
+                .is_some_and(|n| {
+                    n.starts_with("gateway.networking.k8s.io_")
+                        && n.ends_with(".yaml")
+                        && !n.contains("_vap_")
+                })
+        })
+        .collect();
+    files.sort();
+    (!files.is_empty()).then_some(files)
+}
+
+/// Gateway API against a real API server with the standard CRDs installed: the
+/// controller, as its ServiceAccount, serves an HTTPRoute and applies the status of the
+/// GatewayClass, the Gateway (with the published address) and the route through their
+/// `status` subresources, as field manager `portico`, which the CRDs' schemas accept.
+#[test]
+fn gateway_api_status_against_a_real_api_server() {
+    if envtest::assets().is_none() {
+        eprintln!("{}", envtest::SKIP);
+        return;
+    }
+    let Some(crds) = gateway_api_crds() else {
+        eprintln!("skipped: no Gateway API CRDs beside the repository");
+        return;
+    };
+    if !netns::run_inside("gateway_api_status_against_a_real_api_server") {
+        return;
+    }
+    runtime().block_on(async {
+        let Some(server) = KubeApiServer::start().await else {
+            return;
+        };
+        server.apply_files(&crds).await;
+        server
+            .apply_files(&manifests(&["00-namespace.yaml", "10-rbac.yaml"]))
+            .await;
+        let backend = Backend::start_at("pod", &format!("{POD}:8080"), Duration::ZERO).await;
+        seed(&server, backend.addr).await;
+        let admin = server.admin().await;
+        let gvk = |kind: &str| {
+            kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "gateway.networking.k8s.io",
+                "v1",
+                kind,
+            ))
+        };
+        // The CRDs take a moment to be served.
+        let logs = || server.logs();
+        let gateway = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"namespace": "default", "name": "gw"},
+            "spec": {"gatewayClassName": "portico",
+                     "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}});
+        eventually("the Gateway API served", &logs, || async {
+            let classes: Api<kube::api::DynamicObject> =
+                Api::all_with(admin.clone(), &gvk("GatewayClass"));
+            classes.list(&ListParams::default()).await.ok().map(drop)
+        })
+        .await;
+        server
+            .apply(
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GatewayClass",
+                "metadata": {"name": "portico"},
+                "spec": {"controllerName": "portico.dev/gateway-controller"}}),
+            )
+            .await;
+        server.apply(gateway).await;
+        server
+            .apply(
+                json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"namespace": "default", "name": "route"},
+                "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["g.example.com"],
+                         "rules": [{"backendRefs": [{"name": "web", "port": 80}]}]}}),
+            )
+            .await;
+
+        let dir = tempfile::tempdir().unwrap();
+        let kubeconfig = server.portico_kubeconfig(dir.path());
+        let mut c = Controller::start_with(
+            &[
+                "--kubeconfig".to_owned(),
+                kubeconfig.display().to_string(),
+                "--publish-address=203.0.113.10".to_owned(),
+            ],
+            &[
+                ("POD_NAME", "portico-envtest-0"),
+                ("POD_NAMESPACE", "portico"),
+            ],
+        );
+        c.wait_ready().await;
+        wait_for(c.http, "g.example.com", "/", DEADLINE, |status, body| {
+            status == 200 && body == "pod /"
+        })
+        .await;
+        let logs = || format!("{}\n{}", c.logs(), server.logs());
+        let applied_by_portico = |obj: &kube::api::DynamicObject| {
+            obj.metadata.managed_fields.iter().flatten().any(|m| {
+                m.manager.as_deref() == Some("portico")
+                    && m.operation.as_deref() == Some("Apply")
+                    && m.subresource.as_deref() == Some("status")
+            })
+        };
+        let condition = |status: &Value, type_: &str| {
+            status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == type_)
+                .map(|c| c["status"].as_str().unwrap_or_default().to_owned())
+        };
+        let classes: Api<kube::api::DynamicObject> =
+            Api::all_with(admin.clone(), &gvk("GatewayClass"));
+        eventually("GatewayClass Accepted by portico", &logs, || async {
+            let class = classes.get("portico").await.ok()?;
+            let status = class.data.get("status")?;
+            (condition(status, "Accepted").as_deref() == Some("True") && applied_by_portico(&class))
+                .then_some(())
+        })
+        .await;
+        let gateways: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(admin.clone(), "default", &gvk("Gateway"));
+        eventually(
+            "Gateway Programmed at the published address",
+            &logs,
+            || async {
+                let gw = gateways.get("gw").await.ok()?;
+                let status = gw.data.get("status")?;
+                let programmed = condition(status, "Programmed").as_deref() == Some("True");
+                let address = status["addresses"][0]["value"] == "203.0.113.10";
+                let attached = status["listeners"][0]["attachedRoutes"] == 1;
+                (programmed && address && attached && applied_by_portico(&gw)).then_some(())
+            },
+        )
+        .await;
+        let routes: Api<kube::api::DynamicObject> =
+            Api::namespaced_with(admin.clone(), "default", &gvk("HTTPRoute"));
+        eventually("HTTPRoute parent Accepted", &logs, || async {
+            let route = routes.get("route").await.ok()?;
+            let parent = route.data.get("status")?["parents"].get(0)?.clone();
+            let ours = parent["controllerName"] == "portico.dev/gateway-controller";
+            (ours && condition(&parent, "Accepted").as_deref() == Some("True")).then_some(())
+        })
+        .await;
+    });
 }
