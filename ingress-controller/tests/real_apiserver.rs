@@ -150,13 +150,7 @@ fn the_controller_as_its_service_account_against_a_real_api_server() {
             let ing = ingresses.get("web").await.ok()?;
             let lb = ing.status?.load_balancer?.ingress?;
             let ours = lb.first()?.ip.as_deref() == Some("203.0.113.10");
-            let managed = ing.metadata.managed_fields.unwrap_or_default();
-            let applied = managed.iter().any(|m| {
-                m.manager.as_deref() == Some("portico")
-                    && m.operation.as_deref() == Some("Apply")
-                    && m.subresource.as_deref() == Some("status")
-            });
-            (ours && applied).then_some(())
+            (ours && applied_by_portico(&ing.metadata)).then_some(())
         })
         .await;
         // The leader Lease.
@@ -256,6 +250,16 @@ fn the_controller_as_its_service_account_against_a_real_api_server() {
             Ok((200, "pod /".to_owned()))
         );
     });
+}
+
+/// Whether `portico` applied the object's status (server-side apply on the `status`
+/// subresource).
+fn applied_by_portico(meta: &kube::api::ObjectMeta) -> bool {
+    meta.managed_fields.iter().flatten().any(|m| {
+        m.manager.as_deref() == Some("portico")
+            && m.operation.as_deref() == Some("Apply")
+            && m.subresource.as_deref() == Some("status")
+    })
 }
 
 fn ingress(name: &str, annotations: Value, host: &str, path: &str) -> Value {
@@ -405,13 +409,6 @@ fn gateway_api_status_against_a_real_api_server() {
         })
         .await;
         let logs = || format!("{}\n{}", c.logs(), server.logs());
-        let applied_by_portico = |obj: &kube::api::DynamicObject| {
-            obj.metadata.managed_fields.iter().flatten().any(|m| {
-                m.manager.as_deref() == Some("portico")
-                    && m.operation.as_deref() == Some("Apply")
-                    && m.subresource.as_deref() == Some("status")
-            })
-        };
         let condition = |status: &Value, type_: &str| {
             status["conditions"]
                 .as_array()
@@ -425,8 +422,9 @@ fn gateway_api_status_against_a_real_api_server() {
         eventually("GatewayClass Accepted by portico", &logs, || async {
             let class = classes.get("portico").await.ok()?;
             let status = class.data.get("status")?;
-            (condition(status, "Accepted").as_deref() == Some("True") && applied_by_portico(&class))
-                .then_some(())
+            (condition(status, "Accepted").as_deref() == Some("True")
+                && applied_by_portico(&class.metadata))
+            .then_some(())
         })
         .await;
         let gateways: Api<kube::api::DynamicObject> =
@@ -440,7 +438,8 @@ fn gateway_api_status_against_a_real_api_server() {
                 let programmed = condition(status, "Programmed").as_deref() == Some("True");
                 let address = status["addresses"][0]["value"] == "203.0.113.10";
                 let attached = status["listeners"][0]["attachedRoutes"] == 1;
-                (programmed && address && attached && applied_by_portico(&gw)).then_some(())
+                (programmed && address && attached && applied_by_portico(&gw.metadata))
+                    .then_some(())
             },
         )
         .await;
