@@ -183,3 +183,91 @@ async fn http3_answers_as_http1_does() {
     let (code, _, _) = h3_request(c.https, &der, "POST", "/upload", Some(body)).await;
     assert_eq!(code, 413);
 }
+
+/// A Gateway at an address of its own (`--gateway-address-pool`) is isolated by address
+/// over HTTP/3 as over TCP: its route answers there and the Ingress's does not, and the
+/// other way round at the published address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_keeps_a_gateways_own_address_apart() {
+    let pod = echo_pod().await;
+    let cert = rcgen::generate_simple_self_signed(vec![HOST.into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("echo", &[pod]));
+    text.push_str(&ingress_yaml("echo", HOST, "/ingress", "echo").replacen(
+        "spec:\n  ingressClassName: portico\n",
+        &format!("spec:\n  ingressClassName: portico\n  tls:\n  - hosts: [{HOST}]\n    secretName: h3-tls\n"),
+        1,
+    ));
+    text.push_str("---\n");
+    text.push_str(&secret_yaml(
+        "h3-tls",
+        cert.cert.pem().as_bytes(),
+        cert.signing_key.serialize_pem().as_bytes(),
+    ));
+    text.push_str(&format!(
+        "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {{name: portico}}
+spec: {{controllerName: portico.dev/gateway-controller}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: own, namespace: default}}
+spec:
+  gatewayClassName: portico
+  addresses: [{{type: IPAddress, value: 127.0.1.7}}]
+  listeners:
+  - {{name: https, port: 443, protocol: HTTPS, hostname: {HOST}, tls: {{certificateRefs: [{{name: h3-tls}}]}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: gw, namespace: default}}
+spec:
+  parentRefs: [{{name: own}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /gw}}}}]
+    backendRefs: [{{name: echo, port: 80}}]
+"
+    ));
+    std::fs::write(dir.path().join("h3.yaml"), text).unwrap();
+    let args: Vec<String> = [
+        "--manifests",
+        &dir.path().display().to_string(),
+        "--http3",
+        "--gateway-address-pool",
+        "127.0.1.0/24",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut c = Controller::start_bound(&args, &[], true);
+    c.wait_ready().await;
+    let der = cert.cert.der().to_vec();
+    let published = c.https;
+    let own = SocketAddr::from(([127, 0, 1, 7], c.https.port()));
+    wait_for_status(own, &der, "/gw", 200).await;
+    for (addr, path, want) in [
+        (published, "/ingress", 200),
+        (published, "/gw", 404),
+        (own, "/gw", 200),
+        (own, "/ingress", 404),
+    ] {
+        let (tcp, _, _) = https_get(addr, &der, path).await;
+        assert_eq!(tcp, want, "TCP {addr} {path}\n{}", c.logs());
+        let (quic, _, _) = h3_request(addr, &der, "GET", path, None).await;
+        assert_eq!(quic, want, "HTTP/3 {addr} {path}\n{}", c.logs());
+    }
+}
+
+/// Polls an HTTPS GET until it answers `want` (the folder is read a moment after start).
+async fn wait_for_status(addr: SocketAddr, cert: &[u8], path: &str, want: u16) {
+    for _ in 0..100 {
+        if https_get(addr, cert, path).await.0 == want {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("https://{addr}{path} never answered {want}");
+}
