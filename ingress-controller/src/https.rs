@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
-use proxy_core::http::{ConnInfo, ConnPermit, Proxy, Scheme, Shutdown};
+use proxy_core::http::{ConnInfo, ConnPermit, Proxied, Proxy, Scheme, Shutdown};
 use std::net::SocketAddr;
 use tls::{CertResolver, SwappableAcceptor, TlsPolicy};
 
@@ -195,7 +195,7 @@ impl Https {
             self.acceptor.clone(),
             handshake_timeout,
             stop,
-            move |conn: tls::TlsConnection<(Option<SocketAddr>, ConnPermit)>| {
+            move |conn: tls::TlsConnection<(Option<Box<Proxied>>, ConnPermit)>| {
                 let proxy = proxy.clone();
                 async move {
                     let (proxied, _permit) = conn.admitted;
@@ -219,7 +219,7 @@ impl Https {
                 async move {
                     let permit = proxy.admit(remote)?;
                     let (tcp, proxied) = proxy.proxy_protocol(tcp, remote).await?;
-                    let client = proxied.unwrap_or(remote);
+                    let client = proxied.as_ref().map_or(remote, |p| p.source);
                     let permit = proxy.admit_client(permit, client)?;
                     // ssl-passthrough hosts leave here, holding the permit meanwhile.
                     match passthrough::step(

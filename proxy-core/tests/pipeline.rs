@@ -442,3 +442,31 @@ async fn basic_auth_consumes_authorization_and_cors_fields_reach_the_answer() {
     let r = get_with(px.addr, "guarded.test", "/", &[auth]).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// Behind a load balancer that speaks the PROXY protocol, the address a client connected
+/// to is the header's destination: a Gateway with that address of its own answers
+/// there, and the shared routes answer for every other destination.
+#[tokio::test]
+async fn the_proxy_protocol_destination_selects_a_gateways_own_routes() {
+    let (shared, own) = (
+        TestBackend::start("shared").await,
+        TestBackend::start("own").await,
+    );
+    let mut cfg = behind_proxy_protocol(&shared);
+    cfg.backends.insert(
+        backend_id("own"),
+        std::sync::Arc::new(backend("own", &[own.addr])),
+    );
+    let gateway = proxy_core::routes::RouteTable::build(vec![rule("app.test", "own")]);
+    cfg.routes_at.insert("192.0.2.10".parse().unwrap(), gateway);
+    let px = TestProxy::start(cfg).await;
+    let request = b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n";
+    for (destination, want) in [("192.0.2.10", "own"), ("192.0.2.11", "shared")] {
+        let mut bytes = format!("PROXY TCP4 198.51.100.7 {destination} 40000 80\r\n").into_bytes();
+        bytes.extend_from_slice(request);
+        let (answer, _) = raw_exchange(px.addr, &bytes).await;
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let endpoint = answer.lines().find_map(|l| l.strip_prefix("x-endpoint: "));
+        assert_eq!(endpoint, Some(want), "{destination}: {answer}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -182,7 +182,7 @@ impl Proxy {
         let route = route(
             config,
             &mut parts,
-            (info.scheme, info.sni.as_deref(), info.local),
+            (info.scheme, info.sni.as_deref(), info.arrived_at()),
             &log.host,
         )?;
         let policy: &RoutePolicy = &route.policy;
@@ -1245,7 +1245,7 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
-    (scheme, sni, local): (Scheme, Option<&str>, SocketAddr),
+    (scheme, sni, arrived_at): (Scheme, Option<&str>, IpAddr),
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
@@ -1253,7 +1253,7 @@ fn route<'c>(
     // A Gateway's own address: its rules alone.
     let own = match config.routes_at.is_empty() {
         true => None,
-        false => config.routes_at.get(&local.ip().to_canonical()),
+        false => config.routes_at.get(&arrived_at),
     };
     let found = own
         .unwrap_or(&config.routes)

@@ -98,11 +98,32 @@ pub struct ConnInfo {
     pub sni: Option<String>,
     /// ALPN chose `h2`: serve HTTP/2 only.
     pub alpn_h2: bool,
-    /// The client a PROXY protocol header named, when the listener reads one and the
-    /// peer sending it is trusted (see [`Proxy::proxy_protocol`]).
-    pub proxied: Option<SocketAddr>,
+    /// What a PROXY protocol header said, when the listener reads one and the peer
+    /// sending it is trusted (see [`Proxy::proxy_protocol`]). Boxed: every connection's
+    /// state carries this field, few connections fill it.
+    pub proxied: Option<Box<Proxied>>,
     /// The client certificate, when the handshake asked for one (`auth-tls-*`).
     pub client_cert: Option<Arc<crate::pipeline::ClientCert>>,
+}
+
+/// The connection a trusted PROXY protocol header describes: the client's, to the
+/// address the client connected to (the load balancer's).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Proxied {
+    pub source: SocketAddr,
+    pub destination: SocketAddr,
+}
+
+impl ConnInfo {
+    /// The address the client connected to: the one a PROXY protocol header named, else
+    /// this connection's own. Gateways with addresses of their own are told apart by it.
+    pub fn arrived_at(&self) -> IpAddr {
+        self.proxied
+            .as_ref()
+            .map_or(self.local, |p| p.destination)
+            .ip()
+            .to_canonical()
+    }
 }
 
 /// A connection as its requests see it: what was accepted, plus the values every request
@@ -132,7 +153,7 @@ impl Conn {
     }
 
     pub fn new(info: ConnInfo) -> Self {
-        let peer = info.proxied.unwrap_or(info.remote).ip();
+        let peer = info.proxied.as_ref().map_or(info.remote, |p| p.source).ip();
         let local_port = port_header(info.local.port());
         Self {
             peer_ip: headers::header_of(peer),

@@ -25,7 +25,7 @@ use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::shard;
 use super::stall::StallWatch;
-use super::{Conn, ConnInfo, ConnPermit, Proxy, Refusal, Scheme};
+use super::{Conn, ConnInfo, ConnPermit, Proxied, Proxy, Refusal, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -168,7 +168,7 @@ impl Proxy {
             let Some(permit) = self.admit(remote) else {
                 continue;
             };
-            let plain = move |proxied: Option<SocketAddr>| ConnInfo {
+            let plain = move |proxied: Option<Box<Proxied>>| ConnInfo {
                 remote,
                 local,
                 scheme: Scheme::Http,
@@ -199,7 +199,8 @@ impl Proxy {
                 let Some((stream, proxied)) = proxy.proxy_protocol(stream, remote).await else {
                     return;
                 };
-                let Some(permit) = proxy.admit_client(permit, proxied.unwrap_or(remote)) else {
+                let client = proxied.as_ref().map_or(remote, |p| p.source);
+                let Some(permit) = proxy.admit_client(permit, client) else {
                     return;
                 };
                 let info = plain(proxied);
@@ -256,16 +257,23 @@ impl Proxy {
         &self,
         mut stream: TcpStream,
         remote: SocketAddr,
-    ) -> Option<(TcpStream, Option<SocketAddr>)> {
+    ) -> Option<(TcpStream, Option<Box<Proxied>>)> {
         let config = self.config.load();
         if !config.settings.proxy_protocol {
             return Some((stream, None));
         }
         let timeout = self.opts.header_read_timeout.min(PROXY_HEADER_TIMEOUT);
         match proxy_protocol::read_header(&mut stream, timeout).await {
-            Ok(ProxyHeader::Proxied { source, .. }) => {
+            Ok(ProxyHeader::Proxied {
+                source,
+                destination,
+            }) => {
                 let trusted = config.settings.client.trusts(remote.ip());
-                Some((stream, trusted.then_some(source)))
+                let proxied = Box::new(Proxied {
+                    source,
+                    destination,
+                });
+                Some((stream, trusted.then_some(proxied)))
             }
             Ok(ProxyHeader::Local) => Some((stream, None)),
             Err(ProxyProtocolError::UnexpectedEof { received: 0 }) => None,
