@@ -123,13 +123,13 @@ impl AccessLog {
 impl Proxy {
     pub(crate) async fn handle(
         self: &Arc<Self>,
-        req: Request<ClientBody>,
+        parts: Parts,
+        body: ClientBody,
         conn: &Conn,
     ) -> Response<ProxyBody> {
         let start = Instant::now();
         // One snapshot for the whole request: a swap mid-request changes nothing here.
         let config = self.config.load();
-        let (parts, body) = req.into_parts();
         let client = config.settings.client.client(conn.peer, &parts.headers);
         let mut log = AccessLog::new(self, conn.info.scheme, start, client.addr, &parts);
         let grpc = grpc::is_grpc(&parts.headers);
@@ -153,12 +153,11 @@ impl Proxy {
     /// Answers `err` without routing, still logging and observing the response.
     pub(crate) fn reject(
         self: &Arc<Self>,
-        req: Request<ClientBody>,
+        parts: Parts,
         conn: &Conn,
         err: ProxyError,
     ) -> Response<ProxyBody> {
         let config = self.config.load();
-        let (parts, _body) = req.into_parts();
         let client = config.settings.client.client(conn.peer, &parts.headers);
         let mut log = AccessLog::new(self, conn.info.scheme, Instant::now(), client.addr, &parts);
         log.failed(&err);

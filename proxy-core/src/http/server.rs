@@ -383,7 +383,8 @@ impl Proxy {
             let info = conn_info.clone();
             let active = busy.begin();
             async move {
-                let mut resp = proxy.handle(req.map(ClientBody::H2), &info).await;
+                let (parts, body) = req.into_parts();
+                let mut resp = proxy.handle(parts, ClientBody::H2(body), &info).await;
                 resp.body_mut().hold(active);
                 Ok::<_, Infallible>(resp)
             }

@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -432,12 +432,11 @@ where
     } else {
         None
     };
-    let req = Request::from_parts(parts, body);
     let mut keep_alive = keep_alive && refused.is_none();
     let resp = match refused {
-        Some(why) => proxy.reject(req, conn, ProxyError::BadRequest(why)),
+        Some(why) => proxy.reject(parts, conn, ProxyError::BadRequest(why)),
         None => {
-            let mut handler = pin!(proxy.handle(req, conn));
+            let mut handler = pin!(proxy.handle(parts, body, conn));
             let mut watching = true;
             let outcome = poll_fn(|cx| {
                 if let Poll::Ready(resp) = handler.as_mut().poll(cx) {
