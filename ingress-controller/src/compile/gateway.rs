@@ -11,6 +11,9 @@
 //!   in its spec's precedence order (see [`Precedence`]), then its Ingress paths. A
 //!   GRPCRoute match only takes gRPC calls (a POST with a `application/grpc` content
 //!   type), so HTTP and gRPC share a host, as Gateway API 1.6 allows.
+//! - A Gateway with addresses of its own (`gateway_addresses`) has its rules in tables
+//!   of their own, one per address (`Config::routes_at`); the others' rules go into the
+//!   one route table, beside the Ingresses'.
 //! - Recomputed whole on every compile: it reads only the store, so the incremental
 //!   compile still equals one from nothing.
 
