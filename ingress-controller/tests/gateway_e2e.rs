@@ -739,15 +739,7 @@ spec:
 "
     ));
     std::fs::write(dir.path().join("all.yaml"), text).unwrap();
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().display().to_string(),
-        "--gateway-address-pool",
-        "127.0.1.0/24",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = folder_args(dir.path(), &["--gateway-address-pool", "127.0.1.0/24"]);
     let mut ctl = Controller::start_bound(&args, &[], true);
     ctl.wait_ready().await;
     let at = |ip: [u8; 4]| SocketAddr::from((ip, ctl.http.port()));

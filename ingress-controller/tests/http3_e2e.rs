@@ -136,14 +136,13 @@ async fn https_get(portico: SocketAddr, cert: &[u8], path: &str) -> (u16, http::
     (status, headers, String::from_utf8(body.to_vec()).unwrap())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http3_answers_as_http1_does() {
-    let pod = echo_pod().await;
+/// The manifests of an Ingress for [`HOST`]'s `path` to `pod`, over TLS with a fresh
+/// self-signed certificate (Secret `h3-tls`), and that certificate.
+fn tls_ingress(pod: SocketAddr, path: &str) -> (rcgen::CertifiedKey<rcgen::KeyPair>, String) {
     let cert = rcgen::generate_simple_self_signed(vec![HOST.into()]).unwrap();
-    let dir = tempfile::tempdir().unwrap();
     let mut text = INGRESS_CLASS_YAML.to_owned();
     text.push_str(&service_yaml("echo", &[pod]));
-    text.push_str(&ingress_yaml("echo", HOST, "/", "echo").replacen(
+    text.push_str(&ingress_yaml("echo", HOST, path, "echo").replacen(
         "spec:\n  ingressClassName: portico\n",
         &format!("spec:\n  ingressClassName: portico\n  tls:\n  - hosts: [{HOST}]\n    secretName: h3-tls\n"),
         1,
@@ -154,6 +153,14 @@ async fn http3_answers_as_http1_does() {
         cert.cert.pem().as_bytes(),
         cert.signing_key.serialize_pem().as_bytes(),
     ));
+    (cert, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_answers_as_http1_does() {
+    let pod = echo_pod().await;
+    let (cert, text) = tls_ingress(pod, "/");
+    let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("h3.yaml"), text).unwrap();
     let mut c = Controller::start(dir.path(), &["--http3"]);
     c.wait_ready().await;
@@ -190,21 +197,8 @@ async fn http3_answers_as_http1_does() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http3_keeps_a_gateways_own_address_apart() {
     let pod = echo_pod().await;
-    let cert = rcgen::generate_simple_self_signed(vec![HOST.into()]).unwrap();
+    let (cert, mut text) = tls_ingress(pod, "/ingress");
     let dir = tempfile::tempdir().unwrap();
-    let mut text = INGRESS_CLASS_YAML.to_owned();
-    text.push_str(&service_yaml("echo", &[pod]));
-    text.push_str(&ingress_yaml("echo", HOST, "/ingress", "echo").replacen(
-        "spec:\n  ingressClassName: portico\n",
-        &format!("spec:\n  ingressClassName: portico\n  tls:\n  - hosts: [{HOST}]\n    secretName: h3-tls\n"),
-        1,
-    ));
-    text.push_str("---\n");
-    text.push_str(&secret_yaml(
-        "h3-tls",
-        cert.cert.pem().as_bytes(),
-        cert.signing_key.serialize_pem().as_bytes(),
-    ));
     text.push_str(&format!(
         "---
 apiVersion: gateway.networking.k8s.io/v1
@@ -232,16 +226,10 @@ spec:
 "
     ));
     std::fs::write(dir.path().join("h3.yaml"), text).unwrap();
-    let args: Vec<String> = [
-        "--manifests",
-        &dir.path().display().to_string(),
-        "--http3",
-        "--gateway-address-pool",
-        "127.0.1.0/24",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let args = folder_args(
+        dir.path(),
+        &["--http3", "--gateway-address-pool", "127.0.1.0/24"],
+    );
     let mut c = Controller::start_bound(&args, &[], true);
     c.wait_ready().await;
     let der = cert.cert.der().to_vec();

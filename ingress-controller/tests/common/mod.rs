@@ -47,6 +47,13 @@ pub fn free_port() -> u16 {
     panic!("no free port on 127.0.0.1 below the ephemeral range");
 }
 
+/// The flags that serve a manifest folder, then `extra`.
+pub fn folder_args(manifests: &Path, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// The running binary. Killed on drop; its stderr (the logs) goes to a file.
 pub struct Controller {
     child: Child,
@@ -60,9 +67,7 @@ pub struct Controller {
 impl Controller {
     /// Start the binary on free ports over a manifest folder, with extra flags.
     pub fn start(manifests: &Path, extra: &[&str]) -> Controller {
-        let mut args: Vec<String> = vec!["--manifests".into(), manifests.display().to_string()];
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Controller::start_with(&args, &[])
+        Controller::start_with(&folder_args(manifests, extra), &[])
     }
 
     /// Start the binary on free ports with these flags and environment variables.
