@@ -367,10 +367,23 @@ fn gateway_api_status_against_a_real_api_server() {
             "metadata": {"namespace": "default", "name": "gw"},
             "spec": {"gatewayClassName": "portico",
                      "listeners": [{"name": "http", "port": 80, "protocol": "HTTP"}]}});
+        // Served, and in discovery (which the applies below resolve kinds by).
         eventually("the Gateway API served", &logs, || async {
             let classes: Api<kube::api::DynamicObject> =
                 Api::all_with(admin.clone(), &gvk("GatewayClass"));
-            classes.list(&ListParams::default()).await.ok().map(drop)
+            classes.list(&ListParams::default()).await.ok()?;
+            let discovery = kube::discovery::Discovery::new(admin.clone())
+                .run()
+                .await
+                .ok()?;
+            ["GatewayClass", "Gateway", "HTTPRoute"]
+                .iter()
+                .all(|kind| {
+                    let gvk =
+                        kube::api::GroupVersionKind::gvk("gateway.networking.k8s.io", "v1", kind);
+                    discovery.resolve_gvk(&gvk).is_some()
+                })
+                .then_some(())
         })
         .await;
         server
