@@ -675,13 +675,9 @@ async fn gateways_at_addresses_of_their_own_answer_only_there() {
     for (name, b) in [("v1", &v1), ("v2", &v2), ("v3", &v3)] {
         text.push_str(&service(name, b.addr));
     }
+    text.push_str(GATEWAY_CLASS_YAML);
     text.push_str(&format!(
         "---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: portico}}
-spec: {{controllerName: portico.dev/gateway-controller}}
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: first, namespace: {NS}, creationTimestamp: \"2024-01-01T00:00:00Z\"}}

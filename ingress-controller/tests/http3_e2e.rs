@@ -199,13 +199,9 @@ async fn http3_keeps_a_gateways_own_address_apart() {
     let pod = echo_pod().await;
     let (cert, mut text) = tls_ingress(pod, "/ingress");
     let dir = tempfile::tempdir().unwrap();
+    text.push_str(GATEWAY_CLASS_YAML);
     text.push_str(&format!(
         "---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {{name: portico}}
-spec: {{controllerName: portico.dev/gateway-controller}}
----
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
 metadata: {{name: own, namespace: default}}

@@ -527,6 +527,14 @@ spec:
   controller: portico.dev/ingress-controller
 ";
 
+/// The GatewayClass `portico` of Portico's Gateway controller.
+pub const GATEWAY_CLASS_YAML: &str = "---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: portico}
+spec: {controllerName: portico.dev/gateway-controller}
+";
+
 /// Write `text` to `dir/name` atomically (temporary file, then rename), as careful
 /// tools do.
 pub fn write_atomic(dir: &Path, name: &str, text: &str) {
