@@ -121,25 +121,15 @@ fn the_controller_as_its_service_account_against_a_real_api_server() {
         seed(&server, backend.addr).await;
 
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = server.portico_kubeconfig(dir.path());
-        let mut c = Controller::start_with(
+        let c = start_portico(
+            &server,
+            dir.path(),
             &[
-                "--kubeconfig".to_owned(),
-                kubeconfig.display().to_string(),
-                "--publish-address=203.0.113.10".to_owned(),
                 "--configmap=portico/portico".to_owned(),
                 format!("--webhook-addr={WEBHOOK_POD}:8444"),
             ],
-            &[
-                ("POD_NAME", "portico-envtest-0"),
-                ("POD_NAMESPACE", "portico"),
-            ],
-        );
-        // Ready means every list and watch was allowed.
-        c.wait_ready().await;
-        wait_for(c.http, "a.example.com", "/", DEADLINE, |status, body| {
-            status == 200 && body == "pod /"
-        })
+            "a.example.com",
+        )
         .await;
 
         let admin = server.admin().await;
@@ -250,6 +240,37 @@ fn the_controller_as_its_service_account_against_a_real_api_server() {
             Ok((200, "pod /".to_owned()))
         );
     });
+}
+
+/// The controller as its ServiceAccount against `server`, publishing 203.0.113.10, with
+/// `extra` flags; returned once ready (every list and watch allowed) and serving `host`
+/// from the pod.
+async fn start_portico(
+    server: &KubeApiServer,
+    dir: &std::path::Path,
+    extra: &[String],
+    host: &str,
+) -> Controller {
+    let kubeconfig = server.portico_kubeconfig(dir);
+    let mut args = vec![
+        "--kubeconfig".to_owned(),
+        kubeconfig.display().to_string(),
+        "--publish-address=203.0.113.10".to_owned(),
+    ];
+    args.extend(extra.iter().cloned());
+    let mut c = Controller::start_with(
+        &args,
+        &[
+            ("POD_NAME", "portico-envtest-0"),
+            ("POD_NAMESPACE", "portico"),
+        ],
+    );
+    c.wait_ready().await;
+    wait_for(c.http, host, "/", DEADLINE, |status, body| {
+        status == 200 && body == "pod /"
+    })
+    .await;
+    c
 }
 
 /// Whether `portico` applied the object's status (server-side apply on the `status`
@@ -404,23 +425,7 @@ fn gateway_api_status_against_a_real_api_server() {
             .await;
 
         let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = server.portico_kubeconfig(dir.path());
-        let mut c = Controller::start_with(
-            &[
-                "--kubeconfig".to_owned(),
-                kubeconfig.display().to_string(),
-                "--publish-address=203.0.113.10".to_owned(),
-            ],
-            &[
-                ("POD_NAME", "portico-envtest-0"),
-                ("POD_NAMESPACE", "portico"),
-            ],
-        );
-        c.wait_ready().await;
-        wait_for(c.http, "g.example.com", "/", DEADLINE, |status, body| {
-            status == 200 && body == "pod /"
-        })
-        .await;
+        let c = start_portico(&server, dir.path(), &[], "g.example.com").await;
         let logs = || format!("{}\n{}", c.logs(), server.logs());
         let condition = |status: &Value, type_: &str| {
             status["conditions"]

@@ -533,25 +533,21 @@ pub(super) fn compile_gateway(
         if let BackendClient::Usable { id, cert, key } = backend_client {
             backend_clients.push((id, cert, key));
         }
-        status.insert(
-            (Kind::Gateway, key.clone()),
-            ObjectStatus {
-                conditions,
-                listeners: listener_status,
-                parents: Vec::new(),
-                addresses: match &served_at {
-                    Ok(gateway_addresses::Served::Published) => None,
-                    Ok(gateway_addresses::Served::Own(own)) => Some(own.to_vec()),
-                    Err(_) => Some(Vec::new()),
-                },
-            },
-        );
         let at = match served_at {
             Ok(gateway_addresses::Served::Published) => None,
             Ok(gateway_addresses::Served::Own(own)) => Some(own),
             // At no address: its routes attach, and are told so, but answer nowhere.
             Err(_) => Some(Arc::from([])),
         };
+        status.insert(
+            (Kind::Gateway, key.clone()),
+            ObjectStatus {
+                conditions,
+                listeners: listener_status,
+                parents: Vec::new(),
+                addresses: at.as_deref().map(<[IpAddr]>::to_vec),
+            },
+        );
         let mut served = with_scopes(served);
         for l in &mut served {
             l.extras.at.clone_from(&at);

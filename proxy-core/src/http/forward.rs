@@ -178,12 +178,7 @@ impl Proxy {
         // 1. Route.
         upgrade::h2_websocket(&mut parts)?;
         one_authority(&mut parts, self.opts.allow_trace)?;
-        let route = route(
-            config,
-            &mut parts,
-            (info.scheme, info.sni.as_deref(), info.arrived_at()),
-            &log.host,
-        )?;
+        let route = route(config, &mut parts, info, &log.host)?;
         let policy: &RoutePolicy = &route.policy;
         if let Some(key) = &policy.response_headers {
             log.respond_with = config.response_headers.get(key).cloned();
@@ -1244,7 +1239,7 @@ fn one_authority(parts: &mut Parts, allow_trace: bool) -> Result<(), ProxyError>
 fn route<'c>(
     config: &'c Config,
     parts: &mut Parts,
-    (scheme, sni, arrived_at): (Scheme, Option<&str>, IpAddr),
+    info: &super::ConnInfo,
     host: &str,
 ) -> Result<&'c RouteTarget, ProxyError> {
     let path = routes::normalize_path(parts.uri.path())
@@ -1252,14 +1247,14 @@ fn route<'c>(
     // A Gateway's own address: its rules alone.
     let own = match config.routes_at.is_empty() {
         true => None,
-        false => config.routes_at.get(&arrived_at),
+        false => config.routes_at.get(&info.arrived_at()),
     };
     let found = own
         .unwrap_or(&config.routes)
-        .lookup_on(scheme, host, &path, Some(parts));
+        .lookup_on(info.scheme, host, &path, Some(parts));
     // Nothing for the host, on a connection made for a Gateway listener with a
     // hostname that is not the host's: misdirected, not unknown.
-    if let (None, Some(sni), Scheme::Https) = (found, sni, scheme) {
+    if let (None, Some(sni), Scheme::Https) = (found, info.sni.as_deref(), info.scheme) {
         if !config.gateway_sni.is_empty() {
             let mut chosen = config
                 .gateway_sni
