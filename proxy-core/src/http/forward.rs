@@ -19,7 +19,7 @@ use super::errors::{Blame, ProxyError};
 use super::h1::client::PodError;
 use super::h1::ClientUpgrade;
 use super::headers::{self, Forwarding};
-use super::upstream::{resendable, Dial, SendError, Sent, UpstreamBody};
+use super::upstream::{resendable, Dial, Outbound, SendError, Sent, UpstreamBody};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use super::{grpc, upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
 use crate::balance::{Balance, Choice, Condition, CookieAffinity, KeyVars, NextUpstream, Target};
@@ -123,7 +123,7 @@ impl AccessLog {
 impl Proxy {
     pub(crate) async fn handle(
         self: &Arc<Self>,
-        parts: Parts,
+        parts: Box<Parts>,
         body: ClientBody,
         conn: &Conn,
     ) -> Response<ProxyBody> {
@@ -153,7 +153,7 @@ impl Proxy {
     /// Answers `err` without routing, still logging and observing the response.
     pub(crate) fn reject(
         self: &Arc<Self>,
-        parts: Parts,
+        parts: Box<Parts>,
         conn: &Conn,
         err: ProxyError,
     ) -> Response<ProxyBody> {
@@ -168,7 +168,7 @@ impl Proxy {
     async fn proxy(
         self: &Arc<Self>,
         config: &Config,
-        mut parts: Parts,
+        mut parts: Box<Parts>,
         body: ClientBody,
         conn: &Conn,
         client: Client,
@@ -316,7 +316,7 @@ impl Proxy {
         self: &Arc<Self>,
         config: &Config,
         ex: Exchange<'_>,
-        mut parts: Parts,
+        mut parts: Box<Parts>,
         body: ClientBody,
         conn: &Conn,
         log: &mut AccessLog,
@@ -528,7 +528,7 @@ impl Proxy {
                 timeouts,
             );
         }
-        let req = Request::from_parts(parts, body);
+        let req = Box::new(Request::from_parts(*parts, body));
 
         // 4. Send.
         let (sent, choice) = self
@@ -666,7 +666,7 @@ impl Proxy {
         headers::prepare_upstream(&mut parts, conn, &fwd, None);
         parts.headers.extend(headers);
         let body: UpstreamBody = Either::Right(Either::Right(Empty::new()));
-        let req = Request::from_parts(parts, body);
+        let req = Box::new(Request::from_parts(parts, body));
         let timeouts = ex.route.policy.timeouts;
         let to = Destination {
             backend,
@@ -707,7 +707,7 @@ impl Proxy {
         config: &Config,
         to: Destination<'_>,
         mut choice: Choice,
-        mut req: Request<UpstreamBody>,
+        mut req: Outbound,
         log: &mut AccessLog,
     ) -> Result<(Sent, Choice), ProxyError> {
         let Destination {
@@ -917,7 +917,7 @@ impl Proxy {
         *req.headers_mut() = ask.headers;
         let sent = self
             .pool
-            .send(&ask.target, &dial, policy.timeouts, req, || {})
+            .send(&ask.target, &dial, policy.timeouts, Box::new(req), || {})
             .await;
         let resp = match sent {
             Ok(sent) => sent.resp,

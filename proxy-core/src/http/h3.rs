@@ -192,7 +192,7 @@ impl Proxy {
                 done: false,
             }))
         };
-        let resp = self.handle(parts, body, conn).await;
+        let resp = self.handle(Box::new(parts), body, conn).await;
         let (head, mut body) = resp.into_parts();
         if let Err(e) = send.send_response(Response::from_parts(head, ())).await {
             tracing::debug!(error = %e, "HTTP/3 response head not sent");

@@ -93,7 +93,10 @@ impl Proxy {
             let mirror = id.clone();
             tokio::spawn(async move {
                 let _permit = permit;
-                match pool.send(&target, &dial, timeouts, req, || {}).await {
+                match pool
+                    .send(&target, &dial, timeouts, Box::new(req), || {})
+                    .await
+                {
                     Ok(sent) => {
                         let status = sent.resp.status().as_u16();
                         // Read to its end, within the read timeout, so that the

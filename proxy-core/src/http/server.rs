@@ -384,7 +384,9 @@ impl Proxy {
             let active = busy.begin();
             async move {
                 let (parts, body) = req.into_parts();
-                let mut resp = proxy.handle(parts, ClientBody::H2(body), &info).await;
+                let mut resp = proxy
+                    .handle(Box::new(parts), ClientBody::H2(body), &info)
+                    .await;
                 resp.body_mut().hold(active);
                 Ok::<_, Infallible>(resp)
             }

@@ -143,11 +143,16 @@ impl Default for PoolOptions {
     }
 }
 
+/// A request on its way to a pod. Boxed: the futures that carry it through the send
+/// (the retries, the pool, the exchange on a connection) then hold and move a pointer,
+/// not the head.
+pub(crate) type Outbound = Box<Request<UpstreamBody>>;
+
 /// A failed send. `request` is handed back when nothing was sent, so the caller may try
 /// another endpoint.
 pub(crate) struct SendError {
     pub error: ProxyError,
-    pub request: Option<Request<UpstreamBody>>,
+    pub request: Option<Outbound>,
 }
 
 /// A pod's response body: read by Portico's own HTTP/1.1 client, or by hyper's (HTTP/2,
@@ -360,7 +365,7 @@ impl Pool {
         target: &Target,
         dial: &Dial,
         timeouts: Timeouts,
-        req: Request<UpstreamBody>,
+        req: Outbound,
         on_slow_connect: impl FnOnce(),
     ) -> Result<Sent, SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
@@ -396,7 +401,9 @@ impl Pool {
                         Err(error) => {
                             let request = match outgoing {
                                 Outgoing::Request(req) => Some(req),
-                                Outgoing::Replay(r) => r.into_request(REPLAY_MAX_HEADERS),
+                                Outgoing::Replay(r) => {
+                                    r.into_request(REPLAY_MAX_HEADERS).map(Box::new)
+                                }
                             };
                             return Err(SendError { error, request });
                         }
@@ -487,9 +494,10 @@ impl Pool {
         target: &Target,
         dial: &Dial,
         timeouts: Timeouts,
-        mut req: Request<UpstreamBody>,
+        req: Outbound,
         on_slow_connect: impl FnOnce(),
     ) -> Result<Sent, SendError> {
+        let mut req = *req;
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         loop {
@@ -514,7 +522,7 @@ impl Pool {
                         Err(error) => {
                             return Err(SendError {
                                 error,
-                                request: Some(req),
+                                request: Some(Box::new(req)),
                             })
                         }
                     }
@@ -976,12 +984,12 @@ async fn connect_other(
 /// A copy of `req` to send to another endpoint once `req` has been sent: its body must
 /// be held whole (none, or buffered in memory; a streamed body is gone once sent, and a
 /// spilled one shares its file). `None` when it cannot be copied, or is an upgrade.
-pub(crate) fn resendable(req: &Request<UpstreamBody>) -> Option<Request<UpstreamBody>> {
+pub(crate) fn resendable(req: &Request<UpstreamBody>) -> Option<Outbound> {
     if req.headers().contains_key(http::header::UPGRADE) {
         return None;
     }
     if req.body().is_end_stream() {
-        return Some(req.clone_head());
+        return Some(Box::new(req.clone_head()));
     }
     let Either::Right(Either::Left(buffered)) = req.body() else {
         return None;
@@ -992,7 +1000,7 @@ pub(crate) fn resendable(req: &Request<UpstreamBody>) -> Option<Request<Upstream
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    Some(Box::new(copy))
 }
 
 fn replayable(req: &Request<UpstreamBody>) -> bool {

@@ -30,7 +30,7 @@ use super::head::{self, BodyFraming, ResponseHeadError};
 use super::wire::{decode, Decoder, Step};
 use super::Rewind;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
-use crate::http::upstream::{EndpointPool, Link, UpstreamBody};
+use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
 
 /// Most bytes one read asks for.
 const READ_SIZE: usize = 64 * 1024;
@@ -81,7 +81,7 @@ pub(crate) enum ExchangeError {
 // Not boxed: every request would pay an allocation for the rare replay's sake.
 #[allow(clippy::large_enum_variant)]
 pub(crate) enum Outgoing {
-    Request(Request<UpstreamBody>),
+    Request(Outbound),
     Replay(Replay),
 }
 
@@ -99,7 +99,7 @@ impl Replay {
         let bytes = Bytes::from(self.head).slice(..end);
         let parsed = head::parse(bytes, max_headers).ok()?;
         Some(Request::from_parts(
-            parsed.parts,
+            *parsed.parts,
             Either::Right(Either::Right(Empty::new())),
         ))
     }
@@ -221,7 +221,7 @@ impl PodConn {
     ) -> Result<Response<ResponseBody>, ExchangeError> {
         let (mut sending, method, asks_close) = match outgoing {
             Outgoing::Request(req) => {
-                let (parts, body) = req.into_parts();
+                let (parts, body) = (*req).into_parts();
                 let mut sending = Sending::new(body);
                 let asks_close = sending.encode_head(&parts, &mut self.out);
                 (sending, parts.method, asks_close)
@@ -826,13 +826,13 @@ mod tests {
         got.len() >= end + length
     }
 
-    fn get(method: Method) -> Request<UpstreamBody> {
+    fn get(method: Method) -> Outbound {
         let mut req = Request::new(Either::Right(Either::Right(Empty::new())));
         *req.method_mut() = method;
         *req.uri_mut() = http::Uri::from_static("/x?y=1");
         req.headers_mut()
             .insert(header::HOST, http::HeaderValue::from_static("app.test"));
-        req
+        Box::new(req)
     }
 
     async fn body_of(resp: Response<ResponseBody>) -> Result<Vec<u8>, PodError> {
@@ -995,7 +995,11 @@ mod tests {
         let body = BufferedBody::for_tests(b"abc");
         let mut req = Request::new(Either::Right(Either::Left(Box::new(body))));
         *req.method_mut() = Method::POST;
-        if conn.exchange(Outgoing::Request(req), None).await.is_err() {
+        if conn
+            .exchange(Outgoing::Request(Box::new(req)), None)
+            .await
+            .is_err()
+        {
             panic!("no response");
         }
         let sent = sent.await.expect("request");

@@ -25,7 +25,8 @@ pub(crate) enum Framing {
 
 /// A parsed request head.
 pub(crate) struct Head {
-    pub parts: Parts,
+    /// Boxed: it travels through the proxy's layers as a pointer.
+    pub parts: Box<Parts>,
     /// `None`: no body.
     pub framing: Option<Framing>,
     /// Why the body cannot be delimited safely: the request is answered 400 and the
@@ -157,7 +158,7 @@ pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> 
     parts.version = version;
     parts.headers = headers;
     Ok(Head {
-        parts,
+        parts: Box::new(parts),
         framing: framing_of_body,
         refused,
         keep_alive,

@@ -284,7 +284,7 @@ enum Waited {
 }
 
 enum ReadHead {
-    Head(Box<Head>),
+    Head(Head),
     Closed,
     H2,
     Error(HeadError),
@@ -337,7 +337,7 @@ where
             if let Some(end) = head::head_end_from(&state.buf, scanned) {
                 let bytes = state.buf.split_to(end).freeze();
                 return Poll::Ready(match head::parse(bytes, opts.max_headers) {
-                    Ok(head) => ReadHead::Head(Box::new(head)),
+                    Ok(head) => ReadHead::Head(head),
                     Err(e) => ReadHead::Error(e),
                 });
             }
@@ -385,7 +385,7 @@ where
 async fn exchange<IO>(
     proxy: &Arc<Proxy>,
     wire: &Arc<Wire<IO>>,
-    head: Box<Head>,
+    head: Head,
     stop: &mut Stop<'_>,
 ) -> Next
 where
@@ -399,7 +399,7 @@ where
         keep_alive,
         expect_continue,
         upgrade,
-    } = *head;
+    } = head;
     let asked_version = parts.version;
     let is_head = parts.method == Method::HEAD;
     let body = {
