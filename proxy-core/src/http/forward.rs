@@ -185,42 +185,47 @@ impl Proxy {
         }
         log.respond_edits.clone_from(&policy.response_edits);
 
-        // 2. Request filters.
-        let mut ctx = RequestCtx {
-            scheme: info.scheme,
-            host: &log.host,
-            local: info.local,
-            client: client.addr,
-            http_port: self.opts.http_port,
-            https_port: self.opts.https_port,
-            body_limit: None,
-            rewritten: None,
-            credentials: &config.credentials,
-            digest_credentials: &config.digest_credentials,
-            answer_headers: Vec::new(),
-            strip_authorization: false,
-            limiter: &self.rate_limits,
-            replicas: config.replicas,
-            conn_slot: None,
-            external_auth: None,
-            client_auth: &config.client_auth,
-            client_cert: info.client_cert.as_deref(),
-            sni: info.sni.as_deref(),
-            upstream_set: Vec::new(),
+        // 2. Request filters. The context ends before any wait, so that no future
+        // carries it.
+        let (flow, upstream_set, body_limit, rewritten, strip_authorization, external_auth) = {
+            let mut ctx = RequestCtx {
+                scheme: info.scheme,
+                host: &log.host,
+                local: info.local,
+                client: client.addr,
+                http_port: self.opts.http_port,
+                https_port: self.opts.https_port,
+                body_limit: None,
+                rewritten: None,
+                credentials: &config.credentials,
+                digest_credentials: &config.digest_credentials,
+                answer_headers: Vec::new(),
+                strip_authorization: false,
+                limiter: &self.rate_limits,
+                replicas: config.replicas,
+                conn_slot: None,
+                external_auth: None,
+                client_auth: &config.client_auth,
+                client_cert: info.client_cert.as_deref(),
+                sni: info.sni.as_deref(),
+                upstream_set: Vec::new(),
+            };
+            let flow = policy.request_filters(&mut ctx, &parts);
+            // Counted until the answer's body is done, whoever answers.
+            log.conn_slot = ctx.conn_slot.take();
+            // Whatever answers (a filter, the pod, an error), as nginx's `more_set_headers`.
+            if !ctx.answer_headers.is_empty() {
+                log.answer_headers = Some(SetHeaders(std::mem::take(&mut ctx.answer_headers)));
+            }
+            (
+                flow,
+                ctx.upstream_set,
+                ctx.body_limit,
+                ctx.rewritten,
+                ctx.strip_authorization,
+                ctx.external_auth,
+            )
         };
-        let flow = policy.request_filters(&mut ctx, &parts);
-        let upstream_set = std::mem::take(&mut ctx.upstream_set);
-        // Counted until the answer's body is done, whoever answers.
-        log.conn_slot = ctx.conn_slot.take();
-        let body_limit = ctx.body_limit;
-        let rewritten = ctx.rewritten.take();
-        let strip_authorization = ctx.strip_authorization;
-        let answer_headers = std::mem::take(&mut ctx.answer_headers);
-        let external_auth = ctx.external_auth.take();
-        // Whatever answers (a filter, the pod, an error), as nginx's `more_set_headers`.
-        if !answer_headers.is_empty() {
-            log.answer_headers = Some(SetHeaders(answer_headers));
-        }
         if let Flow::Answer(resp) = flow? {
             return Ok(*resp);
         }
@@ -272,10 +277,12 @@ impl Proxy {
         // An error page is asked for with the request's own headers: keep them while the
         // request goes upstream, on routes that intercept anything.
         let pages = policy.errors.as_ref().filter(|p| !p.codes.is_empty());
-        let kept = pages.map(|_| Kept {
-            method: parts.method.clone(),
-            version: parts.version,
-            headers: parts.headers.clone(),
+        let kept = pages.map(|_| {
+            Box::new(Kept {
+                method: parts.method.clone(),
+                version: parts.version,
+                headers: parts.headers.clone(),
+            })
         });
         let exchange = Exchange {
             route,
@@ -614,7 +621,7 @@ impl Proxy {
         ex: &Exchange<'_>,
         pages: &ErrorPages,
         code: StatusCode,
-        kept: Kept,
+        kept: Box<Kept>,
         conn: &Conn,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ProxyError> {
