@@ -334,7 +334,8 @@ impl Proxy {
                     // their tasks, where that stop is watched.
                     let park_after = proxy.opts.park_idle_after.filter(|_| extra.is_none());
                     let (served, stopped) = {
-                        let mut signal = h1::Stop::new(stop.as_mut());
+                        let mut signal =
+                            h1::Stop::new(stop.as_mut(), [Some(&proxy.shutdown), extra.as_ref()]);
                         let begin = h1::Begin::New { park_after };
                         let served = h1::serve(&proxy, wire, &mut signal, begin).await;
                         (served, signal.fired())
@@ -484,7 +485,7 @@ async fn serve_resumed<IO>(
     let _ = (&guard, &permit);
     let mut stop = pin!(proxy.shutdown.triggered());
     let served = {
-        let mut signal = h1::Stop::new(stop.as_mut());
+        let mut signal = h1::Stop::new(stop.as_mut(), [Some(&proxy.shutdown), None]);
         let begin = h1::Begin::Resumed {
             deadline,
             park_after: proxy.opts.park_idle_after,

@@ -37,7 +37,7 @@ use self::wire::{Continue, Decoder};
 use self::write::Asked;
 use super::body::ClientBody;
 use super::errors::ProxyError;
-use super::{ConnInfo, Proxy, ProxyBody, ProxyOptions};
+use super::{ConnInfo, Proxy, ProxyBody, ProxyOptions, Shutdown};
 
 /// The HTTP/2 connection preface.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -85,14 +85,24 @@ impl ClientUpgrade {
 /// What to wait on to stop: fires once, then stays fired.
 pub(crate) struct Stop<'a> {
     signal: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+    /// The shutdowns the signal waits for, read before it is polled again.
+    shutdowns: [Option<&'a Shutdown>; 2],
     fired: bool,
+    /// The signal was polled and waits, with this task's waker.
+    waiting: bool,
 }
 
 impl<'a> Stop<'a> {
-    pub fn new(signal: Pin<&'a mut (dyn Future<Output = ()> + Send)>) -> Self {
+    /// `signal` resolves once one of `shutdowns` is triggered.
+    pub fn new(
+        signal: Pin<&'a mut (dyn Future<Output = ()> + Send)>,
+        shutdowns: [Option<&'a Shutdown>; 2],
+    ) -> Self {
         Self {
             signal,
+            shutdowns,
             fired: false,
+            waiting: false,
         }
     }
 
@@ -104,8 +114,16 @@ impl<'a> Stop<'a> {
         if self.fired {
             return Poll::Ready(());
         }
+        // Once it waits, the signal is polled again only after a trigger: every poll of a
+        // waiting signal takes its waiter list's lock, and a connection's task (whose
+        // waker does not change) looks at it several times a request. The trigger sets
+        // its flag before it wakes the waiters.
+        if self.waiting && !self.shutdowns.iter().flatten().any(|s| s.is_triggered()) {
+            return Poll::Pending;
+        }
         let polled = self.signal.as_mut().poll(cx);
         self.fired = polled.is_ready();
+        self.waiting = !self.fired;
         polled
     }
 }
