@@ -144,6 +144,20 @@ def prepare(a, work, vhosts=100):
                                     https_port=a.https_port))
 
 
+def each_proxy(a, measure):
+    """For the scripts that measure one thing per proxy: the generated routes in
+    `a.work`, a backend answering 13 bytes, and `measure(name, a, work)` for each of
+    `a.proxies` in turn. Returns {name: what measure returned}."""
+    work = os.path.abspath(a.work)
+    prepare(a, work)
+    backend = start_backend(a, work, 13)
+    try:
+        return {name: measure(name, a, work) for name in a.proxies.split(",")}
+    finally:
+        backend.terminate()
+        backend.wait()
+
+
 class Proxy:
     def __init__(self, name, a, work):
         self.name, self.a, self.work, self.proc = name, a, work, None

@@ -43,16 +43,7 @@ def main():
     ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
                     help="Portico's --runtime")
     a = ap.parse_args()
-    work = os.path.abspath(a.work)
-    bench.prepare(a, work)
-    backend = bench.start_backend(a, work, 13)
-    counts = {}
-    try:
-        for name in a.proxies.split(","):
-            counts[name] = measure(a, work, name)
-    finally:
-        backend.terminate()
-        backend.wait()
+    counts = bench.each_proxy(a, lambda name, a, work: measure(a, work, name))
     if "portico" in counts:
         for name, n in counts.items():
             if name != "portico":

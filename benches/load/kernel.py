@@ -104,14 +104,7 @@ def main():
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
     ap.add_argument("--top", type=int, default=0, help="also list the N busiest symbols")
     a = ap.parse_args()
-    work = os.path.abspath(a.work)
-    bench.prepare(a, work)
-    backend = bench.start_backend(a, work, 13)
-    try:
-        rows = {name: record(name, a, work) for name in a.proxies.split(",")}
-    finally:
-        backend.terminate()
-        backend.wait()
+    rows = bench.each_proxy(a, record)
     per = {}
     for name, (n, samples, period) in rows.items():
         g = collections.Counter()

@@ -64,14 +64,7 @@ def main():
     ap.add_argument("--work", default="/tmp/portico-bench-syscalls")
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
     a = ap.parse_args()
-    work = os.path.abspath(a.work)
-    bench.prepare(a, work)
-    backend = bench.start_backend(a, work, 13)
-    try:
-        rows = {name: count(name, a, work) for name in a.proxies.split(",")}
-    finally:
-        backend.terminate()
-        backend.wait()
+    rows = bench.each_proxy(a, count)
     names = sorted({s for _, calls in rows.values() for s in calls},
                    key=lambda s: -max(c.get(s, 0) / max(n, 1) for n, c in rows.values()))
     print("system calls per request (strace -c, keep-alive, %d connections)" % a.connections)
