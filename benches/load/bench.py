@@ -158,6 +158,25 @@ def each_proxy(a, measure):
         backend.wait()
 
 
+def run_under(name, a, work, tool, settle):
+    """Starts proxy `name`, warms it up, attaches `tool(pids)` (a command line, given the
+    proxy's process ids), lets it settle for `settle` seconds, runs wrk for `a.duration`
+    seconds and stops the tool with SIGINT. Returns wrk's result."""
+    p = Proxy(name, a, work)
+    p.start()
+    try:
+        run_wrk(a, work, 2)
+        attached = subprocess.Popen(tool(sorted(tree_pids(p.proc.pid))),
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(settle)
+        r = run_wrk(a, work, a.duration)
+        attached.send_signal(signal.SIGINT)
+        attached.wait(timeout=60)
+        return r
+    finally:
+        p.stop()
+
+
 class Proxy:
     def __init__(self, name, a, work):
         self.name, self.a, self.work, self.proc = name, a, work, None

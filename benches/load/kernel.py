@@ -18,10 +18,8 @@ import argparse
 import collections
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -67,22 +65,11 @@ def group_of(sym, dso):
 
 def record(name, a, work):
     """(requests, {(dso, symbol): samples}, sample period in seconds) for one proxy."""
-    p = bench.Proxy(name, a, work)
-    p.start()
     data = os.path.join(work, f"perf-{name}.data")
-    try:
-        bench.run_wrk(a, work, 2)
-        pids = ",".join(str(x) for x in sorted(bench.tree_pids(p.proc.pid)))
-        freq = 4000
-        rec = subprocess.Popen(["perf", "record", "-e", "cpu-clock", "-F", str(freq),
-                                "-p", pids, "-o", data],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(0.5)
-        r = bench.run_wrk(a, work, a.duration)
-        rec.send_signal(signal.SIGINT)
-        rec.wait(timeout=60)
-    finally:
-        p.stop()
+    freq = 4000
+    r = bench.run_under(name, a, work, lambda pids: [
+        "perf", "record", "-e", "cpu-clock", "-F", str(freq),
+        "-p", ",".join(str(x) for x in pids), "-o", data], 0.5)
     out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
                           "--sort", "dso,sym", "-F", "sample,dso,sym", "--percent-limit", "0"],
                          capture_output=True, text=True, check=True).stdout

@@ -13,10 +13,7 @@ means nothing; the calls each request takes do not change with it.
 import argparse
 import os
 import re
-import signal
-import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -26,26 +23,18 @@ import bench  # noqa: E402
 
 def count(name, a, work):
     """(requests, {syscall: calls}) for one proxy under strace."""
-    p = bench.Proxy(name, a, work)
-    p.start()
-    try:
-        bench.run_wrk(a, work, 2)
-        pids = sorted(bench.tree_pids(p.proc.pid))
+    out = os.path.join(work, f"strace-{name}.txt")
+
+    def strace(pids):
         tasks = []
         for pid in pids:
             try:
                 tasks += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
             except OSError:
                 pass
-        out = os.path.join(work, f"strace-{name}.txt")
-        cmd = ["strace", "-c", "-o", out] + [x for t in tasks for x in ("-p", str(t))]
-        tracer = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(1)
-        r = bench.run_wrk(a, work, a.duration)
-        tracer.send_signal(signal.SIGINT)
-        tracer.wait(timeout=30)
-    finally:
-        p.stop()
+        return ["strace", "-c", "-o", out] + [x for t in tasks for x in ("-p", str(t))]
+
+    r = bench.run_under(name, a, work, strace, 1)
     calls = {}
     with open(out) as f:
         for line in f:
