@@ -197,3 +197,35 @@ async fn ambiguous_or_broken_pod_answers_are_502() {
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{name}");
     }
 }
+
+#[tokio::test]
+async fn fields_a_pods_connection_names_stay_with_the_pod() {
+    for (connection, private_kept) in [
+        ("keep-alive, X-Pod-Private", false),
+        ("X-Pod-Private", false),
+        ("keep-alive", true),
+        ("close", true),
+    ] {
+        let answer: &'static [u8] = format!(
+            "HTTP/1.1 200 OK\r\nConnection: {connection}\r\nX-Pod-Private: 1\r\n\
+X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"
+        )
+        .into_bytes()
+        .leak();
+        let pod = silent_backend(answer).await;
+        let px = TestProxy::start(config(
+            vec![rule("app.test", "pod")],
+            vec![backend("pod", &[pod])],
+        ))
+        .await;
+        let reply = get(px.addr, "app.test", "/").await;
+        assert_eq!(reply.status, StatusCode::OK, "{connection}");
+        assert_eq!(reply.text(), "ok", "{connection}");
+        assert_eq!(reply.header("x-kept"), Some("1"), "{connection}");
+        assert_eq!(
+            reply.header("x-pod-private").is_some(),
+            private_kept,
+            "Connection: {connection}"
+        );
+    }
+}

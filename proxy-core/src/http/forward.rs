@@ -558,13 +558,14 @@ impl Proxy {
             mut resp,
             link,
             stream,
+            connection_names,
             ..
         } = sent;
         log.upstream_status = Some(resp.status());
 
         // 5. Response head.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::prepare_downstream(resp.headers_mut(), switching, client_h2);
+        headers::prepare_downstream(resp.headers_mut(), switching, client_h2, connection_names);
         let mut accepted_h2 = None;
         if switching {
             let Some(client) = client_upgrade else {
@@ -696,7 +697,7 @@ impl Proxy {
                 target: choice.target,
             });
         }
-        headers::prepare_downstream(resp.headers_mut(), false, true);
+        headers::prepare_downstream(resp.headers_mut(), false, true, true);
         let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read, stream));
         if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));

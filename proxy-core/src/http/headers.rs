@@ -115,10 +115,7 @@ fn strip_connection_named(headers: &mut HeaderMap) {
     for value in headers.get_all(header::CONNECTION) {
         let Ok(text) = value.to_str() else { continue };
         for token in text.split(',').map(str::trim) {
-            let usual = ["close", "keep-alive", "upgrade", "te", "trailer"]
-                .iter()
-                .any(|t| token.eq_ignore_ascii_case(t));
-            if usual || token.is_empty() {
+            if !names_a_field(token.as_bytes()) {
                 continue;
             }
             if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
@@ -133,6 +130,16 @@ fn strip_connection_named(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
+}
+
+/// Whether a `Connection` token (trimmed) may name a field to remove: the usual tokens
+/// are skipped without parsing, as `close` names no field and the rest are hop-by-hop
+/// fields that go anyway.
+pub(crate) fn names_a_field(token: &[u8]) -> bool {
+    !token.is_empty()
+        && !["close", "keep-alive", "upgrade", "te", "trailer"]
+            .iter()
+            .any(|t| token.eq_ignore_ascii_case(t.as_bytes()))
 }
 
 /// Turns the client's request head into the upstream's: HTTP/1.1, origin-form URI, the
@@ -277,10 +284,17 @@ pub(crate) fn header_of(ip: IpAddr) -> HeaderValue {
 /// its `Upgrade`/`Connection` pair: that is the handshake being relayed. For an HTTP/1
 /// client the hop-by-hop fields are left in place for the response writer, which skips
 /// them anyway (removing each costs a hash and a shift); only what `Connection` names
-/// goes here.
-pub(crate) fn prepare_downstream(headers: &mut HeaderMap, switching: bool, h2: bool) {
+/// goes here, and only when `connection_names` says it may name something.
+pub(crate) fn prepare_downstream(
+    headers: &mut HeaderMap,
+    switching: bool,
+    h2: bool,
+    connection_names: bool,
+) {
     if !h2 {
-        strip_connection_named(headers);
+        if connection_names {
+            strip_connection_named(headers);
+        }
         return;
     }
     let upgrade = headers.get(header::UPGRADE).cloned();

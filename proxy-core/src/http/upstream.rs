@@ -213,6 +213,9 @@ pub(crate) struct Sent {
     pub link: Arc<Link>,
     /// The request's share of an HTTP/2 connection: keep it with the response body.
     pub stream: Option<Stream>,
+    /// The head's `Connection` may name fields to remove; Portico's own client knows
+    /// when it names none, which spares an HTTP/1 client's answer the lookup.
+    pub connection_names: bool,
 }
 
 /// A connect taking longer than this marks its endpoint as suspect (see
@@ -426,6 +429,7 @@ impl Pool {
             match conn.exchange(outgoing, home).await {
                 Ok(resp) => {
                     return Ok(Sent {
+                        connection_names: resp.body().connection_names,
                         resp: resp.map(PodBody::H1),
                         fresh,
                         link,
@@ -557,6 +561,7 @@ impl Pool {
                         fresh,
                         link,
                         stream,
+                        connection_names: true,
                     })
                 }
                 Attempt::Again(back) => req = back,

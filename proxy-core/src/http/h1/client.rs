@@ -324,6 +324,7 @@ impl PodConn {
             parts,
             framing,
             keep_alive,
+            connection_names,
         } = head;
         let reusable = keep_alive && !asks_close && send_failed.is_none();
         let mut body = ResponseBody {
@@ -334,6 +335,7 @@ impl PodConn {
             ready: None,
             home,
             conn: Some(self),
+            connection_names,
         };
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the tunnel's now (`ResponseBody::upgraded`).
@@ -614,6 +616,8 @@ pub(crate) struct ResponseBody {
     /// The whole body, when it came with the head.
     ready: Option<Bytes>,
     home: Option<Home>,
+    /// The head's `Connection` names fields of its own to remove.
+    pub connection_names: bool,
 }
 
 impl ResponseBody {

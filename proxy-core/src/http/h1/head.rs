@@ -184,6 +184,8 @@ pub(crate) struct ResponseHead {
     pub framing: BodyFraming,
     /// The connection may carry another request after this response.
     pub keep_alive: bool,
+    /// `Connection` names a field of the response (see `headers::names_a_field`).
+    pub connection_names: bool,
 }
 
 /// Why a pod's response head is refused (answered 502, as nginx does).
@@ -287,6 +289,7 @@ pub(crate) fn parse_response(
         parts,
         framing: body,
         keep_alive,
+        connection_names: framing.names_fields,
     })
 }
 
@@ -363,6 +366,8 @@ struct FramingFields {
     close: bool,
     keep_alive: bool,
     connection_upgrade: bool,
+    /// `Connection` names a field besides the usual tokens.
+    names_fields: bool,
     upgrade_header: bool,
     expect_continue: bool,
 }
@@ -415,6 +420,8 @@ impl FramingFields {
                 self.keep_alive = true;
             } else if token.eq_ignore_ascii_case(b"upgrade") {
                 self.connection_upgrade = true;
+            } else if crate::http::headers::names_a_field(token) {
+                self.names_fields = true;
             }
         }
     }
