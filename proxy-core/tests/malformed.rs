@@ -187,15 +187,20 @@ async fn ambiguous_or_broken_pod_answers_are_502() {
         ("a status that is not one", b"HTTP/1.1 20x OK\r\n\r\n"),
         ("not HTTP", b"SSH-2.0-OpenSSH_9.6\r\n\r\n"),
     ] {
-        let pod = silent_backend(answer).await;
-        let px = TestProxy::start(config(
-            vec![rule("app.test", "pod")],
-            vec![backend("pod", &[pod])],
-        ))
-        .await;
-        let reply = get(px.addr, "app.test", "/").await;
+        let reply = answered_by_pod(answer).await;
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{name}");
     }
+}
+
+/// A request through a proxy to a pod that answers `answer` on every connection.
+async fn answered_by_pod(answer: &'static [u8]) -> Reply {
+    let pod = silent_backend(answer).await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    get(px.addr, "app.test", "/").await
 }
 
 #[tokio::test]
@@ -212,13 +217,7 @@ X-Kept: 1\r\nContent-Length: 2\r\n\r\nok"
         )
         .into_bytes()
         .leak();
-        let pod = silent_backend(answer).await;
-        let px = TestProxy::start(config(
-            vec![rule("app.test", "pod")],
-            vec![backend("pod", &[pod])],
-        ))
-        .await;
-        let reply = get(px.addr, "app.test", "/").await;
+        let reply = answered_by_pod(answer).await;
         assert_eq!(reply.status, StatusCode::OK, "{connection}");
         assert_eq!(reply.text(), "ok", "{connection}");
         assert_eq!(reply.header("x-kept"), Some("1"), "{connection}");
