@@ -280,3 +280,141 @@ async fn a_parked_connection_keeps_its_place_under_the_connection_cap() {
     assert!(matches!(refused, Ok(Ok(0)) | Ok(Err(_))), "{refused:?}");
     get_on(&mut s).await;
 }
+
+/// The fields of `reply`'s head, after its status line.
+fn fields_of(reply: &str) -> Vec<&str> {
+    let Some((head, _)) = reply.split_once("\r\n\r\n") else {
+        panic!("no whole head in {reply:?}");
+    };
+    head.split("\r\n").skip(1).collect()
+}
+
+#[tokio::test]
+async fn a_pods_fields_reach_the_client_as_it_sent_them_less_its_hop_by_hop_ones() {
+    let pod = silent_backend(
+        b"HTTP/1.1 200 OK\r\nServer: pod/1\r\nX-Mixed-Case: A b\r\nSet-Cookie: a=1\r\n\
+Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nSet-Cookie: b=2\r\nTE: trailers\r\n\
+Trailer: X-T\r\nUpgrade: h2c\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+    )
+    .await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    let (reply, _) = raw_exchange(
+        px.addr,
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(reply.starts_with("HTTP/1.1 200 OK\r\n"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nok"), "{reply}");
+    // Portico's own `Server` stands in for the pod's; the rest keep the pod's spelling
+    // and order, and the connection's own fields are Portico's.
+    assert_eq!(
+        fields_of(&reply),
+        [
+            "server: portico",
+            "X-Mixed-Case: A b",
+            "Set-Cookie: a=1",
+            "Set-Cookie: b=2",
+            "Date: Mon, 01 Jan 2024 00:00:00 GMT",
+            "Content-Length: 2",
+            "connection: close",
+        ],
+        "{reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_head_answer_keeps_the_length_the_pod_stated() {
+    let pod = silent_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n").await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    let (reply, _) = raw_exchange(
+        px.addr,
+        b"HEAD / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let fields = fields_of(&reply);
+    assert!(fields.contains(&"content-length: 5"), "{reply}");
+    assert!(reply.ends_with("\r\n\r\n"), "no body: {reply}");
+    assert!(
+        fields.iter().any(|f| f.starts_with("date: ")),
+        "a date of Portico's where the pod gave none: {reply}"
+    );
+}
+
+#[tokio::test]
+async fn a_routes_answer_edits_and_affinity_cookie_apply_to_a_pods_fields() {
+    use std::sync::Arc;
+
+    use hyper::header::{HeaderName, HeaderValue};
+    use proxy_core::balance::CookieAffinity;
+    use proxy_core::pipeline::HeaderEdits;
+
+    // A pod that answers once per connection: one for each request.
+    let answer = b"HTTP/1.1 200 OK\r\nX-Gone: 1\r\nX-Set: pod\r\nSet-Cookie: a=1\r\nContent-Length: 2\r\n\r\nok";
+    let (pod, sticky_pod) = (silent_backend(answer).await, silent_backend(answer).await);
+    let edited = with_policy(rule("app.test", "pod"), |p| {
+        p.response_edits = Some(Arc::new(HeaderEdits {
+            set: vec![(
+                HeaderName::from_static("x-set"),
+                HeaderValue::from_static("route"),
+            )],
+            add: vec![(
+                HeaderName::from_static("x-added"),
+                HeaderValue::from_static("1"),
+            )],
+            remove: vec![HeaderName::from_static("x-gone")],
+        }));
+    });
+    let affinity = CookieAffinity {
+        name: "route".into(),
+        ..CookieAffinity::default()
+    };
+    let px = TestProxy::start(config(
+        vec![edited, sticky(rule("sticky.test", "sticky"), affinity)],
+        vec![backend("pod", &[pod]), backend("sticky", &[sticky_pod])],
+    ))
+    .await;
+    let (reply, _) = raw_exchange(
+        px.addr,
+        b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let fields: Vec<String> = fields_of(&reply)
+        .iter()
+        .map(|f| f.to_ascii_lowercase())
+        .collect();
+    assert!(!fields.iter().any(|f| f.starts_with("x-gone")), "{reply}");
+    assert_eq!(
+        fields
+            .iter()
+            .filter(|f| f.starts_with("x-set:"))
+            .collect::<Vec<_>>(),
+        ["x-set: route"],
+        "{reply}"
+    );
+    assert!(fields.contains(&"x-added: 1".to_owned()), "{reply}");
+    assert!(fields.contains(&"set-cookie: a=1".to_owned()), "{reply}");
+    let (reply, _) = raw_exchange(
+        px.addr,
+        b"GET / HTTP/1.1\r\nHost: sticky.test\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    let cookies: Vec<&str> = fields_of(&reply)
+        .into_iter()
+        .filter(|f| f.to_ascii_lowercase().starts_with("set-cookie:"))
+        .collect();
+    assert_eq!(
+        cookies.len(),
+        2,
+        "the pod's cookie and the affinity's: {reply}"
+    );
+    assert!(cookies.iter().any(|c| c.ends_with("a=1")), "{reply}");
+    assert!(cookies.iter().any(|c| c.contains("route=")), "{reply}");
+}

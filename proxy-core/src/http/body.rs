@@ -17,7 +17,7 @@ use tokio::time::{Instant, Sleep};
 use std::sync::Arc;
 
 use super::activity::ActiveGuard;
-use super::h1::{H1Body, H1BodyError};
+use super::h1::{H1Body, H1BodyError, PodFields};
 use super::stall::Progress;
 use super::upstream::{PodBody, Stream};
 
@@ -207,6 +207,54 @@ pub enum BodyEnd {
 /// Told once when a response is done (or abandoned), with the bytes sent and how.
 pub(crate) trait OnDone: Send {
     fn done(self: Box<Self>, bytes: u64, end: BodyEnd);
+}
+
+/// A body that may still hold its pod's response fields as they came (see
+/// [`PodFields`]).
+pub(crate) trait HoldsPodFields {
+    fn pod_fields(&self) -> Option<&PodFields>;
+    fn take_pod_fields(&mut self) -> Option<Box<PodFields>>;
+}
+
+/// Reads the pod's fields still held by `resp`'s body into its map. Whatever reads an
+/// answer's fields, or edits them other than by `HeaderMap::insert` of a whole name,
+/// calls this first; only the HTTP/1 response writer reads them as they are.
+pub(crate) fn read_pod_fields<B: HoldsPodFields>(resp: &mut http::Response<B>) {
+    if let Some(fields) = resp.body_mut().take_pod_fields() {
+        fields.add_to(resp.headers_mut());
+    }
+}
+
+impl HoldsPodFields for PodBody {
+    fn pod_fields(&self) -> Option<&PodFields> {
+        match self {
+            PodBody::H1(b) => b.fields.as_deref(),
+            PodBody::Hyper(_) => None,
+        }
+    }
+
+    fn take_pod_fields(&mut self) -> Option<Box<PodFields>> {
+        match self {
+            PodBody::H1(b) => b.fields.take(),
+            PodBody::Hyper(_) => None,
+        }
+    }
+}
+
+impl HoldsPodFields for ProxyBody {
+    fn pod_fields(&self) -> Option<&PodFields> {
+        match &self.kind {
+            Kind::Upstream { body, .. } => body.pod_fields(),
+            Kind::Full(_) => None,
+        }
+    }
+
+    fn take_pod_fields(&mut self) -> Option<Box<PodFields>> {
+        match &mut self.kind {
+            Kind::Upstream { body, .. } => body.take_pod_fields(),
+            Kind::Full(_) => None,
+        }
+    }
 }
 
 /// Every response body the proxy sends: the upstream's, streamed under the read idle

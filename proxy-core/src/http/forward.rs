@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 
-use super::body::{BodyEnd, ClientBody, OnDone, RequestBody};
+use super::body::{read_pod_fields, BodyEnd, ClientBody, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::h1::client::PodError;
@@ -563,9 +563,13 @@ impl Proxy {
         } = sent;
         log.upstream_status = Some(resp.status());
 
-        // 5. Response head.
+        // 5. Response head. An HTTP/1 client gets the pod's fields as they came unless
+        // something here reads or edits them.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
-        headers::prepare_downstream(resp.headers_mut(), switching, client_h2, connection_names);
+        if client_h2 || switching || connection_names {
+            read_pod_fields(&mut resp);
+            headers::prepare_downstream(resp.headers_mut(), switching, client_h2, connection_names);
+        }
         let mut accepted_h2 = None;
         if switching {
             let Some(client) = client_upgrade else {
@@ -587,6 +591,7 @@ impl Proxy {
         }
         if let (Some(value), Some(affinity)) = (&choice.set_cookie, affinity) {
             if let Ok(v) = HeaderValue::from_str(&affinity.set_cookie(value)) {
+                read_pod_fields(&mut resp);
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
         }
@@ -697,6 +702,7 @@ impl Proxy {
                 target: choice.target,
             });
         }
+        read_pod_fields(&mut resp);
         headers::prepare_downstream(resp.headers_mut(), false, true, true);
         let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read, stream));
         if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
@@ -928,7 +934,10 @@ impl Proxy {
             .send(&ask.target, &dial, policy.timeouts, Box::new(req), || {})
             .await;
         let resp = match sent {
-            Ok(sent) => sent.resp,
+            Ok(mut sent) => {
+                read_pod_fields(&mut sent.resp);
+                sent.resp
+            }
             Err(e) => {
                 return Err(ProxyError::ExternalAuth(format!(
                     "asking {} failed: {}",
@@ -1015,6 +1024,17 @@ impl Proxy {
         {
             headers.insert(header::ALT_SVC, alt_svc.clone());
         }
+        // The inserts above need not read the pod's fields (see `read_pod_fields`); the
+        // edits below may remove, append or read.
+        if log.answer_headers.is_some()
+            || log.respond_with.is_some()
+            || log.respond_edits.is_some()
+            || log.backend_respond_edits.is_some()
+            || log.auth_cookies.is_some()
+        {
+            read_pod_fields(&mut resp);
+        }
+        let headers = resp.headers_mut();
         // After Portico's own, as headers-more's filter runs after nginx's.
         if let Some(set) = log.answer_headers.take() {
             set.apply(headers);

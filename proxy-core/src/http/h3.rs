@@ -192,7 +192,9 @@ impl Proxy {
                 done: false,
             }))
         };
-        let resp = self.handle(Box::new(parts), body, conn).await;
+        let mut resp = self.handle(Box::new(parts), body, conn).await;
+        // The HTTP/3 stream writes the map alone.
+        crate::http::body::read_pod_fields(&mut resp);
         let (head, mut body) = resp.into_parts();
         if let Err(e) = send.send_response(Response::from_parts(head, ())).await {
             tracing::debug!(error = %e, "HTTP/3 response head not sent");

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
 use super::activity::{Activity, IdleWatch};
-use super::body::ClientBody;
+use super::body::{read_pod_fields, ClientBody};
 use super::h1;
 use super::h1::park::{Lot, Parkable, Parked};
 use super::idle_io::{WriteIdle, WriteTimeout};
@@ -388,6 +388,8 @@ impl Proxy {
                 let mut resp = proxy
                     .handle(Box::new(parts), ClientBody::H2(body), &info)
                     .await;
+                // hyper writes the map alone.
+                read_pod_fields(&mut resp);
                 resp.body_mut().hold(active);
                 Ok::<_, Infallible>(resp)
             }

@@ -26,7 +26,7 @@ use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-use super::head::{self, BodyFraming, ResponseHeadError};
+use super::head::{self, BodyFraming, PodFields, ResponseHeadError};
 use super::wire::{decode, Decoder, Step};
 use super::Rewind;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
@@ -322,6 +322,7 @@ impl PodConn {
 
         let head::ResponseHead {
             parts,
+            fields,
             framing,
             keep_alive,
             connection_names,
@@ -336,6 +337,7 @@ impl PodConn {
             home,
             conn: Some(self),
             connection_names,
+            fields: Some(fields),
         };
         if parts.status == StatusCode::SWITCHING_PROTOCOLS {
             // The connection is the tunnel's now (`ResponseBody::upgraded`).
@@ -618,6 +620,9 @@ pub(crate) struct ResponseBody {
     home: Option<Home>,
     /// The head's `Connection` names fields of its own to remove.
     pub connection_names: bool,
+    /// The head's fields, until something reads them into the response's map
+    /// (`body::read_pod_fields`).
+    pub fields: Option<Box<PodFields>>,
 }
 
 impl ResponseBody {
@@ -932,8 +937,10 @@ mod tests {
     #[tokio::test]
     async fn head_and_304_answers_have_no_body_whatever_their_length_says() {
         let (conn, _) = pod(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"]).await;
-        let resp = answer(conn, Method::HEAD).await;
+        let mut resp = answer(conn, Method::HEAD).await;
         assert!(resp.body().is_end_stream());
+        let fields = resp.body_mut().fields.take().expect("the head's fields");
+        fields.add_to(resp.headers_mut());
         assert_eq!(resp.headers()["content-length"], "5");
         let (conn, _) = pod(vec![
             b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",

@@ -79,12 +79,12 @@ pub(crate) fn head_end_from(buf: &[u8], from: usize) -> Option<usize> {
     None
 }
 
-/// Parses the head at the start of `head` (exactly the bytes of one head, as
-/// [`head_end_from`] found them, plus any empty lines before it).
 /// How many fields a proxied request gains on its way upstream (`X-Forwarded-*`,
 /// `X-Real-IP`).
 const FORWARDING_ROOM: usize = 8;
 
+/// Parses the head at the start of `head` (exactly the bytes of one head, as
+/// [`head_end_from`] found them, plus any empty lines before it).
 pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> {
     // Left uninitialised: httparse writes the slots it uses, and zeroing 64 of them
     // cost more than parsing a short head.
@@ -143,7 +143,7 @@ pub(crate) fn parse(head: Bytes, max_headers: usize) -> Result<Head, HeadError> 
         let (at, len) = span(h.value);
         let value = HeaderValue::from_maybe_shared(head.slice(at..at + len))
             .map_err(|_| HeadError::Malformed("invalid header value"))?;
-        framing.see(&name, value.as_bytes());
+        framing.see(role(name.as_str().as_bytes()), value.as_bytes());
         headers.append(name, value);
     }
 
@@ -180,7 +180,10 @@ pub(crate) enum BodyFraming {
 
 /// A parsed response head from a pod.
 pub(crate) struct ResponseHead {
+    /// The status and version; the fields are in `fields`.
     pub parts: http::response::Parts,
+    /// Boxed: the answer moves through the proxy's layers with a pointer to them.
+    pub fields: Box<PodFields>,
     pub framing: BodyFraming,
     /// The connection may carry another request after this response.
     pub keep_alive: bool,
@@ -236,16 +239,25 @@ pub(crate) fn parse_response(
         _ => return Err(ResponseHeadError::Malformed("unsupported HTTP version")),
     };
     let base = head.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(resp.headers.len());
+    if u32::try_from(head.len()).is_err() {
+        return Err(ResponseHeadError::Malformed("response head too large"));
+    }
+    // Offsets within `head`, which was just found to fit.
+    let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+    let mut spans = Vec::with_capacity(resp.headers.len());
     let mut framing = FramingFields::default();
     for h in resp.headers.iter() {
-        let name =
-            field_name(h.name).map_err(|_| ResponseHeadError::Malformed("invalid header name"))?;
-        let at = h.value.as_ptr() as usize - base;
-        let value = HeaderValue::from_maybe_shared(head.slice(at..at + h.value.len()))
-            .map_err(|_| ResponseHeadError::Malformed("invalid header value"))?;
-        framing.see(&name, value.as_bytes());
-        headers.append(name, value);
+        let role = role(h.name.as_bytes());
+        framing.see(role, h.value);
+        let (name, name_len) = at(h.name.as_bytes());
+        let (value, value_len) = at(h.value);
+        spans.push(Span {
+            name,
+            name_len,
+            value,
+            value_len,
+            role,
+        });
     }
     let bodiless = *method == Method::HEAD
         || code.is_informational()
@@ -284,13 +296,143 @@ pub(crate) fn parse_response(
     let (mut parts, ()) = http::Response::new(()).into_parts();
     parts.status = code;
     parts.version = version;
-    parts.headers = headers;
     Ok(ResponseHead {
         parts,
+        fields: Box::new(PodFields { head, spans }),
         framing: body,
         keep_alive,
         connection_names: framing.names_fields,
     })
+}
+
+/// A pod's response fields as they came: the head's bytes and where each field lies in
+/// them. An HTTP/1 client gets them copied as they are; they are read into a
+/// `HeaderMap` only when something reads or edits them ([`PodFields::add_to`]), which
+/// spares most answers building, and dropping, a map.
+pub(crate) struct PodFields {
+    head: Bytes,
+    spans: Vec<Span>,
+}
+
+/// One field's name and value, as offsets into the head.
+struct Span {
+    name: u32,
+    name_len: u32,
+    value: u32,
+    value_len: u32,
+    role: Role,
+}
+
+/// What a field's name means to HTTP/1 framing and to the hop it travels: told once per
+/// field, in any case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Upgrade,
+    Expect,
+    Date,
+    /// The other hop-by-hop fields: `Keep-Alive`, `Proxy-Connection`,
+    /// `Proxy-Authenticate`, `TE`, `Trailer`.
+    HopByHop,
+    Other,
+}
+
+/// The role of the field named `name`, in any case.
+pub(crate) fn role(name: &[u8]) -> Role {
+    let is = |known: &[u8]| name.eq_ignore_ascii_case(known);
+    match name.len() {
+        2 if is(b"te") => Role::HopByHop,
+        4 if is(b"date") => Role::Date,
+        6 if is(b"expect") => Role::Expect,
+        7 if is(b"upgrade") => Role::Upgrade,
+        7 if is(b"trailer") => Role::HopByHop,
+        10 if is(b"connection") => Role::Connection,
+        10 if is(b"keep-alive") => Role::HopByHop,
+        14 if is(b"content-length") => Role::ContentLength,
+        16 if is(b"proxy-connection") => Role::HopByHop,
+        17 if is(b"transfer-encoding") => Role::TransferEncoding,
+        18 if is(b"proxy-authenticate") => Role::HopByHop,
+        _ => Role::Other,
+    }
+}
+
+impl PodFields {
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    fn bytes(&self, at: u32, len: u32) -> &[u8] {
+        let at = at as usize;
+        self.head.get(at..at + len as usize).unwrap_or_default()
+    }
+
+    /// Writes the fields `keep` lets through as `name: value` lines, in the pod's order.
+    /// Stretches of the head already written so (one space after the colon, CRLF) are
+    /// copied whole, most heads in two or three copies.
+    pub fn write_kept(&self, mut keep: impl FnMut(&[u8], Role, &[u8]) -> bool, out: &mut Vec<u8>) {
+        let mut run: Option<(usize, usize)> = None;
+        let flush = |run: Option<(usize, usize)>, out: &mut Vec<u8>| {
+            if let Some((start, end)) = run {
+                out.extend_from_slice(self.head.get(start..end).unwrap_or_default());
+            }
+        };
+        for s in &self.spans {
+            let (name, value) = (
+                self.bytes(s.name, s.name_len),
+                self.bytes(s.value, s.value_len),
+            );
+            if !keep(name, s.role, value) {
+                continue;
+            }
+            let (start, at) = (s.name as usize, s.value as usize);
+            let end = at + value.len();
+            let as_written = at == start + name.len() + 2
+                && self.head.get(at - 2..at) == Some(b": ")
+                && self.head.get(end..end + 2) == Some(b"\r\n");
+            match run {
+                Some((from, to)) if as_written && to == start => run = Some((from, end + 2)),
+                _ if as_written => {
+                    flush(run, out);
+                    run = Some((start, end + 2));
+                }
+                _ => {
+                    flush(run.take(), out);
+                    out.extend_from_slice(name);
+                    out.extend_from_slice(b": ");
+                    out.extend_from_slice(value);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+        }
+        flush(run, out);
+    }
+
+    /// Adds the fields to `headers` after what it holds. A name `headers` already has was
+    /// set over the pod's (as `HeaderMap::insert` does), so the pod's fields of that name
+    /// are left out.
+    pub fn add_to(&self, headers: &mut HeaderMap) {
+        let set: Vec<HeaderName> = headers.keys().cloned().collect();
+        headers.reserve(self.spans.len());
+        for s in &self.spans {
+            let (at, len) = (s.name as usize, s.name_len as usize);
+            // httparse's grammar for names and values is the `http` crate's, so neither
+            // refuses what the parse let through.
+            let name = std::str::from_utf8(self.head.get(at..at + len).unwrap_or_default())
+                .ok()
+                .and_then(|n| field_name(n).ok());
+            let Some(name) = name else { continue };
+            if set.contains(&name) {
+                continue;
+            }
+            let (at, len) = (s.value as usize, s.value_len as usize);
+            let Ok(value) = HeaderValue::from_maybe_shared(self.head.slice(at..at + len)) else {
+                continue;
+            };
+            headers.append(name, value);
+        }
+    }
 }
 
 /// A field's name, as the `http` crate reads it. The names nearly every head carries,
@@ -373,17 +515,16 @@ struct FramingFields {
 }
 
 impl FramingFields {
-    fn see(&mut self, name: &HeaderName, value: &[u8]) {
-        if name == header::CONTENT_LENGTH {
-            self.see_length(value);
-        } else if name == header::TRANSFER_ENCODING {
-            self.see_coding(value);
-        } else if name == header::CONNECTION {
-            self.see_connection(value);
-        } else if name == header::UPGRADE {
-            self.upgrade_header = true;
-        } else if name == header::EXPECT {
-            self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+    fn see(&mut self, role: Role, value: &[u8]) {
+        match role {
+            Role::ContentLength => self.see_length(value),
+            Role::TransferEncoding => self.see_coding(value),
+            Role::Connection => self.see_connection(value),
+            Role::Upgrade => self.upgrade_header = true,
+            Role::Expect => {
+                self.expect_continue = trim(value).eq_ignore_ascii_case(b"100-continue");
+            }
+            Role::Date | Role::HopByHop | Role::Other => {}
         }
     }
 
@@ -629,5 +770,45 @@ mod tests {
         let bytes = Bytes::from_static(b"GET /x HTTP/1.1\r\nA: b\r\n\r\n");
         let end = head_end_from(&bytes, 0).unwrap();
         assert_eq!(parse(bytes.slice(..end), 10).unwrap().parts.uri, "/x");
+    }
+
+    #[test]
+    fn a_pods_fields_keep_their_spelling_and_order_until_read_into_a_map() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: pod\r\nX-Two:1\r\nset-cookie: a=1\r\n\
+Set-Cookie:  b=2 \r\nContent-Length: 2\r\nX-Last: z\r\n\r\n";
+        let h = parse_response(Bytes::from_static(raw), &Method::GET).unwrap();
+        assert!(h.parts.headers.is_empty());
+        assert_eq!(h.framing, BodyFraming::Length(2));
+        let mut out = Vec::new();
+        h.fields.write_kept(|_, _, _| true, &mut out);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "Server: pod\r\nX-Two: 1\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\n\
+Content-Length: 2\r\nX-Last: z\r\n"
+        );
+        let mut seen = Vec::new();
+        out.clear();
+        h.fields.write_kept(
+            |name, role, value| {
+                seen.push(String::from_utf8_lossy(value).into_owned());
+                role != Role::ContentLength && name != b"Server"
+            },
+            &mut out,
+        );
+        assert_eq!(seen, ["pod", "1", "a=1", "b=2", "2", "z"]);
+        assert_eq!(
+            String::from_utf8_lossy(&out),
+            "X-Two: 1\r\nset-cookie: a=1\r\nSet-Cookie: b=2\r\nX-Last: z\r\n"
+        );
+        // A name the map already holds was set over the pod's: all its fields go.
+        let mut map = HeaderMap::new();
+        map.insert(header::SERVER, HeaderValue::from_static("portico"));
+        h.fields.add_to(&mut map);
+        assert_eq!(map.get_all(header::SERVER).iter().count(), 1);
+        assert_eq!(map[header::SERVER], "portico");
+        let cookies: Vec<_> = map.get_all(header::SET_COOKIE).iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(map["x-two"], "1");
+        assert_eq!(map.len(), 6);
     }
 }

@@ -31,6 +31,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::oneshot;
 use tokio::time::{sleep_until, Instant, Sleep};
 
+pub(crate) use self::head::PodFields;
 use self::head::{Head, HeadError};
 pub(crate) use self::wire::Wire;
 use self::wire::{Continue, Decoder};

@@ -13,7 +13,9 @@ use http::{StatusCode, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite};
 
+use super::head::{role, PodFields, Role};
 use super::wire::Wire;
+use crate::http::body::HoldsPodFields;
 use crate::http::{CloseAfter, ProxyBody};
 
 /// How the body goes on the wire.
@@ -50,7 +52,8 @@ pub(crate) fn head(
         || status == StatusCode::NOT_MODIFIED;
     let bodiless = status.is_informational() || status == StatusCode::NO_CONTENT;
 
-    out.reserve(128 + parts.headers.len() * 48);
+    let pod = body.pod_fields();
+    out.reserve(128 + (parts.headers.len() + pod.map_or(0, PodFields::len)) * 48);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.push(b' ');
@@ -59,30 +62,38 @@ pub(crate) fn head(
     // One pass writes the fields and notes what framing needs: the length a response
     // states is believed (bodies of our own know theirs), and `Connection: close` ends
     // the connection after it.
-    let mut stated = None;
-    let mut has_date = false;
-    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    let mut fields = Fields {
+        bodiless,
+        switching: status == StatusCode::SWITCHING_PROTOCOLS,
+        stated: None,
+        has_date: false,
+    };
     for (name, value) in &parts.headers {
-        match name.as_str() {
-            // Hop-by-hop: this connection's own are written below.
-            "connection" | "keep-alive" | "proxy-connection" | "proxy-authenticate" | "te"
-            | "trailer" | "transfer-encoding" => continue,
-            "upgrade" if !switching => continue,
-            "content-length" => {
-                let length = value.to_str().ok().and_then(|v| v.parse::<u64>().ok());
-                if bodiless || length.is_none() || stated.is_some() {
-                    continue;
-                }
-                stated = length;
-            }
-            "date" => has_date = true,
-            _ => {}
+        let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
+        if fields.keep(role(name), value) {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
+    if let Some(pod) = pod {
+        // The pod's fields as it sent them, but for those the map sets over them.
+        let keep = |name: &[u8], role: Role, value: &[u8]| {
+            let set_over = parts.headers.keys().any(|k| {
+                let k = k.as_str().as_bytes();
+                k.len() == name.len() && k.eq_ignore_ascii_case(name)
+            });
+            !set_over && fields.keep(role, value)
+        };
+        pod.write_kept(keep, out);
+    }
+    let Fields {
+        stated,
+        has_date,
+        switching,
+        ..
+    } = fields;
     let closes = parts.extensions.get::<CloseAfter>().is_some();
     let framing = if no_body {
         Out::Empty
@@ -117,6 +128,41 @@ pub(crate) fn head(
     }
     out.extend_from_slice(b"\r\n");
     (framing, keep_alive)
+}
+
+/// The fields of a response head, written one by one.
+struct Fields {
+    bodiless: bool,
+    switching: bool,
+    /// The length the response states.
+    stated: Option<u64>,
+    has_date: bool,
+}
+
+impl Fields {
+    /// Whether a field is written: not when it is this connection's to set.
+    fn keep(&mut self, role: Role, value: &[u8]) -> bool {
+        match role {
+            // Hop-by-hop: this connection's own are written after the fields.
+            Role::Connection | Role::TransferEncoding | Role::HopByHop => false,
+            Role::Upgrade => self.switching,
+            Role::ContentLength => {
+                let length = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok());
+                if self.bodiless || length.is_none() || self.stated.is_some() {
+                    return false;
+                }
+                self.stated = length;
+                true
+            }
+            Role::Date => {
+                self.has_date = true;
+                true
+            }
+            Role::Expect | Role::Other => true,
+        }
+    }
 }
 
 /// Sends the head (already in `pending`) and the body. `Ok(true)` when the response was
