@@ -890,3 +890,116 @@ async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
         assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
     }
 }
+
+/// A pod that keeps every request head it reads, answers `200 ok` and closes.
+async fn head_keeper() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let kept = kept.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got.extend_from_slice(&buf[..n]),
+                    }
+                }
+                kept.lock()
+                    .unwrap()
+                    .push(String::from_utf8_lossy(&got).into_owned());
+                let _ = stream
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, heads)
+}
+
+/// The values of every `name` field in a request head, in order.
+fn values_in<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
+    head.split("\r\n")
+        .filter_map(|line| line.split_once(": "))
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect()
+}
+
+#[tokio::test]
+async fn each_forwarding_field_reaches_the_pod_once() {
+    let (pod, heads) = head_keeper().await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    let last_head = || {
+        heads
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("a request head")
+    };
+    let once = [
+        ("x-forwarded-for", "127.0.0.1"),
+        ("x-real-ip", "127.0.0.1"),
+        ("x-forwarded-proto", "http"),
+        ("x-forwarded-scheme", "http"),
+        ("x-forwarded-host", "app.test"),
+    ];
+    // Written after the client's fields (it sent none of these).
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    let head = last_head();
+    for (name, value) in once {
+        assert_eq!(values_in(&head, name), [value], "{name} in {head}");
+    }
+    assert_eq!(values_in(&head, "x-forwarded-port").len(), 1, "{head}");
+    assert!(
+        values_in(&head, "x-original-forwarded-for").is_empty(),
+        "{head}"
+    );
+    // Set in the map, over the client's own.
+    let r = get_with(
+        px.addr,
+        "app.test",
+        "/",
+        &[
+            ("x-forwarded-for", "198.51.100.1"),
+            ("x-real-ip", "198.51.100.1"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let head = last_head();
+    for (name, value) in once {
+        assert_eq!(values_in(&head, name), [value], "{name} in {head}");
+    }
+    assert_eq!(
+        values_in(&head, "x-original-forwarded-for"),
+        ["198.51.100.1"],
+        "{head}"
+    );
+    // A global field set over a forwarding one: the map takes them all.
+    let mut cfg = config(vec![rule("app.test", "pod")], vec![backend("pod", &[pod])]);
+    cfg.settings.proxy_set_headers = proxy_core::pipeline::SetHeaders(vec![(
+        hyper::header::HeaderName::from_static("x-real-ip"),
+        hyper::header::HeaderValue::from_static("forged"),
+    )]);
+    px.handle.store(cfg);
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    let head = last_head();
+    assert_eq!(values_in(&head, "x-real-ip"), ["forged"], "{head}");
+    assert_eq!(values_in(&head, "x-forwarded-for"), ["127.0.0.1"], "{head}");
+}

@@ -18,7 +18,7 @@ use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::h1::client::PodError;
 use super::h1::ClientUpgrade;
-use super::headers::{self, Forwarding};
+use super::headers::{self, Forwarded, Forwarding};
 use super::upstream::{resendable, Dial, Outbound, SendError, Sent, UpstreamBody};
 use super::upstream_tls::{Alpn, UpstreamTls};
 use super::{grpc, upgrade, Conn, Proxy, ProxyBody, ResponseEvent, Scheme};
@@ -489,14 +489,29 @@ impl Proxy {
         let te_trailers = grpc && headers::asks_trailers(&parts.headers);
         // Upgrades and gRPC streams are not mirrored: their bodies are the exchange.
         let mirrorable = upgrade.is_none() && !grpc;
-        headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        let forwarded = headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
+        let global = &config.settings.proxy_set_headers;
+        // Portico's own HTTP/1.1 client writes the forwarding fields after the others when
+        // nothing below may set their names; otherwise they go in the map here.
+        let forwarded = if forwarded.appendable
+            && dial == Dial::Http1
+            && global.is_empty()
+            && policy.upstream_headers.edits.is_none()
+            && backend_filters.is_none()
+            && stand_in.is_none()
+            && !(mirrorable && policy.mirrors.is_some())
+        {
+            Some(forwarded)
+        } else {
+            forwarded.add_to(&mut parts.headers);
+            None
+        };
         if te_trailers && matches!(dial, Dial::H2c | Dial::Tls { alpn: Alpn::H2, .. }) {
             // gRPC servers may insist on it; HTTP/2 allows this one `TE` value.
             parts
                 .headers
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        let global = &config.settings.proxy_set_headers;
         if !global.is_empty() {
             global.apply(&mut parts.headers);
         }
@@ -548,6 +563,7 @@ impl Proxy {
                     dial: &dial,
                     next_upstream: policy.next_upstream.as_ref(),
                     ewma,
+                    forwarded: forwarded.as_ref(),
                 },
                 choice,
                 req,
@@ -676,7 +692,7 @@ impl Proxy {
             policy: &config.settings.client,
             host: (!log.host.is_empty()).then_some(log.host.as_str()),
         };
-        headers::prepare_upstream(&mut parts, conn, &fwd, None);
+        headers::prepare_upstream(&mut parts, conn, &fwd, None).add_to(&mut parts.headers);
         parts.headers.extend(headers);
         let body: UpstreamBody = Either::Right(Either::Right(Empty::new()));
         let req = Box::new(Request::from_parts(parts, body));
@@ -688,6 +704,7 @@ impl Proxy {
             dial: &Dial::Http1,
             next_upstream: None,
             ewma: false,
+            forwarded: None,
         };
         let (sent, choice) = self.send(config, to, choice, req, log).await?;
         let Sent {
@@ -731,6 +748,7 @@ impl Proxy {
             dial,
             next_upstream,
             ewma,
+            forwarded,
         } = to;
         let limits = next_upstream.copied().unwrap_or_default();
         // Read only when there is a time limit to keep.
@@ -757,7 +775,11 @@ impl Proxy {
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
-            let sent = Box::pin(self.pool.send(&choice.target, dial, timeouts, req, slow));
+            let sent =
+                Box::pin(
+                    self.pool
+                        .send(&choice.target, dial, timeouts, req, forwarded, slow),
+                );
             let (error, again) = match sent.await {
                 Ok(sent) => {
                     let elapsed = sent_at.elapsed();
@@ -931,7 +953,14 @@ impl Proxy {
         *req.headers_mut() = ask.headers;
         let sent = self
             .pool
-            .send(&ask.target, &dial, policy.timeouts, Box::new(req), || {})
+            .send(
+                &ask.target,
+                &dial,
+                policy.timeouts,
+                Box::new(req),
+                None,
+                || {},
+            )
             .await;
         let resp = match sent {
             Ok(mut sent) => {
@@ -1164,6 +1193,8 @@ struct Destination<'a> {
     next_upstream: Option<&'a NextUpstream>,
     /// Response times feed the backend's EWMA scores.
     ewma: bool,
+    /// Forwarding fields for Portico's own HTTP/1.1 client to write after the request's.
+    forwarded: Option<&'a Forwarded>,
 }
 
 /// How the route's protocol reaches the pod for this request. A WebSocket upgrade

@@ -148,13 +148,15 @@ pub(crate) fn names_a_field(token: &[u8]) -> bool {
 /// `compute-full-forwarded-for`, the incoming list plus the peer), `X-Forwarded-Host`,
 /// `-Port`, `-Proto` and `-Scheme` say what the client asked for (a trusted peer's own
 /// values stand), and the client's raw `X-Forwarded-For` / `-Host` travel on as
-/// `X-Original-Forwarded-For` / `-Host`.
+/// `X-Original-Forwarded-For` / `-Host`. The forwarding fields are returned, for the
+/// caller to set ([`Forwarded::add_to`]) or write.
+#[must_use]
 pub(crate) fn prepare_upstream(
     parts: &mut Parts,
     conn: &Conn,
     fwd: &Forwarding<'_>,
     upgrade: Option<HeaderValue>,
-) {
+) -> Forwarded {
     strip_hop_by_hop(&mut parts.headers);
     if let Some(proto) = upgrade {
         parts
@@ -183,9 +185,7 @@ pub(crate) fn prepare_upstream(
     }
     parts.version = Version::HTTP_11;
 
-    let headers = &mut parts.headers;
-    // Room for the headers set below at once, rather than a regrowth midway.
-    headers.reserve(8);
+    let headers = &parts.headers;
     let client_ip = if fwd.client.addr == conn.peer {
         conn.peer_ip.clone()
     } else {
@@ -208,28 +208,16 @@ pub(crate) fn prepare_upstream(
         _ if trusted && fwd.policy.compute_full_forwarded_for => Some(conn.peer_ip.clone()),
         _ => Some(client_ip.clone()),
     };
-    if let Some(v) = prior_xff.and_then(|v| HeaderValue::from_str(&v).ok()) {
-        headers.insert(X_ORIGINAL_FORWARDED_FOR, v);
-    }
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_REAL_IP, client_ip);
     let prior_proto = (any_x && trusted)
         .then(|| headers.get(X_FORWARDED_PROTO))
         .flatten();
-    let proto = match prior_proto {
-        Some(v) => v.clone(),
-        None => {
-            let own = HeaderValue::from_static(match conn.info.scheme {
-                Scheme::Http => "http",
-                Scheme::Https => "https",
-            });
-            headers.insert(X_FORWARDED_PROTO, own.clone());
-            own
-        }
-    };
-    headers.insert(X_FORWARDED_SCHEME, proto);
+    let own_proto = prior_proto.is_none().then(|| {
+        HeaderValue::from_static(match conn.info.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        })
+    });
+    let scheme = prior_proto.or(own_proto.as_ref()).cloned();
     let forwarded_host = match prior_xfh.as_ref().filter(|_| trusted) {
         // A list: the first is the host the client asked for.
         Some(v) => v
@@ -239,20 +227,91 @@ pub(crate) fn prepare_upstream(
             .and_then(|f| HeaderValue::from_str(f.trim()).ok()),
         None => fwd.host.and_then(|h| HeaderValue::from_str(h).ok()),
     };
-    match forwarded_host {
-        Some(v) => {
-            headers.insert(X_FORWARDED_HOST, v);
-        }
-        None if prior_xfh.is_some() && !trusted => {
-            headers.remove(X_FORWARDED_HOST);
-        }
-        None => {}
+    let drop_host = forwarded_host.is_none() && prior_xfh.is_some() && !trusted;
+    let port = (!trusted || !any_x || !headers.contains_key(X_FORWARDED_PORT))
+        .then(|| conn.local_port.clone());
+    Forwarded {
+        values: [
+            prior_xff.and_then(|v| HeaderValue::from_str(&v).ok()),
+            xff,
+            Some(client_ip),
+            own_proto,
+            scheme,
+            forwarded_host,
+            prior_xfh,
+            port,
+        ],
+        drop_host,
+        appendable: !any_x,
     }
-    if let Some(v) = prior_xfh {
-        headers.insert(X_ORIGINAL_FORWARDED_HOST, v);
+}
+
+/// The forwarding fields, in the order they are set.
+const FORWARDING: [HeaderName; 8] = [
+    X_ORIGINAL_FORWARDED_FOR,
+    X_FORWARDED_FOR,
+    X_REAL_IP,
+    X_FORWARDED_PROTO,
+    X_FORWARDED_SCHEME,
+    X_FORWARDED_HOST,
+    X_ORIGINAL_FORWARDED_HOST,
+    X_FORWARDED_PORT,
+];
+
+/// Where `X-Forwarded-Host` is in [`FORWARDING`].
+const FORWARDED_HOST_AT: usize = 5;
+
+/// A request's forwarding fields, as [`prepare_upstream`] decides them: set in its map
+/// ([`Forwarded::add_to`]), or, when the client sent none of these names and nothing
+/// after sets them, written after its fields by Portico's own HTTP/1.1 client
+/// ([`Forwarded::write`]), which spares the map six inserts.
+#[derive(Clone)]
+pub(crate) struct Forwarded {
+    /// By [`FORWARDING`]: `Some` sets the field over the client's, `None` leaves the
+    /// client's as it is.
+    values: [Option<HeaderValue>; 8],
+    /// An untrusted client's `X-Forwarded-Host` goes, with no host to set instead.
+    drop_host: bool,
+    /// The client sent no field of these names.
+    pub appendable: bool,
+}
+
+impl Forwarded {
+    /// Sets the fields in `headers`, each over any of its name.
+    pub fn add_to(self, headers: &mut HeaderMap) {
+        headers.reserve(FORWARDING.len());
+        for (at, (name, value)) in FORWARDING.into_iter().zip(self.values).enumerate() {
+            match value {
+                Some(v) => {
+                    headers.insert(name, v);
+                }
+                None if at == FORWARDED_HOST_AT && self.drop_host => {
+                    headers.remove(name);
+                }
+                None => {}
+            }
+        }
     }
-    if !trusted || !any_x || !headers.contains_key(X_FORWARDED_PORT) {
-        headers.insert(X_FORWARDED_PORT, conn.local_port.clone());
+
+    /// Writes the fields as HTTP/1.1 field lines, for a request whose head holds none of
+    /// their names ([`Forwarded::appendable`]).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        for (name, value) in FORWARDING.iter().zip(&self.values) {
+            if let Some(v) = value {
+                out.extend_from_slice(name.as_str().as_bytes());
+                out.extend_from_slice(b": ");
+                out.extend_from_slice(v.as_bytes());
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+
+    /// Takes the fields back out of `headers`: a request read back from a head they were
+    /// written into, on its way to be sent with them again.
+    pub fn remove_from(headers: &mut HeaderMap) {
+        for name in FORWARDING {
+            headers.remove(name);
+        }
     }
 }
 
@@ -312,6 +371,52 @@ mod tests {
     use super::*;
     use http::Request;
 
+    fn prepare_and_set(
+        parts: &mut Parts,
+        conn: &Conn,
+        fwd: &Forwarding<'_>,
+        upgrade: Option<HeaderValue>,
+    ) {
+        prepare_upstream(parts, conn, fwd, upgrade).add_to(&mut parts.headers);
+    }
+
+    #[test]
+    fn forwarding_fields_written_are_those_set() {
+        let (mut parts, _) = Request::builder()
+            .uri("/a")
+            .header("host", "app.example.com")
+            .header("accept", "*/*")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let policy = ClientAddressPolicy::default();
+        let fwd = plain(&policy, Some("app.example.com"));
+        let forwarded = prepare_upstream(&mut parts, &info(), &fwd, None);
+        assert!(forwarded.appendable, "the client sent no forwarding field");
+        let mut written = Vec::new();
+        forwarded.write(&mut written);
+        let mut set = parts.headers.clone();
+        prepare_upstream(&mut parts, &info(), &fwd, None).add_to(&mut set);
+        let mut expected = Vec::new();
+        for (name, value) in set.iter().filter(|(n, _)| n.as_str().starts_with("x-")) {
+            expected.extend_from_slice(format!("{name}: ").as_bytes());
+            expected.extend_from_slice(value.as_bytes());
+            expected.extend_from_slice(b"\r\n");
+        }
+        assert_eq!(
+            String::from_utf8_lossy(&written),
+            String::from_utf8_lossy(&expected)
+        );
+        assert_eq!(written.split(|b| *b == b'\n').count(), 7, "six fields");
+        Forwarded::remove_from(&mut set);
+        assert!(!set.keys().any(|n| n.as_str().starts_with("x-")));
+        // A client's own forwarding field: the fields are set in the map, not written.
+        parts
+            .headers
+            .insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        assert!(!prepare_upstream(&mut parts, &info(), &fwd, None).appendable);
+    }
+
     fn info() -> Conn {
         Conn::new(super::super::ConnInfo {
             remote: "192.0.2.7:5555".parse().unwrap(),
@@ -350,7 +455,7 @@ mod tests {
             .unwrap()
             .into_parts();
         let policy = ClientAddressPolicy::default();
-        prepare_upstream(
+        prepare_and_set(
             &mut parts,
             &info(),
             &plain(&policy, Some("app.example.com")),
@@ -383,7 +488,7 @@ mod tests {
         let up = upgrade_protocol(&parts.headers);
         assert_eq!(up.as_ref().unwrap(), "websocket");
         let policy = ClientAddressPolicy::default();
-        prepare_upstream(&mut parts, &info(), &plain(&policy, None), up);
+        prepare_and_set(&mut parts, &info(), &plain(&policy, None), up);
         assert_eq!(parts.headers["connection"], "upgrade");
         assert_eq!(parts.headers["upgrade"], "websocket");
         let mut h2c = HeaderMap::new();
@@ -413,7 +518,7 @@ mod tests {
             policy: &policy,
             host: Some("app.example.com"),
         };
-        prepare_upstream(&mut parts, &info(), &fwd, None);
+        prepare_and_set(&mut parts, &info(), &fwd, None);
         let h = &parts.headers;
         assert_eq!(h["x-real-ip"], "203.0.113.9");
         assert_eq!(h["x-forwarded-for"], "203.0.113.9, 192.0.2.7");

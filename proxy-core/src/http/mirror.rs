@@ -94,7 +94,7 @@ impl Proxy {
             tokio::spawn(async move {
                 let _permit = permit;
                 match pool
-                    .send(&target, &dial, timeouts, Box::new(req), || {})
+                    .send(&target, &dial, timeouts, Box::new(req), None, || {})
                     .await
                 {
                     Ok(sent) => {

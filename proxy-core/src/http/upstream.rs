@@ -37,6 +37,7 @@ use super::body::{RequestBody, RequestBodyError};
 use super::buffer::BufferedBody;
 use super::errors::ProxyError;
 use super::h1::client::{ExchangeError, Home, Outgoing, PodConn, ResponseBody, Upgraded};
+use super::headers::Forwarded;
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use super::shard;
 use super::upstream_tls::{Alpn, UpstreamTls};
@@ -360,21 +361,26 @@ impl Pool {
     }
 
     /// Sends `req` to `target` on a pooled or new connection, waiting at most the read
-    /// timeout for the response head. `on_slow_connect` is called if connecting takes
-    /// long. Returns whether a new connection was made, so the caller can clear an
-    /// ejection.
+    /// timeout for the response head. `forwarded`: forwarding fields to write after the
+    /// request's own. `on_slow_connect` is called if connecting takes long. Returns
+    /// whether a new connection was made, so the caller can clear an ejection.
     pub async fn send(
         &self,
         target: &Target,
         dial: &Dial,
         timeouts: Timeouts,
-        req: Outbound,
+        mut req: Outbound,
+        forwarded: Option<&Forwarded>,
         on_slow_connect: impl FnOnce(),
     ) -> Result<Sent, SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
         // is served on a connection of its own that is not kept.
         let pool = self.endpoints.load().get(target).cloned();
         if *dial != Dial::Http1 {
+            if let Some(f) = forwarded {
+                // Only Portico's own client writes them; any other takes them in the map.
+                f.clone().add_to(req.headers_mut());
+            }
             // Boxed: only routes that ask for another protocol carry its state.
             return Box::pin(self.send_other(pool, target, dial, timeouts, req, on_slow_connect))
                 .await;
@@ -426,7 +432,7 @@ impl Pool {
                 pool: p.clone(),
                 max_idle: self.opts.max_idle_per_endpoint,
             });
-            match conn.exchange(outgoing, home).await {
+            match conn.exchange(outgoing, forwarded, home).await {
                 Ok(resp) => {
                     return Ok(Sent {
                         connection_names: resp.body().connection_names,

@@ -29,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 use super::head::{self, BodyFraming, PodFields, ResponseHeadError};
 use super::wire::{decode, Decoder, Step};
 use super::Rewind;
+use crate::http::headers::Forwarded;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
 
@@ -90,14 +91,20 @@ pub(crate) struct Replay {
     head: Vec<u8>,
     method: http::Method,
     close: bool,
+    /// The head holds forwarding fields that were not in the request's map.
+    forwarded: bool,
 }
 
 impl Replay {
-    /// The request again, for another endpoint.
+    /// The request again, for another endpoint, as it was before it was written: the
+    /// forwarding fields written with it are written again.
     pub fn into_request(self, max_headers: usize) -> Option<Request<UpstreamBody>> {
         let end = head::head_end_from(&self.head, 0)?;
         let bytes = Bytes::from(self.head).slice(..end);
-        let parsed = head::parse(bytes, max_headers).ok()?;
+        let mut parsed = head::parse(bytes, max_headers).ok()?;
+        if self.forwarded {
+            Forwarded::remove_from(&mut parsed.parts.headers);
+        }
         Some(Request::from_parts(
             *parsed.parts,
             Either::Right(Either::Right(Empty::new())),
@@ -217,20 +224,21 @@ impl PodConn {
     pub async fn exchange(
         mut self: Box<Self>,
         outgoing: Outgoing,
+        forwarded: Option<&Forwarded>,
         home: Option<Home>,
     ) -> Result<Response<ResponseBody>, ExchangeError> {
-        let (mut sending, method, asks_close) = match outgoing {
+        let (mut sending, method, asks_close, forwarded) = match outgoing {
             Outgoing::Request(req) => {
                 let (parts, body) = (*req).into_parts();
                 let mut sending = Sending::new(body);
-                let asks_close = sending.encode_head(&parts, &mut self.out);
-                (sending, parts.method, asks_close)
+                let asks_close = sending.encode_head(&parts, forwarded, &mut self.out);
+                (sending, parts.method, asks_close, forwarded.is_some())
             }
             Outgoing::Replay(replay) => {
                 self.out = replay.head;
                 let mut sending = Sending::new(Either::Right(Either::Right(Empty::new())));
                 sending.body_done = true;
-                (sending, replay.method, replay.close)
+                (sending, replay.method, replay.close, replay.forwarded)
             }
         };
         let mut scanned = 0;
@@ -314,6 +322,7 @@ impl PodConn {
                         head: std::mem::take(&mut self.out),
                         method,
                         close: asks_close,
+                        forwarded,
                     },
                 });
             }
@@ -397,7 +406,12 @@ impl Sending {
     /// Writes the request head into `out` and settles the body's framing: the length
     /// the head states, else the body's own, else chunked. Returns whether the request
     /// asks to close the connection after it.
-    fn encode_head(&mut self, parts: &http::request::Parts, out: &mut Vec<u8>) -> bool {
+    fn encode_head(
+        &mut self,
+        parts: &http::request::Parts,
+        forwarded: Option<&Forwarded>,
+        out: &mut Vec<u8>,
+    ) -> bool {
         out.clear();
         out.reserve(64 + parts.headers.len() * 48);
         out.extend_from_slice(parts.method.as_str().as_bytes());
@@ -436,6 +450,9 @@ impl Sending {
             out.extend_from_slice(b": ");
             out.extend_from_slice(value.as_bytes());
             out.extend_from_slice(b"\r\n");
+        }
+        if let Some(f) = forwarded {
+            f.write(out);
         }
         self.framing = match length {
             Some(n) => Framing::Length(n),
@@ -849,7 +866,10 @@ mod tests {
     }
 
     async fn answer(conn: Box<PodConn>, method: Method) -> Response<ResponseBody> {
-        match conn.exchange(Outgoing::Request(get(method)), None).await {
+        match conn
+            .exchange(Outgoing::Request(get(method)), None, None)
+            .await
+        {
             Ok(resp) => resp,
             Err(_) => panic!("no response"),
         }
@@ -909,7 +929,7 @@ mod tests {
             let (conn, _) = pod(vec![raw]).await;
             let what = String::from_utf8_lossy(raw);
             match conn
-                .exchange(Outgoing::Request(get(Method::GET)), None)
+                .exchange(Outgoing::Request(get(Method::GET)), None, None)
                 .await
             {
                 Err(ExchangeError::Pod {
@@ -976,7 +996,7 @@ mod tests {
             .as_mut()
             .reset(Instant::now() + Duration::from_millis(100));
         assert!(matches!(
-            conn.exchange(Outgoing::Request(get(Method::GET)), None)
+            conn.exchange(Outgoing::Request(get(Method::GET)), None, None)
                 .await,
             Err(ExchangeError::TimedOut)
         ));
@@ -991,7 +1011,7 @@ mod tests {
         let (link, send_timeout) = Link::new(Timeouts::default());
         let conn = PodConn::new(stream, link, send_timeout, Duration::from_secs(5));
         assert!(matches!(
-            conn.exchange(Outgoing::Request(get(Method::GET)), None)
+            conn.exchange(Outgoing::Request(get(Method::GET)), None, None)
                 .await,
             Err(ExchangeError::Unanswered {
                 error: PodError::Closed,
@@ -1007,7 +1027,7 @@ mod tests {
         let mut req = Request::new(Either::Right(Either::Left(Box::new(body))));
         *req.method_mut() = Method::POST;
         if conn
-            .exchange(Outgoing::Request(Box::new(req)), None)
+            .exchange(Outgoing::Request(Box::new(req)), None, None)
             .await
             .is_err()
         {
