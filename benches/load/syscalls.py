@@ -1,11 +1,17 @@
 #!/usr/bin/env python3
-"""System calls per proxied request: Portico against nginx and HAProxy, same routes.
+"""System calls and TCP segments per proxied request: Portico against nginx and
+HAProxy, same routes.
 
 Each proxy is started over the bench's generated routes (bench.py's `http` variant:
 keep-alive, small answers), warmed up, then `strace -c` is attached to all its
 processes and threads while wrk sends keep-alive load. The counts are divided by the
 requests wrk completed. strace slows every syscall down, so the request rate under it
 means nothing; the calls each request takes do not change with it.
+
+A second pass counts the TCP segments the machine sent and received during the load
+(`nstat`, machine-wide: wrk and the backend included, nothing else runs), divided by
+the requests: four data segments a request is the floor for a proxy on loopback, and a
+pure ACK more would be the kernel work a proxy's reads and writes could cause.
 
     python3 benches/load/syscalls.py --portico target/release/ingress-controller
 """
@@ -45,6 +51,26 @@ def count(name, a, work):
     return r["requests"], calls
 
 
+def segments(name, a, work):
+    """(requests, {nstat counter: count}) for one proxy's load, machine-wide."""
+    out = os.path.join(work, f"nstat-{name}.txt")
+    # `nstat -n` starts the count; on SIGINT the counts since are written.
+    script = (f"nstat -n >/dev/null; trap 'nstat -z > {out}; exit 0' INT; "
+              "while :; do sleep 0.05; done")
+    r = bench.run_under(name, a, work, lambda pids: ["bash", "-c", script], 0.5)
+    counts = {}
+    with open(out) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[1].isdigit():
+                counts[parts[0]] = int(parts[1])
+    return r["requests"], counts
+
+
+SEGMENT_COUNTERS = ["TcpOutSegs", "TcpInSegs", "TcpExtTCPPureAcks", "TcpExtDelayedACKs",
+                    "TcpRetransSegs"]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portico", required=True)
@@ -65,6 +91,13 @@ def main():
     totals = [sum(c.values()) / max(n, 1) for n, c in rows.values()]
     print("  %-16s" % "total" + "".join("%10.2f" % v for v in totals))
     print("  %-16s" % "requests" + "".join("%10d" % n for n, _ in rows.values()))
+    rows = bench.each_proxy(a, segments)
+    print("TCP segments per request, machine-wide (nstat, keep-alive, %d connections)"
+          % a.connections)
+    print("  %-18s" % "" + "".join("%10s" % n for n in rows))
+    for counter in SEGMENT_COUNTERS:
+        per = [c.get(counter, 0) / max(n, 1) for n, c in rows.values()]
+        print("  %-18s" % counter + "".join("%10.2f" % v for v in per))
 
 
 if __name__ == "__main__":
