@@ -164,13 +164,8 @@ pub(crate) fn prepare_upstream(
             .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(header::UPGRADE, proto);
     }
-    // HTTP/2 carries the host in :authority; HTTP/1.1 upstreams need it as Host.
-    let authority = parts.uri.authority().cloned();
-    if !parts.headers.contains_key(header::HOST) {
-        if let Some(value) = authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            parts.headers.insert(header::HOST, value);
-        }
-    }
+    // The authority (HTTP/2's, or an absolute-form target's) is already the request's
+    // `Host`: routing set it (`forward::one_authority`).
     // Most requests come in origin form already; only absolute-form (and HTTP/2's) are
     // cut down to path and query.
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
