@@ -9,6 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -213,7 +214,27 @@ pub(crate) trait OnDone: Send {
 /// [`PodFields`]).
 pub(crate) trait HoldsPodFields {
     fn pod_fields(&self) -> Option<&PodFields>;
+    fn pod_fields_mut(&mut self) -> Option<&mut PodFields>;
     fn take_pod_fields(&mut self) -> Option<Box<PodFields>>;
+}
+
+/// Sets `name` on the answer as `HeaderMap::insert` does. While the pod's fields are
+/// held as they came, it is set over them there, and the answer's map is not built for
+/// it.
+pub(crate) fn set_field<B: HoldsPodFields>(
+    resp: &mut http::Response<B>,
+    name: HeaderName,
+    value: HeaderValue,
+) {
+    let (name, value) = match resp.body_mut().pod_fields_mut() {
+        Some(fields) => match fields.set_over(name, value) {
+            Ok(()) => return,
+            // No room: a name in the map is set over the pod's fields all the same.
+            Err(back) => back,
+        },
+        None => (name, value),
+    };
+    resp.headers_mut().insert(name, value);
 }
 
 /// Reads the pod's fields still held by `resp`'s body into its map. Whatever reads an
@@ -233,6 +254,13 @@ impl HoldsPodFields for PodBody {
         }
     }
 
+    fn pod_fields_mut(&mut self) -> Option<&mut PodFields> {
+        match self {
+            PodBody::H1(b) => b.fields.as_deref_mut(),
+            PodBody::Hyper(_) => None,
+        }
+    }
+
     fn take_pod_fields(&mut self) -> Option<Box<PodFields>> {
         match self {
             PodBody::H1(b) => b.fields.take(),
@@ -245,6 +273,13 @@ impl HoldsPodFields for ProxyBody {
     fn pod_fields(&self) -> Option<&PodFields> {
         match &self.kind {
             Kind::Upstream { body, .. } => body.pod_fields(),
+            Kind::Full(_) => None,
+        }
+    }
+
+    fn pod_fields_mut(&mut self) -> Option<&mut PodFields> {
+        match &mut self.kind {
+            Kind::Upstream { body, .. } => body.pod_fields_mut(),
             Kind::Full(_) => None,
         }
     }

@@ -13,7 +13,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::{Either, Empty};
 
-use super::body::{read_pod_fields, BodyEnd, ClientBody, OnDone, RequestBody};
+use super::body::{read_pod_fields, set_field, BodyEnd, ClientBody, OnDone, RequestBody};
 use super::buffer::BufferedBody;
 use super::errors::{Blame, ProxyError};
 use super::h1::client::PodError;
@@ -1043,17 +1043,20 @@ impl Proxy {
         mut log: Box<AccessLog>,
     ) -> Response<ProxyBody> {
         let settings = &config.settings;
-        let headers = resp.headers_mut();
-        headers.insert(header::SERVER, settings.server.clone());
-        if let Some(hsts) = &settings.hsts {
-            hsts.on_response(conn.info.scheme, headers);
+        set_field(&mut resp, header::SERVER, settings.server.clone());
+        if let Some((name, value)) = settings
+            .hsts
+            .as_ref()
+            .and_then(|h| h.field(conn.info.scheme))
+        {
+            set_field(&mut resp, name, value);
         }
         if let (Scheme::Https, false, Some(alt_svc)) =
             (conn.info.scheme, conn.http3, &self.opts.alt_svc)
         {
-            headers.insert(header::ALT_SVC, alt_svc.clone());
+            set_field(&mut resp, header::ALT_SVC, alt_svc.clone());
         }
-        // The inserts above need not read the pod's fields (see `read_pod_fields`); the
+        // The fields set above need not read the pod's (see `read_pod_fields`); the
         // edits below may remove, append or read.
         if log.answer_headers.is_some()
             || log.respond_with.is_some()

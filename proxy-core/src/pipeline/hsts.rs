@@ -1,7 +1,7 @@
 //! `hsts`: `Strict-Transport-Security` on every HTTPS answer, proxied or not, as
 //! ingress-nginx sends it (its per-host certificate check never takes effect).
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderName, HeaderValue};
 
 use crate::http::Scheme;
 
@@ -23,12 +23,11 @@ impl Hsts {
         Self(HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static("max-age=0")))
     }
 
-    /// Browsers ignore the header over plain HTTP, so it is only sent over HTTPS; it
-    /// replaces one the upstream sent, as ingress-nginx's `more_set_headers` does.
-    pub(crate) fn on_response(&self, scheme: Scheme, headers: &mut HeaderMap) {
-        if scheme == Scheme::Https {
-            headers.insert(header::STRICT_TRANSPORT_SECURITY, self.0.clone());
-        }
+    /// The field for an answer over `scheme`: browsers ignore it over plain HTTP, so it
+    /// is only sent over HTTPS. It is set over one the upstream sent, as ingress-nginx's
+    /// `more_set_headers` does.
+    pub(crate) fn field(&self, scheme: Scheme) -> Option<(HeaderName, HeaderValue)> {
+        (scheme == Scheme::Https).then(|| (header::STRICT_TRANSPORT_SECURITY, self.0.clone()))
     }
 }
 
@@ -41,17 +40,13 @@ mod tests {
         let h = Hsts::new(31_536_000, true, false);
         assert_eq!(h.0, "max-age=31536000; includeSubDomains");
         assert_eq!(Hsts::new(5, false, true).0, "max-age=5; preload");
-        let mut headers = HeaderMap::new();
-        h.on_response(Scheme::Http, &mut headers);
-        assert!(headers.is_empty());
-        headers.insert(
-            header::STRICT_TRANSPORT_SECURITY,
-            HeaderValue::from_static("max-age=1"),
-        );
-        h.on_response(Scheme::Https, &mut headers);
+        assert_eq!(h.field(Scheme::Http), None);
         assert_eq!(
-            headers[header::STRICT_TRANSPORT_SECURITY],
-            "max-age=31536000; includeSubDomains"
+            h.field(Scheme::Https),
+            Some((
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains")
+            ))
         );
     }
 }

@@ -298,7 +298,11 @@ pub(crate) fn parse_response(
     parts.version = version;
     Ok(ResponseHead {
         parts,
-        fields: Box::new(PodFields { head, spans }),
+        fields: Box::new(PodFields {
+            head,
+            spans,
+            over: [None, None, None],
+        }),
         framing: body,
         keep_alive,
         connection_names: framing.names_fields,
@@ -312,6 +316,10 @@ pub(crate) fn parse_response(
 pub(crate) struct PodFields {
     head: Bytes,
     spans: Vec<Span>,
+    /// Fields Portico sets over the pod's (its `Server`, HSTS, `Alt-Svc`), as
+    /// `HeaderMap::insert` sets them: the pod's of the same names are left out. Held
+    /// here, the answer's map is not built for them.
+    over: [Option<(HeaderName, HeaderValue)>; 3],
 }
 
 /// One field's name and value, as offsets into the head.
@@ -360,7 +368,39 @@ pub(crate) fn role(name: &[u8]) -> Role {
 
 impl PodFields {
     pub fn len(&self) -> usize {
-        self.spans.len()
+        self.spans.len() + self.over.iter().flatten().count()
+    }
+
+    /// Sets `name` over the pod's fields; hands it back when there is no room.
+    pub fn set_over(
+        &mut self,
+        name: HeaderName,
+        value: HeaderValue,
+    ) -> Result<(), (HeaderName, HeaderValue)> {
+        if let Some((_, v)) = self.over.iter_mut().flatten().find(|(n, _)| *n == name) {
+            *v = value;
+            return Ok(());
+        }
+        match self.over.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => {
+                *slot = Some((name, value));
+                Ok(())
+            }
+            None => Err((name, value)),
+        }
+    }
+
+    /// The fields set over the pod's.
+    pub fn set_over_fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.over.iter().flatten().map(|(n, v)| (n, v))
+    }
+
+    /// Whether a field named `name`, in any case, is set over the pod's.
+    pub fn is_set_over(&self, name: &[u8]) -> bool {
+        self.set_over_fields().any(|(n, _)| {
+            let n = n.as_str().as_bytes();
+            n.len() == name.len() && n.eq_ignore_ascii_case(name)
+        })
     }
 
     fn bytes(&self, at: u32, len: u32) -> &[u8] {
@@ -409,10 +449,13 @@ impl PodFields {
         flush(run, out);
     }
 
-    /// Adds the fields to `headers` after what it holds. A name `headers` already has was
-    /// set over the pod's (as `HeaderMap::insert` does), so the pod's fields of that name
-    /// are left out.
+    /// Adds the fields to `headers` after what it holds, those set over the pod's
+    /// first. A name `headers` then has was set over the pod's (as `HeaderMap::insert`
+    /// does), so the pod's fields of that name are left out.
     pub fn add_to(&self, headers: &mut HeaderMap) {
+        for (name, value) in self.set_over_fields() {
+            headers.insert(name.clone(), value.clone());
+        }
         let set: Vec<HeaderName> = headers.keys().cloned().collect();
         headers.reserve(self.spans.len());
         for s in &self.spans {
@@ -810,5 +853,36 @@ Content-Length: 2\r\nX-Last: z\r\n"
         assert_eq!(cookies, ["a=1", "b=2"]);
         assert_eq!(map["x-two"], "1");
         assert_eq!(map.len(), 6);
+    }
+
+    #[test]
+    fn fields_set_over_a_pods_replace_its_own_of_that_name() {
+        let raw = b"HTTP/1.1 200 OK\r\nServer: pod\r\nAlt-Svc: h3\r\nX-A: 1\r\n\r\n";
+        let mut h = parse_response(Bytes::from_static(raw), &Method::GET).unwrap();
+        let value = HeaderValue::from_static;
+        h.fields.set_over(header::SERVER, value("one")).unwrap();
+        h.fields.set_over(header::SERVER, value("portico")).unwrap();
+        h.fields
+            .set_over(header::ALT_SVC, value("h3=\":443\""))
+            .unwrap();
+        h.fields
+            .set_over(header::STRICT_TRANSPORT_SECURITY, value("max-age=1"))
+            .unwrap();
+        // Three names at most; the caller then sets a fourth in the answer's map.
+        let back = h.fields.set_over(header::VARY, value("*"));
+        assert_eq!(back, Err((header::VARY, value("*"))));
+        assert!(h.fields.is_set_over(b"SERVER") && h.fields.is_set_over(b"alt-svc"));
+        assert!(!h.fields.is_set_over(b"X-A"));
+        assert_eq!(h.fields.len(), 6);
+        let mut map = HeaderMap::new();
+        h.fields.add_to(&mut map);
+        assert_eq!(
+            map.get_all(header::SERVER).iter().collect::<Vec<_>>(),
+            ["portico"]
+        );
+        assert_eq!(map.get_all(header::ALT_SVC).iter().count(), 1);
+        assert_eq!(map[header::STRICT_TRANSPORT_SECURITY], "max-age=1");
+        assert_eq!(map["x-a"], "1");
+        assert_eq!(map.len(), 4);
     }
 }

@@ -68,7 +68,9 @@ pub(crate) fn head(
         stated: None,
         has_date: false,
     };
-    for (name, value) in &parts.headers {
+    // The map's fields, and those set over the pod's while it holds them.
+    let set_over = pod.into_iter().flat_map(PodFields::set_over_fields);
+    for (name, value) in parts.headers.iter().chain(set_over) {
         let (name, value) = (name.as_str().as_bytes(), value.as_bytes());
         if fields.keep(role(name), value) {
             out.extend_from_slice(name);
@@ -78,13 +80,13 @@ pub(crate) fn head(
         }
     }
     if let Some(pod) = pod {
-        // The pod's fields as it sent them, but for those the map sets over them.
+        // The pod's fields as it sent them, but for those set over them.
         let keep = |name: &[u8], role: Role, value: &[u8]| {
-            let set_over = parts.headers.keys().any(|k| {
+            let in_map = parts.headers.keys().any(|k| {
                 let k = k.as_str().as_bytes();
                 k.len() == name.len() && k.eq_ignore_ascii_case(name)
             });
-            !set_over && fields.keep(role, value)
+            !in_map && !pod.is_set_over(name) && fields.keep(role, value)
         };
         pod.write_kept(keep, out);
     }
