@@ -281,6 +281,18 @@ async fn a_parked_connection_keeps_its_place_under_the_connection_cap() {
     get_on(&mut s).await;
 }
 
+/// What a raw client sending `request` reads, through a proxy to a pod that answers
+/// `answer` on every connection.
+async fn through_raw_pod(answer: &'static [u8], request: &[u8]) -> String {
+    let pod = silent_backend(answer).await;
+    let px = TestProxy::start(config(
+        vec![rule("app.test", "pod")],
+        vec![backend("pod", &[pod])],
+    ))
+    .await;
+    raw_exchange(px.addr, request).await.0
+}
+
 /// The fields of `reply`'s head, after its status line.
 fn fields_of(reply: &str) -> Vec<&str> {
     let Some((head, _)) = reply.split_once("\r\n\r\n") else {
@@ -291,19 +303,10 @@ fn fields_of(reply: &str) -> Vec<&str> {
 
 #[tokio::test]
 async fn a_pods_fields_reach_the_client_as_it_sent_them_less_its_hop_by_hop_ones() {
-    let pod = silent_backend(
+    let reply = through_raw_pod(
         b"HTTP/1.1 200 OK\r\nServer: pod/1\r\nX-Mixed-Case: A b\r\nSet-Cookie: a=1\r\n\
 Keep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nSet-Cookie: b=2\r\nTE: trailers\r\n\
 Trailer: X-T\r\nUpgrade: h2c\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
-    )
-    .await;
-    let px = TestProxy::start(config(
-        vec![rule("app.test", "pod")],
-        vec![backend("pod", &[pod])],
-    ))
-    .await;
-    let (reply, _) = raw_exchange(
-        px.addr,
         b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
     )
     .await;
@@ -328,14 +331,8 @@ Trailer: X-T\r\nUpgrade: h2c\r\nDate: Mon, 01 Jan 2024 00:00:00 GMT\r\nContent-L
 
 #[tokio::test]
 async fn a_head_answer_keeps_the_length_the_pod_stated() {
-    let pod = silent_backend(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n").await;
-    let px = TestProxy::start(config(
-        vec![rule("app.test", "pod")],
-        vec![backend("pod", &[pod])],
-    ))
-    .await;
-    let (reply, _) = raw_exchange(
-        px.addr,
+    let reply = through_raw_pod(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
         b"HEAD / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n",
     )
     .await;

@@ -545,6 +545,20 @@ async fn external_name_backend_resolves_at_connect_time() {
     );
 }
 
+/// Reads from `stream` up to the end of a request head: `None` if it closes first.
+async fn read_head(stream: &mut TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(got)
+}
+
 /// A backend that answers one request per connection, keeps the connection open as if
 /// for keep-alive, then hangs up on the next request without answering: the race of an
 /// upstream closing an idle connection just as the proxy reuses it.
@@ -559,20 +573,15 @@ async fn one_shot_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
             let (mut stream, _) = listener.accept().await.unwrap();
             let count = count.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut stream).await.is_none() {
+                    return;
                 }
                 count.fetch_add(1, Ordering::SeqCst);
                 let _ = stream
                     .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
                     .await;
                 // Wait for the next request, then drop the connection unanswered.
-                let _ = stream.read(&mut buf).await;
+                let _ = stream.read(&mut [0u8; 8192]).await;
             });
         }
     });
@@ -893,7 +902,7 @@ async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
 
 /// A pod that keeps every request head it reads, answers `200 ok` and closes.
 async fn head_keeper() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let heads = Arc::new(Mutex::new(Vec::new()));
@@ -905,14 +914,9 @@ async fn head_keeper() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
             };
             let kept = kept.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(got) = read_head(&mut stream).await else {
+                    return;
+                };
                 kept.lock()
                     .unwrap()
                     .push(String::from_utf8_lossy(&got).into_owned());
