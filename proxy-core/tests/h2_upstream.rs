@@ -44,7 +44,11 @@ async fn h2c_pod(delay: Duration, per_conn: usize) -> (SocketAddr, Arc<AtomicUsi
                         }
                         async move {
                             tokio::time::sleep(delay).await;
-                            let body = format!("{:?} {}", req.version(), req.uri().path());
+                            // With how many forwarding fields it came: one each.
+                            let forwarded = ["x-forwarded-for", "x-real-ip", "x-forwarded-proto"]
+                                .map(|name| req.headers().get_all(name).iter().count());
+                            let body =
+                                format!("{:?} {} {forwarded:?}", req.version(), req.uri().path());
                             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body))))
                         }
                     })
@@ -81,7 +85,7 @@ async fn concurrent_requests_share_one_http2_connection() {
     for (i, call) in calls.enumerate() {
         let reply = call.await.unwrap();
         assert_eq!(reply.status, 200);
-        assert_eq!(reply.text(), format!("HTTP/2.0 /{i}"));
+        assert_eq!(reply.text(), format!("HTTP/2.0 /{i} [1, 1, 1]"));
     }
     // Twenty requests in flight at once, one connection to the pod.
     assert_eq!(conns.load(Ordering::SeqCst), 1);

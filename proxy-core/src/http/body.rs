@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -237,13 +237,14 @@ pub(crate) fn set_field<B: HoldsPodFields>(
     resp.headers_mut().insert(name, value);
 }
 
-/// Reads the pod's fields still held by `resp`'s body into its map. Whatever reads an
-/// answer's fields, or edits them other than by `HeaderMap::insert` of a whole name,
-/// calls this first; only the HTTP/1 response writer reads them as they are.
-pub(crate) fn read_pod_fields<B: HoldsPodFields>(resp: &mut http::Response<B>) {
+/// Reads the pod's fields still held by `resp`'s body into its map, and returns the
+/// map. Whatever reads an answer's fields, or edits them other than by [`set_field`],
+/// goes through this; only the HTTP/1 response writer reads them as they are.
+pub(crate) fn read_pod_fields<B: HoldsPodFields>(resp: &mut http::Response<B>) -> &mut HeaderMap {
     if let Some(fields) = resp.body_mut().take_pod_fields() {
         fields.add_to(resp.headers_mut());
     }
+    resp.headers_mut()
 }
 
 impl HoldsPodFields for PodBody {

@@ -491,10 +491,10 @@ impl Proxy {
         let mirrorable = upgrade.is_none() && !grpc;
         let forwarded = headers::prepare_upstream(&mut parts, conn, &fwd, upgrade);
         let global = &config.settings.proxy_set_headers;
-        // Portico's own HTTP/1.1 client writes the forwarding fields after the others when
-        // nothing below may set their names; otherwise they go in the map here.
+        // Handed to the send, which writes them after the others (Portico's own HTTP/1.1
+        // client) or sets them in the map, when nothing below may set their names;
+        // otherwise they go in the map here.
         let forwarded = if forwarded.appendable
-            && dial == Dial::Http1
             && global.is_empty()
             && policy.upstream_headers.edits.is_none()
             && backend_filters.is_none()
@@ -583,8 +583,8 @@ impl Proxy {
         // something here reads or edits them.
         let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
         if client_h2 || switching || connection_names {
-            read_pod_fields(&mut resp);
-            headers::prepare_downstream(resp.headers_mut(), switching, client_h2, connection_names);
+            let fields = read_pod_fields(&mut resp);
+            headers::prepare_downstream(fields, switching, client_h2, connection_names);
         }
         let mut accepted_h2 = None;
         if switching {
@@ -607,8 +607,7 @@ impl Proxy {
         }
         if let (Some(value), Some(affinity)) = (&choice.set_cookie, affinity) {
             if let Ok(v) = HeaderValue::from_str(&affinity.set_cookie(value)) {
-                read_pod_fields(&mut resp);
-                resp.headers_mut().append(header::SET_COOKIE, v);
+                read_pod_fields(&mut resp).append(header::SET_COOKIE, v);
             }
         }
         if let Some(mut accepted) = accepted_h2 {
@@ -719,8 +718,7 @@ impl Proxy {
                 target: choice.target,
             });
         }
-        read_pod_fields(&mut resp);
-        headers::prepare_downstream(resp.headers_mut(), false, true, true);
+        headers::prepare_downstream(read_pod_fields(&mut resp), false, true, true);
         let mut resp = resp.map(|b| ProxyBody::upstream(b, timeouts.read, stream));
         if let (Version::HTTP_2, Some(stalls)) = (kept.version, &conn.stalls) {
             resp.body_mut().watched(stalls.watch(link));
@@ -1057,31 +1055,23 @@ impl Proxy {
             set_field(&mut resp, header::ALT_SVC, alt_svc.clone());
         }
         // The fields set above need not read the pod's (see `read_pod_fields`); the
-        // edits below may remove, append or read.
-        if log.answer_headers.is_some()
-            || log.respond_with.is_some()
-            || log.respond_edits.is_some()
-            || log.backend_respond_edits.is_some()
-            || log.auth_cookies.is_some()
-        {
-            read_pod_fields(&mut resp);
-        }
-        let headers = resp.headers_mut();
+        // edits below may remove, append or read, so each reads them first.
         // After Portico's own, as headers-more's filter runs after nginx's.
         if let Some(set) = log.answer_headers.take() {
-            set.apply(headers);
+            set.apply(read_pod_fields(&mut resp));
         }
         if let Some(set) = log.respond_with.take() {
-            set.apply(headers);
+            set.apply(read_pod_fields(&mut resp));
         }
         if let Some(edits) = log.respond_edits.take() {
-            edits.apply(headers);
+            edits.apply(read_pod_fields(&mut resp));
         }
         if let Some(edits) = log.backend_respond_edits.take() {
-            edits.apply(headers);
+            edits.apply(read_pod_fields(&mut resp));
         }
         if let Some(cookies) = log.auth_cookies.take() {
-            cookies.apply(resp.status(), resp.headers_mut());
+            let status = resp.status();
+            cookies.apply(status, read_pod_fields(&mut resp));
         }
         log.status = resp.status();
         resp.body_mut().on_done(log);

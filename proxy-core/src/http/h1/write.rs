@@ -81,12 +81,16 @@ pub(crate) fn head(
     }
     if let Some(pod) = pod {
         // The pod's fields as it sent them, but for those set over them.
+        let set_names = || {
+            let over = pod.set_over_fields().map(|(name, _)| name);
+            parts.headers.keys().chain(over)
+        };
         let keep = |name: &[u8], role: Role, value: &[u8]| {
-            let in_map = parts.headers.keys().any(|k| {
+            let set = set_names().any(|k| {
                 let k = k.as_str().as_bytes();
                 k.len() == name.len() && k.eq_ignore_ascii_case(name)
             });
-            !in_map && !pod.is_set_over(name) && fields.keep(role, value)
+            !set && fields.keep(role, value)
         };
         pod.write_kept(keep, out);
     }
