@@ -8,7 +8,8 @@
 #     --json FILE                               raw per-round figures
 #
 # Installs nginx, HAProxy, wrk and h2load from Debian's packages when missing, builds
-# Portico in release mode, writes equivalent configs for all three (100 virtual hosts,
+# Portico in release mode as the image does (profile-guided, benches/pgo.sh; PGO=0 for a
+# plain `cargo build --release`), writes equivalent configs for all three (100 virtual hosts,
 # 4 prefixes each, keep-alive upstreams, no access logs, one worker each), pins each proxy
 # to CPU 0 and the backend (nginx serving a fixed body) and load generator to CPU 1.
 set -euo pipefail
@@ -29,8 +30,13 @@ if [ "${#need[@]}" -gt 0 ]; then
 fi
 # The Debian packages start system-wide services on :80; the benchmark uses its own ports.
 
-echo "==> building ingress-controller (release)"
-cargo build --release -p ingress-controller --bin ingress-controller
+if [ "${PGO:-1}" = 0 ]; then
+  echo "==> building ingress-controller (release)"
+  cargo build --release -p ingress-controller --bin ingress-controller
+else
+  echo "==> building ingress-controller (release, profile-guided)"
+  benches/pgo.sh
+fi
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 
 echo "==> machine: $(nproc) CPUs; $(nginx -v 2>&1); $(haproxy -v | head -n 1); $(wrk -v 2>&1 | head -n 1); $("$TARGET_DIR/release/ingress-controller" --version)"

@@ -773,11 +773,15 @@ impl Proxy {
             let slow = || self.registry.connect_slow(&backend.id, &choice.target);
             // Boxed: its state (the request, a replay copy, the response wait) would
             // otherwise be carried, and moved, by every future above it.
-            let sent =
-                Box::pin(
-                    self.pool
-                        .send(&choice.target, dial, timeouts, req, forwarded, slow),
-                );
+            let sent = Box::pin(self.pool.send(
+                &choice.target,
+                dial,
+                timeouts,
+                req,
+                forwarded,
+                sent_at.into(),
+                slow,
+            ));
             let (error, again) = match sent.await {
                 Ok(sent) => {
                     let elapsed = sent_at.elapsed();
@@ -957,6 +961,7 @@ impl Proxy {
                 policy.timeouts,
                 Box::new(req),
                 None,
+                tokio::time::Instant::now(),
                 || {},
             )
             .await;

@@ -94,7 +94,15 @@ impl Proxy {
             tokio::spawn(async move {
                 let _permit = permit;
                 match pool
-                    .send(&target, &dial, timeouts, Box::new(req), None, || {})
+                    .send(
+                        &target,
+                        &dial,
+                        timeouts,
+                        Box::new(req),
+                        None,
+                        tokio::time::Instant::now(),
+                        || {},
+                    )
                     .await
                 {
                     Ok(sent) => {

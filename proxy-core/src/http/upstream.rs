@@ -362,8 +362,11 @@ impl Pool {
 
     /// Sends `req` to `target` on a pooled or new connection, waiting at most the read
     /// timeout for the response head. `forwarded`: forwarding fields to write after the
-    /// request's own. `on_slow_connect` is called if connecting takes long. Returns
+    /// request's own. `sent_at`: when the caller began the send, the clock reading the
+    /// first try's idle check and response deadline use. `on_slow_connect` is called if
+    /// connecting takes long. Returns
     /// whether a new connection was made, so the caller can clear an ejection.
+    #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
         target: &Target,
@@ -371,6 +374,7 @@ impl Pool {
         timeouts: Timeouts,
         mut req: Outbound,
         forwarded: Option<&Forwarded>,
+        sent_at: Instant,
         on_slow_connect: impl FnOnce(),
     ) -> Result<Sent, SendError> {
         // An endpoint the pool was not told about (a request on an older configuration)
@@ -388,9 +392,10 @@ impl Pool {
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         let mut outgoing = Outgoing::Request(req);
+        // One reading of the clock per try, for the idle check and the response deadline:
+        // the caller's for the first.
+        let mut now = sent_at;
         loop {
-            // One reading of the clock for the idle check and the response deadline.
-            let now = Instant::now();
             let checked_out = match pool.as_deref() {
                 Some(p) => p.checkout_h1(now, self.opts.idle_timeout),
                 None => None,
@@ -446,6 +451,7 @@ impl Pool {
                     tracing::debug!(endpoint = %target, %error, "reused connection failed; replaying");
                     stale_retry = false;
                     outgoing = Outgoing::Replay(replay);
+                    now = Instant::now();
                 }
                 Err(e) => {
                     return Err(SendError {
