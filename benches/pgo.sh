@@ -46,13 +46,17 @@ chmod 755 "$work"
 build=(cargo build --release --locked -p ingress-controller --bin ingress-controller)
 
 RUSTFLAGS="-Cprofile-generate=$raw" "${build[@]}" --target-dir "$target/pgo-generate"
+# The build's own scripts and macros are instrumented too and leave profiles there: the
+# proxy's run alone is the profile.
+rm -rf "$raw"
 
-# One CPU: the proxy and the load share it.
-load_cpu=1
-[ "$(nproc)" -ge 2 ] || load_cpu=0
+# The proxy on the first CPU this may use, the load on the last (the same one when
+# there is only one).
+read -r proxy_cpu load_cpu < <(python3 -c \
+  'import os; c = sorted(os.sched_getaffinity(0)); print(c[0], c[-1])')
 python3 benches/load/bench.py --portico "$target/pgo-generate/release/ingress-controller" \
   --proxies portico --variants http,https,h2,body16k --rounds 1 --duration 5 --warmup 1 \
-  --load-cpu "$load_cpu" --work "$work/bench" >/dev/null
+  --proxy-cpu "$proxy_cpu" --load-cpu "$load_cpu" --work "$work/bench" >/dev/null
 
 merged="$target/pgo-generate/merged.profdata"
 "$profdata" merge -o "$merged" "$raw"
