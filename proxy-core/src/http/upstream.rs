@@ -364,8 +364,8 @@ impl Pool {
     /// timeout for the response head. `forwarded`: forwarding fields to write after the
     /// request's own. `sent_at`: when the caller began the send, the clock reading the
     /// first try's idle check and response deadline use. `on_slow_connect` is called if
-    /// connecting takes long. Returns
-    /// whether a new connection was made, so the caller can clear an ejection.
+    /// connecting takes long. Returns whether a new connection was made, so the caller
+    /// can clear an ejection.
     #[allow(clippy::too_many_arguments)]
     pub async fn send(
         &self,
