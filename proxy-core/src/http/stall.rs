@@ -51,9 +51,16 @@ pub(crate) struct Stalls {
 #[derive(Default)]
 struct Inner {
     watched: Vec<Watched>,
+    /// Finished responses are forgotten when the list reaches this length, as well as at
+    /// each check: a busy connection finishes thousands of responses between two checks,
+    /// and each would be held until the next.
+    prune_at: usize,
     /// The connection task's, to start the checks when the first response is watched.
     waker: Option<Waker>,
 }
+
+/// The shortest list that is pruned before the next check.
+const PRUNE_MIN: usize = 32;
 
 impl Stalls {
     fn inner(&self) -> MutexGuard<'_, Inner> {
@@ -64,6 +71,13 @@ impl Stalls {
     pub fn watch(&self, link: Arc<Link>) -> Arc<Progress> {
         let progress = Arc::new(Progress::default());
         let mut inner = self.inner();
+        if inner.watched.len() >= inner.prune_at {
+            inner
+                .watched
+                .retain(|w| !w.progress.done.load(Ordering::Acquire));
+            // Twice what is left: each response is passed over a bounded number of times.
+            inner.prune_at = (inner.watched.len() * 2).max(PRUNE_MIN);
+        }
         inner.watched.push(Watched {
             progress: progress.clone(),
             link,
@@ -160,5 +174,37 @@ impl Future for StallWatch {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Timeouts;
+
+    fn link() -> Arc<Link> {
+        Link::new(Timeouts::default()).0
+    }
+
+    #[test]
+    fn finished_responses_are_forgotten_before_the_next_check() {
+        let stalls = Stalls::default();
+        let streaming: Vec<_> = (0..10).map(|_| stalls.watch(link())).collect();
+        for _ in 0..10_000 {
+            stalls.watch(link()).done();
+        }
+        let len = stalls.inner().watched.len();
+        assert!(
+            len <= 2 * PRUNE_MIN,
+            "{len} responses held, 10 of them streaming"
+        );
+        // The ones still streaming are kept.
+        let kept = stalls
+            .inner()
+            .watched
+            .iter()
+            .filter(|w| !w.progress.done.load(Ordering::Acquire))
+            .count();
+        assert_eq!(kept, streaming.len());
     }
 }
