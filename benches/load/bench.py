@@ -138,6 +138,7 @@ def prepare(a, work, vhosts=100):
     for the scripts that measure one thing with them (instructions, system calls)."""
     a.vhosts, a.paths, a.load_cpu, a.proxy_cpu = vhosts, 4, 1, 0
     a.http_port, a.https_port, a.admin_port, a.backend_port = 18080, 18443, 18254, 19000
+    a.h2_connections, a.h2_streams = 16, 8
     shutil.rmtree(work, ignore_errors=True)
     gen.cmd_load(argparse.Namespace(out=work, vhosts=a.vhosts, paths=a.paths,
                                     backend_port=a.backend_port, http_port=a.http_port,
@@ -160,16 +161,22 @@ def each_proxy(a, measure):
 
 def run_under(name, a, work, tool, settle):
     """Starts proxy `name`, warms it up, attaches `tool(pids)` (a command line, given the
-    proxy's process ids), lets it settle for `settle` seconds, runs wrk for `a.duration`
-    seconds and stops the tool with SIGINT. Returns wrk's result."""
+    proxy's process ids), lets it settle for `settle` seconds, runs the load for
+    `a.duration` seconds and stops the tool with SIGINT. The load is `a.variant`'s:
+    wrk's keep-alive HTTP/1.1 ("http", the default) or h2load's HTTP/2 over TLS ("h2").
+    Returns the load generator's result."""
+    if getattr(a, "variant", "http") == "h2":
+        load = run_h2load
+    else:
+        load = run_wrk
     p = Proxy(name, a, work)
     p.start()
     try:
-        run_wrk(a, work, 2)
+        load(a, work, 2)
         attached = subprocess.Popen(tool(sorted(tree_pids(p.proc.pid))),
                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(settle)
-        r = run_wrk(a, work, a.duration)
+        r = load(a, work, a.duration)
         attached.send_signal(signal.SIGINT)
         attached.wait(timeout=60)
         return r

@@ -71,6 +71,12 @@ SEGMENT_COUNTERS = ["TcpOutSegs", "TcpInSegs", "TcpExtTCPPureAcks", "TcpExtDelay
                     "TcpRetransSegs"]
 
 
+def load_name(a):
+    if a.variant == "h2":
+        return "HTTP/2, %d connections of %d streams" % (a.h2_connections, a.h2_streams)
+    return "keep-alive, %d connections" % a.connections
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--portico", required=True)
@@ -78,11 +84,16 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--work", default="/tmp/portico-bench-syscalls")
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
+    ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
+                    help="Portico's --runtime")
+    ap.add_argument("--variant", choices=["http", "h2"], default="http",
+                    help="http: wrk, keep-alive HTTP/1.1; h2: h2load, HTTP/2 over TLS "
+                         "(16 connections of 8 streams)")
     a = ap.parse_args()
     rows = bench.each_proxy(a, count)
     names = sorted({s for _, calls in rows.values() for s in calls},
                    key=lambda s: -max(c.get(s, 0) / max(n, 1) for n, c in rows.values()))
-    print("system calls per request (strace -c, keep-alive, %d connections)" % a.connections)
+    print("system calls per request (strace -c, %s)" % load_name(a))
     print("  %-16s" % "" + "".join("%10s" % n for n in rows))
     for s in names:
         per = [c.get(s, 0) / max(n, 1) for n, c in rows.values()]
@@ -92,8 +103,7 @@ def main():
     print("  %-16s" % "total" + "".join("%10.2f" % v for v in totals))
     print("  %-16s" % "requests" + "".join("%10d" % n for n, _ in rows.values()))
     rows = bench.each_proxy(a, segments)
-    print("TCP segments per request, machine-wide (nstat, keep-alive, %d connections)"
-          % a.connections)
+    print("TCP segments per request, machine-wide (nstat, %s)" % load_name(a))
     print("  %-18s" % "" + "".join("%10s" % n for n in rows))
     for counter in SEGMENT_COUNTERS:
         per = [c.get(counter, 0) / max(n, 1) for n, c in rows.values()]
