@@ -117,7 +117,7 @@ def nginx_conf(a, out, second_endpoint_for=None):
     for i in range(a.vhosts):
         extra = f"        server 127.0.0.2:{a.backend_port};\n" if second_endpoint_for == i else ""
         ups.append(f"    upstream vh{i} {{\n        server 127.0.0.1:{a.backend_port};\n{extra}"
-                   f"        keepalive 64;\n        keepalive_requests 1000000;\n    }}\n")
+                   f"        keepalive 320;\n        keepalive_requests 10000;\n    }}\n")
         locs = "".join(f"        location {p}/ {{ proxy_pass http://vh{i}; }}\n"
                        f"        location = {p} {{ proxy_pass http://vh{i}; }}\n"
                        for p in load_paths(a.paths))

@@ -163,8 +163,8 @@ def write_nginx(work):
     conf = os.path.join(root, "nginx.conf")
     with open(conf, "w") as f:
         f.write(nginx_common(root) + f"""
-    upstream pod_h1 {{ server 127.0.0.1:{POD_H1}; keepalive 64; }}
-    upstream pod_h2c {{ server 127.0.0.1:{POD_H2C}; keepalive 64; }}
+    upstream pod_h1 {{ server 127.0.0.1:{POD_H1}; keepalive 320; }}
+    upstream pod_h2c {{ server 127.0.0.1:{POD_H2C}; keepalive 320; }}
     server {{
         listen 127.0.0.1:{PROXY_PORT};
         server_name h1.bench.test;

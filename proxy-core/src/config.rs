@@ -221,6 +221,37 @@ pub struct ProxySettings {
     pub send_timeout: Duration,
     /// `proxy-set-headers`: fields set on every request sent to a backend.
     pub proxy_set_headers: SetHeaders,
+    /// How connections to pods are kept for reuse (`upstream-keepalive-*`).
+    pub upstream_keepalive: UpstreamKeepalive,
+}
+
+/// How connections to pods are kept for reuse, as ingress-nginx's
+/// `upstream-keepalive-*` keys; the defaults are theirs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpstreamKeepalive {
+    /// Idle connections kept per pod (`upstream-keepalive-connections`); the oldest
+    /// goes when one more comes back. 0 keeps none: each request asks the pod to close.
+    pub connections: usize,
+    /// An idle connection unused for this long is not used again
+    /// (`upstream-keepalive-timeout`).
+    pub timeout: Duration,
+    /// Requests one HTTP/1.1 connection carries before it is closed
+    /// (`upstream-keepalive-requests`).
+    pub requests: u64,
+    /// An HTTP/1.1 connection open this long is closed after the response in flight
+    /// (`upstream-keepalive-time`).
+    pub time: Duration,
+}
+
+impl Default for UpstreamKeepalive {
+    fn default() -> Self {
+        Self {
+            connections: 320,
+            timeout: Duration::from_secs(60),
+            requests: 10_000,
+            time: Duration::from_secs(3600),
+        }
+    }
 }
 
 impl Default for ProxySettings {
@@ -234,6 +265,7 @@ impl Default for ProxySettings {
             keep_alive: Duration::from_secs(75),
             send_timeout: Duration::from_secs(60),
             proxy_set_headers: SetHeaders::default(),
+            upstream_keepalive: UpstreamKeepalive::default(),
         }
     }
 }

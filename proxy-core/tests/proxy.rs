@@ -776,23 +776,14 @@ async fn slow_counting_backend(delay: Duration) -> (std::net::SocketAddr, Arc<At
 
 #[tokio::test]
 async fn idle_upstream_connections_beyond_the_limit_are_closed() {
-    use proxy_core::http::PoolOptions;
     let (addr, open) = slow_counting_backend(Duration::from_millis(300)).await;
-    let opts = ProxyOptions {
-        pool: PoolOptions {
-            max_idle_per_endpoint: 2,
-            ..PoolOptions::default()
-        },
-        ..ProxyOptions::default()
-    };
-    let px = TestProxy::start_with(
-        config(
-            vec![rule("app.test", "slow")],
-            vec![backend("slow", &[addr])],
-        ),
-        opts,
-    )
-    .await;
+    let mut cfg = config(
+        vec![rule("app.test", "slow")],
+        vec![backend("slow", &[addr])],
+    );
+    // upstream-keepalive-connections
+    cfg.settings.upstream_keepalive.connections = 2;
+    let px = TestProxy::start(cfg).await;
     // Six at once need six connections; as their responses end, each goes back to the
     // pool, and those beyond the limit are closed then.
     let burst: Vec<_> = (0..6)
@@ -813,6 +804,89 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     // The next request reuses a pooled one.
     assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
     assert_eq!(open.load(Ordering::SeqCst), 2);
+}
+
+/// A pod that counts the connections it accepts and the requests that asked it to
+/// close.
+async fn connection_counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)
+{
+    use hyper::service::service_fn;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, closes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (accepted.clone(), closes.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            a.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let close = req
+                        .headers()
+                        .get(hyper::header::CONNECTION)
+                        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+                    if close {
+                        c.fetch_add(1, Ordering::SeqCst);
+                    }
+                    async move {
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                            http_body_util::Full::new(Bytes::from_static(b"ok")),
+                        ))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted, closes)
+}
+
+#[tokio::test]
+async fn upstream_keepalive_requests_and_connections_apply_as_configured() {
+    let (addr, accepted, closes) = connection_counting_backend().await;
+    let mut cfg = config(vec![rule("app.test", "b")], vec![backend("b", &[addr])]);
+    // upstream-keepalive-requests: three requests a connection.
+    cfg.settings.upstream_keepalive.requests = 3;
+    let px = TestProxy::start(cfg.clone()).await;
+    for _ in 0..7 {
+        assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "7 requests, 3 a connection"
+    );
+    assert_eq!(closes.load(Ordering::SeqCst), 0);
+    // upstream-keepalive-connections 0, from the next configuration on: nothing is kept,
+    // and the pod is told so.
+    cfg.generation += 1;
+    cfg.settings.upstream_keepalive.connections = 0;
+    px.handle.store(cfg.clone());
+    for _ in 0..3 {
+        assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    }
+    // The connection pooled before carries the first of them, and is closed after it.
+    assert_eq!(accepted.load(Ordering::SeqCst), 5);
+    assert_eq!(closes.load(Ordering::SeqCst), 3);
+    // upstream-keepalive-time: a connection that old is closed after the request it
+    // carries.
+    cfg.generation += 1;
+    cfg.settings.upstream_keepalive = Default::default();
+    cfg.settings.upstream_keepalive.time = Duration::from_millis(200);
+    px.handle.store(cfg);
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        6,
+        "reused once past its time"
+    );
+    assert_eq!(get(px.addr, "app.test", "/").await.status, StatusCode::OK);
+    assert_eq!(accepted.load(Ordering::SeqCst), 7, "then closed");
 }
 
 #[tokio::test]
@@ -862,23 +936,14 @@ async fn a_pod_that_answers_before_reading_the_body_is_heard() {
 
 #[tokio::test]
 async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
-    use proxy_core::http::PoolOptions;
     let (addr, open) = slow_counting_backend(Duration::from_millis(200)).await;
-    let opts = ProxyOptions {
-        pool: PoolOptions {
-            idle_timeout: Duration::from_millis(300),
-            ..PoolOptions::default()
-        },
-        ..ProxyOptions::default()
-    };
-    let px = TestProxy::start_with(
-        config(
-            vec![rule("app.test", "slow")],
-            vec![backend("slow", &[addr])],
-        ),
-        opts,
-    )
-    .await;
+    let mut cfg = config(
+        vec![rule("app.test", "slow")],
+        vec![backend("slow", &[addr])],
+    );
+    // upstream-keepalive-timeout
+    cfg.settings.upstream_keepalive.timeout = Duration::from_millis(300);
+    let px = TestProxy::start(cfg).await;
     // Four at once leave four pooled connections.
     let burst: Vec<_> = (0..4)
         .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))

@@ -13,7 +13,9 @@ use std::time::Duration;
 use http::{HeaderName, HeaderValue};
 use ipnet::{IpNet, Ipv4Net};
 use k8s_openapi::api::core::v1::Secret;
-use proxy_core::config::{server_with_version, ProxySettings, Timeouts, SERVER_NAME};
+use proxy_core::config::{
+    server_with_version, ProxySettings, Timeouts, UpstreamKeepalive, SERVER_NAME,
+};
 use proxy_core::pipeline::{ClientAddressPolicy, Hsts};
 
 use super::annotations::{
@@ -79,6 +81,8 @@ pub struct GlobalSettings {
     pub client_body_buffer_size: u64,
     /// `keep-alive` (75 s): a client connection with nothing in flight this long is closed.
     pub keep_alive: Duration,
+    /// `upstream-keepalive-connections`, `-timeout`, `-requests`, `-time`.
+    pub upstream_keepalive: UpstreamKeepalive,
     /// `ssl-redirect` (true): redirect plain HTTP to HTTPS on hosts that have TLS.
     pub ssl_redirect: bool,
     /// `hsts` (true): send `Strict-Transport-Security` on HTTPS responses.
@@ -152,6 +156,7 @@ impl Default for GlobalSettings {
             proxy_request_buffering: true,
             client_body_buffer_size: 8 << 10,
             keep_alive: Duration::from_secs(75),
+            upstream_keepalive: UpstreamKeepalive::default(),
             ssl_redirect: true,
             hsts: true,
             hsts_max_age: Duration::from_secs(31_536_000),
@@ -244,6 +249,7 @@ impl GlobalSettings {
             },
             client_body_timeout: self.client_body_timeout,
             keep_alive: self.keep_alive,
+            upstream_keepalive: self.upstream_keepalive,
             hsts: self.hsts.then(|| {
                 Hsts::new(
                     self.hsts_max_age.as_secs(),
@@ -532,6 +538,11 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         "proxy-body-size" => parse_size(v).map(|n| s.proxy_body_size = n),
         "client-body-timeout" => parse_timeout(v).map(|d| s.client_body_timeout = d),
         "keep-alive" => parse_timeout(v).map(|d| s.keep_alive = d),
+        "upstream-keepalive-connections" => parse_count(v)
+            .map(|n| s.upstream_keepalive.connections = usize::try_from(n).unwrap_or(usize::MAX)),
+        "upstream-keepalive-timeout" => parse_timeout(v).map(|d| s.upstream_keepalive.timeout = d),
+        "upstream-keepalive-requests" => parse_count(v).map(|n| s.upstream_keepalive.requests = n),
+        "upstream-keepalive-time" => parse_keepalive_time(v).map(|d| s.upstream_keepalive.time = d),
         "proxy-request-buffering" => parse_on_off(v).map(|b| s.proxy_request_buffering = b),
         "client-body-buffer-size" => parse_buffer_size(v).map(|n| s.client_body_buffer_size = n),
         "ssl-redirect" => parse_bool(v).map(|b| s.ssl_redirect = b),
@@ -569,6 +580,24 @@ fn apply(s: &mut GlobalSettings, name: &str, v: &str) -> Option<Result<(), Strin
         _ => return None,
     };
     Some(r)
+}
+
+/// `upstream-keepalive-connections`, `-requests`: a whole number, 0 or more.
+fn parse_count(v: &str) -> Result<u64, String> {
+    const EXPECTED: &str = "a whole number, 0 or more";
+    match parse_int(v) {
+        Ok(n) => u64::try_from(n).map_err(|_| EXPECTED.into()),
+        Err(_) => Err(EXPECTED.into()),
+    }
+}
+
+/// `upstream-keepalive-time`: an nginx time (`1h`, `30m`, `1h 30m`; a bare number is
+/// seconds), more than nothing.
+fn parse_keepalive_time(v: &str) -> Result<Duration, String> {
+    match proxy_core::pipeline::nginx_time(v) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err("an nginx time such as 1h or 30m".into()),
+    }
 }
 
 /// `ssl-protocols`: nginx's space-separated protocol names. TLS 1.2 and 1.3 are taken;

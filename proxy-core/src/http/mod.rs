@@ -63,7 +63,6 @@ pub(crate) use headers::strip_hop_by_hop;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use passthrough::{Passed, PassthroughError};
 pub use server::{Shutdown, ShutdownGuard};
-pub use upstream::PoolOptions;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};
@@ -237,7 +236,6 @@ pub struct ProxyOptions {
     /// random one at start (replicas then disagree on every cookie).
     pub affinity_key: Option<[u8; 16]>,
     pub ejection: EjectionPolicy,
-    pub pool: PoolOptions,
     pub observer: Option<Arc<dyn ProxyObserver>>,
     /// Client connections served at once, over every listener of this proxy.
     pub max_connections: usize,
@@ -268,7 +266,6 @@ impl Default for ProxyOptions {
             https_port: 443,
             affinity_key: None,
             ejection: EjectionPolicy::default(),
-            pool: PoolOptions::default(),
             observer: None,
             max_connections: default_max_connections(None),
             max_connections_per_client: None,
@@ -290,7 +287,6 @@ impl std::fmt::Debug for ProxyOptions {
             .field("http_port", &self.http_port)
             .field("https_port", &self.https_port)
             .field("ejection", &self.ejection)
-            .field("pool", &self.pool)
             .field("max_connections", &self.max_connections)
             .field(
                 "max_connections_per_client",
@@ -339,7 +335,7 @@ impl Proxy {
             // WebSocket over HTTP/2 (RFC 8441).
             .enable_connect_protocol();
         let registry = Arc::new(Registry::new(key, opts.ejection));
-        let pool = Arc::new(upstream::Pool::new(opts.pool));
+        let pool = Arc::new(upstream::Pool::new());
         // Brought to every configuration as it is published, before requests see it.
         let runtime: Arc<dyn Runtime> = registry.clone();
         config.attach(Arc::downgrade(&runtime));

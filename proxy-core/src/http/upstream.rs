@@ -12,7 +12,7 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
@@ -42,7 +42,7 @@ use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use super::shard;
 use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
-use crate::config::{Config, Runtime, Timeouts};
+use crate::config::{Config, Runtime, Timeouts, UpstreamKeepalive};
 
 /// What goes upstream: the client's body, streamed or read whole first, or nothing (a
 /// replayed request). The buffered one is boxed: it is the largest and the rarest, and
@@ -126,20 +126,40 @@ impl Link {
     }
 }
 
-/// Pool tuning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PoolOptions {
-    /// Pooled connections unused for longer than this are closed rather than reused.
-    pub idle_timeout: Duration,
-    /// Idle connections kept per backend endpoint.
-    pub max_idle_per_endpoint: usize,
+/// `upstream-keepalive-*` as the configuration last published says. Read on every send,
+/// so kept as plain numbers rather than behind the configuration's pointer.
+struct Keepalive {
+    connections: AtomicUsize,
+    timeout_ms: AtomicU64,
+    requests: AtomicU64,
+    time_ms: AtomicU64,
 }
 
-impl Default for PoolOptions {
-    fn default() -> Self {
-        Self {
-            idle_timeout: Duration::from_secs(30),
-            max_idle_per_endpoint: 64,
+impl Keepalive {
+    fn new(k: &UpstreamKeepalive) -> Self {
+        let this = Self {
+            connections: AtomicUsize::new(0),
+            timeout_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            time_ms: AtomicU64::new(0),
+        };
+        this.store(k);
+        this
+    }
+
+    fn store(&self, k: &UpstreamKeepalive) {
+        self.connections.store(k.connections, Ordering::Relaxed);
+        self.timeout_ms.store(millis(k.timeout), Ordering::Relaxed);
+        self.requests.store(k.requests, Ordering::Relaxed);
+        self.time_ms.store(millis(k.time), Ordering::Relaxed);
+    }
+
+    fn load(&self) -> UpstreamKeepalive {
+        UpstreamKeepalive {
+            connections: self.connections.load(Ordering::Relaxed),
+            timeout: Duration::from_millis(self.timeout_ms.load(Ordering::Relaxed)),
+            requests: self.requests.load(Ordering::Relaxed),
+            time: Duration::from_millis(self.time_ms.load(Ordering::Relaxed)),
         }
     }
 }
@@ -329,12 +349,13 @@ const H2_STREAMS_PER_CONN: usize = 100;
 const H2_CONNS_PER_ENDPOINT: usize = 4;
 
 pub(crate) struct Pool {
-    opts: PoolOptions,
+    keepalive: Keepalive,
     endpoints: ArcSwap<HashMap<Target, Arc<EndpointPool>>>,
 }
 
 impl Runtime for Pool {
     fn apply(&self, next: &Config) {
+        self.keepalive.store(&next.settings.upstream_keepalive);
         let current = self.endpoints.load();
         let mut endpoints: HashMap<Target, Arc<EndpointPool>> = HashMap::default();
         for backend in next.backends.values() {
@@ -353,9 +374,9 @@ impl Runtime for Pool {
 }
 
 impl Pool {
-    pub fn new(opts: PoolOptions) -> Self {
+    pub fn new() -> Self {
         Self {
-            opts,
+            keepalive: Keepalive::new(&UpstreamKeepalive::default()),
             endpoints: ArcSwap::default(),
         }
     }
@@ -380,6 +401,7 @@ impl Pool {
         // An endpoint the pool was not told about (a request on an older configuration)
         // is served on a connection of its own that is not kept.
         let pool = self.endpoints.load().get(target).cloned();
+        let keep = self.keepalive.load();
         if *dial != Dial::Http1 {
             if let Some(f) = forwarded {
                 // Only Portico's own client writes them; any other takes them in the map.
@@ -389,6 +411,13 @@ impl Pool {
             return Box::pin(self.send_other(pool, target, dial, timeouts, req, on_slow_connect))
                 .await;
         }
+        if keep.connections == 0 && !req.headers().contains_key(http::header::CONNECTION) {
+            // No connection is kept, so the pod is told so (an upgrade keeps its own).
+            req.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
         let mut on_slow_connect = Some(on_slow_connect);
         let mut stale_retry = true;
         let mut outgoing = Outgoing::Request(req);
@@ -397,7 +426,7 @@ impl Pool {
         let mut now = sent_at;
         loop {
             let checked_out = match pool.as_deref() {
-                Some(p) => p.checkout_h1(now, self.opts.idle_timeout),
+                Some(p) => p.checkout_h1(now, keep.timeout),
                 None => None,
             };
             let (conn, fresh) = match checked_out {
@@ -433,10 +462,13 @@ impl Pool {
             let may_replay = !fresh
                 && stale_retry
                 && matches!(&outgoing, Outgoing::Request(req) if replayable(req));
-            let home = pool.as_ref().map(|p| Home {
-                pool: p.clone(),
-                max_idle: self.opts.max_idle_per_endpoint,
-            });
+            let home = pool
+                .as_ref()
+                .filter(|_| keep.connections > 0)
+                .map(|p| Home {
+                    pool: p.clone(),
+                    keep,
+                });
             match conn.exchange(outgoing, forwarded, home).await {
                 Ok(resp) => {
                     return Ok(Sent {
@@ -600,7 +632,7 @@ impl Pool {
                 Sender::H1(s) => {
                     if s.is_ready() {
                         let conn = list.swap_remove(i);
-                        if now.duration_since(conn.last_used) < self.opts.idle_timeout {
+                        if now.duration_since(conn.last_used) < self.keepalive.load().timeout {
                             return Some((conn.sender, conn.link));
                         }
                     }
@@ -628,7 +660,7 @@ impl Pool {
 
     fn put_other(&self, pool: &EndpointPool, dial: &Dial, sender: Sender, link: Arc<Link>) {
         let mut list = pool.other();
-        let max = self.opts.max_idle_per_endpoint;
+        let max = self.keepalive.connections.load(Ordering::Relaxed);
         if list.len() >= max {
             list.retain(|c| !c.sender.is_closed());
             if list.len() >= max {

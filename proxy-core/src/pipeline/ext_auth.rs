@@ -160,6 +160,32 @@ pub fn parse_cache_duration(v: &str) -> Result<Vec<CacheValid>, String> {
     Ok(out)
 }
 
+/// An nginx time value such as `1h`, `90s`, `1h 30m` or `1h30m` (its terms add up); a
+/// bare number is seconds.
+pub fn nginx_time(v: &str) -> Option<Duration> {
+    let mut rest = v.trim();
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total = Duration::ZERO;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = rest[digits..]
+            .find(|c: char| !c.is_ascii_alphabetic())
+            .map_or(rest.len(), |n| digits + n);
+        let term = match &rest[..unit] {
+            _ if digits == 0 => return None,
+            t if unit == digits => Duration::from_secs(t.parse().ok()?),
+            t => duration(t)?,
+        };
+        total = total.checked_add(term)?;
+        rest = rest[unit..].trim_start();
+    }
+    Some(total)
+}
+
 /// nginx's time units: `ms`, `s`, `m`, `h`, `d`, `w`, `M` (30 days), `y` (365 days).
 fn duration(el: &str) -> Option<Duration> {
     let split = el.find(|c: char| !c.is_ascii_digit())?;
@@ -802,6 +828,19 @@ pub fn signin_url(signin: &str, param: Option<&str>) -> Result<Template, Templat
 mod tests {
     use super::*;
     use http::Request;
+
+    #[test]
+    fn nginx_times_add_up_their_terms() {
+        let secs = |s| Some(Duration::from_secs(s));
+        assert_eq!(nginx_time("1h"), secs(3600));
+        assert_eq!(nginx_time("90"), secs(90));
+        assert_eq!(nginx_time("1h 30m"), secs(5400));
+        assert_eq!(nginx_time("1h30m5"), secs(5405));
+        assert_eq!(nginx_time("500ms"), Some(Duration::from_millis(500)));
+        for bad in ["", "h", "1x", "1h -1m", "1.5h", "99999999999999999999s"] {
+            assert_eq!(nginx_time(bad), None, "{bad:?}");
+        }
+    }
 
     fn parts(uri: &str, headers: &[(&str, &str)]) -> Parts {
         let mut b = Request::post(uri);

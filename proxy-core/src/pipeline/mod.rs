@@ -57,8 +57,8 @@ pub use digest_auth::{DigestAuth, DigestCredentials, Htdigest, NONCE_LIFETIME};
 pub use errors::ErrorPages;
 pub(crate) use ext_auth::AuthDecisions;
 pub use ext_auth::{
-    parse_cache_duration, signin_url, AuthCache, AuthCookies, AuthProxyHeaders, AuthRequest,
-    CacheValid, ExternalAuth, Template, TemplateError, Vars, Verdict,
+    nginx_time, parse_cache_duration, signin_url, AuthCache, AuthCookies, AuthProxyHeaders,
+    AuthRequest, CacheValid, ExternalAuth, Template, TemplateError, Vars, Verdict,
 };
 pub use gateway_redirect::{GatewayRedirect, RedirectPath};
 pub use gateway_rewrite::GatewayRewrite;

@@ -55,6 +55,10 @@ fn defaults_are_ingress_nginx_defaults() {
     assert!(s.hsts_include_subdomains);
     assert!(!s.hsts_preload);
     assert!(!s.server_tokens);
+    assert_eq!(s.upstream_keepalive.connections, 320);
+    assert_eq!(s.upstream_keepalive.timeout, Duration::from_secs(60));
+    assert_eq!(s.upstream_keepalive.requests, 10_000);
+    assert_eq!(s.upstream_keepalive.time, Duration::from_secs(3600));
     // No data, an empty ConfigMap and no ConfigMap at all are the same.
     assert_eq!(parse(&[]), (GlobalSettings::default(), Vec::new()));
     let mut diags = Vec::new();
@@ -773,4 +777,43 @@ fn upstream_selection_keys_as_ingress_nginx_reads_them() {
         Some(false)
     );
     assert_eq!(pass(&ann(Some(vec![404]), None), &global_on), Some(true));
+}
+
+#[test]
+fn upstream_keepalive_keys_reach_the_dataplane() {
+    let (s, said) = parse(&[
+        ("upstream-keepalive-connections", "0"),
+        ("upstream-keepalive-timeout", "5"),
+        ("upstream-keepalive-requests", "100"),
+        ("upstream-keepalive-time", "1h 30m"),
+    ]);
+    assert!(said.is_empty(), "{said:?}");
+    let k = s.proxy_settings().upstream_keepalive;
+    assert_eq!(k.connections, 0);
+    assert_eq!(k.timeout, Duration::from_secs(5));
+    assert_eq!(k.requests, 100);
+    assert_eq!(k.time, Duration::from_secs(5400));
+    // A bad value is named and its key keeps the default; the others still apply.
+    let (s, said) = parse(&[
+        ("upstream-keepalive-connections", "-1"),
+        ("upstream-keepalive-time", "soon"),
+        ("upstream-keepalive-requests", "7"),
+    ]);
+    let fields: Vec<_> = said.iter().map(|(f, r, _)| (f.as_str(), *r)).collect();
+    assert_eq!(
+        fields,
+        vec![
+            (
+                "data[\"upstream-keepalive-connections\"]",
+                DiagnosticReason::InvalidSetting
+            ),
+            (
+                "data[\"upstream-keepalive-time\"]",
+                DiagnosticReason::InvalidSetting
+            ),
+        ]
+    );
+    assert_eq!(s.upstream_keepalive.connections, 320);
+    assert_eq!(s.upstream_keepalive.time, Duration::from_secs(3600));
+    assert_eq!(s.upstream_keepalive.requests, 7);
 }

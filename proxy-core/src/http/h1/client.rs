@@ -29,6 +29,7 @@ use tokio::time::{Instant, Sleep};
 use super::head::{self, BodyFraming, PodFields, ResponseHeadError};
 use super::wire::{decode, Decoder, Step};
 use super::Rewind;
+use crate::config::UpstreamKeepalive;
 use crate::http::headers::Forwarded;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
@@ -112,10 +113,10 @@ impl Replay {
     }
 }
 
-/// Where a connection goes back to once its response is read whole.
+/// Where a connection goes back to once its response is read whole, and on what terms.
 pub(crate) struct Home {
     pub pool: Arc<EndpointPool>,
-    pub max_idle: usize,
+    pub keep: UpstreamKeepalive,
 }
 
 /// Clears the link's note of the socket before the socket closes, so that
@@ -142,6 +143,10 @@ pub(crate) struct PodConn {
     /// costs an atomic store, where a timer per request costs a registration.
     pub timer: Pin<Box<Sleep>>,
     pub last_used: Instant,
+    /// When it was dialled, and the requests it has answered in full: what
+    /// `upstream-keepalive-time` and `-requests` limit.
+    opened: Instant,
+    requests: u64,
     /// What a read for the next response head asks for.
     head_read: usize,
     /// Bytes read for the response now on the connection.
@@ -158,13 +163,16 @@ impl PodConn {
         read_timeout: Duration,
     ) -> Box<Self> {
         link.note_socket(stream.as_raw_fd());
+        let now = Instant::now();
         Box::new(Self {
             note: SocketNote(link),
             io: WriteIdle::new(stream, WriteTimeout::Shared(send_timeout)),
             buf: BytesMut::new(),
             out: Vec::new(),
             timer: Box::pin(tokio::time::sleep(read_timeout)),
-            last_used: Instant::now(),
+            last_used: now,
+            opened: now,
+            requests: 0,
             head_read: HEAD_READ,
             read_now: 0,
             shard: crate::http::shard::current(),
@@ -677,8 +685,15 @@ impl ResponseBody {
             conn.read_now = 0;
             // Closing this response's link no longer reaches the connection.
             conn.link().forget_socket();
-            conn.last_used = Instant::now();
-            home.pool.put_h1(conn, home.max_idle);
+            let now = Instant::now();
+            conn.requests += 1;
+            if conn.requests >= home.keep.requests
+                || now.duration_since(conn.opened) >= home.keep.time
+            {
+                return;
+            }
+            conn.last_used = now;
+            home.pool.put_h1(conn, home.keep.connections);
         }
     }
 
