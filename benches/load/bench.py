@@ -163,12 +163,14 @@ def run_under(name, a, work, tool, settle):
     """Starts proxy `name`, warms it up, attaches `tool(pids)` (a command line, given the
     proxy's process ids), lets it settle for `settle` seconds, runs the load for
     `a.duration` seconds and stops the tool with SIGINT. The load is `a.variant`'s:
-    wrk's keep-alive HTTP/1.1 ("http", the default) or h2load's HTTP/2 over TLS ("h2").
-    Returns the load generator's result."""
-    if getattr(a, "variant", "http") == "h2":
+    wrk's keep-alive HTTP/1.1 ("http", the default, or "https" over TLS) or h2load's
+    HTTP/2 over TLS ("h2"). Returns the load generator's result."""
+    variant = getattr(a, "variant", "http")
+    if variant == "h2":
         load = run_h2load
     else:
-        load = run_wrk
+        def load(a, work, duration):
+            return run_wrk(a, work, duration, scheme=variant)
     p = Proxy(name, a, work)
     p.start()
     try:

@@ -91,9 +91,9 @@ def main():
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
     ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
                     help="Portico's --runtime")
-    ap.add_argument("--variant", choices=["http", "h2"], default="http",
-                    help="http: wrk, keep-alive HTTP/1.1; h2: h2load, HTTP/2 over TLS "
-                         "(16 connections of 8 streams)")
+    ap.add_argument("--variant", choices=["http", "https", "h2"], default="http",
+                    help="http: wrk, keep-alive HTTP/1.1; https: the same over TLS; "
+                         "h2: h2load, HTTP/2 over TLS (16 connections of 8 streams)")
     ap.add_argument("--top", type=int, default=0, help="also list the N busiest symbols")
     a = ap.parse_args()
     rows = bench.each_proxy(a, record)
@@ -105,7 +105,8 @@ def main():
         per[name] = {k: v * period * 1e6 / max(n, 1) for k, v in g.items()}
     groups = sorted({k for v in per.values() for k in v})
     load = ("HTTP/2, %d connections of %d streams" % (a.h2_connections, a.h2_streams)
-            if a.variant == "h2" else "keep-alive, %d connections" % a.connections)
+            if a.variant == "h2" else "keep-alive%s, %d connections"
+            % (" over TLS" if a.variant == "https" else "", a.connections))
     print("CPU µs per request by where it went (perf cpu-clock samples, %s)" % load)
     print("  %-22s" % "" + "".join("%10s" % n for n in rows))
     for k in groups:

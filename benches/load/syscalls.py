@@ -74,7 +74,8 @@ SEGMENT_COUNTERS = ["TcpOutSegs", "TcpInSegs", "TcpExtTCPPureAcks", "TcpExtDelay
 def load_name(a):
     if a.variant == "h2":
         return "HTTP/2, %d connections of %d streams" % (a.h2_connections, a.h2_streams)
-    return "keep-alive, %d connections" % a.connections
+    return "keep-alive%s, %d connections" % (" over TLS" if a.variant == "https" else "",
+                                             a.connections)
 
 
 def main():
@@ -86,9 +87,9 @@ def main():
     ap.add_argument("--proxies", default="portico,nginx,haproxy")
     ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
                     help="Portico's --runtime")
-    ap.add_argument("--variant", choices=["http", "h2"], default="http",
-                    help="http: wrk, keep-alive HTTP/1.1; h2: h2load, HTTP/2 over TLS "
-                         "(16 connections of 8 streams)")
+    ap.add_argument("--variant", choices=["http", "https", "h2"], default="http",
+                    help="http: wrk, keep-alive HTTP/1.1; https: the same over TLS; "
+                         "h2: h2load, HTTP/2 over TLS (16 connections of 8 streams)")
     a = ap.parse_args()
     rows = bench.each_proxy(a, count)
     names = sorted({s for _, calls in rows.values() for s in calls},
