@@ -806,6 +806,35 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     assert_eq!(open.load(Ordering::SeqCst), 2);
 }
 
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_past_the_timeout_without_more_requests() {
+    let (addr, open) = slow_counting_backend(Duration::from_millis(100)).await;
+    let mut cfg = config(
+        vec![rule("app.test", "slow")],
+        vec![backend("slow", &[addr])],
+    );
+    // upstream-keepalive-timeout
+    cfg.settings.upstream_keepalive.timeout = Duration::from_millis(300);
+    let px = TestProxy::start(cfg).await;
+    let burst: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))
+        .collect();
+    for r in burst {
+        assert_eq!(r.await.unwrap(), StatusCode::OK);
+    }
+    assert_eq!(open.load(Ordering::SeqCst), 4);
+    // No request comes again: the pool closes them on its own.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} idle upstream connections still open",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// A pod that counts the connections it accepts and the requests that asked it to
 /// close.
 async fn connection_counting_backend() -> (std::net::SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>)

@@ -62,6 +62,7 @@ impl Proxy {
     /// Serves HTTP/3 on `endpoint` until `shutdown`; connections then get GOAWAY and
     /// their requests in flight finish.
     pub async fn serve_h3(self: Arc<Self>, endpoint: quinn::Endpoint, shutdown: Shutdown) {
+        super::upstream::Pool::sweep_in_background(&self.pool);
         let local = endpoint.local_addr().ok();
         loop {
             let incoming = tokio::select! {

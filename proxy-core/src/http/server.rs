@@ -25,6 +25,7 @@ use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::shard;
 use super::stall::StallWatch;
+use super::upstream;
 use super::{Conn, ConnInfo, ConnPermit, Proxied, Proxy, Refusal, Scheme};
 
 /// How long an idle connection being closed may take to say goodbye.
@@ -298,6 +299,7 @@ impl Proxy {
     where
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        upstream::Pool::sweep_in_background(&self.pool);
         let guard = self.shutdown.track();
         // The listener's handle is usually the proxy's own: wait on it once.
         let extra = extra

@@ -351,6 +351,7 @@ const H2_CONNS_PER_ENDPOINT: usize = 4;
 pub(crate) struct Pool {
     keepalive: Keepalive,
     endpoints: ArcSwap<HashMap<Target, Arc<EndpointPool>>>,
+    sweeping: OnceLock<()>,
 }
 
 impl Runtime for Pool {
@@ -377,7 +378,48 @@ impl Pool {
     pub fn new() -> Self {
         Self {
             keepalive: Keepalive::new(&UpstreamKeepalive::default()),
+            sweeping: OnceLock::new(),
             endpoints: ArcSwap::default(),
+        }
+    }
+
+    /// Starts, once, the task that closes idle connections past
+    /// `upstream-keepalive-timeout`, as nginx does: checkouts drop them too, but the
+    /// connections a burst left to a pod that gets no more requests would otherwise stay
+    /// open against it. Ends with the pool.
+    pub fn sweep_in_background(pool: &Arc<Self>) {
+        if pool.sweeping.set(()).is_err() {
+            return;
+        }
+        let pool = Arc::downgrade(pool);
+        tokio::spawn(async move {
+            loop {
+                let period = match pool.upgrade() {
+                    Some(p) => (p.keepalive.load().timeout / 2).max(Duration::from_millis(50)),
+                    None => return,
+                };
+                tokio::time::sleep(period).await;
+                match pool.upgrade() {
+                    Some(p) => p.sweep(),
+                    None => return,
+                }
+            }
+        });
+    }
+
+    /// Closes the idle connections unused for longer than the keep-alive timeout.
+    fn sweep(&self) {
+        let timeout = self.keepalive.load().timeout;
+        let now = Instant::now();
+        for pool in self.endpoints.load().values() {
+            for list in pool.idle().iter_mut() {
+                list.retain(|c| now.duration_since(c.last_used) < timeout);
+            }
+            pool.other().retain(|c| {
+                !c.sender.is_closed()
+                    && (c.link.streams.load(Ordering::Relaxed) > 0
+                        || now.duration_since(c.last_used) < timeout)
+            });
         }
     }
 
