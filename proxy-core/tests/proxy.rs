@@ -806,14 +806,14 @@ async fn idle_upstream_connections_beyond_the_limit_are_closed() {
     assert_eq!(open.load(Ordering::SeqCst), 2);
 }
 
-#[tokio::test]
-async fn idle_upstream_connections_are_closed_past_the_timeout_without_more_requests() {
-    let (addr, open) = slow_counting_backend(Duration::from_millis(100)).await;
+/// A proxy whose pool keeps idle pod connections 300 ms (`upstream-keepalive-timeout`),
+/// after four requests at once left four of them, and the count of those open.
+async fn four_pooled_for_300ms() -> (TestProxy, Arc<AtomicUsize>) {
+    let (addr, open) = slow_counting_backend(Duration::from_millis(200)).await;
     let mut cfg = config(
         vec![rule("app.test", "slow")],
         vec![backend("slow", &[addr])],
     );
-    // upstream-keepalive-timeout
     cfg.settings.upstream_keepalive.timeout = Duration::from_millis(300);
     let px = TestProxy::start(cfg).await;
     let burst: Vec<_> = (0..4)
@@ -823,6 +823,12 @@ async fn idle_upstream_connections_are_closed_past_the_timeout_without_more_requ
         assert_eq!(r.await.unwrap(), StatusCode::OK);
     }
     assert_eq!(open.load(Ordering::SeqCst), 4);
+    (px, open)
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_past_the_timeout_without_more_requests() {
+    let (_px, open) = four_pooled_for_300ms().await;
     // No request comes again: the pool closes them on its own.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while open.load(Ordering::SeqCst) > 0 {
@@ -965,22 +971,7 @@ async fn a_pod_that_answers_before_reading_the_body_is_heard() {
 
 #[tokio::test]
 async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
-    let (addr, open) = slow_counting_backend(Duration::from_millis(200)).await;
-    let mut cfg = config(
-        vec![rule("app.test", "slow")],
-        vec![backend("slow", &[addr])],
-    );
-    // upstream-keepalive-timeout
-    cfg.settings.upstream_keepalive.timeout = Duration::from_millis(300);
-    let px = TestProxy::start(cfg).await;
-    // Four at once leave four pooled connections.
-    let burst: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(async move { get(px.addr, "app.test", "/").await.status }))
-        .collect();
-    for r in burst {
-        assert_eq!(r.await.unwrap(), StatusCode::OK);
-    }
-    assert_eq!(open.load(Ordering::SeqCst), 4);
+    let (px, open) = four_pooled_for_300ms().await;
     // One request at a time keeps reusing the most recent; the others, idle past the
     // timeout, are closed as requests come.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
