@@ -973,7 +973,7 @@ async fn a_pod_that_answers_before_reading_the_body_is_heard() {
 async fn a_busy_pool_still_closes_connections_idle_past_the_timeout() {
     let (px, open) = four_pooled_for_300ms().await;
     // One request at a time keeps reusing the most recent; the others, idle past the
-    // timeout, are closed as requests come.
+    // timeout, are closed meanwhile.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while open.load(Ordering::SeqCst) > 1 {
         assert!(

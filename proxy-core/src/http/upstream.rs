@@ -267,19 +267,11 @@ impl EndpointPool {
     }
 
     /// The most recently used idle connection that can carry a request; the ones found
-    /// closed or pooled too long on the way are dropped.
+    /// closed or pooled too long on the way are dropped. The longest-pooled ones, which
+    /// a busy pool never reaches from this end, are left to [`Pool::sweep`].
     fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
         let mut shards = self.idle();
         let list = shard::slot(&mut shards, shard::current());
-        // The longest-pooled connection, which a busy pool never reaches from the other
-        // end, is closed once it has been idle too long: a checkout at a time, so the
-        // pool sheds what a lull left behind without a sweep of its own.
-        if list
-            .first()
-            .is_some_and(|c| now.duration_since(c.last_used) >= idle_timeout)
-        {
-            list.remove(0);
-        }
         while let Some(conn) = list.pop() {
             if now.duration_since(conn.last_used) < idle_timeout && conn.is_reusable() {
                 return Some(conn);
@@ -660,6 +652,7 @@ impl Pool {
     fn checkout_other(&self, pool: &EndpointPool, dial: &Dial) -> Option<(Sender, Arc<Link>)> {
         let mut list = pool.other();
         let now = Instant::now();
+        let idle_timeout = self.keepalive.load().timeout;
         list.retain(|c| !c.sender.is_closed());
         let mut h2: Option<(usize, usize)> = None;
         let mut h2_conns = 0;
@@ -674,7 +667,7 @@ impl Pool {
                 Sender::H1(s) => {
                     if s.is_ready() {
                         let conn = list.swap_remove(i);
-                        if now.duration_since(conn.last_used) < self.keepalive.load().timeout {
+                        if now.duration_since(conn.last_used) < idle_timeout {
                             return Some((conn.sender, conn.link));
                         }
                     }
