@@ -588,7 +588,9 @@ impl Pool {
                 Some((sender, link)) => (sender, link, false),
                 None => {
                     let slow = on_slow_connect.take();
-                    match connect_other(target, dial, timeouts, slow).await {
+                    // Boxed: HTTP/2 connections are shared, so most requests find one,
+                    // and the handshakes' state would otherwise be moved with each.
+                    match Box::pin(connect_other(target, dial, timeouts, slow)).await {
                         Ok((sender, link)) => {
                             let sender = match (sender, &pool) {
                                 // Shared from the start: the requests that come while this
