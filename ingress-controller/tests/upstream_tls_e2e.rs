@@ -7,6 +7,7 @@
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -55,6 +56,15 @@ fn leaf(ca: &Ca, names: &[&str]) -> (String, String, CertificateDer<'static>, Ve
 /// A pod serving TLS with `alpn`; it answers with the HTTP version it was spoken to
 /// in, the SNI it got, and whether a client certificate came.
 async fn tls_pod(ca: &Ca, alpn: &[&[u8]], require_client_cert: bool) -> SocketAddr {
+    tls_pod_counted(ca, alpn, require_client_cert).await.0
+}
+
+/// [`tls_pod`], and the count of connections it accepted.
+async fn tls_pod_counted(
+    ca: &Ca,
+    alpn: &[&[u8]],
+    require_client_cert: bool,
+) -> (SocketAddr, Arc<AtomicUsize>) {
     let (_, _, der, key) = leaf(ca, &["pod.internal"]);
     let builder = rustls::ServerConfig::builder();
     let builder = if require_client_cert {
@@ -75,11 +85,14 @@ async fn tls_pod(ca: &Ca, alpn: &[&[u8]], require_client_cert: bool) -> SocketAd
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let counted = accepted.clone();
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
+            counted.fetch_add(1, Ordering::SeqCst);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 let Ok(tls) = acceptor.accept(stream).await else {
@@ -105,7 +118,7 @@ async fn tls_pod(ca: &Ca, alpn: &[&[u8]], require_client_cert: bool) -> SocketAd
             });
         }
     });
-    addr
+    (addr, accepted)
 }
 
 fn annotated(name: &str, host: &str, service: &str, annotations: &[(&str, &str)]) -> String {
@@ -285,4 +298,44 @@ async fn https_pods_with_and_without_verification() {
     // The other routes still answer.
     let (code, _) = body_of(&c, "either.example.com").await;
     assert_eq!(code, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_keepalive_requests_close_tls_pod_connections() {
+    let pod_ca = ca("pod CA");
+    let (h1_only, accepted) = tls_pod_counted(&pod_ca, &[b"http/1.1"], false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = INGRESS_CLASS_YAML.to_owned();
+    text.push_str(&service_yaml("h1-only", &[h1_only]));
+    text.push_str(&annotated(
+        "h1-only",
+        "h1.example.com",
+        "h1-only",
+        &[("backend-protocol", "HTTPS")],
+    ));
+    text.push_str(
+        "---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: portico-settings, namespace: portico}
+data:
+  upstream-keepalive-requests: \"2\"
+",
+    );
+    std::fs::write(dir.path().join("tls.yaml"), text).unwrap();
+    let mut c = Controller::start(dir.path(), &["--configmap", "portico/portico-settings"]);
+    c.wait_ready().await;
+    for _ in 0..5 {
+        let (code, body) = body_of(&c, "h1.example.com").await;
+        assert_eq!(
+            (code, body.as_str()),
+            (200, "version=HTTP/1.1 sni=- client-cert=false")
+        );
+    }
+    // Two requests a TLS connection, as on plain ones.
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "5 requests, 2 a connection"
+    );
 }

@@ -235,12 +235,20 @@ pub struct UpstreamKeepalive {
     /// An idle connection unused for this long is not used again
     /// (`upstream-keepalive-timeout`).
     pub timeout: Duration,
-    /// Requests one HTTP/1.1 connection carries before it is closed
-    /// (`upstream-keepalive-requests`).
+    /// Requests one connection carries before it is closed
+    /// (`upstream-keepalive-requests`); an HTTP/2 one takes no new stream after them.
     pub requests: u64,
-    /// An HTTP/1.1 connection open this long is closed after the response in flight
-    /// (`upstream-keepalive-time`).
+    /// A connection open this long is closed after the response in flight
+    /// (`upstream-keepalive-time`); an HTTP/2 one takes no new stream after it.
     pub time: Duration,
+}
+
+impl UpstreamKeepalive {
+    /// Whether a connection open for `age` that has carried `requests` may carry no
+    /// more.
+    pub fn spent(&self, requests: u64, age: Duration) -> bool {
+        requests >= self.requests || age >= self.time
+    }
 }
 
 impl Default for UpstreamKeepalive {

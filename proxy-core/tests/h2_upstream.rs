@@ -20,19 +20,32 @@ use tokio::net::TcpListener;
 use common::*;
 
 /// An h2c pod answering each request after `delay`; every connection is told to go
-/// away (GOAWAY) once it has taken `per_conn` requests. Counts connections.
+/// away (GOAWAY) once it has taken `per_conn` requests. Counts the connections it
+/// accepted, and those still open.
 async fn h2c_pod(delay: Duration, per_conn: usize) -> (SocketAddr, Arc<AtomicUsize>) {
+    let (addr, accepted, _) = h2c_pod_counting_open(delay, per_conn).await;
+    (addr, accepted)
+}
+
+async fn h2c_pod_counting_open(
+    delay: Duration,
+    per_conn: usize,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let conns = Arc::new(AtomicUsize::new(0));
-    let counted = conns.clone();
+    let open = Arc::new(AtomicUsize::new(0));
+    let (counted, still_open) = (conns.clone(), open.clone());
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
             counted.fetch_add(1, Ordering::SeqCst);
+            still_open.fetch_add(1, Ordering::SeqCst);
+            let closed = OnDrop(still_open.clone());
             tokio::spawn(async move {
+                let _closed = closed;
                 let taken = Arc::new(AtomicUsize::new(0));
                 let enough = Arc::new(tokio::sync::Notify::new());
                 let svc = {
@@ -64,7 +77,16 @@ async fn h2c_pod(delay: Duration, per_conn: usize) -> (SocketAddr, Arc<AtomicUsi
             });
         }
     });
-    (addr, conns)
+    (addr, conns, open)
+}
+
+/// Counts a connection closed when the task serving it ends, however it ends.
+struct OnDrop(Arc<AtomicUsize>);
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn h2c_config(pod: SocketAddr) -> proxy_core::Config {
@@ -110,4 +132,61 @@ async fn goaway_fails_no_request_the_pod_had_not_taken() {
     }
     // The pod did close connections, and the proxy went on with new ones.
     assert!(conns.load(Ordering::SeqCst) >= 10, "{conns:?}");
+}
+
+/// Waits until `open` falls to `want`.
+async fn until_open(open: &AtomicUsize, want: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while open.load(Ordering::SeqCst) != want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} connections to the pod open, expected {want}",
+            open.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_keepalive_requests_and_time_retire_http2_connections() {
+    let (pod, accepted, open) = h2c_pod_counting_open(Duration::ZERO, usize::MAX).await;
+    // upstream-keepalive-requests: three streams a connection.
+    let mut cfg = h2c_config(pod);
+    cfg.settings.upstream_keepalive.requests = 3;
+    let proxy = TestProxy::start(cfg.clone()).await;
+    for i in 0..7 {
+        let reply = get(proxy.addr, "h2.test", &format!("/{i}")).await;
+        assert_eq!(reply.status, 200, "{}", reply.text());
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        3,
+        "7 requests, 3 a connection"
+    );
+    // The two that carried their three are closed once their streams are done.
+    until_open(&open, 1).await;
+
+    // upstream-keepalive-time: the request that finds a connection that old still
+    // rides it; the next one opens another, and the old one closes.
+    cfg.generation += 1;
+    cfg.settings.upstream_keepalive = Default::default();
+    cfg.settings.upstream_keepalive.time = Duration::from_millis(300);
+    proxy.handle.store(cfg);
+    let reply = get(proxy.addr, "h2.test", "/fresh").await;
+    assert_eq!(reply.status, 200);
+    let before = accepted.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(get(proxy.addr, "h2.test", "/old").await.status, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before,
+        "reused once past its time"
+    );
+    assert_eq!(get(proxy.addr, "h2.test", "/new").await.status, 200);
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        before + 1,
+        "then another opened"
+    );
+    until_open(&open, 1).await;
 }

@@ -312,9 +312,19 @@ pub(crate) enum Dial {
 /// A pooled connection of a kind other than plain HTTP/1.1.
 struct Other {
     dial: Dial,
+    lent: Lent,
+    last_used: Instant,
+}
+
+/// A connection of a kind other than plain HTTP/1.1 as a request holds it: an HTTP/1.1
+/// one taken out of the pool, or a share of an HTTP/2 one.
+struct Lent {
     sender: Sender,
     link: Arc<Link>,
-    last_used: Instant,
+    /// When it was dialled, and the requests given to it: what
+    /// `upstream-keepalive-time` and `-requests` limit.
+    opened: Instant,
+    requests: u64,
 }
 
 enum Sender {
@@ -408,8 +418,8 @@ impl Pool {
                 list.retain(|c| now.duration_since(c.last_used) < timeout);
             }
             pool.other().retain(|c| {
-                !c.sender.is_closed()
-                    && (c.link.streams.load(Ordering::Relaxed) > 0
+                !c.lent.sender.is_closed()
+                    && (c.lent.link.streams.load(Ordering::Relaxed) > 0
                         || now.duration_since(c.last_used) < timeout)
             });
         }
@@ -584,24 +594,28 @@ impl Pool {
         let mut stale_retry = true;
         loop {
             let checked_out = pool.as_deref().and_then(|p| self.checkout_other(p, dial));
-            let (sender, link, fresh) = match checked_out {
-                Some((sender, link)) => (sender, link, false),
+            let (lent, fresh) = match checked_out {
+                Some(lent) => (lent, false),
                 None => {
                     let slow = on_slow_connect.take();
                     // Boxed: HTTP/2 connections are shared, so most requests find one,
                     // and the handshakes' state would otherwise be moved with each.
                     match Box::pin(connect_other(target, dial, timeouts, slow)).await {
                         Ok((sender, link)) => {
-                            let sender = match (sender, &pool) {
+                            let lent = Lent {
+                                sender,
+                                link,
+                                opened: Instant::now(),
+                                requests: 1,
+                            };
+                            if let (Sender::H2(h2), Some(p)) = (&lent.sender, &pool) {
                                 // Shared from the start: the requests that come while this
                                 // one waits for its answer ride along.
-                                (Sender::H2(h2), Some(p)) => {
-                                    self.put_other(p, dial, Sender::H2(h2.clone()), link.clone());
-                                    Sender::H2(h2)
+                                if !self.keepalive.load().spent(lent.requests, Duration::ZERO) {
+                                    self.put_other(p, dial, lent.share(h2));
                                 }
-                                (sender, _) => sender,
-                            };
-                            (sender, link, true)
+                            }
+                            (lent, true)
                         }
                         Err(error) => {
                             return Err(SendError {
@@ -612,6 +626,12 @@ impl Pool {
                     }
                 }
             };
+            let Lent {
+                sender,
+                link,
+                opened,
+                requests,
+            } = lent;
             link.send_timeout
                 .store(millis(timeouts.send), Ordering::Relaxed);
             let replay = (!fresh && stale_retry && replayable(&req)).then(|| req.clone_head());
@@ -620,8 +640,19 @@ impl Pool {
                     let sent = tokio::time::timeout(timeouts.read, h1.try_send_request(req))
                         .await
                         .map_err(|_| TimedOut);
+                    let keep = self.keepalive.load();
                     if let (Ok(Ok(_)), Some(p)) = (&sent, &pool) {
-                        self.put_other(p, dial, Sender::H1(h1), link.clone());
+                        // Past its limits it is dropped here, and closes once this
+                        // response is read.
+                        if !keep.spent(requests, opened.elapsed()) {
+                            let lent = Lent {
+                                sender: Sender::H1(h1),
+                                link: link.clone(),
+                                opened,
+                                requests,
+                            };
+                            self.put_other(p, dial, lent);
+                        }
                     }
                     (sent, None)
                 }
@@ -650,12 +681,14 @@ impl Pool {
     }
 
     /// A connection for `dial`: an idle HTTP/1.1 one taken out, or an HTTP/2 one with
-    /// room for another stream shared (the least loaded, once each has its share).
-    fn checkout_other(&self, pool: &EndpointPool, dial: &Dial) -> Option<(Sender, Arc<Link>)> {
+    /// room for another stream shared (the least loaded, once each has its share). An
+    /// HTTP/2 one given its last request by `upstream-keepalive-requests` or `-time`
+    /// leaves the pool, and closes once its streams are done.
+    fn checkout_other(&self, pool: &EndpointPool, dial: &Dial) -> Option<Lent> {
         let mut list = pool.other();
         let now = Instant::now();
-        let idle_timeout = self.keepalive.load().timeout;
-        list.retain(|c| !c.sender.is_closed());
+        let keep = self.keepalive.load();
+        list.retain(|c| !c.lent.sender.is_closed());
         let mut h2: Option<(usize, usize)> = None;
         let mut h2_conns = 0;
         let mut i = list.len();
@@ -665,18 +698,20 @@ impl Pool {
             if conn.dial != *dial {
                 continue;
             }
-            match &conn.sender {
+            match &conn.lent.sender {
                 Sender::H1(s) => {
                     if s.is_ready() {
                         let conn = list.swap_remove(i);
-                        if now.duration_since(conn.last_used) < idle_timeout {
-                            return Some((conn.sender, conn.link));
+                        if now.duration_since(conn.last_used) < keep.timeout {
+                            let mut lent = conn.lent;
+                            lent.requests += 1;
+                            return Some(lent);
                         }
                     }
                 }
                 Sender::H2(_) => {
                     h2_conns += 1;
-                    let load = conn.link.streams.load(Ordering::Relaxed);
+                    let load = conn.lent.link.streams.load(Ordering::Relaxed);
                     if h2.is_none_or(|(_, least)| load < least) {
                         h2 = Some((i, load));
                     }
@@ -688,18 +723,23 @@ impl Pool {
             return None;
         }
         let conn = &mut list[i];
+        let Sender::H2(h2) = &conn.lent.sender else {
+            return None;
+        };
         conn.last_used = now;
-        match &conn.sender {
-            Sender::H2(s) => Some((Sender::H2(s.clone()), conn.link.clone())),
-            Sender::H1(_) => None,
+        conn.lent.requests += 1;
+        let lent = conn.lent.share(h2);
+        if keep.spent(lent.requests, now.duration_since(lent.opened)) {
+            list.swap_remove(i);
         }
+        Some(lent)
     }
 
-    fn put_other(&self, pool: &EndpointPool, dial: &Dial, sender: Sender, link: Arc<Link>) {
+    fn put_other(&self, pool: &EndpointPool, dial: &Dial, lent: Lent) {
         let mut list = pool.other();
         let max = self.keepalive.connections.load(Ordering::Relaxed);
         if list.len() >= max {
-            list.retain(|c| !c.sender.is_closed());
+            list.retain(|c| !c.lent.sender.is_closed());
             if list.len() >= max {
                 // Full of connections that are in use or shared: this one is not kept.
                 return;
@@ -707,10 +747,21 @@ impl Pool {
         }
         list.push(Other {
             dial: dial.clone(),
-            sender,
-            link,
+            lent,
             last_used: Instant::now(),
         });
+    }
+}
+
+impl Lent {
+    /// Another share of this HTTP/2 connection (`h2` is its sender).
+    fn share(&self, h2: &http2::SendRequest<UpstreamBody>) -> Lent {
+        Lent {
+            sender: Sender::H2(h2.clone()),
+            link: self.link.clone(),
+            opened: self.opened,
+            requests: self.requests,
+        }
     }
 }
 

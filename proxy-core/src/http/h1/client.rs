@@ -687,8 +687,9 @@ impl ResponseBody {
             conn.link().forget_socket();
             let now = Instant::now();
             conn.requests += 1;
-            if conn.requests >= home.keep.requests
-                || now.duration_since(conn.opened) >= home.keep.time
+            if home
+                .keep
+                .spent(conn.requests, now.duration_since(conn.opened))
             {
                 return;
             }
