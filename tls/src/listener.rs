@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use proxy_core::http::shard::Incoming;
+use proxy_core::http::Socket;
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
 
@@ -16,7 +17,7 @@ use crate::TlsError;
 
 /// One accepted, handshaken connection.
 pub struct TlsConnection<X = ()> {
-    pub stream: TlsStream<TcpStream>,
+    pub stream: TlsStream<Socket>,
     pub info: TlsInfo,
     pub remote: SocketAddr,
     pub local: SocketAddr,
@@ -109,6 +110,7 @@ pub async fn serve_observed<A, H, Fut, F, P, PFut, X>(
                     return;
                 }
             };
+            let tcp = Socket::new(tcp);
             // Only with hosts that ask for client certificates is the SNI read first.
             let accepted = match &client_auth {
                 Some(hosts) => {

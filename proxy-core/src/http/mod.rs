@@ -50,6 +50,7 @@ mod passthrough;
 pub mod proxy_protocol;
 mod server;
 pub mod shard;
+mod socket;
 mod stall;
 mod upgrade;
 mod upstream;
@@ -63,6 +64,7 @@ pub(crate) use headers::strip_hop_by_hop;
 pub use limits::{default_max_connections, raise_fd_limit, ConnPermit, Refusal};
 pub use passthrough::{Passed, PassthroughError};
 pub use server::{Shutdown, ShutdownGuard};
+pub use socket::Socket;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, OnceLock};

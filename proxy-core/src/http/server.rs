@@ -24,6 +24,7 @@ use super::h1::park::{Lot, Parkable, Parked};
 use super::idle_io::{WriteIdle, WriteTimeout};
 use super::proxy_protocol::{self, ProxyHeader, ProxyProtocolError};
 use super::shard;
+use super::socket::Socket;
 use super::stall::StallWatch;
 use super::upstream;
 use super::{Conn, ConnInfo, ConnPermit, Proxied, Proxy, Refusal, Scheme};
@@ -186,7 +187,7 @@ impl Proxy {
                 // Spawned as it is: wrapping it in another future would hold it twice.
                 let info = plain(None);
                 tokio::spawn(self.serve(
-                    stream,
+                    Socket::new(stream),
                     info,
                     Some(&shutdown),
                     Some(tcp_ready),
@@ -207,7 +208,13 @@ impl Proxy {
                 let info = plain(proxied);
                 // The permit goes with the connection, which may outlive this task parked.
                 proxy
-                    .serve(stream, info, Some(&shutdown), Some(tcp_ready), Some(permit))
+                    .serve(
+                        Socket::new(stream),
+                        info,
+                        Some(&shutdown),
+                        Some(tcp_ready),
+                        Some(permit),
+                    )
                     .await
             });
         }
@@ -502,7 +509,7 @@ async fn serve_resumed<IO>(
 }
 
 /// Readiness of a plain TCP client socket, for idle HTTP/1 connections.
-fn tcp_ready(io: &WriteIdle<TcpStream>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+fn tcp_ready(io: &WriteIdle<Socket>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
     io.get_ref().poll_read_ready(cx)
 }
 
@@ -536,7 +543,7 @@ mod tests {
     /// counts it stays in mimalloc's 448-byte size class (the next is 512).
     #[test]
     fn a_plain_connection_wire_fits_its_allocation_class() {
-        let size = std::mem::size_of::<h1::Wire<WriteIdle<TcpStream>>>();
+        let size = std::mem::size_of::<h1::Wire<WriteIdle<Socket>>>();
         assert!(size + 16 <= 448, "a wire takes {size} bytes");
     }
 }

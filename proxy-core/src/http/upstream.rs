@@ -40,6 +40,7 @@ use super::h1::client::{ExchangeError, Home, Outgoing, PodConn, ResponseBody, Up
 use super::headers::Forwarded;
 use super::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
 use super::shard;
+use super::socket::Socket;
 use super::upstream_tls::{Alpn, UpstreamTls};
 use crate::balance::Target;
 use crate::config::{Config, Runtime, Timeouts, UpstreamKeepalive};
@@ -1065,7 +1066,7 @@ async fn connect_other(
 ) -> Result<(Sender, Arc<Link>), ProxyError> {
     let stream = connect_tcp(target, timeouts, on_slow).await?;
     let (link, send_timeout) = Link::new(timeouts);
-    let io = WriteIdle::new(stream, WriteTimeout::Shared(send_timeout));
+    let io = WriteIdle::new(Socket::new(stream), WriteTimeout::Shared(send_timeout));
     let (tls, alpn, name) = match dial {
         Dial::Http1 => {
             return Ok((Sender::H1(handshake_http1(target, &link, io).await?), link));

@@ -32,6 +32,7 @@ use super::Rewind;
 use crate::config::UpstreamKeepalive;
 use crate::http::headers::Forwarded;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
+use crate::http::socket::Socket;
 use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
 
 /// Most bytes one read asks for.
@@ -134,7 +135,7 @@ impl Drop for SocketNote {
 pub(crate) struct PodConn {
     // First, so that it is dropped before the socket.
     note: SocketNote,
-    io: WriteIdle<TcpStream>,
+    io: WriteIdle<Socket>,
     /// Read and not yet consumed.
     buf: BytesMut,
     /// The request head (and chunk-size lines) being written.
@@ -166,7 +167,7 @@ impl PodConn {
         let now = Instant::now();
         Box::new(Self {
             note: SocketNote(link),
-            io: WriteIdle::new(stream, WriteTimeout::Shared(send_timeout)),
+            io: WriteIdle::new(Socket::new(stream), WriteTimeout::Shared(send_timeout)),
             buf: BytesMut::new(),
             out: Vec::new(),
             timer: Box::pin(tokio::time::sleep(read_timeout)),
@@ -802,7 +803,7 @@ impl Body for ResponseBody {
 
 /// A pod connection after `101 Switching Protocols`: what the pod sent after the head
 /// is read first.
-pub(crate) type Upgraded = Rewind<WriteIdle<TcpStream>>;
+pub(crate) type Upgraded = Rewind<WriteIdle<Socket>>;
 
 #[cfg(test)]
 mod tests {
