@@ -30,6 +30,16 @@ def host(i):
     return f"vh{i}.{DOMAIN}"
 
 
+def pod(i):
+    """Virtual host i's pod: an address of its own, as each Service's pods have in a
+    cluster, so no proxy serves two hosts over one pool of pod connections."""
+    return f"127.0.{1 + i // 250}.{1 + i % 250}"
+
+
+# The second endpoint the churn run adds to one host and takes away again.
+SECOND_POD = "127.0.0.2"
+
+
 def make_cert(out):
     crt, key = os.path.join(out, "tls.crt"), os.path.join(out, "tls.key")
     if not (os.path.exists(crt) and os.path.exists(key)):
@@ -103,7 +113,7 @@ def load_paths(n):
 
 def app_file(i, port, paths, second_endpoint=False, extra_path=None, tls=True):
     name = f"vh{i}"
-    addrs = ["127.0.0.1"] + (["127.0.0.2"] if second_endpoint else [])
+    addrs = [pod(i)] + ([SECOND_POD] if second_endpoint else [])
     return "---\n".join([
         service(name),
         endpoint_slice(name, addrs, port),
@@ -115,8 +125,8 @@ def app_file(i, port, paths, second_endpoint=False, extra_path=None, tls=True):
 def nginx_conf(a, out, second_endpoint_for=None):
     ups, servers = [], []
     for i in range(a.vhosts):
-        extra = f"        server 127.0.0.2:{a.backend_port};\n" if second_endpoint_for == i else ""
-        ups.append(f"    upstream vh{i} {{\n        server 127.0.0.1:{a.backend_port};\n{extra}"
+        extra = f"        server {SECOND_POD}:{a.backend_port};\n" if second_endpoint_for == i else ""
+        ups.append(f"    upstream vh{i} {{\n        server {pod(i)}:{a.backend_port};\n{extra}"
                    f"        keepalive 320;\n        keepalive_requests 10000;\n    }}\n")
         locs = "".join(f"        location {p}/ {{ proxy_pass http://vh{i}; }}\n"
                        f"        location = {p} {{ proxy_pass http://vh{i}; }}\n"
@@ -163,9 +173,9 @@ http {{
 def haproxy_cfg(a, out, second_endpoint_for=None):
     backs = []
     for i in range(a.vhosts):
-        extra = (f"    server s2 127.0.0.2:{a.backend_port}\n"
+        extra = (f"    server s2 {SECOND_POD}:{a.backend_port}\n"
                  if second_endpoint_for == i else "")
-        backs.append(f"backend vh{i}\n    server s1 127.0.0.1:{a.backend_port}\n{extra}")
+        backs.append(f"backend vh{i}\n    server s1 {pod(i)}:{a.backend_port}\n{extra}")
     with open(os.path.join(out, "haproxy-routes.map"), "w") as f:
         for i in range(a.vhosts):
             for p in load_paths(a.paths):

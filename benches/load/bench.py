@@ -242,6 +242,8 @@ def start_backend(a, work, body_bytes):
     with open(os.path.join(root, "body"), "wb") as f:
         f.write(b"x" * body_bytes)
     conf = os.path.join(root, "nginx.conf")
+    # Every host's own pod address (gen.pod), all served by this one process.
+    pods = "".join(f"        listen {gen.pod(i)}:{a.backend_port};\n" for i in range(a.vhosts))
     with open(conf, "w") as f:
         f.write(f"""worker_processes 1;
 pid {root}/nginx.pid;
@@ -260,8 +262,8 @@ http {{
     default_type application/octet-stream;
     server {{
         listen 127.0.0.1:{a.backend_port};
-        listen 127.0.0.2:{a.backend_port};
-        location / {{ root {root}; try_files /body =500; }}
+        listen {gen.SECOND_POD}:{a.backend_port};
+{pods}        location / {{ root {root}; try_files /body =500; }}
     }}
 }}
 """)
