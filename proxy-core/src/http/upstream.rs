@@ -270,7 +270,7 @@ impl EndpointPool {
     /// The most recently used idle connection that can carry a request; the ones found
     /// closed or pooled too long on the way are dropped. The longest-pooled ones, which
     /// a busy pool never reaches from this end, are left to [`Pool::sweep`].
-    fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
+    pub(crate) fn checkout_h1(&self, now: Instant, idle_timeout: Duration) -> Option<Box<PodConn>> {
         let mut shards = self.idle();
         let list = shard::slot(&mut shards, shard::current());
         while let Some(conn) = list.pop() {

@@ -683,6 +683,12 @@ impl ResponseBody {
                 .read_now
                 .next_multiple_of(1024)
                 .clamp(HEAD_READ, READ_SIZE);
+            if conn.read_now > HEAD_READ {
+                // A pooled connection keeps a head's worth of buffer at most: a pool
+                // holds hundreds, and each would otherwise keep its last large answer's
+                // allocation while it waits. The next large answer allocates anew.
+                conn.buf = BytesMut::new();
+            }
             conn.read_now = 0;
             // Closing this response's link no longer reaches the connection.
             conn.link().forget_socket();
@@ -1054,6 +1060,47 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&sent),
             "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"
+        );
+    }
+
+    /// The buffer a connection goes back to the pool with after an answer of `size`
+    /// bytes of body, read whole: what its next read reuses (the allocation it still
+    /// holds, reclaimed whole once the body is gone), not just the room left after it.
+    async fn pooled_buffer_after(size: usize) -> usize {
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\nContent-Length: {size}\r\n\r\n{}",
+            "x".repeat(size)
+        );
+        let answer: &'static [u8] = Box::leak(answer.into_bytes().into_boxed_slice());
+        let (conn, _) = pod(vec![answer]).await;
+        let pool = Arc::new(EndpointPool::default());
+        let home = Home {
+            pool: pool.clone(),
+            keep: UpstreamKeepalive::default(),
+        };
+        let resp = match conn
+            .exchange(Outgoing::Request(get(Method::GET)), None, Some(home))
+            .await
+        {
+            Ok(resp) => resp,
+            Err(_) => panic!("no response"),
+        };
+        assert_eq!(body_of(resp).await.expect("body").len(), size);
+        let mut pooled = pool
+            .checkout_h1(Instant::now(), Duration::from_secs(60))
+            .expect("pooled");
+        // Room for a head: a buffer that still holds its allocation takes it all back.
+        pooled.buf.reserve(HEAD_READ);
+        pooled.buf.capacity()
+    }
+
+    #[tokio::test]
+    async fn a_pooled_connection_keeps_no_large_answers_buffer() {
+        // A large answer's buffer is let go: idle connections hold no body-sized buffers.
+        let kept = pooled_buffer_after(20_000).await;
+        assert!(
+            kept <= HEAD_READ,
+            "an idle connection holds {kept} bytes of buffer"
         );
     }
 }
