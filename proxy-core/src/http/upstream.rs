@@ -641,11 +641,10 @@ impl Pool {
                     let sent = tokio::time::timeout(timeouts.read, h1.try_send_request(req))
                         .await
                         .map_err(|_| TimedOut);
-                    let keep = self.keepalive.load();
                     if let (Ok(Ok(_)), Some(p)) = (&sent, &pool) {
                         // Past its limits it is dropped here, and closes once this
                         // response is read.
-                        if !keep.spent(requests, opened.elapsed()) {
+                        if !self.keepalive.load().spent(requests, opened.elapsed()) {
                             let lent = Lent {
                                 sender: Sender::H1(h1),
                                 link: link.clone(),
