@@ -105,7 +105,7 @@ impl ClientIdentity {
             .map_err(|e| e.to_string())?
             .ok_or("no private key")?;
         let signing =
-            rustls::crypto::ring::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
+            rustls::crypto::aws_lc_rs::sign::any_supported_type(&key).map_err(|e| e.to_string())?;
         Ok(Arc::new(Self {
             key: Arc::new(rustls::sign::CertifiedKey::new(chain, signing)),
             asked: std::sync::atomic::AtomicBool::new(false),
@@ -388,7 +388,7 @@ fn client_config(
     trust: &TlsTrust,
     identity: Option<&Arc<ClientIdentity>>,
 ) -> (Arc<rustls::ClientConfig>, bool) {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap_or_else(|_| rustls::ClientConfig::builder());

@@ -185,7 +185,7 @@ async fn spawn_backend() -> SocketAddr {
 }
 
 fn client(alpn: &[&[u8]]) -> TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .unwrap()

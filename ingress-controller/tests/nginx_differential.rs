@@ -586,7 +586,7 @@ async fn send(side: &Side, r: &Req) -> Seen {
         .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
     let body = if r.method == "POST" { "x=1" } else { "" };
     let a = if r.https {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = rustls::ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .expect("TLS versions")

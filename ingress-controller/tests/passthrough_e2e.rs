@@ -53,7 +53,7 @@ fn certificate(host: &str, cn: &str) -> (Vec<u8>, Vec<u8>, rcgen::Certificate, r
 async fn tls_pod() -> TlsPod {
     let (_, _, cert, key) = certificate(PASS_HOST, POD_CN);
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
+        rustls::crypto::aws_lc_rs::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .unwrap()

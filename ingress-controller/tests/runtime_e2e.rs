@@ -50,7 +50,7 @@ fn shard_wakeups(pid: u32) -> Vec<(String, u64)> {
 }
 
 fn tls_client() -> TlsConnector {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .expect("protocol versions")

@@ -134,7 +134,7 @@ fn connector(bundle: &str) -> tokio_rustls::TlsConnector {
     for cert in CertificateDer::pem_slice_iter(bundle.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()

@@ -48,7 +48,7 @@ impl ServerCertVerifier for AnyCert {
 }
 
 fn client(version: &'static rustls::SupportedProtocolVersion) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[version])
         .unwrap()

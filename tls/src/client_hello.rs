@@ -151,7 +151,7 @@ mod tests {
     fn client_hello(name: &str) -> Vec<u8> {
         let roots = rustls::RootCertStore::empty();
         let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
+            rustls::crypto::aws_lc_rs::default_provider(),
         ))
         .with_safe_default_protocol_versions()
         .unwrap()

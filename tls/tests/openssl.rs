@@ -117,8 +117,8 @@ async fn kubectl_workflow_rsa_pkcs8_cn_only() {
 }
 
 #[tokio::test]
-async fn rsa_pkcs1_ec_sec1_p384_and_ed25519_keys() {
-    if !have_openssl("rsa_pkcs1_ec_sec1_p384_and_ed25519_keys") {
+async fn rsa_pkcs1_ec_sec1_p384_p521_and_ed25519_keys() {
+    if !have_openssl("rsa_pkcs1_ec_sec1_p384_p521_and_ed25519_keys") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -148,6 +148,18 @@ async fn rsa_pkcs1_ec_sec1_p384_and_ed25519_keys() {
             "p384.key",
         ],
     );
+    openssl(
+        d,
+        &[
+            "ecparam",
+            "-name",
+            "secp521r1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "p521.key",
+        ],
+    );
     openssl(d, &["genpkey", "-algorithm", "ed25519", "-out", "ed.key"]);
     openssl(
         d,
@@ -169,6 +181,7 @@ async fn rsa_pkcs1_ec_sec1_p384_and_ed25519_keys() {
         ("rsa1.key", "rsa.example.com"),
         ("ec.key", "ec.example.com"),
         ("p384.key", "p384.example.com"),
+        ("p521.key", "p521.example.com"),
         ("ed.key", "ed.example.com"),
         ("ec8.key", "ec8.example.com"),
     ];
@@ -329,35 +342,28 @@ async fn openssl_chain_with_intermediate_verifies() {
 }
 
 #[tokio::test]
-async fn p521_key_is_rejected_and_hosts_fall_back() {
-    if !have_openssl("p521_key_is_rejected_and_hosts_fall_back") {
+async fn dsa_key_is_rejected_and_hosts_fall_back() {
+    if !have_openssl("dsa_key_is_rejected_and_hosts_fall_back") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
+    openssl(d, &["dsaparam", "-out", "dsa.params", "2048"]);
     openssl(
         d,
-        &[
-            "ecparam",
-            "-name",
-            "secp521r1",
-            "-genkey",
-            "-noout",
-            "-out",
-            "p521.key",
-        ],
+        &["genpkey", "-paramfile", "dsa.params", "-out", "dsa.key"],
     );
-    openssl_self_signed(d, "p521.key", "p521.example.com", "p521.crt");
-    let pem = read_pem(d, "p521.crt", "p521.key");
-    let (store, diags) = CertStore::build(&[pem.source("ns/p521", &["p521.example.com"])], None);
+    openssl_self_signed(d, "dsa.key", "dsa.example.com", "dsa.crt");
+    let pem = read_pem(d, "dsa.crt", "dsa.key");
+    let (store, diags) = CertStore::build(&[pem.source("ns/dsa", &["dsa.example.com"])], None);
     assert_eq!(diags.len(), 1, "{diags:?}");
     assert!(diags[0].is_error());
     assert!(
         matches!(diags[0].problem, CertProblem::UnsupportedKey(_)),
         "{diags:?}"
     );
-    assert!(diags[0].to_string().contains("ns/p521"));
-    assert_eq!(store.source_for("p521.example.com"), None);
+    assert!(diags[0].to_string().contains("ns/dsa"));
+    assert_eq!(store.source_for("dsa.example.com"), None);
 }
 
 #[tokio::test]

@@ -76,9 +76,9 @@ impl UpstreamTls {
     /// The verifier that accepts any certificate (see [`UpstreamTls::unverified`]), for
     /// configurations made elsewhere that present a client certificate unverified.
     pub fn accept_any() -> Arc<dyn ServerCertVerifier> {
-        Arc::new(AcceptAny(
-            Arc::new(rustls::crypto::ring::default_provider()),
-        ))
+        Arc::new(AcceptAny(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        )))
     }
 
     /// TLS without verifying the pod's certificate: ingress-nginx's default
@@ -100,7 +100,7 @@ impl UpstreamTls {
     }
 
     fn unverified_with(id: &str, sni: bool) -> UpstreamTls {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let config = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map(|b| {
@@ -110,11 +110,11 @@ impl UpstreamTls {
             });
         let config = match config {
             Ok(c) => c,
-            // The ring provider supports the default versions; kept total anyway.
+            // The provider supports the default versions; kept total anyway.
             Err(_) => ClientConfig::builder()
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
-                    rustls::crypto::ring::default_provider(),
+                    rustls::crypto::aws_lc_rs::default_provider(),
                 ))))
                 .with_no_client_auth(),
         };

@@ -272,7 +272,7 @@ impl Default for ClientOpts<'_> {
 }
 
 pub fn client_config(opts: &ClientOpts<'_>) -> Arc<ClientConfig> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(opts.versions)
         .unwrap();
