@@ -40,7 +40,7 @@ pub fn backend_tls_config(
     sans: &[SubjectAltName],
     client: Option<(&[u8], &[u8])>,
 ) -> Result<ClientConfig, UpstreamTlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(proxy_core::crypto_provider());
     let roots = match ca {
         BackendCa::System => system_roots()?,
         BackendCa::Pem(pem) => {

@@ -89,8 +89,7 @@ impl ClientAuth {
             anchors: Vec::new(),
             crls: Vec::new(),
             hints: Arc::from([]),
-            algorithms: rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms,
+            algorithms: proxy_core::crypto_provider().signature_verification_algorithms,
             refuse_in_handshake: true,
             source: (Vec::new(), None),
         }
@@ -145,8 +144,7 @@ impl ClientAuth {
             anchors,
             crls,
             hints,
-            algorithms: rustls::crypto::aws_lc_rs::default_provider()
-                .signature_verification_algorithms,
+            algorithms: proxy_core::crypto_provider().signature_verification_algorithms,
             refuse_in_handshake: false,
             source: (ca_pem.to_vec(), crl_pem.map(<[u8]>::to_vec)),
         })

@@ -150,13 +150,12 @@ mod tests {
     /// The bytes a rustls client opens with for `name`.
     fn client_hello(name: &str) -> Vec<u8> {
         let roots = rustls::RootCertStore::empty();
-        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        let config =
+            rustls::ClientConfig::builder_with_provider(Arc::new(proxy_core::crypto_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_no_client_auth();
         let server = rustls_pki_types::ServerName::try_from(name.to_owned()).unwrap();
         let mut conn = rustls::ClientConnection::new(Arc::new(config), server).unwrap();
         let mut out = Vec::new();

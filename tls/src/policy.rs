@@ -88,7 +88,7 @@ pub fn server_config_for(
     policy: &TlsPolicy,
     client_auth: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    let mut provider = proxy_core::crypto_provider();
     if let Some(wanted) = &policy.tls12_suites {
         let mut kept = Vec::new();
         // TLS 1.3 suites first, then the TLS 1.2 ones in the order asked for.

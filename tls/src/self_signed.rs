@@ -39,7 +39,7 @@ pub fn generate_self_signed() -> Result<SelfSigned, TlsError> {
     let cert = params.self_signed(&key_pair)?;
 
     let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key_pair.serialize_der()));
-    let provider = rustls::crypto::aws_lc_rs::default_provider();
+    let provider = proxy_core::crypto_provider();
     let key = CertifiedKey::from_der(vec![cert.der().clone()], key_der, &provider)?;
     Ok(SelfSigned { key: Arc::new(key) })
 }

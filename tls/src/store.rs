@@ -66,12 +66,7 @@ impl ParsedCert {
     /// checks that they can be served: PEM, X.509, a supported unencrypted key that
     /// matches the first certificate.
     pub fn from_pem(cert_pem: &[u8], key_pem: &[u8]) -> Result<ParsedCert, CertProblem> {
-        parse(
-            cert_pem,
-            key_pem,
-            &rustls::crypto::aws_lc_rs::default_provider(),
-        )
-        .map(ParsedCert)
+        parse(cert_pem, key_pem, &proxy_core::crypto_provider()).map(ParsedCert)
     }
 
     /// The hosts the certificate itself names (subjectAltName, else Common Name).

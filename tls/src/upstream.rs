@@ -51,7 +51,7 @@ pub enum UpstreamTlsError {
 pub fn upstream_client_config(
     settings: &UpstreamTlsSettings<'_>,
 ) -> Result<ClientConfig, UpstreamTlsError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(proxy_core::crypto_provider());
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if settings.versions.contains(&TlsVersion::Tls13) {
         versions.push(&rustls::version::TLS13);
@@ -117,7 +117,7 @@ pub fn client_key_pair(
     let key = PrivateKeyDer::from_pem_slice(key_pem)
         .map_err(|e| UpstreamTlsError::ClientKey(e.to_string()))?;
     // A key that is not the certificate's would only fail at the pod's handshake.
-    let signing = rustls::crypto::aws_lc_rs::default_provider()
+    let signing = proxy_core::crypto_provider()
         .key_provider
         .load_private_key(key.clone_key())
         .map_err(|e| UpstreamTlsError::ClientKey(e.to_string()))?;

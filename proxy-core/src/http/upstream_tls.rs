@@ -76,9 +76,7 @@ impl UpstreamTls {
     /// The verifier that accepts any certificate (see [`UpstreamTls::unverified`]), for
     /// configurations made elsewhere that present a client certificate unverified.
     pub fn accept_any() -> Arc<dyn ServerCertVerifier> {
-        Arc::new(AcceptAny(Arc::new(
-            rustls::crypto::aws_lc_rs::default_provider(),
-        )))
+        Arc::new(AcceptAny(Arc::new(crate::crypto_provider())))
     }
 
     /// TLS without verifying the pod's certificate: ingress-nginx's default
@@ -100,7 +98,7 @@ impl UpstreamTls {
     }
 
     fn unverified_with(id: &str, sni: bool) -> UpstreamTls {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let provider = Arc::new(crate::crypto_provider());
         let config = ClientConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .map(|b| {
@@ -114,7 +112,7 @@ impl UpstreamTls {
             Err(_) => ClientConfig::builder()
                 .dangerous()
                 .with_custom_certificate_verifier(Arc::new(AcceptAny(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
+                    crate::crypto_provider(),
                 ))))
                 .with_no_client_auth(),
         };
