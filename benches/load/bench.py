@@ -8,6 +8,9 @@ three alike), warms it up, runs the load generator and reads the proxy's peak RS
 
 Variants: http (wrk, keep-alive), https (wrk over TLS), h2 (h2load, HTTP/2 over TLS),
 body16k (wrk, 16 KiB responses), churn (wrk while the config changes 10 times a second).
+The wrk suites run closed-loop: each connection sends its next request as soon as the
+answer comes. `--pace-ms N` makes each wait N ms first, so every proxy is offered about
+the same rate and p99 compares tails rather than how close each ran to its limit.
 """
 
 import argparse
@@ -293,10 +296,26 @@ def parse_wrk(out):
     return r
 
 
+def wrk_script(a, work):
+    """The generated request script; with `--pace-ms`, a copy whose `delay()` makes each
+    connection wait that long after an answer before its next request. Run closed-loop,
+    a faster proxy is offered more load, and the CPU that wrk shares with the backend
+    fills up first; paced, every proxy sees about the same rate, so their tails compare
+    like for like."""
+    script = os.path.join(work, "requests.lua")
+    pace = getattr(a, "pace_ms", 0)
+    if not pace:
+        return script
+    paced = os.path.join(work, "requests-paced.lua")
+    with open(script) as f, open(paced, "w") as out:
+        out.write(f.read() + f"\nfunction delay()\n  return {pace}\nend\n")
+    return paced
+
+
 def run_wrk(a, work, duration, scheme="http"):
     port = a.http_port if scheme == "http" else a.https_port
     cmd = ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
-           "-d", f"{duration}s", "--latency", "-s", os.path.join(work, "requests.lua"),
+           "-d", f"{duration}s", "--latency", "-s", wrk_script(a, work),
            f"{scheme}://127.0.0.1:{port}/"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return parse_wrk(out)
@@ -393,7 +412,8 @@ def med(vals):
 
 
 def report(variant, results, a):
-    lines = [f"\n== {variant}: {a.rounds} rounds x {a.duration}s, median [min-max] ==",
+    paced = f", paced {a.pace_ms} ms" if a.pace_ms and variant != "h2" else ""
+    lines = [f"\n== {variant}: {a.rounds} rounds x {a.duration}s{paced}, median [min-max] ==",
              f"{'proxy':<9} {'req/s':>24} {'p50 ms':>22} {'p99 ms':>22} {'peak RSS MiB':>22} {'errors':>8}"]
     for p in results:
         rs = results[p]
@@ -438,6 +458,10 @@ def main():
     ap.add_argument("--duration", type=int, default=10, help="seconds per measured run")
     ap.add_argument("--warmup", type=int, default=2, help="seconds of load before measuring")
     ap.add_argument("--connections", type=int, default=64)
+    ap.add_argument("--pace-ms", type=int, default=0,
+                    help="wrk suites: each connection waits this many ms after an answer "
+                         "before its next request, for tails at about equal load (0: as fast "
+                         "as answers come)")
     ap.add_argument("--h2-connections", type=int, default=16)
     ap.add_argument("--h2-streams", type=int, default=8)
     ap.add_argument("--churn-rate", type=float, default=10.0)
