@@ -16,7 +16,7 @@ pub use config::{Backend, BackendId, BackendKind, Config, ConfigHandle, Endpoint
 
 /// The cryptography behind every TLS configuration Portico makes: client-facing, to
 /// pods, HTTP/3 and the certificate checks. aws-lc-rs signs an RSA handshake in about
-/// a third of ring's time (see `benches/load/handshake.py`).
+/// half of ring's time (see `benches/load/handshake.py`).
 pub fn crypto_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::aws_lc_rs::default_provider()
 }
