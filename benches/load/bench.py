@@ -111,6 +111,36 @@ def cpu_seconds(root, which=(11, 12)):
     return total / tick
 
 
+def schedstats(root):
+    """{thread id: (ns on a CPU, ns ready to run but waiting for one)} for root's tree,
+    from /proc/PID/task/TID/schedstat."""
+    out = {}
+    for p in tree_pids(root):
+        try:
+            tasks = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tasks:
+            try:
+                with open(f"/proc/{p}/task/{t}/schedstat") as f:
+                    ran, waited = f.read().split()[:2]
+                out[int(t)] = (int(ran), int(waited))
+            except (OSError, ValueError):
+                pass
+    return out
+
+
+def run_queue_ms(before, after):
+    """Milliseconds the threads that served the load (a tenth or more of the CPU time
+    between two `schedstats`) spent ready to run but waiting for their CPU: other work
+    of the machine's, or of the proxy's own, taking its turn. Requests queue meanwhile,
+    so a round's tail latency is read alongside it."""
+    delta = {t: (r - before.get(t, (0, 0))[0], w - before.get(t, (0, 0))[1])
+             for t, (r, w) in after.items()}
+    busy = sum(r for r, _ in delta.values())
+    return sum(w for r, w in delta.values() if r * 10 >= busy) / 1e6
+
+
 def peak_rss_kib(root, field="VmHWM"):
     """Peak (VmHWM) or, given field="VmRSS", current resident memory of root's tree."""
     total = 0
@@ -414,7 +444,8 @@ def med(vals):
 def report(variant, results, a):
     paced = f", paced {a.pace_ms} ms" if a.pace_ms and variant != "h2" else ""
     lines = [f"\n== {variant}: {a.rounds} rounds x {a.duration}s{paced}, median [min-max] ==",
-             f"{'proxy':<9} {'req/s':>24} {'p50 ms':>22} {'p99 ms':>22} {'peak RSS MiB':>22} {'errors':>8}"]
+             f"{'proxy':<9} {'req/s':>24} {'p50 ms':>22} {'p99 ms':>22} {'peak RSS MiB':>22} "
+             f"{'CPU µs/request':>20} {'run-queue ms':>20} {'errors':>8}"]
     for p in results:
         rs = results[p]
         errs = sum(x["non2xx"] + x["socket_errors"] for x in rs)
@@ -422,7 +453,8 @@ def report(variant, results, a):
                      f"{fmt_spread([x['p50_ms'] for x in rs], prec=3):>22} "
                      f"{fmt_spread([x['p99_ms'] for x in rs], prec=3):>22} "
                      f"{fmt_spread([x['rss_kib'] / 1024 for x in rs], prec=1):>22} "
-                     f"{fmt_spread([x.get('cpu_us_per_req') for x in rs], prec=1):>20} {errs:>8}")
+                     f"{fmt_spread([x.get('cpu_us_per_req') for x in rs], prec=1):>20} "
+                     f"{fmt_spread([x.get('runq_wait_ms') for x in rs], prec=1):>20} {errs:>8}")
     if "portico" in results:
         po = results["portico"]
         for peer in (p for p in results if p != "portico"):
@@ -518,6 +550,7 @@ def main():
                                 run_wrk(a, work, a.warmup, scheme)
                             cpu0 = cpu_seconds(px.proc.pid)
                             sys0 = cpu_seconds(px.proc.pid, (12,))
+                            sched0 = schedstats(px.proc.pid)
                             if variant == "h2":
                                 r = run_h2load(a, work, a.duration)
                             else:
@@ -529,6 +562,7 @@ def main():
                                     (cpu_seconds(px.proc.pid) - cpu0) * 1e6 / r["requests"], 1)
                                 r["sys_us_per_req"] = round(
                                     (cpu_seconds(px.proc.pid, (12,)) - sys0) * 1e6 / r["requests"], 1)
+                            r["runq_wait_ms"] = round(run_queue_ms(sched0, schedstats(px.proc.pid)), 1)
                         r["rss_kib"] = px.rss_kib()
                     finally:
                         px.stop()
