@@ -34,7 +34,7 @@ pub use parse::{parse, parse_file, Format, ParseError, ParseWarning, Parsed};
 
 use crate::store::SharedStore;
 use objects::{Entry, Objects};
-use read::{Digest, Read};
+use read::{Digest, Read, Stamp, Taken};
 
 /// After a change event, wait this long without further events (the rest of a write or
 /// a rename arrives within microseconds)...
@@ -97,6 +97,9 @@ pub type ProblemSink = Box<dyn Fn(&[Problem]) + Send>;
 struct FileState {
     /// The content last taken in (parsed, successfully or not).
     digest: Option<Digest>,
+    /// The file's stamp when that content was read, if it can be relied on to tell a
+    /// later change: a rescan does not open a file whose stamp is still this.
+    stamp: Option<Stamp>,
     /// The objects of the last version that parsed (empty if none ever did).
     objects: Vec<Entry>,
     /// What that version was warned about.
@@ -135,6 +138,10 @@ pub struct FileSource {
     sink: Option<ProblemSink>,
     problems: Vec<Problem>,
     settle: Duration,
+    /// How old a change must be before a file's stamp is relied on ([`read::TIME_STEP`]).
+    time_step: Duration,
+    /// Files opened and read so far.
+    files_read: u64,
 }
 
 impl FileSource {
@@ -173,6 +180,8 @@ impl FileSource {
             sink: None,
             problems: Vec::new(),
             settle: SETTLE,
+            time_step: read::TIME_STEP,
+            files_read: 0,
         })
     }
 
@@ -221,9 +230,12 @@ impl FileSource {
             .collect();
         // Events noted so far are covered by this walk (as "confirmed", see `refresh`).
         let noted = std::mem::take(&mut self.noted);
-        let changed = self.refresh(found.into_iter().chain(gone), &noted.paths, events);
+        let read_before = self.files_read;
+        let changed = self.refresh(found.into_iter().chain(gone), &noted.paths, events, true);
         tracing::trace!(
             took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
+            files = self.files.len(),
+            read = self.files_read - read_before,
             changed,
             "rescanned"
         );
@@ -243,7 +255,7 @@ impl FileSource {
         if paths.is_empty() {
             return false;
         }
-        self.refresh(paths.into_iter(), &noted.paths, events)
+        self.refresh(paths.into_iter(), &noted.paths, events, false)
     }
 
     /// Files whose writer has not closed them for [`WRITE_GRACE`]: their content is
@@ -264,30 +276,38 @@ impl FileSource {
     /// Bring the store in line with `paths` (files, present or gone). Content of a path in
     /// `confirmed` (change events said its writer is done with it) is taken in at once;
     /// other new content settles first. `events` that arrive meanwhile are noted, and a
-    /// file they name is not taken as confirmed: its writer may be at it again.
+    /// file they name is not taken as confirmed: its writer may be at it again. With
+    /// `by_stamp` (a rescan, no event behind it), a file whose stamp has not moved since
+    /// its content was taken in is not opened.
     fn refresh(
         &mut self,
         paths: impl Iterator<Item = PathBuf>,
         confirmed: &BTreeSet<PathBuf>,
         events: Option<&Events>,
+        by_stamp: bool,
     ) -> bool {
         self.expired_writes();
         let mut affected = HashSet::new();
         let mut structure_changed = false;
-        let paths: Vec<(PathBuf, Option<Digest>)> = paths
+        let paths: Vec<(PathBuf, read::Known)> = paths
             .filter(|p| !self.writing.contains_key(p))
             .map(|p| {
-                let known = self.files.get(p.as_path()).and_then(|f| f.digest);
+                let file = self.files.get(p.as_path());
+                let stamp = file
+                    .filter(|f| by_stamp && f.pending.is_none() && !confirmed.contains(&p))
+                    .and_then(|f| f.stamp);
+                let known = (file.and_then(|f| f.digest), stamp);
                 (p, known)
             })
             .collect();
         let reads = read::read_all(&paths);
+        self.files_read += reads.iter().filter(|r| r.was_read()).count() as u64;
         if let Some(events) = events {
             while let Ok(ev) = events.try_recv() {
                 self.on_event(ev);
             }
         }
-        let mut to_parse: Vec<(PathBuf, Vec<u8>, Digest)> = Vec::new();
+        let mut to_parse: Vec<(PathBuf, Vec<u8>, Taken)> = Vec::new();
         for ((path, _), found) in paths.into_iter().zip(reads) {
             match found {
                 Read::Gone => {
@@ -300,9 +320,11 @@ impl FileSource {
                     }
                 }
                 Read::Folder => self.noted.rescan = true,
-                Read::Unchanged => {
+                Read::Same => {}
+                Read::Unchanged(stamp) => {
                     if let Some(f) = self.files.get_mut(path.as_path()) {
                         f.pending = None;
+                        f.stamp = stamp.trusted(self.time_step).then_some(stamp);
                     }
                     self.settling.remove(path.as_path());
                 }
@@ -315,18 +337,19 @@ impl FileSource {
                     self.reject(&path, None, error);
                     structure_changed = true;
                 }
-                Read::Changed(bytes, digest) => {
+                Read::Changed(bytes, digest, stamp) => {
                     let done = confirmed.contains(&path)
                         && !self.noted.paths.contains(&path)
                         && !self.writing.contains_key(&path);
                     if self.settled(&path, &bytes, digest, done) {
-                        to_parse.push((path, bytes, digest));
+                        let stamp = stamp.trusted(self.time_step).then_some(stamp);
+                        to_parse.push((path, bytes, (digest, stamp)));
                     }
                 }
             }
         }
         let parsed = read::par_map(&to_parse, |(path, bytes, _)| read::parse_bytes(path, bytes));
-        for ((path, _, digest), parsed) in to_parse.into_iter().zip(parsed) {
+        for ((path, _, (digest, stamp)), parsed) in to_parse.into_iter().zip(parsed) {
             structure_changed = true;
             match parsed {
                 Ok(Parsed { objects, warnings }) => {
@@ -352,6 +375,7 @@ impl FileSource {
                         key,
                         FileState {
                             digest: Some(digest),
+                            stamp,
                             objects: entries,
                             warnings,
                             error: None,
@@ -359,7 +383,7 @@ impl FileSource {
                         },
                     );
                 }
-                Err(error) => self.reject(&path, Some(digest), error),
+                Err(error) => self.reject(&path, Some((digest, stamp)), error),
             }
         }
         let files = &self.files;
@@ -413,8 +437,9 @@ impl FileSource {
         }
     }
 
-    /// `path` does not parse: its last good objects stay in force.
-    fn reject(&mut self, path: &Path, digest: Option<Digest>, error: ParseError) {
+    /// `path` does not parse (or, without `read`, cannot be read): its last good objects
+    /// stay in force.
+    fn reject(&mut self, path: &Path, read: Option<Taken>, error: ParseError) {
         let key = self.key(path);
         self.settling.remove(&key);
         let file = self.files.entry(key).or_default();
@@ -425,7 +450,8 @@ impl FileSource {
             error = %error,
             "manifest rejected; its last good version stays in force"
         );
-        file.digest = digest;
+        file.digest = read.map(|(digest, _)| digest);
+        file.stamp = read.and_then(|(_, stamp)| stamp);
         file.error = Some(error);
         file.pending = None;
     }
@@ -731,6 +757,43 @@ mod tests {
         let rev = *store.subscribe().borrow();
         assert!(!src.rescan());
         assert_eq!(*store.subscribe().borrow(), rev);
+    }
+
+    #[test]
+    fn a_rescan_opens_only_files_whose_stamp_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a.yaml");
+        std::fs::write(&a, service("a", 1)).unwrap();
+        std::fs::write(dir.path().join("b.yaml"), service("b", 1)).unwrap();
+        let (mut src, store, _) = source(dir.path());
+        src.time_step = Duration::from_millis(50);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(src.rescan());
+        assert_eq!(src.files_read, 2);
+        assert!(!src.rescan());
+        assert_eq!(src.files_read, 2, "unchanged files were opened");
+
+        // Rewritten to the same size with its modification time put back: the change
+        // time still moves.
+        let mtime = std::fs::metadata(&a).unwrap().modified().unwrap();
+        std::fs::write(&a, service("a", 2)).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&a)
+            .unwrap()
+            .set_modified(mtime)
+            .unwrap();
+        assert!(src.rescan());
+        assert_eq!(port_of(&store, "a"), Some(2));
+        assert_eq!(src.files_read, 3);
+        // Changed within the last step: read at every rescan until the change is older.
+        assert!(!src.rescan());
+        assert_eq!(src.files_read, 4);
+        std::thread::sleep(Duration::from_millis(80));
+        assert!(!src.rescan());
+        assert!(!src.rescan());
+        assert_eq!(src.files_read, 5);
+        assert_eq!(port_of(&store, "b"), Some(1));
     }
 
     #[test]

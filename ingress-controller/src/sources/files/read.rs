@@ -2,7 +2,9 @@
 //! initial load of a folder of thousands of files is mostly YAML parsing).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::parse::{parse_file, Format, ParseError, Parsed};
 
@@ -30,6 +32,48 @@ impl Digest {
     }
 }
 
+/// Filesystems keep change times in steps: the kernel's clock tick on most, two seconds
+/// on FAT. A file written twice within one step can keep its times and size, so only a
+/// stamp whose change time was this far in the past when it was taken stands for the
+/// content.
+pub(super) const TIME_STEP: Duration = Duration::from_secs(2);
+
+/// What `stat` says of a file: its identity, size and change times. Any write moves its
+/// change time, so an unchanged stamp that was [trusted](Stamp::trusted) when taken means
+/// unchanged content, and the file need not be opened to tell (an open is an event to
+/// the folder's watcher, and a read of a large folder is most of a rescan's cost).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Self {
+        Stamp {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// Whether the file's last change is older than `step` (the filesystem's, at most
+    /// [`TIME_STEP`]): any later write then gives it a new change time.
+    pub fn trusted(&self, step: Duration) -> bool {
+        let changed = UNIX_EPOCH
+            + Duration::from_secs(u64::try_from(self.ctime.0).unwrap_or(0))
+            + Duration::from_nanos(u64::try_from(self.ctime.1).unwrap_or(0));
+        SystemTime::now()
+            .duration_since(changed)
+            .is_ok_and(|age| age > step)
+    }
+}
+
 /// What reading one file found.
 pub(super) enum Read {
     /// Gone (removed since it was listed).
@@ -37,21 +81,50 @@ pub(super) enum Read {
     /// A folder now stands at the path: the folder needs walking.
     Folder,
     Failed(std::io::Error),
-    /// The same content as `known`.
-    Unchanged,
+    /// Not opened: its stamp is the one given.
+    Same,
+    /// Read: the same content as `known`.
+    Unchanged(Stamp),
     /// New content.
-    Changed(Vec<u8>, Digest),
+    Changed(Vec<u8>, Digest, Stamp),
 }
 
-/// Read `path`; `known` is the digest of what was last taken in from it.
-pub(super) fn read(path: &Path, known: Option<Digest>) -> Read {
+impl Read {
+    /// Whether the file was opened and read.
+    pub fn was_read(&self) -> bool {
+        matches!(self, Read::Unchanged(_) | Read::Changed(..))
+    }
+}
+
+/// What is known of a file: the digest of what was last taken in from it, and the stamp
+/// it had then when that stamp can be relied on.
+pub(super) type Known = (Option<Digest>, Option<Stamp>);
+
+/// Content read to be taken in: its digest, and the file's stamp if it can be relied on.
+pub(super) type Taken = (Digest, Option<Stamp>);
+
+/// Read `path`, unless its stamp is still the known one. The stamp is taken before the
+/// read, so a write racing with the read leaves a newer stamp for the next look.
+pub(super) fn read(path: &Path, (digest, stamp): Known) -> Read {
+    let meta = match std::fs::metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
+        Err(e) => return Read::Failed(e),
+    };
+    if meta.is_dir() {
+        return Read::Folder;
+    }
+    let now = Stamp::of(&meta);
+    if digest.is_some() && stamp == Some(now) {
+        return Read::Same;
+    }
     match std::fs::read(path) {
         Ok(bytes) => {
-            let digest = Digest::of(&bytes);
-            if Some(digest) == known {
-                Read::Unchanged
+            let found = Digest::of(&bytes);
+            if Some(found) == digest {
+                Read::Unchanged(now)
             } else {
-                Read::Changed(bytes, digest)
+                Read::Changed(bytes, found, now)
             }
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Read::Gone,
@@ -112,8 +185,8 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
     })
 }
 
-/// Read every path; `known` gives the digest last taken in from each.
-pub(super) fn read_all(paths: &[(PathBuf, Option<Digest>)]) -> Vec<Read> {
+/// Read every path, given what is known of each.
+pub(super) fn read_all(paths: &[(PathBuf, Known)]) -> Vec<Read> {
     par_map(paths, |(path, known)| read(path, *known))
 }
 
