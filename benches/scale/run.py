@@ -12,6 +12,8 @@ Ingress, and for every 10th app a TLS Secret), starts Portico on it and reports:
   edit latency    one app file rewritten (atomically, as editors do) with one more path,
                   until a request for that path is served by its backend instead of 404;
                   then the path is removed again, until 404 again. Median of --edits.
+  idle CPU        CPU time Portico spends per second over --idle seconds with no edits
+                  and no requests: the folder's periodic walk (every 5 s), timers.
 The edited app's EndpointSlice points at a small local backend so "served" means a real
 200 from it.
 """
@@ -55,6 +57,13 @@ def status(port, host, path, timeout=2.0):
         return None
 
 
+def cpu_s(pid):
+    """User + system CPU seconds of process `pid` so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def vm(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -73,6 +82,7 @@ def main():
     ap.add_argument("--paths", type=int, default=5)
     ap.add_argument("--secrets", type=int, default=1000)
     ap.add_argument("--edits", type=int, default=10)
+    ap.add_argument("--idle", type=int, default=20, help="seconds of idle CPU measured")
     ap.add_argument("--worker-threads", type=int, default=0, help="0: Portico's default")
     ap.add_argument("--work", default="/tmp/portico-bench-scale")
     ap.add_argument("--http-port", type=int, default=28080)
@@ -149,12 +159,20 @@ def main():
             print(f"edit {e + 1} ({'add' if adding else 'remove'} a path): served after {lat[-1]:.0f} ms",
                   flush=True)
             time.sleep(0.5)
+        idle = None
+        if a.idle:
+            time.sleep(1)
+            c0, t2 = cpu_s(proc.pid), time.monotonic()
+            time.sleep(a.idle)
+            idle = (cpu_s(proc.pid) - c0) * 1000 / (time.monotonic() - t2)
         print(f"\nscale: {a.ingresses} Ingresses / {a.ingresses * a.paths} paths / {a.secrets} TLS Secrets")
         print(f"  time to ready    {ready:.3f} s")
         print(f"  peak RSS         {max(rss_ready, vm(proc.pid, 'VmHWM') or 0):.1f} MiB")
         if lat:
             print(f"  edit -> served   median {statistics.median(lat):.0f} ms "
                   f"[{min(lat):.0f}-{max(lat):.0f}] over {len(lat)} edits")
+        if idle is not None:
+            print(f"  idle CPU         {idle:.1f} ms per second over {a.idle} s")
     finally:
         proc.terminate()
         try:
