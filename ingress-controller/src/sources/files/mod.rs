@@ -221,7 +221,7 @@ impl FileSource {
     fn rescan_with(&mut self, events: Option<&Events>) -> bool {
         let start = Instant::now();
         let found = walk::manifests(&self.root);
-        let listed: HashSet<&Path> = found.iter().map(PathBuf::as_path).collect();
+        let listed: HashSet<&Path> = found.iter().map(|(p, _)| p.as_path()).collect();
         let gone: Vec<PathBuf> = self
             .files
             .keys()
@@ -231,7 +231,11 @@ impl FileSource {
         // Events noted so far are covered by this walk (as "confirmed", see `refresh`).
         let noted = std::mem::take(&mut self.noted);
         let read_before = self.files_read;
-        let changed = self.refresh(found.into_iter().chain(gone), &noted.paths, events, true);
+        let paths = found
+            .into_iter()
+            .map(|(p, stamp)| (p, Some(stamp)))
+            .chain(gone.into_iter().map(|p| (p, None)));
+        let changed = self.refresh(paths, &noted.paths, events);
         tracing::trace!(
             took_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX),
             files = self.files.len(),
@@ -255,7 +259,7 @@ impl FileSource {
         if paths.is_empty() {
             return false;
         }
-        self.refresh(paths.into_iter(), &noted.paths, events, false)
+        self.refresh(paths.into_iter().map(|p| (p, None)), &noted.paths, events)
     }
 
     /// Files whose writer has not closed them for [`WRITE_GRACE`]: their content is
@@ -276,32 +280,40 @@ impl FileSource {
     /// Bring the store in line with `paths` (files, present or gone). Content of a path in
     /// `confirmed` (change events said its writer is done with it) is taken in at once;
     /// other new content settles first. `events` that arrive meanwhile are noted, and a
-    /// file they name is not taken as confirmed: its writer may be at it again. With
-    /// `by_stamp` (a rescan, no event behind it), a file whose stamp has not moved since
-    /// its content was taken in is not opened.
+    /// file they name is not taken as confirmed: its writer may be at it again. A path
+    /// given with the stamp a walk just found (a rescan, no event behind it) is not opened
+    /// when that stamp is still the one its content was taken in with.
     fn refresh(
         &mut self,
-        paths: impl Iterator<Item = PathBuf>,
+        paths: impl Iterator<Item = (PathBuf, Option<Stamp>)>,
         confirmed: &BTreeSet<PathBuf>,
         events: Option<&Events>,
-        by_stamp: bool,
     ) -> bool {
         self.expired_writes();
         let mut affected = HashSet::new();
         let mut structure_changed = false;
-        let paths: Vec<(PathBuf, read::Known)> = paths
-            .filter(|p| !self.writing.contains_key(p))
-            .map(|p| {
+        let paths: Vec<(PathBuf, Option<Digest>)> = paths
+            .filter(|(p, _)| !self.writing.contains_key(p))
+            .filter_map(|(p, seen)| {
                 let file = self.files.get(p.as_path());
-                let stamp = file
-                    .filter(|f| by_stamp && f.pending.is_none() && !confirmed.contains(&p))
-                    .and_then(|f| f.stamp);
-                let known = (file.and_then(|f| f.digest), stamp);
-                (p, known)
+                let same = file.is_some_and(|f| {
+                    f.digest.is_some()
+                        && f.pending.is_none()
+                        && seen.is_some()
+                        && f.stamp == seen
+                        && !confirmed.contains(&p)
+                });
+                (!same).then(|| {
+                    let known = file.and_then(|f| f.digest);
+                    (p, known)
+                })
             })
             .collect();
         let reads = read::read_all(&paths);
-        self.files_read += reads.iter().filter(|r| r.was_read()).count() as u64;
+        self.files_read += reads
+            .iter()
+            .filter(|r| matches!(r, Read::Unchanged(_) | Read::Changed(..)))
+            .count() as u64;
         if let Some(events) = events {
             while let Ok(ev) = events.try_recv() {
                 self.on_event(ev);
@@ -320,7 +332,6 @@ impl FileSource {
                     }
                 }
                 Read::Folder => self.noted.rescan = true,
-                Read::Same => {}
                 Read::Unchanged(stamp) => {
                     if let Some(f) = self.files.get_mut(path.as_path()) {
                         f.pending = None;

@@ -41,7 +41,7 @@ pub(super) const TIME_STEP: Duration = Duration::from_secs(2);
 /// What `stat` says of a file: its identity, size and change times. Any write moves its
 /// change time, so an unchanged stamp that was [trusted](Stamp::trusted) when taken means
 /// unchanged content, and the file need not be opened to tell (an open is an event to
-/// the folder's watcher, and a read of a large folder is most of a rescan's cost).
+/// the folder's watcher, and reading a large folder was most of a rescan's cost).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) struct Stamp {
     dev: u64,
@@ -52,7 +52,7 @@ pub(super) struct Stamp {
 }
 
 impl Stamp {
-    fn of(meta: &std::fs::Metadata) -> Self {
+    pub fn of(meta: &std::fs::Metadata) -> Self {
         Stamp {
             dev: meta.dev(),
             ino: meta.ino(),
@@ -81,31 +81,18 @@ pub(super) enum Read {
     /// A folder now stands at the path: the folder needs walking.
     Folder,
     Failed(std::io::Error),
-    /// Not opened: its stamp is the one given.
-    Same,
-    /// Read: the same content as `known`.
+    /// The same content as `known`; the file's stamp, taken before the read.
     Unchanged(Stamp),
-    /// New content.
+    /// New content, and the stamp taken before the read.
     Changed(Vec<u8>, Digest, Stamp),
 }
-
-impl Read {
-    /// Whether the file was opened and read.
-    pub fn was_read(&self) -> bool {
-        matches!(self, Read::Unchanged(_) | Read::Changed(..))
-    }
-}
-
-/// What is known of a file: the digest of what was last taken in from it, and the stamp
-/// it had then when that stamp can be relied on.
-pub(super) type Known = (Option<Digest>, Option<Stamp>);
 
 /// Content read to be taken in: its digest, and the file's stamp if it can be relied on.
 pub(super) type Taken = (Digest, Option<Stamp>);
 
-/// Read `path`, unless its stamp is still the known one. The stamp is taken before the
-/// read, so a write racing with the read leaves a newer stamp for the next look.
-pub(super) fn read(path: &Path, (digest, stamp): Known) -> Read {
+/// Read `path`; `known` is the digest of what was last taken in from it. The stamp is
+/// taken first, so a write racing with the read leaves a newer stamp for the next look.
+pub(super) fn read(path: &Path, known: Option<Digest>) -> Read {
     let meta = match std::fs::metadata(path) {
         Ok(meta) => meta,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Read::Gone,
@@ -115,13 +102,10 @@ pub(super) fn read(path: &Path, (digest, stamp): Known) -> Read {
         return Read::Folder;
     }
     let now = Stamp::of(&meta);
-    if digest.is_some() && stamp == Some(now) {
-        return Read::Same;
-    }
     match std::fs::read(path) {
         Ok(bytes) => {
             let found = Digest::of(&bytes);
-            if Some(found) == digest {
+            if Some(found) == known {
                 Read::Unchanged(now)
             } else {
                 Read::Changed(bytes, found, now)
@@ -185,8 +169,8 @@ pub(super) fn par_map<T: Sync, R: Send>(items: &[T], f: impl Fn(&T) -> R + Sync)
     })
 }
 
-/// Read every path, given what is known of each.
-pub(super) fn read_all(paths: &[(PathBuf, Known)]) -> Vec<Read> {
+/// Read every path; `known` gives the digest last taken in from each.
+pub(super) fn read_all(paths: &[(PathBuf, Option<Digest>)]) -> Vec<Read> {
     par_map(paths, |(path, known)| read(path, *known))
 }
 
