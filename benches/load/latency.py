@@ -20,6 +20,7 @@ call, so the absolute figures are larger than untraced ones; read the proxies si
 side, measured in the same run. Last, the time the proxy's serving threads spent ready
 to run but waiting for their CPU (bench.py's run-queue column): on this machine other
 work takes turns on the proxy's CPU, and every request queued meanwhile waits for it.
+Needs root (the syscall tracepoints), perf and ss.
 
     python3 benches/load/latency.py --portico target/release/ingress-controller
 """
