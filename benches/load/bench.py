@@ -342,12 +342,17 @@ def wrk_script(a, work):
     return paced
 
 
-def run_wrk(a, work, duration, scheme="http"):
+def wrk_cmd(a, work, duration, scheme="http"):
+    """wrk on the load CPU, sending the generated requests for `duration` seconds."""
     port = a.http_port if scheme == "http" else a.https_port
-    cmd = ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
-           "-d", f"{duration}s", "--latency", "-s", wrk_script(a, work),
-           f"{scheme}://127.0.0.1:{port}/"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
+            "-d", f"{duration}s", "--latency", "-s", wrk_script(a, work),
+            f"{scheme}://127.0.0.1:{port}/"]
+
+
+def run_wrk(a, work, duration, scheme="http"):
+    out = subprocess.run(wrk_cmd(a, work, duration, scheme), capture_output=True, text=True,
+                         check=True).stdout
     return parse_wrk(out)
 
 

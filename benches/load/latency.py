@@ -134,13 +134,18 @@ def follow(proxy_pids, wrk_pid, peers, sends, recvs, by_thread):
             if w is None or b is None:
                 continue
             t0 = before(sends[w], t1)
-            t3 = after(recvs.get(b, []), t2)
-            t4 = t3 is not None and after(sends.get(b, []), t3)
-            t5 = t4 and after(recvs.get(y, []), t4)
-            t6 = t5 and after(sends.get(x, []), t5)
-            t7 = t6 and after(recvs.get(w, []), t6)
-            if t0 is None or not t7:
+            # The pod reads and answers, the proxy reads the answer and writes it to wrk,
+            # wrk reads it: each the first such call after the one before.
+            points, t = [], t2
+            for times in (recvs.get(b, []), sends.get(b, []), recvs.get(y, []),
+                          sends.get(x, []), recvs.get(w, [])):
+                t = after(times, t)
+                if t is None:
+                    break
+                points.append(t)
+            if t0 is None or len(points) < 5:
                 continue
+            _, t4, t5, t6, t7 = points
             out.append(tuple(x * 1e6 for x in (t1 - t0, t2 - t1, t5 - t4, t6 - t5,
                                                (t2 - t0) + (t6 - t4), t4 - t2, t7 - t0)))
     return out
@@ -152,11 +157,8 @@ def measure(name, a, work, backend_pids):
     data = os.path.join(work, f"latency-{name}.data")
     try:
         bench.run_wrk(a, work, 2)
-        wrk = subprocess.Popen(
-            ["taskset", "-c", str(a.load_cpu), "wrk", "-t", "1", "-c", str(a.connections),
-             "-d", f"{a.duration + 3}s", "--latency", "-s", bench.wrk_script(a, work),
-             f"http://127.0.0.1:{a.http_port}/"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        wrk = subprocess.Popen(bench.wrk_cmd(a, work, a.duration + 3),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1)
         proxy_pids = set(bench.tree_pids(p.proc.pid))
         pids = proxy_pids | backend_pids | {wrk.pid}
