@@ -323,7 +323,7 @@ pub fn compile_with(store: &Store, opts: &CompileOptions, cache: &mut CompileCac
         // and no host's client certificates apply (nginx's default server has none).
         let mut ann = IngressAnnotations {
             ssl_redirect: Some(false),
-            ..r.fragment.ann.clone()
+            ..(*r.fragment.ann).clone()
         };
         ann.security.client_tls = None;
         Some(RouteTarget {
