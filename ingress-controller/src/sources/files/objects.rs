@@ -1,7 +1,7 @@
 //! Which file defines which object, and what the store was given: the bookkeeping that
 //! lets one changed file be applied without looking at the other thousands.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -22,8 +22,10 @@ pub(super) struct Entry {
 /// The files that define an object, and which version of it the store holds.
 #[derive(Default)]
 struct Def {
-    /// In path order: the first one wins.
-    files: BTreeSet<Arc<Path>>,
+    /// In path order, each once: the first one wins. A sorted `Vec` rather than a
+    /// `BTreeSet`, whose every set allocates a whole node: nearly every object has
+    /// one file, and there is a `Def` per object.
+    files: Vec<Arc<Path>>,
     applied: Option<(Arc<Path>, SharedObject)>,
 }
 
@@ -80,16 +82,17 @@ impl Objects {
     ) {
         for e in old {
             if let Some(def) = self.defs.get_mut(&e.id) {
-                def.files.remove(path);
+                def.files.retain(|p| p != path);
             }
             affected.insert(e.id.clone());
         }
         for e in new {
-            self.defs
-                .entry(e.id.clone())
-                .or_default()
-                .files
-                .insert(path.clone());
+            let files = &mut self.defs.entry(e.id.clone()).or_default().files;
+            if let Err(at) = files.binary_search(path) {
+                // Exactly: a `Vec` would otherwise start at room for four.
+                files.reserve_exact(1);
+                files.insert(at, path.clone());
+            }
             affected.insert(e.id.clone());
         }
     }
