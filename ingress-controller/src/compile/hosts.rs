@@ -26,9 +26,9 @@ use super::syntax;
 use super::{duplicate, BackendField, PathField};
 use crate::store::{Kind, ObjectKey};
 
-/// An Ingress's annotations as its fragment keeps them. Most Ingresses ask for nothing
-/// the annotations set (about 1.4 KiB of them, held as long as the Ingress is), and
-/// those share the one default instead.
+/// An Ingress's annotations as its fragment keeps them. An Ingress that sets none that
+/// Portico reads shares one default instead of holding its own (1.4 KiB, for as long as
+/// the Ingress exists).
 #[derive(Debug)]
 pub(super) struct KeptAnnotations(Option<Box<IngressAnnotations>>);
 
