@@ -4,11 +4,13 @@
 //! `chunked`) is refused rather than guessed at.
 
 use std::mem::MaybeUninit;
+use std::sync::LazyLock;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, StatusCode, Uri, Version};
+use memchr::memmem;
 
 /// Header fields parsed on the stack; heads allowed more use the heap.
 const STACK_HEADERS: usize = 64;
@@ -62,21 +64,26 @@ impl HeadError {
     }
 }
 
+/// A head's empty line as it follows the line before it: CRLF, as nearly every head
+/// ends, and bare LF, which RFC 9112 lets a recipient take.
+static CRLF_END: LazyLock<memmem::Finder<'static>> =
+    LazyLock::new(|| memmem::Finder::new(b"\n\r\n"));
+static LF_END: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(b"\n\n"));
+
 /// Where a complete head may end in `buf`: the end of an empty line, searched from
 /// `from` on. Parsing waits for it, so a head trickling in is not parsed over and over.
 pub(crate) fn head_end_from(buf: &[u8], from: usize) -> Option<usize> {
     let start = from.saturating_sub(2);
-    let mut at = start;
-    while let Some(i) = memchr::memchr(b'\n', &buf[at..]) {
-        let nl = at + i;
-        match buf.get(nl + 1) {
-            Some(b'\n') => return Some(nl + 2),
-            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
-            Some(_) => at = nl + 1,
-            None => return None,
-        }
+    let rest = buf.get(start..).filter(|r| r.len() >= 2)?;
+    // Two searches over the whole head, rather than one per line: the usual ending,
+    // then a bare-LF one before it.
+    let crlf = CRLF_END.find(rest);
+    let lf = LF_END.find(&rest[..crlf.map_or(rest.len(), |c| c + 1)]);
+    match (lf, crlf) {
+        (Some(i), _) => Some(start + i + 2),
+        (None, Some(c)) => Some(start + c + 3),
+        (None, None) => None,
     }
-    None
 }
 
 /// How many fields a proxied request gains on its way upstream (`X-Forwarded-*`,
@@ -711,6 +718,48 @@ mod tests {
         assert_eq!(head_end_from(b"GET / HTTP/1.1\r\nA: b\r\n\r", 0), None);
         // Resuming a search finds a terminator split across reads.
         assert_eq!(head_end_from(b"GET / HTTP/1.1\r\n\r\n", 16), Some(18));
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\r\nA: b\n\r\n", 0), Some(23));
+        assert_eq!(head_end_from(b"GET / HTTP/1.1\r\nA: b\r\n\n", 0), Some(23));
+    }
+
+    /// The end of the first empty line, found line by line.
+    fn head_end_by_lines(buf: &[u8], from: usize) -> Option<usize> {
+        let mut at = from.saturating_sub(2);
+        while let Some(i) = buf[at..].iter().position(|b| *b == b'\n') {
+            let nl = at + i;
+            match buf.get(nl + 1) {
+                Some(b'\n') => return Some(nl + 2),
+                Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+                Some(_) => at = nl + 1,
+                None => return None,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn finds_the_first_empty_line_whatever_the_line_endings() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut found = 0;
+        for _ in 0..100_000 {
+            let len = (next() % 40) as usize;
+            // Line ends and text, the line ends more often.
+            let buf: Vec<u8> = (0..len)
+                .map(|_| b"\r\n\r\nab"[(next() % 6) as usize])
+                .collect();
+            let from = (next() as usize) % (len + 1);
+            let want = head_end_by_lines(&buf, from);
+            found += usize::from(want.is_some());
+            assert_eq!(head_end_from(&buf, from), want, "{buf:?} from {from}");
+        }
+        // Both answers were exercised.
+        assert!(found > 10_000 && found < 90_000, "{found}");
     }
 
     #[test]
