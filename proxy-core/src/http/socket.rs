@@ -1,9 +1,12 @@
-//! A TCP stream whose gathered writes go out with `sendmsg` rather than `writev`.
+//! A TCP stream whose gathered writes go out as one `send` where they can, and with
+//! `sendmsg` rather than `writev` where they cannot.
 //!
-//! Both hand the kernel the same buffers, but `writev` enters through the file layer
-//! first (`fdget_pos`, `vfs_writev`, the position lock a socket has no use for), and on
-//! small answers that is a tenth or more of the kernel's part of a write. Reads already
-//! use `recv`, and single-buffer writes `send`, as tokio's own stream does.
+//! `writev` enters through the file layer first (`fdget_pos`, `vfs_writev`, the position
+//! lock a socket has no use for), and on small answers that is a tenth or more of the
+//! kernel's part of a write. `sendmsg` skips that but still copies in and checks a
+//! message header and an array of buffers; `send` takes one buffer as it is, about 0.2 µs
+//! less a call on loopback. A head and a small body are copied together on the stack and
+//! sent whole: the copy costs less than the gathered call. Reads already use `recv`.
 
 use std::io::{self, IoSlice};
 use std::ops::Deref;
@@ -14,8 +17,11 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP stream that writes gathered buffers with one `sendmsg`.
+/// A TCP stream that writes gathered buffers with one `send` or `sendmsg`.
 pub struct Socket(TcpStream);
+
+/// Gathered buffers up to this size, together, are copied into one and sent with `send`.
+const JOIN_MAX: usize = 2048;
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
@@ -51,10 +57,28 @@ impl AsyncWrite for Socket {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let mut filled = bufs.iter().filter(|b| !b.is_empty());
+        match (filled.next(), filled.next()) {
+            (Some(one), None) => return Pin::new(&mut self.0).poll_write(cx, one),
+            (Some(_), Some(_)) => {
+                let total = bufs.iter().map(|b| b.len()).sum::<usize>();
+                if total <= JOIN_MAX {
+                    let mut joined = [0u8; JOIN_MAX];
+                    let mut at = 0;
+                    for b in bufs {
+                        joined[at..at + b.len()].copy_from_slice(b);
+                        at += b.len();
+                    }
+                    return Pin::new(&mut self.0).poll_write(cx, &joined[..total]);
+                }
+            }
+            // Nothing to write: `sendmsg` reports it as the kernel does.
+            (None, _) => {}
+        }
         let stream = &self.0;
         loop {
             ready!(stream.poll_write_ready(cx))?;
@@ -121,6 +145,75 @@ mod tests {
         assert_eq!(got.len(), head.len() + body.len());
         assert!(got[..head.len()].iter().all(|&c| c == b'h'));
         assert!(got[head.len()..].iter().all(|&c| c == b'b'));
+    }
+
+    /// Small gathered writes go out copied together, large ones gathered, single ones as
+    /// they are; a write the socket takes only part of must report what it took, so that
+    /// the rest follows in order. Small socket buffers and a reader that starts late make
+    /// writes of every kind come back short.
+    #[tokio::test]
+    async fn every_kind_of_write_arrives_whole_and_in_order() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
+        let (server, _) = listener.accept().await.unwrap();
+        let mut client = client.await.unwrap();
+        SockRef::from(&server)
+            .set_send_buffer_size(16 << 10)
+            .unwrap();
+        SockRef::from(&client)
+            .set_recv_buffer_size(16 << 10)
+            .unwrap();
+        let mut server = Socket::new(server);
+        let mut writes: Vec<Vec<Vec<u8>>> = Vec::new();
+        for i in 0..400u32 {
+            let mark = |len: usize, salt: u32| -> Vec<u8> {
+                (0..len)
+                    .map(|j| (i as usize * 31 + j * 7 + salt as usize) as u8)
+                    .collect()
+            };
+            writes.push(match i % 4 {
+                // A head, a small body and an empty suffix, as an answer is written.
+                0 => vec![mark(200, 1), mark(13, 2), Vec::new()],
+                // Exactly as much as is copied together.
+                1 => vec![mark(JOIN_MAX - 100, 3), mark(100, 4)],
+                // One byte too many to copy: gathered.
+                2 => vec![mark(JOIN_MAX - 100, 5), mark(101, 6), mark(0, 7)],
+                // One buffer among empty ones.
+                _ => vec![Vec::new(), mark(700, 8), Vec::new()],
+            });
+        }
+        let want: Vec<u8> = writes.iter().flatten().flatten().copied().collect();
+        let total = want.len();
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let mut got = Vec::with_capacity(total);
+            client.read_to_end(&mut got).await.unwrap();
+            got
+        });
+        let mut short = 0;
+        for parts in &writes {
+            let mut slices: Vec<IoSlice<'_>> = parts.iter().map(|p| IoSlice::new(p)).collect();
+            let mut bufs = &mut slices[..];
+            let mut left: usize = parts.iter().map(Vec::len).sum();
+            while left > 0 {
+                let n = server.write_vectored(bufs).await.unwrap();
+                assert!(n > 0 && n <= left, "wrote {n} of {left}");
+                if n < left {
+                    short += 1;
+                }
+                left -= n;
+                IoSlice::advance_slices(&mut bufs, n);
+            }
+        }
+        server.shutdown().await.unwrap();
+        let got = reader.await.unwrap();
+        assert!(
+            short > 0,
+            "the socket never filled up, so no write came back short"
+        );
+        assert_eq!(got.len(), want.len());
+        assert!(got == want, "bytes arrived out of order");
     }
 
     #[tokio::test]
