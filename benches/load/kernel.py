@@ -12,6 +12,7 @@ symbols; the machine's noise moves every figure, so read the proxies side by sid
 
     python3 benches/load/kernel.py --portico target/release/ingress-controller
     python3 benches/load/kernel.py --portico BIN --top 40    # the busiest symbols too
+    python3 benches/load/kernel.py --portico BIN --pace-ms 2 # equal load, woken each time
 """
 
 import argparse
@@ -95,6 +96,10 @@ def main():
                     help="http: wrk, keep-alive HTTP/1.1; https: the same over TLS; "
                          "h2: h2load, HTTP/2 over TLS (16 connections of 8 streams)")
     ap.add_argument("--top", type=int, default=0, help="also list the N busiest symbols")
+    ap.add_argument("--pace-ms", type=int, default=0,
+                    help="each wrk connection waits this long after an answer (bench.py's "
+                         "--pace-ms: every proxy offered the same rate, so each request "
+                         "also pays for waking the proxy)")
     a = ap.parse_args()
     rows = bench.each_proxy(a, record)
     per = {}
@@ -105,8 +110,9 @@ def main():
         per[name] = {k: v * period * 1e6 / max(n, 1) for k, v in g.items()}
     groups = sorted({k for v in per.values() for k in v})
     load = ("HTTP/2, %d connections of %d streams" % (a.h2_connections, a.h2_streams)
-            if a.variant == "h2" else "keep-alive%s, %d connections"
-            % (" over TLS" if a.variant == "https" else "", a.connections))
+            if a.variant == "h2" else "keep-alive%s, %d connections%s"
+            % (" over TLS" if a.variant == "https" else "", a.connections,
+               ", paced %d ms" % a.pace_ms if a.pace_ms else ""))
     print("CPU µs per request by where it went (perf cpu-clock samples, %s)" % load)
     print("  %-22s" % "" + "".join("%10s" % n for n in rows))
     for k in groups:
