@@ -1,12 +1,11 @@
-//! A TCP stream whose gathered writes go out as one `send` where they can, and with
-//! `sendmsg` rather than `writev` where they cannot.
+//! A TCP stream whose gathered writes go out with `sendmsg` rather than `writev`, and
+//! with `send` when only one of the buffers holds anything.
 //!
 //! `writev` enters through the file layer first (`fdget_pos`, `vfs_writev`, the position
 //! lock a socket has no use for), and on small answers that is a tenth or more of the
 //! kernel's part of a write. `sendmsg` skips that but still copies in and checks a
 //! message header and an array of buffers; `send` takes one buffer as it is, about 0.2 µs
-//! less a call on loopback. A head and a small body are copied together on the stack and
-//! sent whole: the copy costs less than the gathered call. Reads already use `recv`.
+//! less a call on loopback. Reads already use `recv`.
 
 use std::io::{self, IoSlice};
 use std::ops::Deref;
@@ -17,11 +16,8 @@ use socket2::SockRef;
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// A TCP stream that writes gathered buffers with one `send` or `sendmsg`.
+/// A TCP stream that writes gathered buffers with one `sendmsg`, or `send`.
 pub struct Socket(TcpStream);
-
-/// Gathered buffers up to this size, together, are copied into one and sent with `send`.
-const JOIN_MAX: usize = 2048;
 
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
@@ -62,22 +58,8 @@ impl AsyncWrite for Socket {
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let mut filled = bufs.iter().filter(|b| !b.is_empty());
-        match (filled.next(), filled.next()) {
-            (Some(one), None) => return Pin::new(&mut self.0).poll_write(cx, one),
-            (Some(_), Some(_)) => {
-                let total = bufs.iter().map(|b| b.len()).sum::<usize>();
-                if total <= JOIN_MAX {
-                    let mut joined = [0u8; JOIN_MAX];
-                    let mut at = 0;
-                    for b in bufs {
-                        joined[at..at + b.len()].copy_from_slice(b);
-                        at += b.len();
-                    }
-                    return Pin::new(&mut self.0).poll_write(cx, &joined[..total]);
-                }
-            }
-            // Nothing to write: `sendmsg` reports it as the kernel does.
-            (None, _) => {}
+        if let (Some(one), None) = (filled.next(), filled.next()) {
+            return Pin::new(&mut self.0).poll_write(cx, one);
         }
         let stream = &self.0;
         loop {
@@ -147,10 +129,10 @@ mod tests {
         assert!(got[head.len()..].iter().all(|&c| c == b'b'));
     }
 
-    /// Small gathered writes go out copied together, large ones gathered, single ones as
-    /// they are; a write the socket takes only part of must report what it took, so that
-    /// the rest follows in order. Small socket buffers and a reader that starts late make
-    /// writes of every kind come back short.
+    /// Gathered writes and single buffers among empty ones (sent as they are) alike: a
+    /// write the socket takes only part of must report what it took, so that the rest
+    /// follows in order. Small socket buffers and a reader that starts late make writes of
+    /// every kind come back short.
     #[tokio::test]
     async fn every_kind_of_write_arrives_whole_and_in_order() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -172,15 +154,12 @@ mod tests {
                     .map(|j| (i as usize * 31 + j * 7 + salt as usize) as u8)
                     .collect()
             };
-            writes.push(match i % 4 {
-                // A head, a small body and an empty suffix, as an answer is written.
-                0 => vec![mark(200, 1), mark(13, 2), Vec::new()],
-                // Exactly as much as is copied together.
-                1 => vec![mark(JOIN_MAX - 100, 3), mark(100, 4)],
-                // One byte too many to copy: gathered.
-                2 => vec![mark(JOIN_MAX - 100, 5), mark(101, 6), mark(0, 7)],
+            writes.push(match i % 3 {
+                // A head, a body and an empty suffix, as an answer is written.
+                0 => vec![mark(200, 1), mark(1900, 2), Vec::new()],
+                1 => vec![mark(1500, 3), mark(13, 4), mark(2, 5)],
                 // One buffer among empty ones.
-                _ => vec![Vec::new(), mark(700, 8), Vec::new()],
+                _ => vec![Vec::new(), mark(700, 6), Vec::new()],
             });
         }
         let want: Vec<u8> = writes.iter().flatten().flatten().copied().collect();
