@@ -450,7 +450,7 @@ def report(variant, results, a):
     paced = f", paced {a.pace_ms} ms" if a.pace_ms and variant != "h2" else ""
     lines = [f"\n== {variant}: {a.rounds} rounds x {a.duration}s{paced}, median [min-max] ==",
              f"{'proxy':<9} {'req/s':>24} {'p50 ms':>22} {'p99 ms':>22} {'peak RSS MiB':>22} "
-             f"{'CPU µs/request':>20} {'run-queue ms':>20} {'errors':>8}"]
+             f"{'CPU µs/request':>20} {'kernel µs/request':>20} {'run-queue ms':>20} {'errors':>8}"]
     for p in results:
         rs = results[p]
         errs = sum(x["non2xx"] + x["socket_errors"] for x in rs)
@@ -459,7 +459,15 @@ def report(variant, results, a):
                      f"{fmt_spread([x['p99_ms'] for x in rs], prec=3):>22} "
                      f"{fmt_spread([x['rss_kib'] / 1024 for x in rs], prec=1):>22} "
                      f"{fmt_spread([x.get('cpu_us_per_req') for x in rs], prec=1):>20} "
+                     f"{fmt_spread([x.get('sys_us_per_req') for x in rs], prec=1):>20} "
                      f"{fmt_spread([x.get('runq_wait_ms') for x in rs], prec=1):>20} {errs:>8}")
+    # The kernel's share (the sockets' work, on loopback the peers' receiving too) is
+    # much the same for every proxy; the user share is where they differ. Both from the
+    # process's utime and stime, which the kernel splits by tick samples.
+    for rs in results.values():
+        for x in rs:
+            if x.get("cpu_us_per_req") is not None and x.get("sys_us_per_req") is not None:
+                x["user_us_per_req"] = x["cpu_us_per_req"] - x["sys_us_per_req"]
     if "portico" in results:
         po = results["portico"]
         for peer in (p for p in results if p != "portico"):
@@ -468,7 +476,8 @@ def report(variant, results, a):
                 rs = [x[key] / y[key] for x, y in zip(po, results[peer]) if x.get(key) and y.get(key)]
                 return f"{med(rs):.2f}x [{min(rs):.2f}-{max(rs):.2f}]" if rs else "n/a"
             lines.append(f"portico/{peer}: req/s {ratio('rps')}, p99 {ratio('p99_ms')}, "
-                         f"peak RSS {ratio('rss_kib')}, CPU per request {ratio('cpu_us_per_req')}")
+                         f"peak RSS {ratio('rss_kib')}, CPU per request {ratio('cpu_us_per_req')} "
+                         f"(user {ratio('user_us_per_req')}, kernel {ratio('sys_us_per_req')})")
     text = "\n".join(lines)
     print(text, flush=True)
     return text
