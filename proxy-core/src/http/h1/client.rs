@@ -32,7 +32,7 @@ use super::Rewind;
 use crate::config::UpstreamKeepalive;
 use crate::http::headers::Forwarded;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
-use crate::http::socket::Socket;
+use crate::http::socket::{Socket, COPY_BEHIND_HEAD_MAX};
 use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
 
 /// Most bytes one read asks for.
@@ -484,7 +484,8 @@ impl Sending {
         close
     }
 
-    /// Queues `data` behind what `out` holds.
+    /// Queues `data` behind what `out` holds: copied into it when small, so that one
+    /// buffer goes out (see [`COPY_BEHIND_HEAD_MAX`]).
     fn queue(&mut self, conn: &mut PodConn, data: Bytes) -> Result<(), ExchangeError> {
         if self.out_at == conn.out.len() {
             conn.out.clear();
@@ -500,12 +501,21 @@ impl Sending {
                     ));
                 }
                 *rest -= n;
-                self.data = data;
+                if data.len() <= COPY_BEHIND_HEAD_MAX {
+                    conn.out.extend_from_slice(&data);
+                } else {
+                    self.data = data;
+                }
             }
             Framing::Chunked => {
                 let _ = write!(Text(&mut conn.out), "{:x}\r\n", data.len());
-                self.data = data;
-                self.tail = b"\r\n";
+                if data.len() <= COPY_BEHIND_HEAD_MAX {
+                    conn.out.extend_from_slice(&data);
+                    conn.out.extend_from_slice(b"\r\n");
+                } else {
+                    self.data = data;
+                    self.tail = b"\r\n";
+                }
             }
             Framing::Empty => {}
         }
@@ -1061,6 +1071,42 @@ mod tests {
             String::from_utf8_lossy(&sent),
             "POST / HTTP/1.1\r\ncontent-length: 3\r\n\r\nabc"
         );
+    }
+
+    /// Body data up to the limit is copied behind the head, so that the request goes out
+    /// as one buffer; larger data is written from where it is, after the head.
+    #[tokio::test]
+    async fn small_body_data_is_queued_behind_the_head() {
+        let (mut conn, _) = pod(vec![]).await;
+        for framing in [Framing::Length(1 << 20), Framing::Chunked] {
+            let chunked = framing == Framing::Chunked;
+            let empty = BufferedBody::for_tests(b"");
+            let mut sending = Sending::new(Either::Right(Either::Left(Box::new(empty))));
+            sending.framing = framing;
+            conn.out.clear();
+            conn.out.extend_from_slice(b"HEAD");
+            assert!(sending.queue(&mut conn, Bytes::from_static(b"abc")).is_ok());
+            let want: &[u8] = if chunked {
+                b"HEAD3\r\nabc\r\n"
+            } else {
+                b"HEADabc"
+            };
+            assert_eq!(conn.out, want);
+            assert!(sending.data.is_empty() && sending.tail.is_empty());
+            let most = Bytes::from(vec![b'm'; COPY_BEHIND_HEAD_MAX]);
+            assert!(sending.queue(&mut conn, most.clone()).is_ok());
+            let suffix: &[u8] = if chunked { b"\r\n" } else { b"" };
+            assert!(conn.out.ends_with(&[&most[..], suffix].concat()));
+            assert!(sending.data.is_empty() && sending.tail.is_empty());
+            // Sent: the next piece starts a new buffer.
+            sending.advance(&conn, conn.out.len());
+            let large = Bytes::from(vec![b'l'; COPY_BEHIND_HEAD_MAX + 1]);
+            assert!(sending.queue(&mut conn, large.clone()).is_ok());
+            assert_eq!(sending.data, large);
+            let want: &[u8] = if chunked { b"801\r\n" } else { b"" };
+            assert_eq!(conn.out, want);
+            assert_eq!(sending.tail, suffix);
+        }
     }
 
     /// The buffer a connection goes back to the pool with after an answer of `size`

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::head::{role, PodFields, Role};
 use super::wire::Wire;
 use crate::http::body::HoldsPodFields;
+use crate::http::socket::COPY_BEHIND_HEAD_MAX;
 use crate::http::{CloseAfter, ProxyBody};
 
 /// How the body goes on the wire.
@@ -171,10 +172,6 @@ impl Fields {
     }
 }
 
-/// Body data up to this size is copied after the head (or a chunk's size line), so that
-/// the two go out as one buffer (see [`Socket`](crate::http::Socket)).
-const COPY_WITH_HEAD_MAX: usize = 2048;
-
 /// Sends the head (already in `pending`) and the body. `Ok(true)` when the response was
 /// written whole, `Ok(false)` when its body broke off (the connection must then close
 /// without a proper end, as the client has to see the response as incomplete).
@@ -257,9 +254,7 @@ where
             pending.extend_from_slice(hex(data.len() as u64, &mut [0; 16]));
             pending.extend_from_slice(b"\r\n");
         }
-        if data.len() <= COPY_WITH_HEAD_MAX {
-            // One buffer goes out with `send`, cheaper than a gathered call by more than
-            // copying this much costs.
+        if data.len() <= COPY_BEHIND_HEAD_MAX {
             pending.extend_from_slice(&data);
             pending.extend_from_slice(suffix);
             write_all(wire, &mut [IoSlice::new(&pending)]).await?;
@@ -513,10 +508,10 @@ mod tests {
             writes,
             vec![vec![[HEAD, b"d\r\n", small, b"\r\n0\r\n\r\n"].concat()]]
         );
-        let most = vec![b'm'; COPY_WITH_HEAD_MAX];
+        let most = vec![b'm'; COPY_BEHIND_HEAD_MAX];
         let writes = writes_of(&most, Out::Length(most.len() as u64)).await;
         assert_eq!(writes, vec![vec![[HEAD, &most].concat()]]);
-        let large = vec![b'l'; COPY_WITH_HEAD_MAX + 1];
+        let large = vec![b'l'; COPY_BEHIND_HEAD_MAX + 1];
         let writes = writes_of(&large, Out::Length(large.len() as u64)).await;
         assert_eq!(writes, vec![vec![HEAD.to_vec(), large.clone()]]);
         let writes = writes_of(&large, Out::Chunked).await;
