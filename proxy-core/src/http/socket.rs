@@ -100,13 +100,18 @@ mod tests {
 
     use super::*;
 
-    #[tokio::test]
-    async fn gathered_writes_arrive_whole_and_in_order() {
+    /// Both ends of a loopback connection: the accepted one, then the client.
+    async fn connected() -> (TcpStream, TcpStream) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
         let (server, _) = listener.accept().await.unwrap();
-        let mut client = client.await.unwrap();
+        (server, client.await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn gathered_writes_arrive_whole_and_in_order() {
+        let (server, mut client) = connected().await;
         let mut server = Socket::new(server);
         // Larger than the socket buffers, so some writes take part of what they are
         // given and wait for the peer to read.
@@ -140,11 +145,7 @@ mod tests {
     /// every kind come back short.
     #[tokio::test]
     async fn every_kind_of_write_arrives_whole_and_in_order() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = tokio::spawn(async move { TcpStream::connect(addr).await.unwrap() });
-        let (server, _) = listener.accept().await.unwrap();
-        let mut client = client.await.unwrap();
+        let (server, mut client) = connected().await;
         SockRef::from(&server)
             .set_send_buffer_size(16 << 10)
             .unwrap();
@@ -202,10 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn writes_to_a_closed_peer_fail() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let client = TcpStream::connect(addr).await.unwrap();
-        let (server, _) = listener.accept().await.unwrap();
+        let (server, client) = connected().await;
         drop(client);
         let mut server = Socket::new(server);
         let chunk = vec![0u8; 64 << 10];
