@@ -24,6 +24,17 @@ pub struct Socket(TcpStream);
 /// a gathered call would.
 pub(crate) const COPY_BEHIND_HEAD_MAX: usize = 2048;
 
+/// Appends `data` to `unsent` when it is small and something is there to write it
+/// with; otherwise leaves both and says so, and `data` goes out from where it is (alone,
+/// with `send`, or gathered behind `unsent`).
+pub(crate) fn copy_behind(unsent: &mut Vec<u8>, data: &[u8]) -> bool {
+    let copy = !unsent.is_empty() && data.len() <= COPY_BEHIND_HEAD_MAX;
+    if copy {
+        unsent.extend_from_slice(data);
+    }
+    copy
+}
+
 impl Socket {
     pub fn new(stream: TcpStream) -> Self {
         Self(stream)

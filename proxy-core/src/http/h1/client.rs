@@ -32,7 +32,7 @@ use super::Rewind;
 use crate::config::UpstreamKeepalive;
 use crate::http::headers::Forwarded;
 use crate::http::idle_io::{WriteIdle, WriteStalled, WriteTimeout};
-use crate::http::socket::{Socket, COPY_BEHIND_HEAD_MAX};
+use crate::http::socket::{copy_behind, Socket};
 use crate::http::upstream::{EndpointPool, Link, Outbound, UpstreamBody};
 
 /// Most bytes one read asks for.
@@ -484,8 +484,8 @@ impl Sending {
         close
     }
 
-    /// Queues `data` behind what `out` holds: copied into it when small, so that one
-    /// buffer goes out (see [`COPY_BEHIND_HEAD_MAX`]).
+    /// Queues `data` behind what `out` holds: copied into it when small and behind
+    /// something unsent, so that one buffer goes out (see [`copy_behind`]).
     fn queue(&mut self, conn: &mut PodConn, data: Bytes) -> Result<(), ExchangeError> {
         if self.out_at == conn.out.len() {
             conn.out.clear();
@@ -501,16 +501,13 @@ impl Sending {
                     ));
                 }
                 *rest -= n;
-                if data.len() <= COPY_BEHIND_HEAD_MAX {
-                    conn.out.extend_from_slice(&data);
-                } else {
+                if !copy_behind(&mut conn.out, &data) {
                     self.data = data;
                 }
             }
             Framing::Chunked => {
                 let _ = write!(Text(&mut conn.out), "{:x}\r\n", data.len());
-                if data.len() <= COPY_BEHIND_HEAD_MAX {
-                    conn.out.extend_from_slice(&data);
+                if copy_behind(&mut conn.out, &data) {
                     conn.out.extend_from_slice(b"\r\n");
                 } else {
                     self.data = data;
@@ -831,6 +828,7 @@ mod tests {
     use super::*;
     use crate::config::Timeouts;
     use crate::http::buffer::BufferedBody;
+    use crate::http::socket::COPY_BEHIND_HEAD_MAX;
 
     /// A pod that reads one request (head and, with `Content-Length`, body), hands it
     /// to the test and answers `answer` (written in pieces, to split heads and bodies
@@ -1073,8 +1071,9 @@ mod tests {
         );
     }
 
-    /// Body data up to the limit is copied behind the head, so that the request goes out
-    /// as one buffer; larger data is written from where it is, after the head.
+    /// Body data up to the limit is copied behind the head (or its chunk size line), so
+    /// that the request goes out as one buffer; larger data, or data with nothing unsent
+    /// ahead of it, is written from where it is.
     #[tokio::test]
     async fn small_body_data_is_queued_behind_the_head() {
         let (mut conn, _) = pod(vec![]).await;
@@ -1098,8 +1097,18 @@ mod tests {
             let suffix: &[u8] = if chunked { b"\r\n" } else { b"" };
             assert!(conn.out.ends_with(&[&most[..], suffix].concat()));
             assert!(sending.data.is_empty() && sending.tail.is_empty());
-            // Sent: the next piece starts a new buffer.
+            // Sent: the next piece starts a new buffer, copied only behind a size line.
             sending.advance(&conn, conn.out.len());
+            let small = Bytes::from_static(b"abc");
+            assert!(sending.queue(&mut conn, small.clone()).is_ok());
+            if chunked {
+                assert_eq!(conn.out, b"3\r\nabc\r\n");
+                assert!(sending.data.is_empty());
+            } else {
+                assert!(conn.out.is_empty());
+                assert_eq!(sending.data, small);
+            }
+            sending.advance(&conn, conn.out.len() + sending.data.len());
             let large = Bytes::from(vec![b'l'; COPY_BEHIND_HEAD_MAX + 1]);
             assert!(sending.queue(&mut conn, large.clone()).is_ok());
             assert_eq!(sending.data, large);

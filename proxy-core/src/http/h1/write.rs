@@ -16,7 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::head::{role, PodFields, Role};
 use super::wire::Wire;
 use crate::http::body::HoldsPodFields;
-use crate::http::socket::COPY_BEHIND_HEAD_MAX;
+use crate::http::socket::copy_behind;
 use crate::http::{CloseAfter, ProxyBody};
 
 /// How the body goes on the wire.
@@ -254,8 +254,7 @@ where
             pending.extend_from_slice(hex(data.len() as u64, &mut [0; 16]));
             pending.extend_from_slice(b"\r\n");
         }
-        if data.len() <= COPY_BEHIND_HEAD_MAX {
-            pending.extend_from_slice(&data);
+        if copy_behind(&mut pending, &data) {
             pending.extend_from_slice(suffix);
             write_all(wire, &mut [IoSlice::new(&pending)]).await?;
         } else {
@@ -345,6 +344,7 @@ fn with_date(f: impl FnOnce(&[u8])) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::socket::COPY_BEHIND_HEAD_MAX;
     use http::{header, HeaderValue, Response};
 
     fn head_of(resp: Response<ProxyBody>, asked: Asked) -> (String, Out, bool) {
@@ -494,7 +494,7 @@ mod tests {
         writes
     }
 
-    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 13\r\n\r\n";
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nx-head: 1\r\n\r\n";
 
     /// A small body goes out in the head's buffer, one buffer to one `send`; a large one
     /// after it, gathered, rather than copied.
