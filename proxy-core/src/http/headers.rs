@@ -413,15 +413,7 @@ mod tests {
     }
 
     fn info() -> Conn {
-        Conn::new(super::super::ConnInfo {
-            remote: "192.0.2.7:5555".parse().unwrap(),
-            local: "127.0.0.1:8080".parse().unwrap(),
-            scheme: Scheme::Http,
-            sni: None,
-            alpn_h2: false,
-            proxied: None,
-            client_cert: None,
-        })
+        Conn::for_tests()
     }
 
     fn plain<'a>(policy: &'a ClientAddressPolicy, host: Option<&'static str>) -> Forwarding<'a> {

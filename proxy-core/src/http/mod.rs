@@ -165,6 +165,20 @@ impl Conn {
             http3: false,
         }
     }
+
+    /// A plain HTTP connection from 192.0.2.7:5555 to 127.0.0.1:8080.
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Self::new(ConnInfo {
+            remote: "192.0.2.7:5555".parse().expect("address"),
+            local: "127.0.0.1:8080".parse().expect("address"),
+            scheme: Scheme::Http,
+            sni: None,
+            alpn_h2: false,
+            proxied: None,
+            client_cert: None,
+        })
+    }
 }
 
 /// `port` as a header value, shared by every connection to the same local port rather

@@ -473,15 +473,7 @@ mod tests {
     /// The writes `send` makes of `body` after a head of `HEAD`, framed as `framing`.
     async fn writes_of(body: &[u8], framing: Out) -> Vec<Vec<Vec<u8>>> {
         let io = Recorder::default();
-        let conn = crate::http::Conn::new(crate::http::ConnInfo {
-            remote: "192.0.2.7:5555".parse().unwrap(),
-            local: "127.0.0.1:8080".parse().unwrap(),
-            scheme: crate::http::Scheme::Http,
-            sni: None,
-            alpn_h2: false,
-            proxied: None,
-            client_cert: None,
-        });
+        let conn = crate::http::Conn::for_tests();
         let wire = Wire::new(
             io.clone(),
             conn,
