@@ -11,6 +11,11 @@ body16k (wrk, 16 KiB responses), churn (wrk while the config changes 10 times a 
 The wrk suites run closed-loop: each connection sends its next request as soon as the
 answer comes. `--pace-ms N` makes each wait N ms first, so every proxy is offered about
 the same rate and p99 compares tails rather than how close each ran to its limit.
+
+`--proxies` may also name `tcp-relay`: HAProxy in `mode tcp`, passing each connection's
+bytes to the pod unread (plain HTTP suites only). It does no HTTP work at all, so its CPU
+per request is about the least any proxy can spend on this machine's sockets: the floor
+under the HTTP proxies' figures.
 """
 
 import argparse
@@ -233,6 +238,9 @@ class Proxy:
         elif self.name == "nginx":
             cmd = pin + ["nginx", "-c", os.path.join(w, "nginx.conf"), "-g", "daemon off;"]
             env = None
+        elif self.name == "tcp-relay":
+            cmd = pin + ["haproxy", "-db", "-f", write_relay_cfg(a, w)]
+            env = None
         else:
             # -W: master-worker, so USR2 reloads as a systemd unit would.
             cmd = pin + ["haproxy", "-W", "-db", "-f", os.path.join(w, "haproxy.cfg")]
@@ -265,6 +273,29 @@ class Proxy:
             self.proc.wait()
         self.proc = None
         wait_port_free(self.a.http_port)
+
+
+def write_relay_cfg(a, work):
+    """HAProxy as a byte relay: one pod connection per client connection, nothing read.
+    The bench's pod answers every host and path alike, so the HTTP suites' requests
+    still get their 200s."""
+    path = os.path.join(work, "tcp-relay.cfg")
+    with open(path, "w") as f:
+        f.write(f"""global
+    nbthread {getattr(a, "workers", 1)}
+    maxconn 4096
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+
+listen relay
+    bind 127.0.0.1:{a.http_port}
+    server pod 127.0.0.1:{a.backend_port}
+""")
+    return path
 
 
 def start_backend(a, work, body_bytes):
