@@ -14,6 +14,12 @@ kernel's share of each request (the socket syscalls) is not counted.
 
 nginx (without its master process) and HAProxy (without master-worker) are counted the
 same way, on the same routes and backend, so the ratio is of like for like.
+
+`--atomics` also counts the locked read-modify-writes executed per request (x86
+`lock`-prefixed instructions and `xchg` with memory: reference counts, mutexes, the
+runtime's task and readiness states). Each costs several times an ordinary instruction,
+so they matter beyond their number; a single-threaded event loop such as nginx's needs
+almost none. The busiest callers are listed too.
 """
 
 import argparse
@@ -38,10 +44,13 @@ def main():
     ap.add_argument("--connections", type=int, default=16)
     ap.add_argument("--work", default="/tmp/portico-bench-cg")
     ap.add_argument("--proxies", default="portico",
-                    help="comma-separated: portico, nginx, haproxy (each counted the same way)")
+                    help="comma-separated: portico, nginx, haproxy, tcp-relay (bench.py's; each "
+                         "counted the same way)")
     ap.add_argument("--workers", type=int, default=1, help="Portico's --worker-threads")
     ap.add_argument("--runtime", choices=["work-stealing", "per-core"], default="work-stealing",
                     help="Portico's --runtime")
+    ap.add_argument("--atomics", action="store_true",
+                    help="also count locked read-modify-writes per request (needs objdump)")
     a = ap.parse_args()
     counts = bench.each_proxy(a, lambda name, a, work: measure(a, work, name))
     if "portico" in counts:
@@ -61,11 +70,15 @@ def proxy_cmd(a, work, name):
     if name == "haproxy":
         # Without -W HAProxy serves from the process it was started as.
         return ["haproxy", "-db", "-f", os.path.join(work, "haproxy.cfg")]
+    if name == "tcp-relay":
+        return ["haproxy", "-db", "-f", bench.write_relay_cfg(a, work)]
     sys.exit(f"unknown proxy {name}")
 
 
 def measure(a, work, name):
-    cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no",
+    # Instruction-level positions, written out in full, for `--atomics`.
+    positions = ["--dump-instr=yes", "--compress-pos=no"] if a.atomics else []
+    cmd = ["valgrind", "--tool=callgrind", "--compress-strings=no", *positions,
            f"--callgrind-out-file={work}/callgrind.{name}.%p"] + proxy_cmd(a, work, name)
     log = open(os.path.join(work, f"{name}.log"), "ab")
     proc = subprocess.Popen(cmd, stdout=log, stderr=log, start_new_session=True,
@@ -94,7 +107,54 @@ def measure(a, work, name):
     per = total / r["requests"]
     print(f"{name}: requests {r['requests']} non-2xx {r['non2xx']} socket errors {r['socket_errors']}")
     print(f"{name}: instructions per request: {per:,.0f}   (dump: {dumps[-1]})")
+    if a.atomics:
+        atomics, callers = locked_per_request(dumps[-1], r["requests"])
+        print(f"{name}: locked read-modify-writes per request: {atomics:.1f}")
+        for fn, n in callers[:12]:
+            print(f"    {n:6.2f}  {fn[:140]}")
     return per
+
+
+# `lock`-prefixed instructions, and `xchg` with a memory operand (locked implicitly).
+LOCKED = re.compile(r"^\s*([0-9a-f]+):\s+(lock\s|xchg\s+\S*\()")
+
+
+def locked_addresses(path):
+    """Addresses of the locked instructions in one executable or library."""
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", path],
+                         capture_output=True, text=True).stdout
+    return {int(m.group(1), 16) for m in map(LOCKED.match, out.splitlines()) if m}
+
+
+def locked_per_request(dump, requests):
+    """(locked instructions executed per request, [(function, per request)] busiest
+    first), from a dump with instruction positions. Callgrind gives each object's
+    addresses as its file does, so objdump's addresses match them."""
+    locked, by_fn, total = {}, {}, 0
+    obj = fn = None
+    after_call = False
+    with open(dump, errors="replace") as f:
+        for line in f:
+            if line.startswith("ob="):
+                obj = line[3:].strip()
+                if obj not in locked:
+                    locked[obj] = locked_addresses(obj) if os.path.isfile(obj) else set()
+            elif line.startswith("fn="):
+                fn = line[3:].strip()
+            elif line.startswith("calls="):
+                # The next line is the call's inclusive cost, not an instruction's own.
+                after_call = True
+            elif line.startswith("0x"):
+                if after_call:
+                    after_call = False
+                    continue
+                fields = line.split()
+                if int(fields[0], 16) in locked.get(obj, ()):
+                    n = int(fields[-1])
+                    total += n
+                    by_fn[fn] = by_fn.get(fn, 0) + n
+    callers = sorted(((k, v / requests) for k, v in by_fn.items()), key=lambda kv: -kv[1])
+    return total / requests, callers
 
 
 if __name__ == "__main__":
