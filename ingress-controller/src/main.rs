@@ -233,15 +233,20 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
         tokio::spawn(dns.serve_tcp(tcp));
         tracing::info!(addr = %addr, zone = %args.cluster_domain, "answering DNS for Services");
     }
-    tokio::spawn(publisher.run());
 
     // 4b. The admission webhook, judging against the same store and options.
     if let Some(addr) = args.webhook_addr {
         start_webhook(&args, addr, store.clone(), opts, readiness.clone()).await?;
     }
 
-    // 5. The proxy. Listeners are bound now (a busy port fails start-up at once) and
-    //    served once the first config is published.
+    // 5. The proxy's listeners, bound before the first config can be published: ready
+    //    (`/readyz`) follows that publish, and a Service sends traffic to a ready pod at
+    //    once. A busy port fails start-up here. Connections made before the config is
+    //    served wait in the listeners' backlog.
+    let http_listener = bind(args.http_addr, "--http-addr").await?;
+    let https_listener = bind(args.https_addr, "--https-addr").await?;
+    tokio::spawn(publisher.run());
+
     let fd_limit = raise_fd_limit();
     let max_connections = args
         .max_connections
@@ -278,8 +283,6 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
         counted.upgrade().map_or(0, |p| p.parked_connections())
     }));
     let shutdown = proxy.shutdown();
-    let http_listener = bind(args.http_addr, "--http-addr").await?;
-    let https_listener = bind(args.https_addr, "--https-addr").await?;
     // Per core, this thread accepts for every shard and deals the connections out.
     let (http_listener, http_dealt) = Incoming::dealing(http_listener, shards.len() + 1);
     let (https_listener, https_dealt) = Incoming::dealing(https_listener, shards.len() + 1);

@@ -491,6 +491,38 @@ async fn sigterm_turns_unready_and_exits_zero() {
     assert!(ctl.logs().contains("draining"), "{}", ctl.logs());
 }
 
+/// Ready means listening: a Service sends traffic to a pod once its readiness probe
+/// passes, so from the first `200` on `/readyz` both proxy ports must take connections.
+/// The first config is published by a task of its own, so the check runs on a few
+/// starts, polling without a pause, to land in any gap between the two.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ready_only_once_its_ports_listen() {
+    let web = Backend::start("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
+    std::fs::write(
+        dir.path().join("app.yaml"),
+        app_yaml("app", "ready.example.com", "/", &[web.addr]),
+    )
+    .unwrap();
+    for start in 0..6 {
+        let ctl = Controller::start(dir.path(), &[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !matches!(get(ctl.admin, "admin", "/readyz").await, Ok((200, _))) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "start {start}: not ready:\n{}",
+                ctl.logs()
+            );
+        }
+        for (port, addr) in [("http", ctl.http), ("https", ctl.https)] {
+            if let Err(e) = tokio::net::TcpStream::connect(addr).await {
+                panic!("start {start}: ready, but the {port} port refused: {e}");
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_logs_and_env_flags() {
     let dir = tempfile::tempdir().unwrap();
