@@ -239,12 +239,21 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
         start_webhook(&args, addr, store.clone(), opts, readiness.clone()).await?;
     }
 
-    // 5. The proxy's listeners, bound before the first config can be published: ready
-    //    (`/readyz`) follows that publish, and a Service sends traffic to a ready pod at
-    //    once. A busy port fails start-up here. Connections made before the config is
-    //    served wait in the listeners' backlog.
+    // 5. The proxy's listeners (HTTP/3's too), bound before the first config can be
+    //    published: ready (`/readyz`) follows that publish, and a Service sends traffic
+    //    to a ready pod at once. A busy port fails start-up here. Connections made
+    //    before the config is served wait in the listeners' backlog.
     let http_listener = bind(args.http_addr, "--http-addr").await?;
     let https_listener = bind(args.https_addr, "--https-addr").await?;
+    let http3_addr = args
+        .http3
+        .then(|| args.http3_addr.unwrap_or(args.https_addr));
+    let quic = match http3_addr {
+        Some(addr) => Some(
+            proxy_core::http::h3::endpoint(addr, &https.server_config()).context("--http3-addr")?,
+        ),
+        None => None,
+    };
     tokio::spawn(publisher.run());
 
     let fd_limit = raise_fd_limit();
@@ -257,9 +266,6 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
         max_connections_per_client = args.max_connections_per_client.unwrap_or(0),
         "connection caps"
     );
-    let http3_addr = args
-        .http3
-        .then(|| args.http3_addr.unwrap_or(args.https_addr));
     let proxy = Proxy::new(
         config.clone(),
         ProxyOptions {
@@ -286,12 +292,6 @@ async fn run(args: Args, shards: Vec<tokio::runtime::Runtime>) -> anyhow::Result
     // Per core, this thread accepts for every shard and deals the connections out.
     let (http_listener, http_dealt) = Incoming::dealing(http_listener, shards.len() + 1);
     let (https_listener, https_dealt) = Incoming::dealing(https_listener, shards.len() + 1);
-    let quic = match http3_addr {
-        Some(addr) => Some(
-            proxy_core::http::h3::endpoint(addr, &https.server_config()).context("--http3-addr")?,
-        ),
-        None => None,
-    };
     let stop = stop_signal();
     tokio::pin!(stop);
     tokio::select! {
