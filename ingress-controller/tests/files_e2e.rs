@@ -497,14 +497,8 @@ async fn sigterm_turns_unready_and_exits_zero() {
 /// starts, polling without a pause, to land in any gap between the two.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ready_only_once_its_ports_listen() {
-    let web = Backend::start("web").await;
+    // An empty folder is a config like any other: published, then ready.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("class.yaml"), INGRESS_CLASS_YAML).unwrap();
-    std::fs::write(
-        dir.path().join("app.yaml"),
-        app_yaml("app", "ready.example.com", "/", &[web.addr]),
-    )
-    .unwrap();
     for start in 0..6 {
         let ctl = Controller::start(dir.path(), &[]);
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
